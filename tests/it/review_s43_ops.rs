@@ -1,0 +1,262 @@
+//! Session 43's review of operations details: `seatwarden status` shows a daemon
+//! job waiting for the writer lock (a sweep, the same-day deprovisioning fast
+//! path, held off behind a long reconcile or a command run by hand), since when
+//! and behind whom, while the daemon that recorded the wait runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use seatwarden::model::WorkspaceSnapshot;
+use seatwarden::sandbox::Faults;
+use seatwarden::store::{Acquired, Store, WriterLock};
+
+use crate::fixtures;
+
+/// Writes `d.json` with `people` active people, and a configuration in `dir` for
+/// the workspace at `url`: one request at a time (so that a reconcile's creates
+/// take their latency each), no settle window.
+fn setup(url: &str, dir: &Path, people: usize) {
+    let users: Vec<serde_json::Value> = (1..=people)
+        .map(|n| {
+            serde_json::json!({
+                "id": format!("00n{n}"), "userName": format!("new{n}@example.com"),
+                "email": format!("new{n}@example.com"), "givenName": format!("new{n}"),
+                "familyName": "Example", "status": "active", "groups": []
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join("d.json"),
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\nmax_concurrency = 1\n\
+             requests_per_second = 10000\n\n[safety]\nsettle = \"0s\"\n\n\
+             [state]\npath = \"state.db\"\n\n[report]\ntimezone = \"Asia/Kolkata\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A sweep every two seconds.
+const EVERY_2S: &str = "*/2 * * * * *";
+
+/// A daemon killed when the test ends, however it ends.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The daemon on `dir`'s configuration: reconcile on 1 January only (and once at
+/// a first start), the sweep on `sweep`, listening on a port of its choosing.
+fn spawn_daemon(dir: &Path, sweep: &str) -> (Running, std::path::PathBuf) {
+    let env: Vec<(String, String)> = [
+        ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *"),
+        ("SEATWARDEN__SCHEDULE__SWEEP", sweep),
+        ("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .to_vec();
+    let (child, log) = fixtures::spawn_daemon_with(dir, &env);
+    (Running(Some(child)), log)
+}
+
+/// `seatwarden status --format FORMAT`, another process: its stdout.
+fn status(dir: &Path, format: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .args(["status", "--format", format])
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The job line `name` of a JSON status.
+fn job<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == name)
+        .unwrap()
+}
+
+/// Polls `done` for up to a minute; the test fails with `log` if it never holds.
+async fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the daemon logged:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The daemon's first reconcile creates 20 accounts at 300 ms a request, holding
+/// the writer lock for seconds; the sweeps fired meanwhile wait behind it. Before,
+/// `status` (another process) showed the sweep's last run and nothing of the
+/// wait: only the daemon's log line at the sweep's start, and the lock-wait
+/// histogram, told of it, after it. Now the sweep's line says it waits, since
+/// when (on `report.timezone`'s clock) and that the reconcile holds the lock;
+/// once the reconcile is done it waits no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
+    let sandbox = fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(sandbox.base_url().as_str(), dir.path(), 20);
+    sandbox.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let (_daemon, log) = spawn_daemon(dir.path(), EVERY_2S);
+    let mut seen = None;
+    wait_for("status to show the sweep waiting", &log, || {
+        let json: serde_json::Value =
+            serde_json::from_str(&status(dir.path(), "json")).unwrap_or_default();
+        if json["daemon_running"] == true
+            && job(&json, "sweep")["waiting_since"].is_string()
+            && json["writer_lock"]["what"] == "the daemon's reconcile job"
+        {
+            seen = Some(json);
+        }
+        seen.is_some()
+    })
+    .await;
+    let json = seen.unwrap();
+    let sweep = job(&json, "sweep");
+    let since: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(sweep["waiting_since"].clone()).unwrap();
+    let now: chrono::DateTime<chrono::Utc> = serde_json::from_value(json["now"].clone()).unwrap();
+    assert!(
+        since <= now && now - since < chrono::Duration::seconds(60),
+        "{json}"
+    );
+    let local = sweep["waiting_since_local"].as_str().unwrap();
+    assert!(local.ends_with("+05:30 (IST)"), "{local}");
+    assert_eq!(
+        job(&json, "reconcile")["waiting_since"],
+        serde_json::Value::Null
+    );
+    // The text, while the reconcile still runs.
+    let text = status(dir.path(), "text");
+    let line = text
+        .lines()
+        .find(|l| l.contains("WAITING for the writer lock since"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("+05:30 (IST)") && line.contains("held by the daemon's reconcile job (pid "),
+        "{text}"
+    );
+    let before = text.split(line).next().unwrap();
+    assert!(
+        before
+            .lines()
+            .last()
+            .unwrap()
+            .trim_start()
+            .starts_with("sweep"),
+        "the wait goes under the sweep's line:\n{text}"
+    );
+    // Once the reconcile is done, the sweep runs and waits no more.
+    wait_for(
+        "the reconcile to finish and the sweep to stop waiting",
+        &log,
+        || {
+            let json: serde_json::Value =
+                serde_json::from_str(&status(dir.path(), "json")).unwrap_or_default();
+            job(&json, "reconcile")["last_status"] == "succeeded"
+                && job(&json, "sweep")["waiting_since"].is_null()
+        },
+    )
+    .await;
+}
+
+/// A sweep waiting for a command run by hand shows as waiting behind that
+/// command. A daemon killed (`kill -9`) while the sweep waits leaves its record
+/// in the database: with no daemon running it is no live wait and `status` does
+/// not show it, and the next daemon's start clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_left_by_a_killed_daemon_is_not_shown_as_live() {
+    let sandbox = fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(sandbox.base_url().as_str(), dir.path(), 1);
+    let database = dir.path().join("state.db");
+    drop(Store::open(&database).unwrap());
+    let held = match WriterLock::acquire_within(
+        &database,
+        "the command `seatwarden approve`",
+        None,
+        |_, _| panic!("nobody else holds it"),
+    )
+    .unwrap()
+    {
+        Acquired::Taken(lock) => lock,
+        Acquired::Busy { .. } => panic!("busy"),
+    };
+    let (mut daemon, log) = spawn_daemon(dir.path(), EVERY_2S);
+    wait_for(
+        "status to show the sweep waiting for the command",
+        &log,
+        || {
+            let text = status(dir.path(), "text");
+            text.contains("WAITING for the writer lock since")
+                && text.contains(&format!(
+                    "held by the command `seatwarden approve` (pid {})",
+                    std::process::id()
+                ))
+        },
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&status(dir.path(), "json")).unwrap();
+    assert!(job(&json, "sweep")["waiting_since"].is_string(), "{json}");
+    let child = daemon.0.as_mut().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The record is still there, of a daemon that is gone.
+    let left = Store::open(&database).unwrap().lock_waits().unwrap();
+    let stale = *left.get("sweep").unwrap_or_else(|| panic!("{left:?}"));
+    // And its prune waited too (a job that does not run at the next start, whose
+    // own wait would replace the record).
+    Store::open(&database)
+        .unwrap()
+        .set_lock_wait("prune", Some(stale))
+        .unwrap();
+    let text = status(dir.path(), "text");
+    assert!(!text.contains("WAITING"), "{text}");
+    assert!(text.contains("no daemon is running"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status(dir.path(), "json")).unwrap();
+    for line in json["jobs"].as_array().unwrap() {
+        assert!(line["waiting_since"].is_null(), "{json}");
+    }
+    // The next daemon starts with the killed one's waits cleared.
+    drop(held);
+    drop(daemon);
+    let (_daemon, log) = spawn_daemon(dir.path(), EVERY_2S);
+    wait_for("the new daemon to start", &log, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("daemon started")
+    })
+    .await;
+    let waits = Store::open(&database).unwrap().lock_waits().unwrap();
+    assert!(
+        !waits.contains_key("prune"),
+        "{waits:?} still holds the killed daemon's wait since {stale}"
+    );
+}
