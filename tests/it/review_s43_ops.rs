@@ -260,3 +260,127 @@ async fn a_wait_left_by_a_killed_daemon_is_not_shown_as_live() {
         "{waits:?} still holds the killed daemon's wait since {stale}"
     );
 }
+
+// ------------------------------------------------- read-modify-write and lost answers
+
+const RMW_TOKEN: &str = "review-s43-token";
+
+/// Three accounts `u0000`..`u0002` ("User N"), served with PATCH switched off:
+/// every change is a read, a change and a PUT carrying `If-Match`.
+async fn put_only_sandbox() -> seatwarden::sandbox::Sandbox {
+    use seatwarden::model::Account;
+    let accounts = (0..3)
+        .map(|i| Account {
+            id: format!("u{i:04}"),
+            user_name: format!("user{i}@example.com"),
+            external_id: Some(format!("e{i}")),
+            given_name: Some(format!("Given{i}")),
+            family_name: Some("Family".into()),
+            display_name: Some(format!("User {i}")),
+            email: Some(format!("user{i}@example.com")),
+            active: true,
+            roles: vec!["Viewer".into()],
+        })
+        .collect();
+    let sandbox = fixtures::sandbox(
+        RMW_TOKEN,
+        WorkspaceSnapshot {
+            accounts,
+            groups: Vec::new(),
+        },
+    )
+    .await;
+    sandbox.set_patch_supported(false);
+    sandbox
+}
+
+async fn discovered_client(
+    sandbox: &seatwarden::sandbox::Sandbox,
+) -> seatwarden::workspace::ScimClient {
+    use seatwarden::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
+    let client = seatwarden::workspace::ScimClient::new(ScimSettings {
+        base_url: sandbox.base_url().as_str().parse().unwrap(),
+        token: RMW_TOKEN.to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        pagination: Pagination::Auto,
+        max_concurrency: 4,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(10),
+        retry: seatwarden::retry::RetryPolicy::immediate(3),
+        managed_groups: Vec::new(),
+        group_members: GroupMembers::Listed,
+        ca_pem: None,
+    })
+    .unwrap();
+    client.discover().await.unwrap();
+    client
+}
+
+/// The PUT's answer is lost after the sandbox applied it (a connection reset
+/// after the commit); the retry, carrying the version read before, gets 412: the
+/// version changed, by the PUT itself. That 412 was taken as someone else's
+/// change and spent the one re-read that guards against one, so a real change
+/// made by someone else after the re-read failed the write as "changed by
+/// someone else between read and write twice in a row". The 412 after a retried
+/// write is read again apart: the real change is still read again once, kept,
+/// and the write made.
+#[tokio::test]
+async fn a_412_after_a_lost_answer_does_not_spend_the_re_read_for_a_concurrent_change() {
+    let sandbox = put_only_sandbox().await;
+    let client = discovered_client(&sandbox).await;
+    sandbox.record_requests();
+    sandbox.lose_answers("PUT", "Users", 1);
+    sandbox.change_after_reads(
+        "Users",
+        "u0001",
+        vec![
+            // After the first read: nothing changes (the same value keeps the version).
+            serde_json::json!([{"op": "replace", "path": "displayName", "value": "User 1"}]),
+            // After the read that follows the lost answer's 412: someone else's change.
+            serde_json::json!([{"op": "replace", "path": "displayName", "value": "Changed elsewhere"}]),
+        ],
+    );
+    client.set_active("u0001", false).await.unwrap();
+    let after = sandbox.snapshot();
+    let user = after.accounts.iter().find(|a| a.id == "u0001").unwrap();
+    assert!(!user.active);
+    assert_eq!(user.display_name.as_deref(), Some("Changed elsewhere"));
+    let puts: Vec<u16> = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        puts,
+        [200, 412, 412, 200],
+        "applied (answer lost), its retry refused, refused for the concurrent change, written"
+    );
+    sandbox.shutdown().await;
+}
+
+/// A 412 after a retried write whose answer was lost reads again once for that
+/// too, not without end: a write refused after every re-read still fails.
+#[tokio::test]
+async fn a_write_refused_after_each_re_read_still_fails() {
+    let sandbox = put_only_sandbox().await;
+    let client = discovered_client(&sandbox).await;
+    sandbox.lose_answers("PUT", "Users", 1);
+    sandbox.change_after_reads(
+        "Users",
+        "u0001",
+        vec![
+            serde_json::json!([{"op": "replace", "path": "displayName", "value": "User 1"}]),
+            serde_json::json!([{"op": "replace", "path": "displayName", "value": "First"}]),
+            serde_json::json!([{"op": "replace", "path": "displayName", "value": "Second"}]),
+        ],
+    );
+    let err = client.set_active("u0001", false).await.unwrap_err();
+    assert_eq!(err.status(), Some(412), "{err}");
+    assert!(err.to_string().contains("twice"), "{err}");
+    let after = sandbox.snapshot();
+    let user = after.accounts.iter().find(|a| a.id == "u0001").unwrap();
+    assert_eq!(user.display_name.as_deref(), Some("Second"));
+    sandbox.shutdown().await;
+}
