@@ -339,6 +339,14 @@ impl Shared {
         self.database.lost_at(&self.config().state.path)
     }
 
+    /// The jobs waiting for the writer locks now, each since when ([`LockWait`]).
+    pub fn lock_waits_now(&self) -> BTreeMap<&'static str, DateTime<Utc>> {
+        self.lock_waits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Alive: the scheduler loop ran within three ticks.
     pub fn alive(&self) -> bool {
         let last = self.last_tick.load(Ordering::SeqCst);
@@ -842,7 +850,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
     log_start(name, waited);
-    if !matches!(name, DIGEST | MAIL) {
+    if takes_writer_lock(name) {
         metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => name)
             .record(waited.as_secs_f64());
     }
@@ -936,6 +944,12 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
 /// start only when it reads the directory: nothing else tells of the wait.
 pub const LONG_LOCK_WAIT: Duration = Duration::from_secs(60);
 
+/// Whether the job `name` writes, and so waits for the writer locks: mail and the
+/// digest only read and queue ([`take_writer_locks`]).
+pub fn takes_writer_lock(name: &str) -> bool {
+    !matches!(name, DIGEST | MAIL)
+}
+
 /// The log line of `name` starting after `waited` for the writer locks.
 fn log_start(name: &'static str, waited: Duration) {
     let waited_secs = waited.as_secs();
@@ -989,7 +1003,7 @@ async fn take_writer_locks(
     Option<WriterLock>,
     Option<String>,
 ) {
-    if matches!(name, DIGEST | MAIL) {
+    if !takes_writer_lock(name) {
         return (None, None, None);
     }
     // Recorded for `status` once the job has to wait, cleared when this returns,

@@ -108,13 +108,24 @@ async fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `seatwarden_job_lock_waiting_seconds{job="JOB"}` in `metrics`.
+fn waiting_seconds(metrics: &str, job: &str) -> f64 {
+    let series = format!("seatwarden_job_lock_waiting_seconds{{job=\"{job}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in:\n{metrics}"))
+}
+
 /// The daemon's first reconcile creates 20 accounts at 300 ms a request, holding
 /// the writer lock for seconds; the sweeps fired meanwhile wait behind it. Before,
 /// `status` (another process) showed the sweep's last run and nothing of the
 /// wait: only the daemon's log line at the sweep's start, and the lock-wait
 /// histogram, told of it, after it. Now the sweep's line says it waits, since
-/// when (on `report.timezone`'s clock) and that the reconcile holds the lock;
-/// once the reconcile is done it waits no more.
+/// when (on `report.timezone`'s clock) and that the reconcile holds the lock,
+/// and `/metrics` how long it has waited so far; once the reconcile is done it
+/// waits no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
     let sandbox = fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
@@ -124,7 +135,11 @@ async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
         latency: Duration::from_millis(300),
         ..Faults::default()
     });
-    let (_daemon, log) = spawn_daemon(dir.path(), EVERY_2S);
+    let (mut daemon, log) = spawn_daemon(dir.path(), EVERY_2S);
+    let port = fixtures::listening_port(daemon.0.as_mut().unwrap(), || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     let mut seen = None;
     wait_for("status to show the sweep waiting", &log, || {
         let json: serde_json::Value =
@@ -173,6 +188,11 @@ async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
             .starts_with("sweep"),
         "the wait goes under the sweep's line:\n{text}"
     );
+    // And the metrics: how long it has waited so far, while it waits.
+    let (code, metrics) = fixtures::http_get(port, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert!(waiting_seconds(&metrics, "sweep") > 0.0, "{metrics}");
+    assert_eq!(waiting_seconds(&metrics, "reconcile"), 0.0, "{metrics}");
     // Once the reconcile is done, the sweep runs and waits no more.
     wait_for(
         "the reconcile to finish and the sweep to stop waiting",
@@ -182,6 +202,7 @@ async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
                 serde_json::from_str(&status(dir.path(), "json")).unwrap_or_default();
             job(&json, "reconcile")["last_status"] == "succeeded"
                 && job(&json, "sweep")["waiting_since"].is_null()
+                && waiting_seconds(&fixtures::http_get(port, "/metrics").1, "sweep") == 0.0
         },
     )
     .await;
