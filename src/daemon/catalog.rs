@@ -81,6 +81,14 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "1 while the job runs, else 0.",
     ),
     (
+        "seatwarden_job_lock_waiting_seconds",
+        Some(Unit::Seconds),
+        "How long the workspace writer (reconcile, sweep, retry, prune) has been waiting \
+         for the writer lock so far, by job; 0 when it is not waiting. A sweep held off \
+         behind a long reconcile shows here while it waits (the histogram \
+         seatwarden_job_lock_wait_seconds counts a wait once the job has started).",
+    ),
+    (
         "seatwarden_last_success_timestamp_seconds",
         Some(Unit::Seconds),
         "Unix time the job last ran to the end (absent until it has).",
@@ -173,8 +181,9 @@ pub fn register(jobs: &[&'static str]) {
         // Registered, a histogram renders with a count of 0.
         let _ = metrics::histogram!("seatwarden_job_duration_seconds", "job" => job);
         // The writers only: mail and the digest take no lock.
-        if !matches!(job, super::DIGEST | super::MAIL) {
+        if super::takes_writer_lock(job) {
             let _ = metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => job);
+            metrics::gauge!("seatwarden_job_lock_waiting_seconds", "job" => job).set(0.0);
         }
     }
     metrics::counter!("seatwarden_retries_total").increment(0);

@@ -425,6 +425,18 @@ fn refresh_gauges(shared: &Shared) {
             0.0
         });
     }
+    let waits = shared.lock_waits_now();
+    for name in shared
+        .counters
+        .keys()
+        .filter(|name| super::takes_writer_lock(name))
+    {
+        let waited = waits
+            .get(name)
+            .and_then(|since| (now - *since).to_std().ok())
+            .map_or(0.0, |waited| waited.as_secs_f64());
+        metrics::gauge!("seatwarden_job_lock_waiting_seconds", "job" => *name).set(waited);
+    }
 }
 
 /// Actions that wait for a human's `approve` or `reject`, whichever job held them:

@@ -30,7 +30,8 @@
 //! sweep never races a reconcile over the same accounts or journal rows; a job
 //! still running at its next fire is skipped and counted. Each writer's wait for
 //! the lock is logged as it starts and counted (`seatwarden_job_lock_wait_seconds`,
-//! [`LONG_LOCK_WAIT`]). A sweep waiting behind a reconcile is the only one to see
+//! [`LONG_LOCK_WAIT`]), and kept in `daemon_state` while it lasts for
+//! `seatwarden status` ([`LockWait`]; cleared at start, where a killed daemon left one). A sweep waiting behind a reconcile is the only one to see
 //! a leaver disabled after that reconcile read the directory, so
 //! `schedule.reconcile_max_duration` bounds a reconcile ([`time_limited`]): past
 //! it, the run is stopped as SIGTERM stops it (below), recorded `stopped` with
@@ -227,6 +228,9 @@ pub struct Shared {
     /// wall clock now reads in its future by the time passed since (a clock
     /// stepped ahead, then back), which the wall times alone cannot tell.
     successes: Mutex<BTreeMap<&'static str, (DateTime<Utc>, tokio::time::Instant)>>,
+    /// The jobs waiting for the writer locks now, each since when ([`LockWait`]),
+    /// as `daemon_state` is to hold them for `seatwarden status`.
+    lock_waits: Mutex<BTreeMap<&'static str, DateTime<Utc>>>,
     /// The state database as opened at start ([`Shared::database_lost`]).
     database: DatabaseFile,
 }
@@ -333,6 +337,14 @@ impl Shared {
     /// start, if it is not ([`DatabaseFile`]).
     pub fn database_lost(&self) -> Option<String> {
         self.database.lost_at(&self.config().state.path)
+    }
+
+    /// The jobs waiting for the writer locks now, each since when ([`LockWait`]).
+    pub fn lock_waits_now(&self) -> BTreeMap<&'static str, DateTime<Utc>> {
+        self.lock_waits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Alive: the scheduler loop ran within three ticks.
@@ -512,6 +524,9 @@ pub async fn run(
     // Only one daemon runs per database (the instance lock): a job still marked
     // running was cut off when the last one stopped.
     let interrupted = db.close_interrupted_jobs(clock.now())?;
+    // Nor does any job wait for the writer lock yet: the waits a killed daemon
+    // recorded are over.
+    db.clear_lock_waits()?;
     if !interrupted.is_empty() {
         tracing::warn!(
             jobs = %interrupted.join(", "),
@@ -580,6 +595,7 @@ pub async fn run(
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
         successes: Mutex::new(BTreeMap::new()),
+        lock_waits: Mutex::new(BTreeMap::new()),
         database,
     });
     let start: StartJob = {
@@ -834,7 +850,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
     log_start(name, waited);
-    if !matches!(name, DIGEST | MAIL) {
+    if takes_writer_lock(name) {
         metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => name)
             .record(waited.as_secs_f64());
     }
@@ -928,6 +944,12 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
 /// start only when it reads the directory: nothing else tells of the wait.
 pub const LONG_LOCK_WAIT: Duration = Duration::from_secs(60);
 
+/// Whether the job `name` writes, and so waits for the writer locks: mail and the
+/// digest only read and queue ([`take_writer_locks`]).
+pub fn takes_writer_lock(name: &str) -> bool {
+    !matches!(name, DIGEST | MAIL)
+}
+
 /// The log line of `name` starting after `waited` for the writer locks.
 fn log_start(name: &'static str, waited: Duration) {
     let waited_secs = waited.as_secs();
@@ -981,15 +1003,26 @@ async fn take_writer_locks(
     Option<WriterLock>,
     Option<String>,
 ) {
-    if matches!(name, DIGEST | MAIL) {
+    if !takes_writer_lock(name) {
         return (None, None, None);
     }
+    // Recorded for `status` once the job has to wait, cleared when this returns,
+    // or when the job gives up waiting (stopping: this future is dropped).
+    let mut wait = LockWait::new(shared, name);
     // An owned guard: a borrowed one held across the job's awaits trips the
     // compiler's Send inference for the spawned future (rust-lang/rust#102211).
-    let writer = Arc::clone(&shared.writer).lock_owned().await;
+    let writer = match Arc::clone(&shared.writer).try_lock_owned() {
+        Ok(writer) => writer,
+        // Another of the daemon's jobs writes (a sweep behind a long reconcile).
+        Err(_) => {
+            wait.begin();
+            Arc::clone(&shared.writer).lock_owned().await
+        }
+    };
     let database = shared.config().state.path.clone();
     let what = format!("the daemon's {name} job");
     let taken = WriterLock::acquire(&database, &what, |path, holder| {
+        wait.begin();
         // The holder's clock: it wrote when it took the lock, on the system's.
         let now = Utc::now();
         tracing::info!(
@@ -1011,6 +1044,89 @@ async fn take_writer_locks(
             None,
             Some(format!("cannot take the writer lock: {e}")),
         ),
+    }
+}
+
+/// A daemon job's wait for the writer locks, shown by `seatwarden status` (another
+/// process, reading `daemon_state`: `lock_wait.<job>`, [`Store::set_lock_wait`])
+/// from when the job has to wait until it has the locks or gives up (this drops).
+/// Otherwise only the log line at its start and `seatwarden_job_lock_wait_seconds`
+/// tell of the wait, both after it: an operator asking why a leaver is not disabled
+/// yet would see the sweep's last run and nothing of the one held off.
+struct LockWait {
+    shared: Arc<Shared>,
+    name: &'static str,
+    waiting: bool,
+}
+
+impl LockWait {
+    fn new(shared: &Arc<Shared>, name: &'static str) -> LockWait {
+        LockWait {
+            shared: Arc::clone(shared),
+            name,
+            waiting: false,
+        }
+    }
+
+    /// The job has to wait, since now (a second call keeps the first time: the
+    /// wait for the daemon's own lock and then for a command's run on).
+    fn begin(&mut self) {
+        if self.waiting {
+            return;
+        }
+        self.waiting = true;
+        let since = self.shared.now();
+        self.shared
+            .lock_waits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.name, since);
+        write_lock_wait(&self.shared, self.name);
+    }
+}
+
+impl Drop for LockWait {
+    fn drop(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        self.shared
+            .lock_waits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(self.name);
+        write_lock_wait(&self.shared, self.name);
+    }
+}
+
+/// Writes `name`'s wait as [`Shared::lock_waits`] holds it to `daemon_state`, off
+/// the async workers (a prune's VACUUM can hold the database for seconds). Read
+/// under the daemon's database lock, so that of a start and an end of a wait
+/// written in either order the last one written is the state now.
+fn write_lock_wait(shared: &Arc<Shared>, name: &'static str) {
+    let shared = Arc::clone(shared);
+    let write = move || {
+        let written = shared.with_db(|db| {
+            let since = shared
+                .lock_waits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(name)
+                .copied();
+            db.set_lock_wait(name, since)
+        });
+        if let Err(e) = written {
+            tracing::warn!(
+                job = name,
+                error = %e,
+                "cannot record in the state database whether the job waits for the writer \
+                 lock: `seatwarden status` may not show it right"
+            );
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(write)),
+        Err(_) => write(),
     }
 }
 
@@ -1779,6 +1895,7 @@ mod tests {
             start: RwLock::new(None),
             failures: Mutex::new(BTreeMap::new()),
             successes: Mutex::new(BTreeMap::new()),
+            lock_waits: Mutex::new(BTreeMap::new()),
             database,
         }
     }

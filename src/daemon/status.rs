@@ -1,5 +1,6 @@
 //! What `seatwarden status` prints and `GET /status` returns: the deprovisioning
-//! ledger (pending and overdue, due times in the configured zone), the jobs, who
+//! ledger (pending and overdue, due times in the configured zone), the jobs (and
+//! those of the running daemon waiting for the writer lock, since when), who
 //! holds the writer lock now (a daemon job or a command run by hand), and the
 //! latest full run.
 
@@ -113,6 +114,13 @@ pub struct JobLine {
     pub next_run: Option<DateTime<Utc>>,
     /// `next_run` on the configured zone's wall clock, for people ([`crate::model::clock_time`]).
     pub next_run_local: Option<String>,
+    /// Since when the job, started, waits for the writer lock (held by another
+    /// job, a long reconcile say, or by a command run by hand: `writer_lock`), as
+    /// the running daemon recorded it; `None` when it does not wait, or no daemon
+    /// runs (a record a killed daemon left is no live wait).
+    pub waiting_since: Option<DateTime<Utc>>,
+    /// `waiting_since` on the configured zone's wall clock, for people.
+    pub waiting_since_local: Option<String>,
 }
 
 /// Deactivated accounts whose deletion waits for `deprovision.delete_after`.
@@ -344,7 +352,17 @@ pub fn collect(
             .collect::<Result<_, StoreError>>()?,
         None => BTreeMap::new(),
     };
-    let jobs = job_lines(store.jobs()?, daemon_running, schedule, &kept, now, tz);
+    // Recorded by the daemon, live only while it runs: one killed while a job
+    // waited left its record behind (its next start clears it).
+    let waits = match daemon_running {
+        Some(true) => store.lock_waits()?,
+        _ => BTreeMap::new(),
+    };
+    let mut jobs = job_lines(store.jobs()?, daemon_running, schedule, &kept, now, tz);
+    for job in &mut jobs {
+        job.waiting_since = waits.get(&job.record.name).copied();
+        job.waiting_since_local = job.waiting_since.map(|at| waiting_time(at, tz));
+    }
     Ok(Status {
         now,
         timezone: tz.name().to_owned(),
@@ -394,6 +412,8 @@ fn job_lines(
         next_run_local: next_run.map(|(at, schedule)| schedule.wall_clock(at, tz)),
         next_run: next_run.map(|(at, _)| at),
         record,
+        waiting_since: None,
+        waiting_since_local: None,
     };
     for (name, job_schedule) in &scheduled {
         // Every scheduled job, run or not: one missing from the list (a daily
@@ -423,6 +443,12 @@ fn job_lines(
     }
     lines.extend(recorded.into_iter().map(|record| line(record, None)));
     lines
+}
+
+/// When a job began to wait for the writer lock, to the second (the holder's
+/// time is shown so too), on `tz`'s clock.
+fn waiting_time(at: DateTime<Utc>, tz: Tz) -> String {
+    crate::model::clock_time(at, tz, "%Y-%m-%d %H:%M:%S")
 }
 
 /// One job's line: its last run (how it ended, when it started and finished), its
@@ -559,6 +585,19 @@ pub fn render_text(status: &Status) -> String {
     }
     for job in &status.jobs {
         let _ = writeln!(out, "  {}", job_text(job, tz));
+        if let Some(since) = job.waiting_since {
+            let holder = status.writer_lock.as_ref().map_or_else(
+                || "a holder the lock file does not name".to_owned(),
+                |holder| crate::report::printable_field(&holder.describe(status.now, tz)),
+            );
+            let _ = writeln!(
+                out,
+                "  {:<10} WAITING for the writer lock since {} ({} so far), held by {holder}",
+                "",
+                waiting_time(since, tz),
+                sla::latency_text((status.now - since).max(Duration::zero())),
+            );
+        }
     }
     if let Some(holder) = &status.writer_lock {
         let _ = writeln!(
@@ -818,6 +857,8 @@ mod tests {
                     cut_off,
                     next_run: next,
                     next_run_local: next.map(|at| local(at, chrono_tz::UTC)),
+                    waiting_since: None,
+                    waiting_since_local: None,
                 },
                 chrono_tz::UTC,
             )

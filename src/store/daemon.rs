@@ -1,6 +1,8 @@
 //! The daemon's tables: the deprovisioning ledger, the scheduler's record of each
 //! job, and small key/value state (the directory's change cursor).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,10 @@ pub struct JobRecord {
     pub last_error: Option<String>,
     pub last_success_at: Option<DateTime<Utc>>,
 }
+
+/// The prefix of the `daemon_state` keys of the daemon's jobs waiting for the
+/// writer lock (`lock_wait.<job>`, since when: RFC 3339, UTC).
+const LOCK_WAIT: &str = "lock_wait.";
 
 const LEDGER_COLUMNS: &str = "id, identity_id, account_id, user_name, reason, detected_at, \
      due_at, enforced_at, verified_at, closed_at, escalated_at, attempts, next_attempt_at, \
@@ -144,6 +150,56 @@ impl Store {
         result
             .map(|_| ())
             .context(|| format!("writing {key:?} to daemon_state"))
+    }
+
+    // ---- daemon jobs waiting for the writer lock -------------------------------------
+
+    /// Records that the daemon's job `job` waits for the writer lock since `since`
+    /// (`None`: it waits no more), for `seatwarden status`, another process.
+    pub fn set_lock_wait(
+        &mut self,
+        job: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let value = since.map(ts);
+        self.set_state_value(&format!("{LOCK_WAIT}{job}"), value.as_deref())
+    }
+
+    /// The daemon's jobs waiting for the writer lock, each with since when, as the
+    /// daemon recorded them ([`Store::set_lock_wait`]). A record that does not read
+    /// as a time (edited by hand) is left out. Only a running daemon's records are
+    /// live: one a killed daemon left stays until the next start clears it
+    /// ([`Store::clear_lock_waits`]).
+    pub fn lock_waits(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {
+        let rows: Vec<(String, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT substr(key, length(?1) + 1), value FROM daemon_state
+                 WHERE substr(key, 1, length(?1)) = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([LOCK_WAIT], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .context(|| {
+                "reading the jobs waiting for the writer lock from daemon_state".to_owned()
+            })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(job, since)| {
+                let since = DateTime::parse_from_rfc3339(&since).ok()?.to_utc();
+                Some((job, since))
+            })
+            .collect())
+    }
+
+    /// At daemon start: the waits a stopped daemon recorded are over.
+    pub fn clear_lock_waits(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM daemon_state WHERE substr(key, 1, length(?1)) = ?1")
+            .and_then(|mut stmt| stmt.execute([LOCK_WAIT]))
+            .map(|_| ())
+            .context(|| "clearing the jobs waiting for the writer lock in daemon_state".to_owned())
     }
 
     // ---- jobs ---------------------------------------------------------------------
@@ -840,6 +896,35 @@ mod tests {
         let waiting = store.held_for_approval().unwrap();
         assert_eq!(waiting.get("00u-ann"), Some(&sweep));
         assert_eq!(waiting.get("00u-bob"), None);
+    }
+
+    /// A job's wait is recorded and cleared by itself, the others' stay, and a
+    /// start clears them all; the key/value state beside them is untouched.
+    #[test]
+    fn lock_waits_are_recorded_per_job_and_cleared() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert!(store.lock_waits().unwrap().is_empty());
+        store
+            .set_state_value("fired_slot.sweep", Some("x"))
+            .unwrap();
+        store.set_lock_wait("sweep", Some(at(1))).unwrap();
+        store.set_lock_wait("retry", Some(at(2))).unwrap();
+        store
+            .set_state_value("lock_wait.prune", Some("not a time"))
+            .unwrap();
+        let waits = store.lock_waits().unwrap();
+        assert_eq!(
+            waits.into_iter().collect::<Vec<_>>(),
+            [("retry".to_owned(), at(2)), ("sweep".to_owned(), at(1))]
+        );
+        store.set_lock_wait("sweep", None).unwrap();
+        assert_eq!(store.lock_waits().unwrap().len(), 1);
+        store.clear_lock_waits().unwrap();
+        assert!(store.lock_waits().unwrap().is_empty());
+        assert_eq!(
+            store.state_value("fired_slot.sweep").unwrap().as_deref(),
+            Some("x")
+        );
     }
 
     /// A stop's, an open breaker's and a workspace found down's unsent rows are not

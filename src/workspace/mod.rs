@@ -650,12 +650,15 @@ impl ScimClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Answer, WorkspaceError> {
-        self.send_if_match(method, path, query, body, None).await
+        self.send_if_match(method, path, query, body, None).await.0
     }
 
     /// [`ScimClient::send`] with `If-Match: <version>` when `if_match` is given.
     /// A 412 is not transient (`crate::http::status_is_transient`): sent again,
-    /// the same version would be refused again.
+    /// the same version would be refused again. Also whether it was sent again
+    /// after an attempt the workspace may have carried out unanswered (no answer,
+    /// or a 5xx, which a proxy gives after a timeout): a 412 then may be that
+    /// attempt's own change of the version.
     async fn send_if_match(
         &self,
         method: Method,
@@ -663,7 +666,7 @@ impl ScimClient {
         query: &[(&str, String)],
         body: Option<&Value>,
         if_match: Option<&str>,
-    ) -> Result<Answer, WorkspaceError> {
+    ) -> (Result<Answer, WorkspaceError>, bool) {
         let endpoint = endpoint_name(&method, path, query);
         let mut url = format!("{}{path}", self.inner.base);
         if !query.is_empty() {
@@ -674,19 +677,23 @@ impl ScimClient {
             url.push('?');
             url.push_str(&encoded.join("&"));
         }
-        let body_bytes =
-            match body {
-                Some(v) => Some(serde_json::to_vec(v).map_err(|e| {
-                    WorkspaceError::malformed(&endpoint, format!("request body: {e}"))
-                })?),
-                None => None,
-            };
+        let body_bytes = match body {
+            Some(v) => match serde_json::to_vec(v) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    let e = WorkspaceError::malformed(&endpoint, format!("request body: {e}"));
+                    return (Err(e), false);
+                }
+            },
+            None => None,
+        };
         let inner = &self.inner;
         let stop = writes_stop(&method);
         let mut log = crate::retry::RetryLog::default();
         // Counted as each retry is made, not when it is announced (`on_retry`): a
         // stop that ends the wait before it withdraws it.
         let mut tried = false;
+        let mut resent_unanswered = false;
         let outcome = crate::retry::retry_unless_stopped(
             inner.retry,
             stop.as_ref(),
@@ -703,12 +710,16 @@ impl ScimClient {
                     stop.as_ref(),
                 )
             },
-            |e, delay| log.retrying(&endpoint, &inner.retry, e, delay),
+            |e, delay| {
+                resent_unanswered |= matches!(e, WorkspaceError::Transport { .. })
+                    || e.status().is_some_and(|status| status >= 500);
+                log.retrying(&endpoint, &inner.retry, e, delay)
+            },
             |last| WorkspaceError::stopped(&endpoint, Some(&last)),
         )
         .await;
         log.finished(&endpoint, &outcome);
-        outcome
+        (outcome, resent_unanswered)
     }
 
     async fn attempt(
@@ -2547,7 +2558,10 @@ impl ScimClient {
     /// carries it in `If-Match`, so a change someone made in between is not
     /// overwritten: a 412 reads the resource again and tries once more. A second
     /// 412 fails, not transient: the resource is being changed as fast as it is
-    /// read, and the next run reads it afresh.
+    /// read, and the next run reads it afresh. A 412 answering the write sent
+    /// again after an attempt that got no answer (the provider applied it, the
+    /// answer was lost) is most likely that attempt's own change of the version:
+    /// read again once apart, not counted as someone else's change.
     async fn read_modify_write(
         &self,
         path: &str,
@@ -2595,7 +2609,14 @@ impl ScimClient {
         build: impl Fn(&str, Value) -> Result<Value, WorkspaceError>,
     ) -> Result<(), WorkspaceError> {
         let etags = self.discovered().etag_supported == Some(true);
+        // The version a 412 refused last, and the re-reads spent: one for a change
+        // someone else made between read and write, and one for a 412 that answers
+        // a write sent again after an attempt carried out unanswered (the answer
+        // lost after the provider applied it): the version changed by our own
+        // write, which is no one else's change and must not spend the other.
         let mut refused: Option<String> = None;
+        let mut reread_for_change = false;
+        let mut reread_for_resend = false;
         loop {
             let read_endpoint = endpoint_name(&Method::GET, path, &[]);
             let read = self.send(Method::GET, path, &[], None).await?;
@@ -2616,7 +2637,7 @@ impl ScimClient {
             }
             let if_match = version.filter(|_| etags && !own_tag_refused);
             let body = build(&read_endpoint, resource)?;
-            match self
+            let (written, resent_unanswered) = self
                 .send_if_match(
                     method.clone(),
                     path,
@@ -2624,8 +2645,8 @@ impl ScimClient {
                     Some(&body),
                     if_match.as_deref(),
                 )
-                .await
-            {
+                .await;
+            match written {
                 Ok(answer) => {
                     tracing::trace!(path, %method, status = answer.status, "written after a read");
                     return Ok(());
@@ -2637,7 +2658,19 @@ impl ScimClient {
                     detail,
                     retry_after,
                 }) if if_match.is_some() => {
-                    if refused.is_none() {
+                    if resent_unanswered && !reread_for_resend {
+                        reread_for_resend = true;
+                        refused = if_match;
+                        tracing::info!(
+                            endpoint,
+                            "refused (412) when sent again after an attempt that got no \
+                             answer: that attempt was most likely carried out and changed the \
+                             version; reading it again"
+                        );
+                        continue;
+                    }
+                    if !reread_for_change {
+                        reread_for_change = true;
                         refused = if_match;
                         tracing::info!(
                             endpoint,

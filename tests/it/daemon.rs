@@ -16,7 +16,8 @@ const TOKEN: &str = "daemon-test-token";
 
 struct Daemon {
     child: Child,
-    port: u16,
+    /// The port it listens on, once its start line said it ([`Daemon::port`]).
+    port: std::sync::OnceLock<u16>,
     config: PathBuf,
     env: Vec<(String, String)>,
     /// Everything the daemon has logged so far, read from its stderr on a thread
@@ -32,21 +33,15 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn demo_sandbox(faults: Faults) -> Sandbox {
     crate::fixtures::demo_sandbox(TOKEN, faults).await
 }
 
 /// The demo's configuration and directory in `dir`, pointed at `sandbox` through
-/// environment overrides (the way containers configure it).
-fn daemon_env(dir: &Path, sandbox: &Sandbox, port: u16, sweep: &str) -> Vec<(String, String)> {
+/// environment overrides (the way containers configure it). The listener on
+/// port 0, which no other test can take first: the daemon's start line says
+/// the port bound ([`Daemon::port`]).
+fn daemon_env(dir: &Path, sandbox: &Sandbox, sweep: &str) -> Vec<(String, String)> {
     crate::fixtures::copy_demo_files(dir);
     [
         ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
@@ -56,14 +51,14 @@ fn daemon_env(dir: &Path, sandbox: &Sandbox, port: u16, sweep: &str) -> Vec<(Str
         // Never ran: runs once at start (links everyone), then not again.
         ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
         ("SEATWARDEN__SCHEDULE__SWEEP", sweep.to_owned()),
-        ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
 
-fn start_daemon(dir: &Path, env: Vec<(String, String)>, port: u16) -> Daemon {
+fn start_daemon(dir: &Path, env: Vec<(String, String)>) -> Daemon {
     let config = dir.join("seatwarden.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args(["--config", config.to_str().unwrap(), "daemon"])
@@ -88,7 +83,7 @@ fn start_daemon(dir: &Path, env: Vec<(String, String)>, port: u16) -> Daemon {
     };
     Daemon {
         child,
-        port,
+        port: std::sync::OnceLock::new(),
         config,
         env,
         log,
@@ -97,17 +92,49 @@ fn start_daemon(dir: &Path, env: Vec<(String, String)>, port: u16) -> Daemon {
 }
 
 impl Daemon {
+    /// A command on the daemon's configuration, its listener at the port bound
+    /// once known (`healthcheck` asks there).
     fn cli(&self, args: &[&str]) -> Output {
+        let listen = self.port().map(|port| {
+            (
+                "SEATWARDEN__HTTP__LISTEN".to_owned(),
+                format!("127.0.0.1:{port}"),
+            )
+        });
         Command::new(env!("CARGO_BIN_EXE_seatwarden"))
             .args(["--config", self.config.to_str().unwrap()])
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().chain(listen.as_ref()).map(|(k, v)| (k, v)))
             .output()
             .unwrap()
     }
 
+    /// The port it listens on, once it logged its start line.
+    fn port(&self) -> Option<u16> {
+        if let Some(port) = self.port.get() {
+            return Some(*port);
+        }
+        let port = crate::fixtures::logged_port(&self.log.lock().unwrap())?;
+        Some(*self.port.get_or_init(|| port))
+    }
+
+    /// The port it listens on, waiting for its start line.
+    async fn listening(&mut self) -> u16 {
+        if let Some(port) = self.port() {
+            return port;
+        }
+        let log = Arc::clone(&self.log);
+        let port =
+            crate::fixtures::listening_port(&mut self.child, || log.lock().unwrap().clone()).await;
+        *self.port.get_or_init(|| port)
+    }
+
+    /// `GET path`; nothing answered (0) before the daemon said where it listens.
     fn get(&self, path: &str) -> (u16, String) {
-        http(self.port, "GET", path, None)
+        match self.port() {
+            Some(port) => http(port, "GET", path, None),
+            None => (0, String::new()),
+        }
     }
 
     fn logged(&self, text: &str) -> bool {
@@ -190,9 +217,8 @@ fn metric(metrics: &str, name: &str) -> Option<f64> {
 async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
-    let daemon = start_daemon(dir.path(), env, port);
+    let env = daemon_env(dir.path(), &sandbox, "* * * * * *");
+    let daemon = start_daemon(dir.path(), env);
 
     // Not listening yet (0), or listening before the first reconcile is done (503).
     let early = daemon.get("/readyz").0;
@@ -313,6 +339,7 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     assert!(text.contains("(times in Europe/Berlin)"), "{text}");
 
     // POST /reconcile is off without a trigger token.
+    let port = daemon.port().unwrap();
     assert_eq!(http(port, "POST", "/reconcile", Some("x")).0, 404);
 
     // One daemon per database.
@@ -384,13 +411,12 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
 async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_counted() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     // The demo's first reconcile deactivates people: every deprovision is held for
     // a human. Its creates and updates wait for the settle window (no human).
     env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
     env.push(("SEATWARDEN__SAFETY__SETTLE".into(), "10m".into()));
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
 
     // Right after start, before any job could count anything.
     wait_for("/metrics", Duration::from_secs(30), || {
@@ -511,23 +537,13 @@ async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_count
 async fn the_start_line_logs_the_port_actually_bound() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let env = daemon_env(dir.path(), &sandbox, 0, "0 0 1 1 *");
-    let daemon = start_daemon(dir.path(), env, 0);
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
+    let daemon = start_daemon(dir.path(), env);
     wait_for("the start line", Duration::from_secs(60), || {
         daemon.logged("daemon started")
     })
     .await;
-    let port: u16 = {
-        let log = daemon.log.lock().unwrap();
-        let line = log.lines().find(|l| l.contains("daemon started")).unwrap();
-        let (_, after) = line.split_once("listen=127.0.0.1:").unwrap();
-        after
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let port = crate::fixtures::logged_port(&daemon.log.lock().unwrap()).unwrap();
     assert_ne!(port, 0);
     assert_eq!(http(port, "GET", "/healthz", None).0, 200);
     let (code, _) = daemon.terminate();
@@ -539,14 +555,13 @@ async fn the_start_line_logs_the_port_actually_bound() {
 async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
     env.push((
         "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
         "trigger-token".into(),
     ));
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     wait_for(
         "the first reconcile (readyz)",
         Duration::from_secs(60),
@@ -559,6 +574,7 @@ async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
         status["last_reconcile"]["id"].as_i64().unwrap()
     };
     let before = runs(&daemon);
+    let port = daemon.port().unwrap();
     // With a token set, /status (which names leavers) takes it too.
     assert_eq!(daemon.get("/status").0, 401);
     let (code, body) = http(port, "GET", "/status", Some("s3cret-trigger"));
@@ -597,8 +613,7 @@ async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
 async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let database = dir.path().join("state.db");
     {
         // A sweep cut off when the last daemon was killed.
@@ -613,7 +628,7 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
     }
     // A directory where the lock file belongs: opening it fails.
     std::fs::create_dir(dir.path().join("state.db.writer")).unwrap();
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     let jobs = |daemon: &Daemon| {
         let status: serde_json::Value =
             serde_json::from_slice(&daemon.cli(&["status", "--format", "json"]).stdout)
@@ -683,9 +698,8 @@ async fn sigterm_mid_run_sends_no_further_write_and_leaves_no_action_in_flight()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
-    let daemon = start_daemon(dir.path(), env, port);
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
+    let daemon = start_daemon(dir.path(), env);
     let writes_before = sandbox.stats().writes;
     // Polled often: SIGTERM goes soon after the first write, with the rest of the
     // run (more writes, each read back) still to come.
@@ -1245,7 +1259,7 @@ async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, seatwarden::config::C
 
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let config = seatwarden::config::Config::load_with_env(
         &dir.path().join("seatwarden.toml"),
         Some(env.into_iter().collect()),
@@ -1502,7 +1516,7 @@ async fn the_sweep_holds_a_leaver_whose_account_names_a_colleague() {
 
     let (sandbox, dir, config) = reconciled_demo().await;
     // For the `link` command below (it rewrites the copied files: before the edit).
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
     let store = std::sync::Arc::new(std::sync::Mutex::new(
@@ -3039,9 +3053,9 @@ fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
 async fn a_stalled_http_connection_does_not_hold_up_sigterm() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
-    let daemon = start_daemon(dir.path(), env, port);
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
+    let mut daemon = start_daemon(dir.path(), env);
+    let port = daemon.listening().await;
     wait_for("the first reconcile", Duration::from_secs(60), || {
         daemon.logged("job finished")
     })
@@ -3079,7 +3093,7 @@ async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_onc
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     // Twenty joiners: a phase of creates long enough for the stop to fall inside.
     let directory_path = dir.path().join("directory.json");
     let mut people: serde_json::Value =
@@ -3445,7 +3459,7 @@ async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
     use seatwarden::workspace::ScimClient;
 
     let (sandbox, dir, config) = reconciled_demo().await;
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let (person, accounts) = add_disputed_person(dir.path(), &client, "suspended").await;
     let active = |id: &str| {
@@ -3705,7 +3719,7 @@ async fn the_retry_job_deactivates_the_account_a_human_linked() {
     use seatwarden::workspace::ScimClient;
 
     let (sandbox, dir, config) = reconciled_demo().await;
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let (person, accounts) = add_disputed_person(dir.path(), &client, "deprovisioned").await;
     reconcile_now(&config).await;
@@ -3828,7 +3842,7 @@ async fn linking_a_disputed_leaver_tells_what_happens_to_the_other_account() {
     use seatwarden::workspace::ScimClient;
 
     let (sandbox, dir, config) = reconciled_demo().await;
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let (person, accounts) = add_disputed_person(dir.path(), &client, "suspended").await;
     let id_of = |user_name: &str| {
@@ -3944,7 +3958,7 @@ async fn an_active_persons_duplicate_stays_until_they_leave_then_goes_with_them(
     use seatwarden::workspace::ScimClient;
 
     let (sandbox, dir, config) = reconciled_demo().await;
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let (person, _) = add_disputed_person(dir.path(), &client, "active").await;
     let id_of = |user_name: &str| {
@@ -4185,11 +4199,10 @@ async fn a_deprovision_the_sweep_held_awaits_approval_in_the_metrics() {
     // The reconcile ran by hand: recorded as the daemon's, so it does not run again
     // at start (it would hold the leaver itself, and count it from its report).
     record_the_reconcile_as_the_daemons(dir.path());
-    let port = free_port();
-    let mut env = daemon_env(dir.path(), &sandbox, port, "*/2 * * * * *");
+    let mut env = daemon_env(dir.path(), &sandbox, "*/2 * * * * *");
     env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
     let before_start = chrono::Utc::now().timestamp() as f64;
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     wait_for("/metrics", Duration::from_secs(30), || {
         daemon.get("/metrics").0 == 200
     })
@@ -4278,14 +4291,13 @@ async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
     env.push((
         "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
         "trigger-token".into(),
     ));
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     wait_for(
         "the first reconcile (readyz)",
         Duration::from_secs(120),
@@ -4304,6 +4316,7 @@ async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
             .collect()
     };
     let before = reconciles();
+    let port = daemon.port().unwrap();
     let post = || {
         let (code, body) = http(port, "POST", "/reconcile", Some("s3cret-trigger"));
         let answer: serde_json::Value =
@@ -4363,10 +4376,9 @@ async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
 async fn a_workspace_that_stays_down_is_warned_about_once() {
     let (sandbox, dir, _config) = reconciled_demo().await;
     record_the_reconcile_as_the_daemons(dir.path());
-    let port = free_port();
-    let env = with_quick_retries(daemon_env(dir.path(), &sandbox, port, "* * * * * *"));
+    let env = with_quick_retries(daemon_env(dir.path(), &sandbox, "* * * * * *"));
     sandbox.shutdown().await;
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     // Each pass (the sweep's and the retry job's, both at start) asks again.
     wait_for_sweep_passes(&daemon, 2).await;
     let (code, log) = daemon.terminate();
@@ -4388,14 +4400,13 @@ async fn a_workspace_that_stays_down_is_warned_about_once() {
 async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
     let (sandbox, dir, _config) = reconciled_demo().await;
     record_the_reconcile_as_the_daemons(dir.path());
-    let port = free_port();
-    let mut env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    let mut env = daemon_env(dir.path(), &sandbox, "* * * * * *");
     for (key, value) in &mut env {
         if key == "SEATWARDEN__WORKSPACE__TOKEN" {
             *value = "revoked-token".to_owned();
         }
     }
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     let sweep_ends = |log: &str| {
         log.lines()
             .filter(|l| {
@@ -4492,8 +4503,7 @@ async fn a_refused_token_is_an_answer_but_nothing_served() {
 async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     let (sandbox, dir, _config) = reconciled_demo().await;
     record_the_reconcile_as_the_daemons(dir.path());
-    let port = free_port();
-    let env = with_quick_retries(daemon_env(dir.path(), &sandbox, port, "* * * * * *"));
+    let env = with_quick_retries(daemon_env(dir.path(), &sandbox, "* * * * * *"));
     remove_a_leaver(dir.path(), &sandbox);
     let address = format!(
         "{}:{}",
@@ -4501,7 +4511,7 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
         sandbox.base_url().port().unwrap()
     );
     sandbox.shutdown().await;
-    let daemon = start_daemon(dir.path(), env, port);
+    let daemon = start_daemon(dir.path(), env);
     wait_for_sweep_passes(&daemon, 4).await;
     let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
     let back = crate::fixtures::demo_sandbox_on(listener, TOKEN, Faults::default()).await;
@@ -4614,15 +4624,15 @@ async fn post_reconcile_while_the_daemon_stops_answers_503_stopping() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
     env.push((
         "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
         "trigger-token".into(),
     ));
     let writes_before = sandbox.stats().writes;
-    let daemon = start_daemon(dir.path(), env, port);
+    let mut daemon = start_daemon(dir.path(), env);
+    let port = daemon.listening().await;
     let post = || http(port, "POST", "/reconcile", Some("s3cret-trigger"));
     // The first reconcile (it runs at start) is writing.
     wait_for(

@@ -433,6 +433,43 @@ pub async fn exit_of(
     .unwrap()
 }
 
+/// The port a daemon started with `http.listen` on port 0 says it listens on, in
+/// its "daemon started" line, if `log` (what it logged so far) has that line.
+pub fn logged_port(log: &str) -> Option<u16> {
+    log.lines()
+        .filter(|line| line.contains("daemon started"))
+        .find_map(|line| line.split("listen=127.0.0.1:").nth(1))
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+/// The port `daemon`, started on port 0, says it listens on ([`logged_port`];
+/// `log` reads what it logged so far), waiting up to a minute. A port picked free
+/// and released before the daemon binds it can be taken by another test first:
+/// the daemon then exited, and its waits timed out a minute later under a
+/// loaded machine.
+pub async fn listening_port(daemon: &mut std::process::Child, log: impl Fn() -> String) -> u16 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let logged = log();
+        if let Some(port) = logged_port(&logged) {
+            return port;
+        }
+        if let Some(exited) = daemon.try_wait().unwrap() {
+            panic!("the daemon exited ({exited}) before it listened:\n{logged}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never said where it listens:\n{logged}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET path` on a daemon's listener at `port`: the status (0 when nothing
 /// answered) and the body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {

@@ -275,38 +275,6 @@ async fn a_daemon_job_waiting_for_a_command_names_it() {
     assert_eq!(daemon.stop().await, Some(0));
 }
 
-/// The port `daemon`, started on port 0, says it listens on (its "daemon
-/// started" line). A port picked free and released before the daemon binds it
-/// can be taken by another test first: the daemon then exited, and its waits
-/// timed out a minute later under a loaded machine.
-async fn listening_port(daemon: &mut Running, log: &Path) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let logged = std::fs::read_to_string(log).unwrap_or_default();
-        let port = logged
-            .lines()
-            .filter(|line| line.contains("daemon started"))
-            .find_map(|line| line.split("listen=127.0.0.1:").nth(1))
-            .and_then(|rest| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            });
-        if let Some(port) = port {
-            return port;
-        }
-        if let Some(exited) = daemon.0.as_mut().and_then(|c| c.try_wait().unwrap()) {
-            panic!("the daemon exited ({exited}) before it listened:\n{logged}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never said where it listens:\n{logged}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `seatwarden daemon` on the configuration in `dir` with `env` and `more`
 /// overrides, listening on `port`, logging at info to `daemon.log` in `dir`.
 fn spawn_daemon(
@@ -362,7 +330,10 @@ async fn a_state_database_deleted_under_the_daemon_is_not_made_again_empty() {
         &[("SEATWARDEN__SCHEDULE__SWEEP", "*/2 * * * * *")],
         0,
     );
-    let port = listening_port(&mut daemon, &log).await;
+    let port = crate::fixtures::listening_port(daemon.0.as_mut().unwrap(), || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     wait_for("/readyz to answer 200", &log, || {
         get(port, "/readyz").0 == 200
     })

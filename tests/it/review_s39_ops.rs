@@ -14,14 +14,6 @@ use crate::fixtures::{http_get as get, seatwarden_in as seatwarden};
 
 const TOKEN: &str = "review-s39-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A daemon killed when the test ends, however it ends.
 struct Running(Option<Child>);
 
@@ -70,7 +62,6 @@ async fn healthz_answers_200_through_a_long_stop() {
         TOKEN,
         &[("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1")],
     );
-    let port = free_port();
     let log = dir.path().join("daemon.log");
     let mut daemon = Running(Some(
         Command::new(env!("CARGO_BIN_EXE_seatwarden"))
@@ -81,7 +72,8 @@ async fn healthz_answers_200_through_a_long_stop() {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *")
             .env("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *")
-            .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            // Port 0, which no other test can take first.
+            .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
             // As systemd sets it (WatchdogSec=1s), without a NOTIFY_SOCKET.
             .env("WATCHDOG_USEC", "1000000")
             .env_remove("WATCHDOG_PID")
@@ -107,6 +99,7 @@ async fn healthz_answers_200_through_a_long_stop() {
         latency: Duration::from_secs(12),
         ..Faults::default()
     });
+    let port = crate::fixtures::listening_port(daemon.child(), logged).await;
     assert_eq!(get(port, "/healthz").0, 200, "{}", logged());
     crate::fixtures::sigterm(daemon.child());
     let signalled = Instant::now();
