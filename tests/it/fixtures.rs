@@ -362,17 +362,13 @@ pub fn spawn_daemon_once(
     dir: &Path,
     env: &[(String, String)],
 ) -> (std::process::Child, std::path::PathBuf) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut env = env.to_vec();
     env.extend(
         [
             ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
             ("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *".to_owned()),
-            ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            // A port of its own ([`listening_port`] tells which).
+            ("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ]
         .map(|(name, value)| (name.to_owned(), value)),
     );

@@ -276,12 +276,12 @@ async fn a_daemon_job_waiting_for_a_command_names_it() {
 }
 
 /// `seatwarden daemon` on the configuration in `dir` with `env` and `more`
-/// overrides, listening on `port`, logging at info to `daemon.log` in `dir`.
+/// overrides, listening on a port of its own (`fixtures::listening_port` tells
+/// which), logging at info to `daemon.log` in `dir`.
 fn spawn_daemon(
     dir: &Path,
     env: &[(String, String)],
     more: &[(&str, &str)],
-    port: u16,
 ) -> (Running, std::path::PathBuf) {
     let log = dir.join("daemon.log");
     let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
@@ -292,7 +292,7 @@ fn spawn_daemon(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *")
         .env("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *")
-        .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
         .envs(more.iter().copied())
         .env("RUST_LOG", "warn,seatwarden=info")
         .stdout(Stdio::null())
@@ -328,7 +328,6 @@ async fn a_state_database_deleted_under_the_daemon_is_not_made_again_empty() {
         dir.path(),
         &env,
         &[("SEATWARDEN__SCHEDULE__SWEEP", "*/2 * * * * *")],
-        0,
     );
     let port = crate::fixtures::listening_port(daemon.0.as_mut().unwrap(), || {
         std::fs::read_to_string(&log).unwrap_or_default()
@@ -372,7 +371,7 @@ async fn sigterm_while_a_job_waits_for_the_writer_lock_stops_at_once() {
     let database = dir.path().join("state.db");
     let held = hold_writer_lock(&database, "the command `seatwarden approve`");
     // Port 0, which no other test can take first.
-    let (daemon, log) = spawn_daemon(dir.path(), &env, &[], 0);
+    let (daemon, log) = spawn_daemon(dir.path(), &env, &[]);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the reconcile to wait for the lock", &log, || {
         logged().contains("waiting for a seatwarden command run by hand to finish")
@@ -412,7 +411,7 @@ async fn a_second_signal_stops_the_daemon_at_once() {
     // Every request takes 3 s: the first stop waits at least one verification read.
     let (_sandbox, dir, env) = demo(Duration::from_secs(3)).await;
     // Port 0, which no other test can take first.
-    let (mut daemon, log) = spawn_daemon(dir.path(), &env, &[], 0);
+    let (mut daemon, log) = spawn_daemon(dir.path(), &env, &[]);
     let database = dir.path().join("state.db");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

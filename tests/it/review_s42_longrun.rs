@@ -97,11 +97,6 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
         latency: Duration::from_millis(400),
         ..Faults::default()
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let env: Vec<(String, String)> = [
         ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
         ("SEATWARDEN__SCHEDULE__SWEEP", "*/2 * * * * *".to_owned()),
@@ -109,11 +104,15 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
             "SEATWARDEN__SCHEDULE__RECONCILE_MAX_DURATION",
             "5s".to_owned(),
         ),
-        ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
     ]
     .map(|(name, value)| (name.to_owned(), value))
     .to_vec();
-    let (daemon, log) = fixtures::spawn_daemon_with(dir.path(), &env);
+    let (mut daemon, log) = fixtures::spawn_daemon_with(dir.path(), &env);
+    let port = fixtures::listening_port(&mut daemon, || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
 
     // The reconcile is applying: its snapshot of the directory is taken.
     let applying = wait_for(Duration::from_secs(30), || {
