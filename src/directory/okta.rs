@@ -26,7 +26,8 @@
 //!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
 //!   without them (`okta-v1:`, from an older version).
 //! - A 403 (`E0000006`) names what the refused read needs: the scope and an
-//!   admin role for a service app, an admin role for an API token. Every refused
+//!   admin role for a service app, an admin role for an API token. An error
+//!   body's `errorCauses` follow its `errorSummary`. Every refused
 //!   request's error ends with Okta's `errorId` and `X-Okta-Request-Id`, what a
 //!   support case asks for; a token refused for want of DPoP names the setting.
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
@@ -1293,7 +1294,10 @@ fn newest_of_each(listed: Vec<RawUser>, deprovisioned: Vec<RawUser>) -> Vec<RawU
     users
 }
 
-/// Okta's error body: `{"errorCode":"E0000047","errorSummary":"…"}`.
+/// Okta's error body: `{"errorCode":"E0000047","errorSummary":"…",
+/// "errorCauses":[{"errorSummary":"…"}]}`. The causes say what the summary does
+/// not (which parameter a 400 `E0000031` "Invalid search criteria." refused), so
+/// they follow it.
 fn error_body(body: &str) -> (Option<String>, String) {
     let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let code = parsed
@@ -1304,7 +1308,21 @@ fn error_body(body: &str) -> (Option<String>, String) {
         .get("errorSummary")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    (code, summary.unwrap_or_else(|| remote::body_excerpt(body)))
+    let causes: Vec<&str> = parsed
+        .get("errorCauses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|cause| cause.get("errorSummary").and_then(Value::as_str))
+        .map(str::trim)
+        .filter(|cause| !cause.is_empty())
+        .collect();
+    let detail = match (summary, causes.is_empty()) {
+        (Some(summary), false) => format!("{summary} ({})", causes.join("; ")),
+        (Some(summary), true) => summary,
+        (None, _) => remote::body_excerpt(body),
+    };
+    (code, detail)
 }
 
 /// Okta's identifiers of a refused request, which an Okta support case asks for

@@ -111,3 +111,56 @@ async fn a_token_request_refused_for_want_of_dpop_says_which_setting_to_clear() 
     // each would ask three times).
     assert!(token_requests <= 3, "{token_requests} token requests");
 }
+
+/// Okta puts what a 400 refused in `errorCauses`, not in its summary ("Invalid
+/// search criteria."): a refused `filter=lastUpdated gt "…"` of the sweep said
+/// only that, not which value. The causes follow the summary.
+#[tokio::test]
+async fn an_okta_400_names_its_error_causes() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users"))
+        .and(wiremock::matchers::query_param_contains(
+            "filter",
+            "lastUpdated",
+        ))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .insert_header("x-okta-request-id", REQUEST_ID)
+                .set_body_json(json!({
+                    "errorCode": "E0000031",
+                    "errorSummary": "Invalid search criteria.",
+                    "errorLink": "E0000031",
+                    "errorId": ERROR_ID,
+                    "errorCauses": [
+                        {"errorSummary": "Invalid value for lastUpdated: 2026-11-30T00:55:00.000Z"}
+                    ]
+                })),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let cursor = "okta-v1:2026-11-30T01:00:00.000Z";
+    // An old cursor reads in full once; the next call is a delta.
+    let source = OktaSource::new(settings(&server, ssws()));
+    let first = source.changes_since(Some(cursor)).await.unwrap();
+    let seatwarden::directory::DirectoryChanges::Full {
+        cursor: Some(next), ..
+    } = first
+    else {
+        panic!("expected a full read, got {first:?}");
+    };
+    let text = source
+        .changes_since(Some(&next))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains(
+            "HTTP 400 (E0000031): Invalid search criteria. \
+             (Invalid value for lastUpdated: 2026-11-30T00:55:00.000Z)"
+        ),
+        "{text}"
+    );
+}
