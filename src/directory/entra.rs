@@ -64,8 +64,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::remote::{
-    self, PagesRead, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
-    status_error,
+    self, PagesRead, Reply, Secret, TokenCache, Transport, endpoint_of, reference_text,
+    required_str, same_origin, status_error, with_detail,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
 use crate::http::{Limits, encode_component, page_cap_reached, path_segment};
@@ -1181,20 +1181,6 @@ fn token_reference(reply: &Reply) -> Option<String> {
     ]))
 }
 
-fn reference_text(parts: &[(&str, Option<&str>)]) -> String {
-    parts
-        .iter()
-        .filter_map(|(name, value)| {
-            value.map(|v| {
-                // One line, and no longer than an identifier or a date needs.
-                let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
-                format!("{name} {v}")
-            })
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `error` with `reference` after its detail, which [`status_error`] cut to
 /// length first: the reference is never what is cut. The identity platform's
 /// own copy of it (`Trace ID: … Correlation ID: … Timestamp: …`, on lines of
@@ -1260,26 +1246,6 @@ fn hidden_membership_hint(name: &str) -> String {
          Microsoft Graph application permission Member.Read.Hidden: grant it to the app \
          registration (directory.client_id), with admin consent"
     )
-}
-
-/// `error` with its provider detail rewritten by `rewrite` (a status error only).
-fn with_detail(error: DirectoryError, rewrite: impl FnOnce(&str) -> String) -> DirectoryError {
-    match error {
-        DirectoryError::Status {
-            endpoint,
-            status,
-            code,
-            detail,
-            retry_after,
-        } => DirectoryError::Status {
-            endpoint,
-            status,
-            code,
-            detail: rewrite(&detail),
-            retry_after,
-        },
-        other => other,
-    }
 }
 
 /// A B2B guest: `userType` Guest (a member of another organisation invited in).

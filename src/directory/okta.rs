@@ -26,7 +26,10 @@
 //!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
 //!   without them (`okta-v1:`, from an older version).
 //! - A 403 (`E0000006`) names what the refused read needs: the scope and an
-//!   admin role for a service app, an admin role for an API token.
+//!   admin role for a service app, an admin role for an API token. An error
+//!   body's `errorCauses` follow its `errorSummary`. Every refused
+//!   request's error ends with Okta's `errorId` and `X-Okta-Request-Id`, what a
+//!   support case asks for; a token refused for want of DPoP names the setting.
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`; so does
@@ -922,14 +925,8 @@ impl OktaSource {
                         .trim_start_matches("SSWS ")
                         .to_owned()
                 });
-            return Err(status_error(
-                endpoint,
-                &reply,
-                code,
-                detail,
-                wait,
-                &[&secret],
-            ));
+            let error = status_error(endpoint, &reply, code, detail, wait, &[&secret]);
+            return Err(with_reference(error, &reply));
         }
     }
 
@@ -1009,6 +1006,7 @@ impl OktaSource {
         .await?;
         self.record_limits(&bucket, &reply.headers);
         remote::token_from(&token_url, &reply, &[&assertion], wait_before_retry(&reply))
+            .map_err(|e| with_reference(dpop_hint(e), &reply))
     }
 
     /// Waits for the rate-limit window to reset when the endpoint family has
@@ -1296,7 +1294,10 @@ fn newest_of_each(listed: Vec<RawUser>, deprovisioned: Vec<RawUser>) -> Vec<RawU
     users
 }
 
-/// Okta's error body: `{"errorCode":"E0000047","errorSummary":"…"}`.
+/// Okta's error body: `{"errorCode":"E0000047","errorSummary":"…",
+/// "errorCauses":[{"errorSummary":"…"}]}`. The causes say what the summary does
+/// not (which parameter a 400 `E0000031` "Invalid search criteria." refused), so
+/// they follow it.
 fn error_body(body: &str) -> (Option<String>, String) {
     let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let code = parsed
@@ -1307,7 +1308,82 @@ fn error_body(body: &str) -> (Option<String>, String) {
         .get("errorSummary")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    (code, summary.unwrap_or_else(|| remote::body_excerpt(body)))
+    let causes: Vec<&str> = parsed
+        .get("errorCauses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|cause| cause.get("errorSummary").and_then(Value::as_str))
+        .map(str::trim)
+        .filter(|cause| !cause.is_empty())
+        .collect();
+    let detail = match (summary, causes.is_empty()) {
+        (Some(summary), false) => format!("{summary} ({})", causes.join("; ")),
+        (Some(summary), true) => summary,
+        (None, _) => remote::body_excerpt(body),
+    };
+    (code, detail)
+}
+
+/// Okta's identifiers of a refused request, which an Okta support case asks for
+/// and which find the request in the System Log (`debugContext.debugData.requestId`):
+/// the error body's `errorId` and the answer's `X-Okta-Request-Id` header (the
+/// token endpoint's OAuth error body has no `errorId`; a proxy's answer has
+/// neither).
+fn okta_reference(reply: &Reply) -> Option<String> {
+    let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    let error_id = parsed
+        .get("errorId")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let request_id = reply
+        .headers
+        .get("x-okta-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    if error_id.is_none() && request_id.is_none() {
+        return None;
+    }
+    Some(remote::reference_text(&[
+        ("errorId", error_id),
+        ("X-Okta-Request-Id", request_id),
+    ]))
+}
+
+/// `error` with Okta's identifiers of `reply` ([`okta_reference`]) after its
+/// detail, which [`status_error`] cut to length first: they are never what is cut.
+fn with_reference(error: DirectoryError, reply: &Reply) -> DirectoryError {
+    match okta_reference(reply) {
+        Some(reference) => {
+            remote::with_detail(error, |detail| format!("{detail} (Okta {reference})"))
+        }
+        None => error,
+    }
+}
+
+/// A token request refused because the service app requires DPoP (RFC 9449),
+/// Okta's default for API service apps created since 2024, says what to change:
+/// Okta's "The DPoP proof JWT header is missing." did not say that seatwarden
+/// sends none, nor where the setting is.
+fn dpop_hint(error: DirectoryError) -> DirectoryError {
+    let dpop = matches!(
+        &error,
+        DirectoryError::Status { code: Some(code), .. }
+            if code == "invalid_dpop_proof" || code == "use_dpop_nonce"
+    );
+    if !dpop {
+        return error;
+    }
+    remote::with_detail(error, |detail| {
+        format!(
+            "{detail}; the service app (directory.client_id) requires DPoP, which seatwarden \
+             does not send: in the Okta Admin Console, open the app, General, Client \
+             Credentials, and clear \"Require Demonstrating Proof of Possession (DPoP) header \
+             in token requests\""
+        )
+    })
 }
 
 /// Okta user status → normalised status (see the module comment).

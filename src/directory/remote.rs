@@ -430,6 +430,45 @@ pub(crate) fn status_error(
     }
 }
 
+/// A provider's identifiers of a refused request (`name value` pairs, those
+/// without a value left out) on one line, each value at most 64 characters.
+pub(super) fn reference_text(parts: &[(&str, Option<&str>)]) -> String {
+    parts
+        .iter()
+        .filter_map(|(name, value)| {
+            value.map(|v| {
+                // One line, and no longer than an identifier or a date needs.
+                let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
+                format!("{name} {v}")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `error` with its provider detail rewritten by `rewrite` (a status error only).
+pub(super) fn with_detail(
+    error: DirectoryError,
+    rewrite: impl FnOnce(&str) -> String,
+) -> DirectoryError {
+    match error {
+        DirectoryError::Status {
+            endpoint,
+            status,
+            code,
+            detail,
+            retry_after,
+        } => DirectoryError::Status {
+            endpoint,
+            status,
+            code,
+            detail: rewrite(&detail),
+            retry_after,
+        },
+        other => other,
+    }
+}
+
 /// The start of a body that is not the provider's error shape.
 pub(crate) fn body_excerpt(body: &str) -> String {
     let trimmed = body.trim();

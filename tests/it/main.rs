@@ -77,6 +77,7 @@ mod review_s42_reads;
 mod review_s42_writes;
 mod review_s43_docs;
 mod review_s43_entra;
+mod review_s43_okta;
 mod review_s43_ops;
 mod role_groups;
 mod run_recovery;
