@@ -78,6 +78,7 @@ mod review_s42_writes;
 mod review_s43_docs;
 mod review_s43_entra;
 mod review_s43_ops;
+mod review_s43_sweepreads;
 mod role_groups;
 mod run_recovery;
 mod safety;
