@@ -554,10 +554,10 @@ impl EntraSource {
         links: &Cursor,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
         let hidden = self.hidden_groups(links).unwrap_or_default();
-        let (users, groups, ()) = futures::try_join!(
+        let (users, groups, hidden_readable) = futures::try_join!(
             self.delta_pages(links.users.clone()),
             self.delta_pages(links.groups.clone()),
-            self.check_hidden_readable(hidden),
+            self.hidden_readable(hidden),
         )?;
         let (
             DeltaOutcome::Done((user_items, users_link)),
@@ -566,6 +566,13 @@ impl EntraSource {
         else {
             return Ok(DeltaOutcome::Expired);
         };
+        if !hidden_readable {
+            tracing::info!(
+                "an Entra group of interest with hidden membership is gone; reading the whole \
+                 directory"
+            );
+            return self.full_changes(&users_link, &groups_link).await;
+        }
         let mut removed = BTreeSet::new();
         let mut affected = BTreeSet::new();
         // A round may carry one user more than once, and the last occurrence is
@@ -729,19 +736,26 @@ impl EntraSource {
     /// Without that permission Graph leaves the group out of a user's
     /// `transitiveMemberOf` (re-read, its member would look out of scope) and
     /// its membership changes out of `groups/delta` (a removal would never be
-    /// seen), without a word.
-    async fn check_hidden_readable(&self, hidden: &[HiddenGroup]) -> Result<(), DirectoryError> {
+    /// seen), without a word. `false` when one answers 404: deleted since, it
+    /// calls for a full read (failing every round instead, the delta links would
+    /// never move on).
+    async fn hidden_readable(&self, hidden: &[HiddenGroup]) -> Result<bool, DirectoryError> {
         if hidden.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let groups: Vec<(String, String)> = hidden
             .iter()
             .map(|g| (g.id.clone(), g.name.clone()))
             .collect();
         let ids: HashSet<String> = hidden.iter().map(|g| g.id.clone()).collect();
-        self.members(&groups, Membership::Transitive, &ids, true)
+        match self
+            .members(&groups, Membership::Transitive, &ids, true)
             .await
-            .map(drop)
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Current record and transitive groups of each id; ids no longer found are

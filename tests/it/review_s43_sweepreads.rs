@@ -148,3 +148,68 @@ async fn an_entra_cursor_that_does_not_record_hidden_groups_reads_in_full_once()
         "the delta was followed"
     );
 }
+
+/// A hidden-membership group of interest deleted since the last full read (a
+/// mapping group, which the directory may lack) answers its member listing 404:
+/// the round reads the whole directory, as for any group of interest deleted,
+/// instead of failing every sweep on a listing that will never answer again.
+#[tokio::test]
+async fn an_entra_hidden_group_of_interest_deleted_since_reads_in_full() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    for (group, _) in &mut tenant.groups {
+        if group["id"] == "g2" {
+            group["visibility"] = json!("HiddenMembership");
+            group["groupTypes"] = json!(["Unified"]);
+        }
+    }
+    tenant.mount(&server).await;
+    mount_delta(&server, "users", "latest", vec![vec![]]).await;
+    mount_delta(&server, "groups", "latest", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let DirectoryChanges::Full { cursor, .. } = source.changes_since(None).await.unwrap() else {
+        panic!("a first call reads the whole directory");
+    };
+    let cursor = cursor.unwrap();
+    assert!(
+        cursor.contains(r#""hidden":[{"id":"g2","name":"Taskade Editors"}]"#),
+        "{cursor}"
+    );
+
+    // "Taskade Editors" deleted.
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups/g2/transitiveMembers"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
+            "code": "Request_ResourceNotFound",
+            "message": "Resource 'g2' does not exist or one of its queried reference-property objects are not present."
+        }})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"id": "g1", "displayName": "Taskade Users"},
+            {"id": "g3", "displayName": "All Company"}
+        ]})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_delta(&server, "users", "latest-next", vec![vec![]]).await;
+    mount_delta(
+        &server,
+        "groups",
+        "latest-next",
+        vec![vec![json!({
+            "@odata.type": "#microsoft.graph.group",
+            "id": "g2",
+            "@removed": {"reason": "changed"}
+        })]],
+    )
+    .await;
+    let changes = source.changes_since(Some(&cursor)).await.unwrap();
+    let DirectoryChanges::Full { cursor, .. } = changes else {
+        panic!("expected a full read, got {changes:?}");
+    };
+    assert!(cursor.unwrap().contains(r#""hidden":[]"#));
+}
