@@ -48,7 +48,12 @@
 //!   service principals and contacts, cost nothing. An expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
 //!   falls back to a full snapshot, as do delta links stored under another
 //!   `graph_url` or `tenant_id` (the cursor records the tenant), which are never
-//!   followed.
+//!   followed. The cursor also records the groups of interest with hidden
+//!   membership (for the configured names): without `Member.Read.Hidden` Graph
+//!   leaves them out of `transitiveMemberOf` and their membership changes out of
+//!   `groups/delta`, silently, so each round lists their members as a full read
+//!   does and fails the same way; a cursor that does not record them (an older
+//!   version's, or taken for other names) reads in full once.
 //!
 //! Status mapping: `accountEnabled: true` → active, `false` → suspended; a deleted
 //! user (in the recycle bin or gone) is absent from `/users`, and `@removed` in a
@@ -203,6 +208,33 @@ struct Cursor {
     /// tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tenant: Option<String>,
+    /// The groups of interest with hidden membership (`visibility`
+    /// HiddenMembership) at the last full read, taken for `names`. Graph leaves
+    /// such a group out of a user's `transitiveMemberOf`, and its membership
+    /// changes out of `groups/delta`, silently for an app without
+    /// `Member.Read.Hidden`: each delta round lists their members as the full read
+    /// does, so that a permission taken away since fails the sweep as it fails a
+    /// reconcile. Absent (a cursor from before), not known: read in full once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hidden: Option<Vec<HiddenGroup>>,
+}
+
+/// A group of interest whose members only an app with `Member.Read.Hidden` may
+/// list, as the last full read found it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct HiddenGroup {
+    id: String,
+    name: String,
+}
+
+/// What a full read learns about the groups of interest for the cursor.
+struct Interest {
+    /// Ids of the groups whose names the configuration uses (every group when it
+    /// names none), sorted.
+    ids: Vec<String>,
+    /// Those with hidden membership, sorted by id; none when the configuration
+    /// names no group (hidden groups then give nobody scope).
+    hidden: Vec<HiddenGroup>,
 }
 
 /// What a delta round said.
@@ -311,10 +343,9 @@ impl EntraSource {
     }
 
     /// [`EntraSource::snapshot`], and the ids of the groups whose names the
-    /// configuration uses (every group when it names none).
-    async fn snapshot_and_interest(
-        &self,
-    ) -> Result<(DirectorySnapshot, Vec<String>), DirectoryError> {
+    /// configuration uses (every group when it names none), with those of them
+    /// whose membership is hidden.
+    async fn snapshot_and_interest(&self) -> Result<(DirectorySnapshot, Interest), DirectoryError> {
         let api = &self.inner.api;
         let select = encode_component(USER_SELECT);
         // The user list (a chain of nextLink pages) and the group side (groups,
@@ -381,9 +412,29 @@ impl EntraSource {
                 members.push(named.unwrap_or_default());
                 assigned_members.push(assigned.unwrap_or_default());
             }
-            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members, assigned_members))
+            let mut hidden_named: Vec<HiddenGroup> = if named_scope {
+                named
+                    .iter()
+                    .filter(|(id, _)| hidden.contains(id))
+                    .map(|(id, name)| HiddenGroup {
+                        id: id.clone(),
+                        name: name.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            hidden_named.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok::<_, DirectoryError>((
+                wanted,
+                app_scope,
+                to_read,
+                members,
+                assigned_members,
+                hidden_named,
+            ))
         };
-        let (users, (wanted, app_scope, to_read, members, assigned_members)) =
+        let (users, (wanted, app_scope, to_read, members, assigned_members, hidden)) =
             futures::try_join!(people, memberships)?;
         let include_guests = self.inner.settings.include_guests;
         let identities = users
@@ -399,9 +450,9 @@ impl EntraSource {
             app_scope.as_ref(),
             Some(&assigned_members),
         );
-        let mut interest: Vec<String> = wanted.into_iter().collect();
-        interest.sort();
-        Ok((snapshot, interest))
+        let mut ids: Vec<String> = wanted.into_iter().collect();
+        ids.sort();
+        Ok((snapshot, Interest { ids, hidden }))
     }
 
     /// What changed since `cursor` (two delta links). The first call (and any call
@@ -429,6 +480,14 @@ impl EntraSource {
                     // and refusing them would fail every sweep until the state
                     // database is edited by hand.
                     tracing::warn!("{why}; reading the whole directory");
+                    return self.full_with_cursor().await;
+                }
+                if self.hidden_groups(&links).is_none() {
+                    tracing::info!(
+                        "the Entra cursor does not record which groups of interest have \
+                         hidden membership (an older version's, or taken for other configured \
+                         group names); reading the whole directory"
+                    );
                     return self.full_with_cursor().await;
                 }
                 match self.delta(&links).await? {
@@ -462,16 +521,9 @@ impl EntraSource {
             });
         };
         let (snapshot, interest) = self.snapshot_and_interest().await?;
-        let configured = self.configured_names();
         Ok(DirectoryChanges::Full {
             snapshot,
-            cursor: Some(links_of(
-                &self.inner.settings.tenant_id,
-                &users,
-                &groups,
-                self.worth_keeping(&interest)
-                    .map(|ids| (ids, configured.as_slice())),
-            )?),
+            cursor: Some(self.full_read_cursor(&users, &groups, &interest)?),
         })
     }
 
@@ -501,9 +553,11 @@ impl EntraSource {
         &self,
         links: &Cursor,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
-        let (users, groups) = futures::try_join!(
+        let hidden = self.hidden_groups(links).unwrap_or_default();
+        let (users, groups, hidden_readable) = futures::try_join!(
             self.delta_pages(links.users.clone()),
             self.delta_pages(links.groups.clone()),
+            self.hidden_readable(hidden),
         )?;
         let (
             DeltaOutcome::Done((user_items, users_link)),
@@ -512,6 +566,13 @@ impl EntraSource {
         else {
             return Ok(DeltaOutcome::Expired);
         };
+        if !hidden_readable {
+            tracing::info!(
+                "an Entra group of interest with hidden membership is gone; reading the whole \
+                 directory"
+            );
+            return self.full_changes(&users_link, &groups_link).await;
+        }
         let mut removed = BTreeSet::new();
         let mut affected = BTreeSet::new();
         // A round may carry one user more than once, and the last occurrence is
@@ -612,7 +673,8 @@ impl EntraSource {
             &self.inner.settings.tenant_id,
             &users_link,
             &groups_link,
-            known.map(|ids| (ids.as_slice(), configured.as_slice())),
+            known.map(Vec::as_slice),
+            (!names.is_everything()).then_some((configured.as_slice(), hidden)),
         )?;
         Ok(DeltaOutcome::Done(DirectoryChanges::Delta {
             changed,
@@ -629,23 +691,71 @@ impl EntraSource {
         groups_link: &str,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
         let (snapshot, interest) = self.snapshot_and_interest().await?;
-        let configured = self.configured_names();
         Ok(DeltaOutcome::Done(DirectoryChanges::Full {
             snapshot,
-            cursor: Some(links_of(
-                &self.inner.settings.tenant_id,
-                users_link,
-                groups_link,
-                self.worth_keeping(&interest)
-                    .map(|ids| (ids, configured.as_slice())),
-            )?),
+            cursor: Some(self.full_read_cursor(users_link, groups_link, &interest)?),
         }))
     }
 
-    /// The ids of the groups of interest for the cursor; none when every group is
-    /// of interest (the configuration names none), as every change counts then.
-    fn worth_keeping<'a>(&self, interest: &'a [String]) -> Option<&'a [String]> {
-        (!self.interest_names().is_everything()).then_some(interest)
+    /// The cursor after a full read: the delta links, and what the read found of
+    /// the groups of interest (nothing when every group is of interest, as every
+    /// change counts then).
+    fn full_read_cursor(
+        &self,
+        users_link: &str,
+        groups_link: &str,
+        interest: &Interest,
+    ) -> Result<String, DirectoryError> {
+        let configured = self.configured_names();
+        let named = !self.interest_names().is_everything();
+        links_of(
+            &self.inner.settings.tenant_id,
+            users_link,
+            groups_link,
+            named.then_some(interest.ids.as_slice()),
+            named.then_some((configured.as_slice(), interest.hidden.as_slice())),
+        )
+    }
+
+    /// The groups of interest with hidden membership that `links` recorded at the
+    /// last full read, when they can be trusted: recorded (not by an older
+    /// version) for the group names configured now. The configuration naming no
+    /// group needs none (a hidden group then gives nobody scope).
+    fn hidden_groups<'a>(&self, links: &'a Cursor) -> Option<&'a [HiddenGroup]> {
+        if self.interest_names().is_everything() {
+            return Some(&[]);
+        }
+        links
+            .hidden
+            .as_deref()
+            .filter(|_| links.names.as_ref() == Some(&self.configured_names()))
+    }
+
+    /// Lists the members of each of `hidden` as a full read does: one listed with
+    /// no user, or refused with 403, fails the round naming `Member.Read.Hidden`.
+    /// Without that permission Graph leaves the group out of a user's
+    /// `transitiveMemberOf` (re-read, its member would look out of scope) and
+    /// its membership changes out of `groups/delta` (a removal would never be
+    /// seen), without a word. `false` when one answers 404: deleted since, it
+    /// calls for a full read (failing every round instead, the delta links would
+    /// never move on).
+    async fn hidden_readable(&self, hidden: &[HiddenGroup]) -> Result<bool, DirectoryError> {
+        if hidden.is_empty() {
+            return Ok(true);
+        }
+        let groups: Vec<(String, String)> = hidden
+            .iter()
+            .map(|g| (g.id.clone(), g.name.clone()))
+            .collect();
+        let ids: HashSet<String> = hidden.iter().map(|g| g.id.clone()).collect();
+        match self
+            .members(&groups, Membership::Transitive, &ids, true)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Current record and transitive groups of each id; ids no longer found are
@@ -1208,20 +1318,23 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
     })
 }
 
-/// The cursor: both delta links, and the ids of the groups of interest with the
-/// configured names they were taken for, when worth keeping.
+/// The cursor: both delta links, the ids of the groups of interest when worth
+/// keeping, and, when the configuration names groups, the names configured with
+/// the groups of interest whose membership is hidden.
 fn links_of(
     tenant: &str,
     users: &str,
     groups: &str,
-    interest: Option<(&[String], &[String])>,
+    interest: Option<&[String]>,
+    named: Option<(&[String], &[HiddenGroup])>,
 ) -> Result<String, DirectoryError> {
     let json = serde_json::to_string(&Cursor {
         users: users.to_owned(),
         groups: groups.to_owned(),
-        interest: interest.map(|(ids, _)| ids.to_vec()),
-        names: interest.map(|(_, names)| names.to_vec()),
+        interest: interest.map(<[String]>::to_vec),
+        names: named.map(|(names, _)| names.to_vec()),
         tenant: Some(tenant.to_owned()),
+        hidden: named.map(|(_, hidden)| hidden.to_vec()),
     })
     .map_err(|e| DirectoryError::Malformed {
         endpoint: "delta cursor".into(),

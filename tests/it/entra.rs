@@ -815,6 +815,9 @@ async fn since_u1_g1(
         .await
 }
 
+/// A cursor as a full read with `settings` leaves it, without the ids of the
+/// groups of interest (every group's change counts): the names configured and
+/// no group with hidden membership among them.
 pub(crate) fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
     let base = server.uri();
     format!(
@@ -822,6 +825,8 @@ pub(crate) fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
         json!({
             "users": format!("{base}/v1.0/users/delta?$deltatoken={users}"),
             "groups": format!("{base}/v1.0/groups/delta?$deltatoken={groups}"),
+            "names": ["taskade editors", "taskade users"],
+            "hidden": [],
         })
     )
 }
@@ -1063,6 +1068,7 @@ async fn only_groups_of_interest_that_change_read_the_whole_directory() {
                 "groups": format!("{base}/v1.0/groups/delta?$deltatoken=G1"),
                 "interest": ["g1", "g2"],
                 "names": names,
+                "hidden": [],
             })
         )
     };
@@ -1118,6 +1124,9 @@ async fn only_groups_of_interest_that_change_read_the_whole_directory() {
         let mut group = group;
         group["@odata.type"] = "#microsoft.graph.group".into();
         mount_delta(&server, "groups", "G1", vec![vec![group]]).await;
+        // A cursor taken for other names reads in full with fresh links.
+        mount_delta(&server, "users", "latest", vec![vec![]]).await;
+        mount_delta(&server, "groups", "latest", vec![vec![]]).await;
         let source = EntraSource::new(settings(&server, secret()));
         let changes = source
             .changes_since(Some(&base_cursor(&server, names)))
