@@ -1,0 +1,179 @@
+//! Session 43's review of what an auditor and a careful operator rely on: a
+//! workspace whose URL changed, previewed before the move binds anything, and
+//! `explain` / `export` after real runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use seatwarden::sandbox::Faults;
+use seatwarden::store::Store;
+
+const TOKEN: &str = "review-s43-audit";
+
+/// `seatwarden ARGS` in `dir` with `env`: exit code, stdout, stderr.
+fn seatwarden_out(
+    dir: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .args(args)
+        .env_remove("SEATWARDEN_CONFIG")
+        .env_remove("SEATWARDEN_LOCK_TIMEOUT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `env` with `SEATWARDEN__WORKSPACE__URL` set to `url`.
+fn pointed_at(env: &[(String, String)], url: &str) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| match k.as_str() {
+            "SEATWARDEN__WORKSPACE__URL" => (k.clone(), url.to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+/// What a state database is, as far as a preview must leave it: the URL it is
+/// bound to, its runs, the run `explain` and `export` read, and its audit trail.
+fn state_of(path: &Path) -> (Option<String>, i64, Option<i64>, usize) {
+    let store = Store::open(path).unwrap();
+    let runs: i64 = rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM runs", [], |row| row.get(0))
+        .unwrap();
+    (
+        store.state_value(seatwarden::run::WORKSPACE_KEY).unwrap(),
+        runs,
+        store.latest_snapshot_run().unwrap(),
+        store.audit().unwrap().len(),
+    )
+}
+
+fn summary(stdout: &str) -> serde_json::Value {
+    let report: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    report["summary"].clone()
+}
+
+/// The workspace's provider moved it (the same tenant, the same account ids, at a
+/// new URL). `plan --workspace-moved` plans against the new URL with the stored
+/// links, the same plan production gets, and records nothing: the database stays
+/// bound to the old URL, gets no run, snapshot or audit entry, and its copy is
+/// removed. A mistyped URL (another tenant's: an empty workspace here) previewed
+/// by `reconcile --dry-run --workspace-moved` shows everyone's account missing, and binds
+/// nothing either. Only `reconcile --workspace-moved` records the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_workspace_is_previewed_before_the_move_is_recorded() {
+    let production = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let stranger =
+        crate::fixtures::sandbox(TOKEN, seatwarden::model::WorkspaceSnapshot::default()).await;
+    production.record_requests();
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &production,
+        TOKEN,
+        &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "0")],
+    );
+    let run = |env: Vec<(String, String)>, args: &'static [&'static str]| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || seatwarden_out(&dir, &env, args))
+    };
+    let (code, _, stderr) = run(env.clone(), &["reconcile"]).await.unwrap();
+    assert_eq!(code, Some(3), "{stderr}");
+    let (code, stdout, stderr) = run(env.clone(), &["plan", "--format", "json"])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let at_production = summary(&stdout);
+    // The same tenant at a new URL: the same accounts, ids and all.
+    let moved = crate::fixtures::sandbox(TOKEN, production.snapshot()).await;
+    moved.record_requests();
+    let production_seen = production.requests_seen().len();
+    let url = |sandbox: &seatwarden::sandbox::Sandbox| {
+        sandbox.base_url().as_str().trim_end_matches('/').to_owned()
+    };
+    let production_url = url(&production);
+    let state = dir.path().join("state.db");
+    let before = state_of(&state);
+    assert_eq!(before.0.as_deref(), Some(production_url.as_str()));
+
+    let (code, stdout, stderr) = run(
+        pointed_at(&env, &url(&moved)),
+        &["plan", "--workspace-moved", "--format", "json"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("stays bound to {production_url}"))
+            && stderr.contains("reconcile --workspace-moved"),
+        "{stderr}"
+    );
+    assert!(!moved.requests_seen().is_empty());
+    // Matched by the stored links: the plan production itself gets.
+    let at_moved = summary(&stdout);
+    assert_eq!(at_moved["drift_by_kind"], at_production["drift_by_kind"]);
+    assert_eq!(
+        at_moved["actions_planned"],
+        at_production["actions_planned"]
+    );
+    assert_eq!(at_moved["actions_held"], at_production["actions_held"]);
+    assert_eq!(state_of(&state), before);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("preview"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Still bound: a plain plan against the new URL is refused, and points at the preview.
+    let (code, _, stderr) = run(pointed_at(&env, &url(&moved)), &["plan"])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("plan --workspace-moved"), "{stderr}");
+
+    // A typo'd URL reaching another tenant: every person unmatched, nothing bound.
+    let (code, stdout, stderr) = run(
+        pointed_at(&env, &url(&stranger)),
+        &[
+            "reconcile",
+            "--dry-run",
+            "--workspace-moved",
+            "--format",
+            "json",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(code == Some(0) || code == Some(3), "{code:?}: {stderr}");
+    let at_stranger = summary(&stdout);
+    assert_eq!(at_production["drift_by_kind"]["missing_account"], 0);
+    assert!(
+        at_stranger["drift_by_kind"]["missing_account"].as_u64() > Some(40),
+        "{at_stranger}"
+    );
+    assert_eq!(state_of(&state), before);
+    assert_eq!(production.requests_seen().len(), production_seen);
+
+    let (code, _, stderr) = run(
+        pointed_at(&env, &url(&moved)),
+        &["reconcile", "--workspace-moved"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, Some(3), "{stderr}");
+    let after = state_of(&state);
+    assert_eq!(after.0, Some(url(&moved)));
+    assert_eq!(after.3, before.3 + 1);
+}
