@@ -13,7 +13,11 @@
 //! and the accounts a run created are there, with the groups it added them to: an
 //! access review that left out the newest accounts would understate access. The
 //! export says as of when, on every CSV row: `snapshot_at` and `applied_through`
-//! (the last write accounted for).
+//! (the last write accounted for). A person the daemon's sweep saw lose access
+//! after the snapshot was read (the deprovisioning ledger's open or verified
+//! episode, detected since) is shown so (`identity is deprovisioned in the
+//! directory since run N read it: …`, `identity_status` from the episode), not by
+//! the mappings the older snapshot still gives them.
 //!
 //! [`workspace_seed`] writes the latest stored workspace snapshot as a seed for
 //! `seatwarden sandbox`, so a configuration can be rehearsed against a copy of
@@ -281,6 +285,17 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     // A disputed person since deleted from the directory: only the memory of
     // their dispute says whose the accounts may be.
     let remembered = store.disputed_candidates()?;
+    // People the daemon's sweep saw lose access after the snapshot was read (it
+    // reads the directory's changes, and stores no snapshot): the snapshot still
+    // shows them active and in scope, and its mappings would justify access that is
+    // due to be removed, or call a deactivation the sweep made one of someone
+    // active in the directory.
+    let ledger = store.current_deprovisions()?;
+    let left_since: HashMap<&str, crate::model::LossReason> = ledger
+        .iter()
+        .filter(|entry| entry.detected_at >= run.started_at)
+        .map(|entry| (entry.identity_id.as_str(), entry.reason))
+        .collect();
 
     let identities: HashMap<&str, &crate::model::Identity> = directory
         .identities
@@ -385,6 +400,16 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 (Some(_), Some(identity)) if !in_scope(&identity.groups, policy) => {
                     format!("identity is out of scope: {}", removal(account.active))
                 }
+                (Some(id), Some(_)) if left_since.contains_key(id) => {
+                    let reason = left_since
+                        .get(id)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    format!(
+                        "identity is {reason} since run {run_id} read it: {}",
+                        removal(account.active)
+                    )
+                }
                 // The mappings say what the account would grant, but a deactivated
                 // account grants nothing: listing them would show access that is not.
                 (Some(_), Some(_)) if !account.active => {
@@ -425,7 +450,16 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 workspace_groups,
                 identity_id: identity_id.map(str::to_owned),
                 identity_user_name: identity.map(|i| i.user_name.clone()),
-                identity_status: identity.map(|i| i.status.as_str().to_owned()),
+                identity_status: identity.map(|i| {
+                    use crate::model::LossReason;
+                    match left_since.get(i.id.as_str()) {
+                        Some(reason @ (LossReason::Suspended | LossReason::Deprovisioned)) => {
+                            reason.as_str().to_owned()
+                        }
+                        Some(LossReason::Deleted) => "deleted".to_owned(),
+                        _ => i.status.as_str().to_owned(),
+                    }
+                }),
                 justification,
                 last_change: changes
                     .get(&account.id)

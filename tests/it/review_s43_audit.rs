@@ -177,3 +177,107 @@ async fn a_moved_workspace_is_previewed_before_the_move_is_recorded() {
     assert_eq!(after.0, Some(url(&moved)));
     assert_eq!(after.3, before.3 + 1);
 }
+
+/// Sets `status` on the person `user_name` in the demo directory file in `dir`.
+fn set_status(dir: &Path, user_name: &str, status: &str) {
+    let path = dir.join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let user = full["users"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|u| u["userName"] == user_name)
+        .unwrap();
+    user["status"] = status.into();
+    std::fs::write(&path, full.to_string()).unwrap();
+}
+
+/// A leaver the daemon's sweep saw leave after the newest snapshot was read: the
+/// snapshot still has them active. The access review must not justify their
+/// access by their mappings while the deactivation is due, nor, once the sweep
+/// deactivated the account, say the identity is active in the directory (which
+/// would read as seatwarden cutting off someone who is still there); `explain`,
+/// whose scope and next run come from that snapshot, says what the ledger saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_review_tells_a_leaver_the_sweep_saw_after_the_snapshot() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    // The same, but holding every deprovision.
+    let (_, holding) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        TOKEN,
+        &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "0")],
+    );
+    crate::fixtures::reconcile(&config).await;
+    let leaver = "adam.chen@example.com";
+    set_status(dir.path(), leaver, "deprovisioned");
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let sweep = async |config: &seatwarden::config::Config| {
+        seatwarden::sweep::sweep(
+            config,
+            &directory,
+            &client,
+            &store,
+            chrono::Utc::now(),
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    };
+    sweep(&holding).await;
+    let row = |store: &Store, leaver: &str| {
+        seatwarden::export::access(store, &config)
+            .unwrap()
+            .accounts
+            .into_iter()
+            .find(|row| row.user_name == leaver)
+            .unwrap()
+    };
+    let due = row(&store.lock().unwrap(), leaver);
+    assert!(due.active, "{due:?}");
+    assert_eq!(due.identity_status.as_deref(), Some("deprovisioned"));
+    assert!(
+        due.justification.contains("deprovisioned in the directory")
+            && due.justification.ends_with("access due to be removed"),
+        "{due:?}"
+    );
+
+    let explained = |leaver: &str| {
+        seatwarden::explain::explain(&config, &store.lock().unwrap(), leaver, chrono::Utc::now())
+            .unwrap()
+    };
+    let view = explained(leaver);
+    assert!(
+        view.contains("but since run 1 read it: deprovisioned in the directory, seen")
+            && view.contains("the access is due to be removed;"),
+        "{view}"
+    );
+    // Another leaver, not held: the sweep deactivates the account.
+    let leaver = "bella.silva@example.com";
+    set_status(dir.path(), leaver, "deprovisioned");
+    sweep(&config).await;
+    let done = row(&store.lock().unwrap(), leaver);
+    assert!(!done.active, "{done:?}");
+    assert!(
+        done.justification
+            .contains("deprovisioned in the directory")
+            && !done.justification.contains("is active")
+            && done
+                .justification
+                .ends_with("account deactivated (no access)"),
+        "{done:?}"
+    );
+    let view = explained(leaver);
+    assert!(
+        view.contains("but since run 1 read it: deprovisioned in the directory, seen")
+            && view.contains("the account was deactivated"),
+        "{view}"
+    );
+}
