@@ -53,7 +53,8 @@ pub struct AccessRow {
     /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
     /// seatwarden never touches it; a linked one says so after its reason, and
     /// its removal, when due, is one to make by hand), `disputed: …` (it may be the account of the
-    /// person named; `link`, run as `report.admin_command`, settles it) or
+    /// person named; `link`, run as `report.admin_command`, settles it; a person
+    /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
@@ -356,14 +357,35 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         claimed_by.sort_unstable();
         claimed_by.dedup();
         if claimed_by.is_empty() {
-            "orphaned".to_owned()
-        } else {
-            format!(
-                "disputed: may be the account of {}; `{admin_command} link PERSON {}` settles it",
-                claimed_by.join(", "),
-                account.id
-            )
+            return "orphaned".to_owned();
         }
+        // A claimant who lost access makes the account, if theirs, a leaver's
+        // access that stays: nothing disputed is deprovisioned until `link`.
+        let gone: Vec<String> = claimed_by
+            .iter()
+            .filter_map(|id| match identities.get(id) {
+                None => Some(format!("{id} is no longer in the directory")),
+                Some(i) if i.status != IdentityStatus::Active => {
+                    Some(format!("{id} is {} in the directory", i.status.as_str()))
+                }
+                Some(i) if !in_scope(&i.groups, policy) => Some(format!("{id} is out of scope")),
+                Some(_) => left_since
+                    .get(id)
+                    .map(|reason| format!("{id} is {reason} since run {run_id} read it")),
+            })
+            .collect();
+        let mut why = format!(
+            "disputed: may be the account of {}; `{admin_command} link PERSON {}` settles it",
+            claimed_by.join(", "),
+            account.id
+        );
+        if !gone.is_empty() {
+            why.push_str(&format!(
+                "; {}: if it is theirs, a leaver keeps access until then",
+                gone.join(", ")
+            ));
+        }
+        why
     };
 
     let mut accounts: Vec<AccessRow> = current

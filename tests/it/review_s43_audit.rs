@@ -281,3 +281,46 @@ async fn the_access_review_tells_a_leaver_the_sweep_saw_after_the_snapshot() {
         "{view}"
     );
 }
+
+/// An account that may be a leaver's (a disputed match whose person left) keeps
+/// its access until a person settles the dispute: the access review says whose
+/// it may be, and that that person left, so a reviewer does not pass over a
+/// leaver's lingering access as an open question of identity. A dispute of
+/// someone still there says nothing of leaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_review_says_a_disputed_account_may_be_a_leavers() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    let disputed = |config: &seatwarden::config::Config| {
+        let store = Store::open(&config.state.path).unwrap();
+        let rows: Vec<String> = seatwarden::export::access(&store, config)
+            .unwrap()
+            .accounts
+            .into_iter()
+            .filter(|row| row.justification.starts_with("disputed:"))
+            .map(|row| row.justification)
+            .collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        rows
+    };
+    crate::fixtures::reconcile(&config).await;
+    for why in disputed(&config) {
+        assert!(
+            why.starts_with("disputed: may be the account of 00u1004;"),
+            "{why}"
+        );
+        assert!(!why.contains("leaver"), "{why}");
+    }
+    set_status(dir.path(), "emma.novak@example.com", "deprovisioned");
+    crate::fixtures::reconcile(&config).await;
+    for why in disputed(&config) {
+        assert!(
+            why.ends_with(
+                "; 00u1004 is deprovisioned in the directory: if it is theirs, a leaver keeps \
+                 access until then"
+            ),
+            "{why}"
+        );
+    }
+}
