@@ -29,7 +29,8 @@
 //! snapshot is marked so, not offered again; a create or rename it does not make
 //! because of the userName says why in its place; and when the person's account
 //! holds a userName others want, who, and that their create or rename waits on
-//! it). A person the deprovisioning ledger saw leave after the snapshot was read
+//! it), or, for a linked account the snapshot lacks, that someone else deleted
+//! it. A person the deprovisioning ledger saw leave after the snapshot was read
 //! (the daemon's sweep, which stores no snapshot) is in scope in it: the scope
 //! section says what the ledger saw since, and that the role and next run are
 //! from the older snapshot. Times are on the clock of the report's zone
@@ -1059,10 +1060,27 @@ impl View<'_> {
             }
         }
         let Some(a) = self.account else {
-            let none = if self.disputes().is_empty() {
-                "none"
-            } else {
-                "none chosen: the match is disputed (see above)"
+            let created_since = since
+                .iter()
+                .any(|e| matches!(e.action.kind, ActionKind::CreateAccount { .. }));
+            let none = match self.link {
+                _ if !self.disputes().is_empty() => {
+                    "none chosen: the match is disputed (see above)".to_owned()
+                }
+                Some(link) if created_since => format!(
+                    "none in this snapshot: account {} was created since (above)",
+                    clean(&link.account_id)
+                ),
+                // seatwarden drops the link of an account it deletes: one still
+                // linked and not there was deleted by someone else.
+                Some(link) => format!(
+                    "none: the linked account {} is not in the workspace as run {} read it: \
+                     deleted there by someone other than seatwarden, which drops the link of \
+                     an account it deletes",
+                    clean(&link.account_id),
+                    self.loaded.run
+                ),
+                None => "none".to_owned(),
             };
             let _ = writeln!(out, "  {none}");
             return Ok(());

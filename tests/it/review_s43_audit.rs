@@ -324,3 +324,47 @@ async fn the_access_review_says_a_disputed_account_may_be_a_leavers() {
         );
     }
 }
+
+/// An account deleted by hand in the workspace: once a run has read the
+/// workspace without it, `explain` says the linked account is gone and who did
+/// not delete it, instead of a bare "none" beside the link that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_a_linked_account_was_deleted_in_the_workspace() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    crate::fixtures::reconcile(&config).await;
+    // reqwest is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/Users/ws-0031",
+            sandbox.base_url().as_str().trim_end_matches('/')
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    seatwarden::run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Plan,
+    )
+    .await
+    .unwrap();
+    let view = seatwarden::explain::explain(
+        &config,
+        &Store::open(&config.state.path).unwrap(),
+        "eric.patel@example.com",
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert!(
+        view.contains(
+            "none: the linked account ws-0031 is not in the workspace as run 2 read it: \
+             deleted there by someone other than seatwarden"
+        ),
+        "{view}"
+    );
+}
