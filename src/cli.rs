@@ -637,6 +637,15 @@ Examples:
     /// from the latest stored snapshots (nothing is read from the directory or the
     /// workspace).
     #[command(after_help = "\
+`access`: one row per account with its role, groups, the directory identity behind
+it and the justification: the mappings that grant the access, why it is due to be
+removed (`…: access due to be removed`) or already gone (`…: account deactivated (no
+access)`), or, for an account linked to nobody, `protected`, `disputed: …` (`seatwarden
+link` settles it) or `orphaned`. It is the newest stored snapshots with the writes
+applied since laid over them (approvals, the daemon's sweep): `snapshot_at` and
+`applied_through` say as of when. Times are RFC 3339 in UTC. Run `seatwarden plan`
+first for a fresh view.
+
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
 first; no state database).
 

@@ -368,3 +368,25 @@ async fn explain_says_a_linked_account_was_deleted_in_the_workspace() {
         "{view}"
     );
 }
+
+/// `export --help` teaches what an auditor needs to read the access export: the
+/// justification's forms, that writes since the snapshot are laid over it, and
+/// the clock its times are on.
+#[test]
+fn export_help_says_what_the_access_rows_mean_and_as_of_when() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["export", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for phrase in [
+        "access due to be removed",
+        "`protected`, `disputed: …`",
+        "`orphaned`",
+        "writes\napplied since laid over them",
+        "Times are RFC 3339 in UTC",
+    ] {
+        assert!(help.contains(phrase), "{phrase:?} missing from:\n{help}");
+    }
+}
