@@ -308,14 +308,23 @@ exits 3 when the guard would hold some), 5 the directory was rejected (source
 fault), 1 an error, 130 (143) Ctrl-C (SIGTERM) stopped it before the plan was made:
 nothing was planned.
 
-Example:
-  seatwarden plan --format markdown > plan.md")]
+Examples:
+  seatwarden plan --format markdown > plan.md
+  seatwarden plan --workspace-moved     the provider changed the SCIM base URL: check
+                                        the accounts still match before recording it
+                                        with `seatwarden reconcile --workspace-moved`")]
     Plan {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Exit 2 when the plan has changes (0 when there is nothing to do).
         #[arg(long)]
         detailed_exitcode: bool,
+        /// The workspace this state database belongs to moved to workspace.url:
+        /// plan against the new URL with the stored links, holds and ledger, on a
+        /// throwaway copy of the state database. Records nothing: the database
+        /// stays bound to the old URL until `reconcile --workspace-moved`.
+        #[arg(long)]
+        workspace_moved: bool,
     },
     /// Converge the workspace: plan, apply (journaled, with retries), verify, report.
     #[command(after_help = "\
@@ -352,7 +361,9 @@ Examples:
         /// (its provider changed the SCIM base URL): record the new URL and go on.
         /// Without it, a state database used with another URL is refused, so a
         /// rehearsal against a sandbox cannot spend production's state. Audited.
-        #[arg(long, conflicts_with = "dry_run")]
+        /// With --dry-run (or `plan --workspace-moved`): shows the plan against the
+        /// new URL and records nothing.
+        #[arg(long)]
         workspace_moved: bool,
         #[command(flatten)]
         wait: LockWait,
@@ -626,6 +637,15 @@ Examples:
     /// from the latest stored snapshots (nothing is read from the directory or the
     /// workspace).
     #[command(after_help = "\
+`access`: one row per account with its role, groups, the directory identity behind
+it and the justification: the mappings that grant the access, why it is due to be
+removed (`…: access due to be removed`) or already gone (`…: account deactivated (no
+access)`), or, for an account linked to nobody, `protected`, `disputed: …` (`seatwarden
+link` settles it) or `orphaned`. It is the newest stored snapshots with the writes
+applied since laid over them (approvals, the daemon's sweep): `snapshot_at` and
+`applied_through` say as of when. Times are RFC 3339 in UTC. Run `seatwarden plan`
+first for a fresh view.
+
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
 first; no state database).
 
@@ -898,8 +918,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Plan {
             format,
             detailed_exitcode,
+            workspace_moved,
         } => {
-            let outcome = match preview(&config, Mode::Plan, run::RunOptions::default())? {
+            let options = run::RunOptions {
+                workspace_moved,
+                ..run::RunOptions::default()
+            };
+            let outcome = match preview(&config, Mode::Plan, options)? {
                 Preview::Finished(outcome) => *outcome,
                 Preview::Stopped(code) => return Ok(code),
             };
@@ -2015,10 +2040,31 @@ enum Preview {
 /// recorded stopped with nothing planned, one line on stderr says so, and the
 /// exit is 130 (SIGINT) or 143 (SIGTERM). A signal once the plan is stored lets
 /// the run finish with its own code.
-fn preview(config: &Config, mode: Mode, options: run::RunOptions) -> anyhow::Result<Preview> {
+///
+/// With `--workspace-moved` it records no move: a state database bound to another
+/// URL is planned against the new one on a throwaway copy ([`run::moved_preview`]).
+fn preview(config: &Config, mode: Mode, mut options: run::RunOptions) -> anyhow::Result<Preview> {
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(config);
+    let (store, _copy) = if std::mem::take(&mut options.workspace_moved) {
+        let (store, copy) = run::moved_preview(store, config, &client)?;
+        if let Some(copy) = &copy {
+            eprintln!(
+                "planning against workspace.url {} with a copy of {}, which stays bound to \
+                 {}: nothing of this plan is stored. If it matches the accounts you know \
+                 (not every account missing or unmatched), record the move with `{} \
+                 reconcile --workspace-moved`",
+                client.base_url(),
+                config.state.path.display(),
+                copy.recorded,
+                config.admin_command()
+            );
+        }
+        (store, copy)
+    } else {
+        (store, None)
+    };
     let (result, signal) = run_cancellable(|interrupted| {
         run::preview_until(
             config,

@@ -29,7 +29,11 @@
 //! snapshot is marked so, not offered again; a create or rename it does not make
 //! because of the userName says why in its place; and when the person's account
 //! holds a userName others want, who, and that their create or rename waits on
-//! it). Times are on the clock of the report's zone
+//! it), or, for a linked account the snapshot lacks, that someone else deleted
+//! it. A person the deprovisioning ledger saw leave after the snapshot was read
+//! (the daemon's sweep, which stores no snapshot) is in scope in it: the scope
+//! section says what the ledger saw since, and that the role and next run are
+//! from the older snapshot. Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
 //!
 //! The view is line-structured, and most of what it shows comes from the
@@ -446,7 +450,22 @@ pub fn explain_with(
             admin_command: config.admin_command(),
         });
     }
+    // Seen leaving after the snapshot was read (the daemon's sweep stores no
+    // snapshot): the snapshot, and the plan made from it, still show access.
+    let left_since = match (identity, loaded.record.as_ref()) {
+        (Some(i), Some(record)) => store
+            .deprovision_history(&i.id, 1)?
+            .into_iter()
+            .next()
+            .filter(|e| {
+                e.closed_at.is_none()
+                    && e.returned_at.is_none()
+                    && e.detected_at >= record.started_at
+            }),
+        _ => None,
+    };
     let view = View {
+        left_since,
         next: &next,
         config,
         store,
@@ -495,6 +514,9 @@ struct View<'a> {
     account: Option<&'a Account>,
     /// What a run now would plan (see [`next_actions`]).
     next: &'a crate::model::Plan,
+    /// The person's current deprovisioning episode, when it was opened after the
+    /// snapshot was read.
+    left_since: Option<crate::sla::LedgerEntry>,
     now: DateTime<Utc>,
     /// Times are shown in the report's zone, as the reports show them.
     tz: Tz,
@@ -615,6 +637,20 @@ impl View<'_> {
                         format!("member of scope group {}", clean(&via.join(", ")))
                     };
                     let _ = writeln!(out, "  in scope: active, {scope}");
+                    if let Some(episode) = &self.left_since {
+                        let now = match episode.verified_at {
+                            Some(at) => format!("the account was deactivated {}", self.at(at)),
+                            None => "the access is due to be removed".to_owned(),
+                        };
+                        let _ = writeln!(
+                            out,
+                            "  but since run {} read it: {}, seen {} (see Deprovision ledger): \
+                             {now}; the role and next run below are from the older snapshot",
+                            self.loaded.run,
+                            clean(&episode.reason.to_string()),
+                            self.at(episode.detected_at)
+                        );
+                    }
                     let _ = writeln!(out, "\nRole");
                     let _ = writeln!(
                         out,
@@ -1024,10 +1060,27 @@ impl View<'_> {
             }
         }
         let Some(a) = self.account else {
-            let none = if self.disputes().is_empty() {
-                "none"
-            } else {
-                "none chosen: the match is disputed (see above)"
+            let created_since = since
+                .iter()
+                .any(|e| matches!(e.action.kind, ActionKind::CreateAccount { .. }));
+            let none = match self.link {
+                _ if !self.disputes().is_empty() => {
+                    "none chosen: the match is disputed (see above)".to_owned()
+                }
+                Some(link) if created_since => format!(
+                    "none in this snapshot: account {} was created since (above)",
+                    clean(&link.account_id)
+                ),
+                // seatwarden drops the link of an account it deletes: one still
+                // linked and not there was deleted by someone else.
+                Some(link) => format!(
+                    "none: the linked account {} is not in the workspace as run {} read it: \
+                     deleted there by someone other than seatwarden, which drops the link of \
+                     an account it deletes",
+                    clean(&link.account_id),
+                    self.loaded.run
+                ),
+                None => "none".to_owned(),
             };
             let _ = writeln!(out, "  {none}");
             return Ok(());

@@ -13,7 +13,11 @@
 //! and the accounts a run created are there, with the groups it added them to: an
 //! access review that left out the newest accounts would understate access. The
 //! export says as of when, on every CSV row: `snapshot_at` and `applied_through`
-//! (the last write accounted for).
+//! (the last write accounted for). A person the daemon's sweep saw lose access
+//! after the snapshot was read (the deprovisioning ledger's open or verified
+//! episode, detected since) is shown so (`identity is deprovisioned in the
+//! directory since run N read it: …`, `identity_status` from the episode), not by
+//! the mappings the older snapshot still gives them.
 //!
 //! [`workspace_seed`] writes the latest stored workspace snapshot as a seed for
 //! `seatwarden sandbox`, so a configuration can be rehearsed against a copy of
@@ -49,7 +53,8 @@ pub struct AccessRow {
     /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
     /// seatwarden never touches it; a linked one says so after its reason, and
     /// its removal, when due, is one to make by hand), `disputed: …` (it may be the account of the
-    /// person named; `link`, run as `report.admin_command`, settles it) or
+    /// person named; `link`, run as `report.admin_command`, settles it; a person
+    /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
@@ -281,6 +286,17 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     // A disputed person since deleted from the directory: only the memory of
     // their dispute says whose the accounts may be.
     let remembered = store.disputed_candidates()?;
+    // People the daemon's sweep saw lose access after the snapshot was read (it
+    // reads the directory's changes, and stores no snapshot): the snapshot still
+    // shows them active and in scope, and its mappings would justify access that is
+    // due to be removed, or call a deactivation the sweep made one of someone
+    // active in the directory.
+    let ledger = store.current_deprovisions()?;
+    let left_since: HashMap<&str, crate::model::LossReason> = ledger
+        .iter()
+        .filter(|entry| entry.detected_at >= run.started_at)
+        .map(|entry| (entry.identity_id.as_str(), entry.reason))
+        .collect();
 
     let identities: HashMap<&str, &crate::model::Identity> = directory
         .identities
@@ -341,14 +357,35 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         claimed_by.sort_unstable();
         claimed_by.dedup();
         if claimed_by.is_empty() {
-            "orphaned".to_owned()
-        } else {
-            format!(
-                "disputed: may be the account of {}; `{admin_command} link PERSON {}` settles it",
-                claimed_by.join(", "),
-                account.id
-            )
+            return "orphaned".to_owned();
         }
+        // A claimant who lost access makes the account, if theirs, a leaver's
+        // access that stays: nothing disputed is deprovisioned until `link`.
+        let gone: Vec<String> = claimed_by
+            .iter()
+            .filter_map(|id| match identities.get(id) {
+                None => Some(format!("{id} is no longer in the directory")),
+                Some(i) if i.status != IdentityStatus::Active => {
+                    Some(format!("{id} is {} in the directory", i.status.as_str()))
+                }
+                Some(i) if !in_scope(&i.groups, policy) => Some(format!("{id} is out of scope")),
+                Some(_) => left_since
+                    .get(id)
+                    .map(|reason| format!("{id} is {reason} since run {run_id} read it")),
+            })
+            .collect();
+        let mut why = format!(
+            "disputed: may be the account of {}; `{admin_command} link PERSON {}` settles it",
+            claimed_by.join(", "),
+            account.id
+        );
+        if !gone.is_empty() {
+            why.push_str(&format!(
+                "; {}: if it is theirs, a leaver keeps access until then",
+                gone.join(", ")
+            ));
+        }
+        why
     };
 
     let mut accounts: Vec<AccessRow> = current
@@ -384,6 +421,16 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 }
                 (Some(_), Some(identity)) if !in_scope(&identity.groups, policy) => {
                     format!("identity is out of scope: {}", removal(account.active))
+                }
+                (Some(id), Some(_)) if left_since.contains_key(id) => {
+                    let reason = left_since
+                        .get(id)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    format!(
+                        "identity is {reason} since run {run_id} read it: {}",
+                        removal(account.active)
+                    )
                 }
                 // The mappings say what the account would grant, but a deactivated
                 // account grants nothing: listing them would show access that is not.
@@ -425,7 +472,16 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 workspace_groups,
                 identity_id: identity_id.map(str::to_owned),
                 identity_user_name: identity.map(|i| i.user_name.clone()),
-                identity_status: identity.map(|i| i.status.as_str().to_owned()),
+                identity_status: identity.map(|i| {
+                    use crate::model::LossReason;
+                    match left_since.get(i.id.as_str()) {
+                        Some(reason @ (LossReason::Suspended | LossReason::Deprovisioned)) => {
+                            reason.as_str().to_owned()
+                        }
+                        Some(LossReason::Deleted) => "deleted".to_owned(),
+                        _ => i.status.as_str().to_owned(),
+                    }
+                }),
                 justification,
                 last_change: changes
                     .get(&account.id)

@@ -160,7 +160,9 @@ pub enum RunError {
          Acting on one workspace with another's state would record leavers as verified \
          that it still has, and spend its thresholds and circuit breaker. Give a \
          rehearsal or a second workspace its own state.path; if this workspace itself \
-         moved to {configured}, run `{command} reconcile --workspace-moved` once",
+         moved to {configured}, check the plan against it with `{command} plan \
+         --workspace-moved` (records nothing), then run `{command} reconcile \
+         --workspace-moved` once",
         state.display()
     )]
     OtherWorkspace {
@@ -532,6 +534,65 @@ pub fn same_workspace(
         }),
         None => Ok(store.set_state_value(WORKSPACE_KEY, Some(url))?),
     }
+}
+
+/// A throwaway copy of the state database, removed (with its `-wal` and `-shm`)
+/// when dropped: see [`moved_preview`].
+#[derive(Debug)]
+pub struct PreviewCopy {
+    path: std::path::PathBuf,
+    /// The URL the state database stays bound to.
+    pub recorded: String,
+}
+
+impl Drop for PreviewCopy {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(suffix);
+            // Gone already is fine; a copy left behind is named for the process.
+            let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+        }
+    }
+}
+
+/// `plan --workspace-moved` and `reconcile --dry-run --workspace-moved`: the plan
+/// against the new `workspace.url`, read before the move is recorded, so that a
+/// mistyped URL (another tenant's) is seen in the plan (every account unmatched)
+/// before it binds anything. When the state database is bound to another URL and
+/// holds that workspace's state, the preview runs on a copy of it (beside it,
+/// removed afterwards) bound to the new URL: matched with the stored links, held
+/// and settling as a reconcile would, and nothing of it stored where it stays: no
+/// binding, no audit entry, no snapshot (which `explain`, `export` and `link`
+/// would read as the workspace's), no settle-window sighting, no report.
+/// Otherwise (same URL, first contact, nothing held of the recorded one) the
+/// store is handed back as it is, and the run binds as any run does.
+pub fn moved_preview(
+    store: Store,
+    config: &Config,
+    client: &ScimClient,
+) -> Result<(Store, Option<PreviewCopy>), RunError> {
+    let url = client.base_url();
+    let recorded = match store.state_value(WORKSPACE_KEY)? {
+        Some(recorded) if recorded != url && store.holds_workspace_state()? => recorded,
+        _ => return Ok((store, None)),
+    };
+    let mut name = config.state.path.as_os_str().to_owned();
+    name.push(format!(".moved-preview-{}", std::process::id()));
+    let copy = PreviewCopy {
+        path: std::path::PathBuf::from(name),
+        recorded,
+    };
+    // A copy this process id left before (killed by a second Ctrl-C) is no one's.
+    drop(PreviewCopy {
+        path: copy.path.clone(),
+        recorded: String::new(),
+    });
+    store.copy_to(&copy.path)?;
+    drop(store);
+    let mut scratch = Store::open(&copy.path)?;
+    scratch.set_state_value(WORKSPACE_KEY, Some(url))?;
+    Ok((scratch, Some(copy)))
 }
 
 /// [`execute_with`] with [`RunOptions`].

@@ -2,6 +2,7 @@
 //! job, and small key/value state (the directory's change cursor).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
@@ -776,6 +777,26 @@ impl Store {
                 "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
             )
             .context(|| "vacuuming the state database".to_owned())
+    }
+
+    /// Writes a copy of the whole database, as one read sees it, to `path`, a new
+    /// file readable by its owner only (what a preview that must leave this
+    /// database as it was plans in: `plan --workspace-moved`). A file already at
+    /// `path` is refused, never overwritten.
+    pub fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+        // VACUUM INTO takes an empty file as a new one, and keeps its mode.
+        super::private_file()
+            .create_new(true)
+            .open(path)
+            .map_err(|source| StoreError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
+        let target = path.to_string_lossy();
+        self.conn
+            .execute("VACUUM INTO ?1", [target.as_ref()])
+            .map(|_| ())
+            .context(|| format!("copying the state database to {}", path.display()))
     }
 }
 

@@ -75,6 +75,7 @@ mod review_s42_directory;
 mod review_s42_longrun;
 mod review_s42_reads;
 mod review_s42_writes;
+mod review_s43_audit;
 mod review_s43_docs;
 mod review_s43_entra;
 mod review_s43_okta;
