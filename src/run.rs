@@ -117,6 +117,17 @@ pub enum RunError {
         .0.first
     )]
     AccountsUnread(crate::sweep::UnreadAccounts),
+    /// A sweep's directory read was incomplete: it opened no episode from it (no
+    /// deprovision from a partial read), and fails so that a directory that keeps
+    /// reading incomplete shows as the sweep job's repeated failures, not as
+    /// sweeps that succeed while no leaver is detected.
+    #[error(
+        "the directory read was incomplete ({}: {} people read, fewer than it announced): \
+         the sweep observed nothing from it; leavers wait for a complete read",
+        .0.directory,
+        .0.read
+    )]
+    DirectoryIncomplete(crate::sweep::IncompleteRead),
     /// A sweep or retry pass sent deactivations the workspace did not carry out:
     /// the episodes stay open and are tried again; the pass fails so that its
     /// repeated failures alert.
@@ -245,6 +256,8 @@ impl crate::retry::Transient for RunError {
                 e.is_transient()
             }
             RunError::AccountsUnread(unread) => unread.transient,
+            // People moving between pages: the next read is often whole.
+            RunError::DirectoryIncomplete(_) => true,
             // Tried again by the retry job in any case.
             RunError::DeprovisionsUnwritten(_) => true,
             RunError::Store(e) => e.is_transient(),

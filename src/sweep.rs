@@ -36,6 +36,12 @@
 //! under the person's userName names them by `externalId` (theirs, made again
 //! under a new id): the episode moves to it, and it is deactivated.
 //!
+//! A directory read that is incomplete (a SCIM directory's listing short of its
+//! `totalResults`) opens no episode and ends none, and the pass fails once it has
+//! enforced what was already due ([`SweepOutcome::incomplete`]): a directory that
+//! keeps reading short would otherwise stop same-day deprovisioning while every
+//! sweep job succeeded, with no episode to become overdue.
+//!
 //! Only linked identities are considered (links are made by full reconciles), so
 //! the sweep never has to match; a linked account whose `externalId` names
 //! someone else seatwarden knows is held, as the plan disputes such a link. The guard still applies: an incomplete directory
@@ -245,6 +251,22 @@ pub struct SweepOutcome {
     /// due for an attempt and no action was left in flight. How many open
     /// episodes with an account wait for a later attempt (none: nothing to retry).
     pub idle: Option<usize>,
+    /// The directory read was incomplete: the sweep observed nothing from it (no
+    /// episode opened, none ended), so the pass failed ([`SweepOutcome::checked`]),
+    /// though it enforced what was already due. Without that, a directory that
+    /// keeps reading incomplete would stop same-day deprovisioning unseen.
+    pub incomplete: Option<IncompleteRead>,
+}
+
+/// A directory read the sweep could observe nothing from: it ended short of what
+/// the directory announced (a SCIM directory's listing short of its
+/// `totalResults`, twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteRead {
+    /// The directory, as [`Directory::describe`] names it.
+    pub directory: String,
+    /// How many people the read returned.
+    pub read: usize,
 }
 
 /// Due deprovisions whose write failed in one pass.
@@ -271,6 +293,9 @@ impl SweepOutcome {
     /// job that succeeded while leavers cannot be reached would never alert as
     /// failing. Callers record what the pass did first.
     pub fn checked(self) -> Result<SweepOutcome, RunError> {
+        if let Some(incomplete) = self.incomplete {
+            return Err(RunError::DirectoryIncomplete(incomplete));
+        }
         if let Some(unread) = self.unread {
             return Err(RunError::AccountsUnread(unread));
         }
@@ -372,6 +397,14 @@ pub async fn sweep(
     let mut outcome = enforced?;
     outcome.detected = ledger_changes.open.len();
     outcome.cancelled += ledger_changes.cancel.len();
+    if let DirectoryChanges::Full { snapshot, .. } = &changes
+        && !snapshot.complete
+    {
+        outcome.incomplete = Some(IncompleteRead {
+            directory: directory.describe(),
+            read: snapshot.identities.len(),
+        });
+    }
     Ok(outcome)
 }
 
@@ -498,7 +531,9 @@ fn observe(
         // deprovision from a partial directory), so everything in the ledger came
         // from a complete observation and the retry job may enforce it.
         DirectoryChanges::Full { snapshot, .. } if !snapshot.complete => {
-            tracing::warn!("incomplete directory snapshot: the sweep observes nothing from it");
+            tracing::warn!(
+                "incomplete directory snapshot: the sweep observes nothing from it, and the pass fails"
+            );
         }
         DirectoryChanges::Full { snapshot, .. } => {
             let mut present: HashMap<&str, &Identity> = HashMap::new();

@@ -80,6 +80,7 @@ mod review_s43_docs;
 mod review_s43_entra;
 mod review_s43_okta;
 mod review_s43_ops;
+mod review_s43_sweepincomplete;
 mod review_s43_sweepreads;
 mod role_groups;
 mod run_recovery;
