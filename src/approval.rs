@@ -2421,14 +2421,8 @@ mod tests {
         assert_eq!(seqs(false), vec![0, 2]);
     }
 
-    /// A second `reject` (or `approve`) of a run decided already names who
-    /// decided and when on `report.timezone`'s clock, as every other refusal of
-    /// theirs does, not in UTC.
-    #[test]
-    fn a_refusal_names_the_earlier_decision_on_the_reports_clock() {
-        let mut store = Store::open_in_memory().unwrap();
-        // 2027-01-15 08:00:00 UTC, 09:00 in Berlin.
-        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// A reconcile run at `at` whose plan holds one deactivation (the last Owner's).
+    fn one_held_deactivation(store: &mut Store, at: DateTime<Utc>) -> crate::store::RunId {
         let run = store
             .begin_run(crate::store::RunKind::Reconcile, at)
             .unwrap();
@@ -2442,6 +2436,18 @@ mod tests {
             ..Plan::default()
         };
         store.save_plan(run, &plan, at).unwrap();
+        run
+    }
+
+    /// A second `reject` (or `approve`) of a run decided already names who
+    /// decided and when on `report.timezone`'s clock, as every other refusal of
+    /// theirs does, not in UTC.
+    #[test]
+    fn a_refusal_names_the_earlier_decision_on_the_reports_clock() {
+        let mut store = Store::open_in_memory().unwrap();
+        // 2027-01-15 08:00:00 UTC, 09:00 in Berlin.
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = one_held_deactivation(&mut store, at);
         let berlin = chrono_tz::Europe::Berlin;
         reject(&mut store, run, &Only::All, "seatwarden", berlin, at).unwrap();
         let again = reject(&mut store, run, &Only::All, "seatwarden", berlin, at)
@@ -2460,19 +2466,7 @@ mod tests {
     fn one_decided_action_is_counted_in_the_singular() {
         let mut store = Store::open_in_memory().unwrap();
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let run = store
-            .begin_run(crate::store::RunKind::Reconcile, at)
-            .unwrap();
-        let plan = Plan {
-            actions: vec![Action {
-                held: Some(crate::model::HoldReason::LastOwner),
-                ..action(ActionKind::Deactivate {
-                    account_id: "a".into(),
-                })
-            }],
-            ..Plan::default()
-        };
-        store.save_plan(run, &plan, at).unwrap();
+        let run = one_held_deactivation(&mut store, at);
 
         let said = reject(
             &mut store,
