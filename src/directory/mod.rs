@@ -11,6 +11,7 @@
 
 pub mod entra;
 pub mod file;
+mod dpop;
 mod jwt;
 pub mod ldap;
 pub mod okta;

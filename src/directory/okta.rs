@@ -66,7 +66,7 @@ use super::remote::{
     self, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
     status_error,
 };
-use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
+use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, dpop, jwt};
 use crate::http::{Limits, encode_component, page_cap_reached, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
@@ -177,6 +177,32 @@ struct Inner {
     /// one-second resolution and an answer is read after it was dated, so this
     /// underestimates: a cursor built from it is early (more overlap), never late.
     skew: Mutex<Option<chrono::TimeDelta>>,
+    /// DPoP for a service app that requires it.
+    dpop: Mutex<DpopState>,
+}
+
+/// DPoP (RFC 9449) for one connector instance: engaged when the token endpoint
+/// first refuses a request for want of a proof.
+#[derive(Default)]
+struct DpopState {
+    /// The ephemeral key the proofs are signed with, made when first needed.
+    key: Option<Arc<dpop::DpopKey>>,
+    /// The service app requires DPoP: token requests send a proof from the start.
+    required: bool,
+    /// The latest `DPoP-Nonce` Okta handed out, sent in every proof after it.
+    nonce: Option<String>,
+}
+
+/// What a request authenticates with.
+struct Credential {
+    /// The `Authorization` value: `SSWS …`, `Bearer …` or `DPoP …`.
+    header: SecretString,
+    /// An OAuth token as cached, to drop when the API refuses it.
+    cached: Option<SecretString>,
+    /// The token alone: scrubbed from errors, and hashed into a proof's `ath`.
+    secret: SecretString,
+    /// The token is DPoP-bound: every request carries a `DPoP` proof.
+    dpop: bool,
 }
 
 /// An Okta org; cheap to clone.
@@ -290,6 +316,7 @@ impl OktaSource {
                 tokens: TokenCache::default(),
                 buckets: Mutex::new(HashMap::new()),
                 skew: Mutex::new(None),
+                dpop: Mutex::new(DpopState::default()),
             }),
         }
     }
@@ -865,18 +892,26 @@ impl OktaSource {
         org_wide: &std::sync::atomic::AtomicBool,
     ) -> Result<Reply, DirectoryError> {
         let mut refreshed = false;
+        let mut nonce_resent = false;
         loop {
             self.pace(bucket).await;
-            let (authorization, token) = self.authorization().await?;
-            let request = transport
+            let credential = self.authorization().await?;
+            let mut request = transport
                 .http()
                 .get(url)
                 .header(
                     reqwest::header::AUTHORIZATION,
-                    authorization.expose_secret(),
+                    credential.header.expose_secret(),
                 )
                 .header(reqwest::header::ACCEPT, "application/json");
+            if credential.dpop {
+                // A proof of its own for every request, a next page's too
+                // (`htu` is the URL without the query).
+                let proof = self.dpop_proof("GET", url, Some(credential.secret.expose_secret()))?;
+                request = request.header("DPoP", proof);
+            }
             let reply = transport.send(request, endpoint).await?;
+            let fresh_nonce = self.record_nonce(&reply.headers);
             let concurrency = reply.status == 429 && self.is_concurrency_refusal(bucket, &reply);
             org_wide.store(concurrency, std::sync::atomic::Ordering::Relaxed);
             if concurrency {
@@ -895,13 +930,29 @@ impl OktaSource {
             if reply.is_success() {
                 return Ok(reply);
             }
+            let challenge = dpop::challenge_error(&reply.headers);
+            // RFC 9449 §9: a resource server that wants a nonce in the proof
+            // answers 401 `WWW-Authenticate: DPoP error="use_dpop_nonce"` with
+            // one in `DPoP-Nonce`: resent once with it (and a fresh `jti`). Okta's
+            // own APIs do not ask for one today ("The nonce parameter isn't
+            // currently required", developer.okta.com/docs/guides/dpop,
+            // oktaresourceserver), but may.
+            if reply.status == 401
+                && credential.dpop
+                && fresh_nonce
+                && !nonce_resent
+                && challenge.as_deref() == Some("use_dpop_nonce")
+            {
+                nonce_resent = true;
+                continue;
+            }
             // An OAuth access token can expire or be revoked mid-snapshot: fetch a
             // new one once and repeat the request.
             if reply.status == 401
                 && !refreshed
-                && let Some(token) = &token
+                && let Some(cached) = &credential.cached
             {
-                self.inner.tokens.invalidate(token).await;
+                self.inner.tokens.invalidate(cached).await;
                 refreshed = true;
                 continue;
             }
@@ -912,33 +963,36 @@ impl OktaSource {
                 detail = format!(
                     "{}; {}",
                     detail.chars().take(120).collect::<String>(),
-                    permission_hint(url, token.is_some())
+                    permission_hint(url, credential.cached.is_some())
                 );
             }
+            if reply.status == 401
+                && credential.dpop
+                && matches!(
+                    challenge.as_deref(),
+                    Some("invalid_dpop_proof" | "use_dpop_nonce")
+                )
+            {
+                detail = format!("{detail}; {}", dpop_refused(challenge.as_deref()));
+            }
             let wait = wait_before_retry(&reply);
-            let secret = token
-                .as_ref()
-                .map(|t| t.expose_secret().to_owned())
-                .unwrap_or_else(|| {
-                    authorization
-                        .expose_secret()
-                        .trim_start_matches("SSWS ")
-                        .to_owned()
-                });
-            let error = status_error(endpoint, &reply, code, detail, wait, &[&secret]);
+            let secret = credential.secret.expose_secret();
+            let error = status_error(endpoint, &reply, code, detail, wait, &[secret]);
             return Err(with_reference(error, &reply));
         }
     }
 
-    /// The `Authorization` value, and the OAuth token it carries (for invalidation).
-    async fn authorization(&self) -> Result<(SecretString, Option<SecretString>), DirectoryError> {
+    /// What the next request authenticates with.
+    async fn authorization(&self) -> Result<Credential, DirectoryError> {
         match &self.inner.settings.auth {
             OktaAuth::Ssws(secret) => {
                 let token = secret.read()?;
-                Ok((
-                    SecretString::from(format!("SSWS {}", token.expose_secret())),
-                    None,
-                ))
+                Ok(Credential {
+                    header: SecretString::from(format!("SSWS {}", token.expose_secret())),
+                    cached: None,
+                    secret: token,
+                    dpop: false,
+                })
             }
             OktaAuth::PrivateKeyJwt {
                 client_id,
@@ -950,14 +1004,33 @@ impl OktaSource {
                     .tokens
                     .get(|| self.fetch_token(client_id, key_id.as_deref(), private_key))
                     .await?;
-                Ok((
-                    SecretString::from(format!("Bearer {}", token.expose_secret())),
-                    Some(token),
-                ))
+                // Cached with its scheme ([`Self::fetch_token`]).
+                let (scheme, secret) = token
+                    .expose_secret()
+                    .split_once(' ')
+                    .unwrap_or(("Bearer", token.expose_secret()));
+                Ok(Credential {
+                    header: token.clone(),
+                    secret: SecretString::from(secret.to_owned()),
+                    dpop: scheme == "DPoP",
+                    cached: Some(token),
+                })
             }
         }
     }
 
+    /// A token for the service app, with its scheme: `Bearer <token>`, or
+    /// `DPoP <token>` when Okta bound it to [`DpopState::key`] (`token_type:
+    /// DPoP`).
+    ///
+    /// DPoP engages by itself: a request without a proof refused with
+    /// `invalid_dpop_proof` ("The DPoP proof JWT header is missing.") is sent
+    /// again with one, and every later one of this instance carries one from the
+    /// start. Okta's token endpoint always wants a nonce in the proof: the first
+    /// proof draws 400 `use_dpop_nonce` with a `DPoP-Nonce` header, and the
+    /// request is sent again with it (a stale nonce later, the same). Each resend
+    /// is at most once, with a fresh proof and a fresh client assertion: Okta
+    /// refuses a `jti` it has seen.
     async fn fetch_token(
         &self,
         client_id: &str,
@@ -971,42 +1044,134 @@ impl OktaSource {
             pem.expose_secret().as_bytes(),
             &private_key.named("directory.private_key_file"),
         )?;
-        let mut header = serde_json::Map::new();
-        if let Some(kid) = key_id {
-            header.insert("kid".into(), kid.into());
-        }
-        let claims = jwt::assertion_claims(client_id, &token_url, jwt::unix_now())?;
-        let assertion = key.sign(header, &claims)?;
         // The token endpoint has its own rate limit (`/oauth2/v1/token`), with
         // the same headers as the API's: paced, and a 429 waited out until its
         // `X-Rate-Limit-Reset` (it sends no `Retry-After`), as API calls are.
         // On the plain backoff, the retries ran out within seconds of a
         // window that resets up to a minute later.
         let bucket = bucket_of(&token_url);
-        self.pace(&bucket).await;
-        let reply = remote::request_token(
-            transport,
-            &token_url,
-            &[
-                ("grant_type", "client_credentials"),
-                (
-                    "scope",
-                    match self.inner.settings.app_id {
-                        Some(_) => OAUTH_SCOPES_WITH_APP,
-                        None => OAUTH_SCOPES,
-                    },
-                ),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", &assertion),
-            ],
-        )
-        .await?;
-        self.record_limits(&bucket, &reply.headers);
-        remote::token_from(&token_url, &reply, &[&assertion], wait_before_retry(&reply))
-            .map_err(|e| with_reference(dpop_hint(e), &reply))
+        let mut with_proof = self.dpop_state(|state| state.required);
+        let (mut proof_added, mut nonce_resent) = (false, false);
+        loop {
+            let mut header = serde_json::Map::new();
+            if let Some(kid) = key_id {
+                header.insert("kid".into(), kid.into());
+            }
+            let claims = jwt::assertion_claims(client_id, &token_url, jwt::unix_now())?;
+            let assertion = key.sign(header, &claims)?;
+            let proof = match with_proof {
+                true => Some(self.dpop_proof("POST", &token_url, None)?),
+                false => None,
+            };
+            self.pace(&bucket).await;
+            let reply = remote::request_token_with(
+                transport,
+                &token_url,
+                &[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "scope",
+                        match self.inner.settings.app_id {
+                            Some(_) => OAUTH_SCOPES_WITH_APP,
+                            None => OAUTH_SCOPES,
+                        },
+                    ),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ],
+                &proof.as_deref().map(|p| ("DPoP", p)).into_iter().collect::<Vec<_>>(),
+            )
+            .await?;
+            self.record_limits(&bucket, &reply.headers);
+            let fresh_nonce = self.record_nonce(&reply.headers);
+            if !reply.is_success() {
+                match oauth_error(&reply.body).as_deref() {
+                    Some("invalid_dpop_proof") if proof.is_none() && !proof_added => {
+                        tracing::info!(
+                            client_id,
+                            "the Okta service app requires DPoP: its token requests carry \
+                             a DPoP proof from now on"
+                        );
+                        self.dpop_state(|state| state.required = true);
+                        (with_proof, proof_added) = (true, true);
+                        continue;
+                    }
+                    Some("use_dpop_nonce") if proof.is_some() && fresh_nonce && !nonce_resent => {
+                        nonce_resent = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let (token, lifetime) =
+                remote::token_from(&token_url, &reply, &[&assertion], wait_before_retry(&reply))
+                    .map_err(|e| with_reference(dpop_hint(e, proof.is_some()), &reply))?;
+            // RFC 9449 §5: `token_type: DPoP` says the token is bound to the key.
+            let bound = serde_json::from_str::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| v.get("token_type")?.as_str().map(str::to_owned))
+                .is_some_and(|t| t.eq_ignore_ascii_case("DPoP"));
+            let scheme = if bound { "DPoP" } else { "Bearer" };
+            return Ok((
+                SecretString::from(format!("{scheme} {}", token.expose_secret())),
+                lifetime,
+            ));
+        }
+    }
+
+    /// `f` on the DPoP state.
+    fn dpop_state<T>(&self, f: impl FnOnce(&mut DpopState) -> T) -> T {
+        f(&mut self
+            .inner
+            .dpop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A DPoP proof for `method` `url` (bound to `access_token` on a resource
+    /// request), with the latest nonce, dated by Okta's clock when known.
+    fn dpop_proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<String, DirectoryError> {
+        let (key, nonce) = self.dpop_state(|state| -> Result<_, DirectoryError> {
+            let key = match &state.key {
+                Some(key) => key.clone(),
+                None => state.key.insert(Arc::new(dpop::DpopKey::generate()?)).clone(),
+            };
+            Ok((key, state.nonce.clone()))
+        })?;
+        key.proof(method, url, access_token, nonce.as_deref(), self.okta_unix_now())
+    }
+
+    /// Keeps the `DPoP-Nonce` of an answer (RFC 9449 §8: a server may hand out a
+    /// new one with any answer); true when there was one. One nonce serves the
+    /// token endpoint and the API, as Okta's SDKs send the token endpoint's to
+    /// the API too (okta-sdk-golang `generateDpopJWT`).
+    fn record_nonce(&self, headers: &HeaderMap) -> bool {
+        let Some(nonce) = dpop::nonce_of(headers) else {
+            return false;
+        };
+        self.dpop_state(|state| state.nonce = Some(nonce));
+        true
+    }
+
+    /// Now on Okta's clock, as far as its `Date` headers tell ([`Inner::skew`]):
+    /// a proof's `iat` from a host clock that is off would be refused.
+    fn okta_unix_now(&self) -> u64 {
+        let skew = self
+            .inner
+            .skew
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(0, |s| s.num_seconds());
+        let now = i64::try_from(jwt::unix_now()).unwrap_or(i64::MAX);
+        u64::try_from(now.saturating_add(skew)).unwrap_or(0)
     }
 
     /// Waits for the rate-limit window to reset when the endpoint family has
@@ -1363,27 +1528,50 @@ fn with_reference(error: DirectoryError, reply: &Reply) -> DirectoryError {
     }
 }
 
-/// A token request refused because the service app requires DPoP (RFC 9449),
-/// Okta's default for API service apps created since 2024, says what to change:
-/// Okta's "The DPoP proof JWT header is missing." did not say that seatwarden
-/// sends none, nor where the setting is.
-fn dpop_hint(error: DirectoryError) -> DirectoryError {
-    let dpop = matches!(
-        &error,
-        DirectoryError::Status { code: Some(code), .. }
-            if code == "invalid_dpop_proof" || code == "use_dpop_nonce"
-    );
-    if !dpop {
-        return error;
-    }
+/// The `error` of an OAuth error body (RFC 6749 §5.2).
+fn oauth_error(body: &str) -> Option<String> {
+    let parsed: Value = serde_json::from_str(body).ok()?;
+    parsed.get("error")?.as_str().map(str::to_owned)
+}
+
+/// A token request refused over DPoP (RFC 9449) says what can be at fault.
+/// Without a proof, seatwarden sends one again by itself
+/// ([`OktaSource::fetch_token`]): what still fails here is a proof Okta refused
+/// (`proof_sent`), or a refusal that came back after the one resend.
+fn dpop_hint(error: DirectoryError, proof_sent: bool) -> DirectoryError {
+    let code = match &error {
+        DirectoryError::Status {
+            code: Some(code), ..
+        } if code == "invalid_dpop_proof" || code == "use_dpop_nonce" => code.clone(),
+        _ => return error,
+    };
     remote::with_detail(error, |detail| {
-        format!(
-            "{detail}; the service app (directory.client_id) requires DPoP, which seatwarden \
-             does not send: in the Okta Admin Console, open the app, General, Client \
-             Credentials, and clear \"Require Demonstrating Proof of Possession (DPoP) header \
-             in token requests\""
-        )
+        let hint = match proof_sent {
+            true => dpop_refused(Some(&code)),
+            false => format!(
+                "Okta answered {code} to a token request without a DPoP proof, which \
+                 seatwarden adds only after a refusal for want of one (invalid_dpop_proof)"
+            ),
+        };
+        format!("{detail}; {hint}")
     })
+}
+
+/// What a refused DPoP proof (`invalid_dpop_proof`), or a nonce asked for again
+/// after seatwarden resent with the one Okta gave (`use_dpop_nonce`), leaves to
+/// check.
+fn dpop_refused(code: Option<&str>) -> String {
+    let cause = match code {
+        Some("use_dpop_nonce") => {
+            "Okta asked for a new DPoP nonce again after seatwarden resent the request with \
+             the one it gave"
+        }
+        _ => "Okta refused seatwarden's DPoP proof",
+    };
+    format!(
+        "{cause}: a proxy between seatwarden and Okta must pass the DPoP and DPoP-Nonce \
+         headers unchanged, and the host's clock must be right (the proof's iat)"
+    )
 }
 
 /// Okta user status → normalised status (see the module comment).

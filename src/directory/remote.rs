@@ -596,9 +596,19 @@ pub(crate) async fn request_token(
     token_url: &str,
     form: &[(&str, &str)],
 ) -> Result<Reply, DirectoryError> {
+    request_token_with(transport, token_url, form, &[]).await
+}
+
+/// [`request_token`] with more `headers` (Okta's `DPoP` proof).
+pub(crate) async fn request_token_with(
+    transport: &Transport,
+    token_url: &str,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Result<Reply, DirectoryError> {
     let endpoint = endpoint_of("POST", token_url);
     let body = form_body(form);
-    let request = transport
+    let mut request = transport
         .http()
         .post(token_url)
         .header(
@@ -607,6 +617,9 @@ pub(crate) async fn request_token(
         )
         .header(reqwest::header::ACCEPT, "application/json")
         .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     transport.send(request, &endpoint).await
 }
 
