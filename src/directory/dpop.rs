@@ -102,7 +102,10 @@ impl DpopKey {
 
 /// `ath`: the base64url SHA-256 of the access token's ASCII.
 pub(crate) fn access_token_hash(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()))
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 /// `htu`: `url` without its query and fragment (RFC 9449 §4.2); pagination's
@@ -114,11 +117,7 @@ pub(crate) fn htu(url: &str) -> String {
             parsed.set_fragment(None);
             parsed.into()
         }
-        Err(_) => url
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
     }
 }
 

@@ -9,9 +9,9 @@
 //! Entra, LDAP, SCIM), `snapshot` is async, and `match` keeps the dispatch
 //! visible and free of boxing.
 
+mod dpop;
 pub mod entra;
 pub mod file;
-mod dpop;
 mod jwt;
 pub mod ldap;
 pub mod okta;

@@ -1082,7 +1082,11 @@ impl OktaSource {
                     ),
                     ("client_assertion", &assertion),
                 ],
-                &proof.as_deref().map(|p| ("DPoP", p)).into_iter().collect::<Vec<_>>(),
+                &proof
+                    .as_deref()
+                    .map(|p| ("DPoP", p))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             )
             .await?;
             self.record_limits(&bucket, &reply.headers);
@@ -1142,11 +1146,20 @@ impl OktaSource {
         let (key, nonce) = self.dpop_state(|state| -> Result<_, DirectoryError> {
             let key = match &state.key {
                 Some(key) => key.clone(),
-                None => state.key.insert(Arc::new(dpop::DpopKey::generate()?)).clone(),
+                None => state
+                    .key
+                    .insert(Arc::new(dpop::DpopKey::generate()?))
+                    .clone(),
             };
             Ok((key, state.nonce.clone()))
         })?;
-        key.proof(method, url, access_token, nonce.as_deref(), self.okta_unix_now())
+        key.proof(
+            method,
+            url,
+            access_token,
+            nonce.as_deref(),
+            self.okta_unix_now(),
+        )
     }
 
     /// Keeps the `DPoP-Nonce` of an answer (RFC 9449 §8: a server may hand out a
