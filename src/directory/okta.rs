@@ -6,6 +6,15 @@
 //!   scope the app was not granted);
 //!   the access token is cached and refreshed five minutes before it expires, and
 //!   once more if the API answers 401 mid-snapshot.
+//! - DPoP (RFC 9449), automatic: a token request refused with
+//!   `invalid_dpop_proof` for want of a proof is sent again with one, signed by an
+//!   ES256 key made in memory per instance ([`super::dpop`]), and later ones carry
+//!   one from the start. A `use_dpop_nonce` (400 from the token endpoint, 401
+//!   `WWW-Authenticate: DPoP` from the API) with a `DPoP-Nonce` is resent once
+//!   with it; the latest nonce goes in every proof. A token with `token_type: DPoP`
+//!   is sent as `Authorization: DPoP …` with a proof per request (`ath`, and an
+//!   `htu` without the query: each next page its own). See
+//!   [`OktaSource::fetch_token`].
 //! - Users: `GET /api/v1/users?limit=200` plus `search=status eq "DEPROVISIONED"`,
 //!   because Okta omits DEPROVISIONED users from a plain list.
 //! - Groups: `GET /api/v1/groups`, members from `/api/v1/groups/{id}/users` for the
@@ -29,7 +38,8 @@
 //!   admin role for a service app, an admin role for an API token. An error
 //!   body's `errorCauses` follow its `errorSummary`. Every refused
 //!   request's error ends with Okta's `errorId` and `X-Okta-Request-Id`, what a
-//!   support case asks for; a token refused for want of DPoP names the setting.
+//!   support case asks for; a DPoP proof still refused says what to check (a
+//!   proxy dropping the headers, the clock).
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`; so does
