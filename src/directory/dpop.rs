@@ -108,8 +108,9 @@ pub(crate) fn access_token_hash(token: &str) -> String {
     ))
 }
 
-/// `htu`: `url` without its query and fragment (RFC 9449 §4.2); pagination's
-/// next links carry `after=…`, which is not part of it.
+/// `htu`: `url` without its query and fragment (RFC 9449 §4.2), as Okta's API
+/// checks it (okta-sdk-python strips them too); pagination's next links carry
+/// `after=…`, which is not part of it.
 pub(crate) fn htu(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {

@@ -1173,9 +1173,12 @@ impl OktaSource {
     }
 
     /// Keeps the `DPoP-Nonce` of an answer (RFC 9449 §8: a server may hand out a
-    /// new one with any answer); true when there was one. One nonce serves the
-    /// token endpoint and the API, as Okta's SDKs send the token endpoint's to
-    /// the API too (okta-sdk-golang `generateDpopJWT`).
+    /// new one with any answer); true when there was one. RFC 9449 scopes a nonce
+    /// to the server that gave it; here one serves the token endpoint and the API
+    /// (one org, one origin), as Okta's own SDKs keep a single nonce and send the
+    /// token endpoint's to the API too (okta-sdk-golang `generateDpopJWT`,
+    /// okta-sdk-python `DPoPProofGenerator`), which Okta's API accepts while it
+    /// requires none.
     fn record_nonce(&self, headers: &HeaderMap) -> bool {
         let Some(nonce) = dpop::nonce_of(headers) else {
             return false;
