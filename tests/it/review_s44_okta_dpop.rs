@@ -102,7 +102,7 @@ fn verify_proof(req: &Request, htm: &str, htu: &str) -> Result<(Value, Value), S
     if now().abs_diff(iat) > 60 {
         return Err(format!("iat {iat} is not now"));
     }
-    if !claims["jti"].as_str().is_some_and(|j| j.len() >= 16) {
+    if claims["jti"].as_str().is_none_or(|j| j.len() < 16) {
         return Err("no jti".into());
     }
     Ok((jwk, claims))
