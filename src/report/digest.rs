@@ -433,6 +433,16 @@ pub struct Trend {
     pub drift_change: String,
     pub runs_before: usize,
     pub actions_applied_before: usize,
+    /// Runs of the previous period that could not complete (no report), as
+    /// [`PeriodSummary::failed_runs`] counts them.
+    #[serde(default)]
+    pub failed_runs_before: usize,
+    /// Failed actions of the previous period, the sweep's included, as
+    /// [`PeriodSummary::actions_failed`] counts them.
+    #[serde(default)]
+    pub actions_failed_before: usize,
+    /// `failed_runs_before` plus `actions_failed_before`: two different things
+    /// in one number, kept for scripts written against earlier versions.
     pub failures_before: usize,
 }
 
@@ -524,12 +534,9 @@ fn drift_key(item: &DriftItem) -> (DriftKind, Option<&str>, Option<&str>, &str) 
     )
 }
 
-fn failures(reports: &[Report], failed_runs: usize) -> usize {
-    failed_runs
-        + reports
-            .iter()
-            .map(|r| r.summary.actions_failed)
-            .sum::<usize>()
+/// Failed actions in `reports`.
+fn actions_failed(reports: &[Report]) -> usize {
+    reports.iter().map(|r| r.summary.actions_failed).sum()
 }
 
 impl Digest {
@@ -715,6 +722,9 @@ impl Digest {
             .or(input.previous_latest)
             .map(|r| residual_drift(r).len());
         let drift_now = current.len();
+        let actions_failed_previous = actions_failed(input.previous)
+            + input.sweeps_previous.failed
+            + input.unreported_previous.failed;
         let trend = Trend {
             drift_now,
             drift_before,
@@ -738,9 +748,9 @@ impl Digest {
                 .sum::<usize>()
                 + input.sweeps_previous.applied()
                 + input.unreported_previous.applied(),
-            failures_before: failures(input.previous, input.failed_runs_previous)
-                + input.sweeps_previous.failed
-                + input.unreported_previous.failed,
+            failed_runs_before: input.failed_runs_previous,
+            actions_failed_before: actions_failed_previous,
+            failures_before: input.failed_runs_previous + actions_failed_previous,
         };
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
@@ -1048,7 +1058,7 @@ impl Digest {
         let t = &self.trend;
         let _ = writeln!(
             out,
-            "  trend: {} now, {} at the end of the previous period ({}); previous period ({} to {}): {}, {} applied, {}",
+            "  trend: {} now, {} at the end of the previous period ({}); previous period ({} to {}): {} ({} failed), {} applied, {} failed",
             plural(t.drift_now, "drift item", "drift items"),
             t.drift_before
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
@@ -1056,8 +1066,9 @@ impl Digest {
             t.previous_start,
             t.previous_end,
             plural(t.runs_before, "run", "runs"),
+            t.failed_runs_before,
             plural(t.actions_applied_before, "action", "actions"),
-            plural(t.failures_before, "failure", "failures")
+            t.actions_failed_before
         );
         let view = self.view();
         let more = |out: &mut String, line: &Option<String>| {

@@ -344,7 +344,7 @@ fn the_trend_counts_the_previous_period_as_its_digest_did() {
     assert_eq!(t.failures_before, p.actions_failed + p.failed_runs);
     assert!(
         today.render_text().contains(
-            "(2026-12-02 08:00 UTC to 2026-12-03 08:00 UTC): 2 runs, 10 actions applied, 5 failures"
+            "(2026-12-02 08:00 UTC to 2026-12-03 08:00 UTC): 2 runs (1 failed), 10 actions applied, 4 failed"
         ),
         "{}",
         today.render_text()

@@ -148,3 +148,95 @@ async fn only_a_sound_whole_sweep_read_clears_the_rejected_snapshot_alert() {
     );
     sandbox.shutdown().await;
 }
+
+/// The digest's trend counted failed runs and failed actions as one number
+/// ("5 failures": four failed writes and one failed run, or five of either).
+/// It says each apart, as the period line does, in every form.
+#[test]
+fn the_digest_trend_counts_failed_runs_apart_from_failed_actions() {
+    use chrono::TimeZone;
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::{RunKind, RunStatus};
+    let at = |day: u32, hour: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, day, hour, 0, 0)
+            .unwrap()
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    let deactivate = |seq: u32| Action {
+        seq,
+        kind: ActionKind::Deactivate {
+            account_id: format!("acc{seq}"),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: format!("leaver{seq}@example.com"),
+        identity_id: Some(format!("u{seq}")),
+        detail: "deprovisioned in the directory".into(),
+        held: None,
+    };
+    // Yesterday: one reconcile failed after writing (3 applied, 2 failed), and
+    // two more failed before they planned anything.
+    let run = store.begin_run(RunKind::Reconcile, at(2, 10)).unwrap();
+    let plan = Plan {
+        actions: (0..5).map(deactivate).collect(),
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, at(2, 10)).unwrap();
+    for seq in 0..5 {
+        store.mark_in_flight(run, seq, at(2, 10)).unwrap();
+    }
+    for seq in 0..3 {
+        store.mark_applied(run, seq, at(2, 10), None).unwrap();
+    }
+    for seq in 3..5 {
+        store.mark_failed(run, seq, at(2, 10), "HTTP 500").unwrap();
+    }
+    store
+        .finish_run(run, at(2, 10), RunStatus::Failed, Some("HTTP 500"))
+        .unwrap();
+    for hour in [12, 14] {
+        let run = store.begin_run(RunKind::Reconcile, at(2, hour)).unwrap();
+        store
+            .finish_run(run, at(2, hour), RunStatus::Failed, Some("directory down"))
+            .unwrap();
+    }
+    let digest = |now| {
+        seatwarden::report::digest::build_from_store(
+            &store,
+            "acme",
+            chrono_tz::UTC,
+            now,
+            std::time::Duration::from_secs(86_400),
+            &[],
+            "seatwarden",
+        )
+        .unwrap()
+    };
+    let yesterday = digest(at(3, 8));
+    let p = &yesterday.period;
+    assert_eq!(
+        (p.runs, p.failed_runs, p.actions_failed),
+        (3, 3, 2),
+        "{p:?}"
+    );
+    let today = digest(at(4, 8));
+    let t = &today.trend;
+    assert_eq!(
+        (t.failed_runs_before, t.actions_failed_before),
+        (3, 2),
+        "{t:?}"
+    );
+    assert_eq!(t.failures_before, 5);
+
+    let said = "3 runs (3 failed), 3 actions applied, 2 failed";
+    let text = today.render_text();
+    assert!(text.contains(said), "{text}");
+    assert!(!text.contains("failures"), "{text}");
+    let markdown = today.render_markdown().unwrap();
+    assert!(markdown.contains(said), "{markdown}");
+    let html = today.render_html().unwrap();
+    assert!(html.contains(said), "{html}");
+    let json: serde_json::Value = serde_json::from_str(&today.to_json()).unwrap();
+    assert_eq!(json["trend"]["failed_runs_before"], 3);
+    assert_eq!(json["trend"]["actions_failed_before"], 2);
+}
