@@ -270,6 +270,9 @@ pub struct DigestInput<'a> {
     /// previous period, for the trend: it counts that period as its own digest did.
     pub unreported_previous: &'a SweepActions,
     pub stopped_runs_previous: usize,
+    /// How many of the previous period's runs stored a report that cannot be
+    /// read: runs of that period all the same, as its digest counted them.
+    pub unreadable_previous: usize,
     /// Runs whose stored report could not be read (another version's, or
     /// damaged), with why: counted from their journal, and named.
     pub unreadable: &'a [(i64, String)],
@@ -740,7 +743,8 @@ impl Digest {
             },
             runs_before: input.previous.len()
                 + input.failed_runs_previous
-                + input.stopped_runs_previous,
+                + input.stopped_runs_previous
+                + input.unreadable_previous,
             actions_applied_before: input
                 .previous
                 .iter()
@@ -1394,6 +1398,8 @@ pub struct StoredPeriods {
     pub stopped_runs: usize,
     pub unreported_previous: SweepActions,
     pub stopped_runs_previous: usize,
+    /// The previous period's runs whose stored report cannot be read.
+    pub unreadable_previous: usize,
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
@@ -1520,6 +1526,7 @@ pub fn collect_after(
         stopped_runs: current.stopped,
         unreported_previous: before.unreported,
         stopped_runs_previous: before.stopped,
+        unreadable_previous: before.unreadable.len(),
         latest,
         failed_runs: current.failed,
         failed: current.failed_runs,
@@ -1615,6 +1622,7 @@ pub fn build_from_store_after(
         stopped_runs: stored.stopped_runs,
         unreported_previous: &stored.unreported_previous,
         stopped_runs_previous: stored.stopped_runs_previous,
+        unreadable_previous: stored.unreadable_previous,
         unreadable: &stored.unreadable,
         admin_command,
     }))

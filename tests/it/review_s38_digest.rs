@@ -217,6 +217,7 @@ mod huge {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         })
     }

@@ -240,3 +240,41 @@ fn the_digest_trend_counts_failed_runs_apart_from_failed_actions() {
     assert_eq!(json["trend"]["failed_runs_before"], 3);
     assert_eq!(json["trend"]["actions_failed_before"], 2);
 }
+
+/// A run whose stored report cannot be read (another version's, or damaged) is
+/// one of its period's runs, as that period's digest counted it: the next
+/// digest's trend left it out ("previous period: 0 runs" after a digest of 1).
+#[test]
+fn the_trend_counts_a_previous_run_whose_report_cannot_be_read() {
+    use chrono::TimeZone;
+    use seatwarden::store::{RunKind, RunStatus};
+    let at = |day: u32, hour: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, day, hour, 0, 0)
+            .unwrap()
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, at(2, 10)).unwrap();
+    store
+        .save_report(run, r#"{"schema_version": 999, "damaged": true}"#)
+        .unwrap();
+    store
+        .finish_run(run, at(2, 10), RunStatus::Succeeded, None)
+        .unwrap();
+    let digest = |now| {
+        seatwarden::report::digest::build_from_store(
+            &store,
+            "acme",
+            chrono_tz::UTC,
+            now,
+            std::time::Duration::from_secs(86_400),
+            &[],
+            "seatwarden",
+        )
+        .unwrap()
+    };
+    let yesterday = digest(at(3, 8));
+    assert_eq!(yesterday.period.runs, 1, "{:?}", yesterday.period);
+    let today = digest(at(4, 8));
+    assert_eq!(today.trend.runs_before, 1, "{:?}", today.trend);
+}
