@@ -1,5 +1,6 @@
 //! Session 44: what alerts, the digest and `explain` say, held to what the
 //! state supports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 
