@@ -245,6 +245,9 @@ type Found<'a> = (
 struct Loaded {
     run: RunId,
     record: Option<crate::store::RunRecord>,
+    /// The run is recorded as running while nobody holds the writer lock: its
+    /// process stopped before it finished ([`Store::run_and_whether_cut_off`]).
+    cut_off: bool,
     directory: DirectorySnapshot,
     workspace: WorkspaceSnapshot,
     links: Vec<StoredLink>,
@@ -265,9 +268,14 @@ impl Loaded {
         ) else {
             return Ok(None);
         };
+        let (record, cut_off) = match store.run_and_whether_cut_off(run)? {
+            Some((record, cut_off)) => (Some(record), cut_off),
+            None => (None, false),
+        };
         Ok(Some(Loaded {
             run,
-            record: store.run(run)?,
+            record,
+            cut_off,
             directory,
             workspace,
             links: store.links()?,
@@ -569,6 +577,10 @@ impl View<'_> {
                     .error
                     .as_deref()
                     .map_or_else(|| "no error recorded".to_owned(), |e| clean(e).into_owned())
+            )),
+            RunStatus::Running if self.loaded.cut_off => Some(format!(
+                "  run {run} was cut off: its process stopped before the run finished, and no \
+                 later run has recovered it yet; {unverified}"
             )),
             RunStatus::Running => Some(format!(
                 "  run {run} has not finished: it is still running, or its process stopped and no later run has closed it yet; {unverified}"
@@ -1619,7 +1631,7 @@ mod tests {
     /// ended when it did not finish cleanly.
     #[test]
     fn a_run_that_did_not_finish_cleanly_says_how_it_ended() {
-        let ended = |status: Option<(RunStatus, Option<&str>)>| {
+        let ended_or_running = |status: Option<(RunStatus, Option<&str>)>, still_running: bool| {
             let (_dir, config) = configured("");
             let mut store = Store::open(&config.state.path).unwrap();
             let run = store.begin_run(RunKind::Reconcile, t0()).unwrap();
@@ -1637,12 +1649,22 @@ mod tests {
                 .save_workspace_snapshot(run, &WorkspaceSnapshot::default())
                 .unwrap();
             let later = t0() + chrono::Duration::minutes(5);
-            if let Some((status, error)) = status {
-                store.finish_run(run, later, status, error).unwrap();
+            // Still under way: its process holds the writer lock.
+            let mut _writing = None;
+            match status {
+                Some((status, error)) => store.finish_run(run, later, status, error).unwrap(),
+                None if still_running => {
+                    _writing = Some(
+                        crate::store::WriterLock::acquire_blocking(&config.state.path, |_| {})
+                            .unwrap(),
+                    );
+                }
+                None => {}
             }
             let text = explain(&config, &store, "ada@example.com", later).unwrap();
             text.lines().nth(1).unwrap_or_default().to_owned()
         };
+        let ended = |status| ended_or_running(status, false);
         assert_eq!(ended(Some((RunStatus::Succeeded, None))), "");
         assert_eq!(
             ended(Some((RunStatus::Stopped, None))),
@@ -1662,10 +1684,17 @@ mod tests {
             "  run 1 was interrupted: its process stopped before the run finished (closed at \
              2026-11-29 08:05:00 UTC), so what it planned may not all have been sent or verified"
         );
+        // Recorded as running, and nobody holds the writer lock: cut off.
+        assert_eq!(
+            ended(None),
+            "  run 1 was cut off: its process stopped before the run finished, and no later \
+             run has recovered it yet; what it planned may not all have been sent or verified"
+        );
         assert!(
-            ended(None).starts_with("  run 1 has not finished: it is still running"),
+            ended_or_running(None, true)
+                .starts_with("  run 1 has not finished: it is still running"),
             "{}",
-            ended(None)
+            ended_or_running(None, true)
         );
     }
 
