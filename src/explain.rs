@@ -16,7 +16,9 @@
 //! (with the current 24 h counts) and the settle window, so it reads nothing over
 //! the network and writes nothing.
 //!
-//! Sections: directory record; scope decision and why; the mappings that give the
+//! Sections: how the snapshots' run ended, when it did not finish cleanly
+//! (stopped, failed, interrupted, still running or cut off: what it planned may
+//! not all have been sent or verified); directory record; scope decision and why; the mappings that give the
 //! role; the link and how it was matched; a disputed match, when the plan has one
 //! about the person (every candidate account with the attribute that matched it and
 //! its state, that nothing is written to them, for a leaver that the deprovisioning
@@ -56,7 +58,7 @@ use crate::model::{
 use crate::plan;
 use crate::policy;
 use crate::safety;
-use crate::store::{RunId, Store, StoreError, StoredLink};
+use crate::store::{RunId, RunStatus, Store, StoreError, StoredLink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -243,6 +245,9 @@ type Found<'a> = (
 struct Loaded {
     run: RunId,
     record: Option<crate::store::RunRecord>,
+    /// The run is recorded as running while nobody holds the writer lock: its
+    /// process stopped before it finished ([`Store::run_and_whether_cut_off`]).
+    cut_off: bool,
     directory: DirectorySnapshot,
     workspace: WorkspaceSnapshot,
     links: Vec<StoredLink>,
@@ -263,9 +268,14 @@ impl Loaded {
         ) else {
             return Ok(None);
         };
+        let (record, cut_off) = match store.run_and_whether_cut_off(run)? {
+            Some((record, cut_off)) => (Some(record), cut_off),
+            None => (None, false),
+        };
         Ok(Some(Loaded {
             run,
-            record: store.run(run)?,
+            record,
+            cut_off,
             directory,
             workspace,
             links: store.links()?,
@@ -485,6 +495,9 @@ pub fn explain_with(
         clean(person),
         view.run_described()
     );
+    if let Some(ending) = view.run_ending() {
+        let _ = writeln!(out, "{ending}");
+    }
     view.directory_record(&mut out);
     view.scope_and_role(&mut out);
     view.link(&mut out);
@@ -537,6 +550,42 @@ impl View<'_> {
 
     fn at(&self, time: DateTime<Utc>) -> String {
         crate::report::local_time(time, self.tz)
+    }
+
+    /// How the run the snapshots come from ended, when it did not finish
+    /// cleanly: its snapshots still stand, but what it planned may not all have
+    /// been sent or verified, which the last actions below show one by one.
+    fn run_ending(&self) -> Option<String> {
+        let record = self.loaded.record.as_ref()?;
+        let run = record.id;
+        let ended = record
+            .finished_at
+            .map(|at| format!(" at {}", self.at(at)))
+            .unwrap_or_default();
+        let unverified = "what it planned may not all have been sent or verified";
+        match record.status {
+            RunStatus::Succeeded => None,
+            RunStatus::Stopped => Some(format!(
+                "  run {run} was stopped{ended} before it finished (SIGTERM or Ctrl-C): {unverified}"
+            )),
+            RunStatus::Failed if record.closed_as_interrupted() => Some(format!(
+                "  run {run} was interrupted: its process stopped before the run finished (closed{ended}), so {unverified}"
+            )),
+            RunStatus::Failed => Some(format!(
+                "  run {run} failed{ended}: {}; {unverified}",
+                record
+                    .error
+                    .as_deref()
+                    .map_or_else(|| "no error recorded".to_owned(), |e| clean(e).into_owned())
+            )),
+            RunStatus::Running if self.loaded.cut_off => Some(format!(
+                "  run {run} was cut off: its process stopped before the run finished, and no \
+                 later run has recovered it yet; {unverified}"
+            )),
+            RunStatus::Running => Some(format!(
+                "  run {run} has not finished: it is still running, or its process stopped and no later run has closed it yet; {unverified}"
+            )),
+        }
     }
 
     /// Why an action is held, its times on the report's clock ([`clean`]ed).
@@ -1518,7 +1567,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::model::{Action, DriftKind, IdentityStatus, Plan};
-    use crate::store::{RunKind, RunStatus};
+    use crate::store::RunKind;
 
     /// A file directory and a workspace URL nothing answers, with `extra` (TOML
     /// sections) added; the state database beside them.
@@ -1575,6 +1624,78 @@ mod tests {
             .finish_run(run, t0(), RunStatus::Succeeded, None)
             .unwrap();
         (dir, config)
+    }
+
+    /// `explain` said "as of run N" alike whether run N succeeded, was stopped,
+    /// failed or was cut off before verifying its writes. It says how the run
+    /// ended when it did not finish cleanly.
+    #[test]
+    fn a_run_that_did_not_finish_cleanly_says_how_it_ended() {
+        let ended_or_running = |status: Option<(RunStatus, Option<&str>)>, still_running: bool| {
+            let (_dir, config) = configured("");
+            let mut store = Store::open(&config.state.path).unwrap();
+            let run = store.begin_run(RunKind::Reconcile, t0()).unwrap();
+            let ada = person("p1", "ada@example.com", IdentityStatus::Active);
+            store
+                .save_directory_snapshot(
+                    run,
+                    &DirectorySnapshot {
+                        identities: vec![ada],
+                        complete: true,
+                    },
+                )
+                .unwrap();
+            store
+                .save_workspace_snapshot(run, &WorkspaceSnapshot::default())
+                .unwrap();
+            let later = t0() + chrono::Duration::minutes(5);
+            // Still under way: its process holds the writer lock.
+            let mut _writing = None;
+            match status {
+                Some((status, error)) => store.finish_run(run, later, status, error).unwrap(),
+                None if still_running => {
+                    _writing = Some(
+                        crate::store::WriterLock::acquire_blocking(&config.state.path, |_| {})
+                            .unwrap(),
+                    );
+                }
+                None => {}
+            }
+            let text = explain(&config, &store, "ada@example.com", later).unwrap();
+            text.lines().nth(1).unwrap_or_default().to_owned()
+        };
+        let ended = |status| ended_or_running(status, false);
+        assert_eq!(ended(Some((RunStatus::Succeeded, None))), "");
+        assert_eq!(
+            ended(Some((RunStatus::Stopped, None))),
+            "  run 1 was stopped at 2026-11-29 08:05:00 UTC before it finished (SIGTERM or \
+             Ctrl-C): what it planned may not all have been sent or verified"
+        );
+        assert_eq!(
+            ended(Some((RunStatus::Failed, Some("HTTP 503 from /Users")))),
+            "  run 1 failed at 2026-11-29 08:05:00 UTC: HTTP 503 from /Users; what it planned \
+             may not all have been sent or verified"
+        );
+        assert_eq!(
+            ended(Some((
+                RunStatus::Failed,
+                Some(crate::store::INTERRUPTED_RUN_ERROR)
+            ))),
+            "  run 1 was interrupted: its process stopped before the run finished (closed at \
+             2026-11-29 08:05:00 UTC), so what it planned may not all have been sent or verified"
+        );
+        // Recorded as running, and nobody holds the writer lock: cut off.
+        assert_eq!(
+            ended(None),
+            "  run 1 was cut off: its process stopped before the run finished, and no later \
+             run has recovered it yet; what it planned may not all have been sent or verified"
+        );
+        assert!(
+            ended_or_running(None, true)
+                .starts_with("  run 1 has not finished: it is still running"),
+            "{}",
+            ended_or_running(None, true)
+        );
     }
 
     fn t0() -> DateTime<Utc> {

@@ -241,6 +241,10 @@ pub struct SweepOutcome {
     pub latencies: Vec<Duration>,
     /// The directory snapshot was rejected (empty, or shrank too much).
     pub source_fault: Option<String>,
+    /// How this pass read the directory: only a whole read, complete and past
+    /// the source sanity check, shows that the directory is sound again (and
+    /// clears the `directory_snapshot_rejected` alert, as a reconcile's does).
+    pub directory_read: DirectoryRead,
     /// Due accounts whose read failed: the pass failed ([`SweepOutcome::checked`]),
     /// though it did everything else it could.
     pub unread: Option<UnreadAccounts>,
@@ -256,6 +260,21 @@ pub struct SweepOutcome {
     /// though it enforced what was already due. Without that, a directory that
     /// keeps reading incomplete would stop same-day deprovisioning unseen.
     pub incomplete: Option<IncompleteRead>,
+}
+
+/// How a pass read the directory ([`SweepOutcome::directory_read`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DirectoryRead {
+    /// Not read: a retry pass ([`enforce`]), or a sweep given up before its read.
+    #[default]
+    NotRead,
+    /// Only what changed since the cursor: it proves nothing about the whole
+    /// directory (its size, a group emptied), so it clears no source fault.
+    Delta,
+    /// The whole directory, complete, and accepted by the source sanity check.
+    Whole,
+    /// The whole directory, rejected by the source sanity check or incomplete.
+    WholeUnsound,
 }
 
 /// A directory read the sweep could observe nothing from: it ended short of what
@@ -356,6 +375,7 @@ pub async fn sweep(
             tracing::error!(fault = %fault, "directory snapshot rejected: nothing observed from it");
             let mut outcome = enforce_pass(config, client, store, now, Asking::Always).await?;
             outcome.source_fault = Some(fault.to_string());
+            outcome.directory_read = DirectoryRead::WholeUnsound;
             return Ok(outcome);
         }
     }
@@ -397,14 +417,17 @@ pub async fn sweep(
     let mut outcome = enforced?;
     outcome.detected = ledger_changes.open.len();
     outcome.cancelled += ledger_changes.cancel.len();
-    if let DirectoryChanges::Full { snapshot, .. } = &changes
-        && !snapshot.complete
-    {
-        outcome.incomplete = Some(IncompleteRead {
-            directory: directory.describe(),
-            read: snapshot.identities.len(),
-        });
-    }
+    outcome.directory_read = match &changes {
+        DirectoryChanges::Delta { .. } => DirectoryRead::Delta,
+        DirectoryChanges::Full { snapshot, .. } if snapshot.complete => DirectoryRead::Whole,
+        DirectoryChanges::Full { snapshot, .. } => {
+            outcome.incomplete = Some(IncompleteRead {
+                directory: directory.describe(),
+                read: snapshot.identities.len(),
+            });
+            DirectoryRead::WholeUnsound
+        }
+    };
     Ok(outcome)
 }
 

@@ -1491,17 +1491,6 @@ async fn sweep_job(
             .increment(1);
         }
     }
-    if let (Some(notifier), Some(fault), Ok(mut store)) =
-        (notifier, &outcome.source_fault, store.lock())
-    {
-        notifier.raise(
-            &mut store,
-            &crate::alert::AlertCondition::DirectorySnapshotRejected {
-                reason: fault.clone(),
-            },
-            now,
-        );
-    }
     if let (Some(notifier), Ok(mut store)) = (notifier, store.lock()) {
         notifier.after_sweep(&mut store, &outcome, now);
     }

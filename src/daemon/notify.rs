@@ -368,11 +368,32 @@ impl Notifier {
         }
     }
 
-    /// Raises the sweep's hold alert when this sweep or retry pass's guard held
+    /// The source sanity alert from a sweep's directory read: raised when the
+    /// sweep rejected the snapshot, resolved when it read the directory whole,
+    /// complete and accepted, as a reconcile's read resolves it. A delta (or no
+    /// read, a retry pass) says nothing about the whole directory: it leaves the
+    /// alert as it is.
+    fn after_sweep_source(&self, store: &mut Store, outcome: &SweepOutcome, now: DateTime<Utc>) {
+        if let Some(fault) = &outcome.source_fault {
+            self.raise(
+                store,
+                &AlertCondition::DirectorySnapshotRejected {
+                    reason: fault.clone(),
+                },
+                now,
+            );
+        } else if outcome.directory_read == crate::sweep::DirectoryRead::Whole {
+            self.resolve(store, "directory_snapshot_rejected", now);
+        }
+    }
+
+    /// The source sanity alert first ([`Notifier::after_sweep_source`]). Raises
+    /// the sweep's hold alert when this sweep or retry pass's guard held
     /// deprovisions, at once rather than at the next reconcile; otherwise resolves
     /// it once the run it names holds nobody any more (see [`still_held`]). Then
     /// the circuit breaker's alert, from its stored state ([`Notifier::after_sweep_circuit`]).
     pub fn after_sweep(&self, store: &mut Store, outcome: &SweepOutcome, now: DateTime<Utc>) {
+        self.after_sweep_source(store, outcome, now);
         self.after_sweep_holds(store, outcome, now);
         match store.circuit() {
             Ok(record) => {

@@ -270,6 +270,9 @@ pub struct DigestInput<'a> {
     /// previous period, for the trend: it counts that period as its own digest did.
     pub unreported_previous: &'a SweepActions,
     pub stopped_runs_previous: usize,
+    /// How many of the previous period's runs stored a report that cannot be
+    /// read: runs of that period all the same, as its digest counted them.
+    pub unreadable_previous: usize,
     /// Runs whose stored report could not be read (another version's, or
     /// damaged), with why: counted from their journal, and named.
     pub unreadable: &'a [(i64, String)],
@@ -433,6 +436,16 @@ pub struct Trend {
     pub drift_change: String,
     pub runs_before: usize,
     pub actions_applied_before: usize,
+    /// Runs of the previous period that could not complete (no report), as
+    /// [`PeriodSummary::failed_runs`] counts them.
+    #[serde(default)]
+    pub failed_runs_before: usize,
+    /// Failed actions of the previous period, the sweep's included, as
+    /// [`PeriodSummary::actions_failed`] counts them.
+    #[serde(default)]
+    pub actions_failed_before: usize,
+    /// `failed_runs_before` plus `actions_failed_before`: two different things
+    /// in one number, kept for scripts written against earlier versions.
     pub failures_before: usize,
 }
 
@@ -524,12 +537,9 @@ fn drift_key(item: &DriftItem) -> (DriftKind, Option<&str>, Option<&str>, &str) 
     )
 }
 
-fn failures(reports: &[Report], failed_runs: usize) -> usize {
-    failed_runs
-        + reports
-            .iter()
-            .map(|r| r.summary.actions_failed)
-            .sum::<usize>()
+/// Failed actions in `reports`.
+fn actions_failed(reports: &[Report]) -> usize {
+    reports.iter().map(|r| r.summary.actions_failed).sum()
 }
 
 impl Digest {
@@ -715,6 +725,9 @@ impl Digest {
             .or(input.previous_latest)
             .map(|r| residual_drift(r).len());
         let drift_now = current.len();
+        let actions_failed_previous = actions_failed(input.previous)
+            + input.sweeps_previous.failed
+            + input.unreported_previous.failed;
         let trend = Trend {
             drift_now,
             drift_before,
@@ -730,7 +743,8 @@ impl Digest {
             },
             runs_before: input.previous.len()
                 + input.failed_runs_previous
-                + input.stopped_runs_previous,
+                + input.stopped_runs_previous
+                + input.unreadable_previous,
             actions_applied_before: input
                 .previous
                 .iter()
@@ -738,9 +752,9 @@ impl Digest {
                 .sum::<usize>()
                 + input.sweeps_previous.applied()
                 + input.unreported_previous.applied(),
-            failures_before: failures(input.previous, input.failed_runs_previous)
-                + input.sweeps_previous.failed
-                + input.unreported_previous.failed,
+            failed_runs_before: input.failed_runs_previous,
+            actions_failed_before: actions_failed_previous,
+            failures_before: input.failed_runs_previous + actions_failed_previous,
         };
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
@@ -1048,7 +1062,7 @@ impl Digest {
         let t = &self.trend;
         let _ = writeln!(
             out,
-            "  trend: {} now, {} at the end of the previous period ({}); previous period ({} to {}): {}, {} applied, {}",
+            "  trend: {} now, {} at the end of the previous period ({}); previous period ({} to {}): {} ({} failed), {} applied, {} failed",
             plural(t.drift_now, "drift item", "drift items"),
             t.drift_before
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
@@ -1056,8 +1070,9 @@ impl Digest {
             t.previous_start,
             t.previous_end,
             plural(t.runs_before, "run", "runs"),
+            t.failed_runs_before,
             plural(t.actions_applied_before, "action", "actions"),
-            plural(t.failures_before, "failure", "failures")
+            t.actions_failed_before
         );
         let view = self.view();
         let more = |out: &mut String, line: &Option<String>| {
@@ -1383,6 +1398,8 @@ pub struct StoredPeriods {
     pub stopped_runs: usize,
     pub unreported_previous: SweepActions,
     pub stopped_runs_previous: usize,
+    /// The previous period's runs whose stored report cannot be read.
+    pub unreadable_previous: usize,
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
@@ -1509,6 +1526,7 @@ pub fn collect_after(
         stopped_runs: current.stopped,
         unreported_previous: before.unreported,
         stopped_runs_previous: before.stopped,
+        unreadable_previous: before.unreadable.len(),
         latest,
         failed_runs: current.failed,
         failed: current.failed_runs,
@@ -1604,6 +1622,7 @@ pub fn build_from_store_after(
         stopped_runs: stored.stopped_runs,
         unreported_previous: &stored.unreported_previous,
         stopped_runs_previous: stored.stopped_runs_previous,
+        unreadable_previous: stored.unreadable_previous,
         unreadable: &stored.unreadable,
         admin_command,
     }))

@@ -1149,6 +1149,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         })
     }
@@ -1186,6 +1187,7 @@ mod digest {
                 stopped_runs: 0,
                 unreported_previous: &SweepActions::default(),
                 stopped_runs_previous: 0,
+                unreadable_previous: 0,
                 unreadable: &[],
             })
         };
@@ -1301,6 +1303,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         });
         let text = digest.render_text();
@@ -1376,6 +1379,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         });
         let text = digest.render_text();
@@ -1437,6 +1441,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
@@ -1490,6 +1495,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         });
         assert_eq!(digest.state, State::Drift);

@@ -217,6 +217,7 @@ mod huge {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable_previous: 0,
             unreadable: &[],
         })
     }
@@ -344,7 +345,7 @@ fn the_trend_counts_the_previous_period_as_its_digest_did() {
     assert_eq!(t.failures_before, p.actions_failed + p.failed_runs);
     assert!(
         today.render_text().contains(
-            "(2026-12-02 08:00 UTC to 2026-12-03 08:00 UTC): 2 runs, 10 actions applied, 5 failures"
+            "(2026-12-02 08:00 UTC to 2026-12-03 08:00 UTC): 2 runs (1 failed), 10 actions applied, 4 failed"
         ),
         "{}",
         today.render_text()

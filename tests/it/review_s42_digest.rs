@@ -134,7 +134,10 @@ fn the_trend_compares_with_what_the_previous_digest_covered() {
     let span = "previous period (2026-10-24 08:00 +02:00 (CEST) to 2026-10-25 08:00 +01:00 (CET))";
     let text = monday.render_text();
     assert!(
-        text.contains(&format!("{span}: 1 run, 5 actions applied, 2 failures")),
+        text.contains(&format!(
+            "{span}: 1 run ({} failed), 5 actions applied, {} failed",
+            sunday.period.failed_runs, sunday.period.actions_failed
+        )),
         "{text}"
     );
     assert!(monday.render_markdown().unwrap().contains(span));

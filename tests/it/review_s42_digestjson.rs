@@ -151,6 +151,7 @@ fn every_display_time_in_the_digest_json_has_its_utc_instant() {
         stopped_runs: 0,
         unreported_previous: &SweepActions::default(),
         stopped_runs_previous: 0,
+        unreadable_previous: 0,
         unreadable: &[],
     });
 
