@@ -41,7 +41,8 @@
 //!   support case asks for; a DPoP proof still refused says what to check (a
 //!   proxy dropping the headers, the clock).
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
-//!   kept per endpoint family; when few requests remain, requests wait for the reset
+//!   kept per endpoint family (an app's users and groups are one, Okta's
+//!   `/api/v1/apps*`); when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`; so does
 //!   the token request of a service app (`/oauth2/v1/token` is a family too). A 429
 //!   with neither `X-Rate-Limit-Reset` nor `Retry-After` (a proxy's, or headers
@@ -1336,12 +1337,19 @@ fn permission_hint(url: &str, oauth: bool) -> String {
 }
 
 /// The endpoint family an Okta rate limit applies to: `/api/v1/users`,
-/// `/api/v1/groups/*/users`, … (ids replaced by `*`).
+/// `/api/v1/groups/*/users`, … (ids replaced by `*`). An app's users and its
+/// groups are one family, `api/v1/apps*`: Okta counts every `/api/v1/apps/{id}/…`
+/// call in one bucket ("all other endpoints of the form /api/v1/apps*",
+/// developer.okta.com/docs/reference/rl-global-mgmt), so its remaining count
+/// is one budget, not two that each look half used.
 fn bucket_of(url: &str) -> String {
     let path = url::Url::parse(url)
         .map(|u| u.path().to_owned())
         .unwrap_or_default();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let ["api", "v1", "apps", _, _, ..] = segments.as_slice() {
+        return "api/v1/apps*".to_owned();
+    }
     // api / v1 / resource / id / sub / id …
     segments
         .iter()
@@ -1771,6 +1779,15 @@ mod tests {
         assert_eq!(
             bucket_of("https://a/api/v1/users/00u1/groups"),
             "api/v1/users/*/groups"
+        );
+        // One Okta bucket for an app's users and groups.
+        assert_eq!(
+            bucket_of("https://a/api/v1/apps/0oa1/users?limit=500"),
+            "api/v1/apps*"
+        );
+        assert_eq!(
+            bucket_of("https://a/api/v1/apps/0oa1/groups?limit=200"),
+            "api/v1/apps*"
         );
     }
 
