@@ -130,11 +130,32 @@ pub struct Config {
     pub relative_paths: std::collections::BTreeMap<&'static str, PathBuf>,
 }
 
-/// Variables the tools shipped beside the binary read, documented for operators
-/// to set (`systemd/seatwarden-admin`'s `SEATWARDEN_BIN`, `scripts/check-systemd.sh`'s
-/// `SEATWARDEN_MAX_EXPOSURE`, named in `systemd/README.md`): set in a shell for
-/// them, they are no misspelt override, so not warned about either.
-pub const TOOL_VARIABLES: [&str; 2] = ["SEATWARDEN_BIN", "SEATWARDEN_MAX_EXPOSURE"];
+/// Variables the tools shipped beside the binary read or set: those documented for
+/// operators (`systemd/seatwarden-admin`'s `SEATWARDEN_BIN`, `scripts/check-systemd.sh`'s
+/// `SEATWARDEN_MAX_EXPOSURE`, named in `systemd/README.md`) and the interop and
+/// bench scripts' (`scripts/interop.sh` exports its servers' addresses to the tests
+/// it runs, which run the binary). Set in a shell for them, they are no misspelt
+/// override, so not warned about either; none starts with a configuration
+/// section's name, so none hides one. A unit test keeps this list in step with the
+/// names `scripts/`, `systemd/` and `.ci/` use.
+pub const TOOL_VARIABLES: [&str; 16] = [
+    "SEATWARDEN_BENCH_SCIM2_PORT",
+    "SEATWARDEN_BIN",
+    "SEATWARDEN_INTEROP_DIR",
+    "SEATWARDEN_INTEROP_PORT",
+    "SEATWARDEN_INTEROP_PYTHON",
+    "SEATWARDEN_LDAPS_URL",
+    "SEATWARDEN_LDAP_BENCH_PORT",
+    "SEATWARDEN_LDAP_CA",
+    "SEATWARDEN_LDAP_PORT",
+    "SEATWARDEN_LDAP_URL",
+    "SEATWARDEN_MAX_EXPOSURE",
+    "SEATWARDEN_SCIM2_CURSOR_SERVER_URL",
+    "SEATWARDEN_SCIM2_SERVER_TOKEN",
+    "SEATWARDEN_SCIM2_SERVER_URL",
+    "SEATWARDEN_SMTP_DIR",
+    "SEATWARDEN_SMTP_PORT",
+];
 
 /// The variables the binary reads itself (`--config`, `--lock-timeout`, the
 /// operator named in the audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
@@ -5687,6 +5708,58 @@ role = "Editor"
         let own: std::collections::BTreeSet<String> =
             OWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
         assert_eq!(read, own);
+    }
+
+    /// Every `SEATWARDEN_…` name the shipped scripts and tools use (`scripts/`,
+    /// `systemd/`, `.ci/`), but the binary's own, is among [`TOOL_VARIABLES`] and
+    /// the reverse, so that running them draws no "is not read" warning; and none
+    /// of them is a spelling the warning would take for a misspelt override (it
+    /// starts with no section of the configuration), so that none silences one.
+    #[test]
+    fn tool_variables_are_every_name_the_shipped_scripts_use() {
+        fn files(dir: &Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, found);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        for dir in ["scripts", "systemd", ".ci"] {
+            files(&root.join(dir), &mut found);
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for file in &found {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            for (at, _) in text.match_indices(&format!("{ENV_PREFIX}_")) {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.starts_with(&format!("{ENV_PREFIX}__"))
+                    && !OWN_VARIABLES.contains(&name.as_str())
+                {
+                    used.insert(name);
+                }
+            }
+        }
+        let tools: std::collections::BTreeSet<String> =
+            TOOL_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        assert_eq!(used, tools);
+        let config = load("", "", &[]).unwrap();
+        let loaded = toml::Value::try_from(&config).unwrap();
+        let table = loaded.as_table().unwrap();
+        for name in TOOL_VARIABLES {
+            let rest = &name[ENV_PREFIX.len() + 1..];
+            assert_eq!(sections_split(table, rest), None, "{name}");
+            assert!(!is_unread_variable(name), "{name}");
+        }
     }
 
     #[test]
