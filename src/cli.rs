@@ -2022,9 +2022,17 @@ fn store_exists(path: &std::path::Path, source: &std::path::Path) -> anyhow::Res
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state.path)
+    let store = Store::open(&config.state.path)
         // The store's error names the database; this names the key that chose it.
-        .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))
+        .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))?;
+    for copy in run::remove_stale_preview_copies(&config.state.path) {
+        eprintln!(
+            "removed {}, a copy of the state database a `plan --workspace-moved` stopped \
+             before it could remove it left behind",
+            copy.display()
+        );
+    }
+    Ok(store)
 }
 
 /// How a `plan` or `reconcile --dry-run` ended.

@@ -518,6 +518,12 @@ pub async fn run(
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    for copy in run::remove_stale_preview_copies(&config.state.path) {
+        tracing::info!(
+            copy = %copy.display(),
+            "removed a copy of the state database a stopped `plan --workspace-moved` left behind"
+        );
+    }
     // The file this daemon keeps its state in: one deleted or replaced under it
     // must stop the jobs, not be made again empty by the next one's open.
     let database = DatabaseFile::of(&config.state.path)?;

@@ -1,0 +1,60 @@
+//! Session 44's operator review of the CLI and daemon edges: a preview copy of
+//! the state database a killed `plan --workspace-moved` left behind is removed
+//! by a later command, never one a running preview still uses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use seatwarden::store::Store;
+
+use crate::fixtures::seatwarden_in as seatwarden;
+
+/// A configuration in `dir` reading the empty directory `d.json` for a workspace
+/// nothing listens at (the commands run here read only the state database).
+fn setup(dir: &Path) {
+    std::fs::write(dir.join("d.json"), r#"{"users": []}"#).unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\n\
+         [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t0ken\"\n\n\
+         [state]\npath = \"state.db\"\n",
+    )
+    .unwrap();
+}
+
+/// A copy a preview killed by a second Ctrl-C left (written, its lock let go
+/// with the process) is removed with its `-wal` by the next command, which says
+/// so naming it; one a running preview holds stays.
+#[test]
+fn a_later_command_removes_a_preview_copy_left_behind_and_keeps_a_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let left = dir.path().join("state.db.moved-preview-4000000");
+    drop(store.copy_to(&left).unwrap());
+    std::fs::write(dir.path().join("state.db.moved-preview-4000000-wal"), "wal").unwrap();
+    let live = dir.path().join("state.db.moved-preview-4000001");
+    let held = store.copy_to(&live).unwrap();
+    drop(store);
+
+    let (code, stderr) = seatwarden(dir.path(), &[], &["status"]);
+
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!left.exists(), "{stderr}");
+    assert!(
+        !dir.path()
+            .join("state.db.moved-preview-4000000-wal")
+            .exists(),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "removed {}, a copy of the state database",
+            left.display()
+        )),
+        "{stderr}"
+    );
+    assert!(live.exists(), "{stderr}");
+    assert!(!stderr.contains("4000001"), "{stderr}");
+    drop(held);
+}
