@@ -314,6 +314,9 @@ Examples:
                                         the accounts still match before recording it
                                         with `seatwarden reconcile --workspace-moved`")]
     Plan {
+        /// How the plan is printed on stdout: text for a terminal, json (the
+        /// drift report's JSON) for scripts, markdown for a ticket or a pull
+        /// request, html for a page of its own.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Exit 2 when the plan has changes (0 when there is nothing to do).
@@ -344,6 +347,9 @@ Examples:
         /// Plan and report, but write nothing to the workspace.
         #[arg(long)]
         dry_run: bool,
+        /// How the run's drift report is printed on stdout: text for a
+        /// terminal, json for scripts, markdown for a ticket, html for a page of
+        /// its own. It is stored either way (`seatwarden report`).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Thresholds hold nothing for this one run (every other rule still does).
@@ -467,6 +473,8 @@ Example, once the failures `seatwarden report` shows are fixed:
         /// Only close the circuit breaker; no reconcile.
         #[arg(long)]
         no_run: bool,
+        /// How the reconcile's drift report is printed on stdout: text, json,
+        /// markdown or html (as `reconcile --format`).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         #[command(flatten)]
@@ -570,6 +578,8 @@ Examples:
   seatwarden status
   seatwarden status --format json")]
     Status {
+        /// How the status is printed on stdout: text for a terminal, json (the
+        /// daemon's /status document) for scripts and monitoring.
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
@@ -608,6 +618,9 @@ Examples:
         /// `latest` (the newest run that has a report) or a run id.
         #[arg(long, default_value = "latest", value_parser = report_run)]
         run: ReportRun,
+        /// How the report is printed on stdout: text for a terminal, json for
+        /// scripts, markdown for a ticket, html for a page of its own (with
+        /// --email, the message carries text and html either way).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the report now to `[report.email]` (through the outbox) instead of printing it.
@@ -627,6 +640,8 @@ Examples:
         /// The period ending now, e.g. `24h`, `7d`.
         #[arg(long, default_value = "24h", value_parser = period)]
         period: std::time::Duration,
+        /// How the digest is printed on stdout: text for a terminal, json for
+        /// scripts, markdown for a ticket, html for a page of its own.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the digest now to `[report.email]` (through the outbox).
@@ -660,6 +675,7 @@ then, with a copy of the configuration whose [workspace] has url =
 holding `rehearsal`, and a state.path of its own (a rehearsal must not write the
 service's state): `seatwarden --config rehearsal.toml plan`.")]
     Export {
+        /// What to export.
         #[arg(value_enum)]
         kind: ExportKind,
         /// How the export is written to stdout: `access` is CSV unless told,
@@ -2608,6 +2624,24 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::{describe, disputed_leavers_hint, store_exists};
+
+    /// Every option and argument of every command says what it is for in
+    /// `--help`: one shown only with its default and possible values teaches
+    /// nothing (`--format` said what it takes, not what it formats or where to).
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        let mut silent = Vec::new();
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    silent.push(format!("{} {}", command.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(silent.is_empty(), "{silent:?}");
+    }
 
     /// The hint a reconcile prints for a disputed leaver names them by their
     /// directory userName: an escape sequence or a bidi override in it shows as
