@@ -2438,9 +2438,16 @@ fn only_kind(value: &str) -> Result<crate::approval::Only, String> {
     crate::approval::Only::parse(Some(value)).map_err(|e| e.to_string())
 }
 
-/// `digest --period`, parsed by clap: a bad duration is a usage error.
+/// `digest --period`, parsed by clap: a bad duration is a usage error, and so is
+/// an empty one (`0s`, `0d`), whose digest would say no run happened in it.
 fn period(value: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(value)
+    let period = crate::config::parse_duration(value)?;
+    if period.is_zero() {
+        return Err(format!(
+            "{value:?} is an empty period: the digest covers the period ending now, e.g. 24h or 7d"
+        ));
+    }
+    Ok(period)
 }
 
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
@@ -2623,7 +2630,19 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::{describe, disputed_leavers_hint, store_exists};
+    use super::{describe, disputed_leavers_hint, period, store_exists};
+
+    /// `digest --period 0d` is refused (exit 64) instead of a digest of nothing
+    /// that reads "no run in this period"; a real period is taken.
+    #[test]
+    fn an_empty_digest_period_is_refused() {
+        for empty in ["0s", "0d", "0h"] {
+            let error = period(empty).unwrap_err();
+            assert!(error.contains("empty period"), "{empty}: {error}");
+        }
+        assert_eq!(period("7d"), Ok(std::time::Duration::from_secs(7 * 86_400)));
+        assert!(period("soon").is_err());
+    }
 
     /// Every option and argument of every command says what it is for in
     /// `--help`: one shown only with its default and possible values teaches
