@@ -564,7 +564,7 @@ pub struct PreviewCopy {
 
 impl Drop for PreviewCopy {
     fn drop(&mut self) {
-        remove_copy_files(&self.path);
+        let _ = remove_copy_files(&self.path);
     }
 }
 
@@ -572,13 +572,18 @@ impl Drop for PreviewCopy {
 /// file name, this, and the process id of the preview that made it.
 const PREVIEW_COPY_MARK: &str = ".moved-preview-";
 
-/// The copy at `path` and its `-wal` and `-shm`; gone already is fine.
-fn remove_copy_files(path: &std::path::Path) {
+/// The copy at `path` and its `-wal` and `-shm`; gone already is fine. Whether
+/// the copy itself was removed here (not by someone else, and not refused: a
+/// user who may read the state folder but not change it).
+fn remove_copy_files(path: &std::path::Path) -> bool {
+    let mut removed = false;
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
-        let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+        let gone = std::fs::remove_file(std::path::PathBuf::from(name)).is_ok();
+        removed |= suffix.is_empty() && gone;
     }
+    removed
 }
 
 /// How long a preview copy may stay empty and unlocked: the moment between its
@@ -624,7 +629,7 @@ pub fn remove_stale_preview_copies(state: &std::path::Path) -> Vec<std::path::Pa
             Ok(file) => file,
             // Its `-wal` or `-shm` alone: what a removal cut off left.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                remove_copy_files(&path);
+                let _ = remove_copy_files(&path);
                 continue;
             }
             Err(_) => continue,
@@ -641,8 +646,7 @@ pub fn remove_stale_preview_copies(state: &std::path::Path) -> Vec<std::path::Pa
                     .and_then(|at| at.elapsed().ok())
                     .is_some_and(|age| age > PREVIEW_COPY_GRACE)
         });
-        if settled {
-            remove_copy_files(&path);
+        if settled && remove_copy_files(&path) {
             removed.push(path);
         }
     }
@@ -1465,7 +1469,8 @@ mod tests {
     /// A copy left behind (its lock free, written) goes with its `-wal` and
     /// `-shm`, as does a `-shm` whose copy is gone; a copy whose lock is held (a
     /// preview running), one still empty and new (being made), another
-    /// database's and a name that is no process id's stay.
+    /// database's and a name that is no process id's stay, and one that cannot
+    /// be removed is not counted as removed.
     #[test]
     fn stale_preview_copies_are_removed_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -1484,6 +1489,9 @@ mod tests {
             write(name, "copy");
         }
         write("state.db.moved-preview-44", "");
+        // One that cannot be removed (here a folder; for a user who may not
+        // change the state folder, any) is not said to be.
+        std::fs::create_dir(dir.path().join("state.db.moved-preview-46")).unwrap();
         let held = std::fs::File::open(dir.path().join("state.db.moved-preview-43")).unwrap();
         held.try_lock().unwrap();
 
@@ -1502,6 +1510,7 @@ mod tests {
                 "state.db",
                 "state.db.moved-preview-43",
                 "state.db.moved-preview-44",
+                "state.db.moved-preview-46",
                 "state.db.moved-preview-notes",
             ]
         );
