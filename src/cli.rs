@@ -2043,8 +2043,8 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))?;
     for copy in run::remove_stale_preview_copies(&config.state.path) {
         eprintln!(
-            "removed {}, a copy of the state database a `plan --workspace-moved` stopped \
-             before it could remove it left behind",
+            "removed {}: a copy of the state database left behind by a `plan \
+             --workspace-moved` killed before it could remove it",
             copy.display()
         );
     }

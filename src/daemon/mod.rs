@@ -521,7 +521,7 @@ pub async fn run(
     for copy in run::remove_stale_preview_copies(&config.state.path) {
         tracing::info!(
             copy = %copy.display(),
-            "removed a copy of the state database a stopped `plan --workspace-moved` left behind"
+            "removed a copy of the state database left behind by a killed `plan --workspace-moved`"
         );
     }
     // The file this daemon keeps its state in: one deleted or replaced under it

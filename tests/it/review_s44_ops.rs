@@ -49,7 +49,7 @@ fn a_later_command_removes_a_preview_copy_left_behind_and_keeps_a_live_one() {
     );
     assert!(
         stderr.contains(&format!(
-            "removed {}, a copy of the state database",
+            "removed {}: a copy of the state database left behind",
             left.display()
         )),
         "{stderr}"
