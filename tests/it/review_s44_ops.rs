@@ -58,3 +58,30 @@ fn a_later_command_removes_a_preview_copy_left_behind_and_keeps_a_live_one() {
     assert!(!stderr.contains("4000001"), "{stderr}");
     drop(held);
 }
+
+/// A daemon started on a state database with a copy left behind removes it
+/// before it serves, and logs it naming the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_removes_a_preview_copy_left_behind_when_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let left = dir.path().join("state.db.moved-preview-4000002");
+    drop(store.copy_to(&left).unwrap());
+    drop(store);
+
+    let (mut daemon, log) = crate::fixtures::spawn_daemon_once(dir.path(), &[]);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    crate::fixtures::listening_port(&mut daemon, read_log).await;
+    crate::fixtures::sigterm(&daemon);
+    let status = crate::fixtures::exit_of(daemon, "the daemon").await;
+
+    let logged = read_log();
+    assert!(status.success(), "{logged}");
+    assert!(!left.exists(), "{logged}");
+    assert!(
+        logged.contains("removed a copy of the state database")
+            && logged.contains("state.db.moved-preview-4000002"),
+        "{logged}"
+    );
+}
