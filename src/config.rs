@@ -1892,6 +1892,13 @@ impl Config {
         if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
         }
+        let zones = std::iter::once(("schedule.timezone", &self.schedule.timezone))
+            .chain(self.report.timezone.iter().map(|z| ("report.timezone", z)));
+        for (key, zone) in zones {
+            if let Some(warning) = zone_without_daylight_saving(key, zone) {
+                warnings.push(warning);
+            }
+        }
         if let DirectoryConfig::Entra {
             graph_url,
             login_url,
@@ -3874,6 +3881,24 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
+/// `EST` and `MST` are IANA names, but of a fixed offset all year (UTC-05:00,
+/// UTC-07:00), not of New York's or Denver's clock, which people who write them
+/// usually mean: a schedule at 08:00 "EST" runs at 09:00 on that clock all
+/// summer. Allowed (Panama and Arizona keep no daylight saving), with a warning
+/// naming the zones with and without it. `HST` is Hawaii's clock, which keeps
+/// none either.
+fn zone_without_daylight_saving(key: &str, zone: &str) -> Option<String> {
+    let (offset, with, without) = match zone {
+        "EST" => ("UTC-05:00", "America/New_York", "America/Panama"),
+        "MST" => ("UTC-07:00", "America/Denver", "America/Phoenix"),
+        _ => return None,
+    };
+    Some(format!(
+        "{key}: {zone:?} is {offset} all year, without daylight saving time: for the clock \
+         that changes in summer write {with:?}; {without:?} if none is meant"
+    ))
+}
+
 /// Why a `SEATWARDEN__POLICY__MAPPING…` variable is refused.
 const MAPPING_FROM_FILE_ONLY: &str = "the [[policy.mapping]] tables are read from the file \
      only; no environment variable sets them: unset this one";
@@ -5760,6 +5785,33 @@ role = "Editor"
             assert_eq!(sections_split(table, rest), None, "{name}");
             assert!(!is_unread_variable(name), "{name}");
         }
+    }
+
+    /// `EST` as a time zone is warned about (the key named, the zone with
+    /// daylight saving offered), for either key; `America/New_York` is not.
+    #[test]
+    fn a_zone_without_daylight_saving_is_warned_about() {
+        let warned = |rest: &str| -> Vec<String> {
+            load("", rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("daylight saving"))
+                .collect()
+        };
+        let warnings = warned("[schedule]\ntimezone = \"EST\"\n");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("schedule.timezone: \"EST\" is UTC-05:00 all year")
+                && warnings[0].contains("\"America/New_York\""),
+            "{warnings:?}"
+        );
+        let warnings = warned("[report]\ntimezone = \"MST\"\n");
+        assert!(
+            warnings.len() == 1 && warnings[0].starts_with("report.timezone: \"MST\""),
+            "{warnings:?}"
+        );
+        assert!(warned("[schedule]\ntimezone = \"America/New_York\"\n").is_empty());
     }
 
     #[test]
