@@ -85,3 +85,28 @@ async fn the_daemon_removes_a_preview_copy_left_behind_when_it_starts() {
         "{logged}"
     );
 }
+
+/// `send-mail` without a `[report.email]` section exits 1 naming it, and its
+/// `--help` says that exit 1 is also such an error, not only messages that
+/// still wait after a transient failure (which would send the operator to run
+/// it again later, in vain).
+#[test]
+fn send_mail_without_report_email_is_an_error_its_help_names() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    drop(Store::open(&dir.path().join("state.db")).unwrap());
+
+    let (code, stderr) = seatwarden(dir.path(), &[], &["send-mail"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no [report.email] section"), "{stderr}");
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["send-mail", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    assert!(
+        help.contains("or an error (no [report.email] section, no state database)"),
+        "{help}"
+    );
+}
