@@ -1892,6 +1892,7 @@ impl Config {
         if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
         }
+        warnings.extend(mappings_repeated(&self.policy.mapping));
         let zones = std::iter::once(("schedule.timezone", &self.schedule.timezone))
             .chain(self.report.timezone.iter().map(|z| ("report.timezone", z)));
         for (key, zone) in zones {
@@ -3881,6 +3882,35 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
+/// Two `[[policy.mapping]]` tables for the same directory group and workspace
+/// group with different roles: one of them does nothing (the highest role wins),
+/// most often a copy-paste left with the role it came with, which may grant
+/// more than meant. One warning per later table, naming both and the role given.
+fn mappings_repeated(mappings: &[MappingConfig]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (later, mapping) in mappings.iter().enumerate() {
+        let earlier = mappings[..later].iter().position(|m| {
+            m.group == mapping.group
+                && m.workspace_group == mapping.workspace_group
+                && m.role != mapping.role
+        });
+        if let Some(earlier) = earlier {
+            let first = &mappings[earlier];
+            warnings.push(format!(
+                "policy.mapping[{earlier}] and policy.mapping[{later}] both map group {:?} to \
+                 workspace group {:?}, as {} and as {}: its members get {}, the higher; \
+                 remove the table not meant",
+                mapping.group,
+                mapping.workspace_group,
+                first.role,
+                mapping.role,
+                first.role.max(mapping.role)
+            ));
+        }
+    }
+    warnings
+}
+
 /// `EST` and `MST` are IANA names, but of a fixed offset all year (UTC-05:00,
 /// UTC-07:00), not of New York's or Denver's clock, which people who write them
 /// usually mean: a schedule at 08:00 "EST" runs at 09:00 on that clock all
@@ -5785,6 +5815,49 @@ role = "Editor"
             assert_eq!(sections_split(table, rest), None, "{name}");
             assert!(!is_unread_variable(name), "{name}");
         }
+    }
+
+    /// Two mappings of one group to one workspace group with different roles are
+    /// warned about, naming both tables and the role that wins; the same group to
+    /// another workspace group, or the same role twice, is not.
+    #[test]
+    fn a_mapping_repeated_with_another_role_is_warned_about() {
+        let mapping = |group: &str, workspace_group: &str, role: &str| {
+            format!(
+                "[[policy.mapping]]\ngroup = {group:?}\nworkspace_group = \
+                 {workspace_group:?}\nrole = {role:?}\n"
+            )
+        };
+        let warned = |rest: String| -> Vec<String> {
+            load("", &rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("both map group"))
+                .collect()
+        };
+        let warnings = warned(
+            mapping("Design", "Design", "Commenter")
+                + &mapping("Sales", "Sales", "Viewer")
+                + &mapping("Design", "Design", "Owner"),
+        );
+        assert_eq!(
+            warnings,
+            [
+                "policy.mapping[0] and policy.mapping[2] both map group \"Design\" to workspace \
+              group \"Design\", as Commenter and as Owner: its members get Owner, the higher; \
+              remove the table not meant"
+            ]
+        );
+        assert!(
+            warned(
+                mapping("Design", "Design", "Commenter")
+                    + &mapping("Design", "Tools", "Owner")
+                    + &mapping("Sales", "Sales", "Viewer")
+                    + &mapping("Sales", "Sales", "Viewer")
+            )
+            .is_empty()
+        );
     }
 
     /// `EST` as a time zone is warned about (the key named, the zone with
