@@ -686,8 +686,8 @@ service's state): `seatwarden --config rehearsal.toml plan`.")]
     /// Send the messages waiting in the outbox (retrying transient failures).
     #[command(after_help = "\
 Exit codes: 0 nothing left to send, 1 messages still wait (a transient failure: run it
-again later) or an error (no [report.email] section, no state database), 4 the mail
-server refused a message for good (fix [report.email]).
+again later) or an error (no [report.email] section, no state database),
+4 the mail server refused a message for good (fix [report.email]).
 
 Example (the daemon's mail job does the same every minute):
   seatwarden send-mail")]
