@@ -1536,7 +1536,7 @@ mod tests {
         drop(lock);
         assert_eq!(
             super::remove_stale_preview_copies(&dir.path().join("state.db")),
-            [copy.clone()]
+            std::slice::from_ref(&copy)
         );
         assert!(!copy.exists());
     }
