@@ -105,7 +105,7 @@ pub enum DaemonError {
     )]
     AlreadyRunning { database: PathBuf, lock: PathBuf },
     #[error(
-        "cannot open lock file {}: {source}{}",
+        "cannot open lock file {} beside the state database (state.path): {source}{}",
         .path.display(), crate::store::read_only_hint(source)
     )]
     LockFile {

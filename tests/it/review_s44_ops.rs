@@ -110,3 +110,28 @@ fn send_mail_without_report_email_is_an_error_its_help_names() {
         "{help}"
     );
 }
+
+/// A daemon whose `state.path` is in a folder that does not exist fails to
+/// start (exit 1) with an error that names the key, not only a lock file the
+/// operator never configured.
+#[test]
+fn a_daemon_lock_file_that_cannot_be_made_names_state_path() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let env = [(
+        "SEATWARDEN__STATE__PATH".to_owned(),
+        "missing/state.db".to_owned(),
+    )];
+    let (code, stderr) = seatwarden(dir.path(), &env, &["daemon"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        error.contains("cannot open lock file")
+            && error.contains("missing/state.db.lock")
+            && error.contains("(state.path)"),
+        "{stderr}"
+    );
+}
