@@ -314,6 +314,9 @@ Examples:
                                         the accounts still match before recording it
                                         with `seatwarden reconcile --workspace-moved`")]
     Plan {
+        /// How the plan is printed on stdout: text for a terminal, json (the
+        /// drift report's JSON) for scripts, markdown for a ticket or a pull
+        /// request, html for a page of its own.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Exit 2 when the plan has changes (0 when there is nothing to do).
@@ -344,6 +347,9 @@ Examples:
         /// Plan and report, but write nothing to the workspace.
         #[arg(long)]
         dry_run: bool,
+        /// How the run's drift report is printed on stdout: text for a
+        /// terminal, json for scripts, markdown for a ticket, html for a page of
+        /// its own. It is stored either way (`seatwarden report`).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Thresholds hold nothing for this one run (every other rule still does).
@@ -467,6 +473,8 @@ Example, once the failures `seatwarden report` shows are fixed:
         /// Only close the circuit breaker; no reconcile.
         #[arg(long)]
         no_run: bool,
+        /// How the reconcile's drift report is printed on stdout: text, json,
+        /// markdown or html (as `reconcile --format`).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         #[command(flatten)]
@@ -570,6 +578,8 @@ Examples:
   seatwarden status
   seatwarden status --format json")]
     Status {
+        /// How the status is printed on stdout: text for a terminal, json (the
+        /// daemon's /status document) for scripts and monitoring.
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
@@ -608,6 +618,9 @@ Examples:
         /// `latest` (the newest run that has a report) or a run id.
         #[arg(long, default_value = "latest", value_parser = report_run)]
         run: ReportRun,
+        /// How the report is printed on stdout: text for a terminal, json for
+        /// scripts, markdown for a ticket, html for a page of its own (with
+        /// --email, the message carries text and html either way).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the report now to `[report.email]` (through the outbox) instead of printing it.
@@ -627,6 +640,8 @@ Examples:
         /// The period ending now, e.g. `24h`, `7d`.
         #[arg(long, default_value = "24h", value_parser = period)]
         period: std::time::Duration,
+        /// How the digest is printed on stdout: text for a terminal, json for
+        /// scripts, markdown for a ticket, html for a page of its own.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the digest now to `[report.email]` (through the outbox).
@@ -660,6 +675,7 @@ then, with a copy of the configuration whose [workspace] has url =
 holding `rehearsal`, and a state.path of its own (a rehearsal must not write the
 service's state): `seatwarden --config rehearsal.toml plan`.")]
     Export {
+        /// What to export.
         #[arg(value_enum)]
         kind: ExportKind,
         /// How the export is written to stdout: `access` is CSV unless told,
@@ -670,7 +686,8 @@ service's state): `seatwarden --config rehearsal.toml plan`.")]
     /// Send the messages waiting in the outbox (retrying transient failures).
     #[command(after_help = "\
 Exit codes: 0 nothing left to send, 1 messages still wait (a transient failure: run it
-again later), 4 the mail server refused a message for good (fix [report.email]).
+again later) or an error (no [report.email] section, no state database),
+4 the mail server refused a message for good (fix [report.email]).
 
 Example (the daemon's mail job does the same every minute):
   seatwarden send-mail")]
@@ -2022,9 +2039,17 @@ fn store_exists(path: &std::path::Path, source: &std::path::Path) -> anyhow::Res
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state.path)
+    let store = Store::open(&config.state.path)
         // The store's error names the database; this names the key that chose it.
-        .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))
+        .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))?;
+    for copy in run::remove_stale_preview_copies(&config.state.path) {
+        eprintln!(
+            "removed {}: a copy of the state database left behind by a `plan \
+             --workspace-moved` killed before it could remove it",
+            copy.display()
+        );
+    }
+    Ok(store)
 }
 
 /// How a `plan` or `reconcile --dry-run` ended.
@@ -2414,9 +2439,16 @@ fn only_kind(value: &str) -> Result<crate::approval::Only, String> {
     crate::approval::Only::parse(Some(value)).map_err(|e| e.to_string())
 }
 
-/// `digest --period`, parsed by clap: a bad duration is a usage error.
+/// `digest --period`, parsed by clap: a bad duration is a usage error, and so is
+/// an empty one (`0s`, `0d`), whose digest would say no run happened in it.
 fn period(value: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(value)
+    let period = crate::config::parse_duration(value)?;
+    if period.is_zero() {
+        return Err(format!(
+            "{value:?} is an empty period: the digest covers the period ending now, e.g. 24h or 7d"
+        ));
+    }
+    Ok(period)
 }
 
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
@@ -2599,7 +2631,37 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::{describe, disputed_leavers_hint, store_exists};
+    use super::{describe, disputed_leavers_hint, period, store_exists};
+
+    /// `digest --period 0d` is refused (exit 64) instead of a digest of nothing
+    /// that reads "no run in this period"; a real period is taken.
+    #[test]
+    fn an_empty_digest_period_is_refused() {
+        for empty in ["0s", "0d", "0h"] {
+            let error = period(empty).unwrap_err();
+            assert!(error.contains("empty period"), "{empty}: {error}");
+        }
+        assert_eq!(period("7d"), Ok(std::time::Duration::from_secs(7 * 86_400)));
+        assert!(period("soon").is_err());
+    }
+
+    /// Every option and argument of every command says what it is for in
+    /// `--help`: one shown only with its default and possible values teaches
+    /// nothing (`--format` said what it takes, not what it formats or where to).
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        let mut silent = Vec::new();
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    silent.push(format!("{} {}", command.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(silent.is_empty(), "{silent:?}");
+    }
 
     /// The hint a reconcile prints for a disputed leaver names them by their
     /// directory userName: an escape sequence or a bidi override in it shows as

@@ -130,11 +130,32 @@ pub struct Config {
     pub relative_paths: std::collections::BTreeMap<&'static str, PathBuf>,
 }
 
-/// Variables the tools shipped beside the binary read, documented for operators
-/// to set (`systemd/seatwarden-admin`'s `SEATWARDEN_BIN`, `scripts/check-systemd.sh`'s
-/// `SEATWARDEN_MAX_EXPOSURE`, named in `systemd/README.md`): set in a shell for
-/// them, they are no misspelt override, so not warned about either.
-pub const TOOL_VARIABLES: [&str; 2] = ["SEATWARDEN_BIN", "SEATWARDEN_MAX_EXPOSURE"];
+/// Variables the tools shipped beside the binary read or set: those documented for
+/// operators (`systemd/seatwarden-admin`'s `SEATWARDEN_BIN`, `scripts/check-systemd.sh`'s
+/// `SEATWARDEN_MAX_EXPOSURE`, named in `systemd/README.md`) and the interop and
+/// bench scripts' (`scripts/interop.sh` exports its servers' addresses to the tests
+/// it runs, which run the binary). Set in a shell for them, they are no misspelt
+/// override, so not warned about either; none starts with a configuration
+/// section's name, so none hides one. A unit test keeps this list in step with the
+/// names `scripts/`, `systemd/` and `.ci/` use.
+pub const TOOL_VARIABLES: [&str; 16] = [
+    "SEATWARDEN_BENCH_SCIM2_PORT",
+    "SEATWARDEN_BIN",
+    "SEATWARDEN_INTEROP_DIR",
+    "SEATWARDEN_INTEROP_PORT",
+    "SEATWARDEN_INTEROP_PYTHON",
+    "SEATWARDEN_LDAPS_URL",
+    "SEATWARDEN_LDAP_BENCH_PORT",
+    "SEATWARDEN_LDAP_CA",
+    "SEATWARDEN_LDAP_PORT",
+    "SEATWARDEN_LDAP_URL",
+    "SEATWARDEN_MAX_EXPOSURE",
+    "SEATWARDEN_SCIM2_CURSOR_SERVER_URL",
+    "SEATWARDEN_SCIM2_SERVER_TOKEN",
+    "SEATWARDEN_SCIM2_SERVER_URL",
+    "SEATWARDEN_SMTP_DIR",
+    "SEATWARDEN_SMTP_PORT",
+];
 
 /// The variables the binary reads itself (`--config`, `--lock-timeout`, the
 /// operator named in the audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
@@ -1870,6 +1891,14 @@ impl Config {
         }
         if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
+        }
+        warnings.extend(mappings_repeated(&self.policy.mapping));
+        let zones = std::iter::once(("schedule.timezone", &self.schedule.timezone))
+            .chain(self.report.timezone.iter().map(|z| ("report.timezone", z)));
+        for (key, zone) in zones {
+            if let Some(warning) = zone_without_daylight_saving(key, zone) {
+                warnings.push(warning);
+            }
         }
         if let DirectoryConfig::Entra {
             graph_url,
@@ -3853,6 +3882,53 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
+/// Two `[[policy.mapping]]` tables for the same directory group and workspace
+/// group with different roles: one of them does nothing (the highest role wins),
+/// most often a copy-paste left with the role it came with, which may grant
+/// more than meant. One warning per later table, naming both and the role given.
+fn mappings_repeated(mappings: &[MappingConfig]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (later, mapping) in mappings.iter().enumerate() {
+        let earlier = mappings[..later].iter().position(|m| {
+            m.group == mapping.group
+                && m.workspace_group == mapping.workspace_group
+                && m.role != mapping.role
+        });
+        if let Some(earlier) = earlier {
+            let first = &mappings[earlier];
+            warnings.push(format!(
+                "policy.mapping[{earlier}] and policy.mapping[{later}] both map group {:?} to \
+                 workspace group {:?}, as {} and as {}: its members get {}, the higher; \
+                 remove the table not meant",
+                mapping.group,
+                mapping.workspace_group,
+                first.role,
+                mapping.role,
+                first.role.max(mapping.role)
+            ));
+        }
+    }
+    warnings
+}
+
+/// `EST` and `MST` are IANA names, but of a fixed offset all year (UTC-05:00,
+/// UTC-07:00), not of New York's or Denver's clock, which people who write them
+/// usually mean: a schedule at 08:00 "EST" runs at 09:00 on that clock all
+/// summer. Allowed (Panama and Arizona keep no daylight saving), with a warning
+/// naming the zones with and without it. `HST` is Hawaii's clock, which keeps
+/// none either.
+fn zone_without_daylight_saving(key: &str, zone: &str) -> Option<String> {
+    let (offset, with, without) = match zone {
+        "EST" => ("UTC-05:00", "America/New_York", "America/Panama"),
+        "MST" => ("UTC-07:00", "America/Denver", "America/Phoenix"),
+        _ => return None,
+    };
+    Some(format!(
+        "{key}: {zone:?} is {offset} all year, without daylight saving time: for the clock \
+         that changes in summer write {with:?}; {without:?} if none is meant"
+    ))
+}
+
 /// Why a `SEATWARDEN__POLICY__MAPPING…` variable is refused.
 const MAPPING_FROM_FILE_ONLY: &str = "the [[policy.mapping]] tables are read from the file \
      only; no environment variable sets them: unset this one";
@@ -5687,6 +5763,128 @@ role = "Editor"
         let own: std::collections::BTreeSet<String> =
             OWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
         assert_eq!(read, own);
+    }
+
+    /// Every `SEATWARDEN_…` name the shipped scripts and tools use (`scripts/`,
+    /// `systemd/`, `.ci/`), but the binary's own, is among [`TOOL_VARIABLES`] and
+    /// the reverse, so that running them draws no "is not read" warning; and none
+    /// of them is a spelling the warning would take for a misspelt override (it
+    /// starts with no section of the configuration), so that none silences one.
+    #[test]
+    fn tool_variables_are_every_name_the_shipped_scripts_use() {
+        fn files(dir: &Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, found);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        for dir in ["scripts", "systemd", ".ci"] {
+            files(&root.join(dir), &mut found);
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for file in &found {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            for (at, _) in text.match_indices(&format!("{ENV_PREFIX}_")) {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.starts_with(&format!("{ENV_PREFIX}__"))
+                    && !OWN_VARIABLES.contains(&name.as_str())
+                {
+                    used.insert(name);
+                }
+            }
+        }
+        let tools: std::collections::BTreeSet<String> =
+            TOOL_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        assert_eq!(used, tools);
+        let config = load("", "", &[]).unwrap();
+        let loaded = toml::Value::try_from(&config).unwrap();
+        let table = loaded.as_table().unwrap();
+        for name in TOOL_VARIABLES {
+            let rest = &name[ENV_PREFIX.len() + 1..];
+            assert_eq!(sections_split(table, rest), None, "{name}");
+            assert!(!is_unread_variable(name), "{name}");
+        }
+    }
+
+    /// Two mappings of one group to one workspace group with different roles are
+    /// warned about, naming both tables and the role that wins; the same group to
+    /// another workspace group, or the same role twice, is not.
+    #[test]
+    fn a_mapping_repeated_with_another_role_is_warned_about() {
+        let mapping = |group: &str, workspace_group: &str, role: &str| {
+            format!(
+                "[[policy.mapping]]\ngroup = {group:?}\nworkspace_group = \
+                 {workspace_group:?}\nrole = {role:?}\n"
+            )
+        };
+        let warned = |rest: String| -> Vec<String> {
+            load("", &rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("both map group"))
+                .collect()
+        };
+        let warnings = warned(
+            mapping("Design", "Design", "Commenter")
+                + &mapping("Sales", "Sales", "Viewer")
+                + &mapping("Design", "Design", "Owner"),
+        );
+        assert_eq!(
+            warnings,
+            [
+                "policy.mapping[0] and policy.mapping[2] both map group \"Design\" to workspace \
+              group \"Design\", as Commenter and as Owner: its members get Owner, the higher; \
+              remove the table not meant"
+            ]
+        );
+        assert!(
+            warned(
+                mapping("Design", "Design", "Commenter")
+                    + &mapping("Design", "Tools", "Owner")
+                    + &mapping("Sales", "Sales", "Viewer")
+                    + &mapping("Sales", "Sales", "Viewer")
+            )
+            .is_empty()
+        );
+    }
+
+    /// `EST` as a time zone is warned about (the key named, the zone with
+    /// daylight saving offered), for either key; `America/New_York` is not.
+    #[test]
+    fn a_zone_without_daylight_saving_is_warned_about() {
+        let warned = |rest: &str| -> Vec<String> {
+            load("", rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("daylight saving"))
+                .collect()
+        };
+        let warnings = warned("[schedule]\ntimezone = \"EST\"\n");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("schedule.timezone: \"EST\" is UTC-05:00 all year")
+                && warnings[0].contains("\"America/New_York\""),
+            "{warnings:?}"
+        );
+        let warnings = warned("[report]\ntimezone = \"MST\"\n");
+        assert!(
+            warnings.len() == 1 && warnings[0].starts_with("report.timezone: \"MST\""),
+            "{warnings:?}"
+        );
+        assert!(warned("[schedule]\ntimezone = \"America/New_York\"\n").is_empty());
     }
 
     #[test]

@@ -550,23 +550,107 @@ pub fn same_workspace(
 }
 
 /// A throwaway copy of the state database, removed (with its `-wal` and `-shm`)
-/// when dropped: see [`moved_preview`].
+/// when dropped: see [`moved_preview`]. Its file is locked while it lives, so a
+/// copy a killed process left behind is told apart from one in use and removed
+/// by a later command ([`remove_stale_preview_copies`]).
 #[derive(Debug)]
 pub struct PreviewCopy {
     path: std::path::PathBuf,
     /// The URL the state database stays bound to.
     pub recorded: String,
+    /// The copy's file, locked; let go (after the files are removed) on drop.
+    _lock: std::fs::File,
 }
 
 impl Drop for PreviewCopy {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = self.path.as_os_str().to_owned();
-            name.push(suffix);
-            // Gone already is fine; a copy left behind is named for the process.
-            let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+        let _ = remove_copy_files(&self.path);
+    }
+}
+
+/// What names a preview copy of the state database at `state`: the database's
+/// file name, this, and the process id of the preview that made it.
+const PREVIEW_COPY_MARK: &str = ".moved-preview-";
+
+/// The copy at `path` and its `-wal` and `-shm`; gone already is fine. Whether
+/// the copy itself was removed here (not by someone else, and not refused: a
+/// user who may read the state folder but not change it).
+fn remove_copy_files(path: &std::path::Path) -> bool {
+    let mut removed = false;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let gone = std::fs::remove_file(std::path::PathBuf::from(name)).is_ok();
+        removed |= suffix.is_empty() && gone;
+    }
+    removed
+}
+
+/// How long a preview copy may stay empty and unlocked: the moment between its
+/// creation and its lock ([`Store::copy_to`]), so that one being made is not
+/// taken for one left behind.
+const PREVIEW_COPY_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the preview copies of the state database at `state` (beside it,
+/// `<database>.moved-preview-<pid>`, with their `-wal` and `-shm`) that a
+/// `plan --workspace-moved` killed before it could remove them left behind:
+/// each whose lock can be taken, so no running process uses it (and, were it
+/// still empty, made over a minute ago). A copy holds a whole state database (the
+/// directory's people, the ledger), so none is left to linger. Returns the copies
+/// removed; a folder that cannot be listed removes none.
+pub fn remove_stale_preview_copies(state: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Some(file_name) = state.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let folder = match state.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let prefix = format!("{file_name}{PREVIEW_COPY_MARK}");
+    let copies: std::collections::BTreeSet<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let pid = name.strip_prefix(&prefix)?;
+            let pid = pid
+                .strip_suffix("-wal")
+                .or_else(|| pid.strip_suffix("-shm"))
+                .unwrap_or(pid);
+            (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("{prefix}{pid}"))
+        })
+        .collect();
+    let mut removed = Vec::new();
+    for name in copies {
+        let path = folder.join(&name);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            // Its `-wal` or `-shm` alone: what a removal cut off left.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = remove_copy_files(&path);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        // Held by the preview that made it (or one that is making it).
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let settled = file.metadata().is_ok_and(|meta| {
+            meta.len() > 0
+                || meta
+                    .modified()
+                    .ok()
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age > PREVIEW_COPY_GRACE)
+        });
+        if settled && remove_copy_files(&path) {
+            removed.push(path);
         }
     }
+    removed
 }
 
 /// `plan --workspace-moved` and `reconcile --dry-run --workspace-moved`: the plan
@@ -591,17 +675,17 @@ pub fn moved_preview(
         _ => return Ok((store, None)),
     };
     let mut name = config.state.path.as_os_str().to_owned();
-    name.push(format!(".moved-preview-{}", std::process::id()));
+    name.push(format!("{PREVIEW_COPY_MARK}{}", std::process::id()));
+    let path = std::path::PathBuf::from(name);
+    // Copies left behind (a preview killed by a second Ctrl-C), this process
+    // id's among them, are no one's.
+    remove_stale_preview_copies(&config.state.path);
+    let lock = store.copy_to(&path)?;
     let copy = PreviewCopy {
-        path: std::path::PathBuf::from(name),
+        path,
         recorded,
+        _lock: lock,
     };
-    // A copy this process id left before (killed by a second Ctrl-C) is no one's.
-    drop(PreviewCopy {
-        path: copy.path.clone(),
-        recorded: String::new(),
-    });
-    store.copy_to(&copy.path)?;
     drop(store);
     let mut scratch = Store::open(&copy.path)?;
     scratch.set_state_value(WORKSPACE_KEY, Some(url))?;
@@ -1380,5 +1464,80 @@ mod tests {
             !progress_due(&mut last, at(500), false),
             "counted from the last"
         );
+    }
+
+    /// A copy left behind (its lock free, written) goes with its `-wal` and
+    /// `-shm`, as does a `-shm` whose copy is gone; a copy whose lock is held (a
+    /// preview running), one still empty and new (being made), another
+    /// database's and a name that is no process id's stay, and one that cannot
+    /// be removed is not counted as removed.
+    #[test]
+    fn stale_preview_copies_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("state.db", "db");
+        for name in [
+            "state.db.moved-preview-41",
+            "state.db.moved-preview-41-wal",
+            "state.db.moved-preview-41-shm",
+            "state.db.moved-preview-42-shm",
+            "state.db.moved-preview-43",
+            "state.db.moved-preview-notes",
+            "other.db.moved-preview-45",
+        ] {
+            write(name, "copy");
+        }
+        write("state.db.moved-preview-44", "");
+        // One that cannot be removed (here a folder; for a user who may not
+        // change the state folder, any) is not said to be.
+        std::fs::create_dir(dir.path().join("state.db.moved-preview-46")).unwrap();
+        let held = std::fs::File::open(dir.path().join("state.db.moved-preview-43")).unwrap();
+        held.try_lock().unwrap();
+
+        let removed = super::remove_stale_preview_copies(&state);
+
+        assert_eq!(removed, [dir.path().join("state.db.moved-preview-41")]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "other.db.moved-preview-45",
+                "state.db",
+                "state.db.moved-preview-43",
+                "state.db.moved-preview-44",
+                "state.db.moved-preview-46",
+                "state.db.moved-preview-notes",
+            ]
+        );
+        drop(held);
+        assert_eq!(
+            super::remove_stale_preview_copies(&state),
+            [dir.path().join("state.db.moved-preview-43")]
+        );
+    }
+
+    /// The copy a preview plans in is locked from before it is written until
+    /// the preview lets it go, so a later command never takes it for one left
+    /// behind while it is in use.
+    #[test]
+    fn a_preview_copy_is_locked_while_it_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("state.db")).unwrap();
+        let copy = dir.path().join("state.db.moved-preview-7");
+        let lock = store.copy_to(&copy).unwrap();
+        assert!(std::fs::metadata(&copy).unwrap().len() > 0);
+        assert!(super::remove_stale_preview_copies(&dir.path().join("state.db")).is_empty());
+        assert!(copy.exists());
+        drop(lock);
+        assert_eq!(
+            super::remove_stale_preview_copies(&dir.path().join("state.db")),
+            std::slice::from_ref(&copy)
+        );
+        assert!(!copy.exists());
     }
 }

@@ -105,7 +105,7 @@ pub enum DaemonError {
     )]
     AlreadyRunning { database: PathBuf, lock: PathBuf },
     #[error(
-        "cannot open lock file {}: {source}{}",
+        "cannot open lock file {} beside the state database (state.path): {source}{}",
         .path.display(), crate::store::read_only_hint(source)
     )]
     LockFile {
@@ -518,6 +518,12 @@ pub async fn run(
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    for copy in run::remove_stale_preview_copies(&config.state.path) {
+        tracing::info!(
+            copy = %copy.display(),
+            "removed a copy of the state database left behind by a killed `plan --workspace-moved`"
+        );
+    }
     // The file this daemon keeps its state in: one deleted or replaced under it
     // must stop the jobs, not be made again empty by the next one's open.
     let database = DatabaseFile::of(&config.state.path)?;

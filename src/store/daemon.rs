@@ -782,21 +782,36 @@ impl Store {
     /// Writes a copy of the whole database, as one read sees it, to `path`, a new
     /// file readable by its owner only (what a preview that must leave this
     /// database as it was plans in: `plan --workspace-moved`). A file already at
-    /// `path` is refused, never overwritten.
-    pub fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+    /// `path` is refused, never overwritten. Handed back is the new file, locked
+    /// (`flock`, exclusive) before the copy is written into it, for as long as it
+    /// is held open: a copy whose lock can be taken is no live process's
+    /// (`run::remove_stale_preview_copies`). SQLite's own locks are `fcntl` ones,
+    /// which an `flock` neither blocks nor releases.
+    pub fn copy_to(&self, path: &Path) -> Result<std::fs::File, StoreError> {
+        let create_error = |source| StoreError::Create {
+            path: path.to_owned(),
+            source,
+        };
         // VACUUM INTO takes an empty file as a new one, and keeps its mode.
-        super::private_file()
+        let file = super::private_file()
             .create_new(true)
             .open(path)
-            .map_err(|source| StoreError::Create {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(create_error)?;
+        if let Err(e) = file.try_lock() {
+            let _ = std::fs::remove_file(path);
+            return Err(create_error(std::io::Error::from(e)));
+        }
         let target = path.to_string_lossy();
-        self.conn
+        let copied = self
+            .conn
             .execute("VACUUM INTO ?1", [target.as_ref()])
             .map(|_| ())
-            .context(|| format!("copying the state database to {}", path.display()))
+            .context(|| format!("copying the state database to {}", path.display()));
+        if copied.is_err() {
+            // Not left half written beside the database.
+            let _ = std::fs::remove_file(path);
+        }
+        copied.map(|()| file)
     }
 }
 
