@@ -310,14 +310,12 @@ async fn a_write_held_by_the_providers_pause_is_not_sent_after_the_stop() {
         let client = client.clone();
         async move { client.get_account("u1").await }
     });
+    // Waits until the client has taken in the 429 (it counts the answer after
+    // setting the pause), not merely until the server saw the read: under load
+    // the write could otherwise leave before the pause exists.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the read was never sent");
+    while client.answers() == 0 {
+        assert!(Instant::now() < deadline, "the read was never answered");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stop = StopSignal::new();
