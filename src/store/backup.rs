@@ -1,0 +1,363 @@
+//! `seatwarden backup`: a consistent copy of the state database, taken while the
+//! daemon runs.
+//!
+//! Copying the file with `cp` while the daemon writes can give a torn copy (the
+//! database, its `-wal` and its `-shm` read at different moments). Instead the copy
+//! is SQLite's `VACUUM INTO`, one read transaction: under WAL it sees the last
+//! committed state and neither waits for nor blocks a writer (a transaction held
+//! open by a daemon job is simply not in the copy). The source is opened without
+//! migrating it (a migration would take the write lock and change the file being
+//! backed up); it must be a seatwarden database no newer than this binary.
+//!
+//! The copy is written to a temporary file next to the destination, created
+//! owner-only (0600) before SQLite writes a byte, then checked (it opens,
+//! `PRAGMA integrity_check` says `ok`, its schema version is the source's) and
+//! made a single self-contained file (`journal_mode=DELETE`: no `-wal` to carry
+//! along), synced, and only then moved to the destination: a failed or interrupted
+//! backup leaves no half-written file under the name asked for. An existing
+//! destination is replaced only when asked (`force`), and never when it is the
+//! state database itself or one of the files beside it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{BUSY_TIMEOUT, StoreError, migrations, private_file, refuse_foreign};
+
+/// What [`backup`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// The file written (the destination, or a new file in it when it is a folder).
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its schema version (the source's).
+    pub schema_version: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The source could not be opened or read (missing, not a database, damaged).
+    #[error(
+        "cannot read the state database {path} to back it up: {source}{}",
+        damaged_hint(source)
+    )]
+    Source {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The source is another program's database, or newer than this binary.
+    #[error(transparent)]
+    Refused(#[from] StoreError),
+
+    /// The source is an SQLite file with no seatwarden schema in it.
+    #[error(
+        "{} is not a seatwarden state database: it has no tables and no seatwarden \
+         schema version; nothing to back up",
+        .path.display()
+    )]
+    Empty { path: PathBuf },
+
+    #[error(
+        "the backup {} already exists; nothing was written: give another name, or \
+         --force to replace it",
+        .path.display()
+    )]
+    Exists { path: PathBuf },
+
+    #[error(
+        "the backup {} would replace the state database {} or a file beside it; give \
+         another path",
+        .path.display(), .database.display()
+    )]
+    OwnFile { path: PathBuf, database: PathBuf },
+
+    /// Creating, syncing or moving the backup file failed.
+    #[error("cannot write the backup {}: {source}{}", .path.display(), write_hint(source))]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `VACUUM INTO` failed.
+    #[error("copying the state database {} into {} failed: {source}{}", .database.display(), .path.display(), damaged_hint(source))]
+    Copy {
+        database: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The copy did not pass its check; it was removed.
+    #[error("the backup {} failed its check ({detail}); it was removed, nothing was written", .path.display())]
+    Check { path: PathBuf, detail: String },
+}
+
+/// What to do when SQLite says the source is damaged or not a database at all.
+fn damaged_hint(error: &rusqlite::Error) -> &'static str {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            "; the file is damaged or is not a seatwarden state database: check \
+             state.path, and restore the last good backup if it is damaged (README, \
+             \"Backing up and restoring the state\")"
+        }
+        _ => "",
+    }
+}
+
+fn write_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "; its folder does not exist: create it first",
+        std::io::ErrorKind::PermissionDenied => {
+            "; the user seatwarden runs as may not write to its folder"
+        }
+        _ => super::read_only_hint(error),
+    }
+}
+
+/// The name given to a backup written into a folder: the time it was taken, UTC.
+fn file_name_in_folder(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("seatwarden-state-{}.db", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Files SQLite or seatwarden keep beside the database at `path`.
+const SIDE_FILES: [&str; 5] = ["-wal", "-shm", "-journal", ".lock", ".writer"];
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes a temporary copy and whatever SQLite left beside it.
+fn remove_temporary(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(with_suffix(path, suffix));
+    }
+}
+
+/// Copies the state database at `database` to `destination` (a file, or a folder
+/// to write `seatwarden-state-<UTC time>.db` into), consistently while other
+/// processes write to it. See the module docs.
+pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup, BackupError> {
+    let target = if destination.is_dir() {
+        destination.join(file_name_in_folder(chrono::Utc::now()))
+    } else {
+        destination.to_owned()
+    };
+    refuse_own_file(database, &target)?;
+    if target.exists() && !force {
+        return Err(BackupError::Exists { path: target });
+    }
+
+    let source = open_source(database)?;
+    let version = source_version(&source, database)?;
+
+    let temporary = temporary_path(&target);
+    if let Err(source) = private_file().create_new(true).open(&temporary) {
+        return Err(BackupError::Write {
+            path: target,
+            source,
+        });
+    }
+    let written = copy_and_check(&source, database, &temporary, &target, version)
+        .and_then(|()| put_in_place(&temporary, &target, force));
+    if written.is_err() {
+        remove_temporary(&temporary);
+    }
+    written?;
+    let bytes = std::fs::metadata(&target)
+        .map_err(|source| BackupError::Write {
+            path: target.clone(),
+            source,
+        })?
+        .len();
+    Ok(Backup {
+        path: target,
+        bytes,
+        schema_version: version,
+    })
+}
+
+/// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
+/// not (a `-wal` written by hand would be read as the database's log).
+fn refuse_own_file(database: &Path, target: &Path) -> Result<(), BackupError> {
+    let Ok(database) = database.canonicalize() else {
+        return Ok(());
+    };
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let (Ok(folder), Some(name)) = (folder.canonicalize(), target.file_name()) else {
+        return Ok(());
+    };
+    let target = target.canonicalize().unwrap_or_else(|_| folder.join(name));
+    let own = std::iter::once(database.clone())
+        .chain(
+            SIDE_FILES
+                .iter()
+                .map(|suffix| with_suffix(&database, suffix)),
+        )
+        .any(|file| file == target);
+    if own {
+        return Err(BackupError::OwnFile {
+            path: target,
+            database,
+        });
+    }
+    Ok(())
+}
+
+/// The source, opened read-write (a reader of a WAL database needs its `-shm`)
+/// but never created and never migrated.
+fn open_source(database: &Path) -> Result<Connection, BackupError> {
+    let error = |source| BackupError::Source {
+        path: database.to_owned(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(database, flags).map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    Ok(conn)
+}
+
+/// The source's schema version: one of seatwarden's, no newer than this binary's.
+fn source_version(conn: &Connection, database: &Path) -> Result<i64, BackupError> {
+    match refuse_foreign(conn, database) {
+        // Not a database at all, or a damaged one: said with what to do.
+        Err(StoreError::Open { path, source }) => return Err(BackupError::Source { path, source }),
+        other => other?,
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| BackupError::Source {
+            path: database.to_owned(),
+            source,
+        })?;
+    if version == 0 {
+        return Err(BackupError::Empty {
+            path: database.to_owned(),
+        });
+    }
+    if version > migrations::LATEST {
+        return Err(StoreError::TooNew {
+            path: database.display().to_string(),
+            found: version,
+            supported: migrations::LATEST,
+        }
+        .into());
+    }
+    Ok(version)
+}
+
+/// `.NAME.backup-PID` beside `target`: same folder, so the final move is a rename.
+fn temporary_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "seatwarden-state.db".to_owned());
+    target.with_file_name(format!(".{name}.backup-{}", std::process::id()))
+}
+
+fn copy_and_check(
+    source: &Connection,
+    database: &Path,
+    temporary: &Path,
+    target: &Path,
+    version: i64,
+) -> Result<(), BackupError> {
+    let into = temporary.to_string_lossy();
+    source
+        .execute("VACUUM INTO ?1", [into.as_ref()])
+        .map_err(|source| BackupError::Copy {
+            database: database.to_owned(),
+            path: target.to_owned(),
+            source,
+        })?;
+    let check = |detail: String| BackupError::Check {
+        path: target.to_owned(),
+        detail,
+    };
+    let copy = Connection::open_with_flags(temporary, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| check(format!("it does not open: {e}")))?;
+    // One file to keep and restore, whatever mode the copy came out in.
+    let mode: String = copy
+        .pragma_update_and_check(None, "journal_mode", "delete", |row| row.get(0))
+        .map_err(|e| check(format!("it does not open: {e}")))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(check(format!("its journal mode stayed {mode}")));
+    }
+    let verdict: String = copy
+        .query_row("PRAGMA integrity_check(1)", [], |row| row.get(0))
+        .map_err(|e| check(format!("integrity_check failed: {e}")))?;
+    if verdict != "ok" {
+        return Err(check(format!("integrity_check says: {verdict}")));
+    }
+    let copied: i64 = copy
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| check(format!("its schema version cannot be read: {e}")))?;
+    if copied != version {
+        return Err(check(format!(
+            "its schema version is {copied}, the state database's {version}"
+        )));
+    }
+    copy.close()
+        .map_err(|(_, e)| check(format!("it does not close: {e}")))?;
+    let write_error = |source| BackupError::Write {
+        path: temporary.to_owned(),
+        source,
+    };
+    std::fs::File::open(temporary)
+        .and_then(|file| file.sync_all())
+        .map_err(write_error)
+}
+
+/// Moves the checked copy to `target`: replacing it only with `force`, and
+/// otherwise failing if it appeared meanwhile (a hard link refuses an existing
+/// name; a file system without hard links gets a check before the rename).
+fn put_in_place(temporary: &Path, target: &Path, force: bool) -> Result<(), BackupError> {
+    let write_error = |source| BackupError::Write {
+        path: target.to_owned(),
+        source,
+    };
+    if force {
+        std::fs::rename(temporary, target).map_err(write_error)?;
+    } else {
+        match std::fs::hard_link(temporary, target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(temporary);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists {
+                    path: target.to_owned(),
+                });
+            }
+            Err(_) if !target.exists() => {
+                std::fs::rename(temporary, target).map_err(write_error)?;
+            }
+            Err(_) => {
+                return Err(BackupError::Exists {
+                    path: target.to_owned(),
+                });
+            }
+        }
+    }
+    // The new name survives a power cut only once its folder is synced.
+    #[cfg(unix)]
+    if let Some(folder) = target.parent() {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        std::fs::File::open(folder)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_error)?;
+    }
+    Ok(())
+}
