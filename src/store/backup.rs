@@ -361,3 +361,87 @@ fn put_in_place(temporary: &Path, target: &Path, force: bool) -> Result<(), Back
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A database as the build with schema `version` left it.
+    fn database_at(path: &Path, version: i64) {
+        let mut conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &migrations::MIGRATIONS[..usize::try_from(version).unwrap()] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.execute(
+            "INSERT INTO links (identity_id, account_id, method, linked_at)
+             VALUES ('00u1', 'ws-1', 'user_name', '2026-01-01T00:00:00.000000000Z')",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+    }
+
+    /// A backup of an older build's database is that database, as it was (the
+    /// backup migrates nothing); restored, this build migrates it forward on open
+    /// and reads its rows.
+    #[test]
+    fn an_older_builds_backup_is_kept_as_is_and_migrated_when_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        database_at(&database, 1);
+        let copy = dir.path().join("copy.db");
+        let written = backup(&database, &copy, false).unwrap();
+        assert_eq!(written.schema_version, 1);
+        assert_eq!(written.path, copy);
+        assert_eq!(written.bytes, std::fs::metadata(&copy).unwrap().len());
+        let version = |path: &Path| -> i64 {
+            Connection::open(path)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&database), 1, "the backup migrated its source");
+        assert_eq!(version(&copy), 1);
+
+        let restored = Store::open(&copy).unwrap();
+        assert_eq!(restored.schema_version().unwrap(), migrations::LATEST);
+        let links = restored.links().unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].account_id, "ws-1");
+    }
+
+    /// A database from a newer build is refused, as every command refuses it.
+    #[test]
+    fn a_newer_builds_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        database_at(&database, migrations::LATEST);
+        Connection::open(&database)
+            .unwrap()
+            .pragma_update(None, "user_version", migrations::LATEST + 1)
+            .unwrap();
+        let copy = dir.path().join("copy.db");
+        let error = backup(&database, &copy, false).unwrap_err();
+        assert!(
+            matches!(error, BackupError::Refused(StoreError::TooNew { found, .. }) if found == migrations::LATEST + 1),
+            "{error}"
+        );
+        assert!(!copy.exists());
+    }
+
+    /// A missing state database is not created by a backup.
+    #[test]
+    fn a_missing_database_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        let error = backup(&database, &dir.path().join("copy.db"), false).unwrap_err();
+        assert!(matches!(error, BackupError::Source { .. }), "{error}");
+        assert!(error.to_string().contains("state.db"), "{error}");
+        assert!(!database.exists());
+    }
+}
