@@ -675,7 +675,8 @@ The copy is one SQLite file, owner-only (0600) from its first byte, checked befo
 it is kept (it opens, passes integrity_check, has the state database's schema
 version); it is written beside DEST and renamed, so DEST is never half-written.
 A DEST that is a folder gets a new file named by the time, UTC:
-seatwarden-state-YYYYMMDDTHHMMSSZ.db. Prints the file written and its size. Writes
+seatwarden-state-YYYYMMDDTHHMMSSZ.db; one written with a trailing / is created
+(0700) if missing. Prints the file written and its size. Writes
 nothing to the state database and does not wait for a running job.
 
 Restore: stop the daemon, replace state.path with the copy, remove the stale -wal
@@ -689,7 +690,7 @@ Examples:
   seatwarden backup /var/backups/seatwarden/
   seatwarden backup /var/backups/seatwarden/state.db --force")]
     Backup {
-        /// The backup file, or a folder to write a new one into.
+        /// The backup file, or a folder to write a new one into (`backups/`).
         dest: PathBuf,
         /// Replace DEST if it exists (never the state database itself).
         #[arg(long)]

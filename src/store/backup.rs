@@ -140,10 +140,34 @@ fn remove_temporary(path: &Path) {
     }
 }
 
+/// Creates `folder` (and its parents) for backups, owner-only (0700) on Unix: a
+/// DEST written as a folder (`backups/`) that does not exist yet.
+fn private_folder(folder: &Path) -> Result<(), BackupError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(folder).map_err(|source| BackupError::Write {
+        path: folder.to_owned(),
+        source,
+    })
+}
+
 /// Copies the state database at `database` to `destination` (a file, or a folder
-/// to write `seatwarden-state-<UTC time>.db` into), consistently while other
-/// processes write to it. See the module docs.
+/// to write `seatwarden-state-<UTC time>.db` into, created owner-only when it is
+/// written with a trailing `/` and missing), consistently while other processes
+/// write to it. See the module docs.
 pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup, BackupError> {
+    let folder_named = destination
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::is_separator);
+    if folder_named && !destination.exists() {
+        private_folder(destination)?;
+    }
     let target = if destination.is_dir() {
         destination.join(file_name_in_folder(chrono::Utc::now()))
     } else {

@@ -220,6 +220,15 @@ fn the_copy_is_owner_only_under_any_umask() {
     );
     assert!(stdout.contains(&name), "{stdout}");
     assert_eq!(mode(&made[0]), 0o600);
+
+    // A folder written with a trailing `/` that does not exist yet is made,
+    // owner-only; without the `/` a missing folder's name is a file's.
+    let fresh = dir.path().join("backups").join("daily");
+    let named = format!("{}/", fresh.display());
+    let (code, _, stderr) = seatwarden(dir.path(), "000", &[], &["backup", &named]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(mode(&fresh), 0o700, "{:o}", mode(&fresh));
+    assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 1);
 }
 
 /// An existing DEST is left as it was unless --force; the state database itself
