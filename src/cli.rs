@@ -676,8 +676,8 @@ it is kept (it opens, passes integrity_check, has the state database's schema
 version); it is written beside DEST and renamed, so DEST is never half-written.
 A DEST that is a folder gets a new file named by the time, UTC:
 seatwarden-state-YYYYMMDDTHHMMSSZ.db; one written with a trailing / is created
-(0700) if missing. Prints the file written and its size. Writes
-nothing to the state database and does not wait for a running job.
+(0700) if missing. Prints the file written and its size. Writes nothing to the
+state database and does not wait for a running job.
 
 Restore: stop the daemon, replace state.path with the copy, remove the stale -wal
 and -shm beside it, run `seatwarden status` (README, \"Backing up and restoring
