@@ -58,6 +58,10 @@
 #   stop_grace_period: 45s; Kubernetes: terminationGracePeriodSeconds: 45).
 # - --read-only is supported: the only writes go to the volume and /tmp
 #   (SQLite's temporary files), hence --tmpfs /tmp.
+# - Back up the state while it runs into the volume, then copy it out:
+#   docker exec seatwarden seatwarden backup /var/lib/seatwarden/backups/
+#   (README, "Backing up and restoring the state"; never copy state.db alone
+#   while the daemon runs: its -wal holds the latest writes).
 # - Other commands against the same database while it runs:
 #   docker exec seatwarden seatwarden status
 

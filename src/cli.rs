@@ -683,6 +683,35 @@ service's state): `seatwarden --config rehearsal.toml plan`.")]
         #[arg(long, value_enum)]
         format: Option<ExportFormat>,
     },
+    /// Copy the state database to DEST, consistently, while the daemon runs: links,
+    /// journal, audit trail, held actions, the leavers' ledger, the breaker and the
+    /// outbox, which neither the directory nor the workspace can give back.
+    #[command(after_help = "\
+The copy is one SQLite file, owner-only (0600) from its first byte, checked before
+it is kept (it opens, passes integrity_check, has the state database's schema
+version); it is written beside DEST and renamed, so DEST is never half-written.
+A DEST that is a folder gets a new file named by the time, UTC:
+seatwarden-state-YYYYMMDDTHHMMSSZ.db; one written with a trailing / is created
+(0700) if missing. Prints the file written and its size. Writes nothing to the
+state database and does not wait for a running job.
+
+Restore: stop the daemon, replace state.path with the copy, remove the stale -wal
+and -shm beside it, run `seatwarden status` (README, \"Backing up and restoring
+the state\").
+
+Exit codes: 0 written, 1 an error (DEST exists without --force, no state database or
+not a seatwarden one, a copy that failed its check: nothing is left under DEST).
+
+Examples:
+  seatwarden backup /var/backups/seatwarden/
+  seatwarden backup /var/backups/seatwarden/state.db --force")]
+    Backup {
+        /// The backup file, or a folder to write a new one into (`backups/`).
+        dest: PathBuf,
+        /// Replace DEST if it exists (never the state database itself).
+        #[arg(long)]
+        force: bool,
+    },
     /// Send the messages waiting in the outbox (retrying transient failures).
     #[command(after_help = "\
 Exit codes: 0 nothing left to send, 1 messages still wait (a transient failure: run it
@@ -869,6 +898,19 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 exit::OK
             })
+        }
+        Command::Backup { dest, force } => {
+            ensure_store_exists(&config)?;
+            // Every error names the database or the backup file.
+            let written = crate::store::backup(&config.state.path, &dest, force)?;
+            outln!(
+                "backed up {} to {} ({} bytes, schema version {})",
+                config.state.path.display(),
+                written.path.display(),
+                written.bytes,
+                written.schema_version
+            )?;
+            Ok(exit::OK)
         }
         Command::CheckConfig => {
             config.check_files()?;

@@ -24,7 +24,12 @@
 //! - the safety net's state (accepted directory sizes, audit trail, decisions on
 //!   held actions, circuit breaker, settle-window sightings) is in `safety`, in
 //!   tables that do not cascade from `runs`.
+//!
+//! `backup` takes a consistent copy while other processes write (`seatwarden
+//! backup`); a copy restored in place of the file is opened like any database,
+//! and migrated forward when an older build wrote it.
 
+mod backup;
 mod codec;
 mod error;
 pub mod migrations;
@@ -50,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Action, LinkMethod, NewLink};
 
+pub use backup::{Backup, BackupError, backup};
 use codec::{Ts, ts};
 pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;

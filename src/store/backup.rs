@@ -1,0 +1,471 @@
+//! `seatwarden backup`: a consistent copy of the state database, taken while the
+//! daemon runs.
+//!
+//! Copying the file with `cp` while the daemon writes can give a torn copy (the
+//! database, its `-wal` and its `-shm` read at different moments). Instead the copy
+//! is SQLite's `VACUUM INTO`, one read transaction: under WAL it sees the last
+//! committed state and neither waits for nor blocks a writer (a transaction held
+//! open by a daemon job is simply not in the copy). The source is opened without
+//! migrating it (a migration would take the write lock and change the file being
+//! backed up); it must be a seatwarden database no newer than this binary.
+//!
+//! The copy is written to a temporary file next to the destination, created
+//! owner-only (0600) before SQLite writes a byte, then checked (it opens,
+//! `PRAGMA integrity_check` says `ok`, its schema version is the source's) and
+//! made a single self-contained file (`journal_mode=DELETE`: no `-wal` to carry
+//! along), synced, and only then moved to the destination: a failed or interrupted
+//! backup leaves no half-written file under the name asked for. An existing
+//! destination is replaced only when asked (`force`), and never when it is the
+//! state database itself or one of the files beside it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{BUSY_TIMEOUT, StoreError, migrations, private_file, refuse_foreign};
+
+/// What [`backup`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// The file written (the destination, or a new file in it when it is a folder).
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its schema version (the source's).
+    pub schema_version: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The source could not be opened or read (missing, not a database, damaged).
+    #[error(
+        "cannot read the state database {path} to back it up: {source}{}",
+        damaged_hint(source)
+    )]
+    Source {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The source is another program's database, or newer than this binary.
+    #[error(transparent)]
+    Refused(#[from] StoreError),
+
+    /// The source is an SQLite file with no seatwarden schema in it.
+    #[error(
+        "{} is not a seatwarden state database: it has no tables and no seatwarden \
+         schema version; nothing to back up",
+        .path.display()
+    )]
+    Empty { path: PathBuf },
+
+    #[error(
+        "the backup {} already exists; nothing was written: give another name, or \
+         --force to replace it",
+        .path.display()
+    )]
+    Exists { path: PathBuf },
+
+    #[error(
+        "the backup {} would replace the state database {} or a file beside it; give \
+         another path",
+        .path.display(), .database.display()
+    )]
+    OwnFile { path: PathBuf, database: PathBuf },
+
+    /// Creating, syncing or moving the backup file failed.
+    #[error("cannot write the backup {}: {source}{}", .path.display(), write_hint(source))]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `VACUUM INTO` failed.
+    #[error("copying the state database {} into {} failed: {source}{}", .database.display(), .path.display(), damaged_hint(source))]
+    Copy {
+        database: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The copy did not pass its check; it was removed.
+    #[error("the backup {} failed its check ({detail}); it was removed, nothing was written", .path.display())]
+    Check { path: PathBuf, detail: String },
+}
+
+/// What to do when SQLite says the source is damaged or not a database at all.
+fn damaged_hint(error: &rusqlite::Error) -> &'static str {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            "; the file is damaged or is not a seatwarden state database: check \
+             state.path, and restore the last good backup if it is damaged (README, \
+             \"Backing up and restoring the state\")"
+        }
+        _ => "",
+    }
+}
+
+fn write_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "; its folder does not exist: create it first",
+        std::io::ErrorKind::PermissionDenied => {
+            "; the user seatwarden runs as may not write to its folder"
+        }
+        _ => super::read_only_hint(error),
+    }
+}
+
+/// The name given to a backup written into a folder: the time it was taken, UTC.
+fn file_name_in_folder(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("seatwarden-state-{}.db", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Files SQLite or seatwarden keep beside the database at `path`.
+const SIDE_FILES: [&str; 5] = ["-wal", "-shm", "-journal", ".lock", ".writer"];
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes a temporary copy and whatever SQLite left beside it.
+fn remove_temporary(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(with_suffix(path, suffix));
+    }
+}
+
+/// Creates `folder` (and its parents) for backups, owner-only (0700) on Unix: a
+/// DEST written as a folder (`backups/`) that does not exist yet.
+fn private_folder(folder: &Path) -> Result<(), BackupError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(folder).map_err(|source| BackupError::Write {
+        path: folder.to_owned(),
+        source,
+    })
+}
+
+/// Copies the state database at `database` to `destination` (a file, or a folder
+/// to write `seatwarden-state-<UTC time>.db` into, created owner-only when it is
+/// written with a trailing `/` and missing), consistently while other processes
+/// write to it. See the module docs.
+pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup, BackupError> {
+    let folder_named = destination
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::is_separator);
+    if folder_named && !destination.exists() {
+        private_folder(destination)?;
+    }
+    let target = if destination.is_dir() {
+        destination.join(file_name_in_folder(chrono::Utc::now()))
+    } else {
+        destination.to_owned()
+    };
+    refuse_own_file(database, &target)?;
+    if target.exists() && !force {
+        return Err(BackupError::Exists { path: target });
+    }
+
+    let source = open_source(database)?;
+    let version = source_version(&source, database)?;
+
+    let temporary = temporary_path(&target);
+    if let Err(source) = private_file().create_new(true).open(&temporary) {
+        return Err(BackupError::Write {
+            path: target,
+            source,
+        });
+    }
+    let written = copy_and_check(&source, database, &temporary, &target, version)
+        .and_then(|()| put_in_place(&temporary, &target, force));
+    if written.is_err() {
+        remove_temporary(&temporary);
+    }
+    written?;
+    let bytes = std::fs::metadata(&target)
+        .map_err(|source| BackupError::Write {
+            path: target.clone(),
+            source,
+        })?
+        .len();
+    Ok(Backup {
+        path: target,
+        bytes,
+        schema_version: version,
+    })
+}
+
+/// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
+/// not (a `-wal` written by hand would be read as the database's log).
+fn refuse_own_file(database: &Path, target: &Path) -> Result<(), BackupError> {
+    let Ok(database) = database.canonicalize() else {
+        return Ok(());
+    };
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let (Ok(folder), Some(name)) = (folder.canonicalize(), target.file_name()) else {
+        return Ok(());
+    };
+    let target = target.canonicalize().unwrap_or_else(|_| folder.join(name));
+    let own = std::iter::once(database.clone())
+        .chain(
+            SIDE_FILES
+                .iter()
+                .map(|suffix| with_suffix(&database, suffix)),
+        )
+        .any(|file| file == target);
+    if own {
+        return Err(BackupError::OwnFile {
+            path: target,
+            database,
+        });
+    }
+    Ok(())
+}
+
+/// The source, opened read-write (a reader of a WAL database needs its `-shm`)
+/// but never created and never migrated.
+fn open_source(database: &Path) -> Result<Connection, BackupError> {
+    let error = |source| BackupError::Source {
+        path: database.to_owned(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(database, flags).map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    Ok(conn)
+}
+
+/// The source's schema version: one of seatwarden's, no newer than this binary's.
+fn source_version(conn: &Connection, database: &Path) -> Result<i64, BackupError> {
+    match refuse_foreign(conn, database) {
+        // Not a database at all, or a damaged one: said with what to do.
+        Err(StoreError::Open { path, source }) => return Err(BackupError::Source { path, source }),
+        other => other?,
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| BackupError::Source {
+            path: database.to_owned(),
+            source,
+        })?;
+    if version == 0 {
+        return Err(BackupError::Empty {
+            path: database.to_owned(),
+        });
+    }
+    if version > migrations::LATEST {
+        return Err(StoreError::TooNew {
+            path: database.display().to_string(),
+            found: version,
+            supported: migrations::LATEST,
+        }
+        .into());
+    }
+    Ok(version)
+}
+
+/// `.NAME.backup-PID` beside `target`: same folder, so the final move is a rename.
+fn temporary_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "seatwarden-state.db".to_owned());
+    target.with_file_name(format!(".{name}.backup-{}", std::process::id()))
+}
+
+fn copy_and_check(
+    source: &Connection,
+    database: &Path,
+    temporary: &Path,
+    target: &Path,
+    version: i64,
+) -> Result<(), BackupError> {
+    let into = temporary.to_string_lossy();
+    source
+        .execute("VACUUM INTO ?1", [into.as_ref()])
+        .map_err(|source| BackupError::Copy {
+            database: database.to_owned(),
+            path: target.to_owned(),
+            source,
+        })?;
+    let check = |detail: String| BackupError::Check {
+        path: target.to_owned(),
+        detail,
+    };
+    let copy = Connection::open_with_flags(temporary, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| check(format!("it does not open: {e}")))?;
+    // One file to keep and restore, whatever mode the copy came out in.
+    let mode: String = copy
+        .pragma_update_and_check(None, "journal_mode", "delete", |row| row.get(0))
+        .map_err(|e| check(format!("it does not open: {e}")))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(check(format!("its journal mode stayed {mode}")));
+    }
+    let verdict: String = copy
+        .query_row("PRAGMA integrity_check(1)", [], |row| row.get(0))
+        .map_err(|e| check(format!("integrity_check failed: {e}")))?;
+    if verdict != "ok" {
+        return Err(check(format!("integrity_check says: {verdict}")));
+    }
+    let copied: i64 = copy
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| check(format!("its schema version cannot be read: {e}")))?;
+    if copied != version {
+        return Err(check(format!(
+            "its schema version is {copied}, the state database's {version}"
+        )));
+    }
+    copy.close()
+        .map_err(|(_, e)| check(format!("it does not close: {e}")))?;
+    let write_error = |source| BackupError::Write {
+        path: temporary.to_owned(),
+        source,
+    };
+    std::fs::File::open(temporary)
+        .and_then(|file| file.sync_all())
+        .map_err(write_error)
+}
+
+/// Moves the checked copy to `target`: replacing it only with `force`, and
+/// otherwise failing if it appeared meanwhile (a hard link refuses an existing
+/// name; a file system without hard links gets a check before the rename).
+fn put_in_place(temporary: &Path, target: &Path, force: bool) -> Result<(), BackupError> {
+    let write_error = |source| BackupError::Write {
+        path: target.to_owned(),
+        source,
+    };
+    if force {
+        std::fs::rename(temporary, target).map_err(write_error)?;
+    } else {
+        match std::fs::hard_link(temporary, target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(temporary);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists {
+                    path: target.to_owned(),
+                });
+            }
+            Err(_) if !target.exists() => {
+                std::fs::rename(temporary, target).map_err(write_error)?;
+            }
+            Err(_) => {
+                return Err(BackupError::Exists {
+                    path: target.to_owned(),
+                });
+            }
+        }
+    }
+    // The new name survives a power cut only once its folder is synced.
+    #[cfg(unix)]
+    if let Some(folder) = target.parent() {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        std::fs::File::open(folder)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_error)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A database as the build with schema `version` left it.
+    fn database_at(path: &Path, version: i64) {
+        let mut conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &migrations::MIGRATIONS[..usize::try_from(version).unwrap()] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.execute(
+            "INSERT INTO links (identity_id, account_id, method, linked_at)
+             VALUES ('00u1', 'ws-1', 'user_name', '2026-01-01T00:00:00.000000000Z')",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+    }
+
+    /// A backup of an older build's database is that database, as it was (the
+    /// backup migrates nothing); restored, this build migrates it forward on open
+    /// and reads its rows.
+    #[test]
+    fn an_older_builds_backup_is_kept_as_is_and_migrated_when_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        database_at(&database, 1);
+        let copy = dir.path().join("copy.db");
+        let written = backup(&database, &copy, false).unwrap();
+        assert_eq!(written.schema_version, 1);
+        assert_eq!(written.path, copy);
+        assert_eq!(written.bytes, std::fs::metadata(&copy).unwrap().len());
+        let version = |path: &Path| -> i64 {
+            Connection::open(path)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&database), 1, "the backup migrated its source");
+        assert_eq!(version(&copy), 1);
+
+        let restored = Store::open(&copy).unwrap();
+        assert_eq!(restored.schema_version().unwrap(), migrations::LATEST);
+        let links = restored.links().unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].account_id, "ws-1");
+    }
+
+    /// A database from a newer build is refused, as every command refuses it.
+    #[test]
+    fn a_newer_builds_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        database_at(&database, migrations::LATEST);
+        Connection::open(&database)
+            .unwrap()
+            .pragma_update(None, "user_version", migrations::LATEST + 1)
+            .unwrap();
+        let copy = dir.path().join("copy.db");
+        let error = backup(&database, &copy, false).unwrap_err();
+        assert!(
+            matches!(error, BackupError::Refused(StoreError::TooNew { found, .. }) if found == migrations::LATEST + 1),
+            "{error}"
+        );
+        assert!(!copy.exists());
+    }
+
+    /// A missing state database is not created by a backup.
+    #[test]
+    fn a_missing_database_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        let error = backup(&database, &dir.path().join("copy.db"), false).unwrap_err();
+        assert!(matches!(error, BackupError::Source { .. }), "{error}");
+        assert!(error.to_string().contains("state.db"), "{error}");
+        assert!(!database.exists());
+    }
+}
