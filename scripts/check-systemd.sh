@@ -74,4 +74,31 @@ else
     echo "check-systemd: exposure $exposure (below $max) OK"
 fi
 
+# 3. The nightly backup pair (systemd/seatwarden-backup.service and .timer):
+# verify only. The service is a root oneshot that hands the work to
+# seatwarden-admin, whose transient unit carries the service's sandbox; its own
+# exposure score says nothing about that sandbox.
+if [[ -z "${1:-}" ]]; then
+    for extra in seatwarden-backup.service seatwarden-backup.timer; do
+        [[ -f "systemd/$extra" ]] || { echo "check-systemd: systemd/$extra not found" >&2; exit 1; }
+        sed "s#/usr/local/sbin/seatwarden-admin#$tmp/seatwarden#g" "systemd/$extra" >"$tmp/$extra"
+    done
+    set +e
+    backup_out="$(systemd-analyze verify --man=no "$tmp/seatwarden-backup.service" "$tmp/seatwarden-backup.timer" 2>&1)"
+    backup_rc=$?
+    set -e
+    if [[ -n "$backup_out" ]]; then
+        printf '%s\n' "$backup_out" | sed "s#$tmp/#<tmp>/#g"
+    fi
+    if (( backup_rc != 0 )); then
+        echo "check-systemd: FAIL: systemd-analyze verify exited $backup_rc for the backup units"
+        status=1
+    elif grep -q -e "seatwarden-backup" <<<"$backup_out"; then
+        echo "check-systemd: FAIL: systemd-analyze verify reported problems with the backup units"
+        status=1
+    else
+        echo "check-systemd: backup service and timer verify OK"
+    fi
+fi
+
 exit "$status"
