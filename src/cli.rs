@@ -284,7 +284,7 @@ fn share(text: &str) -> Result<f64, String> {
 pub enum Command {
     /// Validate the configuration, read every file it names (secrets, keys,
     /// certificates, the CA file, a directory export) as the service will, and
-    /// print it, secrets redacted. Makes no network request.
+    /// print it, secrets redacted. Makes no network request unless --connect.
     #[command(after_help = "\
 Prints the effective configuration on stdout (defaults filled in, environment
 overrides applied, secrets as [redacted]; [workspace.role_groups] only when role
@@ -292,14 +292,30 @@ groups are configured); on stderr, any warnings, every file it uses as it will b
 used (relative paths are taken from the configuration file's folder), and the
 daemon's next runs in schedule.timezone. Writes nothing.
 
-Exit codes: 0 the configuration is valid (warnings do not fail it), 1 it is not: the
-error names the key and the file, or the SEATWARDEN__… variable that set it (and,
-for one spelt with `_` for `__`, the variable meant).
+--connect then tests each connection with the requests a run makes first, cheap
+and read-only, one line a side on stderr: the directory (Okta or Entra: a token and
+one small page of users, of groups, and of the app's assignments with app_id; LDAP:
+bind and a search of one user and one group; SCIM: one page), the workspace
+(ServiceProviderConfig, one page of Users and of Groups) and, with [report.email],
+the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried;
+each within its configured timeouts. Nothing is written, not even the state
+database. Run it before the first `plan`, and after rotating a secret.
+
+Exit codes: 0 the configuration is valid (warnings do not fail it) and, with
+--connect, every connection answered; 1 it is not: the error names the key and the
+file, or the SEATWARDEN__… variable that set it (and, for one spelt with `_` for
+`__`, the variable meant); with --connect, or a connection failed (its line says
+which request and why).
 
 Examples:
   seatwarden --config /etc/seatwarden/seatwarden.toml check-config
+  seatwarden --config /etc/seatwarden/seatwarden.toml check-config --connect
   SEATWARDEN__STATE__PATH=$HOME/seatwarden-trial/state.db seatwarden check-config")]
-    CheckConfig,
+    CheckConfig {
+        /// Also test each connection (directory, workspace, mail relay), read-only.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     #[command(after_help = "\
 Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
@@ -781,6 +797,26 @@ fn describe(error: &anyhow::Error) -> String {
     crate::report::printable(&out, true).into_owned()
 }
 
+/// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
+/// exit 1 when any failed, after every side was tried.
+fn check_connections(config: &Config) -> anyhow::Result<u8> {
+    eprintln!("connections (read-only; nothing is written or sent):");
+    let checks = runtime()?.block_on(crate::connect::check(config));
+    for check in &checks {
+        eprintln!("  {}", check.line());
+    }
+    Ok(match checks.iter().all(crate::connect::Check::passed) {
+        true => {
+            eprintln!("connections OK");
+            exit::OK
+        }
+        false => {
+            eprintln!("some connections failed: see the lines marked FAILED");
+            exit::ERROR
+        }
+    })
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -812,7 +848,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let config = Config::load(&cli.config)?;
-    let check_config = matches!(cli.command, Command::CheckConfig);
+    let check_config = matches!(cli.command, Command::CheckConfig { .. });
     for warning in config.warnings() {
         if check_config {
             eprintln!("warning: {warning}");
@@ -853,7 +889,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 exit::OK
             })
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             config.check_files()?;
             out!("{}", config.to_redacted_toml())?;
             // A relative path from a variable is taken from the file's folder too,
@@ -913,6 +949,9 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             eprintln!("configuration OK: {}", config.source.display());
+            if connect {
+                return check_connections(&config);
+            }
             Ok(exit::OK)
         }
         Command::Plan {
