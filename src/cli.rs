@@ -20,7 +20,8 @@ use crate::store::{RunId, RunKind, Store, WriterLock};
 pub mod exit {
     /// Success; for `reconcile`, the workspace converged.
     pub const OK: u8 = 0;
-    /// An error: bad configuration, unreadable directory or workspace, database.
+    /// An error: bad configuration, unreadable directory or workspace, database;
+    /// `check-config --connect`: a connection failed.
     pub const ERROR: u8 = 1;
     /// `plan --detailed-exitcode`: the plan has changes.
     pub const CHANGES: u8 = 2;
@@ -62,8 +63,9 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for reconcile: every planned action was applied and verified
-  1  error (configuration, directory, workspace or state database); healthcheck:
-     not healthy; send-mail: messages still wait (a transient failure)
+  1  error (configuration, directory, workspace or state database); check-config
+     --connect: a connection failed; healthcheck: not healthy; send-mail: messages
+     still wait (a transient failure)
   2  plan --detailed-exitcode: the plan has changes
   3  reconcile (also --dry-run), approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
@@ -98,6 +100,7 @@ file's folder, not from the working directory.
 
 Typical use:
   seatwarden check-config            validate and print the effective configuration
+  seatwarden check-config --connect  and test each connection, read-only
   seatwarden plan                    show what differs and why; writes nothing
   seatwarden reconcile               converge the workspace
   seatwarden report --format json    the latest drift report

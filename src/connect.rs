@@ -73,10 +73,9 @@ async fn directory(config: &Config) -> Check {
 async fn workspace(config: &Config) -> Check {
     let target = config.workspace.url.trim_end_matches('/').to_owned();
     let outcome = async {
-        let client = crate::workspace::ScimClient::new(
-            config.scim_settings().map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        let client =
+            crate::workspace::ScimClient::new(config.scim_settings().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         client.probe().await.map_err(|e| match e.what_to_check() {
             // A 401 or 403 is the token's: say so, as a run does.
             Some(check) => format!("{e}; {check}"),
@@ -99,7 +98,11 @@ async fn mail(config: &Config) -> Option<Check> {
             return Err("no [report.email]".to_owned());
         };
         let mailer = crate::mail::Mailer::new(&settings).map_err(|e| e.to_string())?;
-        mailer.probe().await.map(|proven| vec![proven]).map_err(|e| e.to_string())
+        mailer
+            .probe()
+            .await
+            .map(|proven| vec![proven])
+            .map_err(|e| e.to_string())
     }
     .await;
     Some(Check {
@@ -133,7 +136,10 @@ mod tests {
         };
         assert!(!failed.passed());
         let line = failed.line();
-        assert!(line.starts_with("mail       FAILED smtp://relay: 535 refused"), "{line}");
+        assert!(
+            line.starts_with("mail       FAILED smtp://relay: 535 refused"),
+            "{line}"
+        );
         assert!(!line.contains('\x1b'), "{line}");
     }
 }

@@ -336,7 +336,10 @@ impl Mailer {
                 Some(_) => ", AUTH accepted",
                 None => ", no AUTH",
             };
-            Ok(format!("{}:{} connected, {tls}{auth}, QUIT", self.host, self.port))
+            Ok(format!(
+                "{}:{} connected, {tls}{auth}, QUIT",
+                self.host, self.port
+            ))
         };
         let limit = self.timeout.saturating_mul(SESSION_TIMEOUTS);
         match tokio::time::timeout(limit, session).await {

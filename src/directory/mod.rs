@@ -521,10 +521,7 @@ impl Directory {
     pub fn probe(&self) -> BoxFuture<'_, Result<Vec<String>, DirectoryError>> {
         Box::pin(async move {
             match self {
-                Directory::File(source) => Ok(vec![format!(
-                    "{} read by check-config",
-                    source.path().display()
-                )]),
+                Directory::File(_) => Ok(vec!["read above (a file: no connection)".to_owned()]),
                 Directory::Okta(source) => source.probe().await,
                 Directory::Entra(source) => source.probe().await,
                 Directory::Ldap(source) => source.probe().await,
