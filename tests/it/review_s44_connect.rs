@@ -355,3 +355,103 @@ async fn entra_is_probed_with_one_small_page_each_and_a_403_names_the_permission
         "{text}"
     );
 }
+
+/// LDAP against the interop suite's slapd (`#[ignore]`d like `ldap.rs`: run by
+/// `scripts/interop.sh`, which passes `SEATWARDEN_LDAP_URL`): a bind and one
+/// search of one user and one group; a wrong password fails the bind, named
+/// (invalidCredentials); a user filter that matches nobody fails, as a run
+/// reading it would be refused as a source fault.
+#[tokio::test]
+#[ignore]
+async fn ldap_is_probed_with_a_bind_and_two_one_entry_searches() {
+    let url = std::env::var("SEATWARDEN_LDAP_URL")
+        .expect("SEATWARDEN_LDAP_URL: run through scripts/interop.sh");
+    let probe = |password: &'static str, extra: &'static str| {
+        let url = url.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("bind-password"), format!("{password}\n")).unwrap();
+            std::fs::write(
+                dir.path().join("seatwarden.toml"),
+                format!(
+                    "[directory]\nkind = \"ldap\"\nflavor = \"openldap\"\nurl = \"{url}\"\n\
+                     bind_dn = \"cn=seatwarden,ou=services,dc=example,dc=com\"\n\
+                     bind_password_file = \"bind-password\"\n\
+                     base_dn = \"ou=people,dc=example,dc=com\"\n\
+                     group_base_dn = \"ou=groups,dc=example,dc=com\"\n\
+                     page_size = 2\ntimeout = \"10s\"\n{extra}\n\
+                     [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t\"\n"
+                ),
+            )
+            .unwrap();
+            load(dir.path()).directory().probe().await
+        }
+    };
+    let proven = probe("interop-bind-secret", "").await.unwrap();
+    assert_eq!(proven.len(), 3, "{proven:?}");
+    assert!(proven[0].starts_with("bind as"), "{proven:?}");
+    assert!(
+        proven[1].starts_with("search users under \"ou=people"),
+        "{proven:?}"
+    );
+    assert!(
+        proven[2].starts_with("search groups under \"ou=groups"),
+        "{proven:?}"
+    );
+    assert!(
+        !proven.iter().any(|p| p.contains("none found")),
+        "{proven:?}"
+    );
+
+    let text = probe("not-the-password", "").await.unwrap_err().to_string();
+    assert!(
+        text.contains("bind as") && text.contains("invalidCredentials"),
+        "{text}"
+    );
+
+    let text = probe(
+        "interop-bind-secret",
+        "user_filter = \"(&(objectClass=inetOrgPerson)(uid=nobody-at-all))\"\n",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("found no one"), "{text}");
+}
+
+/// A SCIM directory (here the sandbox serving the people): discovery and one
+/// page of Users and of Groups with its token, GETs only; a refused token is
+/// named as a 401.
+#[tokio::test]
+async fn a_scim_directory_is_probed_with_one_page_each() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    sandbox.record_requests();
+    let probe = |token: &'static str| {
+        let url = sandbox.base_url().to_string();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("seatwarden.toml"),
+                format!(
+                    "[directory]\nkind = \"scim\"\nurl = \"{url}\"\ntoken = \"{token}\"\n\n\
+                     [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t\"\n"
+                ),
+            )
+            .unwrap();
+            load(dir.path()).directory().probe().await
+        }
+    };
+    let proven = probe(TOKEN).await.unwrap();
+    assert_eq!(proven.len(), 3, "{proven:?}");
+    assert!(
+        proven[0].starts_with("ServiceProviderConfig: "),
+        "{proven:?}"
+    );
+    assert!(proven[1].starts_with("GET /Users ("), "{proven:?}");
+    assert!(proven[2].starts_with("GET /Groups ("), "{proven:?}");
+    let text = probe("wrong").await.unwrap_err().to_string();
+    assert!(text.contains("HTTP 401"), "{text}");
+    let seen = sandbox.requests_seen();
+    assert!(seen.iter().all(|r| r.method == "GET"), "{seen:?}");
+    sandbox.shutdown().await;
+}
