@@ -307,8 +307,8 @@ database. Run it before the first `plan`, and after rotating a secret.
 Exit codes: 0 the configuration is valid (warnings do not fail it) and, with
 --connect, every connection answered; 1 it is not: the error names the key and the
 file, or the SEATWARDEN__… variable that set it (and, for one spelt with `_` for
-`__`, the variable meant); with --connect, or a connection failed (its line says
-which request and why).
+`__`, the variable meant); or, with --connect, a connection failed: its FAILED line
+says which request and why.
 
 Examples:
   seatwarden --config /etc/seatwarden/seatwarden.toml check-config
