@@ -67,10 +67,12 @@ export SEATWARDEN_LDAP_URL="ldap://127.0.0.1:$ldap_port"
 export SEATWARDEN_LDAPS_URL="ldaps://127.0.0.1:$((ldap_port + 1))"
 export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
 # scim2-server is single-threaded with a listen backlog of 5: two tests at a time.
-# (The filter also takes the `ldap::interop_*` tests against slapd.)
-# 13 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*.
+# (The filter also takes the `ldap::interop_*` tests against slapd, and
+# `review_s44_connect::interop_ldap_*`: `check-config --connect` against slapd.)
+# 15 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*,
+# review_s44_connect::interop_*.
 # About 2 minutes once built; 10 leaves room for building the test binary.
-cargo_test_at_least 600 13 --test it interop -- --ignored --test-threads=2
+cargo_test_at_least 600 15 --test it interop -- --ignored --test-threads=2
 
 # SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
 bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true

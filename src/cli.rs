@@ -20,7 +20,8 @@ use crate::store::{RunId, RunKind, Store, WriterLock};
 pub mod exit {
     /// Success; for `reconcile`, the workspace converged.
     pub const OK: u8 = 0;
-    /// An error: bad configuration, unreadable directory or workspace, database.
+    /// An error: bad configuration, unreadable directory or workspace, database;
+    /// `check-config --connect`: a connection failed.
     pub const ERROR: u8 = 1;
     /// `plan --detailed-exitcode`: the plan has changes.
     pub const CHANGES: u8 = 2;
@@ -62,8 +63,9 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for reconcile: every planned action was applied and verified
-  1  error (configuration, directory, workspace or state database); healthcheck:
-     not healthy; send-mail: messages still wait (a transient failure)
+  1  error (configuration, directory, workspace or state database); check-config
+     --connect: a connection failed; healthcheck: not healthy; send-mail: messages
+     still wait (a transient failure)
   2  plan --detailed-exitcode: the plan has changes
   3  reconcile (also --dry-run), approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
@@ -98,6 +100,7 @@ file's folder, not from the working directory.
 
 Typical use:
   seatwarden check-config            validate and print the effective configuration
+  seatwarden check-config --connect  and test each connection, read-only
   seatwarden plan                    show what differs and why; writes nothing
   seatwarden reconcile               converge the workspace
   seatwarden report --format json    the latest drift report
@@ -284,7 +287,7 @@ fn share(text: &str) -> Result<f64, String> {
 pub enum Command {
     /// Validate the configuration, read every file it names (secrets, keys,
     /// certificates, the CA file, a directory export) as the service will, and
-    /// print it, secrets redacted. Makes no network request.
+    /// print it, secrets redacted. Makes no network request unless --connect.
     #[command(after_help = "\
 Prints the effective configuration on stdout (defaults filled in, environment
 overrides applied, secrets as [redacted]; [workspace.role_groups] only when role
@@ -292,14 +295,30 @@ groups are configured); on stderr, any warnings, every file it uses as it will b
 used (relative paths are taken from the configuration file's folder), and the
 daemon's next runs in schedule.timezone. Writes nothing.
 
-Exit codes: 0 the configuration is valid (warnings do not fail it), 1 it is not: the
-error names the key and the file, or the SEATWARDEN__… variable that set it (and,
-for one spelt with `_` for `__`, the variable meant).
+--connect then tests each connection with the requests a run makes first, cheap
+and read-only, one line a side on stderr: the directory (Okta or Entra: a token and
+one small page of users, of groups, and of the app's assignments with app_id; LDAP:
+bind and a search of one user and one group; SCIM: one page), the workspace
+(ServiceProviderConfig, one page of Users and of Groups) and, with [report.email],
+the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried;
+each within its configured timeouts. Nothing is written, not even the state
+database. Run it before the first `plan`, and after rotating a secret.
+
+Exit codes: 0 the configuration is valid (warnings do not fail it) and, with
+--connect, every connection answered; 1 it is not: the error names the key and the
+file, or the SEATWARDEN__… variable that set it (and, for one spelt with `_` for
+`__`, the variable meant); or, with --connect, a connection failed: its FAILED line
+says which request and why.
 
 Examples:
   seatwarden --config /etc/seatwarden/seatwarden.toml check-config
+  seatwarden --config /etc/seatwarden/seatwarden.toml check-config --connect
   SEATWARDEN__STATE__PATH=$HOME/seatwarden-trial/state.db seatwarden check-config")]
-    CheckConfig,
+    CheckConfig {
+        /// Also test each connection (directory, workspace, mail relay), read-only.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     #[command(after_help = "\
 Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
@@ -827,6 +846,26 @@ fn describe(error: &anyhow::Error) -> String {
     crate::report::printable(&out, true).into_owned()
 }
 
+/// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
+/// exit 1 when any failed, after every side was tried.
+fn check_connections(config: &Config) -> anyhow::Result<u8> {
+    eprintln!("connections (read-only; nothing is written or sent):");
+    let checks = runtime()?.block_on(crate::connect::check(config));
+    for check in &checks {
+        eprintln!("  {}", check.line());
+    }
+    Ok(match checks.iter().all(crate::connect::Check::passed) {
+        true => {
+            eprintln!("connections OK");
+            exit::OK
+        }
+        false => {
+            eprintln!("some connections failed: see the lines marked FAILED");
+            exit::ERROR
+        }
+    })
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -858,7 +897,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let config = Config::load(&cli.config)?;
-    let check_config = matches!(cli.command, Command::CheckConfig);
+    let check_config = matches!(cli.command, Command::CheckConfig { .. });
     for warning in config.warnings() {
         if check_config {
             eprintln!("warning: {warning}");
@@ -912,7 +951,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             )?;
             Ok(exit::OK)
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             config.check_files()?;
             out!("{}", config.to_redacted_toml())?;
             // A relative path from a variable is taken from the file's folder too,
@@ -972,6 +1011,9 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             eprintln!("configuration OK: {}", config.source.display());
+            if connect {
+                return check_connections(&config);
+            }
             Ok(exit::OK)
         }
         Command::Plan {

@@ -29,6 +29,7 @@
 //!   circuit breaker; [`explain`]: the single-person view.
 //! - [`sweep`]: same-day deprovisioning between reconciles (the fast path).
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`],
+//!   [`connect`] (`check-config --connect`: each connection tested, read-only),
 //!   [`logging`] (stderr, with journald priorities under systemd);
 //!   [`schedule`] (cron in a time zone) and [`daemon`] (the long-running worker:
 //!   scheduler loop, jobs, health and metrics endpoints, email).
@@ -79,6 +80,7 @@ pub mod approval;
 pub mod circuit;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod daemon;
 pub mod demo;
 pub mod directory;

@@ -315,6 +315,45 @@ impl Mailer {
         }
     }
 
+    /// `check-config --connect`: connects, greets, upgrades to TLS and logs in as
+    /// a delivery does ([`Mailer::connect`]), then QUIT: no MAIL FROM, no
+    /// message. Bounded as a delivery's session is. What it proved.
+    pub async fn probe(&self) -> Result<String, MailError> {
+        let session = async {
+            let mut conn = self
+                .connect()
+                .await
+                .map_err(|e| self.error(&e, Phase::Session))?;
+            let quit = conn.quit().await;
+            conn.abort().await;
+            quit.map_err(|e| self.error(&e, Phase::Session))?;
+            let tls = match self.tls {
+                TlsMode::None => "no TLS",
+                TlsMode::StartTls => "STARTTLS",
+                TlsMode::Implicit => "TLS",
+            };
+            let auth = match &self.credentials {
+                Some(_) => ", AUTH accepted",
+                None => ", no AUTH",
+            };
+            Ok(format!(
+                "{}:{} connected, {tls}{auth}, QUIT",
+                self.host, self.port
+            ))
+        };
+        let limit = self.timeout.saturating_mul(SESSION_TIMEOUTS);
+        match tokio::time::timeout(limit, session).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(MailError::Smtp {
+                host: self.host.clone(),
+                port: self.port,
+                message: format!("the SMTP session did not finish within {limit:?}"),
+                transient: true,
+                relay_refused: false,
+            }),
+        }
+    }
+
     /// Connects, greets, upgrades to TLS and logs in, as lettre's transport does.
     async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
         let wrapper = match self.tls {

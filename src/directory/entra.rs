@@ -848,11 +848,52 @@ impl EntraSource {
         )
     }
 
-    /// The users and groups the app's service principal is assigned to.
-    async fn app_assignments(
-        &self,
-        app_id: &str,
-    ) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
+    /// `check-config --connect`: a token from the tenant's token endpoint and one
+    /// small page of each collection a snapshot reads (users, groups, and with
+    /// `app_id` the app's service principal and its assignments), through the
+    /// requests' own path: retries, and errors naming the endpoint, the Graph
+    /// permission missing and the request-id. What it proved, one item a
+    /// request; no page is followed.
+    pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
+        let api = &self.inner.api;
+        let select = encode_component(USER_SELECT);
+        let mut proven = Vec::new();
+        for url in [
+            format!("{api}/users?$select={select}&$top=1"),
+            format!("{api}/groups?$select=id,displayName,visibility&$top=1"),
+        ] {
+            proven.push(self.probe_page(&url).await?);
+        }
+        if let Some(app_id) = &self.inner.settings.app_id {
+            let sp = self.service_principal(app_id).await?;
+            proven.push("GET /v1.0/servicePrincipals".to_owned());
+            proven.push(
+                self.probe_page(&format!(
+                    "{api}/servicePrincipals/{}/appRoleAssignedTo?$top=1",
+                    segment(&sp, "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo")?
+                ))
+                .await?,
+            );
+        }
+        proven.insert(0, "access token issued".to_owned());
+        Ok(proven)
+    }
+
+    /// One page of a collection, its `value` array checked: the endpoint read.
+    async fn probe_page(&self, url: &str) -> Result<String, DirectoryError> {
+        let endpoint = endpoint_of("GET", url);
+        let page = self.get(url, &endpoint).await?.json(&endpoint)?;
+        match page.get("value") {
+            Some(Value::Array(_)) => Ok(endpoint),
+            _ => Err(DirectoryError::Malformed {
+                endpoint,
+                what: "no \"value\" array".into(),
+            }),
+        }
+    }
+
+    /// The id of the one service principal of the application `app_id`.
+    async fn service_principal(&self, app_id: &str) -> Result<String, DirectoryError> {
         let api = &self.inner.api;
         let filter = encode_component(&format!("appId eq '{}'", app_id.replace('\'', "''")));
         let found = self
@@ -860,18 +901,25 @@ impl EntraSource {
                 "{api}/servicePrincipals?$filter={filter}&$select=id,appId"
             ))
             .await?;
-        let sp = match found.as_slice() {
-            [one] => required_str(one, "id", "GET /v1.0/servicePrincipals")?.to_owned(),
-            _ => {
-                return Err(DirectoryError::Scope {
-                    provider: PROVIDER,
-                    message: format!(
-                        "app_id {app_id:?} matches {} service principals, expected one",
-                        found.len()
-                    ),
-                });
-            }
-        };
+        match found.as_slice() {
+            [one] => Ok(required_str(one, "id", "GET /v1.0/servicePrincipals")?.to_owned()),
+            _ => Err(DirectoryError::Scope {
+                provider: PROVIDER,
+                message: format!(
+                    "app_id {app_id:?} matches {} service principals, expected one",
+                    found.len()
+                ),
+            }),
+        }
+    }
+
+    /// The users and groups the app's service principal is assigned to.
+    async fn app_assignments(
+        &self,
+        app_id: &str,
+    ) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
+        let api = &self.inner.api;
+        let sp = self.service_principal(app_id).await?;
         let assignments = self
             .list(format!(
                 "{api}/servicePrincipals/{}/appRoleAssignedTo?$top={TOP}",

@@ -86,7 +86,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ldap3::adapters::{Adapter, PagedResults};
 use ldap3::{
-    Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry, SearchStream,
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry,
+    SearchOptions, SearchResult, SearchStream,
 };
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -292,6 +293,61 @@ impl LdapSource {
             tracing::debug!(error = %e, "LDAP unbind failed");
         }
         read
+    }
+
+    /// `check-config --connect`: connect (TLS as configured), bind, and one search
+    /// of the users and one of the groups for a single entry each (size limit 1,
+    /// ids only), with the settings' timeout; unbind. What it proved, one item
+    /// a step. A user search that finds nobody fails: a run would read no one
+    /// and refuse the directory as a source fault.
+    pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let probed = self.probe_connected(&mut ldap).await;
+        if let Err(e) = ldap.unbind().await {
+            tracing::debug!(error = %e, "LDAP unbind failed");
+        }
+        probed
+    }
+
+    async fn probe_connected(&self, ldap: &mut Ldap) -> Result<Vec<String>, DirectoryError> {
+        let s = &self.settings;
+        let mut proven = vec![format!("bind as {:?}", s.bind_dn)];
+        for (what, base, filter) in [
+            ("users", &s.base_dn, &s.user_filter),
+            ("groups", &s.group_base_dn, &s.group_filter),
+        ] {
+            let operation = format!("search {what} under {base:?} with {filter}");
+            ldap.with_timeout(s.timeout);
+            ldap.with_search_options(SearchOptions::new().sizelimit(1));
+            let SearchResult(entries, result) = ldap
+                .search(base, Scope::Subtree, filter, vec!["1.1"])
+                .await
+                .map_err(|e| self.failure(&operation, e))?;
+            // 4 sizeLimitExceeded: more entries than the one asked for.
+            if result.rc != 4 {
+                result.success().map_err(|e| self.failure(&operation, e))?;
+            }
+            let found = entries
+                .iter()
+                .filter(|raw| !raw.is_ref() && !raw.is_intermediate())
+                .count();
+            if found == 0 && what == "users" {
+                return Err(DirectoryError::Scope {
+                    provider: "ldap",
+                    message: format!(
+                        "{} {operation} found no one: a run would read nobody and refuse \
+                         the directory (exit 5); check directory.base_dn and \
+                         directory.user_filter, and that the bind DN may read them",
+                        s.url
+                    ),
+                });
+            }
+            proven.push(match found {
+                0 => format!("{operation} (none found)"),
+                _ => operation,
+            });
+        }
+        Ok(proven)
     }
 
     async fn connect(&self) -> Result<Ldap, DirectoryError> {

@@ -514,6 +514,22 @@ impl Directory {
         })
     }
 
+    /// `check-config --connect`: the requests a snapshot starts with, each
+    /// cheap and read-only, through the connector's own request path (its
+    /// errors name the endpoint and what to fix): what each proved, in order.
+    /// A file was read whole by `check-config` already.
+    pub fn probe(&self) -> BoxFuture<'_, Result<Vec<String>, DirectoryError>> {
+        Box::pin(async move {
+            match self {
+                Directory::File(_) => Ok(vec!["read above (a file: no connection)".to_owned()]),
+                Directory::Okta(source) => source.probe().await,
+                Directory::Entra(source) => source.probe().await,
+                Directory::Ldap(source) => source.probe().await,
+                Directory::Scim(source) => source.probe().await,
+            }
+        })
+    }
+
     /// Reads every file the settings name (credentials, keys, certificates, the
     /// CA file, an export) and parses what needs no network, so that
     /// `check-config` finds a missing, empty or malformed file before a run does.

@@ -769,6 +769,44 @@ impl OktaSource {
         )
     }
 
+    /// `check-config --connect`: the credential (a service app's token, DPoP-bound
+    /// when Okta asks for it) and one small page of each listing a snapshot
+    /// reads (users, groups, and the app's assigned users and groups with
+    /// `app_id`), through the requests' own path: pacing, retries, and errors
+    /// naming the endpoint, the permission missing and Okta's errorId. What it
+    /// proved, one item a request; no page is followed.
+    pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
+        let base = &self.inner.base;
+        let mut urls = vec![
+            format!("{base}/api/v1/users?limit=1"),
+            format!("{base}/api/v1/groups?limit=1"),
+        ];
+        if let Some(app) = &self.inner.settings.app_id {
+            let app = path_segment(app)
+                .map_err(|e| DirectoryError::Settings(format!("directory.app_id: {e}")))?;
+            urls.push(format!("{base}/api/v1/apps/{app}/users?limit=1"));
+            urls.push(format!("{base}/api/v1/apps/{app}/groups?limit=1"));
+        }
+        let mut proven = Vec::new();
+        for url in urls {
+            let endpoint = endpoint_of("GET", &url);
+            let reply = self.get(&url, &endpoint).await?;
+            let _: Vec<Value> = serde_json::from_str(&reply.body).map_err(|e| {
+                reply.not_json(&endpoint, format!("expected a JSON array of objects: {e}"))
+            })?;
+            proven.push(endpoint);
+        }
+        // Asked after the reads, which fetched it: the token cached is the one used.
+        let credential = self.authorization().await?;
+        let token = match (&self.inner.settings.auth, credential.dpop) {
+            (OktaAuth::Ssws(_), _) => "API token accepted",
+            (OktaAuth::PrivateKeyJwt { .. }, true) => "access token (DPoP-bound) issued",
+            (OktaAuth::PrivateKeyJwt { .. }, false) => "access token issued",
+        };
+        proven.insert(0, token.to_owned());
+        Ok(proven)
+    }
+
     /// The app's assigned user ids and assigned group ids.
     async fn app_assignments(
         &self,

@@ -94,8 +94,23 @@ impl ScimDirectorySource {
 
     /// Every User and Group the provider lists, as identities.
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let client = self.client()?;
+        let read = self.read(&client).await;
+        self.retries
+            .fetch_add(client.stats().retries, Ordering::Relaxed);
+        read
+    }
+
+    /// `check-config --connect`: discovery and one small page of Users and of
+    /// Groups ([`ScimClient::probe`]). What it proved, one item a request.
+    pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
+        self.client()?.probe().await.map_err(directory_error)
+    }
+
+    /// A client for the provider, its token and CA file read now.
+    fn client(&self) -> Result<ScimClient, DirectoryError> {
         let settings = &self.settings;
-        let client = ScimClient::new(ScimSettings {
+        ScimClient::new(ScimSettings {
             base_url: settings.url.clone(),
             token: settings.token.read()?,
             role_attribute: RoleAttribute::None,
@@ -110,11 +125,7 @@ impl ScimDirectorySource {
             group_members: GroupMembers::Listed,
             ca_pem: super::remote::ca_pem(settings.ca_file.as_deref())?,
         })
-        .map_err(directory_error)?;
-        let read = self.read(&client).await;
-        self.retries
-            .fetch_add(client.stats().retries, Ordering::Relaxed);
-        read
+        .map_err(directory_error)
     }
 
     async fn read(&self, client: &ScimClient) -> Result<DirectorySnapshot, DirectoryError> {

@@ -1767,6 +1767,50 @@ impl ScimClient {
         Ok(page.total_results)
     }
 
+    /// `check-config --connect`: discovery (`/ServiceProviderConfig`, whose
+    /// absence is tolerated as a run tolerates it) and the first page of `/Users`
+    /// and of `/Groups`, one object each, with the token: what a run's reads
+    /// would meet first, read only. What it proved, one item a request.
+    pub async fn probe(&self) -> Result<Vec<String>, WorkspaceError> {
+        self.discover().await?;
+        let mut proven = vec![self.discovered_summary()];
+        for (path, what) in [("/Users", "accounts"), ("/Groups", "groups")] {
+            let (_, page) = self.first_page::<Value>(path, None, 1).await?;
+            proven.push(match page.total_results {
+                Some(total) => format!("GET {path} ({total} {what})"),
+                None => format!("GET {path}"),
+            });
+        }
+        Ok(proven)
+    }
+
+    /// What discovery learnt, in a few words: PATCH, filter, ETags, paging.
+    fn discovered_summary(&self) -> String {
+        let d = *self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let said = |flag: Option<bool>| match flag {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "not said",
+        };
+        let filter = match d.max_results {
+            Some(max) => format!("maxResults {max}"),
+            None => "maxResults not said".to_owned(),
+        };
+        let paging = match (d.index_paging, d.cursor_paging) {
+            (None, None) => "paging not said (by index)".to_owned(),
+            (index, cursor) => format!("paging index {}, cursor {}", said(index), said(cursor)),
+        };
+        format!(
+            "ServiceProviderConfig: PATCH {}, filter {filter}, ETags {}, {paging}",
+            said(d.patch_supported),
+            said(d.etag_supported),
+        )
+    }
+
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
         let found = self.read_account(id).await?;
         self.filled(found).await

@@ -83,6 +83,7 @@ mod review_s43_ops;
 mod review_s43_sweepincomplete;
 mod review_s43_sweepreads;
 mod review_s44_backup;
+mod review_s44_connect;
 mod review_s44_okta_dpop;
 mod review_s44_ops;
 mod review_s44_reports;
