@@ -18,7 +18,8 @@
 //! clock stepped back re-plans each job from the new time, but never fires again
 //! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
 //! second 08:00 digest), nor does the new loop a configuration reload builds
-//! (the slot is kept in the [`JobCounters`] the loops share), nor a loop started
+//! (the slot is kept in the [`JobCounters`] the loops share; that loop catches
+//! up no job either: [`Scheduler::resumed_from`]), nor a loop started
 //! after a restart: the daemon keeps each slot fired in the state database
 //! ([`Scheduler::on_fire`], [`JobSpec::fired`]). A kept slot ahead of the clock
 //! at start holds only while it is the job's next slot and within a day
@@ -661,6 +662,9 @@ pub struct Scheduler {
     tick: Duration,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
     on_fire: Option<OnFire>,
+    /// For the loop a configuration reload builds: when the loop before it last
+    /// looked at the clock ([`Scheduler::resumed_from`]).
+    resumed_from: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -691,7 +695,20 @@ impl Scheduler {
             tick: tick.max(Duration::from_millis(10)),
             counters,
             on_fire: None,
+            resumed_from: None,
         }
+    }
+
+    /// Makes this the loop a configuration reload builds in place of one that
+    /// last looked at the clock at `since` (it fired every slot up to then): no
+    /// job is caught up at its start, as a daemon's start catches up one never
+    /// run, missed or stopped (a reload is no start: the jobs table still says
+    /// "never run" of a sweep waiting behind the first reconcile, and "missed"
+    /// of a job at work past its next slot), and each job's first fire is its
+    /// first slot after `since` (one due while the reload was read is not lost).
+    pub fn resumed_from(mut self, since: DateTime<Utc>) -> Scheduler {
+        self.resumed_from = Some(since);
+        self
     }
 
     /// Calls `hook` with each slot the loop fires ([`OnFire`]).
@@ -765,7 +782,21 @@ impl Scheduler {
             .jobs
             .iter()
             .zip(&floor)
-            .map(|(job, floor)| {
+            .zip(&fired)
+            .map(|((job, floor), fired)| {
+                if let Some(since) = self.resumed_from {
+                    // Past the slot fired last too, should the clock read
+                    // before it was fired (set back since).
+                    let from = since
+                        .min(now)
+                        .max(fired.filter(|at| *at <= now).unwrap_or(since.min(now)));
+                    return after_floor(
+                        &job.schedule,
+                        self.tz,
+                        next_fire(&job.schedule, self.tz, from),
+                        *floor,
+                    );
+                }
                 let next = after_floor(
                     &job.schedule,
                     self.tz,
@@ -1446,6 +1477,53 @@ mod tests {
         run_for(&scheduler, start, Duration::from_secs(60 * 60)).await;
         let log = log.lock().unwrap();
         assert_eq!(*log, [("reconcile", origin)]);
+    }
+
+    /// The loop a reload builds catches up nothing: not a job the jobs table
+    /// says never ran (a sweep still waiting behind the first reconcile), nor
+    /// one stopped or missed. A slot that came between the old loop's last look
+    /// and the new loop's start fires at once, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_reloaded_loop_catches_up_nothing_and_loses_no_slot() {
+        let origin = utc(2026, 5, 1, 12, 0) + chrono::Duration::seconds(1);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(origin));
+        let jobs = vec![
+            JobSpec {
+                name: "sweep",
+                schedule: Schedule::parse("*/5 * * * *").unwrap(),
+                last_started: None,
+                stopped: false,
+                fired: None,
+            },
+            JobSpec {
+                name: "reconcile",
+                schedule: Schedule::parse("30 * * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 10, 30)),
+                stopped: true,
+                fired: None,
+            },
+            JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 8 * * *").unwrap(),
+                last_started: Some(utc(2026, 4, 29, 8, 0)),
+                stopped: false,
+                fired: None,
+            },
+        ];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5))
+            .resumed_from(origin - chrono::Duration::seconds(2));
+        let log: Log = Arc::default();
+        let start = recording(Arc::clone(&clock), Arc::clone(&log), Duration::from_secs(1));
+        run_for(&scheduler, start, Duration::from_secs(11 * 60)).await;
+        let log = log.lock().unwrap();
+        assert_eq!(
+            *log,
+            [
+                ("sweep", origin),
+                ("sweep", utc(2026, 5, 1, 12, 5)),
+                ("sweep", utc(2026, 5, 1, 12, 10)),
+            ]
+        );
     }
 
     /// A clock that follows tokio's paused time, and can be stepped back.

@@ -85,6 +85,7 @@ mod review_s43_sweepreads;
 mod review_s44_okta_dpop;
 mod review_s44_ops;
 mod review_s44_reports;
+mod review_s44_sched;
 mod role_groups;
 mod run_recovery;
 mod safety;
