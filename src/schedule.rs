@@ -13,12 +13,15 @@
 //! The loop never overlaps a job with itself (a job still running at its next fire
 //! is skipped, logged and counted; the log tells a job at work from one still
 //! waiting for its turn behind another, see [`JobCounters::waiting`]), and after
-//! downtime a missed job runs once at start, not once per missed slot, and so
+//! downtime a missed job runs once at start, not once per missed slot (it
+//! stands for the last slot missed, [`previous_fire`]: a clock that was ahead at
+//! start and is set right sends no second digest for that slot), and so
 //! does one whose last run was stopped before it finished ([`JobSpec::stopped`]). A wall
 //! clock stepped back re-plans each job from the new time, but never fires again
 //! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
 //! second 08:00 digest), nor does the new loop a configuration reload builds
-//! (the slot is kept in the [`JobCounters`] the loops share), nor a loop started
+//! (the slot is kept in the [`JobCounters`] the loops share; that loop catches
+//! up no job either: [`Scheduler::resumed_from`]), nor a loop started
 //! after a restart: the daemon keeps each slot fired in the state database
 //! ([`Scheduler::on_fire`], [`JobSpec::fired`]). A kept slot ahead of the clock
 //! at start holds only while it is the job's next slot and within a day
@@ -286,6 +289,22 @@ pub fn next_fire(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> Option<Date
         next(&schedule.cron)
     } else {
         schedule.times_of_day.iter().filter_map(next).min()
+    }
+}
+
+/// The last fire time at or before `at`, evaluated on `tz`'s wall clock: the
+/// slot a catch-up run at `at` stands for. `None` when there is none.
+pub fn previous_fire(schedule: &Schedule, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let local = at.with_timezone(&tz);
+    let previous = |cron: &Cron| {
+        cron.find_previous_occurrence(&local, true)
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+    };
+    if schedule.times_of_day.is_empty() {
+        previous(&schedule.cron)
+    } else {
+        schedule.times_of_day.iter().filter_map(previous).max()
     }
 }
 
@@ -645,8 +664,9 @@ pub enum Busy {
 /// Starts a job's work; the future runs on its own task.
 pub type StartJob = Arc<dyn Fn(&'static str) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Told each slot the loop fires, with the job's name, as it fires it (or the
-/// slot fired before it kept as the last, see [`FiredSlot::Holds`]; the
+/// Told each slot the loop fires, with the job's name, as it fires it (for a
+/// catch-up at start, the last slot at or before it, which it stands for; or
+/// the slot fired before it kept as the last, see [`FiredSlot::Holds`]; the
 /// daemon keeps it in the state database: [`JobSpec::fired`] at the next start).
 /// Called on the loop's task: it must not block.
 pub type OnFire = Arc<dyn Fn(&'static str, DateTime<Utc>) + Send + Sync>;
@@ -661,6 +681,9 @@ pub struct Scheduler {
     tick: Duration,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
     on_fire: Option<OnFire>,
+    /// For the loop a configuration reload builds: when the loop before it last
+    /// looked at the clock ([`Scheduler::resumed_from`]).
+    resumed_from: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -691,7 +714,20 @@ impl Scheduler {
             tick: tick.max(Duration::from_millis(10)),
             counters,
             on_fire: None,
+            resumed_from: None,
         }
+    }
+
+    /// Makes this the loop a configuration reload builds in place of one that
+    /// last looked at the clock at `since` (it fired every slot up to then): no
+    /// job is caught up at its start, as a daemon's start catches up one never
+    /// run, missed or stopped (a reload is no start: the jobs table still says
+    /// "never run" of a sweep waiting behind the first reconcile, and "missed"
+    /// of a job at work past its next slot), and each job's first fire is its
+    /// first slot after `since` (one due while the reload was read is not lost).
+    pub fn resumed_from(mut self, since: DateTime<Utc>) -> Scheduler {
+        self.resumed_from = Some(since);
+        self
     }
 
     /// Calls `hook` with each slot the loop fires ([`OnFire`]).
@@ -765,7 +801,21 @@ impl Scheduler {
             .jobs
             .iter()
             .zip(&floor)
-            .map(|(job, floor)| {
+            .zip(&fired)
+            .map(|((job, floor), fired)| {
+                if let Some(since) = self.resumed_from {
+                    // Past the slot fired last too, should the clock read
+                    // before it was fired (set back since).
+                    let from = since
+                        .min(now)
+                        .max(fired.filter(|at| *at <= now).unwrap_or(since.min(now)));
+                    return after_floor(
+                        &job.schedule,
+                        self.tz,
+                        next_fire(&job.schedule, self.tz, from),
+                        *floor,
+                    );
+                }
                 let next = after_floor(
                     &job.schedule,
                     self.tz,
@@ -842,6 +892,13 @@ impl Scheduler {
                     next_fire(&job.schedule, self.tz, now),
                     *floor,
                 );
+                // A catch-up at start stands for the last slot it caught up (a
+                // clock that was ahead at start, stepped back since, or a restart
+                // on it, must not fire that slot again: a second digest for the
+                // day); the time it ran is no slot.
+                let slot = previous_fire(&job.schedule, self.tz, slot)
+                    .filter(|at| *at <= slot)
+                    .unwrap_or(slot);
                 // A catch-up at start on a clock behind the slot fired last
                 // (before `floor`) leaves that slot the one to keep: a reload
                 // before the clock passes it must not fire it either.
@@ -1448,6 +1505,53 @@ mod tests {
         assert_eq!(*log, [("reconcile", origin)]);
     }
 
+    /// The loop a reload builds catches up nothing: not a job the jobs table
+    /// says never ran (a sweep still waiting behind the first reconcile), nor
+    /// one stopped or missed. A slot that came between the old loop's last look
+    /// and the new loop's start fires at once, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_reloaded_loop_catches_up_nothing_and_loses_no_slot() {
+        let origin = utc(2026, 5, 1, 12, 0) + chrono::Duration::seconds(1);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(origin));
+        let jobs = vec![
+            JobSpec {
+                name: "sweep",
+                schedule: Schedule::parse("*/5 * * * *").unwrap(),
+                last_started: None,
+                stopped: false,
+                fired: None,
+            },
+            JobSpec {
+                name: "reconcile",
+                schedule: Schedule::parse("30 * * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 10, 30)),
+                stopped: true,
+                fired: None,
+            },
+            JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 8 * * *").unwrap(),
+                last_started: Some(utc(2026, 4, 29, 8, 0)),
+                stopped: false,
+                fired: None,
+            },
+        ];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5))
+            .resumed_from(origin - chrono::Duration::seconds(2));
+        let log: Log = Arc::default();
+        let start = recording(Arc::clone(&clock), Arc::clone(&log), Duration::from_secs(1));
+        run_for(&scheduler, start, Duration::from_secs(11 * 60)).await;
+        let log = log.lock().unwrap();
+        assert_eq!(
+            *log,
+            [
+                ("sweep", origin),
+                ("sweep", utc(2026, 5, 1, 12, 5)),
+                ("sweep", utc(2026, 5, 1, 12, 10)),
+            ]
+        );
+    }
+
     /// A clock that follows tokio's paused time, and can be stepped back.
     struct SteppedClock {
         inner: TokioClock,
@@ -1481,6 +1585,77 @@ mod tests {
             stopped: false,
             fired: None,
         }]
+    }
+
+    /// A host clock two hours ahead at start (a restored VM, a bad time
+    /// source): the 08:00 digest missed by that clock is caught up at its 09:00
+    /// (true 07:00). The clock is then set right, by NTP while the loop runs or
+    /// before a restart seconds later: the 08:00 slot the catch-up stood for is
+    /// not fired a second time at the true 08:00 (a second digest that day).
+    #[tokio::test(start_paused = true)]
+    async fn a_catch_up_on_a_clock_ahead_stands_for_its_slot_when_the_clock_is_set_right() {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(utc(2026, 5, 1, 9, 0)),
+            back: Mutex::new(chrono::Duration::zero()),
+        });
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        let log: Log = Arc::default();
+        let start = recording(
+            Arc::clone(&as_clock),
+            Arc::clone(&log),
+            Duration::from_secs(1),
+        );
+        let kept: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
+        let before = Scheduler::new(
+            daily_digest_at_eight(utc(2026, 4, 30, 8, 0)),
+            Tz::UTC,
+            Arc::clone(&as_clock),
+            Duration::from_secs(5),
+        )
+        .on_fire({
+            let kept = Arc::clone(&kept);
+            Arc::new(move |_, slot| *kept.lock().unwrap() = Some(slot))
+        });
+        // NTP sets the clock right ten seconds after the catch-up, while the
+        // loop runs on past the true 08:00.
+        let stepper = {
+            let clock = Arc::clone(&clock);
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::hours(2);
+                // The slot kept by the catch-up, as a restart then reads it.
+                *kept.lock().unwrap()
+            })
+        };
+        run_for(
+            &before,
+            Arc::clone(&start),
+            Duration::from_secs(2 * 60 * 60),
+        )
+        .await;
+        let kept = stepper.await.unwrap();
+        assert_eq!(*log.lock().unwrap(), [("digest", utc(2026, 5, 1, 9, 0))]);
+        // Or the daemon restarts on the clock set right (07:00 and a few
+        // seconds), with the jobs table and the slot kept as the loop left them.
+        *clock.back.lock().unwrap() = chrono::Duration::hours(4);
+        let restarted = Scheduler::new(
+            vec![JobSpec {
+                fired: kept,
+                ..daily_digest_at_eight(utc(2026, 5, 1, 9, 0)).remove(0)
+            }],
+            Tz::UTC,
+            Arc::clone(&as_clock),
+            Duration::from_secs(5),
+        );
+        let log: Log = Arc::default();
+        let start = recording(
+            Arc::clone(&as_clock),
+            Arc::clone(&log),
+            Duration::from_secs(1),
+        );
+        run_for(&restarted, start, Duration::from_secs(2 * 60 * 60)).await;
+        assert_eq!(*log.lock().unwrap(), []);
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,8 +46,10 @@
 //! listener ([`http`]) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
-//! to reload the configuration (an invalid one is logged, shown as the unit's
-//! `STATUS=` until a reload succeeds, and the old one kept), and
+//! to reload the configuration (a new scheduler loop, which catches up no job,
+//! goes on from the old one's last look at the clock; an invalid configuration
+//! is logged, shown as the unit's `STATUS=` until a reload succeeds, and changes
+//! nothing: the old configuration and its loop go on), and
 //! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
 //! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
@@ -619,7 +621,12 @@ pub async fn run(
 
     let (_never, quiet) = tokio::sync::watch::channel(false);
     let mut previous_jobs: Option<Vec<JobSpec>> = None;
-    loop {
+    // When the running loop last looked at the clock: a reload's loop goes on
+    // from there ([`Scheduler::resumed_from`]).
+    // (None before its first look: a SIGHUP queued during start leaves the
+    // start's catch-ups to the loop built after it.)
+    let looked: std::cell::Cell<Option<DateTime<Utc>>> = std::cell::Cell::new(None);
+    'schedule: loop {
         let settings = shared.settings();
         let jobs = match (
             shared.with_db(|db| job_specs(&settings, db, clock.now())),
@@ -660,15 +667,25 @@ pub async fn run(
             let shared = Arc::clone(&shared);
             Arc::new(move |job, slot| record_fired_slot(&shared, job, slot))
         });
-        let on_tick = |_now: DateTime<Utc>| {
+        let scheduler = match looked.get() {
+            Some(since) => scheduler.resumed_from(since),
+            None => scheduler,
+        };
+        let on_tick = |now: DateTime<Utc>| {
+            looked.set(Some(now));
             shared.last_tick.store(shared.uptime_ms(), Ordering::SeqCst);
             notify(&[sd_notify::NotifyState::Watchdog]);
         };
-        tokio::select! {
-            _ = scheduler.run(Arc::clone(&start), quiet.clone(), on_tick) => break,
-            _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break }
-            _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break }
-            _ = hangup.recv() => reload(&shared, &config_path),
+        let running = scheduler.run(Arc::clone(&start), quiet.clone(), on_tick);
+        tokio::pin!(running);
+        // A failed reload changes nothing: the loop goes on as it was.
+        loop {
+            tokio::select! {
+                _ = &mut running => break 'schedule,
+                _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break 'schedule }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break 'schedule }
+                _ = hangup.recv() => if reload(&shared, &config_path) { break },
+            }
         }
     }
 
@@ -724,8 +741,9 @@ pub async fn run(
 
 /// SIGHUP: load the configuration again; keep the running one if the new one is
 /// invalid (`seatwarden_config_reload_failed` is 1 until a reload succeeds). The
-/// state database path and listener stay as started.
-fn reload(shared: &Shared, path: &Path) {
+/// state database path and listener stay as started. Whether the configuration
+/// was replaced.
+fn reload(shared: &Shared, path: &Path) -> bool {
     let mut reloading = vec![sd_notify::NotifyState::Reloading];
     if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
         reloading.push(now);
@@ -769,6 +787,7 @@ fn reload(shared: &Shared, path: &Path) {
                 sd_notify::NotifyState::Status(""),
                 sd_notify::NotifyState::Ready,
             ]);
+            true
         }
         Err(e) => {
             // Until a reload succeeds: the file on disk is not what runs, and the
@@ -786,6 +805,7 @@ fn reload(shared: &Shared, path: &Path) {
                 sd_notify::NotifyState::Status(&status),
                 sd_notify::NotifyState::Ready,
             ]);
+            false
         }
     }
 }
