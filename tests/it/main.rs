@@ -86,6 +86,7 @@ mod review_s44_backup;
 mod review_s44_okta_dpop;
 mod review_s44_ops;
 mod review_s44_reports;
+mod review_s44_reread;
 mod role_groups;
 mod run_recovery;
 mod safety;

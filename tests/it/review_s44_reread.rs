@@ -1,0 +1,46 @@
+//! Review (s44, second read): defects found re-reading the session's new code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use seatwarden::directory::OktaSource;
+
+use crate::okta::settings;
+use crate::review_s44_okta_dpop::{APP, TokenEndpoint, org, service_app};
+
+/// RFC 9449 scopes a nonce to the server that gave it. The API's nonce must
+/// not go to the token endpoint, nor a token refresh's nonce replace the API's:
+/// with one slot for both, every refresh drew a `use_dpop_nonce` from the token
+/// endpoint and then from the API for each request in flight, spending the one
+/// nonce resend those requests have (one that then met an expired token failed
+/// the read).
+#[tokio::test]
+async fn a_token_refresh_and_the_api_keep_their_own_dpop_nonces() {
+    let (server, seen) = org(TokenEndpoint { lifetime: 2, ..APP }, Some("api-nonce-7")).await;
+    let source = OktaSource::new(settings(&server, service_app()));
+    source.snapshot().await.unwrap();
+    let api_before = seen.lock().unwrap().api_requests.len();
+    // The token is refreshed after a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    source.snapshot().await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(seen.refusals.is_empty(), "{:?}", seen.refusals);
+    // The refresh: one request, with the token endpoint's own nonce.
+    assert_eq!(
+        seen.token_requests[3..],
+        [(true, Some("nonce-1".to_owned()))],
+        "{:?}",
+        seen.token_requests
+    );
+    // The API's requests after it: with the API's nonce from the start, none
+    // refused for want of it.
+    let nonces: Vec<Option<&str>> = seen.api_requests[api_before..]
+        .iter()
+        .map(|(_, claims)| claims.as_ref().unwrap()["nonce"].as_str())
+        .collect();
+    assert!(!nonces.is_empty());
+    assert!(
+        nonces.iter().all(|n| *n == Some("api-nonce-7")),
+        "{nonces:?}"
+    );
+}
