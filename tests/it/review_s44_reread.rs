@@ -44,3 +44,47 @@ async fn a_token_refresh_and_the_api_keep_their_own_dpop_nonces() {
         "{nonces:?}"
     );
 }
+
+/// A run whose stored report cannot be read counts in the period it ran in, not
+/// again in a later one: the digest named the newest stored report's run as
+/// unreadable (rightly) but also counted it among the runs of a period in which
+/// nothing ran, and its actions with them.
+#[test]
+fn an_unreadable_report_of_an_earlier_period_is_not_a_run_of_this_one() {
+    use chrono::TimeZone;
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let at = |day: u32, hour: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, day, hour, 0, 0)
+            .unwrap()
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, at(2, 10)).unwrap();
+    store
+        .save_report(run, r#"{"schema_version": 999, "damaged": true}"#)
+        .unwrap();
+    store
+        .finish_run(run, at(2, 10), RunStatus::Succeeded, None)
+        .unwrap();
+    let today = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        at(4, 8),
+        Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(today.period.runs, 0, "{:?}", today.period);
+    assert_eq!(today.trend.runs_before, 1, "{:?}", today.trend);
+    // Still named, so the operator learns the newest report cannot be read.
+    assert!(
+        today
+            .unreadable_reports
+            .iter()
+            .any(|line| line.contains(&run.to_string())),
+        "{:?}",
+        today.unreadable_reports
+    );
+}
