@@ -88,3 +88,54 @@ fn an_unreadable_report_of_an_earlier_period_is_not_a_run_of_this_one() {
         today.unreadable_reports
     );
 }
+
+/// `seatwarden backup` writes its copy to `.NAME.backup-PID` first; a backup
+/// killed meanwhile (a shutdown, `systemctl stop`) leaves that file, a whole copy
+/// of the state database under a name no later night reuses. The unit's clean-up
+/// removed only `seatwarden-state-*.db`, so such copies stayed for good; it now
+/// removes them too once a day old (never one a backup is writing), and still
+/// keeps the backups of the last 14 days.
+#[test]
+fn the_backup_units_clean_up_removes_a_killed_backups_temporary_copy() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/seatwarden-backup.service"),
+    )
+    .unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let days_old = |name: &str, days: u64| {
+        let path = folder.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(days * 86_400 + 60))
+            .unwrap();
+        path
+    };
+    let old_backup = days_old("seatwarden-state-20261101T024500Z.db", 20);
+    let recent_backup = days_old("seatwarden-state-20261201T024500Z.db", 3);
+    let killed = days_old(".seatwarden-state-20261203T024500Z.db.backup-4242", 2);
+    let writing = days_old(".seatwarden-state-20261205T024500Z.db.backup-4343", 0);
+    let other = days_old("notes.txt", 30);
+    let mut ran = 0;
+    for line in unit.lines() {
+        let Some(command) = line.strip_prefix("ExecStartPost=") else {
+            continue;
+        };
+        let command = command.replace(
+            "/var/lib/private/seatwarden/backups",
+            &folder.path().display().to_string(),
+        );
+        // As systemd runs it: split on white space, no shell.
+        let argv: Vec<&str> = command.split_whitespace().collect();
+        let status = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{command}");
+        ran += 1;
+    }
+    assert!(ran > 0);
+    assert!(!old_backup.exists(), "a backup 20 days old is removed");
+    assert!(recent_backup.exists(), "a backup 3 days old is kept");
+    assert!(!killed.exists(), "a killed backup's copy is removed");
+    assert!(writing.exists(), "a backup being written is left alone");
+    assert!(other.exists(), "other files are left alone");
+}
