@@ -11,7 +11,8 @@
 //!   ES256 key made in memory per instance ([`super::dpop`]), and later ones carry
 //!   one from the start. A `use_dpop_nonce` (400 from the token endpoint, 401
 //!   `WWW-Authenticate: DPoP` from the API) with a `DPoP-Nonce` is resent once
-//!   with it; the latest nonce goes in every proof. A token with `token_type: DPoP`
+//!   with it; each server's latest nonce goes in every proof to it (the API's
+//!   the token endpoint's until it gives one of its own). A token with `token_type: DPoP`
 //!   is sent as `Authorization: DPoP …` with a proof per request (`ath`, and an
 //!   `htu` without the query: each next page its own). See
 //!   [`OktaSource::fetch_token`].
@@ -200,8 +201,13 @@ struct DpopState {
     key: Option<Arc<dpop::DpopKey>>,
     /// The service app requires DPoP: token requests send a proof from the start.
     required: bool,
-    /// The latest `DPoP-Nonce` Okta handed out, sent in every proof after it.
-    nonce: Option<String>,
+    /// The latest `DPoP-Nonce` the token endpoint handed out, sent in its proofs.
+    token_nonce: Option<String>,
+    /// The latest `DPoP-Nonce` the API handed out, sent in its proofs. RFC 9449
+    /// scopes a nonce to the server that gave it: the API's never goes to the
+    /// token endpoint, nor does a token refresh replace it (each would draw a
+    /// `use_dpop_nonce` from the other, spending requests' one resend).
+    api_nonce: Option<String>,
 }
 
 /// What a request authenticates with.
@@ -960,7 +966,7 @@ impl OktaSource {
                 request = request.header("DPoP", proof);
             }
             let reply = transport.send(request, endpoint).await?;
-            let fresh_nonce = self.record_nonce(&reply.headers);
+            let fresh_nonce = self.record_nonce(&reply.headers, false);
             let concurrency = reply.status == 429 && self.is_concurrency_refusal(bucket, &reply);
             org_wide.store(concurrency, std::sync::atomic::Ordering::Relaxed);
             if concurrency {
@@ -1139,7 +1145,7 @@ impl OktaSource {
             )
             .await?;
             self.record_limits(&bucket, &reply.headers);
-            let fresh_nonce = self.record_nonce(&reply.headers);
+            let fresh_nonce = self.record_nonce(&reply.headers, true);
             if !reply.is_success() {
                 match oauth_error(&reply.body).as_deref() {
                     Some("invalid_dpop_proof") if proof.is_none() && !proof_added => {
@@ -1185,7 +1191,7 @@ impl OktaSource {
     }
 
     /// A DPoP proof for `method` `url` (bound to `access_token` on a resource
-    /// request), with the latest nonce, dated by Okta's clock when known.
+    /// request), with the latest nonce of the server it goes to, dated by Okta's clock when known.
     fn dpop_proof(
         &self,
         method: &str,
@@ -1200,7 +1206,12 @@ impl OktaSource {
                     .insert(Arc::new(dpop::DpopKey::generate()?))
                     .clone(),
             };
-            Ok((key, state.nonce.clone()))
+            let nonce = match access_token {
+                // A resource request: the API's own nonce once it gave one.
+                Some(_) => state.api_nonce.as_ref().or(state.token_nonce.as_ref()),
+                None => state.token_nonce.as_ref(),
+            };
+            Ok((key, nonce.cloned()))
         })?;
         key.proof(
             method,
@@ -1212,17 +1223,20 @@ impl OktaSource {
     }
 
     /// Keeps the `DPoP-Nonce` of an answer (RFC 9449 §8: a server may hand out a
-    /// new one with any answer); true when there was one. RFC 9449 scopes a nonce
-    /// to the server that gave it; here one serves the token endpoint and the API
-    /// (one org, one origin), as Okta's own SDKs keep a single nonce and send the
-    /// token endpoint's to the API too (okta-sdk-golang `generateDpopJWT`,
-    /// okta-sdk-python `DPoPProofGenerator`), which Okta's API accepts while it
-    /// requires none.
-    fn record_nonce(&self, headers: &HeaderMap) -> bool {
+    /// new one with any answer), the token endpoint's (`from_token_endpoint`) or
+    /// the API's ([`DpopState::api_nonce`]); true when there was one. Until the
+    /// API hands out one of its own, its proofs carry the token endpoint's, as
+    /// Okta's own SDKs keep a single nonce and send the token endpoint's to the
+    /// API too (okta-sdk-golang `generateDpopJWT`, okta-sdk-python
+    /// `DPoPProofGenerator`), which Okta's API accepts while it requires none.
+    fn record_nonce(&self, headers: &HeaderMap, from_token_endpoint: bool) -> bool {
         let Some(nonce) = dpop::nonce_of(headers) else {
             return false;
         };
-        self.dpop_state(|state| state.nonce = Some(nonce));
+        self.dpop_state(|state| match from_token_endpoint {
+            true => state.token_nonce = Some(nonce),
+            false => state.api_nonce = Some(nonce),
+        });
         true
     }
 

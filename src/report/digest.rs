@@ -276,6 +276,10 @@ pub struct DigestInput<'a> {
     /// Runs whose stored report could not be read (another version's, or
     /// damaged), with why: counted from their journal, and named.
     pub unreadable: &'a [(i64, String)],
+    /// How many of [`DigestInput::unreadable`] ran before the period (the
+    /// newest stored report's run, named because its drift is missing): named,
+    /// not counted among the period's runs.
+    pub unreadable_earlier: usize,
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -554,7 +558,10 @@ impl Digest {
             runs: input.reports.len()
                 + input.failed_runs
                 + input.stopped_runs
-                + input.unreadable.len(),
+                + input
+                    .unreadable
+                    .len()
+                    .saturating_sub(input.unreadable_earlier),
             failed_runs: input.failed_runs,
             actions_by_kind: BTreeMap::new(),
             actions_applied: input.sweeps.applied() + input.unreported.applied(),
@@ -1409,6 +1416,9 @@ pub struct StoredPeriods {
     /// Runs of the period (or the newest report) whose stored report could not
     /// be read, with why.
     pub unreadable: Vec<(i64, String)>,
+    /// 1 when the last of [`StoredPeriods::unreadable`] is the newest report's
+    /// run of an earlier period: named, not one of this period's runs.
+    pub unreadable_earlier: usize,
 }
 
 /// Loads the reports of `[now - period, now)` and of the period of that length
@@ -1504,12 +1514,14 @@ pub fn collect_after(
     };
     // Unreadable, the newest readable report of the periods stands in for it
     // (`newest`), and the digest says which run it could not read.
+    let mut unreadable_earlier = 0;
     let latest = match store.latest_report()? {
         Some((run, json)) => match Report::from_json(&json) {
             Ok(report) => Some(report),
             Err(e) => {
                 if !current.unreadable.iter().any(|(id, _)| *id == run) {
                     current.unreadable.push((run, e.to_string()));
+                    unreadable_earlier = 1;
                 }
                 None
             }
@@ -1532,6 +1544,7 @@ pub fn collect_after(
         failed: current.failed_runs,
         failed_runs_previous: before.failed,
         unreadable: current.unreadable,
+        unreadable_earlier,
     })
 }
 
@@ -1624,6 +1637,7 @@ pub fn build_from_store_after(
         stopped_runs_previous: stored.stopped_runs_previous,
         unreadable_previous: stored.unreadable_previous,
         unreadable: &stored.unreadable,
+        unreadable_earlier: stored.unreadable_earlier,
         admin_command,
     }))
 }

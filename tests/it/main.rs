@@ -87,6 +87,7 @@ mod review_s44_connect;
 mod review_s44_okta_dpop;
 mod review_s44_ops;
 mod review_s44_reports;
+mod review_s44_reread;
 mod review_s44_sched;
 mod role_groups;
 mod run_recovery;

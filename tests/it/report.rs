@@ -1150,6 +1150,7 @@ mod digest {
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
             unreadable_previous: 0,
+            unreadable_earlier: 0,
             unreadable: &[],
         })
     }
@@ -1188,6 +1189,7 @@ mod digest {
                 unreported_previous: &SweepActions::default(),
                 stopped_runs_previous: 0,
                 unreadable_previous: 0,
+                unreadable_earlier: 0,
                 unreadable: &[],
             })
         };
@@ -1304,6 +1306,7 @@ mod digest {
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
             unreadable_previous: 0,
+            unreadable_earlier: 0,
             unreadable: &[],
         });
         let text = digest.render_text();
@@ -1380,6 +1383,7 @@ mod digest {
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
             unreadable_previous: 0,
+            unreadable_earlier: 0,
             unreadable: &[],
         });
         let text = digest.render_text();
@@ -1442,6 +1446,7 @@ mod digest {
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
             unreadable_previous: 0,
+            unreadable_earlier: 0,
             unreadable: &[],
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
@@ -1496,6 +1501,7 @@ mod digest {
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
             unreadable_previous: 0,
+            unreadable_earlier: 0,
             unreadable: &[],
         });
         assert_eq!(digest.state, State::Drift);

@@ -218,6 +218,7 @@ mod huge {
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
             unreadable_previous: 0,
+            unreadable_earlier: 0,
             unreadable: &[],
         })
     }

@@ -152,6 +152,7 @@ fn every_display_time_in_the_digest_json_has_its_utc_instant() {
         unreported_previous: &SweepActions::default(),
         stopped_runs_previous: 0,
         unreadable_previous: 0,
+        unreadable_earlier: 0,
         unreadable: &[],
     });
 

@@ -20,7 +20,7 @@ use crate::okta::{
     LinkStyle, expected_small_org, form, settings, small_org, statuses, verify_assertion,
 };
 
-fn service_app() -> OktaAuth {
+pub(crate) fn service_app() -> OktaAuth {
     OktaAuth::PrivateKeyJwt {
         client_id: "0oa-service-app".into(),
         key_id: None,
@@ -110,37 +110,37 @@ fn verify_proof(req: &Request, htm: &str, htu: &str) -> Result<(Value, Value), S
 
 /// What the fake Okta saw and handed out.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Every `jti` of a proof, and of a client assertion.
     proof_jtis: HashSet<String>,
     assertion_jtis: HashSet<String>,
     /// Token requests: (had a proof, its nonce).
-    token_requests: Vec<(bool, Option<String>)>,
+    pub(crate) token_requests: Vec<(bool, Option<String>)>,
     /// The nonce the token endpoint wants now.
     nonce: Option<String>,
     nonces_issued: usize,
     /// Tokens issued and the jwk each is bound to.
     tokens: Vec<(String, Value)>,
     /// API requests: (Authorization, proof claims when it verified).
-    api_requests: Vec<(String, Option<Value>)>,
+    pub(crate) api_requests: Vec<(String, Option<Value>)>,
     /// Why a proof was refused.
-    refusals: Vec<String>,
+    pub(crate) refusals: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
-struct TokenEndpoint {
+pub(crate) struct TokenEndpoint {
     /// The app requires DPoP.
-    requires_dpop: bool,
+    pub(crate) requires_dpop: bool,
     /// A `use_dpop_nonce` for every proof whose nonce is not the current one
     /// (Okta's org authorization server does so).
-    nonces: bool,
+    pub(crate) nonces: bool,
     /// A new nonce for every request, so no proof ever carries the current one.
-    rotate_always: bool,
+    pub(crate) rotate_always: bool,
     /// `expires_in`.
-    lifetime: u64,
+    pub(crate) lifetime: u64,
 }
 
-const APP: TokenEndpoint = TokenEndpoint {
+pub(crate) const APP: TokenEndpoint = TokenEndpoint {
     requires_dpop: true,
     nonces: true,
     rotate_always: false,
@@ -369,7 +369,7 @@ async fn mount_resource_check(server: &MockServer, check: ResourceCheck) {
 
 /// A fake Okta org behind `endpoint`, its API checking proofs (`api_nonce`: the
 /// nonce the API wants).
-async fn org(
+pub(crate) async fn org(
     endpoint: TokenEndpoint,
     api_nonce: Option<&'static str>,
 ) -> (MockServer, Arc<Mutex<Seen>>) {
