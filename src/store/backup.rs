@@ -9,8 +9,9 @@
 //! migrating it (a migration would take the write lock and change the file being
 //! backed up); it must be a seatwarden database no newer than this binary.
 //!
-//! The copy is written to a temporary file next to the destination, created
-//! owner-only (0600) before SQLite writes a byte, then checked (it opens,
+//! The copy is written to a temporary file next to the destination
+//! (`.NAME.backup-PID`, or `-1`, `-2`… after it when a killed backup left that
+//! name), created owner-only (0600) before SQLite writes a byte, then checked (it opens,
 //! `PRAGMA integrity_check` says `ok`, its schema version is the source's) and
 //! made a single self-contained file (`journal_mode=DELETE`: no `-wal` to carry
 //! along), synced, and only then moved to the destination: a failed or interrupted
@@ -181,13 +182,7 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
     let source = open_source(database)?;
     let version = source_version(&source, database)?;
 
-    let temporary = temporary_path(&target);
-    if let Err(source) = private_file().create_new(true).open(&temporary) {
-        return Err(BackupError::Write {
-            path: target,
-            source,
-        });
-    }
+    let temporary = create_temporary(&target)?;
     let written = copy_and_check(&source, database, &temporary, &target, version)
         .and_then(|()| put_in_place(&temporary, &target, force));
     if written.is_err() {
@@ -279,7 +274,8 @@ fn source_version(conn: &Connection, database: &Path) -> Result<i64, BackupError
     Ok(version)
 }
 
-/// `.NAME.backup-PID` beside `target`: same folder, so the final move is a rename.
+/// `.NAME.backup-PID` beside `target`: same folder, so the final move is a rename
+/// ([`create_temporary`] adds `-1`, `-2`… when it is taken).
 fn temporary_path(target: &Path) -> PathBuf {
     let name = target
         .file_name()
@@ -287,6 +283,48 @@ fn temporary_path(target: &Path) -> PathBuf {
         .unwrap_or_else(|| "seatwarden-state.db".to_owned());
     target.with_file_name(format!(".{name}.backup-{}", std::process::id()))
 }
+
+/// Creates the temporary copy's file, owner-only, under a name no one else
+/// uses: [`temporary_path`], or that name with `-1`, `-2`… when a file has it
+/// already. Such a file is the copy of a backup killed while it wrote by a
+/// process that had the same pid (a container's or a CronJob's backup runs as
+/// pid 1 each time) or one still being written beside it (a shared volume):
+/// it is left alone, not taken for this backup's, which would fail every later
+/// backup to that destination until someone removed it by hand.
+fn create_temporary(target: &Path) -> Result<PathBuf, BackupError> {
+    let first = temporary_path(target);
+    for attempt in 0..MAX_TEMPORARY_NAMES {
+        let path = match attempt {
+            0 => first.clone(),
+            n => with_suffix(&first, &format!("-{n}")),
+        };
+        match private_file().create_new(true).open(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(BackupError::Write {
+                    path: target.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(BackupError::Write {
+        path: target.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{}, and that name with -1 to -{}, are taken by copies of earlier backups \
+                 killed while they wrote: remove them",
+                first.display(),
+                MAX_TEMPORARY_NAMES - 1
+            ),
+        ),
+    })
+}
+
+/// How many names [`create_temporary`] tries.
+const MAX_TEMPORARY_NAMES: u32 = 100;
 
 fn copy_and_check(
     source: &Connection,
