@@ -780,6 +780,15 @@ impl Digest {
         // Drift is known only as of the newest report: a period without a run says
         // the schedule stopped, not that nothing changed.
         let stale = latest.filter(|_| summary.runs == 0);
+        // No report at hand but one stored that cannot be read (the newest run's):
+        // a run did store a report, so "no run has stored a report yet" is false,
+        // and a period without a run must still say so (the schedule stopped).
+        let newest_unreadable = input
+            .unreadable
+            .iter()
+            .map(|(run, _)| *run)
+            .max()
+            .filter(|_| latest.is_none());
         let state = if source_fault
             || circuit_open
             || stale.is_some()
@@ -819,6 +828,8 @@ impl Digest {
                 report.run_id,
                 super::local_minute(report.finished_at, tz)
             ));
+        } else if summary.runs == 0 && newest_unreadable.is_some() {
+            parts.push("no run in this period".to_owned());
         }
         if input.failed_runs > 0 {
             parts.push(plural(input.failed_runs, "failed run", "failed runs"));
@@ -869,8 +880,14 @@ impl Digest {
         if drift_now > 0 {
             parts.push(plural(drift_now, "drift item", "drift items"));
         }
-        if latest.is_none() {
-            parts.push("no run has stored a report yet: drift unknown".to_owned());
+        match newest_unreadable {
+            Some(run) => parts.push(format!(
+                "drift unknown: run {run}'s stored report cannot be read"
+            )),
+            None if latest.is_none() => {
+                parts.push("no run has stored a report yet: drift unknown".to_owned());
+            }
+            None => {}
         }
         let headline = if parts.is_empty() {
             "in sync with the directory".to_owned()
@@ -902,21 +919,42 @@ impl Digest {
             period: summary,
             drift_total: drift_now,
             drift,
-            drift_not_computed: latest.filter(|_| source_fault).map(|r| {
-                format!(
-                    "Drift not computed: run {} refused the directory snapshot (source fault) \
-                     and wrote nothing.",
-                    r.run_id
-                )
-            }),
+            drift_not_computed: latest
+                .filter(|_| source_fault)
+                .map(|r| {
+                    format!(
+                        "Drift not computed: run {} refused the directory snapshot (source fault) \
+                         and wrote nothing.",
+                        r.run_id
+                    )
+                })
+                .or_else(|| {
+                    newest_unreadable.map(|run| {
+                        format!(
+                            "Drift unknown: the newest stored report, run {run}'s, cannot be read \
+                             (see above); the next reconcile stores one this version reads."
+                        )
+                    })
+                }),
             unreadable_reports: input
                 .unreadable
                 .iter()
-                .map(|(run, why)| {
+                .enumerate()
+                .map(|(at, (run, why))| {
+                    // The last [`DigestInput::unreadable_earlier`] ran before the
+                    // period: nothing of it is counted here.
+                    let counted = match at
+                        >= input
+                            .unreadable
+                            .len()
+                            .saturating_sub(input.unreadable_earlier)
+                    {
+                        true => "it ran before this period (the newest stored report)",
+                        false => "its writes are counted from its journal",
+                    };
                     clean(&format!(
                         "run {run}'s stored report cannot be read ({why}); written by \
-                         another seatwarden version, or damaged: its writes are counted from \
-                         its journal"
+                         another seatwarden version, or damaged: {counted}"
                     ))
                 })
                 .collect(),
