@@ -409,7 +409,13 @@ fn put_in_place(temporary: &Path, target: &Path, force: bool) -> Result<(), Back
             }
         }
     }
-    // The new name survives a power cut only once its folder is synced.
+    // The new name survives a power cut only once its folder is synced. A
+    // folder that cannot be opened for that (one the user may write to but not
+    // list: a drop box for backups) or a file system that will not sync one
+    // does not undo a copy written whole, synced and in place: said, not failed
+    // (failed, a nightly backup in such a folder was reported lost every night,
+    // "may not write to its folder", beside the file it had written). SQLite
+    // does the same with its own folder syncs.
     #[cfg(unix)]
     if let Some(folder) = target.parent() {
         let folder = if folder.as_os_str().is_empty() {
@@ -417,9 +423,15 @@ fn put_in_place(temporary: &Path, target: &Path, force: bool) -> Result<(), Back
         } else {
             folder
         };
-        std::fs::File::open(folder)
-            .and_then(|dir| dir.sync_all())
-            .map_err(write_error)?;
+        if let Err(e) = std::fs::File::open(folder).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(
+                backup = %target.display(),
+                folder = %folder.display(),
+                error = %e,
+                "the backup is written, but its folder could not be synced: a power cut \
+                 in the next seconds could lose its name"
+            );
+        }
     }
     Ok(())
 }

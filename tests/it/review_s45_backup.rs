@@ -65,3 +65,79 @@ fn a_killed_backups_copy_under_the_same_pid_does_not_stop_the_next_backups() {
         );
     }
 }
+
+/// `uid` of the test process.
+fn euid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A backup folder the service may write to but not list (0300: a drop box,
+/// so that the service can neither read nor remove older backups). The copy
+/// was written and put in place, then opening the folder to sync it was
+/// refused, and the backup said it failed, "the user seatwarden runs as may
+/// not write to its folder", exit 1, beside the whole copy it had written:
+/// every night's run failed while each wrote its backup.
+#[test]
+fn a_folder_that_can_be_written_but_not_listed_takes_the_backup() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .env_remove("SEATWARDEN_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let drop_box = dir.path().join("drop");
+    std::fs::create_dir(&drop_box).unwrap();
+    // As root, the folder's mode binds nobody: the backup runs as another user.
+    let root = euid() == 0;
+    let mut command = if root {
+        for entry in walk(dir.path()) {
+            std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+        }
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        command.arg(env!("CARGO_BIN_EXE_seatwarden"));
+        command
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+    };
+    std::fs::set_permissions(&drop_box, std::fs::Permissions::from_mode(0o300)).unwrap();
+    let out = command
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .arg("backup")
+        .arg(drop_box.join("state.db"))
+        .env_remove("SEATWARDEN_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&drop_box, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("could not be synced"), "{stderr}");
+    let conn = rusqlite::Connection::open(drop_box.join("state.db")).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let names: Vec<String> = std::fs::read_dir(&drop_box)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["state.db"], "no temporary copy is left");
+}
+
+/// `root` and everything under it.
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![root.to_owned()];
+    if root.is_dir() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            all.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    all
+}
