@@ -203,7 +203,8 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
 }
 
 /// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
-/// not (a `-wal` written by hand would be read as the database's log).
+/// not (a `-wal` written by hand would be read as the database's log), by any
+/// path: a symbolic link, or the database's folder bind-mounted elsewhere.
 fn refuse_own_file(database: &Path, target: &Path) -> Result<(), BackupError> {
     let Ok(database) = database.canonicalize() else {
         return Ok(());
@@ -223,6 +224,27 @@ fn refuse_own_file(database: &Path, target: &Path) -> Result<(), BackupError> {
                 .map(|suffix| with_suffix(&database, suffix)),
         )
         .any(|file| file == target);
+    // The database's folder reached by another path, which canonicalize does
+    // not see through (a bind mount of it: a container's volume mounted twice,
+    // a host path and the service's): the same folder, and one of its names.
+    let own_name = |name: &std::ffi::OsStr| {
+        database.file_name().is_some_and(|database| {
+            std::iter::once(database.to_owned())
+                .chain(SIDE_FILES.iter().map(|suffix| {
+                    let mut side = database.to_owned();
+                    side.push(suffix);
+                    side
+                }))
+                .any(|own| own == name)
+        })
+    };
+    let own = own
+        || match (target.parent(), database.parent(), target.file_name()) {
+            (Some(folder), Some(database_folder), Some(name)) => {
+                own_name(name) && same_folder(folder, database_folder)
+            }
+            _ => false,
+        };
     if own {
         return Err(BackupError::OwnFile {
             path: target,
@@ -230,6 +252,18 @@ fn refuse_own_file(database: &Path, target: &Path) -> Result<(), BackupError> {
         });
     }
     Ok(())
+}
+
+/// Whether `a` and `b` are one folder (device and inode), whatever their paths.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+    }
+    a == b
 }
 
 /// The source, opened read-write (a reader of a WAL database needs its `-shm`)

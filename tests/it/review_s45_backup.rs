@@ -141,3 +141,53 @@ fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     all
 }
+
+/// The state database's folder bind-mounted at a second path (a container's
+/// volume mounted twice, a host path beside the service's): `backup
+/// ALIAS/seatwarden.db --force` names the database itself, which canonicalize
+/// does not see through. It was replaced by the copy, under the daemon, which
+/// then stops on "another file than the one the daemon opened", and every write
+/// after the copy began is lost. Refused now, as the database's own path is.
+#[test]
+fn the_database_through_a_bind_mount_of_its_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .env_remove("SEATWARDEN_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let database = dir.path().join("seatwarden.db");
+    let inode = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    };
+    let before = inode(&database);
+    let alias = tempfile::tempdir().unwrap();
+    // A mount namespace of its own (a user namespace too, so that it needs no
+    // root): the bind mount ends with the process.
+    let out = Command::new("unshare")
+        .args(["-r", "-m", "sh", "-c"])
+        .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+        .arg("sh")
+        .arg(dir.path())
+        .arg(alias.path())
+        .arg(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .args(["backup", "--force"])
+        .arg(alias.path().join("seatwarden.db"))
+        .env_remove("SEATWARDEN_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("would replace the state database"),
+        "{stderr}"
+    );
+    assert_eq!(inode(&database), before, "the state database was replaced");
+}
