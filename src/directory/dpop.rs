@@ -123,21 +123,84 @@ pub(crate) fn htu(url: &str) -> String {
 }
 
 /// The `error` of a `WWW-Authenticate: DPoP …, error="…"` challenge.
+///
+/// A field value may hold several challenges (RFC 9110 §11.6.1): a resource
+/// that takes both schemes answers `Bearer realm="…", DPoP error="…"` (RFC 9449
+/// §7.2), and a proxy may join two `WWW-Authenticate` fields into one. The
+/// DPoP challenge is found wherever it stands, and only its own `error` counts
+/// (not the Bearer challenge's after it).
 pub(crate) fn challenge_error(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers
         .get_all(reqwest::header::WWW_AUTHENTICATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .filter(|v| {
-            v.trim_start()
-                .get(..5)
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop "))
-        })
-        .find_map(|v| {
-            let at = v.find("error=\"")? + "error=\"".len();
-            let rest = v.get(at..)?;
-            Some(rest.get(..rest.find('"')?)?.to_owned())
-        })
+        .find_map(dpop_error_in)
+}
+
+/// The DPoP challenge's `error` in one `WWW-Authenticate` field value.
+fn dpop_error_in(value: &str) -> Option<String> {
+    let mut in_dpop = false;
+    for element in outside_quotes(value, ',') {
+        let element = element.trim();
+        if element.is_empty() {
+            continue;
+        }
+        // `scheme` or `scheme param=…` starts a challenge; `param=…` (blanks
+        // allowed around `=`) goes on with the one before.
+        let token_end = element.find([' ', '\t', '=']).unwrap_or(element.len());
+        let (first, rest) = element.split_at(token_end);
+        let param = if rest.trim_start().starts_with('=') {
+            element
+        } else {
+            in_dpop = first.eq_ignore_ascii_case("dpop");
+            rest.trim()
+        };
+        if !in_dpop {
+            continue;
+        }
+        if let Some((name, value)) = param.split_once('=')
+            && name.trim().eq_ignore_ascii_case("error")
+        {
+            return Some(unquoted(value.trim()));
+        }
+    }
+    None
+}
+
+/// `value` split at each `separator` outside a quoted string.
+fn outside_quotes(value: &str, separator: char) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (at, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(&value[start..at]);
+                start = at + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
+/// A token, or a quoted string without its quotes and escapes.
+fn unquoted(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"') else {
+        return value.to_owned();
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The `DPoP-Nonce` header of an answer, when it carries one.
@@ -239,6 +302,48 @@ mod tests {
         );
         assert_eq!(challenge_error(&headers).as_deref(), Some("use_dpop_nonce"));
         assert_eq!(nonce_of(&headers), None);
+        headers.insert("DPoP-Nonce", HeaderValue::from_static(" eyJ7S_zG.eyJH0-Z "));
+        assert_eq!(nonce_of(&headers).as_deref(), Some("eyJ7S_zG.eyJH0-Z"));
+    }
+
+    /// Several challenges in one field (RFC 9110 §11.6.1): a resource taking
+    /// both schemes, or a proxy joining two fields. The DPoP one counted only
+    /// when it came first, and then with the error of a challenge after it.
+    #[test]
+    fn the_dpop_challenge_is_found_among_others_in_one_field() {
+        let error = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("www-authenticate", HeaderValue::from_static(value));
+            challenge_error(&headers)
+        };
+        assert_eq!(
+            error(
+                "Bearer realm=\"okta\", error=\"invalid_token\", DPoP algs=\"ES256\", \
+                 error=\"use_dpop_nonce\", error_description=\"Resource server requires \
+                 nonce, in DPoP proof\""
+            )
+            .as_deref(),
+            Some("use_dpop_nonce")
+        );
+        assert_eq!(
+            error("DPoP algs=\"ES256 PS256\", Bearer realm=\"x\", error=\"invalid_token\""),
+            None,
+            "the Bearer challenge's error is not DPoP's"
+        );
+        assert_eq!(
+            error("Basic realm=\"a, b\", dpop error = use_dpop_nonce").as_deref(),
+            Some("use_dpop_nonce")
+        );
+        assert_eq!(
+            error("DPoP error_description=\"say \\\"error=\\\"x\\\"\\\"\", error=\"invalid_dpop_proof\"")
+                .as_deref(),
+            Some("invalid_dpop_proof")
+        );
+    }
+
+    #[test]
+    fn a_nonce_is_read_trimmed() {
+        let mut headers = HeaderMap::new();
         headers.insert("DPoP-Nonce", HeaderValue::from_static(" eyJ7S_zG.eyJH0-Z "));
         assert_eq!(nonce_of(&headers).as_deref(), Some("eyJ7S_zG.eyJH0-Z"));
     }
