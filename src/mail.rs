@@ -12,7 +12,10 @@
 //! its content, or to every recipient) is kept as `failed` with the server's answer.
 //! An error names the relay and the step it answered (`AUTH as "svc" failed:
 //! permanent error (535): …`, `MAIL FROM <…>`, `RCPT TO <…>`, `DATA`), never the
-//! password. A whole session is bounded by a few `timeout`s (its QUIT, once the
+//! password; a `smtp_url` whose TLS does not match the port (`smtps://` to 587,
+//! `?tls=starttls` to 465) says which to write, and a greeting that never comes
+//! is bounded on its own and not retried within the call. A whole session is
+//! bounded by a few `timeout`s (its QUIT, once the
 //! server has answered the message, by one of its own: a relay silent after
 //! accepting cannot have the message sent again), and a message's send, retries
 //! included, by the claim its sender holds on it (ten minutes to an hour, as
@@ -407,15 +410,38 @@ impl Mailer {
             TlsMode::Implicit => self.tls_parameters.clone(),
             TlsMode::None | TlsMode::StartTls => None,
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
+        // lettre's timeout covers the TCP connect only. A port that expects TLS
+        // from the first byte (465) asked in plain text waits for our TLS hello
+        // as we wait for its greeting: bounded here, and said so, instead of the
+        // whole session's bound spent once per retry ("did not finish").
+        let greeting = self.timeout.saturating_mul(CONNECT_TIMEOUTS);
+        let connecting = AsyncSmtpConnection::connect_tokio1(
             (self.host.as_str(), self.port),
             Some(self.timeout),
             &self.hello,
             wrapper,
             None,
-        )
-        .await
-        .map_err(|e| self.error(&e, Phase::Session, Step::Connect))?;
+        );
+        let mut conn = match tokio::time::timeout(greeting, connecting).await {
+            Ok(connected) => {
+                connected.map_err(|e| self.error(&e, Phase::Session, Step::Connect))?
+            }
+            Err(_) => {
+                let hint = match self.tls {
+                    TlsMode::None | TlsMode::StartTls => format!(
+                        "; a port that expects TLS from the first byte (465) says nothing \
+                         until the client starts TLS: smtps://{}:{}",
+                        self.host, self.port
+                    ),
+                    TlsMode::Implicit => String::new(),
+                };
+                // Not retried within the call: it answers the same way at once.
+                return Err(self.client_error(&format!(
+                    "{} failed: no SMTP greeting within {greeting:?}{hint}",
+                    Step::Connect
+                )));
+            }
+        };
         if let (TlsMode::StartTls, Some(parameters)) = (self.tls, &self.tls_parameters) {
             // Required: fails (a client error) when the server does not offer it.
             conn.starttls(parameters.clone(), &self.hello)
@@ -538,6 +564,22 @@ impl Mailer {
         }
     }
 
+    /// What to change when the error shows a mismatched `smtp_url`: the server
+    /// answered our TLS hello (`smtps://`) in plain text.
+    fn hint(&self, e: &lettre::transport::smtp::Error) -> String {
+        if self.tls == TlsMode::Implicit
+            && crate::http::tls_error(e).is_some_and(crate::http::not_tls)
+        {
+            format!(
+                " (the server answered in plain text: a port that starts TLS on request, \
+                 such as 587, wants smtp://{}:{}?tls=starttls)",
+                self.host, self.port
+            )
+        } else {
+            String::new()
+        }
+    }
+
     fn error(&self, e: &lettre::transport::smtp::Error, phase: Phase, step: Step<'_>) -> MailError {
         // A certificate this host does not trust, or a handshake the two
         // sides cannot agree on, fails the same way at once: kept for a
@@ -555,7 +597,7 @@ impl Mailer {
             // asked again at once: another login with the same password fails
             // too, and a few in a row can lock the relay account.
             relay_refused: relay_refused(e, phase) || tls_failed,
-            message: format!("{step} failed: {e}"),
+            message: format!("{step} failed: {e}{}", self.hint(e)),
         }
     }
 }
@@ -766,6 +808,10 @@ fn claim_for(timeout: Duration, policy: RetryPolicy) -> (Duration, Duration) {
         .clamp(CLAIM_AT_LEAST, CLAIM_AT_MOST);
     (claim, claim.saturating_sub(CLAIM_MARGIN))
 }
+
+/// Connecting, the TLS handshake of `smtps://`, the greeting and EHLO may take
+/// this many `timeout`s ([`Mailer::connect`]).
+const CONNECT_TIMEOUTS: u32 = 2;
 
 /// One SMTP session may take this many `timeout`s (connect, greeting, login,
 /// envelope, message) before it is abandoned as a silent relay; its QUIT, after

@@ -235,3 +235,66 @@ async fn a_refused_sender_says_mail_from() {
         "{error}"
     );
 }
+
+/// `smtp://…?tls=starttls` (or plain `smtp://`) to a port that expects TLS from
+/// the first byte (465): each side waits for the other to speak. That spent the
+/// whole session's bound once per retry (two minutes each with the default
+/// `timeout`, `send-mail` silent meanwhile) and said only "did not finish";
+/// now the greeting has a bound of its own, the call does not retry it at once,
+/// and the error says which URL to write.
+#[tokio::test]
+async fn starttls_asked_of_an_implicit_tls_port_says_to_use_smtps_without_waiting_out_retries() {
+    let (url, connections) = crate::fixtures::untrusted_tls_server();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut settings = plain_mail_settings(port);
+    settings.endpoint.tls = mail::TlsMode::StartTls;
+    settings.timeout = Duration::from_secs(1);
+    settings.retry = RetryPolicy::immediate(2);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_alert(&mut store, &settings);
+
+    let started = std::time::Instant::now();
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let error = delivery.last_error.unwrap();
+    assert!(
+        error.contains("no SMTP greeting within 2s")
+            && error.contains(&format!("smtps://127.0.0.1:{port}")),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not retried within the call"
+    );
+    let row = &store.outbox().unwrap()[0];
+    assert_eq!(row.state, OutboxState::Pending, "kept for a fixed URL");
+}
+
+/// `smtps://` to a port that speaks plain SMTP first (587, 25): the error says
+/// to ask for STARTTLS, not only "received corrupt message".
+#[tokio::test]
+async fn smtps_asked_of_a_plain_port_says_to_use_starttls() {
+    let (port, _) = relay(|verb| Some(ordinary(verb)), Duration::ZERO);
+    let mut settings = plain_mail_settings(port);
+    settings.endpoint.tls = mail::TlsMode::Implicit;
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_alert(&mut store, &settings);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    let error = delivery.last_error.unwrap();
+    assert!(
+        error.contains(&format!(
+            "the server answered in plain text: a port that starts TLS on request, such as \
+             587, wants smtp://127.0.0.1:{port}?tls=starttls"
+        )),
+        "{error}"
+    );
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Pending);
+}
