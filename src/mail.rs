@@ -571,8 +571,8 @@ impl Mailer {
             && crate::http::tls_error(e).is_some_and(crate::http::not_tls)
         {
             format!(
-                " (the server answered in plain text: a port that starts TLS on request, \
-                 such as 587, wants smtp://{}:{}?tls=starttls)",
+                "; the server on that port does not speak TLS: a port that starts TLS on \
+                 request, such as 587, wants smtp://{}:{}?tls=starttls",
                 self.host, self.port
             )
         } else {

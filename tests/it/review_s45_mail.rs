@@ -291,8 +291,8 @@ async fn smtps_asked_of_a_plain_port_says_to_use_starttls() {
     let error = delivery.last_error.unwrap();
     assert!(
         error.contains(&format!(
-            "the server answered in plain text: a port that starts TLS on request, such as \
-             587, wants smtp://127.0.0.1:{port}?tls=starttls"
+            "; the server on that port does not speak TLS: a port that starts TLS on \
+             request, such as 587, wants smtp://127.0.0.1:{port}?tls=starttls"
         )),
         "{error}"
     );
