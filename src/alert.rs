@@ -2,7 +2,9 @@
 //! the digest. Each condition has a key; raising the same key again inside the quiet
 //! period sends nothing (the store counts it) unless a hold grew
 //! ([`AlertCondition::grew_from`]: more held, or someone new held by the sweep,
-//! is news), after the quiet period a reminder goes out, and [`resolve`] sends the resolution once, its subject the alert's (as last
+//! is news), after the quiet period a reminder goes out (unless a message of the
+//! alert's thread still waits in the outbox: a relay that was down would get
+//! the alert and a reminder per quiet period at once), and [`resolve`] sends the resolution once, its subject the alert's (as last
 //! sent) behind "Resolved: ". Reminders and the resolution reply to the alert's
 //! first mail (`In-Reply-To` and `References` with its Message-ID, kept as the
 //! alert's `thread_root`), so mail clients show them as one thread; the subjects
@@ -514,6 +516,16 @@ fn decide_raise_write(
         RaiseDecision::Quiet if last_sent.as_ref().is_some_and(|l| condition.grew_from(l)) => {
             RaiseDecision::Grew
         }
+        RaiseDecision::Reminder
+            if waiting_threads(store)?.contains(
+                existing
+                    .as_ref()
+                    .and_then(|r| r.thread_root.as_deref())
+                    .unwrap_or(""),
+            ) =>
+        {
+            RaiseDecision::Quiet
+        }
         decision => decision,
     };
     let condition_json = serde_json::to_string(condition)?;
@@ -590,6 +602,19 @@ fn decide_raise_write(
         messages: outgoing.into_iter().collect(),
         outcome: decision,
     })
+}
+
+/// The mail threads with a message still waiting in the outbox (a relay that is
+/// down, a backoff). A reminder is not queued while its alert's thread has one:
+/// it would wait behind it (threads go out in order, [`mail::deliver_due`]), and
+/// a relay down for a day had the alert and a "still: " per quiet period go out
+/// together once it was back, saying the same thing.
+fn waiting_threads(store: &Store) -> Result<HashSet<String>, AlertError> {
+    Ok(store
+        .pending_threads()?
+        .into_iter()
+        .map(|(_, thread)| thread)
+        .collect())
 }
 
 /// Resolves the condition with `key` at `now`: queues one resolution message if it
@@ -825,11 +850,24 @@ fn decide_overdue_write(
     let mut new = Vec::new();
     let mut still = Vec::new();
     let mut reminder_due = false;
+    let mut waiting = None;
     for entry in overdue {
         match by_key.get(overdue_condition(entry).key().as_str()) {
             Some(record) => {
-                reminder_due |= decide_raise(Some(record), now, context.mail.quiet_period)
-                    == RaiseDecision::Reminder;
+                if !reminder_due
+                    && decide_raise(Some(record), now, context.mail.quiet_period)
+                        == RaiseDecision::Reminder
+                {
+                    // Not while the alert that named them still waits to go out.
+                    let waiting = match &mut waiting {
+                        Some(waiting) => waiting,
+                        None => waiting.insert(waiting_threads(store)?),
+                    };
+                    reminder_due = !record
+                        .thread_root
+                        .as_deref()
+                        .is_some_and(|root| waiting.contains(root));
+                }
                 still.push((entry, *record));
             }
             None => new.push(entry),
@@ -1193,6 +1231,10 @@ mod tests {
                 .suppressed,
             1
         );
+        // The alert went out (a reminder does not queue behind one still waiting).
+        store
+            .mark_message_sent(first.message.unwrap(), at(8, 1))
+            .unwrap();
         let reminder = raise(&mut store, &context, &breaker(), at(14, 0)).unwrap();
         assert_eq!(reminder.decision, RaiseDecision::Reminder);
         assert_eq!(
@@ -1203,7 +1245,7 @@ mod tests {
             ]
         );
         let entries = store.outbox().unwrap();
-        assert!(entries.iter().all(|e| e.state == OutboxState::Pending));
+        assert_eq!(entries[1].state, OutboxState::Pending);
         assert!(
             entries[1]
                 .message
@@ -1752,6 +1794,9 @@ mod tests {
         store.update_ledger(&changes, at(8, 0)).unwrap();
         let first = overdue_deprovisions(&mut store, &context, at(9, 1)).unwrap();
         assert!(first.alert.is_some());
+        store
+            .mark_message_sent(first.alert.unwrap(), at(9, 2))
+            .unwrap();
 
         let changes = sla::observe(&[], &[leaver(2)], &[], at(10, 0), due_in);
         store.update_ledger(&changes, at(10, 0)).unwrap();
@@ -1796,6 +1841,78 @@ mod tests {
         assert_eq!(
             threads,
             [Some(root.clone()), Some(root), Some(outbox[1].message_id())]
+        );
+    }
+
+    /// A relay down for a day: the alert waits in the outbox, and a reminder
+    /// per quiet period queued behind it (its thread goes out in order) went
+    /// out together with it once the relay was back, the same news several
+    /// times. None is queued while the alert's thread has a message waiting;
+    /// once it went, the next raise reminds.
+    #[test]
+    fn no_reminder_queues_behind_an_alert_still_waiting_to_go_out() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let first = raise(&mut store, &context, &breaker(), at(8, 0)).unwrap();
+        for hour in [14, 20] {
+            let again = raise(&mut store, &context, &breaker(), at(hour, 1)).unwrap();
+            assert_eq!(again.decision, RaiseDecision::Quiet, "at {hour}:01");
+        }
+        assert_eq!(store.outbox().unwrap().len(), 1);
+        store
+            .mark_message_sent(first.message.unwrap(), at(21, 0))
+            .unwrap();
+        let reminder = raise(&mut store, &context, &breaker(), at(21, 1)).unwrap();
+        assert_eq!(reminder.decision, RaiseDecision::Reminder);
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(
+            outbox[1].message.in_reply_to.as_deref(),
+            Some(outbox[0].message_id().as_str())
+        );
+    }
+
+    /// The same for overdue deprovisions: no "still: " while the alert naming
+    /// them waits; someone newly overdue still alerts at once.
+    #[test]
+    fn no_overdue_reminder_queues_behind_the_alert_still_waiting_to_go_out() {
+        use crate::sla::{self, Leaver, LossReason};
+
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let leaver = |n: u32| Leaver {
+            identity_id: format!("00u{n}"),
+            account_id: Some(format!("acc-{n}")),
+            user_name: format!("leaver{n}@example.com"),
+            reason: LossReason::Deleted,
+        };
+        let due_in = chrono::Duration::hours(1);
+        let changes = sla::observe(&[], &[leaver(0)], &[], at(8, 0), due_in);
+        store.update_ledger(&changes, at(8, 0)).unwrap();
+        let first = overdue_deprovisions(&mut store, &context, at(9, 1)).unwrap();
+        assert!(first.alert.is_some());
+        let quiet = overdue_deprovisions(&mut store, &context, at(15, 2)).unwrap();
+        assert_eq!(quiet, OverdueOutcome::default());
+
+        let changes = sla::observe(&[], &[leaver(1)], &[], at(15, 0), due_in);
+        store.update_ledger(&changes, at(15, 0)).unwrap();
+        let newcomer = overdue_deprovisions(&mut store, &context, at(16, 1)).unwrap();
+        assert!(newcomer.alert.is_some());
+        assert_eq!(
+            store.outbox().unwrap()[1].message.subject,
+            "[seatwarden] acme: deprovision of leaver1@example.com is overdue"
+        );
+
+        store
+            .mark_message_sent(first.alert.unwrap(), at(16, 2))
+            .unwrap();
+        let reminder = overdue_deprovisions(&mut store, &context, at(16, 3)).unwrap();
+        assert!(reminder.alert.is_some());
+        assert_eq!(
+            store.outbox().unwrap()[2].message.subject,
+            "[seatwarden] acme: still: 2 deprovisions are overdue"
         );
     }
 }

@@ -10,7 +10,14 @@
 //! is rescheduled the same way but not retried inside the call, and given up after
 //! [`REFUSED_FOR_AT_MOST`]; a permanent refusal of the message (a 5xx to DATA, to
 //! its content, or to every recipient) is kept as `failed` with the server's answer.
-//! A whole session is bounded by a few `timeout`s, and a message's send, retries
+//! An error names the relay and the step it answered (`AUTH as "svc" failed:
+//! permanent error (535): …`, `MAIL FROM <…>`, `RCPT TO <…>`, `DATA`), never the
+//! password; a `smtp_url` whose TLS does not match the port (`smtps://` to 587,
+//! `?tls=starttls` to 465) says which to write, and a greeting that never comes
+//! is bounded on its own and not retried within the call. A whole session is
+//! bounded by a few `timeout`s (its QUIT, once the
+//! server has answered the message, by one of its own: a relay silent after
+//! accepting cannot have the message sent again), and a message's send, retries
 //! included, by the claim its sender holds on it (ten minutes to an hour, as
 //! long as the attempts may take), so no other sender takes it meanwhile. A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
@@ -221,6 +228,43 @@ enum Phase {
     Content,
 }
 
+/// The SMTP step an error answered, named in its message (`AUTH as "svc" failed:
+/// permanent error (535): …`): the relay's own words need not say what it
+/// refused ("Username and Password not accepted", "Access denied"), and the
+/// on-call engineer reading the alert log must know whether to fix the
+/// password, the sender, a recipient or the message.
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    /// TCP, the TLS handshake of `smtps://`, the greeting and EHLO.
+    Connect,
+    StartTls,
+    /// Logging in as this user (never the password).
+    Auth(&'a str),
+    MailFrom(Option<&'a lettre::Address>),
+    RcptTo(Option<&'a lettre::Address>),
+    Data,
+    /// The message itself, answered after its final ".".
+    Message,
+    Quit,
+}
+
+impl std::fmt::Display for Step<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Connect => f.write_str("connecting"),
+            Step::StartTls => f.write_str("STARTTLS"),
+            Step::Auth(user) => write!(f, "AUTH as {user:?}"),
+            Step::MailFrom(Some(from)) => write!(f, "MAIL FROM <{from}>"),
+            Step::MailFrom(None) => f.write_str("MAIL FROM <>"),
+            Step::RcptTo(Some(to)) => write!(f, "RCPT TO <{to}>"),
+            Step::RcptTo(None) => f.write_str("RCPT TO"),
+            Step::Data => f.write_str("DATA"),
+            Step::Message => f.write_str("the message"),
+            Step::Quit => f.write_str("QUIT"),
+        }
+    }
+}
+
 /// A connection factory for one SMTP server; cheap to keep for the process.
 ///
 /// The session is driven command by command (lettre's `AsyncSmtpConnection`),
@@ -233,6 +277,8 @@ pub struct Mailer {
     tls: TlsMode,
     tls_parameters: Option<TlsParameters>,
     credentials: Option<Credentials>,
+    /// The login's user, named in an AUTH error.
+    username: String,
     timeout: Duration,
     hello: ClientId,
 }
@@ -278,6 +324,7 @@ impl Mailer {
             tls: endpoint.tls,
             tls_parameters,
             credentials,
+            username: settings.username.clone().unwrap_or_default(),
             timeout: settings.timeout,
             hello: ClientId::default(),
         })
@@ -293,26 +340,31 @@ impl Mailer {
         // lettre's timeout covers connecting; a relay that goes silent later
         // would hold the mail job (and a shutdown) for ever without this bound.
         let session = async {
-            let mut conn = self
-                .connect()
-                .await
-                .map_err(|e| self.error(&e, Phase::Session))?;
+            let mut conn = self.connect().await?;
             let outcome = self.transact(&mut conn, &envelope, &body).await;
-            // QUIT (unless the connection broke) and close, as lettre's transport does.
-            conn.abort().await;
-            outcome
+            Ok::<_, MailError>((conn, outcome))
         };
         let limit = self.timeout.saturating_mul(SESSION_TIMEOUTS);
-        match tokio::time::timeout(limit, session).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(MailError::Smtp {
-                host: self.host.clone(),
-                port: self.port,
-                message: format!("the SMTP session did not finish within {limit:?}"),
-                transient: true,
-                relay_refused: false,
-            }),
-        }
+        let (mut conn, outcome) = match tokio::time::timeout(limit, session).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(MailError::Smtp {
+                    host: self.host.clone(),
+                    port: self.port,
+                    message: format!("the SMTP session did not finish within {limit:?}"),
+                    transient: true,
+                    relay_refused: false,
+                });
+            }
+        };
+        // QUIT (unless the connection broke) and close, as lettre's transport does,
+        // outside the session's bound and with one of its own: the outcome is
+        // decided. A relay that accepted the message and then left QUIT
+        // unanswered had the session time out, and the accepted message sent
+        // again by every retry, never marked sent.
+        let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+        outcome
     }
 
     /// `check-config --connect`: connects, greets, upgrades to TLS and logs in as
@@ -320,13 +372,10 @@ impl Mailer {
     /// message. Bounded as a delivery's session is. What it proved.
     pub async fn probe(&self) -> Result<String, MailError> {
         let session = async {
-            let mut conn = self
-                .connect()
-                .await
-                .map_err(|e| self.error(&e, Phase::Session))?;
+            let mut conn = self.connect().await?;
             let quit = conn.quit().await;
             conn.abort().await;
-            quit.map_err(|e| self.error(&e, Phase::Session))?;
+            quit.map_err(|e| self.error(&e, Phase::Session, Step::Quit))?;
             let tls = match self.tls {
                 TlsMode::None => "no TLS",
                 TlsMode::StartTls => "STARTTLS",
@@ -355,25 +404,74 @@ impl Mailer {
     }
 
     /// Connects, greets, upgrades to TLS and logs in, as lettre's transport does.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+    /// An error names the step that failed ([`Step`]).
+    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
         let wrapper = match self.tls {
             TlsMode::Implicit => self.tls_parameters.clone(),
             TlsMode::None | TlsMode::StartTls => None,
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
+        // lettre's timeout covers the TCP connect only. A port that expects TLS
+        // from the first byte (465) asked in plain text waits for our TLS hello
+        // as we wait for its greeting: bounded here, and said so, instead of the
+        // whole session's bound spent once per retry ("did not finish").
+        let greeting = self.timeout.saturating_mul(CONNECT_TIMEOUTS);
+        let connecting = AsyncSmtpConnection::connect_tokio1(
             (self.host.as_str(), self.port),
             Some(self.timeout),
             &self.hello,
             wrapper,
             None,
-        )
-        .await?;
+        );
+        let mut conn = match tokio::time::timeout(greeting, connecting).await {
+            Ok(connected) => {
+                connected.map_err(|e| self.error(&e, Phase::Session, Step::Connect))?
+            }
+            Err(_) => {
+                let hint = match self.tls {
+                    TlsMode::None | TlsMode::StartTls => format!(
+                        "; a port that expects TLS from the first byte (465) says nothing \
+                         until the client starts TLS: smtps://{}:{}",
+                        self.host, self.port
+                    ),
+                    TlsMode::Implicit => String::new(),
+                };
+                // Not retried within the call: it answers the same way at once.
+                return Err(self.client_error(&format!(
+                    "{} failed: no SMTP greeting within {greeting:?}{hint}",
+                    Step::Connect
+                )));
+            }
+        };
         if let (TlsMode::StartTls, Some(parameters)) = (self.tls, &self.tls_parameters) {
             // Required: fails (a client error) when the server does not offer it.
-            conn.starttls(parameters.clone(), &self.hello).await?;
+            conn.starttls(parameters.clone(), &self.hello)
+                .await
+                .map_err(|e| self.error(&e, Phase::Session, Step::StartTls))?;
         }
         if let Some(credentials) = &self.credentials {
-            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+            let step = Step::Auth(self.username.as_str());
+            if conn
+                .server_info()
+                .get_auth_mechanism(DEFAULT_MECHANISMS)
+                .is_none()
+            {
+                // lettre says "No compatible authentication mechanism was found".
+                let hint = match self.tls {
+                    TlsMode::None => format!(
+                        "; relays often offer it only over TLS: smtp://{}:587?tls=starttls \
+                         or smtps://{}:465",
+                        self.host, self.host
+                    ),
+                    TlsMode::StartTls | TlsMode::Implicit => String::new(),
+                };
+                return Err(self.client_error(&format!(
+                    "{step} failed: the server offers no login seatwarden can use (AUTH PLAIN \
+                     or LOGIN){hint}"
+                )));
+            }
+            conn.auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(|e| self.error(&e, Phase::Session, step))?;
         }
         Ok(conn)
     }
@@ -392,7 +490,9 @@ impl Mailer {
         envelope: &lettre::address::Envelope,
         body: &[u8],
     ) -> Result<Sent, MailError> {
-        let session = |e: lettre::transport::smtp::Error| self.error(&e, Phase::Session);
+        let mail_from = |e: lettre::transport::smtp::Error| {
+            self.error(&e, Phase::Session, Step::MailFrom(envelope.from()))
+        };
         let mut options = Vec::new();
         let non_ascii = envelope
             .from()
@@ -417,7 +517,7 @@ impl Mailer {
         }
         conn.command(Mail::new(envelope.from().cloned(), options))
             .await
-            .map_err(session)?;
+            .map_err(mail_from)?;
         let mut refused = Vec::new();
         let mut last_refusal = None;
         for to in envelope.to() {
@@ -431,7 +531,7 @@ impl Mailer {
                     refused.push(format!("{to}: {e}"));
                     last_refusal = Some(e);
                 }
-                Err(e) => return Err(session(e)),
+                Err(e) => return Err(self.error(&e, Phase::Session, Step::RcptTo(Some(to)))),
             }
         }
         if let Some(e) = last_refusal
@@ -439,15 +539,18 @@ impl Mailer {
         {
             // The recipients are the message's own (stored on its row): refused
             // for good, it would stand first in the queue for ever.
-            let mut error = self.error(&e, Phase::Content);
+            let mut error = self.error(&e, Phase::Content, Step::RcptTo(None));
             if let MailError::Smtp { message, .. } = &mut error {
                 *message = format!("every recipient was refused: {}", refused.join("; "));
             }
             return Err(error);
         }
-        let content = |e: lettre::transport::smtp::Error| self.error(&e, Phase::Content);
-        conn.command(Data).await.map_err(content)?;
-        conn.message(body).await.map_err(content)?;
+        conn.command(Data)
+            .await
+            .map_err(|e| self.error(&e, Phase::Content, Step::Data))?;
+        conn.message(body)
+            .await
+            .map_err(|e| self.error(&e, Phase::Content, Step::Message))?;
         Ok(Sent { refused })
     }
 
@@ -461,7 +564,23 @@ impl Mailer {
         }
     }
 
-    fn error(&self, e: &lettre::transport::smtp::Error, phase: Phase) -> MailError {
+    /// What to change when the error shows a mismatched `smtp_url`: the server
+    /// answered our TLS hello (`smtps://`) in plain text.
+    fn hint(&self, e: &lettre::transport::smtp::Error) -> String {
+        if self.tls == TlsMode::Implicit
+            && crate::http::tls_error(e).is_some_and(crate::http::not_tls)
+        {
+            format!(
+                "; the server on that port does not speak TLS: a port that starts TLS on \
+                 request, such as 587, wants smtp://{}:{}?tls=starttls",
+                self.host, self.port
+            )
+        } else {
+            String::new()
+        }
+    }
+
+    fn error(&self, e: &lettre::transport::smtp::Error, phase: Phase, step: Step<'_>) -> MailError {
         // A certificate this host does not trust, or a handshake the two
         // sides cannot agree on, fails the same way at once: kept for a
         // later call (a renewed certificate, a fixed CA file), not retried.
@@ -478,7 +597,7 @@ impl Mailer {
             // asked again at once: another login with the same password fails
             // too, and a few in a row can lock the relay account.
             relay_refused: relay_refused(e, phase) || tls_failed,
-            message: e.to_string(),
+            message: format!("{step} failed: {e}{}", self.hint(e)),
         }
     }
 }
@@ -667,7 +786,7 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 
 /// How long a sender holds a message, and how long sending it, retries included,
 /// may take (the claim less [`CLAIM_MARGIN`]): every attempt's session bound
-/// ([`SESSION_TIMEOUTS`] × `timeout`) and the waits between attempts, within
+/// ([`SESSION_TIMEOUTS`] × `timeout`, and one more for its QUIT) and the waits between attempts, within
 /// [`CLAIM_AT_LEAST`] and [`CLAIM_AT_MOST`]. A fixed ten minutes let a send with
 /// a `timeout` over about 37 s outlast its claim against a relay gone silent:
 /// another sender (`send-mail` from a shell, a job's delivery while the daemon
@@ -679,8 +798,9 @@ fn claim_for(timeout: Duration, policy: RetryPolicy) -> (Duration, Duration) {
     let waits = policy
         .longest_backoff()
         .max(policy.max_retry_after.saturating_mul(retries));
+    // Each attempt's session, and its QUIT, bounded apart (`Mailer::send`).
     let send = timeout
-        .saturating_mul(SESSION_TIMEOUTS)
+        .saturating_mul(SESSION_TIMEOUTS + 1)
         .saturating_mul(attempts)
         .saturating_add(waits);
     let claim = send
@@ -689,8 +809,13 @@ fn claim_for(timeout: Duration, policy: RetryPolicy) -> (Duration, Duration) {
     (claim, claim.saturating_sub(CLAIM_MARGIN))
 }
 
+/// Connecting, the TLS handshake of `smtps://`, the greeting and EHLO may take
+/// this many `timeout`s ([`Mailer::connect`]).
+const CONNECT_TIMEOUTS: u32 = 2;
+
 /// One SMTP session may take this many `timeout`s (connect, greeting, login,
-/// envelope, message) before it is abandoned as a silent relay.
+/// envelope, message) before it is abandoned as a silent relay; its QUIT, after
+/// the outcome is known, one more.
 const SESSION_TIMEOUTS: u32 = 4;
 
 /// A message the relay keeps refusing (our sender, our login) is given up after

@@ -202,8 +202,9 @@ async fn a_slow_send_keeps_its_claim_so_no_other_sender_sends_it_too() {
         "due to another sender while the first still sends it"
     );
     assert!(!other.claim_message(id, at(11), at(21)).unwrap());
-    // Not held for ever either: due again once a whole send could have ended.
-    assert_eq!(other.due_messages(at(18), 10).unwrap().len(), 1);
+    // Not held for ever either: due again once a whole send could have ended
+    // (four attempts of four timeouts each, and a timeout for each one's QUIT).
+    assert_eq!(other.due_messages(at(22), 10).unwrap().len(), 1);
     sender.abort();
 }
 
