@@ -11,6 +11,13 @@
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards.
 //!
+//! A held role change or membership removal is also judged against the
+//! directory as it is now ([`no_longer_asked`]): the newest complete directory
+//! read (a later run's, else the run's own), mapped as configured now. One the
+//! directory no longer asks for (the person is given another role, a member is
+//! granted the group) is refused: the mistake behind a held mass demotion is
+//! most often fixed before anyone approves it.
+//!
 //! What a run held because its directory read was incomplete
 //! ([`HoldReason::IncompleteDirectory`]) is refused, whatever the workspace shows:
 //! the person may only be missing from the read, and an approval reads no
@@ -1014,8 +1021,15 @@ pub async fn approve(
             }
         }
         let made = MadeSince::new(&workspace, &store, run)?;
-        (protected, store.deactivated_since()?, back, made)
+        let outdated = no_longer_asked(config, &store, run, &held, &workspace, tz, now)?;
+        (
+            protected,
+            store.deactivated_since()?,
+            (back, outdated),
+            made,
+        )
     };
+    let (back, outdated) = back;
     let mut approval = Approval {
         run,
         waiting,
@@ -1145,7 +1159,13 @@ pub async fn approve(
             ));
             continue;
         }
-        let decision = recheck(&action, &workspace, &protected, &clocks);
+        let decision = match recheck(&action, &workspace, &protected, &clocks) {
+            Recheck::Apply => match outdated.get(&action.seq) {
+                Some(why) => Recheck::Refuse(why.clone()),
+                None => Recheck::Apply,
+            },
+            decision => decision,
+        };
         if let (ActionKind::Delete { account_id, .. }, Recheck::Apply) = (&action.kind, &decision) {
             deleting.insert(account_id.clone());
         }
@@ -1862,6 +1882,131 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
     s.converged = s.actions_applied == report.actions.len();
     store.save_report(run, &report.to_stored_json())?;
     Ok(())
+}
+
+/// The held role changes and membership removals of `run` the directory no
+/// longer asks for, by seq, with why: judged with the mappings configured now
+/// against the newest complete directory read the source check accepted, a later
+/// run's (a `plan` included) or else `run`'s own. A held mass demotion or
+/// removal is most often a mistake fixed since (a mapping's misspelt group, a
+/// directory group emptied by accident): approving the run afterwards would
+/// otherwise take away, from the stale plan, access the directory gives again,
+/// and the next reconcile would hand it back. A role change is refused when the
+/// person, still active and in scope, is given another role now; a removal when
+/// one of its members is granted the group now.
+fn no_longer_asked(
+    config: &Config,
+    store: &Store,
+    run: RunId,
+    held: &[JournalEntry],
+    workspace: &WorkspaceSnapshot,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<u32, String>, ApprovalError> {
+    let mut outdated = BTreeMap::new();
+    if !held.iter().any(|e| {
+        matches!(
+            e.action.kind,
+            ActionKind::SetRole { .. } | ActionKind::RemoveMembers { .. }
+        )
+    }) {
+        return Ok(outdated);
+    }
+    let newer = match store.newest_complete_directory_after(run)? {
+        Some(newer) if !directory_rejected(store, newer)? => Some(newer),
+        _ => None,
+    };
+    let read = match newer {
+        Some(newer) => store.load_directory_snapshot(newer)?.map(|d| (newer, d)),
+        None => store
+            .load_directory_snapshot(run)?
+            .filter(|d| d.complete)
+            .map(|d| (run, d)),
+    };
+    let Some((read_by, directory)) = read else {
+        return Ok(outdated);
+    };
+    let source = format!(
+        "the directory read by run {read_by} ({}), mapped as configured now,",
+        crate::report::local_time(store.run(read_by)?.map_or(now, |r| r.started_at), tz)
+    );
+    let desired = crate::policy::desired_state(&directory, &config.policy_settings());
+    let linked: HashMap<String, String> = store
+        .links()?
+        .into_iter()
+        .map(|l| (l.account_id, l.identity_id))
+        .collect();
+    for entry in held {
+        match &entry.action.kind {
+            ActionKind::SetRole { account_id, to, .. } => {
+                let identity = entry
+                    .action
+                    .identity_id
+                    .as_ref()
+                    .or_else(|| linked.get(account_id));
+                if let Some(now_role) = identity
+                    .and_then(|id| desired.active.get(id))
+                    .and_then(|d| d.spec.role)
+                    && now_role != *to
+                {
+                    outdated.insert(
+                        entry.action.seq,
+                        format!(
+                            "the directory no longer asks for it: {source} gives them \
+                             {now_role}, not {to}; a new run decides what they need"
+                        ),
+                    );
+                }
+            }
+            ActionKind::RemoveMembers { group, members } => {
+                let name = group_key(group.display_name());
+                let granted: Vec<&str> = members
+                    .iter()
+                    .filter(|member| {
+                        linked
+                            .get(member.as_str())
+                            .and_then(|id| desired.active.get(id))
+                            .is_some_and(|d| d.groups.iter().any(|g| group_key(g) == name))
+                    })
+                    .map(|member| {
+                        workspace
+                            .accounts
+                            .iter()
+                            .find(|a| a.id == *member)
+                            .map_or(member.as_str(), |a| a.user_name.as_str())
+                    })
+                    .collect();
+                if !granted.is_empty() {
+                    outdated.insert(
+                        entry.action.seq,
+                        format!(
+                            "the directory no longer asks for it: {source} grants {} to \
+                             {} of its members ({}); a new run decides who loses it",
+                            group.display_name(),
+                            granted.len(),
+                            few_names(&granted)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(outdated)
+}
+
+/// The first three of `names`, comma-separated, and how many more there are.
+fn few_names(names: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| crate::report::printable(n, false).to_string())
+        .collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
 }
 
 /// Whether the source check rejected `run`'s directory (empty, or shrunk past the
