@@ -16,7 +16,9 @@
 //! read (a later run's, else the run's own), mapped as configured now. One the
 //! directory no longer asks for (the person is given another role, a member is
 //! granted the group) is refused: the mistake behind a held mass demotion is
-//! most often fixed before anyone approves it.
+//! most often fixed before anyone approves it. So is a deactivation, deletion,
+//! role change or rename of an account whose stored link names another person
+//! now ([`relinked`]: `seatwarden link … --replace` since the run).
 //!
 //! What a run held because its directory read was incomplete
 //! ([`HoldReason::IncompleteDirectory`]) is refused, whatever the workspace shows:
@@ -1021,15 +1023,21 @@ pub async fn approve(
             }
         }
         let made = MadeSince::new(&workspace, &store, run)?;
-        let outdated = no_longer_asked(config, &store, run, &held, &workspace, tz, now)?;
+        // Account → the identity its stored link names now.
+        let linked: HashMap<String, String> = store
+            .links()?
+            .into_iter()
+            .map(|l| (l.account_id, l.identity_id))
+            .collect();
+        let outdated = no_longer_asked(config, &store, run, &held, &workspace, &linked, tz)?;
         (
             protected,
             store.deactivated_since()?,
-            (back, outdated),
+            (back, outdated, linked),
             made,
         )
     };
-    let (back, outdated) = back;
+    let (back, outdated, linked) = back;
     let mut approval = Approval {
         run,
         waiting,
@@ -1157,6 +1165,10 @@ pub async fn approve(
                      decides what they need"
                 ),
             ));
+            continue;
+        }
+        if let Some(why) = relinked(&action, &linked, &admin_command) {
+            approval.refused.push((action.seq, why));
             continue;
         }
         let decision = match recheck(&action, &workspace, &protected, &clocks) {
@@ -1884,6 +1896,40 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
     Ok(())
 }
 
+/// Why `action` is refused when its account's stored link names another
+/// identity than the one it was planned for (or any, for an account nobody's
+/// link named): `seatwarden link … --replace` moved it since the run, most
+/// often because the person deciding found the account was someone else's.
+/// Sent, a deactivation, deletion, role change or rename planned for the old
+/// owner would fall on the new one (an active person's account deactivated).
+fn relinked(
+    action: &Action,
+    linked: &HashMap<String, String>,
+    admin_command: &str,
+) -> Option<String> {
+    let account = match &action.kind {
+        ActionKind::Deactivate { account_id }
+        | ActionKind::Delete { account_id, .. }
+        | ActionKind::SetRole { account_id, .. }
+        | ActionKind::UpdateAttributes { account_id, .. } => account_id,
+        _ => return None,
+    };
+    let now = linked.get(account)?;
+    if action.identity_id.as_ref() == Some(now) {
+        return None;
+    }
+    let planned_for = match &action.identity_id {
+        Some(identity) => format!("identity {}", crate::report::printable(identity, false)),
+        None => "an account no identity was linked to".to_owned(),
+    };
+    Some(format!(
+        "account {} is linked to identity {} now (`{admin_command} link` since the run), \
+         and the run planned this for {planned_for}; a new run decides what the account needs",
+        crate::report::printable(account, false),
+        crate::report::printable(now, false),
+    ))
+}
+
 /// The held role changes and membership removals of `run` the directory no
 /// longer asks for, by seq, with why: judged with the mappings configured now
 /// against the newest complete directory read the source check accepted, a later
@@ -1900,8 +1946,8 @@ fn no_longer_asked(
     run: RunId,
     held: &[JournalEntry],
     workspace: &WorkspaceSnapshot,
+    linked: &HashMap<String, String>,
     tz: chrono_tz::Tz,
-    now: DateTime<Utc>,
 ) -> Result<BTreeMap<u32, String>, ApprovalError> {
     let mut outdated = BTreeMap::new();
     if !held.iter().any(|e| {
@@ -1926,16 +1972,14 @@ fn no_longer_asked(
     let Some((read_by, directory)) = read else {
         return Ok(outdated);
     };
-    let source = format!(
-        "the directory read by run {read_by} ({}), mapped as configured now,",
-        crate::report::local_time(store.run(read_by)?.map_or(now, |r| r.started_at), tz)
-    );
+    let source = match store.run(read_by)? {
+        Some(record) => format!(
+            "the directory read by run {read_by} ({}), mapped as configured now,",
+            crate::report::local_time(record.started_at, tz)
+        ),
+        None => format!("the directory read by run {read_by}, mapped as configured now,"),
+    };
     let desired = crate::policy::desired_state(&directory, &config.policy_settings());
-    let linked: HashMap<String, String> = store
-        .links()?
-        .into_iter()
-        .map(|l| (l.account_id, l.identity_id))
-        .collect();
     for entry in held {
         match &entry.action.kind {
             ActionKind::SetRole { account_id, to, .. } => {

@@ -274,3 +274,82 @@ async fn approving_after_the_mapping_was_corrected_takes_nothing_away() {
     assert_eq!(sandbox.stats().writes, writes, "nothing sent");
     sandbox.shutdown().await;
 }
+
+/// A held deactivation whose account the person deciding found to be someone
+/// else's, and linked to them (`seatwarden link ACTIVE ACCOUNT --replace`)
+/// before approving the run: the re-check refuses it, naming the link, rather
+/// than deactivating the account of an active person, and sends nothing.
+#[tokio::test]
+async fn approving_a_held_deactivation_of_an_account_linked_since_to_someone_else_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    let store = Store::open(&config.state.path).unwrap();
+    let links = store.links().unwrap();
+    drop(store);
+    let linked_active: Vec<&seatwarden::model::Identity> = data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| i.status == IdentityStatus::Active)
+        .filter(|i| links.iter().any(|l| l.identity_id == i.id))
+        .take(2)
+        .collect();
+    let (leaver, stays) = (linked_active[0].id.clone(), linked_active[1].id.clone());
+    let account = links
+        .iter()
+        .find(|l| l.identity_id == leaver)
+        .unwrap()
+        .account_id
+        .clone();
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.id == leaver)
+        .unwrap()
+        .status = IdentityStatus::Suspended;
+    write_directory(dir.path(), &data);
+    config.safety.max_deprovisions = 0;
+    let held = execute(&config, Mode::Reconcile).await;
+    let deactivation = held
+        .plan
+        .actions
+        .iter()
+        .find(|a| {
+            a.kind
+                == ActionKind::Deactivate {
+                    account_id: account.clone(),
+                }
+        })
+        .unwrap_or_else(|| panic!("a deactivation of {account}: {:?}", held.plan));
+    assert!(deactivation.held.is_some(), "{deactivation:?}");
+
+    // The account is the other person's.
+    let mut store = Store::open(&config.state.path).unwrap();
+    approval::link(&mut store, &stays, &account, true, "seatwarden", Utc::now()).unwrap();
+    drop(store);
+    let writes = sandbox.stats().writes;
+
+    let approval = approve_all(&config, held.run_id).await;
+    assert!(approval.approved.is_empty(), "{approval:?}");
+    assert_eq!(
+        approval.refused,
+        vec![(
+            deactivation.seq,
+            format!(
+                "account {account} is linked to identity {stays} now (`seatwarden link` since \
+                 the run), and the run planned this for identity {leaver}; a new run decides \
+                 what the account needs"
+            )
+        )]
+    );
+    assert_eq!(sandbox.stats().writes, writes, "nothing sent");
+    let workspace = sandbox.snapshot();
+    assert!(
+        workspace
+            .accounts
+            .iter()
+            .any(|a| a.id == account && a.active),
+        "still active"
+    );
+    sandbox.shutdown().await;
+}
