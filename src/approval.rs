@@ -9,7 +9,9 @@
 //! Owner) is refused and stays held, the reason in its journal row and the report
 //! (one a cut-off approval had released goes back to held); the rest are released
 //! and applied through the same journaled executor and circuit breaker as a run.
-//! The run's stored report is brought up to date afterwards.
+//! The run's stored report is brought up to date afterwards, and so are those of
+//! later runs that held the same actions again: what this approval applied is
+//! recorded done there ([`settle_later_holds`]), so they stop asking for it.
 //!
 //! A held role change or membership removal is also judged against the
 //! directory as it is now ([`no_longer_asked`]): the newest complete directory
@@ -626,6 +628,9 @@ pub struct Approval {
     /// Held actions that only wait for the settle window, left held: the first
     /// reconcile after it passes applies them.
     pub waiting: usize,
+    /// Later runs that held the same actions again, and how many of each: now
+    /// recorded done there ([`settle_later_holds`]), nothing left to approve.
+    pub settled_later: Vec<(RunId, usize)>,
 }
 
 impl Approval {
@@ -1322,7 +1327,56 @@ pub async fn approve(
         )?;
     }
     refresh_report(&mut store, run, &admin_command)?;
+    approval.settled_later =
+        settle_later_holds(&mut store, run, &approval.approved, &admin_command, now)?;
     Ok(approval)
+}
+
+/// The same actions held again by later runs (the daemon's reconciles kept
+/// holding what waited for a person), once this approval of `run` applied them:
+/// recorded done in those runs (`obsolete`: nothing is sent), their reports
+/// brought up to date. Otherwise `status`, the digest and the newest run's
+/// report kept asking for an approval of the newest run, naming people whose
+/// accounts this approval had just deactivated, until the next reconcile.
+/// Returns the runs and how many of each.
+fn settle_later_holds(
+    store: &mut Store,
+    run: RunId,
+    approved: &[u32],
+    admin_command: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<(RunId, usize)>, ApprovalError> {
+    let applied: Vec<ActionKind> = store
+        .journal(run)?
+        .into_iter()
+        .filter(|e| e.state == ActionState::Applied && approved.contains(&e.action.seq))
+        .map(|e| e.action.kind)
+        .collect();
+    if applied.is_empty() {
+        return Ok(Vec::new());
+    }
+    let user = safety::os_user();
+    let mut settled = Vec::new();
+    for later in store.later_runs_holding(run)? {
+        let done: Vec<(u32, Decision, Option<String>)> = held_undecided(store, later)?
+            .into_iter()
+            .filter(|e| applied.contains(&e.action.kind))
+            .map(|e| {
+                (
+                    e.action.seq,
+                    Decision::Obsolete,
+                    Some(format!("done by the approval of run {run}")),
+                )
+            })
+            .collect();
+        if done.is_empty() {
+            continue;
+        }
+        store.record_decisions(later, &done, &user, now)?;
+        refresh_report(store, later, admin_command)?;
+        settled.push((later, done.len()));
+    }
+    Ok(settled)
 }
 
 /// The deprovisions of `run` an earlier approval applied and verified, then was

@@ -353,3 +353,86 @@ async fn approving_a_held_deactivation_of_an_account_linked_since_to_someone_els
     );
     sandbox.shutdown().await;
 }
+
+/// The binary with `args` against the configuration in `dir`, to its end.
+async fn binary(dir: &Path, args: &[&str]) -> std::process::Output {
+    let config = dir.join("seatwarden.toml");
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("SEATWARDEN_CONFIG")
+            .env("SEATWARDEN_OPERATOR", "review")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A mass deprovision held by the threshold, and held again by the next
+/// reconcile (the daemon's, every half hour). The person deciding approves the
+/// run the first alert named: the newer run's same holds are recorded done
+/// there, so `status`, its report and the digest stop asking to approve people
+/// whose accounts were just deactivated (before, they did until the next
+/// reconcile, and `approve` of that run found everything obsolete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_an_older_run_settles_the_same_holds_of_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    let leavers: Vec<String> = data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| i.status == IdentityStatus::Active)
+        .take(2)
+        .map(|i| i.id.clone())
+        .collect();
+    for identity in data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| leavers.contains(&i.id))
+    {
+        identity.status = IdentityStatus::Suspended;
+    }
+    write_directory(dir.path(), &data);
+    config.safety.max_deprovisions = 0;
+    let first = execute(&config, Mode::Reconcile).await;
+    let newer = execute(&config, Mode::Reconcile).await;
+    assert_eq!(newer.report.summary.actions_held, 2, "held again");
+
+    let out = binary(dir.path(), &["approve", &first.run_id.to_string()]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout), @r"
+    run 2: 2 approved (2 applied, 0 failed), 0 obsolete, 0 refused
+      run 3 held 2 of these again: recorded there as done, not to be approved again
+    ");
+
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(
+        approval::awaiting_decision(&store, newer.run_id).unwrap(),
+        0
+    );
+    let report =
+        seatwarden::report::Report::from_json(&store.report(newer.run_id).unwrap().unwrap())
+            .unwrap();
+    assert_eq!(report.summary.actions_held, 0, "{report:?}");
+    for action in &report.actions {
+        assert_eq!(
+            action.error.as_deref(),
+            Some("obsolete when approved: done by the approval of run 2; nothing was sent"),
+            "{action:?}"
+        );
+    }
+    drop(store);
+    let out = binary(dir.path(), &["status", "--format", "json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["last_reconcile_awaiting_approval"], 0, "{json}");
+    let out = binary(dir.path(), &["digest", "--format", "json"]).await;
+    let digest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(digest["held"], serde_json::json!([]), "{digest}");
+    sandbox.shutdown().await;
+}
