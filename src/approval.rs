@@ -104,7 +104,7 @@ pub enum ApprovalError {
     #[error("{0}")]
     Link(String),
     #[error(
-        "run {run} has no held actions{only} left to decide on{}{decided}",
+        "run {run} has no held actions{only} left to decide on{}{others}{decided}",
         settle_window_note(*.waiting)
     )]
     NothingHeld {
@@ -112,6 +112,9 @@ pub enum ApprovalError {
         only: String,
         /// Held actions it selects that only wait for the settle window.
         waiting: usize,
+        /// What `--only` left out that waits for a decision (`; it holds 7
+        /// others …`), or nothing.
+        others: String,
         /// Who decided on its held actions already, and when (`; decided
         /// already: …`), or nothing: a second person paged for the same hold is
         /// told a colleague's approval did it, not left to wonder.
@@ -764,8 +767,9 @@ fn undecided(
             (ActionState::InFlight, Some(Decision::Approved)) => !approving,
             _ => false,
         })
-        .filter(|e| only.admits(&e.action.kind))
         .collect();
+    let (held, other_kinds): (Vec<JournalEntry>, Vec<JournalEntry>) =
+        held.into_iter().partition(|e| only.admits(&e.action.kind));
     let (waiting, held): (Vec<JournalEntry>, Vec<JournalEntry>) = held.into_iter().partition(|e| {
         approving && waits_for_settle_window(e, decisions.contains_key(&e.action.seq))
     });
@@ -774,10 +778,48 @@ fn undecided(
             run,
             only: only.describe(),
             waiting: waiting.len(),
+            others: other_kinds_note(other_kinds.iter().filter(|e| {
+                !(approving && waits_for_settle_window(e, decisions.contains_key(&e.action.seq)))
+            })),
             decided: decided_already(store, run, tz)?,
         });
     }
     Ok((held, waiting.len()))
+}
+
+/// `; it holds 7 others that wait for a decision: 7 deactivate (class
+/// deprovision)` for [`ApprovalError::NothingHeld`] when `--only` left out
+/// everything the run holds: a mistyped or misremembered kind otherwise read
+/// as a run with nothing held. Nothing when `others` is empty.
+fn other_kinds_note<'a>(others: impl Iterator<Item = &'a JournalEntry>) -> String {
+    let mut by_kind: BTreeMap<(&'static str, Option<&'static str>), usize> = BTreeMap::new();
+    for entry in others {
+        let class = entry
+            .action
+            .kind
+            .threshold_class()
+            .map(|(class, _)| class.as_str());
+        *by_kind
+            .entry((entry.action.kind.name(), class))
+            .or_default() += 1;
+    }
+    let total: usize = by_kind.values().sum();
+    if total == 0 {
+        return String::new();
+    }
+    let kinds: Vec<String> = by_kind
+        .into_iter()
+        .map(|((name, class), n)| match class {
+            Some(class) => format!("{n} {name} (class {class})"),
+            None => format!("{n} {name}"),
+        })
+        .collect();
+    format!(
+        "; it holds {} that {} for a decision: {}",
+        plural(total, "other", "others"),
+        if total == 1 { "waits" } else { "wait" },
+        kinds.join(", ")
+    )
 }
 
 /// `; decided already: 18 approved by alice (last 2026-12-04 15:02:11 +01:00

@@ -436,3 +436,46 @@ async fn approving_an_older_run_settles_the_same_holds_of_a_newer_one() {
     assert_eq!(digest["held"], serde_json::json!([]), "{digest}");
     sandbox.shutdown().await;
 }
+
+/// `approve RUN --only KIND` naming a kind the run does not hold (a mistyped or
+/// misremembered one) said only that the run had nothing of it left to decide
+/// on, as of a run with nothing held: it now says what the run holds instead,
+/// by kind and class, so the next command is the right one. Exit 1, nothing
+/// decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_only_a_kind_the_run_does_not_hold_says_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    for identity in data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| i.status == IdentityStatus::Active)
+        .take(2)
+    {
+        identity.status = IdentityStatus::Suspended;
+    }
+    write_directory(dir.path(), &data);
+    config.safety.max_deprovisions = 0;
+    let held = execute(&config, Mode::Reconcile).await;
+    let run = held.run_id.to_string();
+
+    let out = binary(dir.path(), &["approve", &run, "--only", "role_downgrade"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(error_lines(&out), @"error: run 2 has no held actions of class role_downgrade left to decide on; it holds 2 others that wait for a decision: 2 deactivate (class deprovision)");
+    let out = binary(dir.path(), &["reject", &run, "--only", "create_account"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(error_lines(&out), @"error: run 2 has no held actions of kind create_account left to decide on; it holds 2 others that wait for a decision: 2 deactivate (class deprovision)");
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(approval::awaiting_decision(&store, held.run_id).unwrap(), 2);
+    sandbox.shutdown().await;
+}
+
+/// The `error:` lines of a command's stderr (its log's warnings left out).
+fn error_lines(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
