@@ -9,7 +9,18 @@
 //! Owner) is refused and stays held, the reason in its journal row and the report
 //! (one a cut-off approval had released goes back to held); the rest are released
 //! and applied through the same journaled executor and circuit breaker as a run.
-//! The run's stored report is brought up to date afterwards.
+//! The run's stored report is brought up to date afterwards, and so are those of
+//! later runs that held the same actions again: what this approval applied is
+//! recorded done there ([`settle_later_holds`]), so they stop asking for it.
+//!
+//! A held role change or membership removal is also judged against the
+//! directory as it is now ([`no_longer_asked`]): the newest complete directory
+//! read (a later run's, else the run's own), mapped as configured now. One the
+//! directory no longer asks for (the person is given another role, a member is
+//! granted the group) is refused: the mistake behind a held mass demotion is
+//! most often fixed before anyone approves it. So is a deactivation, deletion,
+//! role change or rename of an account whose stored link names another person
+//! now ([`relinked`]: `seatwarden link … --replace` since the run).
 //!
 //! What a run held because its directory read was incomplete
 //! ([`HoldReason::IncompleteDirectory`]) is refused, whatever the workspace shows:
@@ -93,7 +104,7 @@ pub enum ApprovalError {
     #[error("{0}")]
     Link(String),
     #[error(
-        "run {run} has no held actions{only} left to decide on{}{decided}",
+        "run {run} has no held actions{only} left to decide on{}{others}{decided}",
         settle_window_note(*.waiting)
     )]
     NothingHeld {
@@ -101,6 +112,9 @@ pub enum ApprovalError {
         only: String,
         /// Held actions it selects that only wait for the settle window.
         waiting: usize,
+        /// What `--only` left out that waits for a decision (`; it holds 7
+        /// others …`), or nothing.
+        others: String,
         /// Who decided on its held actions already, and when (`; decided
         /// already: …`), or nothing: a second person paged for the same hold is
         /// told a colleague's approval did it, not left to wonder.
@@ -617,6 +631,9 @@ pub struct Approval {
     /// Held actions that only wait for the settle window, left held: the first
     /// reconcile after it passes applies them.
     pub waiting: usize,
+    /// Later runs that held the same actions again, and how many of each: now
+    /// recorded done there ([`settle_later_holds`]), nothing left to approve.
+    pub settled_later: Vec<(RunId, usize)>,
 }
 
 impl Approval {
@@ -750,8 +767,9 @@ fn undecided(
             (ActionState::InFlight, Some(Decision::Approved)) => !approving,
             _ => false,
         })
-        .filter(|e| only.admits(&e.action.kind))
         .collect();
+    let (held, other_kinds): (Vec<JournalEntry>, Vec<JournalEntry>) =
+        held.into_iter().partition(|e| only.admits(&e.action.kind));
     let (waiting, held): (Vec<JournalEntry>, Vec<JournalEntry>) = held.into_iter().partition(|e| {
         approving && waits_for_settle_window(e, decisions.contains_key(&e.action.seq))
     });
@@ -760,10 +778,48 @@ fn undecided(
             run,
             only: only.describe(),
             waiting: waiting.len(),
+            others: other_kinds_note(other_kinds.iter().filter(|e| {
+                !(approving && waits_for_settle_window(e, decisions.contains_key(&e.action.seq)))
+            })),
             decided: decided_already(store, run, tz)?,
         });
     }
     Ok((held, waiting.len()))
+}
+
+/// `; it holds 7 others that wait for a decision: 7 deactivate (class
+/// deprovision)` for [`ApprovalError::NothingHeld`] when `--only` left out
+/// everything the run holds: a mistyped or misremembered kind otherwise read
+/// as a run with nothing held. Nothing when `others` is empty.
+fn other_kinds_note<'a>(others: impl Iterator<Item = &'a JournalEntry>) -> String {
+    let mut by_kind: BTreeMap<(&'static str, Option<&'static str>), usize> = BTreeMap::new();
+    for entry in others {
+        let class = entry
+            .action
+            .kind
+            .threshold_class()
+            .map(|(class, _)| class.as_str());
+        *by_kind
+            .entry((entry.action.kind.name(), class))
+            .or_default() += 1;
+    }
+    let total: usize = by_kind.values().sum();
+    if total == 0 {
+        return String::new();
+    }
+    let kinds: Vec<String> = by_kind
+        .into_iter()
+        .map(|((name, class), n)| match class {
+            Some(class) => format!("{n} {name} (class {class})"),
+            None => format!("{n} {name}"),
+        })
+        .collect();
+    format!(
+        "; it holds {} that {} for a decision: {}",
+        plural(total, "other", "others"),
+        if total == 1 { "waits" } else { "wait" },
+        kinds.join(", ")
+    )
 }
 
 /// `; decided already: 18 approved by alice (last 2026-12-04 15:02:11 +01:00
@@ -1014,8 +1070,21 @@ pub async fn approve(
             }
         }
         let made = MadeSince::new(&workspace, &store, run)?;
-        (protected, store.deactivated_since()?, back, made)
+        // Account → the identity its stored link names now.
+        let linked: HashMap<String, String> = store
+            .links()?
+            .into_iter()
+            .map(|l| (l.account_id, l.identity_id))
+            .collect();
+        let outdated = no_longer_asked(config, &store, run, &held, &workspace, &linked, tz)?;
+        (
+            protected,
+            store.deactivated_since()?,
+            (back, outdated, linked),
+            made,
+        )
     };
+    let (back, outdated, linked) = back;
     let mut approval = Approval {
         run,
         waiting,
@@ -1145,7 +1214,17 @@ pub async fn approve(
             ));
             continue;
         }
-        let decision = recheck(&action, &workspace, &protected, &clocks);
+        if let Some(why) = relinked(&action, &linked, &admin_command) {
+            approval.refused.push((action.seq, why));
+            continue;
+        }
+        let decision = match recheck(&action, &workspace, &protected, &clocks) {
+            Recheck::Apply => match outdated.get(&action.seq) {
+                Some(why) => Recheck::Refuse(why.clone()),
+                None => Recheck::Apply,
+            },
+            decision => decision,
+        };
         if let (ActionKind::Delete { account_id, .. }, Recheck::Apply) = (&action.kind, &decision) {
             deleting.insert(account_id.clone());
         }
@@ -1290,7 +1369,56 @@ pub async fn approve(
         )?;
     }
     refresh_report(&mut store, run, &admin_command)?;
+    approval.settled_later =
+        settle_later_holds(&mut store, run, &approval.approved, &admin_command, now)?;
     Ok(approval)
+}
+
+/// The same actions held again by later runs (the daemon's reconciles kept
+/// holding what waited for a person), once this approval of `run` applied them:
+/// recorded done in those runs (`obsolete`: nothing is sent), their reports
+/// brought up to date. Otherwise `status`, the digest and the newest run's
+/// report kept asking for an approval of the newest run, naming people whose
+/// accounts this approval had just deactivated, until the next reconcile.
+/// Returns the runs and how many of each.
+fn settle_later_holds(
+    store: &mut Store,
+    run: RunId,
+    approved: &[u32],
+    admin_command: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<(RunId, usize)>, ApprovalError> {
+    let applied: Vec<ActionKind> = store
+        .journal(run)?
+        .into_iter()
+        .filter(|e| e.state == ActionState::Applied && approved.contains(&e.action.seq))
+        .map(|e| e.action.kind)
+        .collect();
+    if applied.is_empty() {
+        return Ok(Vec::new());
+    }
+    let user = safety::os_user();
+    let mut settled = Vec::new();
+    for later in store.later_runs_holding(run)? {
+        let done: Vec<(u32, Decision, Option<String>)> = held_undecided(store, later)?
+            .into_iter()
+            .filter(|e| applied.contains(&e.action.kind))
+            .map(|e| {
+                (
+                    e.action.seq,
+                    Decision::Obsolete,
+                    Some(format!("done by the approval of run {run}")),
+                )
+            })
+            .collect();
+        if done.is_empty() {
+            continue;
+        }
+        store.record_decisions(later, &done, &user, now)?;
+        refresh_report(store, later, admin_command)?;
+        settled.push((later, done.len()));
+    }
+    Ok(settled)
 }
 
 /// The deprovisions of `run` an earlier approval applied and verified, then was
@@ -1862,6 +1990,163 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
     s.converged = s.actions_applied == report.actions.len();
     store.save_report(run, &report.to_stored_json())?;
     Ok(())
+}
+
+/// Why `action` is refused when its account's stored link names another
+/// identity than the one it was planned for (or any, for an account nobody's
+/// link named): `seatwarden link … --replace` moved it since the run, most
+/// often because the person deciding found the account was someone else's.
+/// Sent, a deactivation, deletion, role change or rename planned for the old
+/// owner would fall on the new one (an active person's account deactivated).
+fn relinked(
+    action: &Action,
+    linked: &HashMap<String, String>,
+    admin_command: &str,
+) -> Option<String> {
+    let account = match &action.kind {
+        ActionKind::Deactivate { account_id }
+        | ActionKind::Delete { account_id, .. }
+        | ActionKind::SetRole { account_id, .. }
+        | ActionKind::UpdateAttributes { account_id, .. } => account_id,
+        _ => return None,
+    };
+    let now = linked.get(account)?;
+    if action.identity_id.as_ref() == Some(now) {
+        return None;
+    }
+    let planned_for = match &action.identity_id {
+        Some(identity) => format!("identity {}", crate::report::printable(identity, false)),
+        None => "an account no identity was linked to".to_owned(),
+    };
+    Some(format!(
+        "account {} is linked to identity {} now (`{admin_command} link` since the run), \
+         and the run planned this for {planned_for}; a new run decides what the account needs",
+        crate::report::printable(account, false),
+        crate::report::printable(now, false),
+    ))
+}
+
+/// The held role changes and membership removals of `run` the directory no
+/// longer asks for, by seq, with why: judged with the mappings configured now
+/// against the newest complete directory read the source check accepted, a later
+/// run's (a `plan` included) or else `run`'s own. A held mass demotion or
+/// removal is most often a mistake fixed since (a mapping's misspelt group, a
+/// directory group emptied by accident): approving the run afterwards would
+/// otherwise take away, from the stale plan, access the directory gives again,
+/// and the next reconcile would hand it back. A role change is refused when the
+/// person, still active and in scope, is given another role now; a removal when
+/// one of its members is granted the group now.
+fn no_longer_asked(
+    config: &Config,
+    store: &Store,
+    run: RunId,
+    held: &[JournalEntry],
+    workspace: &WorkspaceSnapshot,
+    linked: &HashMap<String, String>,
+    tz: chrono_tz::Tz,
+) -> Result<BTreeMap<u32, String>, ApprovalError> {
+    let mut outdated = BTreeMap::new();
+    if !held.iter().any(|e| {
+        matches!(
+            e.action.kind,
+            ActionKind::SetRole { .. } | ActionKind::RemoveMembers { .. }
+        )
+    }) {
+        return Ok(outdated);
+    }
+    let newer = match store.newest_complete_directory_after(run)? {
+        Some(newer) if !directory_rejected(store, newer)? => Some(newer),
+        _ => None,
+    };
+    let read = match newer {
+        Some(newer) => store.load_directory_snapshot(newer)?.map(|d| (newer, d)),
+        None => store
+            .load_directory_snapshot(run)?
+            .filter(|d| d.complete)
+            .map(|d| (run, d)),
+    };
+    let Some((read_by, directory)) = read else {
+        return Ok(outdated);
+    };
+    let source = match store.run(read_by)? {
+        Some(record) => format!(
+            "the directory read by run {read_by} ({}), mapped as configured now,",
+            crate::report::local_time(record.started_at, tz)
+        ),
+        None => format!("the directory read by run {read_by}, mapped as configured now,"),
+    };
+    let desired = crate::policy::desired_state(&directory, &config.policy_settings());
+    for entry in held {
+        match &entry.action.kind {
+            ActionKind::SetRole { account_id, to, .. } => {
+                let identity = entry
+                    .action
+                    .identity_id
+                    .as_ref()
+                    .or_else(|| linked.get(account_id));
+                if let Some(now_role) = identity
+                    .and_then(|id| desired.active.get(id))
+                    .and_then(|d| d.spec.role)
+                    && now_role != *to
+                {
+                    outdated.insert(
+                        entry.action.seq,
+                        format!(
+                            "the directory no longer asks for it: {source} gives them \
+                             {now_role}, not {to}; a new run decides what they need"
+                        ),
+                    );
+                }
+            }
+            ActionKind::RemoveMembers { group, members } => {
+                let name = group_key(group.display_name());
+                let granted: Vec<&str> = members
+                    .iter()
+                    .filter(|member| {
+                        linked
+                            .get(member.as_str())
+                            .and_then(|id| desired.active.get(id))
+                            .is_some_and(|d| d.groups.iter().any(|g| group_key(g) == name))
+                    })
+                    .map(|member| {
+                        workspace
+                            .accounts
+                            .iter()
+                            .find(|a| a.id == *member)
+                            .map_or(member.as_str(), |a| a.user_name.as_str())
+                    })
+                    .collect();
+                if !granted.is_empty() {
+                    outdated.insert(
+                        entry.action.seq,
+                        format!(
+                            "the directory no longer asks for it: {source} grants {} to \
+                             {} of its members ({}); a new run decides who loses it",
+                            group.display_name(),
+                            granted.len(),
+                            few_names(&granted)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(outdated)
+}
+
+/// The first three of `names`, comma-separated, and how many more there are.
+fn few_names(names: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| crate::report::printable(n, false).to_string())
+        .collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
 }
 
 /// Whether the source check rejected `run`'s directory (empty, or shrunk past the

@@ -2641,6 +2641,12 @@ fn approve(
                 result.waiting
             )?;
         }
+        for (later, count) in &result.settled_later {
+            outln!(
+                "  run {later} held {count} of these again: recorded there as done, not to be \
+                 approved again"
+            )?;
+        }
         Ok(())
     };
     after_writes(print())?;

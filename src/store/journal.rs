@@ -459,6 +459,25 @@ impl Store {
             .context(|| format!("approving the held actions of run {run} in actions"))
     }
 
+    /// Reconcile and sweep runs after `run` that hold journal rows nobody decided
+    /// on yet, oldest first: where an approval of `run` looks for the same
+    /// actions held again (see `approval::settle_later_holds`).
+    pub fn later_runs_holding(&self, run: RunId) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT actions.run_id FROM actions
+                 JOIN runs ON runs.id = actions.run_id
+                 LEFT JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                         AND held_decisions.seq = actions.seq
+                 WHERE actions.run_id > ?1 AND actions.state = 'held'
+                   AND held_decisions.run_id IS NULL
+                   AND runs.kind IN ('reconcile', 'sweep')
+                 ORDER BY actions.run_id",
+            )
+            .and_then(|mut stmt| stmt.query_map([run], |row| row.get(0))?.collect())
+            .context(|| format!("finding the runs after run {run} that hold actions"))
+    }
+
     /// Deactivations and deletions applied or in flight (of any run) whose journal
     /// row changed at or after `since`: what the rolling 24 h deprovision threshold
     /// counts (see [`Self::deprovisions_and_deletions_since`]).

@@ -302,7 +302,9 @@ async fn approve_shows_the_listing_progress_on_a_terminal_only() {
             .id;
         runs.push(run);
     }
-    let run = runs[0];
+    // The newer run on the terminal: approving the older one first would record
+    // the newer one's copy done there, leaving the piped approval nothing to read.
+    let run = runs[1];
 
     let line = format!(
         "{} --config {} approve {run}",
@@ -333,9 +335,9 @@ async fn approve_shows_the_listing_progress_on_a_terminal_only() {
     let between = &shown[reading..applying];
     assert!(between.contains('\n'), "{shown:?}");
 
-    // Not a terminal: no progress line. The second run's deactivation is obsolete
+    // Not a terminal: no progress line. The first run's deactivation is obsolete
     // by now, but the approval lists the workspace all the same to find that out.
-    let piped = blocking(seatwarden(&["approve", &runs[1].to_string()]))
+    let piped = blocking(seatwarden(&["approve", &runs[0].to_string()]))
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&piped.stderr);

@@ -955,8 +955,8 @@ async fn a_reconcile_after_a_killed_approval_plans_the_rest_again_and_nothing_is
 }
 
 /// The other order: the old run approved again first sends what its killed
-/// approval did not (the decision was made), and the new run's copies of them
-/// are obsolete when it is approved.
+/// approval did not (the decision was made), and records the new run's copies
+/// of them done there: approving the new run finds nothing left to decide on.
 #[tokio::test]
 async fn the_old_run_approved_again_after_a_reconcile_leaves_the_new_run_nothing_to_send() {
     let mut env = env_with(300, None, "max_deprovisions = 10").await;
@@ -972,9 +972,19 @@ async fn the_old_run_approved_again_after_a_reconcile_leaves_the_new_run_nothing
     let finished = env.approve_all(first.run_id).await.unwrap();
     assert_eq!(finished.applied.applied, 40 - sent, "{finished:?}");
     assert_eq!(env.active_accounts(), active_before - 40);
-    let late = env.approve_all(second.run_id).await.unwrap();
-    assert_eq!(late.obsolete.len(), 40 - sent, "{late:?}");
-    assert_eq!(late.applied.applied, 0);
+    assert_eq!(finished.settled_later, vec![(second.run_id, 40 - sent)]);
+    assert!(matches!(
+        env.approve_all(second.run_id).await,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+    let decisions = env.store().decisions(second.run_id).unwrap();
+    assert_eq!(decisions.len(), 40 - sent);
+    assert!(
+        decisions
+            .values()
+            .all(|d| *d == seatwarden::store::Decision::Obsolete),
+        "{decisions:?}"
+    );
     assert_eq!(env.sandbox.stats().writes - writes_before, 40);
 }
 
