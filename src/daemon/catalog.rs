@@ -96,8 +96,8 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
     (
         "seatwarden_outbox_messages",
         None,
-        "Mail waiting in the outbox, by state (queued: not tried yet; retrying: after \
-         a failed attempt).",
+        "Mail in the outbox, by state (queued: not tried yet; retrying: after a \
+         failed attempt; failed: refused for good, kept until the prune).",
     ),
     (
         "seatwarden_outbox_oldest_pending_age_seconds",
@@ -165,7 +165,7 @@ pub fn describe() {
 }
 
 /// The states of `seatwarden_outbox_messages{state}`.
-pub const OUTBOX_STATES: [&str; 2] = ["queued", "retrying"];
+pub const OUTBOX_STATES: [&str; 3] = ["queued", "retrying", "failed"];
 
 /// Registers at zero what a fresh daemon knows to be zero: the counters for every
 /// job and status, the unlabelled counters, the empty histograms, and the reload

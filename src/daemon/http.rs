@@ -400,10 +400,11 @@ fn refresh_gauges(shared: &Shared) {
         metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
     }
     if let Ok(backlog) = shared.with_db(|db| db.outbox_backlog()) {
-        for (state, count) in super::catalog::OUTBOX_STATES
-            .into_iter()
-            .zip([backlog.queued, backlog.retrying])
-        {
+        for (state, count) in super::catalog::OUTBOX_STATES.into_iter().zip([
+            backlog.queued,
+            backlog.retrying,
+            backlog.failed,
+        ]) {
             metrics::gauge!("seatwarden_outbox_messages", "state" => state).set(count as f64);
         }
         let waiting = backlog

@@ -107,6 +107,8 @@ pub struct OutboxBacklog {
     pub retrying: usize,
     /// When the oldest pending message was queued.
     pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Refused for good (`failed`), until the prune removes them.
+    pub failed: usize,
 }
 
 impl Store {
@@ -336,13 +338,16 @@ impl Store {
     }
 
     /// The outbox's pending messages: how many, and since when the oldest waits
-    /// (a relay that refuses or never answers shows as a growing age).
+    /// (a relay that refuses or never answers shows as a growing age); and the
+    /// messages refused for good the prune has not removed yet.
     pub fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT coalesce(sum(attempts = 0), 0), coalesce(sum(attempts > 0), 0),
-                        min(created_at)
-                 FROM outbox WHERE state = 'pending'",
+                "SELECT coalesce(sum(state = 'pending' AND attempts = 0), 0),
+                        coalesce(sum(state = 'pending' AND attempts > 0), 0),
+                        min(CASE WHEN state = 'pending' THEN created_at END),
+                        coalesce(sum(state = 'failed'), 0)
+                 FROM outbox WHERE state IN ('pending', 'failed')",
             )
             .and_then(|mut stmt| {
                 stmt.query_row([], |row| {
@@ -350,6 +355,7 @@ impl Store {
                         queued: usize::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
                         retrying: usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
                         oldest_queued_at: opt_ts(row, 2)?,
+                        failed: usize::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
                     })
                 })
             })
@@ -1009,7 +1015,8 @@ mod tests {
     }
 
     /// The backlog is the pending messages: new ones and those retried, not the
-    /// sent or refused ones, and its age is the oldest pending one's.
+    /// sent or refused ones, and its age is the oldest pending one's; the
+    /// refused ones are counted apart.
     #[test]
     fn the_outbox_backlog_counts_pending_messages_and_their_age() {
         use crate::store::{NewMessage, OutboxKind};
@@ -1040,6 +1047,7 @@ mod tests {
                 queued: 1,
                 retrying: 1,
                 oldest_queued_at: Some(at(2)),
+                failed: 1,
             }
         );
     }

@@ -4239,6 +4239,7 @@ async fn a_deprovision_the_sweep_held_awaits_approval_in_the_metrics() {
     for series in [
         "seatwarden_outbox_messages{state=\"queued\"}",
         "seatwarden_outbox_messages{state=\"retrying\"}",
+        "seatwarden_outbox_messages{state=\"failed\"}",
         "seatwarden_outbox_oldest_pending_age_seconds",
     ] {
         assert_eq!(metric(&metrics, series), Some(0.0), "{series}: {metrics}");
