@@ -731,8 +731,12 @@ Examples:
         #[arg(long)]
         force: bool,
     },
-    /// Send the messages waiting in the outbox (retrying transient failures).
+    /// Send every message waiting in the outbox now, those waiting for their next
+    /// attempt too (retrying transient failures).
     #[command(after_help = "\
+Every pending message is tried now, whatever its backoff says (not one another
+sender is sending); an alert's reminders and resolution still go after it.
+
 Exit codes: 0 nothing left to send, 1 messages still wait (a transient failure: run it
 again later) or an error (no [report.email] section, no state database),
 4 the mail server refused a message for good (fix [report.email]).
@@ -1684,14 +1688,27 @@ fn keep_stdout_file_from_others() -> Option<String> {
 
 fn send_mail(config: &Config) -> anyhow::Result<u8> {
     let settings = mail_settings(config)?;
-    let store = open_existing_store(config)?;
+    let mut store = open_existing_store(config)?;
     let now = chrono::Utc::now();
-    let (store, delivery) = deliver(&settings, store, now)?;
-    if delivery.failed > 0 {
+    // The operator's flush, once the relay is fixed: every pending message now,
+    // not when its backoff ends (up to an hour). Not one another sender holds.
+    store.release_waiting(now)?;
+    // One delivery call takes a bounded number; a flush sends them all, until
+    // one is kept for later (the relay fails again) or nothing is left.
+    let mut failed = 0;
+    let store = loop {
+        let (next, delivery) = deliver(&settings, store, now)?;
+        failed += delivery.failed;
+        if delivery.retrying > 0 || delivery.sent + delivery.failed == 0 {
+            break next;
+        }
+        store = next;
+    };
+    if failed > 0 {
         eprintln!(
             "{} refused for good by the mail server (kept as failed, not retried): fix \
              [report.email]",
-            crate::report::plural(delivery.failed, "message was", "messages were")
+            crate::report::plural(failed, "message was", "messages were")
         );
         return Ok(exit::FAILED);
     }

@@ -26,6 +26,10 @@
 //! resolution carry `In-Reply-To` and `References` with its first mail's
 //! Message-ID ([`crate::alert`]), and go out after it: a message waits while an
 //! older one of its thread is still pending, whatever their own backoffs say.
+//! Once the relay takes a message again, the messages waiting for their next
+//! attempt are due at once ([`Store::release_waiting`]) and go out in the same
+//! call: after an outage the oldest alerts do not wait out an hour's backoff
+//! each. `seatwarden send-mail` makes them due the same way before it sends.
 //!
 //! `smtp_url` forms: `smtp://host[:port]` (plain, for a local relay; port 25),
 //! `smtp://host[:port]?tls=starttls` (STARTTLS required; port 587),
@@ -840,7 +844,8 @@ pub fn retry_notice(error: &MailError, delay: Duration, next: usize, attempts: u
 /// refuses the session (login, sender; see [`relay_refused`]). Only a message the
 /// server refused itself (a 5xx to every recipient, to DATA or to its content) is
 /// failed for good, and the next one is tried. Store errors stop the call; delivery errors are recorded
-/// on their rows.
+/// on their rows. The first message the relay takes makes those waiting for their next
+/// attempt due ([`Store::release_waiting`]); at most [`DUE_PER_CALL`] are taken a call.
 pub async fn deliver_due(
     store: &mut Store,
     mailer: &Mailer,
@@ -859,99 +864,140 @@ pub async fn deliver_due(
     // failed more often. Mail threads go out in order, or people would read
     // "Resolved" first and then an alert that is no longer true as news.
     let mut unsent = store.pending_threads()?;
-    for entry in store.due_messages(now, 100)? {
-        let thread = entry.thread();
-        if unsent
-            .iter()
-            .any(|(id, other)| *id < entry.id && *other == thread)
-        {
-            // Stays due: it goes in the call that sends the older one.
-            continue;
-        }
-        let claimed_at = at();
-        // Longer than a send with all its retries may take (`budget`).
-        if !store.claim_message(entry.id, claimed_at, claimed_at + claim)? {
-            continue;
-        }
-        let mut failed_attempts = 0;
-        let sending = retry::retry(
-            policy,
-            || mailer.send(&entry),
-            |error, delay| {
-                failed_attempts += 1;
-                // A warning, not info: `send-mail` run by hand would otherwise sit
-                // silent through the backoff, and look hung.
-                tracing::warn!(
-                    outbox_id = entry.id,
-                    "{}",
-                    retry_notice(error, delay, failed_attempts + 1, policy.max_retries + 1)
-                );
-            },
-        );
-        // Never past the claim: another sender may take the message then.
-        let outcome = match tokio::time::timeout(budget, sending).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(MailError::Smtp {
-                host: mailer.host.clone(),
-                port: mailer.port,
-                message: format!(
-                    "sending did not finish within {budget:?}, the time the message was \
+    // Each message's backoff is its own too: after an outage, the oldest alerts
+    // wait out an hour each, and their threads' resolutions behind them. Once
+    // the relay took one message it is back, and the messages waiting for their
+    // next attempt are due at once (once per call; then read again, oldest
+    // first, within the call's bound).
+    let mut released = false;
+    let mut left = DUE_PER_CALL;
+    'reread: loop {
+        for entry in store.due_messages(now, left)? {
+            left = left.saturating_sub(1);
+            let thread = entry.thread();
+            if unsent
+                .iter()
+                .any(|(id, other)| *id < entry.id && *other == thread)
+            {
+                // Stays due: it goes in the call that sends the older one.
+                continue;
+            }
+            let claimed_at = at();
+            // Longer than a send with all its retries may take (`budget`).
+            if !store.claim_message(entry.id, claimed_at, claimed_at + claim)? {
+                continue;
+            }
+            let mut failed_attempts = 0;
+            let sending = retry::retry(
+                policy,
+                || mailer.send(&entry),
+                |error, delay| {
+                    failed_attempts += 1;
+                    // A warning, not info: `send-mail` run by hand would otherwise sit
+                    // silent through the backoff, and look hung.
+                    tracing::warn!(
+                        outbox_id = entry.id,
+                        "{}",
+                        retry_notice(error, delay, failed_attempts + 1, policy.max_retries + 1)
+                    );
+                },
+            );
+            // Never past the claim: another sender may take the message then.
+            let outcome = match tokio::time::timeout(budget, sending).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(MailError::Smtp {
+                    host: mailer.host.clone(),
+                    port: mailer.port,
+                    message: format!(
+                        "sending did not finish within {budget:?}, the time the message was \
                      claimed for"
-                ),
-                transient: true,
-                relay_refused: false,
-            }),
-        };
-        match outcome {
-            Ok(sent) if sent.refused.is_empty() => {
-                store.mark_message_sent(entry.id, at())?;
-                unsent.retain(|(id, _)| *id != entry.id);
-                delivery.sent += 1;
-            }
-            Ok(sent) => {
-                // Sent to the others; the refused recipients are on the row and
-                // in the call's error, as a failed delivery's answer is.
-                let text = format!(
-                    "sent, but the server refused some recipients: {}",
-                    sent.refused.join("; ")
-                );
-                tracing::warn!(outbox_id = entry.id, error = %text, "SMTP server refused recipients");
-                store.mark_message_sent_noting(entry.id, at(), Some(&text))?;
-                unsent.retain(|(id, _)| *id != entry.id);
-                delivery.sent += 1;
-                delivery.last_error = Some(text);
-            }
-            Err(error) => {
-                let refused_too_long = !error.is_transient()
-                    && now.signed_duration_since(entry.created_at) > REFUSED_FOR_AT_MOST;
-                let text = if refused_too_long {
-                    format!(
-                        "given up after {} days of refusals: {error}",
-                        REFUSED_FOR_AT_MOST.num_days()
-                    )
-                } else {
-                    error.to_string()
-                };
-                let retry_at = (error.keeps_message() && !refused_too_long).then(|| {
-                    now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
-                        .unwrap_or_else(|_| chrono::Duration::hours(1))
-                });
-                tracing::warn!(outbox_id = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
-                store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
-                delivery.last_error = Some(text);
-                if retry_at.is_some() {
-                    delivery.retrying += 1;
-                    // The server is unreachable, busy or refuses us: the rest would
-                    // fail the same way one after another (another login each). They
-                    // stay due for the next call.
-                    break;
+                    ),
+                    transient: true,
+                    relay_refused: false,
+                }),
+            };
+            match outcome {
+                Ok(sent) if sent.refused.is_empty() => {
+                    store.mark_message_sent(entry.id, at())?;
+                    unsent.retain(|(id, _)| *id != entry.id);
+                    delivery.sent += 1;
+                    if release_after_success(store, &mut released, now)? {
+                        continue 'reread;
+                    }
                 }
-                unsent.retain(|(id, _)| *id != entry.id);
-                delivery.failed += 1;
+                Ok(sent) => {
+                    // Sent to the others; the refused recipients are on the row and
+                    // in the call's error, as a failed delivery's answer is.
+                    let text = format!(
+                        "sent, but the server refused some recipients: {}",
+                        sent.refused.join("; ")
+                    );
+                    tracing::warn!(outbox_id = entry.id, error = %text, "SMTP server refused recipients");
+                    store.mark_message_sent_noting(entry.id, at(), Some(&text))?;
+                    unsent.retain(|(id, _)| *id != entry.id);
+                    delivery.sent += 1;
+                    delivery.last_error = Some(text);
+                    if release_after_success(store, &mut released, now)? {
+                        continue 'reread;
+                    }
+                }
+                Err(error) => {
+                    let refused_too_long = !error.is_transient()
+                        && now.signed_duration_since(entry.created_at) > REFUSED_FOR_AT_MOST;
+                    let text = if refused_too_long {
+                        format!(
+                            "given up after {} days of refusals: {error}",
+                            REFUSED_FOR_AT_MOST.num_days()
+                        )
+                    } else {
+                        error.to_string()
+                    };
+                    let retry_at = (error.keeps_message() && !refused_too_long).then(|| {
+                        now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
+                            .unwrap_or_else(|_| chrono::Duration::hours(1))
+                    });
+                    tracing::warn!(outbox_id = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
+                    store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
+                    delivery.last_error = Some(text);
+                    if retry_at.is_some() {
+                        delivery.retrying += 1;
+                        // The server is unreachable, busy or refuses us: the rest would
+                        // fail the same way one after another (another login each). They
+                        // stay due for the next call.
+                        return Ok(delivery);
+                    }
+                    unsent.retain(|(id, _)| *id != entry.id);
+                    delivery.failed += 1;
+                }
             }
         }
+        return Ok(delivery);
     }
-    Ok(delivery)
+}
+
+/// How many due messages one [`deliver_due`] call takes at most.
+const DUE_PER_CALL: usize = 100;
+
+/// After a message went out: the first time in a call, makes the messages
+/// waiting for their next attempt due at `now` ([`Store::release_waiting`]) and
+/// says whether any were, so the call reads what is due again.
+fn release_after_success(
+    store: &mut Store,
+    released: &mut bool,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    if std::mem::replace(released, true) {
+        return Ok(false);
+    }
+    let waiting = store.release_waiting(now)?;
+    if waiting > 0 {
+        tracing::info!(
+            messages = waiting,
+            "the SMTP server took a message again: the messages waiting for their next \
+             attempt are due now"
+        );
+    }
+    Ok(waiting > 0)
 }
 
 #[cfg(test)]

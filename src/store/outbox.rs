@@ -8,6 +8,12 @@
 //!
 //! A next attempt further ahead than any the mail module schedules
 //! ([`LONGEST_WAIT`]) was set by a clock since stepped back, and is due now.
+//!
+//! A pending row's `sent_at` is the time a sender claimed it
+//! ([`Store::claim_message`]), cleared when the attempt fails: it tells a claim
+//! (a send in flight, never to be taken) from a backoff (a wait that
+//! [`Store::release_waiting`] may cut short) without a column of its own.
+//! [`OutboxEntry::sent_at`] shows it only for a `sent` row.
 
 use std::fmt;
 
@@ -222,7 +228,11 @@ fn outbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
         last_error: row.get(9)?,
         created_at: row.get::<_, Ts>(10)?.0,
         next_attempt_at: row.get::<_, Ts>(11)?.0,
-        sent_at: row.get::<_, Option<Ts>>(12)?.map(|t| t.0),
+        // On a pending row, the time of its claim (see the module doc).
+        sent_at: row
+            .get::<_, Option<Ts>>(12)?
+            .map(|t| t.0)
+            .filter(|_| state == OutboxState::Sent.as_str()),
     })
 }
 
@@ -412,6 +422,8 @@ impl Store {
     /// sender (a job beside this one, `seatwarden send-mail` in a shell) took it
     /// first, so one message is not sent twice. A sender that dies holding it
     /// leaves it to be sent again once `until` has passed.
+    /// The claim is marked on the row (`sent_at`, see the module doc) so that
+    /// [`Store::release_waiting`] leaves it alone.
     pub fn claim_message(
         &mut self,
         id: OutboxId,
@@ -420,7 +432,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET next_attempt_at = ?3
+                "UPDATE outbox SET next_attempt_at = ?3, sent_at = ?2
                  WHERE id = ?1 AND state = 'pending'
                    AND (next_attempt_at <= ?2 OR next_attempt_at > ?4)",
             )
@@ -429,6 +441,23 @@ impl Store {
             })
             .map(|changed| changed == 1)
             .context(|| format!("claiming message {id} in outbox"))
+    }
+
+    /// Makes every pending message waiting for its next attempt due at `now`
+    /// (the relay took a message again, or the operator flushes the outbox by
+    /// hand); returns how many. Not one a sender holds (claimed, its send in
+    /// flight): that one would be sent twice. A claim left by a sender that died
+    /// ends on its own, when its deadline passes.
+    pub fn release_waiting(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET next_attempt_at = ?1
+                 WHERE state = 'pending' AND next_attempt_at > ?1 AND sent_at IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute([ts(now)]))
+            .context(|| {
+                "making the messages waiting for their next attempt due in outbox".to_owned()
+            })
     }
 
     /// The server accepted the message.
@@ -470,7 +499,7 @@ impl Store {
         self.conn
             .prepare_cached(
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3,
-                        next_attempt_at = coalesce(?4, next_attempt_at)
+                        next_attempt_at = coalesce(?4, next_attempt_at), sent_at = NULL
                  WHERE id = ?1 AND state = 'pending'",
             )
             .and_then(|mut stmt| stmt.execute(params![id, state.as_str(), error, next]))

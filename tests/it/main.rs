@@ -93,6 +93,7 @@ mod review_s45_approve;
 mod review_s45_backup;
 mod review_s45_digest;
 mod review_s45_mail;
+mod review_s45_outbox;
 mod role_groups;
 mod run_recovery;
 mod safety;

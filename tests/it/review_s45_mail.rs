@@ -21,7 +21,7 @@ fn at(hour: u32, minute: u32) -> DateTime<Utc> {
 /// A relay on loopback: `reply(verb)` answers each command (`None`: no answer
 /// at all, the connection held open for `silence`), `.` the end of a message.
 /// Returns its port and every command verb it received, in order.
-fn relay(
+pub(crate) fn relay(
     reply: fn(&str) -> Option<&'static str>,
     silence: Duration,
 ) -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -79,7 +79,7 @@ fn relay(
     (port, log)
 }
 
-fn ordinary(verb: &str) -> &'static str {
+pub(crate) fn ordinary(verb: &str) -> &'static str {
     match verb {
         "EHLO" => "250-relay.example.com\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",
         "DATA" => "354 go ahead\r\n",
