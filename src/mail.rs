@@ -7,7 +7,8 @@
 //! logged as a warning naming the server, the error, the wait and the attempt) and,
 //! if still failing, rescheduled with a growing delay that survives restarts; a relay that
 //! refuses the session (a 5xx to the greeting, the login or MAIL FROM; no STARTTLS)
-//! is rescheduled the same way but not retried inside the call, and given up after
+//! is rescheduled the same way but not retried inside the call, the other due
+//! messages put off with it (one login per backoff), and given up after
 //! [`REFUSED_FOR_AT_MOST`]; a permanent refusal of the message (a 5xx to DATA, to
 //! its content, or to every recipient) is kept as `failed` with the server's answer.
 //! An error names the relay and the step it answered (`AUTH as "svc" failed:
@@ -846,6 +847,8 @@ pub fn retry_notice(error: &MailError, delay: Duration, next: usize, attempts: u
 /// failed for good, and the next one is tried. Store errors stop the call; delivery errors are recorded
 /// on their rows. The first message the relay takes makes those waiting for their next
 /// attempt due ([`Store::release_waiting`]); at most [`DUE_PER_CALL`] are taken a call.
+/// A relay that refuses the session puts off every due message with the one it
+/// refused ([`Store::defer_due`]): one login per backoff, not one a minute.
 pub async fn deliver_due(
     store: &mut Store,
     mailer: &Mailer,
@@ -959,6 +962,14 @@ pub async fn deliver_due(
                     tracing::warn!(outbox_id = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
                     store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
                     delivery.last_error = Some(text);
+                    if let Some(until) = retry_at.filter(|_| !error.is_transient()) {
+                        // The relay refuses us (a bad login, our sender): the others
+                        // wait with this one, a backoff for the relay, rather than a
+                        // refused login each minute that can lock the account. An
+                        // unreachable relay is still tried each minute, with the next
+                        // due message, so its return is seen at once.
+                        store.defer_due(now, until)?;
+                    }
                     if retry_at.is_some() {
                         delivery.retrying += 1;
                         // The server is unreachable, busy or refuses us: the rest would

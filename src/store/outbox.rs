@@ -460,6 +460,24 @@ impl Store {
             })
     }
 
+    /// Moves the next attempt of every pending message due at `now` to `until`,
+    /// its attempts and last error unchanged: the relay refused the session (our
+    /// login, our sender), and each of them would be another refused login, a
+    /// minute apart. A claimed message is not due, and is left to its sender.
+    pub fn defer_due(
+        &mut self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET next_attempt_at = ?2
+                 WHERE state = 'pending' AND next_attempt_at <= ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![ts(now), ts(until)]))
+            .context(|| "putting off the due messages in outbox".to_owned())
+    }
+
     /// The server accepted the message.
     pub fn mark_message_sent(&mut self, id: OutboxId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.mark_message_sent_noting(id, at, None)

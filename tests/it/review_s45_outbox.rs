@@ -153,3 +153,53 @@ to = ["it-security@example.com"]
     let copies = log.lock().unwrap().iter().filter(|v| *v == ".").count();
     assert_eq!(copies, 2);
 }
+
+/// A relay refusing our login (535): the refused message waits for its backoff,
+/// and the other due messages used to stay due, so the daemon logged in again
+/// each minute with the next one, refused each time (a few can lock the relay
+/// account). Now they wait with it: one login per backoff. A relay that is
+/// down is still tried each minute (see the first test for its return).
+#[tokio::test]
+async fn a_relay_refusing_our_login_puts_off_every_due_message_with_the_refused_one() {
+    let (port, log) = relay(
+        |verb| {
+            Some(match verb {
+                "AUTH" => "535 5.7.8 Username and Password not accepted\r\n",
+                other => ordinary(other),
+            })
+        },
+        Duration::ZERO,
+    );
+    let mut settings = plain_mail_settings(port);
+    settings.username = Some("seatwarden-relay".into());
+    settings.password = Some("Secret-Never-Shown-9".to_owned().into());
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    for subject in ["first", "second", "third"] {
+        store
+            .enqueue_message(&message(OutboxKind::Alert, subject, None), at(8, 0))
+            .unwrap();
+    }
+
+    for minute in 0..3 {
+        mail::deliver_due(&mut store, &mailer, settings.retry, at(8, minute))
+            .await
+            .unwrap();
+    }
+
+    let logins = log.lock().unwrap().iter().filter(|v| *v == "AUTH").count();
+    assert_eq!(
+        logins, 2,
+        "at 08:00 and at 08:01, when its backoff ended; not at 08:02"
+    );
+    let outbox = store.outbox().unwrap();
+    assert!(
+        outbox.iter().all(|e| e.state == OutboxState::Pending),
+        "{outbox:?}"
+    );
+    assert_eq!(
+        outbox.iter().map(|e| e.attempts).collect::<Vec<_>>(),
+        [2, 0, 0],
+        "the others wait with it, untried"
+    );
+}
