@@ -1310,7 +1310,7 @@ pub async fn approve(
         let refused: Vec<(u32, String)> = approval
             .refused
             .iter()
-            .map(|(seq, why)| (*seq, format!("refused by the re-check of `approve`: {why}")))
+            .map(|(seq, why)| (*seq, format!("{}{why}", crate::model::REFUSED_BY_APPROVAL)))
             .collect();
         store.refuse_held(run, &refused, now)?;
         store.release_held(run, &approval.approved, now)?;
