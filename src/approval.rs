@@ -7,7 +7,10 @@
 //! already reflects is recorded `obsolete` and not sent; one whose target changed
 //! (account gone, role changed since the plan, now protected, or the last active
 //! Owner) is refused and stays held, the reason in its journal row and the report
-//! (one a cut-off approval had released goes back to held); the rest are released
+//! (one a cut-off approval had released goes back to held): `status`, the digest
+//! and the report then tell it refused, with why, and the next reconcile deciding,
+//! not as waiting for `approve` (which would re-check the same), as they tell a
+//! rejected one ([`crate::store::Store::decided_holds`]); the rest are released
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards, and so are those of
 //! later runs that held the same actions again: what this approval applied is
@@ -1310,7 +1313,7 @@ pub async fn approve(
         let refused: Vec<(u32, String)> = approval
             .refused
             .iter()
-            .map(|(seq, why)| (*seq, format!("refused by the re-check of `approve`: {why}")))
+            .map(|(seq, why)| (*seq, format!("{}{why}", crate::model::REFUSED_BY_APPROVAL)))
             .collect();
         store.refuse_held(run, &refused, now)?;
         store.release_held(run, &approval.approved, now)?;

@@ -407,7 +407,8 @@ Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window
 applies them. Not to wait: SEATWARDEN__SAFETY__SETTLE=0s seatwarden reconcile.
 
-The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
+The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user
+($USER, $LOGNAME, else the uid's name in /etc/passwd, else `uid N`).
 
 Examples:
   seatwarden approve 42 --only deprovision
@@ -430,7 +431,8 @@ asks for a change, the next reconcile plans it again (and the guard judges it ag
 a held deprovision's ledger episode stays open for the retry job. To keep an account,
 protect it (safety.protected, safety.protected_groups) or fix the directory.
 
-The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
+The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user
+($USER, $LOGNAME, else the uid's name in /etc/passwd, else `uid N`).
 
 Exit codes: 0 rejected, 1 an error (no such run, a run with nothing held left to
 decide on, a `plan` or dry run, which never applies anything), 75 another writer still

@@ -841,6 +841,12 @@ impl HoldReason {
 pub const INCOMPLETE_DIRECTORY_HOLD: &str =
     "the directory snapshot was incomplete; nothing that takes access away is done from it";
 
+/// How a held action `approve`'s re-check refused begins its journal row's
+/// `last_error` (the reason follows), and goes on in its report's `error`
+/// after the hold: it stays held, and approving again re-checks the same
+/// workspace and directory, so nothing waits for an approval any more.
+pub const REFUSED_BY_APPROVAL: &str = "refused by the re-check of `approve`: ";
+
 /// How seatwarden's commands are run when `report.admin_command` is not set.
 pub const DEFAULT_ADMIN_COMMAND: &str = "seatwarden";
 

@@ -628,14 +628,46 @@ pub fn os_user() -> String {
     };
     #[cfg(not(unix))]
     let uid = None;
-    audit_user(|name| std::env::var(name).ok(), uid)
+    audit_user(
+        |name| std::env::var(name).ok(),
+        uid,
+        |uid| {
+            std::fs::read_to_string("/etc/passwd")
+                .ok()
+                .and_then(|passwd| passwd_name(&passwd, uid))
+        },
+    )
+}
+
+/// The account `uid` names in `passwd` (the text of `/etc/passwd`), as
+/// `getpwuid` finds it there: the first entry with that uid. Accounts only a
+/// directory service knows (sssd, LDAP through NSS) are not in the file: those
+/// stay `uid N`, as does a uid a container runs under with no entry.
+pub fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?.trim();
+            let _password = fields.next()?;
+            let entry_uid: u32 = fields.next()?.trim().parse().ok()?;
+            (entry_uid == uid && !name.is_empty() && !name.starts_with(['+', '-']))
+                .then(|| name.to_owned())
+        })
 }
 
 /// The person behind a command: `$SEATWARDEN_OPERATOR` (set it with `docker exec
 /// -e`), else `$SUDO_USER` unless root (`seatwarden-admin` passes it; systemd sets
 /// `USER` to the service's own user), each followed by the account the command
-/// runs as when that differs; else that account: `$USER`, `$LOGNAME`, the uid.
-pub fn audit_user(env: impl Fn(&str) -> Option<String>, uid: Option<u32>) -> String {
+/// runs as when that differs; else that account: `$USER`, `$LOGNAME`, the name
+/// the password database gives the uid (`account_of`: root in a container, or
+/// a systemd service, often has neither variable), else the uid itself.
+pub fn audit_user(
+    env: impl Fn(&str) -> Option<String>,
+    uid: Option<u32>,
+    account_of: impl Fn(u32) -> Option<String>,
+) -> String {
     let var = |name: &str| {
         env(name)
             .map(|v| v.trim().to_owned())
@@ -643,6 +675,7 @@ pub fn audit_user(env: impl Fn(&str) -> Option<String>, uid: Option<u32>) -> Str
     };
     let account = var("USER")
         .or_else(|| var("LOGNAME"))
+        .or_else(|| uid.and_then(&account_of))
         .or_else(|| uid.map(|uid| format!("uid {uid}")))
         .unwrap_or_else(|| "unknown".to_owned());
     let person = var("SEATWARDEN_OPERATOR").or_else(|| var("SUDO_USER").filter(|u| u != "root"));
@@ -811,6 +844,7 @@ mod tests {
 
     #[test]
     fn the_audit_names_the_person_behind_sudo_or_the_admin_helper() {
+        let no_passwd = |_: u32| None;
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
                 pairs
@@ -819,24 +853,76 @@ mod tests {
                     .map(|(_, v)| (*v).to_owned())
             }
         };
-        assert_eq!(audit_user(env(&[("USER", "alice")]), Some(1000)), "alice");
         assert_eq!(
-            audit_user(env(&[("USER", "seatwarden"), ("SUDO_USER", "alice")]), None),
+            audit_user(env(&[("USER", "alice")]), Some(1000), no_passwd),
+            "alice"
+        );
+        assert_eq!(
+            audit_user(
+                env(&[("USER", "seatwarden"), ("SUDO_USER", "alice")]),
+                None,
+                no_passwd
+            ),
             "alice (as seatwarden)"
         );
         assert_eq!(
-            audit_user(env(&[("USER", "root"), ("SUDO_USER", "root")]), None),
+            audit_user(
+                env(&[("USER", "root"), ("SUDO_USER", "root")]),
+                None,
+                no_passwd
+            ),
             "root"
         );
         assert_eq!(
             audit_user(
                 env(&[("SEATWARDEN_OPERATOR", "bob"), ("SUDO_USER", "alice")]),
-                Some(10001)
+                Some(10001),
+                no_passwd
             ),
             "bob (as uid 10001)"
         );
-        assert_eq!(audit_user(env(&[("LOGNAME", " ")]), Some(7)), "uid 7");
-        assert_eq!(audit_user(env(&[]), None), "unknown");
+        assert_eq!(
+            audit_user(env(&[("LOGNAME", " ")]), Some(7), no_passwd),
+            "uid 7"
+        );
+        assert_eq!(audit_user(env(&[]), None, no_passwd), "unknown");
+    }
+
+    #[test]
+    fn with_no_user_variable_the_audit_names_the_account_of_the_uid() {
+        let env = |_: &str| None;
+        let passwd = "# a comment\n\
+                      root:x:0:0:root:/root:/bin/bash\n\
+                      +::::::\n\
+                      seatwarden:x:999:999::/var/lib/seatwarden:/usr/sbin/nologin\n\
+                      toor:x:0:0:second root:/root:/bin/sh\n";
+        let of = |uid: u32| passwd_name(passwd, uid);
+        // Root in a container, a systemd service: no `$USER`, no `$LOGNAME`.
+        assert_eq!(audit_user(env, Some(0), of), "root");
+        assert_eq!(audit_user(env, Some(999), of), "seatwarden");
+        assert_eq!(
+            audit_user(
+                |n: &str| (n == "SEATWARDEN_OPERATOR").then(|| "bob".to_owned()),
+                Some(0),
+                of
+            ),
+            "bob (as root)"
+        );
+        // No entry (a uid given with `docker run --user`): the uid.
+        assert_eq!(audit_user(env, Some(10001), of), "uid 10001");
+        assert_eq!(
+            passwd_name("broken\n:x:5:5::/:\nx:y:notanumber:\n", 5),
+            None
+        );
+        // `$USER` still wins over the file.
+        assert_eq!(
+            audit_user(
+                |n: &str| (n == "USER").then(|| "alice".to_owned()),
+                Some(0),
+                of
+            ),
+            "alice"
+        );
     }
 
     #[test]

@@ -26,11 +26,13 @@ pub const REPEATED_FAILURES: u32 = 3;
 /// with the run holding it.
 pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, StoreError> {
     let waiting = store.held_for_approval()?;
+    let decided = store.decided_holds()?;
     Ok(store
         .open_deprovisions()?
         .iter()
         .map(|e: &LedgerEntry| {
             let held = e.held.as_deref().map(deprovision_hold);
+            let hold_run = hold_run(held, &e.identity_id, &waiting);
             DigestDeprovision {
                 user_name: e.user_name.clone(),
                 identity_id: e.identity_id.clone(),
@@ -38,7 +40,8 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
                 detected_at: e.detected_at,
                 due_at: e.due_at,
                 held,
-                hold_run: hold_run(held, &e.identity_id, &waiting),
+                hold_run,
+                hold_decided: hold_decided(held, hold_run, &e.identity_id, &decided),
                 // A hold says what it waits for; otherwise the attempts' last error.
                 why_open: e
                     .held
@@ -60,6 +63,25 @@ pub fn hold_run(
 ) -> Option<RunId> {
     match held {
         Some(DeprovisionHold::Guard) => waiting.get(identity_id).copied(),
+        _ => None,
+    }
+}
+
+/// What became of the newest guard hold on `identity_id` when no run waits for
+/// its approval (`hold_run` is `None`), from [`Store::decided_holds`]: rejected,
+/// or refused by an approval. `status` and the digest tell it instead of
+/// "approve RUN", which would ask for what nobody is to approve.
+pub fn hold_decided(
+    held: Option<DeprovisionHold>,
+    hold_run: Option<RunId>,
+    identity_id: &str,
+    decided: &std::collections::HashMap<String, crate::store::DecidedHold>,
+) -> Option<digest::HoldDecided> {
+    match (held, hold_run) {
+        (Some(DeprovisionHold::Guard), None) => decided
+            .get(identity_id)
+            .cloned()
+            .map(digest::HoldDecided::from),
         _ => None,
     }
 }
@@ -538,14 +560,14 @@ mod tests {
         ] {
             assert_eq!(deprovision_hold(&held), expected, "{held}");
         }
-        let approve = DeprovisionHold::Guard.waiting_for("seatwarden", "00u1", Some(8));
+        let approve = DeprovisionHold::Guard.waiting_for("seatwarden", "00u1", Some(8), None);
         assert!(approve.contains("`seatwarden approve 8`"), "{approve}");
         assert!(approve.contains("`seatwarden reject 8`"), "{approve}");
         for hold in [
             DeprovisionHold::ContradictedLink,
             DeprovisionHold::Protected,
         ] {
-            let says = hold.waiting_for("seatwarden", "00u1", None);
+            let says = hold.waiting_for("seatwarden", "00u1", None, None);
             assert!(!says.contains("approve"), "{says}");
             assert_ne!(says, approve);
         }

@@ -63,6 +63,11 @@ pub struct Status {
     /// approve (`approve` refuses them); the next reconcile from a whole read
     /// decides. Not in `last_reconcile_awaiting_approval`.
     pub last_reconcile_held_incomplete_directory: usize,
+    /// The last reconcile's held actions an approval's re-check refused
+    /// ([`crate::report::Report::refused_by_approval`]): still held, nothing to
+    /// approve (approving again re-checks the same); the next reconcile decides.
+    /// Not in `last_reconcile_awaiting_approval`.
+    pub last_reconcile_refused_by_approval: usize,
     /// The reconcile the two counts above are of: the last one, or, when it
     /// planned nothing (it failed or was stopped before its plan: the directory
     /// unreachable, say), the newest one that did, whose held actions still wait.
@@ -151,6 +156,10 @@ pub struct Line {
     pub hold: Option<DeprovisionHold>,
     /// The run `seatwarden approve` (or `reject`) takes, when the guard holds it.
     pub hold_run: Option<RunId>,
+    /// When the guard holds it and no run waits for its approval any more: the
+    /// newest hold was rejected, or refused by `approve`'s re-check (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_decided: Option<crate::report::digest::HoldDecided>,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -159,11 +168,19 @@ fn local(at: DateTime<Utc>, tz: Tz) -> String {
     crate::report::local_minute(at, tz)
 }
 
-/// `waiting`: [`Store::held_for_approval`], for the run holding a guard's hold.
-fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, waiting: &HashMap<String, RunId>) -> Line {
+/// The guard's holds by person: [`Store::held_for_approval`] (the run holding
+/// each) and [`Store::decided_holds`] (what became of the newest, when none waits).
+#[derive(Default)]
+struct GuardHolds {
+    waiting: HashMap<String, RunId>,
+    decided: HashMap<String, crate::store::DecidedHold>,
+}
+
+fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, holds: &GuardHolds) -> Line {
     // Names and provider messages go to a terminal line by line.
     let clean = crate::report::printable_field;
     let hold = entry.held.as_deref().map(super::notify::deprovision_hold);
+    let hold_run = super::notify::hold_run(hold, &entry.identity_id, &holds.waiting);
     Line {
         user_name: clean(&entry.user_name),
         identity_id: clean(&entry.identity_id),
@@ -176,7 +193,22 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, waiting: &HashMap<Strin
         verified_at: entry.verified_at,
         held: entry.held.as_deref().map(clean),
         hold,
-        hold_run: super::notify::hold_run(hold, &entry.identity_id, waiting),
+        hold_run,
+        hold_decided: super::notify::hold_decided(
+            hold,
+            hold_run,
+            &entry.identity_id,
+            &holds.decided,
+        )
+        .map(|decided| match decided {
+            crate::report::digest::HoldDecided::Refused { run, why } => {
+                crate::report::digest::HoldDecided::Refused {
+                    run,
+                    why: clean(&why),
+                }
+            }
+            rejected => rejected,
+        }),
         attempts: entry.attempts,
         last_error: entry.last_error.as_deref().map(clean),
     }
@@ -251,14 +283,17 @@ pub fn collect(
         other => (other, false),
     };
     let open = store.open_deprovisions()?;
-    let waiting = store.held_for_approval()?;
+    let holds = GuardHolds {
+        waiting: store.held_for_approval()?,
+        decided: store.decided_holds()?,
+    };
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
         .iter()
         .map(|e| {
             (
                 e.state(now) != EntryState::Overdue,
-                line(e, now, tz, &waiting),
+                line(e, now, tz, &holds),
             )
         })
         .collect();
@@ -270,10 +305,7 @@ pub fn collect(
     let mut latencies: Vec<Duration> = verified.iter().filter_map(LedgerEntry::latency).collect();
     let p50 = sla::quantile(&mut latencies, 0.5);
     let p99 = sla::quantile(&mut latencies, 0.99);
-    let mut verified_lines: Vec<Line> = verified
-        .iter()
-        .map(|e| line(e, now, tz, &waiting))
-        .collect();
+    let mut verified_lines: Vec<Line> = verified.iter().map(|e| line(e, now, tz, &holds)).collect();
     verified_lines.reverse();
     let deletions = match delete_after.and_then(|d| Duration::from_std(d).ok()) {
         Some(period) if period > Duration::zero() => {
@@ -328,12 +360,12 @@ pub fn collect(
                 {
                     crate::report::HeldCounts {
                         awaiting_approval: last_reconcile_actions.get("held").copied().unwrap_or(0),
-                        incomplete_directory: 0,
+                        ..crate::report::HeldCounts::default()
                     }
                 }
                 Err(_) => crate::report::HeldCounts {
                     awaiting_approval: crate::approval::awaiting_decision(store, run.id)?,
-                    incomplete_directory: 0,
+                    ..crate::report::HeldCounts::default()
                 },
             },
             // Cut off before its report (killed mid-apply): what it held waits all
@@ -341,6 +373,7 @@ pub fn collect(
             None => crate::report::HeldCounts {
                 awaiting_approval: crate::approval::awaiting_decision(store, run.id)?,
                 incomplete_directory: crate::approval::held_on_incomplete_read(store, run.id)?,
+                refused_by_approval: 0,
             },
         },
         None => crate::report::HeldCounts::default(),
@@ -386,6 +419,7 @@ pub fn collect(
         last_reconcile_actions,
         last_reconcile_awaiting_approval: held.awaiting_approval,
         last_reconcile_held_incomplete_directory: held.incomplete_directory,
+        last_reconcile_refused_by_approval: held.refused_by_approval,
         held_by_run: held_by.map(|run| run.id),
         last_reconcile_cut_off,
         last_reconcile,
@@ -512,7 +546,12 @@ pub fn render_text(status: &Status) -> String {
             let _ = write!(
                 extra,
                 "; {}",
-                hold.waiting_for(&status.admin_command, &l.identity_id, l.hold_run)
+                hold.waiting_for(
+                    &status.admin_command,
+                    &l.identity_id,
+                    l.hold_run,
+                    l.hold_decided.as_ref()
+                )
             );
             // The wording above already says what kind of hold it is.
             let why = l.held.as_deref().map(|held| {
@@ -673,6 +712,18 @@ pub fn render_text(status: &Status) -> String {
             attention.push(format!(
                 "{} held for approval{earlier} (`{} approve {held_by}`)",
                 crate::report::plural(status.last_reconcile_awaiting_approval, "action", "actions"),
+                status.admin_command,
+            ));
+        }
+        if status.last_reconcile_refused_by_approval > 0 {
+            attention.push(format!(
+                "{} held{earlier} that `{} approve {held_by}` refused (nothing to approve: the \
+                 next reconcile decides; `report --run {held_by}` says why)",
+                crate::report::plural(
+                    status.last_reconcile_refused_by_approval,
+                    "action",
+                    "actions"
+                ),
                 status.admin_command,
             ));
         }
@@ -982,12 +1033,12 @@ mod tests {
                 &entry,
                 due - chrono::Duration::seconds(1),
                 tz,
-                &HashMap::new(),
+                &GuardHolds::default(),
             );
             assert_eq!(shown.due_local, due_local, "{tz}");
             assert_eq!(shown.state, EntryState::Pending.as_str(), "{tz}");
             assert_eq!(
-                line(&entry, due, tz, &HashMap::new()).state,
+                line(&entry, due, tz, &GuardHolds::default()).state,
                 EntryState::Overdue.as_str(),
                 "{tz}"
             );

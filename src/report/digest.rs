@@ -54,6 +54,10 @@ pub struct DigestDeprovision {
     /// `seatwarden approve` (or `reject`) needs, since it takes no `latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_run: Option<crate::store::RunId>,
+    /// When the guard holds it and no run waits for its approval any more: what
+    /// became of the newest hold (rejected, or refused by `approve`'s re-check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_decided: Option<HoldDecided>,
     /// Why it is still open while nothing holds it, from the ledger (the
     /// sweep's and the retry job's runs store no report): what the attempts to
     /// deactivate it last met, e.g. `2 attempts failed: HTTP 503 …`.
@@ -77,26 +81,64 @@ pub enum DeprovisionHold {
     Protected,
 }
 
+/// What became of a guard's hold on a deprovision that no run waits to have
+/// approved any more ([`crate::store::Store::decided_holds`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum HoldDecided {
+    /// `seatwarden reject RUN`: that run never applies it; the sweep or the next
+    /// reconcile plans it again (held again while the guard still holds it).
+    Rejected { run: crate::store::RunId },
+    /// `seatwarden approve RUN` re-checked it and refused it, `why`: it stays
+    /// held, and approving again would re-check the same; the next reconcile
+    /// plans from the directory and workspace as they are then.
+    Refused {
+        run: crate::store::RunId,
+        why: String,
+    },
+}
+
+impl From<crate::store::DecidedHold> for HoldDecided {
+    fn from(hold: crate::store::DecidedHold) -> HoldDecided {
+        match hold.refused {
+            Some(why) => HoldDecided::Refused { run: hold.run, why },
+            None => HoldDecided::Rejected { run: hold.run },
+        }
+    }
+}
+
 impl DeprovisionHold {
     /// What a reader is told holds it and what to run, e.g. "held: disputed match,
     /// waiting for `seatwarden link u2 ACCOUNT`". `run` is the run holding a
     /// guard's hold ([`crate::store::Store::held_for_approval`]): `approve` and
     /// `reject` take a run id, and the newest run may be a `plan` they refuse.
+    /// Without one, `decided` is what became of the newest hold: rejected, or
+    /// refused by an approval, it waits for nobody's approval.
     pub fn waiting_for(
         self,
         admin_command: &str,
         identity_id: &str,
         run: Option<crate::store::RunId>,
+        decided: Option<&HoldDecided>,
     ) -> String {
         match self {
-            DeprovisionHold::Guard => match run {
-                Some(run) => format!(
+            DeprovisionHold::Guard => match (run, decided) {
+                (Some(run), _) => format!(
                     "held by the guard in run {run}, waiting for `{admin_command} approve {run}` \
                      or `{admin_command} reject {run}`"
                 ),
-                // No undecided held action names the person (its run was pruned,
-                // say): the next writing run holds it again under a new id.
-                None => format!(
+                (None, Some(HoldDecided::Rejected { run })) => format!(
+                    "held by the guard; its hold in run {run} was rejected, so nothing waits for \
+                     an approval: the sweep or the next reconcile plans it again (held again, \
+                     in a new run, while the guard still holds it)"
+                ),
+                (None, Some(HoldDecided::Refused { run, why })) => format!(
+                    "held by the guard in run {run}; `{admin_command} approve {run}` refused it \
+                     ({why}), so nothing waits for an approval: the next reconcile decides"
+                ),
+                // No held action names the person (its run was pruned, say): the
+                // next writing run holds it again under a new id.
+                (None, None) => format!(
                     "held by the guard, waiting for `{admin_command} approve RUN` of the run \
                      holding it"
                 ),
@@ -360,6 +402,9 @@ pub struct DeprovisionLine {
     /// The run `seatwarden approve` takes, when the guard holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_run: Option<crate::store::RunId>,
+    /// [`DigestDeprovision::hold_decided`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_decided: Option<HoldDecided>,
     /// For an overdue one nothing holds: why it is still open, as far as the
     /// ledger says, and where to look next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -394,6 +439,17 @@ pub struct HeldRun {
     pub actions: Vec<HeldAction>,
     /// The exact command that releases them.
     pub approve_command: String,
+}
+
+/// What the latest applying run held that an approval's re-check refused
+/// ([`crate::report::Report::refused_by_approval`]): not in [`Digest::held`], as
+/// approving again re-checks the same; the next reconcile decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedHeld {
+    pub run_id: i64,
+    pub count: usize,
+    /// What it means and what decides, as the digest says it.
+    pub note: String,
 }
 
 /// What the latest applying run held because its directory read was incomplete:
@@ -493,6 +549,9 @@ pub struct Digest {
     /// Held because the directory read was incomplete: nothing to approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_incomplete: Option<IncompleteHeld>,
+    /// Held, refused by an approval's re-check: nothing to approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_refused: Option<RefusedHeld>,
     pub oldest_drift: Option<OldestDrift>,
     pub trend: Trend,
     /// How people run seatwarden's commands here, for the lines that say where
@@ -650,10 +709,16 @@ impl Digest {
             due_at: d.due_at,
             overdue: d.due_at <= input.now,
             held: d.held.is_some(),
-            hold: d
-                .held
-                .map(|h| clean(&h.waiting_for(input.admin_command, &d.identity_id, d.hold_run))),
+            hold: d.held.map(|h| {
+                clean(&h.waiting_for(
+                    input.admin_command,
+                    &d.identity_id,
+                    d.hold_run,
+                    d.hold_decided.as_ref(),
+                ))
+            }),
             hold_run: d.hold_run,
+            hold_decided: d.hold_decided.clone(),
             next_step: (d.due_at <= input.now && d.held.is_none())
                 .then(|| clean(&overdue_next_step(d, input.admin_command))),
         };
@@ -688,7 +753,10 @@ impl Digest {
                     .actions
                     .iter()
                     .filter(|a| {
-                        a.outcome == Outcome::Held && !a.waiting && !a.held_incomplete_directory()
+                        a.outcome == Outcome::Held
+                            && !a.waiting
+                            && !a.held_incomplete_directory()
+                            && !a.refused_by_approval()
                     })
                     .map(|a| HeldAction {
                         op: a.op.clone(),
@@ -707,6 +775,22 @@ impl Digest {
             .into_iter()
             .collect();
 
+        // Refused by an approval's re-check: held, but approving again re-checks
+        // the same, so they are not in `held` under "approve with".
+        let held_refused = latest_applying
+            .map(|report| (report.run_id, report.refused_by_approval()))
+            .filter(|(_, count)| *count > 0)
+            .map(|(run_id, count)| RefusedHeld {
+                run_id,
+                count,
+                note: format!(
+                    "{} held in run {run_id} that `{admin} approve {run_id}` refused: each stays \
+                     held with the re-check's reason (`{admin} report --run {run_id}` lists \
+                     them). Nothing to approve: the next reconcile decides.",
+                    plural(count, "action", "actions"),
+                    admin = input.admin_command
+                ),
+            });
         let held_incomplete = latest_applying
             .map(|report| (report.run_id, report.held_incomplete_directory()))
             .filter(|(_, count)| *count > 0)
@@ -796,6 +880,7 @@ impl Digest {
             || !overdue.is_empty()
             || held_count > 0
             || held_incomplete.is_some()
+            || held_refused.is_some()
             || held_pending > 0
             || failed_now > 0
             || not_sent_now > 0
@@ -855,6 +940,12 @@ impl Digest {
             parts.push(format!(
                 "{} (directory read incomplete)",
                 plural(incomplete.count, "held action", "held actions")
+            ));
+        }
+        if let Some(refused) = &held_refused {
+            parts.push(format!(
+                "{} (refused by approve)",
+                plural(refused.count, "held action", "held actions")
             ));
         }
         if failed_now > 0 {
@@ -980,6 +1071,7 @@ impl Digest {
             deprovisioned,
             held,
             held_incomplete,
+            held_refused,
             oldest_drift,
             trend,
             admin_command: input.admin_command.to_owned(),
@@ -1185,6 +1277,9 @@ impl Digest {
         }
         if let Some(incomplete) = &self.held_incomplete {
             let _ = writeln!(out, "\n{}", incomplete.note);
+        }
+        if let Some(refused) = &self.held_refused {
+            let _ = writeln!(out, "\n{}", refused.note);
         }
         if let Some(why) = &self.drift_not_computed {
             let _ = writeln!(out, "\n{why}");

@@ -374,11 +374,25 @@ impl Report {
     /// Held actions that wait for a human: held, less those only waiting for the
     /// settle window and those held because the directory read was incomplete
     /// ([`Report::held_incomplete_directory`]), which `approve` refuses.
+    /// Nor those an approval's re-check refused ([`Report::refused_by_approval`]).
     pub fn awaiting_approval(&self) -> usize {
         self.summary
             .actions_held
             .saturating_sub(self.safety.actions_waiting)
             .saturating_sub(self.held_incomplete_directory())
+            .saturating_sub(self.refused_by_approval())
+    }
+
+    /// Held actions `seatwarden approve`'s re-check refused (each `error` says
+    /// why, after [`crate::model::REFUSED_BY_APPROVAL`]): still held, but nothing
+    /// waits for an approval, which would re-check the same; the next reconcile
+    /// plans from the directory and workspace as they are then. Not those of an
+    /// incomplete directory read, counted there.
+    pub fn refused_by_approval(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| a.refused_by_approval())
+            .count()
     }
 
     /// Held actions planned from an incomplete directory read
@@ -395,6 +409,16 @@ impl Report {
 }
 
 impl ActionOutcome {
+    /// Held, refused by an approval's re-check: see [`Report::refused_by_approval`].
+    pub fn refused_by_approval(&self) -> bool {
+        self.outcome == Outcome::Held
+            && !self.held_incomplete_directory()
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(crate::model::REFUSED_BY_APPROVAL))
+    }
+
     /// Held because its run's directory read was incomplete: see
     /// [`Report::held_incomplete_directory`].
     pub fn held_incomplete_directory(&self) -> bool {
@@ -465,6 +489,8 @@ pub struct HeldCounts {
     pub awaiting_approval: usize,
     /// [`Report::held_incomplete_directory`].
     pub incomplete_directory: usize,
+    /// [`Report::refused_by_approval`].
+    pub refused_by_approval: usize,
 }
 
 /// [`HeldCounts`] of a stored report. The actions are looked at only when
@@ -504,20 +530,25 @@ pub fn held_in(json: &str) -> Result<HeldCounts, serde_json::Error> {
     if beyond_waiting == 0 {
         return Ok(HeldCounts::default());
     }
-    let incomplete = serde_json::from_str::<Actions<'_>>(json)?
-        .actions
-        .iter()
-        .filter(|row| {
-            row.outcome == Outcome::Held
-                && row
-                    .error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with(crate::model::INCOMPLETE_DIRECTORY_HOLD))
-        })
-        .count();
+    let actions = serde_json::from_str::<Actions<'_>>(json)?.actions;
+    let held_for = |why: &dyn Fn(&str) -> bool| {
+        actions
+            .iter()
+            .filter(|row| row.outcome == Outcome::Held && row.error.as_deref().is_some_and(why))
+            .count()
+    };
+    // As `ActionOutcome::held_incomplete_directory` and `refused_by_approval` tell them.
+    let incomplete = held_for(&|e| e.starts_with(crate::model::INCOMPLETE_DIRECTORY_HOLD));
+    let refused = held_for(&|e| {
+        !e.starts_with(crate::model::INCOMPLETE_DIRECTORY_HOLD)
+            && e.contains(crate::model::REFUSED_BY_APPROVAL)
+    });
     Ok(HeldCounts {
-        awaiting_approval: beyond_waiting.saturating_sub(incomplete),
+        awaiting_approval: beyond_waiting
+            .saturating_sub(incomplete)
+            .saturating_sub(refused),
         incomplete_directory: incomplete,
+        refused_by_approval: refused,
     })
 }
 
@@ -776,10 +807,12 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
     let incomplete = report.held_incomplete_directory();
+    let refused = report.refused_by_approval();
     let awaiting = s
         .actions_held
         .saturating_sub(waiting)
-        .saturating_sub(incomplete);
+        .saturating_sub(incomplete)
+        .saturating_sub(refused);
     // A plan or a dry run holds nothing: it shows what the guard would hold, and
     // nothing of it waits for a human (`approve` refuses such a run).
     let preview = report.mode != "reconcile";
@@ -839,6 +872,20 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             applied_then(format!(
                 "{} held by the guard — needs a human{}",
                 actions(awaiting),
+                incomplete_too(incomplete)
+            )),
+        )
+    } else if refused > 0 {
+        // Approving again re-checks the same workspace and directory: nothing
+        // waits for a human's approval, and each action says why it was refused.
+        (
+            Tone::Warn,
+            applied_then(format!(
+                "{} held: `{admin_command} approve {}` refused {} (each says why) — nothing \
+                 to approve; the next reconcile decides{}",
+                actions(refused),
+                report.run_id,
+                if refused == 1 { "it" } else { "them" },
                 incomplete_too(incomplete)
             )),
         )
@@ -1086,6 +1133,10 @@ pub fn subject(name: &str, report: &Report) -> String {
             "{} (directory read incomplete)",
             held_text(incomplete)
         ));
+    }
+    let refused = report.refused_by_approval();
+    if refused > 0 {
+        parts.push(format!("{} (refused by approve)", held_text(refused)));
     }
     if report.safety.source_fault.is_some() {
         return format!(

@@ -61,8 +61,8 @@ pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
 pub use error::{StoreError, read_only_hint};
 pub use outbox::{
-    AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxEntry, OutboxId, OutboxKind,
-    OutboxState,
+    AlertRecord, AlertRecordState, AlertsSeen, DecidedHold, NewMessage, OutboxEntry, OutboxId,
+    OutboxKind, OutboxState,
 };
 pub use safety::{AuditEntry, Decision, DecisionSummary};
 pub use writer::{Acquired, LockHolder, WriterLock, lock_file_path, lock_holder, lock_is_held};

@@ -324,6 +324,16 @@ fn insert_message(
     .context(|| format!("queueing a {} message in outbox", message.kind))
 }
 
+/// A person's held deprovision nobody is to approve any more
+/// ([`Store::decided_holds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedHold {
+    /// The run that held it.
+    pub run: RunId,
+    /// Why `approve`'s re-check refused it; `None`: it was rejected.
+    pub refused: Option<String>,
+}
+
 impl Store {
     /// Queues a message; it is due at once.
     pub fn enqueue_message(
@@ -543,7 +553,9 @@ impl Store {
     /// For each person with a held deactivation or deletion nobody approved or
     /// rejected yet, the newest reconcile or sweep run that holds it: what an
     /// overdue alert names for `seatwarden approve RUN`. Not one held because its
-    /// run's directory read was incomplete: `approve` refuses those.
+    /// run's directory read was incomplete: `approve` refuses those. Nor one an
+    /// approval's re-check refused ([`crate::model::REFUSED_BY_APPROVAL`]):
+    /// approving again re-checks the same workspace; see [`Store::decided_holds`].
     pub fn held_for_approval(
         &self,
     ) -> Result<std::collections::HashMap<String, RunId>, StoreError> {
@@ -556,15 +568,68 @@ impl Store {
                  WHERE actions.state = 'held' AND held_decisions.run_id IS NULL
                    AND actions.kind IN ('deactivate', 'delete')
                    AND (actions.payload ->> '$.held.rule') IS NOT 'incomplete_directory'
+                   AND coalesce(instr(actions.last_error, ?1), 0) != 1
                    AND actions.identity_id IS NOT NULL
                    AND runs.kind IN ('reconcile', 'sweep')
                  GROUP BY actions.identity_id",
             )
             .and_then(|mut stmt| {
-                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
+                stmt.query_map([crate::model::REFUSED_BY_APPROVAL], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect()
             })
             .context(|| "reading the held deprovisions awaiting approval from actions".to_owned())
+    }
+
+    /// For each person with a held deactivation or deletion that waits for no
+    /// approval any more, the newest reconcile or sweep run's: rejected
+    /// (`seatwarden reject`), or refused by an approval's re-check (and why).
+    /// What `status` and the digest tell instead of "approve RUN" while no
+    /// undecided hold ([`Store::held_for_approval`]) names the person.
+    pub fn decided_holds(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DecidedHold>, StoreError> {
+        let rows: Vec<(String, RunId, Option<String>, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT actions.identity_id, actions.run_id, held_decisions.decision,
+                        actions.last_error
+                 FROM actions
+                 JOIN runs ON runs.id = actions.run_id
+                 LEFT JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                         AND held_decisions.seq = actions.seq
+                 WHERE actions.state = 'held'
+                   AND actions.kind IN ('deactivate', 'delete')
+                   AND actions.identity_id IS NOT NULL
+                   AND runs.kind IN ('reconcile', 'sweep')
+                   AND (held_decisions.decision = 'rejected'
+                        OR (held_decisions.run_id IS NULL
+                            AND coalesce(instr(actions.last_error, ?1), 0) = 1))
+                 ORDER BY actions.run_id, actions.seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([crate::model::REFUSED_BY_APPROVAL], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect()
+            })
+            .context(|| "reading the decided held deprovisions from actions".to_owned())?;
+        // Ordered by run: the newest run's row is the one kept.
+        Ok(rows
+            .into_iter()
+            .map(|(identity, run, decision, last_error)| {
+                let refused = match decision {
+                    Some(_) => None,
+                    None => last_error.map(|e| {
+                        e.strip_prefix(crate::model::REFUSED_BY_APPROVAL)
+                            .unwrap_or(&e)
+                            .to_owned()
+                    }),
+                };
+                (identity, DecidedHold { run, refused })
+            })
+            .collect())
     }
 
     /// Active alerts whose key starts with `prefix` (one condition's per-person

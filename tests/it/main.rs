@@ -91,6 +91,7 @@ mod review_s44_reread;
 mod review_s44_sched;
 mod review_s45_approve;
 mod review_s45_backup;
+mod review_s45_decided;
 mod review_s45_digest;
 mod review_s45_mail;
 mod review_s45_outbox;

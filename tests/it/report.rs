@@ -1094,6 +1094,7 @@ mod digest {
                 due_at: at(30, 6),
                 held: Some(DeprovisionHold::Guard),
                 hold_run: Some(41),
+                hold_decided: None,
                 why_open: None,
             },
             DigestDeprovision {
@@ -1104,6 +1105,7 @@ mod digest {
                 due_at: at(30, 8) + chrono::Duration::minutes(30),
                 held: None,
                 hold_run: None,
+                hold_decided: None,
                 why_open: None,
             },
         ]
@@ -1270,6 +1272,7 @@ mod digest {
                 due_at: at(30, 9),
                 held: Some(DeprovisionHold::DisputedMatch),
                 hold_run: None,
+                hold_decided: None,
                 why_open: None,
             },
             DigestDeprovision {
@@ -1280,6 +1283,7 @@ mod digest {
                 due_at: at(30, 9),
                 held: Some(DeprovisionHold::Guard),
                 hold_run: Some(8),
+                hold_decided: None,
                 why_open: None,
             },
         ];

@@ -191,6 +191,7 @@ mod huge {
                 due_at: at(7),
                 held: Some(DeprovisionHold::Guard),
                 hold_run: Some(7),
+                hold_decided: None,
                 why_open: None,
             })
             .collect();

@@ -103,6 +103,7 @@ fn every_display_time_in_the_digest_json_has_its_utc_instant() {
             due_at: due,
             held: None,
             hold_run: None,
+            hold_decided: None,
             why_open: None,
         },
         DigestDeprovision {
@@ -113,6 +114,7 @@ fn every_display_time_in_the_digest_json_has_its_utc_instant() {
             due_at: at("2026-12-04T05:29:31Z"),
             held: None,
             hold_run: None,
+            hold_decided: None,
             why_open: None,
         },
     ];
