@@ -2079,6 +2079,13 @@ fn no_longer_asked(
         None => format!("the directory read by run {read_by}, mapped as configured now,"),
     };
     let desired = crate::policy::desired_state(&directory, &config.policy_settings());
+    // A held mass removal names its members by userName: looked up once, not
+    // one scan of the workspace per member.
+    let user_names: HashMap<&str, &str> = workspace
+        .accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.user_name.as_str()))
+        .collect();
     for entry in held {
         match &entry.action.kind {
             ActionKind::SetRole { account_id, to, .. } => {
@@ -2112,11 +2119,10 @@ fn no_longer_asked(
                             .is_some_and(|d| d.groups.iter().any(|g| group_key(g) == name))
                     })
                     .map(|member| {
-                        workspace
-                            .accounts
-                            .iter()
-                            .find(|a| a.id == *member)
-                            .map_or(member.as_str(), |a| a.user_name.as_str())
+                        user_names
+                            .get(member.as_str())
+                            .copied()
+                            .unwrap_or(member.as_str())
                     })
                     .collect();
                 if !granted.is_empty() {
