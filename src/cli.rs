@@ -713,15 +713,20 @@ it is kept (it opens, passes integrity_check, has the state database's schema
 version); it is written beside DEST and renamed, so DEST is never half-written.
 A DEST that is a folder gets a new file named by the time, UTC:
 seatwarden-state-YYYYMMDDTHHMMSSZ.db; one written with a trailing / is created
-(0700) if missing. Prints the file written and its size. Writes nothing to the
-state database and does not wait for a running job.
+(0700) if missing. A DEST that is a symbolic link to a file: that file is
+replaced (--force), renamed over in its own folder, and the link kept. The
+temporary copies backups killed while they wrote left for the same name
+(.NAME.backup-PID…) are removed once a day old. DEST must be a UTF-8 path
+(SQLite takes the name as text). Prints the file written and its size. Writes
+nothing to the state database and does not wait for a running job.
 
 Restore: stop the daemon, replace state.path with the copy, remove the stale -wal
 and -shm beside it, run `seatwarden status` (README, \"Backing up and restoring
 the state\").
 
-Exit codes: 0 written, 1 an error (DEST exists without --force, no state database or
-not a seatwarden one, a copy that failed its check: nothing is left under DEST).
+Exit codes: 0 written, 1 an error (DEST exists without --force, a link to no file,
+a path that is not UTF-8, no state database or not a seatwarden one, a copy that
+failed its check: nothing is left under DEST).
 
 Examples:
   seatwarden backup /var/backups/seatwarden/
@@ -948,8 +953,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             // Every error names the database or the backup file.
             let written = crate::store::backup(&config.state.path, &dest, force)?;
+            let through = match &written.through_link {
+                Some(link) => format!(" (the file the link {} leads to)", link.display()),
+                None => String::new(),
+            };
             outln!(
-                "backed up {} to {} ({} bytes, schema version {})",
+                "backed up {} to {}{through} ({} bytes, schema version {})",
                 config.state.path.display(),
                 written.path.display(),
                 written.bytes,
