@@ -300,15 +300,18 @@ and read-only, one line a side on stderr: the directory (Okta or Entra: a token 
 one small page of users, of groups, and of the app's assignments with app_id; LDAP:
 bind and a search of one user and one group; SCIM: one page), the workspace
 (ServiceProviderConfig, one page of Users and of Groups) and, with [report.email],
-the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried;
-each within its configured timeouts. Nothing is written, not even the state
-database. Run it before the first `plan`, and after rotating a secret.
+the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried,
+at once: each request once, within 10 s (or the configured timeout, when shorter),
+never retried as the daemon retries, so an unreachable endpoint fails in seconds.
+An endpoint answering 429 (or 503 with Retry-After) is THROTTLED: reachable, the
+rest not checked. Nothing is written, not even the state database. Run it before
+the first `plan`, and after rotating a secret.
 
 Exit codes: 0 the configuration is valid (warnings do not fail it) and, with
 --connect, every connection answered; 1 it is not: the error names the key and the
 file, or the SEATWARDEN__… variable that set it (and, for one spelt with `_` for
-`__`, the variable meant); or, with --connect, a connection failed: its FAILED line
-says which request and why.
+`__`, the variable meant); or, with --connect, a connection failed or was throttled:
+its FAILED or THROTTLED line says which request and why.
 
 Examples:
   seatwarden --config /etc/seatwarden/seatwarden.toml check-config
@@ -858,9 +861,12 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 /// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
-/// exit 1 when any failed, after every side was tried.
+/// exit 1 when any failed or was throttled, after every side was tried.
 fn check_connections(config: &Config) -> anyhow::Result<u8> {
-    eprintln!("connections (read-only; nothing is written or sent):");
+    eprintln!(
+        "connections (read-only; nothing is written or sent; {}):",
+        crate::connect::attempts(config)
+    );
     let checks = runtime()?.block_on(crate::connect::check(config));
     for check in &checks {
         eprintln!("  {}", check.line());
@@ -871,7 +877,10 @@ fn check_connections(config: &Config) -> anyhow::Result<u8> {
             exit::OK
         }
         false => {
-            eprintln!("some connections failed: see the lines marked FAILED");
+            eprintln!(
+                "some connections failed or were throttled: see the lines marked FAILED \
+                 or THROTTLED"
+            );
             exit::ERROR
         }
     })

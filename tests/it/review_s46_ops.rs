@@ -243,3 +243,154 @@ fn a_backup_removes_the_day_old_temporary_copies_of_killed_backups_of_its_name()
         names_in(&nightly)
     );
 }
+
+/// A loopback port nothing listens on: bound, then let go.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The demo's configuration in `dir` with the workspace at `workspace`, Okta
+/// at `okta` (SSWS) and, with `smtp`, a `[report.email]` to that relay.
+fn connect_config(dir: &Path, workspace: &str, okta: &str, smtp: Option<&str>) -> PathBuf {
+    crate::fixtures::copy_demo_files(dir);
+    let toml = dir.join("seatwarden.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let mut text = text
+        .replace(
+            "url = \"http://127.0.0.1:0/scim/v2\"",
+            &format!("url = \"{workspace}\""),
+        )
+        .replace("kind = \"file\"", "kind = \"okta\"")
+        .replace(
+            "path = \"directory.json\"",
+            &format!("url = \"{okta}\"\ntoken = \"okta-probe-token\""),
+        )
+        .replace("path = \"seatwarden.db\"", "path = \"state.db\"");
+    assert!(
+        text.contains(workspace) && text.contains(okta) && text.contains("state.db"),
+        "the demo's configuration moved"
+    );
+    if let Some(smtp) = smtp {
+        text.push_str(&format!(
+            "\n[report.email]\nsmtp_url = \"{smtp}\"\nusername = \"seatwarden\"\n\
+             password = \"relay-secret-1\"\nfrom = \"seatwarden@example.com\"\n\
+             to = [\"it-security@example.com\"]\n"
+        ));
+    }
+    std::fs::write(&toml, text).unwrap();
+    toml
+}
+
+fn side_line<'a>(stderr: &'a str, side: &str) -> &'a str {
+    stderr
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(&format!("{side} ")))
+        .unwrap_or_else(|| panic!("no {side} line: {stderr}"))
+}
+
+/// `check-config --connect` with the workspace, Okta and the SMTP relay on
+/// ports nothing listens on. The workspace and directory probes went through
+/// the daemon's retries (6, backing off to seconds each: about 20 s before a
+/// line was printed). Each request is now sent once: every side fails at once,
+/// naming its endpoint, says it was tried once and how the daemon would retry,
+/// and the check exits 1; the test only bounds the time generously.
+#[test]
+fn connect_probes_try_once_and_a_closed_port_fails_promptly_naming_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (workspace, okta, smtp) = (closed_port(), closed_port(), closed_port());
+    connect_config(
+        dir.path(),
+        &format!("http://127.0.0.1:{workspace}/scim/v2"),
+        &format!("http://127.0.0.1:{okta}"),
+        Some(&format!("smtp://127.0.0.1:{smtp}")),
+    );
+    let started = std::time::Instant::now();
+    let (code, stderr) =
+        crate::fixtures::seatwarden_in(dir.path(), &[], &["check-config", "--connect"]);
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("each request once, within 10 s, no retries: the daemon retries a workspace request 6 times, a directory request 6 times, a delivery 3 times, then from the outbox)"),
+        "{stderr}"
+    );
+    for (side, port) in [
+        ("workspace", workspace),
+        ("directory", okta),
+        ("mail", smtp),
+    ] {
+        let line = side_line(&stderr, side);
+        assert!(line.contains("FAILED"), "{line}");
+        assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+        assert!(
+            line.contains("tried once, no retries; the daemon retries"),
+            "{line}"
+        );
+    }
+    assert!(
+        stderr.contains("some connections failed or were throttled"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("state.db").exists());
+}
+
+/// A workspace and an Okta org answering every request 429 with
+/// `Retry-After: 30`: each probe waited the 30 s (cut to 120 s at most) before
+/// every one of its retries, minutes in all. Each is now told at once as
+/// THROTTLED, "reachable but throttled", with the status and the wait, once
+/// asked each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_endpoint_is_reported_reachable_but_throttled_at_once() {
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let throttled = || {
+        Mock::given(any()).respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "30")
+                .insert_header("content-type", "application/json")
+                .set_body_string("{\"errorCode\":\"E0000047\",\"errorSummary\":\"API call exceeded rate limit due to too many requests.\"}"),
+        )
+    };
+    let workspace = MockServer::start().await;
+    throttled().mount(&workspace).await;
+    let okta = MockServer::start().await;
+    throttled().mount(&okta).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = connect_config(
+        dir.path(),
+        &format!("{}/scim/v2", workspace.uri()),
+        &okta.uri(),
+        None,
+    );
+    let config =
+        seatwarden::config::Config::load_with_env(&toml, Some(Default::default())).unwrap();
+    let checks = tokio::time::timeout(Duration::from_secs(60), seatwarden::connect::check(&config))
+        .await
+        .expect("the probes waited for the throttling to end");
+    for check in &checks {
+        let line = check.line();
+        assert!(!check.passed(), "{line}");
+        assert!(
+            matches!(check.outcome, seatwarden::connect::Outcome::Throttled(_)),
+            "{line}"
+        );
+        assert!(
+            line.contains("THROTTLED")
+                && line.contains("reachable but throttled")
+                && line.contains("429")
+                && line.contains("run it again in 30 s"),
+            "{line}"
+        );
+    }
+    assert_eq!(checks.len(), 2);
+    // One request each that was answered 429, none asked again.
+    for server in [&workspace, &okta] {
+        let asked = server.received_requests().await.unwrap();
+        let mut paths: Vec<String> = asked.iter().map(|r| r.url.path().to_owned()).collect();
+        let all = paths.len();
+        paths.dedup();
+        assert_eq!(paths.len(), all, "a request was retried: {paths:?}");
+    }
+}
