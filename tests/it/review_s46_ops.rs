@@ -394,3 +394,78 @@ async fn a_throttled_endpoint_is_reported_reachable_but_throttled_at_once() {
         assert_eq!(paths.len(), all, "a request was retried: {paths:?}");
     }
 }
+
+/// Every request to Okta, the OAuth token request included, names seatwarden
+/// and its version in `User-Agent` (Okta's System Log records it as the
+/// client; an org admin tells seatwarden's traffic from another tool's by it).
+/// Set once on the shared HTTP client (`http::client`); pinned here for Okta.
+#[tokio::test]
+async fn every_okta_request_names_seatwarden_and_its_version_as_user_agent() {
+    use seatwarden::directory::{OktaAuth, OktaSource, Secret};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let expected = format!("seatwarden/{}", env!("CARGO_PKG_VERSION"));
+
+    let server = MockServer::start().await;
+    crate::okta::small_org(crate::okta::LinkStyle::SeparateLines)
+        .mount(&server)
+        .await;
+    OktaSource::new(crate::okta::settings(&server, crate::okta::ssws()))
+        .snapshot()
+        .await
+        .unwrap();
+
+    let oauth = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "access_token": "access-token-1",
+            "scope": "okta.users.read okta.groups.read"
+        })))
+        .mount(&oauth)
+        .await;
+    crate::okta::small_org(crate::okta::LinkStyle::SeparateLines)
+        .mount(&oauth)
+        .await;
+    let auth = OktaAuth::PrivateKeyJwt {
+        client_id: "0oa-service-app".into(),
+        key_id: Some("key-1".into()),
+        private_key: Secret::File {
+            key: "directory.private_key_file",
+            path: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keys/test-rsa-pkcs8.pem"),
+        },
+    };
+    OktaSource::new(crate::okta::settings(&oauth, auth))
+        .probe()
+        .await
+        .unwrap();
+
+    for server in [&server, &oauth] {
+        let requests = server.received_requests().await.unwrap();
+        assert!(requests.len() > 2);
+        for request in &requests {
+            let agent = request
+                .headers
+                .get("user-agent")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(
+                agent,
+                Some(expected.as_str()),
+                "{} {}",
+                request.method,
+                request.url
+            );
+        }
+    }
+    assert!(
+        oauth
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.url.path() == "/oauth2/v1/token")
+    );
+}
