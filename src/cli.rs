@@ -300,15 +300,18 @@ and read-only, one line a side on stderr: the directory (Okta or Entra: a token 
 one small page of users, of groups, and of the app's assignments with app_id; LDAP:
 bind and a search of one user and one group; SCIM: one page), the workspace
 (ServiceProviderConfig, one page of Users and of Groups) and, with [report.email],
-the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried;
-each within its configured timeouts. Nothing is written, not even the state
-database. Run it before the first `plan`, and after rotating a secret.
+the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried,
+at once: each request once, within 10 s (or the configured timeout, when shorter),
+never retried as the daemon retries, so an unreachable endpoint fails in seconds.
+An endpoint answering 429 (or 503 with Retry-After) is THROTTLED: reachable, the
+rest not checked. Nothing is written, not even the state database. Run it before
+the first `plan`, and after rotating a secret.
 
 Exit codes: 0 the configuration is valid (warnings do not fail it) and, with
 --connect, every connection answered; 1 it is not: the error names the key and the
 file, or the SEATWARDEN__… variable that set it (and, for one spelt with `_` for
-`__`, the variable meant); or, with --connect, a connection failed: its FAILED line
-says which request and why.
+`__`, the variable meant); or, with --connect, a connection failed or was throttled:
+its FAILED or THROTTLED line says which request and why.
 
 Examples:
   seatwarden --config /etc/seatwarden/seatwarden.toml check-config
@@ -713,15 +716,20 @@ it is kept (it opens, passes integrity_check, has the state database's schema
 version); it is written beside DEST and renamed, so DEST is never half-written.
 A DEST that is a folder gets a new file named by the time, UTC:
 seatwarden-state-YYYYMMDDTHHMMSSZ.db; one written with a trailing / is created
-(0700) if missing. Prints the file written and its size. Writes nothing to the
-state database and does not wait for a running job.
+(0700) if missing. A DEST that is a symbolic link to a file: that file is
+replaced (--force), renamed over in its own folder, and the link kept. The
+temporary copies backups killed while they wrote left for the same name
+(.NAME.backup-PID…) are removed once a day old. DEST must be a UTF-8 path
+(SQLite takes the name as text). Prints the file written and its size. Writes
+nothing to the state database and does not wait for a running job.
 
 Restore: stop the daemon, replace state.path with the copy, remove the stale -wal
 and -shm beside it, run `seatwarden status` (README, \"Backing up and restoring
 the state\").
 
-Exit codes: 0 written, 1 an error (DEST exists without --force, no state database or
-not a seatwarden one, a copy that failed its check: nothing is left under DEST).
+Exit codes: 0 written, 1 an error (DEST exists without --force, a link to no file,
+a path that is not UTF-8, no state database or not a seatwarden one, a copy that
+failed its check: nothing is left under DEST).
 
 Examples:
   seatwarden backup /var/backups/seatwarden/
@@ -853,9 +861,12 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 /// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
-/// exit 1 when any failed, after every side was tried.
+/// exit 1 when any failed or was throttled, after every side was tried.
 fn check_connections(config: &Config) -> anyhow::Result<u8> {
-    eprintln!("connections (read-only; nothing is written or sent):");
+    eprintln!(
+        "connections (read-only; nothing is written or sent; {}):",
+        crate::connect::attempts(config)
+    );
     let checks = runtime()?.block_on(crate::connect::check(config));
     for check in &checks {
         eprintln!("  {}", check.line());
@@ -866,7 +877,10 @@ fn check_connections(config: &Config) -> anyhow::Result<u8> {
             exit::OK
         }
         false => {
-            eprintln!("some connections failed: see the lines marked FAILED");
+            eprintln!(
+                "some connections failed or were throttled: see the lines marked FAILED \
+                 or THROTTLED"
+            );
             exit::ERROR
         }
     })
@@ -948,8 +962,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             // Every error names the database or the backup file.
             let written = crate::store::backup(&config.state.path, &dest, force)?;
+            let through = match &written.through_link {
+                Some(link) => format!(" (the file the link {} leads to)", link.display()),
+                None => String::new(),
+            };
             outln!(
-                "backed up {} to {} ({} bytes, schema version {})",
+                "backed up {} to {}{through} ({} bytes, schema version {})",
                 config.state.path.display(),
                 written.path.display(),
                 written.bytes,

@@ -2504,7 +2504,32 @@ impl Config {
         self.directory_checking_mappings(false)
     }
 
+    /// The directory as `check-config --connect` probes it: each request sent
+    /// once (no retries) and bounded by `timeout` when the configured one is
+    /// longer, so a probe answers in seconds, not after a run's minute of retries.
+    pub fn probe_directory(&self, timeout: Duration) -> Directory {
+        self.directory_with(
+            true,
+            RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            },
+            Some(timeout),
+        )
+    }
+
     fn directory_checking_mappings(&self, check_mappings: bool) -> Directory {
+        self.directory_with(check_mappings, RetryPolicy::default(), None)
+    }
+
+    /// The directory with `retry` for its requests, and its timeouts at most
+    /// `longest` when given.
+    fn directory_with(
+        &self,
+        check_mappings: bool,
+        retry: RetryPolicy,
+        longest: Option<Duration>,
+    ) -> Directory {
         let policy = self.policy_settings();
         let scope_groups = policy.scope_groups.clone();
         // Protected groups must be read like mapped ones: without their names on
@@ -2545,7 +2570,10 @@ impl Config {
                 },
                 (None, None) => Secret::Inline(SecretString::from(String::new())),
             };
-        let timeout = |t: &str| parse_duration(t).unwrap_or(Duration::from_secs(30));
+        let timeout = |t: &str| {
+            let configured = parse_duration(t).unwrap_or(Duration::from_secs(30));
+            longest.map_or(configured, |longest| configured.min(longest))
+        };
         match &self.directory {
             DirectoryConfig::File { path } => Directory::File(
                 FileSource::new(path.clone())
@@ -2601,7 +2629,7 @@ impl Config {
                     required_groups,
                     max_concurrency: *max_concurrency,
                     timeout: timeout(t),
-                    retry: RetryPolicy::default(),
+                    retry,
                     overlap: Duration::from_secs(300),
                     user_name: *user_name_attribute,
                     ca_file: ca_file.clone(),
@@ -2649,7 +2677,7 @@ impl Config {
                     max_concurrency: *max_concurrency,
                     requests_per_second: *requests_per_second,
                     timeout: timeout(t),
-                    retry: RetryPolicy::default(),
+                    retry,
                     include_guests: *include_guests,
                     user_name: *user_name_attribute,
                     ca_file: ca_file.clone(),
@@ -2706,7 +2734,7 @@ impl Config {
                     other_groups,
                     required_groups,
                     timeout: timeout(t),
-                    retry: RetryPolicy::default(),
+                    retry,
                 }))
             }
             DirectoryConfig::Scim {
@@ -2728,7 +2756,7 @@ impl Config {
                 max_concurrency: *max_concurrency,
                 requests_per_second: *requests_per_second,
                 timeout: timeout(t),
-                retry: RetryPolicy::default(),
+                retry,
                 scope_groups,
                 other_groups,
                 required_groups,

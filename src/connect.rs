@@ -13,11 +13,26 @@
 //!   AUTH, QUIT: no message).
 //!
 //! Every side is tried, concurrently, whatever another's outcome, so one run
-//! shows every problem; each is bounded by its own configured timeouts and
-//! retries. Nothing is written anywhere: no workspace write, no message, and no
-//! state database is opened.
+//! shows every problem. A probe is meant to answer at once: each request is
+//! sent once, never retried, and bounded by [`PROBE_TIMEOUT`] when the configured
+//! timeout is longer (against a workspace that does not answer, the configured
+//! retries made the check take 20 s and more, a blackholed one minutes). What
+//! the daemon would do instead is said ([`attempts`], and on each line a
+//! transient failure fails). A 429, or a 503 with `Retry-After`, is told apart
+//! as `THROTTLED`: the endpoint answered (URL, TLS, and the credential when the
+//! provider checks it first), but what comes after it was not checked. Nothing
+//! is written anywhere: no workspace write, no message, and no state database
+//! is opened.
+
+use std::fmt::Display;
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::retry::{RetryPolicy, Transient};
+
+/// The longest one request (or the SMTP relay's connect) of a probe may take:
+/// the configured timeout, when shorter.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One side's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,27 +41,68 @@ pub struct Check {
     pub side: &'static str,
     /// What was asked: `okta https://acme.okta.com`, the SCIM base URL, the relay.
     pub target: String,
-    /// What each request proved, or the error that stopped the side.
-    pub outcome: Result<Vec<String>, String>,
+    pub outcome: Outcome,
+}
+
+/// What a side's probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// What each request proved.
+    Passed(Vec<String>),
+    /// The endpoint answered 429 (or 503 with `Retry-After`): reachable, but
+    /// the rest was not checked.
+    Throttled(String),
+    /// The error that stopped the side.
+    Failed(String),
 }
 
 impl Check {
     pub fn passed(&self) -> bool {
-        self.outcome.is_ok()
+        matches!(self.outcome, Outcome::Passed(_))
     }
 
-    /// One line: side, `ok` or `FAILED`, target, and what was proven or the
-    /// error, made printable (it can quote a provider's answer).
+    /// One line: side, `ok`, `THROTTLED` or `FAILED`, target, and what was
+    /// proven or the error, made printable (it can quote a provider's answer).
     pub fn line(&self) -> String {
         let (verdict, detail) = match &self.outcome {
-            Ok(proven) => ("ok", proven.join(", ")),
-            Err(error) => ("FAILED", error.clone()),
+            Outcome::Passed(proven) => ("ok", proven.join(", ")),
+            Outcome::Throttled(error) => ("THROTTLED", error.clone()),
+            Outcome::Failed(error) => ("FAILED", error.clone()),
         };
         crate::report::printable_field(&format!(
             "{:<10} {verdict:<6} {}: {detail}",
             self.side, self.target
         ))
     }
+}
+
+/// How the probes try, against how the daemon does, for the header of the
+/// output: `each request once, …, no retries: the daemon retries …`.
+pub fn attempts(config: &Config) -> String {
+    let mut retried = vec![format!(
+        "a workspace request {} times",
+        config.workspace.retries
+    )];
+    if !matches!(
+        config.directory,
+        crate::config::DirectoryConfig::File { .. }
+    ) {
+        retried.push(format!(
+            "a directory request {} times",
+            RetryPolicy::default().max_retries
+        ));
+    }
+    if let Ok(Some(mail)) = config.mail_settings() {
+        retried.push(format!(
+            "a delivery {} times, then from the outbox",
+            mail.retry.max_retries
+        ));
+    }
+    format!(
+        "each request once, within {} s, no retries: the daemon retries {}",
+        PROBE_TIMEOUT.as_secs(),
+        retried.join(", ")
+    )
 }
 
 /// Tests every configured connection; the checks in order directory,
@@ -60,9 +116,44 @@ pub async fn check(config: &Config) -> Vec<Check> {
         .collect()
 }
 
+/// The outcome of a probe that failed with `error` (said as `detail`):
+/// throttled, or failed, with a note when a retry might have passed it.
+fn failure<E: Transient + Display>(
+    error: &E,
+    status: Option<u16>,
+    detail: String,
+    retried: &str,
+) -> Outcome {
+    let asked = error.retry_after();
+    if status == Some(429) || (status == Some(503) && asked.is_some()) {
+        let again = match asked {
+            Some(wait) => format!("run it again in {} s", wait.as_secs().max(1)),
+            None => "run it again later".to_owned(),
+        };
+        return Outcome::Throttled(format!(
+            "reachable but throttled: {detail}; what comes after it was not checked: {again} \
+             (the daemon waits and retries)"
+        ));
+    }
+    if error.is_transient() {
+        return Outcome::Failed(format!(
+            "{detail} (tried once, no retries; the daemon retries {retried})"
+        ));
+    }
+    Outcome::Failed(detail)
+}
+
 async fn directory(config: &Config) -> Check {
-    let source = config.directory();
-    let outcome = source.probe().await.map_err(|e| e.to_string());
+    let source = config.probe_directory(PROBE_TIMEOUT);
+    let outcome = match source.probe().await {
+        Ok(proven) => Outcome::Passed(proven),
+        Err(e) => failure(
+            &e,
+            e.status(),
+            e.to_string(),
+            &format!("{} times", RetryPolicy::default().max_retries),
+        ),
+    };
     Check {
         side: "directory",
         target: source.describe(),
@@ -73,20 +164,28 @@ async fn directory(config: &Config) -> Check {
 async fn workspace(config: &Config) -> Check {
     let target = config.workspace.url.trim_end_matches('/').to_owned();
     let outcome = async {
-        let client =
-            crate::workspace::ScimClient::new(config.scim_settings().map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-        client.probe().await.map_err(|e| match e.what_to_check() {
-            // A 401 or 403 is the token's: say so, as a run does.
-            Some(check) => format!("{e}; {check}"),
-            None => e.to_string(),
+        let mut settings = config
+            .scim_settings()
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        settings.retry.max_retries = 0;
+        settings.timeout = settings.timeout.min(PROBE_TIMEOUT);
+        let client = crate::workspace::ScimClient::new(settings)
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        client.probe().await.map_err(|e| {
+            let detail = match e.what_to_check() {
+                // A 401 or 403 is the token's: say so, as a run does.
+                Some(check) => format!("{e}; {check}"),
+                None => e.to_string(),
+            };
+            let retried = format!("{} times", config.workspace.retries);
+            failure(&e, e.status(), detail, &retried)
         })
     }
     .await;
     Check {
         side: "workspace",
         target,
-        outcome,
+        outcome: outcome.map_or_else(|failed| failed, Outcome::Passed),
     }
 }
 
@@ -94,21 +193,31 @@ async fn mail(config: &Config) -> Option<Check> {
     let email = config.report.email.as_ref()?;
     let target = email.smtp_url.clone();
     let outcome = async {
-        let Some(settings) = config.mail_settings().map_err(|e| e.to_string())? else {
-            return Err("no [report.email]".to_owned());
+        let Some(mut settings) = config
+            .mail_settings()
+            .map_err(|e| Outcome::Failed(e.to_string()))?
+        else {
+            return Err(Outcome::Failed("no [report.email]".to_owned()));
         };
-        let mailer = crate::mail::Mailer::new(&settings).map_err(|e| e.to_string())?;
+        // The probe's session is one attempt already (Mailer::probe).
+        settings.timeout = settings.timeout.min(PROBE_TIMEOUT);
+        let retried = format!(
+            "a delivery {} times, then from the outbox",
+            settings.retry.max_retries
+        );
+        let mailer =
+            crate::mail::Mailer::new(&settings).map_err(|e| Outcome::Failed(e.to_string()))?;
         mailer
             .probe()
             .await
             .map(|proven| vec![proven])
-            .map_err(|e| e.to_string())
+            .map_err(|e| failure(&e, None, e.to_string(), &retried))
     }
     .await;
     Some(Check {
         side: "mail",
         target,
-        outcome,
+        outcome: outcome.map_or_else(|failed| failed, Outcome::Passed),
     })
 }
 
@@ -117,12 +226,62 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// An error as a provider's answer carries it.
+    struct Answered(Option<Duration>, bool);
+    impl Display for Answered {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("answered")
+        }
+    }
+    impl Transient for Answered {
+        fn is_transient(&self) -> bool {
+            self.1
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.0
+        }
+    }
+
+    /// 429 is throttling with or without `Retry-After`; 503 only with it (a
+    /// 503 alone is an outage: FAILED, tried once); a 401 is failed without a
+    /// word about retries, which would not help.
+    #[test]
+    fn throttling_is_told_apart_from_an_outage_and_a_refusal() {
+        let wait = Some(Duration::from_secs(7));
+        let outcome =
+            |e: Answered, status| failure(&e, Some(status), "GET /Users".into(), "6 times");
+        for (error, status, again) in [
+            (Answered(wait, true), 429, "run it again in 7 s"),
+            (Answered(None, true), 429, "run it again later"),
+            (Answered(wait, true), 503, "run it again in 7 s"),
+        ] {
+            let Outcome::Throttled(text) = outcome(error, status) else {
+                panic!("{status} not throttled");
+            };
+            assert!(
+                text.starts_with("reachable but throttled: GET /Users"),
+                "{text}"
+            );
+            assert!(text.contains(again), "{text}");
+        }
+        assert_eq!(
+            outcome(Answered(None, true), 503),
+            Outcome::Failed(
+                "GET /Users (tried once, no retries; the daemon retries 6 times)".into()
+            )
+        );
+        assert_eq!(
+            outcome(Answered(None, false), 401),
+            Outcome::Failed("GET /Users".into())
+        );
+    }
+
     #[test]
     fn a_line_names_the_side_the_verdict_and_what_was_proven_or_the_error() {
         let ok = Check {
             side: "workspace",
             target: "https://w.example.com/scim/v2".into(),
-            outcome: Ok(vec!["GET /Users (3 accounts)".into(), "GET /Groups".into()]),
+            outcome: Outcome::Passed(vec!["GET /Users (3 accounts)".into(), "GET /Groups".into()]),
         };
         assert!(ok.passed());
         assert_eq!(
@@ -132,7 +291,7 @@ mod tests {
         let failed = Check {
             side: "mail",
             target: "smtp://relay".into(),
-            outcome: Err("535 refused\x1b[2J".into()),
+            outcome: Outcome::Failed("535 refused\x1b[2J".into()),
         };
         assert!(!failed.passed());
         let line = failed.line();

@@ -17,7 +17,17 @@
 //! along), synced, and only then moved to the destination: a failed or interrupted
 //! backup leaves no half-written file under the name asked for. An existing
 //! destination is replaced only when asked (`force`), and never when it is the
-//! state database itself or one of the files beside it.
+//! state database itself or one of the files beside it. A destination that is a
+//! symbolic link is followed: the file it leads to is replaced in its own folder
+//! and the link kept; a link that leads to no file is refused.
+//!
+//! A backup killed while it wrote leaves its temporary copy (a whole copy of the
+//! database). Each backup removes those left for its name (or, into a folder,
+//! for any `seatwarden-state-<time>.db`) once they are a day old, before it
+//! copies: a fresher one may be another backup's under way.
+//!
+//! Paths stay `Path`s: SQLite's `VACUUM INTO` alone takes a name as text, and a
+//! destination that is not UTF-8 is refused, never written under another name.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -35,6 +45,9 @@ pub struct Backup {
     pub bytes: u64,
     /// Its schema version (the source's).
     pub schema_version: i64,
+    /// The symbolic link DEST was, when it was one: `path` is the file it
+    /// leads to, replaced in its own folder; the link is left as it was.
+    pub through_link: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +88,30 @@ pub enum BackupError {
         .path.display(), .database.display()
     )]
     OwnFile { path: PathBuf, database: PathBuf },
+
+    /// SQLite's `VACUUM INTO` takes the file name as text: a path that is not
+    /// UTF-8 would be written under another name (its bytes replaced by U+FFFD),
+    /// in another folder or none.
+    #[error(
+        "the backup path {} is not UTF-8 (its other bytes are shown as \u{FFFD}), \
+         and SQLite takes the name of the copy as text: nothing was written; give a \
+         UTF-8 path",
+        .path.display()
+    )]
+    NotUtf8 { path: PathBuf },
+
+    /// DEST is a symbolic link that leads to no file (or loops), or to something
+    /// other than a file.
+    #[error(
+        "the backup {} is a symbolic link to {}, {why}: nothing was written; point \
+         the link at a file, or give another path",
+        .link.display(), .points_to.display()
+    )]
+    Link {
+        link: PathBuf,
+        points_to: PathBuf,
+        why: &'static str,
+    },
 
     /// Creating, syncing or moving the backup file failed.
     #[error("cannot write the backup {}: {source}{}", .path.display(), write_hint(source))]
@@ -162,22 +199,30 @@ fn private_folder(folder: &Path) -> Result<(), BackupError> {
 /// written with a trailing `/` and missing), consistently while other processes
 /// write to it. See the module docs.
 pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup, BackupError> {
+    // The path's own bytes: a lossy conversion first would read another path.
     let folder_named = destination
         .as_os_str()
-        .to_string_lossy()
-        .ends_with(std::path::is_separator);
+        .as_encoded_bytes()
+        .last()
+        .is_some_and(|&byte| std::path::is_separator(char::from(byte)));
     if folder_named && !destination.exists() {
         private_folder(destination)?;
     }
-    let target = if destination.is_dir() {
+    let in_folder = destination.is_dir();
+    let named = if in_folder {
         destination.join(file_name_in_folder(chrono::Utc::now()))
     } else {
         destination.to_owned()
     };
+    let (target, through_link) = follow_link(named)?;
+    if target.to_str().is_none() {
+        return Err(BackupError::NotUtf8 { path: target });
+    }
     refuse_own_file(database, &target)?;
     if target.exists() && !force {
         return Err(BackupError::Exists { path: target });
     }
+    remove_stale_temporaries(&target, in_folder, std::time::SystemTime::now());
 
     let source = open_source(database)?;
     let version = source_version(&source, database)?;
@@ -199,7 +244,36 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
         path: target,
         bytes,
         schema_version: version,
+        through_link,
     })
+}
+
+/// The file a backup at `path` is written to, and the link it was reached
+/// through, when `path` is a symbolic link. `--force` then replaces the file
+/// the link leads to, by a rename in that file's folder, and leaves the link as
+/// it was: an operator points a link at where backups belong (another volume, a
+/// `latest.db` beside dated copies) and means the copy to land there; replacing
+/// the link with a file, as a rename over it did, silently cut it off. A link
+/// that leads nowhere (or loops), or to something other than a file, is refused:
+/// what the operator meant is not known.
+fn follow_link(path: PathBuf) -> Result<(PathBuf, Option<PathBuf>), BackupError> {
+    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok((path, None));
+    }
+    let points_to = std::fs::read_link(&path).unwrap_or_default();
+    let refuse = |why| BackupError::Link {
+        link: path.clone(),
+        points_to: points_to.clone(),
+        why,
+    };
+    let Ok(file) = path.canonicalize() else {
+        return Err(refuse("which does not exist (or is a loop of links)"));
+    };
+    if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+        return Err(refuse("which is not a regular file"));
+    }
+    Ok((file, Some(path)))
 }
 
 /// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
@@ -311,11 +385,106 @@ fn source_version(conn: &Connection, database: &Path) -> Result<i64, BackupError
 /// `.NAME.backup-PID` beside `target`: same folder, so the final move is a rename
 /// ([`create_temporary`] adds `-1`, `-2`… when it is taken).
 fn temporary_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "seatwarden-state.db".to_owned());
-    target.with_file_name(format!(".{name}.backup-{}", std::process::id()))
+    let mut name = OsString::from(".");
+    name.push(
+        target
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new("seatwarden-state.db")),
+    );
+    name.push(format!("{TEMPORARY_MARK}{}", std::process::id()));
+    target.with_file_name(name)
+}
+
+/// Between a backup's name and the pid in its temporary copy's name.
+const TEMPORARY_MARK: &str = ".backup-";
+
+/// How old a temporary copy is before [`remove_stale_temporaries`] takes it for
+/// a killed backup's: a backup being written changes its file all along.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Removes, beside `target`, the temporary copies killed backups left for the
+/// same name (`.NAME.backup-PID`, `-N` after it, and SQLite's `-journal`,
+/// `-wal`, `-shm` beside them), or with `in_folder` for any name a backup into
+/// the folder gives (`seatwarden-state-<time>.db`), once they are a day old
+/// ([`STALE_TEMPORARY`]). Each is a whole copy of the database: left, they
+/// filled the backup volume until every backup failed. A fresher one may be
+/// another backup's under way (a shared volume) and is left alone, as is any
+/// other file. Done before the copy, so a backup that then fails (the volume
+/// full of them) still clears them; a file that cannot be removed is logged.
+fn remove_stale_temporaries(target: &Path, in_folder: bool, now: std::time::SystemTime) {
+    let Some(name) = target.file_name().and_then(|name| name.to_str()) else {
+        return;
+    };
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        // A folder that may be written but not listed: nothing to find.
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(candidate) = file_name.to_str() else {
+            continue;
+        };
+        if !is_temporary_of(candidate, name, in_folder) {
+            continue;
+        }
+        // The entry itself, never what a link leads to.
+        let Ok(metadata) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let old = metadata
+            .modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > STALE_TEMPORARY);
+        if !metadata.is_file() || !old {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(
+                file = %entry.path().display(),
+                "removed the temporary copy a backup killed over a day ago left"
+            ),
+            Err(e) => tracing::warn!(
+                file = %entry.path().display(),
+                error = %e,
+                "the temporary copy a backup killed over a day ago left could not be removed"
+            ),
+        }
+    }
+}
+
+/// Whether `candidate` is the name of a temporary copy for the backup `name`
+/// (`.NAME.backup-PID`, `.NAME.backup-PID-N`, either with `-journal`, `-wal`
+/// or `-shm`), or with `in_folder` for any `seatwarden-state-<time>.db`.
+fn is_temporary_of(candidate: &str, name: &str, in_folder: bool) -> bool {
+    let Some(rest) = candidate.strip_prefix('.') else {
+        return false;
+    };
+    let Some((backup, pid)) = rest.rsplit_once(TEMPORARY_MARK) else {
+        return false;
+    };
+    let same_name = backup == name || (in_folder && is_folder_file_name(backup));
+    let pid = ["-journal", "-wal", "-shm"]
+        .iter()
+        .find_map(|side| pid.strip_suffix(side))
+        .unwrap_or(pid);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let numbered = match pid.split_once('-') {
+        Some((pid, n)) => digits(pid) && digits(n),
+        None => digits(pid),
+    };
+    same_name && numbered
+}
+
+/// Whether `name` is one [`file_name_in_folder`] gives.
+fn is_folder_file_name(name: &str) -> bool {
+    name.strip_prefix("seatwarden-state-")
+        .and_then(|rest| rest.strip_suffix(".db"))
+        .is_some_and(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok())
 }
 
 /// Creates the temporary copy's file, owner-only, under a name no one else
@@ -367,9 +536,15 @@ fn copy_and_check(
     target: &Path,
     version: i64,
 ) -> Result<(), BackupError> {
-    let into = temporary.to_string_lossy();
+    // SQLite takes the name as text: one that is not UTF-8 is refused, never
+    // converted into another name (checked on the destination already).
+    let Some(into) = temporary.to_str() else {
+        return Err(BackupError::NotUtf8 {
+            path: temporary.to_owned(),
+        });
+    };
     source
-        .execute("VACUUM INTO ?1", [into.as_ref()])
+        .execute("VACUUM INTO ?1", [into])
         .map_err(|source| BackupError::Copy {
             database: database.to_owned(),
             path: target.to_owned(),
