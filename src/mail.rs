@@ -30,7 +30,10 @@
 //! Once the relay takes a message again, the messages waiting for their next
 //! attempt are due at once ([`Store::release_waiting`]) and go out in the same
 //! call: after an outage the oldest alerts do not wait out an hour's backoff
-//! each. `seatwarden send-mail` makes them due the same way before it sends.
+//! each. `seatwarden send-mail` makes them due the same way before it sends, and
+//! so does the daemon's mail job after a successful reload (SIGHUP), which it
+//! runs at once: a fixed login is tried then, not once the refused one's backoff
+//! has passed.
 //!
 //! The retry schedule across delivery calls: a message that failed waits 1, 2,
 //! 4, … minutes, at most an hour ([`redelivery_delay`]), after each failed call,

@@ -4,14 +4,16 @@
 //! login fixed and reloaded (SIGHUP) is tried at once, not an hour later.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::fixtures::plain_mail_settings;
+use crate::fixtures::{self, plain_mail_settings};
 use crate::review_s40_mail::silent_relay;
 use crate::review_s45_mail::{ordinary, relay};
 use seatwarden::mail::{self, Mailer};
+use seatwarden::model::WorkspaceSnapshot;
 use seatwarden::store::{NewMessage, OutboxKind, OutboxState, Store};
 
 fn at(hour: u32, minute: u32) -> DateTime<Utc> {
@@ -141,4 +143,113 @@ async fn a_relay_that_answered_keeps_its_backoff() {
     settings.password = Some("not-the-password".to_owned().into());
     let next = next_attempt_after_one_call(&settings).await;
     assert_eq!(next, at(9, 0), "a refused login: the hour's backoff");
+}
+
+/// Whether the relay of the reload test refuses the login.
+static REFUSING_LOGIN: AtomicBool = AtomicBool::new(true);
+
+/// Waits up to `limit` for `done`.
+async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+/// A relay refusing the daemon's login puts off every due message for the
+/// refused one's backoff (an hour after a few refusals). The operator fixes
+/// the password and reloads (SIGHUP): the messages used to wait out that
+/// backoff all the same. Now a successful reload makes them due and runs the
+/// mail job at once: the fixed login is tried within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_fixed_and_reloaded_is_tried_at_once() {
+    let (port, log) = relay(
+        |verb| {
+            Some(match verb {
+                "AUTH" if REFUSING_LOGIN.load(Ordering::SeqCst) => {
+                    "535 5.7.8 Username and Password not accepted\r\n"
+                }
+                "AUTH" => "235 2.7.0 Authentication successful\r\n",
+                other => ordinary(other),
+            })
+        },
+        Duration::ZERO,
+    );
+    let sandbox = fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.json"),
+        serde_json::json!({ "users": [{
+            "id": "00p1", "userName": "p1@example.com", "email": "p1@example.com",
+            "givenName": "P", "familyName": "Example", "status": "active", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("relay-password"), "rotated-away\n").unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n\
+             [state]\npath = \"state.db\"\n\n\
+             [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
+             from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n\
+             username = \"seatwarden-relay\"\npassword_file = \"relay-password\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let subject = "deprovision of ada@example.com is overdue";
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        failed_before(&mut store, subject, 6, Utc::now());
+    }
+    let row = || {
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.message.subject == subject)
+            .unwrap()
+    };
+
+    let (mut daemon, daemon_log) = fixtures::spawn_daemon_once(dir.path(), &[]);
+    let logged = || std::fs::read_to_string(&daemon_log).unwrap_or_default();
+    fixtures::listening_port(&mut daemon, logged).await;
+    // The start's mail job: refused, put off for the hour.
+    let refused = wait_for(Duration::from_secs(30), || row().attempts == 7).await;
+    let before = row();
+    assert!(
+        refused,
+        "the login was never refused: {before:?}\n{}",
+        logged()
+    );
+    assert_eq!(before.state, OutboxState::Pending);
+    assert!(
+        before.next_attempt_at > Utc::now() + chrono::Duration::minutes(50),
+        "{before:?}"
+    );
+
+    // The operator fixes the password and reloads.
+    std::fs::write(dir.path().join("relay-password"), "the-right-one\n").unwrap();
+    REFUSING_LOGIN.store(false, Ordering::SeqCst);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sent = wait_for(Duration::from_secs(30), || row().state == OutboxState::Sent).await;
+    fixtures::sigterm(&daemon);
+    fixtures::exit_of(daemon, "the daemon").await;
+    let logged = logged();
+    assert!(sent, "not sent after the reload: {:?}\n{logged}", row());
+    assert!(logged.contains("configuration reloaded"), "{logged}");
+    let logins = log.lock().unwrap().iter().filter(|v| *v == "AUTH").count();
+    assert!(logins >= 2, "refused, then the fixed login: {logins}");
 }
