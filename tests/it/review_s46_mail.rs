@@ -253,3 +253,98 @@ async fn a_login_fixed_and_reloaded_is_tried_at_once() {
     let logins = log.lock().unwrap().iter().filter(|v| *v == "AUTH").count();
     assert!(logins >= 2, "refused, then the fixed login: {logins}");
 }
+
+/// After an outage the operator asks `seatwarden status` when the alerts will
+/// go out: it said nothing of the outbox (the metrics count its messages, not
+/// when they are tried). It now says how many are not sent, when the next
+/// attempt is on the configured zone's clock, the last error, and how to send
+/// them now; `--format json` gives the time as an RFC 3339 instant.
+#[tokio::test]
+async fn status_says_when_the_next_delivery_attempt_is() {
+    use seatwarden::daemon::status::{self, Settings};
+
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let settings = plain_mail_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    failed_before(&mut store, "overdue", 6, at(8, 0));
+    mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    let refused = store
+        .enqueue_message(&message("refused"), at(8, 0))
+        .unwrap();
+    store
+        .mark_message_attempt_failed(refused, "554 message refused", None)
+        .unwrap();
+
+    let collect = |store: &Store, now| {
+        status::collect(
+            store,
+            now,
+            Settings {
+                tz: chrono_tz::Europe::Berlin,
+                delete_after: None,
+                cool_down: Duration::from_secs(600),
+                database: None,
+                schedule: None,
+                admin_command: "sudo -u seatwarden seatwarden".to_owned(),
+            },
+        )
+        .unwrap()
+    };
+    let now = at(8, 1);
+    let shown = collect(&store, now);
+    let text = status::render_text(&shown);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Outbox: "))
+        .unwrap_or_else(|| panic!("no outbox line:\n{text}"));
+    assert!(
+        line.starts_with(
+            "Outbox: 1 message not sent yet (1 waiting for its next attempt, the first at \
+             2026-12-01 09:05"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "; last error: SMTP server 127.0.0.1:{port}: connecting failed"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("`sudo -u seatwarden seatwarden send-mail` sends them now")
+            && line.ends_with("; 1 refused for good by the mail server"),
+        "{line}"
+    );
+    let json = serde_json::to_value(&shown).unwrap();
+    assert_eq!(json["outbox"]["waiting"], 1, "{json}");
+    assert_eq!(json["outbox"]["due"], 0, "{json}");
+    assert_eq!(json["outbox"]["failed"], 1, "{json}");
+    assert_eq!(
+        json["outbox"]["next_attempt_at"], "2026-12-01T08:05:00Z",
+        "{json}"
+    );
+
+    // Once it is due, it is told so; with nothing left to send, no line.
+    let later = status::render_text(&collect(&store, at(8, 5)));
+    assert!(
+        later.contains("Outbox: 1 message not sent yet (1 due now); last error: "),
+        "{later}"
+    );
+    let (relay_port, _) = relay(|verb| Some(ordinary(verb)), Duration::ZERO);
+    let back = Mailer::new(&plain_mail_settings(relay_port)).unwrap();
+    mail::deliver_due(&mut store, &back, settings.retry, at(8, 5))
+        .await
+        .unwrap();
+    let sent = status::render_text(&collect(&store, at(8, 6)));
+    assert!(
+        sent.lines()
+            .any(|l| l == "Outbox: 1 refused for good by the mail server"),
+        "{sent}"
+    );
+}
