@@ -30,7 +30,21 @@
 //! Once the relay takes a message again, the messages waiting for their next
 //! attempt are due at once ([`Store::release_waiting`]) and go out in the same
 //! call: after an outage the oldest alerts do not wait out an hour's backoff
-//! each. `seatwarden send-mail` makes them due the same way before it sends.
+//! each. `seatwarden send-mail` makes them due the same way before it sends, and
+//! so does the daemon's mail job after a successful reload (SIGHUP), which it
+//! runs at once: a fixed login is tried then, not once the refused one's backoff
+//! has passed.
+//!
+//! The retry schedule across delivery calls: a message that failed waits 1, 2,
+//! 4, … minutes, at most an hour ([`redelivery_delay`]), after each failed call,
+//! the daemon's mail job calling each minute; but at most
+//! [`UNREACHABLE_REDELIVERY_AT_MOST`] (5 minutes) after a failure that never got
+//! an SMTP reply (connection refused, a name that does not resolve, a connect or
+//! greeting timeout: [`MailError::relay_unreachable`], from the `Step` that
+//! failed, not the error's words), since nothing else probes a relay that is
+//! down and one or two queued alerts would otherwise wait up to an hour after
+//! its return. A relay that answered (a 4xx such as greylisting, a 5xx, a
+//! refused login, a certificate it showed) keeps the full backoff.
 //!
 //! `smtp_url` forms: `smtp://host[:port]` (plain, for a local relay; port 25),
 //! `smtp://host[:port]?tls=starttls` (STARTTLS required; port 587),
@@ -173,6 +187,11 @@ pub enum MailError {
         /// The relay refused the session, not the message (see [`relay_refused`]), or
         /// the TLS handshake with it failed.
         relay_refused: bool,
+        /// No SMTP reply came at all: the connection was refused, the name did not
+        /// resolve, connecting timed out or broke, or no greeting came in time. The
+        /// relay is down or out of reach, not refusing us: its next attempt is
+        /// [`UNREACHABLE_REDELIVERY_AT_MOST`] away at most ([`redelivery_delay_after`]).
+        unreachable: bool,
     },
 }
 
@@ -190,6 +209,20 @@ impl MailError {
                     ..
                 }
             )
+    }
+}
+
+impl MailError {
+    /// Whether the relay was never reached: no SMTP reply came (see
+    /// [`MailError::Smtp`]'s `unreachable`).
+    pub fn relay_unreachable(&self) -> bool {
+        matches!(
+            self,
+            MailError::Smtp {
+                unreachable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -360,6 +393,7 @@ impl Mailer {
                     message: format!("the SMTP session did not finish within {limit:?}"),
                     transient: true,
                     relay_refused: false,
+                    unreachable: false,
                 });
             }
         };
@@ -404,6 +438,7 @@ impl Mailer {
                 message: format!("the SMTP session did not finish within {limit:?}"),
                 transient: true,
                 relay_refused: false,
+                unreachable: false,
             }),
         }
     }
@@ -441,10 +476,16 @@ impl Mailer {
                     TlsMode::Implicit => String::new(),
                 };
                 // Not retried within the call: it answers the same way at once.
-                return Err(self.client_error(&format!(
+                // Unreachable: nothing answered (a hung relay, a firewall, or that
+                // port), and no login was tried, so trying again soon costs nothing.
+                let mut error = self.client_error(&format!(
                     "{} failed: no SMTP greeting within {greeting:?}{hint}",
                     Step::Connect
-                )));
+                ));
+                if let MailError::Smtp { unreachable, .. } = &mut error {
+                    *unreachable = true;
+                }
+                return Err(error);
             }
         };
         if let (TlsMode::StartTls, Some(parameters)) = (self.tls, &self.tls_parameters) {
@@ -566,6 +607,7 @@ impl Mailer {
             message: message.to_owned(),
             transient: false,
             relay_refused: true,
+            unreachable: false,
         }
     }
 
@@ -602,6 +644,15 @@ impl Mailer {
             // asked again at once: another login with the same password fails
             // too, and a few in a row can lock the relay account.
             relay_refused: relay_refused(e, phase) || tls_failed,
+            // Connecting got no SMTP answer (no reply code, nothing that failed
+            // to parse as one, no TLS handshake that failed for good): refused,
+            // not resolved, timed out or reset. A certificate or a port that
+            // speaks plain text did answer, and waits for a fix like a refusal.
+            unreachable: matches!(step, Step::Connect)
+                && e.status().is_none()
+                && !e.is_response()
+                && !e.is_client()
+                && !tls_failed,
             message: format!("{step} failed: {e}{}", self.hint(e)),
         }
     }
@@ -779,6 +830,34 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
     Duration::from_secs((minutes * 60).min(3600))
 }
 
+/// The longest a message waits for its next delivery call after a failure that
+/// never reached the relay ([`MailError::relay_unreachable`]): 5 minutes.
+///
+/// Nothing else probes a relay that is down: with one or two messages queued,
+/// the next attempt is theirs, and at an hour's backoff an overdue-deprovision
+/// alert sat up to an hour after the relay came back (against a 1 h
+/// `deprovision.sla`). Five minutes is the sweep's default interval, so an alert
+/// goes out at most one sweep after the relay's return. Such a probe is one TCP
+/// connection (and a TLS handshake for `smtps://`) and no login: no lockout, no
+/// rate limit on the relay's side, and the mail job, stopping at the first
+/// failure, makes one such attempt a minute at most, however many messages wait.
+/// A relay that answered (4xx greylisting, 5xx, a refused login) keeps the full
+/// backoff: asking it again sooner is what its answer asks not to do.
+pub const UNREACHABLE_REDELIVERY_AT_MOST: Duration = Duration::from_secs(5 * 60);
+
+/// How long a message waits before its next delivery call after `error`, its
+/// `attempts`-th failure: [`redelivery_delay`], at most
+/// [`UNREACHABLE_REDELIVERY_AT_MOST`] when the relay was never reached (1 min,
+/// 2, 4, 5, 5, …).
+pub fn redelivery_delay_after(error: &MailError, attempts: u32) -> Duration {
+    let delay = redelivery_delay(attempts);
+    if error.relay_unreachable() {
+        delay.min(UNREACHABLE_REDELIVERY_AT_MOST)
+    } else {
+        delay
+    }
+}
+
 /// The shortest a sender holds a message it is sending (see [`Store::claim_message`]).
 const CLAIM_AT_LEAST: Duration = Duration::from_secs(10 * 60);
 
@@ -917,6 +996,7 @@ pub async fn deliver_due(
                     ),
                     transient: true,
                     relay_refused: false,
+                    unreachable: false,
                 }),
             };
             match outcome {
@@ -956,8 +1036,11 @@ pub async fn deliver_due(
                         error.to_string()
                     };
                     let retry_at = (error.keeps_message() && !refused_too_long).then(|| {
-                        now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
-                            .unwrap_or_else(|_| chrono::Duration::hours(1))
+                        now + chrono::Duration::from_std(redelivery_delay_after(
+                            &error,
+                            entry.attempts,
+                        ))
+                        .unwrap_or_else(|_| chrono::Duration::hours(1))
                     });
                     tracing::warn!(outbox_id = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
                     store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
@@ -965,9 +1048,12 @@ pub async fn deliver_due(
                     if let Some(until) = retry_at.filter(|_| !error.is_transient()) {
                         // The relay refuses us (a bad login, our sender): the others
                         // wait with this one, a backoff for the relay, rather than a
-                        // refused login each minute that can lock the account. An
-                        // unreachable relay is still tried each minute, with the next
-                        // due message, so its return is seen at once.
+                        // refused login each minute that can lock the account. A
+                        // relay that cannot be reached is still tried each minute with
+                        // the next due message, and the one that met it waits
+                        // `UNREACHABLE_REDELIVERY_AT_MOST` at most (a silent relay's
+                        // others with it), so its return is seen within minutes even
+                        // with one message queued.
                         store.defer_due(now, until)?;
                     }
                     if retry_at.is_some() {

@@ -49,7 +49,9 @@
 //! to reload the configuration (a new scheduler loop, which catches up no job,
 //! goes on from the old one's last look at the clock; an invalid configuration
 //! is logged, shown as the unit's `STATUS=` until a reload succeeds, and changes
-//! nothing: the old configuration and its loop go on), and
+//! nothing: the old configuration and its loop go on; a successful one runs the
+//! mail job at once with the messages waiting for their next attempt made due,
+//! so a relay login fixed and reloaded is tried then, not an hour later), and
 //! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
 //! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
@@ -68,7 +70,7 @@ pub mod status;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -235,6 +237,9 @@ pub struct Shared {
     lock_waits: Mutex<BTreeMap<&'static str, DateTime<Utc>>>,
     /// The state database as opened at start ([`Shared::database_lost`]).
     database: DatabaseFile,
+    /// Set by a successful reload: the next mail job first makes the messages
+    /// waiting for their next attempt due ([`mail_job`]).
+    release_mail: AtomicBool,
 }
 
 /// The state database file the daemon opened at start, by device and inode.
@@ -605,6 +610,7 @@ pub async fn run(
         successes: Mutex::new(BTreeMap::new()),
         lock_waits: Mutex::new(BTreeMap::new()),
         database,
+        release_mail: AtomicBool::new(false),
     });
     let start: StartJob = {
         let shared = Arc::clone(&shared);
@@ -782,6 +788,16 @@ fn reload(shared: &Shared, path: &Path) -> bool {
             for warning in shared.config().warnings() {
                 tracing::warn!("{warning}");
             }
+            // The operator fixed the relay's login (or its URL, its CA) and
+            // reloaded: the messages a refused login put off would otherwise wait
+            // out its backoff, up to an hour. After any successful reload, not
+            // only one that changed `[report.email]`: the password file is read
+            // again at each delivery, so a rotated one changes no configuration,
+            // nor does a fix on the relay's side. It costs one session: delivery
+            // stops at the first refusal and puts the rest off again. The mail
+            // job makes them due (a database write, off this loop) and runs now.
+            shared.release_mail.store(true, Ordering::SeqCst);
+            shared.trigger(MAIL);
             // Clears what a failed reload showed.
             notify(&[
                 sd_notify::NotifyState::Status(""),
@@ -1572,13 +1588,40 @@ async fn sweep_job(
 /// Delivers the outbox: failed when messages were due and none could be sent,
 /// so the job's failures, their alert and its metrics show a relay that is down;
 /// the minutes between (no message due during its backoff) do not end the streak.
+/// After a successful reload ([`Shared::release_mail`]) it first makes the
+/// messages waiting for their next attempt due, as `send-mail` does: a fixed
+/// login is tried at once, not when the refused one's backoff ends.
 async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
+    let release = shared.release_mail.swap(false, Ordering::SeqCst);
     let Some(notifier) = notifier else {
         return JobEnd::Succeeded;
     };
     match Store::open(&shared.config().state.path) {
-        Ok(mut store) => JobEnd::of_delivery(notifier.deliver(&mut store, shared.now()).await),
-        Err(e) => JobEnd::Failed(e.to_string()),
+        Ok(mut store) => {
+            let now = shared.now();
+            if release {
+                match store.release_waiting(now) {
+                    Ok(0) => {}
+                    Ok(waiting) => tracing::info!(
+                        messages = waiting,
+                        "configuration reloaded: the messages waiting for their next delivery \
+                         attempt are due now"
+                    ),
+                    Err(e) => {
+                        // Tried again by the next mail job.
+                        shared.release_mail.store(true, Ordering::SeqCst);
+                        tracing::warn!(error = %e, "cannot make the waiting messages due after the reload");
+                    }
+                }
+            }
+            JobEnd::of_delivery(notifier.deliver(&mut store, now).await)
+        }
+        Err(e) => {
+            if release {
+                shared.release_mail.store(true, Ordering::SeqCst);
+            }
+            JobEnd::Failed(e.to_string())
+        }
     }
 }
 
@@ -1912,6 +1955,7 @@ mod tests {
             successes: Mutex::new(BTreeMap::new()),
             lock_waits: Mutex::new(BTreeMap::new()),
             database,
+            release_mail: AtomicBool::new(false),
         }
     }
 

@@ -1,8 +1,9 @@
 //! What `seatwarden status` prints and `GET /status` returns: the deprovisioning
 //! ledger (pending and overdue, due times in the configured zone), the jobs (and
 //! those of the running daemon waiting for the writer lock, since when), who
-//! holds the writer lock now (a daemon job or a command run by hand), and the
-//! latest full run.
+//! holds the writer lock now (a daemon job or a command run by hand), the mail
+//! outbox (messages not sent yet, when the next attempt is, the last error), and
+//! the latest full run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -42,6 +43,8 @@ pub struct Status {
     /// Why it last opened (kept while it is half-open).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_reason: Option<String>,
+    /// The mail outbox: what is not sent yet, and when its next attempt is.
+    pub outbox: OutboxLine,
     pub last_reconcile: Option<RunRecord>,
     /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
     /// …): a run that finished is `succeeded` however many of its writes failed.
@@ -126,6 +129,17 @@ pub struct JobLine {
     pub waiting_since: Option<DateTime<Utc>>,
     /// `waiting_since` on the configured zone's wall clock, for people.
     pub waiting_since_local: Option<String>,
+}
+
+/// The mail outbox ([`Store::outbox_waiting`]): after a relay outage or a
+/// refused login, how many messages wait and when the next attempt is, so the
+/// operator knows when an alert will go out (or to run `send-mail`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxLine {
+    #[serde(flatten)]
+    pub counts: crate::store::OutboxWaiting,
+    /// `next_attempt_at` on the configured zone's wall clock, for people.
+    pub next_attempt_local: Option<String>,
 }
 
 /// Deactivated accounts whose deletion waits for `deprovision.delete_after`.
@@ -328,6 +342,11 @@ pub fn collect(
         None => None,
     };
     let breaker = store.circuit()?;
+    let outbox = store.outbox_waiting(now)?;
+    let outbox = OutboxLine {
+        next_attempt_local: outbox.next_attempt_at.map(|at| local(at, tz)),
+        counts: outbox,
+    };
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
             let counts = crate::apply::journal_outcomes(store, run.id)?;
@@ -416,6 +435,7 @@ pub fn collect(
         writer_lock,
         circuit: crate::circuit::state(&breaker, now, cool_down),
         circuit_reason: breaker.reason,
+        outbox,
         last_reconcile_actions,
         last_reconcile_awaiting_approval: held.awaiting_approval,
         last_reconcile_held_incomplete_directory: held.incomplete_directory,
@@ -671,6 +691,9 @@ pub fn render_text(status: &Status) -> String {
             );
         }
     }
+    if let Some(line) = outbox_text(&status.outbox, &status.admin_command) {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(run) = &status.last_reconcile {
         let count = |state: &str| {
             status
@@ -779,6 +802,64 @@ pub fn render_text(status: &Status) -> String {
         );
     }
     out
+}
+
+/// The outbox's line, when a message is not sent yet or was refused for good:
+/// `Outbox: 2 messages not sent yet (2 waiting for their next attempt, the first
+/// at …); last error: …; `seatwarden send-mail` sends them now`.
+fn outbox_text(outbox: &OutboxLine, admin_command: &str) -> Option<String> {
+    let o = &outbox.counts;
+    let pending = o.due + o.waiting + o.sending;
+    if pending + o.failed == 0 {
+        return None;
+    }
+    let mut line = "Outbox: ".to_owned();
+    if pending > 0 {
+        let mut parts = Vec::new();
+        if o.due > 0 {
+            parts.push(format!("{} due now", o.due));
+        }
+        if o.sending > 0 {
+            parts.push(format!("{} being sent", o.sending));
+        }
+        if o.waiting > 0 {
+            parts.push(format!(
+                "{} waiting for {}, the first at {}",
+                o.waiting,
+                if o.waiting == 1 {
+                    "its next attempt"
+                } else {
+                    "their next attempt"
+                },
+                outbox.next_attempt_local.as_deref().unwrap_or("?")
+            ));
+        }
+        let _ = write!(
+            line,
+            "{} not sent yet ({})",
+            crate::report::plural(pending, "message", "messages"),
+            parts.join(", ")
+        );
+        if let Some(error) = &o.last_error {
+            let _ = write!(
+                line,
+                "; last error: {}",
+                crate::report::printable_field(error)
+            );
+        }
+        if o.waiting > 0 {
+            let _ = write!(line, "; `{admin_command} send-mail` sends them now");
+        }
+    }
+    if o.failed > 0 {
+        let _ = write!(
+            line,
+            "{}{} refused for good by the mail server",
+            if pending > 0 { "; " } else { "" },
+            o.failed
+        );
+    }
+    Some(line)
 }
 
 /// A run's journal counts, its rows still `planned` counted `not_sent` once the

@@ -62,7 +62,7 @@ use error::Context;
 pub use error::{StoreError, read_only_hint};
 pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, DecidedHold, NewMessage, OutboxEntry, OutboxId,
-    OutboxKind, OutboxState,
+    OutboxKind, OutboxState, OutboxWaiting,
 };
 pub use safety::{AuditEntry, Decision, DecisionSummary};
 pub use writer::{Acquired, LockHolder, WriterLock, lock_file_path, lock_holder, lock_is_held};

@@ -42,6 +42,27 @@ fn stepped_after(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The pending messages as `seatwarden status` tells them at `now`
+/// ([`Store::outbox_waiting`]): how many go at the next delivery call, how many
+/// wait for their next attempt and when the first of those is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxWaiting {
+    /// Pending and due now: the mail job (each minute) sends them next.
+    pub due: usize,
+    /// Pending and waiting for their next attempt: a failed attempt's backoff,
+    /// or put off with a message whose login the relay refused.
+    pub waiting: usize,
+    /// Pending and being sent now (a sender's claim).
+    pub sending: usize,
+    /// Refused for good (`failed`), until the prune removes them.
+    pub failed: usize,
+    /// The soonest next attempt of those `waiting`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error of the oldest pending message that failed an attempt: the
+    /// one the others wait behind.
+    pub last_error: Option<String>,
+}
+
 /// Why a message was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -418,6 +439,61 @@ impl Store {
                 .collect()
             })
             .context(|| "reading the threads of pending messages from outbox".to_owned())
+    }
+
+    /// The pending and failed messages at `now` ([`OutboxWaiting`]). A next
+    /// attempt further ahead than [`LONGEST_WAIT`] is due, as
+    /// [`Store::due_messages`] takes it; a claimed row is being sent.
+    pub fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError> {
+        let context = || "counting the messages waiting in outbox".to_owned();
+        let (due, waiting, sending, failed, next) = self
+            .conn
+            .prepare_cached(
+                "SELECT
+                   coalesce(sum(state = 'pending' AND sent_at IS NULL
+                                AND (next_attempt_at <= ?1 OR next_attempt_at > ?2)), 0),
+                   coalesce(sum(state = 'pending' AND sent_at IS NULL
+                                AND next_attempt_at > ?1 AND next_attempt_at <= ?2), 0),
+                   coalesce(sum(state = 'pending' AND sent_at IS NOT NULL), 0),
+                   coalesce(sum(state = 'failed'), 0),
+                   min(CASE WHEN state = 'pending' AND sent_at IS NULL
+                                 AND next_attempt_at > ?1 AND next_attempt_at <= ?2
+                            THEN next_attempt_at END)
+                 FROM outbox WHERE state IN ('pending', 'failed')",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![ts(now), ts(stepped_after(now))], |row| {
+                    let count = |i| {
+                        row.get::<_, i64>(i)
+                            .map(|n| usize::try_from(n).unwrap_or(0))
+                    };
+                    Ok((
+                        count(0)?,
+                        count(1)?,
+                        count(2)?,
+                        count(3)?,
+                        row.get::<_, Option<Ts>>(4)?.map(|Ts(at)| at),
+                    ))
+                })
+            })
+            .context(context)?;
+        let last_error = self
+            .conn
+            .prepare_cached(
+                "SELECT last_error FROM outbox
+                 WHERE state = 'pending' AND attempts > 0 AND last_error IS NOT NULL
+                 ORDER BY id LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .context(context)?;
+        Ok(OutboxWaiting {
+            due,
+            waiting,
+            sending,
+            failed,
+            next_attempt_at: next,
+            last_error,
+        })
     }
 
     /// Every message, oldest first (status output and tests).

@@ -1023,6 +1023,7 @@ fn a_retry_notice_names_the_server_the_error_the_wait_and_the_attempt() {
         message: "connection refused".into(),
         transient: true,
         relay_refused: false,
+        unreachable: true,
     };
     assert_eq!(
         mail::retry_notice(&error, Duration::from_millis(2000), 2, 5),

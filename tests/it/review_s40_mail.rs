@@ -134,7 +134,7 @@ fn a_killed_reconciles_incomplete_directory_holds_are_not_told_as_held_for_a_hum
 
 /// A relay that accepts connections and never says a word (a firewall that
 /// lets the handshake through, a hung MTA): its port.
-fn silent_relay() -> u16 {
+pub(crate) fn silent_relay() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
