@@ -1933,12 +1933,14 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
                 || not_reached(entry);
             let decided = match (unsent, decisions.get(&outcome.seq)) {
                 (true, Some((Decision::Rejected, _))) => Some(format!(
-                    "rejected ({admin_command} reject): this run never applies it"
+                    "rejected ({admin_command} reject): {}",
+                    crate::model::REJECTED_NEVER_APPLIED
                 )),
                 // What the approval's re-check found ("the group no longer
                 // exists" is not "already done").
                 (true, Some((Decision::Obsolete, why))) => Some(format!(
-                    "obsolete when approved: {}; nothing was sent",
+                    "{}{}; nothing was sent",
+                    crate::model::OBSOLETE_WHEN_APPROVED,
                     why.as_deref().unwrap_or("the workspace already showed it")
                 )),
                 _ => None,
