@@ -89,19 +89,9 @@ pub fn hold_decided(
 /// What holds an open deprovision, from the reason its ledger entry keeps: the
 /// digest and `status` word it, and name the command that releases it, alike.
 /// A hold after an earlier rejection is judged by the reason it is held again for.
+/// ([`DeprovisionHold::of`], which the overdue alert judges by too.)
 pub fn deprovision_hold(held: &str) -> DeprovisionHold {
-    let held = held
-        .split_once(crate::sweep::HELD_AGAIN)
-        .map_or(held, |(_, now)| now);
-    if held.starts_with(crate::sweep::DISPUTED_HOLD) {
-        DeprovisionHold::DisputedMatch
-    } else if held.starts_with(crate::sweep::CONTRADICTED_LINK_HOLD) {
-        DeprovisionHold::ContradictedLink
-    } else if held.starts_with(crate::sweep::PROTECTED_HOLD) {
-        DeprovisionHold::Protected
-    } else {
-        DeprovisionHold::Guard
-    }
+    DeprovisionHold::of(held)
 }
 
 /// What one [`Notifier::deliver`] did.
