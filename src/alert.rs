@@ -10,6 +10,10 @@
 //! alert's `thread_root`), so mail clients show them as one thread; the subjects
 //! keep "still: " and "Resolved: " for whoever scans a list of subjects.
 //!
+//! An overdue deprovision is alerted whatever holds it (the person keeps access
+//! past their due time); a guard's hold names the run to approve, or, once it was
+//! rejected or refused by an approval's re-check, says so, by whom and when.
+//!
 //! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
 //! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
 //! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]). That

@@ -176,8 +176,9 @@ fn sweep_hold_over(store: &Store) -> Result<bool, StoreError> {
     Ok(still_held(store, run)? == 0)
 }
 
-/// How many of `run`'s held actions nobody decided on and whose person's
-/// deprovision is still open.
+/// How many of `run`'s held actions nobody decided on, that an approval's
+/// re-check did not refuse ([`crate::approval::refused_by_approval`]: nothing
+/// waits for an approval of those), and whose person's deprovision is still open.
 fn still_held(store: &Store, run: RunId) -> Result<usize, StoreError> {
     let decided = store.decisions(run)?;
     let open: std::collections::HashSet<String> = store
@@ -189,6 +190,7 @@ fn still_held(store: &Store, run: RunId) -> Result<usize, StoreError> {
         .journal(run)?
         .iter()
         .filter(|e| e.state == ActionState::Held && !decided.contains_key(&e.action.seq))
+        .filter(|e| !crate::approval::refused_by_approval(e))
         .filter(|e| {
             e.action
                 .identity_id

@@ -11,11 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use seatwarden::alert::{self, AlertContext};
 use seatwarden::approval::{self, Only};
-use seatwarden::config::Config;
+use seatwarden::config::{Config, EmailConfig};
+use seatwarden::daemon::notify::Notifier;
 use seatwarden::mail::{MailSettings, SmtpEndpoint, TlsMode};
 use seatwarden::report::{self, Report};
 use seatwarden::retry::RetryPolicy;
-use seatwarden::store::{OutboxKind, RunId, Store};
+use seatwarden::store::{AlertRecordState, OutboxKind, RunId, Store};
+use seatwarden::sweep::SweepOutcome;
 use seatwarden::workspace::ScimClient;
 
 use crate::review_s45_decided::held;
@@ -196,4 +198,101 @@ async fn after_reject_the_runs_headline_says_rejected_not_planned() {
             .unwrap_or("<no line says rejected>")
     );
     insta::assert_snapshot!("rejected_headline", golden);
+}
+
+/// The binary with `args` against `config`'s file, to its end.
+async fn binary(config: &Config, args: &[&str]) -> std::process::Output {
+    let file = config.source.clone();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(file)
+            .args(args)
+            .env_remove("SEATWARDEN_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A sweep's hold that `approve`'s re-check refused waits for nobody's
+/// approval (session 45 stopped counting the reconcile's so), yet the counts
+/// read from journals still had it "held for a human": `report --run` of the
+/// sweep run told to approve it again, and the sweeps' count of what awaits
+/// approval (the `/metrics` gauge's) and `approval::awaiting_decision` (what
+/// `status` counts of a run without a report) counted it, and the sweep's hold
+/// alert, which names the run for an approval, stayed active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_hold_an_approval_refused_is_not_counted_as_awaiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, mut config, reconcile) = held(dir.path(), 1).await;
+    reject(&config, reconcile);
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let swept = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        // Past the leaver's due time: the sweep enforces it, and the guard holds it.
+        Utc::now() + chrono::Duration::hours(2),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.held, 1, "{swept:?}");
+    let sweep = swept.run_id.unwrap();
+    drop(store);
+    // The daemon's alert of what the sweep held: it waits for `approve`.
+    config.report.email = Some(EmailConfig {
+        smtp_url: "smtp://127.0.0.1:9".into(),
+        username: None,
+        password: None,
+        password_file: None,
+        from: "seatwarden@example.com".into(),
+        to: vec!["it-security@example.com".into()],
+        quiet_period: "6h".into(),
+        ca_file: None,
+        timeout: "5s".into(),
+        allow_cleartext: false,
+    });
+    let notifier = Notifier::from_config(&config).expect("email configured");
+    let sweep_held = |store: &Store| store.alert("sweep_held").unwrap().map(|a| a.state);
+    {
+        let mut store = Store::open(&config.state.path).unwrap();
+        assert_eq!(store.sweep_actions_awaiting_approval(reconcile).unwrap(), 1);
+        notifier.after_sweep(&mut store, &swept, Utc::now());
+        assert_eq!(sweep_held(&store), Some(AlertRecordState::Active));
+    }
+    approve_refused(&mut config, sweep).await;
+
+    let mut store = Store::open(&config.state.path).unwrap();
+    // A pass that held nothing: the alert is over, nobody is to approve run 3.
+    notifier.after_sweep(&mut store, &SweepOutcome::default(), Utc::now());
+    assert_eq!(sweep_held(&store), Some(AlertRecordState::Resolved));
+    assert_eq!(
+        store.sweep_actions_awaiting_approval(reconcile).unwrap(),
+        0,
+        "refused: nothing waits for an approval"
+    );
+    assert_eq!(approval::awaiting_decision(&store, sweep).unwrap(), 0);
+    let held = approval::held_rows(&store, sweep).unwrap();
+    assert_eq!((held.awaiting_decision, held.refused), (0, 1), "{held:?}");
+    let out = binary(&config, &["report", "--run", &sweep.to_string()]).await;
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let writes = text
+        .split_once("Its writes: ")
+        .unwrap_or_else(|| panic!("{text}"))
+        .1;
+    assert!(!writes.contains("held for a human"), "{text}");
+    assert!(
+        !writes.contains(&format!("then `seatwarden approve {sweep}`")),
+        "{text}"
+    );
+    insta::assert_snapshot!("refused_sweep_report", writes.trim());
 }
