@@ -10,6 +10,10 @@
 //! alert's `thread_root`), so mail clients show them as one thread; the subjects
 //! keep "still: " and "Resolved: " for whoever scans a list of subjects.
 //!
+//! An overdue deprovision is alerted whatever holds it (the person keeps access
+//! past their due time); a guard's hold names the run to approve, or, once it was
+//! rejected or refused by an approval's re-check, says so, by whom and when.
+//!
 //! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
 //! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
 //! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]). That
@@ -734,30 +738,118 @@ fn overdue_summary(people: &[&LedgerEntry]) -> String {
     }
 }
 
+/// The guard's holds of the people an overdue alert names: the run that holds
+/// each one's deprovision for an approval ([`Store::held_for_approval`]), named
+/// with the command that releases it, and, where no run waits for one any more,
+/// what became of the newest hold ([`Store::decided_holds`]: rejected, or
+/// refused by an approval's re-check), told as `status` and the digest tell it
+/// ([`crate::report::digest::DeprovisionHold::waiting_for`]). The alert is sent
+/// all the same: the person still has access past their due time.
+#[derive(Debug, Default)]
+struct GuardHolds {
+    waiting: HashMap<String, RunId>,
+    decided: HashMap<String, crate::store::DecidedHold>,
+}
+
+impl GuardHolds {
+    fn read(store: &Store) -> Result<GuardHolds, StoreError> {
+        Ok(GuardHolds {
+            waiting: store.held_for_approval()?,
+            decided: store.decided_holds()?,
+        })
+    }
+
+    /// What was decided on `entry`'s hold, while the guard holds it (not a
+    /// protected account or a disputed match, held since for its own reason)
+    /// and no run waits for its approval.
+    fn decided(&self, entry: &LedgerEntry) -> Option<&crate::store::DecidedHold> {
+        if self.waiting.contains_key(&entry.identity_id) {
+            return None;
+        }
+        match entry
+            .held
+            .as_deref()
+            .map(crate::report::digest::DeprovisionHold::of)
+        {
+            Some(crate::report::digest::DeprovisionHold::Guard) => {
+                self.decided.get(&entry.identity_id)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// ` by alice at 2026-12-04 09:00 +01:00 (CET)`, as much of it as was recorded:
+/// who decided on held actions (several: named together) and when (the last).
+fn decided_by_at<'a>(
+    decided: impl Iterator<Item = &'a crate::store::DecidedHold>,
+    tz: chrono_tz::Tz,
+) -> String {
+    let mut by: Vec<String> = Vec::new();
+    let mut at: Option<DateTime<Utc>> = None;
+    for d in decided {
+        if let Some(user) = d.by.as_deref().map(report::printable_field)
+            && !by.contains(&user)
+        {
+            by.push(user);
+        }
+        at = at.max(d.at);
+    }
+    let mut out = String::new();
+    if !by.is_empty() {
+        out.push_str(" by ");
+        out.push_str(&by.join(" and "));
+    }
+    if let Some(at) = at {
+        out.push_str(" at ");
+        out.push_str(&report::local_time(at, tz));
+    }
+    out
+}
+
 /// What the alert says about `people`: for one person the condition's own
-/// details, for several a capped list.
-/// `waiting`: the run that holds each person's deprovision for an approval
-/// ([`Store::held_for_approval`]), named with the command that releases it.
+/// details, for several a capped list; the hold of each, from `holds`.
 fn overdue_lines(
     people: &[&LedgerEntry],
     context: &AlertContext<'_>,
-    waiting: &HashMap<String, RunId>,
+    holds: &GuardHolds,
 ) -> Vec<String> {
     let admin = context.admin_command;
+    let tz = context.timezone;
     if let [one] = people {
-        let mut lines = overdue_condition(one).details(context.timezone, admin);
+        let mut lines = overdue_condition(one).details(tz, admin);
         let mut at = 1;
         if let Some(why) = why_open(one) {
             lines.insert(at, format!("Still open because {why}."));
             at += 1;
         }
-        if let Some(run) = waiting.get(&one.identity_id) {
+        if let Some(run) = holds.waiting.get(&one.identity_id) {
             lines.insert(
                 at,
                 format!(
                     "Run {run} holds it for a human: approve with `{admin} approve {run}`, or \
                      reject with `{admin} reject {run}`."
                 ),
+            );
+        } else if let Some(decided) = holds.decided(one) {
+            let by_at = decided_by_at(std::iter::once(decided), tz);
+            let run = decided.run;
+            lines.insert(
+                at,
+                match &decided.refused {
+                    None => format!(
+                        "Run {run} held it for a human, and that hold was rejected{by_at} \
+                         (`{admin} reject {run}`): nothing waits for an approval. The sweep or \
+                         the next reconcile plans it again (held again, in a new run, while the \
+                         guard still holds it)."
+                    ),
+                    Some(why) => format!(
+                        "Run {run} held it for a human; `{admin} approve {run}`{by_at} \
+                         re-checked it and refused it: {}. Nothing waits for an approval: the \
+                         next reconcile decides.",
+                        report::printable_field(why)
+                    ),
+                },
             );
         }
         return lines;
@@ -770,21 +862,37 @@ fn overdue_lines(
         let why = why_open(e)
             .map(|why| format!(": {why}"))
             .unwrap_or_default();
-        let run = waiting
-            .get(&e.identity_id)
-            .map(|run| format!(" (run {run})"))
-            .unwrap_or_default();
+        let run = match (holds.waiting.get(&e.identity_id), holds.decided(e)) {
+            (Some(run), _) => format!(" (run {run})"),
+            (None, Some(decided)) => match &decided.refused {
+                None => format!(" (run {}: rejected)", decided.run),
+                Some(refused) => format!(
+                    " (run {}: `{admin} approve {}` refused it: {})",
+                    decided.run,
+                    decided.run,
+                    report::printable_field(refused)
+                ),
+            },
+            (None, None) => String::new(),
+        };
         format!(
             "{} (directory id {}), due {}{why}{run}",
             e.user_name,
             e.identity_id,
-            report::local_minute(e.due_at, context.timezone)
+            report::local_minute(e.due_at, tz)
         )
     }));
     let mut runs: BTreeMap<RunId, usize> = BTreeMap::new();
+    // By run and whether it was refused (else rejected).
+    let mut decided: BTreeMap<(RunId, bool), Vec<&crate::store::DecidedHold>> = BTreeMap::new();
     for e in people {
-        if let Some(run) = waiting.get(&e.identity_id) {
+        if let Some(run) = holds.waiting.get(&e.identity_id) {
             *runs.entry(*run).or_default() += 1;
+        } else if let Some(d) = holds.decided(e) {
+            decided
+                .entry((d.run, d.refused.is_some()))
+                .or_default()
+                .push(d);
         }
     }
     for (run, held) in runs {
@@ -792,6 +900,26 @@ fn overdue_lines(
             "Run {run} holds {held} of them for a human: approve with `{admin} approve {run}`, or \
              reject with `{admin} reject {run}`."
         ));
+    }
+    for ((run, refused), holds) in decided {
+        let by_at = decided_by_at(holds.iter().copied(), tz);
+        let (n, them) = match holds.len() {
+            1 => ("1 of them".to_owned(), "it"),
+            n => (format!("{n} of them"), "them"),
+        };
+        lines.push(if refused {
+            format!(
+                "`{admin} approve {run}`{by_at} refused {n}, each for the reason given: nothing \
+                 waits for an approval; the next reconcile decides."
+            )
+        } else {
+            format!(
+                "Run {run} held {n} for a human, and that hold was rejected{by_at} (`{admin} \
+                 reject {run}`): nothing waits for an approval. The sweep or the next reconcile \
+                 plans {them} again (held again, in a new run, while the guard still holds \
+                 {them})."
+            )
+        });
     }
     lines.push(format!(
         "`{admin} status` shows each one's state (held, or the last error of its attempts); \
@@ -911,9 +1039,9 @@ fn decide_overdue_write(
     let still_people: Vec<&LedgerEntry> = still.iter().map(|(e, _)| *e).collect();
     let alert = !new.is_empty() || reminder_due;
     if alert {
-        let waiting = store.held_for_approval()?;
+        let holds = GuardHolds::read(store)?;
         let (prefix, summary, mut lines) = if new.is_empty() {
-            let mut lines = overdue_lines(&still_people, context, &waiting);
+            let mut lines = overdue_lines(&still_people, context, &holds);
             if let Some(first) = still.iter().map(|(_, r)| r.first_raised_at).min() {
                 lines.push(format!(
                     "First raised {}.",
@@ -925,7 +1053,7 @@ fn decide_overdue_write(
             (
                 "",
                 overdue_summary(&new),
-                overdue_lines(&new, context, &waiting),
+                overdue_lines(&new, context, &holds),
             )
         };
         if !new.is_empty() && reminder_due {
@@ -1078,7 +1206,7 @@ mod tests {
             admin_command: "seatwarden",
         };
         let failing = entry(None, Some("PATCH /Users/a1: HTTP 503"), 3);
-        let lines = overdue_lines(&[&failing], &context, &HashMap::new());
+        let lines = overdue_lines(&[&failing], &context, &GuardHolds::default());
         assert_eq!(
             lines[1],
             "Still open because 3 attempts failed: PATCH /Users/a1: HTTP 503."
@@ -1088,7 +1216,7 @@ mod tests {
             "{lines:?}"
         );
         let held = entry(Some("deprovision threshold"), None, 0);
-        let lines = overdue_lines(&[&failing, &held], &context, &HashMap::new());
+        let lines = overdue_lines(&[&failing, &held], &context, &GuardHolds::default());
         assert!(
             lines
                 .iter()
@@ -1103,7 +1231,7 @@ mod tests {
         );
         let untried = entry(None, None, 0);
         assert_eq!(
-            overdue_lines(&[&untried], &context, &HashMap::new()).len(),
+            overdue_lines(&[&untried], &context, &GuardHolds::default()).len(),
             2
         );
     }
@@ -1736,9 +1864,12 @@ mod tests {
             admin_command: "sudo seatwarden-admin",
             ..context(&mail)
         };
-        let waiting: HashMap<String, RunId> = [("00u1".to_owned(), 7), ("00u2".to_owned(), 7)]
-            .into_iter()
-            .collect();
+        let waiting = GuardHolds {
+            waiting: [("00u1".to_owned(), 7), ("00u2".to_owned(), 7)]
+                .into_iter()
+                .collect(),
+            ..GuardHolds::default()
+        };
         let one = overdue_lines(&[&entry(1)], &context, &waiting);
         assert!(
             one.contains(

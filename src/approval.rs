@@ -7,10 +7,11 @@
 //! already reflects is recorded `obsolete` and not sent; one whose target changed
 //! (account gone, role changed since the plan, now protected, or the last active
 //! Owner) is refused and stays held, the reason in its journal row and the report
-//! (one a cut-off approval had released goes back to held): `status`, the digest
-//! and the report then tell it refused, with why, and the next reconcile deciding,
-//! not as waiting for `approve` (which would re-check the same), as they tell a
-//! rejected one ([`crate::store::Store::decided_holds`]); the rest are released
+//! (one a cut-off approval had released goes back to held): `status`, the digest,
+//! the report, the overdue alert and the counts read from journals
+//! ([`refused_by_approval`]) then tell it refused, with why, and the next reconcile
+//! deciding, not as waiting for `approve` (which would re-check the same), as they
+//! tell a rejected one ([`crate::store::Store::decided_holds`]); the rest are released
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards, and so are those of
 //! later runs that held the same actions again: what this approval applied is
@@ -861,11 +862,26 @@ fn decided_already(store: &Store, run: RunId, tz: chrono_tz::Tz) -> Result<Strin
 /// deprovisions all the same, and they can be approved.
 /// What an incomplete directory read held is not counted: `approve` refuses it
 /// ([`held_on_incomplete_read`] counts it).
+/// Nor what an approval's re-check refused ([`refused_by_approval`]): approving
+/// again re-checks the same; the next run decides.
 pub fn awaiting_decision(store: &Store, run: RunId) -> Result<usize, StoreError> {
     Ok(held_undecided(store, run)?
         .iter()
         .filter(|e| e.action.held != Some(HoldReason::IncompleteDirectory))
+        .filter(|e| !refused_by_approval(e))
         .count())
+}
+
+/// A held row an approval's re-check refused: its `last_error` begins with
+/// [`crate::model::REFUSED_BY_APPROVAL`]. It stays held, undecided (approving
+/// again re-checks it), but waits for nobody's approval: what the report counts
+/// apart ([`crate::report::Report::refused_by_approval`]), judged from the journal.
+pub fn refused_by_approval(entry: &JournalEntry) -> bool {
+    entry.state == ActionState::Held
+        && entry
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(crate::model::REFUSED_BY_APPROVAL))
 }
 
 /// How many of `run`'s held actions were held because its directory read was
@@ -893,11 +909,18 @@ pub struct HeldRows {
     pub settle_window: usize,
     /// Decided already (rejected): never sent from this run.
     pub decided: usize,
+    /// Refused by an approval's re-check ([`refused_by_approval`]): nothing to
+    /// approve; the next run decides.
+    pub refused: usize,
 }
 
 impl HeldRows {
     pub fn total(&self) -> usize {
-        self.awaiting_decision + self.incomplete_directory + self.settle_window + self.decided
+        self.awaiting_decision
+            + self.incomplete_directory
+            + self.settle_window
+            + self.decided
+            + self.refused
     }
 }
 
@@ -918,6 +941,7 @@ pub fn held_rows(store: &Store, run: RunId) -> Result<HeldRows, StoreError> {
             _ if entry.action.held == Some(HoldReason::IncompleteDirectory) => {
                 &mut rows.incomplete_directory
             }
+            None if refused_by_approval(entry) => &mut rows.refused,
             _ => &mut rows.awaiting_decision,
         };
         *count += 1;
@@ -1933,12 +1957,14 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
                 || not_reached(entry);
             let decided = match (unsent, decisions.get(&outcome.seq)) {
                 (true, Some((Decision::Rejected, _))) => Some(format!(
-                    "rejected ({admin_command} reject): this run never applies it"
+                    "rejected ({admin_command} reject): {}",
+                    crate::model::REJECTED_NEVER_APPLIED
                 )),
                 // What the approval's re-check found ("the group no longer
                 // exists" is not "already done").
                 (true, Some((Decision::Obsolete, why))) => Some(format!(
-                    "obsolete when approved: {}; nothing was sent",
+                    "{}{}; nothing was sent",
+                    crate::model::OBSOLETE_WHEN_APPROVED,
                     why.as_deref().unwrap_or("the workspace already showed it")
                 )),
                 _ => None,

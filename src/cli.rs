@@ -1313,6 +1313,13 @@ fn sweep_writes(
             held.decided,
             "held and rejected (never sent from this run)".to_owned(),
         ),
+        (
+            held.refused,
+            format!(
+                "held that `{admin} approve {run_id}` refused (nothing to approve: the next run \
+                 decides; `{admin} explain PERSON` says why)"
+            ),
+        ),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)

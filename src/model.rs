@@ -847,6 +847,17 @@ pub const INCOMPLETE_DIRECTORY_HOLD: &str =
 /// workspace and directory, so nothing waits for an approval any more.
 pub const REFUSED_BY_APPROVAL: &str = "refused by the re-check of `approve`: ";
 
+/// How a held action `seatwarden reject RUN` decided on ends its report's
+/// `error`, after `rejected (ADMIN reject): ` (the operator's command spelled
+/// as `report.admin_command` spells it): the report, its headline and subject
+/// count such actions as rejected ([`crate::report::Report::rejected`]), not as
+/// planned ones still to come.
+pub const REJECTED_NEVER_APPLIED: &str = "this run never applies it";
+
+/// How a held action an approval found done already (`obsolete`) begins its
+/// report's `error` (what the re-check found follows): nothing was sent.
+pub const OBSOLETE_WHEN_APPROVED: &str = "obsolete when approved: ";
+
 /// How seatwarden's commands are run when `report.admin_command` is not set.
 pub const DEFAULT_ADMIN_COMMAND: &str = "seatwarden";
 

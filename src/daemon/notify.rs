@@ -89,19 +89,9 @@ pub fn hold_decided(
 /// What holds an open deprovision, from the reason its ledger entry keeps: the
 /// digest and `status` word it, and name the command that releases it, alike.
 /// A hold after an earlier rejection is judged by the reason it is held again for.
+/// ([`DeprovisionHold::of`], which the overdue alert judges by too.)
 pub fn deprovision_hold(held: &str) -> DeprovisionHold {
-    let held = held
-        .split_once(crate::sweep::HELD_AGAIN)
-        .map_or(held, |(_, now)| now);
-    if held.starts_with(crate::sweep::DISPUTED_HOLD) {
-        DeprovisionHold::DisputedMatch
-    } else if held.starts_with(crate::sweep::CONTRADICTED_LINK_HOLD) {
-        DeprovisionHold::ContradictedLink
-    } else if held.starts_with(crate::sweep::PROTECTED_HOLD) {
-        DeprovisionHold::Protected
-    } else {
-        DeprovisionHold::Guard
-    }
+    DeprovisionHold::of(held)
 }
 
 /// What one [`Notifier::deliver`] did.
@@ -186,8 +176,9 @@ fn sweep_hold_over(store: &Store) -> Result<bool, StoreError> {
     Ok(still_held(store, run)? == 0)
 }
 
-/// How many of `run`'s held actions nobody decided on and whose person's
-/// deprovision is still open.
+/// How many of `run`'s held actions nobody decided on, that an approval's
+/// re-check did not refuse ([`crate::approval::refused_by_approval`]: nothing
+/// waits for an approval of those), and whose person's deprovision is still open.
 fn still_held(store: &Store, run: RunId) -> Result<usize, StoreError> {
     let decided = store.decisions(run)?;
     let open: std::collections::HashSet<String> = store
@@ -199,6 +190,7 @@ fn still_held(store: &Store, run: RunId) -> Result<usize, StoreError> {
         .journal(run)?
         .iter()
         .filter(|e| e.state == ActionState::Held && !decided.contains_key(&e.action.seq))
+        .filter(|e| !crate::approval::refused_by_approval(e))
         .filter(|e| {
             e.action
                 .identity_id

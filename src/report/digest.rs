@@ -108,6 +108,24 @@ impl From<crate::store::DecidedHold> for HoldDecided {
 }
 
 impl DeprovisionHold {
+    /// What holds an open deprovision, from the reason its ledger entry keeps
+    /// (`LedgerEntry::held`). A hold after an earlier rejection is judged by the
+    /// reason it is held again for.
+    pub fn of(held: &str) -> DeprovisionHold {
+        let held = held
+            .split_once(crate::sweep::HELD_AGAIN)
+            .map_or(held, |(_, now)| now);
+        if held.starts_with(crate::sweep::DISPUTED_HOLD) {
+            DeprovisionHold::DisputedMatch
+        } else if held.starts_with(crate::sweep::CONTRADICTED_LINK_HOLD) {
+            DeprovisionHold::ContradictedLink
+        } else if held.starts_with(crate::sweep::PROTECTED_HOLD) {
+            DeprovisionHold::Protected
+        } else {
+            DeprovisionHold::Guard
+        }
+    }
+
     /// What a reader is told holds it and what to run, e.g. "held: disputed match,
     /// waiting for `seatwarden link u2 ACCOUNT`". `run` is the run holding a
     /// guard's hold ([`crate::store::Store::held_for_approval`]): `approve` and

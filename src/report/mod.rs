@@ -395,6 +395,23 @@ impl Report {
             .count()
     }
 
+    /// Held actions someone rejected (`seatwarden reject RUN`; `approve` and
+    /// `reject` bring the stored report up to date): not run, and this run never
+    /// runs them, so the headline and the subject count them as rejected, not as
+    /// planned ones still to come. A later run plans again what is still due.
+    pub fn rejected(&self) -> usize {
+        self.actions.iter().filter(|a| a.rejected()).count()
+    }
+
+    /// Held actions an approval found done already (obsolete): nothing was
+    /// sent, and nothing is left to do about them.
+    pub fn obsolete_when_approved(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| a.obsolete_when_approved())
+            .count()
+    }
+
     /// Held actions planned from an incomplete directory read
     /// ([`crate::model::HoldReason::IncompleteDirectory`]): nothing for a human to
     /// approve (`approve` refuses them, as someone only missing from the read looks
@@ -409,6 +426,24 @@ impl Report {
 }
 
 impl ActionOutcome {
+    /// Rejected while held: see [`Report::rejected`]. Told by its `error`, as
+    /// `approve` and `reject` write it (`rejected (ADMIN reject): …`).
+    pub fn rejected(&self) -> bool {
+        self.outcome == Outcome::NotRun
+            && self.error.as_deref().is_some_and(|e| {
+                e.starts_with("rejected (") && e.ends_with(crate::model::REJECTED_NEVER_APPLIED)
+            })
+    }
+
+    /// Found done already by an approval: see [`Report::obsolete_when_approved`].
+    pub fn obsolete_when_approved(&self) -> bool {
+        self.outcome == Outcome::NotRun
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(crate::model::OBSOLETE_WHEN_APPROVED))
+    }
+
     /// Held, refused by an approval's re-check: see [`Report::refused_by_approval`].
     pub fn refused_by_approval(&self) -> bool {
         self.outcome == Outcome::Held
@@ -808,11 +843,18 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     let waiting = report.safety.actions_waiting;
     let incomplete = report.held_incomplete_directory();
     let refused = report.refused_by_approval();
+    let rejected = report.rejected();
+    let obsolete = report.obsolete_when_approved();
     let awaiting = s
         .actions_held
         .saturating_sub(waiting)
         .saturating_sub(incomplete)
         .saturating_sub(refused);
+    // What someone decided on while it was held, after what still waits: these
+    // are not "planned" any more (this run never sends them).
+    let decided_too = decided_text(rejected, obsolete, report.run_id, admin_command)
+        .map(|decided| format!("; {decided}"))
+        .unwrap_or_default();
     // A plan or a dry run holds nothing: it shows what the guard would hold, and
     // nothing of it waits for a human (`approve` refuses such a run).
     let preview = report.mode != "reconcile";
@@ -870,7 +912,7 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (
             Tone::Warn,
             applied_then(format!(
-                "{} held by the guard — needs a human{}",
+                "{} held by the guard — needs a human{}{decided_too}",
                 actions(awaiting),
                 incomplete_too(incomplete)
             )),
@@ -882,7 +924,7 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             Tone::Warn,
             applied_then(format!(
                 "{} held: `{admin_command} approve {}` refused {} (each says why) — nothing \
-                 to approve; the next reconcile decides{}",
+                 to approve; the next reconcile decides{}{decided_too}",
                 actions(refused),
                 report.run_id,
                 if refused == 1 { "it" } else { "them" },
@@ -896,7 +938,7 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             Tone::Warn,
             applied_then(format!(
                 "{} {} because the directory read was incomplete — nothing to approve; \
-                 `{admin_command} reconcile` again once the directory reads whole",
+                 `{admin_command} reconcile` again once the directory reads whole{decided_too}",
                 actions(incomplete),
                 if preview { "would be held" } else { "held" }
             )),
@@ -906,7 +948,7 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (
             Tone::Warn,
             applied_then(format!(
-                "{} still {} access (disputed match) — needs `{admin_command} link`",
+                "{} still {} access (disputed match) — needs `{admin_command} link`{decided_too}",
                 plural(leavers, "leaver", "leavers"),
                 if leavers == 1 { "has" } else { "have" }
             )),
@@ -920,9 +962,19 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (
             Tone::Warn,
             applied_then(format!(
-                "{} {wait} for the settle window",
+                "{} {wait} for the settle window{decided_too}",
                 actions(s.actions_held)
             )),
+        )
+    } else if let Some(decided) = (!preview)
+        .then(|| decided_text(rejected, obsolete, report.run_id, admin_command))
+        .flatten()
+    {
+        // Rejected or found done when approved: this run never sends them, so
+        // "N actions planned" would read as if they were still to come.
+        (
+            if rejected > 0 { Tone::Warn } else { Tone::Good },
+            applied_then(decided),
         )
     } else if s.actions_planned == 0 && s.drift_total == 0 {
         (Tone::Good, "in sync".to_owned())
@@ -961,6 +1013,33 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             ),
         )
     }
+}
+
+/// "2 actions rejected (`seatwarden reject 7`): this run never applies them; the
+/// sweep or the next reconcile plans again what is still due", and/or how many
+/// an approval found done already; `None` when neither.
+fn decided_text(
+    rejected: usize,
+    obsolete: usize,
+    run: crate::store::RunId,
+    admin_command: &str,
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if rejected > 0 {
+        parts.push(format!(
+            "{} rejected (`{admin_command} reject {run}`): this run never applies {}; the \
+             sweep or the next reconcile plans again what is still due",
+            plural(rejected, "action", "actions"),
+            if rejected == 1 { "it" } else { "them" }
+        ));
+    }
+    if obsolete > 0 {
+        parts.push(format!(
+            "{} found done already when approved (nothing sent)",
+            plural(obsolete, "action", "actions")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `; 2 more held because the directory read was incomplete (nothing to approve)`
@@ -1138,6 +1217,10 @@ pub fn subject(name: &str, report: &Report) -> String {
     if refused > 0 {
         parts.push(format!("{} (refused by approve)", held_text(refused)));
     }
+    let rejected = report.rejected();
+    if rejected > 0 {
+        parts.push(plural(rejected, "rejected action", "rejected actions"));
+    }
     if report.safety.source_fault.is_some() {
         return format!(
             "[seatwarden] {name} run {}: {}",
@@ -1246,6 +1329,77 @@ mod tests {
                 "{mode}"
             );
         }
+    }
+
+    /// Held actions decided on since (rejected, or found done when approved) are
+    /// not "planned" any more: the headline says what became of them, after what
+    /// still waits for a human, and the subject counts the rejected ones.
+    #[test]
+    fn a_headline_tells_rejected_and_obsolete_actions_from_planned_ones() {
+        let mut report = reconcile_report(SafetyReport::default());
+        let action = |seq, outcome, error: Option<String>| ActionOutcome {
+            seq,
+            op: "deactivate".into(),
+            reason: DriftKind::StaleAccess,
+            subject: format!("leaver{seq}@example.com"),
+            detail: String::new(),
+            outcome,
+            attempts: 0,
+            error,
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        };
+        let rejected = Some(format!(
+            "rejected ({ADMIN} reject): {}",
+            crate::model::REJECTED_NEVER_APPLIED
+        ));
+        let obsolete = Some(format!(
+            "{}the workspace already showed it; nothing was sent",
+            crate::model::OBSOLETE_WHEN_APPROVED
+        ));
+        report.actions = vec![
+            action(
+                0,
+                Outcome::Held,
+                Some("deprovisions: over the limit".into()),
+            ),
+            action(1, Outcome::NotRun, rejected.clone()),
+            action(2, Outcome::NotRun, obsolete),
+        ];
+        report.summary.actions_planned = 3;
+        report.summary.actions_held = 1;
+        report.summary.actions_not_run = 2;
+        let (tone, headline) = super::headline(&report, ADMIN);
+        assert_eq!(tone, Tone::Warn);
+        assert_eq!(
+            headline,
+            format!(
+                "1 action held by the guard — needs a human; 1 action rejected (`{ADMIN} reject \
+                 7`): this run never applies it; the sweep or the next reconcile plans again \
+                 what is still due; 1 action found done already when approved (nothing sent)"
+            )
+        );
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 1 held action, 1 rejected action, 0 drift items"
+        );
+        // Only one found done, the rest applied: nothing is left to do.
+        report.actions[0].outcome = Outcome::Applied;
+        report.actions[1].error = None;
+        report.actions[1].outcome = Outcome::Applied;
+        report.summary.actions_held = 0;
+        report.summary.actions_applied = 2;
+        report.summary.actions_not_run = 1;
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Good,
+                "2 actions applied and verified; 1 action found done already when approved \
+                 (nothing sent)"
+                    .to_owned()
+            )
+        );
     }
 
     /// A rename not made because another account holds the userName has no

@@ -303,7 +303,8 @@ impl Store {
 
     /// Held actions of the sweep passes after run `after` (the latest reconcile,
     /// whose own report counts its held actions) that still wait for `approve`: held
-    /// and undecided (or approved and not yet sent), one per action kind and subject,
+    /// and undecided (or approved and not yet sent), not refused by an approval's
+    /// re-check ([`crate::approval::refused_by_approval`]), one per action kind and subject,
     /// judged by the newest sweep row for it (a held deprovision is held again at
     /// every re-check, each time in a new run), and not one of those `after` itself
     /// holds awaiting a decision (counted there; what its incomplete directory read
@@ -319,6 +320,10 @@ impl Store {
                        -- No approval releases it: `approve` refuses it, and the
                        -- reconcile's report does not count it.
                        AND (a.payload ->> '$.held.rule') IS NOT 'incomplete_directory'
+                       -- Refused by an approval's re-check: approving again
+                       -- re-checks the same (`approval::refused_by_approval`).
+                       AND NOT (a.state = 'held' AND d.decision IS NULL
+                                AND coalesce(instr(a.last_error, ?2), 0) = 1)
                  ),
                  newest AS (
                      SELECT a.kind, a.subject, max(a.run_id) AS run_id FROM actions AS a
@@ -332,7 +337,11 @@ impl Store {
                    AND NOT EXISTS (SELECT 1 FROM awaiting AS w
                          WHERE w.run_id = ?1 AND w.kind = n.kind AND w.subject = n.subject)",
             )
-            .and_then(|mut stmt| stmt.query_row([after], |row| row.get::<_, i64>(0)))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![after, crate::model::REFUSED_BY_APPROVAL], |row| {
+                    row.get::<_, i64>(0)
+                })
+            })
             .map(|n| usize::try_from(n).unwrap_or(0))
             .context(|| "counting the sweeps' actions awaiting approval".to_owned())
     }

@@ -353,6 +353,12 @@ pub struct DecidedHold {
     pub run: RunId,
     /// Why `approve`'s re-check refused it; `None`: it was rejected.
     pub refused: Option<String>,
+    /// Who decided, as the audit names them: the `reject`'s operator, or the
+    /// `approve`'s whose re-check refused it (from the audit trail: `None` when
+    /// it has no row for that approval).
+    pub by: Option<String>,
+    /// When: the rejection's time, or the refusal's (the row's last change).
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -666,11 +672,26 @@ impl Store {
     pub fn decided_holds(
         &self,
     ) -> Result<std::collections::HashMap<String, DecidedHold>, StoreError> {
-        let rows: Vec<(String, RunId, Option<String>, Option<String>)> = self
+        type Row = (
+            String,
+            RunId,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<Ts>,
+        );
+        let rows: Vec<Row> = self
             .conn
             .prepare_cached(
                 "SELECT actions.identity_id, actions.run_id, held_decisions.decision,
-                        actions.last_error
+                        actions.last_error,
+                        CASE WHEN held_decisions.run_id IS NOT NULL THEN held_decisions.user
+                             ELSE (SELECT audit.user FROM audit
+                                   WHERE audit.command = 'approve'
+                                     AND audit.run_id = actions.run_id
+                                     AND audit.at <= actions.updated_at
+                                   ORDER BY audit.at DESC, audit.id DESC LIMIT 1) END,
+                        coalesce(held_decisions.at, actions.updated_at)
                  FROM actions
                  JOIN runs ON runs.id = actions.run_id
                  LEFT JOIN held_decisions ON held_decisions.run_id = actions.run_id
@@ -686,7 +707,14 @@ impl Store {
             )
             .and_then(|mut stmt| {
                 stmt.query_map([crate::model::REFUSED_BY_APPROVAL], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    ))
                 })?
                 .collect()
             })
@@ -694,7 +722,7 @@ impl Store {
         // Ordered by run: the newest run's row is the one kept.
         Ok(rows
             .into_iter()
-            .map(|(identity, run, decision, last_error)| {
+            .map(|(identity, run, decision, last_error, by, at)| {
                 let refused = match decision {
                     Some(_) => None,
                     None => last_error.map(|e| {
@@ -703,7 +731,15 @@ impl Store {
                             .to_owned()
                     }),
                 };
-                (identity, DecidedHold { run, refused })
+                (
+                    identity,
+                    DecidedHold {
+                        run,
+                        refused,
+                        by,
+                        at: at.map(|at| at.0),
+                    },
+                )
             })
             .collect())
     }

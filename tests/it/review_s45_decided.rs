@@ -26,6 +26,12 @@ const TOKEN: &str = "review-s45-decided-token";
 /// A converged workspace, then two active people deprovisioned in the
 /// directory and a reconcile whose threshold holds both deactivations.
 async fn two_held(dir: &Path) -> (Sandbox, Config, RunId) {
+    held(dir, 2).await
+}
+
+/// A converged workspace, then `n` active people deprovisioned in the
+/// directory and a reconcile whose threshold holds their deactivations.
+pub(crate) async fn held(dir: &Path, n: usize) -> (Sandbox, Config, RunId) {
     let mut data = synth::generate(&SynthSpec {
         people: 30,
         groups: 3,
@@ -37,14 +43,14 @@ async fn two_held(dir: &Path) -> (Sandbox, Config, RunId) {
         crate::fixtures::synth_config(dir, &data, sandbox.base_url().as_ref(), TOKEN, 4);
     execute(&config, Mode::Reconcile).await;
     config.safety.max_deprovisions = 0;
-    leave(&mut data, 2);
+    leave(&mut data, n);
     std::fs::write(
         dir.join("directory.json"),
         synth::directory_json(&data.directory),
     )
     .unwrap();
     let held = execute(&config, Mode::Reconcile).await;
-    assert_eq!(held.plan.held().count(), 2, "{:?}", held.plan);
+    assert_eq!(held.plan.held().count(), n, "{:?}", held.plan);
     (sandbox, config, held.run_id)
 }
 
@@ -80,13 +86,13 @@ fn leave(data: &mut Synth, n: usize) {
     assert_eq!(left, n);
 }
 
-async fn execute(config: &Config, mode: Mode) -> RunOutcome {
+pub(crate) async fn execute(config: &Config, mode: Mode) -> RunOutcome {
     run::execute(config, Store::open(&config.state.path).unwrap(), mode)
         .await
         .unwrap()
 }
 
-fn status_of(config: &Config) -> status::Status {
+pub(crate) fn status_of(config: &Config) -> status::Status {
     let store = Store::open(&config.state.path).unwrap();
     status::collect(
         &store,
