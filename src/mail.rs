@@ -903,7 +903,8 @@ const CONNECT_TIMEOUTS: u32 = 2;
 const SESSION_TIMEOUTS: u32 = 4;
 
 /// A message the relay keeps refusing (our sender, our login) is given up after
-/// this long: it carries the sender of when it was queued, so a corrected
+/// this long (a relay that never answered, one that takes connections and never
+/// greets, refused nothing, and its messages wait for it): it carries the sender of when it was queued, so a corrected
 /// configuration would not heal it, and it would stand first in the queue for
 /// ever, in front of every later alert.
 pub const REFUSED_FOR_AT_MOST: chrono::Duration = chrono::Duration::days(3);
@@ -1025,7 +1026,10 @@ pub async fn deliver_due(
                     }
                 }
                 Err(error) => {
+                    // A relay never reached refused nothing: its message waits for
+                    // it however long it is down, as one refusing connections does.
                     let refused_too_long = !error.is_transient()
+                        && !error.relay_unreachable()
                         && now.signed_duration_since(entry.created_at) > REFUSED_FOR_AT_MOST;
                     let text = if refused_too_long {
                         format!(

@@ -348,3 +348,39 @@ async fn status_says_when_the_next_delivery_attempt_is() {
         "{sent}"
     );
 }
+
+/// A relay that takes the connection and never greets, for more than the three
+/// days after which a relay's refusals give a message up: it refused nothing, so
+/// the alert stays queued for its return (as it does behind a relay refusing
+/// connections), tried again within five minutes, instead of being dropped as
+/// "given up after 3 days of refusals".
+#[tokio::test]
+async fn an_alert_is_not_given_up_while_the_relay_never_answers() {
+    let mut settings = plain_mail_settings(silent_relay());
+    settings.timeout = Duration::from_millis(500);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    let queued = at(8, 0);
+    store
+        .enqueue_message(
+            &message("deprovision of ada@example.com is overdue"),
+            queued,
+        )
+        .unwrap();
+    let now = queued + chrono::Duration::days(4);
+
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, now)
+        .await
+        .unwrap();
+
+    assert_eq!((delivery.sent, delivery.retrying), (0, 1), "{delivery:?}");
+    let row = &store.outbox().unwrap()[0];
+    assert_eq!(row.state, OutboxState::Pending, "{row:?}");
+    assert_eq!(row.next_attempt_at, now + chrono::Duration::minutes(1));
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no SMTP greeting") && !e.contains("given up")),
+        "{row:?}"
+    );
+}
