@@ -511,3 +511,17 @@ pub fn seatwarden_in(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Op
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Polls `done` every 100 ms until it holds or `limit` has passed (then once
+/// more); whether it held. Sleeps on the runtime, so a daemon or server the test
+/// runs in-process goes on meanwhile.
+pub async fn poll_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    done()
+}

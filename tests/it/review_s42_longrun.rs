@@ -54,18 +54,6 @@ fn config_for(url: &str, dir: &Path) -> Config {
     .unwrap()
 }
 
-/// Waits up to `limit` for `done`, polling off the runtime's workers.
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    done()
-}
-
 /// Bob is disabled in the directory while the daemon's reconcile is creating
 /// 80 accounts at 400 ms a request (about half a minute), its directory snapshot
 /// long taken. The sweeps fire every two seconds and wait behind its lock. With
@@ -115,7 +103,7 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
     .await;
 
     // The reconcile is applying: its snapshot of the directory is taken.
-    let applying = wait_for(Duration::from_secs(30), || {
+    let applying = fixtures::poll_until(Duration::from_secs(30), || {
         sandbox.snapshot().accounts.len() > 1
     })
     .await;
@@ -127,7 +115,7 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
     );
     write_directory(dir.path(), NEWCOMERS, "suspended");
     let disabled = Instant::now();
-    let deactivated = wait_for(Duration::from_secs(60), || {
+    let deactivated = fixtures::poll_until(Duration::from_secs(60), || {
         bob_active(&sandbox) == Some(false)
     })
     .await;

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use seatwarden::config::Config;
 use seatwarden::model::WorkspaceSnapshot;
@@ -52,18 +52,6 @@ fn write_config(url: &str, dir: &Path, more: &str) -> Config {
     .unwrap()
 }
 
-/// Waits up to `limit` for `done`.
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    done()
-}
-
 /// The first daemon on a database runs the reconcile and the sweep at once; the
 /// sweep waits behind the reconcile's lock. A SIGHUP meanwhile, first with an
 /// invalid configuration, then a valid one, logged the sweep "never run on this
@@ -94,7 +82,7 @@ async fn a_reload_during_the_first_reconcile_catches_up_nothing_again() {
     let (mut daemon, log) = fixtures::spawn_daemon_with(dir.path(), &env);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     fixtures::listening_port(&mut daemon, logged).await;
-    let applying = wait_for(Duration::from_secs(30), || {
+    let applying = fixtures::poll_until(Duration::from_secs(30), || {
         sandbox.snapshot().accounts.len() > 2
     })
     .await;
@@ -118,19 +106,19 @@ async fn a_reload_during_the_first_reconcile_catches_up_nothing_again() {
     )
     .unwrap();
     hangup();
-    let failed = wait_for(Duration::from_secs(30), || {
+    let failed = fixtures::poll_until(Duration::from_secs(30), || {
         logged().contains("configuration reload failed")
     })
     .await;
     assert!(failed, "no failed reload:\n{}", logged());
     write_config(&url, dir.path(), yearly);
     hangup();
-    let reloaded = wait_for(Duration::from_secs(30), || {
+    let reloaded = fixtures::poll_until(Duration::from_secs(30), || {
         logged().contains("configuration reloaded")
     })
     .await;
     assert!(reloaded, "no reload:\n{}", logged());
-    let swept = wait_for(Duration::from_secs(60), || {
+    let swept = fixtures::poll_until(Duration::from_secs(60), || {
         logged()
             .lines()
             .any(|l| l.contains("job finished") && l.contains("job=\"sweep\""))
@@ -215,7 +203,7 @@ async fn a_restart_seconds_after_a_catch_up_does_not_run_it_again() {
     };
     let (first, log) = fixtures::spawn_daemon_once(dir.path(), &env);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-    let pruned = wait_for(Duration::from_secs(60), || {
+    let pruned = fixtures::poll_until(Duration::from_secs(60), || {
         prune_lines(&logged(), "job finished") == 1
     })
     .await;

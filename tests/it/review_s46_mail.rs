@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -148,18 +148,6 @@ async fn a_relay_that_answered_keeps_its_backoff() {
 /// Whether the relay of the reload test refuses the login.
 static REFUSING_LOGIN: AtomicBool = AtomicBool::new(true);
 
-/// Waits up to `limit` for `done`.
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    done()
-}
-
 /// A relay refusing the daemon's login puts off every due message for the
 /// refused one's backoff (an hour after a few refusals). The operator fixes
 /// the password and reloads (SIGHUP): the messages used to wait out that
@@ -223,7 +211,7 @@ async fn a_login_fixed_and_reloaded_is_tried_at_once() {
     let logged = || std::fs::read_to_string(&daemon_log).unwrap_or_default();
     fixtures::listening_port(&mut daemon, logged).await;
     // The start's mail job: refused, put off for the hour.
-    let refused = wait_for(Duration::from_secs(30), || row().attempts == 7).await;
+    let refused = fixtures::poll_until(Duration::from_secs(30), || row().attempts == 7).await;
     let before = row();
     assert!(
         refused,
@@ -244,7 +232,8 @@ async fn a_login_fixed_and_reloaded_is_tried_at_once() {
         .status()
         .unwrap();
     assert!(status.success());
-    let sent = wait_for(Duration::from_secs(30), || row().state == OutboxState::Sent).await;
+    let sent =
+        fixtures::poll_until(Duration::from_secs(30), || row().state == OutboxState::Sent).await;
     fixtures::sigterm(&daemon);
     fixtures::exit_of(daemon, "the daemon").await;
     let logged = logged();
