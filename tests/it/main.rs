@@ -96,6 +96,7 @@ mod review_s45_digest;
 mod review_s45_mail;
 mod review_s45_outbox;
 mod review_s46_ops;
+mod review_s46_review;
 mod role_groups;
 mod run_recovery;
 mod safety;
