@@ -13,7 +13,8 @@
 //! snapshots, but not one whose directory was refused as a source fault (it says
 //! which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
-//! (with the current 24 h counts) and the settle window, so it reads nothing over
+//! (with the current 24 h counts), the hold of a create that met a 409 with no
+//! account in sight, and the settle window, so it reads nothing over
 //! the network and writes nothing.
 //!
 //! Sections: how the snapshots' run ended, when it did not finish cleanly
@@ -1547,6 +1548,10 @@ fn next_actions(
         &safety::guard_settings(config, &desired),
         &input,
     );
+    // A create that met a 409 with no account in sight is held for a person, as a
+    // run holds it: offering it again would be the write every run refuses.
+    let out_of_sight = store.creates_out_of_sight(crate::apply::OUT_OF_SIGHT)?;
+    let guarded = safety::hold_out_of_sight(guarded, &out_of_sight);
     // The settle window as the next run would see it (read only: nothing recorded).
     let keys: Vec<String> = guarded
         .actions

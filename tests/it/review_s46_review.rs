@@ -2,7 +2,10 @@
 //! on-call operator use them, and of the state database's preview copy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use seatwarden::store::{Store, StoreError};
+use chrono::{Duration, Utc};
+use seatwarden::model::{AccountSpec, Action, ActionKind, DriftKind, HoldReason, Plan, Role};
+use seatwarden::run::{self, Mode};
+use seatwarden::store::{RunKind, RunStatus, Store, StoreError};
 
 /// `Store::copy_to` (the copy `plan --workspace-moved` plans in, named after
 /// `state.path`) gave SQLite's `VACUUM INTO` the path through
@@ -31,4 +34,77 @@ fn a_copy_whose_path_is_not_utf8_is_refused_and_nothing_is_written() {
         .collect();
     names.sort();
     assert!(names.is_empty(), "{names:?}");
+}
+
+/// An earlier reconcile's create of Ada's account met a 409 with no account of
+/// that userName visible: a run holds her create for a person (`approve` sends
+/// it again). `explain`'s "next run" re-planned without that hold and said the
+/// create would be sent, the very write every run refuses to repeat.
+#[tokio::test]
+async fn explain_holds_a_create_out_of_sight_as_the_run_does() {
+    let sandbox =
+        crate::fixtures::sandbox("t0ken", seatwarden::model::WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(sandbox.base_url().as_str(), dir.path(), "active");
+    let store = || Store::open(&config.state.path).unwrap();
+    {
+        let mut store = store();
+        let at = Utc::now() - Duration::hours(1);
+        let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+        let spec = AccountSpec {
+            user_name: "ada@example.com".into(),
+            external_id: "00u1".into(),
+            given_name: Some("Ada".into()),
+            family_name: Some("Lovelace".into()),
+            display_name: None,
+            email: Some("ada@example.com".into()),
+            role: Some(Role::Viewer),
+        };
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::CreateAccount {
+                    identity_id: "00u1".into(),
+                    spec,
+                },
+                reason: DriftKind::MissingAccount,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "in scope, no account".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        store.mark_in_flight(run, 0, at).unwrap();
+        let error = format!(
+            "409 userName taken; the workspace says \"ada@example.com\" exists but {}",
+            seatwarden::apply::OUT_OF_SIGHT
+        );
+        store.mark_failed(run, 0, at, &error).unwrap();
+        store
+            .finish_run(run, at, RunStatus::Succeeded, None)
+            .unwrap();
+    }
+    let planned = run::execute(&config, store(), Mode::Plan).await.unwrap();
+    sandbox.shutdown().await;
+    let create = planned
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::CreateAccount { .. }))
+        .unwrap();
+    assert_eq!(create.held, Some(HoldReason::OutOfSight), "{create:?}");
+
+    let text =
+        seatwarden::explain::explain(&config, &store(), "ada@example.com", Utc::now()).unwrap();
+    let next = text.split("\nNext run").nth(1).unwrap();
+    let line = next
+        .lines()
+        .find(|l| l.trim_start().starts_with("create_account"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("[HELD: an earlier create met a 409"),
+        "{line}\n{text}"
+    );
 }
