@@ -3,7 +3,8 @@
 //!
 //! PERSON is a directory id, userName or email (case folded as matching folds it;
 //! one several people share is refused, naming them), or a workspace account id
-//! or userName (shown with the person linked to it, else the one it matches). The
+//! or userName (shown with the person linked to it, else the one it matches; a
+//! userName several accounts share but for case is refused, naming them). The
 //! account shown for a person is the linked one, else the one the next run's
 //! plan matches to them (its new links: matching itself is the plan's, not
 //! copied here); a disputed match shows none, and its candidates. With `--live`
@@ -102,6 +103,15 @@ pub enum ExplainError {
         field: &'static str,
         /// `id (userName)` of each, comma-separated.
         identities: String,
+    },
+    #[error(
+        "{person:?} is the userName of several workspace accounts: {accounts}; explain one by \
+         its account id"
+    )]
+    AmbiguousAccount {
+        person: String,
+        /// `id (userName)` of each, comma-separated.
+        accounts: String,
     },
 }
 
@@ -344,11 +354,31 @@ impl Loaded {
             let account = account_id.and_then(|id| accounts.iter().find(|a| a.id == id));
             return Ok((Some(identity), link, account));
         }
-        let Some(account) = accounts
-            .iter()
-            .find(|a| a.id == person || crate::model::same_name(&a.user_name, person))
-        else {
-            return Ok((None, None, None));
+        // An account id first; else a userName, which several accounts may share
+        // but for case (an old deactivated `Bob@…` beside `bob@…`): showing the
+        // first would hide the others, so that is refused with their ids.
+        let account = match accounts.iter().find(|a| a.id == person) {
+            Some(account) => account,
+            None => {
+                let named: Vec<&Account> = accounts
+                    .iter()
+                    .filter(|a| crate::model::same_name(&a.user_name, person))
+                    .collect();
+                match named.as_slice() {
+                    [] => return Ok((None, None, None)),
+                    [account] => *account,
+                    several => {
+                        return Err(ExplainError::AmbiguousAccount {
+                            person: person.to_owned(),
+                            accounts: several
+                                .iter()
+                                .map(|a| format!("{} ({})", clean(&a.id), clean(&a.user_name)))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                }
+            }
         };
         let link = self.links.iter().find(|l| l.account_id == account.id);
         let identity_id = match link {

@@ -19,9 +19,9 @@ fn a_copy_whose_path_is_not_utf8_is_refused_and_nothing_is_written() {
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).unwrap();
-    let copy = dir
-        .path()
-        .join(std::ffi::OsStr::from_bytes(b"state-\xff.db.moved-preview-7"));
+    let copy = dir.path().join(std::ffi::OsStr::from_bytes(
+        b"state-\xff.db.moved-preview-7",
+    ));
     let error = store.copy_to(&copy).unwrap_err();
     assert!(matches!(error, StoreError::NotUtf8 { .. }), "{error}");
     let message = error.to_string();
@@ -107,4 +107,82 @@ async fn explain_holds_a_create_out_of_sight_as_the_run_does() {
         line.contains("[HELD: an earlier create met a 409"),
         "{line}\n{text}"
     );
+}
+
+fn account(id: &str, user_name: &str, active: bool) -> seatwarden::model::Account {
+    seatwarden::model::Account {
+        id: id.into(),
+        user_name: user_name.into(),
+        external_id: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: Some(user_name.into()),
+        active,
+        roles: Vec::new(),
+    }
+}
+
+/// Ada's configuration, and a run that stored an empty directory and a
+/// workspace of `accounts` as they are (a workspace that does not keep userNames
+/// unique without case, which the sandbox does).
+fn stored_with(
+    dir: &std::path::Path,
+    accounts: Vec<seatwarden::model::Account>,
+) -> seatwarden::config::Config {
+    let config = crate::fixtures::ada_config("http://127.0.0.1:9/scim/v2", dir, "active");
+    let mut store = Store::open(&config.state.path).unwrap();
+    let at = Utc::now() - Duration::minutes(5);
+    let run = store.begin_run(RunKind::Plan, at).unwrap();
+    store
+        .save_directory_snapshot(
+            run,
+            &seatwarden::model::DirectorySnapshot {
+                identities: Vec::new(),
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .save_workspace_snapshot(
+            run,
+            &seatwarden::model::WorkspaceSnapshot {
+                accounts,
+                groups: Vec::new(),
+            },
+        )
+        .unwrap();
+    store
+        .finish_run(run, at, RunStatus::Succeeded, None)
+        .unwrap();
+    config
+}
+
+/// Two workspace accounts whose userNames differ only in case (`Bob@…`, an
+/// old deactivated one, and `bob@…`), nobody's in the directory: `explain
+/// bob@example.com` showed whichever the workspace listed first (SCIM asks a
+/// workspace to keep userNames unique without case; not every one does), and hid the
+/// other, the one an on-call operator may have been asked about. A userName
+/// several accounts share is refused with their ids, as one several people
+/// share is; an account id picks one.
+#[test]
+fn explain_refuses_a_user_name_several_accounts_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stored_with(
+        dir.path(),
+        vec![
+            account("w1", "Bob@example.com", false),
+            account("w2", "bob@example.com", true),
+        ],
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let error = seatwarden::explain::explain(&config, &store, "BOB@example.com", Utc::now())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("several workspace accounts"), "{error}");
+    assert!(error.contains("w1 (Bob@example.com)"), "{error}");
+    assert!(error.contains("w2 (bob@example.com)"), "{error}");
+    let text = seatwarden::explain::explain(&config, &store, "w2", Utc::now()).unwrap();
+    assert!(text.contains("w2"), "{text}");
+    assert!(!text.contains("w1"), "{text}");
 }
