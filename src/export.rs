@@ -490,7 +490,10 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
             }
         })
         .collect();
-    accounts.sort_by_key(|a| a.user_name.to_lowercase());
+    // By userName, then by id: two accounts whose userNames differ only in case
+    // (a workspace that does not keep them unique so) keep one order from one
+    // export to the next, whatever order the workspace listed them in.
+    accounts.sort_by_cached_key(|a| (a.user_name.to_lowercase(), a.account_id.clone()));
     Ok(AccessExport {
         run_id,
         snapshot_at: run.started_at,

@@ -186,3 +186,79 @@ fn explain_refuses_a_user_name_several_accounts_share() {
     assert!(text.contains("w2"), "{text}");
     assert!(!text.contains("w1"), "{text}");
 }
+
+/// `export` to a file that cannot be written (a full disk, `/dev/full` here)
+/// said only `error: No space left on device (os error 28)`: nothing said it was
+/// the export, not the state database, that failed, or that the file is cut
+/// short. It says so, exit 1. And `export access`, like `export workspace`, says
+/// on stderr which run's snapshots it is and how old they are, on the report's
+/// clock: a review written to a file from a daemon stopped days ago otherwise
+/// reads as current.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn export_says_how_old_its_snapshots_are_and_when_its_output_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let toml = dir.path().join("seatwarden.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!("{text}\n[report]\ntimezone = \"Asia/Kolkata\"\n"),
+    )
+    .unwrap();
+    let export = |args: &[&str], stdout: std::process::Stdio| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&toml)
+            .args(args)
+            .env_remove("SEATWARDEN_CONFIG")
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let output = export(&["export", "access"], std::process::Stdio::piped());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.starts_with("access as run "), "{stderr}");
+    assert!(stderr.contains("+05:30 (IST) ("), "{stderr}");
+    assert!(stderr.contains(" ago)"), "{stderr}");
+    for kind in ["access", "workspace"] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let output = export(&["export", kind], full.into());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: writing the {kind} export to stdout (what was written is incomplete): "
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+/// The access review's rows are sorted by userName without case: two accounts
+/// whose userNames differ only in case came in whatever order the workspace
+/// listed them, so two exports of the same access differed (a diff between
+/// review periods showed a change where there was none). The account id
+/// breaks the tie.
+#[test]
+fn export_rows_keep_one_order_when_user_names_differ_only_in_case() {
+    let order = |accounts: Vec<seatwarden::model::Account>| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stored_with(dir.path(), accounts);
+        let store = Store::open(&config.state.path).unwrap();
+        let export = seatwarden::export::access(&store, &config).unwrap();
+        export
+            .accounts
+            .iter()
+            .map(|row| row.account_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let bob = account("w1", "Bob@example.com", false);
+    let bob_again = account("w2", "bob@example.com", true);
+    assert_eq!(order(vec![bob.clone(), bob_again.clone()]), ["w1", "w2"]);
+    assert_eq!(order(vec![bob_again, bob]), ["w1", "w2"]);
+}
