@@ -262,3 +262,46 @@ fn export_rows_keep_one_order_when_user_names_differ_only_in_case() {
     assert_eq!(order(vec![bob.clone(), bob_again.clone()]), ["w1", "w2"]);
     assert_eq!(order(vec![bob_again, bob]), ["w1", "w2"]);
 }
+
+/// `link PERSON ACCOUNT` where the account is someone else's by a stored link
+/// said `already linked: identity X ↔ account Y; pass --replace to move the
+/// link`: an operator with a mistyped id who did as told took a colleague's
+/// account away (renamed to the other person, their projects with it; a new,
+/// empty account for the colleague). The refusal says what moving each link
+/// does, with the names, and how to check, as the refusal of an account matched
+/// but not yet linked does; nothing is linked.
+#[tokio::test]
+async fn link_to_an_account_linked_to_someone_else_says_what_replace_would_do() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .args(["link", "00u1026", "ws-0001"])
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for said in [
+        "account ws-0001 (ava.smith@example.com) is linked to identity 00u1000 \
+         (ava.smith@example.com): moved, the next reconcile would rename it to 00u1026's \
+         userName and give 00u1000 a new, empty account",
+        "identity 00u1026 (adam.chen@example.com) is linked to account ws-0027 \
+         (adam.chen@example.com): moved, that account is matched afresh by the next run",
+        "`seatwarden explain 00u1026`",
+        "run `seatwarden link 00u1026 ws-0001 --replace`",
+    ] {
+        assert!(stderr.contains(said), "{said}\n{stderr}");
+    }
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let links = store.links().unwrap();
+    let linked = |account: &str| {
+        links
+            .iter()
+            .find(|l| l.account_id == account)
+            .map(|l| l.identity_id.clone())
+    };
+    assert_eq!(linked("ws-0001").as_deref(), Some("00u1000"));
+    assert_eq!(linked("ws-0027").as_deref(), Some("00u1026"));
+}
