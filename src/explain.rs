@@ -2,7 +2,7 @@
 //! person, in one view (Entra's "provision on demand" view, without the write).
 //!
 //! PERSON is a directory id, userName or email (case folded as matching folds it;
-//! one several people share is refused, naming them), or a workspace account id
+//! one several people share, as userName or email, is refused, naming them), or a workspace account id
 //! or userName (shown with the person linked to it, else the one it matches; a
 //! userName several accounts share but for case is refused, naming them). The
 //! account shown for a person is the linked one, else the one the next run's
@@ -195,7 +195,8 @@ pub fn ledger_lines(
 
 /// The identity `person` names: by id, else by userName, else by email, compared as
 /// matching compares them (`model::same_name`: white space at an end and case aside). A userName or email several people
-/// share is refused with their ids: explaining the first would hide the others.
+/// share, or one person's userName that is another's email, is refused with
+/// their ids: explaining the first would hide the others.
 fn find_identity<'a>(
     directory: &'a DirectorySnapshot,
     person: &str,
@@ -209,26 +210,41 @@ fn find_identity<'a>(
             .as_deref()
             .is_some_and(|e| crate::model::same_name(e, person))
     };
-    for (field, named) in [
-        ("userName", &by_user_name as &dyn Fn(&Identity) -> bool),
-        ("email", &by_email),
-    ] {
-        let found: Vec<&Identity> = directory.identities.iter().filter(|i| named(i)).collect();
-        match found.as_slice() {
-            [] => {}
-            [identity] => return Ok(Some(identity)),
-            several => {
-                return Err(ExplainError::Ambiguous {
-                    person: person.to_owned(),
-                    field,
-                    identities: several
-                        .iter()
-                        .map(|i| format!("{} ({})", clean(&i.id), clean(&i.user_name)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
+    let ambiguous = |field: &'static str, several: &[&Identity]| ExplainError::Ambiguous {
+        person: person.to_owned(),
+        field,
+        identities: several
+            .iter()
+            .map(|i| format!("{} ({})", clean(&i.id), clean(&i.user_name)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let named: Vec<&Identity> = directory
+        .identities
+        .iter()
+        .filter(|i| by_user_name(i))
+        .collect();
+    let mailed: Vec<&Identity> = directory
+        .identities
+        .iter()
+        .filter(|i| by_email(i))
+        .collect();
+    match (named.as_slice(), mailed.as_slice()) {
+        ([], []) => {}
+        ([], [identity]) => return Ok(Some(identity)),
+        ([], several) => return Err(ambiguous("email", several)),
+        // One person's userName and another's email (a reused address, an alias):
+        // either may be the one asked about, and the plan may match an account
+        // with that address to both.
+        ([identity], others) if others.iter().all(|o| o.id == identity.id) => {
+            return Ok(Some(identity));
         }
+        ([identity], others) => {
+            let mut several = vec![*identity];
+            several.extend(others.iter().copied().filter(|o| o.id != identity.id));
+            return Err(ambiguous("userName or email", &several));
+        }
+        (several, _) => return Err(ambiguous("userName", several)),
     }
     Ok(None)
 }

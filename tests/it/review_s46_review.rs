@@ -130,6 +130,15 @@ fn stored_with(
     dir: &std::path::Path,
     accounts: Vec<seatwarden::model::Account>,
 ) -> seatwarden::config::Config {
+    stored_people(dir, Vec::new(), accounts)
+}
+
+/// [`stored_with`], with a directory of `identities`.
+fn stored_people(
+    dir: &std::path::Path,
+    identities: Vec<seatwarden::model::Identity>,
+    accounts: Vec<seatwarden::model::Account>,
+) -> seatwarden::config::Config {
     let config = crate::fixtures::ada_config("http://127.0.0.1:9/scim/v2", dir, "active");
     let mut store = Store::open(&config.state.path).unwrap();
     let at = Utc::now() - Duration::minutes(5);
@@ -138,7 +147,7 @@ fn stored_with(
         .save_directory_snapshot(
             run,
             &seatwarden::model::DirectorySnapshot {
-                identities: Vec::new(),
+                identities,
                 complete: true,
             },
         )
@@ -304,4 +313,39 @@ async fn link_to_an_account_linked_to_someone_else_says_what_replace_would_do() 
     };
     assert_eq!(linked("ws-0001").as_deref(), Some("00u1000"));
     assert_eq!(linked("ws-0027").as_deref(), Some("00u1026"));
+}
+
+/// One person's userName that is another's email (a reused address, an alias
+/// moved to someone else): `explain x@…` showed the person with that userName
+/// and never said that another one has it as their email, though the plan may
+/// match an account with that address to either. Refused with both ids, as a
+/// userName or an email several people share is; each id still explains one.
+#[test]
+fn explain_refuses_a_user_name_that_is_another_persons_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stored_people(
+        dir.path(),
+        vec![
+            crate::qa_cli::person("00u1", "sam@example.com", "sam.old@example.com"),
+            crate::qa_cli::person("00u2", "samantha@example.com", "Sam@example.com"),
+        ],
+        Vec::new(),
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let error = seatwarden::explain::explain(&config, &store, "sam@example.com", Utc::now())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "\"sam@example.com\" is the userName or email of several directory identities: \
+         00u1 (sam@example.com), 00u2 (samantha@example.com); explain one by its id"
+    );
+    for id in ["00u1", "00u2"] {
+        let text = seatwarden::explain::explain(&config, &store, id, Utc::now()).unwrap();
+        assert!(text.contains(&format!("  id:         {id}\n")), "{text}");
+    }
+    // A person's own userName and email alike is no ambiguity.
+    let text =
+        seatwarden::explain::explain(&config, &store, "sam.old@example.com", Utc::now()).unwrap();
+    assert!(text.contains("  id:         00u1\n"), "{text}");
 }
