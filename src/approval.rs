@@ -1880,8 +1880,8 @@ pub fn link(
             .collect();
         return refuse(format!(
             "already linked: {}. Check the ids (`{admin_command} explain {identity_id}` shows \
-             the accounts that may be theirs); if the link is right all the same, run \
-             `{admin_command} link {identity_id} {account_id} --replace`",
+             the accounts that may be theirs); if the link is right all the same, pass \
+             --replace: `{admin_command} link {identity_id} {account_id} --replace`",
             existing.join("; ")
         ));
     }

@@ -299,7 +299,7 @@ async fn link_to_an_account_linked_to_someone_else_says_what_replace_would_do() 
         "identity 00u1026 (adam.chen@example.com) is linked to account ws-0027 \
          (adam.chen@example.com): moved, that account is matched afresh by the next run",
         "`seatwarden explain 00u1026`",
-        "run `seatwarden link 00u1026 ws-0001 --replace`",
+        "pass --replace: `seatwarden link 00u1026 ws-0001 --replace`",
     ] {
         assert!(stderr.contains(said), "{said}\n{stderr}");
     }
@@ -348,4 +348,48 @@ fn explain_refuses_a_user_name_that_is_another_persons_email() {
     let text =
         seatwarden::explain::explain(&config, &store, "sam.old@example.com", Utc::now()).unwrap();
     assert!(text.contains("  id:         00u1\n"), "{text}");
+}
+
+/// With the circuit breaker open a reconcile writes nothing, yet `explain`'s
+/// next run listed Ada's create as if it would be sent: an on-call operator
+/// asking why a leaver is still active was told the next run deactivates them.
+/// It says the breaker holds it back, since when and why, and what closes it.
+#[test]
+fn explain_says_an_open_circuit_breaker_keeps_the_next_runs_writes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stored_people(
+        dir.path(),
+        vec![crate::qa_cli::person(
+            "00u1",
+            "ada@example.com",
+            "ada@example.com",
+        )],
+        Vec::new(),
+    );
+    let next_run = || {
+        let store = Store::open(&config.state.path).unwrap();
+        let text = seatwarden::explain::explain(&config, &store, "00u1", Utc::now()).unwrap();
+        text.split("\nNext run").nth(1).unwrap().to_owned()
+    };
+    let closed = next_run();
+    assert!(closed.contains("\n  create_account — "), "{closed}");
+    assert!(!closed.contains("circuit breaker"), "{closed}");
+
+    let mut store = Store::open(&config.state.path).unwrap();
+    store
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(Utc::now() - Duration::minutes(1)),
+            reason: Some("5 of the last 6 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    drop(store);
+    let open = next_run();
+    assert!(open.contains("\n  create_account — "), "{open}");
+    assert!(
+        open.contains("\n  not sent while the circuit breaker is open (since ")
+            && open.contains(": 5 of the last 6 writes failed): runs write nothing until ")
+            && open.contains(" (the cool-down) or `seatwarden resume`"),
+        "{open}"
+    );
 }
