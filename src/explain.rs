@@ -16,7 +16,8 @@
 //! "next run" section re-plans from those snapshots through policy, plan, guard
 //! (with the current 24 h counts), the hold of a create that met a 409 with no
 //! account in sight, and the settle window, so it reads nothing over
-//! the network and writes nothing.
+//! the network and writes nothing; while the circuit breaker is open it says
+//! that no run sends what it lists.
 //!
 //! Sections: how the snapshots' run ended, when it did not finish cleanly
 //! (stopped, failed, interrupted, still running or cut off: what it planned may
@@ -521,7 +522,10 @@ pub fn explain_with(
             }),
         _ => None,
     };
+    let (circuit, circuit_record) = safety::circuit_state(store, config, now)?;
     let view = View {
+        circuit,
+        circuit_reason: circuit_record.reason,
         left_since,
         next: &next,
         config,
@@ -577,6 +581,9 @@ struct View<'a> {
     /// The person's current deprovisioning episode, when it was opened after the
     /// snapshot was read.
     left_since: Option<crate::sla::LedgerEntry>,
+    /// The circuit breaker at `now`: while open, a run writes nothing.
+    circuit: crate::circuit::CircuitState,
+    circuit_reason: Option<String>,
     now: DateTime<Utc>,
     /// Times are shown in the report's zone, as the reports show them.
     tz: Tz,
@@ -1291,26 +1298,27 @@ impl View<'_> {
             })
         };
         let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let is_mine = |a: &crate::model::Action| {
+            (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
+                || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
+                || match &a.kind {
+                    ActionKind::RemoveMembers { members, .. } => {
+                        account_id.is_some_and(|id| members.iter().any(|m| m == id))
+                    }
+                    ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
+                        AccountRef::Existing { id } => Some(id.as_str()) == account_id,
+                        AccountRef::Created { identity_id: who } => {
+                            Some(who.as_str()) == identity_id
+                        }
+                    }),
+                    _ => false,
+                }
+        };
         let mine: Vec<String> = self
             .next
             .actions
             .iter()
-            .filter(|a| {
-                (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
-                    || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
-                    || match &a.kind {
-                        ActionKind::RemoveMembers { members, .. } => {
-                            account_id.is_some_and(|id| members.iter().any(|m| m == id))
-                        }
-                        ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
-                            AccountRef::Existing { id } => Some(id.as_str()) == account_id,
-                            AccountRef::Created { identity_id: who } => {
-                                Some(who.as_str()) == identity_id
-                            }
-                        }),
-                        _ => false,
-                    }
-            })
+            .filter(|a| is_mine(a))
             .map(|a| match done(a) {
                 Some(entry) => format!(
                     "  {} — already applied since the snapshot (run {} #{}, {}): not planned again",
@@ -1341,8 +1349,29 @@ impl View<'_> {
                     || (account_id.is_some() && d.account_id.as_deref() == account_id))
         });
         let mut nothing = mine.is_empty();
+        let sent = self
+            .next
+            .actions
+            .iter()
+            .any(|a| a.held.is_none() && is_mine(a) && done(a).is_none());
         for line in mine {
             let _ = writeln!(out, "{line}");
+        }
+        // A run while the breaker is open writes nothing (`safety::apply_with_circuit`):
+        // "deactivate" alone would read as done at the next run.
+        if sent && let crate::circuit::CircuitState::Open { since, until } = self.circuit {
+            let _ = writeln!(
+                out,
+                "  not sent while the circuit breaker is open (since {}{}): runs write \
+                 nothing until {} (the cool-down) or `{} resume`",
+                self.at(since),
+                self.circuit_reason
+                    .as_deref()
+                    .map(|r| format!(": {}", clean(r)))
+                    .unwrap_or_default(),
+                self.at(until),
+                self.config.admin_command()
+            );
         }
         for item in not_sent {
             nothing = false;
