@@ -139,6 +139,16 @@ fn stored_people(
     identities: Vec<seatwarden::model::Identity>,
     accounts: Vec<seatwarden::model::Account>,
 ) -> seatwarden::config::Config {
+    stored_read(dir, identities, true, accounts)
+}
+
+/// [`stored_people`], from a directory read whole or not (`complete`).
+fn stored_read(
+    dir: &std::path::Path,
+    identities: Vec<seatwarden::model::Identity>,
+    complete: bool,
+    accounts: Vec<seatwarden::model::Account>,
+) -> seatwarden::config::Config {
     let config = crate::fixtures::ada_config("http://127.0.0.1:9/scim/v2", dir, "active");
     let mut store = Store::open(&config.state.path).unwrap();
     let at = Utc::now() - Duration::minutes(5);
@@ -148,7 +158,7 @@ fn stored_people(
             run,
             &seatwarden::model::DirectorySnapshot {
                 identities,
-                complete: true,
+                complete,
             },
         )
         .unwrap();
@@ -391,5 +401,74 @@ fn explain_says_an_open_circuit_breaker_keeps_the_next_runs_writes_back() {
             && open.contains(": 5 of the last 6 writes failed): runs write nothing until ")
             && open.contains(" (the cool-down) or `seatwarden resume`"),
         "{open}"
+    );
+}
+
+/// A run whose directory read was incomplete (a SCIM directory's listing short
+/// of its `totalResults`, twice) stores its snapshot, and the export is built
+/// from it: a person the read left out had their linked account reported as
+/// `linked to … which is no longer in the directory: access due to be removed`,
+/// and an account it would have matched as `orphaned`, findings an auditor
+/// would chase though the run held every removal. Each says the read was
+/// incomplete; from a whole read they read as before.
+#[test]
+fn an_export_from_an_incomplete_directory_read_does_not_call_people_gone() {
+    let justification = |complete: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stored_read(
+            dir.path(),
+            vec![crate::qa_cli::person(
+                "00u1",
+                "ada@example.com",
+                "ada@example.com",
+            )],
+            complete,
+            vec![
+                account("w1", "ada@example.com", true),
+                account("w2", "bob@example.com", true),
+                account("w3", "cy@example.com", true),
+            ],
+        );
+        let mut store = Store::open(&config.state.path).unwrap();
+        store
+            .upsert_links(
+                &[seatwarden::model::NewLink {
+                    identity_id: "00u2".into(),
+                    account_id: "w2".into(),
+                    method: seatwarden::model::LinkMethod::UserName,
+                }],
+                Utc::now() - Duration::days(30),
+            )
+            .unwrap();
+        let export = seatwarden::export::access(&store, &config).unwrap();
+        let of = |id: &str| {
+            export
+                .accounts
+                .iter()
+                .find(|row| row.account_id == id)
+                .unwrap()
+                .justification
+                .clone()
+        };
+        (of("w2"), of("w3"))
+    };
+    assert_eq!(
+        justification(true),
+        (
+            "linked to 00u2 which is no longer in the directory: access due to be removed"
+                .to_owned(),
+            "orphaned".to_owned()
+        )
+    );
+    let (linked, orphan) = justification(false);
+    assert_eq!(
+        linked,
+        "linked to 00u2, who is not in run 1's directory read, which was incomplete: not \
+         known to have left (a run holds the removal of access until a whole read)"
+    );
+    assert_eq!(
+        orphan,
+        "orphaned in run 1's directory read, which was incomplete: its person may be one the \
+         read missed"
     );
 }
