@@ -680,6 +680,16 @@ impl View<'_> {
                         clean(&c.identity_id)
                     );
                 }
+                // A partial read leaves out people who have not left.
+                None if !self.loaded.directory.complete => {
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot, which run {} read incompletely (a \
+                         listing short of its total): perhaps one it missed, not known to \
+                         have left",
+                        self.loaded.run
+                    );
+                }
                 None => {
                     let _ = writeln!(
                         out,

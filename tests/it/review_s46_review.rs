@@ -472,3 +472,35 @@ fn an_export_from_an_incomplete_directory_read_does_not_call_people_gone() {
          read missed"
     );
 }
+
+/// `explain` of an account whose person an incomplete directory read left out
+/// said `not in the directory snapshot (deleted, or never there)`: an on-call
+/// operator took the person for gone. It says the read was incomplete.
+#[test]
+fn explain_from_an_incomplete_directory_read_does_not_call_a_person_gone() {
+    let record = |complete: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stored_read(
+            dir.path(),
+            Vec::new(),
+            complete,
+            vec![account("w2", "bob@example.com", true)],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+        let text = seatwarden::explain::explain(&config, &store, "w2", Utc::now()).unwrap();
+        text.split("\nDirectory record\n")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        record(true),
+        "  not in the directory snapshot (deleted, or never there)"
+    );
+    assert_eq!(
+        record(false),
+        "  not in the directory snapshot, which run 1 read incompletely (a listing short of \
+         its total): perhaps one it missed, not known to have left"
+    );
+}
