@@ -1857,14 +1857,56 @@ pub fn link(
         .filter(|l| l.identity_id == identity_id || l.account_id == account_id)
         .collect();
     if !replaced.is_empty() && !replace {
+        // What moving each link does, named: "pass --replace" alone led an operator
+        // who mistyped an id to take a colleague's account (projects and all) away
+        // from them, as the unlinked match's refusal in `link_checked` warns.
+        let person = |id: &str| {
+            directory
+                .identities
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| format!(" ({})", i.user_name))
+                .unwrap_or_default()
+        };
+        let account = |id: &str| {
+            workspace
+                .accounts
+                .iter()
+                .find(|a| a.id == id)
+                .map(|a| format!(" ({})", a.user_name))
+                .unwrap_or_default()
+        };
         let existing: Vec<String> = replaced
             .iter()
-            .map(|l| format!("identity {} ↔ account {}", l.identity_id, l.account_id))
+            .map(|l| {
+                if l.account_id == account_id {
+                    format!(
+                        "account {}{} is linked to identity {}{}: moved, the next reconcile \
+                         would rename it to {identity_id}'s userName and give {} a new, empty \
+                         account",
+                        l.account_id,
+                        account(&l.account_id),
+                        l.identity_id,
+                        person(&l.identity_id),
+                        l.identity_id
+                    )
+                } else {
+                    format!(
+                        "identity {}{} is linked to account {}{}: moved, that account is \
+                         matched afresh by the next run",
+                        l.identity_id,
+                        person(&l.identity_id),
+                        l.account_id,
+                        account(&l.account_id)
+                    )
+                }
+            })
             .collect();
         return refuse(format!(
-            "already linked: {}; pass --replace to move the link (the other side is then \
-             matched afresh by the next run)",
-            existing.join(", ")
+            "already linked: {}. Check the ids (`{admin_command} explain {identity_id}` shows \
+             the accounts that may be theirs); if the link is right all the same, pass \
+             --replace: `{admin_command} link {identity_id} {account_id} --replace`",
+            existing.join("; ")
         ));
     }
     store.upsert_links(

@@ -682,11 +682,12 @@ removed (`…: access due to be removed`) or already gone (`…: account deactiv
 access)`), or, for an account linked to nobody, `protected`, `disputed: …` (`seatwarden
 link` settles it) or `orphaned`. It is the newest stored snapshots with the writes
 applied since laid over them (approvals, the daemon's sweep): `snapshot_at` and
-`applied_through` say as of when. Times are RFC 3339 in UTC. Run `seatwarden plan`
-first for a fresh view.
+`applied_through` say as of when. Times are RFC 3339 in UTC; stderr says which run
+and how long ago, on report.timezone's clock. Run `seatwarden plan` first for a
+fresh view.
 
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
-first; no state database).
+first; no state database; the output could not be written).
 
 Example, the access review:
   seatwarden export access > access-review.csv
@@ -1654,22 +1655,46 @@ fn export(config: &Config, kind: ExportKind, format: Option<ExportFormat>) -> an
     if let Some(note) = keep_stdout_file_from_others() {
         eprintln!("{note}");
     }
+    // A full disk or a closed file: said as the export's, not as a bare OS error
+    // that could be the state database's. A reader gone (`| head`) stays quiet.
+    let unwritten = |kind: &str| {
+        format!("writing the {kind} export to stdout (what was written is incomplete)")
+    };
+    let tz = config.report_timezone()?;
     match kind {
         ExportKind::Access => {
             let export = crate::export::access(&store, config)?;
+            // Said on stderr as the seed's is: a review written to a file from an
+            // old snapshot (a daemon stopped for days) reads as current otherwise.
+            let now = chrono::Utc::now();
+            eprintln!(
+                "access as run {} read it at {} ({} ago){}",
+                export.run_id,
+                report::local_time(export.snapshot_at, tz),
+                crate::sla::latency_text(now - export.snapshot_at),
+                export.applied_through.map_or_else(
+                    || ", nothing applied since".to_owned(),
+                    |at| format!(
+                        ", with the writes applied since, through {}",
+                        report::local_time(at, tz)
+                    )
+                )
+            );
             match format.unwrap_or(ExportFormat::Csv) {
-                ExportFormat::Csv => out!("{}", export.to_csv()?)?,
-                ExportFormat::Json => outln!("{}", export.to_json())?,
+                ExportFormat::Csv => out!("{}", export.to_csv()?),
+                ExportFormat::Json => outln!("{}", export.to_json()),
             }
+            .with_context(|| unwritten("access"))?;
         }
         ExportKind::Workspace => {
             let export = crate::export::workspace_seed(&store, config)?;
             eprintln!(
                 "the workspace as run {} read it at {}, before that run's writes",
                 export.run_id,
-                report::local_time(export.snapshot_at, config.report_timezone()?)
+                report::local_time(export.snapshot_at, tz)
             );
-            outln!("{}", serde_json::to_string_pretty(&export.seed)?)?;
+            outln!("{}", serde_json::to_string_pretty(&export.seed)?)
+                .with_context(|| unwritten("workspace"))?;
         }
     }
     Ok(exit::OK)

@@ -2,8 +2,9 @@
 //! person, in one view (Entra's "provision on demand" view, without the write).
 //!
 //! PERSON is a directory id, userName or email (case folded as matching folds it;
-//! one several people share is refused, naming them), or a workspace account id
-//! or userName (shown with the person linked to it, else the one it matches). The
+//! one several people share, as userName or email, is refused, naming them), or a workspace account id
+//! or userName (shown with the person linked to it, else the one it matches; a
+//! userName several accounts share but for case is refused, naming them). The
 //! account shown for a person is the linked one, else the one the next run's
 //! plan matches to them (its new links: matching itself is the plan's, not
 //! copied here); a disputed match shows none, and its candidates. With `--live`
@@ -13,8 +14,10 @@
 //! snapshots, but not one whose directory was refused as a source fault (it says
 //! which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
-//! (with the current 24 h counts) and the settle window, so it reads nothing over
-//! the network and writes nothing.
+//! (with the current 24 h counts), the hold of a create that met a 409 with no
+//! account in sight, and the settle window, so it reads nothing over
+//! the network and writes nothing; while the circuit breaker is open it says
+//! that no run sends what it lists.
 //!
 //! Sections: how the snapshots' run ended, when it did not finish cleanly
 //! (stopped, failed, interrupted, still running or cut off: what it planned may
@@ -102,6 +105,15 @@ pub enum ExplainError {
         /// `id (userName)` of each, comma-separated.
         identities: String,
     },
+    #[error(
+        "{person:?} is the userName of several workspace accounts: {accounts}; explain one by \
+         its account id"
+    )]
+    AmbiguousAccount {
+        person: String,
+        /// `id (userName)` of each, comma-separated.
+        accounts: String,
+    },
 }
 
 /// The newest run with a report when that report says its directory was refused
@@ -184,7 +196,8 @@ pub fn ledger_lines(
 
 /// The identity `person` names: by id, else by userName, else by email, compared as
 /// matching compares them (`model::same_name`: white space at an end and case aside). A userName or email several people
-/// share is refused with their ids: explaining the first would hide the others.
+/// share, or one person's userName that is another's email, is refused with
+/// their ids: explaining the first would hide the others.
 fn find_identity<'a>(
     directory: &'a DirectorySnapshot,
     person: &str,
@@ -198,26 +211,41 @@ fn find_identity<'a>(
             .as_deref()
             .is_some_and(|e| crate::model::same_name(e, person))
     };
-    for (field, named) in [
-        ("userName", &by_user_name as &dyn Fn(&Identity) -> bool),
-        ("email", &by_email),
-    ] {
-        let found: Vec<&Identity> = directory.identities.iter().filter(|i| named(i)).collect();
-        match found.as_slice() {
-            [] => {}
-            [identity] => return Ok(Some(identity)),
-            several => {
-                return Err(ExplainError::Ambiguous {
-                    person: person.to_owned(),
-                    field,
-                    identities: several
-                        .iter()
-                        .map(|i| format!("{} ({})", clean(&i.id), clean(&i.user_name)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
+    let ambiguous = |field: &'static str, several: &[&Identity]| ExplainError::Ambiguous {
+        person: person.to_owned(),
+        field,
+        identities: several
+            .iter()
+            .map(|i| format!("{} ({})", clean(&i.id), clean(&i.user_name)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let named: Vec<&Identity> = directory
+        .identities
+        .iter()
+        .filter(|i| by_user_name(i))
+        .collect();
+    let mailed: Vec<&Identity> = directory
+        .identities
+        .iter()
+        .filter(|i| by_email(i))
+        .collect();
+    match (named.as_slice(), mailed.as_slice()) {
+        ([], []) => {}
+        ([], [identity]) => return Ok(Some(identity)),
+        ([], several) => return Err(ambiguous("email", several)),
+        // One person's userName and another's email (a reused address, an alias):
+        // either may be the one asked about, and the plan may match an account
+        // with that address to both.
+        ([identity], others) if others.iter().all(|o| o.id == identity.id) => {
+            return Ok(Some(identity));
         }
+        ([identity], others) => {
+            let mut several = vec![*identity];
+            several.extend(others.iter().copied().filter(|o| o.id != identity.id));
+            return Err(ambiguous("userName or email", &several));
+        }
+        (several, _) => return Err(ambiguous("userName", several)),
     }
     Ok(None)
 }
@@ -343,11 +371,31 @@ impl Loaded {
             let account = account_id.and_then(|id| accounts.iter().find(|a| a.id == id));
             return Ok((Some(identity), link, account));
         }
-        let Some(account) = accounts
-            .iter()
-            .find(|a| a.id == person || crate::model::same_name(&a.user_name, person))
-        else {
-            return Ok((None, None, None));
+        // An account id first; else a userName, which several accounts may share
+        // but for case (an old deactivated `Bob@…` beside `bob@…`): showing the
+        // first would hide the others, so that is refused with their ids.
+        let account = match accounts.iter().find(|a| a.id == person) {
+            Some(account) => account,
+            None => {
+                let named: Vec<&Account> = accounts
+                    .iter()
+                    .filter(|a| crate::model::same_name(&a.user_name, person))
+                    .collect();
+                match named.as_slice() {
+                    [] => return Ok((None, None, None)),
+                    [account] => *account,
+                    several => {
+                        return Err(ExplainError::AmbiguousAccount {
+                            person: person.to_owned(),
+                            accounts: several
+                                .iter()
+                                .map(|a| format!("{} ({})", clean(&a.id), clean(&a.user_name)))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                }
+            }
         };
         let link = self.links.iter().find(|l| l.account_id == account.id);
         let identity_id = match link {
@@ -474,7 +522,10 @@ pub fn explain_with(
             }),
         _ => None,
     };
+    let (circuit, circuit_record) = safety::circuit_state(store, config, now)?;
     let view = View {
+        circuit,
+        circuit_reason: circuit_record.reason,
         left_since,
         next: &next,
         config,
@@ -530,6 +581,9 @@ struct View<'a> {
     /// The person's current deprovisioning episode, when it was opened after the
     /// snapshot was read.
     left_since: Option<crate::sla::LedgerEntry>,
+    /// The circuit breaker at `now`: while open, a run writes nothing.
+    circuit: crate::circuit::CircuitState,
+    circuit_reason: Option<String>,
     now: DateTime<Utc>,
     /// Times are shown in the report's zone, as the reports show them.
     tz: Tz,
@@ -624,6 +678,16 @@ impl View<'_> {
                          with a disputed match",
                         clean(&c.user_name),
                         clean(&c.identity_id)
+                    );
+                }
+                // A partial read leaves out people who have not left.
+                None if !self.loaded.directory.complete => {
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot, which run {} read incompletely (a \
+                         listing short of its total): perhaps one it missed, not known to \
+                         have left",
+                        self.loaded.run
                     );
                 }
                 None => {
@@ -1244,26 +1308,27 @@ impl View<'_> {
             })
         };
         let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let is_mine = |a: &crate::model::Action| {
+            (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
+                || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
+                || match &a.kind {
+                    ActionKind::RemoveMembers { members, .. } => {
+                        account_id.is_some_and(|id| members.iter().any(|m| m == id))
+                    }
+                    ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
+                        AccountRef::Existing { id } => Some(id.as_str()) == account_id,
+                        AccountRef::Created { identity_id: who } => {
+                            Some(who.as_str()) == identity_id
+                        }
+                    }),
+                    _ => false,
+                }
+        };
         let mine: Vec<String> = self
             .next
             .actions
             .iter()
-            .filter(|a| {
-                (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
-                    || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
-                    || match &a.kind {
-                        ActionKind::RemoveMembers { members, .. } => {
-                            account_id.is_some_and(|id| members.iter().any(|m| m == id))
-                        }
-                        ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
-                            AccountRef::Existing { id } => Some(id.as_str()) == account_id,
-                            AccountRef::Created { identity_id: who } => {
-                                Some(who.as_str()) == identity_id
-                            }
-                        }),
-                        _ => false,
-                    }
-            })
+            .filter(|a| is_mine(a))
             .map(|a| match done(a) {
                 Some(entry) => format!(
                     "  {} — already applied since the snapshot (run {} #{}, {}): not planned again",
@@ -1294,8 +1359,29 @@ impl View<'_> {
                     || (account_id.is_some() && d.account_id.as_deref() == account_id))
         });
         let mut nothing = mine.is_empty();
+        let sent = self
+            .next
+            .actions
+            .iter()
+            .any(|a| a.held.is_none() && is_mine(a) && done(a).is_none());
         for line in mine {
             let _ = writeln!(out, "{line}");
+        }
+        // A run while the breaker is open writes nothing (`safety::apply_with_circuit`):
+        // "deactivate" alone would read as done at the next run.
+        if sent && let crate::circuit::CircuitState::Open { since, until } = self.circuit {
+            let _ = writeln!(
+                out,
+                "  not sent while the circuit breaker is open (since {}{}): runs write \
+                 nothing until {} (the cool-down) or `{} resume`",
+                self.at(since),
+                self.circuit_reason
+                    .as_deref()
+                    .map(|r| format!(": {}", clean(r)))
+                    .unwrap_or_default(),
+                self.at(until),
+                self.config.admin_command()
+            );
         }
         for item in not_sent {
             nothing = false;
@@ -1547,6 +1633,10 @@ fn next_actions(
         &safety::guard_settings(config, &desired),
         &input,
     );
+    // A create that met a 409 with no account in sight is held for a person, as a
+    // run holds it: offering it again would be the write every run refuses.
+    let out_of_sight = store.creates_out_of_sight(crate::apply::OUT_OF_SIGHT)?;
+    let guarded = safety::hold_out_of_sight(guarded, &out_of_sight);
     // The settle window as the next run would see it (read only: nothing recorded).
     let keys: Vec<String> = guarded
         .actions

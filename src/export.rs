@@ -17,7 +17,9 @@
 //! after the snapshot was read (the deprovisioning ledger's open or verified
 //! episode, detected since) is shown so (`identity is deprovisioned in the
 //! directory since run N read it: …`, `identity_status` from the episode), not by
-//! the mappings the older snapshot still gives them.
+//! the mappings the older snapshot still gives them. From a directory read that
+//! was incomplete, someone it left out is not called gone, nor an account only
+//! they would match orphaned: the read says so instead.
 //!
 //! [`workspace_seed`] writes the latest stored workspace snapshot as a seed for
 //! `seatwarden sandbox`, so a configuration can be rehearsed against a copy of
@@ -357,13 +359,23 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         claimed_by.sort_unstable();
         claimed_by.dedup();
         if claimed_by.is_empty() {
-            return "orphaned".to_owned();
+            return if directory.complete {
+                "orphaned".to_owned()
+            } else {
+                format!(
+                    "orphaned in run {run_id}'s directory read, which was incomplete: \
+                     its person may be one the read missed"
+                )
+            };
         }
         // A claimant who lost access makes the account, if theirs, a leaver's
         // access that stays: nothing disputed is deprovisioned until `link`.
         let gone: Vec<String> = claimed_by
             .iter()
             .filter_map(|id| match identities.get(id) {
+                None if !directory.complete => Some(format!(
+                    "{id} is not in run {run_id}'s directory read, which was incomplete"
+                )),
                 None => Some(format!("{id} is no longer in the directory")),
                 Some(i) if i.status != IdentityStatus::Active => {
                     Some(format!("{id} is {} in the directory", i.status.as_str()))
@@ -408,6 +420,14 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
             };
             let justification = match (identity_id, identity) {
                 (None, _) => unlinked(account),
+                // A partial read (a SCIM directory's listing short twice) leaves
+                // people out who have not left: a run holds their removal, and
+                // the review must not report it as due.
+                (Some(id), None) if !directory.complete => format!(
+                    "linked to {id}, who is not in run {run_id}'s directory read, which was \
+                     incomplete: not known to have left (a run holds the removal of access \
+                     until a whole read)"
+                ),
                 (Some(id), None) => format!(
                     "linked to {id} which is no longer in the directory: {}",
                     removal(account.active)
@@ -490,7 +510,10 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
             }
         })
         .collect();
-    accounts.sort_by_key(|a| a.user_name.to_lowercase());
+    // By userName, then by id: two accounts whose userNames differ only in case
+    // (a workspace that does not keep them unique so) keep one order from one
+    // export to the next, whatever order the workspace listed them in.
+    accounts.sort_by_cached_key(|a| (a.user_name.to_lowercase(), a.account_id.clone()));
     Ok(AccessExport {
         run_id,
         snapshot_at: run.started_at,

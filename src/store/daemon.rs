@@ -803,6 +803,13 @@ impl Store {
     /// (`run::remove_stale_preview_copies`). SQLite's own locks are `fcntl` ones,
     /// which an `flock` neither blocks nor releases.
     pub fn copy_to(&self, path: &Path) -> Result<std::fs::File, StoreError> {
+        // SQLite takes the name as text: one that is not UTF-8 is refused, never
+        // converted into another name (a lossy one is another file, elsewhere).
+        let Some(target) = path.to_str() else {
+            return Err(StoreError::NotUtf8 {
+                path: path.to_owned(),
+            });
+        };
         let create_error = |source| StoreError::Create {
             path: path.to_owned(),
             source,
@@ -816,10 +823,9 @@ impl Store {
             let _ = std::fs::remove_file(path);
             return Err(create_error(std::io::Error::from(e)));
         }
-        let target = path.to_string_lossy();
         let copied = self
             .conn
-            .execute("VACUUM INTO ?1", [target.as_ref()])
+            .execute("VACUUM INTO ?1", [target])
             .map(|_| ())
             .context(|| format!("copying the state database to {}", path.display()));
         if copied.is_err() {

@@ -149,6 +149,17 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// SQLite's `VACUUM INTO` takes the file name as text: a copy whose path is
+    /// not UTF-8 would be written under another name (its bytes replaced by
+    /// U+FFFD), in another folder or none. Refused before anything is created.
+    #[error(
+        "the copy of the state database {} is not a UTF-8 path (its other bytes are \
+         shown as \u{FFFD}), and SQLite takes the name of the copy as text: nothing \
+         was written; give state.path a UTF-8 path",
+        .path.display()
+    )]
+    NotUtf8 { path: PathBuf },
+
     #[error("action {seq} of run {run} is {from}; it cannot be marked {to}")]
     InvalidTransition {
         run: RunId,

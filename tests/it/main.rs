@@ -98,6 +98,7 @@ mod review_s45_outbox;
 mod review_s46_holds;
 mod review_s46_mail;
 mod review_s46_ops;
+mod review_s46_review;
 mod role_groups;
 mod run_recovery;
 mod safety;
