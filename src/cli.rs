@@ -691,6 +691,7 @@ first; no state database; the output could not be written).
 
 Example, the access review:
   seatwarden export access > access-review.csv
+  seatwarden export access --bom > access-review.csv   # to open in Excel
 
 A rehearsal against a copy of the workspace, nothing of it written:
   seatwarden export workspace > workspace.json
@@ -707,6 +708,12 @@ service's state): `seatwarden --config rehearsal.toml plan`.")]
         /// `workspace` is always JSON.
         #[arg(long, value_enum)]
         format: Option<ExportFormat>,
+        /// Begin the CSV with a UTF-8 byte order mark, for Excel: without one it
+        /// reads a CSV in the machine's legacy code page, and what is not ASCII
+        /// (each justification's →, accented userNames and groups) comes out garbled. Other CSV readers may take the mark for part
+        /// of the first column's name, so it is off unless asked for. CSV only.
+        #[arg(long)]
+        bom: bool,
     },
     /// Copy the state database to DEST, consistently, while the daemon runs: links,
     /// journal, audit trail, held actions, the leavers' ledger, the breaker and the
@@ -1192,7 +1199,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             format,
             email,
         } => digest(&config, period, format, email),
-        Command::Export { kind, format } => export(&config, kind, format),
+        Command::Export { kind, format, bom } => export(&config, kind, format, bom),
         Command::SendMail => send_mail(&config),
         Command::Report { run, format, email } => {
             let store = open_existing_store(&config)?;
@@ -1645,10 +1652,20 @@ fn digest(
     Ok(exit::OK)
 }
 
-fn export(config: &Config, kind: ExportKind, format: Option<ExportFormat>) -> anyhow::Result<u8> {
+fn export(
+    config: &Config,
+    kind: ExportKind,
+    format: Option<ExportFormat>,
+    bom: bool,
+) -> anyhow::Result<u8> {
     if kind == ExportKind::Workspace && format == Some(ExportFormat::Csv) {
         anyhow::bail!(
             "`export workspace` writes a sandbox seed, which is JSON: leave out --format csv"
+        );
+    }
+    if bom && (kind == ExportKind::Workspace || format == Some(ExportFormat::Json)) {
+        anyhow::bail!(
+            "--bom begins a CSV for Excel; JSON takes none (RFC 8259 forbids one): leave out --bom"
         );
     }
     let store = open_existing_store(config)?;
@@ -1681,7 +1698,10 @@ fn export(config: &Config, kind: ExportKind, format: Option<ExportFormat>) -> an
                 )
             );
             match format.unwrap_or(ExportFormat::Csv) {
-                ExportFormat::Csv => out!("{}", export.to_csv()?),
+                ExportFormat::Csv => {
+                    let mark = if bom { "\u{FEFF}" } else { "" };
+                    out!("{mark}{}", export.to_csv()?)
+                }
                 ExportFormat::Json => outln!("{}", export.to_json()),
             }
             .with_context(|| unwritten("access"))?;

@@ -504,3 +504,51 @@ fn explain_from_an_incomplete_directory_read_does_not_call_a_person_gone() {
          its total): perhaps one it missed, not known to have left"
     );
 }
+
+/// An access review opened in Excel: without a byte order mark Excel reads a CSV
+/// in the machine's legacy code page, and every justification's "→" (and any
+/// accented userName or group) comes out garbled, "â†’", on the auditor's screen. `--bom` begins the CSV with one (and only the CSV: JSON must
+/// not have one); without it the bytes start with the header, as before.
+#[tokio::test]
+async fn export_access_with_bom_begins_with_a_byte_order_mark_for_excel() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let toml = dir.path().join("seatwarden.toml");
+    let export = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&toml)
+            .args(args)
+            .env_remove("SEATWARDEN_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let marked = export(&["export", "access", "--bom"]);
+    assert!(
+        marked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&marked.stderr)
+    );
+    assert_eq!(&marked.stdout[..3], b"\xEF\xBB\xBF");
+    let text = std::str::from_utf8(&marked.stdout[3..]).unwrap();
+    assert!(text.starts_with("account_id,"), "{text}");
+    assert!(
+        text.contains("Marketing → Marketing as Collaborator"),
+        "{text}"
+    );
+
+    let plain = export(&["export", "access"]);
+    assert!(plain.status.success());
+    assert_eq!(plain.stdout, marked.stdout[3..]);
+
+    for args in [
+        &["export", "access", "--format", "json", "--bom"][..],
+        &["export", "workspace", "--bom"][..],
+    ] {
+        let refused = export(args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("leave out --bom"), "{stderr}");
+        assert!(refused.stdout.is_empty(), "{args:?}");
+    }
+}
