@@ -386,8 +386,15 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                     .map(|reason| format!("{id} is {reason} since run {run_id} read it")),
             })
             .collect();
+        // With one claimant the command is spelled out; with several, which of
+        // them is the reviewer's to find out first.
+        let person = match claimed_by.as_slice() {
+            [only] => *only,
+            _ => "PERSON",
+        };
         let mut why = format!(
-            "disputed: may be the account of {}; `{admin_command} link PERSON {}` settles it",
+            "disputed: may be the account of {}; `{admin_command} link {person} {}` settles it \
+             if it is theirs",
             claimed_by.join(", "),
             account.id
         );

@@ -310,6 +310,12 @@ async fn the_access_review_says_a_disputed_account_may_be_a_leavers() {
             why.starts_with("disputed: may be the account of 00u1004;"),
             "{why}"
         );
+        // One claimant: the command is spelled out, not `link PERSON …`.
+        assert!(
+            why.contains("; `seatwarden link 00u1004 ws-0")
+                && why.ends_with("` settles it if it is theirs"),
+            "{why}"
+        );
         assert!(!why.contains("leaver"), "{why}");
     }
     set_status(dir.path(), "emma.novak@example.com", "deprovisioned");
