@@ -59,7 +59,8 @@ pub struct AccessRow {
     /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
     pub justification: String,
-    /// The last action seatwarden applied to the account, else when it was linked.
+    /// The last action seatwarden applied to the account (its membership changes
+    /// included), else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
 }
 
@@ -193,6 +194,43 @@ fn apply_since(
     }
 }
 
+/// When seatwarden last applied a change to each account: an action on the
+/// account itself, or a membership change (added to or removed from a group)
+/// that named it. A member the same run created is named by its person in the
+/// journal, and found through that person's stored link.
+fn last_change_by_account(
+    store: &Store,
+    links: &[crate::store::StoredLink],
+) -> Result<HashMap<String, DateTime<Utc>>, ExportError> {
+    let mut changes = store.last_applied_change_by_account()?;
+    let linked: HashMap<&str, &str> = links
+        .iter()
+        .map(|l| (l.identity_id.as_str(), l.account_id.as_str()))
+        .collect();
+    for entry in store.applied_membership_changes()? {
+        let members: Vec<&str> = match &entry.action.kind {
+            ActionKind::AddMembers { members, .. } => members
+                .iter()
+                .filter_map(|member| match member {
+                    AccountRef::Existing { id } => Some(id.as_str()),
+                    AccountRef::Created { identity_id } => {
+                        linked.get(identity_id.as_str()).copied()
+                    }
+                })
+                .collect(),
+            ActionKind::RemoveMembers { members, .. } => {
+                members.iter().map(String::as_str).collect()
+            }
+            _ => continue,
+        };
+        for id in members {
+            let last = changes.entry(id.to_owned()).or_insert(entry.updated_at);
+            *last = (*last).max(entry.updated_at);
+        }
+    }
+    Ok(changes)
+}
+
 /// Whether `account` may be `identity`'s, as matching tries it: the externalId,
 /// the userName, the email.
 fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
@@ -273,7 +311,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .load_workspace_snapshot(run_id)?
         .ok_or_else(|| no_snapshots(config))?;
     let links = store.links()?;
-    let changes = store.last_applied_change_by_account()?;
+    let changes = last_change_by_account(store, &links)?;
     // The snapshots are read when the run starts, before it applies anything.
     let applied = store.applied_since(run.started_at)?;
     let protected = crate::safety::plan_settings(config, &directory).protected;

@@ -145,6 +145,21 @@ impl Store {
             .context(|| "reading the actions applied since a snapshot from actions".to_owned())
     }
 
+    /// Every membership change applied (`add_members`, `remove_members`), oldest
+    /// first: a group-level action names its accounts only in its payload, so the
+    /// per-account query of the export ([`Store::last_applied_change_by_account`])
+    /// does not see them.
+    pub fn applied_membership_changes(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {JOURNAL_COLUMNS} FROM actions
+                 WHERE state = 'applied' AND kind IN ('add_members', 'remove_members')
+                 ORDER BY updated_at, run_id, seq"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], journal_entry)?.collect())
+            .context(|| "reading the membership changes applied from actions".to_owned())
+    }
+
     /// State, attempts and last error of every action of `run`, in plan order.
     pub fn journal_progress(&self, run: RunId) -> Result<Vec<ActionProgress>, StoreError> {
         self.conn

@@ -396,3 +396,63 @@ fn export_help_says_what_the_access_rows_mean_and_as_of_when() {
         assert!(help.contains(phrase), "{phrase:?} missing from:\n{help}");
     }
 }
+
+/// The access review's `last_change` is when seatwarden last changed the
+/// account's access; a folder membership it added is such a change. Membership
+/// writes are group-level actions that name their accounts only inside, so the
+/// column ignored them: someone added to Design by the latest run still showed
+/// the time their account was linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_reviews_last_change_counts_a_membership_added() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    crate::fixtures::reconcile(&config).await;
+    let path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    full["users"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|u| u["userName"] == "diana.garcia@example.com")
+        .unwrap()["groups"]
+        .as_array_mut()
+        .unwrap()
+        .push("Design".into());
+    std::fs::write(&path, full.to_string()).unwrap();
+    let outcome = crate::fixtures::reconcile(&config).await;
+    assert!(
+        outcome.plan.actions.iter().any(|a| matches!(
+            &a.kind,
+            seatwarden::model::ActionKind::AddMembers { group, .. } if group.display_name() == "Design"
+        )),
+        "{:?}",
+        outcome.plan.actions
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let account = "ws-0030";
+    let linked_at = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.account_id == account)
+        .unwrap()
+        .linked_at;
+    let row = seatwarden::export::access(&store, &config)
+        .unwrap()
+        .accounts
+        .into_iter()
+        .find(|row| row.account_id == account)
+        .unwrap();
+    assert!(
+        row.workspace_groups.iter().any(|g| g == "Design"),
+        "{row:?}"
+    );
+    assert!(
+        row.last_change.is_some_and(|at| at > linked_at),
+        "last change {:?}, linked at {linked_at}",
+        row.last_change
+    );
+}
