@@ -6,8 +6,10 @@
 //! Now `reject 3` records run 2's copy rejected too, naming run 3 (data, in
 //! `held_decisions.decided_in`); nothing points to run 2, `approve 2` says who
 //! rejected it where and when, and a new hold after the rejection (run 4) is
-//! approvable as usual. And a limit of 0 holding one leaver reads "1
-//! deprovision planned", not "1 deprovisions planned".
+//! approvable as usual. `status` and the digest (text and JSON `hold_decided`)
+//! say who decided a hold and when, as the overdue alert does. And a limit of 0
+//! holding one leaver reads "1 deprovision planned", not "1 deprovisions
+//! planned".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use seatwarden::approval::{self, ApprovalError, Only, Rejection};
@@ -100,12 +102,23 @@ async fn rejecting_a_newer_hold_decides_the_older_one_and_a_new_hold_is_approvab
     drop(store);
     let text = status::render_text(&status_of(&config));
     assert!(!text.contains(&format!("approve {older}")), "{text}");
+    // Who rejected it and when, as the overdue alert says it.
+    let operator = seatwarden::safety::os_user();
+    assert!(
+        text.contains(&format!(
+            "its hold in run {newer} was rejected by {operator} at 2026-12-05 09:30 UTC, so \
+             nothing waits for an approval"
+        )),
+        "{text}"
+    );
     let json = serde_json::to_value(status_of(&config)).unwrap();
     let line = &json["deprovisions"]["open"][0];
     assert_eq!(line["identity_id"], person.as_str(), "{json}");
     assert_eq!(line["hold_run"], serde_json::Value::Null, "{json}");
     assert_eq!(line["hold_decided"]["decision"], "rejected", "{json}");
     assert_eq!(line["hold_decided"]["run"], newer, "{json}");
+    assert_eq!(line["hold_decided"]["by"], operator.as_str(), "{json}");
+    assert_eq!(line["hold_decided"]["at"], "2026-12-05T09:30:00Z", "{json}");
     let alert = overdue_alert(&config);
     assert!(!alert.contains("approve with"), "{alert}");
     assert!(!alert.contains(&format!("approve {older}")), "{alert}");
