@@ -2065,6 +2065,13 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
     };
     let journal = store.journal(run)?;
     let decisions = store.decisions_with_detail(run)?;
+    // Rejected by a newer run's `reject` ([`reject_earlier_holds`]): named, as
+    // nobody ran `reject` of this run.
+    let newer: HashMap<u32, RunId> = store
+        .newer_rejections(run)?
+        .into_iter()
+        .map(|r| (r.seq, r.run))
+        .collect();
     // Reports stored before actions carried `waiting` have none set.
     let flagged = report.actions.iter().any(|a| a.waiting);
     for outcome in &mut report.actions {
@@ -2075,10 +2082,17 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
             let unsent = matches!(entry.state, ActionState::Held | ActionState::Planned)
                 || not_reached(entry);
             let decided = match (unsent, decisions.get(&outcome.seq)) {
-                (true, Some((Decision::Rejected, _))) => Some(format!(
-                    "rejected ({admin_command} reject): {}",
-                    crate::model::REJECTED_NEVER_APPLIED
-                )),
+                (true, Some((Decision::Rejected, _))) => Some(match newer.get(&outcome.seq) {
+                    Some(newer) => format!(
+                        "rejected ({admin_command} reject {newer}, of run {newer}'s hold of the \
+                         same): {}",
+                        crate::model::REJECTED_NEVER_APPLIED
+                    ),
+                    None => format!(
+                        "rejected ({admin_command} reject): {}",
+                        crate::model::REJECTED_NEVER_APPLIED
+                    ),
+                }),
                 // What the approval's re-check found ("the group no longer
                 // exists" is not "already done").
                 (true, Some((Decision::Obsolete, why))) => Some(format!(

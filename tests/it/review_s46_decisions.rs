@@ -96,6 +96,17 @@ async fn rejecting_a_newer_hold_decides_the_older_one_and_a_new_hold_is_approvab
     assert_eq!(approval::awaiting_decision(&store, older).unwrap(), 0);
     let rows = approval::held_rows(&store, older).unwrap();
     assert_eq!((rows.awaiting_decision, rows.decided), (0, 1), "{rows:?}");
+    // The older run's report tells whose rejection it was: nobody ran `reject 2`.
+    let report =
+        seatwarden::report::Report::from_json(&store.report(older).unwrap().unwrap()).unwrap();
+    assert_eq!(report.rejected(), 1);
+    let why = report.actions.iter().find_map(|a| a.error.clone()).unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "rejected (seatwarden reject {newer}, of run {newer}'s hold of the same)"
+        )),
+        "{why}"
+    );
     let digest = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
     assert_eq!(digest.len(), 1);
     assert_eq!(digest[0].hold_run, None, "{digest:?}");
