@@ -16,6 +16,12 @@
 //! The run's stored report is brought up to date afterwards, and so are those of
 //! later runs that held the same actions again: what this approval applied is
 //! recorded done there ([`settle_later_holds`]), so they stop asking for it.
+//! The same the other way: `reject` of a run records the same actions that
+//! earlier runs still hold undecided as rejected there too, naming the rejecting
+//! run ([`reject_earlier_holds`]): the newest decision about an action wins, so
+//! nothing offers the older hold for an approval, and `approve` of the older run
+//! leaves it out, saying who rejected it in which run and when. A run that holds
+//! it again after the rejection asks for a new decision.
 //!
 //! A held role change or membership removal is also judged against the
 //! directory as it is now ([`no_longer_asked`]): the newest complete directory
@@ -638,6 +644,10 @@ pub struct Approval {
     /// Later runs that held the same actions again, and how many of each: now
     /// recorded done there ([`settle_later_holds`]), nothing left to approve.
     pub settled_later: Vec<(RunId, usize)>,
+    /// Held actions of the run a newer run's `reject` decided
+    /// ([`reject_earlier_holds`]), by seq, with why: not approved, never sent
+    /// from this run.
+    pub rejected_later: Vec<(u32, String)>,
 }
 
 impl Approval {
@@ -834,8 +844,13 @@ fn decided_already(store: &Store, run: RunId, tz: chrono_tz::Tz) -> Result<Strin
     let decided: Vec<String> = store
         .decision_summary(run)?
         .into_iter()
-        .map(|d| {
-            format!(
+        .map(|d| match d.decided_in {
+            Some(newer) => format!(
+                "{} {}",
+                d.count,
+                newer_rejection_text(newer, &d.user, d.last_at, d.count, tz)
+            ),
+            None => format!(
                 "{} {} by {} (last {})",
                 d.count,
                 match d.decision {
@@ -845,7 +860,7 @@ fn decided_already(store: &Store, run: RunId, tz: chrono_tz::Tz) -> Result<Strin
                 },
                 crate::report::printable(&d.user, false),
                 crate::report::local_time(d.last_at, tz)
-            )
+            ),
         })
         .collect();
     Ok(if decided.is_empty() {
@@ -853,6 +868,26 @@ fn decided_already(store: &Store, run: RunId, tz: chrono_tz::Tz) -> Result<Strin
     } else {
         format!("; decided already: {}", decided.join(", "))
     })
+}
+
+/// Why `approve` of an older run does not take up `count` of its held actions a
+/// newer run's `reject` decided ([`reject_earlier_holds`]): `rejected in run 3
+/// by alice at …: a newer decision stands; the next run plans it again if still
+/// due`.
+fn newer_rejection_text(
+    newer: RunId,
+    user: &str,
+    at: DateTime<Utc>,
+    count: usize,
+    tz: chrono_tz::Tz,
+) -> String {
+    format!(
+        "rejected in run {newer} by {} at {}: a newer decision stands; the next run \
+         plans {} again if still due",
+        crate::report::printable(user, false),
+        crate::report::local_time(at, tz),
+        if count == 1 { "it" } else { "them" }
+    )
 }
 
 /// How many of `run`'s held actions wait for a person (`approve RUN` or `reject
@@ -998,6 +1033,21 @@ pub async fn approve(
         &admin_command,
     )?;
     let (held, waiting) = undecided(&store, run, only, true, &admin_command, tz)?;
+    // What a newer run's `reject` decided is not among `held`: said why, beside
+    // what this approval takes up.
+    let rejected_later: Vec<(u32, String)> = {
+        let kinds: HashMap<u32, ActionKind> = store
+            .journal(run)?
+            .into_iter()
+            .map(|e| (e.action.seq, e.action.kind))
+            .collect();
+        store
+            .newer_rejections(run)?
+            .into_iter()
+            .filter(|r| kinds.get(&r.seq).is_some_and(|kind| only.admits(kind)))
+            .map(|r| (r.seq, newer_rejection_text(r.run, &r.user, r.at, 1, tz)))
+            .collect()
+    };
     // Renames `only` leaves held: the userNames they would give up stay taken, and
     // a create or rename approved without them would only meet 409.
     let renames_left_held: Vec<(String, String)> = if *only == Only::All {
@@ -1115,6 +1165,7 @@ pub async fn approve(
     let mut approval = Approval {
         run,
         waiting,
+        rejected_later,
         ..Approval::default()
     };
     // Re-checked in the order they are written: a rename is decided before the
@@ -1562,6 +1613,9 @@ async fn recover_cut_off(
 pub struct Rejection {
     pub run: RunId,
     pub kind: RunKind,
+    /// Earlier runs that held the same actions, undecided, and how many of
+    /// each: rejected there too ([`reject_earlier_holds`]).
+    pub earlier: Vec<(RunId, usize)>,
     /// The held actions rejected.
     pub rejected: usize,
     /// Of them, deactivations and deletions that take access away.
@@ -1579,6 +1633,7 @@ impl std::fmt::Display for Rejection {
         let Rejection {
             run,
             kind,
+            ref earlier,
             rejected,
             deprovisions,
             ref admin_command,
@@ -1596,6 +1651,18 @@ impl std::fmt::Display for Rejection {
             "rejected {} of {kind} run {run}; that run will not apply {them}",
             plural(rejected, "held action", "held actions")
         )?;
+        for (older, n) in earlier {
+            write!(
+                f,
+                "; run {older} held {} before, undecided: rejected there too (the newest \
+                 decision stands)",
+                if *n == rejected && one {
+                    "it".to_owned()
+                } else {
+                    format!("{n} of {them}")
+                }
+            )?;
+        }
         match kind {
             RunKind::Sweep => write!(
                 f,
@@ -1675,27 +1742,35 @@ pub fn reject(
         .map(|e| (e.action.seq, Decision::Rejected, None))
         .collect();
     let unsent = held.iter().filter(|e| e.state != ActionState::Held).count();
-    store.record_decisions(run, &decisions, &safety::os_user(), now)?;
+    let user = safety::os_user();
+    store.record_decisions(run, &decisions, &user, now)?;
     refresh_report(store, run, admin_command)?;
+    let rejected_kinds: Vec<&ActionKind> = held.iter().map(|e| &e.action.kind).collect();
+    let earlier = reject_earlier_holds(store, run, &rejected_kinds, &user, admin_command, tz, now)?;
     safety::audit(
         store,
         "reject",
         Some(run),
         format!(
-            "rejected {}{}{}",
+            "rejected {}{}{}{}",
             plural(decisions.len(), "held action", "held actions"),
             only.describe(),
             if unsent > 0 {
                 format!(" ({unsent} already approved by an approval cut off before sending)")
             } else {
                 String::new()
-            }
+            },
+            earlier
+                .iter()
+                .map(|(older, n)| format!("; {n} held before by run {older}, rejected there too"))
+                .collect::<String>()
         ),
         now,
     )?;
     Ok(Rejection {
         run,
         kind,
+        earlier,
         rejected: decisions.len(),
         deprovisions: held
             .iter()
@@ -1710,6 +1785,50 @@ pub fn reject(
             .count(),
         admin_command: admin_command.to_owned(),
     })
+}
+
+/// The newest decision about an action wins: the same actions (the same
+/// [`ActionKind`], as [`settle_later_holds`] finds them) that earlier reconcile or
+/// sweep runs still hold undecided, or approved by an approval cut off before it
+/// sent them, are recorded rejected there too, naming `run`
+/// ([`Store::record_newer_rejection`]), and those runs' reports brought up to
+/// date. Otherwise `status`, the digest and the overdue alert (which name the
+/// newest *undecided* hold) sent the operator who had just rejected run 3 to
+/// `approve 2`, which would have deactivated the person anyway. A later run's
+/// new hold of it is a new decision to make, approvable as usual.
+/// Returns the runs and how many of each.
+fn reject_earlier_holds(
+    store: &mut Store,
+    run: RunId,
+    rejected: &[&ActionKind],
+    user: &str,
+    admin_command: &str,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Result<Vec<(RunId, usize)>, ApprovalError> {
+    if rejected.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut decided = Vec::new();
+    for older in store.earlier_runs_holding(run)? {
+        let rows = match undecided(store, older, &Only::All, false, admin_command, tz) {
+            Ok((rows, _)) => rows,
+            Err(ApprovalError::Store(e)) => return Err(e.into()),
+            Err(_) => continue,
+        };
+        let seqs: Vec<u32> = rows
+            .into_iter()
+            .filter(|e| rejected.contains(&&e.action.kind))
+            .map(|e| e.action.seq)
+            .collect();
+        if seqs.is_empty() {
+            continue;
+        }
+        store.record_newer_rejection(older, &seqs, run, user, now)?;
+        refresh_report(store, older, admin_command)?;
+        decided.push((older, seqs.len()));
+    }
+    Ok(decided)
 }
 
 /// [`link`], as `seatwarden link` runs it: first, an account the plan matches to
@@ -1988,6 +2107,13 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
     };
     let journal = store.journal(run)?;
     let decisions = store.decisions_with_detail(run)?;
+    // Rejected by a newer run's `reject` ([`reject_earlier_holds`]): named, as
+    // nobody ran `reject` of this run.
+    let newer: HashMap<u32, RunId> = store
+        .newer_rejections(run)?
+        .into_iter()
+        .map(|r| (r.seq, r.run))
+        .collect();
     // Reports stored before actions carried `waiting` have none set.
     let flagged = report.actions.iter().any(|a| a.waiting);
     for outcome in &mut report.actions {
@@ -1998,10 +2124,17 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
             let unsent = matches!(entry.state, ActionState::Held | ActionState::Planned)
                 || not_reached(entry);
             let decided = match (unsent, decisions.get(&outcome.seq)) {
-                (true, Some((Decision::Rejected, _))) => Some(format!(
-                    "rejected ({admin_command} reject): {}",
-                    crate::model::REJECTED_NEVER_APPLIED
-                )),
+                (true, Some((Decision::Rejected, _))) => Some(match newer.get(&outcome.seq) {
+                    Some(newer) => format!(
+                        "rejected ({admin_command} reject {newer}, of run {newer}'s hold of the \
+                         same): {}",
+                        crate::model::REJECTED_NEVER_APPLIED
+                    ),
+                    None => format!(
+                        "rejected ({admin_command} reject): {}",
+                        crate::model::REJECTED_NEVER_APPLIED
+                    ),
+                }),
                 // What the approval's re-check found ("the group no longer
                 // exists" is not "already done").
                 (true, Some((Decision::Obsolete, why))) => Some(format!(
@@ -2873,6 +3006,7 @@ mod tests {
             Rejection {
                 run: 9,
                 kind: RunKind::Sweep,
+                earlier: Vec::new(),
                 rejected,
                 deprovisions: rejected,
                 admin_command: "seatwarden".to_owned(),
@@ -2905,6 +3039,7 @@ mod tests {
         let mixed = Rejection {
             run: 9,
             kind: RunKind::Reconcile,
+            earlier: Vec::new(),
             rejected: 3,
             deprovisions: 1,
             admin_command: "sudo -u seatwarden seatwarden --config /etc/sw.toml".to_owned(),

@@ -2680,19 +2680,21 @@ fn approve(
     };
     // Who each obsolete or refused action is about: a seq alone sends the person
     // deciding to the report to find out.
-    let about: std::collections::HashMap<u32, String> =
-        if result.obsolete.is_empty() && result.refused.is_empty() {
-            std::collections::HashMap::new()
-        } else {
-            open_store(config)?
-                .journal(run)?
-                .into_iter()
-                .map(|row| {
-                    let what = format!(" {} {}", row.action.kind.name(), row.action.subject);
-                    (row.action.seq, report::printable(&what, false).into_owned())
-                })
-                .collect()
-        };
+    let about: std::collections::HashMap<u32, String> = if result.obsolete.is_empty()
+        && result.refused.is_empty()
+        && result.rejected_later.is_empty()
+    {
+        std::collections::HashMap::new()
+    } else {
+        open_store(config)?
+            .journal(run)?
+            .into_iter()
+            .map(|row| {
+                let what = format!(" {} {}", row.action.kind.name(), row.action.subject);
+                (row.action.seq, report::printable(&what, false).into_owned())
+            })
+            .collect()
+    };
     let about = |seq: &u32| about.get(seq).map_or("", String::as_str);
     let print = || -> anyhow::Result<()> {
         let not_sent = if result.not_sent.is_empty() {
@@ -2722,6 +2724,9 @@ fn approve(
         }
         for (seq, why) in &result.refused {
             outln!("  refused  #{seq}{}: {why} (still held)", about(seq))?;
+        }
+        for (seq, why) in &result.rejected_later {
+            outln!("  not approved #{seq}{}: {why}", about(seq))?;
         }
         if result.waiting > 0 {
             outln!(

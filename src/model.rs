@@ -689,6 +689,21 @@ impl ActionClass {
             ActionClass::Rename => "renames",
         }
     }
+
+    /// [`Self::noun`] for `count` of them: "1 deprovision planned", not
+    /// "1 deprovisions planned" (a limit of 0 holds a single leaver).
+    pub fn noun_for(self, count: usize) -> &'static str {
+        if count != 1 {
+            return self.noun();
+        }
+        match self {
+            ActionClass::Deprovision => "deprovision",
+            ActionClass::MembershipRemoval => "membership removal",
+            ActionClass::RoleDowngrade => "role downgrade",
+            ActionClass::Deletion => "deletion after retention",
+            ActionClass::Rename => "rename",
+        }
+    }
 }
 
 impl fmt::Display for ActionClass {
@@ -885,7 +900,8 @@ impl fmt::Display for HoldDescription<'_> {
                 managed,
             } => write!(
                 f,
-                "{planned} deprovisions planned, limit is {limit} (of {managed} managed accounts)"
+                "{planned} {} planned, limit is {limit} (of {managed} managed accounts)",
+                ActionClass::Deprovision.noun_for(*planned)
             ),
             HoldReason::LastOwner => {
                 f.write_str("would leave the workspace without an active Owner")
@@ -901,7 +917,7 @@ impl fmt::Display for HoldDescription<'_> {
             } => write!(
                 f,
                 "{planned} {} planned, the per-run limit is {limit} ({}of {managed} managed accounts)",
-                class.noun(),
+                class.noun_for(*planned),
                 if *by_percent { "by percentage, " } else { "" }
             ),
             HoldReason::Threshold {
@@ -915,7 +931,7 @@ impl fmt::Display for HoldDescription<'_> {
                 f,
                 "{planned} {noun} planned + {recent} in the last 24 h = {}, the 24 h limit is {limit}",
                 planned.saturating_add(*recent),
-                noun = class.noun()
+                noun = class.noun_for(*planned)
             ),
             HoldReason::Settling {
                 first_seen,

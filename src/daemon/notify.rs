@@ -552,14 +552,15 @@ mod tests {
         ] {
             assert_eq!(deprovision_hold(&held), expected, "{held}");
         }
-        let approve = DeprovisionHold::Guard.waiting_for("seatwarden", "00u1", Some(8), None);
+        let approve =
+            DeprovisionHold::Guard.waiting_for("seatwarden", "00u1", Some(8), None, chrono_tz::UTC);
         assert!(approve.contains("`seatwarden approve 8`"), "{approve}");
         assert!(approve.contains("`seatwarden reject 8`"), "{approve}");
         for hold in [
             DeprovisionHold::ContradictedLink,
             DeprovisionHold::Protected,
         ] {
-            let says = hold.waiting_for("seatwarden", "00u1", None, None);
+            let says = hold.waiting_for("seatwarden", "00u1", None, None, chrono_tz::UTC);
             assert!(!says.contains("approve"), "{says}");
             assert_ne!(says, approve);
         }

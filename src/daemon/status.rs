@@ -171,7 +171,8 @@ pub struct Line {
     /// The run `seatwarden approve` (or `reject`) takes, when the guard holds it.
     pub hold_run: Option<RunId>,
     /// When the guard holds it and no run waits for its approval any more: the
-    /// newest hold was rejected, or refused by `approve`'s re-check (and why).
+    /// newest hold was rejected, or refused by `approve`'s re-check (and why),
+    /// by whom and when where recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_decided: Option<crate::report::digest::HoldDecided>,
     pub attempts: u32,
@@ -215,13 +216,21 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, holds: &GuardHolds) -> 
             &holds.decided,
         )
         .map(|decided| match decided {
-            crate::report::digest::HoldDecided::Refused { run, why } => {
+            crate::report::digest::HoldDecided::Refused { run, why, by, at } => {
                 crate::report::digest::HoldDecided::Refused {
                     run,
                     why: clean(&why),
+                    by: by.as_deref().map(clean),
+                    at,
                 }
             }
-            rejected => rejected,
+            crate::report::digest::HoldDecided::Rejected { run, by, at } => {
+                crate::report::digest::HoldDecided::Rejected {
+                    run,
+                    by: by.as_deref().map(clean),
+                    at,
+                }
+            }
         }),
         attempts: entry.attempts,
         last_error: entry.last_error.as_deref().map(clean),
@@ -570,7 +579,8 @@ pub fn render_text(status: &Status) -> String {
                     &status.admin_command,
                     &l.identity_id,
                     l.hold_run,
-                    l.hold_decided.as_ref()
+                    l.hold_decided.as_ref(),
+                    tz
                 )
             );
             // The wording above already says what kind of hold it is.

@@ -88,22 +88,55 @@ pub enum DeprovisionHold {
 pub enum HoldDecided {
     /// `seatwarden reject RUN`: that run never applies it; the sweep or the next
     /// reconcile plans it again (held again while the guard still holds it).
-    Rejected { run: crate::store::RunId },
+    Rejected {
+        run: crate::store::RunId,
+        /// Who rejected it, as the audit names them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// When.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
+    },
     /// `seatwarden approve RUN` re-checked it and refused it, `why`: it stays
     /// held, and approving again would re-check the same; the next reconcile
     /// plans from the directory and workspace as they are then.
     Refused {
         run: crate::store::RunId,
         why: String,
+        /// Whose approval refused it (from the audit trail, when it has the row).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// When.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
 }
 
 impl From<crate::store::DecidedHold> for HoldDecided {
     fn from(hold: crate::store::DecidedHold) -> HoldDecided {
+        let crate::store::DecidedHold { run, by, at, .. } = hold;
         match hold.refused {
-            Some(why) => HoldDecided::Refused { run: hold.run, why },
-            None => HoldDecided::Rejected { run: hold.run },
+            Some(why) => HoldDecided::Refused { run, why, by, at },
+            None => HoldDecided::Rejected { run, by, at },
         }
+    }
+}
+
+impl HoldDecided {
+    /// ` by alice at 2026-12-05 09:30 +01:00 (CET)`, as much of it as was
+    /// recorded, on `tz`'s clock: who decided and when, as the overdue alert says.
+    fn by_at(&self, tz: chrono_tz::Tz) -> String {
+        let (HoldDecided::Rejected { by, at, .. } | HoldDecided::Refused { by, at, .. }) = self;
+        let mut out = String::new();
+        if let Some(by) = by {
+            out.push_str(" by ");
+            out.push_str(&super::printable_field(by));
+        }
+        if let Some(at) = at {
+            out.push_str(" at ");
+            out.push_str(&super::local_minute(*at, tz));
+        }
+        out
     }
 }
 
@@ -138,6 +171,7 @@ impl DeprovisionHold {
         identity_id: &str,
         run: Option<crate::store::RunId>,
         decided: Option<&HoldDecided>,
+        tz: chrono_tz::Tz,
     ) -> String {
         match self {
             DeprovisionHold::Guard => match (run, decided) {
@@ -145,14 +179,16 @@ impl DeprovisionHold {
                     "held by the guard in run {run}, waiting for `{admin_command} approve {run}` \
                      or `{admin_command} reject {run}`"
                 ),
-                (None, Some(HoldDecided::Rejected { run })) => format!(
-                    "held by the guard; its hold in run {run} was rejected, so nothing waits for \
-                     an approval: the sweep or the next reconcile plans it again (held again, \
-                     in a new run, while the guard still holds it)"
+                (None, Some(decided @ HoldDecided::Rejected { run, .. })) => format!(
+                    "held by the guard; its hold in run {run} was rejected{}, so nothing waits \
+                     for an approval: the sweep or the next reconcile plans it again (held \
+                     again, in a new run, while the guard still holds it)",
+                    decided.by_at(tz)
                 ),
-                (None, Some(HoldDecided::Refused { run, why })) => format!(
-                    "held by the guard in run {run}; `{admin_command} approve {run}` refused it \
-                     ({why}), so nothing waits for an approval: the next reconcile decides"
+                (None, Some(decided @ HoldDecided::Refused { run, why, .. })) => format!(
+                    "held by the guard in run {run}; `{admin_command} approve {run}` refused it{} \
+                     ({why}), so nothing waits for an approval: the next reconcile decides",
+                    decided.by_at(tz)
                 ),
                 // No held action names the person (its run was pruned, say): the
                 // next writing run holds it again under a new id.
@@ -733,6 +769,7 @@ impl Digest {
                     &d.identity_id,
                     d.hold_run,
                     d.hold_decided.as_ref(),
+                    tz,
                 ))
             }),
             hold_run: d.hold_run,

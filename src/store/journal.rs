@@ -493,6 +493,29 @@ impl Store {
             .context(|| format!("finding the runs after run {run} that hold actions"))
     }
 
+    /// Reconcile and sweep runs before `run` with journal rows a `reject` of them
+    /// would still reject: held and undecided, or approved by an approval cut off
+    /// before it sent them (held, released, in flight or failed unsent), oldest
+    /// first. Where a `reject` of `run` looks for the same actions held before
+    /// (see `approval::reject_earlier_holds`).
+    pub fn earlier_runs_holding(&self, run: RunId) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT actions.run_id FROM actions
+                 JOIN runs ON runs.id = actions.run_id
+                 LEFT JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                         AND held_decisions.seq = actions.seq
+                 WHERE actions.run_id < ?1
+                   AND ((actions.state = 'held' AND held_decisions.run_id IS NULL)
+                        OR (held_decisions.decision = 'approved'
+                            AND actions.state IN ('held', 'planned', 'in_flight', 'failed')))
+                   AND runs.kind IN ('reconcile', 'sweep')
+                 ORDER BY actions.run_id",
+            )
+            .and_then(|mut stmt| stmt.query_map([run], |row| row.get(0))?.collect())
+            .context(|| format!("finding the runs before run {run} that hold actions"))
+    }
+
     /// Deactivations and deletions applied or in flight (of any run) whose journal
     /// row changed at or after `since`: what the rolling 24 h deprovision threshold
     /// counts (see [`Self::deprovisions_and_deletions_since`]).

@@ -621,6 +621,15 @@ CREATE TABLE disputed_candidates (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Migration 16: `held_decisions.decided_in`, the run whose decision a row
+/// records when it is not the row's own run's: `seatwarden reject N` also
+/// decides the older runs' undecided holds of the same actions (the newest
+/// decision about an action wins), and those rows name run N. NULL: decided on
+/// the row's own run (every row written before this migration).
+pub(crate) const M_DECIDED_IN: &str = r#"
+ALTER TABLE held_decisions ADD COLUMN decided_in INTEGER;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -637,6 +646,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_STOPPED_STATUS,
     M_ALERT_THREADS,
     M_DISPUTED_CANDIDATES,
+    M_DECIDED_IN,
 ];
 
 /// The schema version this binary writes.

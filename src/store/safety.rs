@@ -1,6 +1,7 @@
 //! The safety net's state (issue 6): accepted directory sizes (source sanity), the
 //! rolling 24 h counts of destructive writes, the audit trail of human decisions,
-//! decisions on held actions, the persisted circuit breaker, and first-seen times
+//! decisions on held actions (a newer run's `reject` naming itself in older runs' rows,
+//! `M_DECIDED_IN`), the persisted circuit breaker, and first-seen times
 //! of pending drift (settle window). See the `M_SAFETY` migration. Beside them, the
 //! plan inputs a run keeps for the next: retention clocks of deactivated accounts
 //! and the disputed matches remembered (`M_DISPUTED_CANDIDATES`).
@@ -67,6 +68,20 @@ pub struct DecisionSummary {
     pub count: usize,
     /// When the last of them was recorded.
     pub last_at: DateTime<Utc>,
+    /// The newer run whose `reject` decided them ([`Store::record_newer_rejection`]);
+    /// `None`: decided on this run itself.
+    pub decided_in: Option<RunId>,
+}
+
+/// A held action of an older run rejected by the `reject` of a newer run that
+/// held the same action again ([`Store::record_newer_rejection`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewerRejection {
+    pub seq: u32,
+    /// The run whose `reject` decided it.
+    pub run: RunId,
+    pub user: String,
+    pub at: DateTime<Utc>,
 }
 
 impl Store {
@@ -297,6 +312,65 @@ impl Store {
         tx.commit().context(context)
     }
 
+    /// `seatwarden reject newer` of the same actions `run` holds undecided (`seqs`):
+    /// recorded as rejected in `run` too, naming `newer`, so that the newest
+    /// decision about an action wins and no older hold of it is offered for an
+    /// approval (see `approval::reject_earlier_holds`). Replaces an approval
+    /// cut off before it sent them: the rejection is newer.
+    pub fn record_newer_rejection(
+        &mut self,
+        run: RunId,
+        seqs: &[u32],
+        newer: RunId,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let context = || format!("recording run {newer}'s rejection on held actions of run {run}");
+        let tx = self.write_tx(context)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO held_decisions
+                         (run_id, seq, decision, user, at, detail, decided_in)
+                     VALUES (?1, ?2, 'rejected', ?3, ?4, NULL, ?5)",
+                )
+                .context(context)?;
+            for seq in seqs {
+                stmt.execute(params![run, seq, user, ts(at), newer])
+                    .context(context)?;
+            }
+        }
+        tx.commit().context(context)
+    }
+
+    /// `run`'s held actions a newer run's `reject` decided
+    /// ([`Self::record_newer_rejection`]), by `seq`.
+    pub fn newer_rejections(&self, run: RunId) -> Result<Vec<NewerRejection>, StoreError> {
+        let rows: Vec<(u32, RunId, String, Ts)> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, decided_in, user, at FROM held_decisions
+                 WHERE run_id = ?1 AND decided_in IS NOT NULL AND decision = 'rejected'
+                 ORDER BY seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect()
+            })
+            .context(|| format!("reading newer runs' rejections of run {run}'s held actions"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, run, user, at)| NewerRejection {
+                seq,
+                run,
+                user,
+                at: at.0,
+            })
+            .collect())
+    }
+
     /// Decisions recorded for the held actions of `run`, by `seq`.
     pub fn decisions(&self, run: RunId) -> Result<HashMap<u32, Decision>, StoreError> {
         Ok(self
@@ -330,27 +404,35 @@ impl Store {
     /// when the last of them was recorded, oldest first. What `approve` and
     /// `reject` name when nothing is left to decide on (someone else decided).
     pub fn decision_summary(&self, run: RunId) -> Result<Vec<DecisionSummary>, StoreError> {
-        let rows: Vec<(String, String, i64, Ts)> = self
+        let rows: Vec<(String, String, i64, Ts, Option<RunId>)> = self
             .conn
             .prepare_cached(
-                "SELECT decision, user, count(*), max(at) FROM held_decisions WHERE run_id = ?1
-                 GROUP BY decision, user ORDER BY max(at), decision, user",
+                "SELECT decision, user, count(*), max(at), decided_in FROM held_decisions
+                 WHERE run_id = ?1
+                 GROUP BY decision, user, decided_in ORDER BY max(at), decision, user",
             )
             .and_then(|mut stmt| {
                 stmt.query_map([run], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
                 })?
                 .collect()
             })
             .context(|| format!("reading who decided on the held actions of run {run}"))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(decision, user, count, at)| {
+            .filter_map(|(decision, user, count, at, decided_in)| {
                 Some(DecisionSummary {
                     decision: Decision::parse(&decision)?,
                     user,
                     count: usize::try_from(count).unwrap_or(0),
                     last_at: at.0,
+                    decided_in,
                 })
             })
             .collect())

@@ -2621,3 +2621,56 @@ fn two_opens_of_a_new_database_at_once_both_succeed() {
         }
     }
 }
+
+/// Migration 16 adds `held_decisions.decided_in`: a database at 15 keeps its
+/// decisions (decided on their own run), and takes a newer run's rejection of
+/// an older run's hold, which names that run.
+#[test]
+fn held_decisions_take_the_run_that_decided_them_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v15.db");
+    database_at_version(&path, 15, |tx| {
+        tx.execute_batch(
+            "INSERT INTO runs (kind, status, started_at) VALUES
+                 ('reconcile', 'succeeded', '2026-12-01T00:00:00Z'),
+                 ('reconcile', 'succeeded', '2026-12-01T01:00:00Z');
+             INSERT INTO held_decisions (run_id, seq, decision, user, at, detail)
+                 VALUES (1, 1, 'approved', 'bob', '2026-12-01T00:30:00Z', NULL);",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let summary = store.decision_summary(1).unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(
+        (
+            summary[0].decision,
+            summary[0].user.as_str(),
+            summary[0].decided_in
+        ),
+        (Decision::Approved, "bob", None)
+    );
+    assert!(store.newer_rejections(1).unwrap().is_empty());
+    store
+        .record_newer_rejection(1, &[1, 2], 2, "alice", t(60))
+        .unwrap();
+    assert_eq!(
+        store.newer_rejections(1).unwrap(),
+        [1, 2].map(|seq| NewerRejection {
+            seq,
+            run: 2,
+            user: "alice".to_owned(),
+            at: t(60),
+        })
+    );
+    assert_eq!(
+        store.decisions(1).unwrap().get(&1),
+        Some(&Decision::Rejected)
+    );
+    let summary = store.decision_summary(1).unwrap();
+    assert_eq!(
+        (summary.len(), summary[0].count, summary[0].decided_in),
+        (1, 2, Some(2))
+    );
+}

@@ -95,6 +95,7 @@ mod review_s45_decided;
 mod review_s45_digest;
 mod review_s45_mail;
 mod review_s45_outbox;
+mod review_s46_decisions;
 mod review_s46_holds;
 mod review_s46_mail;
 mod review_s46_ops;

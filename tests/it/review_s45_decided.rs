@@ -102,11 +102,29 @@ pub(crate) fn status_of(config: &Config) -> status::Status {
     .unwrap()
 }
 
+/// `text` with who decided and when (` by root at 2026-12-05 09:12 UTC`: the OS
+/// user running the tests, and now) redacted.
+pub(crate) fn redact_decided(text: &str) -> String {
+    let marker = format!(" by {} at ", seatwarden::safety::os_user());
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&marker) {
+        out.push_str(&rest[..start]);
+        out.push_str(" by <operator> at <time>");
+        let after = &rest[start + marker.len()..];
+        rest = after
+            .find(" UTC")
+            .map_or(after, |end| &after[end + " UTC".len()..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The open deprovisions' lines of `status`'s text from their reason on (the
 /// userName and due time before it vary), and its last-reconcile line from the
 /// attention it names (the start time after it varies).
 fn status_golden(config: &Config) -> String {
-    let text = status::render_text(&status_of(config));
+    let text = redact_decided(&status::render_text(&status_of(config)));
     let mut out: Vec<String> = text
         .lines()
         .filter_map(|l| l.split_once("(deprovisioned in the directory)"))
@@ -152,7 +170,7 @@ fn digest_golden(config: &Config, run: RunId) -> String {
         unreadable_earlier: 0,
         unreadable: &[],
     });
-    let text = digest.render_text();
+    let text = redact_decided(&digest.render_text());
     let mut out: Vec<String> = text
         .lines()
         .filter(|l| {
@@ -214,6 +232,12 @@ async fn after_reject_nothing_asks_to_approve_the_run() {
         assert_eq!(line["hold_run"], serde_json::Value::Null, "{json}");
         assert_eq!(line["hold_decided"]["decision"], "rejected", "{json}");
         assert_eq!(line["hold_decided"]["run"], run, "{json}");
+        assert_eq!(
+            line["hold_decided"]["by"],
+            seatwarden::safety::os_user().as_str(),
+            "{json}"
+        );
+        assert!(line["hold_decided"]["at"].is_string(), "{json}");
     }
     assert_eq!(json["last_reconcile_awaiting_approval"], 0, "{json}");
 }

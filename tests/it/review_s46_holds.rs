@@ -23,7 +23,7 @@ use seatwarden::workspace::ScimClient;
 use crate::review_s45_decided::held;
 
 /// When the decisions below are recorded: fixed, so the alert's words are.
-fn decided_at() -> DateTime<Utc> {
+pub(crate) fn decided_at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 5, 9, 30, 0).unwrap()
 }
 
@@ -48,7 +48,7 @@ fn mail() -> MailSettings {
 /// The overdue alert the ledger raises two hours on (past the 1 h SLA): its
 /// lines about holds, with the operator (the OS user running the tests), the
 /// due times and the userNames (seeded, but not what is checked) left out.
-fn overdue_alert(config: &Config) -> String {
+pub(crate) fn overdue_alert(config: &Config) -> String {
     let mut store = Store::open(&config.state.path).unwrap();
     let mail = mail();
     let context = AlertContext {
