@@ -1890,20 +1890,8 @@ pub fn link_checked(
             .iter()
             .find(|l| l.account_id == account_id && l.identity_id != identity_id)
         {
-            let user_name = |id: &str| {
-                directory
-                    .identities
-                    .iter()
-                    .find(|i| i.id == id)
-                    .map(|i| format!(" ({})", i.user_name))
-                    .unwrap_or_default()
-            };
-            let account_name = workspace
-                .accounts
-                .iter()
-                .find(|a| a.id == account_id)
-                .map(|a| format!(" ({})", a.user_name))
-                .unwrap_or_default();
+            let user_name = |id: &str| identity_named(&directory, id);
+            let account_name = account_named(&workspace, account_id);
             let by = match other.method {
                 crate::model::LinkMethod::ExternalId => "externalId",
                 crate::model::LinkMethod::UserName => "userName",
@@ -1924,6 +1912,28 @@ pub fn link_checked(
         }
     }
     link(store, identity_id, account_id, replace, &admin_command, now)
+}
+
+/// ` (ada@example.com)`: the userName of identity `id` in `directory`, to follow
+/// its id in a refusal; nothing when the snapshot does not have it.
+fn identity_named(directory: &crate::model::DirectorySnapshot, id: &str) -> String {
+    directory
+        .identities
+        .iter()
+        .find(|i| i.id == id)
+        .map(|i| format!(" ({})", i.user_name))
+        .unwrap_or_default()
+}
+
+/// ` (ada@example.com)`: the userName of account `id` in `workspace`, as
+/// [`identity_named`].
+fn account_named(workspace: &WorkspaceSnapshot, id: &str) -> String {
+    workspace
+        .accounts
+        .iter()
+        .find(|a| a.id == id)
+        .map(|a| format!(" ({})", a.user_name))
+        .unwrap_or_default()
 }
 
 /// `seatwarden link IDENTITY ACCOUNT`: a person's decision that workspace account
@@ -1979,22 +1989,8 @@ pub fn link(
         // What moving each link does, named: "pass --replace" alone led an operator
         // who mistyped an id to take a colleague's account (projects and all) away
         // from them, as the unlinked match's refusal in `link_checked` warns.
-        let person = |id: &str| {
-            directory
-                .identities
-                .iter()
-                .find(|i| i.id == id)
-                .map(|i| format!(" ({})", i.user_name))
-                .unwrap_or_default()
-        };
-        let account = |id: &str| {
-            workspace
-                .accounts
-                .iter()
-                .find(|a| a.id == id)
-                .map(|a| format!(" ({})", a.user_name))
-                .unwrap_or_default()
-        };
+        let person = |id: &str| identity_named(&directory, id);
+        let account = |id: &str| account_named(&workspace, id);
         let existing: Vec<String> = replaced
             .iter()
             .map(|l| {

@@ -495,7 +495,7 @@ async fn plans_holds_and_the_export_name_the_configured_command() {
         !disputed.is_empty()
             && disputed
                 .iter()
-                .all(|why| why.contains(&format!("; `{ADMIN} link PERSON "))),
+                .all(|why| why.contains(&format!("; `{ADMIN} link 00u1004 "))),
         "{disputed:?}"
     );
 
