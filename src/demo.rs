@@ -180,6 +180,30 @@ pub fn lock(dir: &Path) -> Result<DemoLock, DemoError> {
     Ok(DemoLock { _file: file })
 }
 
+/// How long [`lock_past_own_forks`] waits for a lock this process seems to hold.
+const OWN_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`lock`], waiting up to [`OWN_LOCK_GRACE`] while the holder named is this very
+/// process. The lock is `flock`'s, held by the open file: a demo that has just
+/// ended in this process still holds it through any child another thread forked
+/// meanwhile, until that child's `exec` closes its copy of the descriptor. On a
+/// loaded machine that can take a moment, and a second demo run right after the
+/// first (in one process: the tests, a program using the library) was refused as
+/// busy by itself. Another holder, or this process past the grace, is refused.
+async fn lock_past_own_forks(dir: &Path) -> Result<DemoLock, DemoError> {
+    let deadline = tokio::time::Instant::now() + OWN_LOCK_GRACE;
+    loop {
+        match lock(dir) {
+            Err(DemoError::Busy {
+                holder: Some(pid), ..
+            }) if pid == std::process::id() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            taken => return taken,
+        }
+    }
+}
+
 /// Lays out the demo directory: the example directory export, the sandbox seed, and
 /// a configuration pointing at `workspace_url`. Any earlier demo state is removed so
 /// every demo starts from the same drift; a directory the demo did not make and
@@ -236,7 +260,7 @@ fn restrict_to_owner(_path: &Path) -> Result<(), DemoError> {
 
 /// Runs the demo, printing each step to stdout (`colour` on a TTY).
 pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
-    let _lock = lock(dir)?;
+    let _lock = lock_past_own_forks(dir).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| DemoError::Io {

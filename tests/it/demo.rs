@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use seatwarden::model::DriftKind;
 
@@ -375,4 +376,35 @@ fn the_sandbox_command_serves_without_patch_when_told() {
     );
     assert_eq!(status_of(&replaced), 200, "{replaced}");
     assert_eq!(json_body(&replaced)["active"], false, "{replaced}");
+}
+
+/// A demo run right after another in the same process (the tests, a program
+/// using the library) found the directory "busy" with itself as the holder
+/// when another thread had forked a child meanwhile: the child keeps the lock
+/// file's descriptor, and so the lock, until its `exec`. A lock this process
+/// holds is waited for a moment; held longer, it is refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_waits_a_moment_for_a_lock_its_own_process_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("demo");
+    let held = seatwarden::demo::lock(&own).unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+    });
+    let outcome = seatwarden::demo::run(&own, false).await.unwrap();
+    assert!(outcome.converged());
+    release.await.unwrap();
+
+    let _held = seatwarden::demo::lock(&own).unwrap();
+    let started = std::time::Instant::now();
+    let err = seatwarden::demo::run(&own, false).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            seatwarden::demo::DemoError::Busy { holder: Some(pid), .. } if pid == std::process::id()
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "{err}");
 }
