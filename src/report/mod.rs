@@ -852,7 +852,7 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         .saturating_sub(refused);
     // What someone decided on while it was held, after what still waits: these
     // are not "planned" any more (this run never sends them).
-    let decided_too = decided_text(rejected, obsolete, report.run_id, admin_command)
+    let decided_too = decided_text(rejected, obsolete)
         .map(|decided| format!("; {decided}"))
         .unwrap_or_default();
     // A plan or a dry run holds nothing: it shows what the guard would hold, and
@@ -967,7 +967,7 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             )),
         )
     } else if let Some(decided) = (!preview)
-        .then(|| decided_text(rejected, obsolete, report.run_id, admin_command))
+        .then(|| decided_text(rejected, obsolete))
         .flatten()
     {
         // Rejected or found done when approved: this run never sends them, so
@@ -1015,20 +1015,17 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     }
 }
 
-/// "2 actions rejected (`seatwarden reject 7`): this run never applies them; the
-/// sweep or the next reconcile plans again what is still due", and/or how many
-/// an approval found done already; `None` when neither.
-fn decided_text(
-    rejected: usize,
-    obsolete: usize,
-    run: crate::store::RunId,
-    admin_command: &str,
-) -> Option<String> {
+/// "2 actions rejected: this run never applies them; the sweep or the next
+/// reconcile plans again what is still due", and/or how many an approval found
+/// done already; `None` when neither. The reject is not named: it may be a newer
+/// run's, which decided this run's holds of the same actions too (each action's
+/// line names it), and it has been run already.
+fn decided_text(rejected: usize, obsolete: usize) -> Option<String> {
     let mut parts = Vec::new();
     if rejected > 0 {
         parts.push(format!(
-            "{} rejected (`{admin_command} reject {run}`): this run never applies {}; the \
-             sweep or the next reconcile plans again what is still due",
+            "{} rejected: this run never applies {}; the sweep or the next reconcile plans \
+             again what is still due",
             plural(rejected, "action", "actions"),
             if rejected == 1 { "it" } else { "them" }
         ));
@@ -1374,11 +1371,9 @@ mod tests {
         assert_eq!(tone, Tone::Warn);
         assert_eq!(
             headline,
-            format!(
-                "1 action held by the guard — needs a human; 1 action rejected (`{ADMIN} reject \
-                 7`): this run never applies it; the sweep or the next reconcile plans again \
-                 what is still due; 1 action found done already when approved (nothing sent)"
-            )
+            "1 action held by the guard — needs a human; 1 action rejected: this run never \
+             applies it; the sweep or the next reconcile plans again what is still due; 1 \
+             action found done already when approved (nothing sent)"
         );
         assert_eq!(
             subject("acme", &report),
