@@ -672,6 +672,38 @@ Examples:
         #[arg(long)]
         email: bool,
     },
+    /// The audit trail: every decision a person made through seatwarden (approve,
+    /// reject, link, resume, reconcile --accept-directory, --allow-over-threshold,
+    /// --workspace-moved), who made it and when, oldest first. Reads the state
+    /// database; the trail is never pruned.
+    #[command(after_help = "\
+Who: $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user, followed by the
+account the command ran as when that differs (`alice (as seatwarden)`). Times on
+report.timezone's clock; with --format json, one JSON object per line (id, at in
+UTC, user, command, run, detail), for a log shipper or a SIEM: remember the last
+id read and ask for what came after it with --after.
+
+Exit codes: 0 listed (none is still 0), 1 an error (no state database).
+
+Examples:
+  seatwarden audit --period 7d
+  seatwarden audit --run 42
+  seatwarden audit --format json --after 118 >> seatwarden-audit.jsonl")]
+    Audit {
+        /// Only the decisions of the period ending now, e.g. `24h`, `7d`.
+        #[arg(long, value_parser = period)]
+        period: Option<std::time::Duration>,
+        /// Only the decisions about run RUN (approve, reject, --accept-directory,
+        /// --allow-over-threshold name their run; link and resume name none).
+        #[arg(long, value_name = "RUN")]
+        run: Option<i64>,
+        /// Only the entries with an id above ID.
+        #[arg(long, value_name = "ID")]
+        after: Option<i64>,
+        /// text for a terminal, json for scripts (JSON Lines).
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Export for an access review, or a copy of the workspace to rehearse against,
     /// from the latest stored snapshots (nothing is read from the directory or the
     /// workspace).
@@ -1199,6 +1231,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             format,
             email,
         } => digest(&config, period, format, email),
+        Command::Audit {
+            period,
+            run,
+            after,
+            format,
+        } => audit_trail(&config, period, run, after, format),
         Command::Export { kind, format, bom } => export(&config, kind, format, bom),
         Command::SendMail => send_mail(&config),
         Command::Report { run, format, email } => {
@@ -1219,6 +1257,49 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// `seatwarden audit`: the audit rows asked for, as text or JSON Lines.
+fn audit_trail(
+    config: &Config,
+    period: Option<std::time::Duration>,
+    run: Option<RunId>,
+    after: Option<i64>,
+    format: StatusFormat,
+) -> anyhow::Result<u8> {
+    let store = open_existing_store(config)?;
+    let tz = config.report_timezone()?;
+    let since = period.map(|period| {
+        chrono::Duration::from_std(period)
+            .ok()
+            .and_then(|period| chrono::Utc::now().checked_sub_signed(period))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+    });
+    let rows = store.audit_trail(crate::store::AuditFilter {
+        after_id: after,
+        since,
+        run,
+    })?;
+    match format {
+        StatusFormat::Json => out!("{}", report::audit::render_json_lines(&rows)?)?,
+        StatusFormat::Text => {
+            let mut scope = Vec::new();
+            if let Some(since) = since {
+                scope.push(format!("since {}", report::local_time(since, tz)));
+            }
+            if let Some(run) = run {
+                scope.push(format!("about run {run}"));
+            }
+            if let Some(after) = after {
+                scope.push(format!("after #{after}"));
+            }
+            out!(
+                "{}",
+                report::audit::render_text(&rows, tz, &scope.join(", "))
+            )?
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// What `report --run` says of a run without a report. A run that failed before
@@ -2618,7 +2699,7 @@ fn period(value: &str) -> Result<std::time::Duration, String> {
     let period = crate::config::parse_duration(value)?;
     if period.is_zero() {
         return Err(format!(
-            "{value:?} is an empty period: the digest covers the period ending now, e.g. 24h or 7d"
+            "{value:?} is an empty period: give the period ending now, e.g. 24h or 7d"
         ));
     }
     Ok(period)

@@ -4,6 +4,7 @@
 //! Markdown for tickets and chat, HTML for email (the `templated` module). [`digest`]
 //! summarises the reports of a period for the scheduled email.
 
+pub mod audit;
 pub mod digest;
 mod templated;
 mod text;

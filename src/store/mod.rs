@@ -64,7 +64,7 @@ pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, DecidedHold, NewMessage, OutboxEntry, OutboxId,
     OutboxKind, OutboxState, OutboxWaiting,
 };
-pub use safety::{AuditEntry, Decision, DecisionSummary, NewerRejection};
+pub use safety::{AuditEntry, AuditFilter, AuditRow, Decision, DecisionSummary, NewerRejection};
 pub use writer::{Acquired, LockHolder, WriterLock, lock_file_path, lock_holder, lock_is_held};
 
 pub type RunId = i64;

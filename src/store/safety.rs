@@ -23,13 +23,35 @@ use super::{RunId, Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
-    /// The OS user who ran the command.
+    /// The person who ran the command ([`crate::safety::audit_user`]).
     pub user: String,
-    /// `approve`, `reject`, `resume`, `allow_over_threshold`, `workspace_moved`.
+    /// `approve`, `reject`, `link`, `resume`, `accept_directory`,
+    /// `allow_over_threshold`, `workspace_moved`.
     pub command: String,
     pub run: Option<RunId>,
     /// What was done, e.g. "approved 30 held actions (deactivate)".
     pub detail: String,
+}
+
+/// An audit row with its id, as `seatwarden audit` lists it. Ids only grow and are
+/// never reused (`AUTOINCREMENT`), so a log shipper that remembers the last one it
+/// read asks for what came after it and sees every row once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub id: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// Which audit rows [`Store::audit_trail`] returns; each bound left `None` is no bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Rows with a larger id only.
+    pub after_id: Option<i64>,
+    /// Rows recorded at or after this time only.
+    pub since: Option<DateTime<Utc>>,
+    /// Rows about this run only.
+    pub run: Option<RunId>,
 }
 
 /// What a human (or the approval's re-check) decided about a held action.
@@ -221,6 +243,38 @@ impl Store {
                         detail: row.get(4)?,
                     })
                 })?
+                .collect()
+            })
+            .context(|| "reading the audit trail".to_owned())
+    }
+
+    /// The audit rows `filter` selects, oldest first. Times are compared as stored
+    /// (RFC 3339 in UTC with nanoseconds, [`ts`]: fixed width, so text order is
+    /// time order).
+    pub fn audit_trail(&self, filter: AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, at, user, command, run_id, detail FROM audit
+                 WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR at >= ?2)
+                   AND (?3 IS NULL OR run_id = ?3)
+                 ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![filter.after_id, filter.since.map(ts), filter.run],
+                    |row| {
+                        Ok(AuditRow {
+                            id: row.get(0)?,
+                            entry: AuditEntry {
+                                at: row.get::<_, Ts>(1)?.0,
+                                user: row.get(2)?,
+                                command: row.get(3)?,
+                                run: row.get(4)?,
+                                detail: row.get(5)?,
+                            },
+                        })
+                    },
+                )?
                 .collect()
             })
             .context(|| "reading the audit trail".to_owned())
@@ -866,6 +920,67 @@ mod tests {
             .recent_counts(t0 + chrono::Duration::seconds(1))
             .unwrap();
         assert_eq!(later, RecentCounts::default());
+    }
+
+    #[test]
+    fn the_audit_trail_is_filtered_by_id_time_and_run() {
+        let mut store = Store::open_in_memory().unwrap();
+        let t0 = Utc::now();
+        let entry = |minutes: i64, run: Option<RunId>| AuditEntry {
+            at: t0 + chrono::Duration::minutes(minutes),
+            user: "alice".into(),
+            command: "reject".into(),
+            run,
+            detail: format!("at +{minutes} min"),
+        };
+        for (minutes, run) in [(0, Some(1)), (10, None), (20, Some(1)), (30, Some(2))] {
+            store.record_audit(&entry(minutes, run)).unwrap();
+        }
+        let ids = |filter: AuditFilter| -> Vec<i64> {
+            store
+                .audit_trail(filter)
+                .unwrap()
+                .into_iter()
+                .map(|row| row.id)
+                .collect()
+        };
+        assert_eq!(ids(AuditFilter::default()), [1, 2, 3, 4]);
+        assert_eq!(
+            store.audit_trail(AuditFilter::default()).unwrap()[2].entry,
+            entry(20, Some(1))
+        );
+        let after = |id| AuditFilter {
+            after_id: Some(id),
+            ..AuditFilter::default()
+        };
+        assert_eq!(ids(after(2)), [3, 4]);
+        // A time between two rows, and one a nanosecond after a row: text order
+        // must be time order.
+        let since = |at| AuditFilter {
+            since: Some(at),
+            ..AuditFilter::default()
+        };
+        assert_eq!(ids(since(t0 + chrono::Duration::minutes(15))), [3, 4]);
+        assert_eq!(
+            ids(since(
+                t0 + chrono::Duration::minutes(10) + chrono::Duration::nanoseconds(1)
+            )),
+            [3, 4]
+        );
+        assert_eq!(ids(since(t0 + chrono::Duration::minutes(10))), [2, 3, 4]);
+        let run = |run| AuditFilter {
+            run: Some(run),
+            ..AuditFilter::default()
+        };
+        assert_eq!(ids(run(1)), [1, 3]);
+        assert_eq!(
+            ids(AuditFilter {
+                after_id: Some(1),
+                since: Some(t0),
+                run: Some(1),
+            }),
+            [3]
+        );
     }
 
     #[test]
