@@ -1,5 +1,6 @@
 //! The scheduled digest: where the workspace stands and what needs a human, over a
-//! period, from the reports stored in that period and the one before it.
+//! period, from the reports stored in that period and the one before it, and the
+//! decisions people made in it (the audit trail).
 //!
 //! The period before is what the previous digest covered ([`Span`]; the daemon
 //! records each digest's span in `daemon_state`), so the trend compares with what
@@ -376,6 +377,9 @@ pub struct DigestInput<'a> {
     /// newest stored report's run, named because its drift is missing): named,
     /// not counted among the period's runs.
     pub unreadable_earlier: usize,
+    /// The audit trail's rows of the period, oldest first: the decisions people
+    /// made through seatwarden.
+    pub decisions: &'a [crate::store::AuditRow],
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -478,6 +482,42 @@ pub struct FailedRun {
     /// `at` as an RFC 3339 UTC instant, for scripts.
     pub ended_at: DateTime<Utc>,
     pub error: String,
+}
+
+/// A decision a person made through seatwarden in the period (a row of the audit
+/// trail, `seatwarden audit`): whoever reads the digest sees who approved, rejected,
+/// linked, resumed or overrode the safety net, without asking for the trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionLine {
+    /// The audit row's id (`seatwarden audit --after`).
+    pub id: i64,
+    /// When, in the configured zone.
+    pub at: String,
+    /// `at` as an RFC 3339 UTC instant, for scripts.
+    pub decided_at: DateTime<Utc>,
+    /// Who (`alice (as seatwarden)`).
+    pub user: String,
+    /// `approve`, `reject`, `link`, `resume`, `accept_directory`,
+    /// `allow_over_threshold`, `workspace_moved`.
+    pub command: String,
+    pub run: Option<i64>,
+    /// What was done.
+    pub detail: String,
+}
+
+impl DecisionLine {
+    /// `2026-12-01 09:12 +01:00 (CET), alice: reject (run 41): rejected 3 held
+    /// actions`, as the text form lists it.
+    pub fn line(&self) -> String {
+        let run = self
+            .run
+            .map(|run| format!(" (run {run})"))
+            .unwrap_or_default();
+        format!(
+            "{}, {}: {}{run}: {}",
+            self.at, self.user, self.command, self.detail
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -595,6 +635,9 @@ pub struct Digest {
     /// The period's runs that failed before their report, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_runs: Vec<FailedRun>,
+    /// The decisions people made through seatwarden in the period, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<DecisionLine>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
     /// Deprovisions verified in the period, oldest first.
@@ -1121,6 +1164,19 @@ impl Digest {
                     }
                 })
                 .collect(),
+            decisions: input
+                .decisions
+                .iter()
+                .map(|row| DecisionLine {
+                    id: row.id,
+                    at: super::local_minute(row.entry.at, tz),
+                    decided_at: row.entry.at,
+                    user: clean(&row.entry.user),
+                    command: clean(&row.entry.command),
+                    run: row.entry.run,
+                    detail: clean(&row.entry.detail),
+                })
+                .collect(),
             overdue,
             pending,
             deprovisioned,
@@ -1173,6 +1229,11 @@ impl Digest {
             deprovisioned_more: more_line(self.deprovisioned.len(), None),
             failed_runs: first(&self.failed_runs),
             failed_runs_more: more_line(self.failed_runs.len(), None),
+            decisions: first(&self.decisions),
+            decisions_more: more_line(
+                self.decisions.len(),
+                Some(format!("`{} audit` lists every one", self.admin_command)),
+            ),
             drift: self
                 .drift
                 .iter()
@@ -1318,6 +1379,17 @@ impl Digest {
                 );
             }
             more(&mut out, &view.failed_runs_more);
+        }
+        if !self.decisions.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nDecisions by people in this period ({}):",
+                self.decisions.len()
+            );
+            for d in view.decisions {
+                let _ = writeln!(out, "  - {}", d.line());
+            }
+            more(&mut out, &view.decisions_more);
         }
         for run in &view.held {
             let _ = writeln!(
@@ -1480,6 +1552,8 @@ struct DigestView<'a> {
     deprovisioned_more: Option<String>,
     failed_runs: &'a [FailedRun],
     failed_runs_more: Option<String>,
+    decisions: &'a [DecisionLine],
+    decisions_more: Option<String>,
     drift: Vec<KindView<'a>>,
     held: Vec<HeldView<'a>>,
     accent: &'static str,
@@ -1788,6 +1862,14 @@ pub fn build_from_store_after(
 ) -> Result<Digest, DigestError> {
     let stored = collect_after(store, now, period, previous)?;
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
+    let decisions: Vec<crate::store::AuditRow> = store
+        .audit_trail(crate::store::AuditFilter {
+            since: Some(now - length),
+            ..crate::store::AuditFilter::default()
+        })?
+        .into_iter()
+        .filter(|row| row.entry.at < now)
+        .collect();
     let verified: Vec<DigestVerified> = store
         .verified_deprovisions_since(now - length)?
         .into_iter()
@@ -1826,6 +1908,7 @@ pub fn build_from_store_after(
         unreadable_previous: stored.unreadable_previous,
         unreadable: &stored.unreadable,
         unreadable_earlier: stored.unreadable_earlier,
+        decisions: &decisions,
         admin_command,
     }))
 }

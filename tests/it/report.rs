@@ -1153,6 +1153,7 @@ mod digest {
             stopped_runs_previous: 0,
             unreadable_previous: 0,
             unreadable_earlier: 0,
+            decisions: &[],
             unreadable: &[],
         })
     }
@@ -1192,6 +1193,7 @@ mod digest {
                 stopped_runs_previous: 0,
                 unreadable_previous: 0,
                 unreadable_earlier: 0,
+                decisions: &[],
                 unreadable: &[],
             })
         };
@@ -1311,6 +1313,7 @@ mod digest {
             stopped_runs_previous: 0,
             unreadable_previous: 0,
             unreadable_earlier: 0,
+            decisions: &[],
             unreadable: &[],
         });
         let text = digest.render_text();
@@ -1388,6 +1391,7 @@ mod digest {
             stopped_runs_previous: 0,
             unreadable_previous: 0,
             unreadable_earlier: 0,
+            decisions: &[],
             unreadable: &[],
         });
         let text = digest.render_text();
@@ -1451,6 +1455,7 @@ mod digest {
             stopped_runs_previous: 0,
             unreadable_previous: 0,
             unreadable_earlier: 0,
+            decisions: &[],
             unreadable: &[],
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
@@ -1506,6 +1511,7 @@ mod digest {
             stopped_runs_previous: 0,
             unreadable_previous: 0,
             unreadable_earlier: 0,
+            decisions: &[],
             unreadable: &[],
         });
         assert_eq!(digest.state, State::Drift);

@@ -220,6 +220,7 @@ mod huge {
             stopped_runs_previous: 0,
             unreadable_previous: 0,
             unreadable_earlier: 0,
+            decisions: &[],
             unreadable: &[],
         })
     }

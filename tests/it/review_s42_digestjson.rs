@@ -155,6 +155,7 @@ fn every_display_time_in_the_digest_json_has_its_utc_instant() {
         stopped_runs_previous: 0,
         unreadable_previous: 0,
         unreadable_earlier: 0,
+        decisions: &[],
         unreadable: &[],
     });
 

@@ -168,6 +168,7 @@ fn digest_golden(config: &Config, run: RunId) -> String {
         stopped_runs_previous: 0,
         unreadable_previous: 0,
         unreadable_earlier: 0,
+        decisions: &[],
         unreadable: &[],
     });
     let text = redact_decided(&digest.render_text());

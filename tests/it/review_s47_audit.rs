@@ -124,3 +124,88 @@ async fn audit_lists_who_decided_what_and_filters_by_run_period_and_id() {
     ));
     assert_eq!(text, "");
 }
+
+/// The digest lists the period's decisions, so whoever reads it sees who
+/// overrode or decided what without asking for the trail; a decision older than
+/// the period is not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_lists_the_decisions_people_made_in_its_period() {
+    let sandbox = demo_sandbox("t", Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = demo_env(
+        dir.path(),
+        &sandbox,
+        "t",
+        &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "0")],
+    );
+    let dir = dir.path().to_owned();
+    let (env, dir) = tokio::task::spawn_blocking(move || {
+        let out = seatwarden(&dir, &env, "carol", &["reconcile"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+        let out = seatwarden(&dir, &env, "alice", &["reject", "1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        (env, dir)
+    })
+    .await
+    .unwrap();
+    // A decision from two days ago, before a one-day digest's period.
+    {
+        let mut store = seatwarden::store::Store::open(&dir.join("state.db")).unwrap();
+        store
+            .record_audit(&seatwarden::store::AuditEntry {
+                at: chrono::Utc::now() - chrono::Duration::days(2),
+                user: "dave".into(),
+                command: "resume".into(),
+                run: None,
+                detail: "closed the circuit breaker".into(),
+            })
+            .unwrap();
+    }
+
+    let text = stdout(&seatwarden(&dir, &env, "carol", &["digest"]));
+    let section = text
+        .split_once("Decisions by people in this period (1):\n")
+        .unwrap_or_else(|| panic!("{text}"))
+        .1;
+    let line = section.lines().next().unwrap();
+    assert!(
+        line.starts_with("  - ")
+            && line.ends_with(", alice (as seatwarden): reject (run 1): rejected 1 held action"),
+        "{text}"
+    );
+    assert!(!text.contains("dave"), "{text}");
+
+    let out = seatwarden(&dir, &env, "carol", &["digest", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decisions = json["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 1, "{json}");
+    assert_eq!(decisions[0]["user"], "alice (as seatwarden)");
+    assert_eq!(decisions[0]["run"], 1);
+    assert_eq!(decisions[0]["id"], 1);
+
+    let text = stdout(&seatwarden(
+        &dir,
+        &env,
+        "carol",
+        &["digest", "--period", "7d"],
+    ));
+    assert!(
+        text.contains("Decisions by people in this period (2):")
+            && text.contains(", dave: resume: closed the circuit breaker"),
+        "{text}"
+    );
+    for format in ["markdown", "html"] {
+        let text = stdout(&seatwarden(
+            &dir,
+            &env,
+            "carol",
+            &["digest", "--format", format],
+        ));
+        assert!(
+            text.contains("Decisions by people in this period (1)")
+                && text.contains("alice (as seatwarden)")
+                && !text.contains("dave"),
+            "{format}: {text}"
+        );
+    }
+}
