@@ -2062,7 +2062,7 @@ pub fn link(
             store.deprovision_account(episode.id, None, &episode.user_name)?;
         }
     }
-    let mut detail = format!("linked identity {identity_id} to account {account_id}");
+    let mut detail = linked_detail(identity_id, account_id);
     for old in &replaced {
         detail.push_str(&format!(
             "; replaced identity {} ↔ account {}",
@@ -2071,6 +2071,12 @@ pub fn link(
     }
     safety::audit(store, "link", None, detail, now)?;
     Ok(replaced)
+}
+
+/// How the audit trail words a `link` (replaced links follow it): what `explain`
+/// looks for to say who linked an account by hand.
+pub fn linked_detail(identity_id: &str, account_id: &str) -> String {
+    format!("linked identity {identity_id} to account {account_id}")
 }
 
 /// `seatwarden resume`: closes the circuit breaker now (audited). Returns whether

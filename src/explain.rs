@@ -282,6 +282,8 @@ struct Loaded {
     /// The accounts of each disputed match the last reconcile saw: how a person
     /// deleted from the directory since is still found.
     remembered: Vec<crate::model::DisputedCandidate>,
+    /// The audit trail's `link` rows: who linked an account by hand.
+    manual_links: Vec<crate::store::AuditRow>,
 }
 
 impl Loaded {
@@ -308,6 +310,11 @@ impl Loaded {
             workspace,
             links: store.links()?,
             remembered: store.disputed_candidates()?,
+            manual_links: store
+                .audit_trail(crate::store::AuditFilter::default())?
+                .into_iter()
+                .filter(|row| row.entry.command == "link")
+                .collect(),
         }))
     }
 
@@ -805,6 +812,29 @@ impl View<'_> {
     fn link(&self, out: &mut String) {
         let _ = writeln!(out, "\nLink");
         match self.link {
+            // A link made by hand names who made it, from the audit trail: the
+            // first question about a link nobody remembers making.
+            Some(l) if l.method == crate::model::LinkMethod::Manual => {
+                let detail = crate::approval::linked_detail(&l.identity_id, &l.account_id);
+                let by = self
+                    .loaded
+                    .manual_links
+                    .iter()
+                    .rev()
+                    .find(|row| {
+                        row.entry.detail == detail
+                            || row.entry.detail.starts_with(&format!("{detail};"))
+                    })
+                    .map(|row| format!(" by {}", clean(&row.entry.user)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} ↔ account {}, linked by hand (`link`){by} at {}",
+                    clean(&l.identity_id),
+                    clean(&l.account_id),
+                    self.at(l.linked_at)
+                );
+            }
             Some(l) => {
                 let _ = writeln!(
                     out,

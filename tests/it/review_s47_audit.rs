@@ -83,6 +83,15 @@ async fn audit_lists_who_decided_what_and_filters_by_run_period_and_id() {
         "{text}"
     );
 
+    // explain names who made the link, from the trail.
+    let text = stdout(&seatwarden(&dir, &env, "carol", &["explain", "00u1004"]));
+    assert!(
+        text.contains(
+            "  00u1004 ↔ account ws-0005, linked by hand (`link`) by bob (as seatwarden) at "
+        ),
+        "{text}"
+    );
+
     let text = stdout(&seatwarden(&dir, &env, "carol", &["audit", "--run", "1"]));
     assert!(
         text.starts_with("audit trail: 1 entry about run 1\n#1  ") && text.lines().count() == 2,
