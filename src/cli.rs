@@ -682,7 +682,8 @@ removed (`…: access due to be removed`) or already gone (`…: account deactiv
 access)`), or, for an account linked to nobody, `protected`, `disputed: …` (`seatwarden
 link` settles it) or `orphaned`. It is the newest stored snapshots with the writes
 applied since laid over them (approvals, the daemon's sweep): `snapshot_at` and
-`applied_through` say as of when. Times are RFC 3339 in UTC; stderr says which run
+`applied_through` say as of when, and `since_snapshot` what seatwarden did to the
+account since (`deleted|deactivated|reactivated|created TIME (run N)`). Times are RFC 3339 in UTC; stderr says which run
 and how long ago, on report.timezone's clock. Run `seatwarden plan` first for a
 fresh view.
 
