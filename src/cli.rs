@@ -465,7 +465,8 @@ Examples:
     #[command(after_help = "\
 Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
 side already has without --replace, an account the plan matches to someone else
-without --replace, a protected account for a person who is not, no state database),
+without --replace, a protected account for a person who is not or an unprotected
+account for a protected person, no state database),
 75 another writer still held the writer lock after --lock-timeout: nothing was done.
 
 Example:
