@@ -212,3 +212,228 @@ fn an_account_seatwarden_deleted_or_deactivated_since_the_snapshot_says_so() {
         ]
     );
 }
+
+/// `export --output FILE`: the export a reviewer keeps, written as `backup`
+/// writes its copy. `export access > review.csv` was the only way, and a shell
+/// creates that file before seatwarden runs: a failure left it empty or cut
+/// short under the name asked for, and an existing review was overwritten
+/// without a word.
+mod output {
+    use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn stored(dir: &Path) -> std::path::PathBuf {
+        first_plan_stored(
+            dir,
+            vec![person("00u1", "ada@example.com", "ada@example.com")],
+            vec![
+                account("w1", "ada@example.com", "ada@example.com"),
+                account("w2", "old.contractor@example.com", "old@example.com"),
+            ],
+        )
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// What a killed or failed export left beside its file, if anything.
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".export-"))
+            .collect()
+    }
+
+    /// Written whole and owner-only, the same bytes stdout gets, with stderr
+    /// still saying which run's snapshots it is, and where it went. An existing
+    /// file is kept (named, exit 1) unless --force, which replaces it with a
+    /// private one, whatever its mode was.
+    #[test]
+    fn the_export_is_written_to_a_private_file_and_an_existing_one_only_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stored(dir.path());
+        let (ok, on_stdout, err) = seatwarden(&config, &["export", "access"]);
+        assert!(ok, "{err}");
+        assert!(
+            on_stdout.contains("old.contractor@example.com"),
+            "{on_stdout}"
+        );
+
+        let review = dir.path().join("review.csv");
+        let out = review.to_str().unwrap();
+        let (ok, stdout, err) = seatwarden(&config, &["export", "access", "--output", out]);
+        assert!(ok, "{err}");
+        assert_eq!(stdout, "");
+        assert!(
+            err.lines()
+                .any(|line| line.starts_with("access as run 1 read it at ")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "the access export is written to {out} ({} bytes, owner-only)",
+                on_stdout.len()
+            )),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&review).unwrap(), on_stdout);
+        assert_eq!(mode(&review), 0o600);
+
+        std::fs::write(&review, "last quarter's review\n").unwrap();
+        std::fs::set_permissions(&review, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ok, _, err) = seatwarden(&config, &["export", "access", "--output", out]);
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "error: the access export {out} already exists; nothing was written: give \
+                 another name, or --force to replace it"
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&review).unwrap(),
+            "last quarter's review\n"
+        );
+
+        let (ok, _, err) = seatwarden(
+            &config,
+            &["export", "access", "--format", "json", "-o", out, "--force"],
+        );
+        assert!(ok, "{err}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&review).unwrap()).unwrap();
+        assert_eq!(json["run_id"], 1);
+        assert_eq!(mode(&review), 0o600);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+
+        // --force says what to replace: alone it is a usage error.
+        let (ok, _, err) = seatwarden(&config, &["export", "access", "--force"]);
+        assert!(!ok);
+        assert!(err.contains("--output"), "{err}");
+    }
+
+    /// A FILE that is a symbolic link: the file it leads to is replaced (in its
+    /// own folder) and the link kept, as `backup` does; `export workspace`
+    /// takes --output too.
+    #[test]
+    fn a_link_is_followed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stored(dir.path());
+        let reviews = dir.path().join("reviews");
+        std::fs::create_dir(&reviews).unwrap();
+        let target = reviews.join("latest.json");
+        std::fs::write(&target, "{}").unwrap();
+        let link = dir.path().join("seed.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let (ok, _, err) = seatwarden(
+            &config,
+            &[
+                "export",
+                "workspace",
+                "--output",
+                link.to_str().unwrap(),
+                "--force",
+            ],
+        );
+        assert!(ok, "{err}");
+        assert!(
+            err.contains(&format!(
+                "the workspace export is written to {} (the file the link {} leads to)",
+                target.canonicalize().unwrap().display(),
+                link.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let seed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+        assert_eq!(seed["users"].as_array().unwrap().len(), 2);
+        assert_eq!(mode(&target), 0o600);
+    }
+
+    /// A write that fails names the file, exits 1 and leaves nothing: not under
+    /// its name, not a temporary file beside it. The state database is never
+    /// written over, --force or not.
+    #[test]
+    fn a_failed_write_names_the_file_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stored(dir.path());
+
+        let missing = dir.path().join("no-such-folder").join("review.csv");
+        let (ok, _, err) = seatwarden(
+            &config,
+            &["export", "access", "--output", missing.to_str().unwrap()],
+        );
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "error: cannot write the access export {}: ",
+                missing.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("its folder does not exist"), "{err}");
+
+        // A folder where the file was meant to be: the temporary file is
+        // written whole, and its rename fails.
+        let folder = dir.path().join("review.csv");
+        std::fs::create_dir(&folder).unwrap();
+        let (ok, _, err) = seatwarden(
+            &config,
+            &[
+                "export",
+                "access",
+                "--output",
+                folder.to_str().unwrap(),
+                "--force",
+            ],
+        );
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "error: cannot write the access export {}: ",
+                folder.display()
+            )),
+            "{err}"
+        );
+        assert!(folder.is_dir());
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+
+        let database = dir.path().join("state.db");
+        let before = std::fs::read(&database).unwrap();
+        let (ok, _, err) = seatwarden(
+            &config,
+            &[
+                "export",
+                "access",
+                "--output",
+                database.to_str().unwrap(),
+                "--force",
+            ],
+        );
+        assert!(!ok);
+        assert!(err.contains("would replace the state database"), "{err}");
+        assert_eq!(std::fs::read(&database).unwrap(), before);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+    }
+}
