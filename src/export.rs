@@ -953,4 +953,68 @@ mod tests {
             HashMap::from([("a2".to_owned(), vec!["Design".to_owned()])])
         );
     }
+
+    /// `since_snapshot` says the last of the writes that decide whether an
+    /// account exists or is active: a deactivation undone by a reactivation
+    /// reads `reactivated`, a create `created`; a rename is none of them.
+    #[test]
+    fn since_snapshot_is_the_last_lifecycle_write() {
+        let spec = AccountSpec {
+            user_name: "p2@example.com".to_owned(),
+            external_id: String::new(),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            role: None,
+        };
+        let mut accounts = vec![Account::created("a1".to_owned(), &spec)];
+        let journal = [
+            applied(
+                0,
+                ActionKind::Deactivate {
+                    account_id: "a1".to_owned(),
+                },
+            ),
+            applied(
+                1,
+                ActionKind::Reactivate {
+                    account_id: "a1".to_owned(),
+                },
+            ),
+            applied(
+                2,
+                ActionKind::CreateAccount {
+                    identity_id: "p2".to_owned(),
+                    spec: spec.clone(),
+                },
+            ),
+            applied(
+                3,
+                ActionKind::UpdateAttributes {
+                    account_id: "a2".to_owned(),
+                    changes: vec![],
+                },
+            ),
+        ];
+        let lifecycle = apply_since(
+            &mut accounts,
+            &mut HashMap::new(),
+            &journal,
+            &HashMap::from([("p2", "a2")]),
+        );
+        let texts: HashMap<&str, String> = lifecycle
+            .iter()
+            .map(|(id, change)| (id.as_str(), change.text()))
+            .collect();
+        let at = |seq: usize| journal[seq].updated_at.to_rfc3339();
+        assert_eq!(
+            texts,
+            HashMap::from([
+                ("a1", format!("reactivated {} (run 2)", at(1))),
+                ("a2", format!("created {} (run 2)", at(2))),
+            ])
+        );
+        assert!(accounts.iter().all(|a| a.active));
+    }
 }
