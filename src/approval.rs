@@ -1838,7 +1838,10 @@ fn reject_earlier_holds(
 /// next reconcile would rename that account to this person's userName and give
 /// its owner a new, empty account (their projects on someone else's). A typed
 /// account id one character off did exactly that, silently. A protected account
-/// is linked only to a protected person, `replace` or not.
+/// is linked only to a protected person, and a protected person only to a
+/// protected account, `replace` or not: a reconcile leaves alone both an account
+/// protected by name and every account of a protected person, so either link
+/// would protect what nobody protected.
 pub fn link_checked(
     config: &Config,
     store: &mut Store,
@@ -1850,7 +1853,8 @@ pub fn link_checked(
     let admin_command = config.admin_command();
     // A protected account (a break-glass admin, say) linked to someone who is not
     // protected made that person's access one seatwarden never takes away: their
-    // leaving deactivated nothing, and their own account became a duplicate.
+    // leaving deactivated nothing, and their own account became a duplicate. The
+    // reverse is refused below too.
     if let Some(run) = store.latest_snapshot_run()?
         && let Some(directory) = store.load_directory_snapshot(run)?
         && let Some(workspace) = store.load_workspace_snapshot(run)?
@@ -1861,9 +1865,29 @@ pub fn link_checked(
             protected.matches(user_name) || email.is_some_and(|e| protected.matches(e))
         };
         let person = directory.identities.iter().find(|i| i.id == identity_id);
-        if is_protected(&account.user_name, account.email.as_deref())
-            && !person.is_some_and(|p| is_protected(&p.user_name, p.email.as_deref()))
-        {
+        let account_protected = is_protected(&account.user_name, account.email.as_deref());
+        let person_protected =
+            person.is_some_and(|p| is_protected(&p.user_name, p.email.as_deref()));
+        // The other way round: a reconcile leaves every account of a protected
+        // person alone (the plan flags them untouchable by the person's
+        // userName), so an ordinary account linked to one (a leaver's, an orphan
+        // left behind) would never be deactivated, renamed or regrouped again,
+        // nor reported: protected without anyone having protected it.
+        if person_protected && !account_protected {
+            let named = person
+                .map(|p| format!(" ({})", p.user_name))
+                .unwrap_or_default();
+            return Err(ApprovalError::Link(format!(
+                "identity {identity_id}{named} is protected (safety.protected / \
+                 protected_groups) and account {account_id} ({}) is not: linked, seatwarden \
+                 would never change the account again (every account of a protected person \
+                 is left alone), not even when it is due to be deactivated. If the account \
+                 is theirs, protect it too (or take them out of safety.protected), then run \
+                 `{admin_command} link {identity_id} {account_id}` again",
+                account.user_name
+            )));
+        }
+        if account_protected && !person_protected {
             let named = person
                 .map(|p| format!(" ({})", p.user_name))
                 .unwrap_or_default();

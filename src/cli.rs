@@ -4,7 +4,7 @@
 //! provider's answer.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -465,7 +465,8 @@ Examples:
     #[command(after_help = "\
 Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
 side already has without --replace, an account the plan matches to someone else
-without --replace, a protected account for a person who is not, no state database),
+without --replace, a protected account for a person who is not or an unprotected
+account for a protected person, no state database),
 75 another writer still held the writer lock after --lock-timeout: nothing was done.
 
 Example:
@@ -714,16 +715,26 @@ removed (`…: access due to be removed`) or already gone (`…: account deactiv
 access)`), or, for an account linked to nobody, `protected`, `disputed: …` (`seatwarden
 link` settles it) or `orphaned`. It is the newest stored snapshots with the writes
 applied since laid over them (approvals, the daemon's sweep): `snapshot_at` and
-`applied_through` say as of when. Times are RFC 3339 in UTC; stderr says which run
+`applied_through` say as of when, and `since_snapshot` what seatwarden did to the
+account since (`deleted|deactivated|reactivated|created TIME (run N)`). Times are RFC 3339 in UTC; stderr says which run
 and how long ago, on report.timezone's clock. Run `seatwarden plan` first for a
 fresh view.
 
+--output FILE writes the export to FILE instead of stdout: owner-only (0600),
+written beside it and renamed, so FILE is never half-written and a failure leaves
+nothing under its name; an existing FILE is replaced only with --force (never the
+state database); a FILE that is a symbolic link to a file: that file is replaced,
+the link kept. Written to stdout instead, a file that others may read is made
+private before anything is written.
+
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
-first; no state database; the output could not be written).
+first; no state database; the output could not be written; FILE exists without
+--force, is the state database, or a link to no file).
 
 Example, the access review:
-  seatwarden export access > access-review.csv
-  seatwarden export access --bom > access-review.csv   # to open in Excel
+  seatwarden export access --output access-review.csv
+  seatwarden export access --bom --output access-review.csv --force   # for Excel
+  seatwarden export access --format json | jq .
 
 A rehearsal against a copy of the workspace, nothing of it written:
   seatwarden export workspace > workspace.json
@@ -736,10 +747,17 @@ service's state): `seatwarden --config rehearsal.toml plan`.")]
         /// What to export.
         #[arg(value_enum)]
         kind: ExportKind,
-        /// How the export is written to stdout: `access` is CSV unless told,
-        /// `workspace` is always JSON.
+        /// How the export is written: `access` is CSV unless told, `workspace`
+        /// is always JSON.
         #[arg(long, value_enum)]
         format: Option<ExportFormat>,
+        /// Write the export to FILE (owner-only, whole or not at all) instead of
+        /// stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace FILE if it exists (never the state database itself).
+        #[arg(long, requires = "output")]
+        force: bool,
         /// Begin the CSV with a UTF-8 byte order mark, for Excel: without one it
         /// reads a CSV in the machine's legacy code page, and what is not ASCII
         /// (each justification's →, accented userNames and groups) comes out garbled. Other CSV readers may take the mark for part
@@ -1237,7 +1255,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             after,
             format,
         } => audit_trail(&config, period, run, after, format),
-        Command::Export { kind, format, bom } => export(&config, kind, format, bom),
+        Command::Export {
+            kind,
+            format,
+            output,
+            force,
+            bom,
+        } => export(&config, kind, format, bom, output.as_deref(), force),
         Command::SendMail => send_mail(&config),
         Command::Report { run, format, email } => {
             let store = open_existing_store(&config)?;
@@ -1738,6 +1762,8 @@ fn export(
     kind: ExportKind,
     format: Option<ExportFormat>,
     bom: bool,
+    output: Option<&Path>,
+    force: bool,
 ) -> anyhow::Result<u8> {
     if kind == ExportKind::Workspace && format == Some(ExportFormat::Csv) {
         anyhow::bail!(
@@ -1750,16 +1776,13 @@ fn export(
         );
     }
     let store = open_existing_store(config)?;
-    if let Some(note) = keep_stdout_file_from_others() {
+    if output.is_none()
+        && let Some(note) = keep_stdout_file_from_others()
+    {
         eprintln!("{note}");
     }
-    // A full disk or a closed file: said as the export's, not as a bare OS error
-    // that could be the state database's. A reader gone (`| head`) stays quiet.
-    let unwritten = |kind: &str| {
-        format!("writing the {kind} export to stdout (what was written is incomplete)")
-    };
     let tz = config.report_timezone()?;
-    match kind {
+    let text = match kind {
         ExportKind::Access => {
             let export = crate::export::access(&store, config)?;
             // Said on stderr as the seed's is: a review written to a file from an
@@ -1781,11 +1804,10 @@ fn export(
             match format.unwrap_or(ExportFormat::Csv) {
                 ExportFormat::Csv => {
                     let mark = if bom { "\u{FEFF}" } else { "" };
-                    out!("{mark}{}", export.to_csv()?)
+                    format!("{mark}{}", export.to_csv()?)
                 }
-                ExportFormat::Json => outln!("{}", export.to_json()),
+                ExportFormat::Json => format!("{}\n", export.to_json()),
             }
-            .with_context(|| unwritten("access"))?;
         }
         ExportKind::Workspace => {
             let export = crate::export::workspace_seed(&store, config)?;
@@ -1794,10 +1816,43 @@ fn export(
                 export.run_id,
                 report::local_time(export.snapshot_at, tz)
             );
-            outln!("{}", serde_json::to_string_pretty(&export.seed)?)
-                .with_context(|| unwritten("workspace"))?;
+            format!("{}\n", serde_json::to_string_pretty(&export.seed)?)
         }
-    }
+    };
+    let name = match kind {
+        ExportKind::Access => "access",
+        ExportKind::Workspace => "workspace",
+    };
+    let Some(output) = output else {
+        // A full disk or a closed file: said as the export's, not as a bare OS
+        // error that could be the state database's. A reader gone (`| head`)
+        // stays quiet.
+        out!("{text}").with_context(|| {
+            format!("writing the {name} export to stdout (what was written is incomplete)")
+        })?;
+        return Ok(exit::OK);
+    };
+    let what = match kind {
+        ExportKind::Access => "the access export",
+        ExportKind::Workspace => "the workspace export",
+    };
+    let file = crate::store::outfile::Kind {
+        what,
+        mark: ".export-",
+        leftovers: "files of earlier exports",
+    };
+    // Every error names the file; nothing is left under its name.
+    let written =
+        crate::store::outfile::write(output, text.as_bytes(), force, &config.state.path, file)?;
+    let through = match &written.through_link {
+        Some(link) => format!(" (the file the link {} leads to)", link.display()),
+        None => String::new(),
+    };
+    eprintln!(
+        "{what} is written to {}{through} ({} bytes, owner-only)",
+        written.path.display(),
+        text.len()
+    );
     Ok(exit::OK)
 }
 

@@ -13,7 +13,14 @@
 //! and the accounts a run created are there, with the groups it added them to: an
 //! access review that left out the newest accounts would understate access. The
 //! export says as of when, on every CSV row: `snapshot_at` and `applied_through`
-//! (the last write accounted for). A person the daemon's sweep saw lose access
+//! (the last write accounted for), and each account's `since_snapshot` says
+//! what seatwarden did to it since (`deleted|deactivated|reactivated|created
+//! TIME (run N)`): the row shows it done, and this says it is seatwarden's
+//! doing since the snapshot, not what the snapshot read. An account deleted
+//! since is listed, inactive, with no groups, as `deleted by seatwarden (run N)
+//! after run M read the workspace: the account is gone, no access`, with the
+//! person the journal names (the delete took its link): evidence of the
+//! removal, not an orphan or a match for someone. A person the daemon's sweep saw lose access
 //! after the snapshot was read (the deprovisioning ledger's open or verified
 //! episode, detected since) is shown so (`identity is deprovisioned in the
 //! directory since run N read it: …`, `identity_status` from the episode), not by
@@ -62,6 +69,13 @@ pub struct AccessRow {
     /// The last action seatwarden applied to the account (its membership changes
     /// included), else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
+    /// What seatwarden did to the account after the snapshot was read, and when:
+    /// `deleted|deactivated|reactivated|created <RFC 3339 time> (run N)`, the
+    /// latest such write; `None` when it did none of them. The other columns
+    /// already show the account so (a deleted one inactive, with no groups);
+    /// this says that it is seatwarden's doing since the snapshot, not what the
+    /// snapshot read.
+    pub since_snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,12 +137,24 @@ fn removal(active: bool) -> &'static str {
 /// an account it created: the link stored with the create does (`created`:
 /// identity id → account id). A create whose link has gone since (the account was
 /// deleted again, or relinked) is left out, as is a membership of such an account.
-fn apply_since(
+fn apply_since<'a>(
     accounts: &mut Vec<Account>,
     groups_of: &mut HashMap<String, Vec<String>>,
-    applied: &[JournalEntry],
+    applied: &'a [JournalEntry],
     created: &HashMap<&str, &str>,
-) {
+) -> HashMap<String, Lifecycle<'a>> {
+    let mut lifecycle = HashMap::new();
+    let mut record = |account_id: &str, what, entry: &'a JournalEntry| {
+        lifecycle.insert(
+            account_id.to_owned(),
+            Lifecycle {
+                what,
+                at: entry.updated_at,
+                run: entry.run,
+                identity_id: entry.action.identity_id.as_deref(),
+            },
+        );
+    };
     let member_id = |member: &AccountRef| match member {
         AccountRef::Existing { id } => Some(id.clone()),
         AccountRef::Created { identity_id } => {
@@ -143,17 +169,22 @@ fn apply_since(
                 }
                 if matches!(entry.action.kind, ActionKind::Delete { .. }) {
                     groups_of.remove(account_id);
+                    record(account_id, Change::Deleted, entry);
+                } else {
+                    record(account_id, Change::Deactivated, entry);
                 }
             }
             ActionKind::Reactivate { account_id } => {
                 if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
                     account.active = true;
                 }
+                record(account_id, Change::Reactivated, entry);
             }
             ActionKind::CreateAccount { identity_id, spec } => {
                 let Some(id) = created.get(identity_id.as_str()) else {
                     continue;
                 };
+                record(id, Change::Created, entry);
                 if accounts.iter().any(|a| a.id == *id) {
                     continue;
                 }
@@ -191,6 +222,39 @@ fn apply_since(
             }
             ActionKind::CreateGroup { .. } => {}
         }
+    }
+    lifecycle
+}
+
+/// The last of the writes that change whether an account exists or is active,
+/// applied to it since the snapshot (see [`AccessRow::since_snapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lifecycle<'a> {
+    what: Change,
+    at: DateTime<Utc>,
+    run: RunId,
+    /// The person the write was for, as the journal names them: a delete takes
+    /// the account's link with it, so this is who a deleted account was.
+    identity_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Created,
+    Deactivated,
+    Reactivated,
+    Deleted,
+}
+
+impl Lifecycle<'_> {
+    fn text(&self) -> String {
+        let what = match self.what {
+            Change::Created => "created",
+            Change::Deactivated => "deactivated",
+            Change::Reactivated => "reactivated",
+            Change::Deleted => "deleted",
+        };
+        format!("{what} {} (run {})", self.at.to_rfc3339(), self.run)
     }
 }
 
@@ -364,7 +428,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .map(|l| (l.identity_id.as_str(), l.account_id.as_str()))
         .collect();
     let mut current = workspace.accounts.clone();
-    apply_since(&mut current, &mut groups_of, &applied, &created);
+    let lifecycle = apply_since(&mut current, &mut groups_of, &applied, &created);
     let is_protected = |account: &Account| {
         protected.matches(&account.user_name)
             || account
@@ -449,9 +513,17 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .iter()
         .map(|account| {
             let link = link_of.get(account.id.as_str());
-            let identity_id = link
-                .map(|l| l.identity_id.as_str())
-                .or_else(|| matched.get(account.id.as_str()).copied());
+            let since = lifecycle.get(account.id.as_str());
+            // A delete takes the account's link with it, and what the plan would
+            // match the account to now is no one's: it is gone. The journal says
+            // whose it was.
+            let deleted = since.filter(|since| since.what == Change::Deleted);
+            let identity_id = match deleted {
+                Some(deleted) => link.map(|l| l.identity_id.as_str()).or(deleted.identity_id),
+                None => link
+                    .map(|l| l.identity_id.as_str())
+                    .or_else(|| matched.get(account.id.as_str()).copied()),
+            };
             let identity = identity_id.and_then(|id| identities.get(id).copied());
             // A protected account is never written to: a removal "due" would never
             // come, and a reviewer must know it is theirs to take away.
@@ -464,6 +536,14 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 }
             };
             let justification = match (identity_id, identity) {
+                // Not as the snapshot read it (an account that exists, linked to
+                // someone or orphaned): a reviewer would look for access to take
+                // away that seatwarden already took, with the account.
+                _ if deleted.is_some() => format!(
+                    "deleted by seatwarden (run {}) after run {run_id} read the workspace: \
+                     the account is gone, no access",
+                    deleted.map(|d| d.run).unwrap_or_default()
+                ),
                 (None, _) => unlinked(account),
                 // A partial read (a SCIM directory's listing short twice) leaves
                 // people out who have not left: a run holds their removal, and
@@ -517,6 +597,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 }
             };
             let justification = if identity_id.is_some()
+                && deleted.is_none()
                 && is_protected(account)
                 && !justification.contains("protected")
             {
@@ -552,6 +633,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                     .get(&account.id)
                     .copied()
                     .or_else(|| link.map(|l| l.linked_at)),
+                since_snapshot: since.map(Lifecycle::text),
             }
         })
         .collect();
@@ -621,6 +703,7 @@ impl AccessExport {
             "last_change",
             "snapshot_at",
             "applied_through",
+            "since_snapshot",
         ])?;
         // On every row: a CSV has no header block, and an extract of rows kept
         // for an audit still says as of when.
@@ -644,6 +727,7 @@ impl AccessExport {
                 Cow::Owned(row.last_change.map(|t| t.to_rfc3339()).unwrap_or_default()),
                 Cow::Borrowed(snapshot_at.as_str()),
                 Cow::Borrowed(applied_through.as_str()),
+                Cow::Borrowed(row.since_snapshot.as_deref().unwrap_or("")),
             ];
             writer.write_record(cells.iter().map(|cell| cell.as_bytes()))?;
         }
@@ -868,5 +952,69 @@ mod tests {
             groups_of,
             HashMap::from([("a2".to_owned(), vec!["Design".to_owned()])])
         );
+    }
+
+    /// `since_snapshot` says the last of the writes that decide whether an
+    /// account exists or is active: a deactivation undone by a reactivation
+    /// reads `reactivated`, a create `created`; a rename is none of them.
+    #[test]
+    fn since_snapshot_is_the_last_lifecycle_write() {
+        let spec = AccountSpec {
+            user_name: "p2@example.com".to_owned(),
+            external_id: String::new(),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            role: None,
+        };
+        let mut accounts = vec![Account::created("a1".to_owned(), &spec)];
+        let journal = [
+            applied(
+                0,
+                ActionKind::Deactivate {
+                    account_id: "a1".to_owned(),
+                },
+            ),
+            applied(
+                1,
+                ActionKind::Reactivate {
+                    account_id: "a1".to_owned(),
+                },
+            ),
+            applied(
+                2,
+                ActionKind::CreateAccount {
+                    identity_id: "p2".to_owned(),
+                    spec: spec.clone(),
+                },
+            ),
+            applied(
+                3,
+                ActionKind::UpdateAttributes {
+                    account_id: "a2".to_owned(),
+                    changes: vec![],
+                },
+            ),
+        ];
+        let lifecycle = apply_since(
+            &mut accounts,
+            &mut HashMap::new(),
+            &journal,
+            &HashMap::from([("p2", "a2")]),
+        );
+        let texts: HashMap<&str, String> = lifecycle
+            .iter()
+            .map(|(id, change)| (id.as_str(), change.text()))
+            .collect();
+        let at = |seq: usize| journal[seq].updated_at.to_rfc3339();
+        assert_eq!(
+            texts,
+            HashMap::from([
+                ("a1", format!("reactivated {} (run 2)", at(1))),
+                ("a2", format!("created {} (run 2)", at(2))),
+            ])
+        );
+        assert!(accounts.iter().all(|a| a.active));
     }
 }

@@ -29,12 +29,19 @@
 //! Paths stay `Path`s: SQLite's `VACUUM INTO` alone takes a name as text, and a
 //! destination that is not UTF-8 is refused, never written under another name.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{BUSY_TIMEOUT, StoreError, migrations, private_file, refuse_foreign};
+use super::outfile::{self, Kind, OutfileError, with_suffix, write_hint};
+use super::{BUSY_TIMEOUT, StoreError, migrations, refuse_foreign};
+
+/// A backup, in what is said about it and its temporary copy's name.
+const BACKUP: Kind = Kind {
+    what: "the backup",
+    mark: TEMPORARY_MARK,
+    leftovers: "copies of earlier backups",
+};
 
 /// What [`backup`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,19 +82,10 @@ pub enum BackupError {
     )]
     Empty { path: PathBuf },
 
-    #[error(
-        "the backup {} already exists; nothing was written: give another name, or \
-         --force to replace it",
-        .path.display()
-    )]
-    Exists { path: PathBuf },
-
-    #[error(
-        "the backup {} would replace the state database {} or a file beside it; give \
-         another path",
-        .path.display(), .database.display()
-    )]
-    OwnFile { path: PathBuf, database: PathBuf },
+    /// The file could not be placed: it exists (without `force`), it is the
+    /// state database or beside it, a link to no file, or it failed to be written.
+    #[error(transparent)]
+    File(#[from] OutfileError),
 
     /// SQLite's `VACUUM INTO` takes the file name as text: a path that is not
     /// UTF-8 would be written under another name (its bytes replaced by U+FFFD),
@@ -99,19 +97,6 @@ pub enum BackupError {
         .path.display()
     )]
     NotUtf8 { path: PathBuf },
-
-    /// DEST is a symbolic link that leads to no file (or loops), or to something
-    /// other than a file.
-    #[error(
-        "the backup {} is a symbolic link to {}, {why}: nothing was written; point \
-         the link at a file, or give another path",
-        .link.display(), .points_to.display()
-    )]
-    Link {
-        link: PathBuf,
-        points_to: PathBuf,
-        why: &'static str,
-    },
 
     /// Creating, syncing or moving the backup file failed.
     #[error("cannot write the backup {}: {source}{}", .path.display(), write_hint(source))]
@@ -147,28 +132,9 @@ fn damaged_hint(error: &rusqlite::Error) -> &'static str {
     }
 }
 
-fn write_hint(error: &std::io::Error) -> &'static str {
-    match error.kind() {
-        std::io::ErrorKind::NotFound => "; its folder does not exist: create it first",
-        std::io::ErrorKind::PermissionDenied => {
-            "; the user seatwarden runs as may not write to its folder"
-        }
-        _ => super::read_only_hint(error),
-    }
-}
-
 /// The name given to a backup written into a folder: the time it was taken, UTC.
 fn file_name_in_folder(now: chrono::DateTime<chrono::Utc>) -> String {
     format!("seatwarden-state-{}.db", now.format("%Y%m%dT%H%M%SZ"))
-}
-
-/// Files SQLite or seatwarden keep beside the database at `path`.
-const SIDE_FILES: [&str; 5] = ["-wal", "-shm", "-journal", ".lock", ".writer"];
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name: OsString = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 /// Removes a temporary copy and whatever SQLite left beside it.
@@ -214,22 +180,27 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
     } else {
         destination.to_owned()
     };
-    let (target, through_link) = follow_link(named)?;
+    let (target, through_link) = outfile::follow_link(named, BACKUP)?;
     if target.to_str().is_none() {
         return Err(BackupError::NotUtf8 { path: target });
     }
-    refuse_own_file(database, &target)?;
+    outfile::refuse_own_file(database, &target, BACKUP)?;
     if target.exists() && !force {
-        return Err(BackupError::Exists { path: target });
+        return Err(OutfileError::Exists {
+            what: BACKUP.what,
+            path: target,
+        }
+        .into());
     }
     remove_stale_temporaries(&target, in_folder, std::time::SystemTime::now());
 
     let source = open_source(database)?;
     let version = source_version(&source, database)?;
 
-    let temporary = create_temporary(&target)?;
-    let written = copy_and_check(&source, database, &temporary, &target, version)
-        .and_then(|()| put_in_place(&temporary, &target, force));
+    let temporary = outfile::create_temporary(&target, BACKUP)?;
+    let written = copy_and_check(&source, database, &temporary, &target, version).and_then(|()| {
+        outfile::put_in_place(&temporary, &target, force, BACKUP).map_err(Into::into)
+    });
     if written.is_err() {
         remove_temporary(&temporary);
     }
@@ -246,98 +217,6 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
         schema_version: version,
         through_link,
     })
-}
-
-/// The file a backup at `path` is written to, and the link it was reached
-/// through, when `path` is a symbolic link. `--force` then replaces the file
-/// the link leads to, by a rename in that file's folder, and leaves the link as
-/// it was: an operator points a link at where backups belong (another volume, a
-/// `latest.db` beside dated copies) and means the copy to land there; replacing
-/// the link with a file, as a rename over it did, silently cut it off. A link
-/// that leads nowhere (or loops), or to something other than a file, is refused:
-/// what the operator meant is not known.
-fn follow_link(path: PathBuf) -> Result<(PathBuf, Option<PathBuf>), BackupError> {
-    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-    if !is_link {
-        return Ok((path, None));
-    }
-    let points_to = std::fs::read_link(&path).unwrap_or_default();
-    let refuse = |why| BackupError::Link {
-        link: path.clone(),
-        points_to: points_to.clone(),
-        why,
-    };
-    let Ok(file) = path.canonicalize() else {
-        return Err(refuse("which does not exist (or is a loop of links)"));
-    };
-    if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
-        return Err(refuse("which is not a regular file"));
-    }
-    Ok((file, Some(path)))
-}
-
-/// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
-/// not (a `-wal` written by hand would be read as the database's log), by any
-/// path: a symbolic link, or the database's folder bind-mounted elsewhere.
-fn refuse_own_file(database: &Path, target: &Path) -> Result<(), BackupError> {
-    let Ok(database) = database.canonicalize() else {
-        return Ok(());
-    };
-    let folder = match target.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder,
-        _ => Path::new("."),
-    };
-    let (Ok(folder), Some(name)) = (folder.canonicalize(), target.file_name()) else {
-        return Ok(());
-    };
-    let target = target.canonicalize().unwrap_or_else(|_| folder.join(name));
-    let own = std::iter::once(database.clone())
-        .chain(
-            SIDE_FILES
-                .iter()
-                .map(|suffix| with_suffix(&database, suffix)),
-        )
-        .any(|file| file == target);
-    // The database's folder reached by another path, which canonicalize does
-    // not see through (a bind mount of it: a container's volume mounted twice,
-    // a host path and the service's): the same folder, and one of its names.
-    let own_name = |name: &std::ffi::OsStr| {
-        database.file_name().is_some_and(|database| {
-            std::iter::once(database.to_owned())
-                .chain(SIDE_FILES.iter().map(|suffix| {
-                    let mut side = database.to_owned();
-                    side.push(suffix);
-                    side
-                }))
-                .any(|own| own == name)
-        })
-    };
-    let own = own
-        || match (target.parent(), database.parent(), target.file_name()) {
-            (Some(folder), Some(database_folder), Some(name)) => {
-                own_name(name) && same_folder(folder, database_folder)
-            }
-            _ => false,
-        };
-    if own {
-        return Err(BackupError::OwnFile {
-            path: target,
-            database,
-        });
-    }
-    Ok(())
-}
-
-/// Whether `a` and `b` are one folder (device and inode), whatever their paths.
-fn same_folder(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return a.dev() == b.dev() && a.ino() == b.ino();
-        }
-    }
-    a == b
 }
 
 /// The source, opened read-write (a reader of a WAL database needs its `-shm`)
@@ -380,19 +259,6 @@ fn source_version(conn: &Connection, database: &Path) -> Result<i64, BackupError
         .into());
     }
     Ok(version)
-}
-
-/// `.NAME.backup-PID` beside `target`: same folder, so the final move is a rename
-/// ([`create_temporary`] adds `-1`, `-2`… when it is taken).
-fn temporary_path(target: &Path) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(
-        target
-            .file_name()
-            .unwrap_or(std::ffi::OsStr::new("seatwarden-state.db")),
-    );
-    name.push(format!("{TEMPORARY_MARK}{}", std::process::id()));
-    target.with_file_name(name)
 }
 
 /// Between a backup's name and the pid in its temporary copy's name.
@@ -487,48 +353,6 @@ fn is_folder_file_name(name: &str) -> bool {
         .is_some_and(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok())
 }
 
-/// Creates the temporary copy's file, owner-only, under a name no one else
-/// uses: [`temporary_path`], or that name with `-1`, `-2`… when a file has it
-/// already. Such a file is the copy of a backup killed while it wrote by a
-/// process that had the same pid (a container's or a CronJob's backup runs as
-/// pid 1 each time) or one still being written beside it (a shared volume):
-/// it is left alone, not taken for this backup's, which would fail every later
-/// backup to that destination until someone removed it by hand.
-fn create_temporary(target: &Path) -> Result<PathBuf, BackupError> {
-    let first = temporary_path(target);
-    for attempt in 0..MAX_TEMPORARY_NAMES {
-        let path = match attempt {
-            0 => first.clone(),
-            n => with_suffix(&first, &format!("-{n}")),
-        };
-        match private_file().create_new(true).open(&path) {
-            Ok(_) => return Ok(path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(BackupError::Write {
-                    path: target.to_owned(),
-                    source,
-                });
-            }
-        }
-    }
-    Err(BackupError::Write {
-        path: target.to_owned(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!(
-                "{}, and that name with -1 to -{}, are taken by copies of earlier backups \
-                 killed while they wrote: remove them",
-                first.display(),
-                MAX_TEMPORARY_NAMES - 1
-            ),
-        ),
-    })
-}
-
-/// How many names [`create_temporary`] tries.
-const MAX_TEMPORARY_NAMES: u32 = 100;
-
 fn copy_and_check(
     source: &Connection,
     database: &Path,
@@ -586,63 +410,6 @@ fn copy_and_check(
     std::fs::File::open(temporary)
         .and_then(|file| file.sync_all())
         .map_err(write_error)
-}
-
-/// Moves the checked copy to `target`: replacing it only with `force`, and
-/// otherwise failing if it appeared meanwhile (a hard link refuses an existing
-/// name; a file system without hard links gets a check before the rename).
-fn put_in_place(temporary: &Path, target: &Path, force: bool) -> Result<(), BackupError> {
-    let write_error = |source| BackupError::Write {
-        path: target.to_owned(),
-        source,
-    };
-    if force {
-        std::fs::rename(temporary, target).map_err(write_error)?;
-    } else {
-        match std::fs::hard_link(temporary, target) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(temporary);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(BackupError::Exists {
-                    path: target.to_owned(),
-                });
-            }
-            Err(_) if !target.exists() => {
-                std::fs::rename(temporary, target).map_err(write_error)?;
-            }
-            Err(_) => {
-                return Err(BackupError::Exists {
-                    path: target.to_owned(),
-                });
-            }
-        }
-    }
-    // The new name survives a power cut only once its folder is synced. A
-    // folder that cannot be opened for that (one the user may write to but not
-    // list: a drop box for backups) or a file system that will not sync one
-    // does not undo a copy written whole, synced and in place: said, not failed
-    // (failed, a nightly backup in such a folder was reported lost every night,
-    // "may not write to its folder", beside the file it had written). SQLite
-    // does the same with its own folder syncs.
-    #[cfg(unix)]
-    if let Some(folder) = target.parent() {
-        let folder = if folder.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            folder
-        };
-        if let Err(e) = std::fs::File::open(folder).and_then(|dir| dir.sync_all()) {
-            tracing::warn!(
-                backup = %target.display(),
-                folder = %folder.display(),
-                error = %e,
-                "the backup is written, but its folder could not be synced: a power cut \
-                 in the next seconds could lose its name"
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -27,12 +27,15 @@
 //!
 //! `backup` takes a consistent copy while other processes write (`seatwarden
 //! backup`); a copy restored in place of the file is opened like any database,
-//! and migrated forward when an older build wrote it.
+//! and migrated forward when an older build wrote it. `outfile` writes the files a
+//! person keeps (that backup, an export's `--output`): beside their name, owner-only,
+//! synced and renamed, never over the state database.
 
 mod backup;
 mod codec;
 mod error;
 pub mod migrations;
+pub mod outfile;
 mod snapshot;
 
 mod daemon;

@@ -80,7 +80,8 @@ async fn access_export_justifies_every_account() {
             "justification",
             "last_change",
             "snapshot_at",
-            "applied_through"
+            "applied_through",
+            "since_snapshot"
         ]
     );
     assert_eq!(reader.records().count(), export.accounts.len());
@@ -165,6 +166,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
             identity_status: None,
             justification: "orphaned".into(),
             last_change: None,
+            since_snapshot: None,
         }],
     };
     let csv = export.to_csv().unwrap();

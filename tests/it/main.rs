@@ -101,6 +101,8 @@ mod review_s46_mail;
 mod review_s46_ops;
 mod review_s46_review;
 mod review_s47_audit;
+mod review_s47_export;
+mod review_s47_link;
 mod role_groups;
 mod run_recovery;
 mod safety;

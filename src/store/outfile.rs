@@ -1,0 +1,365 @@
+//! Files seatwarden writes for a person to keep — a backup of the state
+//! database, an export written with `--output` — written whole or not at all.
+//!
+//! Each is written to a temporary file beside its name (`.NAME<mark>PID`, or
+//! `-1`, `-2`… after it when that name is taken), created owner-only (0600)
+//! before a byte is in it, synced, then moved to its name: a failed or
+//! interrupted write leaves no half-written file under the name asked for (the
+//! caller removes its temporary file on failure). An existing file is replaced
+//! only when asked (`force`), and never when it is the state database itself or
+//! one of the files beside it. A name that is a symbolic link is followed: the
+//! file it leads to is replaced in its own folder and the link kept; a link
+//! that leads to no file is refused.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::private_file;
+
+/// What a file is, in what is said about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// `the backup`, `the access export`: followed by the path in messages.
+    pub what: &'static str,
+    /// Between the name and the pid in the temporary file's name (`.backup-`).
+    pub mark: &'static str,
+    /// What the temporary files of killed writes are, plural: `copies of
+    /// earlier backups`.
+    pub leftovers: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutfileError {
+    #[error(
+        "{what} {} already exists; nothing was written: give another name, or --force to \
+         replace it",
+        .path.display()
+    )]
+    Exists { what: &'static str, path: PathBuf },
+
+    #[error(
+        "{what} {} would replace the state database {} or a file beside it; give another \
+         path",
+        .path.display(), .database.display()
+    )]
+    OwnFile {
+        what: &'static str,
+        path: PathBuf,
+        database: PathBuf,
+    },
+
+    /// The name is a symbolic link that leads to no file (or loops), or to
+    /// something other than a file.
+    #[error(
+        "{what} {} is a symbolic link to {}, {why}: nothing was written; point the link \
+         at a file, or give another path",
+        .link.display(), .points_to.display()
+    )]
+    Link {
+        what: &'static str,
+        link: PathBuf,
+        points_to: PathBuf,
+        why: &'static str,
+    },
+
+    /// Creating, writing, syncing or moving the file failed.
+    #[error("cannot write {what} {}: {source}{}", .path.display(), write_hint(source))]
+    Write {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to do about a file that could not be written, where it is known.
+pub(super) fn write_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "; its folder does not exist: create it first",
+        std::io::ErrorKind::PermissionDenied => {
+            "; the user seatwarden runs as may not write to its folder"
+        }
+        _ => super::read_only_hint(error),
+    }
+}
+
+/// Files SQLite or seatwarden keep beside the database at `path`.
+const SIDE_FILES: [&str; 5] = ["-wal", "-shm", "-journal", ".lock", ".writer"];
+
+pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// What [`write`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The file written (where the link led, when the name was one).
+    pub path: PathBuf,
+    /// The symbolic link the name was, when it was one; left as it was.
+    pub through_link: Option<PathBuf>,
+}
+
+/// Writes `contents` to `path` as the module docs say: owner-only, whole or not
+/// at all, an existing file replaced only with `force`, never the state
+/// database at `database` or a file beside it.
+pub fn write(
+    path: &Path,
+    contents: &[u8],
+    force: bool,
+    database: &Path,
+    kind: Kind,
+) -> Result<Written, OutfileError> {
+    use std::io::Write as _;
+    let (target, through_link) = follow_link(path.to_owned(), kind)?;
+    refuse_own_file(database, &target, kind)?;
+    if target.exists() && !force {
+        return Err(OutfileError::Exists {
+            what: kind.what,
+            path: target,
+        });
+    }
+    let temporary = create_temporary(&target, kind)?;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .map_err(|source| OutfileError::Write {
+            what: kind.what,
+            path: target.clone(),
+            source,
+        })
+        .and_then(|()| put_in_place(&temporary, &target, force, kind));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
+    Ok(Written {
+        path: target,
+        through_link,
+    })
+}
+
+/// The file to write for `path`, and the link it was reached through, when
+/// `path` is a symbolic link. `force` then replaces the file the link leads to,
+/// by a rename in that file's folder, and leaves the link as it was: an
+/// operator points a link at where a file belongs (another volume, a
+/// `latest.db` beside dated copies) and means it to land there; replacing the
+/// link with a file, as a rename over it did, silently cut it off. A link that
+/// leads nowhere (or loops), or to something other than a file, is refused:
+/// what the operator meant is not known.
+pub(super) fn follow_link(
+    path: PathBuf,
+    kind: Kind,
+) -> Result<(PathBuf, Option<PathBuf>), OutfileError> {
+    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok((path, None));
+    }
+    let points_to = std::fs::read_link(&path).unwrap_or_default();
+    let refuse = |why| OutfileError::Link {
+        what: kind.what,
+        link: path.clone(),
+        points_to: points_to.clone(),
+        why,
+    };
+    let Ok(file) = path.canonicalize() else {
+        return Err(refuse("which does not exist (or is a loop of links)"));
+    };
+    if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+        return Err(refuse("which is not a regular file"));
+    }
+    Ok((file, Some(path)))
+}
+
+/// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
+/// not (a `-wal` written by hand would be read as the database's log), by any
+/// path: a symbolic link, or the database's folder bind-mounted elsewhere.
+pub(super) fn refuse_own_file(
+    database: &Path,
+    target: &Path,
+    kind: Kind,
+) -> Result<(), OutfileError> {
+    let Ok(database) = database.canonicalize() else {
+        return Ok(());
+    };
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let (Ok(folder), Some(name)) = (folder.canonicalize(), target.file_name()) else {
+        return Ok(());
+    };
+    let target = target.canonicalize().unwrap_or_else(|_| folder.join(name));
+    let own = std::iter::once(database.clone())
+        .chain(
+            SIDE_FILES
+                .iter()
+                .map(|suffix| with_suffix(&database, suffix)),
+        )
+        .any(|file| file == target);
+    // The database's folder reached by another path, which canonicalize does
+    // not see through (a bind mount of it: a container's volume mounted twice,
+    // a host path and the service's): the same folder, and one of its names.
+    let own_name = |name: &std::ffi::OsStr| {
+        database.file_name().is_some_and(|database| {
+            std::iter::once(database.to_owned())
+                .chain(SIDE_FILES.iter().map(|suffix| {
+                    let mut side = database.to_owned();
+                    side.push(suffix);
+                    side
+                }))
+                .any(|own| own == name)
+        })
+    };
+    let own = own
+        || match (target.parent(), database.parent(), target.file_name()) {
+            (Some(folder), Some(database_folder), Some(name)) => {
+                own_name(name) && same_folder(folder, database_folder)
+            }
+            _ => false,
+        };
+    if own {
+        return Err(OutfileError::OwnFile {
+            what: kind.what,
+            path: target,
+            database,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are one folder (device and inode), whatever their paths.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+    }
+    a == b
+}
+
+/// `.NAME<mark>PID` beside `target`: same folder, so the final move is a rename
+/// ([`create_temporary`] adds `-1`, `-2`… when it is taken).
+fn temporary_path(target: &Path, kind: Kind) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(
+        target
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new("seatwarden-state.db")),
+    );
+    name.push(format!("{}{}", kind.mark, std::process::id()));
+    target.with_file_name(name)
+}
+
+/// Creates the temporary file, owner-only, under a name no one else uses:
+/// [`temporary_path`], or that name with `-1`, `-2`… when a file has it
+/// already. Such a file is the copy of a write killed midway by a process that
+/// had the same pid (a container's or a CronJob's backup runs as pid 1 each
+/// time) or one still being written beside it (a shared volume): it is left
+/// alone, not taken for this write's, which would fail every later write to
+/// that name until someone removed it by hand.
+pub(super) fn create_temporary(target: &Path, kind: Kind) -> Result<PathBuf, OutfileError> {
+    let first = temporary_path(target, kind);
+    for attempt in 0..MAX_TEMPORARY_NAMES {
+        let path = match attempt {
+            0 => first.clone(),
+            n => with_suffix(&first, &format!("-{n}")),
+        };
+        match private_file().create_new(true).open(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(OutfileError::Write {
+                    what: kind.what,
+                    path: target.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(OutfileError::Write {
+        what: kind.what,
+        path: target.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{}, and that name with -1 to -{}, are taken by {} killed while they \
+                 wrote: remove them",
+                first.display(),
+                MAX_TEMPORARY_NAMES - 1,
+                kind.leftovers
+            ),
+        ),
+    })
+}
+
+/// How many names [`create_temporary`] tries.
+const MAX_TEMPORARY_NAMES: u32 = 100;
+
+/// Moves the written and synced `temporary` to `target`: replacing it only with
+/// `force`, and otherwise failing if it appeared meanwhile (a hard link refuses
+/// an existing name; a file system without hard links gets a check before the
+/// rename).
+pub(super) fn put_in_place(
+    temporary: &Path,
+    target: &Path,
+    force: bool,
+    kind: Kind,
+) -> Result<(), OutfileError> {
+    let write_error = |source| OutfileError::Write {
+        what: kind.what,
+        path: target.to_owned(),
+        source,
+    };
+    let exists = || OutfileError::Exists {
+        what: kind.what,
+        path: target.to_owned(),
+    };
+    if force {
+        std::fs::rename(temporary, target).map_err(write_error)?;
+    } else {
+        match std::fs::hard_link(temporary, target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(temporary);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+            Err(_) if !target.exists() => {
+                std::fs::rename(temporary, target).map_err(write_error)?;
+            }
+            Err(_) => return Err(exists()),
+        }
+    }
+    // The new name survives a power cut only once its folder is synced. A
+    // folder that cannot be opened for that (one the user may write to but not
+    // list: a drop box for backups) or a file system that will not sync one
+    // does not undo a file written whole, synced and in place: said, not failed
+    // (failed, a nightly backup in such a folder was reported lost every night,
+    // "may not write to its folder", beside the file it had written). SQLite
+    // does the same with its own folder syncs.
+    #[cfg(unix)]
+    if let Some(folder) = target.parent() {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        if let Err(e) = std::fs::File::open(folder).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(
+                file = %target.display(),
+                folder = %folder.display(),
+                error = %e,
+                "{} is written, but its folder could not be synced: a power cut in the \
+                 next seconds could lose its name",
+                kind.what
+            );
+        }
+    }
+    Ok(())
+}
