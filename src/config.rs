@@ -805,6 +805,10 @@ pub struct EmailConfig {
     /// The same alert is not re-sent within this period.
     #[serde(default = "defaults::quiet_period")]
     pub quiet_period: String,
+    /// An alert's condition must stay clear this long before its resolution is
+    /// sent (`0s`: at once); coming back meanwhile continues the same alert.
+    #[serde(default = "defaults::resolve_after")]
+    pub resolve_after: String,
     /// A PEM CA certificate to trust for this server instead of the system roots
     /// (a relay with a private CA).
     #[serde(default)]
@@ -826,6 +830,9 @@ mod defaults {
     }
     pub fn quiet_period() -> String {
         "6h".into()
+    }
+    pub fn resolve_after() -> String {
+        "1h".into()
     }
     pub fn role_attribute() -> String {
         "roles".into()
@@ -1799,6 +1806,8 @@ impl Config {
         }
         parse_quiet_period(&email.quiet_period)
             .map_err(|e| self.key_error("report.email.quiet_period", e))?;
+        parse_duration(&email.resolve_after)
+            .map_err(|e| self.key_error("report.email.resolve_after", e))?;
         parse_timeout(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
         let has_password = email.password.is_some() || email.password_file.is_some();
         if email.password.is_some() && email.password_file.is_some() {
@@ -2105,6 +2114,8 @@ impl Config {
                 .map_err(|e| self.key_error("report.email.timeout", e))?,
             quiet_period: parse_quiet_period(&email.quiet_period)
                 .map_err(|e| self.key_error("report.email.quiet_period", e))?,
+            resolve_after: parse_duration(&email.resolve_after)
+                .map_err(|e| self.key_error("report.email.resolve_after", e))?,
             // Short: a command waits for it. A longer outage is the outbox's job
             // (rescheduled with backoff across calls and restarts).
             retry: RetryPolicy {
