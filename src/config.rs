@@ -1892,6 +1892,13 @@ impl Config {
             if let Some(warning) = reconcile_limit_past_sla(&settings) {
                 warnings.push(warning);
             }
+            if let Some(email) = &self.report.email
+                && let Ok(resolve_after) = parse_duration(&email.resolve_after)
+                && let Some(warning) =
+                    resolutions_held_within_a_reconcile(resolve_after, &settings, now)
+            {
+                warnings.push(warning);
+            }
             if let DirectoryConfig::Okta { app_id: None, .. } = &self.directory
                 && let Some(warning) = okta_deletions_wait_for_reconciles(&settings, now)
             {
@@ -4642,6 +4649,35 @@ fn reconcile_limit_past_sla(settings: &DaemonSettings) -> Option<String> {
     })
 }
 
+/// `report.email.resolve_after` no longer than the time between two reconciles
+/// (from the next fire to the one after): a condition each reconcile judges (an
+/// incomplete directory read) that comes and goes every other reconcile stays
+/// clear longer than the hold, so it is resolved and alerted again each time,
+/// which the hold is there to stop. `0s` asks for resolutions at once.
+fn resolutions_held_within_a_reconcile(
+    resolve_after: Duration,
+    settings: &DaemonSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    if resolve_after.is_zero() {
+        return None;
+    }
+    let first = crate::schedule::next_fire(&settings.reconcile, settings.timezone, now)?;
+    let second = crate::schedule::next_fire(&settings.reconcile, settings.timezone, first)?;
+    let interval = second.signed_duration_since(first);
+    let hold = chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::MAX);
+    (hold <= interval).then(|| {
+        format!(
+            "report.email.resolve_after ({}) is not longer than the time between two \
+             reconciles ({}): a condition each reconcile judges (an incomplete directory \
+             read) that comes and goes every other reconcile is resolved and alerted again \
+             each time; set it above the reconcile interval (or \"0s\" to resolve at once)",
+            span(hold),
+            span(interval)
+        )
+    })
+}
+
 /// The longest time without a fire of any of `schedules`, in the coming week or
 /// in the week of one of the year's clock changes (see [`sweeps_too_far_apart`]).
 fn longest_gap_in_a_year(
@@ -5072,6 +5108,34 @@ token = "s3cr3t-token-value"
             error.contains("workspace.retry_delay") && error.contains("longer than zero"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_resolution_hold_no_longer_than_a_reconcile_interval_is_warned_about() {
+        let warned = |email: &str, schedule: &str| {
+            load(
+                "",
+                &format!(
+                    "{schedule}[report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+                     from = \"sw@example.com\"\nto = [\"sec@example.com\"]\n{email}"
+                ),
+                &[],
+            )
+            .unwrap()
+            .warnings()
+            .into_iter()
+            .find(|w| w.starts_with("report.email.resolve_after"))
+        };
+        assert_eq!(warned("", ""), None, "1h, reconciles every 30 minutes");
+        assert_eq!(warned("resolve_after = \"0s\"\n", ""), None);
+        let warning = warned("resolve_after = \"30m\"\n", "").unwrap();
+        assert!(
+            warning.contains("(30m) is not longer than the time between two reconciles (30m)"),
+            "{warning}"
+        );
+        let hourly = "[schedule]\nreconcile = \"@hourly\"\n";
+        assert!(warned("", hourly).is_some());
+        assert_eq!(warned("resolve_after = \"90m\"\n", hourly), None);
     }
 
     #[test]

@@ -307,7 +307,10 @@ fn a_breaker_open_after_a_sweep_alerts_at_once() {
         .unwrap();
     let closed = now + chrono::Duration::minutes(1);
     notifier.after_sweep(&mut store, &pass, closed);
-    assert!(active(&store, "circuit_breaker_open"), "held: it may open again");
+    assert!(
+        active(&store, "circuit_breaker_open"),
+        "held: it may open again"
+    );
     notifier.resolve_due(&mut store, closed + chrono::Duration::hours(1));
     assert!(!active(&store, "circuit_breaker_open"));
 }
