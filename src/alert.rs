@@ -18,8 +18,12 @@
 //! `report.email.resolve_after`, the same alert goes on (its thread, its quiet
 //! period and reminders; a hold that grew is still sent at once) and counts a
 //! flap, which its reminder and resolution tell ("Flapping: it cleared and came
-//! back N times"). Once it has stayed clear for the hold, [`resolve_due`] (run by
-//! the daemon after every job) or the next [`resolve`] sends the resolution.
+//! back N times"). A job failing again after a success within the hold, short
+//! of the three failures in a row that alert, continues its repeated-failure
+//! alert too ([`reopen`]). Once it has stayed clear for the hold,
+//! [`resolve_due`] (run by the daemon after every job) or the next [`resolve`]
+//! sends the resolution; come back only after that (the daemon was stopped), it
+//! is a new alert, after the old one's resolution.
 //! This is Prometheus's `keep_firing_for` rather than Nagios's flap detection:
 //! nothing new ever waits (a first alert goes out at once, as a held-back alert
 //! would hide a real fault behind a flap threshold), only the `Resolved: ` does,

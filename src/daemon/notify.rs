@@ -1,5 +1,8 @@
 //! What the daemon tells people: alerts raised and resolved from what its jobs saw,
-//! the scheduled digest, and delivery of the outbox. Without `[report.email]`
+//! the scheduled digest, and delivery of the outbox. The resolution of a
+//! condition that comes and goes waits until it stayed clear for
+//! `report.email.resolve_after` ([`crate::alert::damped`]); the daemon sends
+//! those due after every job ([`Notifier::resolve_due`]). Without `[report.email]`
 //! nothing is queued; conditions are still logged and counted in metrics.
 //!
 //! A notification problem never fails the job that found the condition: it is
