@@ -10,6 +10,27 @@
 //! alert's `thread_root`), so mail clients show them as one thread; the subjects
 //! keep "still: " and "Resolved: " for whoever scans a list of subjects.
 //!
+//! A condition that comes and goes (a directory read incomplete every other
+//! reconcile, a breaker that opens and closes, a job failing on and off) does
+//! not send an alert and a resolution per flip: mail that cries wolf teaches
+//! people to skip it. Seen clear, a [`damped`] condition's resolution is held
+//! ([`decide_resolve`]: the alert records `cleared_at`); raised again within
+//! `report.email.resolve_after`, the same alert goes on (its thread, its quiet
+//! period and reminders; a hold that grew is still sent at once) and counts a
+//! flap, which its reminder and resolution tell ("Flapping: it cleared and came
+//! back N times"). A job failing again after a success within the hold, short
+//! of the three failures in a row that alert, continues its repeated-failure
+//! alert too ([`reopen`]). Once it has stayed clear for the hold,
+//! [`resolve_due`] (run by the daemon after every job) or the next [`resolve`]
+//! sends the resolution; come back only after that (the daemon was stopped), it
+//! is a new alert, after the old one's resolution.
+//! This is Prometheus's `keep_firing_for` rather than Nagios's flap detection:
+//! nothing new ever waits (a first alert goes out at once, as a held-back alert
+//! would hide a real fault behind a flap threshold), only the `Resolved: ` does,
+//! and a flapping condition is told once, in the mail that goes out anyway. A
+//! hold waiting for a human and an overdue deprovision are not damped (see
+//! [`damped`]).
+//!
 //! An overdue deprovision is alerted whatever holds it (the person keeps access
 //! past their due time); a guard's hold names the run to approve, or, once it was
 //! rejected or refused by an approval's re-check, says so, by whom and when.
@@ -341,14 +362,55 @@ pub enum RaiseDecision {
     Grew,
 }
 
-/// Whether raising a condition now sends a message.
+/// Whether the resolution of `key`'s alert is held until its condition has
+/// stayed clear for `report.email.resolve_after`: for the conditions a flaky
+/// system makes come and go on their own (a directory read incomplete every
+/// other reconcile, a breaker that opens and closes, a job failing on and off).
+/// Not for a hold waiting for a human (`plan_held`, `sweep_held`): it ends with a
+/// decision or with nothing left to hold, and the next hold is another run to
+/// approve, a new decision, alerted at once. Nor for an overdue deprovision: its
+/// episode ends verified or cancelled, and one overdue again is a new episode,
+/// whose alert must never wait or pass for the old one's continuation.
+pub fn damped(key: &str) -> bool {
+    matches!(
+        key,
+        "directory_snapshot_rejected" | "directory_incomplete" | "circuit_breaker_open"
+    ) || key.starts_with("repeated_failures:")
+}
+
+/// How long `key`'s resolution is held: `resolve_after` if [`damped`], else zero.
+pub fn resolution_hold(key: &str, resolve_after: Duration) -> Duration {
+    if damped(key) {
+        resolve_after
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Whether a condition seen clear at `since` has stayed clear for `hold` at `now`.
+fn clear_for(since: DateTime<Utc>, now: DateTime<Utc>, hold: Duration) -> bool {
+    let hold = chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+    now.signed_duration_since(since) >= hold
+}
+
+/// Whether raising a condition now sends a message. `hold` is the key's
+/// [`resolution_hold`]: an alert whose condition was seen clear is continued by
+/// a raise within it (nothing new: its quiet period and reminders go on), but
+/// one clear for the whole hold was over (its resolution due, not yet sent):
+/// raised again, it is [`RaiseDecision::New`].
 pub fn decide_raise(
     existing: Option<&AlertRecord>,
     now: DateTime<Utc>,
     quiet_period: Duration,
+    hold: Duration,
 ) -> RaiseDecision {
     match existing {
-        Some(record) if record.state == AlertRecordState::Active => {
+        Some(record)
+            if record.state == AlertRecordState::Active
+                && !record
+                    .cleared_at
+                    .is_some_and(|since| clear_for(since, now, hold)) =>
+        {
             let quiet = chrono::Duration::from_std(quiet_period).unwrap_or(chrono::Duration::MAX);
             if now.signed_duration_since(record.last_sent_at) >= quiet {
                 RaiseDecision::Reminder
@@ -360,9 +422,37 @@ pub fn decide_raise(
     }
 }
 
-/// Whether resolving sends a message: only for an active alert, so once.
-pub fn decide_resolve(existing: Option<&AlertRecord>) -> bool {
-    existing.is_some_and(|record| record.state == AlertRecordState::Active)
+/// What seeing a condition clear does to its alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveDecision {
+    /// No active alert: nothing to resolve.
+    NotActive,
+    /// Send the resolution now: its resolution is not held ([`damped`], or a
+    /// zero `resolve_after`), or the condition stayed clear for the hold.
+    Send,
+    /// First seen clear: the resolution is held from now (the alert records
+    /// `cleared_at`); nothing is sent.
+    Hold,
+    /// Already held since it was first seen clear, not due yet: nothing changes.
+    Holding,
+}
+
+/// What resolving an alert at `now` does, `hold` being its key's
+/// [`resolution_hold`]. Only an active alert is resolved, so once.
+pub fn decide_resolve(
+    existing: Option<&AlertRecord>,
+    now: DateTime<Utc>,
+    hold: Duration,
+) -> ResolveDecision {
+    match existing {
+        Some(record) if record.state == AlertRecordState::Active => match record.cleared_at {
+            _ if hold.is_zero() => ResolveDecision::Send,
+            None => ResolveDecision::Hold,
+            Some(since) if clear_for(since, now, hold) => ResolveDecision::Send,
+            Some(_) => ResolveDecision::Holding,
+        },
+        _ => ResolveDecision::NotActive,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -516,7 +606,8 @@ fn decide_raise_write(
     let last_sent = existing
         .as_ref()
         .and_then(|old| serde_json::from_str::<AlertCondition>(&old.condition).ok());
-    let decision = match decide_raise(existing.as_ref(), now, context.mail.quiet_period) {
+    let hold = resolution_hold(&key, context.mail.resolve_after);
+    let decision = match decide_raise(existing.as_ref(), now, context.mail.quiet_period, hold) {
         RaiseDecision::Quiet if last_sent.as_ref().is_some_and(|l| condition.grew_from(l)) => {
             RaiseDecision::Grew
         }
@@ -555,8 +646,34 @@ fn decide_raise_write(
             resolved_at: None,
             suppressed: 0,
             thread_root: None,
+            cleared_at: None,
+            flaps: 0,
         },
     };
+    // Back within its resolution's hold: the same alert goes on (its thread,
+    // its reminders), one flap more, and its resolution is no longer due.
+    let record = match (&existing, decision) {
+        (Some(old), RaiseDecision::Quiet | RaiseDecision::Reminder | RaiseDecision::Grew)
+            if old.cleared_at.is_some() =>
+        {
+            AlertRecord {
+                cleared_at: None,
+                flaps: old.flaps.saturating_add(1),
+                ..record
+            }
+        }
+        _ => record,
+    };
+    // Clear for its whole hold, its resolution not sent yet (no job ran since:
+    // the daemon was stopped): that one is over; its resolution goes first, in
+    // its thread, then the new alert, in a thread of its own.
+    let mut messages = Vec::new();
+    if let Some(old) = existing
+        .as_ref()
+        .filter(|old| decision == RaiseDecision::New && old.state == AlertRecordState::Active)
+    {
+        messages.push(resolution(context, old, &key, hold, now)?);
+    }
     let outgoing = match decision {
         RaiseDecision::Quiet => None,
         RaiseDecision::New | RaiseDecision::Reminder | RaiseDecision::Grew => {
@@ -590,6 +707,9 @@ fn decide_raise_write(
                     report::local_minute(old.first_raised_at, context.timezone)
                 ));
             }
+            if decision != RaiseDecision::New {
+                lines.extend(flapped(record.flaps, hold));
+            }
             Some(message(
                 context,
                 OutboxKind::Alert,
@@ -600,12 +720,62 @@ fn decide_raise_write(
             )?)
         }
     };
+    messages.extend(outgoing);
     Ok(Decided {
         seen: Seen::Key(key, existing),
         records: vec![record],
-        messages: outgoing.into_iter().collect(),
+        messages,
         outcome: decision,
     })
+}
+
+/// What a reminder or a resolution says of a condition that came back `flaps`
+/// times within its resolution's `hold`: flapping, told once in the message
+/// that goes out anyway, instead of a `Resolved: ` and an alert per flip.
+fn flapped(flaps: u32, hold: Duration) -> Option<String> {
+    (flaps > 0).then(|| {
+        format!(
+            "Flapping: it cleared and came back {} since first raised, each time within {} \
+             (report.email.resolve_after), so no resolution was sent in between.",
+            report::plural(flaps as usize, "time", "times"),
+            crate::config::span(chrono::Duration::from_std(hold).unwrap_or_default())
+        )
+    })
+}
+
+/// The resolution of the active alert `old` (key `key`) at `now`, in its thread.
+fn resolution(
+    context: &AlertContext<'_>,
+    old: &AlertRecord,
+    key: &str,
+    hold: Duration,
+    now: DateTime<Utc>,
+) -> Result<NewMessage, AlertError> {
+    let summary = serde_json::from_str::<AlertCondition>(&old.condition)
+        .map(|c| c.summary())
+        .unwrap_or_else(|_| key.to_owned());
+    let subject = resolution_subject(context, &summary);
+    let since = report::local_minute(old.first_raised_at, context.timezone);
+    let mut lines = vec![format!(
+        "Raised {since}, resolved {}.",
+        report::local_minute(now, context.timezone)
+    )];
+    if let Some(cleared) = old.cleared_at.filter(|_| !hold.is_zero()) {
+        lines.push(format!(
+            "Clear since {}: resolved once it stayed clear for {} (report.email.resolve_after).",
+            report::local_minute(cleared, context.timezone),
+            crate::config::span(chrono::Duration::from_std(hold).unwrap_or_default())
+        ));
+    }
+    lines.extend(flapped(old.flaps, hold));
+    message(
+        context,
+        OutboxKind::Resolution,
+        subject,
+        &format!("Resolved: {summary}"),
+        &lines,
+        old.thread_root.as_deref(),
+    )
 }
 
 /// The mail threads with a message still waiting in the outbox (a relay that is
@@ -622,14 +792,17 @@ fn waiting_threads(store: &Store) -> Result<HashSet<String>, AlertError> {
 }
 
 /// Resolves the condition with `key` at `now`: queues one resolution message if it
-/// was active; returns its id, or `None` when there was nothing to resolve.
+/// was active and its resolution is not held ([`decide_resolve`]): a [`damped`]
+/// condition first seen clear only starts the hold, and [`resolve_due`] (or a
+/// later call) sends it once the condition stayed clear. Returns the message's
+/// id, or `None` when nothing was sent.
 pub fn resolve(
     store: &mut Store,
     context: &AlertContext<'_>,
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<OutboxId>, AlertError> {
-    let ((), ids) = record(store, now, |store| {
+    let (_, ids) = record(store, now, |store| {
         decide_resolve_write(store, context, key, now)
     })?;
     Ok(ids.first().copied())
@@ -640,44 +813,96 @@ fn decide_resolve_write(
     context: &AlertContext<'_>,
     key: &str,
     now: DateTime<Utc>,
-) -> Result<Decided<()>, AlertError> {
+) -> Result<Decided<ResolveDecision>, AlertError> {
     let existing = store.alert(key)?;
-    let Some(old) = existing.clone().filter(|r| decide_resolve(Some(r))) else {
-        return Ok(Decided {
-            seen: Seen::Key(key.to_owned(), existing),
-            records: Vec::new(),
-            messages: Vec::new(),
-            outcome: (),
-        });
-    };
-    let summary = serde_json::from_str::<AlertCondition>(&old.condition)
-        .map(|c| c.summary())
-        .unwrap_or_else(|_| key.to_owned());
-    let subject = resolution_subject(context, &summary);
-    let since = report::local_minute(old.first_raised_at, context.timezone);
-    let lines = vec![format!(
-        "Raised {since}, resolved {}.",
-        report::local_minute(now, context.timezone)
-    )];
-    let outgoing = message(
-        context,
-        OutboxKind::Resolution,
-        subject,
-        &format!("Resolved: {summary}"),
-        &lines,
-        old.thread_root.as_deref(),
-    )?;
-    let record = AlertRecord {
-        state: AlertRecordState::Resolved,
-        resolved_at: Some(now),
-        ..old
+    let hold = resolution_hold(key, context.mail.resolve_after);
+    let decision = decide_resolve(existing.as_ref(), now, hold);
+    let (records, messages) = match (decision, &existing) {
+        (ResolveDecision::Hold, Some(old)) => (
+            vec![AlertRecord {
+                cleared_at: Some(now),
+                ..old.clone()
+            }],
+            Vec::new(),
+        ),
+        (ResolveDecision::Send, Some(old)) => (
+            vec![AlertRecord {
+                state: AlertRecordState::Resolved,
+                resolved_at: Some(now),
+                cleared_at: None,
+                ..old.clone()
+            }],
+            vec![resolution(context, old, key, hold, now)?],
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
     Ok(Decided {
         seen: Seen::Key(key.to_owned(), existing),
-        records: vec![record],
-        messages: vec![outgoing],
-        outcome: (),
+        records,
+        messages,
+        outcome: decision,
     })
+}
+
+/// Sends the resolutions whose hold is over at `now`: each active alert whose
+/// condition has stayed clear for its [`resolution_hold`], whether or not a job
+/// sees its condition again (the reconcile that would is half an hour away, the
+/// job that failed may not run again soon). The daemon calls it after every
+/// job, the mail job's every minute included; the state is the store's, so a
+/// restart loses no held resolution. Returns the queued messages' ids.
+pub fn resolve_due(
+    store: &mut Store,
+    context: &AlertContext<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<OutboxId>, AlertError> {
+    let mut sent = Vec::new();
+    for record in store.active_alerts()? {
+        let hold = resolution_hold(&record.key, context.mail.resolve_after);
+        if record.cleared_at.is_some()
+            && decide_resolve(Some(&record), now, hold) == ResolveDecision::Send
+        {
+            sent.extend(resolve(store, context, &record.key, now)?);
+        }
+    }
+    Ok(sent)
+}
+
+/// A sign that the condition under `key` is back, short of raising it (a job's
+/// first failures after its repeated-failure alert was seen clear): an alert
+/// whose resolution is held goes on as if raised, quietly, one flap more, and
+/// its resolution is no longer due. Anything else is left as it is. Returns
+/// whether the alert went on.
+pub fn reopen(
+    store: &mut Store,
+    context: &AlertContext<'_>,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, AlertError> {
+    let hold = resolution_hold(key, context.mail.resolve_after);
+    let (reopened, _) = record(store, now, |store| {
+        let existing = store.alert(key)?;
+        let records: Vec<AlertRecord> = existing
+            .iter()
+            .filter(|old| {
+                old.state == AlertRecordState::Active
+                    && old
+                        .cleared_at
+                        .is_some_and(|since| !clear_for(since, now, hold))
+            })
+            .map(|old| AlertRecord {
+                cleared_at: None,
+                flaps: old.flaps.saturating_add(1),
+                ..old.clone()
+            })
+            .collect();
+        Ok(Decided {
+            seen: Seen::Key(key.to_owned(), existing),
+            outcome: !records.is_empty(),
+            records,
+            messages: Vec::new(),
+        })
+    })?;
+    Ok(reopened)
 }
 
 /// What [`overdue_deprovisions`] queued.
@@ -983,7 +1208,7 @@ fn decide_overdue_write(
         match by_key.get(overdue_condition(entry).key().as_str()) {
             Some(record) => {
                 if !reminder_due
-                    && decide_raise(Some(record), now, context.mail.quiet_period)
+                    && decide_raise(Some(record), now, context.mail.quiet_period, Duration::ZERO)
                         == RaiseDecision::Reminder
                 {
                     // Not while the alert that named them still waits to go out.
@@ -1024,6 +1249,8 @@ fn decide_overdue_write(
             resolved_at: None,
             suppressed: 0,
             thread_root: None,
+            cleared_at: None,
+            flaps: 0,
         });
     }
     if reminder_due {
@@ -1250,6 +1477,7 @@ mod tests {
             ca_pem: None,
             timeout: Duration::from_secs(5),
             quiet_period: Duration::from_secs(6 * 3600),
+            resolve_after: Duration::from_secs(3600),
             retry: RetryPolicy::immediate(0),
         }
     }
@@ -1563,18 +1791,35 @@ mod tests {
             "nothing raised, nothing to resolve"
         );
         raise(&mut store, &context, &breaker(), at(8, 0)).unwrap();
-        assert!(
-            resolve(&mut store, &context, "circuit_breaker_open", at(9, 0))
-                .unwrap()
-                .is_some()
+        assert_eq!(
+            resolve(&mut store, &context, "circuit_breaker_open", at(9, 0)).unwrap(),
+            None,
+            "held: it may come back"
         );
         assert_eq!(
             resolve(&mut store, &context, "circuit_breaker_open", at(9, 5)).unwrap(),
             None,
+            "still held, from 9:00"
+        );
+        assert_eq!(
+            resolve_due(&mut store, &context, at(9, 59)).unwrap().len(),
+            0
+        );
+        assert_eq!(
+            resolve_due(&mut store, &context, at(10, 0)).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            resolve(&mut store, &context, "circuit_breaker_open", at(10, 5)).unwrap(),
+            None,
             "resolved once"
         );
+        assert_eq!(
+            resolve_due(&mut store, &context, at(10, 6)).unwrap().len(),
+            0
+        );
         // Raised again right after: a new incident, not quieted by the old one.
-        let again = raise(&mut store, &context, &breaker(), at(9, 10)).unwrap();
+        let again = raise(&mut store, &context, &breaker(), at(10, 10)).unwrap();
         assert_eq!(again.decision, RaiseDecision::New);
         assert_eq!(
             subjects(&store),
@@ -1583,6 +1828,14 @@ mod tests {
                 "Resolved: [seatwarden] acme: circuit breaker open: workspace writes stopped",
                 "[seatwarden] acme: circuit breaker open: workspace writes stopped",
             ]
+        );
+        let resolution = &store.outbox().unwrap()[1].message.text;
+        assert!(
+            resolution.contains("Raised 2026-11-30 08:00 UTC, resolved 2026-11-30 10:00 UTC.")
+                && resolution.contains(
+                    "Clear since 2026-11-30 09:00 UTC: resolved once it stayed clear for 1h"
+                ),
+            "{resolution}"
         );
     }
 
@@ -1643,12 +1896,17 @@ mod tests {
         assert_eq!(again.decision, RaiseDecision::Quiet);
         assert_eq!(subjects(&sweep).len(), 1, "one alert");
 
-        // Both read "active"; the sweep resolves first.
+        // Seen clear: its resolution is held for an hour.
+        assert_eq!(
+            resolve(&mut sweep, &context, "circuit_breaker_open", at(8, 30)).unwrap(),
+            None
+        );
+        // Both read "active, due"; the sweep resolves first.
         let stale =
-            decide_resolve_write(&mail_job, &context, "circuit_breaker_open", at(9, 0)).unwrap();
+            decide_resolve_write(&mail_job, &context, "circuit_breaker_open", at(9, 30)).unwrap();
         assert_eq!(stale.messages.len(), 1);
         assert!(
-            resolve(&mut sweep, &context, "circuit_breaker_open", at(9, 0))
+            resolve(&mut sweep, &context, "circuit_breaker_open", at(9, 30))
                 .unwrap()
                 .is_some()
         );
@@ -1657,13 +1915,15 @@ mod tests {
                 stale.seen.as_seen(),
                 &stale.records,
                 &stale.messages,
-                at(9, 0),
+                at(9, 30),
             )
             .unwrap();
         assert_eq!(written, None, "the stale resolution is refused");
         assert_eq!(
-            resolve(&mut mail_job, &context, "circuit_breaker_open", at(9, 0)).unwrap(),
-            None
+            resolve_due(&mut mail_job, &context, at(9, 31))
+                .unwrap()
+                .len(),
+            0
         );
         assert_eq!(
             subjects(&sweep),
@@ -1761,15 +2021,21 @@ mod tests {
             resolved_at: None,
             suppressed: 0,
             thread_root: None,
+            cleared_at: None,
+            flaps: 0,
         };
         let quiet = Duration::from_secs(3600);
-        assert_eq!(decide_raise(None, at(8, 0), quiet), RaiseDecision::New);
+        let none = Duration::ZERO;
         assert_eq!(
-            decide_raise(Some(&record), at(8, 59), quiet),
+            decide_raise(None, at(8, 0), quiet, none),
+            RaiseDecision::New
+        );
+        assert_eq!(
+            decide_raise(Some(&record), at(8, 59), quiet, none),
             RaiseDecision::Quiet
         );
         assert_eq!(
-            decide_raise(Some(&record), at(9, 0), quiet),
+            decide_raise(Some(&record), at(9, 0), quiet, none),
             RaiseDecision::Reminder
         );
         let resolved = AlertRecord {
@@ -1777,12 +2043,103 @@ mod tests {
             ..record.clone()
         };
         assert_eq!(
-            decide_raise(Some(&resolved), at(8, 1), quiet),
+            decide_raise(Some(&resolved), at(8, 1), quiet, none),
             RaiseDecision::New
         );
-        assert!(decide_resolve(Some(&record)));
-        assert!(!decide_resolve(Some(&resolved)));
-        assert!(!decide_resolve(None));
+        assert_eq!(
+            decide_resolve(Some(&record), at(8, 1), none),
+            ResolveDecision::Send
+        );
+        assert_eq!(
+            decide_resolve(Some(&resolved), at(8, 1), none),
+            ResolveDecision::NotActive
+        );
+        assert_eq!(
+            decide_resolve(None, at(8, 1), none),
+            ResolveDecision::NotActive
+        );
+    }
+
+    /// The resolution hold, time passed in: first seen clear, the resolution
+    /// waits; raised again within the hold, the alert goes on (quiet, or a
+    /// reminder on its own schedule); clear for the whole hold (to the
+    /// minute), the resolution is due, and a raise after that is a new alert.
+    #[test]
+    fn a_resolution_is_held_until_the_condition_stays_clear() {
+        let record = AlertRecord {
+            key: "circuit_breaker_open".into(),
+            condition: "{}".into(),
+            state: AlertRecordState::Active,
+            first_raised_at: at(8, 0),
+            last_sent_at: at(8, 0),
+            resolved_at: None,
+            suppressed: 0,
+            thread_root: None,
+            cleared_at: None,
+            flaps: 0,
+        };
+        let quiet = Duration::from_secs(6 * 3600);
+        let hold = Duration::from_secs(3600);
+        assert_eq!(
+            decide_resolve(Some(&record), at(9, 0), hold),
+            ResolveDecision::Hold
+        );
+        let clearing = AlertRecord {
+            cleared_at: Some(at(9, 0)),
+            ..record.clone()
+        };
+        assert_eq!(
+            decide_resolve(Some(&clearing), at(9, 59), hold),
+            ResolveDecision::Holding
+        );
+        assert_eq!(
+            decide_resolve(Some(&clearing), at(10, 0), hold),
+            ResolveDecision::Send
+        );
+        assert_eq!(
+            decide_raise(Some(&clearing), at(9, 59), quiet, hold),
+            RaiseDecision::Quiet,
+            "back within the hold: the same alert"
+        );
+        assert_eq!(
+            decide_raise(
+                Some(&clearing),
+                at(14, 0),
+                Duration::from_secs(3600),
+                Duration::from_secs(6 * 3600)
+            ),
+            RaiseDecision::Reminder,
+            "its reminders keep their schedule"
+        );
+        assert_eq!(
+            decide_raise(Some(&clearing), at(10, 0), quiet, hold),
+            RaiseDecision::New,
+            "clear for the whole hold: over"
+        );
+        // No hold: resolved at once, whatever was recorded.
+        assert_eq!(
+            decide_resolve(Some(&clearing), at(9, 1), Duration::ZERO),
+            ResolveDecision::Send
+        );
+    }
+
+    /// Only the conditions a flaky system makes come and go are damped: a
+    /// hold that waits for a human and an overdue deprovision resolve at once
+    /// (and what comes back after is new, alerted at once).
+    #[test]
+    fn only_conditions_that_come_and_go_hold_their_resolution() {
+        let hour = Duration::from_secs(3600);
+        for key in [
+            "directory_snapshot_rejected",
+            "directory_incomplete",
+            "circuit_breaker_open",
+            "repeated_failures:sweep",
+        ] {
+            assert_eq!(resolution_hold(key, hour), hour, "{key}");
+        }
+        for key in ["plan_held", "sweep_held", "overdue_deprovision:00u1"] {
+            assert_eq!(resolution_hold(key, hour), Duration::ZERO, "{key}");
+        }
     }
 
     /// A resolution's subject is its alert's behind "Resolved: ", for every
@@ -1824,12 +2181,19 @@ mod tests {
         for condition in &conditions {
             resolve(&mut store, &context, &condition.key(), at(9, 0)).unwrap();
         }
+        // Those whose resolution is held go out an hour on.
+        resolve_due(&mut store, &context, at(10, 0)).unwrap();
         let entries = store.outbox().unwrap();
         let (alerts, resolutions): (Vec<_>, Vec<_>) = entries
             .iter()
             .partition(|e| e.message.kind == OutboxKind::Alert);
         assert_eq!(alerts.len(), conditions.len(), "the later raise was quiet");
-        for (alert, resolution) in alerts.iter().zip(&resolutions) {
+        assert_eq!(resolutions.len(), conditions.len());
+        for alert in &alerts {
+            let resolution = resolutions
+                .iter()
+                .find(|r| r.message.in_reply_to == Some(alert.message_id()))
+                .unwrap();
             assert_eq!(
                 resolution.message.subject,
                 format!("Resolved: {}", alert.message.subject)

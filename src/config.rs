@@ -805,6 +805,10 @@ pub struct EmailConfig {
     /// The same alert is not re-sent within this period.
     #[serde(default = "defaults::quiet_period")]
     pub quiet_period: String,
+    /// An alert's condition must stay clear this long before its resolution is
+    /// sent (`0s`: at once); coming back meanwhile continues the same alert.
+    #[serde(default = "defaults::resolve_after")]
+    pub resolve_after: String,
     /// A PEM CA certificate to trust for this server instead of the system roots
     /// (a relay with a private CA).
     #[serde(default)]
@@ -826,6 +830,9 @@ mod defaults {
     }
     pub fn quiet_period() -> String {
         "6h".into()
+    }
+    pub fn resolve_after() -> String {
+        "1h".into()
     }
     pub fn role_attribute() -> String {
         "roles".into()
@@ -1799,6 +1806,8 @@ impl Config {
         }
         parse_quiet_period(&email.quiet_period)
             .map_err(|e| self.key_error("report.email.quiet_period", e))?;
+        parse_duration(&email.resolve_after)
+            .map_err(|e| self.key_error("report.email.resolve_after", e))?;
         parse_timeout(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
         let has_password = email.password.is_some() || email.password_file.is_some();
         if email.password.is_some() && email.password_file.is_some() {
@@ -1881,6 +1890,13 @@ impl Config {
                 warnings.push(warning);
             }
             if let Some(warning) = reconcile_limit_past_sla(&settings) {
+                warnings.push(warning);
+            }
+            if let Some(email) = &self.report.email
+                && let Ok(resolve_after) = parse_duration(&email.resolve_after)
+                && let Some(warning) =
+                    resolutions_held_within_a_reconcile(resolve_after, &settings, now)
+            {
                 warnings.push(warning);
             }
             if let DirectoryConfig::Okta { app_id: None, .. } = &self.directory
@@ -2105,6 +2121,8 @@ impl Config {
                 .map_err(|e| self.key_error("report.email.timeout", e))?,
             quiet_period: parse_quiet_period(&email.quiet_period)
                 .map_err(|e| self.key_error("report.email.quiet_period", e))?,
+            resolve_after: parse_duration(&email.resolve_after)
+                .map_err(|e| self.key_error("report.email.resolve_after", e))?,
             // Short: a command waits for it. A longer outage is the outbox's job
             // (rescheduled with backoff across calls and restarts).
             retry: RetryPolicy {
@@ -4631,6 +4649,35 @@ fn reconcile_limit_past_sla(settings: &DaemonSettings) -> Option<String> {
     })
 }
 
+/// `report.email.resolve_after` no longer than the time between two reconciles
+/// (from the next fire to the one after): a condition each reconcile judges (an
+/// incomplete directory read) that comes and goes every other reconcile stays
+/// clear longer than the hold, so it is resolved and alerted again each time,
+/// which the hold is there to stop. `0s` asks for resolutions at once.
+fn resolutions_held_within_a_reconcile(
+    resolve_after: Duration,
+    settings: &DaemonSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    if resolve_after.is_zero() {
+        return None;
+    }
+    let first = crate::schedule::next_fire(&settings.reconcile, settings.timezone, now)?;
+    let second = crate::schedule::next_fire(&settings.reconcile, settings.timezone, first)?;
+    let interval = second.signed_duration_since(first);
+    let hold = chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::MAX);
+    (hold <= interval).then(|| {
+        format!(
+            "report.email.resolve_after ({}) is not longer than the time between two \
+             reconciles ({}): a condition each reconcile judges (an incomplete directory \
+             read) that comes and goes every other reconcile is resolved and alerted again \
+             each time; set it above the reconcile interval (or \"0s\" to resolve at once)",
+            span(hold),
+            span(interval)
+        )
+    })
+}
+
 /// The longest time without a fire of any of `schedules`, in the coming week or
 /// in the week of one of the year's clock changes (see [`sweeps_too_far_apart`]).
 fn longest_gap_in_a_year(
@@ -5061,6 +5108,34 @@ token = "s3cr3t-token-value"
             error.contains("workspace.retry_delay") && error.contains("longer than zero"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_resolution_hold_no_longer_than_a_reconcile_interval_is_warned_about() {
+        let warned = |email: &str, schedule: &str| {
+            load(
+                "",
+                &format!(
+                    "{schedule}[report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+                     from = \"sw@example.com\"\nto = [\"sec@example.com\"]\n{email}"
+                ),
+                &[],
+            )
+            .unwrap()
+            .warnings()
+            .into_iter()
+            .find(|w| w.starts_with("report.email.resolve_after"))
+        };
+        assert_eq!(warned("", ""), None, "1h, reconciles every 30 minutes");
+        assert_eq!(warned("resolve_after = \"0s\"\n", ""), None);
+        let warning = warned("resolve_after = \"30m\"\n", "").unwrap();
+        assert!(
+            warning.contains("(30m) is not longer than the time between two reconciles (30m)"),
+            "{warning}"
+        );
+        let hourly = "[schedule]\nreconcile = \"@hourly\"\n";
+        assert!(warned("", hourly).is_some());
+        assert_eq!(warned("resolve_after = \"90m\"\n", hourly), None);
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   [`http`] (the HTTP client and helpers the remote connectors share).
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports,
 //!   renderers and the digest), [`mail`] (SMTP through the outbox), [`alert`]
-//!   (immediate alerts with a quiet period), [`export`] (access review).
+//!   (immediate alerts with a quiet period, resolutions held while a condition
+//!   flaps), [`export`] (access review).
 //! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
 //! - [`safety`]: the safety net's steps inside a run (source and workspace

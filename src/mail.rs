@@ -165,6 +165,10 @@ pub struct MailSettings {
     pub timeout: Duration,
     /// An alert condition is not re-sent within this period.
     pub quiet_period: Duration,
+    /// A condition that comes and goes keeps its alert open until it has stayed
+    /// clear this long; only then is its resolution sent
+    /// ([`crate::alert::decide_resolve`]). Zero: at once.
+    pub resolve_after: Duration,
     /// Retries inside one delivery call.
     pub retry: RetryPolicy,
 }

@@ -941,6 +941,9 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
                 // ones included: a sweep that cannot reach the workspace is exactly
                 // when they must not go unreported.
                 notifier.after_deprovisioning(&mut store, finished);
+                // Resolutions held while their condition might come back are
+                // sent once due, whether or not a job sees it again.
+                notifier.resolve_due(&mut store, finished);
             }
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }

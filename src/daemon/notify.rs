@@ -1,5 +1,8 @@
 //! What the daemon tells people: alerts raised and resolved from what its jobs saw,
-//! the scheduled digest, and delivery of the outbox. Without `[report.email]`
+//! the scheduled digest, and delivery of the outbox. The resolution of a
+//! condition that comes and goes waits until it stayed clear for
+//! `report.email.resolve_after` ([`crate::alert::damped`]); the daemon sends
+//! those due after every job ([`Notifier::resolve_due`]). Without `[report.email]`
 //! nothing is queued; conditions are still logged and counted in metrics.
 //!
 //! A notification problem never fails the job that found the condition: it is
@@ -251,6 +254,16 @@ impl Notifier {
         }
     }
 
+    /// Sends the resolutions whose hold is over ([`alert::resolve_due`]): the
+    /// daemon calls it after every job, so a condition no job sees again (a
+    /// job that stopped failing and runs only daily) still has its resolution
+    /// sent when it is due, also after a restart.
+    pub fn resolve_due(&self, store: &mut Store, now: DateTime<Utc>) {
+        if let Err(e) = alert::resolve_due(store, &self.context(), now) {
+            tracing::error!(error = %e, "cannot send the alerts' due resolutions");
+        }
+    }
+
     /// The digest of the period up to `now`, its trend against `previous` (what
     /// the last digest covered, when recorded), queued in one transaction with
     /// `state` (`daemon_state` keys and values: the period it covers).
@@ -474,7 +487,12 @@ impl Notifier {
         }
     }
 
-    /// `failures` failed runs in a row of `job` (0 after a success).
+    /// `failures` failed runs in a row of `job` (0 after a success). A failure
+    /// short of the streak that alerts, while the repeated-failure alert's
+    /// resolution is held (a success was seen within `resolve_after`), continues
+    /// that alert ([`alert::reopen`]): the job is failing on and off, and the
+    /// third failure in a row, hours away for a reconcile, must not be what tells
+    /// a flaky job apart from one that was fixed.
     pub fn after_job(
         &self,
         store: &mut Store,
@@ -494,7 +512,11 @@ impl Notifier {
                 },
                 now,
             ),
-            Some(_) => {}
+            Some(_) => {
+                if let Err(e) = alert::reopen(store, &self.context(), &key, now) {
+                    tracing::error!(alert = %key, error = %e, "cannot record the alert");
+                }
+            }
             None => self.resolve(store, &key, now),
         }
     }

@@ -630,6 +630,17 @@ pub(crate) const M_DECIDED_IN: &str = r#"
 ALTER TABLE held_decisions ADD COLUMN decided_in INTEGER;
 "#;
 
+/// Migration 17: a resolution held while a flapping condition may come back.
+/// `alerts.cleared_at` is when an active alert's condition was seen clear (its
+/// `Resolved: ` mail waits until it has stayed clear for
+/// `report.email.resolve_after`; a job that finds it again clears it), `flaps`
+/// how often it came back meanwhile. Every alert of an older database holds no
+/// resolution (NULL) and has not flapped (0): it resolves as it did.
+pub(crate) const M_ALERT_CLEARED: &str = r#"
+ALTER TABLE alerts ADD COLUMN cleared_at TEXT;
+ALTER TABLE alerts ADD COLUMN flaps INTEGER NOT NULL DEFAULT 0 CHECK (flaps >= 0);
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -647,6 +658,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_ALERT_THREADS,
     M_DISPUTED_CANDIDATES,
     M_DECIDED_IN,
+    M_ALERT_CLEARED,
 ];
 
 /// The schema version this binary writes.

@@ -213,6 +213,14 @@ pub struct AlertRecord {
     /// The Message-ID of the alert's first mail, which its reminders and its
     /// resolution follow; `None` until [`Store::record_alerts`] queues that mail.
     pub thread_root: Option<String>,
+    /// When the condition was seen clear while the alert stays active: its
+    /// resolution is held until it has stayed clear for `report.email.resolve_after`
+    /// ([`crate::alert::decide_resolve`]); `None` while it holds (or is resolved).
+    pub cleared_at: Option<DateTime<Utc>>,
+    /// How often the condition came back while its resolution was held, since it
+    /// was first raised: a flapping condition's count, which its reminders and
+    /// its resolution tell instead of a mail per flip.
+    pub flaps: u32,
 }
 
 const OUTBOX_COLUMNS: &str = "id, kind, subject, mail_from, mail_to, text_body, html_body, state, \
@@ -272,6 +280,8 @@ fn alert_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
         resolved_at: row.get::<_, Option<Ts>>(5)?.map(|t| t.0),
         suppressed: row.get(6)?,
         thread_root: row.get(7)?,
+        cleared_at: row.get::<_, Option<Ts>>(8)?.map(|t| t.0),
+        flaps: row.get(9)?,
     })
 }
 
@@ -292,8 +302,8 @@ pub enum AlertsSeen<'a> {
     },
 }
 
-const ALERT_COLUMNS: &str =
-    "key, condition, state, first_raised_at, last_sent_at, resolved_at, suppressed, thread_root";
+const ALERT_COLUMNS: &str = "key, condition, state, first_raised_at, last_sent_at, resolved_at, \
+     suppressed, thread_root, cleared_at, flaps";
 
 fn alert_row(conn: &rusqlite::Connection, key: &str) -> Result<Option<AlertRecord>, StoreError> {
     conn.prepare_cached(&format!(
@@ -794,13 +804,14 @@ impl Store {
             };
             tx.prepare_cached(
                 "INSERT INTO alerts (key, condition, state, first_raised_at, last_sent_at,
-                                     resolved_at, suppressed, thread_root)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                     resolved_at, suppressed, thread_root, cleared_at, flaps)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (key) DO UPDATE SET
                     condition = excluded.condition, state = excluded.state,
                     first_raised_at = excluded.first_raised_at,
                     last_sent_at = excluded.last_sent_at, resolved_at = excluded.resolved_at,
-                    suppressed = excluded.suppressed, thread_root = excluded.thread_root",
+                    suppressed = excluded.suppressed, thread_root = excluded.thread_root,
+                    cleared_at = excluded.cleared_at, flaps = excluded.flaps",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -812,6 +823,8 @@ impl Store {
                     record.resolved_at.map(ts),
                     record.suppressed,
                     thread_root,
+                    record.cleared_at.map(ts),
+                    record.flaps,
                 ])
             })
             .context(|| "saving an alert in alerts".to_owned())?;

@@ -2674,3 +2674,46 @@ fn held_decisions_take_the_run_that_decided_them_after_an_upgrade() {
         (1, 2, Some(2))
     );
 }
+
+/// Migration 17 adds `alerts.cleared_at` and `flaps`: an alert of a database at
+/// 16 holds no resolution and has not flapped (it resolves as it did), and the
+/// hold of one seen clear after the upgrade is stored and read back.
+#[test]
+fn alerts_hold_their_resolution_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v16.db");
+    database_at_version(&path, 16, |tx| {
+        tx.execute_batch(
+            "INSERT INTO alerts (key, condition, state, first_raised_at, last_sent_at,
+                                 resolved_at, suppressed, thread_root)
+                 VALUES ('circuit_breaker_open', '{}', 'active', '2026-12-01T08:00:00Z',
+                         '2026-12-01T08:00:00Z', NULL, 2, '<seatwarden.1.1@example.com>');",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let old = store.alert("circuit_breaker_open").unwrap().unwrap();
+    assert_eq!(
+        (old.cleared_at, old.flaps, old.suppressed, old.state),
+        (None, 0, 2, AlertRecordState::Active)
+    );
+    let clearing = AlertRecord {
+        cleared_at: Some(t(60)),
+        flaps: 3,
+        ..old.clone()
+    };
+    let written = store
+        .record_alerts(
+            AlertsSeen::Key {
+                key: "circuit_breaker_open",
+                record: Some(&old),
+            },
+            std::slice::from_ref(&clearing),
+            &[],
+            t(60),
+        )
+        .unwrap();
+    assert_eq!(written, Some(Vec::new()));
+    assert_eq!(store.alert("circuit_breaker_open").unwrap(), Some(clearing));
+}

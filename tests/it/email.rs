@@ -1498,7 +1498,9 @@ fn reminders_and_the_resolution_reply_to_the_alerts_first_mail() {
     delivered(&mut store, at(9, 1));
     alert::raise(&mut store, &context, &condition, at(10, 0)).unwrap();
     alert::resolve(&mut store, &context, &condition.key(), at(10, 30)).unwrap();
-    alert::raise(&mut store, &context, &condition, at(11, 0)).unwrap();
+    // Its resolution once it stayed clear for `resolve_after`.
+    alert::resolve_due(&mut store, &context, at(11, 30)).unwrap();
+    alert::raise(&mut store, &context, &condition, at(12, 0)).unwrap();
 
     let header = |formatted: &str, name: &str| {
         formatted

@@ -350,6 +350,7 @@ pub fn plain_mail_settings(port: u16) -> seatwarden::mail::MailSettings {
         ca_pem: None,
         timeout: std::time::Duration::from_secs(5),
         quiet_period: std::time::Duration::from_secs(3600),
+        resolve_after: std::time::Duration::from_secs(3600),
         retry: seatwarden::retry::RetryPolicy::immediate(1),
     }
 }

@@ -100,6 +100,7 @@ mod review_s46_holds;
 mod review_s46_mail;
 mod review_s46_ops;
 mod review_s46_review;
+mod review_s47_alerts;
 mod review_s47_audit;
 mod review_s47_export;
 mod review_s47_link;

@@ -266,7 +266,8 @@ fn active(store: &seatwarden::store::Store, key: &str) -> bool {
 /// A circuit breaker a sweep or retry pass tripped (or found open, sending
 /// nothing) alerts after that pass, not at the next reconcile, hours away
 /// perhaps, while every pass in between writes nothing; a pass that finds it
-/// closed again resolves the alert.
+/// closed again starts its resolution's hold (`report.email.resolve_after`),
+/// and it is resolved once the breaker stayed closed that long.
 #[test]
 fn a_breaker_open_after_a_sweep_alerts_at_once() {
     let (_config_dir, notifier) = alerting_notifier();
@@ -304,7 +305,13 @@ fn a_breaker_open_after_a_sweep_alerts_at_once() {
     store
         .set_circuit(&seatwarden::circuit::CircuitRecord::default())
         .unwrap();
-    notifier.after_sweep(&mut store, &pass, now + chrono::Duration::minutes(1));
+    let closed = now + chrono::Duration::minutes(1);
+    notifier.after_sweep(&mut store, &pass, closed);
+    assert!(
+        active(&store, "circuit_breaker_open"),
+        "held: it may open again"
+    );
+    notifier.resolve_due(&mut store, closed + chrono::Duration::hours(1));
     assert!(!active(&store, "circuit_breaker_open"));
 }
 

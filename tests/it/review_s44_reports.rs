@@ -31,11 +31,16 @@ fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifi
     (dir, notifier)
 }
 
+/// The rejected-snapshot alert's state; an active one seen clear (its
+/// resolution held, `report.email.resolve_after`) reads as resolved.
 fn rejected_alert(store: &Store) -> Option<AlertRecordState> {
     store
         .alert("directory_snapshot_rejected")
         .unwrap()
-        .map(|record| record.state)
+        .map(|record| match record.cleared_at {
+            Some(_) => AlertRecordState::Resolved,
+            None => record.state,
+        })
 }
 
 /// A sweep says how it read the directory (Okta: whole on the first pass, a

@@ -41,6 +41,7 @@ fn mail() -> MailSettings {
         ca_pem: None,
         timeout: Duration::from_secs(5),
         quiet_period: Duration::from_secs(6 * 3600),
+        resolve_after: Duration::from_secs(3600),
         retry: RetryPolicy::immediate(0),
     }
 }
@@ -256,6 +257,7 @@ async fn a_sweep_hold_an_approval_refused_is_not_counted_as_awaiting() {
         from: "seatwarden@example.com".into(),
         to: vec!["it-security@example.com".into()],
         quiet_period: "6h".into(),
+        resolve_after: "1h".into(),
         ca_file: None,
         timeout: "5s".into(),
         allow_cleartext: false,
