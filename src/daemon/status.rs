@@ -2,8 +2,9 @@
 //! ledger (pending and overdue, due times in the configured zone), the jobs (and
 //! those of the running daemon waiting for the writer lock, since when), who
 //! holds the writer lock now (a daemon job or a command run by hand), the mail
-//! outbox (messages not sent yet, when the next attempt is, the last error), and
-//! the latest full run.
+//! outbox (messages not sent yet, when the next attempt is, the last error), the
+//! alerts open now (with when a held resolution goes out), and the latest full
+//! run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -45,6 +46,9 @@ pub struct Status {
     pub circuit_reason: Option<String>,
     /// The mail outbox: what is not sent yet, and when its next attempt is.
     pub outbox: OutboxLine,
+    /// The alerts open now (mailed and not resolved), by key: what on-call was
+    /// told, and when a resolution held while the condition stays clear goes out.
+    pub alerts: Vec<AlertLine>,
     pub last_reconcile: Option<RunRecord>,
     /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
     /// …): a run that finished is `succeeded` however many of its writes failed.
@@ -140,6 +144,28 @@ pub struct OutboxLine {
     pub counts: crate::store::OutboxWaiting,
     /// `next_attempt_at` on the configured zone's wall clock, for people.
     pub next_attempt_local: Option<String>,
+}
+
+/// An alert open now: raised (and mailed) and not resolved yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertLine {
+    /// `circuit_breaker_open`, `repeated_failures:reconcile`,
+    /// `overdue_deprovision:ID`, …
+    pub key: String,
+    /// The alert's subject, as last raised.
+    pub summary: String,
+    pub first_raised_at: DateTime<Utc>,
+    pub first_raised_local: String,
+    /// The last mail about it (the alert or a reminder).
+    pub last_sent_at: DateTime<Utc>,
+    /// Seen clear since then: its resolution waits until it has stayed clear for
+    /// `report.email.resolve_after`, and is not sent if it comes back first.
+    pub cleared_at: Option<DateTime<Utc>>,
+    /// When that held resolution is due.
+    pub resolves_at: Option<DateTime<Utc>>,
+    pub resolves_local: Option<String>,
+    /// How often it cleared and came back while its resolution was held.
+    pub flaps: u32,
 }
 
 /// Deactivated accounts whose deletion waits for `deprovision.delete_after`.
@@ -253,6 +279,9 @@ pub struct Settings<'a> {
     pub schedule: Option<&'a DaemonSettings>,
     /// [`crate::config::Config::admin_command`].
     pub admin_command: String,
+    /// `report.email.resolve_after`, when mail is configured: when a held
+    /// resolution is due.
+    pub resolve_after: Option<std::time::Duration>,
 }
 
 impl<'a> Settings<'a> {
@@ -269,6 +298,11 @@ impl<'a> Settings<'a> {
             database: Some(&config.state.path),
             schedule,
             admin_command: config.admin_command(),
+            resolve_after: config
+                .report
+                .email
+                .as_ref()
+                .and_then(|email| crate::config::parse_duration(&email.resolve_after).ok()),
         }
     }
 }
@@ -297,6 +331,7 @@ pub fn collect(
         database,
         schedule,
         admin_command,
+        resolve_after,
     } = settings;
     // By the rule `report --run` tells a run by, so the two agree.
     let (last_reconcile, last_reconcile_cut_off) = match store.latest_run(&[RunKind::Reconcile])? {
@@ -356,6 +391,33 @@ pub fn collect(
         next_attempt_local: outbox.next_attempt_at.map(|at| local(at, tz)),
         counts: outbox,
     };
+    let alerts = store
+        .active_alerts()?
+        .into_iter()
+        .map(|record| {
+            let hold =
+                crate::alert::resolution_hold(&record.key, resolve_after.unwrap_or_default());
+            let resolves_at = record.cleared_at.map(|cleared| {
+                chrono::Duration::from_std(hold)
+                    .ok()
+                    .and_then(|hold| cleared.checked_add_signed(hold))
+                    .unwrap_or(cleared)
+            });
+            AlertLine {
+                summary: serde_json::from_str::<crate::alert::AlertCondition>(&record.condition)
+                    .map(|condition| condition.summary())
+                    .unwrap_or_else(|_| record.key.clone()),
+                key: record.key,
+                first_raised_local: local(record.first_raised_at, tz),
+                first_raised_at: record.first_raised_at,
+                last_sent_at: record.last_sent_at,
+                cleared_at: record.cleared_at,
+                resolves_local: resolves_at.map(|at| local(at, tz)),
+                resolves_at,
+                flaps: record.flaps,
+            }
+        })
+        .collect();
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
             let counts = crate::apply::journal_outcomes(store, run.id)?;
@@ -445,6 +507,7 @@ pub fn collect(
         circuit: crate::circuit::state(&breaker, now, cool_down),
         circuit_reason: breaker.reason,
         outbox,
+        alerts,
         last_reconcile_actions,
         last_reconcile_awaiting_approval: held.awaiting_approval,
         last_reconcile_held_incomplete_directory: held.incomplete_directory,
@@ -704,6 +767,7 @@ pub fn render_text(status: &Status) -> String {
     if let Some(line) = outbox_text(&status.outbox, &status.admin_command) {
         let _ = writeln!(out, "{line}");
     }
+    alerts_text(&mut out, &status.alerts);
     if let Some(run) = &status.last_reconcile {
         let count = |state: &str| {
             status
@@ -812,6 +876,51 @@ pub fn render_text(status: &Status) -> String {
         );
     }
     out
+}
+
+/// The open alerts, when there are any: one line each, but the overdue
+/// deprovisions' (one alert per person, the people listed above) in one count.
+fn alerts_text(out: &mut String, alerts: &[AlertLine]) {
+    if alerts.is_empty() {
+        return;
+    }
+    let (overdue, others): (Vec<&AlertLine>, Vec<&AlertLine>) = alerts
+        .iter()
+        .partition(|a| a.key.starts_with(crate::alert::OVERDUE_PREFIX));
+    let _ = writeln!(out, "Alerts open: {}", alerts.len());
+    for alert in others {
+        let mut line = format!(
+            "  {} (raised {})",
+            crate::report::printable_field(&alert.summary),
+            alert.first_raised_local
+        );
+        if let (Some(resolves), Some(_)) = (&alert.resolves_local, alert.cleared_at) {
+            let _ = write!(
+                line,
+                "; clear again, resolved {resolves} unless it comes back \
+                 (report.email.resolve_after)"
+            );
+        }
+        if alert.flaps > 0 {
+            let _ = write!(
+                line,
+                "; came back {} while clear",
+                crate::report::plural(alert.flaps as usize, "time", "times")
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if !overdue.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {} (the overdue people above)",
+            crate::report::plural(
+                overdue.len(),
+                "overdue-deprovision alert",
+                "overdue-deprovision alerts"
+            )
+        );
+    }
 }
 
 /// The outbox's line, when a message is not sent yet or was refused for good:
@@ -1032,6 +1141,128 @@ mod tests {
         );
     }
 
+    /// Open alerts are listed with when a held resolution goes out and how often
+    /// the condition came back; the overdue people's alerts are counted in one
+    /// line; a resolution sent takes its alert off the list.
+    #[test]
+    fn open_alerts_are_listed_with_their_held_resolution() {
+        use crate::alert::{AlertCondition, AlertContext};
+        let mail = crate::mail::MailSettings {
+            endpoint: crate::mail::SmtpEndpoint {
+                host: "127.0.0.1".into(),
+                port: 25,
+                tls: crate::mail::TlsMode::None,
+            },
+            username: None,
+            password: None,
+            from: "seatwarden@example.com".into(),
+            to: vec!["it-security@example.com".into()],
+            ca_pem: None,
+            timeout: std::time::Duration::from_secs(5),
+            quiet_period: std::time::Duration::from_secs(6 * 3600),
+            resolve_after: std::time::Duration::from_secs(3600),
+            retry: crate::retry::RetryPolicy::immediate(0),
+        };
+        let context = AlertContext {
+            name: "acme",
+            timezone: chrono_tz::UTC,
+            mail: &mail,
+            admin_command: "seatwarden",
+        };
+        let mut store = Store::open_in_memory().unwrap();
+        let breaker = AlertCondition::CircuitBreakerOpen {
+            reason: "16 of the last 20 writes failed".into(),
+        };
+        let failing = AlertCondition::RepeatedFailures {
+            job: "reconcile".into(),
+            failures: 3,
+            last_error: "HTTP 503".into(),
+        };
+        crate::alert::raise(&mut store, &context, &breaker, at(9, 0)).unwrap();
+        crate::alert::raise(&mut store, &context, &failing, at(9, 0)).unwrap();
+        // Clear, back, clear again: one flap, the resolution held from 09:50.
+        crate::alert::resolve(&mut store, &context, "circuit_breaker_open", at(9, 30)).unwrap();
+        crate::alert::raise(&mut store, &context, &breaker, at(9, 40)).unwrap();
+        crate::alert::resolve(&mut store, &context, "circuit_breaker_open", at(9, 50)).unwrap();
+        for i in 0..2 {
+            let key = format!("{}00u{i}", crate::alert::OVERDUE_PREFIX);
+            store
+                .record_alerts(
+                    crate::store::AlertsSeen::Key {
+                        key: &key,
+                        record: None,
+                    },
+                    &[crate::store::AlertRecord {
+                        key: key.clone(),
+                        condition: "{}".into(),
+                        state: crate::store::AlertRecordState::Active,
+                        first_raised_at: at(9, 0),
+                        last_sent_at: at(9, 0),
+                        resolved_at: None,
+                        suppressed: 0,
+                        thread_root: None,
+                        cleared_at: None,
+                        flaps: 0,
+                    }],
+                    &[],
+                    at(9, 0),
+                )
+                .unwrap();
+        }
+        let settings = || Settings {
+            tz: chrono_tz::UTC,
+            delete_after: None,
+            cool_down: std::time::Duration::from_secs(900),
+            database: None,
+            schedule: None,
+            admin_command: "seatwarden".to_owned(),
+            resolve_after: Some(std::time::Duration::from_secs(3600)),
+        };
+        let status = collect(&store, at(10, 0), settings()).unwrap();
+        let breaker_line = status
+            .alerts
+            .iter()
+            .find(|a| a.key == "circuit_breaker_open")
+            .unwrap();
+        assert_eq!(breaker_line.cleared_at, Some(at(9, 50)));
+        assert_eq!(breaker_line.resolves_at, Some(at(10, 50)));
+        assert_eq!(breaker_line.flaps, 1);
+        let text = render_text(&status);
+        let listed: Vec<&str> = text
+            .lines()
+            .skip_while(|line| !line.starts_with("Alerts open:"))
+            .take(4)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "Alerts open: 4",
+                "  circuit breaker open: workspace writes stopped (raised 2026-12-01 09:00 UTC); \
+                 clear again, resolved 2026-12-01 10:50 UTC unless it comes back \
+                 (report.email.resolve_after); came back 1 time while clear",
+                "  reconcile failed 3 times in a row (raised 2026-12-01 09:00 UTC)",
+                "  2 overdue-deprovision alerts (the overdue people above)",
+            ],
+            "{text}"
+        );
+
+        crate::alert::resolve_due(&mut store, &context, at(10, 51)).unwrap();
+        let status = collect(&store, at(10, 51), settings()).unwrap();
+        assert!(
+            status
+                .alerts
+                .iter()
+                .all(|a| a.key != "circuit_breaker_open"),
+            "{:?}",
+            status.alerts
+        );
+        assert!(
+            render_text(&status).contains("Alerts open: 3\n"),
+            "{}",
+            render_text(&status)
+        );
+    }
+
     /// The open circuit breaker's line tells the configured command to resume.
     #[test]
     fn an_open_breaker_names_the_configured_command_to_resume() {
@@ -1053,6 +1284,7 @@ mod tests {
                 database: None,
                 schedule: None,
                 admin_command: "sudo seatwarden-admin".to_owned(),
+                resolve_after: None,
             },
         )
         .unwrap();

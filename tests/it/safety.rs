@@ -1735,6 +1735,7 @@ async fn a_workspace_group_no_mapping_gives_to_anyone_is_not_emptied_without_a_h
             database: None,
             schedule: None,
             admin_command: "seatwarden".into(),
+            resolve_after: None,
         },
     )
     .unwrap();
@@ -3199,6 +3200,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
             database: None,
             schedule: None,
             admin_command: "seatwarden".into(),
+            resolve_after: None,
         },
     )
     .unwrap();
