@@ -100,6 +100,7 @@ mod review_s46_holds;
 mod review_s46_mail;
 mod review_s46_ops;
 mod review_s46_review;
+mod review_s47_chaos;
 mod role_groups;
 mod run_recovery;
 mod safety;
