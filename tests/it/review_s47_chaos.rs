@@ -693,7 +693,7 @@ fn chaos(case: Case) -> Result<(), TestCaseError> {
                 w.context()
             );
             // A lost answer is retried, or looked up, with no fault counted.
-            if !cut && !(lost_staged && !case.lost.is_empty()) {
+            if !cut && (!lost_staged || case.lost.is_empty()) {
                 clean_windows.push((
                     outcome,
                     seen_before..seen_after,
