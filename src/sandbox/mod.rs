@@ -40,6 +40,12 @@
 //!   applied) and then their connection is dropped as a reset drops it, so the
 //!   client sees a failure for a write the workspace made: a timeout or a load
 //!   balancer cutting the answer after the provider committed.
+//! - **A client crash** ([`Sandbox::cut_answers_after`], tests only) is staged
+//!   the same way: from the n-th request (or write) on, every request is handled
+//!   and its answer lost, until [`Sandbox::answer_again`]; the test kills the
+//!   client once [`Sandbox::answers_cut`] says so. The request that crosses the
+//!   line is thus processed, its answer never read: what a client killed between
+//!   sending a write and reading its answer leaves.
 //! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
 //!   naming one is 400 `invalidPath`, one naming `id` or `meta` 400 `mutability`
 //!   (path-less PATCH values skip all of them). PUT
@@ -316,6 +322,21 @@ struct Shared {
     /// Staged by [`Sandbox::lose_answers`]: (method, collection) → how many of
     /// the next such requests are handled and then not answered.
     lost_answers: Mutex<HashMap<(String, String), usize>>,
+    /// Set while a cut staged by [`Sandbox::cut_answers_after`] waits or lasts:
+    /// unset, no request takes `cut`'s lock.
+    cut_staged: AtomicBool,
+    cut: Mutex<Cut>,
+}
+
+/// A client crash staged by [`Sandbox::cut_answers_after`].
+#[derive(Debug, Default)]
+struct Cut {
+    /// Requests (of the kind counted) still answered before the cut.
+    left: u64,
+    /// Only writes count towards the cut (every request is cut once it came).
+    writes_only: bool,
+    /// The cut came: every answer is lost until [`Sandbox::answer_again`].
+    cutting: bool,
 }
 
 /// Counts a request in [`Shared::in_progress`] until it is answered or dropped (its
@@ -372,6 +393,20 @@ impl Shared {
             }
             _ => false,
         }
+    }
+
+    /// Whether the answer to this request, already handled, is lost to a staged
+    /// cut ([`Sandbox::cut_answers_after`]); counts it towards the cut if not yet.
+    fn cuts_answer(&self, write: bool) -> bool {
+        if !self.cut_staged.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut cut = self.cut.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cut.cutting && (write || !cut.writes_only) {
+            cut.left = cut.left.saturating_sub(1);
+            cut.cutting = cut.left == 0;
+        }
+        cut.cutting
     }
 
     /// After resource `id` of `collection` was read: the next change staged for
@@ -471,6 +506,8 @@ impl Sandbox {
             recording: AtomicBool::new(false),
             seen: Mutex::new(None),
             lost_answers: Mutex::new(HashMap::new()),
+            cut_staged: AtomicBool::new(false),
+            cut: Mutex::new(Cut::default()),
         });
         let app = Router::new()
             .fallback(handle)
@@ -586,6 +623,51 @@ impl Sandbox {
             .unwrap_or_else(PoisonError::into_inner)
             .entry((method.to_ascii_uppercase(), collection.to_owned()))
             .or_default() += count;
+    }
+
+    /// Stages a crash of the client, for tests: the `n`-th request handled from
+    /// now on (past its faults and the token; with `writes_only`, the `n`-th
+    /// POST, PUT, PATCH or DELETE) and every request after it are handled as
+    /// usual, a write applied, and then their connection is dropped before the
+    /// answer leaves, as [`Sandbox::lose_answers`] drops it: the answers a client
+    /// that died right after sending them never read. [`Sandbox::answers_cut`]
+    /// says whether the cut came (the test then kills the client);
+    /// [`Sandbox::answer_again`] ends it. `n` = 0 is taken as 1. Nothing changes
+    /// for a sandbox this is never called on.
+    pub fn cut_answers_after(&self, n: u64, writes_only: bool) {
+        *self
+            .shared
+            .cut
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Cut {
+            left: n.max(1),
+            writes_only,
+            cutting: false,
+        };
+        self.shared.cut_staged.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the cut staged by [`Sandbox::cut_answers_after`] came: a request
+    /// lost its answer to it.
+    pub fn answers_cut(&self) -> bool {
+        self.shared.cut_staged.load(Ordering::SeqCst)
+            && self
+                .shared
+                .cut
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .cutting
+    }
+
+    /// Ends a cut ([`Sandbox::cut_answers_after`]), come or still staged: every
+    /// request is answered again.
+    pub fn answer_again(&self) {
+        self.shared.cut_staged.store(false, Ordering::SeqCst);
+        *self
+            .shared
+            .cut
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Cut::default();
     }
 
     /// Replaces the bearer token while serving: clients holding the old one are
@@ -961,7 +1043,7 @@ async fn handle(
             },
         });
     }
-    if shared.loses_answer(&method, &uri) {
+    if shared.loses_answer(&method, &uri) || shared.cuts_answer(write) {
         return dropped();
     }
     response

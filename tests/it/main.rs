@@ -102,6 +102,7 @@ mod review_s46_ops;
 mod review_s46_review;
 mod review_s47_alerts;
 mod review_s47_audit;
+mod review_s47_chaos;
 mod review_s47_export;
 mod review_s47_link;
 mod role_groups;

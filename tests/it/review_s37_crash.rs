@@ -363,7 +363,7 @@ fn effects(r: &SeenRequest) -> Vec<String> {
 }
 
 /// The keys of every write in `seen` ([`effects`]).
-fn all_effects(seen: &[SeenRequest]) -> Vec<String> {
+pub(crate) fn all_effects(seen: &[SeenRequest]) -> Vec<String> {
     writes(seen).flat_map(effects).collect()
 }
 
