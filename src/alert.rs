@@ -1389,7 +1389,7 @@ fn decide_overdue_write(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use chrono::TimeZone;
@@ -1463,7 +1463,9 @@ mod tests {
         );
     }
 
-    fn settings() -> MailSettings {
+    /// Six hours' quiet period and an hour's resolution hold, to a relay on the
+    /// loopback; also what the daemon's status tests raise alerts with.
+    pub(crate) fn settings() -> MailSettings {
         MailSettings {
             endpoint: SmtpEndpoint {
                 host: "127.0.0.1".into(),

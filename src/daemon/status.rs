@@ -1147,22 +1147,7 @@ mod tests {
     #[test]
     fn open_alerts_are_listed_with_their_held_resolution() {
         use crate::alert::{AlertCondition, AlertContext};
-        let mail = crate::mail::MailSettings {
-            endpoint: crate::mail::SmtpEndpoint {
-                host: "127.0.0.1".into(),
-                port: 25,
-                tls: crate::mail::TlsMode::None,
-            },
-            username: None,
-            password: None,
-            from: "seatwarden@example.com".into(),
-            to: vec!["it-security@example.com".into()],
-            ca_pem: None,
-            timeout: std::time::Duration::from_secs(5),
-            quiet_period: std::time::Duration::from_secs(6 * 3600),
-            resolve_after: std::time::Duration::from_secs(3600),
-            retry: crate::retry::RetryPolicy::immediate(0),
-        };
+        let mail = crate::alert::tests::settings();
         let context = AlertContext {
             name: "acme",
             timezone: chrono_tz::UTC,
