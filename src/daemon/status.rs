@@ -161,7 +161,8 @@ pub struct AlertLine {
     /// Seen clear since then: its resolution waits until it has stayed clear for
     /// `report.email.resolve_after`, and is not sent if it comes back first.
     pub cleared_at: Option<DateTime<Utc>>,
-    /// When that held resolution is due.
+    /// When that held resolution is due (the daemon sends it after its first
+    /// job from then on); `None` without `[report.email]`, which sends none.
     pub resolves_at: Option<DateTime<Utc>>,
     pub resolves_local: Option<String>,
     /// How often it cleared and came back while its resolution was held.
@@ -395,14 +396,16 @@ pub fn collect(
         .active_alerts()?
         .into_iter()
         .map(|record| {
-            let hold =
-                crate::alert::resolution_hold(&record.key, resolve_after.unwrap_or_default());
-            let resolves_at = record.cleared_at.map(|cleared| {
-                chrono::Duration::from_std(hold)
-                    .ok()
-                    .and_then(|hold| cleared.checked_add_signed(hold))
-                    .unwrap_or(cleared)
-            });
+            // Without `[report.email]` no daemon sends a held resolution: it has
+            // no time to be sent at (not "when it was seen clear").
+            let resolves_at = resolve_after
+                .zip(record.cleared_at)
+                .map(|(after, cleared)| {
+                    chrono::Duration::from_std(crate::alert::resolution_hold(&record.key, after))
+                        .ok()
+                        .and_then(|hold| cleared.checked_add_signed(hold))
+                        .unwrap_or(cleared)
+                });
             AlertLine {
                 summary: serde_json::from_str::<crate::alert::AlertCondition>(&record.condition)
                     .map(|condition| condition.summary())
@@ -767,7 +770,7 @@ pub fn render_text(status: &Status) -> String {
     if let Some(line) = outbox_text(&status.outbox, &status.admin_command) {
         let _ = writeln!(out, "{line}");
     }
-    alerts_text(&mut out, &status.alerts);
+    alerts_text(&mut out, &status.alerts, status.now, tz);
     if let Some(run) = &status.last_reconcile {
         let count = |state: &str| {
             status
@@ -880,7 +883,7 @@ pub fn render_text(status: &Status) -> String {
 
 /// The open alerts, when there are any: one line each, but the overdue
 /// deprovisions' (one alert per person, the people listed above) in one count.
-fn alerts_text(out: &mut String, alerts: &[AlertLine]) {
+fn alerts_text(out: &mut String, alerts: &[AlertLine], now: DateTime<Utc>, tz: Tz) {
     if alerts.is_empty() {
         return;
     }
@@ -894,12 +897,33 @@ fn alerts_text(out: &mut String, alerts: &[AlertLine]) {
             crate::report::printable_field(&alert.summary),
             alert.first_raised_local
         );
-        if let (Some(resolves), Some(_)) = (&alert.resolves_local, alert.cleared_at) {
-            let _ = write!(
-                line,
-                "; clear again, resolved {resolves} unless it comes back \
-                 (report.email.resolve_after)"
-            );
+        // A due time already past is no promise: the daemon sends a due
+        // resolution after its next job (none while it is stopped), and
+        // "resolved 10:50" read at 14:00 said it was sent.
+        match (alert.cleared_at, alert.resolves_at, &alert.resolves_local) {
+            (Some(_), Some(at), Some(resolves)) if at > now => {
+                let _ = write!(
+                    line,
+                    "; clear again, resolved {resolves} unless it comes back \
+                     (report.email.resolve_after)"
+                );
+            }
+            (Some(cleared), Some(_), _) => {
+                let _ = write!(
+                    line,
+                    "; clear since {}, its resolution due: the daemon sends it after its \
+                     next job",
+                    local(cleared, tz)
+                );
+            }
+            (Some(cleared), None, _) => {
+                let _ = write!(
+                    line,
+                    "; clear since {}, its resolution not sent: no [report.email]",
+                    local(cleared, tz)
+                );
+            }
+            (None, ..) => {}
         }
         if alert.flaps > 0 {
             let _ = write!(
@@ -1229,6 +1253,33 @@ mod tests {
                 "  2 overdue-deprovision alerts (the overdue people above)",
             ],
             "{text}"
+        );
+
+        // Past its due time, not sent yet (the daemon stopped, or between two
+        // jobs): no "resolved 10:50" that reads as done.
+        let breaker_text = |now, settings| {
+            let text = render_text(&collect(&store, now, settings).unwrap());
+            text.lines()
+                .find(|line| line.starts_with("  circuit breaker open"))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            breaker_text(at(14, 0), settings()),
+            "  circuit breaker open: workspace writes stopped (raised 2026-12-01 09:00 UTC); \
+             clear since 2026-12-01 09:50 UTC, its resolution due: the daemon sends it after \
+             its next job; came back 1 time while clear"
+        );
+        // Without [report.email] nothing sends it: no time is promised.
+        let unmailed = Settings {
+            resolve_after: None,
+            ..settings()
+        };
+        assert_eq!(
+            breaker_text(at(10, 0), unmailed),
+            "  circuit breaker open: workspace writes stopped (raised 2026-12-01 09:00 UTC); \
+             clear since 2026-12-01 09:50 UTC, its resolution not sent: no [report.email]; \
+             came back 1 time while clear"
         );
 
         crate::alert::resolve_due(&mut store, &context, at(10, 51)).unwrap();
