@@ -1230,9 +1230,16 @@ impl Digest {
             failed_runs: first(&self.failed_runs),
             failed_runs_more: more_line(self.failed_runs.len(), None),
             decisions: first(&self.decisions),
+            // The rest are the newest: name the command that starts after the
+            // last one listed, not the whole trail.
             decisions_more: more_line(
                 self.decisions.len(),
-                Some(format!("`{} audit` lists every one", self.admin_command)),
+                first(&self.decisions).last().map(|last| {
+                    format!(
+                        "`{} audit --after {}` lists the rest",
+                        self.admin_command, last.id
+                    )
+                }),
             ),
             drift: self
                 .drift

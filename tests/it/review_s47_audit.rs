@@ -218,3 +218,52 @@ async fn the_digest_lists_the_decisions_people_made_in_its_period() {
         );
     }
 }
+
+/// A period with more decisions than the digest lists: the first 50 (the
+/// oldest) are listed, and the line counting the rest names the command that
+/// lists them, from the last one listed on, not the whole trail.
+#[test]
+fn the_digest_names_the_command_for_the_decisions_it_did_not_list() {
+    let mut store = seatwarden::store::Store::open_in_memory().unwrap();
+    let now = chrono::Utc::now();
+    for minute in 0..53 {
+        store
+            .record_audit(&seatwarden::store::AuditEntry {
+                at: now - chrono::Duration::minutes(60 - minute),
+                user: "alice".into(),
+                command: "link".into(),
+                run: None,
+                detail: format!("linked identity 00u{minute} to account ws-{minute}"),
+            })
+            .unwrap();
+    }
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        now,
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "sudo seatwarden-admin",
+    )
+    .unwrap();
+    assert_eq!(digest.decisions.len(), 53);
+    let text = digest.render_text();
+    assert!(
+        text.contains("Decisions by people in this period (53):")
+            && text.contains("linked identity 00u49 to account ws-49\n")
+            && !text.contains("00u50 ")
+            && text
+                .contains("… and 3 more: `sudo seatwarden-admin audit --after 50` lists the rest."),
+        "{text}"
+    );
+    for rendered in [
+        digest.render_markdown().unwrap(),
+        digest.render_html().unwrap(),
+    ] {
+        assert!(
+            rendered.contains("… and 3 more:") && rendered.contains("audit --after 50"),
+            "{rendered}"
+        );
+    }
+}
