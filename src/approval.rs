@@ -1841,7 +1841,10 @@ fn reject_earlier_holds(
 /// is linked only to a protected person, and a protected person only to a
 /// protected account, `replace` or not: a reconcile leaves alone both an account
 /// protected by name and every account of a protected person, so either link
-/// would protect what nobody protected.
+/// would protect what nobody protected. Both are judged as the plan judges them,
+/// by the person's directory userName and the account's own userName.
+/// Such links made before, or found by a matching rule, are reported every run
+/// ([`crate::model::Plan::protected_by_person`]).
 pub fn link_checked(
     config: &Config,
     store: &mut Store,

@@ -21,7 +21,10 @@
 //!
 //! Sections: how the snapshots' run ended, when it did not finish cleanly
 //! (stopped, failed, interrupted, still running or cut off: what it planned may
-//! not all have been sent or verified); directory record; scope decision and why; the mappings that give the
+//! not all have been sent or verified); directory record; scope decision and why
+//! (and protection: an account protected only because its person is, its own
+//! userName not, says so and what settles it, as the report's PROTECTED BY
+//! PERSON does); the mappings that give the
 //! role; the link and how it was matched; a disputed match, when the plan has one
 //! about the person (every candidate account with the attribute that matched it and
 //! its state, that nothing is written to them, for a leaver that the deprovisioning

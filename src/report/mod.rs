@@ -3,6 +3,11 @@
 //! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals,
 //! Markdown for tickets and chat, HTML for email (the `templated` module). [`digest`]
 //! summarises the reports of a period for the scheduled email.
+//!
+//! [`safety_findings`] is what every renderer shows of the safety net, among it
+//! PROTECTED BY PERSON: the accounts a reconcile leaves alone only because the
+//! person tied to each is protected (their own userName is not), which no drift
+//! item names and so would otherwise never be seen again.
 
 pub mod audit;
 pub mod digest;
