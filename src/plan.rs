@@ -1866,7 +1866,9 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                         account_user_name: account.user_name.clone(),
                         active: account.active,
                         identity_id: identity_id.to_owned(),
-                        user_name: protected_name.to_owned(),
+                        // A leaver's is the directory's as it is: shown trimmed, as
+                        // protection compares it.
+                        user_name: protected_name.trim().to_owned(),
                         matched_by: method,
                         duplicate,
                         lost,
