@@ -392,3 +392,68 @@ fn the_line_of_a_protected_leaver_says_they_lost_access() {
          else's → `sudo seatwarden link OWNER w7 --replace`"
     );
 }
+
+/// The access review says of an account protected only through its person that
+/// seatwarden never changes it, and, once the person left, that its removal is
+/// one to make by hand ("access due to be removed" would wait forever).
+#[test]
+fn the_access_review_says_an_account_is_protected_only_through_its_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut eve = person("00u5", "admin.eve@example.com", "eve@example.com");
+    eve.status = seatwarden::model::IdentityStatus::Deprovisioned;
+    let config_path = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u2", "admin.ben@example.com", "ben@example.com"),
+            eve,
+        ],
+        vec![
+            account("w2", "ben.old@example.com", "ben@example.com"),
+            account("w7", "contractor@example.com", "contractor@example.com"),
+        ],
+    );
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{text}\n[safety]\nprotected = [\"admin.*@example.com\"]\n"),
+    )
+    .unwrap();
+    Store::open(&dir.path().join("state.db"))
+        .unwrap()
+        .upsert_links(
+            &[NewLink {
+                identity_id: "00u5".into(),
+                account_id: "w7".into(),
+                method: LinkMethod::Manual,
+            }],
+            Utc::now(),
+        )
+        .unwrap();
+    let (ok, out, err) = seatwarden(&config_path, &["export", "access", "--format", "json"]);
+    assert!(ok, "{err}");
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let why = |id: &str| {
+        export["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["account_id"] == id)
+            .unwrap()["justification"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Ben's account, found by email under another name.
+    assert_eq!(
+        why("w2"),
+        "in scope: default role Viewer; protected only through its person \
+         (safety.protected / protected_groups name them, not the account): seatwarden \
+         never changes it (the report lists it under PROTECTED BY PERSON)"
+    );
+    assert_eq!(
+        why("w7"),
+        "identity is deprovisioned in the directory: access due to be removed by hand: the \
+         person is protected (safety.protected / protected_groups), so seatwarden never \
+         changes their accounts"
+    );
+}
