@@ -1726,6 +1726,40 @@ mod tests {
         }
     }
 
+    /// The names under PROTECTED BY PERSON come from the directory and the
+    /// workspace: made printable as the rest, in the text and the emailed text.
+    #[test]
+    fn a_protected_by_person_name_cannot_drive_the_terminal_or_forge_lines() {
+        let report = reconcile_report(SafetyReport {
+            protected_by_person: vec![crate::model::ProtectedByPerson {
+                account_id: "w7".into(),
+                account_user_name: "x\u{1b}[2J\u{202e}@ex.com\nOK: in sync".into(),
+                active: true,
+                identity_id: "00u5".into(),
+                user_name: "admin\u{1b}]0;pwned\u{7}@ex.com".into(),
+                matched_by: None,
+                duplicate: false,
+                lost: None,
+            }],
+            ..SafetyReport::default()
+        });
+        for text in [
+            render_text(&report, chrono_tz::UTC, ADMIN, false),
+            render_text_for_email(&report, chrono_tz::UTC, ADMIN),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{7}'),
+                "{text:?}"
+            );
+            assert!(
+                text.contains(
+                    "account w7 (x\u{fffd}[2J\u{fffd}@ex.com\u{fffd}OK: in sync, active)"
+                ),
+                "{text:?}"
+            );
+        }
+    }
+
     /// A directory that shrank past the limit is told the command that accepts it.
     #[test]
     fn a_shrunk_directory_is_told_the_configured_accept_command() {
