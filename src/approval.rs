@@ -1841,7 +1841,10 @@ fn reject_earlier_holds(
 /// is linked only to a protected person, and a protected person only to a
 /// protected account, `replace` or not: a reconcile leaves alone both an account
 /// protected by name and every account of a protected person, so either link
-/// would protect what nobody protected.
+/// would protect what nobody protected. Both are judged as the plan judges them,
+/// by the person's directory userName and the account's own userName.
+/// Such links made before, or found by a matching rule, are reported every run
+/// ([`crate::model::Plan::protected_by_person`]).
 pub fn link_checked(
     config: &Config,
     store: &mut Store,
@@ -1860,14 +1863,15 @@ pub fn link_checked(
         && let Some(workspace) = store.load_workspace_snapshot(run)?
         && let Some(account) = workspace.accounts.iter().find(|a| a.id == account_id)
     {
+        // Judged as a reconcile judges them: a person by their directory
+        // userName (a protected group's members by theirs), an account by its
+        // own userName; an email protects neither. An account whose email alone
+        // matched a protected name passed for protected here, so a protected
+        // person was linked to an account the plan then left alone only for them.
         let protected = safety::plan_settings(config, &directory).protected;
-        let is_protected = |user_name: &str, email: Option<&str>| {
-            protected.matches(user_name) || email.is_some_and(|e| protected.matches(e))
-        };
         let person = directory.identities.iter().find(|i| i.id == identity_id);
-        let account_protected = is_protected(&account.user_name, account.email.as_deref());
-        let person_protected =
-            person.is_some_and(|p| is_protected(&p.user_name, p.email.as_deref()));
+        let account_protected = protected.matches(&account.user_name);
+        let person_protected = person.is_some_and(|p| protected.matches(&p.user_name));
         // The other way round: a reconcile leaves every account of a protected
         // person alone (the plan flags them untouchable by the person's
         // userName), so an ordinary account linked to one (a leaver's, an orphan

@@ -724,7 +724,8 @@ fresh view.
 written beside it and renamed, so FILE is never half-written and a failure leaves
 nothing under its name; an existing FILE is replaced only with --force (never the
 state database); a FILE that is a symbolic link to a file: that file is replaced,
-the link kept. Written to stdout instead, a file that others may read is made
+the link kept. The temporary files exports to FILE killed a day ago or more left
+(.FILE.export-PID) are removed first. Written to stdout instead, a file that others may read is made
 private before anything is written.
 
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
@@ -1840,6 +1841,7 @@ fn export(
         what,
         mark: ".export-",
         leftovers: "files of earlier exports",
+        beside: &[],
     };
     // Every error names the file; nothing is left under its name.
     let written =

@@ -21,7 +21,10 @@
 //!
 //! Sections: how the snapshots' run ended, when it did not finish cleanly
 //! (stopped, failed, interrupted, still running or cut off: what it planned may
-//! not all have been sent or verified); directory record; scope decision and why; the mappings that give the
+//! not all have been sent or verified); directory record; scope decision and why
+//! (and protection: an account protected only because its person is, its own
+//! userName not, says so and what settles it, as the report's PROTECTED BY
+//! PERSON does); the mappings that give the
 //! role; the link and how it was matched; a disputed match, when the plan has one
 //! about the person (every candidate account with the attribute that matched it and
 //! its state, that nothing is written to them, for a leaver that the deprovisioning
@@ -801,7 +804,34 @@ impl View<'_> {
                 );
             }
         }
-        if is_protected {
+        // The account is protected only because its person is: say so, and
+        // what settles it, as the report's PROTECTED BY PERSON does.
+        let shielded = self.account.and_then(|a| {
+            self.next
+                .protected_by_person
+                .iter()
+                .find(|p| p.account_id == a.id)
+        });
+        if let Some(p) = shielded {
+            let admin = self.config.admin_command();
+            let _ = writeln!(
+                out,
+                "  protected: only through protected {} (identity {}), tied to it {}; its own \
+                 userName {} is not protected (safety.protected / protected_groups), yet \
+                 seatwarden never touches the account, not even when it is due",
+                clean(&p.user_name),
+                clean(&p.identity_id),
+                p.tie(),
+                clean(&p.account_user_name)
+            );
+            let _ = writeln!(
+                out,
+                "  settle it: theirs → add {} to safety.protected; someone else's → `{admin} \
+                 link OWNER {} --replace`",
+                clean(&p.account_user_name),
+                clean(&p.account_id)
+            );
+        } else if is_protected {
             let _ = writeln!(
                 out,
                 "  protected: yes (safety.protected / protected_groups): seatwarden never touches it"

@@ -61,7 +61,8 @@ pub struct AccessRow {
     /// active person whose account is deactivated), or, for an account linked to
     /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
     /// seatwarden never touches it; a linked one says so after its reason, and
-    /// its removal, when due, is one to make by hand), `disputed: …` (it may be the account of the
+    /// its removal, when due, is one to make by hand; so does an account linked to
+    /// a protected person, protected only through them), `disputed: …` (it may be the account of the
     /// person named; `link`, run as `report.admin_command`, settles it; a person
     /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
@@ -525,12 +526,24 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                     .or_else(|| matched.get(account.id.as_str()).copied()),
             };
             let identity = identity_id.and_then(|id| identities.get(id).copied());
+            // Every account of a protected person is left alone as the account's
+            // own protection leaves it (the plan judges a person by their
+            // directory userName): one whose own userName is not protected is
+            // protected only through its person, as the report's PROTECTED BY
+            // PERSON lists it.
+            let through_person = deleted.is_none()
+                && !is_protected(account)
+                && identity.is_some_and(|i| protected.matches(&i.user_name));
             // A protected account is never written to: a removal "due" would never
             // come, and a reviewer must know it is theirs to take away.
             let removal = |active: bool| {
                 if active && is_protected(account) {
                     "access due to be removed by hand: the account is protected \
                      (safety.protected / protected_groups), which seatwarden never changes"
+                } else if active && through_person {
+                    "access due to be removed by hand: the person is protected \
+                     (safety.protected / protected_groups), so seatwarden never changes \
+                     their accounts"
                 } else {
                     removal(active)
                 }
@@ -604,6 +617,12 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 format!(
                     "{justification}; protected (safety.protected / protected_groups): \
                      seatwarden never changes it"
+                )
+            } else if through_person && !justification.contains("protected") {
+                format!(
+                    "{justification}; protected only through its person (safety.protected / \
+                     protected_groups name them, not the account): seatwarden never changes \
+                     it (the report lists it under PROTECTED BY PERSON)"
                 )
             } else {
                 justification

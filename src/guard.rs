@@ -37,7 +37,9 @@
 //! identity; the caller counts them and passes them in [`GuardInput`], along with
 //! the 24 h counts and the current time. Nothing here reads a clock.
 //!
-//! Protected accounts need no rule here: the plan never names them.
+//! Protected accounts need no rule here: the plan never names them, nor any
+//! account of a protected person (one protected only so is listed in
+//! [`crate::model::Plan::protected_by_person`] for the report).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

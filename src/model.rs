@@ -1020,6 +1020,11 @@ pub struct Plan {
     /// an episode for each, held, that goes overdue like any other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disputed_leavers: Vec<DisputedLeaver>,
+    /// Accounts no action names only because the person they are tied to is
+    /// protected, their own userName not being so, sorted by account id: no
+    /// drift item stands for them, so without this nobody would see them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_by_person: Vec<ProtectedByPerson>,
     /// The active accounts each disputed person may have, sorted: what the store
     /// remembers so that a disputed person deleted from the directory is still
     /// tied to them (the next plan's `remembered` input). Not part of the stored
@@ -1080,6 +1085,65 @@ pub struct DisputedLeaver {
     pub accounts: Vec<String>,
     /// Those of `accounts` that are active: never empty.
     pub active: Vec<String>,
+}
+
+/// An account the plan leaves alone only because the person it is tied to is
+/// protected: `safety.protected` (or a `protected_groups` membership) names the
+/// person's directory userName and not the account's own. A reconcile leaves
+/// every account of a protected person alone, so such an account is never
+/// deactivated, renamed, regrouped or deleted, not even when it is due, and no
+/// drift item names it. It stays protected (protection only ever adds: an account
+/// an admin's externalId or email finds under another userName is the admin's,
+/// and treating it by its own name would rename, regroup or demote it); the
+/// report lists it every run ([`crate::report::SafetyReport::protected_by_person`])
+/// so a link that should not be (made by `link` before it refused such links, or
+/// found by a rule) does not go unseen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectedByPerson {
+    pub account_id: String,
+    /// The account's own userName, which protection does not name.
+    pub account_user_name: String,
+    /// Whether the account is active (a deactivated one gives no access, but is
+    /// never reactivated nor deleted either).
+    pub active: bool,
+    pub identity_id: String,
+    /// The protected person's directory userName.
+    pub user_name: String,
+    /// How the account is tied to them: `None` for a stored link (made by
+    /// `link`, or a match an earlier run stored), else the rule that matches it
+    /// this run (stored as a link once a reconcile applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<LinkMethod>,
+    /// The person is linked to another account and this one only matches them
+    /// (a duplicate, which a leaver's deprovisioning would take along).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// Why the person has no access in the directory, when they have none: their
+    /// account stays as it is all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<LossReason>,
+}
+
+impl ProtectedByPerson {
+    /// `by a stored link`, `by email (matched this run)`, `as a duplicate
+    /// matched by email`.
+    pub fn tie(&self) -> String {
+        let rule = |m: LinkMethod| match m {
+            LinkMethod::ExternalId => "externalId",
+            LinkMethod::UserName => "userName",
+            LinkMethod::Email => "email",
+            other => other.as_str(),
+        };
+        match (self.duplicate, self.matched_by) {
+            (true, Some(m)) => format!(
+                "as a duplicate (matches them by {}; they are linked to another account)",
+                rule(m)
+            ),
+            (true, None) => "as a duplicate (they are linked to another account)".to_owned(),
+            (false, Some(m)) => format!("by {} (matched this run)", rule(m)),
+            (false, None) => "by a stored link".to_owned(),
+        }
+    }
 }
 
 /// An active account that may be a disputed person's, and the rule that matched

@@ -87,7 +87,13 @@
 //!   Members of people who lost access are left alone: deactivated accounts keep their
 //!   projects, so reactivation restores access without loss.
 //! - Protected accounts (by the account's or the identity's userName) appear in no
-//!   action at all, not even in member lists.
+//!   action at all, not even in member lists. Protection only ever adds: every
+//!   account of a protected person is left alone, whatever its own userName (an
+//!   admin's account found by externalId or email under another name is theirs;
+//!   judged by its own name it would be renamed, regrouped or demoted). One whose
+//!   own userName is not protected is listed in [`Plan::protected_by_person`],
+//!   with how it is tied to the person, so a link that should not be (made by
+//!   `link` before it refused one, or a rule's match) is in every report.
 //! - Deprovisions: a person without access has their account deactivated. With
 //!   `deprovision.action = "delete"` a suspended person's is still only deactivated;
 //!   anyone else's is deleted at once when [`Retention::delete_after`] is zero, and
@@ -140,7 +146,8 @@ pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
     DisputedCandidate, DisputedLeaver, DriftItem, DriftKind, GroupRef, Identity, IdentityStatus,
-    Link, LinkMethod, NewLink, Plan, UserNameConflict, WorkspaceGroup, WorkspaceSnapshot,
+    Link, LinkMethod, NewLink, Plan, ProtectedByPerson, UserNameConflict, WorkspaceGroup,
+    WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
@@ -299,7 +306,35 @@ pub fn plan(
         mut retained,
         mut disputed_leavers,
         mut disputed_candidates,
+        mut protected_by_person,
     } = planner.out;
+    // A primary account matched this run carries its rule; a stored link none.
+    // Few people are protected: the new links are read once, only for them.
+    if !protected_by_person.is_empty() {
+        let mut primaries: FxHashMap<(&str, &str), usize> = FxHashMap::default();
+        for (i, p) in protected_by_person.iter().enumerate() {
+            if !p.duplicate {
+                primaries.insert((p.identity_id.as_str(), p.account_id.as_str()), i);
+            }
+        }
+        let found: Vec<(usize, LinkMethod)> = matching
+            .new_links
+            .iter()
+            .filter_map(|l| {
+                primaries
+                    .get(&(l.identity_id.as_str(), l.account_id.as_str()))
+                    .map(|&i| (i, l.method))
+            })
+            .collect();
+        for (i, method) in found {
+            if let Some(p) = protected_by_person.get_mut(i) {
+                p.matched_by = Some(method);
+            }
+        }
+        protected_by_person.sort_unstable_by(|a, b| {
+            (&a.account_id, &a.identity_id).cmp(&(&b.account_id, &b.identity_id))
+        });
+    }
     retained.sort_unstable();
     retained.dedup();
     // In the order of the map they came from: sorted, so the plan is the same
@@ -369,6 +404,7 @@ pub fn plan(
         retained,
         disputed_leavers,
         disputed_candidates,
+        protected_by_person,
     }
 }
 
@@ -1341,6 +1377,7 @@ struct Out {
     retained: Vec<String>,
     disputed_leavers: Vec<DisputedLeaver>,
     disputed_candidates: Vec<DisputedCandidate>,
+    protected_by_person: Vec<ProtectedByPerson>,
 }
 
 /// Per-account flags.
@@ -1812,7 +1849,40 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             .as_ref()
             .map(|w| w.spec.user_name)
             .or_else(|| m.identity(key).map(|i| i.user_name.as_str()));
-        if directory_user_name.is_some_and(|u| self.protected(u)) {
+        if let Some(protected_name) = directory_user_name.filter(|u| self.protected(u)) {
+            // Every account of a protected person is left alone, whatever its own
+            // userName: protection only ever adds. One whose own userName is not
+            // protected is listed, so a link that should not be (a stale one, a
+            // rule's match) stays in sight of every report.
+            let lost = match (want.is_some(), reason) {
+                (true, _) => None,
+                (false, Some(reason)) => Some(LossReason::from(reason)),
+                (false, None) => m.identity(key).is_none().then_some(LossReason::Deleted),
+            };
+            let mut shielded = |account: &Account, duplicate: bool, method: Option<LinkMethod>| {
+                if !self.protected(&account.user_name) {
+                    self.out.protected_by_person.push(ProtectedByPerson {
+                        account_id: account.id.clone(),
+                        account_user_name: account.user_name.clone(),
+                        active: account.active,
+                        identity_id: identity_id.to_owned(),
+                        // A leaver's is the directory's as it is: shown trimmed, as
+                        // protection compares it.
+                        user_name: protected_name.trim().to_owned(),
+                        matched_by: method,
+                        duplicate,
+                        lost,
+                    });
+                }
+            };
+            // The primary's rule, if matched this run, is filled in from the new
+            // links once (see `plan`).
+            if let Some(account) = primary {
+                shielded(account, false, None);
+            }
+            for &(account, _, method) in dupes {
+                shielded(account, true, Some(method));
+            }
             if let Some(slot) = primary_slot {
                 self.flag(slot, UNTOUCHABLE);
             }
@@ -4767,6 +4837,126 @@ mod tests {
             plan.actions
         );
         assert_eq!(plan.actions[0].identity_id.as_deref(), Some("gone"));
+    }
+
+    /// Every account of a protected person is left alone, its own userName
+    /// protected or not; one that is not is listed in
+    /// [`Plan::protected_by_person`] with how it is tied to the person (a stored
+    /// link, the rule that matched it, a duplicate) and whether they left, and
+    /// one that is protected by its own name is not.
+    #[test]
+    fn accounts_left_alone_only_for_a_protected_person_are_listed() {
+        let mut fx = Fx::new();
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.settings.protected = Protected::new(&["*admin@ex.com".into()]);
+        fx.groups.clear();
+        fx.identities = vec![
+            active("eve-admin", &[]),
+            ident("old-admin", IdentityStatus::Deprovisioned, &[]),
+            active("sam-admin", &[]),
+            active("ben", &[]),
+        ];
+        // Eve's stored link to a contractor's account; Sam's account found by
+        // its email under another userName, and a second one, a duplicate; the
+        // old admin left, linked to an account of their own name (protected).
+        let mut contractor = acct("7", "contractor");
+        contractor.external_id = None;
+        let mut sams = acct("8", "sam");
+        sams.external_id = None;
+        sams.email = Some("sam-admin@ex.com".into());
+        let mut sams_second = acct("9", "sam2");
+        sams_second.external_id = Some("sam-admin".into());
+        sams_second.active = false;
+        fx.accounts = vec![
+            acct("1", "eve-admin"),
+            acct("2", "old-admin"),
+            acct("4", "ben"),
+            contractor,
+            sams,
+            sams_second,
+        ];
+        fx.links = vec![link("eve-admin", "7"), link("sam-admin", "8")];
+        let plan = fx.plan();
+        let only_groups = |plan: &Plan| {
+            plan.actions
+                .iter()
+                .all(|a| matches!(a.kind, ActionKind::CreateGroup { .. }))
+        };
+        assert!(only_groups(&plan), "{:#?}", plan.actions);
+        let listed: Vec<_> = plan
+            .protected_by_person
+            .iter()
+            .map(|p| {
+                (
+                    p.account_id.as_str(),
+                    p.identity_id.as_str(),
+                    p.matched_by,
+                    p.duplicate,
+                    p.active,
+                    p.lost,
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                // Account 1 (eve-admin@ex.com) matches Eve by externalId too, as a
+                // duplicate of her linked one, and is protected by its own name.
+                ("7", "eve-admin", None, false, true, None),
+                ("8", "sam-admin", None, false, true, None),
+                (
+                    "9",
+                    "sam-admin",
+                    Some(LinkMethod::ExternalId),
+                    true,
+                    false,
+                    None
+                ),
+            ]
+        );
+        assert_eq!(
+            plan.protected_by_person[2].tie(),
+            "as a duplicate (matches them by externalId; they are linked to another account)"
+        );
+
+        // Unlinked, Sam's account is matched by email this run, and a leaver's
+        // shielded account says why they have no access.
+        fx.links = vec![link("eve-admin", "7")];
+        fx.accounts.retain(|a| a.id != "9");
+        fx.accounts[1].user_name = "old-ops@ex.com".into();
+        let plan = fx.plan();
+        assert!(only_groups(&plan), "{:#?}", plan.actions);
+        let listed: Vec<_> = plan
+            .protected_by_person
+            .iter()
+            .map(|p| (p.account_id.as_str(), p.matched_by, p.lost))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "2",
+                    Some(LinkMethod::ExternalId),
+                    Some(LossReason::Deprovisioned)
+                ),
+                ("7", None, None),
+                ("8", Some(LinkMethod::Email), None),
+            ]
+        );
+        assert_eq!(
+            plan.protected_by_person[2].tie(),
+            "by email (matched this run)"
+        );
+
+        // Unprotected, the same accounts are the plan's like any other's.
+        fx.settings.protected = Protected::default();
+        let plan = fx.plan();
+        assert!(plan.protected_by_person.is_empty());
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.kind.account_id() == Some("2"))
+        );
     }
 
     #[test]

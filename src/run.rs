@@ -1300,6 +1300,7 @@ async fn pipeline(
             .iter()
             .map(|l| l.user_name.clone())
             .collect(),
+        protected_by_person: guarded.protected_by_person.clone(),
     };
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;

@@ -3,6 +3,11 @@
 //! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals,
 //! Markdown for tickets and chat, HTML for email (the `templated` module). [`digest`]
 //! summarises the reports of a period for the scheduled email.
+//!
+//! [`safety_findings`] is what every renderer shows of the safety net, among it
+//! PROTECTED BY PERSON: the accounts a reconcile leaves alone only because the
+//! person tied to each is protected (their own userName is not), which no drift
+//! item names and so would otherwise never be seen again.
 
 pub mod audit;
 pub mod digest;
@@ -18,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply;
 use crate::circuit::{CircuitState, FailedWrite};
 use crate::guard::SourceFault;
-use crate::model::{DriftItem, DriftKind};
+use crate::model::{DriftItem, DriftKind, ProtectedByPerson};
 use crate::store::ActionState;
 
 pub use templated::{
@@ -80,6 +85,13 @@ pub struct SafetyReport {
     /// so without this a run would read as having nothing to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disputed_leavers: Vec<String>,
+    /// Accounts left alone only because the person each is tied to is protected,
+    /// their own userName not being so ([`ProtectedByPerson`]): never deactivated,
+    /// renamed or regrouped, not even when due, and in no drift item. Listed every
+    /// run until the account is protected by its own name or tied to its owner
+    /// (`link IDENTITY ACCOUNT --replace`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_by_person: Vec<ProtectedByPerson>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -633,6 +645,14 @@ fn printable_report(report: &Report) -> Report {
     for leaver in &mut report.safety.disputed_leavers {
         field(leaver);
     }
+    // Ids and userNames from the directory and the workspace, under PROTECTED BY
+    // PERSON.
+    for shielded in &mut report.safety.protected_by_person {
+        field(&mut shielded.account_id);
+        field(&mut shielded.account_user_name);
+        field(&mut shielded.identity_id);
+        field(&mut shielded.user_name);
+    }
     if let Some(circuit) = &mut report.safety.circuit {
         if let Some(reason) = &mut circuit.reason {
             field(reason);
@@ -789,6 +809,30 @@ pub fn safety_findings(
         line.details = safety.disputed_leavers.clone();
         findings.push(line);
     }
+    if !safety.protected_by_person.is_empty() {
+        let n = safety.protected_by_person.len();
+        let mut line = finding(
+            "PROTECTED BY PERSON",
+            Tone::Warn,
+            format!(
+                "{} left alone only because the person tied to {} is protected (safety.protected \
+                 / protected_groups name the person, not the account): seatwarden never \
+                 deactivates, renames or regroups {}, not even when due. If an account is \
+                 that person's, add its userName to safety.protected; if it is someone \
+                 else's, `{admin_command} link IDENTITY ACCOUNT --replace` ties it to them; \
+                 `{admin_command} explain ACCOUNT` shows both",
+                plural(n, "account", "accounts"),
+                if n == 1 { "it" } else { "each" },
+                if n == 1 { "it" } else { "them" },
+            ),
+        );
+        line.details = safety
+            .protected_by_person
+            .iter()
+            .map(|p| protected_by_person_line(p, admin_command))
+            .collect();
+        findings.push(line);
+    }
     let not_sent = report.not_sent_by_reason();
     if !not_sent.is_empty() {
         findings.push(finding(
@@ -832,6 +876,28 @@ pub fn safety_findings(
         ));
     }
     findings
+}
+
+/// One account under PROTECTED BY PERSON: the account, the protected person,
+/// how they are tied, whether the person still has access in the directory, and
+/// the commands that settle it.
+pub fn protected_by_person_line(p: &ProtectedByPerson, admin_command: &str) -> String {
+    let lost = p
+        .lost
+        .map(|reason| format!("; they lost access ({reason})"))
+        .unwrap_or_default();
+    format!(
+        "account {} ({}, {}) of protected {} (identity {}), {}{lost}: theirs → add {} to \
+         safety.protected; someone else's → `{admin_command} link OWNER {} --replace`",
+        p.account_id,
+        p.account_user_name,
+        if p.active { "active" } else { "deactivated" },
+        p.user_name,
+        p.identity_id,
+        p.tie(),
+        p.account_user_name,
+        p.account_id,
+    )
 }
 
 /// The one-line verdict every renderer leads with. When something is failed,
@@ -977,6 +1043,25 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             if rejected > 0 { Tone::Warn } else { Tone::Good },
             applied_then(decided),
         )
+    } else if s.actions_planned == 0
+        && s.drift_total == 0
+        && !report.safety.protected_by_person.is_empty()
+    {
+        // Nothing differs, but only because a protected person shields these.
+        let n = report.safety.protected_by_person.len();
+        (
+            Tone::Warn,
+            format!(
+                "nothing to do, but {} left alone only because {} protected — see PROTECTED \
+                 BY PERSON",
+                plural(n, "account is", "accounts are"),
+                if n == 1 {
+                    "its person is"
+                } else {
+                    "their people are"
+                }
+            ),
+        )
     } else if s.actions_planned == 0 && s.drift_total == 0 {
         (Tone::Good, "in sync".to_owned())
     } else if s.actions_planned == 0 {
@@ -1088,7 +1173,10 @@ impl State {
             || needs_a_human
         {
             State::NeedsAttention
-        } else if residual_drift(report).is_empty() {
+        } else if residual_drift(report).is_empty() && report.safety.protected_by_person.is_empty()
+        {
+            // An account only a protected person shields is not known to be in
+            // line: nothing compared it.
             State::InSync
         } else {
             State::Drift
@@ -1633,6 +1721,40 @@ mod tests {
             );
             assert!(
                 text.contains("ada\u{fffd}[2J\u{fffd}moc.elpmaxe@\u{fffd}OK: in sync"),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// The names under PROTECTED BY PERSON come from the directory and the
+    /// workspace: made printable as the rest, in the text and the emailed text.
+    #[test]
+    fn a_protected_by_person_name_cannot_drive_the_terminal_or_forge_lines() {
+        let report = reconcile_report(SafetyReport {
+            protected_by_person: vec![crate::model::ProtectedByPerson {
+                account_id: "w7".into(),
+                account_user_name: "x\u{1b}[2J\u{202e}@ex.com\nOK: in sync".into(),
+                active: true,
+                identity_id: "00u5".into(),
+                user_name: "admin\u{1b}]0;pwned\u{7}@ex.com".into(),
+                matched_by: None,
+                duplicate: false,
+                lost: None,
+            }],
+            ..SafetyReport::default()
+        });
+        for text in [
+            render_text(&report, chrono_tz::UTC, ADMIN, false),
+            render_text_for_email(&report, chrono_tz::UTC, ADMIN),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{7}'),
+                "{text:?}"
+            );
+            assert!(
+                text.contains(
+                    "account w7 (x\u{fffd}[2J\u{fffd}@ex.com\u{fffd}OK: in sync, active)"
+                ),
                 "{text:?}"
             );
         }

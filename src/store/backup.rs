@@ -24,7 +24,8 @@
 //! A backup killed while it wrote leaves its temporary copy (a whole copy of the
 //! database). Each backup removes those left for its name (or, into a folder,
 //! for any `seatwarden-state-<time>.db`) once they are a day old, before it
-//! copies: a fresher one may be another backup's under way.
+//! copies: a fresher one may be another backup's under way (the sweep is
+//! `outfile`'s, which exports share).
 //!
 //! Paths stay `Path`s: SQLite's `VACUUM INTO` alone takes a name as text, and a
 //! destination that is not UTF-8 is refused, never written under another name.
@@ -41,6 +42,7 @@ const BACKUP: Kind = Kind {
     what: "the backup",
     mark: TEMPORARY_MARK,
     leftovers: "copies of earlier backups",
+    beside: &["-journal", "-wal", "-shm"],
 };
 
 /// What [`backup`] wrote.
@@ -264,86 +266,19 @@ fn source_version(conn: &Connection, database: &Path) -> Result<i64, BackupError
 /// Between a backup's name and the pid in its temporary copy's name.
 const TEMPORARY_MARK: &str = ".backup-";
 
-/// How old a temporary copy is before [`remove_stale_temporaries`] takes it for
-/// a killed backup's: a backup being written changes its file all along.
-const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
-
 /// Removes, beside `target`, the temporary copies killed backups left for the
-/// same name (`.NAME.backup-PID`, `-N` after it, and SQLite's `-journal`,
-/// `-wal`, `-shm` beside them), or with `in_folder` for any name a backup into
-/// the folder gives (`seatwarden-state-<time>.db`), once they are a day old
-/// ([`STALE_TEMPORARY`]). Each is a whole copy of the database: left, they
-/// filled the backup volume until every backup failed. A fresher one may be
-/// another backup's under way (a shared volume) and is left alone, as is any
-/// other file. Done before the copy, so a backup that then fails (the volume
-/// full of them) still clears them; a file that cannot be removed is logged.
+/// same name, or with `in_folder` for any name a backup into the folder gives
+/// (`seatwarden-state-<time>.db`), once they are a day old
+/// ([`outfile::remove_stale_temporaries`], which exports use too). Each is a
+/// whole copy of the database: left, they filled the backup volume until every
+/// backup failed.
 fn remove_stale_temporaries(target: &Path, in_folder: bool, now: std::time::SystemTime) {
-    let Some(name) = target.file_name().and_then(|name| name.to_str()) else {
-        return;
-    };
-    let folder = match target.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        // A folder that may be written but not listed: nothing to find.
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(candidate) = file_name.to_str() else {
-            continue;
-        };
-        if !is_temporary_of(candidate, name, in_folder) {
-            continue;
-        }
-        // The entry itself, never what a link leads to.
-        let Ok(metadata) = std::fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        let old = metadata
-            .modified()
-            .ok()
-            .and_then(|modified| now.duration_since(modified).ok())
-            .is_some_and(|age| age > STALE_TEMPORARY);
-        if !metadata.is_file() || !old {
-            continue;
-        }
-        match std::fs::remove_file(entry.path()) {
-            Ok(()) => tracing::info!(
-                file = %entry.path().display(),
-                "removed the temporary copy a backup killed over a day ago left"
-            ),
-            Err(e) => tracing::warn!(
-                file = %entry.path().display(),
-                error = %e,
-                "the temporary copy a backup killed over a day ago left could not be removed"
-            ),
-        }
-    }
-}
-
-/// Whether `candidate` is the name of a temporary copy for the backup `name`
-/// (`.NAME.backup-PID`, `.NAME.backup-PID-N`, either with `-journal`, `-wal`
-/// or `-shm`), or with `in_folder` for any `seatwarden-state-<time>.db`.
-fn is_temporary_of(candidate: &str, name: &str, in_folder: bool) -> bool {
-    let Some(rest) = candidate.strip_prefix('.') else {
-        return false;
-    };
-    let Some((backup, pid)) = rest.rsplit_once(TEMPORARY_MARK) else {
-        return false;
-    };
-    let same_name = backup == name || (in_folder && is_folder_file_name(backup));
-    let pid = ["-journal", "-wal", "-shm"]
-        .iter()
-        .find_map(|side| pid.strip_suffix(side))
-        .unwrap_or(pid);
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let numbered = match pid.split_once('-') {
-        Some((pid, n)) => digits(pid) && digits(n),
-        None => digits(pid),
-    };
-    same_name && numbered
+    outfile::remove_stale_temporaries(
+        target,
+        BACKUP,
+        &|name| in_folder && is_folder_file_name(name),
+        now,
+    );
 }
 
 /// Whether `name` is one [`file_name_in_folder`] gives.

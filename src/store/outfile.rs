@@ -10,6 +10,14 @@
 //! one of the files beside it. A name that is a symbolic link is followed: the
 //! file it leads to is replaced in its own folder and the link kept; a link
 //! that leads to no file is refused.
+//!
+//! A write killed midway (SIGKILL, a container stopped, a power cut) leaves its
+//! temporary file: owner-only, but a whole or partial copy of what it wrote (a
+//! database, every account's personal data). Each write first removes those
+//! earlier writes to the same name left once they are a day old
+//! ([`remove_stale_temporaries`]); a fresher one may be another write's under
+//! way (a shared volume) and is left alone, as is any file not named as this
+//! module names them.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,6 +34,10 @@ pub struct Kind {
     /// What the temporary files of killed writes are, plural: `copies of
     /// earlier backups`.
     pub leftovers: &'static str,
+    /// Suffixes of files its writer may leave beside a temporary file
+    /// (SQLite's `-journal`, `-wal`, `-shm` beside a backup's copy): a stale
+    /// one is removed as the temporary file is.
+    pub beside: &'static [&'static str],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +132,7 @@ pub fn write(
             path: target,
         });
     }
+    remove_stale_temporaries(&target, kind, &|_| false, std::time::SystemTime::now());
     let temporary = create_temporary(&target, kind)?;
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -302,6 +315,104 @@ pub(super) fn create_temporary(target: &Path, kind: Kind) -> Result<PathBuf, Out
 
 /// How many names [`create_temporary`] tries.
 const MAX_TEMPORARY_NAMES: u32 = 100;
+
+/// How old a temporary file is before [`remove_stale_temporaries`] takes it for
+/// a killed write's: a write under way changes its file all along.
+pub(super) const STALE_TEMPORARY: std::time::Duration =
+    std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Removes, beside `target`, the temporary files killed writes of this `kind`
+/// left for the same name (`.NAME<mark>PID`, `-N` after it, and
+/// [`Kind::beside`] files beside them), or for any name `also_for` accepts (a
+/// backup into a folder: any name such a backup gives), once they are a day old
+/// ([`STALE_TEMPORARY`]) at `now`. Left, they piled up with every killed write
+/// (a volume filled with copies of the database until every backup failed;
+/// copies of every account's personal data beside a kept export). A fresher one
+/// may be another write's under way (a shared volume) and is left alone, as is
+/// any other file, a symbolic link or what it leads to. Done before the write,
+/// so one that then fails (the volume full of them) still clears them; a file
+/// that cannot be removed is logged.
+pub(super) fn remove_stale_temporaries(
+    target: &Path,
+    kind: Kind,
+    also_for: &dyn Fn(&str) -> bool,
+    now: std::time::SystemTime,
+) {
+    let Some(name) = target.file_name().and_then(|name| name.to_str()) else {
+        return;
+    };
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        // A folder that may be written but not listed: nothing to find.
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(candidate) = file_name.to_str() else {
+            continue;
+        };
+        if !is_temporary_of(candidate, name, kind, also_for) {
+            continue;
+        }
+        // The entry itself, never what a link leads to.
+        let Ok(metadata) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let old = metadata
+            .modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > STALE_TEMPORARY);
+        if !metadata.is_file() || !old {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(
+                file = %entry.path().display(),
+                "removed the temporary file a write of {} killed over a day ago left",
+                kind.what
+            ),
+            Err(e) => tracing::warn!(
+                file = %entry.path().display(),
+                error = %e,
+                "the temporary file a write of {} killed over a day ago left could not be removed",
+                kind.what
+            ),
+        }
+    }
+}
+
+/// Whether `candidate` is the name of a temporary file of `kind` for `name`
+/// (`.NAME<mark>PID`, `.NAME<mark>PID-N`, either with one of [`Kind::beside`]
+/// after it), or for a name `also_for` accepts.
+pub(super) fn is_temporary_of(
+    candidate: &str,
+    name: &str,
+    kind: Kind,
+    also_for: &dyn Fn(&str) -> bool,
+) -> bool {
+    let Some(rest) = candidate.strip_prefix('.') else {
+        return false;
+    };
+    let Some((written, pid)) = rest.rsplit_once(kind.mark) else {
+        return false;
+    };
+    let same_name = written == name || also_for(written);
+    let pid = kind
+        .beside
+        .iter()
+        .find_map(|side| pid.strip_suffix(side))
+        .unwrap_or(pid);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let numbered = match pid.split_once('-') {
+        Some((pid, n)) => digits(pid) && digits(n),
+        None => digits(pid),
+    };
+    same_name && numbered
+}
 
 /// Moves the written and synced `temporary` to `target`: replacing it only with
 /// `force`, and otherwise failing if it appeared meanwhile (a hard link refuses

@@ -156,6 +156,7 @@ fn sample_plan() -> Plan {
         new_links: vec![],
         retained: vec![],
         disputed_leavers: vec![],
+        protected_by_person: vec![],
         disputed_candidates: vec![],
     }
 }

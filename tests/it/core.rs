@@ -688,6 +688,15 @@ proptest! {
                 prop_assert!(!protected.matches(&spec.user_name));
             }
         }
+        // What is listed as left alone only for a protected person is exactly
+        // that: untouched, its person protected, its own userName not.
+        for p in &plan.protected_by_person {
+            prop_assert!(!accounts.contains(&p.account_id), "{p:?} touched");
+            prop_assert!(protected.matches(&p.user_name) && !protected.matches(&p.account_user_name), "{p:?}");
+            let person = s.directory.identities.iter().find(|i| i.id == p.identity_id);
+            // As the policy trims it.
+            prop_assert!(person.is_none_or(|i| i.user_name.trim() == p.user_name), "{p:?}");
+        }
         if patterns.iter().any(|p| p == "*") {
             let only_groups = plan
                 .actions
@@ -744,6 +753,23 @@ proptest! {
             .filter(|item| is_user_name_conflict(item))
             .filter_map(|item| item.account_id.as_deref())
             .collect();
+        // Every account protection takes out of the plan only for its person is
+        // listed, so no report can miss it.
+        let listed: BTreeSet<&str> = guarded
+            .protected_by_person
+            .iter()
+            .map(|p| p.account_id.as_str())
+            .collect();
+        for account in &s.workspace.accounts {
+            if claimed.contains(account.id.as_str()) && !glob_protects(&patterns, &account.user_name) {
+                prop_assert!(
+                    listed.contains(account.id.as_str()),
+                    "{} left alone for a protected person, not listed: {:#?}",
+                    account.user_name,
+                    guarded.protected_by_person
+                );
+            }
+        }
         for account in &s.workspace.accounts {
             if glob_protects(&patterns, &account.user_name)
                 || claimed.contains(account.id.as_str())

@@ -105,6 +105,8 @@ mod review_s47_audit;
 mod review_s47_chaos;
 mod review_s47_export;
 mod review_s47_link;
+mod review_s48_export_temp;
+mod review_s48_protected_link;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -139,6 +139,7 @@ fn crashed_create(config: &Config) -> i64 {
         new_links: vec![],
         retained: vec![],
         disputed_leavers: vec![],
+        protected_by_person: vec![],
         disputed_candidates: vec![],
     };
     store.save_plan(run, &plan, Utc::now()).unwrap();
@@ -399,6 +400,7 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
             new_links: vec![],
             retained: vec![],
             disputed_leavers: vec![],
+            protected_by_person: vec![],
             disputed_candidates: vec![],
         };
         store.save_plan(run, &plan, Utc::now()).unwrap();
