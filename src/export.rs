@@ -59,7 +59,7 @@ pub struct AccessRow {
     /// should go (`…: access due to be removed` while the account is active,
     /// `…: account deactivated (no access)` once it is not — so, too, for an
     /// active person whose account is deactivated), or, for an account linked to
-    /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
+    /// nobody, why: `protected` (its userName in `safety.protected` or `protected_groups`:
     /// seatwarden never touches it; a linked one says so after its reason, and
     /// its removal, when due, is one to make by hand; so does an account linked to
     /// a protected person, protected only through them), `disputed: …` (it may be the account of the
@@ -430,13 +430,10 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .collect();
     let mut current = workspace.accounts.clone();
     let lifecycle = apply_since(&mut current, &mut groups_of, &applied, &created);
-    let is_protected = |account: &Account| {
-        protected.matches(&account.user_name)
-            || account
-                .email
-                .as_deref()
-                .is_some_and(|email| protected.matches(email))
-    };
+    // By its own userName, as a reconcile judges it: an account whose email alone
+    // matches a protected name is deactivated like any orphan, so calling it
+    // protected would tell the reviewer the opposite of what happens to it.
+    let is_protected = |account: &Account| protected.matches(&account.user_name);
     let unlinked = |account: &Account| -> String {
         if is_protected(account) {
             return "protected".to_owned();

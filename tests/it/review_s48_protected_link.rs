@@ -457,3 +457,46 @@ fn the_access_review_says_an_account_is_protected_only_through_its_person() {
          changes their accounts"
     );
 }
+
+/// The access review judges an account protected as a reconcile does, by its own
+/// userName: an orphan whose email alone matches a protected name is deactivated
+/// by the next reconcile (`unmatched_accounts = "deactivate"`), so the review
+/// calls it orphaned, not protected.
+#[test]
+fn the_access_review_judges_an_account_protected_by_its_user_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = first_plan_stored(
+        dir.path(),
+        vec![person("00u2", "ben@example.com", "ben@example.com")],
+        vec![
+            account("w2", "ben@example.com", "ben@example.com"),
+            account("w3", "temp.ops@example.com", "admin.ops@example.com"),
+            account("w4", "admin.root@example.com", "root@example.com"),
+        ],
+    );
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!(
+            "{text}\n[policy]\nunmatched_accounts = \"deactivate\"\n\n\
+             [safety]\nprotected = [\"admin.*@example.com\"]\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = seatwarden(&config_path, &["export", "access", "--format", "json"]);
+    assert!(ok, "{err}");
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let why = |id: &str| {
+        export["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["account_id"] == id)
+            .unwrap()["justification"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(why("w3"), "orphaned");
+    assert_eq!(why("w4"), "protected");
+}
