@@ -2076,7 +2076,16 @@ impl Config {
             | DirectoryError::UnsupportedFormat { .. }
             | DirectoryError::Task { .. } => self.origin_of("directory.path"),
             DirectoryError::SecretFile { key, .. } => self.origin_of(key),
-            _ => self.source.clone(),
+            // A connector's settings (`directory.token_file … is empty`) or its
+            // scope (`check policy.scope_groups`) name the key in their text: one
+            // a variable set is blamed on that variable, not on a file without it.
+            _ => {
+                let text = e.to_string();
+                self.from_env
+                    .iter()
+                    .find(|key| names_key(&text, key))
+                    .map_or_else(|| self.source.clone(), |key| self.origin_of(key))
+            }
         };
         let hint = self.directory_file_hint(&e);
         ConfigError::Invalid {
@@ -3327,6 +3336,24 @@ fn sections_split(table: &toml::Table, rest: &str) -> Option<String> {
     Some(match sections_split(inner, after) {
         Some(deeper) => format!("{section}{deeper}"),
         None => format!("{section}{after}"),
+    })
+}
+
+/// Whether `text` names the dotted `key` whole: `directory.token_file` names
+/// `directory.token_file`, not `directory.token`; a full stop may end it.
+fn names_key(text: &str, key: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(key).any(|(at, _)| {
+        let mut after = text[at + key.len()..].chars();
+        let joined_after = match after.next() {
+            Some('.') => after.next().is_some_and(word),
+            next => next.is_some_and(word),
+        };
+        let joined_before = text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| word(c) || c == '.');
+        !joined_before && !joined_after
     })
 }
 
@@ -4914,6 +4941,18 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    /// A key is named whole: not as the start of a longer key, nor as the end of
+    /// one; a full stop after it ends a sentence.
+    #[test]
+    fn a_message_names_a_key_only_whole() {
+        let text = "directory.token_file /x is empty. Check policy.scope_groups.";
+        assert!(names_key(text, "directory.token_file"));
+        assert!(names_key(text, "policy.scope_groups"));
+        assert!(!names_key(text, "directory.token"));
+        assert!(!names_key(text, "token_file"));
+        assert!(!names_key("directory.token.x", "directory.token"));
+    }
 
     /// A national cloud's graph_url with the global sign-in left as the default
     /// (or the other way round) is warned about, naming the URL to set; matching

@@ -105,6 +105,7 @@ mod review_s47_audit;
 mod review_s47_chaos;
 mod review_s47_export;
 mod review_s47_link;
+mod review_s48_onboarding;
 mod role_groups;
 mod run_recovery;
 mod safety;
