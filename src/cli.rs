@@ -299,8 +299,9 @@ daemon's next runs in schedule.timezone. Writes nothing.
 and read-only, one line a side on stderr: the directory (Okta or Entra: a token and
 one small page of users, of groups, and of the app's assignments with app_id; LDAP:
 bind and a search of one user and one group; SCIM: one page), the workspace
-(ServiceProviderConfig, one page of Users and of Groups) and, with [report.email],
-the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried,
+(ServiceProviderConfig, or why a run goes on without it; one page of Users and of
+Groups, read as a run reads them) and, with [report.email], the mail relay
+(connect, TLS, AUTH, QUIT: no message is sent). Every side is tried,
 at once: each request once, within 10 s (or the configured timeout, when shorter),
 never retried as the daemon retries, so an unreachable endpoint fails in seconds.
 An endpoint answering 429 (or 503 with Retry-After) is THROTTLED: reachable, the

@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -104,5 +107,137 @@ fn a_scope_group_set_by_a_variable_that_no_row_carries_is_blamed_on_the_variable
         error.starts_with(&format!("error: {}: ", toml.display()))
             && error.contains("policy.scope_groups"),
         "{error}"
+    );
+}
+
+/// The demo's configuration and directory in a new folder, its workspace the
+/// server at `url` (token `demo-token`).
+fn demo_config_for(url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let toml = dir.path().join("seatwarden.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let pointed = text.replace(
+        "url = \"http://127.0.0.1:0/scim/v2\"",
+        &format!("url = \"{url}/scim/v2\""),
+    );
+    assert_ne!(pointed, text, "the demo's configuration moved");
+    std::fs::write(&toml, pointed).unwrap();
+    dir
+}
+
+fn list(resources: serde_json::Value) -> ResponseTemplate {
+    let total = resources.as_array().map_or(0, Vec::len);
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": total,
+        "startIndex": 1,
+        "itemsPerPage": total,
+        "Resources": resources,
+    }))
+}
+
+async fn workspace_answering(
+    service_provider_config: ResponseTemplate,
+    users: ResponseTemplate,
+) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(service_provider_config)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(serde_json::json!([
+            {"id": "g1", "displayName": "Engineering", "members": []}
+        ])))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The binary with `args` on `dir`'s configuration, off the runtime the mock
+/// server answers on.
+async fn binary(dir: &Path, args: &'static [&'static str]) -> (Option<i32>, String) {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || crate::fixtures::seatwarden_in(&dir, &[], args))
+        .await
+        .unwrap()
+}
+
+fn workspace_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("workspace "))
+        .unwrap_or_else(|| panic!("no workspace line: {stderr}"))
+}
+
+/// A User without id on the first page of `/Users`: a run refuses the listing,
+/// so the check does too, naming the request and what was wrong, where it
+/// used to pass it as `ok` and leave the engineer to meet it at `plan`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_a_run_cannot_read_fails_the_connect_check_naming_the_request() {
+    let server = workspace_answering(
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true},
+        })),
+        list(serde_json::json!([{"userName": "ada@example.com", "active": true}])),
+    )
+    .await;
+    let dir = demo_config_for(&server.uri());
+
+    let (code, stderr) = binary(dir.path(), &["check-config", "--connect"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = workspace_line(&stderr);
+    assert!(
+        line.contains("FAILED")
+            && line.contains("GET /Users?")
+            && line.contains("malformed response: User without id"),
+        "{line}"
+    );
+    // The run meets the same answer the same way.
+    let (code, stderr) = binary(dir.path(), &["plan"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        error_line(&stderr).contains("GET /Users?")
+            && error_line(&stderr).contains("User without id"),
+        "{stderr}"
+    );
+}
+
+/// A `/ServiceProviderConfig` that is not JSON is tolerated, as a run tolerates
+/// it, but the check says it was not usable and why (the request and the
+/// parse error), not "PATCH not said, …" as if the provider had said nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_service_provider_config_is_said_with_why() {
+    let server = workspace_answering(
+        ResponseTemplate::new(200)
+            .insert_header("Content-Type", "application/scim+json")
+            .set_body_string("{\"patch\": {\"supported\": tru"),
+        list(serde_json::json!([{
+            "id": "u1", "userName": "ada@example.com", "active": true
+        }])),
+    )
+    .await;
+    let dir = demo_config_for(&server.uri());
+
+    let (code, stderr) = binary(dir.path(), &["check-config", "--connect"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = workspace_line(&stderr);
+    assert!(
+        line.contains(" ok ")
+            && line.contains("no usable ServiceProviderConfig, defaults apply")
+            && line.contains("GET /ServiceProviderConfig: malformed response: body is not JSON")
+            && line.contains("GET /Users (1 accounts)")
+            && !line.contains("not said"),
+        "{line}"
     );
 }
