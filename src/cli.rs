@@ -63,11 +63,11 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for reconcile: every planned action was applied and verified
-  1  error (configuration, directory, workspace or state database); check-config
-     --connect: a connection failed; healthcheck: not healthy; send-mail: messages
-     still wait (a transient failure)
+  1  error (configuration, directory, workspace or state database); backup: not
+     written; check-config --connect: a connection failed or was throttled;
+     healthcheck: not healthy; send-mail: messages still wait (a transient failure)
   2  plan --detailed-exitcode: the plan has changes
-  3  reconcile (also --dry-run), approve: actions were held by the guard
+  3  reconcile (also --dry-run), resume, approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
      while their account is disputed (`link` settles it); plan exits 0 or 2
   4  some actions failed, or were not sent because the run's writes stopped (the

@@ -3,7 +3,8 @@
 //! hold it (a directory secret file that is empty, a scope group the export
 //! lacks), and `check-config --connect` names what a run would refuse in the
 //! workspace's answers (a User the run cannot read, a ServiceProviderConfig
-//! that is not JSON) instead of passing it as `ok`.
+//! that is not JSON) instead of passing it as `ok`; `seatwarden --help`'s exit
+//! codes name the commands README's table names.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -239,5 +240,54 @@ async fn an_unusable_service_provider_config_is_said_with_why() {
             && line.contains("GET /Users (1 accounts)")
             && !line.contains("not said"),
         "{line}"
+    );
+}
+
+/// `seatwarden --help`'s exit codes name the commands README's table names for
+/// them: `resume` exits 3 when its reconcile holds actions (its own `--help`
+/// says so), a throttled `check-config --connect` and an unwritten `backup`
+/// exit 1.
+#[test]
+fn the_top_level_helps_exit_codes_name_the_commands_readme_names() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    let codes = help
+        .split("Exit codes:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no exit codes: {help}"));
+    // Each entry: its code, then its text over the lines up to the next code.
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in codes.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some(code)
+                if code.parse::<u8>().is_ok() && line.len() - line.trim_start().len() < 3 =>
+            {
+                entries.push((code.to_owned(), words.collect::<Vec<_>>().join(" ")));
+            }
+            _ => {
+                let (_, text) = entries.last_mut().unwrap();
+                text.push(' ');
+                text.push_str(line.trim());
+            }
+        }
+    }
+    let entry = |code: &str| {
+        entries
+            .iter()
+            .find(|(c, _)| c == code)
+            .map(|(_, text)| text.as_str())
+            .unwrap_or_else(|| panic!("no exit code {code}: {codes}"))
+    };
+    assert!(entry("3").contains("resume"), "{}", entry("3"));
+    assert!(
+        entry("1").contains("backup") && entry("1").contains("throttled"),
+        "{}",
+        entry("1")
     );
 }
