@@ -4586,9 +4586,12 @@ fn without_url_credentials(key: &str, message: &str) -> String {
 }
 
 /// `text`, a URL or what was meant as one, with its login and its query
-/// replaced by `[redacted]`.
+/// replaced by `[redacted]`. Without a scheme, only a login with a password
+/// (`svc:pw@host`) is one: a mail address the message quotes
+/// (`from = "seatwarden@example.com"` in an example) is left as it is.
 fn url_without_credentials(text: &str) -> String {
-    let start = match text.find("://") {
+    let scheme = text.find("://");
+    let start = match scheme {
         Some(i) => i + 3,
         None => text.len() - text.trim_start_matches('/').len(),
     };
@@ -4596,7 +4599,10 @@ fn url_without_credentials(text: &str) -> String {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, after) = rest.split_at(end);
     let mut shown = head.to_owned();
-    match authority.rfind('@') {
+    let login = authority
+        .rfind('@')
+        .filter(|at| scheme.is_some() || authority[..*at].contains(':'));
+    match login {
         Some(at) => {
             shown.push_str("[redacted]");
             shown.push_str(&authority[at..]);
@@ -5492,6 +5498,14 @@ role = "Editor"
         .unwrap_err();
         assert!(error.contains("a@"), "{error}");
         assert!(!error.contains("[redacted]"), "{error}");
+        // The example of an error about the URL key keeps its mail addresses.
+        let error = load("", "[report.email]\nto = [\"b@x\"]\n", &[]).unwrap_err();
+        assert!(
+            error.contains("key `report.email.smtp_url`")
+                && error.contains("from = \"seatwarden@example.com\"")
+                && !error.contains("[redacted]"),
+            "{error}"
+        );
     }
 
     /// An inline secret set from a variable that kept its file's line break (a
