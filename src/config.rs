@@ -4571,7 +4571,10 @@ const URL_KEYS: [&str; 5] = [
 /// but the error that refuses it, or one about another mistake in it (a port out
 /// of range, no scheme), goes to the terminal, the journal and the reload log.
 fn without_url_credentials(key: &str, message: &str) -> String {
-    if !URL_KEYS.contains(&key) {
+    // A key that is missing has no value to quote: what such an error quotes is
+    // its own example, whose mail addresses (`from = "seatwarden@example.com"`)
+    // would read as logins.
+    if !URL_KEYS.contains(&key) || message.starts_with("missing: ") {
         return message.to_owned();
     }
     message
@@ -4586,12 +4589,9 @@ fn without_url_credentials(key: &str, message: &str) -> String {
 }
 
 /// `text`, a URL or what was meant as one, with its login and its query
-/// replaced by `[redacted]`. Without a scheme, only a login with a password
-/// (`svc:pw@host`) is one: a mail address the message quotes
-/// (`from = "seatwarden@example.com"` in an example) is left as it is.
+/// replaced by `[redacted]`.
 fn url_without_credentials(text: &str) -> String {
-    let scheme = text.find("://");
-    let start = match scheme {
+    let start = match text.find("://") {
         Some(i) => i + 3,
         None => text.len() - text.trim_start_matches('/').len(),
     };
@@ -4599,10 +4599,7 @@ fn url_without_credentials(text: &str) -> String {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, after) = rest.split_at(end);
     let mut shown = head.to_owned();
-    let login = authority
-        .rfind('@')
-        .filter(|at| scheme.is_some() || authority[..*at].contains(':'));
-    match login {
+    match authority.rfind('@') {
         Some(at) => {
             shown.push_str("[redacted]");
             shown.push_str(&authority[at..]);
