@@ -4129,6 +4129,21 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
                 key,
             }
         }
+        // `[policy.mapping]` for `[[policy.mapping]]`: one table where a list of
+        // them is, which serde calls a map where a sequence was expected. The
+        // generic hint (`such as ["a", "b"]`) would send people the wrong way.
+        ConfigError::Key { path, key, message }
+            if key == "policy.mapping" && message.starts_with("invalid type: map, ") =>
+        {
+            ConfigError::Key {
+                message: "is one table where a list of them is expected: head each \
+                          mapping [[policy.mapping]], with double brackets, not \
+                          [policy.mapping]"
+                    .to_owned(),
+                path,
+                key,
+            }
+        }
         // The `url` crate's words for a URL typed as one (the directory's `url`,
         // `graph_url`, `login_url`): a host without its scheme gets the fix the
         // workspace URL's gets.

@@ -1,7 +1,7 @@
 //! An IT engineer's first day with the binary: `check-config` blames a value a
 //! `SEATWARDEN__…` variable set on that variable, not on a file that does not
 //! hold it (a directory secret file that is empty, a scope group the export
-//! lacks), and `check-config --connect` names what a run would refuse in the
+//! lacks) and tells `[policy.mapping]` to double its brackets, and `check-config --connect` names what a run would refuse in the
 //! workspace's answers (a User the run cannot read, a ServiceProviderConfig
 //! that is not JSON) instead of passing it as `ok`; `seatwarden --help`'s exit
 //! codes name the commands README's table names.
@@ -289,5 +289,38 @@ fn the_top_level_helps_exit_codes_name_the_commands_readme_names() {
         entry("1").contains("backup") && entry("1").contains("throttled"),
         "{}",
         entry("1")
+    );
+}
+
+/// `[policy.mapping]` written for `[[policy.mapping]]` (one table where a list of
+/// tables is): the error says to double the brackets, not to write a list
+/// `["a", "b"]`, which the mapping cannot be.
+#[test]
+fn a_mapping_headed_with_single_brackets_is_told_to_double_them() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let toml = dir.path().join("seatwarden.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    // The demo's first mapping with single brackets, the others dropped (TOML
+    // refuses a table and a list of tables under one name).
+    let first = text.find("[[policy.mapping]]").unwrap();
+    let end = text[first..].find("\n[deprovision]").unwrap() + first;
+    let mapping = &text[first..end];
+    let one = mapping
+        .split("[[policy.mapping]]")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let single = format!("{}[policy.mapping]{one}{}", &text[..first], &text[end..]);
+    std::fs::write(&toml, single).unwrap();
+
+    let (code, stderr) = crate::fixtures::seatwarden_in(dir.path(), &[], &["check-config"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let error = error_line(&stderr);
+    assert!(
+        error.contains("key `policy.mapping`")
+            && error.contains("[[policy.mapping]], with double brackets")
+            && !error.contains("such as [\"a\", \"b\"]"),
+        "{error}"
     );
 }
