@@ -1,10 +1,11 @@
 //! An IT engineer's first day with the binary: `check-config` blames a value a
 //! `SEATWARDEN__…` variable set on that variable, not on a file that does not
 //! hold it (a directory secret file that is empty, a scope group the export
-//! lacks) and tells `[policy.mapping]` to double its brackets, and `check-config --connect` names what a run would refuse in the
-//! workspace's answers (a User the run cannot read, a ServiceProviderConfig
-//! that is not JSON) instead of passing it as `ok`; `seatwarden --help`'s exit
-//! codes name the commands README's table names.
+//! lacks), and tells `[policy.mapping]` to double its brackets;
+//! `check-config --connect` names what a run would refuse in the workspace's
+//! answers (a User the run cannot read, a ServiceProviderConfig that is not
+//! JSON) instead of passing it as `ok`; `seatwarden --help`'s exit codes name
+//! the commands README's table names.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
