@@ -1079,6 +1079,7 @@ impl Config {
                 path,
                 &variables,
             ));
+            let error = one_table_headed_as_a_list(error, path);
             match suggest_the_spelling(error, path, &env) {
                 ConfigError::Key { path, key, message } => ConfigError::Key {
                     path,
@@ -4215,6 +4216,38 @@ fn plain_type_words(message: &str) -> String {
         other => other,
     };
     format!("expected {expected}, found {found}")
+}
+
+/// A section headed as a list of tables (`[[workspace]]`, after the file's
+/// `[[policy.mapping]]`): serde reads a struct from a list as its fields in
+/// order, so the error names `workspace[0]` and the type of its first field
+/// (`expected text in quotes, found a table`). When the file has that header,
+/// the error names the section and the fix instead.
+fn one_table_headed_as_a_list(error: ConfigError, file: &Path) -> ConfigError {
+    let ConfigError::Key { path, key, message } = error else {
+        return error;
+    };
+    let section = key.strip_suffix("[0]").filter(|s| *s != "policy.mapping");
+    let headed = section.is_some_and(|section| {
+        path == file
+            && std::fs::read_to_string(file).is_ok_and(|text| {
+                text.lines().any(|line| {
+                    let line: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+                    line == format!("[[{section}]]")
+                })
+            })
+    });
+    match section {
+        Some(section) if headed => ConfigError::Key {
+            message: format!(
+                "is one table, headed [{section}] with single brackets: [[{section}]] makes \
+                 a list of tables, which only [[policy.mapping]] is"
+            ),
+            key: section.to_owned(),
+            path,
+        },
+        _ => ConfigError::Key { path, key, message },
+    }
 }
 
 /// The key serde's "unknown field `x`, expected …" names.

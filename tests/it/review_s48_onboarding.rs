@@ -1,7 +1,8 @@
 //! An IT engineer's first day with the binary: `check-config` blames a value a
 //! `SEATWARDEN__…` variable set on that variable, not on a file that does not
 //! hold it (a directory secret file that is empty, a scope group the export
-//! lacks), and tells `[policy.mapping]` to double its brackets;
+//! lacks), tells `[policy.mapping]` to double its brackets and `[[workspace]]`
+//! to single them;
 //! `check-config --connect` names what a run would refuse in the workspace's
 //! answers (a User the run cannot read, a ServiceProviderConfig that is not
 //! JSON) instead of passing it as `ok`; `seatwarden --help`'s exit codes name
@@ -322,6 +323,45 @@ fn a_mapping_headed_with_single_brackets_is_told_to_double_them() {
         error.contains("key `policy.mapping`")
             && error.contains("[[policy.mapping]], with double brackets")
             && !error.contains("such as [\"a\", \"b\"]"),
+        "{error}"
+    );
+}
+
+/// A section headed with double brackets (`[[workspace]]`, as the file's
+/// `[[policy.mapping]]` are): serde read it as a list of the section's fields
+/// and blamed `workspace[0]` for not being text; the error names the section
+/// and the single brackets it needs. A list of text given a table still reads
+/// as before.
+#[test]
+fn a_section_headed_with_double_brackets_is_told_to_use_single_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let toml = dir.path().join("seatwarden.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let doubled = text.replace("\n[workspace]\n", "\n[[workspace]]\n");
+    assert_ne!(doubled, text, "the demo's configuration moved");
+    std::fs::write(&toml, doubled).unwrap();
+    let (code, stderr) = crate::fixtures::seatwarden_in(dir.path(), &[], &["check-config"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let error = error_line(&stderr);
+    assert!(
+        error.contains("key `workspace`: ")
+            && error.contains("headed [workspace] with single brackets")
+            && !error.contains("workspace[0]"),
+        "{error}"
+    );
+
+    let listed = text.replace(
+        "scope_groups = [\"Taskade Users\"]",
+        "scope_groups = [{ name = \"Taskade Users\" }]",
+    );
+    assert_ne!(listed, text, "the demo's configuration moved");
+    std::fs::write(&toml, listed).unwrap();
+    let (code, stderr) = crate::fixtures::seatwarden_in(dir.path(), &[], &["check-config"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let error = error_line(&stderr);
+    assert!(
+        error.contains("key `policy.scope_groups[0]`: expected text in quotes"),
         "{error}"
     );
 }
