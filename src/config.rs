@@ -15,7 +15,9 @@
 //! unknown or missing key with the keys or values accepted there (a missing
 //! required key with what it holds and an example): a number
 //! or boolean written in quotes too, which the `config` crate would convert; a
-//! variable's text is read strictly as the key's type (`true`/`false`). Relative
+//! variable's text is read strictly as the key's type (`true`/`false`). A
+//! table headed with the wrong brackets (`[policy.mapping]`, `[[workspace]]`) is
+//! told which it needs. Relative
 //! paths are relative to the directory holding the configuration file, so a unit
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere; a file that
 //! cannot be read says what to do ([`Config::unreadable_file_hint`]), and where a
