@@ -63,11 +63,11 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for reconcile: every planned action was applied and verified
-  1  error (configuration, directory, workspace or state database); check-config
-     --connect: a connection failed; healthcheck: not healthy; send-mail: messages
-     still wait (a transient failure)
+  1  error (configuration, directory, workspace or state database); backup: not
+     written; check-config --connect: a connection failed or was throttled;
+     healthcheck: not healthy; send-mail: messages still wait (a transient failure)
   2  plan --detailed-exitcode: the plan has changes
-  3  reconcile (also --dry-run), approve: actions were held by the guard
+  3  reconcile (also --dry-run), resume, approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
      while their account is disputed (`link` settles it); plan exits 0 or 2
   4  some actions failed, or were not sent because the run's writes stopped (the
@@ -299,8 +299,9 @@ daemon's next runs in schedule.timezone. Writes nothing.
 and read-only, one line a side on stderr: the directory (Okta or Entra: a token and
 one small page of users, of groups, and of the app's assignments with app_id; LDAP:
 bind and a search of one user and one group; SCIM: one page), the workspace
-(ServiceProviderConfig, one page of Users and of Groups) and, with [report.email],
-the mail relay (connect, TLS, AUTH, QUIT: no message is sent). Every side is tried,
+(ServiceProviderConfig, or why a run goes on without it; one page of Users and of
+Groups, read as a run reads them) and, with [report.email], the mail relay
+(connect, TLS, AUTH, QUIT: no message is sent). Every side is tried,
 at once: each request once, within 10 s (or the configured timeout, when shorter),
 never retried as the daemon retries, so an unreachable endpoint fails in seconds.
 An endpoint answering 429 (or 503 with Retry-After) is THROTTLED: reachable, the

@@ -15,7 +15,9 @@
 //! unknown or missing key with the keys or values accepted there (a missing
 //! required key with what it holds and an example): a number
 //! or boolean written in quotes too, which the `config` crate would convert; a
-//! variable's text is read strictly as the key's type (`true`/`false`). Relative
+//! variable's text is read strictly as the key's type (`true`/`false`). A
+//! table headed with the wrong brackets (`[policy.mapping]`, `[[workspace]]`) is
+//! told which it needs. Relative
 //! paths are relative to the directory holding the configuration file, so a unit
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere; a file that
 //! cannot be read says what to do ([`Config::unreadable_file_hint`]), and where a
@@ -1079,6 +1081,7 @@ impl Config {
                 path,
                 &variables,
             ));
+            let error = one_table_headed_as_a_list(error, path);
             match suggest_the_spelling(error, path, &env) {
                 ConfigError::Key { path, key, message } => ConfigError::Key {
                     path,
@@ -2076,7 +2079,16 @@ impl Config {
             | DirectoryError::UnsupportedFormat { .. }
             | DirectoryError::Task { .. } => self.origin_of("directory.path"),
             DirectoryError::SecretFile { key, .. } => self.origin_of(key),
-            _ => self.source.clone(),
+            // A connector's settings (`directory.token_file … is empty`) or its
+            // scope (`check policy.scope_groups`) name the key in their text: one
+            // a variable set is blamed on that variable, not on a file without it.
+            _ => {
+                let text = e.to_string();
+                self.from_env
+                    .iter()
+                    .find(|key| names_key(&text, key))
+                    .map_or_else(|| self.source.clone(), |key| self.origin_of(key))
+            }
         };
         let hint = self.directory_file_hint(&e);
         ConfigError::Invalid {
@@ -3330,6 +3342,24 @@ fn sections_split(table: &toml::Table, rest: &str) -> Option<String> {
     })
 }
 
+/// Whether `text` names the dotted `key` whole: `directory.token_file` names
+/// `directory.token_file`, not `directory.token`; a full stop may end it.
+fn names_key(text: &str, key: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(key).any(|(at, _)| {
+        let mut after = text[at + key.len()..].chars();
+        let joined_after = match after.next() {
+            Some('.') => after.next().is_some_and(word),
+            next => next.is_some_and(word),
+        };
+        let joined_before = text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| word(c) || c == '.');
+        !joined_before && !joined_after
+    })
+}
+
 /// The dotted key a `SEATWARDEN__SECTION__KEY` variable sets (`section.key`).
 fn key_of_variable(name: &str) -> String {
     name.strip_prefix(&format!("{ENV_PREFIX}__"))
@@ -4102,6 +4132,21 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
                 key,
             }
         }
+        // `[policy.mapping]` for `[[policy.mapping]]`: one table where a list of
+        // them is, which serde calls a map where a sequence was expected. The
+        // generic hint (`such as ["a", "b"]`) would send people the wrong way.
+        ConfigError::Key { path, key, message }
+            if key == "policy.mapping" && message.starts_with("invalid type: map, ") =>
+        {
+            ConfigError::Key {
+                message: "is one table where a list of them is expected: head each \
+                          mapping [[policy.mapping]], with double brackets, not \
+                          [policy.mapping]"
+                    .to_owned(),
+                path,
+                key,
+            }
+        }
         // The `url` crate's words for a URL typed as one (the directory's `url`,
         // `graph_url`, `login_url`): a host without its scheme gets the fix the
         // workspace URL's gets.
@@ -4173,6 +4218,38 @@ fn plain_type_words(message: &str) -> String {
         other => other,
     };
     format!("expected {expected}, found {found}")
+}
+
+/// A section headed as a list of tables (`[[workspace]]`, after the file's
+/// `[[policy.mapping]]`): serde reads a struct from a list as its fields in
+/// order, so the error names `workspace[0]` and the type of its first field
+/// (`expected text in quotes, found a table`). When the file has that header,
+/// the error names the section and the fix instead.
+fn one_table_headed_as_a_list(error: ConfigError, file: &Path) -> ConfigError {
+    let ConfigError::Key { path, key, message } = error else {
+        return error;
+    };
+    let section = key.strip_suffix("[0]").filter(|s| *s != "policy.mapping");
+    let headed = section.is_some_and(|section| {
+        path == file
+            && std::fs::read_to_string(file).is_ok_and(|text| {
+                text.lines().any(|line| {
+                    let line: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+                    line == format!("[[{section}]]")
+                })
+            })
+    });
+    match section {
+        Some(section) if headed => ConfigError::Key {
+            message: format!(
+                "is one table, headed [{section}] with single brackets: [[{section}]] makes \
+                 a list of tables, which only [[policy.mapping]] is"
+            ),
+            key: section.to_owned(),
+            path,
+        },
+        _ => ConfigError::Key { path, key, message },
+    }
 }
 
 /// The key serde's "unknown field `x`, expected …" names.
@@ -4544,7 +4621,10 @@ const URL_KEYS: [&str; 5] = [
 /// but the error that refuses it, or one about another mistake in it (a port out
 /// of range, no scheme), goes to the terminal, the journal and the reload log.
 fn without_url_credentials(key: &str, message: &str) -> String {
-    if !URL_KEYS.contains(&key) {
+    // A key that is missing has no value to quote: what such an error quotes is
+    // its own example, whose mail addresses (`from = "seatwarden@example.com"`)
+    // would read as logins.
+    if !URL_KEYS.contains(&key) || message.starts_with("missing: ") {
         return message.to_owned();
     }
     message
@@ -4914,6 +4994,18 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    /// A key is named whole: not as the start of a longer key, nor as the end of
+    /// one; a full stop after it ends a sentence.
+    #[test]
+    fn a_message_names_a_key_only_whole() {
+        let text = "directory.token_file /x is empty. Check policy.scope_groups.";
+        assert!(names_key(text, "directory.token_file"));
+        assert!(names_key(text, "policy.scope_groups"));
+        assert!(!names_key(text, "directory.token"));
+        assert!(!names_key(text, "token_file"));
+        assert!(!names_key("directory.token.x", "directory.token"));
+    }
 
     /// A national cloud's graph_url with the global sign-in left as the default
     /// (or the other way round) is warned about, naming the URL to set; matching
@@ -5453,6 +5545,14 @@ role = "Editor"
         .unwrap_err();
         assert!(error.contains("a@"), "{error}");
         assert!(!error.contains("[redacted]"), "{error}");
+        // The example of an error about the URL key keeps its mail addresses.
+        let error = load("", "[report.email]\nto = [\"b@x\"]\n", &[]).unwrap_err();
+        assert!(
+            error.contains("key `report.email.smtp_url`")
+                && error.contains("from = \"seatwarden@example.com\"")
+                && !error.contains("[redacted]"),
+            "{error}"
+        );
     }
 
     /// An inline secret set from a variable that kept its file's line break (a

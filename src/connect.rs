@@ -7,8 +7,9 @@
 //! - directory: [`crate::directory::Directory::probe`] (a token and one small
 //!   page of users, groups and the app's assignments; an LDAP bind and two
 //!   searches of one entry; a file was read whole already);
-//! - workspace: [`crate::workspace::ScimClient::probe`] (discovery, one page of
-//!   `/Users` and of `/Groups`);
+//! - workspace: [`crate::workspace::ScimClient::probe`] (discovery, or why a
+//!   run would go on without it; one page of `/Users` and of `/Groups`, each
+//!   object read as a run reads it);
 //! - mail, with `[report.email]`: [`crate::mail::Mailer::probe`] (connect, TLS,
 //!   AUTH, QUIT: no message).
 //!

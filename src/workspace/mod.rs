@@ -997,6 +997,12 @@ impl ScimClient {
     /// its first real read, and a throttled discovery would leave the run without
     /// the provider's ETags (its read-modify-writes then sent without `If-Match`).
     pub async fn discover(&self) -> Result<(), WorkspaceError> {
+        self.discover_tolerating().await.map(|_| ())
+    }
+
+    /// [`ScimClient::discover`], and the error it tolerated, if it did: what
+    /// `check-config --connect` says instead of "not said" for everything.
+    async fn discover_tolerating(&self) -> Result<Option<WorkspaceError>, WorkspaceError> {
         let (_, config) = match self.get_json::<Value>("/ServiceProviderConfig", &[]).await {
             Ok(found) => found,
             Err(
@@ -1010,7 +1016,7 @@ impl ScimClient {
             }
             Err(e) => {
                 tracing::info!(error = %e, "no usable ServiceProviderConfig; using defaults");
-                return Ok(());
+                return Ok(Some(e));
             }
         };
         let number = |v: &Value| match v {
@@ -1077,7 +1083,7 @@ impl ScimClient {
             .discovered
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = discovered;
-        Ok(())
+        Ok(None)
     }
 
     /// All Users and all Groups (with members), listed concurrently.
@@ -1768,19 +1774,35 @@ impl ScimClient {
     }
 
     /// `check-config --connect`: discovery (`/ServiceProviderConfig`, whose
-    /// absence is tolerated as a run tolerates it) and the first page of `/Users`
-    /// and of `/Groups`, one object each, with the token: what a run's reads
-    /// would meet first, read only. What it proved, one item a request.
+    /// absence is tolerated as a run tolerates it, and said with why) and the
+    /// first page of `/Users` and of `/Groups`, one object each, with the token,
+    /// each object read as a run reads it (a User without id fails here as it
+    /// fails the run): what a run's reads would meet first, read only. What it
+    /// proved, one item a request.
     pub async fn probe(&self) -> Result<Vec<String>, WorkspaceError> {
-        self.discover().await?;
-        let mut proven = vec![self.discovered_summary()];
-        for (path, what) in [("/Users", "accounts"), ("/Groups", "groups")] {
-            let (_, page) = self.first_page::<Value>(path, None, 1).await?;
-            proven.push(match page.total_results {
-                Some(total) => format!("GET {path} ({total} {what})"),
-                None => format!("GET {path}"),
-            });
+        let tolerated = self.discover_tolerating().await?;
+        let mut proven = vec![match tolerated {
+            Some(e) => format!("no usable ServiceProviderConfig, defaults apply ({e})"),
+            None => self.discovered_summary(),
+        }];
+        let counted = |path: &str, total: Option<u64>, what: &str| match total {
+            Some(total) => format!("GET {path} ({total} {what})"),
+            None => format!("GET {path}"),
+        };
+        let (endpoint, users) = self
+            .first_page::<parse::UserBody>("/Users", None, 1)
+            .await?;
+        for user in &users.resources {
+            parse::account(&endpoint, &user.0, &self.inner.role_attribute)?;
         }
+        proven.push(counted("/Users", users.total_results, "accounts"));
+        let (endpoint, groups) = self
+            .first_page::<parse::GroupBody>("/Groups", None, 1)
+            .await?;
+        for group in groups.resources {
+            parse::group(&endpoint, group)?;
+        }
+        proven.push(counted("/Groups", groups.total_results, "groups"));
         Ok(proven)
     }
 
