@@ -6,7 +6,12 @@
 //!
 //! - directory: [`crate::directory::Directory::probe`] (a token and one small
 //!   page of users, groups and the app's assignments; an LDAP bind and two
-//!   searches of one entry; a file was read whole already);
+//!   searches of one entry, with the attributes a run asks for; a SCIM
+//!   directory's discovery and one page of Users and of Groups; a file was
+//!   read whole already), each page read with the run's own parsing, so an
+//!   object a run refuses (an Okta user without `status`, a Graph user without
+//!   `accountEnabled`, an Active Directory user without `accountExpires`, a
+//!   SCIM User with a blank `userName`) fails the check with the run's error;
 //! - workspace: [`crate::workspace::ScimClient::probe`] (discovery, or why a
 //!   run would go on without it; one page of `/Users` and of `/Groups`, each
 //!   object read as a run reads it);

@@ -436,12 +436,7 @@ impl EntraSource {
         };
         let (users, (wanted, app_scope, to_read, members, assigned_members, hidden)) =
             futures::try_join!(people, memberships)?;
-        let include_guests = self.inner.settings.include_guests;
-        let identities = users
-            .iter()
-            .filter(|u| include_guests || !is_guest(u))
-            .map(|u| parse_user(u, "GET /v1.0/users", self.inner.settings.user_name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let identities = parse_users(&users, "GET /v1.0/users", &self.inner.settings)?;
         let snapshot = remote::assemble_snapshot(
             identities,
             &to_read,
@@ -852,44 +847,52 @@ impl EntraSource {
     /// small page of each collection a snapshot reads (users, groups, and with
     /// `app_id` the app's service principal and its assignments), through the
     /// requests' own path: retries, and errors naming the endpoint, the Graph
-    /// permission missing and the request-id. What it proved, one item a
-    /// request; no page is followed.
+    /// permission missing and the request-id. Each page is read as a run reads
+    /// it ([`page_values`], [`parse_users`], [`parse_group`],
+    /// [`assigned_principals`]): a user a run would refuse (no
+    /// `accountEnabled`, no `userPrincipalName`) fails the check, naming it.
+    /// What it proved, one item a request; no page is followed.
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
         let api = &self.inner.api;
         let select = encode_component(USER_SELECT);
         let mut proven = Vec::new();
-        for url in [
-            format!("{api}/users?$select={select}&$top=1"),
-            format!("{api}/groups?$select=id,displayName,visibility&$top=1"),
-        ] {
-            proven.push(self.probe_page(&url).await?);
+        let (endpoint, users) = self
+            .probe_page(&format!("{api}/users?$select={select}&$top=1"))
+            .await?;
+        parse_users(&users, "GET /v1.0/users", &self.inner.settings)?;
+        proven.push(endpoint);
+        let (endpoint, groups) = self
+            .probe_page(&format!(
+                "{api}/groups?$select=id,displayName,visibility&$top=1"
+            ))
+            .await?;
+        for group in &groups {
+            parse_group(group, "GET /v1.0/groups")?;
         }
+        proven.push(endpoint);
         if let Some(app_id) = &self.inner.settings.app_id {
             let sp = self.service_principal(app_id).await?;
             proven.push("GET /v1.0/servicePrincipals".to_owned());
-            proven.push(
-                self.probe_page(&format!(
+            let (endpoint, assignments) = self
+                .probe_page(&format!(
                     "{api}/servicePrincipals/{}/appRoleAssignedTo?$top=1",
                     segment(&sp, "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo")?
                 ))
-                .await?,
-            );
+                .await?;
+            assigned_principals(&assignments)?;
+            proven.push(endpoint);
         }
         proven.insert(0, "access token issued".to_owned());
         Ok(proven)
     }
 
-    /// One page of a collection, its `value` array checked: the endpoint read.
-    async fn probe_page(&self, url: &str) -> Result<String, DirectoryError> {
+    /// The first page at `url` alone, its `value` array taken as
+    /// [`EntraSource::list`] takes it: the endpoint read and the items.
+    async fn probe_page(&self, url: &str) -> Result<(String, Vec<Value>), DirectoryError> {
         let endpoint = endpoint_of("GET", url);
         let page = self.get(url, &endpoint).await?.json(&endpoint)?;
-        match page.get("value") {
-            Some(Value::Array(_)) => Ok(endpoint),
-            _ => Err(DirectoryError::Malformed {
-                endpoint,
-                what: "no \"value\" array".into(),
-            }),
-        }
+        let items = page_values(page, &endpoint)?;
+        Ok((endpoint, items))
     }
 
     /// The id of the one service principal of the application `app_id`.
@@ -926,23 +929,7 @@ impl EntraSource {
                 segment(&sp, "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo")?
             ))
             .await?;
-        let mut users = HashSet::new();
-        let mut groups = HashSet::new();
-        for a in &assignments {
-            let endpoint = "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo";
-            let principal = required_str(a, "principalId", endpoint)?.to_owned();
-            match a.get("principalType").and_then(Value::as_str) {
-                Some("User") => {
-                    users.insert(principal);
-                }
-                Some("Group") => {
-                    groups.insert(principal);
-                }
-                // Service principals assigned to the app are not people.
-                _ => {}
-            }
-        }
-        Ok((users, groups))
+        assigned_principals(&assignments)
     }
 
     /// The user ids in each of `groups`, through nested groups or directly.
@@ -1023,18 +1010,14 @@ impl EntraSource {
         let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
-            let mut page = self.get(&url, &endpoint).await?.json(&endpoint)?;
+            let page = self.get(&url, &endpoint).await?.json(&endpoint)?;
             pages += 1;
-            match page.get_mut("value").map(Value::take) {
-                Some(Value::Array(values)) => items.extend(values),
-                _ => {
-                    return Err(DirectoryError::Malformed {
-                        endpoint,
-                        what: "no \"value\" array".into(),
-                    });
-                }
-            }
-            match page.get("@odata.nextLink").and_then(Value::as_str) {
+            let next = page
+                .get("@odata.nextLink")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            items.extend(page_values(page, &endpoint)?);
+            match next.as_deref() {
                 None => return Ok(items),
                 Some(next) => {
                     url = self.checked_next(next, &endpoint, &mut visited)?;
@@ -1547,6 +1530,56 @@ fn of_another_type(item: &Value, kind: &str) -> bool {
         .and_then(Value::as_str)
         .and_then(|t| t.strip_prefix("#microsoft.graph."))
         .is_some_and(|t| !t.eq_ignore_ascii_case(kind))
+}
+
+/// The users and the groups an app's service principal is assigned to, from
+/// its `appRoleAssignedTo` items.
+fn assigned_principals(
+    assignments: &[Value],
+) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
+    let endpoint = "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo";
+    let mut users = HashSet::new();
+    let mut groups = HashSet::new();
+    for a in assignments {
+        let principal = required_str(a, "principalId", endpoint)?.to_owned();
+        match a.get("principalType").and_then(Value::as_str) {
+            Some("User") => {
+                users.insert(principal);
+            }
+            Some("Group") => {
+                groups.insert(principal);
+            }
+            // Service principals assigned to the app are not people.
+            _ => {}
+        }
+    }
+    Ok((users, groups))
+}
+
+/// The `value` array of one page of a collection (`@odata.nextLink` is the
+/// caller's).
+fn page_values(mut page: Value, endpoint: &str) -> Result<Vec<Value>, DirectoryError> {
+    match page.get_mut("value").map(Value::take) {
+        Some(Value::Array(values)) => Ok(values),
+        _ => Err(DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: "no \"value\" array".into(),
+        }),
+    }
+}
+
+/// The identities of a page (or listing) of `/users`: guests left out unless
+/// `include_guests`, each user read by [`parse_user`].
+fn parse_users(
+    users: &[Value],
+    endpoint: &str,
+    settings: &EntraSettings,
+) -> Result<Vec<Identity>, DirectoryError> {
+    users
+        .iter()
+        .filter(|u| settings.include_guests || !is_guest(u))
+        .map(|u| parse_user(u, endpoint, settings.user_name))
+        .collect()
 }
 
 fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryError> {

@@ -296,10 +296,13 @@ impl LdapSource {
     }
 
     /// `check-config --connect`: connect (TLS as configured), bind, and one search
-    /// of the users and one of the groups for a single entry each (size limit 1,
-    /// ids only), with the settings' timeout; unbind. What it proved, one item
-    /// a step. A user search that finds nobody fails: a run would read no one
-    /// and refuse the directory as a source fault.
+    /// of the users and one of the groups for a single entry each (size limit 1),
+    /// with the attributes a run asks for and the settings' timeout; unbind. The
+    /// entry found is read as a run reads it ([`LdapSource::person`],
+    /// [`LdapSource::group`]): a user a run would refuse (no id, no userName, no
+    /// `accountExpires` on Active Directory) fails the check, naming the entry.
+    /// What it proved, one item a step. A user search that finds nobody fails: a
+    /// run would read no one and refuse the directory as a source fault.
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
         let mut ldap = self.connect().await?;
         let probed = self.probe_connected(&mut ldap).await;
@@ -312,25 +315,40 @@ impl LdapSource {
     async fn probe_connected(&self, ldap: &mut Ldap) -> Result<Vec<String>, DirectoryError> {
         let s = &self.settings;
         let mut proven = vec![format!("bind as {:?}", s.bind_dn)];
-        for (what, base, filter) in [
-            ("users", &s.base_dn, &s.user_filter),
-            ("groups", &s.group_base_dn, &s.group_filter),
+        let now = Utc::now();
+        for (what, base, filter, attributes) in [
+            ("users", &s.base_dn, &s.user_filter, self.user_attributes()),
+            (
+                "groups",
+                &s.group_base_dn,
+                &s.group_filter,
+                self.group_attributes(),
+            ),
         ] {
             let operation = format!("search {what} under {base:?} with {filter}");
             ldap.with_timeout(s.timeout);
             ldap.with_search_options(SearchOptions::new().sizelimit(1));
             let SearchResult(entries, result) = ldap
-                .search(base, Scope::Subtree, filter, vec!["1.1"])
+                .search(base, Scope::Subtree, filter, attributes)
                 .await
                 .map_err(|e| self.failure(&operation, e))?;
             // 4 sizeLimitExceeded: more entries than the one asked for.
             if result.rc != 4 {
                 result.success().map_err(|e| self.failure(&operation, e))?;
             }
-            let found = entries
-                .iter()
+            let mut found = 0_usize;
+            for raw in entries
+                .into_iter()
                 .filter(|raw| !raw.is_ref() && !raw.is_intermediate())
-                .count();
+            {
+                let entry = decode(raw, &s.url, &operation)?;
+                if what == "users" {
+                    self.person(&entry, now)?;
+                } else {
+                    self.group(entry)?;
+                }
+                found += 1;
+            }
             if found == 0 && what == "users" {
                 return Err(DirectoryError::Scope {
                     provider: "ldap",
@@ -410,26 +428,14 @@ impl LdapSource {
 
     async fn read_connected(&self, ldap: &mut Ldap) -> Result<DirectorySnapshot, DirectoryError> {
         let s = &self.settings;
-        let flavor = s.flavor;
-        let mut user_attributes = vec![
-            s.id_attribute.clone(),
-            s.user_name_attribute.clone(),
-            "mail".to_owned(),
-            "givenName".to_owned(),
-            "sn".to_owned(),
-            "displayName".to_owned(),
-            flavor.department_attribute().to_owned(),
-        ];
-        user_attributes.extend(flavor.status_attributes().iter().map(|a| (*a).to_owned()));
-        user_attributes.extend(
-            flavor
-                .primary_group_attributes()
-                .iter()
-                .map(|a| (*a).to_owned()),
-        );
-        user_attributes.extend(flavor.uid_attributes().iter().map(|a| (*a).to_owned()));
         let users = self
-            .search(ldap, "users", &s.base_dn, &s.user_filter, user_attributes)
+            .search(
+                ldap,
+                "users",
+                &s.base_dn,
+                &s.user_filter,
+                self.user_attributes(),
+            )
             .await?;
         let group_attributes = self.group_attributes();
         let mut groups = Vec::new();
@@ -457,10 +463,7 @@ impl LdapSource {
         let now = Utc::now();
         let mut people = Vec::with_capacity(users.len());
         for entry in &users {
-            let mut person = person(entry, s, now).map_err(|what| DirectoryError::Malformed {
-                endpoint: format!("{} user {:?}", s.url, entry.dn),
-                what,
-            })?;
+            let mut person = self.person(entry, now)?;
             if disabled.contains(&person.identity.id) {
                 person.identity.status = IdentityStatus::Suspended;
             }
@@ -571,6 +574,39 @@ impl LdapSource {
                 Ok(())
             }
         }
+    }
+
+    /// What a user is read with: the id, the userName, the names, mail and
+    /// department, and what the flavor's status, primary group and uids need.
+    fn user_attributes(&self) -> Vec<String> {
+        let s = &self.settings;
+        let flavor = s.flavor;
+        let mut attributes = vec![
+            s.id_attribute.clone(),
+            s.user_name_attribute.clone(),
+            "mail".to_owned(),
+            "givenName".to_owned(),
+            "sn".to_owned(),
+            "displayName".to_owned(),
+            flavor.department_attribute().to_owned(),
+        ];
+        attributes.extend(flavor.status_attributes().iter().map(|a| (*a).to_owned()));
+        attributes.extend(
+            flavor
+                .primary_group_attributes()
+                .iter()
+                .map(|a| (*a).to_owned()),
+        );
+        attributes.extend(flavor.uid_attributes().iter().map(|a| (*a).to_owned()));
+        attributes
+    }
+
+    /// A user entry as a person, or why it cannot be read, naming the entry.
+    fn person(&self, entry: &SearchEntry, now: DateTime<Utc>) -> Result<Person, DirectoryError> {
+        person(entry, &self.settings, now).map_err(|what| DirectoryError::Malformed {
+            endpoint: format!("{} user {:?}", self.settings.url, entry.dn),
+            what,
+        })
     }
 
     /// What a group is read with: its name, its members (the first range of a

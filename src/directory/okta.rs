@@ -779,28 +779,41 @@ impl OktaSource {
     /// when Okta asks for it) and one small page of each listing a snapshot
     /// reads (users, groups, and the app's assigned users and groups with
     /// `app_id`), through the requests' own path: pacing, retries, and errors
-    /// naming the endpoint, the permission missing and Okta's errorId. What it
-    /// proved, one item a request; no page is followed.
+    /// naming the endpoint, the permission missing and Okta's errorId. Each page
+    /// is read as a run reads it ([`page_of`], [`parse_user`], [`parse_group`],
+    /// [`assigned_ids`]): a user a run would refuse (no `status`, no
+    /// `profile.login`) fails the check, naming it. What it proved, one item a
+    /// request; no page is followed.
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
         let base = &self.inner.base;
-        let mut urls = vec![
-            format!("{base}/api/v1/users?limit=1"),
-            format!("{base}/api/v1/groups?limit=1"),
-        ];
+        let mut proven = Vec::new();
+        let (endpoint, users) = self
+            .probe_page::<RawUser>(format!("{base}/api/v1/users?limit=1"))
+            .await?;
+        for raw in users {
+            parse_user(raw, "GET /api/v1/users", self.inner.settings.user_name)?;
+        }
+        proven.push(endpoint);
+        let (endpoint, groups) = self
+            .probe_page::<Value>(format!("{base}/api/v1/groups?limit=1"))
+            .await?;
+        for group in &groups {
+            parse_group(group, "GET /api/v1/groups")?;
+        }
+        proven.push(endpoint);
         if let Some(app) = &self.inner.settings.app_id {
             let app = path_segment(app)
                 .map_err(|e| DirectoryError::Settings(format!("directory.app_id: {e}")))?;
-            urls.push(format!("{base}/api/v1/apps/{app}/users?limit=1"));
-            urls.push(format!("{base}/api/v1/apps/{app}/groups?limit=1"));
-        }
-        let mut proven = Vec::new();
-        for url in urls {
-            let endpoint = endpoint_of("GET", &url);
-            let reply = self.get(&url, &endpoint).await?;
-            let _: Vec<Value> = serde_json::from_str(&reply.body).map_err(|e| {
-                reply.not_json(&endpoint, format!("expected a JSON array of objects: {e}"))
-            })?;
-            proven.push(endpoint);
+            for (listing, endpoint) in [
+                ("users", "GET /api/v1/apps/{id}/users"),
+                ("groups", "GET /api/v1/apps/{id}/groups"),
+            ] {
+                let (read, items) = self
+                    .probe_page::<Value>(format!("{base}/api/v1/apps/{app}/{listing}?limit=1"))
+                    .await?;
+                assigned_ids(&items, endpoint)?;
+                proven.push(read);
+            }
         }
         // Asked after the reads, which fetched it: the token cached is the one used.
         let credential = self.authorization().await?;
@@ -811,6 +824,18 @@ impl OktaSource {
         };
         proven.insert(0, token.to_owned());
         Ok(proven)
+    }
+
+    /// The first page at `url` alone, its items parsed as [`OktaSource::list`]
+    /// parses them: the endpoint read and the items.
+    async fn probe_page<T: DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> Result<(String, Vec<T>), DirectoryError> {
+        let endpoint = endpoint_of("GET", &url);
+        let reply = self.get(&url, &endpoint).await?;
+        let items = page_of(&reply, &endpoint)?;
+        Ok((endpoint, items))
     }
 
     /// The app's assigned user ids and assigned group ids.
@@ -829,15 +854,9 @@ impl OktaSource {
                 "{base}/api/v1/apps/{app}/groups?limit={APP_GROUPS_LIMIT}"
             )),
         )?;
-        let ids = |items: &[Value], endpoint: &str| {
-            items
-                .iter()
-                .map(|v| required_str(v, "id", endpoint).map(str::to_owned))
-                .collect::<Result<HashSet<_>, _>>()
-        };
         Ok((
-            ids(&users, "GET /api/v1/apps/{id}/users")?,
-            ids(&groups, "GET /api/v1/apps/{id}/groups")?,
+            assigned_ids(&users, "GET /api/v1/apps/{id}/users")?,
+            assigned_ids(&groups, "GET /api/v1/apps/{id}/groups")?,
         ))
     }
 
@@ -881,10 +900,7 @@ impl OktaSource {
             let endpoint = endpoint_of("GET", &url);
             let reply = self.get(&url, &endpoint).await?;
             pages += 1;
-            let page: Vec<T> = serde_json::from_str(&reply.body).map_err(|e| {
-                reply.not_json(&endpoint, format!("expected a JSON array of objects: {e}"))
-            })?;
-            items.extend(page);
+            items.extend(page_of::<T>(&reply, &endpoint)?);
             let next = next_link(&reply.headers).map_err(|what| DirectoryError::Malformed {
                 endpoint: endpoint.clone(),
                 what,
@@ -1730,6 +1746,21 @@ fn parse_user(
         department: clean(profile.department),
         groups: Vec::new(),
     })
+}
+
+/// The items of one page of a listing (a JSON array of them), each parsed into
+/// `T`: an item `T` cannot be made from (a user without `status`) fails the page.
+fn page_of<T: DeserializeOwned>(reply: &Reply, endpoint: &str) -> Result<Vec<T>, DirectoryError> {
+    serde_json::from_str(&reply.body)
+        .map_err(|e| reply.not_json(endpoint, format!("expected a JSON array of objects: {e}")))
+}
+
+/// The ids of an app's assigned users or groups (`endpoint`).
+fn assigned_ids(items: &[Value], endpoint: &str) -> Result<HashSet<String>, DirectoryError> {
+    items
+        .iter()
+        .map(|v| required_str(v, "id", endpoint).map(str::to_owned))
+        .collect()
 }
 
 /// A group's id and `profile.name`.

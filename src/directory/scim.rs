@@ -102,9 +102,17 @@ impl ScimDirectorySource {
     }
 
     /// `check-config --connect`: discovery and one small page of Users and of
-    /// Groups ([`ScimClient::probe`]). What it proved, one item a request.
+    /// Groups ([`ScimClient::probe`]), each object read as a run reads it, and
+    /// the Users refused as a run refuses them ([`refuse_blank_user_names`]).
+    /// What it proved, one item a request.
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
-        self.client()?.probe().await.map_err(directory_error)
+        let (proven, accounts) = self
+            .client()?
+            .probe_reading()
+            .await
+            .map_err(directory_error)?;
+        refuse_blank_user_names(&self.settings.url, accounts.iter())?;
+        Ok(proven)
     }
 
     /// A client for the provider, its token and CA file read now.
@@ -151,7 +159,7 @@ impl ScimDirectorySource {
             people = client.people(&progress).await.map_err(directory_error)?;
         }
         self.check_named_groups(client, &mut people.groups).await?;
-        refuse_blank_user_names(&settings.url, &people.users)?;
+        refuse_blank_user_names(&settings.url, people.users.iter().map(|(a, _)| a))?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {
             identities: identities(people.users, &people.groups),
@@ -275,12 +283,12 @@ fn directory_error(error: WorkspaceError) -> DirectoryError {
 /// Refuses a User whose `userName` is empty or only spaces, as the other sources
 /// refuse a person without one: it could match no account, and would be
 /// provisioned with no name to sign in with.
-fn refuse_blank_user_names(
+fn refuse_blank_user_names<'a>(
     url: &url::Url,
-    people: &[(Account, Option<String>)],
+    mut accounts: impl Iterator<Item = &'a Account>,
 ) -> Result<(), DirectoryError> {
-    match people.iter().find(|(a, _)| a.user_name.trim().is_empty()) {
-        Some((account, _)) => Err(DirectoryError::Malformed {
+    match accounts.find(|a| a.user_name.trim().is_empty()) {
+        Some(account) => Err(DirectoryError::Malformed {
             endpoint: format!(
                 "{}/Users/{}",
                 url.as_str().trim_end_matches('/'),
@@ -440,18 +448,18 @@ mod tests {
     #[test]
     fn a_user_with_a_blank_user_name_fails_the_snapshot_naming_it() {
         let url = url::Url::parse("https://idp.example.com/scim/v2/").unwrap();
-        let (mut blank, department) = person("u2", true);
+        let (mut blank, _) = person("u2", true);
         blank.user_name = "  ".into();
         blank.email = Some("ben@example.com".into());
         let error =
-            refuse_blank_user_names(&url, &[person("u1", true), (blank, department)]).unwrap_err();
+            refuse_blank_user_names(&url, [person("u1", true).0, blank].iter()).unwrap_err();
         assert_eq!(
             error.to_string(),
             "https://idp.example.com/scim/v2/Users/u2: malformed response: User \"u2\" has an \
              empty userName (email \"ben@example.com\")"
         );
         assert!(!error.is_transient());
-        refuse_blank_user_names(&url, &[person("u1", true)]).unwrap();
+        refuse_blank_user_names(&url, [person("u1", true).0].iter()).unwrap();
     }
 
     /// Empty and padded values are taken as the other connectors take them, so

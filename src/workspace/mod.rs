@@ -1780,6 +1780,12 @@ impl ScimClient {
     /// fails the run): what a run's reads would meet first, read only. What it
     /// proved, one item a request.
     pub async fn probe(&self) -> Result<Vec<String>, WorkspaceError> {
+        Ok(self.probe_reading().await?.0)
+    }
+
+    /// [`ScimClient::probe`], and the accounts of the first page of `/Users` as
+    /// read: a SCIM directory checks them further as its run does.
+    pub async fn probe_reading(&self) -> Result<(Vec<String>, Vec<Account>), WorkspaceError> {
         let tolerated = self.discover_tolerating().await?;
         let mut proven = vec![match tolerated {
             Some(e) => format!("no usable ServiceProviderConfig, defaults apply ({e})"),
@@ -1792,9 +1798,11 @@ impl ScimClient {
         let (endpoint, users) = self
             .first_page::<parse::UserBody>("/Users", None, 1)
             .await?;
-        for user in &users.resources {
-            parse::account(&endpoint, &user.0, &self.inner.role_attribute)?;
-        }
+        let accounts = users
+            .resources
+            .iter()
+            .map(|user| parse::account(&endpoint, &user.0, &self.inner.role_attribute))
+            .collect::<Result<Vec<_>, _>>()?;
         proven.push(counted("/Users", users.total_results, "accounts"));
         let (endpoint, groups) = self
             .first_page::<parse::GroupBody>("/Groups", None, 1)
@@ -1803,7 +1811,7 @@ impl ScimClient {
             parse::group(&endpoint, group)?;
         }
         proven.push(counted("/Groups", groups.total_results, "groups"));
-        Ok(proven)
+        Ok((proven, accounts))
     }
 
     /// What discovery learnt, in a few words: PATCH, filter, ETags, paging.

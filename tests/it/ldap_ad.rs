@@ -17,7 +17,7 @@ use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 
 const PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
-const USERS_BASE: &str = "OU=Staff,DC=corp,DC=example,DC=com";
+pub(crate) const USERS_BASE: &str = "OU=Staff,DC=corp,DC=example,DC=com";
 const GROUPS_BASE: &str = "OU=Groups,DC=corp,DC=example,DC=com";
 const BIG_GROUP: &str = "CN=All Staff,OU=Groups,DC=corp,DC=example,DC=com";
 const DOMAIN_ROOT: &str = "DC=corp,DC=example,DC=com";
@@ -680,7 +680,7 @@ pub(crate) fn withholding_members_of(dn: &'static str) -> Fake {
 }
 
 /// A fake leaving `withheld` out of user entries.
-fn withholding(withheld: &'static str) -> Fake {
+pub(crate) fn withholding(withheld: &'static str) -> Fake {
     Fake {
         withheld: Some(withheld),
         ..Fake::default()
@@ -879,7 +879,7 @@ async fn a_user_without_account_expires_fails_the_snapshot() {
 }
 
 /// The searches of one base DN: the attributes each asked for.
-fn asked_of(asked: &Mutex<Asked>, base: &str) -> Vec<Vec<String>> {
+pub(crate) fn asked_of(asked: &Mutex<Asked>, base: &str) -> Vec<Vec<String>> {
     asked
         .lock()
         .unwrap()
