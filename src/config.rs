@@ -2851,6 +2851,33 @@ impl Config {
         })
     }
 
+    /// `workspace.role_groups` lacks the group of a role that is given (by
+    /// `wanted_by`, `policy.default_role`, or a mapping): the error names where
+    /// the want came from. `workspace.role_attribute = "groups"` set by a
+    /// variable while the file gives no role group is that variable's (the file
+    /// has nothing to complete); else a default role set by a variable is its;
+    /// else the role groups' origin.
+    fn missing_role_group(&self, wanted_by: Option<&str>, message: String) -> ConfigError {
+        let key = "workspace.role_groups";
+        let file_gives_one = self
+            .workspace
+            .role_groups
+            .keys()
+            .any(|role| !self.from_env.contains(&format!("{key}.{role}")));
+        let path = if self.from_env.contains("workspace.role_attribute") && !file_gives_one {
+            self.origin_of("workspace.role_attribute")
+        } else if let Some(wanted_by) = wanted_by.filter(|k| self.from_env.contains(*k)) {
+            self.origin_of(wanted_by)
+        } else {
+            self.origin_of(key)
+        };
+        ConfigError::Key {
+            path,
+            key: key.to_owned(),
+            message,
+        }
+    }
+
     /// `workspace.role_attribute`, with `workspace.role_groups` under `"groups"`,
     /// validated.
     pub fn role_attribute(&self) -> Result<RoleAttribute, ConfigError> {
@@ -2952,8 +2979,8 @@ impl Config {
         let has_group = |role: Role| groups.iter().any(|(r, _)| *r == role);
         let default_role = self.policy.default_role;
         if !has_group(default_role) {
-            return Err(self.key_error(
-                "workspace.role_groups",
+            return Err(self.missing_role_group(
+                Some("policy.default_role"),
                 format!(
                     "no group for role {default_role}, policy.default_role: with \
                      workspace.role_attribute = \"groups\" every role seatwarden gives needs \
@@ -2963,8 +2990,8 @@ impl Config {
         }
         for (index, mapping) in self.policy.mapping.iter().enumerate() {
             if !has_group(mapping.role) {
-                return Err(self.key_error(
-                    "workspace.role_groups",
+                return Err(self.missing_role_group(
+                    None,
                     format!(
                         "no group for role {}, which policy.mapping[{index}] gives: with \
                          workspace.role_attribute = \"groups\" every role seatwarden gives \

@@ -105,6 +105,7 @@ mod review_s47_audit;
 mod review_s47_chaos;
 mod review_s47_export;
 mod review_s47_link;
+mod review_s48_config;
 mod review_s48_connect;
 mod review_s48_export_temp;
 mod review_s48_onboarding;
