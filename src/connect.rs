@@ -86,22 +86,22 @@ impl Check {
 /// output: `each request once, …, no retries: the daemon retries …`.
 pub fn attempts(config: &Config) -> String {
     let mut retried = vec![format!(
-        "a workspace request {} times",
-        config.workspace.retries
+        "a workspace request {}",
+        times(config.workspace.retries)
     )];
     if !matches!(
         config.directory,
         crate::config::DirectoryConfig::File { .. }
     ) {
         retried.push(format!(
-            "a directory request {} times",
-            RetryPolicy::default().max_retries
+            "a directory request {}",
+            times(RetryPolicy::default().max_retries)
         ));
     }
     if let Ok(Some(mail)) = config.mail_settings() {
         retried.push(format!(
-            "a delivery {} times, then from the outbox",
-            mail.retry.max_retries
+            "a delivery {}, then from the outbox",
+            times(mail.retry.max_retries)
         ));
     }
     format!(
@@ -109,6 +109,14 @@ pub fn attempts(config: &Config) -> String {
         PROBE_TIMEOUT.as_secs(),
         retried.join(", ")
     )
+}
+
+/// How many times the daemon retries, said as a person would: `once`, `3 times`.
+fn times(n: usize) -> String {
+    match n {
+        1 => "once".to_owned(),
+        n => format!("{n} times"),
+    }
 }
 
 /// Tests every configured connection; the checks in order directory,
@@ -157,7 +165,7 @@ async fn directory(config: &Config) -> Check {
             &e,
             e.status(),
             e.to_string(),
-            &format!("{} times", RetryPolicy::default().max_retries),
+            &times(RetryPolicy::default().max_retries),
         ),
     };
     Check {
@@ -183,7 +191,7 @@ async fn workspace(config: &Config) -> Check {
                 Some(check) => format!("{e}; {check}"),
                 None => e.to_string(),
             };
-            let retried = format!("{} times", config.workspace.retries);
+            let retried = times(config.workspace.retries);
             failure(&e, e.status(), detail, &retried)
         })
     }
@@ -208,8 +216,8 @@ async fn mail(config: &Config) -> Option<Check> {
         // The probe's session is one attempt already (Mailer::probe).
         settings.timeout = settings.timeout.min(PROBE_TIMEOUT);
         let retried = format!(
-            "a delivery {} times, then from the outbox",
-            settings.retry.max_retries
+            "a delivery {}, then from the outbox",
+            times(settings.retry.max_retries)
         );
         let mailer =
             crate::mail::Mailer::new(&settings).map_err(|e| Outcome::Failed(e.to_string()))?;

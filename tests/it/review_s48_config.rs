@@ -34,6 +34,29 @@ fn check_config(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Option<
     crate::fixtures::seatwarden_in(dir, env, &all)
 }
 
+/// `workspace.retries = 1`: the daemon retries a workspace request once, in
+/// the header and on the line of the workspace, which fails to connect.
+#[test]
+fn the_connect_header_says_once_for_one_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let toml = dir.path().join("seatwarden.toml");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("[workspace]\n", "[workspace]\nretries = 1\n");
+    std::fs::write(&toml, text).unwrap();
+    let (_, stderr) = check_config(dir.path(), &[], &["--connect"]);
+    assert!(
+        stderr.contains("no retries: the daemon retries a workspace request once):"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(tried once, no retries; the daemon retries once)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("1 times"), "{stderr}");
+}
+
 /// The `error:` line of `stderr`.
 fn error_line(stderr: &str) -> &str {
     stderr
