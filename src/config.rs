@@ -1895,6 +1895,7 @@ impl Config {
             if let Some(warning) = reconcile_limit_past_sla(&settings) {
                 warnings.push(warning);
             }
+            warnings.extend(fires_within_a_minute(&settings));
             if let Some(email) = &self.report.email
                 && let Ok(resolve_after) = parse_duration(&email.resolve_after)
                 && let Some(warning) =
@@ -4736,6 +4737,45 @@ fn sweeps_too_far_apart(
             span(sla)
         )
     })
+}
+
+/// A schedule that fires more than once a minute ([`Schedule::fires_per_minute`]):
+/// six fields are taken, the first being the seconds, so `*/5 * * * * *`, most
+/// likely meant as every 5 minutes, reconciles every 5 seconds. Warned about,
+/// not refused: the README documents the seconds field, and a test setup may
+/// want it.
+fn fires_within_a_minute(settings: &DaemonSettings) -> Vec<String> {
+    let jobs = [
+        (
+            "schedule.reconcile",
+            Some(&settings.reconcile),
+            "a full run, reading the directory and the workspace whole,",
+        ),
+        (
+            "schedule.sweep",
+            Some(&settings.sweep),
+            "a sweep, reading the directory's changes,",
+        ),
+        (
+            "schedule.digest",
+            settings.digest.as_ref(),
+            "a digest email",
+        ),
+    ];
+    jobs.into_iter()
+        .filter_map(|(key, schedule, what)| {
+            let schedule = schedule?;
+            let fires = schedule.fires_per_minute();
+            (fires > 1).then(|| {
+                format!(
+                    "{key}: {:?} fires {fires} times a minute, {what} each time: with 6 fields \
+                     the first is the seconds; for minutes write 5 fields, minute first \
+                     (\"*/5 * * * *\" is every 5 minutes)",
+                    schedule.pattern()
+                )
+            })
+        })
+        .collect()
 }
 
 /// A sweep fired while a reconcile runs waits for it, and is the only one to see

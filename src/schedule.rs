@@ -163,6 +163,32 @@ impl Schedule {
         self.pattern.split_whitespace().count() == 6
     }
 
+    /// How many times the schedule fires within a minute it fires in: more than
+    /// one only for a seconds field that takes several values (`*/5 * * * * *`,
+    /// `0,30 * * * * *`), often a 5-field pattern written with one `*` too many.
+    /// Read from the fire times in UTC (a zone's offset has no seconds since
+    /// long ago): the first fire from the epoch is its minute's first second,
+    /// and the seconds field is the same in every minute.
+    pub fn fires_per_minute(&self) -> usize {
+        let Ok(first) = self
+            .cron
+            .find_next_occurrence(&DateTime::<Utc>::UNIX_EPOCH, true)
+        else {
+            return 0;
+        };
+        let minute = first.timestamp().div_euclid(60);
+        let mut fires = 1;
+        let mut at = first;
+        while let Ok(next) = self.cron.find_next_occurrence(&at, false) {
+            if next.timestamp().div_euclid(60) != minute || fires >= 60 {
+                break;
+            }
+            fires += 1;
+            at = next;
+        }
+        fires
+    }
+
     /// The `chrono` format of a time of day as precise as this schedule fires:
     /// `%H:%M`, or `%H:%M:%S` with a seconds field.
     pub fn time_of_day_format(&self) -> &'static str {
@@ -1033,6 +1059,27 @@ pub async fn wait_idle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    /// Only a seconds field with several values fires more than once a minute;
+    /// minutes, hours and days do not count, nor does a nickname.
+    #[test]
+    fn fires_per_minute_counts_the_seconds_field_values() {
+        for (pattern, fires) in [
+            ("*/5 * * * * *", 12),
+            ("* * * * * *", 60),
+            ("0,30 0 8 * * 1-5", 2),
+            ("*/59 * * * * *", 2),
+            ("7 * * * * *", 1),
+            ("0 */5 * * * *", 1),
+            ("* * * * *", 1),
+            ("*/5 * * * *", 1),
+            ("0 8 * * 1-5", 1),
+            ("@hourly", 1),
+        ] {
+            let schedule = Schedule::parse(pattern).unwrap();
+            assert_eq!(schedule.fires_per_minute(), fires, "{pattern}");
+        }
+    }
+
     /// A six-field schedule fires at seconds a minute cannot show: `*/30 * * * * *`
     /// shown as 08:00 twice a minute would read as one fire.
     #[test]

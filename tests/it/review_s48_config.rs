@@ -34,6 +34,46 @@ fn check_config(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Option<
     crate::fixtures::seatwarden_in(dir, env, &all)
 }
 
+/// Six fields with a seconds field of several values fire several times a
+/// minute: each such job is warned about, naming the key, how often, and the
+/// five-field form; a seconds field of one value (once a minute) and the
+/// defaults are not. The configuration stays valid (exit 0).
+#[test]
+fn a_schedule_that_fires_more_than_once_a_minute_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_with(
+        dir.path(),
+        "\n[schedule]\nreconcile = \"*/5 * * * * *\"\nsweep = \"0,30 * * * * *\"\n",
+    );
+    let (code, stderr) = check_config(dir.path(), &[], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("times a minute"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].starts_with(
+            "warning: schedule.reconcile: \"*/5 * * * * *\" fires 12 times a minute, a full run"
+        ) && warnings[0].contains("with 6 fields the first is the seconds")
+            && warnings[0].contains("\"*/5 * * * *\" is every 5 minutes"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1]
+            .starts_with("warning: schedule.sweep: \"0,30 * * * * *\" fires 2 times a minute"),
+        "{stderr}"
+    );
+
+    for quiet in ["", "\n[schedule]\nreconcile = \"30 */5 * * * *\"\n"] {
+        let dir = tempfile::tempdir().unwrap();
+        demo_with(dir.path(), quiet);
+        let (code, stderr) = check_config(dir.path(), &[], &[]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!stderr.contains("times a minute"), "{quiet}: {stderr}");
+    }
+}
+
 /// `workspace.retries = 1`: the daemon retries a workspace request once, in
 /// the header and on the line of the workspace, which fails to connect.
 #[test]
