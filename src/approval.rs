@@ -2207,12 +2207,21 @@ pub fn unlink(
     let open = episodes
         .first()
         .filter(|_| active && !after.deprovisioned)
-        .map(|e| format!("an open deprovision (#{}, {})", e.id, e.reason));
-    if let Some(due) = after.deprovision_dropped.clone().or(open) {
+        .map(|e| {
+            format!(
+                "their open deprovision (#{}: {}) deactivates it",
+                e.id, e.reason
+            )
+        });
+    let due = after
+        .deprovision_dropped
+        .as_ref()
+        .map(|action| format!("the next run deprovisions it ({action})"))
+        .or(open);
+    if let Some(due) = due {
         return refuse(format!(
             "identity {}{person} lost access and account {account_id}{account} is theirs by \
-             this link: the next run deprovisions it ({due}). Unlinked, it would stay \
-             active ({}). If the account is someone else's, `{admin_command} link OWNER \
+             this link: {due}. Unlinked, it would stay active ({}). If the account is someone else's, `{admin_command} link OWNER \
              {account_id} --replace` gives it to them; if it is the person's or nobody's, \
              let the deprovision take it",
             link.identity_id,

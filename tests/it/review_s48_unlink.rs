@@ -483,3 +483,60 @@ fn the_report_names_unlink_only_for_a_stored_link() {
     let line = seatwarden::report::protected_by_person_line(&p, "seatwarden");
     assert!(!line.contains("unlink"), "{line}");
 }
+
+/// A leaver the daemon's sweep saw leave after the stored snapshot was read:
+/// the snapshot still shows them with access, but their open deprovision names
+/// the account. Unlinked, it would deactivate nothing: refused, the episode
+/// left as it was. Once the orphan would be deactivated all the same, allowed.
+#[test]
+fn unlink_refuses_an_account_an_open_deprovision_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person("00u7", "carl@example.com", "carl@example.com")],
+        vec![account("w7", "c.temp@example.com", "c.temp@example.com")],
+    );
+    let database = dir.path().join("state.db");
+    store_links(&database, &[("00u7", "w7")]);
+    let now = Utc::now();
+    let mut store = Store::open(&database).unwrap();
+    let changes = seatwarden::sla::observe(
+        &[],
+        &[seatwarden::sla::Leaver {
+            identity_id: "00u7".into(),
+            account_id: Some("w7".into()),
+            user_name: "carl@example.com".into(),
+            reason: seatwarden::model::LossReason::Deprovisioned,
+        }],
+        &[],
+        now,
+        chrono::Duration::hours(8),
+    );
+    store.update_ledger(&changes, now).unwrap();
+    drop(store);
+
+    let (code, out, err) = run(&config, &["unlink", "w7"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(
+            "identity 00u7 (carl@example.com) lost access and account w7 \
+             (c.temp@example.com) is theirs by this link: their open deprovision (#1: \
+             deprovisioned in the directory) deactivates it. Unlinked, it would stay active"
+        ),
+        "{err}"
+    );
+    assert_eq!(links(&database), [("00u7".into(), "w7".into())]);
+    let open = Store::open(&database).unwrap().open_deprovisions().unwrap();
+    assert_eq!(open[0].account_id.as_deref(), Some("w7"));
+
+    // Unlinked, the orphan is deactivated all the same: allowed, and the episode
+    // no longer names the account (it waits for the next reconcile's match, as
+    // after `link --replace`).
+    append(&config, "[policy]\nunmatched_accounts = \"deactivate\"\n");
+    let (code, out, err) = run(&config, &["unlink", "w7"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(links(&database).is_empty());
+    let open = Store::open(&database).unwrap().open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].account_id, None);
+}
