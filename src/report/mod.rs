@@ -903,10 +903,10 @@ pub fn protected_by_person_line(p: &ProtectedByPerson, admin_command: &str) -> S
 /// What settles an account protected only through its person, as the report and
 /// `explain` name it: theirs → protect its userName; someone else's → `link
 /// OWNER ACCOUNT --replace`; and, for a stored link (the only tie `unlink`
-/// removes: a rule's match is found again each run), nobody's → `unlink
+/// removes: a rule's match, a duplicate's too, is found again each run), nobody's → `unlink
 /// ACCOUNT`, after which the account is an orphan like any other.
 pub fn protected_by_person_remedies(p: &ProtectedByPerson, admin_command: &str) -> String {
-    let nobodys = if p.matched_by.is_none() && !p.duplicate {
+    let nobodys = if p.matched_by.is_none() {
         format!("; nobody's → `{admin_command} unlink {}`", p.account_id)
     } else {
         String::new()
