@@ -44,6 +44,9 @@
 //! from the older snapshot. Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
 //!
+//! [`after_unlink`] re-plans the same way without one stored link: what
+//! `seatwarden unlink` says the next run does with the account and the person.
+//!
 //! The view is line-structured, and most of what it shows comes from the
 //! directory, the workspace or a provider's answer (names, departments, groups,
 //! error messages): every such value goes through [`clean`], so a value holding a
