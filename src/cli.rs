@@ -499,9 +499,9 @@ Refused (exit 1, nothing changed) when: the account has no stored link, or no
 link names it and it is not in the newest stored snapshot; a rule matches it to
 the same person again (the next reconcile would link it anew: change the
 attribute that matches first, or `link OWNER ACCOUNT --replace` if it is someone
-else's); the person lost access and the next run deprovisions the account, which
-unlinked would stay active (`link OWNER ACCOUNT --replace` if it is someone
-else's); no state database.
+else's); the person lost access and the next run deprovisions the account (or an
+open deprovision names it), which unlinked would stay active (`link OWNER ACCOUNT
+--replace` if it is someone else's); no state database.
 
 Exit codes: 0 unlinked, 1 refused or an error, 75 another writer still held the
 writer lock after --lock-timeout: nothing was done.

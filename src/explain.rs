@@ -1815,6 +1815,17 @@ pub fn after_unlink(
         )
     } else if disputed(&after, false) {
         format!("disputed: several accounts match them; `{admin} explain {identity_id}` lists them")
+    } else if loaded
+        .directory
+        .identities
+        .iter()
+        .any(|i| i.id == identity_id && protected.matches(&i.user_name))
+    {
+        // A reconcile returns before anything else for a protected person: no
+        // create either.
+        "protected (safety.protected / protected_groups): has no account then, and the next \
+         run creates none (it makes no change for a protected person)"
+            .to_owned()
     } else {
         "has no account then, and the next run creates none (they have no access, or \
          `explain` says why not)"

@@ -421,6 +421,14 @@ async fn after_unlink_the_next_reconcile_treats_the_account_as_the_rules_say() {
         "{out}"
     );
     assert!(
+        out.contains(
+            "identity 00u5 (admin.eve@example.com): protected (safety.protected / \
+             protected_groups): has no account then, and the next run creates none (it makes \
+             no change for a protected person)"
+        ),
+        "{out}"
+    );
+    assert!(
         w7(&sandbox).active,
         "unlink writes nothing to the workspace"
     );
