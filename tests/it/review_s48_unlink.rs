@@ -92,7 +92,7 @@ fn unlink_refuses_what_it_cannot_or_must_not_undo() {
         ],
     );
     let database = dir.path().join("state.db");
-    store_links(&database, &[("00u1", "w1"), ("00u2", "w2")]);
+    store_links(&database, &[("00u1", "w1"), ("00u2", "w2"), ("00u3", "w9")]);
 
     let (code, out, err) = run(&config, &["unlink", "w99"]);
     assert_eq!(code, Some(1), "{out}{err}");
@@ -131,7 +131,11 @@ fn unlink_refuses_what_it_cannot_or_must_not_undo() {
     );
     assert_eq!(
         links(&database),
-        [("00u1".into(), "w1".into()), ("00u2".into(), "w2".into())]
+        [
+            ("00u1".into(), "w1".into()),
+            ("00u2".into(), "w2".into()),
+            ("00u3".into(), "w9".into())
+        ]
     );
     let store = Store::open(&database).unwrap();
     assert!(
@@ -139,6 +143,21 @@ fn unlink_refuses_what_it_cannot_or_must_not_undo() {
         "a refusal is no decision"
     );
     drop(store);
+
+    // A link to an account the newest snapshot lacks (deleted in the workspace
+    // since): nothing to foresee, and nothing against removing it.
+    let (code, out, err) = run(&config, &["unlink", "w9"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "account w9: it is not in the newest workspace snapshot: nothing is planned for it"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        links(&database),
+        [("00u1".into(), "w1".into()), ("00u2".into(), "w2".into())]
+    );
 
     // No state database: refused, none made.
     let empty = tempfile::tempdir().unwrap();
