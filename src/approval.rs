@@ -2118,7 +2118,9 @@ pub fn linked_detail(identity_id: &str, account_id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unlinked {
     pub link: crate::store::StoredLink,
+    /// What the next run does with the account ([`crate::explain::AfterUnlink::account`]).
     pub account: String,
+    /// What it does with the person, named ([`crate::explain::AfterUnlink::person`]).
     pub person: String,
 }
 
@@ -2221,14 +2223,10 @@ pub fn unlink(
     if let Some(due) = due {
         return refuse(format!(
             "identity {}{person} lost access and account {account_id}{account} is theirs by \
-             this link: {due}. Unlinked, it would stay active ({}). If the account is someone else's, `{admin_command} link OWNER \
-             {account_id} --replace` gives it to them; if it is the person's or nobody's, \
-             let the deprovision take it",
-            link.identity_id,
-            after
-                .account
-                .split_once(": ")
-                .map_or(after.account.as_str(), |(_, what)| what)
+             this link: {due}. Unlinked, it would stay active ({}). If the account is \
+             someone else's, `{admin_command} link OWNER {account_id} --replace` gives it to \
+             them; if it is the person's or nobody's, let the deprovision take it",
+            link.identity_id, after.account
         ));
     }
     store.remove_links_to_accounts(&[account_id.to_owned()])?;

@@ -1248,7 +1248,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 unlinked.link.identity_id
             )?;
             outln!("the next run:")?;
-            outln!("  - {}", unlinked.account)?;
+            outln!("  - account {account}: {}", unlinked.account)?;
             outln!("  - {}", unlinked.person)?;
             Ok(exit::OK)
         }

@@ -1602,8 +1602,9 @@ pub struct AfterUnlink {
     /// Unlinked, the next run deactivates or deletes the account all the same
     /// (an orphan under `policy.unmatched_accounts = "deactivate"`, say).
     pub deprovisioned: bool,
-    /// What the next run does with the account, then with the person.
+    /// What the next run does with the account (after `account ID: `).
     pub account: String,
+    /// What it does with the person, after their id and userName.
     pub person: String,
 }
 
@@ -1835,7 +1836,7 @@ pub fn after_unlink(
         same_again,
         deprovision_dropped,
         deprovisioned: deprovisioned(&after).is_some(),
-        account: format!("account {}: {account_text}", clean(account_id)),
+        account: account_text,
         person: format!(
             "identity {}{}: {person_text}",
             clean(identity_id),
