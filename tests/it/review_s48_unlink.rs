@@ -567,3 +567,34 @@ fn unlink_refuses_an_account_an_open_deprovision_names() {
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].account_id, None);
 }
+
+/// The deactivation an unlink leads to goes through the guard as any other:
+/// past `safety.max_deprovisions`, `unlink` says it is held, and why.
+#[test]
+fn unlink_says_when_the_guard_would_hold_the_orphans_deactivation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person("00u1", "ada@example.com", "ada@example.com")],
+        vec![
+            account("w1", "ada@example.com", "ada@example.com"),
+            account("w3", "contractor@example.com", "contractor@example.com"),
+        ],
+    );
+    append(
+        &config,
+        "[policy]\nunmatched_accounts = \"deactivate\"\n[safety]\nmax_deprovisions = 0\n",
+    );
+    let database = dir.path().join("state.db");
+    store_links(&database, &[("00u1", "w1"), ("00u9", "w3")]);
+
+    let (code, out, err) = run(&config, &["unlink", "w3"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "the next run plans: deactivate (no directory identity matches this account); \
+             held: 1 deprovision planned, the per-run limit is 0"
+        ),
+        "{out}"
+    );
+}
