@@ -67,6 +67,12 @@
 //! (Ctrl-C, SIGTERM) while it still re-checks, before anything is decided or sent,
 //! gives it up at once ([`ApprovalError::StoppedReading`]): its held actions stay
 //! held, undecided.
+//!
+//! Links by hand: `seatwarden link IDENTITY ACCOUNT` ([`link_checked`]) and its
+//! undo, `seatwarden unlink ACCOUNT` ([`unlink`]), which says what the next run
+//! does once the rules match the account again, and refuses an unlink the next
+//! reconcile would undo (a rule matches the same person) or one that would keep
+//! a leaver's account active.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -110,7 +116,7 @@ pub enum ApprovalError {
     Apply(#[from] ApplyError),
     #[error("there is no run {0}")]
     UnknownRun(RunId),
-    /// `seatwarden link` refused: the message says why and what to do.
+    /// `seatwarden link` or `unlink` refused: the message says why and what to do.
     #[error("{0}")]
     Link(String),
     #[error(
@@ -2105,6 +2111,142 @@ pub fn link(
 /// looks for to say who linked an account by hand.
 pub fn linked_detail(identity_id: &str, account_id: &str) -> String {
     format!("linked identity {identity_id} to account {account_id}")
+}
+
+/// What `seatwarden unlink` did: the link it removed, and what the next run
+/// does with the account and the person ([`crate::explain::AfterUnlink`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlinked {
+    pub link: crate::store::StoredLink,
+    /// What the next run does with the account ([`crate::explain::AfterUnlink::account`]).
+    pub account: String,
+    /// What it does with the person, named ([`crate::explain::AfterUnlink::person`]).
+    pub person: String,
+}
+
+/// How the audit trail words an `unlink`.
+pub fn unlinked_detail(identity_id: &str, account_id: &str) -> String {
+    format!("unlinked identity {identity_id} from account {account_id}")
+}
+
+/// `seatwarden unlink ACCOUNT`: the undo of [`link`]. Removes the stored link
+/// of workspace account ACCOUNT (made by `link`, or a match a reconcile stored),
+/// so the next run matches it by the rules again (`externalId`, userName,
+/// email), and says what that run does with the account and the person
+/// ([`crate::explain::after_unlink`]). Refused, with what to do instead, when:
+/// the account has no stored link (or none is stored and it is not in the newest
+/// snapshot); a rule matches it to the same person again (the next reconcile
+/// would store the link anew: the unlink would be undone unseen); or the next
+/// run deprovisions it as the person's (they lost access, or an open
+/// deprovision names it) and, unlinked, it would stay active — unlinking a
+/// leaver's account must not be a way to keep their access. An account
+/// protected by its own userName stays protected: the plan judges it by that
+/// name, linked or not. Open deprovisions of the person that named the account
+/// no longer do (they wait for the next reconcile's match, as after `link
+/// --replace`). Audited.
+pub fn unlink(
+    config: &Config,
+    store: &mut Store,
+    account_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Unlinked, ApprovalError> {
+    let admin_command = config.admin_command();
+    let refuse = |why: String| Err(ApprovalError::Link(why));
+    let Some(run) = store.latest_snapshot_run()? else {
+        return refuse(format!(
+            "no run has stored snapshots yet: run `{admin_command} plan` first"
+        ));
+    };
+    let workspace = store.load_workspace_snapshot(run)?.unwrap_or_default();
+    let in_snapshot = workspace.accounts.iter().any(|a| a.id == account_id);
+    let Some(link) = store
+        .links()?
+        .into_iter()
+        .find(|l| l.account_id == account_id)
+    else {
+        if !in_snapshot {
+            return refuse(format!(
+                "account {account_id:?} is not in the newest workspace snapshot (run {run}) \
+                 and no link names it: check the id (`{admin_command} explain ACCOUNT` takes \
+                 an account's id or userName)"
+            ));
+        }
+        return refuse(format!(
+            "account {account_id}{} has no stored link: nothing to undo. Until a reconcile \
+             links it, a rule may match it to someone each run (`{admin_command} explain \
+             {account_id}` says whom and by what); `{admin_command} link IDENTITY \
+             {account_id}` gives it to a person",
+            account_named(&workspace, account_id)
+        ));
+    };
+    let after = crate::explain::after_unlink(config, store, &link, now).map_err(|e| match e {
+        crate::explain::ExplainError::Store(e) => ApprovalError::Store(e),
+        crate::explain::ExplainError::Config(e) => ApprovalError::Config(e),
+        other => ApprovalError::Link(other.to_string()),
+    })?;
+    let directory = store.load_directory_snapshot(run)?.unwrap_or_default();
+    let person = identity_named(&directory, &link.identity_id);
+    let account = account_named(&workspace, account_id);
+    if let Some(rule) = after.same_again {
+        return refuse(format!(
+            "account {account_id}{account} matches identity {}{person} by {rule}: unlinked, \
+             the next reconcile would match it to them again and store the link anew, so \
+             nothing would change. If the account is someone else's, `{admin_command} link \
+             OWNER {account_id} --replace` gives it to them; if it is nobody's, change its \
+             {rule} (in the workspace, or the person's in the directory) first",
+            link.identity_id
+        ));
+    }
+    let episodes: Vec<crate::sla::LedgerEntry> = store
+        .open_deprovisions()?
+        .into_iter()
+        .filter(|e| e.account_id.as_deref() == Some(account_id))
+        .collect();
+    let active = workspace
+        .accounts
+        .iter()
+        .any(|a| a.id == account_id && a.active);
+    let open = episodes
+        .first()
+        .filter(|_| active && !after.deprovisioned)
+        .map(|e| {
+            format!(
+                "their open deprovision (#{}: {}) deactivates it",
+                e.id, e.reason
+            )
+        });
+    let due = after
+        .deprovision_dropped
+        .as_ref()
+        .map(|action| format!("the next run deprovisions it ({action})"))
+        .or(open);
+    if let Some(due) = due {
+        return refuse(format!(
+            "identity {}{person} lost access and account {account_id}{account} is theirs by \
+             this link: {due}. Unlinked, it would stay active ({}). If the account is \
+             someone else's, `{admin_command} link OWNER {account_id} --replace` gives it to \
+             them; if it is the person's or nobody's, let the deprovision take it",
+            link.identity_id, after.account
+        ));
+    }
+    store.remove_links_to_accounts(&[account_id.to_owned()])?;
+    // An open deprovision of the person no longer deactivates this account: it
+    // waits, without one, for the next reconcile's match (as after `link --replace`).
+    for episode in episodes {
+        store.deprovision_account(episode.id, None, &episode.user_name)?;
+    }
+    safety::audit(
+        store,
+        "unlink",
+        None,
+        unlinked_detail(&link.identity_id, account_id),
+        now,
+    )?;
+    Ok(Unlinked {
+        link,
+        account: after.account,
+        person: after.person,
+    })
 }
 
 /// `seatwarden resume`: closes the circuit breaker now (audited). Returns whether

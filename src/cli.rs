@@ -53,7 +53,7 @@ pub mod exit {
     /// Stdout was closed by its reader (`seatwarden plan | head`): what a shell
     /// reports for a process stopped by SIGPIPE (128 + 13).
     pub const STDOUT_CLOSED: u8 = 141;
-    /// `reconcile`, `approve`, `reject`, `link`, `resume`: another writer (a
+    /// `reconcile`, `approve`, `reject`, `link`, `unlink`, `resume`: another writer (a
     /// daemon job, another command) still held the state database's writer lock
     /// when `--lock-timeout` ran out; nothing was done. `demo`: another demo is
     /// using its directory. `EX_TEMPFAIL` of sysexits.h: try again later.
@@ -77,8 +77,8 @@ Exit codes:
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
  64  the command line could not be parsed
- 75  reconcile, approve, reject, link, resume: another writer (a daemon job, another
-     command) still held the state database's writer lock after --lock-timeout
+ 75  reconcile, approve, reject, link, unlink, resume: another writer (a daemon job,
+     another command) still held the state database's writer lock after --lock-timeout
      (default 10m); demo: another demo is using its --dir. Nothing was done, run it
      again later
 130  reconcile, resume, approve: stopped by SIGINT (Ctrl-C) before every write was
@@ -107,6 +107,7 @@ Typical use:
   seatwarden approve RUN             apply what the guard held (re-checked first)
   seatwarden explain PERSON          everything about one person, and what comes next
   seatwarden link IDENTITY ACCOUNT   resolve a disputed match: this account is this person's
+  seatwarden unlink ACCOUNT          undo a link: the account is matched by the rules again
   seatwarden daemon                  run as a service (schedule, sweep, /metrics)
   seatwarden status                  deprovisions pending and overdue, jobs
   seatwarden report --email          send the latest report to [report.email] now
@@ -485,6 +486,36 @@ Example:
         #[command(flatten)]
         wait: LockWait,
     },
+    /// Remove the stored link of workspace account ACCOUNT: the undo of `link` (a
+    /// link made by hand, or a match a reconcile stored). The next run matches the
+    /// account by the rules again (externalId, userName, email); `unlink` says what
+    /// that run then does with the account (an orphan, deactivated or reported as
+    /// policy.unmatched_accounts says, or matched to someone else) and with the
+    /// person (matched anew, or a new account created), re-planned from the
+    /// stored snapshots. An account protected by its own userName stays so.
+    /// Audited.
+    #[command(after_help = "\
+Refused (exit 1, nothing changed) when: the account has no stored link, or no
+link names it and it is not in the newest stored snapshot; a rule matches it to
+the same person again (the next reconcile would link it anew: change the
+attribute that matches first, or `link OWNER ACCOUNT --replace` if it is someone
+else's); the person lost access and the next run deprovisions the account (or an
+open deprovision names it), which unlinked would stay active (`link OWNER ACCOUNT
+--replace` if it is someone else's); no state database.
+
+Exit codes: 0 unlinked, 1 refused or an error, 75 another writer still held the
+writer lock after --lock-timeout: nothing was done.
+
+Example, an account left alone for a protected person it does not belong to (the
+report's PROTECTED BY PERSON), a contractor's nobody in the directory owns:
+  seatwarden explain ws-0007     shows the link and who made it
+  seatwarden unlink ws-0007")]
+    Unlink {
+        /// The workspace account (SCIM) id whose link goes.
+        account: String,
+        #[command(flatten)]
+        wait: LockWait,
+    },
     /// Close the circuit breaker and run a reconcile to finish the work. Audited.
     #[command(after_help = "\
 Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed,
@@ -675,7 +706,7 @@ Examples:
         email: bool,
     },
     /// The audit trail: every decision a person made through seatwarden (approve,
-    /// reject, link, resume, reconcile --accept-directory, --allow-over-threshold,
+    /// reject, link, unlink, resume, reconcile --accept-directory, --allow-over-threshold,
     /// --workspace-moved), who made it and when, oldest first. Reads the state
     /// database; the trail is never pruned.
     #[command(after_help = "\
@@ -696,7 +727,7 @@ Examples:
         #[arg(long, value_parser = period)]
         period: Option<std::time::Duration>,
         /// Only the decisions about run RUN (approve, reject, --accept-directory,
-        /// --allow-over-threshold name their run; link and resume name none).
+        /// --allow-over-threshold name their run; link, unlink and resume name none).
         #[arg(long, value_name = "RUN")]
         run: Option<i64>,
         /// Only the entries with an id above ID.
@@ -1204,6 +1235,21 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             for other in others {
                 outln!("  - {other}")?;
             }
+            Ok(exit::OK)
+        }
+        Command::Unlink { account, wait } => {
+            ensure_store_exists(&config)?;
+            let _writer = writer_lock(&config, "unlink", wait)?;
+            let mut store = open_store(&config)?;
+            let unlinked =
+                crate::approval::unlink(&config, &mut store, &account, chrono::Utc::now())?;
+            outln!(
+                "account {account} is no longer linked to identity {}",
+                unlinked.link.identity_id
+            )?;
+            outln!("the next run:")?;
+            outln!("  - account {account}: {}", unlinked.account)?;
+            outln!("  - {}", unlinked.person)?;
             Ok(exit::OK)
         }
         Command::Resume {
@@ -2228,7 +2274,7 @@ pub struct WriterLockBusy(String);
 
 /// The lock every writer through this database holds (see [`WriterLock`]): a
 /// command run by hand waits for whoever is writing (a daemon job, or another
-/// `reconcile`, `approve`, `reject`, `link` or `resume`), says at once who that
+/// `reconcile`, `approve`, `reject`, `link`, `unlink` or `resume`), says at once who that
 /// is (the holder writes itself into the lock file), and gives up after
 /// `--lock-timeout` ([`WriterLockBusy`]). `command` names it to whoever waits next.
 fn writer_lock(config: &Config, command: &str, wait: LockWait) -> anyhow::Result<WriterLock> {

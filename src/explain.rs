@@ -44,6 +44,9 @@
 //! from the older snapshot. Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
 //!
+//! [`after_unlink`] re-plans the same way without one stored link: what
+//! `seatwarden unlink` says the next run does with the account and the person.
+//!
 //! The view is line-structured, and most of what it shows comes from the
 //! directory, the workspace or a provider's answer (names, departments, groups,
 //! error messages): every such value goes through [`clean`], so a value holding a
@@ -826,10 +829,8 @@ impl View<'_> {
             );
             let _ = writeln!(
                 out,
-                "  settle it: theirs → add {} to safety.protected; someone else's → `{admin} \
-                 link OWNER {} --replace`",
-                clean(&p.account_user_name),
-                clean(&p.account_id)
+                "  settle it: {}",
+                clean(&crate::report::protected_by_person_remedies(p, &admin))
             );
         } else if is_protected {
             let _ = writeln!(
@@ -1583,6 +1584,265 @@ pub fn other_candidates(
             }
         })
         .collect())
+}
+
+/// What the next run does once the stored link of `account_id` is gone, re-planned
+/// from the stored snapshots without it (policy, plan, guard and the settle
+/// window, as [`explain`]'s "next run"): what `seatwarden unlink` says, and
+/// what it refuses on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterUnlink {
+    /// A rule (`externalId`, `userName`, `email`) matches the account to the
+    /// same person again: the next reconcile would store the link anew, and
+    /// the unlink would be undone without anyone seeing it.
+    pub same_again: Option<&'static str>,
+    /// The next run deprovisions the account as the linked person's (they lost
+    /// access) and, unlinked, it would stay active: the action and why.
+    pub deprovision_dropped: Option<String>,
+    /// Unlinked, the next run deactivates or deletes the account all the same
+    /// (an orphan under `policy.unmatched_accounts = "deactivate"`, say).
+    pub deprovisioned: bool,
+    /// What the next run does with the account (after `account ID: `).
+    pub account: String,
+    /// What it does with the person, after their id and userName.
+    pub person: String,
+}
+
+/// The rule a link method stands for, as the report names it.
+fn rule_name(method: crate::model::LinkMethod) -> &'static str {
+    match method {
+        crate::model::LinkMethod::ExternalId => "externalId",
+        crate::model::LinkMethod::UserName => "userName",
+        crate::model::LinkMethod::Email => "email",
+        other => other.as_str(),
+    }
+}
+
+/// A hold as a person reads it, the settle window on the report's clock.
+fn held_text(reason: &HoldReason, tz: Tz, admin: &str) -> String {
+    match reason {
+        HoldReason::Settling { settles_at, .. } => format!(
+            "waiting for the settle window until {}",
+            crate::report::local_time(*settles_at, tz)
+        ),
+        other => clean(&other.describe(admin).to_string()).into_owned(),
+    }
+}
+
+/// [`AfterUnlink`] for the stored link `link`: the next run's plan with it, and
+/// without it.
+pub fn after_unlink(
+    config: &Config,
+    store: &Store,
+    link: &StoredLink,
+    now: DateTime<Utc>,
+) -> Result<AfterUnlink, ExplainError> {
+    let mut loaded = Loaded::require(store, config)?;
+    let before = next_actions(config, store, &loaded, now)?;
+    loaded
+        .links
+        .retain(|l| !(l.account_id == link.account_id && l.identity_id == link.identity_id));
+    let after = next_actions(config, store, &loaded, now)?;
+    let tz = config.report_timezone()?;
+    let admin = config.admin_command();
+    let account_id = link.account_id.as_str();
+    let identity_id = link.identity_id.as_str();
+    let account = loaded
+        .workspace
+        .accounts
+        .iter()
+        .find(|a| a.id == account_id);
+    let person_named = |id: &str| {
+        loaded
+            .directory
+            .identities
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| format!(" ({})", clean(&i.user_name)))
+            .unwrap_or_default()
+    };
+    // Every action of the next run on the account, with its hold.
+    let actions_on = |plan: &crate::model::Plan| -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter(|a| a.kind.account_id() == Some(account_id))
+            .map(|a| {
+                format!(
+                    "{} ({}){}",
+                    a.kind.name(),
+                    clean(&a.detail),
+                    a.held
+                        .as_ref()
+                        .map(|h| format!("; held: {}", held_text(h, tz, &admin)))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let planned = |plan: &crate::model::Plan| {
+        let actions = actions_on(plan);
+        if actions.is_empty() {
+            String::new()
+        } else {
+            format!("; the next run plans: {}", actions.join(", "))
+        }
+    };
+    let matched = after.new_links.iter().find(|l| l.account_id == account_id);
+    let same_again = matched
+        .filter(|l| l.identity_id == identity_id)
+        .map(|l| rule_name(l.method));
+    let active = account.is_some_and(|a| a.active);
+    let deprovisioned = |plan: &crate::model::Plan| {
+        plan.actions
+            .iter()
+            .find(|a| a.kind.is_deprovision() && a.kind.account_id() == Some(account_id))
+            .cloned()
+    };
+    let deprovision_dropped = match (deprovisioned(&before), deprovisioned(&after)) {
+        (Some(action), None) if active => Some(format!(
+            "{} ({})",
+            action.kind.name(),
+            clean(&action.detail)
+        )),
+        _ => None,
+    };
+    let protected = safety::plan_settings(config, &loaded.directory).protected;
+    let disputed = |plan: &crate::model::Plan, account: bool| {
+        plan.drift.iter().any(|d| {
+            d.kind == DriftKind::DisputedMatch
+                && if account {
+                    d.account_id.as_deref() == Some(account_id)
+                } else {
+                    d.identity_id.as_deref() == Some(identity_id)
+                }
+        })
+    };
+    let account_text = match (account, matched) {
+        (None, _) => {
+            "it is not in the newest workspace snapshot: nothing is planned for it".to_owned()
+        }
+        (Some(_), Some(l)) if l.identity_id != identity_id => format!(
+            "matched by {} to identity {}{}, whose account it becomes (the next reconcile \
+             stores that link){}",
+            rule_name(l.method),
+            clean(&l.identity_id),
+            person_named(&l.identity_id),
+            planned(&after)
+        ),
+        (Some(_), Some(l)) => format!(
+            "matched by {} to identity {} again{}",
+            rule_name(l.method),
+            clean(identity_id),
+            planned(&after)
+        ),
+        (Some(a), None) if protected.matches(&a.user_name) => format!(
+            "linked to nobody; protected by its own userName {} (safety.protected / \
+             protected_groups): left alone, as before",
+            clean(&a.user_name)
+        ),
+        (Some(_), None) if disputed(&after, true) => format!(
+            "disputed: more than one person matches it; nothing is written to it until \
+             `{admin} link IDENTITY {}` says whose it is{}",
+            clean(account_id),
+            planned(&after)
+        ),
+        (Some(a), None) => {
+            let orphan = match config.policy.unmatched_accounts {
+                policy::UnmatchedAccounts::Deactivate if a.active => {
+                    "deactivated by the next reconcile (policy.unmatched_accounts = \
+                     \"deactivate\"; never deleted), through the guard's thresholds as any \
+                     deactivation"
+                }
+                policy::UnmatchedAccounts::Deactivate => {
+                    "inactive already, so left as it is (policy.unmatched_accounts = \
+                     \"deactivate\")"
+                }
+                policy::UnmatchedAccounts::Report => {
+                    "left as it is and reported every run as orphaned \
+                     (policy.unmatched_accounts = \"report\")"
+                }
+                policy::UnmatchedAccounts::Adopt => {
+                    "adopted as it is, never touched nor reported (policy.unmatched_accounts \
+                     = \"adopt\")"
+                }
+            };
+            format!(
+                "no rule (externalId, userName, email) matches it to anyone: an orphan, {orphan}{}",
+                planned(&after)
+            )
+        }
+    };
+    let created = after.actions.iter().find(|a| {
+        a.identity_id.as_deref() == Some(identity_id)
+            && matches!(a.kind, ActionKind::CreateAccount { .. })
+    });
+    let theirs = after
+        .new_links
+        .iter()
+        .find(|l| l.identity_id == identity_id && l.account_id != account_id);
+    let still_linked = loaded
+        .links
+        .iter()
+        .find(|l| l.identity_id == identity_id)
+        .map(|l| l.account_id.clone());
+    let person_text = if let Some(other) = still_linked {
+        format!("still linked to account {}", clean(&other))
+    } else if let Some(l) = theirs {
+        format!(
+            "matched by {} to account {}{}",
+            rule_name(l.method),
+            clean(&l.account_id),
+            loaded
+                .workspace
+                .accounts
+                .iter()
+                .find(|a| a.id == l.account_id)
+                .map(|a| format!(" ({})", clean(&a.user_name)))
+                .unwrap_or_default()
+        )
+    } else if let Some(create) = created {
+        format!(
+            "gets a new account{}, created by the next reconcile{}",
+            create
+                .kind
+                .wanted_user_name()
+                .map(|n| format!(" ({})", clean(n)))
+                .unwrap_or_default(),
+            create
+                .held
+                .as_ref()
+                .map(|h| format!("; held: {}", held_text(h, tz, &admin)))
+                .unwrap_or_default()
+        )
+    } else if disputed(&after, false) {
+        format!("disputed: several accounts match them; `{admin} explain {identity_id}` lists them")
+    } else if loaded
+        .directory
+        .identities
+        .iter()
+        .any(|i| i.id == identity_id && protected.matches(&i.user_name))
+    {
+        // A reconcile returns before anything else for a protected person: no
+        // create either.
+        "protected (safety.protected / protected_groups): has no account then, and the next \
+         run creates none (it makes no change for a protected person)"
+            .to_owned()
+    } else {
+        "has no account then, and the next run creates none (they have no access, or \
+         `explain` says why not)"
+            .to_owned()
+    };
+    Ok(AfterUnlink {
+        same_again,
+        deprovision_dropped,
+        deprovisioned: deprovisioned(&after).is_some(),
+        account: account_text,
+        person: format!(
+            "identity {}{}: {person_text}",
+            clean(identity_id),
+            person_named(identity_id)
+        ),
+    })
 }
 
 /// The loss of access a deprovision's detail states: "identity is suspended in

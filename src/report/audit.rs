@@ -1,5 +1,5 @@
 //! `seatwarden audit`: the audit trail of human decisions (approve, reject, link,
-//! resume, `--accept-directory`, `--allow-over-threshold`, `--workspace-moved`),
+//! unlink, resume, `--accept-directory`, `--allow-over-threshold`, `--workspace-moved`),
 //! as text for a person and as JSON lines for a log shipper or a SIEM. Before it,
 //! the rows were only in the `audit` table, readable with `sqlite3` and the schema
 //! at hand: "who approved last Tuesday's 40 deactivations?" had no command.

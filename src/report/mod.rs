@@ -820,7 +820,9 @@ pub fn safety_findings(
                  deactivates, renames or regroups {}, not even when due. If an account is \
                  that person's, add its userName to safety.protected; if it is someone \
                  else's, `{admin_command} link IDENTITY ACCOUNT --replace` ties it to them; \
-                 `{admin_command} explain ACCOUNT` shows both",
+                 if it is nobody's (a contractor's the directory does not have), \
+                 `{admin_command} unlink ACCOUNT` undoes a stored link; `{admin_command} \
+                 explain ACCOUNT` shows both",
                 plural(n, "account", "accounts"),
                 if n == 1 { "it" } else { "each" },
                 if n == 1 { "it" } else { "them" },
@@ -880,23 +882,39 @@ pub fn safety_findings(
 
 /// One account under PROTECTED BY PERSON: the account, the protected person,
 /// how they are tied, whether the person still has access in the directory, and
-/// the commands that settle it.
+/// the commands that settle it ([`protected_by_person_remedies`]).
 pub fn protected_by_person_line(p: &ProtectedByPerson, admin_command: &str) -> String {
     let lost = p
         .lost
         .map(|reason| format!("; they lost access ({reason})"))
         .unwrap_or_default();
     format!(
-        "account {} ({}, {}) of protected {} (identity {}), {}{lost}: theirs → add {} to \
-         safety.protected; someone else's → `{admin_command} link OWNER {} --replace`",
+        "account {} ({}, {}) of protected {} (identity {}), {}{lost}: {}",
         p.account_id,
         p.account_user_name,
         if p.active { "active" } else { "deactivated" },
         p.user_name,
         p.identity_id,
         p.tie(),
-        p.account_user_name,
-        p.account_id,
+        protected_by_person_remedies(p, admin_command),
+    )
+}
+
+/// What settles an account protected only through its person, as the report and
+/// `explain` name it: theirs → protect its userName; someone else's → `link
+/// OWNER ACCOUNT --replace`; and, for a stored link (the only tie `unlink`
+/// removes: a rule's match, a duplicate's too, is found again each run), nobody's → `unlink
+/// ACCOUNT`, after which the account is an orphan like any other.
+pub fn protected_by_person_remedies(p: &ProtectedByPerson, admin_command: &str) -> String {
+    let nobodys = if p.matched_by.is_none() {
+        format!("; nobody's → `{admin_command} unlink {}`", p.account_id)
+    } else {
+        String::new()
+    };
+    format!(
+        "theirs → add {} to safety.protected; someone else's → `{admin_command} link OWNER {} \
+         --replace`{nobodys}",
+        p.account_user_name, p.account_id,
     )
 }
 

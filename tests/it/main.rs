@@ -110,6 +110,7 @@ mod review_s48_connect;
 mod review_s48_export_temp;
 mod review_s48_onboarding;
 mod review_s48_protected_link;
+mod review_s48_unlink;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -203,7 +203,7 @@ async fn a_stale_link_to_a_protected_person_is_reported_until_it_is_settled() {
     assert!(
         out.contains(
             "settle it: theirs → add contractor@example.com to safety.protected; someone \
-             else's → `seatwarden link OWNER w7 --replace`"
+             else's → `seatwarden link OWNER w7 --replace`; nobody's → `seatwarden unlink w7`"
         ),
         "{out}"
     );
@@ -389,7 +389,8 @@ fn the_line_of_a_protected_leaver_says_they_lost_access() {
         "account w7 (contractor@example.com, active) of protected admin.eve@example.com \
          (identity 00u5), by a stored link; they lost access (deprovisioned in the \
          directory): theirs → add contractor@example.com to safety.protected; someone \
-         else's → `sudo seatwarden link OWNER w7 --replace`"
+         else's → `sudo seatwarden link OWNER w7 --replace`; nobody's → `sudo seatwarden \
+         unlink w7`"
     );
 }
 
