@@ -1717,6 +1717,17 @@ pub fn after_unlink(
                 }
         })
     };
+    // The person whose dispute item lists `account` as a candidate, and by what.
+    let candidate_of = |plan: &crate::model::Plan, account: &Account| {
+        plan.drift
+            .iter()
+            .filter(|d| d.kind == DriftKind::DisputedMatch && d.account_id.is_none())
+            .filter_map(|d| d.identity_id.as_deref())
+            .find_map(|of| {
+                let identity = loaded.directory.identities.iter().find(|i| i.id == of)?;
+                matched_by(&loaded.links, identity, account).map(|by| (of.to_owned(), by))
+            })
+    };
     let account_text = match (account, matched) {
         (None, _) => {
             "it is not in the newest workspace snapshot: nothing is planned for it".to_owned()
@@ -1744,6 +1755,17 @@ pub fn after_unlink(
             "disputed: more than one person matches it; nothing is written to it until \
              `{admin} link IDENTITY {}` says whose it is{}",
             clean(account_id),
+            planned(&after)
+        ),
+        // One of several accounts a person's dispute lists: that item is the
+        // person's, and names this account only in its text.
+        (Some(a), None) if let Some((of, by)) = candidate_of(&after, a) => format!(
+            "disputed: it may be the account of identity {}{} (matched by {by}), as may \
+             others; nothing is written to it until `{admin} link {} ACCOUNT` says which \
+             is theirs{}",
+            clean(&of),
+            person_named(&of),
+            clean(&of),
             planned(&after)
         ),
         (Some(a), None) => {

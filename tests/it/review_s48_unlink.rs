@@ -598,3 +598,33 @@ fn unlink_says_when_the_guard_would_hold_the_orphans_deactivation() {
         "{out}"
     );
 }
+
+/// An account that goes back to being one of a person's disputed candidates
+/// (linked by hand to settle a dispute, then unlinked) is said to be disputed,
+/// naming the person and the rule, not an orphan that no rule matches.
+#[test]
+fn unlink_says_an_account_goes_back_to_its_persons_dispute() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person("00u4", "emma@example.com", "emma@example.com")],
+        vec![
+            account("w4", "emma@example.com", "emma.n@example.com"),
+            account("w9", "e.jones@example.com", "emma@example.com"),
+        ],
+    );
+    let database = dir.path().join("state.db");
+    store_links(&database, &[("00u4", "w9")]);
+
+    let (code, out, err) = run(&config, &["unlink", "w9"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "account w9: disputed: it may be the account of identity 00u4 \
+             (emma@example.com) (matched by email), as may others; nothing is written to \
+             it until `seatwarden link 00u4 ACCOUNT` says which is theirs"
+        ) && !out.contains("orphan"),
+        "{out}"
+    );
+    assert!(links(&database).is_empty());
+}
