@@ -490,7 +490,8 @@ Example:
     /// link made by hand, or a match a reconcile stored). The next run matches the
     /// account by the rules again (externalId, userName, email); `unlink` says what
     /// that run then does with the account (an orphan, deactivated or reported as
-    /// policy.unmatched_accounts says, or matched to someone else) and with the
+    /// policy.unmatched_accounts says, matched to someone else, or disputed again
+    /// among a person's candidates) and with the
     /// person (matched anew, or a new account created), re-planned from the
     /// stored snapshots. An account protected by its own userName stays so.
     /// Audited.
