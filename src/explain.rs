@@ -288,7 +288,8 @@ struct Loaded {
     /// The accounts of each disputed match the last reconcile saw: how a person
     /// deleted from the directory since is still found.
     remembered: Vec<crate::model::DisputedCandidate>,
-    /// The audit trail's `link` rows: who linked an account by hand.
+    /// The audit trail's `link` and `unlink` rows: who linked an account by
+    /// hand, or took a link away.
     manual_links: Vec<crate::store::AuditRow>,
 }
 
@@ -319,7 +320,7 @@ impl Loaded {
             manual_links: store
                 .audit_trail(crate::store::AuditFilter::default())?
                 .into_iter()
-                .filter(|row| row.entry.command == "link")
+                .filter(|row| matches!(row.entry.command.as_str(), "link" | "unlink"))
                 .collect(),
         }))
     }
@@ -877,6 +878,17 @@ impl View<'_> {
                 );
             }
             None => {
+                // A link someone took away (`unlink`) is the first question about an
+                // account or a person left without one.
+                if let Some(row) = self.unlinked() {
+                    let _ = writeln!(
+                        out,
+                        "  {} by {} at {} (`unlink`)",
+                        clean(&row.entry.detail),
+                        clean(&row.entry.user),
+                        self.at(row.entry.at)
+                    );
+                }
                 // The rule the next run's plan matches by: an externalId naming the
                 // person is evidence, a userName or an email only a likeness, and
                 // the one to check when the account looks like someone else's.
@@ -921,6 +933,27 @@ impl View<'_> {
                 );
             }
         }
+    }
+
+    /// The newest `unlink` of this account (or, for a person without an account
+    /// here, of theirs), when no link was made by hand since.
+    fn unlinked(&self) -> Option<&crate::store::AuditRow> {
+        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let concerns = |detail: &str| match account_id {
+            Some(account) => detail.ends_with(&format!(" account {account}")),
+            None => identity_id.is_some_and(|identity| {
+                detail.starts_with(&format!("unlinked identity {identity} from "))
+            }),
+        };
+        self.loaded
+            .manual_links
+            .iter()
+            .rev()
+            .find(|row| {
+                let detail = row.entry.detail.split(';').next().unwrap_or_default();
+                concerns(detail)
+            })
+            .filter(|row| row.entry.command == "unlink")
     }
 
     /// The next plan's disputed-match items about this person or this account. A

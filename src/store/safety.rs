@@ -25,7 +25,7 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// The person who ran the command ([`crate::safety::audit_user`]).
     pub user: String,
-    /// `approve`, `reject`, `link`, `resume`, `accept_directory`,
+    /// `approve`, `reject`, `link`, `unlink`, `resume`, `accept_directory`,
     /// `allow_over_threshold`, `workspace_moved`.
     pub command: String,
     pub run: Option<RunId>,

@@ -601,7 +601,8 @@ fn unlink_says_when_the_guard_would_hold_the_orphans_deactivation() {
 
 /// An account that goes back to being one of a person's disputed candidates
 /// (linked by hand to settle a dispute, then unlinked) is said to be disputed,
-/// naming the person and the rule, not an orphan that no rule matches.
+/// naming the person and the rule, not an orphan that no rule matches; and
+/// `explain` of either says who took the link away, and when.
 #[test]
 fn unlink_says_an_account_goes_back_to_its_persons_dispute() {
     let dir = tempfile::tempdir().unwrap();
@@ -627,4 +628,17 @@ fn unlink_says_an_account_goes_back_to_its_persons_dispute() {
         "{out}"
     );
     assert!(links(&database).is_empty());
+    // `explain` of the account, and of the person, says who took the link away.
+    for subject in ["w9", "00u4"] {
+        let (code, out, err) = run(&config, &["explain", subject]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let link = out.split("\nLink\n").nth(1).unwrap_or_default();
+        assert!(
+            link.starts_with("  unlinked identity 00u4 from account w9 by alice")
+                && link.lines().next().unwrap().ends_with("(`unlink`)"),
+            "{out}"
+        );
+    }
+    let (_, out, _) = run(&config, &["explain", "w4"]);
+    assert!(!out.contains("unlinked"), "{out}");
 }
