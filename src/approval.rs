@@ -2143,7 +2143,8 @@ pub fn unlinked_detail(identity_id: &str, account_id: &str) -> String {
 /// protected by its own userName stays protected: the plan judges it by that
 /// name, linked or not. Open deprovisions of the person that named the account
 /// no longer do (they wait for the next reconcile's match, as after `link
-/// --replace`). Audited.
+/// --replace`). Audited, in the same transaction as the link removal and the
+/// ledger change: stored whole or not at all.
 pub fn unlink(
     config: &Config,
     store: &mut Store,
@@ -2229,19 +2230,24 @@ pub fn unlink(
             link.identity_id, after.account
         ));
     }
-    store.remove_links_to_accounts(&[account_id.to_owned()])?;
-    // An open deprovision of the person no longer deactivates this account: it
-    // waits, without one, for the next reconcile's match (as after `link --replace`).
-    for episode in episodes {
-        store.deprovision_account(episode.id, None, &episode.user_name)?;
-    }
-    safety::audit(
-        store,
-        "unlink",
-        None,
-        unlinked_detail(&link.identity_id, account_id),
-        now,
-    )?;
+    // One transaction: the link removal, the ledger change and the audit row are
+    // one decision. Committed apart, an audit row refused (a full disk) left the
+    // link gone and the episode changed with nobody named, the command failed.
+    store.batch(|store| {
+        store.remove_link_to_account(account_id)?;
+        // An open deprovision of the person no longer deactivates this account: it
+        // waits, without one, for the next reconcile's match (as after `link --replace`).
+        for episode in &episodes {
+            store.deprovision_account(episode.id, None, &episode.user_name)?;
+        }
+        safety::audit(
+            store,
+            "unlink",
+            None,
+            unlinked_detail(&link.identity_id, account_id),
+            now,
+        )
+    })?;
     Ok(Unlinked {
         link,
         account: after.account,

@@ -856,6 +856,17 @@ impl Store {
         tx.commit().context(context)
     }
 
+    /// Forgets the link to `account_id`, one statement: `seatwarden unlink` runs
+    /// it in a [`Store::batch`] with its ledger change and audit row, so the
+    /// decision is stored whole or not at all.
+    pub fn remove_link_to_account(&mut self, account_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM links WHERE account_id = ?1")
+            .and_then(|mut stmt| stmt.execute([account_id]))
+            .map(|_| ())
+            .context(|| format!("removing the link to account {account_id} from links"))
+    }
+
     /// Forgets the links to these accounts (they were deleted from the workspace).
     pub fn remove_links_to_accounts(&mut self, account_ids: &[String]) -> Result<(), StoreError> {
         let context = || "removing links to deleted accounts from links".to_owned();
