@@ -2058,52 +2058,57 @@ pub fn link(
             existing.join("; ")
         ));
     }
-    store.upsert_links(
-        &[NewLink {
-            identity_id: identity_id.to_owned(),
-            account_id: account_id.to_owned(),
-            method: crate::model::LinkMethod::Manual,
-        }],
-        now,
-    )?;
-    // An open deprovision of this person deactivates the account now linked, not
-    // the one a wrong match had given them (which would leave theirs active and
-    // close the episode as verified).
-    let user_name = workspace
-        .accounts
-        .iter()
-        .find(|a| a.id == account_id)
-        .map(|a| a.user_name.clone())
-        .unwrap_or_default();
-    // And a person the account was taken from must not have it deactivated by an
-    // episode of theirs: it waits without an account for the next reconcile's match.
-    for episode in store.open_deprovisions()? {
-        if episode.identity_id == identity_id {
-            if episode.account_id.as_deref() != Some(account_id) {
-                store.deprovision_account(episode.id, Some(account_id), &user_name)?;
+    // One transaction: the link, the ledger changes and the audit row are one
+    // decision. Committed apart, an audit row refused (a full disk) left the link
+    // stored and the episodes moved with nobody named, the command failed.
+    store.batch(|store| {
+        store.upsert_links_in_batch(
+            &[NewLink {
+                identity_id: identity_id.to_owned(),
+                account_id: account_id.to_owned(),
+                method: crate::model::LinkMethod::Manual,
+            }],
+            now,
+        )?;
+        // An open deprovision of this person deactivates the account now linked, not
+        // the one a wrong match had given them (which would leave theirs active and
+        // close the episode as verified).
+        let user_name = workspace
+            .accounts
+            .iter()
+            .find(|a| a.id == account_id)
+            .map(|a| a.user_name.clone())
+            .unwrap_or_default();
+        // And a person the account was taken from must not have it deactivated by an
+        // episode of theirs: it waits without an account for the next reconcile's match.
+        for episode in store.open_deprovisions()? {
+            if episode.identity_id == identity_id {
+                if episode.account_id.as_deref() != Some(account_id) {
+                    store.deprovision_account(episode.id, Some(account_id), &user_name)?;
+                }
+                // The hold waited for this very choice: the retry job may deactivate
+                // the account now (through the guard, as any other), not after the
+                // re-check time or the next reconcile.
+                if episode
+                    .held
+                    .as_deref()
+                    .is_some_and(|held| held.starts_with(crate::sweep::DISPUTED_HOLD))
+                {
+                    store.deprovision_released(episode.id)?;
+                }
+            } else if episode.account_id.as_deref() == Some(account_id) {
+                store.deprovision_account(episode.id, None, &episode.user_name)?;
             }
-            // The hold waited for this very choice: the retry job may deactivate
-            // the account now (through the guard, as any other), not after the
-            // re-check time or the next reconcile.
-            if episode
-                .held
-                .as_deref()
-                .is_some_and(|held| held.starts_with(crate::sweep::DISPUTED_HOLD))
-            {
-                store.deprovision_released(episode.id)?;
-            }
-        } else if episode.account_id.as_deref() == Some(account_id) {
-            store.deprovision_account(episode.id, None, &episode.user_name)?;
         }
-    }
-    let mut detail = linked_detail(identity_id, account_id);
-    for old in &replaced {
-        detail.push_str(&format!(
-            "; replaced identity {} ↔ account {}",
-            old.identity_id, old.account_id
-        ));
-    }
-    safety::audit(store, "link", None, detail, now)?;
+        let mut detail = linked_detail(identity_id, account_id);
+        for old in &replaced {
+            detail.push_str(&format!(
+                "; replaced identity {} ↔ account {}",
+                old.identity_id, old.account_id
+            ));
+        }
+        safety::audit(store, "link", None, detail, now)
+    })?;
     Ok(replaced)
 }
 
