@@ -2058,52 +2058,57 @@ pub fn link(
             existing.join("; ")
         ));
     }
-    store.upsert_links(
-        &[NewLink {
-            identity_id: identity_id.to_owned(),
-            account_id: account_id.to_owned(),
-            method: crate::model::LinkMethod::Manual,
-        }],
-        now,
-    )?;
-    // An open deprovision of this person deactivates the account now linked, not
-    // the one a wrong match had given them (which would leave theirs active and
-    // close the episode as verified).
-    let user_name = workspace
-        .accounts
-        .iter()
-        .find(|a| a.id == account_id)
-        .map(|a| a.user_name.clone())
-        .unwrap_or_default();
-    // And a person the account was taken from must not have it deactivated by an
-    // episode of theirs: it waits without an account for the next reconcile's match.
-    for episode in store.open_deprovisions()? {
-        if episode.identity_id == identity_id {
-            if episode.account_id.as_deref() != Some(account_id) {
-                store.deprovision_account(episode.id, Some(account_id), &user_name)?;
+    // One transaction: the link, the ledger changes and the audit row are one
+    // decision. Committed apart, an audit row refused (a full disk) left the link
+    // stored and the episodes moved with nobody named, the command failed.
+    store.batch(|store| {
+        store.upsert_links_in_batch(
+            &[NewLink {
+                identity_id: identity_id.to_owned(),
+                account_id: account_id.to_owned(),
+                method: crate::model::LinkMethod::Manual,
+            }],
+            now,
+        )?;
+        // An open deprovision of this person deactivates the account now linked, not
+        // the one a wrong match had given them (which would leave theirs active and
+        // close the episode as verified).
+        let user_name = workspace
+            .accounts
+            .iter()
+            .find(|a| a.id == account_id)
+            .map(|a| a.user_name.clone())
+            .unwrap_or_default();
+        // And a person the account was taken from must not have it deactivated by an
+        // episode of theirs: it waits without an account for the next reconcile's match.
+        for episode in store.open_deprovisions()? {
+            if episode.identity_id == identity_id {
+                if episode.account_id.as_deref() != Some(account_id) {
+                    store.deprovision_account(episode.id, Some(account_id), &user_name)?;
+                }
+                // The hold waited for this very choice: the retry job may deactivate
+                // the account now (through the guard, as any other), not after the
+                // re-check time or the next reconcile.
+                if episode
+                    .held
+                    .as_deref()
+                    .is_some_and(|held| held.starts_with(crate::sweep::DISPUTED_HOLD))
+                {
+                    store.deprovision_released(episode.id)?;
+                }
+            } else if episode.account_id.as_deref() == Some(account_id) {
+                store.deprovision_account(episode.id, None, &episode.user_name)?;
             }
-            // The hold waited for this very choice: the retry job may deactivate
-            // the account now (through the guard, as any other), not after the
-            // re-check time or the next reconcile.
-            if episode
-                .held
-                .as_deref()
-                .is_some_and(|held| held.starts_with(crate::sweep::DISPUTED_HOLD))
-            {
-                store.deprovision_released(episode.id)?;
-            }
-        } else if episode.account_id.as_deref() == Some(account_id) {
-            store.deprovision_account(episode.id, None, &episode.user_name)?;
         }
-    }
-    let mut detail = linked_detail(identity_id, account_id);
-    for old in &replaced {
-        detail.push_str(&format!(
-            "; replaced identity {} ↔ account {}",
-            old.identity_id, old.account_id
-        ));
-    }
-    safety::audit(store, "link", None, detail, now)?;
+        let mut detail = linked_detail(identity_id, account_id);
+        for old in &replaced {
+            detail.push_str(&format!(
+                "; replaced identity {} ↔ account {}",
+                old.identity_id, old.account_id
+            ));
+        }
+        safety::audit(store, "link", None, detail, now)
+    })?;
     Ok(replaced)
 }
 
@@ -2143,7 +2148,8 @@ pub fn unlinked_detail(identity_id: &str, account_id: &str) -> String {
 /// protected by its own userName stays protected: the plan judges it by that
 /// name, linked or not. Open deprovisions of the person that named the account
 /// no longer do (they wait for the next reconcile's match, as after `link
-/// --replace`). Audited.
+/// --replace`). Audited, in the same transaction as the link removal and the
+/// ledger change: stored whole or not at all.
 pub fn unlink(
     config: &Config,
     store: &mut Store,
@@ -2229,19 +2235,24 @@ pub fn unlink(
             link.identity_id, after.account
         ));
     }
-    store.remove_links_to_accounts(&[account_id.to_owned()])?;
-    // An open deprovision of the person no longer deactivates this account: it
-    // waits, without one, for the next reconcile's match (as after `link --replace`).
-    for episode in episodes {
-        store.deprovision_account(episode.id, None, &episode.user_name)?;
-    }
-    safety::audit(
-        store,
-        "unlink",
-        None,
-        unlinked_detail(&link.identity_id, account_id),
-        now,
-    )?;
+    // One transaction: the link removal, the ledger change and the audit row are
+    // one decision. Committed apart, an audit row refused (a full disk) left the
+    // link gone and the episode changed with nobody named, the command failed.
+    store.batch(|store| {
+        store.remove_link_to_account(account_id)?;
+        // An open deprovision of the person no longer deactivates this account: it
+        // waits, without one, for the next reconcile's match (as after `link --replace`).
+        for episode in &episodes {
+            store.deprovision_account(episode.id, None, &episode.user_name)?;
+        }
+        safety::audit(
+            store,
+            "unlink",
+            None,
+            unlinked_detail(&link.identity_id, account_id),
+            now,
+        )
+    })?;
     Ok(Unlinked {
         link,
         account: after.account,

@@ -816,44 +816,74 @@ impl Store {
     /// link keeps its original method and `linked_at`.
     pub fn upsert_links(&mut self, links: &[NewLink], at: DateTime<Utc>) -> Result<(), StoreError> {
         let context = || "storing links".to_owned();
-        let at = ts(at);
         let tx = self.write_tx(context)?;
-        {
-            let mut unlink = tx
-                .prepare_cached("DELETE FROM links WHERE account_id = ?1 AND identity_id <> ?2")
-                .context(context)?;
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO links (identity_id, account_id, method, linked_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (identity_id) DO UPDATE
-                        SET account_id = excluded.account_id,
-                            method = excluded.method,
-                            linked_at = excluded.linked_at
-                        WHERE links.account_id <> excluded.account_id",
-                )
-                .context(context)?;
-            for link in links {
-                let values = params![link.identity_id, link.account_id, link.method.as_str(), at];
-                // Most links are new and conflict with nothing, so the unlink runs
-                // only when the account is still linked to another identity (the
-                // upsert then fails on `account_id`'s uniqueness and changes
-                // nothing): on a first run over 100k accounts, that halves the
-                // statements.
-                match upsert.execute(values) {
-                    Err(e) if is_unique_violation(&e) => {
-                        unlink
-                            .execute(params![link.account_id, link.identity_id])
-                            .context(context)?;
-                        upsert.execute(values).context(context)?;
-                    }
-                    other => {
-                        other.context(context)?;
-                    }
+        Self::write_links(&tx, links, at)?;
+        tx.commit().context(context)
+    }
+
+    /// [`Store::upsert_links`] without a transaction of its own: for a
+    /// [`Store::batch`], as `seatwarden link` stores its link with its ledger
+    /// changes and audit row, whole or not at all.
+    pub fn upsert_links_in_batch(
+        &mut self,
+        links: &[NewLink],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Self::write_links(&self.conn, links, at)
+    }
+
+    fn write_links(
+        conn: &rusqlite::Connection,
+        links: &[NewLink],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let context = || "storing links".to_owned();
+        let at = ts(at);
+        let mut unlink = conn
+            .prepare_cached("DELETE FROM links WHERE account_id = ?1 AND identity_id <> ?2")
+            .context(context)?;
+        let mut upsert = conn
+            .prepare_cached(
+                "INSERT INTO links (identity_id, account_id, method, linked_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (identity_id) DO UPDATE
+                    SET account_id = excluded.account_id,
+                        method = excluded.method,
+                        linked_at = excluded.linked_at
+                    WHERE links.account_id <> excluded.account_id",
+            )
+            .context(context)?;
+        for link in links {
+            let values = params![link.identity_id, link.account_id, link.method.as_str(), at];
+            // Most links are new and conflict with nothing, so the unlink runs
+            // only when the account is still linked to another identity (the
+            // upsert then fails on `account_id`'s uniqueness and changes
+            // nothing): on a first run over 100k accounts, that halves the
+            // statements.
+            match upsert.execute(values) {
+                Err(e) if is_unique_violation(&e) => {
+                    unlink
+                        .execute(params![link.account_id, link.identity_id])
+                        .context(context)?;
+                    upsert.execute(values).context(context)?;
+                }
+                other => {
+                    other.context(context)?;
                 }
             }
         }
-        tx.commit().context(context)
+        Ok(())
+    }
+
+    /// Forgets the link to `account_id`, one statement: `seatwarden unlink` runs
+    /// it in a [`Store::batch`] with its ledger change and audit row, so the
+    /// decision is stored whole or not at all.
+    pub fn remove_link_to_account(&mut self, account_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM links WHERE account_id = ?1")
+            .and_then(|mut stmt| stmt.execute([account_id]))
+            .map(|_| ())
+            .context(|| format!("removing the link to account {account_id} from links"))
     }
 
     /// Forgets the links to these accounts (they were deleted from the workspace).

@@ -111,6 +111,7 @@ mod review_s48_export_temp;
 mod review_s48_onboarding;
 mod review_s48_protected_link;
 mod review_s48_unlink;
+mod review_s48_unlink_review;
 mod role_groups;
 mod run_recovery;
 mod safety;
