@@ -1215,12 +1215,18 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 replace,
                 chrono::Utc::now(),
             )?;
-            outln!("identity {identity} is linked to account {account}")?;
+            // Ids as the providers gave them: made printable, as every report's are.
+            let shown = crate::report::printable_field;
+            outln!(
+                "identity {} is linked to account {}",
+                shown(&identity),
+                shown(&account)
+            )?;
             for old in replaced {
                 outln!(
                     "  replaced: identity {} ↔ account {}",
-                    old.identity_id,
-                    old.account_id
+                    shown(&old.identity_id),
+                    shown(&old.account_id)
                 )?;
             }
             let others = crate::explain::other_candidates(
@@ -1244,12 +1250,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             let mut store = open_store(&config)?;
             let unlinked =
                 crate::approval::unlink(&config, &mut store, &account, chrono::Utc::now())?;
+            let shown = crate::report::printable_field;
             outln!(
-                "account {account} is no longer linked to identity {}",
-                unlinked.link.identity_id
+                "account {} is no longer linked to identity {}",
+                shown(&account),
+                shown(&unlinked.link.identity_id)
             )?;
             outln!("the next run:")?;
-            outln!("  - account {account}: {}", unlinked.account)?;
+            outln!("  - account {}: {}", shown(&account), unlinked.account)?;
             outln!("  - {}", unlinked.person)?;
             Ok(exit::OK)
         }

@@ -1816,6 +1816,13 @@ pub fn after_unlink(
                     "left as it is and reported every run as orphaned \
                      (policy.unmatched_accounts = \"report\")"
                 }
+                // Adopted, it is nobody's to deprovision and is in no report: say
+                // so, as the audit row is then the only trace of whose it was.
+                policy::UnmatchedAccounts::Adopt if a.active => {
+                    "adopted as it is, never touched nor reported (policy.unmatched_accounts \
+                     = \"adopt\"): if it is in fact the person's, nothing deactivates it when \
+                     they leave"
+                }
                 policy::UnmatchedAccounts::Adopt => {
                     "adopted as it is, never touched nor reported (policy.unmatched_accounts \
                      = \"adopt\")"

@@ -642,3 +642,58 @@ fn unlink_says_an_account_goes_back_to_its_persons_dispute() {
     let (_, out, _) = run(&config, &["explain", "w4"]);
     assert!(!out.contains("unlinked"), "{out}");
 }
+
+/// The ids `link` and `unlink` print are the providers' (an account id is
+/// whatever the workspace made it): made printable, as the reports make them,
+/// so one with an escape sequence cannot drive the operator's terminal.
+#[test]
+fn link_and_unlink_print_ids_made_printable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, account_id) = ("00u\u{1b}]0;owned\u{7}5", "w\u{1b}[2J7");
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person(identity, "eve@example.com", "eve@example.com")],
+        vec![account(
+            account_id,
+            "eve.tmp@example.com",
+            "eve.tmp@example.com",
+        )],
+    );
+    for args in [
+        vec!["link", identity, account_id],
+        vec!["unlink", account_id],
+    ] {
+        let (code, out, err) = run(&config, &args);
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}') && out.contains('\u{fffd}'),
+            "{args:?}: {out:?}"
+        );
+    }
+    assert!(links(&dir.path().join("state.db")).is_empty());
+}
+
+/// Under `unmatched_accounts = "adopt"` an unlinked active account no rule
+/// matches is adopted, in no report and deactivated by nothing: `unlink` warns
+/// that, were it the person's after all, their leaving would not take it.
+#[test]
+fn unlink_warns_that_an_adopted_account_outlives_its_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person("00u5", "eve@example.com", "eve@example.com")],
+        vec![account("w7", "e.v@example.com", "ev@example.com")],
+    );
+    append(&config, "[policy]\nunmatched_accounts = \"adopt\"\n");
+    store_links(&dir.path().join("state.db"), &[("00u5", "w7")]);
+    let (code, out, err) = run(&config, &["unlink", "w7"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "an orphan, adopted as it is, never touched nor reported \
+             (policy.unmatched_accounts = \"adopt\"): if it is in fact the person's, nothing \
+             deactivates it when they leave"
+        ),
+        "{out}"
+    );
+}
