@@ -101,6 +101,24 @@ fn findings(report: &Report) -> String {
     out
 }
 
+/// `export access --format json` on `config`: each account id's justification.
+fn justifications(config: &Path) -> impl Fn(&str) -> String {
+    let (ok, out, err) = seatwarden(config, &["export", "access", "--format", "json"]);
+    assert!(ok, "{err}");
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    move |id: &str| {
+        export["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["account_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not exported: {export}"))["justification"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
 /// A link Eve (protected as `admin.*@example.com`) → w7 (a contractor's
 /// account, `contractor@example.com`) stored before `link` refused it. With
 /// `unmatched_accounts = "deactivate"`, w7 would be deactivated unlinked; linked,
@@ -430,20 +448,7 @@ fn the_access_review_says_an_account_is_protected_only_through_its_person() {
             Utc::now(),
         )
         .unwrap();
-    let (ok, out, err) = seatwarden(&config_path, &["export", "access", "--format", "json"]);
-    assert!(ok, "{err}");
-    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let why = |id: &str| {
-        export["accounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["account_id"] == id)
-            .unwrap()["justification"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let why = justifications(&config_path);
     // Ben's account, found by email under another name.
     assert_eq!(
         why("w2"),
@@ -484,20 +489,7 @@ fn the_access_review_judges_an_account_protected_by_its_user_name() {
         ),
     )
     .unwrap();
-    let (ok, out, err) = seatwarden(&config_path, &["export", "access", "--format", "json"]);
-    assert!(ok, "{err}");
-    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let why = |id: &str| {
-        export["accounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["account_id"] == id)
-            .unwrap()["justification"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let why = justifications(&config_path);
     assert_eq!(why("w3"), "orphaned");
     assert_eq!(why("w4"), "protected");
 }

@@ -20,8 +20,9 @@ use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
 
 const TOKEN: &str = "s48-unlink-token";
 
-/// `seatwarden --config CONFIG ARGS`: the exit code, stdout and stderr.
-fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+/// `seatwarden --config CONFIG ARGS` as operator `alice`: the exit code, stdout
+/// and stderr.
+pub(crate) fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .arg("--config")
         .arg(config)

@@ -6,32 +6,12 @@
 //! and the command failed as if nothing had been done.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::Command;
-
 use chrono::Utc;
 use seatwarden::model::{LinkMethod, NewLink};
 use seatwarden::store::Store;
 
 use crate::qa_cli::{account, first_plan_stored, person};
-
-/// `seatwarden --config CONFIG ARGS`: the exit code, stdout and stderr.
-fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("SEATWARDEN_CONFIG")
-        .env_remove("SEATWARDEN_LOCK_TIMEOUT")
-        .env("SEATWARDEN_OPERATOR", "alice")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use crate::review_s48_unlink::run;
 
 /// An unlink whose audit row cannot be written changes nothing: the link
 /// stays, the open deprovision still names the account, and no half of the
