@@ -284,6 +284,9 @@ fn share(text: &str) -> Result<f64, String> {
     }
 }
 
+// Its doc comments are `--help` text, where `[schedule]` names a TOML table, not
+// an item to link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration, read every file it names (secrets, keys,

@@ -207,7 +207,7 @@ async fn lock_past_own_forks(dir: &Path) -> Result<DemoLock, DemoError> {
 /// Lays out the demo directory: the example directory export, the sandbox seed, and
 /// a configuration pointing at `workspace_url`. Any earlier demo state is removed so
 /// every demo starts from the same drift; a directory the demo did not make and
-/// that is not empty is refused (it may be someone's real state). [`run`] holds
+/// that is not empty is refused (it may be someone's real state). [`run`](fn@run) holds
 /// the directory's [`lock`] first.
 pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
     check_ours(dir)?;

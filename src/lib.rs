@@ -35,6 +35,11 @@
 //!   [`schedule`] (cron in a time zone) and [`daemon`] (the long-running worker:
 //!   scheduler loop, jobs, health and metrics endpoints, email).
 
+// The module docs are written for whoever reads and changes the code, and link the
+// private helpers they describe: `cargo doc --document-private-items` follows them
+// (CI builds the docs so, with warnings denied).
+#![allow(rustdoc::private_intra_doc_links)]
+
 /// `print!` for command output: returns the `io::Error` instead of panicking when
 /// stdout is closed (`seatwarden plan | head`), so the command ends quietly.
 macro_rules! out {

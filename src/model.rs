@@ -852,7 +852,7 @@ impl HoldReason {
 /// How [`HoldReason::IncompleteDirectory`] reads: the `error` of such a held
 /// action in a stored report begins with it, in reports of every version (one an
 /// approval refused goes on with why), which is how a report stored before
-/// [`crate::report::ActionOutcome::incomplete_directory`] is read.
+/// [`crate::report::ActionOutcome::held_incomplete_directory`] is read.
 pub const INCOMPLETE_DIRECTORY_HOLD: &str =
     "the directory snapshot was incomplete; nothing that takes access away is done from it";
 

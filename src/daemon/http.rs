@@ -447,7 +447,7 @@ fn refresh_gauges(shared: &Shared) {
 /// still applying, or killed) and those the sweeps held since
 /// ([`Store::sweep_actions_awaiting_approval`](crate::store::Store::sweep_actions_awaiting_approval)).
 /// A newer reconcile that failed or was stopped before its plan (the directory
-/// unreachable, say) replaced no hold ([`Store::latest_planned_reconcile`]): a
+/// unreachable, say) replaced no hold ([`Store::latest_planned_reconcile`](crate::store::Store::latest_planned_reconcile)): a
 /// daemon restarted into a directory outage counts what still waits, rather than
 /// nothing until a reconcile succeeds. The report is parsed after the database
 /// is let go.

@@ -19,7 +19,7 @@
 //! not fire it again ([`schedule::FiredSlot`]).
 //!
 //! Alerts (plan held, sweep held, source fault, circuit open, overdue deprovision,
-//! repeated job failures) are raised and resolved by [`notify`] from what the jobs
+//! repeated job failures) are raised and resolved by [`notify`](mod@notify) from what the jobs
 //! saw. A mail job whose due messages could none be sent fails; a sweep or retry
 //! pass that got no answer from the workspace (a retry pass whose episodes wait
 //! for their next attempt among them), and a mail job with nothing due, neither

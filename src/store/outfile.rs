@@ -104,7 +104,7 @@ pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// What [`write`] wrote.
+/// What [`write`](fn@write) wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// The file written (where the link led, when the name was one).
