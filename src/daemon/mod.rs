@@ -1428,6 +1428,12 @@ fn safety_gauges(report: &crate::report::Report) {
         ("source_fault", safety.source_fault.is_some()),
         ("workspace_listing_short", safety.workspace_listing_short),
         ("allow_over_threshold", safety.allow_over_threshold),
+        // Accounts nothing deprovisions, renames or regroups, only because their
+        // person is protected: worth an alert until someone settles each.
+        (
+            "protected_by_person",
+            !safety.protected_by_person.is_empty(),
+        ),
     ] {
         metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
             .set(f64::from(u8::from(found)));

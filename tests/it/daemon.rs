@@ -320,6 +320,7 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
         "source_fault",
         "workspace_listing_short",
         "allow_over_threshold",
+        "protected_by_person",
     ] {
         assert_eq!(
             metric(

@@ -14,7 +14,7 @@ use seatwarden::store::{RunStatus, Store};
 use crate::fixtures::http_get as get;
 
 /// A daemon killed when the test ends, however it ends.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Running {
 
 /// The value of the sample `series` (name and labels, as rendered) in a
 /// `/metrics` answer.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -33,7 +33,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 }
 
 /// The port the daemon logging to `log` listens on, once it has started.
-async fn port_of(log: &Path) -> u16 {
+pub(crate) async fn port_of(log: &Path) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();

@@ -493,3 +493,70 @@ fn the_access_review_judges_an_account_protected_by_its_user_name() {
     assert_eq!(why("w3"), "orphaned");
     assert_eq!(why("w4"), "protected");
 }
+
+/// `seatwarden_safety_finding{finding="protected_by_person"}` is 1 after a
+/// daemon's reconcile that left an account alone only for its protected person,
+/// so monitoring can alert on it as on the other findings. The demo's workspace
+/// with a stale link of a protected person (Ben, by `safety.protected`) to the
+/// freelancer's orphan account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_gauges_protected_by_person() {
+    use crate::review_s41_ops::{Running, port_of, sample};
+    let token = "review-s48-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        token,
+        &[(
+            "SEATWARDEN__SAFETY__PROTECTED",
+            "breakglass@example.com,ben.wong@example.com",
+        )],
+    );
+    Store::open(&dir.path().join("state.db"))
+        .unwrap()
+        .upsert_links(
+            &[NewLink {
+                identity_id: "00u1001".into(),
+                account_id: "ws-0902".into(),
+                method: LinkMethod::Manual,
+            }],
+            Utc::now(),
+        )
+        .unwrap();
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let port = port_of(&log).await;
+    let succeeded = r#"seatwarden_job_runs_total{job="reconcile",status="succeeded"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let (code, metrics) = crate::fixtures::http_get(port, "/metrics");
+        if code == 200 && sample(&metrics, succeeded) == Some(1.0) {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reconcile did not succeed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_by_person"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="source_fault"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+}
