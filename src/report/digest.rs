@@ -959,6 +959,10 @@ impl Digest {
         let source_fault = latest.is_some_and(|r| r.safety.source_fault.is_some());
         let circuit = latest.and_then(|r| r.safety.circuit.as_ref());
         let circuit_open = circuit.is_some();
+        // Accounts nothing deprovisions or changes only because their person is
+        // protected (the report's PROTECTED BY PERSON): not in sync until each is
+        // settled, as the report's own headline says.
+        let shielded = latest.map_or(0, |r| r.safety.protected_by_person.len());
         // Drift is known only as of the newest report: a period without a run says
         // the schedule stopped, not that nothing changed.
         let stale = latest.filter(|_| summary.runs == 0);
@@ -988,7 +992,7 @@ impl Digest {
         } else if latest.is_none() {
             // No run ever stored a report: nothing is known to be in sync.
             State::Unknown
-        } else if drift_now > 0 || !pending.is_empty() {
+        } else if drift_now > 0 || !pending.is_empty() || shielded > 0 {
             State::Drift
         } else {
             State::InSync
@@ -1068,6 +1072,12 @@ impl Digest {
         }
         if drift_now > 0 {
             parts.push(plural(drift_now, "drift item", "drift items"));
+        }
+        if shielded > 0 {
+            parts.push(format!(
+                "{} left alone only for a protected person (PROTECTED BY PERSON)",
+                plural(shielded, "account", "accounts")
+            ));
         }
         match newest_unreadable {
             Some(run) => parts.push(format!(

@@ -109,7 +109,7 @@ async fn the_digest_counts_a_closed_killed_reconciles_rows_as_cut_off() {
     assert_cut_off_in_every_form(&s, cut_off);
 }
 
-mod huge {
+pub(crate) mod huge {
     //! A digest over thousands of people: a first run over a big workspace, or a
     //! mass deprovision the guard held.
 
@@ -136,7 +136,7 @@ mod huge {
         format!("leaver{i:05}@example.com")
     }
 
-    pub(super) fn report() -> Report {
+    pub(crate) fn report() -> Report {
         Report {
             schema_version: SCHEMA_VERSION,
             run_id: 7,

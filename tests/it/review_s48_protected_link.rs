@@ -560,3 +560,66 @@ async fn the_daemon_gauges_protected_by_person() {
         "{metrics}"
     );
 }
+
+/// The digest of a period whose newest report lists an account under
+/// PROTECTED BY PERSON is not "in sync": its headline counts the accounts, as
+/// the report's own headline does, until someone settles each.
+#[test]
+fn the_digest_counts_accounts_protected_by_person() {
+    use seatwarden::report::digest::{Digest, DigestInput, SweepActions};
+    let mut report = crate::review_s38_digest::huge::report();
+    report.drift.clear();
+    report.actions.clear();
+    report.summary = Default::default();
+    let digest_of = |report: &Report| {
+        let reports = [report.clone()];
+        Digest::build(&DigestInput {
+            name: "acme",
+            admin_command: "seatwarden",
+            timezone: UTC,
+            now: report.finished_at + chrono::Duration::hours(1),
+            period: std::time::Duration::from_secs(24 * 3600),
+            reports: &reports,
+            previous: &[],
+            previous_span: None,
+            previous_latest: None,
+            latest: Some(report),
+            failed_runs: 0,
+            failed: &[],
+            failed_runs_previous: 0,
+            deprovisions: &[],
+            verified: &[],
+            sweeps: &SweepActions::default(),
+            sweeps_previous: &SweepActions::default(),
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
+            unreadable_previous: 0,
+            unreadable_earlier: 0,
+            decisions: &[],
+            unreadable: &[],
+        })
+    };
+    let clean = digest_of(&report);
+    assert_eq!(clean.state, State::InSync, "{}", clean.headline);
+    report
+        .safety
+        .protected_by_person
+        .push(seatwarden::model::ProtectedByPerson {
+            account_id: "w7".into(),
+            account_user_name: "contractor@example.com".into(),
+            active: true,
+            identity_id: "00u5".into(),
+            user_name: "admin.eve@example.com".into(),
+            matched_by: None,
+            duplicate: false,
+            lost: None,
+        });
+    let digest = digest_of(&report);
+    assert_eq!(digest.state, State::Drift, "{}", digest.headline);
+    assert_eq!(
+        digest.headline,
+        "1 account left alone only for a protected person (PROTECTED BY PERSON)"
+    );
+}
