@@ -68,6 +68,33 @@ fn links(database: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Opens a deprovision episode for `identity` (a leaver, deprovisioned in the
+/// directory), naming `account`, as a reconcile or a sweep opens one.
+pub(crate) fn open_deprovision(
+    database: &Path,
+    identity: &str,
+    account: Option<&str>,
+    user_name: &str,
+    now: chrono::DateTime<Utc>,
+) {
+    let changes = seatwarden::sla::observe(
+        &[],
+        &[seatwarden::sla::Leaver {
+            identity_id: identity.into(),
+            account_id: account.map(Into::into),
+            user_name: user_name.into(),
+            reason: seatwarden::model::LossReason::Deprovisioned,
+        }],
+        &[],
+        now,
+        chrono::Duration::hours(8),
+    );
+    Store::open(database)
+        .unwrap()
+        .update_ledger(&changes, now)
+        .unwrap();
+}
+
 fn append(config: &Path, text: &str) {
     let before = std::fs::read_to_string(config).unwrap();
     std::fs::write(config, format!("{before}\n{text}")).unwrap();
@@ -527,21 +554,7 @@ fn unlink_refuses_an_account_an_open_deprovision_names() {
     let database = dir.path().join("state.db");
     store_links(&database, &[("00u7", "w7")]);
     let now = Utc::now();
-    let mut store = Store::open(&database).unwrap();
-    let changes = seatwarden::sla::observe(
-        &[],
-        &[seatwarden::sla::Leaver {
-            identity_id: "00u7".into(),
-            account_id: Some("w7".into()),
-            user_name: "carl@example.com".into(),
-            reason: seatwarden::model::LossReason::Deprovisioned,
-        }],
-        &[],
-        now,
-        chrono::Duration::hours(8),
-    );
-    store.update_ledger(&changes, now).unwrap();
-    drop(store);
+    open_deprovision(&database, "00u7", Some("w7"), "carl@example.com", now);
 
     let (code, out, err) = run(&config, &["unlink", "w7"]);
     assert_eq!(code, Some(1), "{out}{err}");

@@ -11,7 +11,19 @@ use seatwarden::model::{LinkMethod, NewLink};
 use seatwarden::store::Store;
 
 use crate::qa_cli::{account, first_plan_stored, person};
-use crate::review_s48_unlink::run;
+use crate::review_s48_unlink::{open_deprovision, run};
+
+/// Makes every audit insert fail from now on, as a full disk would; dropping
+/// the trigger `audit_fails` ends it.
+fn fail_audit_inserts(database: &std::path::Path) {
+    rusqlite::Connection::open(database)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER audit_fails BEFORE INSERT ON audit
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )
+        .unwrap();
+}
 
 /// An unlink whose audit row cannot be written changes nothing: the link
 /// stays, the open deprovision still names the account, and no half of the
@@ -44,28 +56,10 @@ fn unlink_is_all_or_nothing_when_its_audit_row_fails() {
             now,
         )
         .unwrap();
-    let changes = seatwarden::sla::observe(
-        &[],
-        &[seatwarden::sla::Leaver {
-            identity_id: "00u7".into(),
-            account_id: Some("w7".into()),
-            user_name: "carl@example.com".into(),
-            reason: seatwarden::model::LossReason::Deprovisioned,
-        }],
-        &[],
-        now,
-        chrono::Duration::hours(8),
-    );
-    store.update_ledger(&changes, now).unwrap();
     drop(store);
+    open_deprovision(&database, "00u7", Some("w7"), "carl@example.com", now);
     // The audit refuses its next row, as a full disk would.
-    let db = rusqlite::Connection::open(&database).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER audit_fails BEFORE INSERT ON audit
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    )
-    .unwrap();
-    drop(db);
+    fail_audit_inserts(&database);
 
     let (code, out, err) = run(&config, &["unlink", "w7"]);
     assert_ne!(code, Some(0), "{out}{err}");
@@ -117,28 +111,8 @@ fn link_is_all_or_nothing_when_its_audit_row_fails() {
     );
     let database = dir.path().join("state.db");
     let now = Utc::now();
-    let mut store = Store::open(&database).unwrap();
-    let changes = seatwarden::sla::observe(
-        &[],
-        &[seatwarden::sla::Leaver {
-            identity_id: "00u7".into(),
-            account_id: None,
-            user_name: "carl@example.com".into(),
-            reason: seatwarden::model::LossReason::Deprovisioned,
-        }],
-        &[],
-        now,
-        chrono::Duration::hours(8),
-    );
-    store.update_ledger(&changes, now).unwrap();
-    drop(store);
-    let db = rusqlite::Connection::open(&database).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER audit_fails BEFORE INSERT ON audit
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    )
-    .unwrap();
-    drop(db);
+    open_deprovision(&database, "00u7", None, "carl@example.com", now);
+    fail_audit_inserts(&database);
 
     let (code, out, err) = run(&config, &["link", "00u7", "w7"]);
     assert_ne!(code, Some(0), "{out}{err}");
