@@ -777,7 +777,8 @@ impl OktaSource {
 
     /// `check-config --connect`: the credential (a service app's token, DPoP-bound
     /// when Okta asks for it) and one small page of each listing a snapshot
-    /// reads (users, groups, and the app's assigned users and groups with
+    /// reads (users, the DEPROVISIONED users' search, groups, and the app's
+    /// assigned users and groups with
     /// `app_id`), through the requests' own path: pacing, retries, and errors
     /// naming the endpoint, the permission missing and Okta's errorId. Each page
     /// is read as a run reads it ([`page_of`], [`parse_user`], [`parse_group`],
@@ -787,13 +788,21 @@ impl OktaSource {
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
         let base = &self.inner.base;
         let mut proven = Vec::new();
-        let (endpoint, users) = self
-            .probe_page::<RawUser>(format!("{base}/api/v1/users?limit=1"))
-            .await?;
-        for raw in users {
-            parse_user(raw, "GET /api/v1/users", self.inner.settings.user_name)?;
+        // Both user listings a snapshot reads: the plain list omits DEPROVISIONED
+        // users, so a run also searches for them, and a search refused (a proxy
+        // that drops the parameter, an org without the search index) fails a run
+        // that the plain list alone would have let pass.
+        let deprovisioned = encode_component(r#"status eq "DEPROVISIONED""#);
+        for url in [
+            format!("{base}/api/v1/users?limit=1"),
+            format!("{base}/api/v1/users?limit=1&search={deprovisioned}"),
+        ] {
+            let (endpoint, users) = self.probe_page::<RawUser>(url).await?;
+            for raw in users {
+                parse_user(raw, "GET /api/v1/users", self.inner.settings.user_name)?;
+            }
+            proven.push(endpoint);
         }
-        proven.push(endpoint);
         let (endpoint, groups) = self
             .probe_page::<Value>(format!("{base}/api/v1/groups?limit=1"))
             .await?;

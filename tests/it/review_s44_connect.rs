@@ -236,13 +236,14 @@ async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission(
         [
             "API token accepted",
             "GET /api/v1/users?limit=1",
+            "GET /api/v1/users?limit=1&search=status%20eq%20%22DEPROVISIONED%22",
             "GET /api/v1/groups?limit=1",
             "GET /api/v1/apps/0oa1app/users?limit=1",
             "GET /api/v1/apps/0oa1app/groups?limit=1",
         ]
     );
     let asked = server.received_requests().await.unwrap();
-    assert_eq!(asked.len(), 4, "one request a listing, no page followed");
+    assert_eq!(asked.len(), 5, "one request a listing, no page followed");
 
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -268,6 +269,42 @@ async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission(
             && text.contains("HTTP 403 (E0000006)")
             && text.contains("API token")
             && text.contains("oae-connect-check"),
+        "{text}"
+    );
+}
+
+/// Okta: a refused DEPROVISIONED search (here Okta's 400 for a search it will
+/// not run; a proxy dropping the parameter answers alike) fails the probe as it
+/// fails every run, naming the search: the plain user listing alone passed it.
+#[tokio::test]
+async fn okta_probe_fails_when_the_deprovisioned_users_search_is_refused() {
+    use crate::okta::{LinkStyle, settings, small_org, ssws};
+    use wiremock::matchers::{method, path, query_param_contains};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users"))
+        .and(query_param_contains("search", "DEPROVISIONED"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "errorCode": "E0000031",
+            "errorSummary": "Invalid search criteria.",
+            "errorLink": "E0000031",
+            "errorId": "oae-search-refused",
+            "errorCauses": []
+        })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let text = Directory::Okta(OktaSource::new(settings(&server, ssws())))
+        .probe()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("GET /api/v1/users?limit=1&search=status%20eq%20%22DEPROVISIONED%22")
+            && text.contains("HTTP 400 (E0000031): Invalid search criteria.")
+            && text.contains("oae-search-refused"),
         "{text}"
     );
 }

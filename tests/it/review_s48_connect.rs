@@ -66,7 +66,7 @@ async fn okta_pages_a_run_refuses_fail_the_probe() {
     let proven = okta_probe(vec![ada.clone()], vec![group.clone()])
         .await
         .unwrap();
-    assert_eq!(proven.len(), 5, "{proven:?}");
+    assert_eq!(proven.len(), 6, "{proven:?}");
 
     let mut no_status = ada.clone();
     no_status.as_object_mut().unwrap().remove("status");
