@@ -75,9 +75,12 @@ install_slapd() {
         as_root chmod 755 "$policy"
         ours=1
     fi
-    local apt=(apt-get install -y -q --no-install-recommends slapd ldap-utils)
+    # Each download is tried up to three more times: a mirror that drops a
+    # connection once should not fail the suite.
+    local apt=(apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends slapd ldap-utils)
     as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}" || {
-        as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}"
+        as_root apt-get -o Acquire::Retries=3 update -q &&
+            as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}"
     } || rc=$?
     [ "$ours" = 1 ] && as_root rm -f "$policy"
     [ "$rc" = 0 ] || exit "$rc"

@@ -16,8 +16,10 @@ mkdir -p "$out"
 if ! command -v chromium >/dev/null 2>&1; then
     echo "installing Debian's chromium package"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    # A mirror that drops a connection once should not fail CI: each download is
+    # tried up to three more times.
+    apt-get -o Acquire::Retries=3 update -qq
+    apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
 # `cargo test --no-run` builds the binary with the same features as the test suite
