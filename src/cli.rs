@@ -623,6 +623,11 @@ Exit codes: 0 stopped by SIGTERM or SIGINT; 1 it could not start (an invalid
 configuration or credential, the state database, the listener's address taken,
 or another daemon already running on the same state database).
 
+Observe first: with `[schedule] dry_run = true` (or SEATWARDEN__SCHEDULE__DRY_RUN=true)
+every reconcile it runs is a dry run and no sweep runs: the drift is reported and
+mailed, nothing is written, nobody who leaves is deactivated. Set it to false and
+reload (SIGHUP) to enforce.
+
 Example (systemd/seatwarden.service runs it so):
   seatwarden --config /etc/seatwarden/seatwarden.toml --log-format json daemon")]
     Daemon,
@@ -1098,6 +1103,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     (crate::daemon::SWEEP, Some(&settings.sweep)),
                     (crate::daemon::DIGEST, settings.digest.as_ref()),
                 ] {
+                    if settings.dry_run && name == crate::daemon::SWEEP {
+                        eprintln!(
+                            "  {name:<10} {:<16} off: schedule.dry_run (nobody who leaves is \
+                             deactivated)",
+                            schedule.map_or("", |s| s.pattern())
+                        );
+                        continue;
+                    }
                     let Some(schedule) = schedule else {
                         let pattern = config.schedule.digest.trim();
                         if name == crate::daemon::DIGEST && !pattern.is_empty() {
@@ -1122,8 +1135,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                         fires.push(crate::model::clock_time(next, settings.timezone, &layout));
                         at = next;
                     }
+                    let dry = if settings.dry_run && name == crate::daemon::RECONCILE {
+                        " (dry runs: schedule.dry_run, nothing is written)"
+                    } else {
+                        ""
+                    };
                     eprintln!(
-                        "  {name:<10} {:<16} next {}",
+                        "  {name:<10} {:<16} next {}{dry}",
                         schedule.pattern(),
                         fires.join(", then ")
                     );

@@ -596,6 +596,11 @@ pub struct ScheduleConfig {
     /// stops it, so that the sweeps waiting behind its lock run; empty: no limit.
     #[serde(default)]
     pub reconcile_max_duration: String,
+    /// Observe only: each reconcile the daemon runs is a dry run (`reconcile
+    /// --dry-run`), and the jobs that write (the sweep, the retry pass) are not
+    /// scheduled.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -607,6 +612,7 @@ impl Default for ScheduleConfig {
             digest: defaults::digest_cron(),
             retention: defaults::retention(),
             reconcile_max_duration: String::new(),
+            dry_run: false,
         }
     }
 }
@@ -642,6 +648,9 @@ pub struct DaemonSettings {
     pub retention: Duration,
     /// `schedule.reconcile_max_duration`; `None` when empty (no limit).
     pub reconcile_max_duration: Option<Duration>,
+    /// `schedule.dry_run`: the daemon plans and reports, and writes nothing to
+    /// the workspace.
+    pub dry_run: bool,
     pub sla: Duration,
     pub listen: std::net::SocketAddr,
 }
@@ -3145,6 +3154,7 @@ impl Config {
                 "" => None,
                 text => Some(positive("schedule.reconcile_max_duration", text)?),
             },
+            dry_run: self.schedule.dry_run,
             sla: positive("deprovision.sla", &self.deprovision.sla)?,
             listen: self.http.listen.parse().map_err(|_| {
                 self.key_error(
@@ -5160,6 +5170,33 @@ token = "s3cr3t-token-value"
         )
         .unwrap();
         Config::load_with_env(&path, Some(HashMap::new())).map_err(|e| e.to_string())
+    }
+
+    /// `schedule.dry_run` from the file or from `SEATWARDEN__SCHEDULE__DRY_RUN`
+    /// (a container's way); off unless set; text in the file is refused, naming
+    /// the key.
+    #[test]
+    fn schedule_dry_run_comes_from_the_file_or_the_environment() {
+        let dry_run = |rest: &str, env: &[(&str, &str)]| {
+            load("", rest, env)
+                .and_then(|c| c.daemon_settings().map_err(|e| e.to_string()))
+                .map(|s| s.dry_run)
+        };
+        assert_eq!(dry_run("", &[]), Ok(false));
+        assert_eq!(dry_run("[schedule]\ndry_run = true\n", &[]), Ok(true));
+        assert_eq!(
+            dry_run("", &[("SEATWARDEN__SCHEDULE__DRY_RUN", "true")]),
+            Ok(true)
+        );
+        assert_eq!(
+            dry_run(
+                "[schedule]\ndry_run = true\n",
+                &[("SEATWARDEN__SCHEDULE__DRY_RUN", "false")]
+            ),
+            Ok(false)
+        );
+        let error = dry_run("[schedule]\ndry_run = \"yes\"\n", &[]).unwrap_err();
+        assert!(error.contains("schedule.dry_run"), "{error}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn run_kind(self) -> RunKind {
+    pub fn run_kind(self) -> RunKind {
         match self {
             Mode::Plan => RunKind::Plan,
             Mode::DryRun => RunKind::DryRun,

@@ -121,6 +121,12 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "1 after a SIGHUP reload failed (the running configuration is kept), until a \
          reload succeeds; else 0.",
     ),
+    (
+        "seatwarden_dry_run",
+        None,
+        "1 while the daemon runs in dry run (schedule.dry_run): its reconciles plan and \
+         report and write nothing, and no sweep deactivates anyone who leaves; else 0.",
+    ),
 ];
 
 const HISTOGRAMS: &[(&str, &str)] = &[

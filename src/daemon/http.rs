@@ -51,7 +51,7 @@ use tokio::task::JoinSet;
 use super::{PRUNE, RECONCILE, RETRY, SWEEP, Shared};
 use crate::schedule::next_fire;
 use crate::sla;
-use crate::store::{RunId, RunKind, RunStatus, StoreError, WriterLock};
+use crate::store::{RunId, RunStatus, StoreError, WriterLock};
 
 /// Limits on the listener's connections: without them a local user holding
 /// connections open with an unfinished request uses up the daemon's file
@@ -677,8 +677,11 @@ fn reconcile_in_progress(shared: &Shared) -> (bool, Option<RunId>) {
             return Ok((false, None));
         }
         // Under the writer lock no other reconcile runs: a running one is this job's.
+        // (A dry run by hand takes no writer lock: the newest running one is taken
+        // as the daemon's.)
+        let kind = super::reconcile_mode(&shared.settings()).run_kind();
         let run = db
-            .latest_run(&[RunKind::Reconcile])?
+            .latest_run(&[kind])?
             .filter(|run| run.status == RunStatus::Running)
             .map(|run| run.id);
         Ok((true, run))

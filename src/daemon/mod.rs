@@ -14,6 +14,11 @@
 //! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
 //! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
 //!
+//! With `schedule.dry_run` the daemon only observes: the reconcile job runs dry
+//! runs ([`reconcile_mode`]) and the jobs that write to the workspace (sweep,
+//! retry) are not scheduled ([`scheduled_jobs`]); the log, the `seatwarden_dry_run`
+//! gauge and `status` say so ([`announce_mode`]). A SIGHUP switches it either way.
+//!
 //! Each slot the scheduler fires is kept in `daemon_state` (`fired_slot.<job>`)
 //! and handed back at the next start, so a restart on a clock set back since does
 //! not fire it again ([`schedule::FiredSlot`]).
@@ -490,10 +495,12 @@ fn record_fired_slot(shared: &Arc<Shared>, job: &'static str, slot: DateTime<Utc
 /// `settings.timezone`), in the order they are listed.
 pub fn scheduled_jobs(settings: &DaemonSettings) -> Vec<(&'static str, Schedule)> {
     let fixed = |pattern: &str| Schedule::parse(pattern).ok();
+    // A dry run's daemon writes nothing: the sweep and the retry pass deactivate.
+    let writes = !settings.dry_run;
     [
         (RECONCILE, Some(settings.reconcile.clone())),
-        (SWEEP, Some(settings.sweep.clone())),
-        (RETRY, fixed("* * * * *")),
+        (SWEEP, Some(settings.sweep.clone()).filter(|_| writes)),
+        (RETRY, fixed("* * * * *").filter(|_| writes)),
         (PRUNE, fixed("17 3 * * *")),
         (DIGEST, settings.digest.clone()),
         (MAIL, fixed("* * * * *")),
@@ -579,7 +586,7 @@ pub async fn run(
         metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => "failed")
             .increment(1);
     }
-    restore_reconcile_gauges(&db);
+    restore_reconcile_gauges(&db, &settings);
     // After a restart the last successes are in the database: an alert on their age
     // need not wait for each job's next run. (A job that never succeeded has none.)
     for job in db.jobs()? {
@@ -623,6 +630,7 @@ pub async fn run(
     let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), http_stopped));
     tracing::info!(listen = %bound, database = %shared.config().state.path.display(), "daemon started");
+    announce_mode(&shared.settings());
     notify(&[sd_notify::NotifyState::Ready]);
 
     let (_never, quiet) = tokio::sync::watch::channel(false);
@@ -745,6 +753,31 @@ pub async fn run(
     Ok(())
 }
 
+/// What the reconcile job runs: a dry run under `schedule.dry_run`.
+pub fn reconcile_mode(settings: &DaemonSettings) -> Mode {
+    if settings.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Reconcile
+    }
+}
+
+/// Says whether the daemon writes (`schedule.dry_run`), in the log and in the
+/// `seatwarden_dry_run` gauge: a daemon left in dry run by mistake deprovisions
+/// nobody, and monitoring must be able to tell.
+fn announce_mode(settings: &DaemonSettings) {
+    metrics::gauge!("seatwarden_dry_run").set(if settings.dry_run { 1.0 } else { 0.0 });
+    if settings.dry_run {
+        tracing::warn!(
+            "dry run (schedule.dry_run = true): each reconcile plans and reports and writes \
+             nothing to the workspace; the sweep and the retry pass are not scheduled, so \
+             nobody who leaves is deactivated"
+        );
+    } else {
+        tracing::info!("enforcing: reconciles and sweeps write to the workspace");
+    }
+}
+
 /// SIGHUP: load the configuration again; keep the running one if the new one is
 /// invalid (`seatwarden_config_reload_failed` is 1 until a reload succeeds). The
 /// state database path and listener stay as started. Whether the configuration
@@ -775,10 +808,14 @@ fn reload(shared: &Shared, path: &Path) -> bool {
             if let Ok(mut slot) = shared.config.write() {
                 *slot = Arc::new(config);
             }
+            let mode_changed = shared.settings().dry_run != settings.dry_run;
             if let Ok(mut slot) = shared.settings.write() {
                 let mut settings = settings;
                 settings.listen = slot.listen;
                 *slot = Arc::new(settings);
+            }
+            if mode_changed {
+                announce_mode(&shared.settings());
             }
             if let Ok(mut slot) = shared.trigger_token.write() {
                 *slot = token;
@@ -1297,20 +1334,14 @@ async fn reconcile_run(
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
+    let mode = reconcile_mode(&shared.settings());
     // The connectors are made here, not in the run, so that the retries of a
     // run that failed are counted too: a directory or workspace throttled or down
     // until the run gave up is what the counter is for.
     let client = ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(&config);
-    let outcome = run::execute_with_options(
-        &config,
-        &directory,
-        &client,
-        store,
-        Mode::Reconcile,
-        options,
-    )
-    .await;
+    let outcome =
+        run::execute_with_options(&config, &directory, &client, store, mode, options).await;
     metrics::counter!("seatwarden_retries_total")
         .increment(client.stats().retries.saturating_add(directory.retries()));
     let outcome = outcome?;
@@ -1443,8 +1474,9 @@ fn safety_gauges(report: &crate::report::Report) {
 /// The reconcile gauges as the last reconciles stored them, at start: absent
 /// until the next reconcile ends (up to an interval after a restart), they
 /// resolved every alert on them at each restart, which fired again later.
-fn restore_reconcile_gauges(db: &Store) {
-    let report = |trusted| match db.latest_reconcile_report(trusted) {
+fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
+    let kind = reconcile_mode(settings).run_kind();
+    let report = |trusted| match db.latest_reconcile_report(kind, trusted) {
         Ok(Some(json)) => match serde_json::from_str::<crate::report::Report>(&json) {
             Ok(report) => Some(report),
             Err(e) => {
@@ -2238,6 +2270,7 @@ mod tests {
             digest: Some(every("0 8 * * 1-5")),
             retention: std::time::Duration::from_secs(86_400),
             reconcile_max_duration: None,
+            dry_run: false,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
@@ -2269,6 +2302,7 @@ mod tests {
             digest: None,
             retention: std::time::Duration::from_secs(86_400),
             reconcile_max_duration: None,
+            dry_run: false,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
@@ -2313,6 +2347,7 @@ mod tests {
             digest: Some(every("0 8 * * *")),
             retention: std::time::Duration::from_secs(86_400),
             reconcile_max_duration: None,
+            dry_run: false,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };

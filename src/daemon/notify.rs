@@ -331,7 +331,14 @@ impl Notifier {
 
     /// Raises or resolves the conditions a finished reconcile shows.
     pub fn after_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
-        let held = report.awaiting_approval();
+        // A dry run (`schedule.dry_run`) holds nothing anyone can approve (`approve`
+        // refuses it), and applies nothing an incomplete read kept back.
+        let applies = report.mode == "reconcile";
+        let held = if applies {
+            report.awaiting_approval()
+        } else {
+            0
+        };
         if held > 0 {
             let reason = report
                 .actions
@@ -357,7 +364,11 @@ impl Notifier {
         }
         // Not `plan_held`: nobody can approve these, and a leaver among them keeps
         // access until a reconcile reads the directory whole.
-        let incomplete = report.held_incomplete_directory();
+        let incomplete = if applies {
+            report.held_incomplete_directory()
+        } else {
+            0
+        };
         if incomplete > 0 {
             self.raise(
                 store,

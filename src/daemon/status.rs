@@ -85,9 +85,27 @@ pub struct Status {
     /// it and recovers its in-flight writes. Told as `report --run` tells it
     /// ([`Store::run_and_whether_cut_off`]).
     pub last_reconcile_cut_off: bool,
+    /// Present when the configuration says `schedule.dry_run`: the daemon only
+    /// observes (its reconciles are dry runs, no sweep runs); what the newest
+    /// dry run found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunLine>,
     /// How people run seatwarden's commands here, for the text's hints.
     #[serde(skip)]
     pub admin_command: String,
+}
+
+/// A daemon in `schedule.dry_run` and the newest dry run (the daemon's, or one
+/// run by hand with `reconcile --dry-run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRunLine {
+    pub last_run: Option<RunRecord>,
+    /// `last_run`'s finish on the configured zone's wall clock, for people.
+    pub finished_local: Option<String>,
+    /// From its stored report: the drift it found and the actions it planned
+    /// (none applied). Absent without a report (a dry run that failed).
+    pub drift_items: Option<usize>,
+    pub actions_planned: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -484,6 +502,10 @@ pub fn collect(
         Some(true) => store.lock_waits()?,
         _ => BTreeMap::new(),
     };
+    let dry_run = match schedule {
+        Some(settings) if settings.dry_run => Some(dry_run_line(store, tz)?),
+        _ => None,
+    };
     let mut jobs = job_lines(store.jobs()?, daemon_running, schedule, &kept, now, tz);
     for job in &mut jobs {
         job.waiting_since = waits.get(&job.record.name).copied();
@@ -518,7 +540,39 @@ pub fn collect(
         held_by_run: held_by.map(|run| run.id),
         last_reconcile_cut_off,
         last_reconcile,
+        dry_run,
         admin_command,
+    })
+}
+
+/// The newest dry run and, from its report, what it found.
+fn dry_run_line(store: &Store, tz: Tz) -> Result<DryRunLine, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        summary: Counts,
+    }
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        drift_total: usize,
+        actions_planned: usize,
+    }
+    let last_run = store.latest_run(&[RunKind::DryRun])?;
+    let counts = match &last_run {
+        // A report another version wrote, or damaged: the run is still named.
+        Some(run) => store
+            .report(run.id)?
+            .and_then(|json| serde_json::from_str::<Head>(&json).ok())
+            .map(|head| head.summary),
+        None => None,
+    };
+    Ok(DryRunLine {
+        finished_local: last_run
+            .as_ref()
+            .and_then(|run| run.finished_at)
+            .map(|at| local(at, tz)),
+        last_run,
+        drift_items: counts.as_ref().map(|c| c.drift_total),
+        actions_planned: counts.map(|c| c.actions_planned),
     })
 }
 
@@ -629,6 +683,9 @@ fn job_text(job: &JobLine, tz: Tz) -> String {
 pub fn render_text(status: &Status) -> String {
     let tz: Tz = status.timezone.parse().unwrap_or(Tz::UTC);
     let mut out = String::new();
+    if let Some(dry_run) = &status.dry_run {
+        dry_run_text(&mut out, dry_run, &status.admin_command);
+    }
     let d = &status.deprovisions;
     let _ = writeln!(
         out,
@@ -881,6 +938,38 @@ pub fn render_text(status: &Status) -> String {
     out
 }
 
+/// First, as it changes what everything after it means: the daemon writes
+/// nothing, and what its newest dry run found.
+fn dry_run_text(out: &mut String, dry_run: &DryRunLine, admin_command: &str) {
+    let _ = writeln!(
+        out,
+        "DRY RUN (schedule.dry_run = true): the daemon plans and reports, and writes nothing \
+         to the workspace; no sweep runs, so nobody who leaves is deactivated"
+    );
+    match &dry_run.last_run {
+        None => {
+            let _ = writeln!(out, "  no dry run yet");
+        }
+        Some(run) => {
+            let when = match (&dry_run.finished_local, run.status) {
+                (Some(at), RunStatus::Succeeded) => format!("finished {at}"),
+                (Some(at), status) => format!("{} {at}", status.as_str()),
+                (None, status) => status.as_str().to_owned(),
+            };
+            let found = match (dry_run.drift_items, dry_run.actions_planned) {
+                (Some(drift), Some(actions)) => format!(
+                    ": {} found, {} planned (`{admin_command} report --run {}`)",
+                    crate::report::plural(drift, "drift item", "drift items"),
+                    crate::report::plural(actions, "action", "actions"),
+                    run.id
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  last dry run: run {}, {when}{found}", run.id);
+        }
+    }
+}
+
 /// The open alerts, when there are any: one line each, but the overdue
 /// deprovisions' (one alert per person, the people listed above) in one count.
 fn alerts_text(out: &mut String, alerts: &[AlertLine], now: DateTime<Utc>, tz: Tz) {
@@ -1034,6 +1123,7 @@ mod tests {
             digest: None,
             retention: std::time::Duration::from_secs(86_400),
             reconcile_max_duration: None,
+            dry_run: false,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         }

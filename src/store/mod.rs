@@ -916,19 +916,27 @@ impl Store {
         Ok(())
     }
 
-    /// The report of the newest reconcile that succeeded, or, `trusted`, of the
-    /// newest such one that rejected no directory (no `safety.source_fault`): what
-    /// the daemon's reconcile gauges showed before a restart.
-    pub fn latest_reconcile_report(&self, trusted: bool) -> Result<Option<String>, StoreError> {
+    /// The report of the newest run of `kind` that succeeded (a reconcile, or a
+    /// dry run for a daemon in `schedule.dry_run`), or, `trusted`, of the newest
+    /// such one that rejected no directory (no `safety.source_fault`): what the
+    /// daemon's reconcile gauges showed before a restart.
+    pub fn latest_reconcile_report(
+        &self,
+        kind: RunKind,
+        trusted: bool,
+    ) -> Result<Option<String>, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT reports.json FROM reports JOIN runs ON runs.id = reports.run_id
-                 WHERE runs.kind = 'reconcile' AND runs.status = 'succeeded'
-                   AND (NOT ?1 OR json_extract(reports.json, '$.safety.source_fault') IS NULL)
+                 WHERE runs.kind = ?1 AND runs.status = 'succeeded'
+                   AND (NOT ?2 OR json_extract(reports.json, '$.safety.source_fault') IS NULL)
                  ORDER BY reports.run_id DESC LIMIT 1",
             )
-            .and_then(|mut stmt| stmt.query_row([trusted], |row| row.get(0)).optional())
-            .context(|| "reading the latest reconcile's report from reports".to_owned())
+            .and_then(|mut stmt| {
+                stmt.query_row(params![kind.as_str(), trusted], |row| row.get(0))
+                    .optional()
+            })
+            .context(|| format!("reading the latest {}'s report from reports", kind.as_str()))
     }
 
     pub fn report(&self, run: RunId) -> Result<Option<String>, StoreError> {

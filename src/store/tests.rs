@@ -2567,7 +2567,12 @@ fn remembered_disputes_are_replaced_whole() {
 #[test]
 fn the_latest_reconcile_report_skips_what_set_no_gauge() {
     let mut store = Store::open_in_memory().unwrap();
-    assert_eq!(store.latest_reconcile_report(false).unwrap(), None);
+    assert_eq!(
+        store
+            .latest_reconcile_report(RunKind::Reconcile, false)
+            .unwrap(),
+        None
+    );
     let mut run = |kind, status, json: &str| {
         let run = store.begin_run(kind, t(0)).unwrap();
         store.save_report(run, json).unwrap();
@@ -2583,12 +2588,18 @@ fn the_latest_reconcile_report_skips_what_set_no_gauge() {
     run(RunKind::Reconcile, RunStatus::Stopped, r#"{"n": 4}"#);
     run(RunKind::Sweep, RunStatus::Succeeded, r#"{"n": 5}"#);
     run(RunKind::DryRun, RunStatus::Succeeded, r#"{"n": 6}"#);
-    let n = |trusted| {
-        let json = store.latest_reconcile_report(trusted).unwrap().unwrap();
+    run(RunKind::DryRun, RunStatus::Failed, r#"{"n": 7}"#);
+    let n = |kind, trusted| {
+        let json = store
+            .latest_reconcile_report(kind, trusted)
+            .unwrap()
+            .unwrap();
         serde_json::from_str::<serde_json::Value>(&json).unwrap()["n"].clone()
     };
-    assert_eq!(n(false), json!(2));
-    assert_eq!(n(true), json!(1));
+    assert_eq!(n(RunKind::Reconcile, false), json!(2));
+    assert_eq!(n(RunKind::Reconcile, true), json!(1));
+    // A daemon in dry run shows its own dry runs' drift.
+    assert_eq!(n(RunKind::DryRun, false), json!(6));
 }
 
 /// Several opens of one new state database at once (a daemon's first start and

@@ -12,17 +12,17 @@ use std::time::{Duration, Instant};
 use seatwarden::sandbox::{Faults, Sandbox};
 use seatwarden::store::Store;
 
-const TOKEN: &str = "daemon-test-token";
+pub(crate) const TOKEN: &str = "daemon-test-token";
 
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     /// The port it listens on, once its start line said it ([`Daemon::port`]).
     port: std::sync::OnceLock<u16>,
     config: PathBuf,
     env: Vec<(String, String)>,
     /// Everything the daemon has logged so far, read from its stderr on a thread
     /// (so a test can wait for a line, and a full pipe never stalls the daemon).
-    log: Arc<Mutex<String>>,
+    pub(crate) log: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -33,7 +33,7 @@ impl Drop for Daemon {
     }
 }
 
-async fn demo_sandbox(faults: Faults) -> Sandbox {
+pub(crate) async fn demo_sandbox(faults: Faults) -> Sandbox {
     crate::fixtures::demo_sandbox(TOKEN, faults).await
 }
 
@@ -41,7 +41,7 @@ async fn demo_sandbox(faults: Faults) -> Sandbox {
 /// environment overrides (the way containers configure it). The listener on
 /// port 0, which no other test can take first: the daemon's start line says
 /// the port bound ([`Daemon::port`]).
-fn daemon_env(dir: &Path, sandbox: &Sandbox, sweep: &str) -> Vec<(String, String)> {
+pub(crate) fn daemon_env(dir: &Path, sandbox: &Sandbox, sweep: &str) -> Vec<(String, String)> {
     crate::fixtures::copy_demo_files(dir);
     [
         ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
@@ -58,7 +58,7 @@ fn daemon_env(dir: &Path, sandbox: &Sandbox, sweep: &str) -> Vec<(String, String
     .collect()
 }
 
-fn start_daemon(dir: &Path, env: Vec<(String, String)>) -> Daemon {
+pub(crate) fn start_daemon(dir: &Path, env: Vec<(String, String)>) -> Daemon {
     let config = dir.join("seatwarden.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args(["--config", config.to_str().unwrap(), "daemon"])
@@ -94,7 +94,7 @@ fn start_daemon(dir: &Path, env: Vec<(String, String)>) -> Daemon {
 impl Daemon {
     /// A command on the daemon's configuration, its listener at the port bound
     /// once known (`healthcheck` asks there).
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         let listen = self.port().map(|port| {
             (
                 "SEATWARDEN__HTTP__LISTEN".to_owned(),
@@ -110,7 +110,7 @@ impl Daemon {
     }
 
     /// The port it listens on, once it logged its start line.
-    fn port(&self) -> Option<u16> {
+    pub(crate) fn port(&self) -> Option<u16> {
         if let Some(port) = self.port.get() {
             return Some(*port);
         }
@@ -119,7 +119,7 @@ impl Daemon {
     }
 
     /// The port it listens on, waiting for its start line.
-    async fn listening(&mut self) -> u16 {
+    pub(crate) async fn listening(&mut self) -> u16 {
         if let Some(port) = self.port() {
             return port;
         }
@@ -130,20 +130,20 @@ impl Daemon {
     }
 
     /// `GET path`; nothing answered (0) before the daemon said where it listens.
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         match self.port() {
             Some(port) => http(port, "GET", path, None),
             None => (0, String::new()),
         }
     }
 
-    fn logged(&self, text: &str) -> bool {
+    pub(crate) fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().contains(text)
     }
 
     /// SIGTERM (the shell builtin, so no procps is needed), then the exit code
     /// and everything the daemon logged.
-    fn terminate(mut self) -> (Option<i32>, String) {
+    pub(crate) fn terminate(mut self) -> (Option<i32>, String) {
         let _ = Command::new("sh")
             .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status();
@@ -166,7 +166,7 @@ impl Daemon {
     }
 }
 
-fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+pub(crate) fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
     http_auth(port, method, path, bearer.map(|t| format!("Bearer {t}")))
 }
 
@@ -197,7 +197,7 @@ fn http_auth(port: u16, method: &str, path: &str, authorization: Option<String>)
     (code, body)
 }
 
-async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -205,7 +205,7 @@ async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn metric(metrics: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(metrics: &str, name: &str) -> Option<f64> {
     metrics
         .lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))

@@ -112,6 +112,7 @@ mod review_s48_onboarding;
 mod review_s48_protected_link;
 mod review_s48_unlink;
 mod review_s48_unlink_review;
+mod review_s49_dryrun;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -234,7 +234,7 @@ async fn a_sweep_with_nothing_to_deactivate_closes_the_killed_run_it_recovered()
 
 /// A notifier with email configured (a relay nobody answers at) and the
 /// directory its configuration is in.
-fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
+pub(crate) fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("seatwarden.toml");
     std::fs::write(
@@ -256,7 +256,7 @@ fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifi
 }
 
 /// Whether the alert `key` is raised (active) in `store`.
-fn active(store: &seatwarden::store::Store, key: &str) -> bool {
+pub(crate) fn active(store: &seatwarden::store::Store, key: &str) -> bool {
     store
         .alert(key)
         .unwrap()
