@@ -113,9 +113,25 @@ async fn ctrl_c_mid_reconcile_stops_after_the_writes_sent_and_the_next_run_finis
     // account, then reactivate, update and set a role (one phase), then two
     // membership adds. After the 4th, the 5th is under way and the 6th, in the
     // same phase, is the first the stop keeps back.
+    // The signal has to land while the 5th is in flight. At 300 ms that window
+    // is shorter than a loaded two-core machine can take between seeing the 4th
+    // answered and the signal arriving: then it falls in the 6th, the phase's
+    // last, nothing in the phase is kept back, and the test fails for nothing.
+    // So every request after the 3rd write's answer takes 3 s: the 5th, sent once
+    // the 4th is answered, stays in flight that long.
+    wait_for_writes(&sandbox, 3).await;
+    sandbox.set_faults(Faults {
+        latency: Duration::from_secs(3),
+        ..Faults::default()
+    });
     wait_for_writes(&sandbox, 4).await;
     kill(&child, "INT");
     let writes_at_signal = sandbox.stats().writes;
+    // The rest (the stop, the next run) at the pace it was written for.
+    sandbox.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
     let output = finished(child).await;
     let stderr = text(&output.stderr);
     let stdout = text(&output.stdout);
@@ -245,7 +261,17 @@ async fn a_second_ctrl_c_quits_at_once_and_the_next_run_recovers() {
             let _ = lines.send(line);
         }
     });
+    // The second signal has to come while a write is still unanswered, after the
+    // first was handled and its line read through a thread: at 400 ms a loaded
+    // machine can take longer than that, the stop is then over, and the run is
+    // recorded stopped. So every request after the first write's answer takes
+    // 3 s: the one under way once the second is answered stays in flight that long.
     wait_for_writes(&sandbox, 1).await;
+    sandbox.set_faults(Faults {
+        latency: Duration::from_secs(3),
+        ..Faults::default()
+    });
+    wait_for_writes(&sandbox, 2).await;
     kill(&child, "INT");
     // The second signal only once the first was handled: two pending at once are one.
     let mut said = Vec::new();
@@ -260,6 +286,11 @@ async fn a_second_ctrl_c_quits_at_once_and_the_next_run_recovers() {
     let writes_at_second = sandbox.stats().writes;
     kill(&child, "INT");
     let output = finished(child).await;
+    // The next run at the pace the test was written for.
+    sandbox.set_faults(Faults {
+        latency: Duration::from_millis(400),
+        ..Faults::default()
+    });
     said.extend(heard.try_iter());
     let said = said.join("\n");
     assert_eq!(

@@ -695,7 +695,9 @@ async fn smtp_a_server_that_comes_up_late_gets_the_message_once() {
         .spawn()
         .unwrap();
     let mut up = false;
-    for _ in 0..200 {
+    // Up to 30 s: a Python interpreter importing asyncio can take most of 10 s
+    // to listen on a loaded two-core machine.
+    for _ in 0..600 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             up = true;
             break;

@@ -547,8 +547,10 @@ async fn sigterm_while_approve_rechecks_gives_it_up_at_once_with_nothing_decided
     let status = crate::fixtures::exit_of(child, "seatwarden approve").await;
     let took = signalled.elapsed();
     let stderr = std::fs::read_to_string(&log).unwrap();
+    // Far below the minute the retry waits, with room for a loaded machine to
+    // end a process (5 s had little).
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(15),
         "exited {took:?} after SIGTERM: {stderr}"
     );
     assert_eq!(

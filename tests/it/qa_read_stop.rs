@@ -25,8 +25,9 @@ const TOKEN: &str = "qa-read-stop-token";
 const RETRY_AFTER_SECS: u64 = 60;
 
 /// Far below one read's wait for its retry ([`RETRY_AFTER_SECS`]), and below the
-/// daemon's 30 s stop grace; generous for a loaded machine.
-const PROMPT: Duration = Duration::from_secs(5);
+/// daemon's 30 s stop grace; generous for a loaded machine (5 s was not: a
+/// process's exit there can take seconds).
+const PROMPT: Duration = Duration::from_secs(15);
 
 /// Every request refused 429, to wait a minute for its retry.
 fn throttling() -> Faults {
@@ -38,10 +39,12 @@ fn throttling() -> Faults {
 }
 
 /// Every request answered this late: long enough for a test to change the faults
-/// between a request's arrival and the next one's.
+/// between a request's arrival and the next one's. (At 300 ms a loaded machine
+/// could let the next requests through before the faults changed: the first 429
+/// then came late, or to a write.)
 fn slow() -> Faults {
     Faults {
-        latency: Duration::from_millis(300),
+        latency: Duration::from_secs(2),
         ..Faults::default()
     }
 }

@@ -25,8 +25,9 @@ const TOKEN: &str = "qa-stop-token";
 const RETRY_AFTER_SECS: u64 = 60;
 
 /// Far below the retry budget of one write ([`RETRY_AFTER_SECS`] times six),
-/// generous for a loaded machine.
-const PROMPT: Duration = Duration::from_secs(5);
+/// and below one retry's wait; generous for a loaded machine (5 s was not: a
+/// process's exit there can take seconds).
+const PROMPT: Duration = Duration::from_secs(15);
 
 /// The demo's workspace, every write answered 429 with a `Retry-After` of a minute.
 async fn throttling_sandbox() -> Sandbox {

@@ -124,7 +124,9 @@ async fn a_retry_pass_with_nothing_due_asks_a_workspace_answering_503_nothing() 
         asked.len(),
         asked.iter().map(|r| r.url.path()).collect::<Vec<_>>()
     );
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Well short of the retries' 20 s, with room for a loaded machine (2 s had
+    // little: the pass opens and writes the state database).
+    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(outcome.idle, Some(1), "{outcome:?}");
     assert_eq!(outcome.escalated.len(), 1, "{outcome:?}");
     assert!(outcome.clone().checked().is_ok(), "{outcome:?}");
@@ -147,7 +149,8 @@ async fn a_retry_pass_with_nothing_due_waits_for_no_workspace_that_is_gone() {
         .await
         .unwrap();
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Well short of the retries' 20 s, with room for a loaded machine.
+    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(client.stats().retries, 0, "{:?}", client.stats());
     assert_eq!(outcome.idle, Some(1), "{outcome:?}");
     assert!(outcome.escalated.is_empty(), "{outcome:?}");

@@ -313,7 +313,9 @@ async fn a_body_that_never_ends_times_out_like_no_answer() {
         .unwrap_err();
     let took = started.elapsed();
     assert!(error.to_string().contains("timed out"), "{error}");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Far below the 20 s a dripping body would hold the read, with room for a
+    // loaded machine (5 s left little for two 0.7 s timeouts).
+    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(client.stats().retries, 1);
     accepting.abort();
 }

@@ -140,11 +140,18 @@ async fn the_daemon_records_a_sweep_from_an_incomplete_read_as_failed() {
         "{error}\n{}",
         logged()
     );
-    let (_, metrics) = crate::fixtures::http_get(port, "/metrics");
-    assert!(
-        metrics.contains(r#"seatwarden_job_runs_total{job="sweep",status="failed"} 1"#),
-        "{metrics}"
-    );
+    // The daemon records the job's end in the database before it counts it in
+    // /metrics: read just after the row, the counter may not have moved yet.
+    let failed = r#"seatwarden_job_runs_total{job="sweep",status="failed"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, metrics) = crate::fixtures::http_get(port, "/metrics");
+        if metrics.contains(failed) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     drop(daemon);
     workspace.shutdown().await;
 }

@@ -397,7 +397,13 @@ pub(crate) async fn org(
 /// sends a proof with the latest nonce from the start.
 #[tokio::test]
 async fn a_service_app_that_requires_dpop_reads_with_bound_tokens_and_verified_proofs() {
-    let endpoint = TokenEndpoint { lifetime: 2, ..APP };
+    // Refreshed half its lifetime after it was fetched: 6 s, so that each
+    // snapshot below (dozens of signed requests) ends long before, even on a
+    // loaded machine (at 1 s, a slow first snapshot drew a refresh of its own).
+    let endpoint = TokenEndpoint {
+        lifetime: 12,
+        ..APP
+    };
     let (server, seen) = org(endpoint, None).await;
     let source = OktaSource::new(settings(&server, service_app()));
     let snapshot = source.snapshot().await.unwrap();
@@ -431,9 +437,9 @@ async fn a_service_app_that_requires_dpop_reads_with_bound_tokens_and_verified_p
                 && r.url.query().unwrap_or("").contains("after=")),
         "a next page was read"
     );
-    // The token is refreshed after a second: one request, with a proof and the
-    // nonce from the start.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The token is refreshed after 6 s: one request, with a proof and the nonce
+    // from the start.
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     source.snapshot().await.unwrap();
     let seen = seen.lock().unwrap();
     assert!(seen.refusals.is_empty(), "{:?}", seen.refusals);

@@ -16,12 +16,22 @@ use crate::review_s44_okta_dpop::{APP, TokenEndpoint, org, service_app};
 /// the read).
 #[tokio::test]
 async fn a_token_refresh_and_the_api_keep_their_own_dpop_nonces() {
-    let (server, seen) = org(TokenEndpoint { lifetime: 2, ..APP }, Some("api-nonce-7")).await;
+    // Refreshed half its lifetime after it was fetched: 6 s, so that each
+    // snapshot ends long before, even on a loaded machine (at 1 s, a slow
+    // snapshot drew a refresh of its own).
+    let (server, seen) = org(
+        TokenEndpoint {
+            lifetime: 12,
+            ..APP
+        },
+        Some("api-nonce-7"),
+    )
+    .await;
     let source = OktaSource::new(settings(&server, service_app()));
     source.snapshot().await.unwrap();
     let api_before = seen.lock().unwrap().api_requests.len();
-    // The token is refreshed after a second.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The token is refreshed after 6 s.
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     source.snapshot().await.unwrap();
     let seen = seen.lock().unwrap();
     assert!(seen.refusals.is_empty(), "{:?}", seen.refusals);
