@@ -1820,6 +1820,12 @@ fn digest(
         &deprovisions,
         &config.admin_command(),
     )?;
+    // The daemon's digest under `schedule.dry_run` says so: so does this one.
+    let digest = if config.schedule.dry_run {
+        digest.in_dry_run()
+    } else {
+        digest
+    };
     if email {
         let settings = mail_settings(config)?;
         let now = chrono::Utc::now();

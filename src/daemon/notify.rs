@@ -211,6 +211,8 @@ pub struct Notifier {
     admin_command: String,
     /// `safety.circuit.cool_down`: how long an opened breaker stays open.
     cool_down: std::time::Duration,
+    /// `schedule.dry_run`: the digest says nothing is acted on.
+    dry_run: bool,
 }
 
 impl Notifier {
@@ -230,6 +232,7 @@ impl Notifier {
             mail,
             admin_command: config.admin_command(),
             cool_down: config.circuit_settings().cool_down,
+            dry_run: config.schedule.dry_run,
         })
     }
 
@@ -287,6 +290,11 @@ impl Notifier {
             &self.admin_command,
         )
         .map_err(|e| e.to_string())?;
+        let digest = if self.dry_run {
+            digest.in_dry_run()
+        } else {
+            digest
+        };
         mail::queue_digest_setting_state(store, &self.mail, &digest, now, state)
             .map_err(|e| e.to_string())?;
         Ok(())

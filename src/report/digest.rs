@@ -651,11 +651,19 @@ pub struct Digest {
     pub held_refused: Option<RefusedHeld>,
     pub oldest_drift: Option<OldestDrift>,
     pub trend: Trend,
+    /// Sent by a daemon in `schedule.dry_run` ([`Digest::in_dry_run`]): nothing
+    /// it reports is being acted on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// How people run seatwarden's commands here, for the lines that say where
     /// the rest of a long list is. Not part of the JSON.
     #[serde(skip)]
     pub admin_command: String,
 }
+
+/// What a digest under `schedule.dry_run` says first, in every form.
+pub const DRY_RUN_NOTICE: &str = "DRY RUN (schedule.dry_run = true): seatwarden reports and \
+     writes nothing to the workspace; nobody who leaves is deactivated";
 
 /// How many entries of each list (drift of one kind, overdue, pending and
 /// verified deprovisions, one run's held actions) the text, Markdown and HTML
@@ -703,6 +711,20 @@ fn actions_failed(reports: &[Report]) -> usize {
 }
 
 impl Digest {
+    /// The digest of a daemon in `schedule.dry_run`: it says so first, and its
+    /// subject too, so that drift nobody acts on is not read as drift about to be
+    /// fixed, and a trial left on by mistake shows in every mail.
+    pub fn in_dry_run(mut self) -> Digest {
+        if !self.dry_run {
+            self.dry_run = true;
+            self.subject = match self.subject.split_once(": ") {
+                Some((head, rest)) => format!("{head} (dry run): {rest}"),
+                None => format!("{} (dry run)", self.subject),
+            };
+        }
+        self
+    }
+
     pub fn build(input: &DigestInput<'_>) -> Digest {
         let tz = input.timezone;
         let period =
@@ -1195,6 +1217,7 @@ impl Digest {
             held_refused,
             oldest_drift,
             trend,
+            dry_run: false,
             admin_command: input.admin_command.to_owned(),
         }
     }
@@ -1292,6 +1315,7 @@ impl Digest {
             not_sent_why: not_sent_why(&self.period),
             cut_off: (self.period.actions_cut_off > 0)
                 .then(|| cut_off_words(self.period.actions_cut_off)),
+            dry_run_notice: self.dry_run.then_some(DRY_RUN_NOTICE),
         }
     }
 
@@ -1303,6 +1327,9 @@ impl Digest {
             "seatwarden digest for {}: {} — {}",
             self.name, self.state_label, self.headline
         );
+        if self.dry_run {
+            let _ = writeln!(out, "  {DRY_RUN_NOTICE}");
+        }
         let _ = writeln!(
             out,
             "  period: {} to {} ({})",
@@ -1559,6 +1586,8 @@ fn overdue_next_step(d: &DigestDeprovision, admin: &str) -> String {
 #[derive(Serialize)]
 struct DigestView<'a> {
     digest: &'a Digest,
+    /// [`DRY_RUN_NOTICE`] when [`Digest::dry_run`].
+    dry_run_notice: Option<&'static str>,
     /// The lists as the email shows them: the first [`LISTED`] of each, and a
     /// line counting the rest.
     overdue: &'a [DeprovisionLine],

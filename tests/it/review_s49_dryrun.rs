@@ -121,6 +121,69 @@ async fn a_dry_run_daemon_plans_and_reports_and_writes_nothing_until_reloaded_wi
         "{jobs:?}"
     );
 
+    // The digest says first that nothing is acted on, in every form and in its
+    // subject, as the daemon's mailed digest does.
+    let notice = seatwarden::report::digest::DRY_RUN_NOTICE;
+    for format in ["text", "markdown", "html"] {
+        let out = daemon.cli(&["digest", "--format", format]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(notice), "{format}: {text}");
+    }
+    let out = daemon.cli(&["digest", "--format", "json"]);
+    let digest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(digest["dry_run"], true, "{digest}");
+    assert!(
+        digest["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[seatwarden] ")
+            && digest["subject"].as_str().unwrap().contains(" (dry run): "),
+        "{digest}"
+    );
+    {
+        let mail_dir = tempfile::tempdir().unwrap();
+        let path = mail_dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
+             [schedule]\ndry_run = true\n\
+             [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+             to = [\"sec@example.com\"]\n",
+        )
+        .unwrap();
+        let config = seatwarden::config::Config::load_with_env(
+            &path,
+            Some(std::collections::HashMap::new()),
+        )
+        .unwrap();
+        let notifier = seatwarden::daemon::notify::Notifier::from_config(&config).unwrap();
+        let mut store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
+        notifier
+            .queue_digest(
+                &mut store,
+                chrono::Utc::now(),
+                chrono::Duration::days(1),
+                None,
+                &[],
+            )
+            .unwrap();
+        let queued = store.outbox().unwrap();
+        let mail = &queued.last().unwrap().message;
+        assert!(mail.subject.contains(" (dry run): "), "{}", mail.subject);
+        assert!(
+            mail.text.contains(notice) && mail.html.contains(notice),
+            "{}",
+            mail.text
+        );
+        // Not left for the daemon's mail job to send.
+        for entry in queued {
+            store
+                .mark_message_sent(entry.id, chrono::Utc::now())
+                .unwrap();
+        }
+    }
+
     // The dry run held the leaver's deactivation: no "approve" alert for it, as
     // `approve` refuses a dry run.
     {
@@ -199,6 +262,9 @@ async fn a_dry_run_daemon_plans_and_reports_and_writes_nothing_until_reloaded_wi
     let status = daemon.cli(&["status", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(json.get("dry_run").is_none(), "{json}");
+    let out = daemon.cli(&["digest"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(notice), "{text}");
     assert!(
         json["jobs"]
             .as_array()
