@@ -235,14 +235,25 @@ async fn a_sweep_with_nothing_to_deactivate_closes_the_killed_run_it_recovered()
 /// A notifier with email configured (a relay nobody answers at) and the
 /// directory its configuration is in.
 pub(crate) fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
+    notifier_with("")
+}
+
+/// [`alerting_notifier`] with `sections` (whole TOML tables, such as
+/// `[schedule]\ndry_run = true\n`) added to its configuration.
+pub(crate) fn notifier_with(
+    sections: &str,
+) -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("seatwarden.toml");
     std::fs::write(
         &config_path,
-        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
-         [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
-         [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
-         to = [\"sec@example.com\"]\nquiet_period = \"6h\"\n",
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
+             {sections}\
+             [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+             to = [\"sec@example.com\"]\nquiet_period = \"6h\"\n"
+        ),
     )
     .unwrap();
     let config = seatwarden::config::Config::load_with_env(

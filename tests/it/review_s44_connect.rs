@@ -224,8 +224,8 @@ async fn the_relay_is_logged_in_to_and_quit_and_a_refused_login_fails_alone() {
 #[tokio::test]
 async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission() {
     use crate::okta::{LinkStyle, settings, small_org, ssws};
+    use wiremock::Mock;
     use wiremock::matchers::{method, path};
-    use wiremock::{Mock, ResponseTemplate};
     let server = MockServer::start().await;
     small_org(LinkStyle::SeparateLines).mount(&server).await;
     let mut s = settings(&server, ssws());
@@ -248,13 +248,12 @@ async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission(
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/api/v1/groups"))
-        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
-            "errorCode": "E0000006",
-            "errorSummary": "You do not have permission to perform the requested action",
-            "errorLink": "E0000006",
-            "errorId": "oae-connect-check",
-            "errorCauses": []
-        })))
+        .respond_with(okta_error(
+            403,
+            "E0000006",
+            "You do not have permission to perform the requested action",
+            "oae-connect-check",
+        ))
         .with_priority(1)
         .mount(&server)
         .await;
@@ -273,25 +272,40 @@ async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission(
     );
 }
 
+/// An Okta error answer, shaped as Okta sends them.
+fn okta_error(
+    status: u16,
+    code: &str,
+    summary: &str,
+    error_id: &str,
+) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(status).set_body_json(serde_json::json!({
+        "errorCode": code,
+        "errorSummary": summary,
+        "errorLink": code,
+        "errorId": error_id,
+        "errorCauses": []
+    }))
+}
+
 /// Okta: a refused DEPROVISIONED search (here Okta's 400 for a search it will
 /// not run; a proxy dropping the parameter answers alike) fails the probe as it
 /// fails every run, naming the search: the plain user listing alone passed it.
 #[tokio::test]
 async fn okta_probe_fails_when_the_deprovisioned_users_search_is_refused() {
     use crate::okta::{LinkStyle, settings, small_org, ssws};
+    use wiremock::Mock;
     use wiremock::matchers::{method, path, query_param_contains};
-    use wiremock::{Mock, ResponseTemplate};
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/api/v1/users"))
         .and(query_param_contains("search", "DEPROVISIONED"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "errorCode": "E0000031",
-            "errorSummary": "Invalid search criteria.",
-            "errorLink": "E0000031",
-            "errorId": "oae-search-refused",
-            "errorCauses": []
-        })))
+        .respond_with(okta_error(
+            400,
+            "E0000031",
+            "Invalid search criteria.",
+            "oae-search-refused",
+        ))
         .with_priority(1)
         .mount(&server)
         .await;

@@ -141,23 +141,8 @@ async fn a_dry_run_daemon_plans_and_reports_and_writes_nothing_until_reloaded_wi
         "{digest}"
     );
     {
-        let mail_dir = tempfile::tempdir().unwrap();
-        let path = mail_dir.path().join("seatwarden.toml");
-        std::fs::write(
-            &path,
-            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
-             [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
-             [schedule]\ndry_run = true\n\
-             [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
-             to = [\"sec@example.com\"]\n",
-        )
-        .unwrap();
-        let config = seatwarden::config::Config::load_with_env(
-            &path,
-            Some(std::collections::HashMap::new()),
-        )
-        .unwrap();
-        let notifier = seatwarden::daemon::notify::Notifier::from_config(&config).unwrap();
+        let (_mail_dir, notifier) =
+            crate::review_s39_holds::notifier_with("[schedule]\ndry_run = true\n");
         let mut store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
         notifier
             .queue_digest(
