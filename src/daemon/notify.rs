@@ -340,13 +340,41 @@ impl Notifier {
     /// Raises or resolves the conditions a finished reconcile shows.
     pub fn after_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
         // A dry run (`schedule.dry_run`) holds nothing anyone can approve (`approve`
-        // refuses it), and applies nothing an incomplete read kept back.
-        let applies = report.mode == "reconcile";
-        let held = if applies {
-            report.awaiting_approval()
-        } else {
-            0
-        };
+        // refuses it) and keeps back nothing a reconcile would send: it neither
+        // raises the hold alerts nor resolves those a reconcile raised, whose held
+        // actions still wait.
+        if report.mode == "reconcile" {
+            self.after_reconcile_holds(store, report, now);
+        }
+        match &report.safety.source_fault {
+            Some(fault) => self.raise(
+                store,
+                &AlertCondition::DirectorySnapshotRejected {
+                    reason: fault.to_string(),
+                },
+                now,
+            ),
+            None => self.resolve(store, "directory_snapshot_rejected", now),
+        }
+        match &report.safety.circuit {
+            Some(circuit) => self.raise(
+                store,
+                &AlertCondition::CircuitBreakerOpen {
+                    reason: circuit
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("circuit breaker {}", circuit.state.as_str())),
+                },
+                now,
+            ),
+            None => self.resolve(store, "circuit_breaker_open", now),
+        }
+    }
+
+    /// The alerts of what a reconcile held: for a human's `approve`, or, its
+    /// directory read incomplete, for a reconcile from a whole read.
+    fn after_reconcile_holds(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
+        let held = report.awaiting_approval();
         if held > 0 {
             let reason = report
                 .actions
@@ -372,11 +400,7 @@ impl Notifier {
         }
         // Not `plan_held`: nobody can approve these, and a leaver among them keeps
         // access until a reconcile reads the directory whole.
-        let incomplete = if applies {
-            report.held_incomplete_directory()
-        } else {
-            0
-        };
+        let incomplete = report.held_incomplete_directory();
         if incomplete > 0 {
             self.raise(
                 store,
@@ -388,29 +412,6 @@ impl Notifier {
             );
         } else {
             self.resolve(store, "directory_incomplete", now);
-        }
-        match &report.safety.source_fault {
-            Some(fault) => self.raise(
-                store,
-                &AlertCondition::DirectorySnapshotRejected {
-                    reason: fault.to_string(),
-                },
-                now,
-            ),
-            None => self.resolve(store, "directory_snapshot_rejected", now),
-        }
-        match &report.safety.circuit {
-            Some(circuit) => self.raise(
-                store,
-                &AlertCondition::CircuitBreakerOpen {
-                    reason: circuit
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| format!("circuit breaker {}", circuit.state.as_str())),
-                },
-                now,
-            ),
-            None => self.resolve(store, "circuit_breaker_open", now),
         }
     }
 

@@ -180,6 +180,24 @@ async fn a_dry_run_daemon_plans_and_reports_and_writes_nothing_until_reloaded_wi
         assert!(report.summary.actions_held > 0, "{:?}", report.summary);
         notifier.after_reconcile(&mut store, &report, chrono::Utc::now());
         assert!(!crate::review_s39_holds::active(&store, "plan_held"));
+        // Nor does it resolve what a reconcile held (from before the dry runs):
+        // those actions still wait for `approve`.
+        notifier.raise(
+            &mut store,
+            &seatwarden::alert::AlertCondition::PlanHeld {
+                run_id: 0,
+                held: 1,
+                reason: "held by the guard".into(),
+            },
+            chrono::Utc::now(),
+        );
+        notifier.after_reconcile(&mut store, &report, chrono::Utc::now());
+        assert!(crate::review_s39_holds::active(&store, "plan_held"));
+        for entry in store.outbox().unwrap() {
+            store
+                .mark_message_sent(entry.id, chrono::Utc::now())
+                .unwrap();
+        }
     }
 
     // Restarted, before any run: the gauges are the last dry run's, not absent.
