@@ -337,16 +337,33 @@ impl Notifier {
         }
     }
 
-    /// Raises or resolves the conditions a finished reconcile shows.
+    /// Raises or resolves the conditions a finished reconcile shows. A dry run
+    /// (`schedule.dry_run`) judges only its directory read: it holds nothing
+    /// anyone can approve (`approve` refuses it), applies nothing an incomplete
+    /// read kept back, and never passes the circuit breaker, so it leaves the
+    /// plan-held, directory-incomplete and breaker alerts as the last enforcing
+    /// run left them: the holds that run made still wait for `approve`, and the
+    /// breaker is as open as before (`status` says so), not resolved by a run
+    /// that wrote nothing.
     pub fn after_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
-        // A dry run (`schedule.dry_run`) holds nothing anyone can approve (`approve`
-        // refuses it), and applies nothing an incomplete read kept back.
-        let applies = report.mode == "reconcile";
-        let held = if applies {
-            report.awaiting_approval()
-        } else {
-            0
-        };
+        if report.mode == "reconcile" {
+            self.after_enforcing_reconcile(store, report, now);
+        }
+        match &report.safety.source_fault {
+            Some(fault) => self.raise(
+                store,
+                &AlertCondition::DirectorySnapshotRejected {
+                    reason: fault.to_string(),
+                },
+                now,
+            ),
+            None => self.resolve(store, "directory_snapshot_rejected", now),
+        }
+    }
+
+    /// [`Notifier::after_reconcile`]'s conditions of a run that applies.
+    fn after_enforcing_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
+        let held = report.awaiting_approval();
         if held > 0 {
             let reason = report
                 .actions
@@ -372,11 +389,7 @@ impl Notifier {
         }
         // Not `plan_held`: nobody can approve these, and a leaver among them keeps
         // access until a reconcile reads the directory whole.
-        let incomplete = if applies {
-            report.held_incomplete_directory()
-        } else {
-            0
-        };
+        let incomplete = report.held_incomplete_directory();
         if incomplete > 0 {
             self.raise(
                 store,
@@ -388,16 +401,6 @@ impl Notifier {
             );
         } else {
             self.resolve(store, "directory_incomplete", now);
-        }
-        match &report.safety.source_fault {
-            Some(fault) => self.raise(
-                store,
-                &AlertCondition::DirectorySnapshotRejected {
-                    reason: fault.to_string(),
-                },
-                now,
-            ),
-            None => self.resolve(store, "directory_snapshot_rejected", now),
         }
         match &report.safety.circuit {
             Some(circuit) => self.raise(
