@@ -17,7 +17,9 @@
 //! With `schedule.dry_run` the daemon only observes: the reconcile job runs dry
 //! runs ([`reconcile_mode`]) and the jobs that write to the workspace (sweep,
 //! retry) are not scheduled ([`scheduled_jobs`]); the log, the `seatwarden_dry_run`
-//! gauge and `status` say so ([`announce_mode`]). A SIGHUP switches it either way.
+//! gauge and `status` say so ([`announce_mode`]). A SIGHUP switches it either way;
+//! switched on, a sweep or retry pass that fired before it and still waits for the
+//! writer locks is skipped ([`run_job`]), while one already writing finishes.
 //!
 //! Each slot the scheduler fires is kept in `daemon_state` (`fired_slot.<job>`)
 //! and handed back at the next start, so a restart on a clock set back since does
@@ -917,6 +919,17 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     drop(waiting);
     let waited = asked.elapsed();
     if shared.stopping.is_stopped() {
+        return;
+    }
+    // A sweep or retry pass that fired before a reload into dry run, and waited
+    // for the writer locks meanwhile (behind a reconcile, or a command run by
+    // hand), would deactivate after it: the daemon only observes now.
+    if matches!(name, SWEEP | RETRY) && shared.settings().dry_run {
+        tracing::info!(
+            job = name,
+            "job skipped: schedule.dry_run was turned on since it fired, and a daemon in \
+             dry run writes nothing"
+        );
         return;
     }
     // Every job opens the database by its path, which would make a new empty one

@@ -4,10 +4,15 @@
 //! a sweep that fired before a reload into dry run sends nothing after it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::process::Command;
+use std::time::Duration;
+
 use chrono::Utc;
 use seatwarden::alert::AlertCondition;
 use seatwarden::report::Report;
+use seatwarden::sandbox::Faults;
 
+use crate::daemon::{daemon_env, demo_sandbox, start_daemon, wait_for};
 use crate::review_s39_holds::{active, alerting_notifier};
 
 /// A report of `mode` that found nothing, held nothing and passed no breaker.
@@ -75,4 +80,96 @@ fn a_dry_run_resolves_neither_a_plan_hold_nor_an_open_breaker() {
             "an enforcing run resolves {key}: {record:?}"
         );
     }
+}
+
+/// A sweep fired while the daemon enforced waits for the writer lock (a command
+/// run by hand holds it); meanwhile a person leaves, and a SIGHUP turns
+/// `schedule.dry_run` on. Once the lock is free the sweep must not deactivate
+/// anyone: the daemon only observes now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_waiting_at_a_reload_into_dry_run_writes_nothing() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, "* * * * * *");
+    let config_path = dir.path().join("seatwarden.toml");
+    let enforcing = std::fs::read_to_string(&config_path).unwrap();
+    let mut daemon = start_daemon(dir.path(), env);
+    daemon.listening().await;
+    wait_for("the first reconcile", Duration::from_secs(120), || {
+        daemon.get("/readyz").0 == 200
+    })
+    .await;
+
+    // A command run by hand holds the writer lock: the next sweep waits for it.
+    let database = dir.path().join("state.db");
+    let held = loop {
+        if let Some(lock) = seatwarden::store::WriterLock::try_acquire(&database).unwrap() {
+            break lock;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_for("a sweep waiting", Duration::from_secs(60), || {
+        daemon.logged("waiting for a seatwarden command run by hand to finish")
+    })
+    .await;
+
+    // A linked, active person who is not an Owner leaves.
+    let directory_path = dir.path().join("directory.json");
+    let mut directory: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let users = directory["users"].as_array_mut().unwrap();
+    let position = users
+        .iter()
+        .position(|u| {
+            let id = u["id"].as_str().unwrap();
+            u["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == Some(id)
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .expect("an active, provisioned person who is not an Owner");
+    let leaver = users.remove(position);
+    let external_id = leaver["id"].as_str().unwrap().to_owned();
+    std::fs::write(&directory_path, directory.to_string()).unwrap();
+
+    std::fs::write(
+        &config_path,
+        format!("{enforcing}\n[schedule]\ndry_run = true\n"),
+    )
+    .unwrap();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
+        .status();
+    wait_for("the reload into dry run", Duration::from_secs(30), || {
+        daemon.logged("dry run (schedule.dry_run = true)")
+    })
+    .await;
+    let writes_before = sandbox.stats().writes;
+    drop(held);
+
+    wait_for("the waiting sweep", Duration::from_secs(60), || {
+        daemon.logged("job skipped: schedule.dry_run") || sandbox.stats().writes > writes_before
+    })
+    .await;
+    // Time for a pass that was not skipped to send its deactivation.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sandbox.stats().writes,
+        writes_before,
+        "a daemon in dry run writes nothing: {}",
+        daemon.log.lock().unwrap()
+    );
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.external_id.as_deref() == Some(external_id.as_str()))
+        .unwrap();
+    assert!(account.active, "the leaver's account is left as it was");
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
 }
