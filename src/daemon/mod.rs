@@ -545,7 +545,22 @@ pub async fn run(
     let database = DatabaseFile::of(&config.state.path)?;
     // Only one daemon runs per database (the instance lock): a job still marked
     // running was cut off when the last one stopped.
+    let reconcile_started = db
+        .jobs()?
+        .into_iter()
+        .find(|job| job.name == RECONCILE && job.last_status == Some(RunStatus::Running))
+        .and_then(|job| job.last_started_at);
     let interrupted = db.close_interrupted_jobs(clock.now())?;
+    // A dry run holds no writer lock, so no writer closes one cut off: its job's is
+    // closed here, else `status` showed it under way for good.
+    if let Some(started) = reconcile_started
+        && let Some(run) = db.close_interrupted_dry_run(started, clock.now())?
+    {
+        tracing::warn!(
+            run,
+            "the dry run the last daemon was cut off in marked failed (interrupted)"
+        );
+    }
     // Nor does any job wait for the writer lock yet: the waits a killed daemon
     // recorded are over.
     db.clear_lock_waits()?;

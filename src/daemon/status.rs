@@ -953,6 +953,10 @@ fn dry_run_text(out: &mut String, dry_run: &DryRunLine, admin_command: &str) {
         Some(run) => {
             let when = match (&dry_run.finished_local, run.status) {
                 (Some(at), RunStatus::Succeeded) => format!("finished {at}"),
+                (Some(at), _) if run.closed_as_interrupted() => format!(
+                    "cut off (the daemon stopped before it finished; closed at its next \
+                     start {at})"
+                ),
                 (Some(at), status) => format!("{} {at}", status.as_str()),
                 (None, status) => status.as_str().to_owned(),
             };

@@ -173,3 +173,74 @@ async fn a_sweep_waiting_at_a_reload_into_dry_run_writes_nothing() {
     assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
 }
+
+/// A daemon in dry run killed mid-run (SIGKILL, the OOM killer) left its dry run
+/// `running`: no writer closes a dry run (it holds no writer lock), so `status`
+/// showed it under way for good and the prune never removed it. The next start
+/// closes it as interrupted, and `status` says it was cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_cut_off_by_a_kill_is_closed_at_the_next_start() {
+    // Slow enough answers that the kill comes mid-run.
+    let sandbox = demo_sandbox(Faults {
+        latency: Duration::from_secs(2),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
+    let config_path = dir.path().join("seatwarden.toml");
+    let enforcing = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{enforcing}\n[schedule]\ndry_run = true\n"),
+    )
+    .unwrap();
+    let run_status = |dir: &std::path::Path| -> Vec<(String, String, Option<String>)> {
+        let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+        let mut stmt = db
+            .prepare("SELECT kind, status, error FROM runs ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut daemon = start_daemon(dir.path(), env.clone());
+    daemon.listening().await;
+    wait_for("the dry run to begin", Duration::from_secs(60), || {
+        daemon.logged("run started")
+    })
+    .await;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert_eq!(
+        run_status(dir.path()),
+        [("dry_run".to_owned(), "running".to_owned(), None)]
+    );
+
+    let mut daemon = start_daemon(dir.path(), env);
+    daemon.listening().await;
+    let runs = run_status(dir.path());
+    assert_eq!(runs.len(), 1, "no run at the restart: {runs:?}");
+    assert_eq!(
+        (runs[0].0.as_str(), runs[0].1.as_str()),
+        ("dry_run", "failed"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        runs[0].2.as_deref(),
+        Some(seatwarden::store::INTERRUPTED_RUN_ERROR)
+    );
+    let status = daemon.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(
+            "last dry run: run 1, cut off (the daemon stopped before it finished; closed at \
+             its next start "
+        ),
+        "{text}"
+    );
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+}
