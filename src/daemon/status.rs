@@ -934,6 +934,15 @@ pub fn render_text(status: &Status) -> String {
                 format!("; actions: {}", actions.join(", "))
             }
         );
+        // Its "the next reconcile recovers / plans again" is not the next dry run.
+        if status.dry_run.is_some() {
+            let _ = writeln!(
+                out,
+                "  the last run that wrote: dry runs since write nothing, so what it left for \
+                 the next reconcile (writes to recover, actions to plan again) waits until \
+                 schedule.dry_run is off"
+            );
+        }
     }
     out
 }

@@ -244,3 +244,55 @@ async fn a_dry_run_cut_off_by_a_kill_is_closed_at_the_next_start() {
     assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
 }
+
+/// `status` in dry run: its "Last reconcile" is the last run that wrote, and
+/// what it says the next reconcile does (recover its cut-off writes, plan the
+/// unsent again) no dry run does; a line under it says that waits until
+/// `schedule.dry_run` is off. Not shown when the daemon enforces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_in_dry_run_says_the_last_reconcile_waits_for_enforcing() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, "* * * * *");
+    let config = dir.path().join("seatwarden.toml");
+    let command = |args: &[&str], dry_run: &str| {
+        let mut env = env.clone();
+        env.push(("SEATWARDEN__SCHEDULE__DRY_RUN".into(), dry_run.into()));
+        let dir = dir.path().to_owned();
+        let config = config.clone();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+                .current_dir(dir)
+                .args(["--config", config.to_str().unwrap()])
+                .args(&args)
+                .envs(env)
+                .output()
+                .unwrap()
+        })
+    };
+    let reconciled = command(&["reconcile"], "false").await.unwrap();
+    assert!(
+        reconciled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reconciled.stderr)
+    );
+    let note = "the last run that wrote: dry runs since write nothing";
+    let status = command(&["status"], "true").await.unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let last = text
+        .lines()
+        .position(|l| l.starts_with("Last reconcile: run 1 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.lines().nth(last + 1).is_some_and(|l| l.contains(note)),
+        "{text}"
+    );
+    let status = command(&["status"], "false").await.unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("Last reconcile: run 1 ") && !text.contains(note),
+        "{text}"
+    );
+    sandbox.shutdown().await;
+}
