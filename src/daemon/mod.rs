@@ -17,7 +17,9 @@
 //! With `schedule.dry_run` the daemon only observes: the reconcile job runs dry
 //! runs ([`reconcile_mode`]) and the jobs that write to the workspace (sweep,
 //! retry) are not scheduled ([`scheduled_jobs`]); the log, the `seatwarden_dry_run`
-//! gauge and `status` say so ([`announce_mode`]). A SIGHUP switches it either way.
+//! gauge and `status` say so ([`announce_mode`]). A SIGHUP switches it either way;
+//! switched on, a sweep or retry pass that fired before it and still waits for the
+//! writer locks is skipped ([`run_job`]), while one already writing finishes.
 //!
 //! Each slot the scheduler fires is kept in `daemon_state` (`fired_slot.<job>`)
 //! and handed back at the next start, so a restart on a clock set back since does
@@ -543,7 +545,22 @@ pub async fn run(
     let database = DatabaseFile::of(&config.state.path)?;
     // Only one daemon runs per database (the instance lock): a job still marked
     // running was cut off when the last one stopped.
+    let reconcile_started = db
+        .jobs()?
+        .into_iter()
+        .find(|job| job.name == RECONCILE && job.last_status == Some(RunStatus::Running))
+        .and_then(|job| job.last_started_at);
     let interrupted = db.close_interrupted_jobs(clock.now())?;
+    // A dry run holds no writer lock, so no writer closes one cut off: its job's is
+    // closed here, else `status` showed it under way for good.
+    if let Some(started) = reconcile_started
+        && let Some(run) = db.close_interrupted_dry_run(started, clock.now())?
+    {
+        tracing::warn!(
+            run,
+            "the dry run the last daemon was cut off in marked failed (interrupted)"
+        );
+    }
     // Nor does any job wait for the writer lock yet: the waits a killed daemon
     // recorded are over.
     db.clear_lock_waits()?;
@@ -917,6 +934,17 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     drop(waiting);
     let waited = asked.elapsed();
     if shared.stopping.is_stopped() {
+        return;
+    }
+    // A sweep or retry pass that fired before a reload into dry run, and waited
+    // for the writer locks meanwhile (behind a reconcile, or a command run by
+    // hand), would deactivate after it: the daemon only observes now.
+    if matches!(name, SWEEP | RETRY) && shared.settings().dry_run {
+        tracing::info!(
+            job = name,
+            "job skipped: schedule.dry_run was turned on since it fired, and a daemon in \
+             dry run writes nothing"
+        );
         return;
     }
     // Every job opens the database by its path, which would make a new empty one

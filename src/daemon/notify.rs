@@ -337,14 +337,17 @@ impl Notifier {
         }
     }
 
-    /// Raises or resolves the conditions a finished reconcile shows.
+    /// Raises or resolves the conditions a finished reconcile shows. A dry run
+    /// (`schedule.dry_run`) judges only its directory read: it holds nothing
+    /// anyone can approve (`approve` refuses it), applies nothing an incomplete
+    /// read kept back, and never passes the circuit breaker, so it leaves the
+    /// plan-held, directory-incomplete and breaker alerts as the last enforcing
+    /// run left them: the holds that run made still wait for `approve`, and the
+    /// breaker is as open as before (`status` says so), not resolved by a run
+    /// that wrote nothing.
     pub fn after_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
-        // A dry run (`schedule.dry_run`) holds nothing anyone can approve (`approve`
-        // refuses it) and keeps back nothing a reconcile would send: it neither
-        // raises the hold alerts nor resolves those a reconcile raised, whose held
-        // actions still wait.
         if report.mode == "reconcile" {
-            self.after_reconcile_holds(store, report, now);
+            self.after_enforcing_reconcile(store, report, now);
         }
         match &report.safety.source_fault {
             Some(fault) => self.raise(
@@ -356,24 +359,10 @@ impl Notifier {
             ),
             None => self.resolve(store, "directory_snapshot_rejected", now),
         }
-        match &report.safety.circuit {
-            Some(circuit) => self.raise(
-                store,
-                &AlertCondition::CircuitBreakerOpen {
-                    reason: circuit
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| format!("circuit breaker {}", circuit.state.as_str())),
-                },
-                now,
-            ),
-            None => self.resolve(store, "circuit_breaker_open", now),
-        }
     }
 
-    /// The alerts of what a reconcile held: for a human's `approve`, or, its
-    /// directory read incomplete, for a reconcile from a whole read.
-    fn after_reconcile_holds(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
+    /// [`Notifier::after_reconcile`]'s conditions of a run that applies.
+    fn after_enforcing_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
         let held = report.awaiting_approval();
         if held > 0 {
             let reason = report
@@ -412,6 +401,19 @@ impl Notifier {
             );
         } else {
             self.resolve(store, "directory_incomplete", now);
+        }
+        match &report.safety.circuit {
+            Some(circuit) => self.raise(
+                store,
+                &AlertCondition::CircuitBreakerOpen {
+                    reason: circuit
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("circuit breaker {}", circuit.state.as_str())),
+                },
+                now,
+            ),
+            None => self.resolve(store, "circuit_breaker_open", now),
         }
     }
 

@@ -934,6 +934,15 @@ pub fn render_text(status: &Status) -> String {
                 format!("; actions: {}", actions.join(", "))
             }
         );
+        // Its "the next reconcile recovers / plans again" is not the next dry run.
+        if status.dry_run.is_some() {
+            let _ = writeln!(
+                out,
+                "  the last run that wrote: dry runs since write nothing, so what it left for \
+                 the next reconcile (writes to recover, actions to plan again) waits until \
+                 schedule.dry_run is off"
+            );
+        }
     }
     out
 }
@@ -953,6 +962,10 @@ fn dry_run_text(out: &mut String, dry_run: &DryRunLine, admin_command: &str) {
         Some(run) => {
             let when = match (&dry_run.finished_local, run.status) {
                 (Some(at), RunStatus::Succeeded) => format!("finished {at}"),
+                (Some(at), _) if run.closed_as_interrupted() => format!(
+                    "cut off (the daemon stopped before it finished; closed at its next \
+                     start {at})"
+                ),
                 (Some(at), status) => format!("{} {at}", status.as_str()),
                 (None, status) => status.as_str().to_owned(),
             };

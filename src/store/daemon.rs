@@ -14,6 +14,10 @@ use super::codec::{Ts, ts};
 use super::error::Context;
 use super::{RunId, RunStatus, Store, StoreError};
 
+/// How soon after the daemon's reconcile job starts (its locks taken) it begins
+/// its run ([`Store::close_interrupted_dry_run`]): a few local steps, well within.
+const JOB_RUN_BEGINS_WITHIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// What the scheduler remembers of one job across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -234,6 +238,46 @@ impl Store {
                     .collect::<Result<Vec<_>, _>>()
             })
             .context(|| "closing interrupted jobs in jobs".to_owned())
+    }
+
+    /// At daemon start, after a reconcile job the last daemon was cut off in
+    /// (started at `job_started`): marks failed (interrupted) the run that job
+    /// began, when it is a dry run still `running` (`schedule.dry_run`). A dry run
+    /// takes no writer lock, so no later writer closes it
+    /// ([`Store::close_interrupted_runs`]), and left so it read as under way in
+    /// `status` and was never pruned. The job's run is the first reconcile or dry
+    /// run begun at or after its start, within [`JOB_RUN_BEGINS_WITHIN`] (it begins
+    /// as soon as the job has the writer locks: a dry run run by hand meanwhile
+    /// comes after it, and is left alone; a job cut off before its run began
+    /// closes none). Returns the run closed.
+    pub fn close_interrupted_dry_run(
+        &mut self,
+        job_started: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET status = 'failed', finished_at = ?2, error = ?3
+                 WHERE status = 'running' AND kind = 'dry_run'
+                   AND id = (SELECT min(id) FROM runs
+                             WHERE kind IN ('reconcile', 'dry_run') AND started_at >= ?1)
+                   AND started_at <= ?4
+                 RETURNING id",
+            )
+            .and_then(|mut stmt| {
+                let latest = job_started + JOB_RUN_BEGINS_WITHIN;
+                stmt.query_row(
+                    params![
+                        ts(job_started),
+                        ts(at),
+                        super::INTERRUPTED_RUN_ERROR,
+                        ts(latest)
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .context(|| "closing the daemon's interrupted dry run in runs".to_owned())
     }
 
     /// `status` is final (not `Running`); `message`: the error of a failed job,
@@ -847,6 +891,47 @@ mod tests {
 
     fn at(minute: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_790_000_000 + minute * 60, 0).unwrap()
+    }
+
+    /// Of the dry runs left `running`, the daemon's next start closes only the one
+    /// its cut-off reconcile job began: the first reconcile or dry run from the
+    /// job's start, within a minute. A dry run run by hand after it, one begun
+    /// before the job, and an enforcing reconcile's run are left alone.
+    #[test]
+    fn only_the_cut_off_jobs_own_dry_run_is_closed() {
+        let mut store = Store::open_in_memory().unwrap();
+        let before = store.begin_run(RunKind::DryRun, at(0)).unwrap();
+        let daemons = store.begin_run(RunKind::DryRun, at(10)).unwrap();
+        let by_hand = store.begin_run(RunKind::DryRun, at(10)).unwrap();
+        let status = |store: &Store, run| store.run(run).unwrap().unwrap();
+        // A job that began nothing within a minute of its start closes nothing.
+        assert_eq!(
+            store.close_interrupted_dry_run(at(8), at(20)).unwrap(),
+            None
+        );
+        assert_eq!(
+            store.close_interrupted_dry_run(at(10), at(20)).unwrap(),
+            Some(daemons)
+        );
+        assert!(status(&store, daemons).closed_as_interrupted());
+        for run in [before, by_hand] {
+            assert_eq!(status(&store, run).status, RunStatus::Running, "{run}");
+        }
+        // Once closed, not again; nor is the hand's taken for the job's.
+        assert_eq!(
+            store.close_interrupted_dry_run(at(10), at(21)).unwrap(),
+            None
+        );
+        // A job whose run was an enforcing reconcile leaves a dry run by hand be.
+        let reconcile = store.begin_run(RunKind::Reconcile, at(30)).unwrap();
+        let by_hand = store.begin_run(RunKind::DryRun, at(30)).unwrap();
+        assert_eq!(
+            store.close_interrupted_dry_run(at(30), at(40)).unwrap(),
+            None
+        );
+        for run in [reconcile, by_hand] {
+            assert_eq!(status(&store, run).status, RunStatus::Running, "{run}");
+        }
     }
 
     /// A run of `kind` deactivating each of `people`'s accounts, every one held.
