@@ -12,6 +12,12 @@ use seatwarden::sandbox::Faults;
 
 use crate::daemon::{daemon_env, demo_sandbox, http, metric, start_daemon, wait_for};
 
+/// Writes the daemon configuration `config` as `enforcing` (the demo's, which
+/// has no `[schedule]` table) with `schedule.dry_run` on.
+pub(crate) fn write_dry_run(config: &std::path::Path, enforcing: &str) {
+    std::fs::write(config, format!("{enforcing}\n[schedule]\ndry_run = true\n")).unwrap();
+}
+
 /// The runs recorded in the daemon's state database, oldest first: (kind, status).
 fn runs(dir: &std::path::Path) -> Vec<(String, String)> {
     let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
@@ -39,11 +45,7 @@ async fn a_dry_run_daemon_plans_and_reports_and_writes_nothing_until_reloaded_wi
     ));
     let config_path = dir.path().join("seatwarden.toml");
     let enforcing = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        format!("{enforcing}\n[schedule]\ndry_run = true\n"),
-    )
-    .unwrap();
+    write_dry_run(&config_path, &enforcing);
     let writes_before = sandbox.stats().writes;
     let mut daemon = start_daemon(dir.path(), env);
     daemon.listening().await;
@@ -204,11 +206,7 @@ async fn a_dry_run_daemon_plans_and_reports_and_writes_nothing_until_reloaded_wi
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     let mut env = daemon_env(dir.path(), &sandbox, "* * * * *");
-    std::fs::write(
-        &config_path,
-        format!("{enforcing}\n[schedule]\ndry_run = true\n"),
-    )
-    .unwrap();
+    write_dry_run(&config_path, &enforcing);
     env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
     env.push((
         "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),

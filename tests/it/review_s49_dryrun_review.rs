@@ -135,11 +135,7 @@ async fn a_sweep_waiting_at_a_reload_into_dry_run_writes_nothing() {
     let external_id = leaver["id"].as_str().unwrap().to_owned();
     std::fs::write(&directory_path, directory.to_string()).unwrap();
 
-    std::fs::write(
-        &config_path,
-        format!("{enforcing}\n[schedule]\ndry_run = true\n"),
-    )
-    .unwrap();
+    crate::review_s49_dryrun::write_dry_run(&config_path, &enforcing);
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
         .status();
@@ -190,11 +186,7 @@ async fn a_dry_run_cut_off_by_a_kill_is_closed_at_the_next_start() {
     let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let config_path = dir.path().join("seatwarden.toml");
     let enforcing = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        format!("{enforcing}\n[schedule]\ndry_run = true\n"),
-    )
-    .unwrap();
+    crate::review_s49_dryrun::write_dry_run(&config_path, &enforcing);
     let run_status = |dir: &std::path::Path| -> Vec<(String, String, Option<String>)> {
         let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
         let mut stmt = db
