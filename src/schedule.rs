@@ -962,7 +962,7 @@ impl Scheduler {
             return;
         }
         counters.skipped.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
+        metrics::counter!("seatwarden_job_skipped_total", crate::daemon::catalog::JOB_LABEL => name).increment(1);
         match self.busy(name) {
             Busy::Running => tracing::warn!(
                 job = name,

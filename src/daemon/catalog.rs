@@ -8,6 +8,9 @@
 //! claim an answer nobody has. At a later start they come back from the last
 //! reconcile's stored report, so a restart resolves no alert on them. `seatwarden_actions_total{kind,outcome}` has too many
 //! label sets to list, and appears at its first action.
+//!
+//! The per-job metrics carry the job in [`JOB_LABEL`]; `prometheus/seatwarden.rules.yml`
+//! alerts on these names, and a test checks its selectors against a daemon's series.
 
 use metrics::Unit;
 
@@ -151,6 +154,12 @@ const HISTOGRAMS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The label naming the job of the per-job metrics. Not `job`: Prometheus sets
+/// `job` (and `instance`) on every series it scrapes, and renames a scraped `job`
+/// label to `exported_job` (unless the scrape sets `honor_labels`), so a rule
+/// written as `{job="sweep"}` would match nothing.
+pub const JOB_LABEL: &str = "job_name";
+
 /// Outcomes of a job run (`seatwarden_job_runs_total{status}`).
 pub const JOB_STATUSES: [&str; 3] = ["succeeded", "failed", "stopped"];
 
@@ -180,16 +189,16 @@ pub const OUTBOX_STATES: [&str; 3] = ["queued", "retrying", "failed"];
 pub fn register(jobs: &[&'static str]) {
     for &job in jobs {
         for status in JOB_STATUSES {
-            metrics::counter!("seatwarden_job_runs_total", "job" => job, "status" => status)
+            metrics::counter!("seatwarden_job_runs_total", JOB_LABEL => job, "status" => status)
                 .increment(0);
         }
-        metrics::counter!("seatwarden_job_skipped_total", "job" => job).increment(0);
+        metrics::counter!("seatwarden_job_skipped_total", JOB_LABEL => job).increment(0);
         // Registered, a histogram renders with a count of 0.
-        let _ = metrics::histogram!("seatwarden_job_duration_seconds", "job" => job);
+        let _ = metrics::histogram!("seatwarden_job_duration_seconds", JOB_LABEL => job);
         // The writers only: mail and the digest take no lock.
         if super::takes_writer_lock(job) {
-            let _ = metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => job);
-            metrics::gauge!("seatwarden_job_lock_waiting_seconds", "job" => job).set(0.0);
+            let _ = metrics::histogram!("seatwarden_job_lock_wait_seconds", JOB_LABEL => job);
+            metrics::gauge!("seatwarden_job_lock_waiting_seconds", JOB_LABEL => job).set(0.0);
         }
     }
     metrics::counter!("seatwarden_retries_total").increment(0);

@@ -420,11 +420,8 @@ fn refresh_gauges(shared: &Shared) {
         metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
     }
     for (name, counters) in &shared.counters {
-        metrics::gauge!("seatwarden_job_running", "job" => *name).set(if counters.is_running() {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!("seatwarden_job_running", super::catalog::JOB_LABEL => *name)
+            .set(if counters.is_running() { 1.0 } else { 0.0 });
     }
     let waits = shared.lock_waits_now();
     for name in shared
@@ -436,7 +433,8 @@ fn refresh_gauges(shared: &Shared) {
             .get(name)
             .and_then(|since| (now - *since).to_std().ok())
             .map_or(0.0, |waited| waited.as_secs_f64());
-        metrics::gauge!("seatwarden_job_lock_waiting_seconds", "job" => *name).set(waited);
+        metrics::gauge!("seatwarden_job_lock_waiting_seconds", super::catalog::JOB_LABEL => *name)
+            .set(waited);
     }
 }
 

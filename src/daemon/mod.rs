@@ -600,7 +600,7 @@ pub async fn run(
     // A crash loop shows in the failure counters, as in `status`: each job the
     // last daemon was cut off in counts once as failed.
     for name in interrupted {
-        metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => "failed")
+        metrics::counter!("seatwarden_job_runs_total", catalog::JOB_LABEL => name, "status" => "failed")
             .increment(1);
     }
     restore_reconcile_gauges(&db, &settings);
@@ -611,7 +611,7 @@ pub async fn run(
             counters.keys().find(|name| **name == job.name),
             job.last_success_at,
         ) {
-            metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => *name)
+            metrics::gauge!("seatwarden_last_success_timestamp_seconds", catalog::JOB_LABEL => *name)
                 .set(at.timestamp() as f64);
         }
     }
@@ -958,7 +958,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     }
     log_start(name, waited);
     if takes_writer_lock(name) {
-        metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => name)
+        metrics::histogram!("seatwarden_job_lock_wait_seconds", catalog::JOB_LABEL => name)
             .record(waited.as_secs_f64());
     }
     let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
@@ -1028,18 +1028,18 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
-    metrics::histogram!("seatwarden_job_duration_seconds", "job" => name)
+    metrics::histogram!("seatwarden_job_duration_seconds", catalog::JOB_LABEL => name)
         .record(timer.elapsed().as_secs_f64());
-    metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => end.status().as_str())
+    metrics::counter!("seatwarden_job_runs_total", catalog::JOB_LABEL => name, "status" => end.status().as_str())
         .increment(1);
     match &end {
         JobEnd::Succeeded => {
-            metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => name)
+            metrics::gauge!("seatwarden_last_success_timestamp_seconds", catalog::JOB_LABEL => name)
                 .set(finished.timestamp() as f64);
             tracing::info!(job = name, "job finished");
         }
         JobEnd::Unreached => {
-            metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => name)
+            metrics::gauge!("seatwarden_last_success_timestamp_seconds", catalog::JOB_LABEL => name)
                 .set(finished.timestamp() as f64);
             tracing::info!(job = name, "{}", unreached_log(name));
         }

@@ -137,6 +137,11 @@ impl Daemon {
         }
     }
 
+    /// The configuration file it was started with (a test breaks it to fail a reload).
+    pub(crate) fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub(crate) fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().contains(text)
     }
@@ -331,7 +336,7 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
             "{metrics}"
         );
     }
-    assert!(metrics.contains("seatwarden_job_runs_total{job=\"sweep\",status=\"succeeded\"}"));
+    assert!(metrics.contains("seatwarden_job_runs_total{job_name=\"sweep\",status=\"succeeded\"}"));
 
     let status = daemon.cli(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
@@ -428,21 +433,22 @@ async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_count
     let jobs = ["reconcile", "sweep", "retry", "prune", "digest", "mail"];
     for job in jobs {
         for status in ["succeeded", "failed", "stopped"] {
-            let series = format!("seatwarden_job_runs_total{{job=\"{job}\",status=\"{status}\"}}");
+            let series =
+                format!("seatwarden_job_runs_total{{job_name=\"{job}\",status=\"{status}\"}}");
             assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
         }
-        let series = format!("seatwarden_job_skipped_total{{job=\"{job}\"}}");
+        let series = format!("seatwarden_job_skipped_total{{job_name=\"{job}\"}}");
         assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
-        let series = format!("seatwarden_job_duration_seconds_count{{job=\"{job}\"}}");
+        let series = format!("seatwarden_job_duration_seconds_count{{job_name=\"{job}\"}}");
         assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
     }
     // The prune waits for its slot and the digest is not scheduled: still zero.
     for series in [
-        "seatwarden_job_runs_total{job=\"prune\",status=\"succeeded\"}",
-        "seatwarden_job_runs_total{job=\"prune\",status=\"failed\"}",
-        "seatwarden_job_runs_total{job=\"prune\",status=\"stopped\"}",
-        "seatwarden_job_skipped_total{job=\"digest\"}",
-        "seatwarden_job_duration_seconds_count{job=\"digest\"}",
+        "seatwarden_job_runs_total{job_name=\"prune\",status=\"succeeded\"}",
+        "seatwarden_job_runs_total{job_name=\"prune\",status=\"failed\"}",
+        "seatwarden_job_runs_total{job_name=\"prune\",status=\"stopped\"}",
+        "seatwarden_job_skipped_total{job_name=\"digest\"}",
+        "seatwarden_job_duration_seconds_count{job_name=\"digest\"}",
         "seatwarden_deprovisions_escalated_total",
         "seatwarden_config_reload_failed",
     ] {
@@ -668,7 +674,7 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
     assert_eq!(
         metric(
             &metrics,
-            "seatwarden_job_runs_total{job=\"reconcile\",status=\"failed\"}"
+            "seatwarden_job_runs_total{job_name=\"reconcile\",status=\"failed\"}"
         ),
         Some(1.0),
         "{metrics}"
@@ -677,7 +683,7 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
     assert_eq!(
         metric(
             &metrics,
-            "seatwarden_job_runs_total{job=\"digest\",status=\"failed\"}"
+            "seatwarden_job_runs_total{job_name=\"digest\",status=\"failed\"}"
         ),
         Some(1.0),
         "{metrics}"
@@ -4373,7 +4379,7 @@ async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
         !daemon
             .get("/metrics")
             .1
-            .contains("seatwarden_job_running{job=\"reconcile\"} 1")
+            .contains("seatwarden_job_running{job_name=\"reconcile\"} 1")
     })
     .await;
     let after = reconciles();

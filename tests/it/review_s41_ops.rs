@@ -105,7 +105,7 @@ async fn a_failed_reconciles_retries_are_counted() {
     let _daemon = Running(child);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     let port = port_of(&log).await;
-    let failed = r#"seatwarden_job_runs_total{job="reconcile",status="failed"}"#;
+    let failed = r#"seatwarden_job_runs_total{job_name="reconcile",status="failed"}"#;
     let deadline = Instant::now() + Duration::from_secs(25);
     let metrics = loop {
         let (code, metrics) = get(port, "/metrics");
@@ -121,7 +121,8 @@ async fn a_failed_reconciles_retries_are_counted() {
     };
     for job in [SWEEP, RETRY] {
         for status in ["succeeded", "failed", "stopped"] {
-            let series = format!(r#"seatwarden_job_runs_total{{job="{job}",status="{status}"}}"#);
+            let series =
+                format!(r#"seatwarden_job_runs_total{{job_name="{job}",status="{status}"}}"#);
             assert_eq!(
                 sample(&metrics, &series),
                 Some(0.0),
@@ -157,12 +158,12 @@ async fn a_clean_stop_leaves_the_state_in_the_database_file() {
     let mut daemon = Running(child);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     let port = port_of(&log).await;
-    let succeeded = r#"seatwarden_job_runs_total{job="reconcile",status="succeeded"}"#;
+    let succeeded = r#"seatwarden_job_runs_total{job_name="reconcile",status="succeeded"}"#;
     let idle = |metrics: &str| {
         ["reconcile", "sweep", "retry", "mail"].iter().all(|job| {
             sample(
                 metrics,
-                &format!(r#"seatwarden_job_running{{job="{job}"}}"#),
+                &format!(r#"seatwarden_job_running{{job_name="{job}"}}"#),
             ) == Some(0.0)
         })
     };
@@ -355,7 +356,7 @@ async fn a_restart_keeps_the_last_reconciles_gauges() {
         r#"seatwarden_drift_items{kind="stale_access"}"#,
         r#"seatwarden_safety_finding{finding="source_fault"}"#,
     ];
-    let succeeded = r#"seatwarden_job_runs_total{job="reconcile",status="succeeded"}"#;
+    let succeeded = r#"seatwarden_job_runs_total{job_name="reconcile",status="succeeded"}"#;
 
     let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     let mut first = Running(child);

@@ -458,7 +458,7 @@ async fn the_retry_metric_counts_the_retries_of_jobs_that_failed() {
     let failed = |metrics: &str, job: &str| {
         metric(
             metrics,
-            &format!("seatwarden_job_runs_total{{job=\"{job}\",status=\"failed\"}}"),
+            &format!("seatwarden_job_runs_total{{job_name=\"{job}\",status=\"failed\"}}"),
         )
         .unwrap_or(0.0)
     };

@@ -126,7 +126,7 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
     assert_eq!(code, 200, "{metrics}");
     let waits = metrics
         .lines()
-        .find(|l| l.starts_with("seatwarden_job_lock_wait_seconds_sum{job=\"sweep\"}"))
+        .find(|l| l.starts_with("seatwarden_job_lock_wait_seconds_sum{job_name=\"sweep\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok());
     assert!(waits.is_some_and(|s| s >= 1.0), "{waits:?}\n{metrics}");

@@ -108,9 +108,9 @@ async fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `seatwarden_job_lock_waiting_seconds{job="JOB"}` in `metrics`.
+/// `seatwarden_job_lock_waiting_seconds{job_name="JOB"}` in `metrics`.
 fn waiting_seconds(metrics: &str, job: &str) -> f64 {
-    let series = format!("seatwarden_job_lock_waiting_seconds{{job=\"{job}\"}} ");
+    let series = format!("seatwarden_job_lock_waiting_seconds{{job_name=\"{job}\"}} ");
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&series))

@@ -142,7 +142,7 @@ async fn the_daemon_records_a_sweep_from_an_incomplete_read_as_failed() {
     );
     // The daemon records the job's end in the database before it counts it in
     // /metrics: read just after the row, the counter may not have moved yet.
-    let failed = r#"seatwarden_job_runs_total{job="sweep",status="failed"} 1"#;
+    let failed = r#"seatwarden_job_runs_total{job_name="sweep",status="failed"} 1"#;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (_, metrics) = crate::fixtures::http_get(port, "/metrics");
