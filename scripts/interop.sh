@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The interop suite: seatwarden against servers nobody on this team wrote.
 # Installs PyPI scim2-server and aiosmtpd into a venv (scripts/interop-setup.sh) and
-# Debian's slapd (scripts/interop-ldap.sh), starts them on loopback ports, runs the
-# `#[ignore]`d interop tests against them, and stops them.
+# Debian's slapd (scripts/interop-ldap.sh) and Prometheus (scripts/interop-prometheus.sh,
+# which also checks and unit-tests prometheus/seatwarden.rules.yml with promtool),
+# starts the servers on loopback ports, runs the `#[ignore]`d interop tests against
+# them, and stops them. (Each Prometheus test starts and stops its own.)
 #
 #   bash scripts/interop.sh            # SEATWARDEN_INTEROP_PORT overrides the port (18650;
 #                                      # port + 5 serves a scim2-server that pages by cursor only)
@@ -33,6 +35,8 @@ stop_servers() {
 trap stop_servers EXIT
 
 bash scripts/interop-setup.sh
+SEATWARDEN_PROMETHEUS_BIN="$(bash scripts/interop-prometheus.sh)"
+export SEATWARDEN_PROMETHEUS_BIN
 bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
 bash scripts/interop-scim-server.sh start "$port" "$token"
 bash scripts/interop-scim-server.sh stop "$cursor_port" >/dev/null 2>&1 || true
@@ -68,11 +72,12 @@ export SEATWARDEN_LDAPS_URL="ldaps://127.0.0.1:$((ldap_port + 1))"
 export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
 # scim2-server is single-threaded with a listen backlog of 5: two tests at a time.
 # (The filter also takes the `ldap::interop_*` tests against slapd, and
-# `review_s44_connect::interop_ldap_*`: `check-config --connect` against slapd.)
-# 15 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*,
-# review_s44_connect::interop_*.
+# `review_s44_connect::interop_ldap_*`: `check-config --connect` against slapd, and
+# `review_s50_prometheus::interop_prometheus_*`: Prometheus scraping a daemon.)
+# 16 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*,
+# review_s44_connect::interop_*, review_s50_prometheus::interop_*.
 # About 2 minutes once built; 10 leaves room for building the test binary.
-cargo_test_at_least 600 15 --test it interop -- --ignored --test-threads=2
+cargo_test_at_least 600 16 --test it interop -- --ignored --test-threads=2
 
 # SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
 bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true

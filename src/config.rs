@@ -140,7 +140,7 @@ pub struct Config {
 /// override, so not warned about either; none starts with a configuration
 /// section's name, so none hides one. A unit test keeps this list in step with the
 /// names `scripts/`, `systemd/` and `.ci/` use.
-pub const TOOL_VARIABLES: [&str; 16] = [
+pub const TOOL_VARIABLES: [&str; 17] = [
     "SEATWARDEN_BENCH_SCIM2_PORT",
     "SEATWARDEN_BIN",
     "SEATWARDEN_INTEROP_DIR",
@@ -152,6 +152,7 @@ pub const TOOL_VARIABLES: [&str; 16] = [
     "SEATWARDEN_LDAP_PORT",
     "SEATWARDEN_LDAP_URL",
     "SEATWARDEN_MAX_EXPOSURE",
+    "SEATWARDEN_PROMETHEUS_BIN",
     "SEATWARDEN_SCIM2_CURSOR_SERVER_URL",
     "SEATWARDEN_SCIM2_SERVER_TOKEN",
     "SEATWARDEN_SCIM2_SERVER_URL",
