@@ -366,6 +366,30 @@ async fn interop_prometheus_scrapes_the_daemon_and_evaluates_the_rules() {
             "renamed by the scrape: {series}"
         );
     }
+    // The exposition passes Prometheus's own lint (names, units, suffixes, HELP).
+    let promtool = Path::new(&binary).with_file_name("promtool");
+    let mut lint = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", promtool.display()));
+    {
+        use std::io::Write;
+        let mut stdin = lint.stdin.take().unwrap();
+        stdin
+            .write_all(daemon.get("/metrics").1.as_bytes())
+            .unwrap();
+    }
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
     let selectors = rule_selectors(&std::fs::read_to_string(rules_file()).unwrap());
     for selector in &selectors {
         let promql = selector.promql();
