@@ -469,3 +469,59 @@ async fn interop_prometheus_scrapes_the_daemon_and_evaluates_the_rules() {
     }
     drop(daemon);
 }
+
+/// README's metrics table (type and labels of each metric) is what a running
+/// daemon serves: `# TYPE` and the label names of its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readmes_metrics_table_gives_each_metrics_type_and_labels() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `seatwarden_"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 20, "{rows:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _sandbox) = swept_daemon(dir.path()).await;
+    let metrics = daemon.get("/metrics").1;
+    let series = exposed_series(&metrics);
+    let mut wrong = Vec::new();
+    for row in &rows {
+        let name = row[0].trim_matches('`');
+        let kind = &row[1];
+        let labels: std::collections::BTreeSet<&str> = row[2]
+            .split(',')
+            .map(|l| l.trim().trim_matches('`'))
+            .filter(|l| !l.is_empty())
+            .collect();
+        let typed = format!("# TYPE {name} {kind}");
+        if !metrics.lines().any(|l| l == typed) {
+            wrong.push(format!("{name}: not a {kind}"));
+        }
+        let served: std::collections::BTreeSet<&str> = series
+            .iter()
+            .filter(|s| {
+                s.metric == name
+                    || (kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|suffix| s.metric == format!("{name}{suffix}")))
+            })
+            .flat_map(|s| s.labels.keys().map(String::as_str))
+            .filter(|l| *l != "le")
+            .collect();
+        if served != labels {
+            wrong.push(format!(
+                "{name}: README labels {labels:?}, served {served:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
