@@ -374,8 +374,11 @@ fn install_metrics() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Up to two days: `deprovision.sla` is often a working day or a day
+            // (1h by default), and "verified within the SLA" is a bucket's count.
             let seconds = [
                 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                14400.0, 28800.0, 43200.0, 86400.0, 172800.0,
             ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)

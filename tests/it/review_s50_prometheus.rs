@@ -524,4 +524,17 @@ async fn readmes_metrics_table_gives_each_metrics_type_and_labels() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+
+    // "Verified within the SLA" is a bucket's share for the SLAs README names.
+    for le in ["3600", "28800", "86400"] {
+        let bucket = format!("seatwarden_deprovision_latency_seconds_bucket{{le=\"{le}\"}}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&bucket)),
+            "no {bucket} in:\n{metrics}"
+        );
+        assert!(
+            readme.contains(&format!("le=\"{le}\"")),
+            "README does not name {le}"
+        );
+    }
 }
