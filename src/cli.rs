@@ -962,6 +962,36 @@ fn describe(error: &anyhow::Error) -> String {
 
 /// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
 /// exit 1 when any failed or was throttled, after every side was tried.
+/// `check-config`'s lines about the certificate files (when each runs out,
+/// [`crate::certificate`]); whether one has expired.
+fn certificates_text(config: &Config, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let certificates = crate::certificate::of_config(config);
+    if certificates.is_empty() {
+        return false;
+    }
+    let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
+    eprintln!("the certificates it names:");
+    let mut expired = false;
+    for certificate in &certificates {
+        match certificate {
+            Ok(expiry) => {
+                let mark = match expiry.standing(now) {
+                    crate::certificate::Standing::Valid => "",
+                    crate::certificate::Standing::RunningOut => "RUNS OUT SOON ",
+                    crate::certificate::Standing::Expired => {
+                        expired = true;
+                        "EXPIRED "
+                    }
+                };
+                eprintln!("  {mark}{}", expiry.describe(now, tz));
+            }
+            // Checked where it is used, which names the key and the file.
+            Err((key, error)) => eprintln!("  {key}: {error}"),
+        }
+    }
+    expired
+}
+
 fn check_connections(config: &Config) -> anyhow::Result<u8> {
     eprintln!(
         "connections (read-only; nothing is written or sent; {}):",
@@ -1147,11 +1177,21 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     );
                 }
             }
-            eprintln!("configuration OK: {}", config.source.display());
-            if connect {
-                return check_connections(&config);
+            let expired = certificates_text(&config, chrono::Utc::now());
+            if expired {
+                eprintln!(
+                    "configuration loads, but a certificate it names has expired: see the \
+                     line marked EXPIRED: {}",
+                    config.source.display()
+                );
+            } else {
+                eprintln!("configuration OK: {}", config.source.display());
             }
-            Ok(exit::OK)
+            let connected = match connect {
+                true => check_connections(&config)?,
+                false => exit::OK,
+            };
+            Ok(if expired { exit::ERROR } else { connected })
         }
         Command::Plan {
             format,

@@ -31,6 +31,7 @@
 //! - [`sweep`]: same-day deprovisioning between reconciles (the fast path).
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`],
 //!   [`connect`] (`check-config --connect`: each connection tested, read-only),
+//!   [`certificate`] (when the certificate files the configuration names run out),
 //!   [`logging`] (stderr, with journald priorities under systemd);
 //!   [`schedule`] (cron in a time zone) and [`daemon`] (the long-running worker:
 //!   scheduler loop, jobs, health and metrics endpoints, email).
@@ -83,6 +84,7 @@ pub fn is_closed_stdout(error: &(dyn std::error::Error + 'static)) -> bool {
 pub mod alert;
 pub mod apply;
 pub mod approval;
+pub mod certificate;
 pub mod circuit;
 pub mod cli;
 pub mod config;

@@ -109,6 +109,14 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
          none waits).",
     ),
     (
+        "seatwarden_certificate_expiry_timestamp_seconds",
+        Some(Unit::Seconds),
+        "Unix time each certificate file the configuration names stops being of use, by \
+         configuration key (directory.certificate_file: the credential's notAfter, which \
+         Entra refuses after; a ca_file: its latest CA's), read at each scrape; absent \
+         without such a file.",
+    ),
+    (
         "seatwarden_build_info",
         None,
         "Always 1; the running build's version in the version label.",

@@ -416,6 +416,10 @@ fn refresh_gauges(shared: &Shared) {
         metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
     }
     let config = shared.config();
+    for expiry in crate::certificate::of_config(&config).into_iter().flatten() {
+        metrics::gauge!("seatwarden_certificate_expiry_timestamp_seconds", "key" => expiry.key)
+            .set(expiry.not_after.timestamp() as f64);
+    }
     if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
         metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
     }

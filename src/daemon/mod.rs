@@ -651,6 +651,7 @@ pub async fn run(
     let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), http_stopped));
     tracing::info!(listen = %bound, database = %shared.config().state.path.display(), "daemon started");
     announce_mode(&shared.settings());
+    announce_certificates(&shared.config(), shared.now());
     notify(&[sd_notify::NotifyState::Ready]);
 
     let (_never, quiet) = tokio::sync::watch::channel(false);
@@ -798,6 +799,26 @@ fn announce_mode(settings: &DaemonSettings) {
     }
 }
 
+/// Warns of each certificate file that runs out within
+/// [`crate::certificate::WARN_BEFORE`] or has run out, at the start and at each
+/// reload (the gauge `seatwarden_certificate_expiry_timestamp_seconds` is read at
+/// each scrape): an expired Entra certificate credential stops every directory
+/// read, and with it every deprovision.
+fn announce_certificates(config: &Config, now: DateTime<Utc>) {
+    let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
+    for expiry in crate::certificate::of_config(config).into_iter().flatten() {
+        match expiry.standing(now) {
+            crate::certificate::Standing::Valid => {}
+            crate::certificate::Standing::RunningOut => {
+                tracing::warn!("certificate runs out soon: {}", expiry.describe(now, tz));
+            }
+            crate::certificate::Standing::Expired => {
+                tracing::error!("certificate expired: {}", expiry.describe(now, tz));
+            }
+        }
+    }
+}
+
 /// SIGHUP: load the configuration again; keep the running one if the new one is
 /// invalid (`seatwarden_config_reload_failed` is 1 until a reload succeeds). The
 /// state database path and listener stay as started. Whether the configuration
@@ -845,6 +866,7 @@ fn reload(shared: &Shared, path: &Path) -> bool {
             for warning in shared.config().warnings() {
                 tracing::warn!("{warning}");
             }
+            announce_certificates(&shared.config(), shared.now());
             // The operator fixed the relay's login (or its URL, its CA) and
             // reloaded: the messages a refused login put off would otherwise wait
             // out its backoff, up to an hour. After any successful reload, not

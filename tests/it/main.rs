@@ -114,6 +114,7 @@ mod review_s48_unlink;
 mod review_s48_unlink_review;
 mod review_s49_dryrun;
 mod review_s49_dryrun_review;
+mod review_s50_certs;
 mod review_s50_prometheus;
 mod role_groups;
 mod run_recovery;

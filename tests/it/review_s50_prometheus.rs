@@ -158,7 +158,17 @@ fn matches(selector: &Selector, series: &Selector) -> bool {
 /// so that the series that appear only then are there.
 async fn swept_daemon(dir: &Path) -> (Daemon, seatwarden::sandbox::Sandbox) {
     let sandbox = demo_sandbox(Faults::default()).await;
-    let daemon = start_daemon(dir, daemon_env(dir, &sandbox, "* * * * * *"));
+    let mut env = daemon_env(dir, &sandbox, "* * * * * *");
+    // A certificate file, for the certificate gauge (the sandbox is plain HTTP,
+    // so it is read and never used).
+    env.push((
+        "SEATWARDEN__WORKSPACE__CA_FILE".to_owned(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls/ca.pem")
+            .display()
+            .to_string(),
+    ));
+    let daemon = start_daemon(dir, env);
     wait_for(
         "a reconcile and a sweep to succeed",
         Duration::from_secs(90),
@@ -195,7 +205,7 @@ fn the_rules_file_is_read_into_the_selectors_its_expressions_use() {
         );
     }
     // Prose is not read as a selector: the comments name metrics too.
-    assert!(selectors.len() >= 15, "{promql:#?}");
+    assert!(selectors.len() >= 16, "{promql:#?}");
     assert!(
         !promql
             .iter()
@@ -430,7 +440,7 @@ async fn interop_prometheus_scrapes_the_daemon_and_evaluates_the_rules() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(evaluated.len(), 15, "{evaluated:#?}");
+    assert_eq!(evaluated.len(), 17, "{evaluated:#?}");
     for rule in &evaluated {
         assert_eq!(rule["health"], "ok", "{rule:#}");
     }

@@ -1,0 +1,247 @@
+//! When the certificates seatwarden is given run out. An expired
+//! `directory.certificate_file` (an Entra certificate credential) makes Entra
+//! refuse every token request, so every directory read fails and nobody who
+//! leaves is deactivated; a `ca_file` whose CAs have all expired makes every TLS
+//! handshake with that server fail. Both are dates known in advance:
+//! `check-config` shows each certificate file's, the daemon warns at its start
+//! and at each reload while one runs out within [`WARN_BEFORE`], and `/metrics`
+//! exports them (`seatwarden_certificate_expiry_timestamp_seconds{key}`) for an
+//! alert.
+//!
+//! A file's date ([`usable_until`]): for a certificate credential, the first
+//! certificate's (the one registered on the app; a chain may follow it); for a
+//! `ca_file`, the latest of its certificates' (one valid CA keeps the file of use,
+//! and a bundle in rotation holds the old CA beside its successor).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::config::Config;
+
+/// How long before a certificate runs out the daemon and `check-config` warn.
+pub const WARN_BEFORE: Duration = Duration::days(21);
+
+/// The configuration key of an Entra certificate credential.
+pub const CREDENTIAL_KEY: &str = "directory.certificate_file";
+
+/// A certificate file of the configuration and when it stops being of use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    pub key: &'static str,
+    pub file: PathBuf,
+    pub not_after: DateTime<Utc>,
+}
+
+/// Where a certificate stands at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Valid,
+    /// Runs out within [`WARN_BEFORE`].
+    RunningOut,
+    Expired,
+}
+
+impl Expiry {
+    pub fn standing(&self, now: DateTime<Utc>) -> Standing {
+        if self.not_after <= now {
+            Standing::Expired
+        } else if self.not_after - now <= WARN_BEFORE {
+            Standing::RunningOut
+        } else {
+            Standing::Valid
+        }
+    }
+
+    /// `directory.certificate_file: valid until 2027-03-01 09:00 +01:00 (CET), in
+    /// 86 days`, on `tz`'s clock; "expired" instead once it has.
+    pub fn describe(&self, now: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+        let at = crate::model::clock_time(self.not_after, tz, "%Y-%m-%d %H:%M");
+        let what = match self.key {
+            CREDENTIAL_KEY => "the certificate credential",
+            _ => "its CA certificates",
+        };
+        match self.standing(now) {
+            Standing::Expired => format!(
+                "{}: {what} expired at {at} ({})",
+                self.key,
+                self.file.display()
+            ),
+            standing => {
+                let left = self.not_after - now;
+                let days = left.num_days();
+                let left = match days {
+                    0 => format!("in {} hours", left.num_hours()),
+                    1 => "in 1 day".to_owned(),
+                    n => format!("in {n} days"),
+                };
+                let soon = match standing {
+                    Standing::RunningOut => match self.key {
+                        CREDENTIAL_KEY => {
+                            ": register its successor on the app and point \
+                             directory.certificate_file at it"
+                        }
+                        _ => ": put the CA's successor into the file",
+                    },
+                    _ => "",
+                };
+                format!(
+                    "{}: {what} valid until {at}, {left}{soon} ({})",
+                    self.key,
+                    self.file.display()
+                )
+            }
+        }
+    }
+}
+
+/// The date a certificate file of `key` stops being of use (see the module
+/// docs); `None` without a certificate in it. A certificate that cannot be
+/// parsed is an error naming its place in the file.
+pub fn usable_until(key: &str, pem: &[u8]) -> Result<Option<DateTime<Utc>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut dates = Vec::new();
+    for (index, der) in rustls_pki_types::CertificateDer::pem_slice_iter(pem).enumerate() {
+        let der = der.map_err(|e| format!("certificate {}: {e}", index + 1))?;
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("certificate {}: not an X.509 certificate: {e}", index + 1))?;
+        let seconds = certificate.validity().not_after.timestamp();
+        let date = DateTime::from_timestamp(seconds, 0).ok_or_else(|| {
+            format!(
+                "certificate {}: its notAfter ({seconds}) is out of range",
+                index + 1
+            )
+        })?;
+        dates.push(date);
+    }
+    Ok(match key {
+        CREDENTIAL_KEY => dates.first().copied(),
+        _ => dates.into_iter().max(),
+    })
+}
+
+/// The certificate files of `config` (the credential and every `ca_file`), each
+/// read now: a file that cannot be read or parsed is left out with its error
+/// (`check-config` and the runs report it where it is used).
+pub fn of_config(config: &Config) -> Vec<Result<Expiry, (&'static str, String)>> {
+    config
+        .files()
+        .into_iter()
+        .filter(|(key, _)| *key == CREDENTIAL_KEY || key.ends_with(".ca_file"))
+        .filter_map(|(key, file)| match read(key, file) {
+            Ok(Some(expiry)) => Some(Ok(expiry)),
+            Ok(None) => None,
+            Err(e) => Some(Err((key, e))),
+        })
+        .collect()
+}
+
+fn read(key: &'static str, file: &Path) -> Result<Option<Expiry>, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let not_after = usable_until(key, &pem).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(not_after.map(|not_after| Expiry {
+        key,
+        file: file.to_owned(),
+        not_after,
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    }
+
+    /// `openssl x509 -noout -enddate` of the fixtures.
+    fn test_cert_end() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2126, 11, 6, 1, 33, 10).unwrap()
+    }
+    fn ca_end() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2126, 11, 10, 2, 46, 41).unwrap()
+    }
+
+    #[test]
+    fn a_files_date_is_its_credentials_or_its_latest_cas() {
+        let cert = fixture("tests/fixtures/keys/test-cert.pem");
+        let ca = fixture("tests/fixtures/tls/ca.pem");
+        assert_eq!(
+            usable_until(CREDENTIAL_KEY, &cert).unwrap(),
+            Some(test_cert_end())
+        );
+        assert_eq!(
+            usable_until("workspace.ca_file", &ca).unwrap(),
+            Some(ca_end())
+        );
+        // Credential first, CA after it: the credential's own date, the earlier.
+        let both = [cert.clone(), ca.clone()].concat();
+        assert_eq!(
+            usable_until(CREDENTIAL_KEY, &both).unwrap(),
+            Some(test_cert_end())
+        );
+        // A bundle: the latest CA, whatever the order.
+        let bundle = [ca, cert].concat();
+        assert_eq!(
+            usable_until("directory.ca_file", &bundle).unwrap(),
+            Some(ca_end())
+        );
+        assert_eq!(usable_until("workspace.ca_file", b"no pem").unwrap(), None);
+    }
+
+    #[test]
+    fn a_certificate_that_is_no_x509_says_which() {
+        let garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let ca = fixture("tests/fixtures/tls/ca.pem");
+        let error =
+            usable_until("workspace.ca_file", &[ca, garbage.to_vec()].concat()).unwrap_err();
+        assert!(
+            error.starts_with("certificate 2: not an X.509 certificate"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_runs_out_within_three_weeks_and_expires_at_its_not_after() {
+        let expiry = Expiry {
+            key: CREDENTIAL_KEY,
+            file: PathBuf::from("/etc/seatwarden/entra.pem"),
+            not_after: test_cert_end(),
+        };
+        let before = |d: Duration| test_cert_end() - d;
+        assert_eq!(expiry.standing(before(Duration::days(22))), Standing::Valid);
+        assert_eq!(
+            expiry.standing(before(Duration::days(21))),
+            Standing::RunningOut
+        );
+        assert_eq!(
+            expiry.standing(before(Duration::seconds(1))),
+            Standing::RunningOut
+        );
+        assert_eq!(expiry.standing(test_cert_end()), Standing::Expired);
+
+        let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(
+            expiry.describe(before(Duration::days(30)), tz),
+            "directory.certificate_file: the certificate credential valid until \
+             2126-11-06 02:33 +01:00 (CET), in 30 days (/etc/seatwarden/entra.pem)"
+        );
+        assert_eq!(
+            expiry.describe(before(Duration::hours(5)), tz),
+            "directory.certificate_file: the certificate credential valid until \
+             2126-11-06 02:33 +01:00 (CET), in 5 hours: register its successor on the app \
+             and point directory.certificate_file at it (/etc/seatwarden/entra.pem)"
+        );
+        let ca = Expiry {
+            key: "workspace.ca_file",
+            ..expiry
+        };
+        assert_eq!(
+            ca.describe(test_cert_end() + Duration::days(1), tz),
+            "workspace.ca_file: its CA certificates expired at 2126-11-06 02:33 +01:00 (CET) \
+             (/etc/seatwarden/entra.pem)"
+        );
+    }
+}

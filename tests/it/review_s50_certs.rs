@@ -1,0 +1,169 @@
+//! When the certificate files the configuration names run out
+//! (`seatwarden::certificate`): `check-config` gives each one's date and fails
+//! on an expired one; the daemon warns at its start and at a reload, and
+//! `/metrics` carries each file's date, read at each scrape, so a reload that
+//! points a key at another file shows at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use seatwarden::sandbox::Faults;
+
+use crate::daemon::{daemon_env, demo_sandbox, metric, start_daemon, wait_for};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// 2126-11-10 02:46:41 UTC and 2020-01-01 00:00:00 UTC, the fixtures' notAfter
+/// (`openssl x509 -noout -enddate`).
+const VALID_CA_END: i64 = 4_949_952_401;
+const EXPIRED_CA_END: i64 = 1_577_836_800;
+
+/// The demo configuration in `dir` with `[workspace] ca_file` set to `ca_file`.
+fn config_with_ca_file(dir: &Path, ca_file: &Path) -> PathBuf {
+    crate::fixtures::copy_demo_files(dir);
+    let config = dir.join("seatwarden.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen(
+        "[workspace]\n",
+        &format!(
+            "[workspace]\nca_file = {:?}\n",
+            ca_file.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn check_config(config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .env("SEATWARDEN__REPORT__TIMEZONE", "Europe/Berlin")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_fixtures_dates_are_the_ones_these_tests_expect() {
+    use chrono::TimeZone;
+    assert_eq!(
+        chrono::Utc
+            .with_ymd_and_hms(2126, 11, 10, 2, 46, 41)
+            .unwrap()
+            .timestamp(),
+        VALID_CA_END
+    );
+    assert_eq!(
+        chrono::Utc
+            .with_ymd_and_hms(2020, 1, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+        EXPIRED_CA_END
+    );
+}
+
+/// `check-config` says when each certificate file runs out, on
+/// `report.timezone`'s clock, and fails (exit 1, after printing everything) when
+/// one has: every TLS handshake with that server would.
+#[test]
+fn check_config_gives_each_certificates_date_and_fails_on_an_expired_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_ca_file(dir.path(), &fixture("ca.pem"));
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the certificates it names:\n  workspace.ca_file: its CA certificates valid until \
+             2126-11-10 03:46 +01:00 (CET), in "
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuration OK"), "{stderr}");
+
+    let config = config_with_ca_file(dir.path(), &fixture("expired-ca.pem"));
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "  EXPIRED workspace.ca_file: its CA certificates expired at 2020-01-01 01:00 \
+             +01:00 (CET) ({})",
+            fixture("expired-ca.pem").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a certificate it names has expired: see the line marked EXPIRED"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("configuration OK"), "{stderr}");
+
+    // A bundle holding the expired CA beside a valid one is of use until the
+    // valid one's date.
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        [
+            std::fs::read(fixture("expired-ca.pem")).unwrap(),
+            std::fs::read(fixture("ca.pem")).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let config = config_with_ca_file(dir.path(), &bundle);
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("valid until 2126-11-10"), "{stderr}");
+}
+
+/// The daemon logs an expired certificate file at its start and exports its
+/// date; after a reload onto a valid file, the gauge carries the new date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
+    let config = config_with_ca_file(dir.path(), &fixture("expired-ca.pem"));
+    let mut daemon = start_daemon(dir.path(), env);
+    daemon.listening().await;
+    let series = "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
+    assert_eq!(
+        metric(&daemon.get("/metrics").1, series),
+        Some(EXPIRED_CA_END as f64)
+    );
+    wait_for(
+        "the warning of the expired certificate",
+        Duration::from_secs(30),
+        || daemon.logged("certificate expired: workspace.ca_file: its CA certificates expired at"),
+    )
+    .await;
+
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("expired-ca.pem", "ca.pem");
+    std::fs::write(&config, text).unwrap();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
+        .status();
+    wait_for("the reload", Duration::from_secs(30), || {
+        daemon.logged("configuration reloaded")
+    })
+    .await;
+    assert_eq!(
+        metric(&daemon.get("/metrics").1, series),
+        Some(VALID_CA_END as f64)
+    );
+    let (_, log) = daemon.terminate();
+    // Valid for a century: nothing to warn of after the reload.
+    assert_eq!(log.matches("certificate expired").count(), 1, "{log}");
+    assert!(!log.contains("certificate runs out soon"), "{log}");
+}
