@@ -18,9 +18,9 @@ use metrics::Unit;
 const COUNTERS: &[(&str, &str)] = &[
     (
         "seatwarden_job_runs_total",
-        "Job runs finished, by job and status (succeeded: ran to the end; failed; \
-         stopped: the daemon was stopping (SIGTERM) while it ran, or a reconcile ran past \
-         schedule.reconcile_max_duration; neither a success nor a failure).",
+        "Job runs finished, by job and status (succeeded: ran to the end; failed, a \
+         reconcile stopped at schedule.reconcile_max_duration included; stopped: the \
+         daemon was stopping (SIGTERM) while it ran, neither a success nor a failure).",
     ),
     (
         "seatwarden_job_skipped_total",

@@ -548,3 +548,45 @@ async fn readmes_metrics_table_gives_each_metrics_type_and_labels() {
         );
     }
 }
+
+/// What `seatwarden_job_runs_total{status}` counts, as its `# HELP` and README
+/// say it: a reconcile stopped at `schedule.reconcile_max_duration` is counted
+/// `failed` (its job fails, so that SeatwardenJobFailing and the repeated-failure
+/// mail see it), not `stopped`; `stopped` is SIGTERM while a job ran, whether it
+/// was still reading or writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_runs_help_and_readme_count_an_over_time_reconcile_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _sandbox) = swept_daemon(dir.path()).await;
+    let metrics = daemon.get("/metrics").1;
+    let help = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("# HELP seatwarden_job_runs_total "))
+        .unwrap_or_else(|| panic!("no HELP of seatwarden_job_runs_total in:\n{metrics}"));
+    let stopped = help.find("stopped:").unwrap_or_else(|| panic!("{help}"));
+    assert!(
+        help[..stopped].contains("reconcile_max_duration"),
+        "the help does not count an over-time reconcile as failed: {help}"
+    );
+    assert!(
+        !help[stopped..].contains("reconcile_max_duration"),
+        "the help counts an over-time reconcile as stopped: {help}"
+    );
+
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("**Metrics** (`/metrics`)").unwrap();
+    let end = start
+        + readme[start..]
+            .find("prometheus/seatwarden.rules.yml")
+            .unwrap();
+    let section = &readme[start..end];
+    assert!(
+        section.contains("`schedule.reconcile_max_duration` counts as `failed`"),
+        "README's metrics do not say an over-time reconcile counts as failed:\n{section}"
+    );
+    assert!(
+        !section.contains("SIGTERM came while it wrote"),
+        "a job still reading when SIGTERM comes is stopped too:\n{section}"
+    );
+}
