@@ -440,7 +440,7 @@ async fn interop_prometheus_scrapes_the_daemon_and_evaluates_the_rules() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(evaluated.len(), 17, "{evaluated:#?}");
+    assert_eq!(evaluated.len(), 19, "{evaluated:#?}");
     for rule in &evaluated {
         assert_eq!(rule["health"], "ok", "{rule:#}");
     }
