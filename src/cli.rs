@@ -1859,7 +1859,14 @@ fn digest(
         period,
         &deprovisions,
         &config.admin_command(),
-    )?;
+    )?
+    .with_certificates(
+        &crate::certificate::of_config(config)
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        chrono::Utc::now(),
+    );
     // The daemon's digest under `schedule.dry_run` says so: so does this one.
     let digest = if config.schedule.dry_run {
         digest.in_dry_run()

@@ -213,6 +213,9 @@ pub struct Notifier {
     cool_down: std::time::Duration,
     /// `schedule.dry_run`: the digest says nothing is acted on.
     dry_run: bool,
+    /// When the certificate files run out, for the digest
+    /// ([`Digest::with_certificates`](crate::report::digest::Digest::with_certificates)).
+    certificates: Vec<crate::certificate::Expiry>,
 }
 
 impl Notifier {
@@ -233,6 +236,10 @@ impl Notifier {
             admin_command: config.admin_command(),
             cool_down: config.circuit_settings().cool_down,
             dry_run: config.schedule.dry_run,
+            certificates: crate::certificate::of_config(config)
+                .into_iter()
+                .flatten()
+                .collect(),
         })
     }
 
@@ -289,7 +296,8 @@ impl Notifier {
             &deprovisions,
             &self.admin_command,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_certificates(&self.certificates, now);
         let digest = if self.dry_run {
             digest.in_dry_run()
         } else {

@@ -147,6 +147,41 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
     )
     .await;
 
+    // The digest lists it near its top, in every form.
+    let digest = |format: &str| {
+        let out = daemon.cli(&["digest", "--format", format]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = digest("text");
+    assert!(
+        text.contains(
+            "\nCertificates running out (1):\n  - workspace.ca_file: its CA certificates expired \
+             at 2020-01-01 01:00 +01:00 (CET)"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&digest("json")).unwrap();
+    assert_eq!(
+        json["certificates"][0]["key"], "workspace.ca_file",
+        "{json:#}"
+    );
+    assert_eq!(json["certificates"][0]["expired"], true, "{json:#}");
+    assert_eq!(
+        json["certificates"][0]["runs_out_at"], "2020-01-01T00:00:00Z",
+        "{json:#}"
+    );
+    assert!(
+        digest("markdown").contains("## Certificates running out (1)"),
+        "{}",
+        digest("markdown")
+    );
+    assert!(
+        digest("html").contains("Certificate expired: workspace.ca_file"),
+        "{}",
+        digest("html")
+    );
+
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("expired-ca.pem", "ca.pem");
@@ -162,8 +197,65 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
         metric(&daemon.get("/metrics").1, series),
         Some(VALID_CA_END as f64)
     );
+    let text = digest("text");
+    assert!(!text.contains("Certificates running out"), "{text}");
     let (_, log) = daemon.terminate();
     // Valid for a century: nothing to warn of after the reload.
     assert_eq!(log.matches("certificate expired").count(), 1, "{log}");
     assert!(!log.contains("certificate runs out soon"), "{log}");
+}
+
+/// The digest lists a certificate file from three weeks before it runs out
+/// (not yet expired), and one that has (expired); not one further off.
+#[test]
+fn the_digest_lists_the_certificates_that_run_out_within_three_weeks() {
+    use chrono::{Duration, TimeZone, Utc};
+    use seatwarden::certificate::Expiry;
+    let dir = tempfile::tempdir().unwrap();
+    let store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 0).unwrap();
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        now,
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    let expiry = |key: &'static str, not_after| Expiry {
+        key,
+        file: PathBuf::from(format!("/etc/seatwarden/{key}.pem")),
+        not_after,
+    };
+    let digest = digest.with_certificates(
+        &[
+            expiry("directory.certificate_file", now + Duration::days(20)),
+            expiry("workspace.ca_file", now + Duration::days(22)),
+            expiry("report.email.ca_file", now - Duration::hours(1)),
+        ],
+        now,
+    );
+    let listed: Vec<(&str, bool, &str)> = digest
+        .certificates
+        .iter()
+        .map(|c| (c.key.as_str(), c.expired, c.runs_out.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("directory.certificate_file", false, "2026-12-25 08:00 UTC"),
+            ("report.email.ca_file", true, "2026-12-05 07:00 UTC"),
+        ]
+    );
+    assert!(
+        digest.render_text().contains(
+            "  - directory.certificate_file: the certificate credential valid until \
+             2026-12-25 08:00 UTC, in 20 days: register its successor on the app and point \
+             directory.certificate_file at it (/etc/seatwarden/directory.certificate_file.pem)"
+        ),
+        "{}",
+        digest.render_text()
+    );
 }
