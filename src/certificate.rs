@@ -70,10 +70,12 @@ impl Expiry {
             standing => {
                 let left = self.not_after - now;
                 let days = left.num_days();
-                let left = match days {
-                    0 => format!("in {} hours", left.num_hours()),
-                    1 => "in 1 day".to_owned(),
-                    n => format!("in {n} days"),
+                let left = match (days, left.num_hours()) {
+                    (0, 0) => "in less than an hour".to_owned(),
+                    (0, 1) => "in 1 hour".to_owned(),
+                    (0, hours) => format!("in {hours} hours"),
+                    (1, _) => "in 1 day".to_owned(),
+                    (n, _) => format!("in {n} days"),
                 };
                 let soon = match standing {
                     Standing::RunningOut => match self.key {
@@ -233,6 +235,16 @@ mod tests {
             "directory.certificate_file: the certificate credential valid until \
              2126-11-06 02:33 +01:00 (CET), in 5 hours: register its successor on the app \
              and point directory.certificate_file at it (/etc/seatwarden/entra.pem)"
+        );
+        assert!(
+            expiry
+                .describe(before(Duration::minutes(20)), tz)
+                .contains(", in less than an hour:"),
+        );
+        assert!(
+            expiry
+                .describe(before(Duration::minutes(61)), tz)
+                .contains(", in 1 hour:"),
         );
         let ca = Expiry {
             key: "workspace.ca_file",
