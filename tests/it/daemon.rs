@@ -753,16 +753,8 @@ async fn sigterm_mid_run_sends_no_further_write_and_leaves_no_action_in_flight()
         "{job:?}"
     );
     assert_eq!(job.last_success_at, None, "{job:?}");
-    let digest = seatwarden::report::digest::build_from_store(
-        &store,
-        "acme",
-        chrono_tz::UTC,
-        chrono::Utc::now() + chrono::Duration::seconds(1),
-        std::time::Duration::from_secs(86_400),
-        &[],
-        "seatwarden",
-    )
-    .unwrap();
+    let digest =
+        crate::fixtures::day_digest(&store, chrono::Utc::now() + chrono::Duration::seconds(1));
     assert_eq!(digest.period.failed_runs, 0, "{:?}", digest.period);
     // What it applied before the stop was written all the same: the digest counts
     // it from the journal, as no report will.
@@ -3953,16 +3945,7 @@ async fn linking_a_disputed_leaver_tells_what_happens_to_the_other_account() {
     let now = chrono::Utc::now() + chrono::Duration::seconds(1);
     let explained = seatwarden::explain::explain(&config, &store, &person, now).unwrap();
     assert!(!explained.contains("access again"), "{explained}");
-    let digest = seatwarden::report::digest::build_from_store(
-        &store,
-        "acme",
-        chrono_tz::UTC,
-        now,
-        std::time::Duration::from_secs(86_400),
-        &[],
-        "seatwarden",
-    )
-    .unwrap();
+    let digest = crate::fixtures::day_digest(&store, now);
     let text = digest.render_text();
     assert_eq!(
         text.matches("nia.disputed@example.com").count(),
@@ -4139,16 +4122,8 @@ async fn the_digest_counts_writes_a_stop_kept_back_as_not_sent() {
     let (_, unsent) = until_stopped(stop, sweeping).await;
     assert_eq!(unsent, 1);
     let store = Store::open(&config.state.path).unwrap();
-    let digest = seatwarden::report::digest::build_from_store(
-        &store,
-        "acme",
-        chrono_tz::UTC,
-        chrono::Utc::now() + chrono::Duration::seconds(1),
-        std::time::Duration::from_secs(86_400),
-        &[],
-        "seatwarden",
-    )
-    .unwrap();
+    let digest =
+        crate::fixtures::day_digest(&store, chrono::Utc::now() + chrono::Duration::seconds(1));
     assert_eq!(
         (digest.period.actions_failed, digest.period.actions_not_sent),
         (0, 1),

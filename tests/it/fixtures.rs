@@ -526,3 +526,20 @@ pub async fn poll_until(limit: std::time::Duration, mut done: impl FnMut() -> bo
     }
     done()
 }
+
+/// The digest of the day up to `now` of the workspace "acme", on UTC.
+pub fn day_digest(
+    store: &seatwarden::store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> seatwarden::report::digest::Digest {
+    seatwarden::report::digest::build_from_store(
+        store,
+        "acme",
+        chrono_tz::UTC,
+        now,
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap()
+}

@@ -325,18 +325,7 @@ fn the_trend_counts_the_previous_period_as_its_digest_did() {
     // Yesterday: one reconcile stopped after its writes, one that failed.
     journaled(at(2, 10), RunStatus::Stopped);
     journaled(at(2, 12), RunStatus::Failed);
-    let digest = |now| {
-        seatwarden::report::digest::build_from_store(
-            &store,
-            "acme",
-            chrono_tz::UTC,
-            now,
-            std::time::Duration::from_secs(86_400),
-            &[],
-            "seatwarden",
-        )
-        .unwrap()
-    };
+    let digest = |now| crate::fixtures::day_digest(&store, now);
     let yesterday = digest(at(3, 8));
     let today = digest(at(4, 8));
     let p = &yesterday.period;
@@ -429,16 +418,7 @@ fn an_unreadable_stored_report_is_named_not_fatal() {
         .finish_run(newer, at(7), RunStatus::Succeeded, None)
         .unwrap();
 
-    let digest = seatwarden::report::digest::build_from_store(
-        &store,
-        "acme",
-        chrono_tz::UTC,
-        at(8),
-        std::time::Duration::from_secs(86_400),
-        &[],
-        "seatwarden",
-    )
-    .unwrap();
+    let digest = crate::fixtures::day_digest(&store, at(8));
     assert_eq!(digest.state, seatwarden::report::State::NeedsAttention);
     assert!(
         digest.headline.contains("1 stored report unreadable"),

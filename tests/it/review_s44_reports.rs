@@ -206,18 +206,7 @@ fn the_digest_trend_counts_failed_runs_apart_from_failed_actions() {
             .finish_run(run, at(2, hour), RunStatus::Failed, Some("directory down"))
             .unwrap();
     }
-    let digest = |now| {
-        seatwarden::report::digest::build_from_store(
-            &store,
-            "acme",
-            chrono_tz::UTC,
-            now,
-            std::time::Duration::from_secs(86_400),
-            &[],
-            "seatwarden",
-        )
-        .unwrap()
-    };
+    let digest = |now| crate::fixtures::day_digest(&store, now);
     let yesterday = digest(at(3, 8));
     let p = &yesterday.period;
     assert_eq!(
@@ -267,18 +256,7 @@ fn the_trend_counts_a_previous_run_whose_report_cannot_be_read() {
     store
         .finish_run(run, at(2, 10), RunStatus::Succeeded, None)
         .unwrap();
-    let digest = |now| {
-        seatwarden::report::digest::build_from_store(
-            &store,
-            "acme",
-            chrono_tz::UTC,
-            now,
-            std::time::Duration::from_secs(86_400),
-            &[],
-            "seatwarden",
-        )
-        .unwrap()
-    };
+    let digest = |now| crate::fixtures::day_digest(&store, now);
     let yesterday = digest(at(3, 8));
     assert_eq!(yesterday.period.runs, 1, "{:?}", yesterday.period);
     let today = digest(at(4, 8));

@@ -214,16 +214,7 @@ fn the_digest_lists_the_certificates_that_run_out_within_three_weeks() {
     let dir = tempfile::tempdir().unwrap();
     let store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
     let now = Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 0).unwrap();
-    let digest = seatwarden::report::digest::build_from_store(
-        &store,
-        "acme",
-        chrono_tz::UTC,
-        now,
-        std::time::Duration::from_secs(86_400),
-        &[],
-        "seatwarden",
-    )
-    .unwrap();
+    let digest = crate::fixtures::day_digest(&store, now);
     let expiry = |key: &'static str, not_after| Expiry {
         key,
         file: PathBuf::from(format!("/etc/seatwarden/{key}.pem")),
