@@ -97,6 +97,44 @@ impl Expiry {
     }
 }
 
+/// A certificate file that runs out within [`WARN_BEFORE`], or has: what the
+/// digest and `status` list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notice {
+    /// The configuration key: `directory.certificate_file`, `workspace.ca_file`, …
+    pub key: String,
+    pub file: String,
+    /// When it runs out, on the reader's clock ([`crate::model::clock_time`]).
+    pub runs_out: String,
+    pub runs_out_at: DateTime<Utc>,
+    pub expired: bool,
+    /// The line `check-config` gives it ([`Expiry::describe`]).
+    pub text: String,
+}
+
+/// The [`Notice`]s of `expiries` at `now`: those that run out within
+/// [`WARN_BEFORE`] or have, on `tz`'s clock.
+pub fn notices(expiries: &[Expiry], now: DateTime<Utc>, tz: chrono_tz::Tz) -> Vec<Notice> {
+    expiries
+        .iter()
+        .filter_map(|expiry| {
+            let expired = match expiry.standing(now) {
+                Standing::Valid => return None,
+                Standing::RunningOut => false,
+                Standing::Expired => true,
+            };
+            Some(Notice {
+                key: expiry.key.to_owned(),
+                file: expiry.file.display().to_string(),
+                runs_out: crate::model::clock_time(expiry.not_after, tz, "%Y-%m-%d %H:%M"),
+                runs_out_at: expiry.not_after,
+                expired,
+                text: crate::report::printable_field(&expiry.describe(now, tz)),
+            })
+        })
+        .collect()
+}
+
 /// The date a certificate file of `key` stops being of use (see the module
 /// docs); `None` without a certificate in it. A certificate that cannot be
 /// parsed is an error naming its place in the file.

@@ -90,6 +90,10 @@ pub struct Status {
     /// dry run found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRunLine>,
+    /// Certificate files of the configuration that run out within three weeks,
+    /// or have ([`crate::certificate`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<crate::certificate::Notice>,
     /// How people run seatwarden's commands here, for the text's hints.
     #[serde(skip)]
     pub admin_command: String,
@@ -301,6 +305,9 @@ pub struct Settings<'a> {
     /// `report.email.resolve_after`, when mail is configured: when a held
     /// resolution is due.
     pub resolve_after: Option<std::time::Duration>,
+    /// The configuration's certificate files, read now
+    /// ([`crate::certificate::of_config`]): those that run out soon are listed.
+    pub certificates: Vec<crate::certificate::Expiry>,
 }
 
 impl<'a> Settings<'a> {
@@ -322,6 +329,10 @@ impl<'a> Settings<'a> {
                 .email
                 .as_ref()
                 .and_then(|email| crate::config::parse_duration(&email.resolve_after).ok()),
+            certificates: crate::certificate::of_config(config)
+                .into_iter()
+                .flatten()
+                .collect(),
         }
     }
 }
@@ -351,6 +362,7 @@ pub fn collect(
         schedule,
         admin_command,
         resolve_after,
+        certificates,
     } = settings;
     // By the rule `report --run` tells a run by, so the two agree.
     let (last_reconcile, last_reconcile_cut_off) = match store.latest_run(&[RunKind::Reconcile])? {
@@ -541,6 +553,7 @@ pub fn collect(
         last_reconcile_cut_off,
         last_reconcile,
         dry_run,
+        certificates: crate::certificate::notices(&certificates, now, tz),
         admin_command,
     })
 }
@@ -685,6 +698,16 @@ pub fn render_text(status: &Status) -> String {
     let mut out = String::new();
     if let Some(dry_run) = &status.dry_run {
         dry_run_text(&mut out, dry_run, &status.admin_command);
+    }
+    if !status.certificates.is_empty() {
+        let _ = writeln!(
+            out,
+            "Certificates running out ({}):",
+            status.certificates.len()
+        );
+        for c in &status.certificates {
+            let _ = writeln!(out, "  - {}", c.text);
+        }
     }
     let d = &status.deprovisions;
     let _ = writeln!(
@@ -1329,6 +1352,7 @@ mod tests {
             schedule: None,
             admin_command: "seatwarden".to_owned(),
             resolve_after: Some(std::time::Duration::from_secs(3600)),
+            certificates: Vec::new(),
         };
         let status = collect(&store, at(10, 0), settings()).unwrap();
         let breaker_line = status
@@ -1424,6 +1448,7 @@ mod tests {
                 schedule: None,
                 admin_command: "sudo seatwarden-admin".to_owned(),
                 resolve_after: None,
+                certificates: Vec::new(),
             },
         )
         .unwrap();

@@ -658,27 +658,11 @@ pub struct Digest {
     /// Certificate files that run out within [`crate::certificate::WARN_BEFORE`],
     /// or have ([`Digest::with_certificates`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub certificates: Vec<CertificateLine>,
+    pub certificates: Vec<crate::certificate::Notice>,
     /// How people run seatwarden's commands here, for the lines that say where
     /// the rest of a long list is. Not part of the JSON.
     #[serde(skip)]
     pub admin_command: String,
-}
-
-/// A certificate file of the configuration that runs out soon or has
-/// ([`crate::certificate`]): an expired Entra certificate credential stops every
-/// directory read, so the digest tells it while there is time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertificateLine {
-    /// The configuration key: `directory.certificate_file`, `workspace.ca_file`, …
-    pub key: String,
-    pub file: String,
-    /// When it runs out, on the digest's clock ([`crate::model::clock_time`]).
-    pub runs_out: String,
-    pub runs_out_at: DateTime<Utc>,
-    pub expired: bool,
-    /// The line `check-config` gives it.
-    pub text: String,
 }
 
 /// What a digest under `schedule.dry_run` says first, in every form.
@@ -753,24 +737,7 @@ impl Digest {
         now: DateTime<Utc>,
     ) -> Digest {
         let tz: Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
-        self.certificates = expiries
-            .iter()
-            .filter_map(|expiry| {
-                let expired = match expiry.standing(now) {
-                    crate::certificate::Standing::Valid => return None,
-                    crate::certificate::Standing::RunningOut => false,
-                    crate::certificate::Standing::Expired => true,
-                };
-                Some(CertificateLine {
-                    key: expiry.key.to_owned(),
-                    file: expiry.file.display().to_string(),
-                    runs_out: crate::model::clock_time(expiry.not_after, tz, "%Y-%m-%d %H:%M"),
-                    runs_out_at: expiry.not_after,
-                    expired,
-                    text: clean(&expiry.describe(now, tz)),
-                })
-            })
-            .collect();
+        self.certificates = crate::certificate::notices(expiries, now, tz);
         self
     }
 

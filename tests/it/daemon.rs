@@ -1455,6 +1455,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
             schedule: None,
             admin_command: "seatwarden".into(),
             resolve_after: None,
+            certificates: Vec::new(),
         },
     )
     .unwrap();
@@ -3529,6 +3530,7 @@ async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
                 schedule: None,
                 admin_command: "seatwarden".into(),
                 resolve_after: None,
+                certificates: Vec::new(),
             },
         )
         .unwrap()

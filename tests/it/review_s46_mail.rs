@@ -282,6 +282,7 @@ async fn status_says_when_the_next_delivery_attempt_is() {
                 schedule: None,
                 admin_command: "sudo -u seatwarden seatwarden".to_owned(),
                 resolve_after: None,
+                certificates: Vec::new(),
             },
         )
         .unwrap()

@@ -182,6 +182,24 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
         digest("html")
     );
 
+    // `status` too, first thing, and `/status` (as `status --format json`).
+    let status = daemon.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.starts_with(
+            "Certificates running out (1):\n  - workspace.ca_file: its CA certificates expired \
+             at 2020-01-01 01:00 +01:00 (CET)"
+        ),
+        "{text}"
+    );
+    let status = daemon.cli(&["status", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        json["certificates"][0]["key"], "workspace.ca_file",
+        "{json:#}"
+    );
+    assert_eq!(json["certificates"][0]["expired"], true, "{json:#}");
+
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("expired-ca.pem", "ca.pem");
@@ -199,6 +217,9 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
     );
     let text = digest("text");
     assert!(!text.contains("Certificates running out"), "{text}");
+    let status = daemon.cli(&["status", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(json.get("certificates").is_none(), "{json:#}");
     let (_, log) = daemon.terminate();
     // Valid for a century: nothing to warn of after the reload.
     assert_eq!(log.matches("certificate expired").count(), 1, "{log}");

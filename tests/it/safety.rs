@@ -1736,6 +1736,7 @@ async fn a_workspace_group_no_mapping_gives_to_anyone_is_not_emptied_without_a_h
             schedule: None,
             admin_command: "seatwarden".into(),
             resolve_after: None,
+            certificates: Vec::new(),
         },
     )
     .unwrap();
@@ -3201,6 +3202,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
             schedule: None,
             admin_command: "seatwarden".into(),
             resolve_after: None,
+            certificates: Vec::new(),
         },
     )
     .unwrap();

@@ -82,6 +82,7 @@ fn status_and_digest_name_the_run_holding_a_guards_hold() {
             schedule: None,
             admin_command: "seatwarden".to_owned(),
             resolve_after: None,
+            certificates: Vec::new(),
         },
     )
     .unwrap();
