@@ -3,10 +3,11 @@
 //! refuse every token request, so every directory read fails and nobody who
 //! leaves is deactivated; a `ca_file` whose CAs have all expired makes every TLS
 //! handshake with that server fail. Both are dates known in advance:
-//! `check-config` shows each certificate file's, the daemon warns at its start
-//! and at each reload while one runs out within [`WARN_BEFORE`], and `/metrics`
-//! exports them (`seatwarden_certificate_expiry_timestamp_seconds{key}`) for an
-//! alert.
+//! `check-config` shows each certificate file's (and fails on one past); the
+//! daemon warns at its start and at each reload while one runs out within
+//! [`WARN_BEFORE`]; the digest and `status` list those ([`notices`]); and
+//! `/metrics` exports every date (`seatwarden_certificate_expiry_timestamp_seconds{key}`)
+//! for an alert.
 //!
 //! A file's date ([`usable_until`]): for a certificate credential, the first
 //! certificate's (the one registered on the app; a chain may follow it); for a
@@ -19,7 +20,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::config::Config;
 
-/// How long before a certificate runs out the daemon and `check-config` warn.
+/// How long before a certificate runs out the daemon, `check-config`, the
+/// digest and `status` tell it.
 pub const WARN_BEFORE: Duration = Duration::days(21);
 
 /// The configuration key of an Entra certificate credential.
@@ -53,8 +55,10 @@ impl Expiry {
         }
     }
 
-    /// `directory.certificate_file: valid until 2027-03-01 09:00 +01:00 (CET), in
-    /// 86 days`, on `tz`'s clock; "expired" instead once it has.
+    /// `directory.certificate_file: the certificate credential valid until
+    /// 2027-03-01 09:00 +01:00 (CET), in 86 days (FILE)`, on `tz`'s clock, with
+    /// what to do once it runs out within [`WARN_BEFORE`]; `… expired at …` once
+    /// it has.
     pub fn describe(&self, now: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
         let at = crate::model::clock_time(self.not_after, tz, "%Y-%m-%d %H:%M");
         let what = match self.key {
@@ -161,8 +165,9 @@ pub fn usable_until(key: &str, pem: &[u8]) -> Result<Option<DateTime<Utc>>, Stri
 }
 
 /// The certificate files of `config` (the credential and every `ca_file`), each
-/// read now: a file that cannot be read or parsed is left out with its error
-/// (`check-config` and the runs report it where it is used).
+/// read now; one that cannot be read or parsed as its key and error (the runs
+/// and `check-config` report it where it is used, naming the key), one without a
+/// certificate not at all.
 pub fn of_config(config: &Config) -> Vec<Result<Expiry, (&'static str, String)>> {
     config
         .files()
