@@ -114,7 +114,8 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "Unix time each certificate file the configuration names stops being of use, by \
          configuration key (directory.certificate_file: the credential's notAfter, which \
          Entra refuses after; a ca_file: its latest CA's), read at each scrape; absent \
-         without such a file.",
+         without such a file, NaN once its file cannot be read or a reload removed the \
+         key.",
     ),
     (
         "seatwarden_build_info",

@@ -391,6 +391,30 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// `seatwarden_certificate_expiry_timestamp_seconds`, from the files as they are
+/// now. The exporter keeps a series once set and cannot drop one: a key whose
+/// file can no longer be read, or that a reload removed, is set to NaN (which
+/// no alert's comparison holds for) rather than left at a date that is no
+/// longer true.
+fn certificate_gauges(config: &crate::config::Config) {
+    static EXPORTED: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let Ok(mut exported) = EXPORTED.lock() else {
+        return;
+    };
+    let mut dated = std::collections::BTreeSet::new();
+    for expiry in crate::certificate::of_config(config).into_iter().flatten() {
+        metrics::gauge!("seatwarden_certificate_expiry_timestamp_seconds", "key" => expiry.key)
+            .set(expiry.not_after.timestamp() as f64);
+        dated.insert(expiry.key);
+    }
+    for key in exported.difference(&dated) {
+        metrics::gauge!("seatwarden_certificate_expiry_timestamp_seconds", "key" => *key)
+            .set(f64::NAN);
+    }
+    exported.extend(dated);
+}
+
 /// The gauges read from the state database at each scrape.
 fn refresh_gauges(shared: &Shared) {
     let now = shared.now();
@@ -416,10 +440,7 @@ fn refresh_gauges(shared: &Shared) {
         metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
     }
     let config = shared.config();
-    for expiry in crate::certificate::of_config(&config).into_iter().flatten() {
-        metrics::gauge!("seatwarden_certificate_expiry_timestamp_seconds", "key" => expiry.key)
-            .set(expiry.not_after.timestamp() as f64);
-    }
+    certificate_gauges(&config);
     if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
         metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
     }

@@ -271,3 +271,53 @@ fn the_digest_lists_the_certificates_that_run_out_within_three_weeks() {
         digest.render_text()
     );
 }
+
+/// The exporter keeps a series once set: a file that can no longer be read, or
+/// a reload that drops its key, must not leave the last date behind, or
+/// `SeatwardenCertificateExpiring` fires (and turns critical) for a file
+/// seatwarden no longer uses, until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_file_gone_or_dropped_by_a_reload_leaves_no_date_behind() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
+    let ca_file = dir.path().join("ca-in-use.pem");
+    std::fs::copy(fixture("expired-ca.pem"), &ca_file).unwrap();
+    let config = config_with_ca_file(dir.path(), &ca_file);
+    let mut daemon = start_daemon(dir.path(), env);
+    daemon.listening().await;
+    let series = "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
+    assert_eq!(
+        metric(&daemon.get("/metrics").1, series),
+        Some(EXPIRED_CA_END as f64)
+    );
+    // No date an alert could compare: absent, or NaN (which compares false).
+    let dateless = |value: Option<f64>| value.is_none_or(f64::is_nan);
+
+    std::fs::remove_file(&ca_file).unwrap();
+    let value = metric(&daemon.get("/metrics").1, series);
+    assert!(dateless(value), "{value:?}");
+
+    std::fs::copy(fixture("expired-ca.pem"), &ca_file).unwrap();
+    assert_eq!(
+        metric(&daemon.get("/metrics").1, series),
+        Some(EXPIRED_CA_END as f64)
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .lines()
+        .filter(|line| !line.starts_with("ca_file = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
+        .status();
+    wait_for("the reload", Duration::from_secs(30), || {
+        daemon.logged("configuration reloaded")
+    })
+    .await;
+    let value = metric(&daemon.get("/metrics").1, series);
+    assert!(dateless(value), "{value:?}");
+    let _ = daemon.terminate();
+}
