@@ -169,14 +169,27 @@ pub fn usable_until(key: &str, pem: &[u8]) -> Result<Option<DateTime<Utc>>, Stri
 /// and `check-config` report it where it is used, naming the key), one without a
 /// certificate not at all.
 pub fn of_config(config: &Config) -> Vec<Result<Expiry, (&'static str, String)>> {
+    of_files(&files(config))
+}
+
+/// The certificate files of `config` by key, without reading them.
+pub fn files(config: &Config) -> Vec<(&'static str, PathBuf)> {
     config
         .files()
         .into_iter()
         .filter(|(key, _)| *key == CREDENTIAL_KEY || key.ends_with(".ca_file"))
+        .map(|(key, file)| (key, file.to_owned()))
+        .collect()
+}
+
+/// [`of_config`] of the [`files`] of a configuration, each read now.
+pub fn of_files(files: &[(&'static str, PathBuf)]) -> Vec<Result<Expiry, (&'static str, String)>> {
+    files
+        .iter()
         .filter_map(|(key, file)| match read(key, file) {
             Ok(Some(expiry)) => Some(Ok(expiry)),
             Ok(None) => None,
-            Err(e) => Some(Err((key, e))),
+            Err(e) => Some(Err((*key, e))),
         })
         .collect()
 }

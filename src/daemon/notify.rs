@@ -213,9 +213,10 @@ pub struct Notifier {
     cool_down: std::time::Duration,
     /// `schedule.dry_run`: the digest says nothing is acted on.
     dry_run: bool,
-    /// When the certificate files run out, for the digest
-    /// ([`Digest::with_certificates`](crate::report::digest::Digest::with_certificates)).
-    certificates: Vec<crate::certificate::Expiry>,
+    /// The certificate files, read when a digest is built (off the async
+    /// workers, where the notifier is made at each job's start) for
+    /// [`Digest::with_certificates`](crate::report::digest::Digest::with_certificates).
+    certificate_files: Vec<(&'static str, std::path::PathBuf)>,
 }
 
 impl Notifier {
@@ -236,10 +237,7 @@ impl Notifier {
             admin_command: config.admin_command(),
             cool_down: config.circuit_settings().cool_down,
             dry_run: config.schedule.dry_run,
-            certificates: crate::certificate::of_config(config)
-                .into_iter()
-                .flatten()
-                .collect(),
+            certificate_files: crate::certificate::files(config),
         })
     }
 
@@ -297,7 +295,13 @@ impl Notifier {
             &self.admin_command,
         )
         .map_err(|e| e.to_string())?
-        .with_certificates(&self.certificates, now);
+        .with_certificates(
+            &crate::certificate::of_files(&self.certificate_files)
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            now,
+        );
         let digest = if self.dry_run {
             digest.in_dry_run()
         } else {

@@ -321,3 +321,55 @@ async fn a_certificate_file_gone_or_dropped_by_a_reload_leaves_no_date_behind() 
     assert!(dateless(value), "{value:?}");
     let _ = daemon.terminate();
 }
+
+/// The daemon builds a notifier at each job's start, on the async workers; the
+/// certificate files are read when the digest is built (off them), so the
+/// digest tells the files as they are then, not as they were when the notifier
+/// was made.
+#[test]
+fn the_digest_reads_the_certificate_files_when_it_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca-in-use.pem");
+    std::fs::copy(fixture("ca.pem"), &ca_file).unwrap();
+    let config_path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
+             ca_file = {:?}\n\
+             [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+             to = [\"sec@example.com\"]\n",
+            ca_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config =
+        seatwarden::config::Config::load_with_env(&config_path, Some(Default::default())).unwrap();
+    let notifier = seatwarden::daemon::notify::Notifier::from_config(&config).unwrap();
+    std::fs::copy(fixture("expired-ca.pem"), &ca_file).unwrap();
+    let mut store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
+    notifier
+        .queue_digest(
+            &mut store,
+            chrono::Utc::now(),
+            chrono::Duration::days(1),
+            None,
+            &[],
+        )
+        .unwrap();
+    let digest = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.message.kind == seatwarden::store::OutboxKind::Digest)
+        .unwrap();
+    assert!(
+        digest
+            .message
+            .text
+            .contains("workspace.ca_file: its CA certificates expired at"),
+        "{}",
+        digest.message.text
+    );
+}
