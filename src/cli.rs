@@ -960,8 +960,6 @@ fn describe(error: &anyhow::Error) -> String {
     crate::report::printable(&out, true).into_owned()
 }
 
-/// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
-/// exit 1 when any failed or was throttled, after every side was tried.
 /// `check-config`'s lines about the certificate files (when each runs out,
 /// [`crate::certificate`]); whether one has expired.
 fn certificates_text(config: &Config, now: chrono::DateTime<chrono::Utc>) -> bool {
@@ -992,6 +990,8 @@ fn certificates_text(config: &Config, now: chrono::DateTime<chrono::Utc>) -> boo
     expired
 }
 
+/// `check-config --connect`: one line a side on stderr ([`crate::connect`]);
+/// exit 1 when any failed or was throttled, after every side was tried.
 fn check_connections(config: &Config) -> anyhow::Result<u8> {
     eprintln!(
         "connections (read-only; nothing is written or sent; {}):",
