@@ -1,8 +1,11 @@
 //! When the certificates seatwarden is given run out. An expired
 //! `directory.certificate_file` (an Entra certificate credential) makes Entra
 //! refuse every token request, so every directory read fails and nobody who
-//! leaves is deactivated; a `ca_file` whose CAs have all expired makes every TLS
-//! handshake with that server fail. Both are dates known in advance:
+//! leaves is deactivated. A `ca_file`'s CAs are trusted as they are (rustls does
+//! not check a trust anchor's own dates), but the server certificates a CA
+//! issued seldom outlive it, and once those expire every TLS handshake with
+//! that server fails: a CA's end date is when to have its successor's
+//! certificates in place. Both are dates known in advance:
 //! `check-config` shows each certificate file's (and fails on one past); the
 //! daemon warns at its start and at each reload while one runs out within
 //! [`WARN_BEFORE`]; the digest and `status` list those ([`notices`]); and

@@ -74,7 +74,7 @@ fn the_fixtures_dates_are_the_ones_these_tests_expect() {
 
 /// `check-config` says when each certificate file runs out, on
 /// `report.timezone`'s clock, and fails (exit 1, after printing everything) when
-/// one has: every TLS handshake with that server would.
+/// one has (for a `ca_file`, the server certificates its CA issued seldom outlive it).
 #[test]
 fn check_config_gives_each_certificates_date_and_fails_on_an_expired_one() {
     let dir = tempfile::tempdir().unwrap();
