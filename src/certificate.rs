@@ -49,7 +49,8 @@ pub enum Standing {
 
 impl Expiry {
     pub fn standing(&self, now: DateTime<Utc>) -> Standing {
-        if self.not_after <= now {
+        // Valid through its notAfter second (RFC 5280 §4.1.2.5), as webpki has it.
+        if self.not_after < now {
             Standing::Expired
         } else if self.not_after - now <= WARN_BEFORE {
             Standing::RunningOut
@@ -281,7 +282,11 @@ mod tests {
             expiry.standing(before(Duration::seconds(1))),
             Standing::RunningOut
         );
-        assert_eq!(expiry.standing(test_cert_end()), Standing::Expired);
+        assert_eq!(expiry.standing(test_cert_end()), Standing::RunningOut);
+        assert_eq!(
+            expiry.standing(test_cert_end() + Duration::seconds(1)),
+            Standing::Expired
+        );
 
         let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
         assert_eq!(

@@ -961,7 +961,10 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 /// `check-config`'s lines about the certificate files (when each runs out,
-/// [`crate::certificate`]); whether one has expired.
+/// [`crate::certificate`]); whether the certificate credential has expired, which
+/// Entra refuses. An expired CA in a `ca_file` is marked but fails nothing:
+/// rustls does not check a trusted CA's dates, so the servers it issued may still
+/// be reached until their own certificates run out.
 fn certificates_text(config: &Config, now: chrono::DateTime<chrono::Utc>) -> bool {
     let certificates = crate::certificate::of_config(config);
     if certificates.is_empty() {
@@ -977,7 +980,7 @@ fn certificates_text(config: &Config, now: chrono::DateTime<chrono::Utc>) -> boo
                     crate::certificate::Standing::Valid => "",
                     crate::certificate::Standing::RunningOut => "RUNS OUT SOON ",
                     crate::certificate::Standing::Expired => {
-                        expired = true;
+                        expired |= expiry.key == crate::certificate::CREDENTIAL_KEY;
                         "EXPIRED "
                     }
                 };
@@ -1177,11 +1180,11 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     );
                 }
             }
-            let expired = certificates_text(&config, chrono::Utc::now());
-            if expired {
+            let credential_expired = certificates_text(&config, chrono::Utc::now());
+            if credential_expired {
                 eprintln!(
-                    "configuration loads, but a certificate it names has expired: see the \
-                     line marked EXPIRED: {}",
+                    "configuration loads, but its certificate credential has expired, which \
+                     Entra refuses: see the line marked EXPIRED: {}",
                     config.source.display()
                 );
             } else {
@@ -1191,7 +1194,11 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 true => check_connections(&config)?,
                 false => exit::OK,
             };
-            Ok(if expired { exit::ERROR } else { connected })
+            Ok(if credential_expired {
+                exit::ERROR
+            } else {
+                connected
+            })
         }
         Command::Plan {
             format,

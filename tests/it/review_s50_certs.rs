@@ -19,10 +19,19 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// 2126-11-10 02:46:41 UTC and 2020-01-01 00:00:00 UTC, the fixtures' notAfter
-/// (`openssl x509 -noout -enddate`).
-const VALID_CA_END: i64 = 4_949_952_401;
-const EXPIRED_CA_END: i64 = 1_577_836_800;
+/// The fixtures' notAfter (`openssl x509 -noout -enddate`), as the gauge gives it.
+fn valid_ca_end() -> f64 {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2126, 11, 10, 2, 46, 41)
+        .unwrap();
+    at.timestamp() as f64
+}
+fn expired_ca_end() -> f64 {
+    use chrono::TimeZone;
+    let at = chrono::Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    at.timestamp() as f64
+}
 
 /// The demo configuration in `dir` with `[workspace] ca_file` set to `ca_file`.
 fn config_with_ca_file(dir: &Path, ca_file: &Path) -> PathBuf {
@@ -53,30 +62,13 @@ fn check_config(config: &Path) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn the_fixtures_dates_are_the_ones_these_tests_expect() {
-    use chrono::TimeZone;
-    assert_eq!(
-        chrono::Utc
-            .with_ymd_and_hms(2126, 11, 10, 2, 46, 41)
-            .unwrap()
-            .timestamp(),
-        VALID_CA_END
-    );
-    assert_eq!(
-        chrono::Utc
-            .with_ymd_and_hms(2020, 1, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-        EXPIRED_CA_END
-    );
-}
-
 /// `check-config` says when each certificate file runs out, on
-/// `report.timezone`'s clock, and fails (exit 1, after printing everything) when
-/// one has (for a `ca_file`, the server certificates its CA issued seldom outlive it).
+/// `report.timezone`'s clock, and marks one that has. Only an expired
+/// certificate credential fails it (exit 1, after printing everything): Entra
+/// refuses it. An expired CA is marked and fails nothing: rustls does not check a
+/// trusted CA's dates, so its servers may be reached until their own run out.
 #[test]
-fn check_config_gives_each_certificates_date_and_fails_on_an_expired_one() {
+fn check_config_gives_each_certificates_date_and_fails_on_an_expired_credential() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_ca_file(dir.path(), &fixture("ca.pem"));
     let (code, stderr) = check_config(&config);
@@ -92,7 +84,7 @@ fn check_config_gives_each_certificates_date_and_fails_on_an_expired_one() {
 
     let config = config_with_ca_file(dir.path(), &fixture("expired-ca.pem"));
     let (code, stderr) = check_config(&config);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "  EXPIRED workspace.ca_file: its CA certificates expired at 2020-01-01 01:00 \
@@ -101,8 +93,39 @@ fn check_config_gives_each_certificates_date_and_fails_on_an_expired_one() {
         )),
         "{stderr}"
     );
+    assert!(stderr.contains("configuration OK"), "{stderr}");
+
+    // An Entra certificate credential that has expired fails the check.
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let entra = dir.path().join("entra.toml");
+    std::fs::write(
+        &entra,
+        format!(
+            "[workspace]\nurl = \"https://example.com/scim/v2\"\ntoken_file = {:?}\n\
+             [directory]\nkind = \"entra\"\ntenant_id = \"00000000-0000-0000-0000-000000000000\"\n\
+             client_id = \"c\"\ncertificate_file = {:?}\nprivate_key_file = {:?}\n\
+             [state]\npath = \"state.db\"\n",
+            dir.path().join("token").display().to_string(),
+            keys.join("expired-cert.pem").display().to_string(),
+            keys.join("expired-key.pem").display().to_string(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), "t").unwrap();
+    let (code, stderr) = check_config(&entra);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("a certificate it names has expired: see the line marked EXPIRED"),
+        stderr.contains(
+            "  EXPIRED directory.certificate_file: the certificate credential expired at \
+             2020-01-01 01:00 +01:00 (CET)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "configuration loads, but its certificate credential has expired, which Entra \
+             refuses: see the line marked EXPIRED"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("configuration OK"), "{stderr}");
@@ -138,7 +161,7 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
     let series = "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
     assert_eq!(
         metric(&daemon.get("/metrics").1, series),
-        Some(EXPIRED_CA_END as f64)
+        Some(expired_ca_end())
     );
     wait_for(
         "the warning of the expired certificate",
@@ -213,7 +236,7 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
     .await;
     assert_eq!(
         metric(&daemon.get("/metrics").1, series),
-        Some(VALID_CA_END as f64)
+        Some(valid_ca_end())
     );
     let text = digest("text");
     assert!(!text.contains("Certificates running out"), "{text}");
@@ -289,7 +312,7 @@ async fn a_certificate_file_gone_or_dropped_by_a_reload_leaves_no_date_behind() 
     let series = "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
     assert_eq!(
         metric(&daemon.get("/metrics").1, series),
-        Some(EXPIRED_CA_END as f64)
+        Some(expired_ca_end())
     );
     // No date an alert could compare: absent, or NaN (which compares false).
     let dateless = |value: Option<f64>| value.is_none_or(f64::is_nan);
@@ -301,7 +324,7 @@ async fn a_certificate_file_gone_or_dropped_by_a_reload_leaves_no_date_behind() 
     std::fs::copy(fixture("expired-ca.pem"), &ca_file).unwrap();
     assert_eq!(
         metric(&daemon.get("/metrics").1, series),
-        Some(EXPIRED_CA_END as f64)
+        Some(expired_ca_end())
     );
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text
