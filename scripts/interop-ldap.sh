@@ -49,17 +49,6 @@ running() {
     [ -f "$pidfile" ] && pid_runs "$(cat "$pidfile")" "${our_cmdline[@]}"
 }
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "slapd and ldap-utils are not installed and this is not root: apt-get install slapd ldap-utils" >&2
-        exit 1
-    fi
-}
-
 # Installs slapd and ldap-utils. The package would set up and start a system slapd
 # on port 389: debconf is told to skip its configuration, a policy-rc.d (unless one
 # is there already) keeps the postinst from starting it, and a system slapd that
@@ -68,22 +57,7 @@ install_slapd() {
     echo "installing slapd and ldap-utils with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
-    local policy=/usr/sbin/policy-rc.d ours=0 rc=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\n# scripts/interop-ldap.sh: no service starts while slapd installs\nexit 101\n' |
-            as_root tee "$policy" >/dev/null
-        as_root chmod 755 "$policy"
-        ours=1
-    fi
-    # Each download is tried up to three more times: a mirror that drops a
-    # connection once should not fail the suite.
-    local apt=(apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends slapd ldap-utils)
-    as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}" || {
-        as_root apt-get -o Acquire::Retries=3 update -q &&
-            as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}"
-    } || rc=$?
-    [ "$ours" = 1 ] && as_root rm -f "$policy"
-    [ "$rc" = 0 ] || exit "$rc"
+    apt_install_quietly slapd ldap-utils
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
         as_root systemctl disable --now slapd >/dev/null 2>&1 || true
     fi

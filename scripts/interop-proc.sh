@@ -3,7 +3,47 @@
 # and who listens on a port. A pid file can outlive its process (a crash, a reboot,
 # a killed CI job), and the kernel reuses pids: before it is signalled, a pid must
 # still run the program the script started, and a server that answers on the port
-# must be the one just started, not a leftover from an earlier run.
+# must be the one just started, not a leftover from an earlier run. Also how a
+# Debian package a script needs is installed (apt_install_quietly).
+
+# as_root COMMAND…: runs it as root: directly, or through sudo.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "this needs root, and there is no sudo: $*" >&2
+        exit 1
+    fi
+}
+
+# apt_install_quietly PACKAGE…: apt-get installs them without starting the
+# services they ship: a policy-rc.d (unless one is there already) keeps their
+# postinst from starting one (a system slapd on 389, a Prometheus on 9090). Each
+# download is tried up to three more times (a mirror that drops a connection
+# once should not fail the suite); a failed install is tried again once after an
+# apt-get update. apt's output goes to stderr.
+apt_install_quietly() {
+    local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# seatwarden interop scripts: no service starts while packages install\nexit 101\n' |
+            as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        ours=1
+    fi
+    local apt=(apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends "$@")
+    {
+        as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}" || {
+            as_root apt-get -o Acquire::Retries=3 update -q &&
+                as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}"
+        }
+    } >&2 || rc=$?
+    if [ "$ours" = 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    return "$rc"
+}
 
 # pid_runs PID FRAGMENT…: PID is alive and its command line (arguments joined by
 # spaces, with one after the last) contains every FRAGMENT.
