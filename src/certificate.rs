@@ -143,6 +143,19 @@ pub fn notices(expiries: &[Expiry], now: DateTime<Utc>, tz: chrono_tz::Tz) -> Ve
         .collect()
 }
 
+/// `Certificates running out (N):` and a line each, as the digest's and
+/// `status`'s text give them; nothing without a notice.
+pub fn notices_text(notices: &[Notice]) -> String {
+    if notices.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("Certificates running out ({}):\n", notices.len());
+    for notice in notices {
+        text.push_str(&format!("  - {}\n", notice.text));
+    }
+    text
+}
+
 /// The date a certificate file of `key` stops being of use (see the module
 /// docs); `None` without a certificate in it. A certificate that cannot be
 /// parsed is an error naming its place in the file.

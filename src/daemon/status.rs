@@ -699,16 +699,7 @@ pub fn render_text(status: &Status) -> String {
     if let Some(dry_run) = &status.dry_run {
         dry_run_text(&mut out, dry_run, &status.admin_command);
     }
-    if !status.certificates.is_empty() {
-        let _ = writeln!(
-            out,
-            "Certificates running out ({}):",
-            status.certificates.len()
-        );
-        for c in &status.certificates {
-            let _ = writeln!(out, "  - {}", c.text);
-        }
-    }
+    out.push_str(&crate::certificate::notices_text(&status.certificates));
     let d = &status.deprovisions;
     let _ = writeln!(
         out,

@@ -1398,14 +1398,11 @@ impl Digest {
             let _ = writeln!(out, "  {line}");
         }
         if !self.certificates.is_empty() {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "\nCertificates running out ({}):",
-                self.certificates.len()
+                "\n{}",
+                crate::certificate::notices_text(&self.certificates)
             );
-            for c in &self.certificates {
-                let _ = writeln!(out, "  - {}", c.text);
-            }
         }
         if !self.overdue.is_empty() {
             let _ = writeln!(out, "\nOverdue deprovisions ({}):", self.overdue.len());

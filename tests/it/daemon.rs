@@ -142,6 +142,20 @@ impl Daemon {
         &self.config
     }
 
+    /// SIGHUP (the shell builtin), then waits until the daemon has logged one
+    /// more `configuration reloaded` than before it.
+    pub(crate) async fn reload(&self) {
+        let reloaded = "configuration reloaded";
+        let before = self.log.lock().unwrap().matches(reloaded).count();
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -HUP {}", self.child.id())])
+            .status();
+        wait_for("the reload", Duration::from_secs(30), || {
+            self.log.lock().unwrap().matches(reloaded).count() > before
+        })
+        .await;
+    }
+
     pub(crate) fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().contains(text)
     }

@@ -227,13 +227,7 @@ async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date(
         .unwrap()
         .replace("expired-ca.pem", "ca.pem");
     std::fs::write(&config, text).unwrap();
-    let _ = Command::new("sh")
-        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
-        .status();
-    wait_for("the reload", Duration::from_secs(30), || {
-        daemon.logged("configuration reloaded")
-    })
-    .await;
+    daemon.reload().await;
     assert_eq!(
         metric(&daemon.get("/metrics").1, series),
         Some(valid_ca_end())
@@ -333,13 +327,7 @@ async fn a_certificate_file_gone_or_dropped_by_a_reload_leaves_no_date_behind() 
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&config, text).unwrap();
-    let _ = Command::new("sh")
-        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
-        .status();
-    wait_for("the reload", Duration::from_secs(30), || {
-        daemon.logged("configuration reloaded")
-    })
-    .await;
+    daemon.reload().await;
     let value = metric(&daemon.get("/metrics").1, series);
     assert!(dateless(value), "{value:?}");
     let _ = daemon.terminate();
