@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use seatwarden::sandbox::Faults;
+use seatwarden::sandbox::{Faults, Sandbox};
 
-use crate::daemon::{daemon_env, demo_sandbox, metric, start_daemon, wait_for};
+use crate::daemon::{Daemon, daemon_env, demo_sandbox, metric, start_daemon, wait_for};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,6 +48,24 @@ fn config_with_ca_file(dir: &Path, ca_file: &Path) -> PathBuf {
     );
     std::fs::write(&config, text).unwrap();
     config
+}
+
+/// The series of `workspace.ca_file`'s date.
+const CA_FILE_SERIES: &str =
+    "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
+
+/// A daemon on the demo configuration with `[workspace] ca_file = ca_file`, once
+/// it listens and its gauge carries `ca_file`'s date; and the configuration file.
+async fn daemon_with_ca_file(dir: &Path, sandbox: &Sandbox, ca_file: &Path) -> (Daemon, PathBuf) {
+    let env = daemon_env(dir, sandbox, "0 0 1 1 *");
+    let config = config_with_ca_file(dir, ca_file);
+    let mut daemon = start_daemon(dir, env);
+    daemon.listening().await;
+    assert_eq!(
+        metric(&daemon.get("/metrics").1, CA_FILE_SERIES),
+        Some(expired_ca_end())
+    );
+    (daemon, config)
 }
 
 fn check_config(config: &Path) -> (Option<i32>, String) {
@@ -154,15 +172,9 @@ fn check_config_gives_each_certificates_date_and_fails_on_an_expired_credential(
 async fn the_daemon_warns_of_an_expired_certificate_and_exports_each_files_date() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
-    let config = config_with_ca_file(dir.path(), &fixture("expired-ca.pem"));
-    let mut daemon = start_daemon(dir.path(), env);
-    daemon.listening().await;
-    let series = "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
-    assert_eq!(
-        metric(&daemon.get("/metrics").1, series),
-        Some(expired_ca_end())
-    );
+    let (daemon, config) =
+        daemon_with_ca_file(dir.path(), &sandbox, &fixture("expired-ca.pem")).await;
+    let series = CA_FILE_SERIES;
     wait_for(
         "the warning of the expired certificate",
         Duration::from_secs(30),
@@ -297,17 +309,10 @@ fn the_digest_lists_the_certificates_that_run_out_within_three_weeks() {
 async fn a_certificate_file_gone_or_dropped_by_a_reload_leaves_no_date_behind() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
     let ca_file = dir.path().join("ca-in-use.pem");
     std::fs::copy(fixture("expired-ca.pem"), &ca_file).unwrap();
-    let config = config_with_ca_file(dir.path(), &ca_file);
-    let mut daemon = start_daemon(dir.path(), env);
-    daemon.listening().await;
-    let series = "seatwarden_certificate_expiry_timestamp_seconds{key=\"workspace.ca_file\"}";
-    assert_eq!(
-        metric(&daemon.get("/metrics").1, series),
-        Some(expired_ca_end())
-    );
+    let (daemon, config) = daemon_with_ca_file(dir.path(), &sandbox, &ca_file).await;
+    let series = CA_FILE_SERIES;
     // No date an alert could compare: absent, or NaN (which compares false).
     let dateless = |value: Option<f64>| value.is_none_or(f64::is_nan);
 
