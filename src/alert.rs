@@ -1424,6 +1424,7 @@ pub(crate) mod tests {
             last_error: error.map(str::to_owned),
             held: held.map(str::to_owned),
             returned_at: None,
+            excepted_until: None,
         };
         let mail = settings();
         let context = AlertContext {
@@ -2224,6 +2225,7 @@ pub(crate) mod tests {
             last_error: None,
             held: Some("deprovision threshold".into()),
             returned_at: None,
+            excepted_until: None,
         };
         let mail = settings();
         let context = AlertContext {

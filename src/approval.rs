@@ -1105,8 +1105,8 @@ pub async fn approve(
     let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
         let protected = match store.load_directory_snapshot(run)? {
-            Some(directory) => safety::plan_settings(config, &directory).protected,
-            None => Protected::new(&config.safety.protected),
+            Some(directory) => safety::plan_settings(config, &directory, now).protected,
+            None => config.plan_settings(now).protected,
         };
         // People a sweep or a reconcile has seen with access again since the run:
         // their held deprovision is for someone who is no longer leaving.
@@ -1874,7 +1874,7 @@ pub fn link_checked(
         // own userName; an email protects neither. An account whose email alone
         // matched a protected name passed for protected here, so a protected
         // person was linked to an account the plan then left alone only for them.
-        let protected = safety::plan_settings(config, &directory).protected;
+        let protected = safety::plan_settings(config, &directory, now).protected;
         let person = directory.identities.iter().find(|i| i.id == identity_id);
         let account_protected = protected.matches(&account.user_name);
         let person_protected = person.is_some_and(|p| protected.matches(&p.user_name));
@@ -1918,8 +1918,14 @@ pub fn link_checked(
     {
         let links = store.links()?;
         let remembered = store.disputed_candidates()?;
-        let matched =
-            crate::export::matched_unlinked(config, &directory, &workspace, &links, &remembered);
+        let matched = crate::export::matched_unlinked(
+            config,
+            &directory,
+            &workspace,
+            &links,
+            &remembered,
+            now,
+        );
         if let Some(other) = matched
             .iter()
             .find(|l| l.account_id == account_id && l.identity_id != identity_id)

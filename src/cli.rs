@@ -1357,7 +1357,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Explain { person, live } => {
             use crate::explain;
             let store = open_existing_store(&config)?;
-            let live = match (live, explain::live_target(&store, &config, &person)?) {
+            let live = match (
+                live,
+                explain::live_target(&store, &config, &person, chrono::Utc::now())?,
+            ) {
                 (true, Some(target)) => {
                     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
                     Some(runtime()?.block_on(explain::read_live(&client, &target)))

@@ -57,7 +57,7 @@ use crate::directory::{
 use crate::guard::GuardSettings;
 use crate::model::Role;
 use crate::plan::{DeprovisionAction, PlanSettings};
-use crate::policy::{Mapping, PolicySettings, Protected, UnmatchedAccounts};
+use crate::policy::{Exception, Mapping, PolicySettings, Protected, UnmatchedAccounts};
 use crate::retry::RetryPolicy;
 use crate::schedule::Schedule;
 use crate::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
@@ -552,6 +552,19 @@ pub struct MappingConfig {
     pub role: Role,
 }
 
+/// `[[safety.exceptions]]`: one account kept as it is until a time, with the
+/// reason (see [`crate::policy::Exception`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionConfig {
+    /// The account's (or the person's directory) userName, exactly: no pattern.
+    pub user_name: String,
+    /// `2026-12-15` (through that day), `2026-12-15T17:00:00` (on the clock of
+    /// `report.timezone`) or with an offset (`2026-12-15T17:00:00+01:00`).
+    pub until: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeprovisionConfig {
@@ -707,6 +720,9 @@ pub struct SafetyConfig {
     /// Directory groups whose members are protected like `protected` names.
     #[serde(default)]
     pub protected_groups: Vec<String>,
+    /// Accounts left alone until a time, each with its reason.
+    #[serde(default)]
+    pub exceptions: Vec<ExceptionConfig>,
     #[serde(default)]
     pub circuit: CircuitConfig,
 }
@@ -734,6 +750,7 @@ impl Default for SafetyConfig {
             max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
             settle: defaults::settle(),
             protected_groups: Vec::new(),
+            exceptions: Vec::new(),
             circuit: CircuitConfig::default(),
         }
     }
@@ -1782,6 +1799,7 @@ impl Config {
             return Err(self.key_error("safety.circuit.window", "must be at least 1"));
         }
         self.validate_report()?;
+        self.exceptions()?;
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -1921,6 +1939,9 @@ impl Config {
         }
         if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
+        }
+        if let (Ok(exceptions), Ok(tz)) = (self.exceptions(), self.report_timezone()) {
+            warnings.extend(exceptions_to_look_at(&exceptions, chrono::Utc::now(), tz));
         }
         warnings.extend(mappings_repeated(&self.policy.mapping));
         let zones = std::iter::once(("schedule.timezone", &self.schedule.timezone))
@@ -3060,7 +3081,60 @@ impl Config {
 
     /// The plan settings from the configuration alone: deactivated accounts'
     /// retention clocks are the store's, filled in by the run.
-    pub fn plan_settings(&self) -> PlanSettings {
+    /// The `[[safety.exceptions]]`, their ends resolved on the clock of
+    /// `report.timezone`; an error names the entry's key.
+    pub fn exceptions(&self) -> Result<Vec<Exception>, ConfigError> {
+        if self.safety.exceptions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tz = self.report_timezone()?;
+        let mut parsed: Vec<Exception> = Vec::with_capacity(self.safety.exceptions.len());
+        for (index, entry) in self.safety.exceptions.iter().enumerate() {
+            let key = |field: &str| format!("safety.exceptions[{index}].{field}");
+            let user_name = entry.user_name.trim();
+            if user_name.is_empty() {
+                return Err(self.key_error(&key("user_name"), "is empty"));
+            }
+            if user_name.contains(['*', '?']) {
+                return Err(self.key_error(
+                    &key("user_name"),
+                    format!(
+                        "{user_name:?}: an exception names one account exactly; a pattern                          that keeps accounts for good belongs in safety.protected"
+                    ),
+                ));
+            }
+            if entry.reason.trim().is_empty() {
+                return Err(self.key_error(
+                    &key("reason"),
+                    "is empty: say why the account is kept (a ticket, who approved it);                      reports and the ledger show it",
+                ));
+            }
+            let until =
+                parse_until(&entry.until, tz).map_err(|e| self.key_error(&key("until"), e))?;
+            let folded = crate::policy::fold_user_name(user_name);
+            if let Some(earlier) = parsed
+                .iter()
+                .position(|e| crate::policy::fold_user_name(&e.user_name) == folded)
+            {
+                return Err(self.key_error(
+                    &key("user_name"),
+                    format!(
+                        "{user_name:?} is safety.exceptions[{earlier}]'s too: one exception per                          account (change the earlier entry's until and reason)"
+                    ),
+                ));
+            }
+            parsed.push(Exception {
+                user_name: user_name.to_owned(),
+                until,
+                reason: entry.reason.trim().to_owned(),
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// The plan settings at `now`: the exceptions not ended by then protect
+    /// their accounts.
+    pub fn plan_settings(&self, now: chrono::DateTime<chrono::Utc>) -> PlanSettings {
         PlanSettings {
             deprovision: self.deprovision.action,
             retention: crate::plan::Retention {
@@ -3071,7 +3145,9 @@ impl Config {
             },
             unmatched_accounts: self.policy.unmatched_accounts,
             manage_roles: self.manages_roles(),
-            protected: Protected::new(&self.safety.protected),
+            // Validated at load: an error here cannot happen.
+            protected: Protected::new(&self.safety.protected)
+                .with_exceptions(&self.exceptions().unwrap_or_default(), now),
             admin_command: self.admin_command(),
         }
     }
@@ -3961,6 +4037,84 @@ fn what_a_required_key_holds(key: &str, directory_kind: Option<String>) -> Optio
 /// An IANA time zone (`schedule.timezone`, `report.timezone`). Refused, the
 /// message names the zone meant when the name differs only in case
 /// (`europe/berlin`) or is a zone's city alone (`Berlin`), as people write them.
+/// Exceptions that ended (the entry keeps nothing any more, and reads as if it
+/// did), and those that run more than a year: an account kept that long is one
+/// to protect, which says so.
+fn exceptions_to_look_at(
+    exceptions: &[Exception],
+    now: chrono::DateTime<chrono::Utc>,
+    tz: chrono_tz::Tz,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (index, exception) in exceptions.iter().enumerate() {
+        let until = crate::report::local_minute(exception.until, tz);
+        if exception.until <= now {
+            warnings.push(format!(
+                "safety.exceptions[{index}]: the exception for {} ended at {until}: seatwarden \
+                 manages the account again (deactivates it if its person left); take the \
+                 entry out",
+                exception.user_name
+            ));
+        } else if exception.until - now > chrono::TimeDelta::days(366) {
+            warnings.push(format!(
+                "safety.exceptions[{index}]: the exception for {} runs until {until}, more than \
+                 a year: an account kept for good belongs in safety.protected",
+                exception.user_name
+            ));
+        }
+    }
+    warnings
+}
+
+/// An exception's `until`: a date keeps the account through that day (it ends
+/// at the next midnight), a time without an offset is on the clock of `tz`, and
+/// one with an offset (or `Z`) is taken as it is.
+fn parse_until(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+    let text = text.trim();
+    let accepted = "a date (2026-12-15: through that day), a time on the clock of \
+                    report.timezone (2026-12-15T17:00:00) or one with its offset \
+                    (2026-12-15T17:00:00+01:00)";
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let next = day
+            .succ_opt()
+            .ok_or_else(|| format!("{text:?}: no day follows it"))?;
+        // A zone whose clocks skip midnight that day starts it an hour later.
+        let midnight = next.and_time(chrono::NaiveTime::MIN);
+        return tz
+            .from_local_datetime(&midnight)
+            .earliest()
+            .or_else(|| {
+                tz.from_local_datetime(&(midnight + chrono::TimeDelta::hours(1)))
+                    .earliest()
+            })
+            .map(|at| at.with_timezone(&chrono::Utc))
+            .ok_or_else(|| format!("{text:?}: its end is no time on the clock of {tz}"));
+    }
+    let local = [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .ok_or_else(|| format!("{text:?} is not {accepted}"))?;
+    match tz.from_local_datetime(&local) {
+        chrono::LocalResult::Single(at) => Ok(at.with_timezone(&chrono::Utc)),
+        // Of a time the clock shows twice, the later: an exception ends no
+        // sooner than it says.
+        chrono::LocalResult::Ambiguous(_, later) => Ok(later.with_timezone(&chrono::Utc)),
+        chrono::LocalResult::None => Err(format!(
+            "{text:?} does not exist on the clock of {tz} (it is skipped when the clocks \
+             go forward): give a time with its offset"
+        )),
+    }
+}
+
 fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     if let Ok(tz) = zone.parse() {
         return Ok(tz);

@@ -444,6 +444,7 @@ pub fn live_target(
     store: &Store,
     config: &Config,
     person: &str,
+    now: DateTime<Utc>,
 ) -> Result<Option<LiveTarget>, ExplainError> {
     let Some(loaded) = Loaded::load(store)? else {
         return Ok(None);
@@ -454,6 +455,7 @@ pub fn live_target(
         &loaded.workspace,
         &loaded.links,
         &loaded.remembered,
+        now,
     );
     Ok(match loaded.find(person, &matched)? {
         (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
@@ -740,13 +742,15 @@ impl View<'_> {
         let (config, directory) = (self.config, &self.loaded.directory);
         let desired = policy::desired_state(directory, &config.policy_settings());
         let _ = writeln!(out, "\nScope");
-        let protected = safety::plan_settings(config, directory).protected;
-        let is_protected = self
-            .identity
-            .is_some_and(|i| protected.matches(&i.user_name))
-            || self
-                .account
-                .is_some_and(|a| protected.matches(&a.user_name));
+        let protected = safety::plan_settings(config, directory, self.now).protected;
+        let names = || {
+            self.identity
+                .map(|i| i.user_name.as_str())
+                .into_iter()
+                .chain(self.account.map(|a| a.user_name.as_str()))
+        };
+        let is_protected = names().any(|name| protected.permanently(name));
+        let exception = names().find_map(|name| protected.exception_for(name));
         match self.identity {
             Some(i) => {
                 if let Some(want) = desired.active.get(&i.id) {
@@ -837,6 +841,15 @@ impl View<'_> {
             let _ = writeln!(
                 out,
                 "  protected: yes (safety.protected / protected_groups): seatwarden never touches it"
+            );
+        } else if let Some(exception) = exception {
+            let _ = writeln!(
+                out,
+                "  exception: kept as it is until {} (safety.exceptions for {}): {}; then \
+                 seatwarden manages it again",
+                self.at(exception.until),
+                clean(&exception.user_name),
+                clean(&exception.reason)
             );
         }
     }
@@ -1739,7 +1752,7 @@ pub fn after_unlink(
         )),
         _ => None,
     };
-    let protected = safety::plan_settings(config, &loaded.directory).protected;
+    let protected = safety::plan_settings(config, &loaded.directory, now).protected;
     let disputed = |plan: &crate::model::Plan, account: bool| {
         plan.drift.iter().any(|d| {
             d.kind == DriftKind::DisputedMatch
@@ -2377,7 +2390,7 @@ mod tests {
         let store = Store::open(&config.state.path).unwrap();
 
         assert_eq!(
-            live_target(&store, &config, "ada@example.com").unwrap(),
+            live_target(&store, &config, "ada@example.com", Utc::now()).unwrap(),
             None
         );
         let err = explain(&config, &store, "ada@example.com", t0()).unwrap_err();

@@ -62,7 +62,9 @@ pub struct AccessRow {
     /// nobody, why: `protected` (its userName in `safety.protected` or `protected_groups`:
     /// seatwarden never touches it; a linked one says so after its reason, and
     /// its removal, when due, is one to make by hand; so does an account linked to
-    /// a protected person, protected only through them), `disputed: …` (it may be the account of the
+    /// a protected person, protected only through them; an active account an
+    /// exception in force keeps says `access kept by an exception
+    /// (safety.exceptions) until T: REASON`), `disputed: …` (it may be the account of the
     /// person named; `link`, run as `report.admin_command`, settles it; a person
     /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
@@ -318,6 +320,7 @@ pub(crate) fn matched_unlinked(
     workspace: &crate::model::WorkspaceSnapshot,
     links: &[crate::store::StoredLink],
     remembered: &[crate::model::DisputedCandidate],
+    now: DateTime<Utc>,
 ) -> Vec<crate::model::NewLink> {
     let links: Vec<crate::model::Link> = links
         .iter()
@@ -333,7 +336,7 @@ pub(crate) fn matched_unlinked(
         workspace,
         &links,
         remembered,
-        &crate::safety::plan_settings(config, directory),
+        &crate::safety::plan_settings(config, directory, now),
     )
     .new_links
 }
@@ -366,6 +369,15 @@ fn no_snapshots(config: &Config) -> ExportError {
 /// whose directory was refused as a source fault), with the writes applied since
 /// laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
+    access_at(store, config, Utc::now())
+}
+
+/// [`access`] with the exceptions (`safety.exceptions`) in force at `now`.
+pub fn access_at(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<AccessExport, ExportError> {
     let policy: &PolicySettings = &config.policy_settings();
     let admin_command = config.admin_command();
     let (run_id, run) = latest_snapshot_run(store, config)?;
@@ -379,7 +391,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     let changes = last_change_by_account(store, &links)?;
     // The snapshots are read when the run starts, before it applies anything.
     let applied = store.applied_since(run.started_at)?;
-    let protected = crate::safety::plan_settings(config, &directory).protected;
+    let protected = crate::safety::plan_settings(config, &directory, now).protected;
     // Disputes as the snapshot run found them: an account's own item, or a
     // person's, whose candidate accounts are those that may be theirs.
     let disputes = store.drift(run_id)?;
@@ -410,7 +422,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .collect();
     let link_of: HashMap<&str, &crate::store::StoredLink> =
         links.iter().map(|l| (l.account_id.as_str(), l)).collect();
-    let new_links = matched_unlinked(config, &directory, &workspace, &links, &remembered);
+    let new_links = matched_unlinked(config, &directory, &workspace, &links, &remembered, now);
     let matched: HashMap<&str, &str> = new_links
         .iter()
         .map(|l| (l.account_id.as_str(), l.identity_id.as_str()))
@@ -433,7 +445,8 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     // By its own userName, as a reconcile judges it: an account whose email alone
     // matches a protected name is deactivated like any orphan, so calling it
     // protected would tell the reviewer the opposite of what happens to it.
-    let is_protected = |account: &Account| protected.matches(&account.user_name);
+    // An exception in force is no protection to report: it ends.
+    let is_protected = |account: &Account| protected.permanently(&account.user_name);
     let unlinked = |account: &Account| -> String {
         if is_protected(account) {
             return "protected".to_owned();
@@ -530,11 +543,29 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
             // PERSON lists it.
             let through_person = deleted.is_none()
                 && !is_protected(account)
-                && identity.is_some_and(|i| protected.matches(&i.user_name));
+                && identity.is_some_and(|i| protected.permanently(&i.user_name));
+            let exception = [
+                Some(account.user_name.as_str()),
+                identity.map(|i| i.user_name.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(|name| protected.exception_for(name));
+            let kept = exception.map(|e| {
+                format!(
+                    "access kept by an exception (safety.exceptions) until {}: {}; seatwarden \
+                     removes it then",
+                    e.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    e.reason
+                )
+            });
             // A protected account is never written to: a removal "due" would never
             // come, and a reviewer must know it is theirs to take away.
-            let removal = |active: bool| {
-                if active && is_protected(account) {
+            let removal = |active: bool| -> Cow<'static, str> {
+                if let (true, Some(kept)) = (active, &kept) {
+                    return Cow::Owned(kept.clone());
+                }
+                Cow::Borrowed(if active && is_protected(account) {
                     "access due to be removed by hand: the account is protected \
                      (safety.protected / protected_groups), which seatwarden never changes"
                 } else if active && through_person {
@@ -543,7 +574,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                      their accounts"
                 } else {
                     removal(active)
-                }
+                })
             };
             let justification = match (identity_id, identity) {
                 // Not as the snapshot read it (an account that exists, linked to

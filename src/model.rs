@@ -1025,6 +1025,10 @@ pub struct Plan {
     /// drift item stands for them, so without this nobody would see them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_by_person: Vec<ProtectedByPerson>,
+    /// Active accounts kept only by an exception in force, sorted by account id
+    /// ([`ExceptedAccount`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excepted: Vec<ExceptedAccount>,
     /// The active accounts each disputed person may have, sorted: what the store
     /// remembers so that a disputed person deleted from the directory is still
     /// tied to them (the next plan's `remembered` input). Not part of the stored
@@ -1085,6 +1089,36 @@ pub struct DisputedLeaver {
     pub accounts: Vec<String>,
     /// Those of `accounts` that are active: never empty.
     pub active: Vec<String>,
+}
+
+/// A time-bound exception (`[[safety.exceptions]]`): one userName that seatwarden
+/// leaves as it is, as if protected, until `until`; from then on the account is
+/// managed like any other (a leaver's is deprovisioned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// As configured (trimmed); compared folded, like a protected name.
+    pub user_name: String,
+    pub until: chrono::DateTime<chrono::Utc>,
+    /// Why access is kept (a ticket, who approved it): shown wherever the
+    /// exception keeps an account.
+    pub reason: String,
+}
+
+/// An active account a plan leaves alone only because an exception in force
+/// names it (or its person), while without the exception its access would be
+/// taken away: its person lost access in the directory, or no one in the
+/// directory owns it. The report lists it every run until the exception ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptedAccount {
+    pub account_id: String,
+    /// The account's own userName.
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<String>,
+    /// Why it would lose access: "deprovisioned in the directory", "identity was
+    /// deleted from the directory", "no directory identity matches this account".
+    pub why: String,
+    pub exception: Exception,
 }
 
 /// An account the plan leaves alone only because the person it is tied to is

@@ -145,9 +145,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
-    DisputedCandidate, DisputedLeaver, DriftItem, DriftKind, GroupRef, Identity, IdentityStatus,
-    Link, LinkMethod, NewLink, Plan, ProtectedByPerson, UserNameConflict, WorkspaceGroup,
-    WorkspaceSnapshot,
+    DisputedCandidate, DisputedLeaver, DriftItem, DriftKind, ExceptedAccount, GroupRef, Identity,
+    IdentityStatus, Link, LinkMethod, NewLink, Plan, ProtectedByPerson, UserNameConflict,
+    WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
@@ -307,7 +307,10 @@ pub fn plan(
         mut disputed_leavers,
         mut disputed_candidates,
         mut protected_by_person,
+        mut excepted,
     } = planner.out;
+    excepted.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id));
+    excepted.dedup_by(|a, b| a.account_id == b.account_id);
     // A primary account matched this run carries its rule; a stored link none.
     // Few people are protected: the new links are read once, only for them.
     if !protected_by_person.is_empty() {
@@ -405,6 +408,7 @@ pub fn plan(
         disputed_leavers,
         disputed_candidates,
         protected_by_person,
+        excepted,
     }
 }
 
@@ -1378,6 +1382,7 @@ struct Out {
     disputed_leavers: Vec<DisputedLeaver>,
     disputed_candidates: Vec<DisputedCandidate>,
     protected_by_person: Vec<ProtectedByPerson>,
+    excepted: Vec<ExceptedAccount>,
 }
 
 /// Per-account flags.
@@ -1539,6 +1544,23 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
 
     fn flagged(&self, slot: u32, flag: u8) -> bool {
         self.flags.get(slot as usize).is_some_and(|f| f & flag != 0)
+    }
+
+    /// Lists an active account that only an exception in force keeps from losing
+    /// access (`why`); one protected for good is not listed.
+    fn except(&mut self, account: &Account, identity_id: Option<&str>, why: &str) {
+        if !account.active {
+            return;
+        }
+        if let Some(exception) = self.settings.protected.exception_for(&account.user_name) {
+            self.out.excepted.push(ExceptedAccount {
+                account_id: account.id.clone(),
+                user_name: account.user_name.clone(),
+                identity_id: identity_id.map(str::to_owned),
+                why: why.to_owned(),
+                exception: exception.clone(),
+            });
+        }
     }
 
     fn untouchable(&mut self, account: &Account) {
@@ -1859,8 +1881,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 (false, Some(reason)) => Some(LossReason::from(reason)),
                 (false, None) => m.identity(key).is_none().then_some(LossReason::Deleted),
             };
+            let exception = self.settings.protected.exception_for(protected_name);
             let mut shielded = |account: &Account, duplicate: bool, method: Option<LinkMethod>| {
-                if !self.protected(&account.user_name) {
+                if let Some(exception) = exception {
+                    // Kept for a time, not for good: listed while it keeps
+                    // access the person has lost, and no remedy is due.
+                    if let (Some(lost), true) = (lost, account.active) {
+                        self.out.excepted.push(ExceptedAccount {
+                            account_id: account.id.clone(),
+                            user_name: account.user_name.clone(),
+                            identity_id: Some(identity_id.to_owned()),
+                            why: lost.to_string(),
+                            exception: exception.clone(),
+                        });
+                    }
+                } else if !self.protected(&account.user_name) {
                     self.out.protected_by_person.push(ProtectedByPerson {
                         account_id: account.id.clone(),
                         account_user_name: account.user_name.clone(),
@@ -2083,6 +2118,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         suspended: bool,
     ) {
         if self.protected(&account.user_name) {
+            self.except(account, Some(identity_id), why);
             self.untouchable(account);
             return;
         }
@@ -2157,6 +2193,9 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 continue;
             }
             if self.protected(&account.user_name) {
+                if self.settings.unmatched_accounts == UnmatchedAccounts::Deactivate {
+                    self.except(account, None, "no directory identity matches this account");
+                }
                 self.untouchable(account);
                 continue;
             }

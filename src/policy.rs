@@ -892,9 +892,12 @@ pub fn fold_group_name(name: &str) -> String {
     crate::model::compose(name.trim()).to_lowercase()
 }
 
+pub use crate::model::Exception;
+
 /// Protected accounts: exact userNames or glob patterns (`*` any run of characters,
 /// `?` exactly one), all compared case-insensitively because workspaces fold
-/// userName case.
+/// userName case; and the exceptions in force at the time they were given
+/// ([`Protected::with_exceptions`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Protected {
     /// Lower-cased patterns, as chars so `?` matches one character, not one byte.
@@ -903,6 +906,8 @@ pub struct Protected {
     /// person puts in their own email is a character, not a pattern that would
     /// protect everyone else.
     names: HashSet<String>,
+    /// Exceptions not yet ended, by folded userName.
+    exceptions: HashMap<String, Exception>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -927,6 +932,7 @@ impl Protected {
                 })
                 .collect(),
             names: HashSet::new(),
+            exceptions: HashMap::new(),
         }
     }
 
@@ -950,20 +956,60 @@ impl Protected {
                 .any(|g| wanted.contains(&fold_group_name(g)))
             {
                 for name in std::iter::once(&identity.user_name).chain(identity.email.as_ref()) {
-                    self.names.insert(fold_name(name));
+                    self.names.insert(fold_user_name(name));
                 }
             }
         }
         self
     }
 
-    /// Case-insensitive (full Unicode lower-casing, character by character),
-    /// composed (NFC, [`crate::model::compose`]) and without leading or trailing
-    /// white space (a workspace account `"admin@x.com "` is the protected
-    /// `admin@x.com`); an ASCII name is matched without allocating.
+    /// Adds the exceptions that have not ended at `now` (an exception ends at its
+    /// `until`). Two for one name: the one that ends last.
+    pub fn with_exceptions(
+        mut self,
+        exceptions: &[Exception],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Protected {
+        for exception in exceptions.iter().filter(|e| e.until > now) {
+            let key = fold_user_name(&exception.user_name);
+            match self.exceptions.get(&key) {
+                Some(kept) if kept.until >= exception.until => {}
+                _ => {
+                    self.exceptions.insert(key, exception.clone());
+                }
+            }
+        }
+        self
+    }
+
+    /// The exception in force for `user_name`, compared as [`Protected::matches`]
+    /// compares, when no permanent protection ([`Protected::permanently`]) covers
+    /// it already.
+    pub fn exception_for(&self, user_name: &str) -> Option<&Exception> {
+        if self.exceptions.is_empty() {
+            return None;
+        }
+        self.exceptions
+            .get(&fold_user_name(user_name))
+            .filter(|_| !self.permanently(user_name))
+    }
+
+    /// Protected (a name, a pattern or a protected group's member) or under an
+    /// exception in force: seatwarden leaves the account alone.
     pub fn matches(&self, user_name: &str) -> bool {
+        self.permanently(user_name)
+            || (!self.exceptions.is_empty()
+                && self.exceptions.contains_key(&fold_user_name(user_name)))
+    }
+
+    /// Protected for good, not only by an exception: case-insensitive (full
+    /// Unicode lower-casing, character by character), composed (NFC,
+    /// [`crate::model::compose`]) and without leading or trailing white space (a
+    /// workspace account `"admin@x.com "` is the protected `admin@x.com`); an
+    /// ASCII name is matched without allocating.
+    pub fn permanently(&self, user_name: &str) -> bool {
         let user_name = user_name.trim();
-        if !self.names.is_empty() && self.names.contains(&fold_name(user_name)) {
+        if !self.names.is_empty() && self.names.contains(&fold_user_name(user_name)) {
             return true;
         }
         if self.patterns.is_empty() {
@@ -995,7 +1041,7 @@ impl Protected {
 /// A name folded the way [`Protected`] compares it: trimmed, composed (NFC), then
 /// full Unicode lower-casing, character by character. Each step makes more names
 /// match, which is the safe side for protection.
-fn fold_name(name: &str) -> String {
+pub fn fold_user_name(name: &str) -> String {
     crate::model::compose(name.trim())
         .chars()
         .flat_map(char::to_lowercase)
@@ -1272,6 +1318,42 @@ mod tests {
         let state = desired_state(&dir, &settings(&[]));
         assert!(state.active.is_empty());
         assert_eq!(state.inactive["a"], InactiveReason::Suspended);
+    }
+
+    #[test]
+    fn an_exception_protects_its_name_until_it_ends() {
+        use chrono::TimeZone;
+        let at = |h| chrono::Utc.with_ymd_and_hms(2026, 12, 15, h, 0, 0).unwrap();
+        let exception = |name: &str, until, reason: &str| Exception {
+            user_name: name.to_owned(),
+            until,
+            reason: reason.to_owned(),
+        };
+        let exceptions = [
+            exception("Dana@Example.com", at(17), "handover"),
+            exception("dana@example.com", at(12), "earlier entry"),
+            exception("root@example.com", at(17), "also protected"),
+        ];
+        let protected = Protected::new(&["root@*".to_owned()]);
+        let before = protected.clone().with_exceptions(&exceptions, at(11));
+        assert!(before.matches(" DANA@example.com"));
+        assert!(!before.permanently("dana@example.com"));
+        assert_eq!(
+            before
+                .exception_for("dana@EXAMPLE.com")
+                .map(|e| e.reason.as_str()),
+            Some("handover"),
+            "two for one name: the one that ends last"
+        );
+        assert!(before.matches("root@example.com"));
+        assert!(
+            before.exception_for("root@example.com").is_none(),
+            "protected for good: no exception to tell"
+        );
+        assert!(!before.matches("erin@example.com"));
+        let at_the_end = protected.with_exceptions(&exceptions, at(17));
+        assert!(!at_the_end.matches("dana@example.com"));
+        assert!(at_the_end.exception_for("dana@example.com").is_none());
     }
 
     #[test]

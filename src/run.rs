@@ -1116,8 +1116,13 @@ async fn pipeline(
 
     // Read before the snapshot is stored: that holds the store meanwhile.
     let retention_now = options.retention_as_of.map_or(now, |as_of| as_of.min(now));
-    let plan_settings =
+    let mut plan_settings =
         safety::plan_settings_at(config, &directory_snapshot, &*lock(store)?, retention_now)?;
+    if retention_now != now {
+        // Only the retention clocks wait for a clock stepped ahead; an exception
+        // ends at the time the clock shows, as in the sweep.
+        plan_settings.protected = safety::plan_settings(config, &directory_snapshot, now).protected;
+    }
     // The workspace snapshot is stored on the blocking pool while the plan is made
     // from it: on a first run over 100k accounts each takes a few hundred ms.
     let workspace_snapshot = Arc::new(workspace_snapshot);
@@ -1301,6 +1306,7 @@ async fn pipeline(
             .map(|l| l.user_name.clone())
             .collect(),
         protected_by_person: guarded.protected_by_person.clone(),
+        excepted: guarded.excepted.clone(),
     };
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;

@@ -236,9 +236,14 @@ pub fn check_source(
     }
 }
 
-/// The plan settings with `protected_groups` resolved against this directory.
-pub fn plan_settings(config: &Config, directory: &DirectorySnapshot) -> PlanSettings {
-    let mut settings = config.plan_settings();
+/// The plan settings at `now` (the exceptions in force then), with
+/// `protected_groups` resolved against this directory.
+pub fn plan_settings(
+    config: &Config,
+    directory: &DirectorySnapshot,
+    now: DateTime<Utc>,
+) -> PlanSettings {
+    let mut settings = config.plan_settings(now);
     settings.protected = settings
         .protected
         .with_members_of(&config.safety.protected_groups, directory);
@@ -253,7 +258,7 @@ pub fn plan_settings_at(
     store: &Store,
     now: DateTime<Utc>,
 ) -> Result<PlanSettings, StoreError> {
-    let mut settings = plan_settings(config, directory);
+    let mut settings = plan_settings(config, directory, now);
     settings.retention.now = now;
     if settings.deprovision == crate::plan::DeprovisionAction::Delete
         && settings.retention.delete_after > chrono::TimeDelta::zero()

@@ -49,6 +49,10 @@ pub struct LedgerEntry {
     pub held: Option<String>,
     /// After verification: when the person was seen with access again.
     pub returned_at: Option<DateTime<Utc>>,
+    /// The end of the exception (`safety.exceptions`) that last put the
+    /// deprovision off: the SLA clock runs from then ([`LedgerEntry::sla_start`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excepted_until: Option<DateTime<Utc>>,
 }
 
 /// Where an episode stands at a given time.
@@ -93,13 +97,22 @@ impl LedgerEntry {
         }
     }
 
-    /// Detection to verified deactivation; `None` for an account found without
-    /// access when the episode was opened, which never waited on anyone.
+    /// Detection (or the end of an exception that put it off, if later) to
+    /// verified deactivation; `None` for an account found without access when
+    /// the episode was opened, which never waited on anyone.
     pub fn latency(&self) -> Option<Duration> {
         if self.found_without_access() {
             return None;
         }
-        self.verified_at.map(|at| at - self.detected_at)
+        self.verified_at.map(|at| at - self.sla_start())
+    }
+
+    /// When the deprovision became seatwarden's to make: its detection, or the
+    /// end of the exception that put it off. Time an exception kept access is no
+    /// time seatwarden took.
+    pub fn sla_start(&self) -> DateTime<Utc> {
+        self.excepted_until
+            .map_or(self.detected_at, |until| until.max(self.detected_at))
     }
 
     /// Verified without ever being enforced: the account was already inactive or
@@ -324,6 +337,7 @@ mod tests {
             last_error: None,
             held: None,
             returned_at: None,
+            excepted_until: None,
         }
     }
 

@@ -88,6 +88,11 @@ pub const CONTRADICTED_LINK_HOLD: &str = "disputed link:";
 /// begins: seatwarden never touches it, so only a human can.
 pub const PROTECTED_HOLD: &str = "protected account (safety.protected):";
 
+/// How the hold of a leaver whose account an exception in force keeps
+/// (`safety.exceptions`) begins: the deprovision is put off to the exception's
+/// end, and due then as it was due after detection.
+pub const EXCEPTED_HOLD: &str = "kept by an exception (safety.exceptions)";
+
 /// How the sweep's hold of a deprovision a human already rejected in an earlier
 /// run goes on, after "rejected in run N by USER at T": the reason it is held now.
 pub const HELD_AGAIN: &str = "; held again: ";
@@ -228,6 +233,9 @@ pub struct SweepOutcome {
     /// Deactivations sent and not done (their writes failed).
     pub failed: usize,
     pub held: usize,
+    /// Deprovisions put off because an exception in force keeps the account
+    /// (`safety.exceptions`).
+    pub excepted: usize,
     /// Deactivations kept back unsent ([`crate::apply::KeptBack`], or the
     /// circuit breaker open before the pass): neither attempts nor failures. Those
     /// a stop kept back are due again at once.
@@ -491,7 +499,9 @@ fn observe(
     accountless: &HashSet<String>,
 ) -> Observation {
     let policy = config.policy_settings();
-    let protected = config.plan_settings().protected;
+    // Exceptions are not here: an excepted leaver's episode opens, and the
+    // enforcing pass defers it to the exception's end.
+    let protected = policy::Protected::new(&config.safety.protected);
     let protected_groups: HashSet<String> = config
         .safety
         .protected_groups
@@ -920,7 +930,7 @@ async fn enforce_pass(
         ),
         (None, _) => {}
     }
-    let plan_settings = config.plan_settings();
+    let plan_settings = config.plan_settings(now);
     let protected = &plan_settings.protected;
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
@@ -939,7 +949,7 @@ async fn enforce_pass(
                 outcome.already_done += 1;
                 if entry.detected_at < now || entry.enforced_at.is_some() {
                     store.deprovision_verified(entry.id, now)?;
-                    outcome.latencies.push(now - entry.detected_at);
+                    outcome.latencies.push(now - entry.sla_start());
                 } else {
                     // Found without access when first seen (a leaver from before
                     // the daemon's first sweep, say): no access was removed, so
@@ -956,8 +966,8 @@ async fn enforce_pass(
         };
         // The ledger keeps the directory's userName until an account name
         // replaces it: whether the person (not only the account) is protected.
-        let person_protected = protected.matches(&entry.user_name);
-        let account_protected = protected.matches(&account.user_name);
+        let person_protected = protected.permanently(&entry.user_name);
+        let account_protected = protected.permanently(&account.user_name);
         {
             let mut store = lock(store)?;
             if !account_protected {
@@ -984,6 +994,44 @@ async fn enforce_pass(
             };
             lock(store)?.update_ledger(&cancel, now)?;
             outcome.cancelled += 1;
+            continue;
+        }
+        let exception = [&entry.user_name, &account.user_name]
+            .into_iter()
+            .find_map(|name| protected.exception_for(name));
+        if let (Some(exception), false) = (exception, person_protected || account_protected) {
+            // The reconcile leaves the account alone as well. Put off, the
+            // episode is due as long after the exception's end as it was due
+            // after its SLA clock started, so no overdue alert fires for access
+            // someone decided to keep; it is looked at again at the end (or
+            // sooner, if the exception is taken out of the configuration).
+            let sla = entry.due_at - entry.sla_start();
+            let due_at = exception
+                .until
+                .checked_add_signed(sla)
+                .unwrap_or(exception.until);
+            let held = format!(
+                "{EXCEPTED_HOLD} until {}: {}",
+                crate::report::local_minute(exception.until, tz),
+                exception.reason
+            );
+            lock(store)?.deprovision_excepted(
+                entry.id,
+                &held,
+                exception.until.min(now + HOLD_RECHECK),
+                exception.until,
+                due_at,
+            )?;
+            if entry.held.as_deref() != Some(held.as_str()) {
+                tracing::info!(
+                    person = %entry.user_name,
+                    account = %account.user_name,
+                    until = %crate::schedule::log_time(exception.until),
+                    reason = %exception.reason,
+                    "kept by an exception (safety.exceptions): the deprovision is put off to its end"
+                );
+            }
+            outcome.excepted += 1;
             continue;
         }
         if person_protected || account_protected {
@@ -1152,7 +1200,7 @@ async fn enforce_pass(
                     store.deprovision_enforced(entry.id, now)?;
                     store.deprovision_verified(entry.id, verified_at)?;
                     outcome.enforced += 1;
-                    outcome.latencies.push(verified_at - entry.detected_at);
+                    outcome.latencies.push(verified_at - entry.sla_start());
                 }
                 ActionState::Held => {
                     let mut why = hold_reason(&row.action, &config.admin_command());
@@ -1736,7 +1784,7 @@ pub fn record_deprovisions(
     let open: HashMap<&str, (i64, DateTime<Utc>)> = current
         .iter()
         .filter(|e| e.is_open())
-        .map(|e| (e.identity_id.as_str(), (e.id, e.detected_at)))
+        .map(|e| (e.identity_id.as_str(), (e.id, e.sla_start())))
         .collect();
     let verified_before: HashMap<&str, i64> = current
         .iter()
@@ -1790,7 +1838,7 @@ pub fn record_deprovisions(
             {
                 store.deprovision_user_name(entry, &row.action.subject)?;
             }
-            let Some(&(entry, detected)) = identity.and_then(|identity| open.get(identity)) else {
+            let Some(&(entry, sla_start)) = identity.and_then(|identity| open.get(identity)) else {
                 // The last of the person's accounts is gone now: their episode is
                 // verified as of now, once (its latency was counted when it was
                 // first verified).
@@ -1810,7 +1858,7 @@ pub fn record_deprovisions(
                     store.deprovision_verified(entry, now)?;
                     // Once per episode, however many of the person's accounts went.
                     if counted.insert(entry) {
-                        verified.push(now - detected);
+                        verified.push(now - sla_start);
                     }
                 }
                 ActionState::Held => {
@@ -2036,7 +2084,12 @@ pub fn backdate_cut_off(store: &mut Store, cut_off: &BTreeSet<RunId>) -> Result<
                 && episode.returned_at.is_none()
                 && quiet_since
             {
-                let due = seen + (episode.due_at - episode.detected_at);
+                // Put off by an exception, it is due after the exception's
+                // end, which an earlier detection does not move.
+                let due = match episode.excepted_until {
+                    Some(_) => episode.due_at,
+                    None => seen + (episode.due_at - episode.detected_at),
+                };
                 store.deprovision_detected(episode.id, seen, due)?;
                 moved += 1;
             }

@@ -1639,6 +1639,7 @@ async fn sweep_job(
             failed = outcome.failed,
             not_sent = outcome.not_sent,
             held = outcome.held,
+            excepted = outcome.excepted,
             "deprovisioning pass"
         );
     }

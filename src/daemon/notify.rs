@@ -598,6 +598,13 @@ mod tests {
                 DeprovisionHold::Protected,
             ),
             (
+                format!(
+                    "{} until 2026-12-15 00:00 +01:00 (CET): handover",
+                    crate::sweep::EXCEPTED_HOLD
+                ),
+                DeprovisionHold::Excepted,
+            ),
+            (
                 rejected("deprovisions: 12 in this run, over the limit of 10"),
                 DeprovisionHold::Guard,
             ),
@@ -615,6 +622,7 @@ mod tests {
         for hold in [
             DeprovisionHold::ContradictedLink,
             DeprovisionHold::Protected,
+            DeprovisionHold::Excepted,
         ] {
             let says = hold.waiting_for("seatwarden", "00u1", None, None, chrono_tz::UTC);
             assert!(!says.contains("approve"), "{says}");

@@ -722,11 +722,15 @@ pub fn render_text(status: &Status) -> String {
             );
             // The wording above already says what kind of hold it is.
             let why = l.held.as_deref().map(|held| {
-                [crate::sweep::DISPUTED_HOLD, crate::sweep::PROTECTED_HOLD]
-                    .into_iter()
-                    .find_map(|prefix| held.strip_prefix(prefix))
-                    .unwrap_or(held)
-                    .trim()
+                [
+                    crate::sweep::DISPUTED_HOLD,
+                    crate::sweep::PROTECTED_HOLD,
+                    crate::sweep::EXCEPTED_HOLD,
+                ]
+                .into_iter()
+                .find_map(|prefix| held.strip_prefix(prefix))
+                .unwrap_or(held)
+                .trim()
             });
             if let Some(why) = why.filter(|why| !why.is_empty()) {
                 let _ = write!(extra, " ({why})");
@@ -1505,6 +1509,7 @@ mod tests {
                 last_error: None,
                 held: None,
                 returned_at: None,
+                excepted_until: None,
             };
             let due = entry.due_at;
             let shown = line(

@@ -80,6 +80,9 @@ pub enum DeprovisionHold {
     /// The account is protected (`safety.protected`): seatwarden never touches
     /// it, so a human deactivates it or takes it out of the list.
     Protected,
+    /// An exception in force keeps the account (`safety.exceptions`): put off
+    /// to the exception's end, when seatwarden deactivates it. Waits for no one.
+    Excepted,
 }
 
 /// What became of a guard's hold on a deprovision that no run waits to have
@@ -155,6 +158,8 @@ impl DeprovisionHold {
             DeprovisionHold::ContradictedLink
         } else if held.starts_with(crate::sweep::PROTECTED_HOLD) {
             DeprovisionHold::Protected
+        } else if held.starts_with(crate::sweep::EXCEPTED_HOLD) {
+            DeprovisionHold::Excepted
         } else {
             DeprovisionHold::Guard
         }
@@ -209,6 +214,9 @@ impl DeprovisionHold {
                  touched by seatwarden; deactivate it by hand, or take it out of \
                  `safety.protected`"
                 .to_owned(),
+            DeprovisionHold::Excepted => "put off: an exception in safety.exceptions keeps the \
+                 account; seatwarden deactivates it when the exception ends"
+                .to_owned(),
         }
     }
 }
@@ -221,6 +229,9 @@ pub struct DigestVerified {
     pub reason: String,
     pub detected_at: DateTime<Utc>,
     pub verified_at: DateTime<Utc>,
+    /// The end of an exception that put it off ([`crate::sla::LedgerEntry::sla_start`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excepted_until: Option<DateTime<Utc>>,
 }
 
 /// What runs without a report wrote in a period, from their journal: the
@@ -872,7 +883,11 @@ impl Digest {
                 detected_at: v.detected_at,
                 verified: super::local_minute(v.verified_at, tz),
                 verified_at: v.verified_at,
-                took: crate::sla::latency_text(v.verified_at - v.detected_at),
+                took: crate::sla::latency_text(
+                    v.verified_at
+                        - v.excepted_until
+                            .map_or(v.detected_at, |e| e.max(v.detected_at)),
+                ),
             })
             .collect();
 
@@ -1951,6 +1966,7 @@ pub fn build_from_store_after(
                 user_name: e.user_name,
                 reason: e.reason.to_string(),
                 detected_at: e.detected_at,
+                excepted_until: e.excepted_until,
             })
         })
         .collect();

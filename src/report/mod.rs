@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply;
 use crate::circuit::{CircuitState, FailedWrite};
 use crate::guard::SourceFault;
-use crate::model::{DriftItem, DriftKind, ProtectedByPerson};
+use crate::model::{DriftItem, DriftKind, ExceptedAccount, ProtectedByPerson};
 use crate::store::ActionState;
 
 pub use templated::{
@@ -92,6 +92,11 @@ pub struct SafetyReport {
     /// (`link IDENTITY ACCOUNT --replace`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_by_person: Vec<ProtectedByPerson>,
+    /// Active accounts that would lose access but for an exception in force
+    /// (`safety.exceptions`), with its end and reason: listed every run until it
+    /// ends, when the next run (or the sweep) takes the access away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excepted: Vec<ExceptedAccount>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -653,6 +658,17 @@ fn printable_report(report: &Report) -> Report {
         field(&mut shielded.identity_id);
         field(&mut shielded.user_name);
     }
+    // The account's from the workspace, the person's from the directory, under
+    // EXCEPTIONS.
+    for kept in &mut report.safety.excepted {
+        field(&mut kept.account_id);
+        field(&mut kept.user_name);
+        if let Some(identity) = &mut kept.identity_id {
+            field(identity);
+        }
+        // The configuration's, but a multi-line TOML string would still forge lines.
+        field(&mut kept.exception.reason);
+    }
     if let Some(circuit) = &mut report.safety.circuit {
         if let Some(reason) = &mut circuit.reason {
             field(reason);
@@ -835,6 +851,24 @@ pub fn safety_findings(
             .collect();
         findings.push(line);
     }
+    if !safety.excepted.is_empty() {
+        let n = safety.excepted.len();
+        let mut line = finding(
+            "EXCEPTIONS",
+            Tone::Warn,
+            format!(
+                "{} active only because an exception in safety.exceptions keeps {}:                  seatwarden takes the access away when the exception ends",
+                plural(n, "account is", "accounts are"),
+                if n == 1 { "it" } else { "them" },
+            ),
+        );
+        line.details = safety
+            .excepted
+            .iter()
+            .map(|kept| excepted_line(kept, tz))
+            .collect();
+        findings.push(line);
+    }
     let not_sent = report.not_sent_by_reason();
     if !not_sent.is_empty() {
         findings.push(finding(
@@ -878,6 +912,24 @@ pub fn safety_findings(
         ));
     }
     findings
+}
+
+/// One account under EXCEPTIONS: the account, why it would lose access, and the
+/// exception's end (on `tz`'s clock) and reason.
+pub fn excepted_line(kept: &ExceptedAccount, tz: chrono_tz::Tz) -> String {
+    let person = kept
+        .identity_id
+        .as_ref()
+        .map(|id| format!(", identity {id}"))
+        .unwrap_or_default();
+    format!(
+        "account {} ({}{person}): {}; kept until {}: {}",
+        kept.account_id,
+        kept.user_name,
+        kept.why,
+        local_minute(kept.exception.until, tz),
+        kept.exception.reason,
+    )
 }
 
 /// One account under PROTECTED BY PERSON: the account, the protected person,
@@ -1078,6 +1130,16 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
                 } else {
                     "their people are"
                 }
+            ),
+        )
+    } else if s.actions_planned == 0 && s.drift_total == 0 && !report.safety.excepted.is_empty() {
+        // In line with the policy, exceptions included: said, as someone the
+        // directory says has left still has access.
+        (
+            Tone::Good,
+            format!(
+                "in sync; {} kept active by an exception — see EXCEPTIONS",
+                plural(report.safety.excepted.len(), "account", "accounts")
             ),
         )
     } else if s.actions_planned == 0 && s.drift_total == 0 {

@@ -35,7 +35,7 @@ const LOCK_WAIT: &str = "lock_wait.";
 
 const LEDGER_COLUMNS: &str = "id, identity_id, account_id, user_name, reason, detected_at, \
      due_at, enforced_at, verified_at, closed_at, escalated_at, attempts, next_attempt_at, \
-     last_error, held, returned_at";
+     last_error, held, returned_at, excepted_until";
 
 fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     Ok(row.get::<_, Option<Ts>>(idx)?.map(|Ts(at)| at))
@@ -72,6 +72,7 @@ fn ledger_entry(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         last_error: row.get(13)?,
         held: row.get(14)?,
         returned_at: opt_ts(row, 15)?,
+        excepted_until: opt_ts(row, 16)?,
     })
 }
 
@@ -649,6 +650,25 @@ impl Store {
         self.ledger_update(
             "UPDATE deprovisions SET held = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, reason, ts(recheck_at)],
+            id,
+        )
+    }
+
+    /// Put off by an exception (`safety.exceptions`) that ends at `until`: held
+    /// with `reason`, looked at again at `recheck_at`, and due at `due_at` (never
+    /// sooner than it was).
+    pub fn deprovision_excepted(
+        &mut self,
+        id: i64,
+        reason: &str,
+        recheck_at: DateTime<Utc>,
+        until: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET held = ?2, next_attempt_at = ?3, excepted_until = ?4, \
+             due_at = max(due_at, ?5) WHERE id = ?1",
+            params![id, reason, ts(recheck_at), ts(until), ts(due_at)],
             id,
         )
     }

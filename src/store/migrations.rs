@@ -641,6 +641,14 @@ ALTER TABLE alerts ADD COLUMN cleared_at TEXT;
 ALTER TABLE alerts ADD COLUMN flaps INTEGER NOT NULL DEFAULT 0 CHECK (flaps >= 0);
 "#;
 
+/// Migration 18: `deprovisions.excepted_until`, the end of the exception
+/// (`safety.exceptions`) that last put an episode off: its SLA clock runs from
+/// then, and its due time was moved to that end plus the SLA. NULL: never put
+/// off (every episode of an older database).
+pub(crate) const M_EXCEPTED_UNTIL: &str = r#"
+ALTER TABLE deprovisions ADD COLUMN excepted_until TEXT;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -659,6 +667,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_DISPUTED_CANDIDATES,
     M_DECIDED_IN,
     M_ALERT_CLEARED,
+    M_EXCEPTED_UNTIL,
 ];
 
 /// The schema version this binary writes.

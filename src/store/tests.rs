@@ -157,6 +157,7 @@ fn sample_plan() -> Plan {
         retained: vec![],
         disputed_leavers: vec![],
         protected_by_person: vec![],
+        excepted: vec![],
         disputed_candidates: vec![],
     }
 }

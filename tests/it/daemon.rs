@@ -1281,7 +1281,7 @@ async fn a_delivery_that_sends_nothing_due_fails() {
 /// The demo sandbox after one full reconcile, with the daemon's configuration
 /// (no schedule fires) in a fresh directory: what the in-process sweep tests start
 /// from.
-async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, seatwarden::config::Config) {
+pub(crate) async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, seatwarden::config::Config) {
     use seatwarden::run::{self, Mode};
 
     let sandbox = demo_sandbox(Faults::default()).await;
@@ -1309,7 +1309,7 @@ fn active_non_owner(
         .unwrap()
 }
 
-fn is_active_non_owner(
+pub(crate) fn is_active_non_owner(
     user: &serde_json::Value,
     workspace: &seatwarden::model::WorkspaceSnapshot,
 ) -> bool {

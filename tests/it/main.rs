@@ -116,6 +116,7 @@ mod review_s49_dryrun;
 mod review_s49_dryrun_review;
 mod review_s50_certs;
 mod review_s50_prometheus;
+mod review_s51_exceptions;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -1135,6 +1135,7 @@ mod digest {
                 reason: "deprovisioned in the directory".into(),
                 detected_at: at(29, 22),
                 verified_at: at(29, 22) + chrono::Duration::minutes(4),
+                excepted_until: None,
             }],
             // dan.gone's deactivation, and one the day before: by the sweep.
             sweeps: &SweepActions {
@@ -1366,6 +1367,7 @@ mod digest {
             reason: "deprovisioned in the directory".into(),
             detected_at: at(29, 22),
             verified_at: at(29, 23),
+            excepted_until: None,
         }];
         let digest = Digest::build(&DigestInput {
             name: "acme",

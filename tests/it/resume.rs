@@ -140,6 +140,7 @@ fn crashed_create(config: &Config) -> i64 {
         retained: vec![],
         disputed_leavers: vec![],
         protected_by_person: vec![],
+        excepted: vec![],
         disputed_candidates: vec![],
     };
     store.save_plan(run, &plan, Utc::now()).unwrap();
@@ -401,6 +402,7 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
             retained: vec![],
             disputed_leavers: vec![],
             protected_by_person: vec![],
+            excepted: vec![],
             disputed_candidates: vec![],
         };
         store.save_plan(run, &plan, Utc::now()).unwrap();

@@ -146,6 +146,7 @@ fn every_display_time_in_the_digest_json_has_its_utc_instant() {
             reason: "deprovisioned in the directory".into(),
             detected_at: at("2026-12-03T22:00:12Z"),
             verified_at: at("2026-12-03T22:04:56Z"),
+            excepted_until: None,
         }],
         sweeps: &SweepActions::default(),
         sweeps_previous: &SweepActions::default(),

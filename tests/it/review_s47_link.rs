@@ -51,7 +51,7 @@ fn link_refuses_an_unprotected_account_for_a_protected_person() {
     let workspace = store.load_workspace_snapshot(run).unwrap().unwrap();
     drop(store);
     let desired = seatwarden::policy::desired_state(&directory, &config.policy_settings());
-    let settings = seatwarden::safety::plan_settings(&config, &directory);
+    let settings = seatwarden::safety::plan_settings(&config, &directory, chrono::Utc::now());
     let touches_w7 = |links: &[Link]| {
         let plan = seatwarden::plan::plan(&desired, &directory, &workspace, links, &[], &settings);
         plan.actions

@@ -2397,7 +2397,7 @@ fn explain_shows_one_person_from_directory_to_next_run() {
         "{live}"
     );
     assert_eq!(
-        seatwarden::explain::live_target(&store, &config, "ada@example.com").unwrap(),
+        seatwarden::explain::live_target(&store, &config, "ada@example.com", t0).unwrap(),
         Some(seatwarden::explain::LiveTarget::Id("a1".into()))
     );
     let protected = seatwarden::explain::explain(&config, &store, "root@example.com", t0).unwrap();
