@@ -465,6 +465,10 @@ pub struct DeprovisionLine {
     pub due_at: DateTime<Utc>,
     pub overdue: bool,
     pub held: bool,
+    /// Held because an exception in force keeps the account
+    /// ([`DeprovisionHold::Excepted`]): put off, waiting for no one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub excepted: bool,
     /// What holds it and the command that releases it, when `held`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<String>,
@@ -855,6 +859,7 @@ impl Digest {
             due_at: d.due_at,
             overdue: d.due_at <= input.now,
             held: d.held.is_some(),
+            excepted: d.held == Some(DeprovisionHold::Excepted),
             hold: d.held.map(|h| {
                 clean(&h.waiting_for(
                     input.admin_command,
@@ -1001,8 +1006,10 @@ impl Digest {
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
         // A leaver whose deprovision is held keeps access until a human acts
-        // (`approve`, `link`), due or not.
-        let held_pending = pending.iter().filter(|d| d.held).count();
+        // (`approve`, `link`), due or not; one an exception puts off waits for
+        // its end, and no one.
+        let excepted_pending = pending.iter().filter(|d| d.excepted).count();
+        let held_pending = pending.iter().filter(|d| d.held).count() - excepted_pending;
         let failed_now = latest.map_or(0, |r| r.summary.actions_failed);
         // The newest run's writes stopped: the work is not done, though nothing
         // of it failed.
@@ -1116,9 +1123,15 @@ impl Digest {
                 "held deprovisions",
             ));
         }
-        if pending.len() > held_pending {
+        if excepted_pending > 0 {
+            parts.push(format!(
+                "{} put off by an exception",
+                plural(excepted_pending, "deprovision", "deprovisions")
+            ));
+        }
+        if pending.len() > held_pending + excepted_pending {
             parts.push(plural(
-                pending.len() - held_pending,
+                pending.len() - held_pending - excepted_pending,
                 "pending deprovision",
                 "pending deprovisions",
             ));

@@ -259,6 +259,35 @@ async fn the_sweep_puts_a_leavers_deprovision_off_to_the_exceptions_end() {
         "{held}"
     );
     assert!(active(&sandbox, &person));
+    // The digest tells it apart from a hold someone must release.
+    let digest = {
+        let store = store.lock().unwrap();
+        let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+        seatwarden::report::digest::build_from_store(
+            &store,
+            "acme",
+            chrono_tz::UTC,
+            now + Duration::minutes(1),
+            std::time::Duration::from_secs(86_400),
+            &deprovisions,
+            "seatwarden",
+        )
+        .unwrap()
+    };
+    assert!(
+        digest
+            .headline
+            .contains("1 deprovision put off by an exception")
+            && !digest.headline.contains("held deprovision"),
+        "{}",
+        digest.headline
+    );
+    let line = digest
+        .pending
+        .iter()
+        .find(|d| d.identity_id == person)
+        .unwrap();
+    assert!(line.excepted && line.due_at == until + sla, "{line:?}");
 
     // Past the SLA from detection, still inside the exception: no escalation.
     let later = until - Duration::minutes(10);
