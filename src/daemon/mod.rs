@@ -1687,6 +1687,18 @@ async fn sweep_job(
 /// messages waiting for their next attempt due, as `send-mail` does: a fixed
 /// login is tried at once, not when the refused one's backoff ends.
 async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
+    let end = mail_pass(shared, notifier).await;
+    // A reload while this pass ran found the job running, so its trigger started
+    // nothing: its release is taken now, not by the next minute's run. Once: a
+    // pass that failed to release puts the flag back for the next run.
+    if shared.release_mail.load(Ordering::SeqCst) {
+        return mail_pass(shared, notifier).await;
+    }
+    end
+}
+
+/// One delivery of the outbox, the messages made due first after a reload.
+async fn mail_pass(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
     let release = shared.release_mail.swap(false, Ordering::SeqCst);
     let Some(notifier) = notifier else {
         return JobEnd::Succeeded;
