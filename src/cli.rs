@@ -960,6 +960,41 @@ fn describe(error: &anyhow::Error) -> String {
     crate::report::printable(&out, true).into_owned()
 }
 
+/// `check-config`'s lines about the `[[safety.exceptions]]`: whose account each
+/// keeps, until when (and how long that is from now) and why; an ended one is
+/// marked (and warned about above).
+fn exceptions_text(config: &Config, now: chrono::DateTime<chrono::Utc>) {
+    let Ok(exceptions) = config.exceptions() else {
+        return;
+    };
+    if exceptions.is_empty() {
+        return;
+    }
+    let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
+    eprintln!("the exceptions it makes (safety.exceptions):");
+    for exception in &exceptions {
+        let when = if exception.until <= now {
+            "ENDED ".to_owned()
+        } else {
+            String::new()
+        };
+        let left = exception.until - now;
+        let left = if left <= chrono::TimeDelta::zero() {
+            String::new()
+        } else if left >= chrono::TimeDelta::days(2) {
+            format!(" (in {} days)", left.num_days())
+        } else {
+            format!(" (in {})", crate::sla::latency_text(left))
+        };
+        eprintln!(
+            "  {when}{} kept until {}{left}: {}",
+            crate::report::printable_field(&exception.user_name),
+            crate::report::local_minute(exception.until, tz),
+            crate::report::printable_field(&exception.reason)
+        );
+    }
+}
+
 /// `check-config`'s lines about the certificate files (when each runs out,
 /// [`crate::certificate`]); whether the certificate credential has expired, which
 /// Entra refuses. An expired CA in a `ca_file` is marked but fails nothing:
@@ -1180,6 +1215,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     );
                 }
             }
+            exceptions_text(&config, chrono::Utc::now());
             let credential_expired = certificates_text(&config, chrono::Utc::now());
             if credential_expired {
                 eprintln!(

@@ -461,3 +461,39 @@ async fn a_reconcile_lists_the_excepted_account_until_the_end_then_deactivates_i
     );
     sandbox.shutdown().await;
 }
+
+/// `check-config` lists each exception with its end, the time left and the
+/// reason, and marks the one that ended (which is also warned about).
+#[test]
+fn check_config_lists_the_exceptions_and_marks_an_ended_one() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let config = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let now = Utc::now();
+    text.push_str(&format!(
+        "\n[[safety.exceptions]]\nuser_name = \"dana@example.com\"\nuntil = \"{}\"\n\
+         reason = \"handover, HR-4711\"\n\n[[safety.exceptions]]\nuser_name = \
+         \"gone@example.com\"\nuntil = \"{}\"\nreason = \"notice period\"\n",
+        (now + Duration::days(10) + Duration::hours(1)).to_rfc3339(),
+        (now - Duration::days(1)).to_rfc3339(),
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the exceptions it makes (safety.exceptions):\n  dana@example.com kept until "
+        ) && stderr.contains(" (in 10 days): handover, HR-4711\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("  ENDED gone@example.com kept until ")
+            && stderr.contains("the exception for gone@example.com ended"),
+        "{stderr}"
+    );
+}
