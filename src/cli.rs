@@ -1912,7 +1912,8 @@ fn digest(
             .flatten()
             .collect::<Vec<_>>(),
         chrono::Utc::now(),
-    );
+    )
+    .with_exceptions(&config.exceptions()?, chrono::Utc::now());
     // The daemon's digest under `schedule.dry_run` says so: so does this one.
     let digest = if config.schedule.dry_run {
         digest.in_dry_run()

@@ -217,6 +217,8 @@ pub struct Notifier {
     /// workers, where the notifier is made at each job's start) for
     /// [`Digest::with_certificates`](crate::report::digest::Digest::with_certificates).
     certificate_files: Vec<(&'static str, std::path::PathBuf)>,
+    /// `safety.exceptions`, for [`Digest::with_exceptions`](crate::report::digest::Digest::with_exceptions).
+    exceptions: Vec<crate::model::Exception>,
 }
 
 impl Notifier {
@@ -238,6 +240,7 @@ impl Notifier {
             cool_down: config.circuit_settings().cool_down,
             dry_run: config.schedule.dry_run,
             certificate_files: crate::certificate::files(config),
+            exceptions: config.exceptions().unwrap_or_default(),
         })
     }
 
@@ -301,7 +304,8 @@ impl Notifier {
                 .flatten()
                 .collect::<Vec<_>>(),
             now,
-        );
+        )
+        .with_exceptions(&self.exceptions, now);
         let digest = if self.dry_run {
             digest.in_dry_run()
         } else {

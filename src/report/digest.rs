@@ -484,6 +484,16 @@ pub struct DeprovisionLine {
     pub next_step: Option<String>,
 }
 
+/// An exception in force, as the digest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionLine {
+    pub user_name: String,
+    /// In the configured zone, to the minute.
+    pub until: String,
+    pub until_at: DateTime<Utc>,
+    pub reason: String,
+}
+
 /// A run of the period that failed before its report, named with its error: the
 /// headline's "failed run" says no more, and `status` shows only each job's last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -674,6 +684,11 @@ pub struct Digest {
     /// or have ([`Digest::with_certificates`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<crate::certificate::Notice>,
+    /// The exceptions in force (`safety.exceptions`), soonest end first
+    /// ([`Digest::with_exceptions`]): who keeps access by a decision, until when
+    /// and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<ExceptionLine>,
     /// How people run seatwarden's commands here, for the lines that say where
     /// the rest of a long list is. Not part of the JSON.
     #[serde(skip)]
@@ -753,6 +768,28 @@ impl Digest {
     ) -> Digest {
         let tz: Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
         self.certificates = crate::certificate::notices(expiries, now, tz);
+        self
+    }
+
+    /// The digest with the exceptions (`safety.exceptions`) in force at `now`.
+    pub fn with_exceptions(
+        mut self,
+        exceptions: &[crate::model::Exception],
+        now: DateTime<Utc>,
+    ) -> Digest {
+        let tz: Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let mut in_force: Vec<&crate::model::Exception> =
+            exceptions.iter().filter(|e| e.until > now).collect();
+        in_force.sort_by(|a, b| (a.until, &a.user_name).cmp(&(b.until, &b.user_name)));
+        self.exceptions = in_force
+            .into_iter()
+            .map(|e| ExceptionLine {
+                user_name: clean(&e.user_name),
+                until: super::local_minute(e.until, tz),
+                until_at: e.until,
+                reason: clean(&e.reason),
+            })
+            .collect();
         self
     }
 
@@ -1263,6 +1300,7 @@ impl Digest {
             trend,
             dry_run: false,
             certificates: Vec::new(),
+            exceptions: Vec::new(),
             admin_command: input.admin_command.to_owned(),
         }
     }
@@ -1445,6 +1483,16 @@ impl Digest {
                 let _ = writeln!(out, "  - {}", deprovision_text(d));
             }
             more(&mut out, &view.pending_more);
+        }
+        if !self.exceptions.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nExceptions in force ({}), access kept until their end:",
+                self.exceptions.len()
+            );
+            for e in &self.exceptions {
+                let _ = writeln!(out, "  - {} until {}: {}", e.user_name, e.until, e.reason);
+            }
         }
         if !self.deprovisioned.is_empty() {
             let _ = writeln!(

@@ -497,3 +497,53 @@ fn check_config_lists_the_exceptions_and_marks_an_ended_one() {
         "{stderr}"
     );
 }
+
+/// The digest lists the exceptions in force, soonest end first, in every format;
+/// an ended one is not listed.
+#[test]
+fn the_digest_lists_the_exceptions_in_force() {
+    use seatwarden::model::Exception;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let now = utc("2026-12-14T09:00:00Z");
+    let exception = |user_name: &str, until: &str, reason: &str| Exception {
+        user_name: user_name.to_owned(),
+        until: utc(until),
+        reason: reason.to_owned(),
+    };
+    let digest = crate::fixtures::day_digest(&store, now).with_exceptions(
+        &[
+            exception("late@example.com", "2026-12-31T23:00:00Z", "legal hold <b>"),
+            exception("soon@example.com", "2026-12-15T23:00:00Z", "handover"),
+            exception("gone@example.com", "2026-12-14T08:00:00Z", "notice period"),
+        ],
+        now,
+    );
+    let text = digest.render_text();
+    assert!(
+        text.contains(
+            "Exceptions in force (2), access kept until their end:\n  - soon@example.com until \
+             2026-12-15 23:00 UTC: handover\n  - late@example.com until 2026-12-31 23:00 UTC: \
+             legal hold <b>\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("gone@example.com"), "{text}");
+    let markdown = digest.render_markdown().unwrap();
+    assert!(
+        markdown.contains("## Exceptions in force (2)")
+            && markdown.contains("| soon@example.com | 2026-12-15 23:00 UTC | handover |"),
+        "{markdown}"
+    );
+    let html = digest.render_html().unwrap();
+    assert!(
+        html.contains("Exceptions in force (2)")
+            && html.contains("legal hold &lt;b&gt;")
+            && !html.contains("legal hold <b>"),
+        "{html}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
+    assert_eq!(json["exceptions"][0]["user_name"], "soon@example.com");
+    assert_eq!(json["exceptions"][0]["until_at"], "2026-12-15T23:00:00Z");
+    assert_eq!(json["exceptions"].as_array().unwrap().len(), 2);
+}
