@@ -819,6 +819,53 @@ fn announce_certificates(config: &Config, now: DateTime<Utc>) {
     }
 }
 
+/// What a reload changes in `safety.exceptions`, one line each, for the log: an
+/// exception keeps someone's access, so who got one, lost one, or had one moved
+/// is on record with the reason.
+fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(before), Ok(after)) = (old.exceptions(), new.exceptions()) else {
+        return Vec::new();
+    };
+    let tz = new.report_timezone().unwrap_or(chrono_tz::UTC);
+    let key = |e: &crate::model::Exception| crate::policy::fold_user_name(&e.user_name);
+    let find = |list: &[crate::model::Exception], e: &crate::model::Exception| {
+        list.iter().find(|other| key(other) == key(e)).cloned()
+    };
+    let until = |e: &crate::model::Exception| crate::report::local_minute(e.until, tz);
+    let mut changes = Vec::new();
+    for e in &after {
+        match find(&before, e) {
+            None => changes.push(format!(
+                "safety.exceptions: {} is kept until {}: {}",
+                e.user_name,
+                until(e),
+                e.reason
+            )),
+            Some(was) if was.until != e.until || was.reason != e.reason => {
+                changes.push(format!(
+                    "safety.exceptions: {}'s exception now runs until {} (was {}): {}",
+                    e.user_name,
+                    until(e),
+                    until(&was),
+                    e.reason
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for e in &before {
+        if find(&after, e).is_none() {
+            changes.push(format!(
+                "safety.exceptions: {}'s exception (until {}) was taken out: seatwarden \
+                 manages the account again",
+                e.user_name,
+                until(e)
+            ));
+        }
+    }
+    changes
+}
+
 /// SIGHUP: load the configuration again; keep the running one if the new one is
 /// invalid (`seatwarden_config_reload_failed` is 1 until a reload succeeds). The
 /// state database path and listener stay as started. Whether the configuration
@@ -843,6 +890,9 @@ fn reload(shared: &Shared, path: &Path) -> bool {
                 (&config.state.path, settings.listen),
             ) {
                 tracing::warn!("{warning}");
+            }
+            for change in exception_changes(&old, &config) {
+                tracing::info!("{change}");
             }
             let mut config = config;
             config.state.path = old.state.path.clone();
@@ -2024,6 +2074,45 @@ mod tests {
         fn now(&self) -> DateTime<Utc> {
             *self.0.lock().unwrap()
         }
+    }
+
+    #[test]
+    fn a_reload_logs_each_exception_added_moved_or_taken_out() {
+        use crate::config::ExceptionConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
+        let entry = |user_name: &str, until: &str, reason: &str| ExceptionConfig {
+            user_name: user_name.to_owned(),
+            until: until.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut old = (*shared.config()).clone();
+        old.safety.exceptions = vec![
+            entry("dana@example.com", "2026-12-15", "handover"),
+            entry("erin@example.com", "2026-12-20T12:00:00Z", "notice period"),
+            entry("finn@example.com", "2026-12-31", "legal hold"),
+        ];
+        let mut new = old.clone();
+        new.safety.exceptions = vec![
+            entry("DANA@example.com", "2026-12-15", "handover"),
+            entry(
+                "erin@example.com",
+                "2027-01-10T12:00:00Z",
+                "notice period, extended",
+            ),
+            entry("gus@example.com", "2026-12-18T09:00:00Z", "audit"),
+        ];
+        assert_eq!(
+            exception_changes(&old, &new),
+            [
+                "safety.exceptions: erin@example.com's exception now runs until 2027-01-10 \
+                 12:00 UTC (was 2026-12-20 12:00 UTC): notice period, extended",
+                "safety.exceptions: gus@example.com is kept until 2026-12-18 09:00 UTC: audit",
+                "safety.exceptions: finn@example.com's exception (until 2027-01-01 00:00 UTC) \
+                 was taken out: seatwarden manages the account again",
+            ]
+        );
+        assert!(exception_changes(&new, &new).is_empty());
     }
 
     /// The daemon's shared state on the configuration in `dir` (a file directory,
