@@ -1885,8 +1885,13 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             let mut shielded = |account: &Account, duplicate: bool, method: Option<LinkMethod>| {
                 if let Some(exception) = exception {
                     // Kept for a time, not for good: listed while it keeps
-                    // access the person has lost, and no remedy is due.
-                    if let (Some(lost), true) = (lost, account.active) {
+                    // access the person has lost, and no remedy is due. One
+                    // protected by its own name stays after the end: not listed.
+                    if let (Some(lost), true, false) = (
+                        lost,
+                        account.active,
+                        self.settings.protected.permanently(&account.user_name),
+                    ) {
                         self.out.excepted.push(ExceptedAccount {
                             account_id: account.id.clone(),
                             user_name: account.user_name.clone(),
@@ -4876,6 +4881,105 @@ mod tests {
             plan.actions
         );
         assert_eq!(plan.actions[0].identity_id.as_deref(), Some("gone"));
+    }
+
+    /// An exception in force leaves the accounts it names (by their own userName
+    /// or their person's) alone and lists the active ones that would lose
+    /// access; at its end they are planned like any other. One protected for
+    /// good is not listed, nor an orphan nothing would deactivate.
+    #[test]
+    fn accounts_kept_by_an_exception_are_listed_until_it_ends() {
+        use chrono::TimeZone;
+        let until = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 15, 23, 0, 0)
+            .unwrap();
+        let exception = |name: &str, reason: &str| crate::model::Exception {
+            user_name: name.to_owned(),
+            until,
+            reason: reason.to_owned(),
+        };
+        let exceptions = [
+            exception("dana@ex.com", "handover"),
+            exception("orphan@ex.com", "contractor"),
+            exception("vip@ex.com", "also protected"),
+        ];
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.identities = vec![
+            ident("dana", IdentityStatus::Suspended, &[]),
+            ident("vip", IdentityStatus::Deprovisioned, &[]),
+        ];
+        // Dana's two accounts: hers, and a second one, protected for good.
+        let mut second = acct("2", "dana");
+        second.user_name = "root@ex.com".into();
+        second.email = None;
+        fx.links = vec![link("dana", "1")];
+        let mut orphan = acct("3", "orphan");
+        orphan.external_id = None;
+        orphan.email = None;
+        fx.accounts = vec![acct("1", "dana"), second, orphan, acct("4", "vip")];
+        let protected = Protected::new(&["root@ex.com".to_owned(), "vip@ex.com".to_owned()]);
+        fx.settings.protected = protected
+            .clone()
+            .with_exceptions(&exceptions, until - TimeDelta::hours(1));
+        let plan = fx.plan();
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| matches!(a.kind, ActionKind::CreateGroup { .. })),
+            "{:#?}",
+            plan.actions
+        );
+        let listed: Vec<(&str, &str, &str)> = plan
+            .excepted
+            .iter()
+            .map(|e| {
+                (
+                    e.account_id.as_str(),
+                    e.why.as_str(),
+                    e.exception.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("1", "suspended in the directory", "handover"),
+                (
+                    "3",
+                    "no directory identity matches this account",
+                    "contractor"
+                ),
+            ]
+        );
+        assert!(
+            plan.protected_by_person.is_empty(),
+            "{:#?}",
+            plan.protected_by_person
+        );
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Adopt;
+        let adopted = fx.plan();
+        assert!(
+            adopted.excepted.iter().all(|e| e.account_id != "3"),
+            "an adopted orphan loses nothing: {:#?}",
+            adopted.excepted
+        );
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.settings.protected = protected.with_exceptions(&exceptions, until);
+        let ended = fx.plan();
+        let deactivated: Vec<&str> = ended
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::Deactivate { account_id } => Some(account_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deactivated, ["1", "3"], "{:#?}", ended.actions);
+        assert!(ended.excepted.is_empty());
     }
 
     /// Every account of a protected person is left alone, its own userName
