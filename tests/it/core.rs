@@ -706,6 +706,52 @@ proptest! {
         }
     }
 
+    /// An exception is protection until its end and nothing after: in force, the
+    /// plan is the one the same exact names in `safety.protected` give, every
+    /// active account it keeps from losing access is listed and touched by no
+    /// action; at its end, the plan is the one without it.
+    #[test]
+    fn an_exception_is_protection_until_its_end_and_nothing_after(
+        mut s in scenario(),
+        names in subsequence(vec!["user1", "USER2", "user3", "mail2@ex.com", "usér5"], 1..=3),
+    ) {
+        use chrono::TimeZone;
+        let until = chrono::Utc.with_ymd_and_hms(2026, 12, 15, 23, 0, 0).unwrap();
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        let exceptions: Vec<seatwarden::model::Exception> = names
+            .iter()
+            .map(|name| seatwarden::model::Exception {
+                user_name: name.clone(),
+                until,
+                reason: "handover".to_owned(),
+            })
+            .collect();
+        s.settings.protected = Protected::new(&names);
+        let protected = s.plan();
+        s.settings.protected = Protected::default();
+        let open = s.plan();
+        s.settings.protected =
+            Protected::default().with_exceptions(&exceptions, until - chrono::TimeDelta::seconds(1));
+        let excepted = s.plan();
+        prop_assert_eq!(&excepted.actions, &protected.actions);
+        prop_assert_eq!(&excepted.drift, &protected.drift);
+        let (touched_accounts, _) = touched(&excepted);
+        for kept in &excepted.excepted {
+            prop_assert!(!touched_accounts.contains(&kept.account_id), "{kept:?} touched");
+            // Without the exception, its access would go.
+            prop_assert!(
+                open.actions.iter().any(|a| matches!(&a.kind,
+                    ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. }
+                        if *account_id == kept.account_id)),
+                "{kept:?} listed, yet nothing would take its access: {:#?}", open.actions
+            );
+        }
+        s.settings.protected = Protected::default().with_exceptions(&exceptions, until);
+        let ended = s.plan();
+        prop_assert_eq!(&ended.actions, &open.actions);
+        prop_assert!(ended.excepted.is_empty());
+    }
+
     /// Protection takes away exactly what it protects and nothing else: for every
     /// account the patterns do not match (judged by the documented glob, not by
     /// `Protected::matches`) and that no protected identity claims, the actions
