@@ -10,7 +10,7 @@ use seatwarden::config::{Config, DirectoryConfig};
 use seatwarden::directory::{Directory, LdapFlavor};
 use seatwarden::model::Role;
 
-const MINIMAL: &str = r#"
+pub(crate) const MINIMAL: &str = r#"
 [directory]
 kind = "file"
 path = "directory.json"
@@ -31,7 +31,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+pub(crate) fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "seatwarden.toml", text);
     let env: HashMap<String, String> = env

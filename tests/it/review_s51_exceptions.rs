@@ -6,7 +6,6 @@
 //! starting at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,26 +17,15 @@ use seatwarden::workspace::ScimClient;
 
 use crate::daemon::{is_active_non_owner, reconciled_demo};
 
-const MINIMAL: &str = r#"
-[directory]
-kind = "file"
-path = "directory.json"
-
-[workspace]
-url = "https://scim.example.com/scim/v2"
-token = "s3cr3t-token-value"
-
-[report]
-timezone = "Europe/Berlin"
-"#;
-
+/// The minimal configuration on Berlin's clock, with `exceptions` after it.
 fn load(exceptions: &str) -> Result<Config, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seatwarden.toml");
-    std::fs::write(&path, format!("{MINIMAL}\n{exceptions}")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    Config::load_with_env(&path, Some(HashMap::new())).map_err(|e| e.to_string())
+    crate::config::load(
+        &format!(
+            "{}\n[report]\ntimezone = \"Europe/Berlin\"\n\n{exceptions}",
+            crate::config::MINIMAL
+        ),
+        &[],
+    )
 }
 
 fn utc(text: &str) -> DateTime<Utc> {
