@@ -104,7 +104,11 @@ impl LedgerEntry {
         if self.found_without_access() {
             return None;
         }
-        self.verified_at.map(|at| at - self.sla_start())
+        // Verified before an exception's end (deactivated by hand meanwhile):
+        // the SLA clock never started.
+        self.verified_at
+            .filter(|at| *at >= self.sla_start())
+            .map(|at| at - self.sla_start())
     }
 
     /// When the deprovision became seatwarden's to make: its detection, or the

@@ -439,6 +439,42 @@ pub async fn sweep(
     Ok(outcome)
 }
 
+/// Episodes an exception put off whose exception no longer keeps the account
+/// before its end (taken out of the configuration, or moved earlier than now):
+/// it ended now, so their SLA clock starts now and they are due an SLA from now,
+/// and an account found deactivated meanwhile has no latency from a future end.
+fn ended_early(
+    episodes: &mut [(LedgerEntry, Option<Account>)],
+    protected: &policy::Protected,
+    now: DateTime<Utc>,
+    store: &mut Store,
+) -> Result<(), StoreError> {
+    for (entry, account) in episodes.iter_mut() {
+        if entry.excepted_until.is_none_or(|until| until <= now) {
+            continue;
+        }
+        let names = std::iter::once(entry.user_name.as_str())
+            .chain(account.as_ref().map(|a| a.user_name.as_str()));
+        if names
+            .clone()
+            .any(|name| protected.exception_for(name).is_some())
+        {
+            continue;
+        }
+        let sla = entry.due_at - entry.sla_start();
+        let due_at = now.checked_add_signed(sla).unwrap_or(now);
+        store.deprovision_exception_ended(entry.id, now, due_at)?;
+        tracing::info!(
+            person = %entry.user_name,
+            "the exception (safety.exceptions) that put this deprovision off no longer keeps \
+             the account: it is due now"
+        );
+        entry.excepted_until = Some(now);
+        entry.due_at = due_at;
+    }
+    Ok(())
+}
+
 /// Whether a ledger episode still names its person by directory id: a deleted
 /// person's, their userName gone with them, whose account no stored workspace
 /// snapshot held when it opened, until the account is read (or a reconcile
@@ -932,6 +968,7 @@ async fn enforce_pass(
     }
     let plan_settings = config.plan_settings(now);
     let protected = &plan_settings.protected;
+    ended_early(&mut accounts, protected, now, &mut *lock(store)?)?;
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
     let mut read = WorkspaceSnapshot::default();
@@ -949,7 +986,11 @@ async fn enforce_pass(
                 outcome.already_done += 1;
                 if entry.detected_at < now || entry.enforced_at.is_some() {
                     store.deprovision_verified(entry.id, now)?;
-                    outcome.latencies.push(now - entry.sla_start());
+                    // Deactivated by hand while an exception still kept it: the
+                    // SLA clock never started, so there is no latency to count.
+                    if entry.sla_start() <= now {
+                        outcome.latencies.push(now - entry.sla_start());
+                    }
                 } else {
                     // Found without access when first seen (a leaver from before
                     // the daemon's first sweep, say): no access was removed, so

@@ -342,6 +342,74 @@ async fn an_exception_taken_out_ends_at_the_next_look() {
         .unwrap();
     assert_eq!(retried.enforced, 1, "{retried:?}");
     assert!(!active(&sandbox, &person));
+    // It ended when it was taken out: the latency counts from then, not from
+    // the end it had, ten days ahead.
+    let done = episode(&store, &person);
+    assert_eq!(done.excepted_until, Some(next), "{done:?}");
+    assert!(
+        retried.latencies.len() == 1 && retried.latencies[0] >= Duration::zero(),
+        "{retried:?}"
+    );
+    assert!(
+        done.latency()
+            .is_some_and(|l| l >= Duration::zero() && l < Duration::minutes(1))
+    );
+    sandbox.shutdown().await;
+}
+
+/// Deactivated by hand while the exception still keeps it: the episode is
+/// verified, with no latency (the SLA clock never started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_excepted_account_deactivated_by_hand_is_verified_without_a_latency() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox);
+    let now = Utc::now();
+    except(
+        &mut config,
+        &user_name,
+        now + Duration::days(10),
+        "notice period",
+    );
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        now,
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.external_id.as_deref() == Some(person.as_str()))
+        .unwrap();
+    let deactivated = reqwest::Client::new()
+        .patch(format!("{}/Users/{}", sandbox.base_url(), account.id))
+        .bearer_auth(crate::daemon::TOKEN)
+        .json(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{ "op": "replace", "path": "active", "value": false }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(deactivated.status().is_success(), "{deactivated:?}");
+
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, now + Duration::minutes(15))
+        .await
+        .unwrap();
+    assert_eq!(retried.already_done, 1, "{retried:?}");
+    assert!(retried.latencies.is_empty(), "{retried:?}");
+    let done = episode(&store, &person);
+    assert!(
+        done.verified_at.is_some() && done.latency().is_none(),
+        "{done:?}"
+    );
     sandbox.shutdown().await;
 }
 
