@@ -968,9 +968,13 @@ async fn enforce_pass(
         // replaces it: whether the person (not only the account) is protected.
         let person_protected = protected.permanently(&entry.user_name);
         let account_protected = protected.permanently(&account.user_name);
+        // An exception may name the person's directory userName, which only the
+        // ledger keeps here: replaced by the account's, the next look would no
+        // longer find it and deactivate the account the exception keeps.
+        let excepted_by_person = protected.exception_for(&entry.user_name).is_some();
         {
             let mut store = lock(store)?;
-            if !account_protected {
+            if !account_protected && !excepted_by_person {
                 store.deprovision_user_name(entry.id, &account.user_name)?;
             }
             // Active again since a reconcile last saw it: a retention clock it

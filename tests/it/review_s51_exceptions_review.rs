@@ -1,0 +1,134 @@
+//! Review of session 51's time-bound exceptions (`[[safety.exceptions]]`): the
+//! sweep keeps a person excepted by their directory userName past its first
+//! look, an exception taken out or shortened moves the episode's due time and
+//! SLA start to when it ended, `link` treats an exception as the passing thing it
+//! is, and what people read has no stray runs of spaces.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use seatwarden::config::{Config, ExceptionConfig};
+use seatwarden::store::Store;
+use seatwarden::workspace::ScimClient;
+
+use crate::daemon::{is_active_non_owner, reconciled_demo};
+
+/// Suspends, in the demo directory file in `dir`, an active person whose account
+/// is active and no Owner's, and gives them the directory userName `renamed` (if
+/// any): their directory id and (new) directory userName.
+fn suspend_someone(
+    dir: &Path,
+    sandbox: &seatwarden::sandbox::Sandbox,
+    renamed: Option<&str>,
+) -> (String, String) {
+    let path = dir.join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let users = full["users"].as_array().unwrap().clone();
+    let i = users
+        .iter()
+        .position(|u| is_active_non_owner(u, &workspace))
+        .unwrap();
+    full["users"][i]["status"] = "suspended".into();
+    if let Some(renamed) = renamed {
+        full["users"][i]["userName"] = renamed.into();
+    }
+    std::fs::write(&path, full.to_string()).unwrap();
+    (
+        users[i]["id"].as_str().unwrap().to_owned(),
+        full["users"][i]["userName"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn except(config: &mut Config, user_name: &str, until: DateTime<Utc>, reason: &str) {
+    config.safety.exceptions = vec![ExceptionConfig {
+        user_name: user_name.to_owned(),
+        until: until.to_rfc3339(),
+        reason: reason.to_owned(),
+    }];
+}
+
+fn active(sandbox: &seatwarden::sandbox::Sandbox, identity_id: &str) -> bool {
+    sandbox
+        .snapshot()
+        .accounts
+        .iter()
+        .any(|a| a.external_id.as_deref() == Some(identity_id) && a.active)
+}
+
+fn episode(store: &Arc<Mutex<Store>>, identity_id: &str) -> seatwarden::sla::LedgerEntry {
+    let mut mine: Vec<_> = store
+        .lock()
+        .unwrap()
+        .current_deprovisions()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.identity_id == identity_id)
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    mine.remove(0)
+}
+
+/// A time (whole seconds) after the machine's clock, so the passes' "verified
+/// at" (the later of the clock and `now`) is `now` itself.
+fn later_than_the_clock() -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp() + 30 * 86_400, 0).unwrap()
+}
+
+/// An exception names the person's directory userName, which their account does
+/// not have (the directory renamed them; the account keeps its name). The first
+/// look puts the deprovision off, and the ledger takes the account's name then:
+/// the next look must still find the exception, not deactivate the account
+/// 15 minutes later while the reconcile keeps leaving it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_excepted_by_directory_user_name_stays_excepted_after_the_first_look() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) =
+        suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
+    let now = later_than_the_clock();
+    let until = now + Duration::days(3);
+    except(&mut config, &user_name, until, "handover, HR-4711");
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+
+    let swept = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        now,
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!((swept.excepted, swept.enforced), (1, 0), "{swept:?}");
+    assert!(active(&sandbox, &person));
+
+    for minutes in [15, 30, 45] {
+        let retried =
+            seatwarden::sweep::enforce(&config, &client, &store, now + Duration::minutes(minutes))
+                .await
+                .unwrap();
+        assert_eq!(
+            (retried.excepted, retried.enforced),
+            (1, 0),
+            "{minutes} min: {retried:?}"
+        );
+        assert!(
+            active(&sandbox, &person),
+            "{minutes} min: kept until {until}"
+        );
+    }
+    let put_off = episode(&store, &person);
+    assert_eq!(put_off.due_at, until + Duration::hours(1), "{put_off:?}");
+
+    let ended = seatwarden::sweep::enforce(&config, &client, &store, until)
+        .await
+        .unwrap();
+    assert_eq!(ended.enforced, 1, "{ended:?}");
+    assert!(!active(&sandbox, &person));
+    sandbox.shutdown().await;
+}
