@@ -932,6 +932,27 @@ async fn enforce_pass(
     }
     let plan_settings = config.plan_settings(now);
     let protected = &plan_settings.protected;
+    // An episode put off to an end still ahead whose exception is no longer in
+    // force (taken out of the configuration, or moved to an end already past)
+    // was put off until now: its SLA clock starts now, and it is due the SLA
+    // after now, not after the end it no longer has (from which a deactivation
+    // now would have counted a negative latency, and an overdue one escalated
+    // days late).
+    for (entry, account) in &mut accounts {
+        if entry.excepted_until.is_none_or(|until| until <= now) {
+            continue;
+        }
+        let in_force = std::iter::once(entry.user_name.as_str())
+            .chain(account.as_ref().map(|a| a.user_name.as_str()))
+            .any(|name| protected.exception_for(name).is_some());
+        if !in_force {
+            let sla = entry.due_at - entry.sla_start();
+            let due_at = now.checked_add_signed(sla).unwrap_or(now);
+            lock(store)?.deprovision_exception_ended(entry.id, now, due_at)?;
+            entry.excepted_until = Some(now);
+            entry.due_at = due_at;
+        }
+    }
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
     let mut read = WorkspaceSnapshot::default();
@@ -1862,7 +1883,8 @@ pub fn record_deprovisions(
                     store.deprovision_verified(entry, now)?;
                     // Once per episode, however many of the person's accounts went.
                     if counted.insert(entry) {
-                        verified.push(now - sla_start);
+                        // An exception taken out early ended no later than now.
+                        verified.push(now - sla_start.min(now));
                     }
                 }
                 ActionState::Held => {

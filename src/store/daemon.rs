@@ -655,8 +655,8 @@ impl Store {
     }
 
     /// Put off by an exception (`safety.exceptions`) that ends at `until`: held
-    /// with `reason`, looked at again at `recheck_at`, and due at `due_at` (never
-    /// sooner than it was).
+    /// with `reason`, looked at again at `recheck_at`, and due at `due_at` (the
+    /// SLA after the end: sooner than it was when the exception was shortened).
     pub fn deprovision_excepted(
         &mut self,
         id: i64,
@@ -667,8 +667,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.ledger_update(
             "UPDATE deprovisions SET held = ?2, next_attempt_at = ?3, excepted_until = ?4, \
-             due_at = max(due_at, ?5) WHERE id = ?1",
+             due_at = ?5 WHERE id = ?1",
             params![id, reason, ts(recheck_at), ts(until), ts(due_at)],
+            id,
+        )
+    }
+
+    /// The exception that put the deprovision off ended at `at`, before the end
+    /// the episode has (it was taken out of the configuration, or moved to an
+    /// end already past): its SLA clock runs from `at`, and it is due at `due_at`.
+    pub fn deprovision_exception_ended(
+        &mut self,
+        id: i64,
+        at: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET excepted_until = ?2, due_at = ?3 WHERE id = ?1",
+            params![id, ts(at), ts(due_at)],
             id,
         )
     }

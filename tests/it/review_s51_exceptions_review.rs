@@ -132,3 +132,87 @@ async fn a_person_excepted_by_directory_user_name_stays_excepted_after_the_first
     assert!(!active(&sandbox, &person));
     sandbox.shutdown().await;
 }
+
+/// Taken out of the configuration days before its end, an exception ends when
+/// the sweep finds it gone: the deactivation's latency counts from then (not
+/// from the end it no longer has, which made it negative), and an episode still
+/// open is due the SLA after then, not after the old end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_taken_out_early_ends_its_put_off_there() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
+    let now = later_than_the_clock();
+    except(
+        &mut config,
+        &user_name,
+        now + Duration::days(10),
+        "notice period",
+    );
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let sla = Duration::hours(1);
+    seatwarden::sweep::sweep(&config, &config.directory(), &client, &store, now, sla)
+        .await
+        .unwrap();
+    assert!(active(&sandbox, &person));
+
+    config.safety.exceptions.clear();
+    let next = now + Duration::minutes(15);
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, next)
+        .await
+        .unwrap();
+    assert_eq!(retried.enforced, 1, "{retried:?}");
+    assert!(!active(&sandbox, &person));
+    assert_eq!(retried.latencies, [Duration::zero()], "{retried:?}");
+    let done = store
+        .lock()
+        .unwrap()
+        .current_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == person)
+        .unwrap();
+    assert_eq!(done.latency(), Some(Duration::zero()), "{done:?}");
+    assert_eq!(done.excepted_until, Some(next), "{done:?}");
+    assert_eq!(done.due_at, next + sla, "{done:?}");
+    sandbox.shutdown().await;
+}
+
+/// An exception moved to an earlier end (still ahead): the episode is due the
+/// SLA after the new end, so a deactivation that then fails is escalated on
+/// time, not when the old end would have made it due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shortened_exception_brings_the_due_time_forward() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
+    let now = later_than_the_clock();
+    let sla = Duration::hours(1);
+    except(
+        &mut config,
+        &user_name,
+        now + Duration::days(10),
+        "notice period",
+    );
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::sweep(&config, &config.directory(), &client, &store, now, sla)
+        .await
+        .unwrap();
+    assert_eq!(
+        episode(&store, &person).due_at,
+        now + Duration::days(10) + sla
+    );
+
+    let sooner = now + Duration::hours(2);
+    except(&mut config, &user_name, sooner, "notice period, cut short");
+    let next = now + Duration::minutes(15);
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, next)
+        .await
+        .unwrap();
+    assert_eq!(retried.excepted, 1, "{retried:?}");
+    let put_off = episode(&store, &person);
+    assert_eq!(put_off.excepted_until, Some(sooner), "{put_off:?}");
+    assert_eq!(put_off.due_at, sooner + sla, "{put_off:?}");
+    assert!(active(&sandbox, &person));
+    sandbox.shutdown().await;
+}
