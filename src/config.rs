@@ -3099,14 +3099,16 @@ impl Config {
                 return Err(self.key_error(
                     &key("user_name"),
                     format!(
-                        "{user_name:?}: an exception names one account exactly; a pattern                          that keeps accounts for good belongs in safety.protected"
+                        "{user_name:?}: an exception names one account exactly; a pattern \
+                         that keeps accounts for good belongs in safety.protected"
                     ),
                 ));
             }
             if entry.reason.trim().is_empty() {
                 return Err(self.key_error(
                     &key("reason"),
-                    "is empty: say why the account is kept (a ticket, who approved it);                      reports and the ledger show it",
+                    "is empty: say why the account is kept (a ticket, who approved it); \
+                     reports and the ledger show it",
                 ));
             }
             let until =
@@ -3119,7 +3121,8 @@ impl Config {
                 return Err(self.key_error(
                     &key("user_name"),
                     format!(
-                        "{user_name:?} is safety.exceptions[{earlier}]'s too: one exception per                          account (change the earlier entry's until and reason)"
+                        "{user_name:?} is safety.exceptions[{earlier}]'s too: one exception per \
+                         account (change the earlier entry's until and reason)"
                     ),
                 ));
             }

@@ -216,3 +216,61 @@ async fn a_shortened_exception_brings_the_due_time_forward() {
     assert!(active(&sandbox, &person));
     sandbox.shutdown().await;
 }
+
+const MINIMAL: &str = r#"
+[directory]
+kind = "file"
+path = "directory.json"
+
+[workspace]
+url = "https://scim.example.com/scim/v2"
+token = "s3cr3t-token-value"
+"#;
+
+fn load(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(&path, format!("{MINIMAL}\n{extra}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let env = env
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+}
+
+/// The refusals of a pattern, an empty reason and a repeated name read as
+/// sentences: no run of spaces from a string broken across source lines.
+#[test]
+fn exception_errors_read_without_runs_of_spaces() {
+    let entry = |user_name: &str, reason: &str| {
+        format!(
+            "[[safety.exceptions]]\nuser_name = {user_name:?}\nuntil = 2026-12-15\nreason = {reason:?}\n"
+        )
+    };
+    for (toml, says) in [
+        (
+            entry("*@contractor.example.com", "x"),
+            "an exception names one account exactly; a pattern that keeps accounts for good \
+             belongs in safety.protected",
+        ),
+        (
+            entry("erin@example.com", " "),
+            "is empty: say why the account is kept (a ticket, who approved it); reports and the \
+             ledger show it",
+        ),
+        (
+            format!(
+                "{}\n{}",
+                entry("dana@example.com", "x"),
+                entry("Dana@example.com", "y")
+            ),
+            "is safety.exceptions[0]'s too: one exception per account (change the earlier \
+             entry's until and reason)",
+        ),
+    ] {
+        let error = load(&toml, &[]).unwrap_err();
+        assert!(error.contains(says), "{says}\n{error}");
+    }
+}
