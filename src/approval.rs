@@ -1876,8 +1876,10 @@ pub fn link_checked(
         // person was linked to an account the plan then left alone only for them.
         let protected = safety::plan_settings(config, &directory, now).protected;
         let person = directory.identities.iter().find(|i| i.id == identity_id);
-        let account_protected = protected.matches(&account.user_name);
-        let person_protected = person.is_some_and(|p| protected.matches(&p.user_name));
+        // For good: an exception (`safety.exceptions`) keeps every account of
+        // its person, linked or not, only until its end, and then none.
+        let account_protected = protected.permanently(&account.user_name);
+        let person_protected = person.is_some_and(|p| protected.permanently(&p.user_name));
         // The other way round: a reconcile leaves every account of a protected
         // person alone (the plan flags them untouchable by the person's
         // userName), so an ordinary account linked to one (a leaver's, an orphan

@@ -274,3 +274,51 @@ fn exception_errors_read_without_runs_of_spaces() {
         assert!(error.contains(says), "{says}\n{error}");
     }
 }
+
+/// An exception is no protection for good: it keeps every account of the person
+/// it names until its end, then they are managed like any other. `link` refused
+/// to tie an excepted person (Dana, left) to her own account under another
+/// userName, saying she "is protected (safety.protected / protected_groups)",
+/// which no list says: the person the exception was for could not be linked
+/// to the account it was meant to keep, nor an excepted account to its person.
+#[test]
+fn link_ties_an_excepted_person_or_account_like_any_other() {
+    use crate::qa_cli::{account, first_plan_stored, person};
+    let dir = tempfile::tempdir().unwrap();
+    let mut dana = person("00u2", "dana@example.com", "dana@example.com");
+    dana.status = seatwarden::model::IdentityStatus::Suspended;
+    let config_path = first_plan_stored(
+        dir.path(),
+        vec![dana, person("00u3", "erin@example.com", "erin@example.com")],
+        vec![
+            account("w8", "d.lee@example.com", "d.lee@corp.example.com"),
+            account("w9", "erin.contractor@example.com", "ec@corp.example.com"),
+        ],
+    );
+    let until = (Utc::now() + Duration::days(20)).format("%Y-%m-%d");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!(
+            "{text}\n[[safety.exceptions]]\nuser_name = \"dana@example.com\"\nuntil = {until}\n\
+             reason = \"handover\"\n\n\
+             [[safety.exceptions]]\nuser_name = \"erin.contractor@example.com\"\n\
+             until = {until}\nreason = \"project end\"\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(&config_path, Some(Default::default())).unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    for (identity, account) in [("00u2", "w8"), ("00u3", "w9")] {
+        let linked = seatwarden::approval::link_checked(
+            &config,
+            &mut store,
+            identity,
+            account,
+            false,
+            Utc::now(),
+        );
+        assert!(linked.is_ok(), "{identity} → {account}: {linked:?}");
+    }
+    assert_eq!(store.links().unwrap().len(), 2);
+}
