@@ -322,3 +322,24 @@ fn link_ties_an_excepted_person_or_account_like_any_other() {
     }
     assert_eq!(store.links().unwrap().len(), 2);
 }
+
+/// `[[safety.exceptions]]` tables come from the file only, as
+/// `[[policy.mapping]]` do: a `SEATWARDEN__SAFETY__EXCEPTIONS…` variable is
+/// refused naming itself, not blamed on the file.
+#[test]
+fn an_exceptions_variable_is_refused_naming_itself() {
+    for (name, value) in [
+        ("SEATWARDEN__SAFETY__EXCEPTIONS", "dana@example.com"),
+        (
+            "SEATWARDEN__SAFETY__EXCEPTIONS__0__USER_NAME",
+            "dana@example.com",
+        ),
+    ] {
+        let error = load("", &[(name, value)]).unwrap_err();
+        assert!(
+            error.contains(&format!("environment variable {name}")),
+            "{error}"
+        );
+        assert!(error.contains("read from the file only"), "{error}");
+    }
+}
