@@ -343,3 +343,75 @@ fn an_exceptions_variable_is_refused_naming_itself() {
         assert!(error.contains("read from the file only"), "{error}");
     }
 }
+
+/// A leaver's deactivation held by the threshold; HR then asks to keep them and
+/// an exception names their directory userName, which their account does not
+/// have. `approve` of the run must leave the account alone (as the reconcile
+/// and the sweep do), saying it is kept by an exception: it re-checked only the
+/// account's own userName and deactivated it. Named by the account's userName,
+/// the refusal said "is protected", which no list says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_leaves_alone_an_account_an_exception_keeps() {
+    use seatwarden::approval::{self, Only};
+    use seatwarden::model::ActionKind;
+    use seatwarden::run::{self, Mode};
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) =
+        suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
+    config.safety.max_deprovisions = 0;
+    let held = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let deactivate = held
+        .plan
+        .actions
+        .iter()
+        .find(|a| {
+            a.identity_id.as_deref() == Some(person.as_str())
+                && matches!(a.kind, ActionKind::Deactivate { .. })
+        })
+        .unwrap_or_else(|| panic!("{:?}", held.plan.actions));
+    assert!(deactivate.held.is_some(), "{deactivate:?}");
+    let account_name = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.external_id.as_deref() == Some(person.as_str()))
+        .unwrap()
+        .user_name;
+    assert_ne!(account_name, user_name);
+
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let now = Utc::now();
+    for name in [user_name.as_str(), account_name.as_str()] {
+        except(&mut config, name, now + Duration::days(3), "legal hold");
+        let approval = approval::approve(
+            &config,
+            &client,
+            Store::open(&config.state.path).unwrap(),
+            held.run_id,
+            &Only::All,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(active(&sandbox, &person), "{name}: {approval:?}");
+        let refused = approval
+            .refused
+            .iter()
+            .find(|(seq, _)| *seq == deactivate.seq)
+            .unwrap_or_else(|| panic!("{name}: {approval:?}"));
+        assert!(
+            refused.1.contains("exception (safety.exceptions)")
+                && refused.1.contains("legal hold")
+                && !refused.1.contains("is protected"),
+            "{name}: {refused:?}"
+        );
+    }
+    sandbox.shutdown().await;
+}
