@@ -1003,7 +1003,18 @@ impl Digest {
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
         // A leaver whose deprovision is held keeps access until a human acts
         // (`approve`, `link`), due or not.
-        let held_pending = pending.iter().filter(|d| d.held).count();
+        // Put off by an exception (`safety.exceptions`): a decision made, which
+        // waits for no one, is no hold to attend to.
+        let excepted_pending = input
+            .deprovisions
+            .iter()
+            .filter(|d| d.held == Some(DeprovisionHold::Excepted) && d.due_at > input.now)
+            .count();
+        let held_pending = pending
+            .iter()
+            .filter(|d| d.held)
+            .count()
+            .saturating_sub(excepted_pending);
         let failed_now = latest.map_or(0, |r| r.summary.actions_failed);
         // The newest run's writes stopped: the work is not done, though nothing
         // of it failed.
@@ -1117,9 +1128,18 @@ impl Digest {
                 "held deprovisions",
             ));
         }
-        if pending.len() > held_pending {
+        if excepted_pending > 0 {
+            parts.push(format!(
+                "{} put off by an exception",
+                plural(excepted_pending, "deprovision", "deprovisions")
+            ));
+        }
+        let waiting = pending
+            .len()
+            .saturating_sub(held_pending + excepted_pending);
+        if waiting > 0 {
             parts.push(plural(
-                pending.len() - held_pending,
+                waiting,
                 "pending deprovision",
                 "pending deprovisions",
             ));

@@ -415,3 +415,68 @@ async fn approve_leaves_alone_an_account_an_exception_keeps() {
     }
     sandbox.shutdown().await;
 }
+
+/// An exception is a decision already made: while it keeps a leaver's account,
+/// the digest did not call the put-off deprovision a "held deprovision" and the
+/// whole digest "Needs attention" every day until the end, while the run's own
+/// report said "in sync; 1 account kept active by an exception". It is listed as
+/// put off by an exception, and the digest says drift, not an alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_does_not_call_an_exception_a_hold_needing_attention() {
+    use seatwarden::report::State;
+    use seatwarden::run::{self, Mode, RunOptions};
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (_, user_name) = suspend_someone(dir.path(), &sandbox, None);
+    let now = Utc::now();
+    except(&mut config, &user_name, now + Duration::days(5), "handover");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let kept = run::execute_with_options(
+        &config,
+        &run::directory_from_config(&config),
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+        RunOptions {
+            now: Some(now),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept.report.safety.excepted.len(), 1);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let swept = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        now,
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.excepted, 1, "{swept:?}");
+
+    let store = store.lock().unwrap();
+    let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+    let digest = seatwarden::report::digest::build_from_store_after(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        now + Duration::minutes(5),
+        std::time::Duration::from_secs(24 * 3600),
+        None,
+        &deprovisions,
+        "seatwarden",
+    )
+    .unwrap();
+    assert_ne!(digest.state, State::NeedsAttention, "{}", digest.headline);
+    assert!(
+        !digest.headline.contains("held deprovision")
+            && digest.headline.contains("put off by an exception"),
+        "{}",
+        digest.headline
+    );
+    sandbox.shutdown().await;
+}
