@@ -480,3 +480,45 @@ async fn the_digest_does_not_call_an_exception_a_hold_needing_attention() {
     );
     sandbox.shutdown().await;
 }
+
+/// `unlink`'s preview of an account and a person an exception keeps: it said
+/// "protected by its own userName … (safety.protected / protected_groups): left
+/// alone, as before" and "protected (safety.protected / protected_groups)",
+/// which no list says and which is not for good. It names the exception.
+#[test]
+fn unlink_previews_an_excepted_account_and_person_as_excepted() {
+    use crate::qa_cli::{account, first_plan_stored, person};
+    let dir = tempfile::tempdir().unwrap();
+    let mut dana = person("00u2", "dana@example.com", "dana@example.com");
+    dana.status = seatwarden::model::IdentityStatus::Suspended;
+    let config_path = first_plan_stored(
+        dir.path(),
+        vec![dana],
+        vec![account("w2", "d.lee@example.com", "d.lee@corp.example.com")],
+    );
+    let until = (Utc::now() + Duration::days(20)).format("%Y-%m-%d");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!(
+            "{text}\n[[safety.exceptions]]\nuser_name = \"dana@example.com\"\nuntil = {until}\n\
+             reason = \"handover\"\n\n\
+             [[safety.exceptions]]\nuser_name = \"d.lee@example.com\"\nuntil = {until}\n\
+             reason = \"handover\"\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(&config_path, Some(Default::default())).unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let now = Utc::now();
+    seatwarden::approval::link_checked(&config, &mut store, "00u2", "w2", false, now).unwrap();
+    let link = store.links().unwrap().remove(0);
+    let after = seatwarden::explain::after_unlink(&config, &store, &link, now).unwrap();
+    for said in [&after.account, &after.person] {
+        assert!(
+            !said.contains("protected") && said.contains("exception (safety.exceptions)"),
+            "{said}"
+        );
+        assert!(said.contains("handover"), "{said}");
+    }
+}
