@@ -522,3 +522,37 @@ fn unlink_previews_an_excepted_account_and_person_as_excepted() {
         assert!(said.contains("handover"), "{said}");
     }
 }
+
+/// The reconcile side of a person excepted by a directory userName their
+/// account does not have: left alone and listed under EXCEPTIONS with the
+/// account's own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_keeps_a_person_excepted_by_directory_user_name() {
+    use seatwarden::run::{self, Mode, RunOptions};
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) =
+        suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
+    let now = Utc::now();
+    except(&mut config, &user_name, now + Duration::days(2), "handover");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let kept = run::execute_with_options(
+        &config,
+        &run::directory_from_config(&config),
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+        RunOptions {
+            now: Some(now),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(active(&sandbox, &person));
+    let listed = &kept.report.safety.excepted;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].identity_id.as_deref(), Some(person.as_str()));
+    assert_ne!(listed[0].user_name, user_name, "the account's own name");
+    sandbox.shutdown().await;
+}
