@@ -458,19 +458,21 @@ async fn the_digest_does_not_call_an_exception_a_hold_needing_attention() {
     .unwrap();
     assert_eq!(swept.excepted, 1, "{swept:?}");
 
-    let store = store.lock().unwrap();
-    let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
-    let digest = seatwarden::report::digest::build_from_store_after(
-        &store,
-        "acme",
-        chrono_tz::UTC,
-        now + Duration::minutes(5),
-        std::time::Duration::from_secs(24 * 3600),
-        None,
-        &deprovisions,
-        "seatwarden",
-    )
-    .unwrap();
+    let digest = {
+        let store = store.lock().unwrap();
+        let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+        seatwarden::report::digest::build_from_store_after(
+            &store,
+            "acme",
+            chrono_tz::UTC,
+            now + Duration::minutes(5),
+            std::time::Duration::from_secs(24 * 3600),
+            None,
+            &deprovisions,
+            "seatwarden",
+        )
+        .unwrap()
+    };
     assert_ne!(digest.state, State::NeedsAttention, "{}", digest.headline);
     assert!(
         !digest.headline.contains("held deprovision")
