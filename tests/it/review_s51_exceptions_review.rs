@@ -558,3 +558,53 @@ async fn a_reconcile_keeps_a_person_excepted_by_directory_user_name() {
     assert_ne!(listed[0].user_name, user_name, "the account's own name");
     sandbox.shutdown().await;
 }
+
+/// An episode already escalated (overdue: its deactivation held by the guard)
+/// when an exception puts it off: once the exception has ended and the
+/// deprovision is overdue again, it is escalated again (log, metric, alert).
+/// The old escalation stayed on the episode, so the second overdue passed
+/// without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_episode_put_off_is_escalated_again_when_overdue_after_the_end() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
+    config.safety.max_deprovisions = 0;
+    let now = later_than_the_clock();
+    let sla = Duration::hours(1);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::sweep(&config, &config.directory(), &client, &store, now, sla)
+        .await
+        .unwrap();
+    let overdue = now + Duration::hours(2);
+    let escalated = seatwarden::sweep::enforce(&config, &client, &store, overdue)
+        .await
+        .unwrap();
+    assert_eq!(escalated.escalated.len(), 1, "{escalated:?}");
+
+    let until = overdue + Duration::days(1);
+    except(&mut config, &user_name, until, "legal hold");
+    let put_off =
+        seatwarden::sweep::enforce(&config, &client, &store, overdue + Duration::minutes(15))
+            .await
+            .unwrap();
+    assert_eq!(put_off.excepted, 1, "{put_off:?}");
+    assert!(active(&sandbox, &person));
+
+    // Ended; the guard still holds the deactivation, so it goes overdue again.
+    config.safety.exceptions.clear();
+    let mut again = Vec::new();
+    for minutes in [1, 30, 61, 62] {
+        let pass = seatwarden::sweep::enforce(
+            &config,
+            &client,
+            &store,
+            until + Duration::minutes(minutes),
+        )
+        .await
+        .unwrap();
+        again.extend(pass.escalated);
+    }
+    assert_eq!(again.len(), 1, "{:?}", episode(&store, &person));
+    sandbox.shutdown().await;
+}
