@@ -1104,9 +1104,23 @@ pub async fn approve(
     // as the run's directory snapshot had them.
     let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
-        let protected = match store.load_directory_snapshot(run)? {
-            Some(directory) => safety::plan_settings(config, &directory, now).protected,
-            None => config.plan_settings(now).protected,
+        let (protected, excepted_people) = match store.load_directory_snapshot(run)? {
+            Some(directory) => {
+                let protected = safety::plan_settings(config, &directory, now).protected;
+                // People an exception in force names by their directory userName:
+                // every account of theirs is left alone, whatever its own name.
+                let excepted: HashMap<String, crate::policy::Exception> = directory
+                    .identities
+                    .iter()
+                    .filter_map(|i| {
+                        protected
+                            .exception_for(&i.user_name)
+                            .map(|e| (i.id.clone(), e.clone()))
+                    })
+                    .collect();
+                (protected, excepted)
+            }
+            None => (config.plan_settings(now).protected, HashMap::new()),
         };
         // People a sweep or a reconcile has seen with access again since the run:
         // their held deprovision is for someone who is no longer leaving.
@@ -1161,12 +1175,13 @@ pub async fn approve(
             .collect();
         let outdated = no_longer_asked(config, &store, run, &held, &workspace, &linked, tz)?;
         (
-            protected,
+            (protected, excepted_people),
             store.deactivated_since()?,
             (back, outdated, linked),
             made,
         )
     };
+    let (protected, excepted_people) = protected;
     let (back, outdated, linked) = back;
     let mut approval = Approval {
         run,
@@ -1301,6 +1316,37 @@ pub async fn approve(
         if let Some(why) = relinked(&action, &linked, &admin_command) {
             approval.refused.push((action.seq, why));
             continue;
+        }
+        // Kept by an exception in force, the account's own or its person's: left
+        // alone as the reconcile and the sweep leave it, and said so (the
+        // re-check below would call it protected, which no list says).
+        if let Some(account_id) = action.kind.account_id() {
+            let exception = workspace
+                .accounts
+                .iter()
+                .find(|a| a.id == account_id)
+                .and_then(|a| protected.exception_for(&a.user_name))
+                .or_else(|| {
+                    action
+                        .identity_id
+                        .as_ref()
+                        .and_then(|id| excepted_people.get(id))
+                });
+            if let Some(exception) = exception {
+                approval.refused.push((
+                    action.seq,
+                    format!(
+                        "kept by an exception (safety.exceptions) until {}: {}; seatwarden \
+                         manages the account again when it ends",
+                        crate::report::local_minute(exception.until, tz),
+                        crate::report::printable_field(&exception.reason)
+                    ),
+                ));
+                if let Some(given_up) = renamed_from(&action.kind) {
+                    kept.push(given_up);
+                }
+                continue;
+            }
         }
         let decision = match recheck(&action, &workspace, &protected, &clocks) {
             Recheck::Apply => match outdated.get(&action.seq) {
@@ -1876,8 +1922,10 @@ pub fn link_checked(
         // person was linked to an account the plan then left alone only for them.
         let protected = safety::plan_settings(config, &directory, now).protected;
         let person = directory.identities.iter().find(|i| i.id == identity_id);
-        let account_protected = protected.matches(&account.user_name);
-        let person_protected = person.is_some_and(|p| protected.matches(&p.user_name));
+        // For good: an exception (`safety.exceptions`) keeps every account of
+        // its person, linked or not, only until its end, and then none.
+        let account_protected = protected.permanently(&account.user_name);
+        let person_protected = person.is_some_and(|p| protected.permanently(&p.user_name));
         // The other way round: a reconcile leaves every account of a protected
         // person alone (the plan flags them untouchable by the person's
         // userName), so an ordinary account linked to one (a leaver's, an orphan

@@ -1076,19 +1076,29 @@ impl Config {
         // table where a list is, and its error, which names no origin, would
         // blame the file: the variable is named here, as for
         // `SEATWARDEN__POLICY__MAPPING` itself.
-        let mut mapping_variables: Vec<&String> = variables
+        // So for `[[safety.exceptions]]`, whose error ("expected a list, such as
+        // ["a", "b"]") offered a form no exception has.
+        let mut table_variables: Vec<(&String, &str)> = variables
             .iter()
-            .filter(|name| {
+            .filter_map(|name| {
                 let key = key_of(name);
-                key == "policy.mapping" || key.starts_with("policy.mapping.")
+                TABLES_FROM_FILE_ONLY
+                    .iter()
+                    .find(|(table, _)| {
+                        key == *table
+                            || key
+                                .strip_prefix(table)
+                                .is_some_and(|rest| rest.starts_with('.'))
+                    })
+                    .map(|(_, message)| (name, *message))
             })
             .collect();
-        mapping_variables.sort();
-        if let Some(name) = mapping_variables.first() {
+        table_variables.sort();
+        if let Some((name, message)) = table_variables.first() {
             return Err(ConfigError::Key {
                 path: PathBuf::from(format!("environment variable {name}")),
                 key: key_of(name),
-                message: MAPPING_FROM_FILE_ONLY.to_owned(),
+                message: (*message).to_owned(),
             });
         }
         let (raw, scalars) = layered(path, env.clone())?;
@@ -3099,14 +3109,16 @@ impl Config {
                 return Err(self.key_error(
                     &key("user_name"),
                     format!(
-                        "{user_name:?}: an exception names one account exactly; a pattern                          that keeps accounts for good belongs in safety.protected"
+                        "{user_name:?}: an exception names one account exactly; a pattern \
+                         that keeps accounts for good belongs in safety.protected"
                     ),
                 ));
             }
             if entry.reason.trim().is_empty() {
                 return Err(self.key_error(
                     &key("reason"),
-                    "is empty: say why the account is kept (a ticket, who approved it);                      reports and the ledger show it",
+                    "is empty: say why the account is kept (a ticket, who approved it); \
+                     reports and the ledger show it",
                 ));
             }
             let until =
@@ -3119,7 +3131,8 @@ impl Config {
                 return Err(self.key_error(
                     &key("user_name"),
                     format!(
-                        "{user_name:?} is safety.exceptions[{earlier}]'s too: one exception per                          account (change the earlier entry's until and reason)"
+                        "{user_name:?} is safety.exceptions[{earlier}]'s too: one exception per \
+                         account (change the earlier entry's until and reason)"
                     ),
                 ));
             }
@@ -4201,6 +4214,17 @@ fn zone_without_daylight_saving(key: &str, zone: &str) -> Option<String> {
 /// Why a `SEATWARDEN__POLICY__MAPPING…` variable is refused.
 const MAPPING_FROM_FILE_ONLY: &str = "the [[policy.mapping]] tables are read from the file \
      only; no environment variable sets them: unset this one";
+
+/// Why a `SEATWARDEN__SAFETY__EXCEPTIONS…` variable is refused.
+const EXCEPTIONS_FROM_FILE_ONLY: &str = "the [[safety.exceptions]] tables are read from the \
+     file only; no environment variable sets them: unset this one";
+
+/// Arrays of tables no environment variable sets, and why a variable for one is
+/// refused.
+const TABLES_FROM_FILE_ONLY: [(&str, &str); 2] = [
+    ("policy.mapping", MAPPING_FROM_FILE_ONLY),
+    ("safety.exceptions", EXCEPTIONS_FROM_FILE_ONLY),
+];
 
 /// The kinds of directory source `[directory]` takes, as its `kind` spells them.
 const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];

@@ -1792,10 +1792,17 @@ pub fn after_unlink(
             clean(identity_id),
             planned(&after)
         ),
-        (Some(a), None) if protected.matches(&a.user_name) => format!(
+        (Some(a), None) if protected.permanently(&a.user_name) => format!(
             "linked to nobody; protected by its own userName {} (safety.protected / \
              protected_groups): left alone, as before",
             clean(&a.user_name)
+        ),
+        // Kept for a time, not for good: an orphan then.
+        (Some(a), None) if let Some(e) = protected.exception_for(&a.user_name) => format!(
+            "linked to nobody; kept as it is by an exception (safety.exceptions) until {}: \
+             {}; then an orphan (policy.unmatched_accounts)",
+            crate::report::local_minute(e.until, tz),
+            clean(&e.reason)
         ),
         (Some(_), None) if disputed(&after, true) => format!(
             "disputed: more than one person matches it; nothing is written to it until \
@@ -1891,11 +1898,24 @@ pub fn after_unlink(
         )
     } else if disputed(&after, false) {
         format!("disputed: several accounts match them; `{admin} explain {identity_id}` lists them")
+    } else if let Some(e) = loaded
+        .directory
+        .identities
+        .iter()
+        .find(|i| i.id == identity_id)
+        .and_then(|i| protected.exception_for(&i.user_name))
+    {
+        format!(
+            "kept as they are by an exception (safety.exceptions) until {}: {}; has no \
+             account then, and no run makes a change for them before it ends",
+            crate::report::local_minute(e.until, tz),
+            clean(&e.reason)
+        )
     } else if loaded
         .directory
         .identities
         .iter()
-        .any(|i| i.id == identity_id && protected.matches(&i.user_name))
+        .any(|i| i.id == identity_id && protected.permanently(&i.user_name))
     {
         // A reconcile returns before anything else for a protected person: no
         // create either.

@@ -104,11 +104,9 @@ impl LedgerEntry {
         if self.found_without_access() {
             return None;
         }
-        // Verified before an exception's end (deactivated by hand meanwhile):
-        // the SLA clock never started.
-        self.verified_at
-            .filter(|at| *at >= self.sla_start())
-            .map(|at| at - self.sla_start())
+        // An exception taken out before its end (and the account deactivated
+        // before a sweep moved the end back) ended no later than that.
+        self.verified_at.map(|at| at - self.sla_start().min(at))
     }
 
     /// When the deprovision became seatwarden's to make: its detection, or the
@@ -429,6 +427,17 @@ mod tests {
             Duration::hours(1),
         );
         assert_eq!(changes.cancel, vec![1]);
+    }
+
+    #[test]
+    fn a_latency_is_never_negative_when_an_exception_was_taken_out_early() {
+        // Put off to t(1000); the exception was taken out and a reconcile
+        // deactivated the account at t(100), before any sweep moved the end.
+        let mut e = entry(1, "a", 0);
+        e.excepted_until = Some(t(1000));
+        e.enforced_at = Some(t(95));
+        e.verified_at = Some(t(100));
+        assert_eq!(e.latency(), Some(Duration::zero()));
     }
 
     #[test]

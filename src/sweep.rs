@@ -986,11 +986,9 @@ async fn enforce_pass(
                 outcome.already_done += 1;
                 if entry.detected_at < now || entry.enforced_at.is_some() {
                     store.deprovision_verified(entry.id, now)?;
-                    // Deactivated by hand while an exception still kept it: the
-                    // SLA clock never started, so there is no latency to count.
-                    if entry.sla_start() <= now {
-                        outcome.latencies.push(now - entry.sla_start());
-                    }
+                    // Deactivated by hand while an exception still kept it: gone
+                    // before the SLA clock started, so no time of seatwarden's.
+                    outcome.latencies.push(now - entry.sla_start().min(now));
                 } else {
                     // Found without access when first seen (a leaver from before
                     // the daemon's first sweep, say): no access was removed, so
@@ -1009,9 +1007,13 @@ async fn enforce_pass(
         // replaces it: whether the person (not only the account) is protected.
         let person_protected = protected.permanently(&entry.user_name);
         let account_protected = protected.permanently(&account.user_name);
+        // An exception may name the person's directory userName, which only the
+        // ledger keeps here: replaced by the account's, the next look would no
+        // longer find it and deactivate the account the exception keeps.
+        let excepted_by_person = protected.exception_for(&entry.user_name).is_some();
         {
             let mut store = lock(store)?;
-            if !account_protected {
+            if !account_protected && !excepted_by_person {
                 store.deprovision_user_name(entry.id, &account.user_name)?;
             }
             // Active again since a reconcile last saw it: a retention clock it
@@ -1899,7 +1901,8 @@ pub fn record_deprovisions(
                     store.deprovision_verified(entry, now)?;
                     // Once per episode, however many of the person's accounts went.
                     if counted.insert(entry) {
-                        verified.push(now - sla_start);
+                        // An exception taken out early ended no later than now.
+                        verified.push(now - sla_start.min(now));
                     }
                 }
                 ActionState::Held => {

@@ -928,7 +928,8 @@ impl Digest {
                 took: crate::sla::latency_text(
                     v.verified_at
                         - v.excepted_until
-                            .map_or(v.detected_at, |e| e.max(v.detected_at)),
+                            .map_or(v.detected_at, |e| e.max(v.detected_at))
+                            .min(v.verified_at),
                 ),
             })
             .collect();

@@ -857,7 +857,8 @@ pub fn safety_findings(
             "EXCEPTIONS",
             Tone::Warn,
             format!(
-                "{} active only because an exception in safety.exceptions keeps {}:                  seatwarden takes the access away when the exception ends",
+                "{} active only because an exception in safety.exceptions keeps {}: \
+                 seatwarden takes the access away when the exception ends",
                 plural(n, "account is", "accounts are"),
                 if n == 1 { "it" } else { "them" },
             ),
@@ -1838,6 +1839,40 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    /// EXCEPTIONS reads as one sentence: no run of spaces from a string broken
+    /// across source lines.
+    #[test]
+    fn the_exceptions_finding_reads_as_one_sentence() {
+        let until = DateTime::parse_from_rfc3339("2026-12-15T23:00:00Z")
+            .unwrap()
+            .to_utc();
+        let report = reconcile_report(SafetyReport {
+            excepted: vec![crate::model::ExceptedAccount {
+                account_id: "w3".into(),
+                user_name: "dana@ex.com".into(),
+                identity_id: Some("00u3".into()),
+                why: "suspended in the directory".into(),
+                exception: crate::model::Exception {
+                    user_name: "dana@ex.com".into(),
+                    until,
+                    reason: "handover".into(),
+                },
+            }],
+            ..SafetyReport::default()
+        });
+        let finding = safety_findings(&report, chrono_tz::UTC, ADMIN)
+            .into_iter()
+            .find(|f| f.label == Some("EXCEPTIONS"))
+            .unwrap();
+        assert_eq!(
+            finding.text,
+            "1 account is active only because an exception in safety.exceptions keeps it: \
+             seatwarden takes the access away when the exception ends"
+        );
+        let text = render_text(&report, chrono_tz::UTC, ADMIN, false);
+        assert!(!text.contains("  seatwarden takes"), "{text}");
     }
 
     /// A directory that shrank past the limit is told the command that accepts it.

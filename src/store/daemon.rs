@@ -655,7 +655,9 @@ impl Store {
     }
 
     /// Put off by an exception (`safety.exceptions`) that ends at `until`: held
-    /// with `reason`, looked at again at `recheck_at`, and due at `due_at`.
+    /// with `reason`, looked at again at `recheck_at`, and due at `due_at` (the
+    /// SLA after the end: sooner than it was when the exception was shortened);
+    /// escalated afresh once overdue after it, as a reopened episode is.
     pub fn deprovision_excepted(
         &mut self,
         id: i64,
@@ -666,14 +668,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.ledger_update(
             "UPDATE deprovisions SET held = ?2, next_attempt_at = ?3, excepted_until = ?4, \
-             due_at = ?5 WHERE id = ?1",
+             due_at = ?5, escalated_at = NULL WHERE id = ?1",
             params![id, reason, ts(recheck_at), ts(until), ts(due_at)],
             id,
         )
     }
 
-    /// The exception that put it off stopped keeping the account at `at`, before
-    /// the end it had: that is its end now, and the episode is due at `due_at`.
+    /// The exception that put the deprovision off ended at `at`, before the end
+    /// the episode has (it was taken out of the configuration, or moved to an
+    /// end already past): its SLA clock runs from `at`, and it is due at `due_at`
+    /// (and escalated afresh once overdue).
     pub fn deprovision_exception_ended(
         &mut self,
         id: i64,
@@ -681,7 +685,8 @@ impl Store {
         due_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.ledger_update(
-            "UPDATE deprovisions SET excepted_until = ?2, due_at = ?3 WHERE id = ?1",
+            "UPDATE deprovisions SET excepted_until = ?2, due_at = ?3, escalated_at = NULL \
+             WHERE id = ?1",
             params![id, ts(at), ts(due_at)],
             id,
         )
