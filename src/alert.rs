@@ -1226,7 +1226,14 @@ fn decide_overdue_write(
             None => new.push(entry),
         }
     }
-    let open_ids: HashSet<&str> = open.iter().map(|e| e.identity_id.as_str()).collect();
+    // An episode an exception put off after its alert is no longer overdue:
+    // someone decided to keep the access, and the alert is over (a new one is
+    // raised if it is overdue after the exception's end).
+    let open_ids: HashSet<&str> = open
+        .iter()
+        .filter(|e| e.excepted_until.is_none() || e.state(now) == EntryState::Overdue)
+        .map(|e| e.identity_id.as_str())
+        .collect();
     let resolved: Vec<&AlertRecord> = active
         .iter()
         .filter(|r| {
@@ -1346,7 +1353,8 @@ fn decide_overdue_write(
             ),
             _ => {
                 let mut lines = vec![format!(
-                    "No longer overdue (deactivation verified, or cancelled), resolved {}:",
+                    "No longer overdue (deactivation verified, cancelled, or put off by an \
+                     exception), resolved {}:",
                     report::local_minute(now, context.timezone)
                 )];
                 lines.extend(listed(&resolved, |r| {
@@ -2341,6 +2349,45 @@ pub(crate) mod tests {
             threads,
             [Some(root.clone()), Some(root), Some(outbox[1].message_id())]
         );
+    }
+
+    /// An overdue deprovision that an exception then puts off is no longer
+    /// overdue: its alert is resolved, and one is raised afresh if it is
+    /// overdue after the exception's end.
+    #[test]
+    fn an_overdue_alert_is_resolved_when_an_exception_puts_the_deprovision_off() {
+        use crate::sla::{self, Leaver, LossReason};
+
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let leaver = Leaver {
+            identity_id: "00u0".to_owned(),
+            account_id: Some("acc-0".to_owned()),
+            user_name: "dana@example.com".to_owned(),
+            reason: LossReason::Suspended,
+        };
+        let changes = sla::observe(&[], &[leaver], &[], at(8, 0), chrono::Duration::hours(1));
+        store.update_ledger(&changes, at(8, 0)).unwrap();
+        let raised = overdue_deprovisions(&mut store, &context, at(9, 1)).unwrap();
+        assert!(raised.alert.is_some());
+
+        let entry = store.open_deprovisions().unwrap().remove(0);
+        store
+            .deprovision_excepted(
+                entry.id,
+                "kept by an exception (safety.exceptions) until …: handover",
+                at(9, 20),
+                at(12, 0),
+                at(13, 0),
+            )
+            .unwrap();
+        let put_off = overdue_deprovisions(&mut store, &context, at(9, 10)).unwrap();
+        assert!(put_off.alert.is_none() && put_off.resolution.is_some());
+        let quiet = overdue_deprovisions(&mut store, &context, at(12, 30)).unwrap();
+        assert!(quiet.alert.is_none() && quiet.resolution.is_none());
+        let again = overdue_deprovisions(&mut store, &context, at(13, 1)).unwrap();
+        assert!(again.alert.is_some(), "overdue after the exception's end");
     }
 
     /// A relay down for a day: the alert waits in the outbox, and a reminder
