@@ -64,7 +64,8 @@ pub struct AccessRow {
     /// its removal, when due, is one to make by hand; so does an account linked to
     /// a protected person, protected only through them; an active account an
     /// exception in force keeps says `access kept by an exception
-    /// (safety.exceptions) until T: REASON`), `disputed: …` (it may be the account of the
+    /// (safety.exceptions) until T: REASON`, after `orphaned; ` for an orphan
+    /// `policy.unmatched_accounts = "deactivate"` would deactivate), `disputed: …` (it may be the account of the
     /// person named; `link`, run as `report.admin_command`, settles it; a person
     /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
@@ -472,7 +473,21 @@ pub fn access_at(
         claimed_by.sort_unstable();
         claimed_by.dedup();
         if claimed_by.is_empty() {
-            return if directory.complete {
+            return if let (true, true, Some(exception)) = (
+                account.active,
+                config.policy.unmatched_accounts == crate::policy::UnmatchedAccounts::Deactivate,
+                protected.exception_for(&account.user_name),
+            ) {
+                // Deactivated as an orphan but for the exception: a reviewer
+                // must see that its access stays, and until when.
+                format!(
+                    "orphaned; access kept by an exception (safety.exceptions) until {}: {}",
+                    exception
+                        .until
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    exception.reason
+                )
+            } else if directory.complete {
                 "orphaned".to_owned()
             } else {
                 format!(

@@ -604,3 +604,36 @@ fn the_digest_lists_the_exceptions_in_force() {
     assert_eq!(json["exceptions"][0]["until_at"], "2026-12-15T23:00:00Z");
     assert_eq!(json["exceptions"].as_array().unwrap().len(), 2);
 }
+
+/// The access review says an orphan's access stays by an exception, and until
+/// when, where `unmatched_accounts = "deactivate"` would otherwise take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_review_says_an_orphan_is_kept_by_an_exception() {
+    let (sandbox, _dir, mut config) = reconciled_demo().await;
+    let orphan = "freelancer.max@gmail.com";
+    let now = Utc::now();
+    let until = now + Duration::days(3);
+    except(&mut config, orphan, until, "finishing the Q4 campaign");
+    let store = Store::open(&config.state.path).unwrap();
+    let justification = |config: &Config| {
+        seatwarden::export::access_at(&store, config, now)
+            .unwrap()
+            .accounts
+            .into_iter()
+            .find(|r| r.user_name == orphan)
+            .unwrap()
+            .justification
+    };
+    // Reported only: nothing takes its access, and the exception changes nothing.
+    assert_eq!(justification(&config), "orphaned");
+    config.policy.unmatched_accounts = seatwarden::policy::UnmatchedAccounts::Deactivate;
+    assert_eq!(
+        justification(&config),
+        format!(
+            "orphaned; access kept by an exception (safety.exceptions) until {}: finishing \
+             the Q4 campaign",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    );
+    sandbox.shutdown().await;
+}
