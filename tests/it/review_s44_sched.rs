@@ -118,10 +118,16 @@ async fn a_reload_during_the_first_reconcile_catches_up_nothing_again() {
     })
     .await;
     assert!(reloaded, "no reload:\n{}", logged());
+    // Both jobs start at once: whichever takes the writer lock first, the test
+    // waits for both (a sweep that went first has finished long before the
+    // reconcile, and stopping then cut the reconcile off).
+    let finished = |log: &str, job: &str| {
+        log.lines()
+            .any(|l| l.contains("job finished") && l.contains(&format!("job=\"{job}\"")))
+    };
     let swept = fixtures::poll_until(Duration::from_secs(60), || {
-        logged()
-            .lines()
-            .any(|l| l.contains("job finished") && l.contains("job=\"sweep\""))
+        let log = logged();
+        finished(&log, "sweep") && finished(&log, "reconcile")
     })
     .await;
     fixtures::sigterm(&daemon);
