@@ -832,22 +832,25 @@ fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
         list.iter().find(|other| key(other) == key(e)).cloned()
     };
     let until = |e: &crate::model::Exception| crate::report::local_minute(e.until, tz);
+    // Quoted from the file as check-config lists them: made printable, so a line
+    // break or an escape sequence in one forges no log line of its own.
+    let shown = crate::report::printable_field;
     let mut changes = Vec::new();
     for e in &after {
         match find(&before, e) {
             None => changes.push(format!(
                 "safety.exceptions: {} is kept until {}: {}",
-                e.user_name,
+                shown(&e.user_name),
                 until(e),
-                e.reason
+                shown(&e.reason)
             )),
             Some(was) if was.until != e.until || was.reason != e.reason => {
                 changes.push(format!(
                     "safety.exceptions: {}'s exception now runs until {} (was {}): {}",
-                    e.user_name,
+                    shown(&e.user_name),
                     until(e),
                     until(&was),
-                    e.reason
+                    shown(&e.reason)
                 ));
             }
             Some(_) => {}
@@ -858,7 +861,7 @@ fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
             changes.push(format!(
                 "safety.exceptions: {}'s exception (until {}) was taken out: seatwarden \
                  manages the account again",
-                e.user_name,
+                shown(&e.user_name),
                 until(e)
             ));
         }
@@ -2113,6 +2116,33 @@ mod tests {
             ]
         );
         assert!(exception_changes(&new, &new).is_empty());
+    }
+
+    /// The reload's lines quote the file's user_name and reason: a line break or
+    /// an escape sequence in either (a TOML string may hold any) must not forge
+    /// a log line of its own or drive the terminal of whoever reads the log;
+    /// check-config's listing of the same entries lets neither through.
+    #[test]
+    fn a_reload_logs_an_exception_with_control_characters_made_printable() {
+        use crate::config::ExceptionConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
+        let old = (*shared.config()).clone();
+        let mut new = old.clone();
+        new.safety.exceptions = vec![ExceptionConfig {
+            user_name: "dana@example.com\u{1b}[2K".to_owned(),
+            until: "2026-12-15".to_owned(),
+            reason: "handover\nERROR seatwarden: sweep failed \u{202e}".to_owned(),
+        }];
+        let mut changes = exception_changes(&old, &new);
+        changes.extend(exception_changes(&new, &old));
+        assert_eq!(changes.len(), 2);
+        for line in &changes {
+            assert!(
+                !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{line:?}"
+            );
+        }
     }
 
     /// The daemon's shared state on the configuration in `dir` (a file directory,
