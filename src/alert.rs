@@ -1242,6 +1242,20 @@ fn decide_overdue_write(
                 .is_some_and(|id| !open_ids.contains(id))
         })
         .collect();
+    // The resolved whose episode is still open, put off by an exception: their
+    // resolution says the access is kept, not taken away.
+    let put_off = |r: &AlertRecord| -> Option<String> {
+        let id = r.key.strip_prefix(OVERDUE_PREFIX)?;
+        let until = open
+            .iter()
+            .find(|e| e.identity_id == id)
+            .and_then(|e| e.excepted_until)?;
+        Some(format!(
+            "not deactivated: the access is kept by an exception until {} \
+             (safety.exceptions), and alerted again if overdue after it",
+            report::local_minute(until, context.timezone)
+        ))
+    };
 
     let mut records = Vec::new();
     let mut messages = Vec::new();
@@ -1345,11 +1359,18 @@ fn decide_overdue_write(
                 serde_json::from_str::<AlertCondition>(&one.condition)
                     .map(|c| c.summary())
                     .unwrap_or_else(|_| one.key.clone()),
-                vec![format!(
-                    "Raised {}, resolved {}.",
-                    report::local_minute(one.first_raised_at, context.timezone),
-                    report::local_minute(now, context.timezone)
-                )],
+                vec![match put_off(one) {
+                    Some(kept) => format!(
+                        "Raised {}, resolved {}: {kept}.",
+                        report::local_minute(one.first_raised_at, context.timezone),
+                        report::local_minute(now, context.timezone)
+                    ),
+                    None => format!(
+                        "Raised {}, resolved {}.",
+                        report::local_minute(one.first_raised_at, context.timezone),
+                        report::local_minute(now, context.timezone)
+                    ),
+                }],
             ),
             _ => {
                 let mut lines = vec![format!(
@@ -1358,8 +1379,11 @@ fn decide_overdue_write(
                     report::local_minute(now, context.timezone)
                 )];
                 lines.extend(listed(&resolved, |r| {
+                    let kept = put_off(r)
+                        .map(|kept| format!("; {kept}"))
+                        .unwrap_or_default();
                     format!(
-                        "{}, raised {}",
+                        "{}, raised {}{kept}",
                         name(r),
                         report::local_minute(r.first_raised_at, context.timezone)
                     )
@@ -2388,6 +2412,90 @@ pub(crate) mod tests {
         assert!(quiet.alert.is_none() && quiet.resolution.is_none());
         let again = overdue_deprovisions(&mut store, &context, at(13, 1)).unwrap();
         assert!(again.alert.is_some(), "overdue after the exception's end");
+    }
+
+    /// The resolution of an overdue alert an exception ended does not read as a
+    /// deactivation: it says the access is kept, by an exception, until when, and
+    /// that an alert comes back if it is overdue after that. Named with another
+    /// that was deactivated, each says which it was.
+    #[test]
+    fn a_resolution_by_an_exception_says_the_access_is_kept_until_its_end() {
+        use crate::sla::{self, Leaver, LossReason};
+
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let leaver = |n: u32| Leaver {
+            identity_id: format!("00u{n}"),
+            account_id: Some(format!("acc-{n}")),
+            user_name: format!("user{n}@example.com"),
+            reason: LossReason::Suspended,
+        };
+        let changes = sla::observe(&[], &[leaver(0)], &[], at(8, 0), chrono::Duration::hours(1));
+        store.update_ledger(&changes, at(8, 0)).unwrap();
+        assert!(
+            overdue_deprovisions(&mut store, &context, at(9, 1))
+                .unwrap()
+                .alert
+                .is_some()
+        );
+        let entry = store.open_deprovisions().unwrap().remove(0);
+        store
+            .deprovision_excepted(
+                entry.id,
+                "kept by an exception (safety.exceptions)",
+                at(9, 20),
+                at(12, 0),
+                at(13, 0),
+            )
+            .unwrap();
+        let one = overdue_deprovisions(&mut store, &context, at(9, 10)).unwrap();
+        assert!(one.resolution.is_some());
+        let text = store.outbox().unwrap().last().unwrap().message.text.clone();
+        assert!(
+            text.contains("kept by an exception until 2026-11-30 13:00"),
+            "{text}"
+        );
+        assert!(text.contains("not deactivated"), "{text}");
+
+        // Two at once: one deactivated, one put off.
+        let changes = sla::observe(
+            &[],
+            &[leaver(1), leaver(2)],
+            &[],
+            at(10, 0),
+            chrono::Duration::hours(1),
+        );
+        store.update_ledger(&changes, at(10, 0)).unwrap();
+        assert!(
+            overdue_deprovisions(&mut store, &context, at(11, 1))
+                .unwrap()
+                .alert
+                .is_some()
+        );
+        for entry in store.open_deprovisions().unwrap() {
+            match entry.identity_id.as_str() {
+                "00u1" => store
+                    .deprovision_excepted(entry.id, "kept", at(11, 30), at(15, 0), at(16, 0))
+                    .unwrap(),
+                "00u2" => store.deprovision_verified(entry.id, at(11, 20)).unwrap(),
+                _ => {}
+            }
+        }
+        let two = overdue_deprovisions(&mut store, &context, at(11, 10)).unwrap();
+        assert!(two.resolution.is_some());
+        let text = store.outbox().unwrap().last().unwrap().message.text.clone();
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(name))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .to_owned()
+        };
+        assert!(
+            line("user1@example.com").contains("kept by an exception until 2026-11-30 16:00"),
+            "{text}"
+        );
+        assert!(!line("user2@example.com").contains("exception"), "{text}");
     }
 
     /// A relay down for a day: the alert waits in the outbox, and a reminder

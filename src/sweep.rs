@@ -1070,7 +1070,7 @@ async fn enforce_pass(
                     person = %entry.user_name,
                     account = %account.user_name,
                     until = %crate::schedule::log_time(exception.until),
-                    reason = %exception.reason,
+                    reason = %crate::report::printable_field(&exception.reason),
                     "kept by an exception (safety.exceptions): the deprovision is put off to its end"
                 );
             }

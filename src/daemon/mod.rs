@@ -832,22 +832,25 @@ fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
         list.iter().find(|other| key(other) == key(e)).cloned()
     };
     let until = |e: &crate::model::Exception| crate::report::local_minute(e.until, tz);
+    // Quoted from the file as check-config lists them: made printable, so a line
+    // break or an escape sequence in one forges no log line of its own.
+    let shown = crate::report::printable_field;
     let mut changes = Vec::new();
     for e in &after {
         match find(&before, e) {
             None => changes.push(format!(
                 "safety.exceptions: {} is kept until {}: {}",
-                e.user_name,
+                shown(&e.user_name),
                 until(e),
-                e.reason
+                shown(&e.reason)
             )),
             Some(was) if was.until != e.until || was.reason != e.reason => {
                 changes.push(format!(
                     "safety.exceptions: {}'s exception now runs until {} (was {}): {}",
-                    e.user_name,
+                    shown(&e.user_name),
                     until(e),
                     until(&was),
-                    e.reason
+                    shown(&e.reason)
                 ));
             }
             Some(_) => {}
@@ -858,7 +861,7 @@ fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
             changes.push(format!(
                 "safety.exceptions: {}'s exception (until {}) was taken out: seatwarden \
                  manages the account again",
-                e.user_name,
+                shown(&e.user_name),
                 until(e)
             ));
         }
@@ -1740,9 +1743,13 @@ async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEn
     let end = mail_pass(shared, notifier).await;
     // A reload while this pass ran found the job running, so its trigger started
     // nothing: its release is taken now, not by the next minute's run. Once: a
-    // pass that failed to release puts the flag back for the next run.
+    // pass that failed to release puts the flag back for the next run. With the
+    // reloaded configuration: the notifier this job started with holds the login
+    // (or relay) the reload replaced, and would only be refused again.
     if shared.release_mail.load(Ordering::SeqCst) {
-        return mail_pass(shared, notifier).await;
+        let reloaded = notify::Notifier::from_config(&shared.config())
+            .filter(|_| shared.database_lost().is_none());
+        return mail_pass(shared, reloaded.as_ref()).await;
     }
     end
 }
@@ -2113,6 +2120,33 @@ mod tests {
             ]
         );
         assert!(exception_changes(&new, &new).is_empty());
+    }
+
+    /// The reload's lines quote the file's user_name and reason: a line break or
+    /// an escape sequence in either (a TOML string may hold any) must not forge
+    /// a log line of its own or drive the terminal of whoever reads the log;
+    /// check-config's listing of the same entries lets neither through.
+    #[test]
+    fn a_reload_logs_an_exception_with_control_characters_made_printable() {
+        use crate::config::ExceptionConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
+        let old = (*shared.config()).clone();
+        let mut new = old.clone();
+        new.safety.exceptions = vec![ExceptionConfig {
+            user_name: "dana@example.com\u{1b}[2K".to_owned(),
+            until: "2026-12-15".to_owned(),
+            reason: "handover\nERROR seatwarden: sweep failed \u{202e}".to_owned(),
+        }];
+        let mut changes = exception_changes(&old, &new);
+        changes.extend(exception_changes(&new, &old));
+        assert_eq!(changes.len(), 2);
+        for line in &changes {
+            assert!(
+                !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{line:?}"
+            );
+        }
     }
 
     /// The daemon's shared state on the configuration in `dir` (a file directory,
@@ -2562,6 +2596,126 @@ mod tests {
                 "{pass}"
             );
         }
+    }
+
+    /// A reload (a relay login fixed) that arrives while the mail job delivers:
+    /// the job's second pass makes the waiting messages due and tries them with
+    /// the reloaded login, not with the refused one the job started with, which
+    /// would only be refused again and put off for its backoff.
+    #[test]
+    fn a_reload_during_the_mail_job_is_delivered_with_the_reloaded_login() {
+        use base64::Engine;
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::new(shared_in(
+            dir.path(),
+            Arc::new(SetClock(Mutex::new(Utc::now()))),
+        ));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(dir.path().join("relay-password"), "rotated-away\n").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
+                 [state]\npath = \"state.db\"\n\
+                 [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
+                 from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n\
+                 username = \"relay\"\npassword_file = \"relay-password\"\n"
+            ),
+        )
+        .unwrap();
+        let load = || Config::load_with_env(&path, Some(Default::default())).unwrap();
+        *shared.config.write().unwrap() = Arc::new(load());
+        let fixed = base64::engine::general_purpose::STANDARD.encode("\0relay\0fixed");
+        let reloader = Arc::clone(&shared);
+        let reload_dir = dir.path().to_owned();
+        let reload_path = path.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let _ = stream.write_all(b"220 relay.example.com ESMTP\r\n");
+                let mut line = String::new();
+                let mut data = false;
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if data {
+                        if line == ".\r\n" {
+                            data = false;
+                            let _ = stream.write_all(b"250 2.0.0 queued\r\n");
+                        }
+                        line.clear();
+                        continue;
+                    }
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-relay.example.com\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n",
+                        "AUTH" if line.contains(&fixed) => {
+                            b"235 2.7.0 Authentication successful\r\n"
+                        }
+                        "AUTH" => {
+                            // The login is fixed and the daemon reloaded while
+                            // this pass runs.
+                            std::fs::write(reload_dir.join("relay-password"), "fixed\n").unwrap();
+                            let config =
+                                Config::load_with_env(&reload_path, Some(Default::default()))
+                                    .unwrap();
+                            *reloader.config.write().unwrap() = Arc::new(config);
+                            reloader.release_mail.store(true, Ordering::SeqCst);
+                            b"535 5.7.8 Username and Password not accepted\r\n"
+                        }
+                        "DATA" => {
+                            data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => b"221 2.0.0 Bye\r\n",
+                        _ => b"250 2.1.0 OK\r\n",
+                    };
+                    if stream.write_all(reply).is_err() || verb == "QUIT" {
+                        break;
+                    }
+                    line.clear();
+                }
+            }
+        });
+        {
+            let mut store = Store::open(&shared.config().state.path).unwrap();
+            store
+                .enqueue_message(
+                    &crate::store::NewMessage {
+                        kind: crate::store::OutboxKind::Alert,
+                        subject: "deprovision of ada@example.com is overdue".to_owned(),
+                        from: "seatwarden@example.com".to_owned(),
+                        to: vec!["it-security@example.com".to_owned()],
+                        text: "t".to_owned(),
+                        html: "<p>h</p>".to_owned(),
+                        in_reply_to: None,
+                    },
+                    shared.now(),
+                )
+                .unwrap();
+        }
+        // The notifier the job was started with: the refused login's.
+        let notifier = notify::Notifier::from_config(&shared.config()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let end = runtime.block_on(mail_job(&shared, Some(&notifier)));
+        let store = Store::open(&shared.config().state.path).unwrap();
+        let outbox = store.outbox().unwrap();
+        assert_eq!(
+            outbox[0].state,
+            crate::store::OutboxState::Sent,
+            "{end:?} {outbox:?}"
+        );
+        assert!(!shared.release_mail.load(Ordering::SeqCst));
     }
 
     /// A relay that is down fails the mail job when a message is due, and the
