@@ -481,7 +481,8 @@ pub fn access_at(
                 // Deactivated as an orphan but for the exception: a reviewer
                 // must see that its access stays, and until when.
                 format!(
-                    "orphaned; access kept by an exception (safety.exceptions) until {}: {}",
+                    "orphaned; access kept by an exception (safety.exceptions) until {}: {}; \
+                     seatwarden deactivates it then",
                     exception
                         .until
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

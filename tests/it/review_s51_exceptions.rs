@@ -631,7 +631,7 @@ async fn the_access_review_says_an_orphan_is_kept_by_an_exception() {
         justification(&config),
         format!(
             "orphaned; access kept by an exception (safety.exceptions) until {}: finishing \
-             the Q4 campaign",
+             the Q4 campaign; seatwarden deactivates it then",
             until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     );
