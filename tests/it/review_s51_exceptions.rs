@@ -162,8 +162,13 @@ fn an_ended_or_year_long_exception_is_warned_about() {
 }
 
 /// Suspends, in the demo directory file in `dir`, an active person whose account
-/// is active and no Owner's; their directory id and userName.
-fn suspend_someone(dir: &Path, sandbox: &seatwarden::sandbox::Sandbox) -> (String, String) {
+/// is active and no Owner's, and gives them the directory userName `renamed` (if
+/// any): their directory id and (new) directory userName.
+pub(crate) fn suspend_someone(
+    dir: &Path,
+    sandbox: &seatwarden::sandbox::Sandbox,
+    renamed: Option<&str>,
+) -> (String, String) {
     let path = dir.join("directory.json");
     let mut full: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -174,14 +179,18 @@ fn suspend_someone(dir: &Path, sandbox: &seatwarden::sandbox::Sandbox) -> (Strin
         .position(|u| is_active_non_owner(u, &workspace))
         .unwrap();
     full["users"][i]["status"] = "suspended".into();
+    if let Some(renamed) = renamed {
+        full["users"][i]["userName"] = renamed.into();
+    }
     std::fs::write(&path, full.to_string()).unwrap();
     (
         users[i]["id"].as_str().unwrap().to_owned(),
-        users[i]["userName"].as_str().unwrap().to_owned(),
+        full["users"][i]["userName"].as_str().unwrap().to_owned(),
     )
 }
 
-fn except(config: &mut Config, user_name: &str, until: DateTime<Utc>, reason: &str) {
+/// `config`'s exceptions: one, for `user_name`.
+pub(crate) fn except(config: &mut Config, user_name: &str, until: DateTime<Utc>, reason: &str) {
     config.safety.exceptions = vec![ExceptionConfig {
         user_name: user_name.to_owned(),
         until: until.to_rfc3339(),
@@ -189,7 +198,8 @@ fn except(config: &mut Config, user_name: &str, until: DateTime<Utc>, reason: &s
     }];
 }
 
-fn active(sandbox: &seatwarden::sandbox::Sandbox, identity_id: &str) -> bool {
+/// Whether `identity_id`'s account is active in the sandbox.
+pub(crate) fn active(sandbox: &seatwarden::sandbox::Sandbox, identity_id: &str) -> bool {
     sandbox
         .snapshot()
         .accounts
@@ -197,7 +207,11 @@ fn active(sandbox: &seatwarden::sandbox::Sandbox, identity_id: &str) -> bool {
         .any(|a| a.external_id.as_deref() == Some(identity_id) && a.active)
 }
 
-fn episode(store: &Arc<Mutex<Store>>, identity_id: &str) -> seatwarden::sla::LedgerEntry {
+/// `identity_id`'s one current ledger episode.
+pub(crate) fn episode(
+    store: &Arc<Mutex<Store>>,
+    identity_id: &str,
+) -> seatwarden::sla::LedgerEntry {
     let mut mine: Vec<_> = store
         .lock()
         .unwrap()
@@ -217,7 +231,7 @@ fn episode(store: &Arc<Mutex<Store>>, identity_id: &str) -> seatwarden::sla::Led
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_puts_a_leavers_deprovision_off_to_the_exceptions_end() {
     let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox);
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
     let now = Utc.with_ymd_and_hms(2026, 12, 14, 9, 0, 0).unwrap();
     let until = now + Duration::hours(3);
     except(
@@ -308,13 +322,23 @@ async fn the_sweep_puts_a_leavers_deprovision_off_to_the_exceptions_end() {
     sandbox.shutdown().await;
 }
 
-/// Taken out of the configuration before its end, the exception keeps nothing:
-/// the next look (15 minutes at most) deactivates the account.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exception_taken_out_ends_at_the_next_look() {
+/// A reconciled demo whose suspended person an exception keeps for ten days
+/// from `now` ("notice period"), swept once at `now` with a one-hour SLA: the
+/// deprovision is put off.
+pub(crate) struct PutOff {
+    pub(crate) sandbox: seatwarden::sandbox::Sandbox,
+    /// Holds the state database and the directory file.
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: Config,
+    pub(crate) person: String,
+    pub(crate) user_name: String,
+    pub(crate) store: Arc<Mutex<Store>>,
+    pub(crate) client: ScimClient,
+}
+
+pub(crate) async fn put_off_for_ten_days(now: DateTime<Utc>) -> PutOff {
     let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox);
-    let now = Utc::now();
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
     except(
         &mut config,
         &user_name,
@@ -323,7 +347,7 @@ async fn an_exception_taken_out_ends_at_the_next_look() {
     );
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    seatwarden::sweep::sweep(
+    let swept = seatwarden::sweep::sweep(
         &config,
         &config.directory(),
         &client,
@@ -333,28 +357,17 @@ async fn an_exception_taken_out_ends_at_the_next_look() {
     )
     .await
     .unwrap();
+    assert_eq!(swept.excepted, 1, "{swept:?}");
     assert!(active(&sandbox, &person));
-
-    config.safety.exceptions.clear();
-    let next = now + Duration::minutes(15);
-    let retried = seatwarden::sweep::enforce(&config, &client, &store, next)
-        .await
-        .unwrap();
-    assert_eq!(retried.enforced, 1, "{retried:?}");
-    assert!(!active(&sandbox, &person));
-    // It ended when it was taken out: the latency counts from then, not from
-    // the end it had, ten days ahead.
-    let done = episode(&store, &person);
-    assert_eq!(done.excepted_until, Some(next), "{done:?}");
-    assert!(
-        retried.latencies.len() == 1 && retried.latencies[0] >= Duration::zero(),
-        "{retried:?}"
-    );
-    assert!(
-        done.latency()
-            .is_some_and(|l| l >= Duration::zero() && l < Duration::minutes(1))
-    );
-    sandbox.shutdown().await;
+    PutOff {
+        sandbox,
+        dir,
+        config,
+        person,
+        user_name,
+        store,
+        client,
+    }
 }
 
 /// Deactivated by hand while the exception still keeps it: the episode is
@@ -362,27 +375,16 @@ async fn an_exception_taken_out_ends_at_the_next_look() {
 /// started), never a negative one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_excepted_account_deactivated_by_hand_is_verified_with_no_time_taken() {
-    let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox);
     let now = Utc::now();
-    except(
-        &mut config,
-        &user_name,
-        now + Duration::days(10),
-        "notice period",
-    );
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        now,
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let PutOff {
+        sandbox,
+        dir: _dir,
+        config,
+        person,
+        store,
+        client,
+        ..
+    } = put_off_for_ten_days(now).await;
     let account = sandbox
         .snapshot()
         .accounts
@@ -420,7 +422,7 @@ async fn an_excepted_account_deactivated_by_hand_is_verified_with_no_time_taken(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_lists_the_excepted_account_until_the_end_then_deactivates_it() {
     let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox);
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
     let now = Utc::now();
     let until = now + Duration::days(2);
     except(&mut config, &user_name, until, "legal hold\nforged line");

@@ -5,72 +5,17 @@
 //! is, and what people read has no stray runs of spaces.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
-use seatwarden::config::{Config, ExceptionConfig};
+use seatwarden::config::Config;
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
 
-use crate::daemon::{is_active_non_owner, reconciled_demo};
-
-/// Suspends, in the demo directory file in `dir`, an active person whose account
-/// is active and no Owner's, and gives them the directory userName `renamed` (if
-/// any): their directory id and (new) directory userName.
-fn suspend_someone(
-    dir: &Path,
-    sandbox: &seatwarden::sandbox::Sandbox,
-    renamed: Option<&str>,
-) -> (String, String) {
-    let path = dir.join("directory.json");
-    let mut full: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let workspace = sandbox.snapshot();
-    let users = full["users"].as_array().unwrap().clone();
-    let i = users
-        .iter()
-        .position(|u| is_active_non_owner(u, &workspace))
-        .unwrap();
-    full["users"][i]["status"] = "suspended".into();
-    if let Some(renamed) = renamed {
-        full["users"][i]["userName"] = renamed.into();
-    }
-    std::fs::write(&path, full.to_string()).unwrap();
-    (
-        users[i]["id"].as_str().unwrap().to_owned(),
-        full["users"][i]["userName"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn except(config: &mut Config, user_name: &str, until: DateTime<Utc>, reason: &str) {
-    config.safety.exceptions = vec![ExceptionConfig {
-        user_name: user_name.to_owned(),
-        until: until.to_rfc3339(),
-        reason: reason.to_owned(),
-    }];
-}
-
-fn active(sandbox: &seatwarden::sandbox::Sandbox, identity_id: &str) -> bool {
-    sandbox
-        .snapshot()
-        .accounts
-        .iter()
-        .any(|a| a.external_id.as_deref() == Some(identity_id) && a.active)
-}
-
-fn episode(store: &Arc<Mutex<Store>>, identity_id: &str) -> seatwarden::sla::LedgerEntry {
-    let mut mine: Vec<_> = store
-        .lock()
-        .unwrap()
-        .current_deprovisions()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.identity_id == identity_id)
-        .collect();
-    assert_eq!(mine.len(), 1, "{mine:?}");
-    mine.remove(0)
-}
+use crate::daemon::reconciled_demo;
+use crate::review_s51_exceptions::{
+    PutOff, active, episode, except, put_off_for_ten_days, suspend_someone,
+};
 
 /// A time (whole seconds) after the machine's clock, so the passes' "verified
 /// at" (the later of the clock and `now`) is `now` itself.
@@ -139,22 +84,17 @@ async fn a_person_excepted_by_directory_user_name_stays_excepted_after_the_first
 /// open is due the SLA after then, not after the old end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_taken_out_early_ends_its_put_off_there() {
-    let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
     let now = later_than_the_clock();
-    except(
-        &mut config,
-        &user_name,
-        now + Duration::days(10),
-        "notice period",
-    );
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let sla = Duration::hours(1);
-    seatwarden::sweep::sweep(&config, &config.directory(), &client, &store, now, sla)
-        .await
-        .unwrap();
-    assert!(active(&sandbox, &person));
+    let PutOff {
+        sandbox,
+        dir: _dir,
+        mut config,
+        person,
+        store,
+        client,
+        ..
+    } = put_off_for_ten_days(now).await;
 
     config.safety.exceptions.clear();
     let next = now + Duration::minutes(15);
@@ -164,14 +104,7 @@ async fn an_exception_taken_out_early_ends_its_put_off_there() {
     assert_eq!(retried.enforced, 1, "{retried:?}");
     assert!(!active(&sandbox, &person));
     assert_eq!(retried.latencies, [Duration::zero()], "{retried:?}");
-    let done = store
-        .lock()
-        .unwrap()
-        .current_deprovisions()
-        .unwrap()
-        .into_iter()
-        .find(|e| e.identity_id == person)
-        .unwrap();
+    let done = episode(&store, &person);
     assert_eq!(done.latency(), Some(Duration::zero()), "{done:?}");
     assert_eq!(done.excepted_until, Some(next), "{done:?}");
     assert_eq!(done.due_at, next + sla, "{done:?}");
@@ -183,21 +116,17 @@ async fn an_exception_taken_out_early_ends_its_put_off_there() {
 /// time, not when the old end would have made it due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shortened_exception_brings_the_due_time_forward() {
-    let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
     let now = later_than_the_clock();
     let sla = Duration::hours(1);
-    except(
-        &mut config,
-        &user_name,
-        now + Duration::days(10),
-        "notice period",
-    );
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    seatwarden::sweep::sweep(&config, &config.directory(), &client, &store, now, sla)
-        .await
-        .unwrap();
+    let PutOff {
+        sandbox,
+        dir: _dir,
+        mut config,
+        person,
+        user_name,
+        store,
+        client,
+    } = put_off_for_ten_days(now).await;
     assert_eq!(
         episode(&store, &person).due_at,
         now + Duration::days(10) + sla
@@ -217,27 +146,8 @@ async fn a_shortened_exception_brings_the_due_time_forward() {
     sandbox.shutdown().await;
 }
 
-const MINIMAL: &str = r#"
-[directory]
-kind = "file"
-path = "directory.json"
-
-[workspace]
-url = "https://scim.example.com/scim/v2"
-token = "s3cr3t-token-value"
-"#;
-
 fn load(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seatwarden.toml");
-    std::fs::write(&path, format!("{MINIMAL}\n{extra}")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let env = env
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect();
-    Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    crate::config::load(&format!("{}\n{extra}", crate::config::MINIMAL), env)
 }
 
 /// The refusals of a pattern, an empty reason and a repeated name read as

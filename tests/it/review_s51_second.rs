@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone, Utc};
-use seatwarden::config::ExceptionConfig;
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
 
-use crate::daemon::{is_active_non_owner, reconciled_demo};
+use crate::daemon::reconciled_demo;
+use crate::review_s51_exceptions::{except, suspend_someone};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -31,25 +31,14 @@ impl std::io::Write for Buffer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_logs_an_exceptions_reason_on_one_line() {
     let (sandbox, dir, mut config) = reconciled_demo().await;
-    let path = dir.path().join("directory.json");
-    let mut full: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let workspace = sandbox.snapshot();
-    let users = full["users"].as_array().unwrap().clone();
-    let i = users
-        .iter()
-        .position(|u| is_active_non_owner(u, &workspace))
-        .unwrap();
-    full["users"][i]["status"] = "suspended".into();
-    std::fs::write(&path, full.to_string()).unwrap();
-    let user_name = users[i]["userName"].as_str().unwrap().to_owned();
-
+    let (_, user_name) = suspend_someone(dir.path(), &sandbox, None);
     let now = Utc.with_ymd_and_hms(2026, 12, 14, 9, 0, 0).unwrap();
-    config.safety.exceptions = vec![ExceptionConfig {
-        user_name,
-        until: (now + Duration::hours(3)).to_rfc3339(),
-        reason: "handover\nERROR seatwarden: forged \u{1b}[2K".to_owned(),
-    }];
+    except(
+        &mut config,
+        &user_name,
+        now + Duration::hours(3),
+        "handover\nERROR seatwarden: forged \u{1b}[2K",
+    );
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
 
