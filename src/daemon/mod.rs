@@ -822,7 +822,7 @@ fn announce_certificates(config: &Config, now: DateTime<Utc>) {
 /// What a reload changes in `safety.exceptions`, one line each, for the log: an
 /// exception keeps someone's access, so who got one, lost one, or had one moved
 /// is on record with the reason.
-fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
+fn exception_changes(old: &Config, new: &Config, now: DateTime<Utc>) -> Vec<String> {
     let (Ok(before), Ok(after)) = (old.exceptions(), new.exceptions()) else {
         return Vec::new();
     };
@@ -838,6 +838,12 @@ fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut changes = Vec::new();
     for e in &after {
         match find(&before, e) {
+            None if e.until <= now => changes.push(format!(
+                "safety.exceptions: {} was added with an end already past ({}): it keeps \
+                 nothing",
+                shown(&e.user_name),
+                until(e)
+            )),
             None => changes.push(format!(
                 "safety.exceptions: {} is kept until {}: {}",
                 shown(&e.user_name),
@@ -857,7 +863,13 @@ fn exception_changes(old: &Config, new: &Config) -> Vec<String> {
         }
     }
     for e in &before {
-        if find(&after, e).is_none() {
+        if find(&after, e).is_none() && e.until <= now {
+            changes.push(format!(
+                "safety.exceptions: {}'s exception, ended {}, was taken out",
+                shown(&e.user_name),
+                until(e)
+            ));
+        } else if find(&after, e).is_none() {
             changes.push(format!(
                 "safety.exceptions: {}'s exception (until {}) was taken out: seatwarden \
                  manages the account again",
@@ -894,7 +906,7 @@ fn reload(shared: &Shared, path: &Path) -> bool {
             ) {
                 tracing::warn!("{warning}");
             }
-            for change in exception_changes(&old, &config) {
+            for change in exception_changes(&old, &config, shared.now()) {
                 tracing::info!("{change}");
             }
             let mut config = config;
@@ -2109,8 +2121,9 @@ mod tests {
             ),
             entry("gus@example.com", "2026-12-18T09:00:00Z", "audit"),
         ];
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
         assert_eq!(
-            exception_changes(&old, &new),
+            exception_changes(&old, &new, at("2026-12-10T00:00:00Z")),
             [
                 "safety.exceptions: erin@example.com's exception now runs until 2027-01-10 \
                  12:00 UTC (was 2026-12-20 12:00 UTC): notice period, extended",
@@ -2119,7 +2132,20 @@ mod tests {
                  was taken out: seatwarden manages the account again",
             ]
         );
-        assert!(exception_changes(&new, &new).is_empty());
+        assert!(exception_changes(&new, &new, at("2026-12-10T00:00:00Z")).is_empty());
+        // Seen after the ends: an entry added already ended keeps nothing, and
+        // one taken out after its end gives nothing back.
+        assert_eq!(
+            exception_changes(&old, &new, at("2027-02-01T00:00:00Z")),
+            [
+                "safety.exceptions: erin@example.com's exception now runs until 2027-01-10 \
+                 12:00 UTC (was 2026-12-20 12:00 UTC): notice period, extended",
+                "safety.exceptions: gus@example.com was added with an end already past \
+                 (2026-12-18 09:00 UTC): it keeps nothing",
+                "safety.exceptions: finn@example.com's exception, ended 2027-01-01 00:00 UTC, \
+                 was taken out",
+            ]
+        );
     }
 
     /// The reload's lines quote the file's user_name and reason: a line break or
@@ -2138,8 +2164,9 @@ mod tests {
             until: "2026-12-15".to_owned(),
             reason: "handover\nERROR seatwarden: sweep failed \u{202e}".to_owned(),
         }];
-        let mut changes = exception_changes(&old, &new);
-        changes.extend(exception_changes(&new, &old));
+        let now = Utc::now();
+        let mut changes = exception_changes(&old, &new, now);
+        changes.extend(exception_changes(&new, &old, now));
         assert_eq!(changes.len(), 2);
         for line in &changes {
             assert!(
