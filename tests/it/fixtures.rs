@@ -238,6 +238,28 @@ pub async fn reconcile(config: &seatwarden::config::Config) -> seatwarden::run::
     .unwrap()
 }
 
+/// [`reconcile`] judged at `at` (the safety rules' and the exceptions' time).
+pub async fn reconcile_at(
+    config: &seatwarden::config::Config,
+    at: chrono::DateTime<chrono::Utc>,
+) -> seatwarden::run::RunOutcome {
+    use seatwarden::run::{self, Mode, RunOptions};
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    run::execute_with_options(
+        config,
+        &run::directory_from_config(config),
+        &client,
+        seatwarden::store::Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+        RunOptions {
+            now: Some(at),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// A reconcile that must end clean, then a plan that must be empty: the run
 /// converged. Returns the reconcile's outcome.
 pub async fn assert_converges(config: &seatwarden::config::Config) -> seatwarden::run::RunOutcome {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use seatwarden::config::{Config, ExceptionConfig};
-use seatwarden::run::{self, Mode, RunOptions};
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
 
@@ -426,26 +425,7 @@ async fn a_reconcile_lists_the_excepted_account_until_the_end_then_deactivates_i
     let now = Utc::now();
     let until = now + Duration::days(2);
     except(&mut config, &user_name, until, "legal hold\nforged line");
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let reconcile = |at: DateTime<Utc>| {
-        let config = config.clone();
-        let client = client.clone();
-        async move {
-            run::execute_with_options(
-                &config,
-                &run::directory_from_config(&config),
-                &client,
-                Store::open(&config.state.path).unwrap(),
-                Mode::Reconcile,
-                RunOptions {
-                    now: Some(at),
-                    ..RunOptions::default()
-                },
-            )
-            .await
-            .unwrap()
-        }
-    };
+    let reconcile = |at| crate::fixtures::reconcile_at(&config, at);
 
     let kept = reconcile(now).await;
     assert!(

@@ -334,26 +334,13 @@ async fn approve_leaves_alone_an_account_an_exception_keeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_digest_does_not_call_an_exception_a_hold_needing_attention() {
     use seatwarden::report::State;
-    use seatwarden::run::{self, Mode, RunOptions};
 
     let (sandbox, dir, mut config) = reconciled_demo().await;
     let (_, user_name) = suspend_someone(dir.path(), &sandbox, None);
     let now = Utc::now();
     except(&mut config, &user_name, now + Duration::days(5), "handover");
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let kept = run::execute_with_options(
-        &config,
-        &run::directory_from_config(&config),
-        &client,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-        RunOptions {
-            now: Some(now),
-            ..RunOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let kept = crate::fixtures::reconcile_at(&config, now).await;
     assert_eq!(kept.report.safety.excepted.len(), 1);
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let swept = seatwarden::sweep::sweep(
@@ -440,27 +427,12 @@ fn unlink_previews_an_excepted_account_and_person_as_excepted() {
 /// account's own name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_keeps_a_person_excepted_by_directory_user_name() {
-    use seatwarden::run::{self, Mode, RunOptions};
-
     let (sandbox, dir, mut config) = reconciled_demo().await;
     let (person, user_name) =
         suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
     let now = Utc::now();
     except(&mut config, &user_name, now + Duration::days(2), "handover");
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let kept = run::execute_with_options(
-        &config,
-        &run::directory_from_config(&config),
-        &client,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-        RunOptions {
-            now: Some(now),
-            ..RunOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let kept = crate::fixtures::reconcile_at(&config, now).await;
     assert!(active(&sandbox, &person));
     let listed = &kept.report.safety.excepted;
     assert_eq!(listed.len(), 1, "{listed:?}");
