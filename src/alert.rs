@@ -1359,18 +1359,14 @@ fn decide_overdue_write(
                 serde_json::from_str::<AlertCondition>(&one.condition)
                     .map(|c| c.summary())
                     .unwrap_or_else(|_| one.key.clone()),
-                vec![match put_off(one) {
-                    Some(kept) => format!(
-                        "Raised {}, resolved {}: {kept}.",
-                        report::local_minute(one.first_raised_at, context.timezone),
-                        report::local_minute(now, context.timezone)
-                    ),
-                    None => format!(
-                        "Raised {}, resolved {}.",
-                        report::local_minute(one.first_raised_at, context.timezone),
-                        report::local_minute(now, context.timezone)
-                    ),
-                }],
+                vec![format!(
+                    "Raised {}, resolved {}{}.",
+                    report::local_minute(one.first_raised_at, context.timezone),
+                    report::local_minute(now, context.timezone),
+                    put_off(one)
+                        .map(|kept| format!(": {kept}"))
+                        .unwrap_or_default()
+                )],
             ),
             _ => {
                 let mut lines = vec![format!(
