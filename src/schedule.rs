@@ -630,6 +630,9 @@ pub struct JobCounters {
     pub skipped: AtomicU64,
     running: AtomicBool,
     waiting: AtomicBool,
+    /// A start asked for while the job ran ([`start_or_follow`]): it runs once
+    /// more when it ends.
+    follow: AtomicBool,
     /// The slot the loop fired last, kept here so that a configuration reload's
     /// new loop, which shares these counters, does not fire it again after a
     /// wall clock stepped back either (see [`Scheduler::run`]).
@@ -1006,17 +1009,48 @@ pub fn start_now(name: &'static str, counters: &Arc<JobCounters>, start: &StartJ
     if counters.running.swap(true, Ordering::SeqCst) {
         return false;
     }
+    launch(name, counters, start);
+    true
+}
+
+/// Starts `name` now or, when it is running, once more as soon as it ends;
+/// returns whether it started now. For a start that must not be lost: what asked
+/// for it (a reload releasing the mail a refused login put off, a message just
+/// queued) came after the running one began, which may have passed it by, and
+/// the next scheduled fire can be a minute away. Several asked for while it runs
+/// make one more run, which sees them all.
+pub fn start_or_follow(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) -> bool {
+    // Asked first, then tried: a run that ends between the two sees the request
+    // (its task takes it over) or has already let go of `running` (taken here).
+    counters.follow.store(true, Ordering::SeqCst);
+    if counters.running.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    counters.follow.store(false, Ordering::SeqCst);
+    launch(name, counters, start);
+    true
+}
+
+/// Runs `name`, `running` already taken, on its own task: again for as long as
+/// [`start_or_follow`] asked for it meanwhile.
+fn launch(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) {
     counters.started.fetch_add(1, Ordering::SeqCst);
-    let work = start(name);
-    let running = Running {
+    let mut work = start(name);
+    let mut running = Running {
         name,
         counters: Arc::clone(counters),
+        held: true,
     };
+    let start = Arc::clone(start);
     tokio::spawn(async move {
-        let _running = running;
-        work.await;
+        loop {
+            work.await;
+            if !running.hand_on() {
+                break;
+            }
+            work = start(name);
+        }
     });
-    true
 }
 
 /// Marks a job not running when its task ends, however it ends: a job that
@@ -1025,6 +1059,29 @@ pub fn start_now(name: &'static str, counters: &Arc<JobCounters>, start: &StartJ
 struct Running {
     name: &'static str,
     counters: Arc<JobCounters>,
+    /// Whether `running` is this task's to let go: not after [`Running::hand_on`]
+    /// found another start had taken it.
+    held: bool,
+}
+
+impl Running {
+    /// Lets the job go at the end of a run, and takes it again when a start was
+    /// asked for meanwhile ([`start_or_follow`]); returns whether to run again.
+    /// Let go first, then looked: a request made after the look finds the job
+    /// not running and starts it itself.
+    fn hand_on(&mut self) -> bool {
+        self.counters.running.store(false, Ordering::SeqCst);
+        self.held = false;
+        if !self.counters.follow.load(Ordering::SeqCst)
+            || self.counters.running.swap(true, Ordering::SeqCst)
+        {
+            return false;
+        }
+        self.held = true;
+        self.counters.follow.store(false, Ordering::SeqCst);
+        self.counters.started.fetch_add(1, Ordering::SeqCst);
+        true
+    }
 }
 
 impl Drop for Running {
@@ -1035,7 +1092,9 @@ impl Drop for Running {
                 "the job panicked; it runs again at its next fire"
             );
         }
-        self.counters.running.store(false, Ordering::SeqCst);
+        if self.held {
+            self.counters.running.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -2099,6 +2158,60 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(150)).await;
         assert!(!counters["reconcile"].is_running());
         assert_eq!(scheduler.busy("sweep"), Busy::Running);
+    }
+
+    /// Starts asked for while a job runs (a reload releasing mail, messages
+    /// queued by other jobs) make one more run when it ends, not one each, and
+    /// not none: the running one may have passed what they asked it to see. A
+    /// plain start refused meanwhile (a scheduled fire, `POST /reconcile`) asks
+    /// for nothing more.
+    #[tokio::test(start_paused = true)]
+    async fn starts_asked_for_while_a_job_runs_make_one_more_run_after_it() {
+        let counters = Arc::new(JobCounters::default());
+        let runs = Arc::new(AtomicU64::new(0));
+        let start: StartJob = {
+            let runs = Arc::clone(&runs);
+            Arc::new(move |_| {
+                let runs = Arc::clone(&runs);
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    runs.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+        };
+        assert!(start_or_follow("mail", &counters, &start));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!start_now("mail", &counters, &start));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "a refused start_now follows with nothing"
+        );
+        assert!(!counters.is_running());
+
+        assert!(start_now("mail", &counters, &start));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!start_or_follow("mail", &counters, &start));
+        assert!(!start_or_follow("mail", &counters, &start));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(
+            counters.is_running(),
+            "the run asked for began as the first ended"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "two asked for: one more run"
+        );
+        assert_eq!(counters.started.load(Ordering::SeqCst), 3);
+        assert!(!counters.is_running());
+        assert!(
+            start_or_follow("mail", &counters, &start),
+            "idle: it starts now"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -332,12 +332,27 @@ impl Shared {
 
     /// Starts a job now unless it runs already (`POST /reconcile`).
     pub fn trigger(&self, name: &'static str) -> bool {
+        self.start_with(name, schedule::start_now)
+    }
+
+    /// Starts a job now or, when it runs already, once more as soon as it ends
+    /// ([`schedule::start_or_follow`]); returns whether it started now. Neither
+    /// while stopping.
+    pub fn trigger_or_follow(&self, name: &'static str) -> bool {
+        self.start_with(name, schedule::start_or_follow)
+    }
+
+    fn start_with(
+        &self,
+        name: &'static str,
+        start_job: fn(&'static str, &Arc<schedule::JobCounters>, &StartJob) -> bool,
+    ) -> bool {
         if self.stopping.is_stopped() {
             return false;
         }
         let start = self.start.read().ok().and_then(|s| s.clone());
         match (start, self.counters.get(name)) {
-            (Some(start), Some(counters)) => schedule::start_now(name, counters, &start),
+            (Some(start), Some(counters)) => start_job(name, counters, &start),
             _ => false,
         }
     }
@@ -939,9 +954,11 @@ fn reload(shared: &Shared, path: &Path) -> bool {
             // again at each delivery, so a rotated one changes no configuration,
             // nor does a fix on the relay's side. It costs one session: delivery
             // stops at the first refusal and puts the rest off again. The mail
-            // job makes them due (a database write, off this loop) and runs now.
+            // job makes them due (a database write, off this loop) and runs now,
+            // or, if it runs already (it may have passed the flag), once more
+            // when it ends: with the reloaded login, as each run reads it.
             shared.release_mail.store(true, Ordering::SeqCst);
-            shared.trigger(MAIL);
+            shared.trigger_or_follow(MAIL);
             // Clears what a failed reload showed.
             notify(&[
                 sd_notify::NotifyState::Status(""),
@@ -1107,10 +1124,10 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // Whatever this job queued goes out now, from the mail job's own task: a relay
     // that does not answer (minutes of timeouts and retries) then delays only mail,
     // not this job's next runs (the every-minute deprovision retry above all). A mail
-    // job already running may have passed it: the next one, within a minute, sends it.
+    // job already running may have passed it: it runs once more when it ends.
     // While stopping no job starts, so it goes out here, within the stop grace.
     if let Some(notifier) = notifier.as_ref().filter(|_| name != MAIL)
-        && !shared.trigger(MAIL)
+        && !shared.trigger_or_follow(MAIL)
         && shared.stopping.is_stopped()
     {
         match Store::open(&shared.config().state.path) {
@@ -1752,22 +1769,6 @@ async fn sweep_job(
 /// messages waiting for their next attempt due, as `send-mail` does: a fixed
 /// login is tried at once, not when the refused one's backoff ends.
 async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
-    let end = mail_pass(shared, notifier).await;
-    // A reload while this pass ran found the job running, so its trigger started
-    // nothing: its release is taken now, not by the next minute's run. Once: a
-    // pass that failed to release puts the flag back for the next run. With the
-    // reloaded configuration: the notifier this job started with holds the login
-    // (or relay) the reload replaced, and would only be refused again.
-    if shared.release_mail.load(Ordering::SeqCst) {
-        let reloaded = notify::Notifier::from_config(&shared.config())
-            .filter(|_| shared.database_lost().is_none());
-        return mail_pass(shared, reloaded.as_ref()).await;
-    }
-    end
-}
-
-/// One delivery of the outbox, the messages made due first after a reload.
-async fn mail_pass(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
     let release = shared.release_mail.swap(false, Ordering::SeqCst);
     let Some(notifier) = notifier else {
         return JobEnd::Succeeded;
@@ -2625,19 +2626,32 @@ mod tests {
         }
     }
 
-    /// A reload (a relay login fixed) that arrives while the mail job delivers:
-    /// the job's second pass makes the waiting messages due and tries them with
-    /// the reloaded login, not with the refused one the job started with, which
-    /// would only be refused again and put off for its backoff.
+    /// A reload (a relay login fixed) that arrives while the mail job delivers,
+    /// which has passed the reload's flag: the job runs once more when it ends,
+    /// makes the waiting messages due and tries them with the reloaded login, not
+    /// with the refused one the job started with, which would only be refused
+    /// again and put off for its backoff. It used to wait for the next minute's
+    /// fire, and for the whole backoff when the refusal put the message off.
     #[test]
     fn a_reload_during_the_mail_job_is_delivered_with_the_reloaded_login() {
         use base64::Engine;
         use std::io::{BufRead, BufReader, Write};
         let dir = tempfile::tempdir().unwrap();
-        let shared = Arc::new(shared_in(
-            dir.path(),
-            Arc::new(SetClock(Mutex::new(Utc::now()))),
-        ));
+        let shared = Arc::new(Shared {
+            counters: BTreeMap::from([(MAIL, Arc::new(schedule::JobCounters::default()))]),
+            ..shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))))
+        });
+        let start: StartJob = {
+            let shared = Arc::clone(&shared);
+            Arc::new(move |name| Box::pin(run_job(Arc::clone(&shared), name)))
+        };
+        *shared.start.write().unwrap() = Some(start);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let path = dir.path().join("seatwarden.toml");
@@ -2695,6 +2709,8 @@ mod tests {
                                     .unwrap();
                             *reloader.config.write().unwrap() = Arc::new(config);
                             reloader.release_mail.store(true, Ordering::SeqCst);
+                            let _runtime = handle.enter();
+                            assert!(!reloader.trigger_or_follow(MAIL), "the job runs");
                             b"535 5.7.8 Username and Password not accepted\r\n"
                         }
                         "DATA" => {
@@ -2728,20 +2744,25 @@ mod tests {
                 )
                 .unwrap();
         }
-        // The notifier the job was started with: the refused login's.
-        let notifier = notify::Notifier::from_config(&shared.config()).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let end = runtime.block_on(mail_job(&shared, Some(&notifier)));
-        let store = Store::open(&shared.config().state.path).unwrap();
-        let outbox = store.outbox().unwrap();
-        assert_eq!(
-            outbox[0].state,
-            crate::store::OutboxState::Sent,
-            "{end:?} {outbox:?}"
-        );
+        let outbox = || {
+            Store::open(&shared.config().state.path)
+                .unwrap()
+                .outbox()
+                .unwrap()
+        };
+        let sent = runtime.block_on(async {
+            assert!(shared.trigger_or_follow(MAIL));
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if outbox()[0].state == crate::store::OutboxState::Sent {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        });
+        assert!(sent, "{:?}", outbox());
+        assert_eq!(shared.counters[MAIL].started.load(Ordering::SeqCst), 2);
         assert!(!shared.release_mail.load(Ordering::SeqCst));
     }
 
