@@ -633,7 +633,8 @@ Example (systemd/seatwarden.service runs it so):
     Daemon,
     /// Deprovisions pending and overdue (due times in [report] timezone), recent
     /// verified ones with their latency, each daemon job's last run and, while a
-    /// daemon runs, its next, the circuit breaker when not closed, and the last
+    /// daemon runs, its next, the circuit breaker when not closed, the
+    /// exceptions of safety.exceptions with the time left, and the last
     /// reconcile's actions by state. Reads the state database; exit 7 when any
     /// deprovision is overdue.
     #[command(after_help = "\
@@ -981,10 +982,8 @@ fn exceptions_text(config: &Config, now: chrono::DateTime<chrono::Utc>) {
         let left = exception.until - now;
         let left = if left <= chrono::TimeDelta::zero() {
             String::new()
-        } else if left >= chrono::TimeDelta::days(2) {
-            format!(" (in {} days)", left.num_days())
         } else {
-            format!(" (in {})", crate::sla::latency_text(left))
+            format!(" (in {})", crate::report::time_left(left))
         };
         eprintln!(
             "  {when}{} kept until {}{left}: {}",

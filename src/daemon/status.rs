@@ -94,6 +94,11 @@ pub struct Status {
     /// or have ([`crate::certificate`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<crate::certificate::Notice>,
+    /// The configuration's exceptions (`safety.exceptions`), soonest end first:
+    /// who keeps access by a decision, until when and why; those ended are
+    /// still in the file, and manage nothing any more.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<ExceptionLine>,
     /// How people run seatwarden's commands here, for the text's hints.
     #[serde(skip)]
     pub admin_command: String,
@@ -198,6 +203,19 @@ pub struct Deletions {
     /// When the first of them is due (by the clocks the last reconcile kept).
     pub next_due: Option<DateTime<Utc>>,
     pub next_due_local: Option<String>,
+}
+
+/// An exception of the configuration (`safety.exceptions`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExceptionLine {
+    pub user_name: String,
+    pub until: DateTime<Utc>,
+    /// `until` on the configured zone's wall clock, to the minute.
+    pub until_local: String,
+    pub reason: String,
+    /// Its end has passed: the account is planned like any other again, and
+    /// the entry is only left in the file.
+    pub ended: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -308,6 +326,8 @@ pub struct Settings<'a> {
     /// The configuration's certificate files, read now
     /// ([`crate::certificate::of_config`]): those that run out soon are listed.
     pub certificates: Vec<crate::certificate::Expiry>,
+    /// [`crate::config::Config::exceptions`].
+    pub exceptions: Vec<crate::model::Exception>,
 }
 
 impl<'a> Settings<'a> {
@@ -333,6 +353,8 @@ impl<'a> Settings<'a> {
                 .into_iter()
                 .flatten()
                 .collect(),
+            // Checked when the configuration was loaded.
+            exceptions: config.exceptions().unwrap_or_default(),
         }
     }
 }
@@ -363,6 +385,7 @@ pub fn collect(
         admin_command,
         resolve_after,
         certificates,
+        exceptions,
     } = settings;
     // By the rule `report --run` tells a run by, so the two agree.
     let (last_reconcile, last_reconcile_cut_off) = match store.latest_run(&[RunKind::Reconcile])? {
@@ -554,8 +577,29 @@ pub fn collect(
         last_reconcile,
         dry_run,
         certificates: crate::certificate::notices(&certificates, now, tz),
+        exceptions: exception_lines(exceptions, now, tz),
         admin_command,
     })
+}
+
+/// `exceptions` soonest end first (those ended first of all), for people.
+fn exception_lines(
+    mut exceptions: Vec<crate::model::Exception>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Vec<ExceptionLine> {
+    exceptions.sort_by(|a, b| (a.until, &a.user_name).cmp(&(b.until, &b.user_name)));
+    let clean = crate::report::printable_field;
+    exceptions
+        .into_iter()
+        .map(|e| ExceptionLine {
+            user_name: clean(&e.user_name),
+            until: e.until,
+            until_local: local(e.until, tz),
+            reason: clean(&e.reason),
+            ended: e.until <= now,
+        })
+        .collect()
 }
 
 /// The newest dry run and, from its report, what it found.
@@ -846,6 +890,7 @@ pub fn render_text(status: &Status) -> String {
         let _ = writeln!(out, "{line}");
     }
     alerts_text(&mut out, &status.alerts, status.now, tz);
+    exceptions_text(&mut out, &status.exceptions, status.now);
     if let Some(run) = &status.last_reconcile {
         let count = |state: &str| {
             status
@@ -997,6 +1042,45 @@ fn dry_run_text(out: &mut String, dry_run: &DryRunLine, admin_command: &str) {
                 _ => String::new(),
             };
             let _ = writeln!(out, "  last dry run: run {}, {when}{found}", run.id);
+        }
+    }
+}
+
+/// The exceptions of the configuration, when there are any: those in force
+/// with the time left, then those ended, which manage nothing any more.
+fn exceptions_text(out: &mut String, exceptions: &[ExceptionLine], now: DateTime<Utc>) {
+    let (ended, in_force): (Vec<&ExceptionLine>, Vec<&ExceptionLine>) =
+        exceptions.iter().partition(|e| e.ended);
+    if !in_force.is_empty() {
+        let _ = writeln!(
+            out,
+            "Exceptions in force (safety.exceptions): {}, access kept until their end",
+            in_force.len()
+        );
+        for e in in_force {
+            let _ = writeln!(
+                out,
+                "  {} until {}, {} left: {}",
+                e.user_name,
+                e.until_local,
+                crate::report::time_left(e.until - now),
+                e.reason
+            );
+        }
+    }
+    if !ended.is_empty() {
+        let _ = writeln!(
+            out,
+            "Exceptions ended, still in the configuration: {} (each account is planned like \
+             any other again; take the entries out of safety.exceptions)",
+            ended.len()
+        );
+        for e in ended {
+            let _ = writeln!(
+                out,
+                "  {} ended {}: {}",
+                e.user_name, e.until_local, e.reason
+            );
         }
     }
 }
@@ -1348,6 +1432,7 @@ mod tests {
             admin_command: "seatwarden".to_owned(),
             resolve_after: Some(std::time::Duration::from_secs(3600)),
             certificates: Vec::new(),
+            exceptions: Vec::new(),
         };
         let status = collect(&store, at(10, 0), settings()).unwrap();
         let breaker_line = status
@@ -1444,6 +1529,7 @@ mod tests {
                 admin_command: "sudo seatwarden-admin".to_owned(),
                 resolve_after: None,
                 certificates: Vec::new(),
+                exceptions: Vec::new(),
             },
         )
         .unwrap();

@@ -737,6 +737,16 @@ pub(crate) fn local_minute(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
     crate::model::clock_time(at, tz, "%Y-%m-%d %H:%M")
 }
 
+/// How long until an end `left` away, for people: whole days from two days
+/// on, below that as [`crate::sla::latency_text`] gives it (`2 h 5 min`).
+pub(crate) fn time_left(left: chrono::TimeDelta) -> String {
+    if left >= chrono::TimeDelta::days(2) {
+        format!("{} days", left.num_days())
+    } else {
+        crate::sla::latency_text(left)
+    }
+}
+
 /// The breaker's state with its times on `tz`'s clock (its `Display` is UTC, for logs).
 pub(crate) fn circuit_state_text(state: &CircuitState, tz: chrono_tz::Tz) -> String {
     let at = |t| templated::timestamp(t, tz);

@@ -562,6 +562,84 @@ fn status_output(config: &Path, format: &str) -> String {
     text(&out.stdout)
 }
 
+/// On-call asks `status` who keeps access by an exception: it said nothing of
+/// `safety.exceptions` (only `check-config` listed them). It lists those in force,
+/// soonest end first, with the time left and the reason, and apart from them those
+/// ended and still in the file; `--format json` gives each with its end as an
+/// instant and whether it has ended.
+#[test]
+fn status_lists_the_exceptions_in_force_and_those_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let now = chrono::Utc::now();
+    let in_three_days = (now + chrono::Duration::days(3) + chrono::Duration::hours(1)).to_rfc3339();
+    let in_ninety_minutes = (now + chrono::Duration::minutes(90)).to_rfc3339();
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+             [state]\npath = \"state.db\"\n\
+             [report]\ntimezone = \"Europe/Berlin\"\n\
+             [[safety.exceptions]]\nuser_name = \"dana@example.com\"\n\
+             until = \"{in_three_days}\"\nreason = \"handover, HR-4711\"\n\
+             [[safety.exceptions]]\nuser_name = \"gone@example.com\"\n\
+             until = 2026-01-15\nreason = \"notice period\"\n\
+             [[safety.exceptions]]\nuser_name = \"erin@example.com\"\n\
+             until = \"{in_ninety_minutes}\"\nreason = \"legal hold\"\n"
+        ),
+    )
+    .unwrap();
+    seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let text = status_output(&config, "text");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+    };
+    let in_force = at("Exceptions in force (safety.exceptions): 2, access kept until their end");
+    assert!(
+        lines[in_force + 1].starts_with("  erin@example.com until ")
+            && lines[in_force + 1].ends_with(" min left: legal hold"),
+        "soonest end first:\n{text}"
+    );
+    assert!(
+        lines[in_force + 2].starts_with("  dana@example.com until ")
+            && lines[in_force + 2].ends_with(", 3 days left: handover, HR-4711"),
+        "{text}"
+    );
+    let ended = at("Exceptions ended, still in the configuration: 1 (");
+    assert_eq!(
+        lines[ended + 1],
+        "  gone@example.com ended 2026-01-16 00:00 +01:00 (CET): notice period",
+        "{text}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&status_output(&config, "json")).unwrap();
+    let exceptions = json["exceptions"].as_array().unwrap();
+    let listed: Vec<(&str, bool)> = exceptions
+        .iter()
+        .map(|e| {
+            (
+                e["user_name"].as_str().unwrap(),
+                e["ended"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("gone@example.com", true),
+            ("erin@example.com", false),
+            ("dana@example.com", false)
+        ]
+    );
+    assert_eq!(exceptions[0]["until"], "2026-01-15T23:00:00Z");
+    assert_eq!(exceptions[2]["reason"], "handover, HR-4711");
+}
+
 /// A reconcile whose process was killed stays recorded as running until the next
 /// writing run closes it. `status` tells it from a live one by the writer lock,
 /// which every live writer holds.

@@ -1470,6 +1470,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
             admin_command: "seatwarden".into(),
             resolve_after: None,
             certificates: Vec::new(),
+            exceptions: Vec::new(),
         },
     )
     .unwrap();
@@ -3545,6 +3546,7 @@ async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
                 admin_command: "seatwarden".into(),
                 resolve_after: None,
                 certificates: Vec::new(),
+                exceptions: Vec::new(),
             },
         )
         .unwrap()

@@ -283,6 +283,7 @@ async fn status_says_when_the_next_delivery_attempt_is() {
                 admin_command: "sudo -u seatwarden seatwarden".to_owned(),
                 resolve_after: None,
                 certificates: Vec::new(),
+                exceptions: Vec::new(),
             },
         )
         .unwrap()

@@ -1737,6 +1737,7 @@ async fn a_workspace_group_no_mapping_gives_to_anyone_is_not_emptied_without_a_h
             admin_command: "seatwarden".into(),
             resolve_after: None,
             certificates: Vec::new(),
+            exceptions: Vec::new(),
         },
     )
     .unwrap();
@@ -3203,6 +3204,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
             admin_command: "seatwarden".into(),
             resolve_after: None,
             certificates: Vec::new(),
+            exceptions: Vec::new(),
         },
     )
     .unwrap();

@@ -83,6 +83,7 @@ fn status_and_digest_name_the_run_holding_a_guards_hold() {
             admin_command: "seatwarden".to_owned(),
             resolve_after: None,
             certificates: Vec::new(),
+            exceptions: Vec::new(),
         },
     )
     .unwrap();
