@@ -994,6 +994,40 @@ impl Protected {
             .filter(|_| !self.permanently(user_name))
     }
 
+    /// The exceptions in force that name no account of `workspace` and no person
+    /// of `directory` by userName, sorted by name: they keep nothing. A typo, or
+    /// a person whose account and directory userName are both another name;
+    /// either way the access HR or legal asked to keep would be taken away.
+    /// Only from a complete directory read, where a person absent is not there.
+    pub fn exceptions_naming_nobody(
+        &self,
+        directory: &DirectorySnapshot,
+        workspace: &crate::model::WorkspaceSnapshot,
+    ) -> Vec<Exception> {
+        if self.exceptions.is_empty() || !directory.complete {
+            return Vec::new();
+        }
+        let mut left: HashMap<&str, &Exception> = self
+            .exceptions
+            .iter()
+            .map(|(name, exception)| (name.as_str(), exception))
+            .collect();
+        let names = workspace
+            .accounts
+            .iter()
+            .map(|a| a.user_name.as_str())
+            .chain(directory.identities.iter().map(|i| i.user_name.as_str()));
+        for name in names {
+            if left.is_empty() {
+                break;
+            }
+            left.remove(fold_user_name(name).as_str());
+        }
+        let mut nobody: Vec<Exception> = left.into_values().cloned().collect();
+        nobody.sort_by(|a, b| a.user_name.cmp(&b.user_name));
+        nobody
+    }
+
     /// Protected (a name, a pattern or a protected group's member) or under an
     /// exception in force: seatwarden leaves the account alone.
     pub fn matches(&self, user_name: &str) -> bool {
@@ -1354,6 +1388,65 @@ mod tests {
         let at_the_end = protected.with_exceptions(&exceptions, at(17));
         assert!(!at_the_end.matches("dana@example.com"));
         assert!(at_the_end.exception_for("dana@example.com").is_none());
+    }
+
+    /// An exception naming neither a workspace account nor a person in the
+    /// directory keeps nothing: said, so the typo is fixed before the leaver it
+    /// was meant for loses access. Not from an incomplete read, where a person
+    /// missing is not gone; not for an exception that ended.
+    #[test]
+    fn exceptions_naming_no_account_and_no_person_are_told() {
+        use chrono::TimeZone;
+        let at = |h| chrono::Utc.with_ymd_and_hms(2026, 12, 15, h, 0, 0).unwrap();
+        let exception = |name: &str, until| Exception {
+            user_name: name.to_owned(),
+            until,
+            reason: "handover".to_owned(),
+        };
+        let exceptions = [
+            exception("A@Example.com", at(17)),
+            exception("orphan@example.com", at(17)),
+            exception("dnaa@example.com", at(17)),
+            exception("ended@example.com", at(10)),
+            exception("b@exmaple.com", at(17)),
+        ];
+        let protected = Protected::default().with_exceptions(&exceptions, at(11));
+        let mut dir = directory(vec![
+            identity("a", IdentityStatus::Active, &[]),
+            identity("b", IdentityStatus::Suspended, &[]),
+        ]);
+        let workspace = crate::model::WorkspaceSnapshot {
+            accounts: vec![crate::model::Account {
+                id: "7".into(),
+                user_name: "Orphan@example.com".into(),
+                external_id: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                active: true,
+                roles: Vec::new(),
+            }],
+            groups: Vec::new(),
+        };
+        let names = |nobody: Vec<Exception>| -> Vec<String> {
+            nobody.into_iter().map(|e| e.user_name).collect()
+        };
+        assert_eq!(
+            names(protected.exceptions_naming_nobody(&dir, &workspace)),
+            ["b@exmaple.com", "dnaa@example.com"]
+        );
+        dir.complete = false;
+        assert!(
+            protected
+                .exceptions_naming_nobody(&dir, &workspace)
+                .is_empty()
+        );
+        assert!(
+            Protected::default()
+                .exceptions_naming_nobody(&directory(Vec::new()), &workspace)
+                .is_empty()
+        );
     }
 
     #[test]

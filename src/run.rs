@@ -1134,6 +1134,14 @@ async fn pipeline(
             Ok(())
         })
     };
+    // Not from a directory the source check rejected: a truncated one names nobody.
+    let exceptions_naming_nobody = if source_fault.is_none() {
+        plan_settings
+            .protected
+            .exceptions_naming_nobody(&directory_snapshot, &workspace_snapshot)
+    } else {
+        Vec::new()
+    };
     let desired = policy::desired_state(&directory_snapshot, &config.policy_settings());
     let make_plan = |workspace: &WorkspaceSnapshot| {
         plan::plan(
@@ -1307,6 +1315,7 @@ async fn pipeline(
             .collect(),
         protected_by_person: guarded.protected_by_person.clone(),
         excepted: guarded.excepted.clone(),
+        exceptions_naming_nobody,
     };
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;

@@ -97,6 +97,12 @@ pub struct SafetyReport {
     /// ends, when the next run (or the sweep) takes the access away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excepted: Vec<ExceptedAccount>,
+    /// Exceptions in force that name no workspace account and no person in the
+    /// directory ([`crate::policy::Protected::exceptions_naming_nobody`]): they
+    /// keep nothing, and whoever they were meant for loses access as the policy
+    /// says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions_naming_nobody: Vec<crate::model::Exception>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -669,6 +675,10 @@ fn printable_report(report: &Report) -> Report {
         // The configuration's, but a multi-line TOML string would still forge lines.
         field(&mut kept.exception.reason);
     }
+    for nobody in &mut report.safety.exceptions_naming_nobody {
+        field(&mut nobody.user_name);
+        field(&mut nobody.reason);
+    }
     if let Some(circuit) = &mut report.safety.circuit {
         if let Some(reason) = &mut circuit.reason {
             field(reason);
@@ -877,6 +887,35 @@ pub fn safety_findings(
             .excepted
             .iter()
             .map(|kept| excepted_line(kept, tz))
+            .collect();
+        findings.push(line);
+    }
+    if !safety.exceptions_naming_nobody.is_empty() {
+        let n = safety.exceptions_naming_nobody.len();
+        let mut line = finding(
+            "EXCEPTION NAMES NOBODY",
+            Tone::Warn,
+            format!(
+                "{} in safety.exceptions {} no workspace account and no person in the \
+                 directory, so {} nothing: a typo, or someone known by another name? Give \
+                 the account's userName or the person's directory userName; until then, \
+                 whoever it was meant for loses access as the policy says",
+                plural(n, "exception", "exceptions"),
+                if n == 1 { "names" } else { "name" },
+                if n == 1 { "it keeps" } else { "they keep" },
+            ),
+        );
+        line.details = safety
+            .exceptions_naming_nobody
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}, until {}: {}",
+                    e.user_name,
+                    local_minute(e.until, tz),
+                    e.reason
+                )
+            })
             .collect();
         findings.push(line);
     }

@@ -1,0 +1,82 @@
+//! Session 52: an exception that names nobody is told in every report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{Duration, Utc};
+use seatwarden::config::ExceptionConfig;
+
+use crate::daemon::reconciled_demo;
+
+/// HR asks to keep a leaver's access; the operator mistypes the name. The
+/// exception matched nothing and said nothing, and the person lost access at
+/// the next run all the same. Every reconcile (and plan) now names it under
+/// EXCEPTION NAMES NOBODY, with its end and reason, beside the one that names
+/// a real person (by the directory's userName), which it leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_naming_nobody_is_told_by_every_report() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let directory: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("directory.json")).unwrap())
+            .unwrap();
+    let someone = directory["users"][0]["userName"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    let now = Utc::now();
+    let until = (now + Duration::days(5)).to_rfc3339();
+    config.safety.exceptions = vec![
+        ExceptionConfig {
+            user_name: someone.clone(),
+            until: until.clone(),
+            reason: "notice period".to_owned(),
+        },
+        ExceptionConfig {
+            user_name: "dana.lee@exmaple.com".to_owned(),
+            until,
+            reason: "handover, HR-4711".to_owned(),
+        },
+    ];
+
+    let outcome = crate::fixtures::reconcile_at(&config, now).await;
+    let nobody: Vec<&str> = outcome
+        .report
+        .safety
+        .exceptions_naming_nobody
+        .iter()
+        .map(|e| e.user_name.as_str())
+        .collect();
+    assert_eq!(
+        nobody,
+        ["dana.lee@exmaple.com"],
+        "{someone} is in the directory"
+    );
+    let tz = config.report_timezone().unwrap();
+    let text = seatwarden::report::render_text(&outcome.report, tz, "seatwarden", false);
+    assert!(
+        text.contains("EXCEPTION NAMES NOBODY")
+            && text.contains("1 exception in safety.exceptions names no workspace account"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dana.lee@exmaple.com, until ")
+                && l.ends_with(": handover, HR-4711")),
+        "{text}"
+    );
+    let markdown = seatwarden::report::render_markdown(&outcome.report, tz, "seatwarden").unwrap();
+    assert!(markdown.contains("EXCEPTION NAMES NOBODY"), "{markdown}");
+    let json = serde_json::to_value(&outcome.report).unwrap();
+    assert_eq!(
+        json["safety"]["exceptions_naming_nobody"][0]["reason"],
+        "handover, HR-4711"
+    );
+
+    // Fixed, the finding is gone.
+    config.safety.exceptions.pop();
+    let fixed = crate::fixtures::reconcile_at(&config, now).await;
+    assert!(
+        fixed.report.safety.exceptions_naming_nobody.is_empty(),
+        "{:?}",
+        fixed.report.safety
+    );
+    sandbox.shutdown().await;
+}
