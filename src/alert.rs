@@ -116,6 +116,13 @@ pub enum AlertCondition {
     DirectoryIncomplete { run_id: i64, held: usize },
     /// The workspace failed most writes; writing stopped.
     CircuitBreakerOpen { reason: String },
+    /// Exceptions in force (`safety.exceptions`) that name no workspace account
+    /// and no person in the directory, as the newest reconcile found
+    /// ([`crate::report::SafetyReport::exceptions_naming_nobody`]): they keep
+    /// nothing, and whoever they were meant for loses access as the policy says.
+    ExceptionsNamingNobody {
+        exceptions: Vec<crate::model::Exception>,
+    },
     /// A job failed several times in a row.
     RepeatedFailures {
         job: String,
@@ -141,6 +148,7 @@ impl AlertCondition {
             }
             AlertCondition::DirectoryIncomplete { .. } => "directory_incomplete".to_owned(),
             AlertCondition::CircuitBreakerOpen { .. } => "circuit_breaker_open".to_owned(),
+            AlertCondition::ExceptionsNamingNobody { .. } => "exceptions_naming_nobody".to_owned(),
             AlertCondition::RepeatedFailures { job, .. } => format!("repeated_failures:{job}"),
         }
     }
@@ -179,6 +187,13 @@ impl AlertCondition {
             AlertCondition::CircuitBreakerOpen { .. } => {
                 "circuit breaker open: workspace writes stopped".to_owned()
             }
+            AlertCondition::ExceptionsNamingNobody { exceptions } => match exceptions.as_slice() {
+                [one] => format!(
+                    "the exception for {} names nobody",
+                    subject_name(&crate::report::printable_field(&one.user_name))
+                ),
+                all => format!("{} exceptions name nobody", all.len()),
+            },
             AlertCondition::RepeatedFailures { job, failures, .. } => {
                 format!("{job} failed {failures} times in a row")
             }
@@ -199,6 +214,12 @@ impl AlertCondition {
                 AlertCondition::DirectoryIncomplete { held, .. },
                 AlertCondition::DirectoryIncomplete { held: before, .. },
             ) => held > before,
+            (
+                AlertCondition::ExceptionsNamingNobody { exceptions },
+                AlertCondition::ExceptionsNamingNobody { exceptions: told },
+            ) => exceptions
+                .iter()
+                .any(|e| !told.iter().any(|t| t.user_name == e.user_name)),
             (
                 AlertCondition::SweepHeld { held, people, .. },
                 AlertCondition::SweepHeld {
@@ -315,6 +336,32 @@ impl AlertCondition {
                 format!("Why: {reason}"),
                 format!("Writes resume after the cool-down, or with `{admin} resume`."),
             ],
+            AlertCondition::ExceptionsNamingNobody { exceptions } => {
+                let clean = crate::report::printable_field;
+                let mut lines: Vec<String> = exceptions
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}, until {}: {}",
+                            clean(&e.user_name),
+                            report::local_minute(e.until, timezone),
+                            clean(&e.reason)
+                        )
+                    })
+                    .collect();
+                lines.push(
+                    "No workspace account and no person in the directory has this userName, so \
+                     the exception keeps nothing: a typo, or someone known by another name. \
+                     Until it is fixed, whoever it was meant for loses access as the policy says."
+                        .to_owned(),
+                );
+                lines.push(format!(
+                    "Give the account's userName or the person's directory userName in \
+                     safety.exceptions, then reload; `{admin} plan` shows EXCEPTION NAMES NOBODY \
+                     until it names someone."
+                ));
+                lines
+            }
             AlertCondition::RepeatedFailures { last_error, .. } => {
                 vec![format!("Last error: {last_error}")]
             }
@@ -365,7 +412,8 @@ pub enum RaiseDecision {
 /// Whether the resolution of `key`'s alert is held until its condition has
 /// stayed clear for `report.email.resolve_after`: for the conditions a flaky
 /// system makes come and go on their own (a directory read incomplete every
-/// other reconcile, a breaker that opens and closes, a job failing on and off).
+/// other reconcile, a breaker that opens and closes, a job failing on and off;
+/// exceptions naming nobody, which such a read does not tell).
 /// Not for a hold waiting for a human (`plan_held`, `sweep_held`): it ends with a
 /// decision or with nothing left to hold, and the next hold is another run to
 /// approve, a new decision, alerted at once. Nor for an overdue deprovision: its
@@ -374,7 +422,10 @@ pub enum RaiseDecision {
 pub fn damped(key: &str) -> bool {
     matches!(
         key,
-        "directory_snapshot_rejected" | "directory_incomplete" | "circuit_breaker_open"
+        "directory_snapshot_rejected"
+            | "directory_incomplete"
+            | "circuit_breaker_open"
+            | "exceptions_naming_nobody"
     ) || key.starts_with("repeated_failures:")
 }
 
@@ -1429,6 +1480,42 @@ pub(crate) mod tests {
 
     fn at(hour: u32, minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
+    }
+
+    /// Another exception naming nobody is news, sent at once; the same ones, or
+    /// fewer, are not. Several are counted in the subject, each named in the body
+    /// on a line of its own, a line break in a reason forging none.
+    #[test]
+    fn exceptions_naming_nobody_grow_by_a_new_name_only() {
+        let exception = |name: &str| crate::model::Exception {
+            user_name: name.to_owned(),
+            until: at(17, 0),
+            reason: "handover\nFrom: forged".to_owned(),
+        };
+        let alert = |names: &[&str]| AlertCondition::ExceptionsNamingNobody {
+            exceptions: names.iter().map(|n| exception(n)).collect(),
+        };
+        let one = alert(&["dnaa@example.com"]);
+        let two = alert(&["dnaa@example.com", "erni@example.com"]);
+        assert!(two.grew_from(&one));
+        assert!(!one.grew_from(&two));
+        assert!(!one.grew_from(&one));
+        assert!(!alert(&["erni@example.com"]).grew_from(&two));
+        assert_eq!(one.key(), two.key());
+        assert_eq!(
+            one.summary(),
+            "the exception for dnaa@example.com names nobody"
+        );
+        assert_eq!(two.summary(), "2 exceptions name nobody");
+        let details = two.details(chrono_tz::UTC, "seatwarden");
+        assert_eq!(
+            details[..2],
+            [
+                "dnaa@example.com, until 2026-11-30 17:00 UTC: handover\u{fffd}From: forged",
+                "erni@example.com, until 2026-11-30 17:00 UTC: handover\u{fffd}From: forged",
+            ]
+        );
+        assert!(damped(&one.key()));
     }
 
     /// The sweep and the retry job store no report: the alert itself says why a

@@ -375,6 +375,19 @@ impl Notifier {
             ),
             None => self.resolve(store, "directory_snapshot_rejected", now),
         }
+        // Damped: a read the list is not made from (incomplete, rejected) holds
+        // none, and must not resolve and raise it again.
+        if report.safety.exceptions_naming_nobody.is_empty() {
+            self.resolve(store, "exceptions_naming_nobody", now);
+        } else {
+            self.raise(
+                store,
+                &AlertCondition::ExceptionsNamingNobody {
+                    exceptions: report.safety.exceptions_naming_nobody.clone(),
+                },
+                now,
+            );
+        }
     }
 
     /// [`Notifier::after_reconcile`]'s conditions of a run that applies.

@@ -1,4 +1,5 @@
-//! Session 52: an exception that names nobody is told in every report.
+//! Session 52: an exception that names nobody is told in every report, and
+//! alerted on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Duration, Utc};
@@ -70,7 +71,32 @@ async fn an_exception_naming_nobody_is_told_by_every_report() {
         "handover, HR-4711"
     );
 
-    // Fixed, the finding is gone.
+    // The daemon mails it as an alert, with what to do.
+    let (_config_dir, notifier) = crate::review_s39_holds::alerting_notifier();
+    let mut store = seatwarden::store::Store::open(&dir.path().join("alerts.db")).unwrap();
+    notifier.after_reconcile(&mut store, &outcome.report, now);
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    let alert = &outbox[0].message;
+    assert!(
+        alert
+            .subject
+            .ends_with("the exception for dana.lee@exmaple.com names nobody"),
+        "{}",
+        alert.subject
+    );
+    assert!(
+        alert.text.contains("dana.lee@exmaple.com, until ")
+            && alert.text.contains("loses access as the policy says")
+            && alert
+                .text
+                .contains("`seatwarden plan` shows EXCEPTION NAMES NOBODY"),
+        "{}",
+        alert.text
+    );
+
+    // Fixed, the finding is gone, and the alert's resolution is held for
+    // resolve_after (a read it is not told from lists none either).
     config.safety.exceptions.pop();
     let fixed = crate::fixtures::reconcile_at(&config, now).await;
     assert!(
@@ -78,5 +104,8 @@ async fn an_exception_naming_nobody_is_told_by_every_report() {
         "{:?}",
         fixed.report.safety
     );
+    notifier.after_reconcile(&mut store, &fixed.report, now);
+    let record = store.alert("exceptions_naming_nobody").unwrap().unwrap();
+    assert_eq!(record.cleared_at, Some(now), "{record:?}");
     sandbox.shutdown().await;
 }
