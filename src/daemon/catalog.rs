@@ -54,7 +54,8 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "seatwarden_safety_finding",
         None,
         "1 when the last reconcile had this safety finding (source_fault, \
-         workspace_listing_short, allow_over_threshold, protected_by_person), else 0.",
+         workspace_listing_short, allow_over_threshold, protected_by_person, \
+         exceptions_naming_nobody), else 0.",
     ),
     (
         "seatwarden_actions_awaiting_approval",

@@ -1600,6 +1600,11 @@ fn safety_gauges(report: &crate::report::Report) {
             "protected_by_person",
             !safety.protected_by_person.is_empty(),
         ),
+        // It keeps nothing: the person it was meant for loses access.
+        (
+            "exceptions_naming_nobody",
+            !safety.exceptions_naming_nobody.is_empty(),
+        ),
     ] {
         metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
             .set(f64::from(u8::from(found)));

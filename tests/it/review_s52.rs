@@ -109,3 +109,48 @@ async fn an_exception_naming_nobody_is_told_by_every_report() {
     assert_eq!(record.cleared_at, Some(now), "{record:?}");
     sandbox.shutdown().await;
 }
+
+/// `seatwarden_safety_finding{finding="exceptions_naming_nobody"}` is 1 after a
+/// daemon's reconcile found an exception naming nobody, so Prometheus alerts on
+/// it (`SeatwardenExceptionNamesNobody`) where nobody reads mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_gauges_an_exception_naming_nobody() {
+    use crate::review_s41_ops::{Running, port_of, sample};
+    let token = "review-s52-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
+    let config_path = dir.path().join("seatwarden.toml");
+    let mut config = std::fs::read_to_string(&config_path).unwrap();
+    config.push_str(
+        "\n[[safety.exceptions]]\nuser_name = \"dana.lee@exmaple.com\"\n\
+         until = 2099-01-01\nreason = \"handover\"\n",
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let port = port_of(&log).await;
+    let succeeded = r#"seatwarden_job_runs_total{job_name="reconcile",status="succeeded"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let (code, metrics) = crate::fixtures::http_get(port, "/metrics");
+        if code == 200 && sample(&metrics, succeeded) == Some(1.0) {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reconcile did not succeed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="exceptions_naming_nobody"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
