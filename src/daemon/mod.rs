@@ -1024,7 +1024,13 @@ fn restart_only_changes(
 
 /// One job run: recorded in the `jobs` table and in metrics whatever happens.
 async fn run_job(shared: Arc<Shared>, name: &'static str) {
-    if shared.stopping.is_stopped() {
+    // While stopping no job starts, but for the mail job: one that begins now
+    // was asked for before the stop ([`schedule::start_or_follow`], by a job
+    // that ended while a mail run was under way and so delivered nothing
+    // itself), and what it was asked to send goes out within the stop grace, as
+    // a job ending during the stop delivers its own. It takes no writer lock.
+    let stops_it = || shared.stopping.is_stopped() && name != MAIL;
+    if stops_it() {
         return;
     }
     let waiting = shared.counters.get(name).map(|c| c.waiting());
@@ -1034,13 +1040,13 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // hand can hold the writer lock for as long as it likes).
     let locked = tokio::select! {
         biased;
-        () = shared.stopping.stopped() => return,
+        () = shared.stopping.stopped(), if takes_writer_lock(name) => return,
         locked = take_writer_locks(&shared, name) => locked,
     };
     let (_writer, _writer_lock, lock_failure) = locked;
     drop(waiting);
     let waited = asked.elapsed();
-    if shared.stopping.is_stopped() {
+    if stops_it() {
         return;
     }
     // A sweep or retry pass that fired before a reload into dry run, and waited
@@ -1125,7 +1131,8 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // that does not answer (minutes of timeouts and retries) then delays only mail,
     // not this job's next runs (the every-minute deprovision retry above all). A mail
     // job already running may have passed it: it runs once more when it ends.
-    // While stopping no job starts, so it goes out here, within the stop grace.
+    // While stopping no job starts (but a mail run asked for before the stop), so
+    // it goes out here, within the stop grace.
     if let Some(notifier) = notifier.as_ref().filter(|_| name != MAIL)
         && !shared.trigger_or_follow(MAIL)
         && shared.stopping.is_stopped()
@@ -2769,6 +2776,143 @@ mod tests {
         assert!(sent, "{:?}", outbox());
         assert_eq!(shared.counters[MAIL].started.load(Ordering::SeqCst), 2);
         assert!(!shared.release_mail.load(Ordering::SeqCst));
+    }
+
+    /// A relay that takes every message, on a port of its own; counts the
+    /// messages it took.
+    fn accepting_relay() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&taken);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let _ = stream.write_all(b"220 relay.example.com ESMTP\r\n");
+                let mut line = String::new();
+                let mut data = false;
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if data {
+                        if line == ".\r\n" {
+                            data = false;
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            let _ = stream.write_all(b"250 2.0.0 queued\r\n");
+                        }
+                        line.clear();
+                        continue;
+                    }
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-relay.example.com\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => b"221 2.0.0 Bye\r\n",
+                        _ => b"250 2.1.0 OK\r\n",
+                    };
+                    if stream.write_all(reply).is_err() || verb == "QUIT" {
+                        break;
+                    }
+                    line.clear();
+                }
+            }
+        });
+        (port, taken)
+    }
+
+    /// A job that ends while the mail job runs asks it for one more run (the
+    /// running one may have passed what the job queued), and delivers nothing
+    /// itself. When the daemon is stopped before that run begins, the run must
+    /// still deliver, within the stop grace: no other delivery comes before the
+    /// next start (an alert about an overdue deprovision, sent days later or
+    /// never when the daemon is stopped for good).
+    #[test]
+    fn mail_asked_for_before_a_stop_goes_out_during_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, taken) = accepting_relay();
+        let path = dir.path().join("seatwarden.toml");
+        let shared = Arc::new(Shared {
+            counters: BTreeMap::from([(MAIL, Arc::new(schedule::JobCounters::default()))]),
+            ..shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))))
+        });
+        std::fs::write(
+            &path,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
+                 [state]\npath = \"state.db\"\n\
+                 [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
+                 from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n"
+            ),
+        )
+        .unwrap();
+        *shared.config.write().unwrap() =
+            Arc::new(Config::load_with_env(&path, Some(Default::default())).unwrap());
+        // The mail run under way when the other job ends: it has passed the
+        // outbox already, and ends once let go.
+        let (let_go, held) = tokio::sync::oneshot::channel::<()>();
+        let held = Mutex::new(Some(held));
+        let start: StartJob = {
+            let shared = Arc::clone(&shared);
+            Arc::new(move |name| match held.lock().unwrap().take() {
+                Some(held) => Box::pin(async move {
+                    let _ = held.await;
+                }),
+                None => Box::pin(run_job(Arc::clone(&shared), name)),
+            })
+        };
+        *shared.start.write().unwrap() = Some(start);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let outbox = || {
+            Store::open(&shared.config().state.path)
+                .unwrap()
+                .outbox()
+                .unwrap()
+        };
+        let idle = runtime.block_on(async {
+            assert!(shared.trigger_or_follow(MAIL), "the mail run under way");
+            // What the other job queued as it ended, and its ask for a mail run.
+            Store::open(&shared.config().state.path)
+                .unwrap()
+                .enqueue_message(
+                    &crate::store::NewMessage {
+                        kind: crate::store::OutboxKind::Alert,
+                        subject: "deprovision of ada@example.com is overdue".to_owned(),
+                        from: "seatwarden@example.com".to_owned(),
+                        to: vec!["it-security@example.com".to_owned()],
+                        text: "t".to_owned(),
+                        html: "<p>h</p>".to_owned(),
+                        in_reply_to: None,
+                    },
+                    shared.now(),
+                )
+                .unwrap();
+            assert!(!shared.trigger_or_follow(MAIL), "the mail job runs");
+            // SIGTERM, then the run under way ends.
+            shared.stopping.stop();
+            let_go.send(()).unwrap();
+            schedule::wait_idle(&shared.counters, Duration::from_secs(60)).await
+        });
+        assert!(idle, "the mail job ended within the grace");
+        assert_eq!(shared.counters[MAIL].started.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            outbox()[0].state,
+            crate::store::OutboxState::Sent,
+            "{:?}",
+            outbox()
+        );
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
     }
 
     /// A relay that is down fails the mail job when a message is due, and the
