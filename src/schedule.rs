@@ -1067,9 +1067,16 @@ struct Running {
 impl Running {
     /// Lets the job go at the end of a run, and takes it again when a start was
     /// asked for meanwhile ([`start_or_follow`]); returns whether to run again.
-    /// Let go first, then looked: a request made after the look finds the job
-    /// not running and starts it itself.
+    /// A request already made is run without letting go: between the two, a stop
+    /// waiting for every job to be idle ([`wait_idle`]) would see none running
+    /// and end while the run asked for begins. Otherwise let go first, then
+    /// looked: a request made after the look finds the job not running and
+    /// starts it itself.
     fn hand_on(&mut self) -> bool {
+        if self.counters.follow.swap(false, Ordering::SeqCst) {
+            self.counters.started.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
         self.counters.running.store(false, Ordering::SeqCst);
         self.held = false;
         if !self.counters.follow.load(Ordering::SeqCst)

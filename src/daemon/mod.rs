@@ -1782,6 +1782,18 @@ async fn sweep_job(
 /// login is tried at once, not when the refused one's backoff ends.
 async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
     let release = shared.release_mail.swap(false, Ordering::SeqCst);
+    // A reload sets the flag after it swapped the configuration: the notifier
+    // this run was started with, made before the flag was taken, may hold the
+    // login (or relay) the reload replaced, and would put the released messages
+    // off again for the refused one's backoff.
+    let reloaded;
+    let notifier = if release {
+        reloaded = notify::Notifier::from_config(&shared.config())
+            .filter(|_| shared.database_lost().is_none());
+        reloaded.as_ref()
+    } else {
+        notifier
+    };
     let Some(notifier) = notifier else {
         return JobEnd::Succeeded;
     };
@@ -2776,6 +2788,75 @@ mod tests {
         assert!(sent, "{:?}", outbox());
         assert_eq!(shared.counters[MAIL].started.load(Ordering::SeqCst), 2);
         assert!(!shared.release_mail.load(Ordering::SeqCst));
+    }
+
+    /// A mail run started (its notifier made) before a reload, that takes the
+    /// reload's release after it: it delivers through the reloaded relay, not
+    /// the replaced one, which would put the released messages off again for
+    /// its backoff and leave the run the reload asked for nothing due.
+    #[test]
+    fn a_mail_run_taking_a_reloads_release_delivers_with_the_reloaded_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
+        let path = dir.path().join("seatwarden.toml");
+        let with_relay = |port: u16| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                     [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
+                     [state]\npath = \"state.db\"\n\
+                     [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
+                     from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n"
+                ),
+            )
+            .unwrap();
+            Arc::new(Config::load_with_env(&path, Some(Default::default())).unwrap())
+        };
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        *shared.config.write().unwrap() = with_relay(gone);
+        let started_with = notify::Notifier::from_config(&shared.config()).unwrap();
+        {
+            let mut store = Store::open(&shared.config().state.path).unwrap();
+            store
+                .enqueue_message(
+                    &crate::store::NewMessage {
+                        kind: crate::store::OutboxKind::Alert,
+                        subject: "deprovision of ada@example.com is overdue".to_owned(),
+                        from: "seatwarden@example.com".to_owned(),
+                        to: vec!["it-security@example.com".to_owned()],
+                        text: "t".to_owned(),
+                        html: "<p>h</p>".to_owned(),
+                        in_reply_to: None,
+                    },
+                    shared.now(),
+                )
+                .unwrap();
+        }
+        // The reload: the new relay, then the release.
+        let (port, taken) = accepting_relay();
+        *shared.config.write().unwrap() = with_relay(port);
+        shared.release_mail.store(true, Ordering::SeqCst);
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let end = runtime.block_on(mail_job(&shared, Some(&started_with)));
+        let outbox = Store::open(&shared.config().state.path)
+            .unwrap()
+            .outbox()
+            .unwrap();
+        assert_eq!(
+            outbox[0].state,
+            crate::store::OutboxState::Sent,
+            "{end:?} {outbox:?}"
+        );
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
     }
 
     /// A relay that takes every message, on a port of its own; counts the
