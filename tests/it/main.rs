@@ -119,6 +119,7 @@ mod review_s50_prometheus;
 mod review_s51_exceptions;
 mod review_s51_exceptions_review;
 mod review_s51_second;
+mod review_s52_delta;
 mod role_groups;
 mod run_recovery;
 mod safety;
