@@ -9,7 +9,9 @@
 //!   selected. Paging follows `@odata.nextLink` until it is absent, for at most
 //!   [`Limits::max_pages`] pages (a delta round too); a link to another origin or
 //!   back to a page already read (the first one too) is an error, never read
-//!   again; an answer longer than
+//!   again, as is a link that is not a string (never taken for the last page), or a
+//!   `groups/delta` item's `members@delta` that is not an array or `displayName`
+//!   not a string (never taken for "unchanged"); an answer longer than
 //!   [`Limits::max_body_bytes`] is an error, and an id that is empty or a dot
 //!   segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers` (nested
