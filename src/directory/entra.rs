@@ -9,7 +9,9 @@
 //!   selected. Paging follows `@odata.nextLink` until it is absent, for at most
 //!   [`Limits::max_pages`] pages (a delta round too); a link to another origin or
 //!   back to a page already read (the first one too) is an error, never read
-//!   again; an answer longer than
+//!   again, as is a link that is not a string (never taken for the last page), or a
+//!   `groups/delta` item's `members@delta` that is not an array or `displayName`
+//!   not a string (never taken for "unchanged"); an answer longer than
 //!   [`Limits::max_body_bytes`] is an error, and an id that is empty or a dot
 //!   segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers` (nested
@@ -613,13 +615,28 @@ impl EntraSource {
             let (renamed, members) = merged.entry(id.to_owned()).or_default();
             // Asked with `Prefer: return=minimal`: a property is in the answer
             // only if it changed (a new group has one too).
-            let name = g.get("displayName").map(|n| n.as_str().unwrap_or(""));
+            // Either, there but of another type, cannot be read as "unchanged":
+            // a rename to a name of interest, or a removal from a scope group,
+            // would be lost while the stored link moves past it.
+            let malformed = |what: &str| DirectoryError::Malformed {
+                endpoint: "GET /v1.0/groups/delta".to_owned(),
+                what: format!("group {id:?}: {what}"),
+            };
+            let name = match g.get("displayName") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(name)) => Some(name.as_str()),
+                Some(_) => return Err(malformed("displayName is not a string")),
+            };
             *renamed |= name.is_some_and(|name| counts(id, Some(name)));
-            if let Some(Value::Array(slice)) = g.get("members@delta") {
-                // Devices (Intune's dynamic groups change all day), service
-                // principals and contacts are never identities: their comings and
-                // goings change nobody's groups.
-                members.extend(slice.iter().filter(|m| !is_never_an_identity(m)).cloned());
+            match g.get("members@delta") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(slice)) => {
+                    // Devices (Intune's dynamic groups change all day), service
+                    // principals and contacts are never identities: their comings
+                    // and goings change nobody's groups.
+                    members.extend(slice.iter().filter(|m| !is_never_an_identity(m)).cloned());
+                }
+                Some(_) => return Err(malformed("members@delta is not an array")),
             }
         }
         for (id, (renamed, _)) in &merged {
@@ -1012,15 +1029,12 @@ impl EntraSource {
             let endpoint = endpoint_of("GET", &url);
             let page = self.get(&url, &endpoint).await?.json(&endpoint)?;
             pages += 1;
-            let next = page
-                .get("@odata.nextLink")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let next = link_of(&page, NEXT_LINK, &endpoint)?;
             items.extend(page_values(page, &endpoint)?);
             match next.as_deref() {
                 None => return Ok(items),
                 Some(next) => {
-                    url = self.checked_next(next, &endpoint, &mut visited)?;
+                    url = self.checked_next(next, NEXT_LINK, &endpoint, &mut visited)?;
                     self.check_page_cap(pages, &endpoint, &listing)?;
                 }
             }
@@ -1064,15 +1078,17 @@ impl EntraSource {
                     });
                 }
             }
-            if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
-                url = self.checked_next(next, &endpoint, &mut visited)?;
+            // A link that is there but not a URL is no end of the round: taken
+            // for one, the pages after it (or the round's delta link) are lost.
+            if let Some(next) = link_of(&page, NEXT_LINK, &endpoint)? {
+                url = self.checked_next(&next, NEXT_LINK, &endpoint, &mut visited)?;
                 self.check_page_cap(pages, &endpoint, &listing)?;
                 continue;
             }
-            return match page.get("@odata.deltaLink").and_then(Value::as_str) {
+            return match link_of(&page, DELTA_LINK, &endpoint)? {
                 Some(link) => {
-                    self.checked_next(link, &endpoint, &mut PagesRead::default())?;
-                    Ok(DeltaOutcome::Done((items, link.to_owned())))
+                    self.checked_next(&link, DELTA_LINK, &endpoint, &mut PagesRead::default())?;
+                    Ok(DeltaOutcome::Done((items, link)))
                 }
                 None => Err(DirectoryError::Malformed {
                     endpoint,
@@ -1100,22 +1116,25 @@ impl EntraSource {
         Ok(())
     }
 
+    /// `next`, the page's `link` (`@odata.nextLink` or `@odata.deltaLink`), when
+    /// it may be followed: on `graph_url`, and not a page of `visited`.
     fn checked_next(
         &self,
         next: &str,
+        link: &str,
         endpoint: &str,
         visited: &mut PagesRead,
     ) -> Result<String, DirectoryError> {
         if !same_origin(&self.inner.graph, next) {
             return Err(DirectoryError::Malformed {
                 endpoint: endpoint.to_owned(),
-                what: "@odata.nextLink points to another origin".into(),
+                what: format!("{link} points to another origin"),
             });
         }
         if !visited.is_new(next) {
             return Err(DirectoryError::Malformed {
                 endpoint: endpoint.to_owned(),
-                what: "@odata.nextLink repeats a page already read".into(),
+                what: format!("{link} repeats a page already read"),
             });
         }
         Ok(next.to_owned())
@@ -1554,6 +1573,26 @@ fn assigned_principals(
         }
     }
     Ok((users, groups))
+}
+
+const NEXT_LINK: &str = "@odata.nextLink";
+const DELTA_LINK: &str = "@odata.deltaLink";
+
+/// The page's `key` link (`@odata.nextLink`, `@odata.deltaLink`): `None` when
+/// absent (or null), an error when it is there but not a string, which taken
+/// for "no link" would end a listing early and make it look whole.
+fn link_of(page: &Value, key: &str, endpoint: &str) -> Result<Option<String>, DirectoryError> {
+    match page.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(link)) => Ok(Some(link.clone())),
+        Some(other) => Err(DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!(
+                "{key} is not a string (a URL) but {}",
+                remote::body_excerpt(&other.to_string())
+            ),
+        }),
+    }
 }
 
 /// The `value` array of one page of a collection (`@odata.nextLink` is the
