@@ -2659,7 +2659,6 @@ mod tests {
     #[test]
     fn a_reload_during_the_mail_job_is_delivered_with_the_reloaded_login() {
         use base64::Engine;
-        use std::io::{BufRead, BufReader, Write};
         let dir = tempfile::tempdir().unwrap();
         let shared = Arc::new(Shared {
             counters: BTreeMap::from([(MAIL, Arc::new(schedule::JobCounters::default()))]),
@@ -2676,9 +2675,25 @@ mod tests {
             .build()
             .unwrap();
         let handle = runtime.handle().clone();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let path = dir.path().join("seatwarden.toml");
+        let fixed = base64::engine::general_purpose::STANDARD.encode("\0relay\0fixed");
+        let reloader = Arc::clone(&shared);
+        let reload_dir = dir.path().to_owned();
+        let reload_path = path.clone();
+        let (port, _) = smtp_relay(move |verb, line| match verb {
+            "AUTH" if line.contains(&fixed) => Some(b"235 2.7.0 Authentication successful\r\n"),
+            "AUTH" => {
+                // The login is fixed and the daemon reloaded while this pass runs.
+                std::fs::write(reload_dir.join("relay-password"), "fixed\n").unwrap();
+                let config = Config::load_with_env(&reload_path, Some(Default::default())).unwrap();
+                *reloader.config.write().unwrap() = Arc::new(config);
+                reloader.release_mail.store(true, Ordering::SeqCst);
+                let _runtime = handle.enter();
+                assert!(!reloader.trigger_or_follow(MAIL), "the job runs");
+                Some(b"535 5.7.8 Username and Password not accepted\r\n")
+            }
+            _ => None,
+        });
         std::fs::write(dir.path().join("relay-password"), "rotated-away\n").unwrap();
         std::fs::write(
             &path,
@@ -2694,80 +2709,7 @@ mod tests {
         .unwrap();
         let load = || Config::load_with_env(&path, Some(Default::default())).unwrap();
         *shared.config.write().unwrap() = Arc::new(load());
-        let fixed = base64::engine::general_purpose::STANDARD.encode("\0relay\0fixed");
-        let reloader = Arc::clone(&shared);
-        let reload_dir = dir.path().to_owned();
-        let reload_path = path.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let _ = stream.write_all(b"220 relay.example.com ESMTP\r\n");
-                let mut line = String::new();
-                let mut data = false;
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if data {
-                        if line == ".\r\n" {
-                            data = false;
-                            let _ = stream.write_all(b"250 2.0.0 queued\r\n");
-                        }
-                        line.clear();
-                        continue;
-                    }
-                    let verb = line
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-relay.example.com\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n",
-                        "AUTH" if line.contains(&fixed) => {
-                            b"235 2.7.0 Authentication successful\r\n"
-                        }
-                        "AUTH" => {
-                            // The login is fixed and the daemon reloaded while
-                            // this pass runs.
-                            std::fs::write(reload_dir.join("relay-password"), "fixed\n").unwrap();
-                            let config =
-                                Config::load_with_env(&reload_path, Some(Default::default()))
-                                    .unwrap();
-                            *reloader.config.write().unwrap() = Arc::new(config);
-                            reloader.release_mail.store(true, Ordering::SeqCst);
-                            let _runtime = handle.enter();
-                            assert!(!reloader.trigger_or_follow(MAIL), "the job runs");
-                            b"535 5.7.8 Username and Password not accepted\r\n"
-                        }
-                        "DATA" => {
-                            data = true;
-                            b"354 go ahead\r\n"
-                        }
-                        "QUIT" => b"221 2.0.0 Bye\r\n",
-                        _ => b"250 2.1.0 OK\r\n",
-                    };
-                    if stream.write_all(reply).is_err() || verb == "QUIT" {
-                        break;
-                    }
-                    line.clear();
-                }
-            }
-        });
-        {
-            let mut store = Store::open(&shared.config().state.path).unwrap();
-            store
-                .enqueue_message(
-                    &crate::store::NewMessage {
-                        kind: crate::store::OutboxKind::Alert,
-                        subject: "deprovision of ada@example.com is overdue".to_owned(),
-                        from: "seatwarden@example.com".to_owned(),
-                        to: vec!["it-security@example.com".to_owned()],
-                        text: "t".to_owned(),
-                        html: "<p>h</p>".to_owned(),
-                        in_reply_to: None,
-                    },
-                    shared.now(),
-                )
-                .unwrap();
-        }
+        queue_overdue_alert(&shared);
         let outbox = || {
             Store::open(&shared.config().state.path)
                 .unwrap()
@@ -2820,23 +2762,7 @@ mod tests {
             .port();
         *shared.config.write().unwrap() = with_relay(gone);
         let started_with = notify::Notifier::from_config(&shared.config()).unwrap();
-        {
-            let mut store = Store::open(&shared.config().state.path).unwrap();
-            store
-                .enqueue_message(
-                    &crate::store::NewMessage {
-                        kind: crate::store::OutboxKind::Alert,
-                        subject: "deprovision of ada@example.com is overdue".to_owned(),
-                        from: "seatwarden@example.com".to_owned(),
-                        to: vec!["it-security@example.com".to_owned()],
-                        text: "t".to_owned(),
-                        html: "<p>h</p>".to_owned(),
-                        in_reply_to: None,
-                    },
-                    shared.now(),
-                )
-                .unwrap();
-        }
+        queue_overdue_alert(&shared);
         // The reload: the new relay, then the release.
         let (port, taken) = accepting_relay();
         *shared.config.write().unwrap() = with_relay(port);
@@ -2859,9 +2785,12 @@ mod tests {
         assert_eq!(taken.load(Ordering::SeqCst), 1);
     }
 
-    /// A relay that takes every message, on a port of its own; counts the
-    /// messages it took.
-    fn accepting_relay() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A relay on a port of its own that takes every message it is given;
+    /// counts them. `reply` answers a verb other than EHLO, DATA and QUIT (its
+    /// line given too), `None` for the ordinary `250`: an AUTH, say.
+    fn smtp_relay(
+        reply: impl Fn(&str, &str) -> Option<&'static [u8]> + Send + 'static,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -2889,16 +2818,16 @@ mod tests {
                         .next()
                         .unwrap_or("")
                         .to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-relay.example.com\r\n250 8BITMIME\r\n",
+                    let answer: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-relay.example.com\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n",
                         "DATA" => {
                             data = true;
                             b"354 go ahead\r\n"
                         }
                         "QUIT" => b"221 2.0.0 Bye\r\n",
-                        _ => b"250 2.1.0 OK\r\n",
+                        other => reply(other, &line).unwrap_or(b"250 2.1.0 OK\r\n"),
                     };
-                    if stream.write_all(reply).is_err() || verb == "QUIT" {
+                    if stream.write_all(answer).is_err() || verb == "QUIT" {
                         break;
                     }
                     line.clear();
@@ -2906,6 +2835,30 @@ mod tests {
             }
         });
         (port, taken)
+    }
+
+    /// [`smtp_relay`] taking every message without a login.
+    fn accepting_relay() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        smtp_relay(|_, _| None)
+    }
+
+    /// An overdue alert in `shared`'s outbox, due now.
+    fn queue_overdue_alert(shared: &Shared) {
+        Store::open(&shared.config().state.path)
+            .unwrap()
+            .enqueue_message(
+                &crate::store::NewMessage {
+                    kind: crate::store::OutboxKind::Alert,
+                    subject: "deprovision of ada@example.com is overdue".to_owned(),
+                    from: "seatwarden@example.com".to_owned(),
+                    to: vec!["it-security@example.com".to_owned()],
+                    text: "t".to_owned(),
+                    html: "<p>h</p>".to_owned(),
+                    in_reply_to: None,
+                },
+                shared.now(),
+            )
+            .unwrap();
     }
 
     /// A job that ends while the mail job runs asks it for one more run (the
@@ -2964,21 +2917,7 @@ mod tests {
         let idle = runtime.block_on(async {
             assert!(shared.trigger_or_follow(MAIL), "the mail run under way");
             // What the other job queued as it ended, and its ask for a mail run.
-            Store::open(&shared.config().state.path)
-                .unwrap()
-                .enqueue_message(
-                    &crate::store::NewMessage {
-                        kind: crate::store::OutboxKind::Alert,
-                        subject: "deprovision of ada@example.com is overdue".to_owned(),
-                        from: "seatwarden@example.com".to_owned(),
-                        to: vec!["it-security@example.com".to_owned()],
-                        text: "t".to_owned(),
-                        html: "<p>h</p>".to_owned(),
-                        in_reply_to: None,
-                    },
-                    shared.now(),
-                )
-                .unwrap();
+            queue_overdue_alert(&shared);
             assert!(!shared.trigger_or_follow(MAIL), "the mail job runs");
             // SIGTERM, then the run under way ends.
             shared.stopping.stop();
