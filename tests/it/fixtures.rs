@@ -489,6 +489,25 @@ pub async fn listening_port(daemon: &mut std::process::Child, log: impl Fn() -> 
     }
 }
 
+/// The daemon's `/metrics` on `port` once its first reconcile has succeeded
+/// (at most a minute; the daemon's `log` shown if not).
+pub async fn metrics_once_reconciled(port: u16, log: &Path) -> String {
+    let succeeded = r#"seatwarden_job_runs_total{job_name="reconcile",status="succeeded"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, metrics) = http_get(port, "/metrics");
+        if code == 200 && crate::review_s41_ops::sample(&metrics, succeeded) == Some(1.0) {
+            return metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reconcile did not succeed: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `GET path` on a daemon's listener at `port`: the status (0 when nothing
 /// answered) and the body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {

@@ -529,20 +529,7 @@ async fn the_daemon_gauges_protected_by_person() {
     let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     let _daemon = Running(child);
     let port = port_of(&log).await;
-    let succeeded = r#"seatwarden_job_runs_total{job_name="reconcile",status="succeeded"}"#;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let metrics = loop {
-        let (code, metrics) = crate::fixtures::http_get(port, "/metrics");
-        if code == 200 && sample(&metrics, succeeded) == Some(1.0) {
-            break metrics;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reconcile did not succeed: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let metrics = crate::fixtures::metrics_once_reconciled(port, &log).await;
     assert_eq!(
         sample(
             &metrics,
