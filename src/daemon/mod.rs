@@ -2695,20 +2695,11 @@ mod tests {
             _ => None,
         });
         std::fs::write(dir.path().join("relay-password"), "rotated-away\n").unwrap();
-        std::fs::write(
-            &path,
-            format!(
-                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
-                 [state]\npath = \"state.db\"\n\
-                 [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
-                 from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n\
-                 username = \"relay\"\npassword_file = \"relay-password\"\n"
-            ),
-        )
-        .unwrap();
-        let load = || Config::load_with_env(&path, Some(Default::default())).unwrap();
-        *shared.config.write().unwrap() = Arc::new(load());
+        *shared.config.write().unwrap() = mailing_config(
+            dir.path(),
+            port,
+            "username = \"relay\"\npassword_file = \"relay-password\"\n",
+        );
         queue_overdue_alert(&shared);
         let outbox = || {
             Store::open(&shared.config().state.path)
@@ -2740,21 +2731,7 @@ mod tests {
     fn a_mail_run_taking_a_reloads_release_delivers_with_the_reloaded_settings() {
         let dir = tempfile::tempdir().unwrap();
         let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
-        let path = dir.path().join("seatwarden.toml");
-        let with_relay = |port: u16| {
-            std::fs::write(
-                &path,
-                format!(
-                    "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-                     [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
-                     [state]\npath = \"state.db\"\n\
-                     [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
-                     from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n"
-                ),
-            )
-            .unwrap();
-            Arc::new(Config::load_with_env(&path, Some(Default::default())).unwrap())
-        };
+        let with_relay = |port: u16| mailing_config(dir.path(), port, "");
         let gone = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -2783,6 +2760,25 @@ mod tests {
             "{end:?} {outbox:?}"
         );
         assert_eq!(taken.load(Ordering::SeqCst), 1);
+    }
+
+    /// The configuration of [`shared_in`] mailing through the relay on `port`,
+    /// with `login` (`[report.email]` lines such as `username = …`) added;
+    /// written to `dir`'s `seatwarden.toml` and loaded.
+    fn mailing_config(dir: &Path, port: u16, login: &str) -> Arc<Config> {
+        let path = dir.join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
+                 [state]\npath = \"state.db\"\n\
+                 [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
+                 from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n{login}"
+            ),
+        )
+        .unwrap();
+        Arc::new(Config::load_with_env(&path, Some(Default::default())).unwrap())
     }
 
     /// A relay on a port of its own that takes every message it is given;
@@ -2871,24 +2867,11 @@ mod tests {
     fn mail_asked_for_before_a_stop_goes_out_during_the_stop() {
         let dir = tempfile::tempdir().unwrap();
         let (port, taken) = accepting_relay();
-        let path = dir.path().join("seatwarden.toml");
         let shared = Arc::new(Shared {
             counters: BTreeMap::from([(MAIL, Arc::new(schedule::JobCounters::default()))]),
             ..shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))))
         });
-        std::fs::write(
-            &path,
-            format!(
-                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
-                 [state]\npath = \"state.db\"\n\
-                 [report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
-                 from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n"
-            ),
-        )
-        .unwrap();
-        *shared.config.write().unwrap() =
-            Arc::new(Config::load_with_env(&path, Some(Default::default())).unwrap());
+        *shared.config.write().unwrap() = mailing_config(dir.path(), port, "");
         // The mail run under way when the other job ends: it has passed the
         // outbox already, and ends once let go.
         let (let_go, held) = tokio::sync::oneshot::channel::<()>();
