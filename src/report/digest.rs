@@ -492,6 +492,10 @@ pub struct ExceptionLine {
     pub until: String,
     pub until_at: DateTime<Utc>,
     pub reason: String,
+    /// The newest report found it naming no account and no person: it keeps
+    /// nothing ([`Digest::exceptions_naming_nobody`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub names_nobody: bool,
 }
 
 /// A run of the period that failed before its report, named with its error: the
@@ -689,11 +693,20 @@ pub struct Digest {
     /// and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<ExceptionLine>,
+    /// The userNames of the exceptions the newest report found naming no
+    /// account and no person (its EXCEPTION NAMES NOBODY): they keep nothing,
+    /// and the people they were meant for lose access.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions_naming_nobody: Vec<String>,
     /// How people run seatwarden's commands here, for the lines that say where
     /// the rest of a long list is. Not part of the JSON.
     #[serde(skip)]
     pub admin_command: String,
 }
+
+/// After an exception the newest report found naming nobody, in every form.
+pub const NAMES_NOBODY: &str = " (NAMES NOBODY: no workspace account and no person in the \
+     directory has this userName, so it keeps nothing)";
 
 /// What a digest under `schedule.dry_run` says first, in every form.
 pub const DRY_RUN_NOTICE: &str = "DRY RUN (schedule.dry_run = true): seatwarden reports and \
@@ -788,6 +801,10 @@ impl Digest {
                 until: super::local_minute(e.until, tz),
                 until_at: e.until,
                 reason: clean(&e.reason),
+                names_nobody: self
+                    .exceptions_naming_nobody
+                    .iter()
+                    .any(|name| *name == clean(&e.user_name)),
             })
             .collect();
         self
@@ -1061,6 +1078,17 @@ impl Digest {
         // protected (the report's PROTECTED BY PERSON): not in sync until each is
         // settled, as the report's own headline says.
         let shielded = latest.map_or(0, |r| r.safety.protected_by_person.len());
+        // Each keeps nothing: the person it was meant for loses access, which
+        // someone decided they keep.
+        let exceptions_naming_nobody: Vec<String> = latest
+            .map(|r| {
+                r.safety
+                    .exceptions_naming_nobody
+                    .iter()
+                    .map(|e| clean(&e.user_name))
+                    .collect()
+            })
+            .unwrap_or_default();
         // Drift is known only as of the newest report: a period without a run says
         // the schedule stopped, not that nothing changed.
         let stale = latest.filter(|_| summary.runs == 0);
@@ -1085,6 +1113,7 @@ impl Digest {
             || failed_now > 0
             || not_sent_now > 0
             || !input.unreadable.is_empty()
+            || !exceptions_naming_nobody.is_empty()
         {
             State::NeedsAttention
         } else if latest.is_none() {
@@ -1159,6 +1188,13 @@ impl Digest {
                 held_pending,
                 "held deprovision",
                 "held deprovisions",
+            ));
+        }
+        if !exceptions_naming_nobody.is_empty() {
+            parts.push(plural(
+                exceptions_naming_nobody.len(),
+                "exception naming nobody",
+                "exceptions naming nobody",
             ));
         }
         if excepted_pending > 0 {
@@ -1302,6 +1338,7 @@ impl Digest {
             dry_run: false,
             certificates: Vec::new(),
             exceptions: Vec::new(),
+            exceptions_naming_nobody,
             admin_command: input.admin_command.to_owned(),
         }
     }
@@ -1400,6 +1437,7 @@ impl Digest {
             cut_off: (self.period.actions_cut_off > 0)
                 .then(|| cut_off_words(self.period.actions_cut_off)),
             dry_run_notice: self.dry_run.then_some(DRY_RUN_NOTICE),
+            names_nobody: NAMES_NOBODY,
         }
     }
 
@@ -1492,7 +1530,14 @@ impl Digest {
                 self.exceptions.len()
             );
             for e in &self.exceptions {
-                let _ = writeln!(out, "  - {} until {}: {}", e.user_name, e.until, e.reason);
+                let _ = writeln!(
+                    out,
+                    "  - {} until {}: {}{}",
+                    e.user_name,
+                    e.until,
+                    e.reason,
+                    if e.names_nobody { NAMES_NOBODY } else { "" }
+                );
             }
         }
         if !self.deprovisioned.is_empty() {
@@ -1689,6 +1734,8 @@ struct DigestView<'a> {
     digest: &'a Digest,
     /// [`DRY_RUN_NOTICE`] when [`Digest::dry_run`].
     dry_run_notice: Option<&'static str>,
+    /// [`NAMES_NOBODY`], for the templates.
+    names_nobody: &'static str,
     /// The lists as the email shows them: the first [`LISTED`] of each, and a
     /// line counting the rest.
     overdue: &'a [DeprovisionLine],

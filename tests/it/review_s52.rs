@@ -71,6 +71,56 @@ async fn an_exception_naming_nobody_is_told_by_every_report() {
         "handover, HR-4711"
     );
 
+    // The digest names it among the exceptions in force, and needs attention.
+    {
+        let store = seatwarden::store::Store::open(&config.state.path).unwrap();
+        let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+        let digest = seatwarden::report::digest::build_from_store(
+            &store,
+            "acme",
+            tz,
+            now + Duration::minutes(1),
+            std::time::Duration::from_secs(86_400),
+            &deprovisions,
+            "seatwarden",
+        )
+        .unwrap()
+        .with_exceptions(&config.exceptions().unwrap(), now + Duration::minutes(1));
+        assert_eq!(
+            digest.state,
+            seatwarden::report::State::NeedsAttention,
+            "{}",
+            digest.headline
+        );
+        assert!(
+            digest.headline.contains("1 exception naming nobody"),
+            "{}",
+            digest.headline
+        );
+        let text = digest.render_text();
+        let marked: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("NAMES NOBODY"))
+            .collect();
+        assert_eq!(marked.len(), 1, "{text}");
+        assert!(marked[0].contains("dana.lee@exmaple.com until "), "{text}");
+        for rendered in [
+            digest.render_markdown().unwrap(),
+            digest.render_html().unwrap(),
+        ] {
+            assert_eq!(rendered.matches("NAMES NOBODY").count(), 1, "{rendered}");
+        }
+        let json = serde_json::to_value(&digest).unwrap();
+        assert_eq!(json["exceptions_naming_nobody"][0], "dana.lee@exmaple.com");
+        let flagged: Vec<bool> = json["exceptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["names_nobody"].as_bool().unwrap_or(false))
+            .collect();
+        assert_eq!(flagged.iter().filter(|f| **f).count(), 1, "{json}");
+    }
+
     // The daemon mails it as an alert, with what to do.
     let (_config_dir, notifier) = crate::review_s39_holds::alerting_notifier();
     let mut store = seatwarden::store::Store::open(&dir.path().join("alerts.db")).unwrap();
