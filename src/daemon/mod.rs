@@ -1075,21 +1075,9 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             .record(waited.as_secs_f64());
     }
     let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
-    let end = match (lock_failure, name) {
-        (Some(failure), _) => JobEnd::Failed(failure),
-        (None, RECONCILE) => reconcile_job(&shared, notifier.as_ref()).await,
-        (None, SWEEP) => JobEnd::of_pass(sweep_job(&shared, true, notifier.as_ref()).await),
-        (None, RETRY) => JobEnd::of_pass(sweep_job(&shared, false, notifier.as_ref()).await),
-        (None, PRUNE) => off_the_workers(&shared, prune_job).await,
-        (None, DIGEST) => {
-            off_the_workers(&shared, |shared| {
-                let notifier = notify::Notifier::from_config(&shared.config());
-                digest_job(shared, notifier.as_ref())
-            })
-            .await
-        }
-        (None, MAIL) => mail_job(&shared, notifier.as_ref()).await,
-        (None, _) => JobEnd::Succeeded,
+    let end = match lock_failure {
+        Some(failure) => JobEnd::Failed(failure),
+        None => caught(dispatch(&shared, name, notifier.as_ref())).await,
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
     // that does not answer) must not keep the next sweep waiting.
@@ -1159,6 +1147,55 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// The work of the job `name`, its locks taken.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    name: &'static str,
+    notifier: Option<&notify::Notifier>,
+) -> JobEnd {
+    match name {
+        RECONCILE => reconcile_job(shared, notifier).await,
+        SWEEP => JobEnd::of_pass(sweep_job(shared, true, notifier).await),
+        RETRY => JobEnd::of_pass(sweep_job(shared, false, notifier).await),
+        PRUNE => off_the_workers(shared, prune_job).await,
+        DIGEST => {
+            off_the_workers(shared, |shared| {
+                let notifier = notify::Notifier::from_config(&shared.config());
+                digest_job(shared, notifier.as_ref())
+            })
+            .await
+        }
+        MAIL => mail_job(shared, notifier).await,
+        #[cfg(test)]
+        tests::PANICKING => tests::panicking_job().await,
+        _ => JobEnd::Succeeded,
+    }
+}
+
+/// A job that panics (a bug, here or in a library) ends as a failure like any
+/// other: recorded in `jobs` with the panic's message, counted towards repeated
+/// failures and alerted on. Unwound past `run_job` instead, it would leave its
+/// row "running" until its next run, count nothing, and send nothing it queued.
+/// What it held unwinds with it: an open transaction rolls back, and the
+/// daemon's locks read through a poisoned mutex.
+async fn caught(job: impl std::future::Future<Output = JobEnd>) -> JobEnd {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(job).catch_unwind().await {
+        Ok(end) => end,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|m| (*m).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            JobEnd::Failed(format!(
+                "the job panicked, a bug in seatwarden (please report it with the log \
+                 around this line): {message}"
+            ))
+        }
     }
 }
 
@@ -2198,6 +2235,35 @@ mod tests {
                 !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
                 "{line:?}"
             );
+        }
+    }
+
+    /// A job name only the tests run: its work panics, as a bug would.
+    pub(super) const PANICKING: &str = "panicking";
+
+    pub(super) async fn panicking_job() -> JobEnd {
+        let holders: Vec<&str> = Vec::new();
+        JobEnd::Failed(holders[3].to_owned())
+    }
+
+    /// A job whose work panics ends recorded as failed, with the panic's
+    /// message, counted towards the repeated-failure alert each time, and runs
+    /// again at its next start: not left "running" in `jobs` and uncounted.
+    #[tokio::test]
+    async fn a_job_that_panics_is_recorded_failed_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+        let shared = Arc::new(shared_in(dir.path(), clock));
+        for runs in 1..=2 {
+            run_job(Arc::clone(&shared), PANICKING).await;
+            let jobs = shared.with_db(|db| db.jobs()).unwrap();
+            let job = jobs.iter().find(|j| j.name == PANICKING).unwrap();
+            assert_eq!(job.last_status, Some(RunStatus::Failed));
+            assert!(job.last_finished_at.is_some());
+            let error = job.last_error.as_deref().unwrap();
+            assert!(error.contains("the job panicked"), "{error}");
+            assert!(error.contains("index out of bounds"), "{error}");
+            assert_eq!(shared.failures.lock().unwrap()[PANICKING], runs);
         }
     }
 
