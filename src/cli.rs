@@ -1098,7 +1098,11 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Daemon => {
             let clock = std::sync::Arc::new(crate::schedule::SystemClock);
-            runtime()?.block_on(crate::daemon::run(cli.config.clone(), config, clock))?;
+            let runtime = runtime()?;
+            let ran = runtime.block_on(crate::daemon::run(cli.config.clone(), config, clock));
+            // Dropped, the runtime would wait for blocking work without end.
+            runtime.shutdown_timeout(crate::daemon::BLOCKING_STOP_GRACE);
+            ran?;
             Ok(exit::OK)
         }
         Command::Status { format } => {

@@ -96,6 +96,19 @@ use crate::workspace::ScimClient;
 /// How long running jobs get to finish after SIGTERM.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// After the stop, how long blocking work a job left behind (a VACUUM, a
+/// snapshot being stored: no future to cancel) may go on before the process
+/// exits regardless. Unbounded, a stop could outlast the service manager's
+/// patience and end in SIGKILL. A transaction cut off rolls back at the next open.
+pub const BLOCKING_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest a daemon takes to stop once signalled: the jobs' grace, the
+/// HTTP requests' and the blocking work's. A service manager's stop timeout
+/// (systemd's `TimeoutStopSec`) must be longer, or a clean stop is killed.
+pub fn longest_stop() -> Duration {
+    STOP_GRACE + http::ConnectionLimits::default().shutdown_grace + BLOCKING_STOP_GRACE
+}
+
 /// The jobs, by name (also their names in metrics, logs and the `jobs` table).
 pub const RECONCILE: &str = "reconcile";
 pub const SWEEP: &str = "sweep";

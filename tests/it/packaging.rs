@@ -318,3 +318,38 @@ fn the_admin_helper_runs_with_the_services_sandbox_and_groups() {
         .unwrap();
     assert!(group < command, "{args:?}");
 }
+
+/// The seconds of `key` (`TimeoutStopSec=45s`, `--stop-timeout 45`) in `text`.
+fn seconds_after(text: &str, key: &str) -> u64 {
+    let at = text.find(key).unwrap_or_else(|| panic!("no {key:?}")) + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+/// The systemd unit and the container's documented stop timeout wait longer
+/// than the daemon can take to stop (its jobs' grace, the HTTP requests', the
+/// blocking work's): a clean stop is never ended by SIGKILL.
+#[test]
+fn the_stop_timeouts_outlast_the_daemons_longest_stop() {
+    let longest = seatwarden::daemon::longest_stop().as_secs();
+    let unit = seconds_after(&read("systemd/seatwarden.service"), "\nTimeoutStopSec=");
+    assert!(
+        unit > longest,
+        "TimeoutStopSec={unit}s, the stop takes up to {longest}s"
+    );
+    let dockerfile = read("Dockerfile");
+    for key in [
+        "--stop-timeout ",
+        "stop_grace_period: ",
+        "terminationGracePeriodSeconds: ",
+    ] {
+        let container = seconds_after(&dockerfile, key);
+        assert!(
+            container > longest,
+            "{key}{container}, the stop takes up to {longest}s"
+        );
+    }
+}
