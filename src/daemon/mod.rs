@@ -1198,17 +1198,11 @@ async fn caught(job: impl std::future::Future<Output = JobEnd>) -> JobEnd {
     use futures::FutureExt as _;
     match std::panic::AssertUnwindSafe(job).catch_unwind().await {
         Ok(end) => end,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|m| (*m).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
-            JobEnd::Failed(format!(
-                "the job panicked, a bug in seatwarden (please report it with the log \
-                 around this line): {message}"
-            ))
-        }
+        Err(payload) => JobEnd::Failed(format!(
+            "the job panicked, a bug in seatwarden (please report it with the log around \
+             this line): {}",
+            crate::logging::panic_message(payload.as_ref())
+        )),
     }
 }
 
