@@ -141,9 +141,15 @@ fn log_panic(message: &str, location: Option<&std::panic::Location<'_>>) {
     let backtrace = std::backtrace::Backtrace::capture();
     let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
         .then(|| backtrace.to_string());
+    let location = location.as_deref().unwrap_or("unknown");
+    // Filtered out (`RUST_LOG=off`), it must still be seen.
+    if !tracing::enabled!(tracing::Level::ERROR) {
+        eprintln!("seatwarden panicked at {location} on thread {thread}: {message}");
+        return;
+    }
     tracing::error!(
         thread,
-        location = location.as_deref().unwrap_or("unknown"),
+        location,
         backtrace,
         "panicked: {message} (a bug in seatwarden: please report it with this line)"
     );
