@@ -998,14 +998,16 @@ impl Protected {
     /// of `directory` by userName, sorted by name: they keep nothing. A typo, or
     /// a person whose account and directory userName are both another name;
     /// either way the access HR or legal asked to keep would be taken away.
-    /// Only from a complete directory read, where a person absent is not there.
+    /// `None` when it cannot be told: from an incomplete directory read a person
+    /// absent may still be there. (Told as none, it would also resolve the
+    /// alert a whole read raised.)
     pub fn exceptions_naming_nobody(
         &self,
         directory: &DirectorySnapshot,
         workspace: &crate::model::WorkspaceSnapshot,
-    ) -> Vec<Exception> {
-        if self.exceptions.is_empty() || !directory.complete {
-            return Vec::new();
+    ) -> Option<Vec<Exception>> {
+        if self.exceptions.is_empty() {
+            return Some(Vec::new());
         }
         let mut left: HashMap<&str, &Exception> = self
             .exceptions
@@ -1025,7 +1027,9 @@ impl Protected {
         }
         let mut nobody: Vec<Exception> = left.into_values().cloned().collect();
         nobody.sort_by(|a, b| a.user_name.cmp(&b.user_name));
-        nobody
+        // Everyone named was found: a read cut short lists fewer people, never
+        // more, so that holds for it too.
+        (nobody.is_empty() || directory.complete).then_some(nobody)
     }
 
     /// Protected (a name, a pattern or a protected group's member) or under an
@@ -1433,19 +1437,25 @@ mod tests {
             nobody.into_iter().map(|e| e.user_name).collect()
         };
         assert_eq!(
-            names(protected.exceptions_naming_nobody(&dir, &workspace)),
+            names(
+                protected
+                    .exceptions_naming_nobody(&dir, &workspace)
+                    .unwrap()
+            ),
             ["b@exmaple.com", "dnaa@example.com"]
         );
         dir.complete = false;
-        assert!(
-            protected
-                .exceptions_naming_nobody(&dir, &workspace)
-                .is_empty()
+        assert_eq!(protected.exceptions_naming_nobody(&dir, &workspace), None);
+        assert_eq!(
+            Protected::default().exceptions_naming_nobody(&dir, &workspace),
+            Some(Vec::new())
         );
-        assert!(
-            Protected::default()
-                .exceptions_naming_nobody(&directory(Vec::new()), &workspace)
-                .is_empty()
+        // Each found all the same: none names nobody, whatever else was missed.
+        let found =
+            Protected::default().with_exceptions(&[exception("a@example.com", at(17))], at(11));
+        assert_eq!(
+            found.exceptions_naming_nobody(&dir, &workspace),
+            Some(Vec::new())
         );
     }
 

@@ -1134,14 +1134,13 @@ async fn pipeline(
             Ok(())
         })
     };
-    // Not from a directory the source check rejected: a truncated one names nobody.
-    let exceptions_naming_nobody = if source_fault.is_none() {
-        plan_settings
-            .protected
-            .exceptions_naming_nobody(&directory_snapshot, &workspace_snapshot)
-    } else {
-        Vec::new()
-    };
+    // Not from a directory the source check rejected, nor from a workspace
+    // listing cut short: who they leave out may be there. Unknown, not none,
+    // which would resolve the alert a whole read raised.
+    let exceptions_naming_nobody = plan_settings
+        .protected
+        .exceptions_naming_nobody(&directory_snapshot, &workspace_snapshot)
+        .filter(|nobody| nobody.is_empty() || (source_fault.is_none() && workspace_whole));
     let desired = policy::desired_state(&directory_snapshot, &config.policy_settings());
     let make_plan = |workspace: &WorkspaceSnapshot| {
         plan::plan(
@@ -1315,7 +1314,8 @@ async fn pipeline(
             .collect(),
         protected_by_person: guarded.protected_by_person.clone(),
         excepted: guarded.excepted.clone(),
-        exceptions_naming_nobody,
+        exceptions_naming_nobody_unknown: exceptions_naming_nobody.is_none(),
+        exceptions_naming_nobody: exceptions_naming_nobody.unwrap_or_default(),
     };
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;

@@ -1026,7 +1026,6 @@ pub fn start_or_follow(name: &'static str, counters: &Arc<JobCounters>, start: &
     if counters.running.swap(true, Ordering::SeqCst) {
         return false;
     }
-    counters.follow.store(false, Ordering::SeqCst);
     launch(name, counters, start);
     true
 }
@@ -1034,6 +1033,10 @@ pub fn start_or_follow(name: &'static str, counters: &Arc<JobCounters>, start: &
 /// Runs `name`, `running` already taken, on its own task: again for as long as
 /// [`start_or_follow`] asked for it meanwhile.
 fn launch(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) {
+    // This run begins after every start asked for so far, and sees what they
+    // were for: left asked for (by a run that panicked, or one that found this
+    // start had taken the job as it let go), one would make a run more.
+    counters.follow.store(false, Ordering::SeqCst);
     counters.started.fetch_add(1, Ordering::SeqCst);
     let mut work = start(name);
     let mut running = Running {
@@ -2219,6 +2222,41 @@ mod tests {
             start_or_follow("mail", &counters, &start),
             "idle: it starts now"
         );
+    }
+
+    /// A start asked for while a run panicked is left asked for: the run after
+    /// (the next fire) begins after the ask and sees what it was for, but ran
+    /// once more on its own when it ended, for nothing. The same when a fire
+    /// takes the job between a run's end and its look at the ask.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_started_after_an_ask_answers_it_and_runs_no_more() {
+        let counters = Arc::new(JobCounters::default());
+        let runs = Arc::new(AtomicU64::new(0));
+        let start: StartJob = {
+            let runs = Arc::clone(&runs);
+            Arc::new(move |_| {
+                let runs = Arc::clone(&runs);
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    // The first run panics.
+                    assert!(runs.fetch_add(1, Ordering::SeqCst) > 0, "a bug");
+                })
+            })
+        };
+        assert!(start_now("mail", &counters, &start));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!start_or_follow("mail", &counters, &start));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!counters.is_running(), "the panicked run let go");
+        assert!(start_now("mail", &counters, &start), "the next fire");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the panicked one and the fire"
+        );
+        assert_eq!(counters.started.load(Ordering::SeqCst), 2);
+        assert!(!counters.is_running());
     }
 
     #[tokio::test(start_paused = true)]

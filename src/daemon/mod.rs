@@ -1651,14 +1651,17 @@ fn safety_gauges(report: &crate::report::Report) {
             "protected_by_person",
             !safety.protected_by_person.is_empty(),
         ),
-        // It keeps nothing: the person it was meant for loses access.
-        (
-            "exceptions_naming_nobody",
-            !safety.exceptions_naming_nobody.is_empty(),
-        ),
     ] {
         metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
             .set(f64::from(u8::from(found)));
+    }
+    // It keeps nothing: the person it was meant for loses access. Left as it
+    // was by a run whose reads could not tell: 0 from it, the Prometheus alert
+    // would resolve while the directory is down, and fire again after.
+    if !safety.exceptions_naming_nobody_unknown {
+        metrics::gauge!("seatwarden_safety_finding", "finding" => "exceptions_naming_nobody").set(
+            f64::from(u8::from(!safety.exceptions_naming_nobody.is_empty())),
+        );
     }
 }
 

@@ -375,8 +375,13 @@ impl Notifier {
             ),
             None => self.resolve(store, "directory_snapshot_rejected", now),
         }
-        // Damped: a read the list is not made from (incomplete, rejected) holds
-        // none, and must not resolve and raise it again.
+        // A run whose reads could not tell (incomplete, rejected, short) leaves
+        // the alert as it is: resolved by such runs, a directory read failing
+        // for longer than resolve_after would tell the typo fixed, and the next
+        // whole read raise it again.
+        if report.safety.exceptions_naming_nobody_unknown {
+            return;
+        }
         if report.safety.exceptions_naming_nobody.is_empty() {
             self.resolve(store, "exceptions_naming_nobody", now);
         } else {

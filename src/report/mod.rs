@@ -103,6 +103,13 @@ pub struct SafetyReport {
     /// says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions_naming_nobody: Vec<crate::model::Exception>,
+    /// Whether an exception names nobody could not be told: the directory read
+    /// was incomplete or rejected, or the workspace listing short, and some
+    /// exception's name was not found in what was read. The list above is then
+    /// empty, and the alert and gauge on it stay as the last run that could
+    /// tell left them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exceptions_naming_nobody_unknown: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
