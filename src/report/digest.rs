@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::templated::{RenderError, accent, drift_groups, render};
 use super::{Outcome, Report, State, plural, residual_drift};
 use crate::model::{DriftItem, DriftKind};
+use crate::policy::fold_user_name;
 use crate::store::{ActionState, RunKind, RunStatus, Store, StoreError};
 
 /// One entry of the deprovisioning ledger, as the digest shows it. The daemon fills
@@ -804,7 +805,7 @@ impl Digest {
                 names_nobody: self
                     .exceptions_naming_nobody
                     .iter()
-                    .any(|name| *name == clean(&e.user_name)),
+                    .any(|name| fold_user_name(name) == fold_user_name(&clean(&e.user_name))),
             })
             .collect();
         self

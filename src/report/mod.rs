@@ -1172,6 +1172,19 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         )
     } else if s.actions_planned == 0
         && s.drift_total == 0
+        && !report.safety.exceptions_naming_nobody.is_empty()
+    {
+        let n = report.safety.exceptions_naming_nobody.len();
+        (
+            Tone::Warn,
+            format!(
+                "nothing to do, but {} nobody, and so {} nobody — see EXCEPTION NAMES NOBODY",
+                plural(n, "exception names", "exceptions name"),
+                if n == 1 { "keeps" } else { "keep" }
+            ),
+        )
+    } else if s.actions_planned == 0
+        && s.drift_total == 0
         && !report.safety.protected_by_person.is_empty()
     {
         // Nothing differs, but only because a protected person shields these.
@@ -1301,8 +1314,11 @@ pub enum State {
 impl State {
     pub fn of(report: &Report) -> State {
         let s = &report.summary;
+        // An exception naming nobody keeps nobody: the person it was meant for
+        // loses access, which someone decided they keep, until its name is fixed.
         let needs_a_human = s.actions_held > report.safety.actions_waiting
-            || !report.safety.disputed_leavers.is_empty();
+            || !report.safety.disputed_leavers.is_empty()
+            || !report.safety.exceptions_naming_nobody.is_empty();
         if report.safety.source_fault.is_some()
             || report.safety.circuit.is_some()
             || s.actions_failed > 0
@@ -1443,6 +1459,14 @@ pub fn subject(name: &str, report: &Report) -> String {
     let rejected = report.rejected();
     if rejected > 0 {
         parts.push(plural(rejected, "rejected action", "rejected actions"));
+    }
+    let naming_nobody = report.safety.exceptions_naming_nobody.len();
+    if naming_nobody > 0 {
+        parts.push(plural(
+            naming_nobody,
+            "exception naming nobody",
+            "exceptions naming nobody",
+        ));
     }
     if report.safety.source_fault.is_some() {
         return format!(
@@ -1679,6 +1703,46 @@ mod tests {
         report.actions[1].subject = "cy@ex.com".into();
         report.summary.actions_planned = 2;
         assert!(unfixed_drift(&report).contains(&&conflict));
+    }
+
+    /// A run with nothing else to say but an exception naming nobody is not "in
+    /// sync": the person the exception was meant for loses access, which someone
+    /// decided they keep, until the name is fixed. The headline, the subject and
+    /// the state say so, as the digest and the alert do.
+    #[test]
+    fn an_exception_naming_nobody_is_no_run_in_sync() {
+        let mut report = reconcile_report(SafetyReport::default());
+        assert_eq!(State::of(&report), State::InSync);
+        assert_eq!(subject("acme", &report), "[seatwarden] acme run 7: in sync");
+        let nobody = |name: &str| crate::model::Exception {
+            user_name: name.to_owned(),
+            until: chrono::DateTime::UNIX_EPOCH,
+            reason: "handover".to_owned(),
+        };
+        report.safety.exceptions_naming_nobody = vec![nobody("dana.lee@exmaple.com")];
+        assert_eq!(State::of(&report), State::NeedsAttention);
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Warn,
+                "nothing to do, but 1 exception names nobody, and so keeps nobody — see \
+                 EXCEPTION NAMES NOBODY"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 1 exception naming nobody, 0 drift items"
+        );
+        report
+            .safety
+            .exceptions_naming_nobody
+            .push(nobody("x@exmaple.com"));
+        assert!(
+            super::headline(&report, ADMIN)
+                .1
+                .starts_with("nothing to do, but 2 exceptions name nobody, and so keep nobody")
+        );
     }
 
     /// What an incomplete directory read held is no approval's: `approve` refuses

@@ -75,17 +75,35 @@ async fn an_exception_naming_nobody_is_told_by_every_report() {
     {
         let store = seatwarden::store::Store::open(&config.state.path).unwrap();
         let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
-        let digest = seatwarden::report::digest::build_from_store(
-            &store,
-            "acme",
-            tz,
-            now + Duration::minutes(1),
-            std::time::Duration::from_secs(86_400),
-            &deprovisions,
-            "seatwarden",
-        )
-        .unwrap()
-        .with_exceptions(&config.exceptions().unwrap(), now + Duration::minutes(1));
+        let day_digest = |exceptions: &[seatwarden::model::Exception]| {
+            seatwarden::report::digest::build_from_store(
+                &store,
+                "acme",
+                tz,
+                now + Duration::minutes(1),
+                std::time::Duration::from_secs(86_400),
+                &deprovisions,
+                "seatwarden",
+            )
+            .unwrap()
+            .with_exceptions(exceptions, now + Duration::minutes(1))
+        };
+        let digest = day_digest(&config.exceptions().unwrap());
+        // Retyped in another case since the run, the name still names nobody
+        // (names are compared folded, as the run compared them).
+        let mut retyped = config.exceptions().unwrap();
+        for exception in &mut retyped {
+            if exception.user_name == "dana.lee@exmaple.com" {
+                exception.user_name = "Dana.Lee@EXMAPLE.com".to_owned();
+            }
+        }
+        let marked = day_digest(&retyped)
+            .exceptions
+            .iter()
+            .filter(|e| e.names_nobody)
+            .map(|e| e.user_name.clone())
+            .collect::<Vec<_>>();
+        assert_eq!(marked, ["Dana.Lee@EXMAPLE.com"]);
         assert_eq!(
             digest.state,
             seatwarden::report::State::NeedsAttention,
