@@ -1870,7 +1870,8 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         let directory_user_name = want
             .as_ref()
             .map(|w| w.spec.user_name)
-            .or_else(|| m.identity(key).map(|i| i.user_name.as_str()));
+            .or_else(|| m.identity(key).map(|i| i.user_name.as_str()))
+            .or_else(|| self.settings.protected.departed_name(identity_id));
         if let Some(protected_name) = directory_user_name.filter(|u| self.protected(u)) {
             // Every account of a protected person is left alone, whatever its own
             // userName: protection only ever adds. One whose own userName is not

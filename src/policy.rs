@@ -908,6 +908,10 @@ pub struct Protected {
     names: HashSet<String>,
     /// Exceptions not yet ended, by folded userName.
     exceptions: HashMap<String, Exception>,
+    /// People the directory no longer has, by identity id, under the name the
+    /// deprovisioning ledger keeps of them, when that name is protected or
+    /// excepted ([`Protected::with_departed`]).
+    departed: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -933,7 +937,37 @@ impl Protected {
                 .collect(),
             names: HashSet::new(),
             exceptions: HashMap::new(),
+            departed: HashMap::new(),
         }
+    }
+
+    /// Whether any exception is in force.
+    pub fn has_exceptions(&self) -> bool {
+        !self.exceptions.is_empty()
+    }
+
+    /// Adds people the directory no longer has (`(identity id, userName)`), as
+    /// the ledger remembers them, whose name this protects or excepts. Deleted,
+    /// a person is known to the plan by their account's link alone, and that
+    /// account's own userName need not be the directory's the exception names:
+    /// the reconcile would deactivate the account the sweep keeps.
+    pub fn with_departed(
+        mut self,
+        people: impl IntoIterator<Item = (String, String)>,
+    ) -> Protected {
+        for (identity_id, user_name) in people {
+            if self.matches(&user_name) {
+                self.departed
+                    .insert(identity_id, user_name.trim().to_owned());
+            }
+        }
+        self
+    }
+
+    /// The name under which a person the directory no longer has is protected or
+    /// excepted ([`Protected::with_departed`]).
+    pub fn departed_name(&self, identity_id: &str) -> Option<&str> {
+        self.departed.get(identity_id).map(String::as_str)
     }
 
     /// Adds the members of the directory groups `groups` (by name, case-insensitively,
@@ -1018,7 +1052,8 @@ impl Protected {
             .accounts
             .iter()
             .map(|a| a.user_name.as_str())
-            .chain(directory.identities.iter().map(|i| i.user_name.as_str()));
+            .chain(directory.identities.iter().map(|i| i.user_name.as_str()))
+            .chain(self.departed.values().map(String::as_str));
         for name in names {
             if left.is_empty() {
                 break;

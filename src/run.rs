@@ -1121,7 +1121,9 @@ async fn pipeline(
     if retention_now != now {
         // Only the retention clocks wait for a clock stepped ahead; an exception
         // ends at the time the clock shows, as in the sweep.
-        plan_settings.protected = safety::plan_settings(config, &directory_snapshot, now).protected;
+        let protected = safety::plan_settings(config, &directory_snapshot, now).protected;
+        plan_settings.protected =
+            safety::with_departed(protected, &directory_snapshot, &*lock(store)?)?;
     }
     // The workspace snapshot is stored on the blocking pool while the plan is made
     // from it: on a first run over 100k accounts each takes a few hundred ms.

@@ -259,6 +259,7 @@ pub fn plan_settings_at(
     now: DateTime<Utc>,
 ) -> Result<PlanSettings, StoreError> {
     let mut settings = plan_settings(config, directory, now);
+    settings.protected = with_departed(settings.protected, directory, store)?;
     settings.retention.now = now;
     if settings.deprovision == crate::plan::DeprovisionAction::Delete
         && settings.retention.delete_after > chrono::TimeDelta::zero()
@@ -266,6 +267,35 @@ pub fn plan_settings_at(
         settings.retention.deactivated_since = store.deactivated_since()?;
     }
     Ok(settings)
+}
+
+/// `protected` knowing the people `directory` no longer has by the names their
+/// open deprovisions keep in the ledger ([`Protected::with_departed`]): an
+/// exception naming a deleted person's directory userName keeps their account in
+/// the reconcile as in the sweep. Read only while an exception is in force.
+pub fn with_departed(
+    protected: crate::policy::Protected,
+    directory: &DirectorySnapshot,
+    store: &Store,
+) -> Result<crate::policy::Protected, StoreError> {
+    if !protected.has_exceptions() {
+        return Ok(protected);
+    }
+    let named: Vec<(String, String)> = store
+        .open_deprovisions()?
+        .into_iter()
+        .filter(|e| protected.matches(&e.user_name))
+        .map(|e| (e.identity_id, e.user_name))
+        .collect();
+    if named.is_empty() {
+        return Ok(protected);
+    }
+    let present: HashSet<&str> = directory.identities.iter().map(|i| i.id.as_str()).collect();
+    Ok(protected.with_departed(
+        named
+            .into_iter()
+            .filter(|(identity_id, _)| !present.contains(identity_id.as_str())),
+    ))
 }
 
 /// How a reconcile changes the retention clocks (`deactivated_accounts`).

@@ -121,6 +121,7 @@ mod review_s51_exceptions_review;
 mod review_s51_second;
 mod review_s52;
 mod review_s52_delta;
+mod review_s53;
 mod review_s53_followup;
 mod role_groups;
 mod run_recovery;
