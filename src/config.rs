@@ -1740,6 +1740,9 @@ impl Config {
         if self.workspace.max_concurrency == 0 {
             return Err(self.key_error("workspace.max_concurrency", "must be at least 1"));
         }
+        if self.workspace.max_concurrency > MAX_CONCURRENCY {
+            return Err(self.key_error("workspace.max_concurrency", too_concurrent()));
+        }
         if self.workspace.requests_per_second == 0 {
             return Err(self.key_error("workspace.requests_per_second", "must be at least 1"));
         }
@@ -2398,6 +2401,9 @@ impl Config {
         };
         if max_concurrency == 0 {
             return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
+        }
+        if max_concurrency > MAX_CONCURRENCY {
+            return Err(self.key_error("directory.max_concurrency", too_concurrent()));
         }
         parse_timeout(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
@@ -5241,6 +5247,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// The most requests a connector keeps in flight (`max_concurrency`). No
+/// provider serves more to one client (Okta's whole org allows 75), and the
+/// semaphore that bounds them panics past 2^61 permits: such a value must be an
+/// error at load, not a run that dies building its connector.
+const MAX_CONCURRENCY: usize = 1000;
+
+fn too_concurrent() -> String {
+    format!("must be at most {MAX_CONCURRENCY} (requests in flight at once)")
+}
+
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
@@ -5336,6 +5352,44 @@ token = "s3cr3t-token-value"
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    }
+
+    /// A concurrency past what a tokio semaphore holds (2^61 - 1 permits)
+    /// panicked the connector's construction, at the first run: each is refused
+    /// at load, naming its key, as are any past a sane bound.
+    #[test]
+    fn a_huge_max_concurrency_is_refused_naming_the_key() {
+        let huge = "max_concurrency = 9223372036854775807";
+        let error = load(huge, "", &[]).unwrap_err();
+        assert!(
+            error.contains("workspace.max_concurrency") && error.contains("at most 1000"),
+            "{error}"
+        );
+        let error = load(
+            "",
+            "",
+            &[("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1001")],
+        )
+        .unwrap_err();
+        assert!(error.contains("workspace.max_concurrency"), "{error}");
+        assert_eq!(
+            load("max_concurrency = 1000", "", &[])
+                .unwrap()
+                .workspace
+                .max_concurrency,
+            1000
+        );
+        for directory in [
+            "kind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\ntoken = \"t\"",
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"",
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"",
+        ] {
+            let error = load_directory(&format!("{directory}\n{huge}")).unwrap_err();
+            assert!(
+                error.contains("directory.max_concurrency") && error.contains("at most 1000"),
+                "{directory}: {error}"
+            );
+        }
     }
 
     /// `[directory]` with `keys` in place of `BASE`'s.
