@@ -3129,6 +3129,17 @@ impl Config {
             }
             let until =
                 parse_until(&entry.until, tz).map_err(|e| self.key_error(&key("until"), e))?;
+            if until > latest_exception_end() {
+                return Err(self.key_error(
+                    &key("until"),
+                    format!(
+                        "{:?} ends after 9000-01-01: the ledger keeps an exception's end, and \
+                         its due time an SLA later, as times of 4-digit years; an account kept \
+                         for good belongs in safety.protected",
+                        entry.until.trim()
+                    ),
+                ));
+            }
             let folded = crate::policy::fold_user_name(user_name);
             if let Some(earlier) = parsed
                 .iter()
@@ -4083,6 +4094,16 @@ fn exceptions_to_look_at(
         }
     }
     warnings
+}
+
+/// The latest end an exception may have: the ledger stores times as RFC 3339
+/// text, which has 4-digit years only (a time of the year 10000 is written
+/// `+10000-…` and no read takes it back), and an episode an exception puts off is
+/// due an SLA (at most 100 years) after its end.
+fn latest_exception_end() -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDate::from_ymd_opt(9000, 1, 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |at| at.and_utc())
 }
 
 /// An exception's `until`: a date keeps the account through that day (it ends
@@ -5390,6 +5411,41 @@ token = "s3cr3t-token-value"
                 "{directory}: {error}"
             );
         }
+    }
+
+    /// An exception until 9999-12-31 (a "for good" people write) ended in the
+    /// year 10000, and the ledger stored that end (and its due time, an SLA
+    /// later) as `+10000-…`, which no read of the row takes back: every sweep
+    /// failed on the state database from then on. Refused at load, naming the
+    /// key and what to use instead.
+    #[test]
+    fn an_exception_ending_past_the_year_9000_is_refused_naming_the_key() {
+        let exception = |until: &str| {
+            load(
+                "",
+                &format!(
+                    "[[safety.exceptions]]\nuser_name = \"kim@example.com\"\n\
+                     until = \"{until}\"\nreason = \"INC-1\"\n"
+                ),
+                &[],
+            )
+        };
+        for until in [
+            "9999-12-31",
+            "9999-12-31T23:59:59Z",
+            "9000-01-01T00:00:01",
+            "+10000-01-01",
+        ] {
+            let error = exception(until).unwrap_err();
+            assert!(
+                error.contains("safety.exceptions[0].until")
+                    && error.contains("safety.protected")
+                    && error.contains("9000"),
+                "{until}: {error}"
+            );
+        }
+        let kept = exception("8999-12-31").unwrap().exceptions().unwrap();
+        assert_eq!(kept[0].until.to_rfc3339(), "9000-01-01T00:00:00+00:00");
     }
 
     /// `[directory]` with `keys` in place of `BASE`'s.
