@@ -1740,6 +1740,9 @@ impl Config {
         if self.workspace.max_concurrency == 0 {
             return Err(self.key_error("workspace.max_concurrency", "must be at least 1"));
         }
+        if self.workspace.max_concurrency > MAX_CONCURRENCY {
+            return Err(self.key_error("workspace.max_concurrency", too_concurrent()));
+        }
         if self.workspace.requests_per_second == 0 {
             return Err(self.key_error("workspace.requests_per_second", "must be at least 1"));
         }
@@ -2398,6 +2401,9 @@ impl Config {
         };
         if max_concurrency == 0 {
             return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
+        }
+        if max_concurrency > MAX_CONCURRENCY {
+            return Err(self.key_error("directory.max_concurrency", too_concurrent()));
         }
         parse_timeout(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
@@ -3123,6 +3129,17 @@ impl Config {
             }
             let until =
                 parse_until(&entry.until, tz).map_err(|e| self.key_error(&key("until"), e))?;
+            if until > latest_exception_end() {
+                return Err(self.key_error(
+                    &key("until"),
+                    format!(
+                        "{:?} ends after 9000-01-01: the ledger keeps an exception's end, and \
+                         its due time an SLA later, as times of 4-digit years; an account kept \
+                         for good belongs in safety.protected",
+                        entry.until.trim()
+                    ),
+                ));
+            }
             let folded = crate::policy::fold_user_name(user_name);
             if let Some(earlier) = parsed
                 .iter()
@@ -4077,6 +4094,16 @@ fn exceptions_to_look_at(
         }
     }
     warnings
+}
+
+/// The latest end an exception may have: the ledger stores times as RFC 3339
+/// text, which has 4-digit years only (a time of the year 10000 is written
+/// `+10000-…` and no read takes it back), and an episode an exception puts off is
+/// due an SLA (at most 100 years) after its end.
+fn latest_exception_end() -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDate::from_ymd_opt(9000, 1, 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |at| at.and_utc())
 }
 
 /// An exception's `until`: a date keeps the account through that day (it ends
@@ -5241,6 +5268,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// The most requests a connector keeps in flight (`max_concurrency`). No
+/// provider serves more to one client (Okta's whole org allows 75), and the
+/// semaphore that bounds them panics past 2^61 permits: such a value must be an
+/// error at load, not a run that dies building its connector.
+const MAX_CONCURRENCY: usize = 1000;
+
+fn too_concurrent() -> String {
+    format!("must be at most {MAX_CONCURRENCY} (requests in flight at once)")
+}
+
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
@@ -5336,6 +5373,79 @@ token = "s3cr3t-token-value"
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    }
+
+    /// A concurrency past what a tokio semaphore holds (2^61 - 1 permits)
+    /// panicked the connector's construction, at the first run: each is refused
+    /// at load, naming its key, as are any past a sane bound.
+    #[test]
+    fn a_huge_max_concurrency_is_refused_naming_the_key() {
+        let huge = "max_concurrency = 9223372036854775807";
+        let error = load(huge, "", &[]).unwrap_err();
+        assert!(
+            error.contains("workspace.max_concurrency") && error.contains("at most 1000"),
+            "{error}"
+        );
+        let error = load(
+            "",
+            "",
+            &[("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1001")],
+        )
+        .unwrap_err();
+        assert!(error.contains("workspace.max_concurrency"), "{error}");
+        assert_eq!(
+            load("max_concurrency = 1000", "", &[])
+                .unwrap()
+                .workspace
+                .max_concurrency,
+            1000
+        );
+        for directory in [
+            "kind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\ntoken = \"t\"",
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"",
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"",
+        ] {
+            let error = load_directory(&format!("{directory}\n{huge}")).unwrap_err();
+            assert!(
+                error.contains("directory.max_concurrency") && error.contains("at most 1000"),
+                "{directory}: {error}"
+            );
+        }
+    }
+
+    /// An exception until 9999-12-31 (a "for good" people write) ended in the
+    /// year 10000, and the ledger stored that end (and its due time, an SLA
+    /// later) as `+10000-…`, which no read of the row takes back: every sweep
+    /// failed on the state database from then on. Refused at load, naming the
+    /// key and what to use instead.
+    #[test]
+    fn an_exception_ending_past_the_year_9000_is_refused_naming_the_key() {
+        let exception = |until: &str| {
+            load(
+                "",
+                &format!(
+                    "[[safety.exceptions]]\nuser_name = \"kim@example.com\"\n\
+                     until = \"{until}\"\nreason = \"INC-1\"\n"
+                ),
+                &[],
+            )
+        };
+        for until in [
+            "9999-12-31",
+            "9999-12-31T23:59:59Z",
+            "9000-01-01T00:00:01",
+            "+10000-01-01",
+        ] {
+            let error = exception(until).unwrap_err();
+            assert!(
+                error.contains("safety.exceptions[0].until")
+                    && error.contains("safety.protected")
+                    && error.contains("9000"),
+                "{until}: {error}"
+            );
+        }
+        let kept = exception("8999-12-31").unwrap().exceptions().unwrap();
+        assert_eq!(kept[0].until.to_rfc3339(), "9000-01-01T00:00:00+00:00");
     }
 
     /// `[directory]` with `keys` in place of `BASE`'s.

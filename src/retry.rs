@@ -78,8 +78,20 @@ impl RetryPolicy {
     pub fn longest_backoff(&self) -> Duration {
         let mut delay = self.min_delay;
         let mut total = Duration::ZERO;
-        for _ in 0..self.max_retries {
-            total = total.saturating_add(delay.min(self.max_delay).saturating_mul(2));
+        for done in 0..self.max_retries {
+            if delay >= self.max_delay {
+                // Every delay left is the longest: counted one by one, a
+                // `workspace.retries` in the billions spun here for good.
+                let longest = self.max_delay.saturating_mul(2);
+                let rest = match u32::try_from(self.max_retries - done) {
+                    Ok(left) => longest.saturating_mul(left),
+                    // Over four billion waits of a positive delay: past any clock.
+                    Err(_) if !longest.is_zero() => Duration::MAX,
+                    Err(_) => Duration::ZERO,
+                };
+                return total.saturating_add(rest);
+            }
+            total = total.saturating_add(delay.saturating_mul(2));
             delay = delay.saturating_mul(2);
         }
         total
@@ -493,6 +505,31 @@ mod tests {
         };
         assert_eq!(capped.longest_backoff(), Duration::from_secs(160));
         assert_eq!(RetryPolicy::immediate(0).longest_backoff(), Duration::ZERO);
+    }
+
+    /// `workspace.retries` takes any count: summed retry by retry, a count like
+    /// 9223372036854775807 spun the first retry's warning (which states the
+    /// longest wait) for good, and the run with it.
+    #[test]
+    fn the_longest_backoff_of_a_huge_retry_count_is_computed_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let huge = RetryPolicy {
+                max_retries: usize::MAX,
+                ..RetryPolicy::default()
+            };
+            let many = RetryPolicy {
+                max_retries: 1_000,
+                ..RetryPolicy::default()
+            };
+            let _ = tx.send((huge.longest_backoff(), many.longest_backoff()));
+        });
+        let Ok((huge, many)) = rx.recv_timeout(Duration::from_secs(10)) else {
+            unreachable!("longest_backoff still running after 10 s");
+        };
+        assert_eq!(huge, Duration::MAX);
+        // 0.2 + 0.4 + … + 25.6 s (eight doublings), then 992 × 30 s, all doubled.
+        assert_eq!(many, Duration::from_millis(2 * (51_000 + 992 * 30_000)));
     }
 
     #[tokio::test]

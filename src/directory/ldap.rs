@@ -1828,14 +1828,16 @@ impl RangedValues {
                 let end: u64 = end
                     .parse()
                     .map_err(|_| format!("attribute {name:?}: range end is not a number"))?;
-                if end < start || self.values.len() as u64 != end + 1 {
+                // In u128: a server's range may end at u64::MAX, where `end + 1`
+                // overflowed (and wrapped to 0 in a release build).
+                let count = u128::from(end) + 1;
+                if end < start || u128::from(self.values.len() as u64) != count {
                     return Err(format!(
-                        "attribute {name:?} holds {} values in all, not {}",
+                        "attribute {name:?} holds {} values in all, not {count}",
                         self.values.len(),
-                        end + 1
                     ));
                 }
-                next = Some(format!("{};range={}-*", self.attribute, end + 1));
+                next = Some(format!("{};range={}-*", self.attribute, self.values.len()));
             }
         }
         if !found && !self.values.is_empty() {
@@ -2739,6 +2741,23 @@ mod tests {
         assert_eq!(ranged.values.len(), 3210);
         assert_eq!(ranged.values[2999], "m2999");
         assert_eq!(ranged.values[3209], "m3209");
+    }
+
+    /// A range ending at the largest number (`member;range=0-18446744073709551615`)
+    /// overflowed `end + 1`: a panic in a debug build, and in a release build a
+    /// count compared with 0 and a message saying the group should hold 0 values.
+    #[test]
+    fn a_range_ending_at_the_largest_number_is_an_error_naming_the_attribute() {
+        let mut ranged = RangedValues::new("member");
+        let error = ranged
+            .take(&attrs(&[("member;range=0-18446744073709551615", 0, 3)]))
+            .unwrap_err();
+        assert!(
+            error.contains("member;range=0-18446744073709551615")
+                && error.contains("holds 3 values")
+                && !error.contains("not 0"),
+            "{error}"
+        );
     }
 
     #[test]
