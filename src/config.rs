@@ -2199,6 +2199,16 @@ impl Config {
             parsed => parsed,
         }
         .map_err(|e| self.key_error("workspace.retry_delay", e))?;
+        if self.workspace.retries > MAX_RETRIES {
+            return Err(self.key_error(
+                "workspace.retries",
+                format!(
+                    "must be at most {MAX_RETRIES}: past that a request that keeps failing is \
+                     retried for over ten minutes (30 s apart), holding up the \
+                     run and every deprovision behind it"
+                ),
+            ));
+        }
         Ok(RetryPolicy {
             max_retries: self.workspace.retries,
             min_delay,
@@ -5278,6 +5288,11 @@ fn too_concurrent() -> String {
     format!("must be at most {MAX_CONCURRENCY} (requests in flight at once)")
 }
 
+/// The most retries of one workspace request (`workspace.retries`): with the
+/// default delay the 30th already comes about 12 minutes after the first attempt,
+/// as the waits reach their 30 s ceiling by the 9th.
+const MAX_RETRIES: usize = 30;
+
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
@@ -5593,6 +5608,15 @@ token = "s3cr3t-token-value"
             error.contains("workspace.retry_delay") && error.contains("longer than zero"),
             "{error}"
         );
+        // Retrying for hours (or, at 2^63, for ever) is no setting anyone wants.
+        assert_eq!(load("retries = 30", "", &[]).unwrap().workspace.retries, 30);
+        for too_many in ["31", "9223372036854775807"] {
+            let error = load("", "", &[("SEATWARDEN__WORKSPACE__RETRIES", too_many)]).unwrap_err();
+            assert!(
+                error.contains("workspace.retries") && error.contains("at most 30"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
