@@ -1107,15 +1107,21 @@ pub async fn approve(
         let (protected, excepted_people) = match store.load_directory_snapshot(run)? {
             Some(directory) => {
                 let protected = safety::plan_settings(config, &directory, now).protected;
+                // Deleted from the directory before the run, a person is known by
+                // the directory userName their open deprovision keeps, as in the
+                // reconcile.
+                let protected = safety::with_departed(protected, &directory, &store)?;
                 // People an exception in force names by their directory userName:
                 // every account of theirs is left alone, whatever its own name.
                 let excepted: HashMap<String, crate::policy::Exception> = directory
                     .identities
                     .iter()
-                    .filter_map(|i| {
+                    .map(|i| (i.id.as_str(), i.user_name.as_str()))
+                    .chain(protected.departed())
+                    .filter_map(|(identity_id, user_name)| {
                         protected
-                            .exception_for(&i.user_name)
-                            .map(|e| (i.id.clone(), e.clone()))
+                            .exception_for(user_name)
+                            .map(|e| (identity_id.to_owned(), e.clone()))
                     })
                     .collect();
                 (protected, excepted)

@@ -964,6 +964,14 @@ impl Protected {
         self
     }
 
+    /// The people the directory no longer has that this protects or excepts, by
+    /// identity id, with the name it does so under ([`Protected::with_departed`]).
+    pub fn departed(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.departed
+            .iter()
+            .map(|(identity_id, user_name)| (identity_id.as_str(), user_name.as_str()))
+    }
+
     /// The name under which a person the directory no longer has is protected or
     /// excepted ([`Protected::with_departed`]).
     pub fn departed_name(&self, identity_id: &str) -> Option<&str> {

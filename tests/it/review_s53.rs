@@ -44,16 +44,8 @@ async fn an_exception_keeps_a_person_deleted_from_the_directory_by_their_directo
     .unwrap();
     assert_eq!(swept.excepted, 1, "{swept:?}");
 
-    // Deleted from the directory.
-    let path = dir.path().join("directory.json");
-    let mut full: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    full["users"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|u| u["id"] != person.as_str());
-    std::fs::write(&path, full.to_string()).unwrap();
     drop(store);
+    delete_from_directory(dir.path(), &person);
 
     let outcome = crate::fixtures::reconcile_at(&config, now + Duration::minutes(5)).await;
     assert!(active(&sandbox, &person), "the exception keeps the account");
@@ -73,4 +65,87 @@ async fn an_exception_keeps_a_person_deleted_from_the_directory_by_their_directo
         safety.excepted[0]
     );
     sandbox.shutdown().await;
+}
+
+/// A leaver's deactivation held by the threshold (its ledger episode keeps
+/// their directory userName), held again once the directory deleted them; HR
+/// then asks to keep them, by an exception naming that name (their account's
+/// differs). `approve` of the second run must leave the account alone, as the
+/// reconcile and the sweep do: from the run's directory it knew only the people
+/// still in it, and deactivated the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_leaves_alone_a_deleted_person_an_exception_keeps() {
+    use seatwarden::approval::{self, Only};
+    use seatwarden::model::ActionKind;
+    use seatwarden::run::{self, Mode};
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) =
+        suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
+    config.safety.max_deprovisions = 0;
+    let reconcile = || {
+        run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+        )
+    };
+    // Held; its ledger episode keeps the directory userName.
+    reconcile().await.unwrap();
+    delete_from_directory(dir.path(), &person);
+    // Held again, from a directory without them.
+    let held = reconcile().await.unwrap();
+    let deactivate = held
+        .plan
+        .actions
+        .iter()
+        .find(|a| {
+            a.identity_id.as_deref() == Some(person.as_str())
+                && matches!(a.kind, ActionKind::Deactivate { .. })
+        })
+        .unwrap_or_else(|| panic!("{:?}", held.plan.actions));
+    assert!(deactivate.held.is_some(), "{deactivate:?}");
+
+    let now = Utc::now();
+    except(
+        &mut config,
+        &user_name,
+        now + Duration::days(3),
+        "legal hold",
+    );
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+
+    let approval = approval::approve(
+        &config,
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        held.run_id,
+        &Only::All,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(active(&sandbox, &person), "{approval:?}");
+    let refused = approval
+        .refused
+        .iter()
+        .find(|(seq, _)| *seq == deactivate.seq)
+        .unwrap_or_else(|| panic!("{approval:?}"));
+    assert!(
+        refused.1.contains("exception (safety.exceptions)") && refused.1.contains("legal hold"),
+        "{refused:?}"
+    );
+    sandbox.shutdown().await;
+}
+
+/// Takes the person `identity_id` out of the directory file in `dir`.
+fn delete_from_directory(dir: &std::path::Path, identity_id: &str) {
+    let path = dir.join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    full["users"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|u| u["id"] != identity_id);
+    std::fs::write(&path, full.to_string()).unwrap();
 }
