@@ -716,11 +716,20 @@ impl OktaSource {
             tracing::warn!(
                 skew_seconds = skew.num_seconds(),
                 "this host's clock is off Okta's by more than the delta overlap; the \
-                 sweep's cursor follows Okta's clock (check NTP)"
+                 sweep's cursor follows Okta's clock when it is behind this host's, and \
+                 when ahead goes no further than the overlap, re-reading the rest at each \
+                 pass (check NTP here, and any proxy between this host and Okta)"
             );
         }
+        // Ahead, trusted no further than the overlap the next read steps back:
+        // a `Date` wrongly ahead (a proxy stamping its local time as GMT, a clock
+        // set wrong) would put the cursor in Okta's future, and every sweep
+        // would read nothing new until Okta's clock caught up, leaving the
+        // leavers in between to the next reconcile. Behind, it is trusted whole:
+        // a cursor too early only re-reads.
+        let trusted = skew.min(overlap);
         let json = serde_json::to_string(&Cursor {
-            at: local + skew,
+            at: local + trusted,
             groups: Some(tracked.to_vec()),
             names: Some(self.configured_names()),
         })

@@ -887,11 +887,20 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
 }
 
 /// `lastUpdated` is Okta's time: the cursor follows Okta's clock (from its answers'
-/// `Date`), so a host clock running ahead of Okta's does not skip the changes made
-/// in between, and one running behind does not re-read hours of them.
+/// `Date`) where it is behind this host's, so a host clock running ahead of
+/// Okta's does not skip the changes made in between. Where `Date` says Okta is
+/// ahead, the cursor goes no further than the overlap the next read steps back:
+/// a `Date` wrongly ahead (a proxy stamping its local time as GMT, 3 hours; a
+/// clock set years wrong) would have every sweep read nothing new until Okta's
+/// clock caught up. A host truly behind re-reads the difference instead.
 #[tokio::test]
 async fn the_delta_cursor_is_okta_time_whatever_this_hosts_clock_says() {
-    for hours in [-2, 3] {
+    let overlap = chrono::TimeDelta::minutes(5);
+    for (hours, trusted) in [
+        (-2, chrono::TimeDelta::hours(-2)),
+        (3, overlap),
+        (24 * 3650, overlap),
+    ] {
         let server = MockServer::start().await;
         let mut org = small_org(LinkStyle::SeparateLines);
         let offset = chrono::TimeDelta::hours(hours);
@@ -915,7 +924,7 @@ async fn the_delta_cursor_is_okta_time_whatever_this_hosts_clock_says() {
         // `Date` has one-second resolution and is read after it was stamped: the
         // cursor may be up to a second early, never late.
         assert!(
-            at >= before + offset - chrono::TimeDelta::seconds(2) && at <= after + offset,
+            at >= before + trusted - chrono::TimeDelta::seconds(2) && at <= after + trusted,
             "{hours} h: cursor {at}, local {before}..{after}"
         );
     }
