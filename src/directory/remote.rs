@@ -272,6 +272,14 @@ impl Transport {
         plain_http: bool,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Transport, DirectoryError> {
+        // The configuration refuses more than 1000; a caller building the
+        // settings itself gets an error here rather than the semaphore's panic.
+        if max_concurrency > Semaphore::MAX_PERMITS {
+            return Err(DirectoryError::Settings(format!(
+                "max_concurrency must be at most {}",
+                Semaphore::MAX_PERMITS
+            )));
+        }
         let ca_pem = ca_pem(ca_file)?;
         let http = crate::http::client(timeout, plain_http, ca_pem.as_deref())
             .map_err(|e| DirectoryError::Settings(format!("HTTP client: {e}")))?;
@@ -881,6 +889,30 @@ pub(super) fn assemble_snapshot(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// Settings built without the configuration's bounds: a concurrency past
+    /// what the semaphore holds is an error, not its panic.
+    #[test]
+    fn a_concurrency_past_the_semaphores_maximum_is_an_error() {
+        let built = Transport::new(
+            std::time::Duration::from_secs(5),
+            usize::MAX,
+            0,
+            crate::retry::RetryPolicy::default(),
+            1 << 20,
+            false,
+            None,
+        );
+        let Err(error) = built else {
+            panic!("a transport with usize::MAX permits");
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("max_concurrency must be at most"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn same_origin_rejects_other_hosts_and_schemes() {

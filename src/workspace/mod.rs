@@ -464,6 +464,14 @@ impl ScimClient {
                 "max_concurrency must be at least 1".to_owned(),
             ));
         }
+        // The configuration refuses more than 1000; a caller building the
+        // settings itself gets an error here rather than the semaphore's panic.
+        if settings.max_concurrency > Semaphore::MAX_PERMITS {
+            return Err(WorkspaceError::Settings(format!(
+                "max_concurrency must be at most {}",
+                Semaphore::MAX_PERMITS
+            )));
+        }
         let plain_http = settings.base_url.scheme() == "http";
         let http = crate::http::client(settings.timeout, plain_http, settings.ca_pem.as_deref())
             .map_err(|e| WorkspaceError::Settings(format!("HTTP client: {e}")))?;
@@ -3280,6 +3288,26 @@ fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// Settings built without the configuration's bounds: a concurrency past
+    /// what the semaphore holds is an error, not its panic.
+    #[test]
+    fn a_concurrency_past_the_semaphores_maximum_is_an_error() {
+        let url = url::Url::parse("https://scim.example.com/scim/v2").unwrap();
+        let settings = ScimSettings {
+            max_concurrency: usize::MAX,
+            ..ScimSettings::for_test(url)
+        };
+        let Err(error) = ScimClient::new(settings) else {
+            panic!("a client with usize::MAX permits");
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("max_concurrency must be at most"),
+            "{error}"
+        );
+    }
 
     /// An email written into the entry read is the one read back, whatever its
     /// value: the smallest of several unmarked entries is read, and a new value
