@@ -336,8 +336,14 @@ pub(crate) struct PutOff {
 }
 
 pub(crate) async fn put_off_for_ten_days(now: DateTime<Utc>) -> PutOff {
+    put_off_for_ten_days_as(now, None).await
+}
+
+/// [`put_off_for_ten_days`], the person's directory userName `renamed` when
+/// given (their account's is then another).
+pub(crate) async fn put_off_for_ten_days_as(now: DateTime<Utc>, renamed: Option<&str>) -> PutOff {
     let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) = suspend_someone(dir.path(), &sandbox, None);
+    let (person, user_name) = suspend_someone(dir.path(), &sandbox, renamed);
     except(
         &mut config,
         &user_name,

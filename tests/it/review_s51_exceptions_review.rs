@@ -262,8 +262,6 @@ fn an_exceptions_variable_is_refused_naming_itself() {
 /// the refusal said "is protected", which no list says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_leaves_alone_an_account_an_exception_keeps() {
-    use seatwarden::approval::{self, Only};
-    use seatwarden::model::ActionKind;
     use seatwarden::run::{self, Mode};
 
     let (sandbox, dir, mut config) = reconciled_demo().await;
@@ -277,16 +275,7 @@ async fn approve_leaves_alone_an_account_an_exception_keeps() {
     )
     .await
     .unwrap();
-    let deactivate = held
-        .plan
-        .actions
-        .iter()
-        .find(|a| {
-            a.identity_id.as_deref() == Some(person.as_str())
-                && matches!(a.kind, ActionKind::Deactivate { .. })
-        })
-        .unwrap_or_else(|| panic!("{:?}", held.plan.actions));
-    assert!(deactivate.held.is_some(), "{deactivate:?}");
+    let deactivate = held_deactivation(&held, &person);
     let account_name = sandbox
         .snapshot()
         .accounts
@@ -300,26 +289,12 @@ async fn approve_leaves_alone_an_account_an_exception_keeps() {
     let now = Utc::now();
     for name in [user_name.as_str(), account_name.as_str()] {
         except(&mut config, name, now + Duration::days(3), "legal hold");
-        let approval = approval::approve(
-            &config,
-            &client,
-            Store::open(&config.state.path).unwrap(),
-            held.run_id,
-            &Only::All,
-            now,
-        )
-        .await
-        .unwrap();
-        assert!(active(&sandbox, &person), "{name}: {approval:?}");
-        let refused = approval
-            .refused
-            .iter()
-            .find(|(seq, _)| *seq == deactivate.seq)
-            .unwrap_or_else(|| panic!("{name}: {approval:?}"));
+        let refused = refusal_of_approving(&config, &client, held.run_id, deactivate).await;
+        assert!(active(&sandbox, &person), "{name}");
         assert!(
-            refused.1.contains("exception (safety.exceptions)")
-                && refused.1.contains("legal hold")
-                && !refused.1.contains("is protected"),
+            refused.contains("exception (safety.exceptions)")
+                && refused.contains("legal hold")
+                && !refused.contains("is protected"),
             "{name}: {refused:?}"
         );
     }
@@ -489,4 +464,45 @@ async fn an_escalated_episode_put_off_is_escalated_again_when_overdue_after_the_
     }
     assert_eq!(again.len(), 1, "{:?}", episode(&store, &person));
     sandbox.shutdown().await;
+}
+
+/// The seq of the held deactivation of `person`'s account in `run`'s plan.
+pub(crate) fn held_deactivation(run: &seatwarden::run::RunOutcome, person: &str) -> u32 {
+    let deactivate = run
+        .plan
+        .actions
+        .iter()
+        .find(|a| {
+            a.identity_id.as_deref() == Some(person)
+                && matches!(a.kind, seatwarden::model::ActionKind::Deactivate { .. })
+        })
+        .unwrap_or_else(|| panic!("{:?}", run.plan.actions));
+    assert!(deactivate.held.is_some(), "{deactivate:?}");
+    deactivate.seq
+}
+
+/// Why `approve` of all of `run` now refused its action `seq` (it must).
+pub(crate) async fn refusal_of_approving(
+    config: &Config,
+    client: &ScimClient,
+    run: seatwarden::store::RunId,
+    seq: u32,
+) -> String {
+    let approval = seatwarden::approval::approve(
+        config,
+        client,
+        Store::open(&config.state.path).unwrap(),
+        run,
+        &seatwarden::approval::Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    approval
+        .refused
+        .iter()
+        .find(|(refused, _)| *refused == seq)
+        .unwrap_or_else(|| panic!("{approval:?}"))
+        .1
+        .clone()
 }

@@ -2,14 +2,15 @@
 //! directory userName the ledger remembers, in the reconcile as in the sweep.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
-
 use chrono::{Duration, Utc};
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
 
 use crate::daemon::reconciled_demo;
-use crate::review_s51_exceptions::{active, except, suspend_someone};
+use crate::review_s51_exceptions::{
+    PutOff, active, except, put_off_for_ten_days_as, suspend_someone,
+};
+use crate::review_s51_exceptions_review::{held_deactivation, refusal_of_approving};
 
 /// HR keeps a leaver's access for their notice period; the exception names
 /// their directory userName, which their workspace account does not have. The
@@ -20,30 +21,15 @@ use crate::review_s51_exceptions::{active, except, suspend_someone};
 /// EXCEPTIONS as a deleted person's, and the exception names somebody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_keeps_a_person_deleted_from_the_directory_by_their_directory_name() {
-    let (sandbox, dir, mut config) = reconciled_demo().await;
-    let (person, user_name) =
-        suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
     let now = Utc::now();
-    except(
-        &mut config,
-        &user_name,
-        now + Duration::days(10),
-        "notice period",
-    );
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let swept = seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        now,
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
-    assert_eq!(swept.excepted, 1, "{swept:?}");
-
+    let PutOff {
+        sandbox,
+        dir,
+        config,
+        person,
+        store,
+        ..
+    } = put_off_for_ten_days_as(now, Some("renamed.leaver@example.com")).await;
     drop(store);
     delete_from_directory(dir.path(), &person);
 
@@ -75,8 +61,6 @@ async fn an_exception_keeps_a_person_deleted_from_the_directory_by_their_directo
 /// still in it, and deactivated the account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_leaves_alone_a_deleted_person_an_exception_keeps() {
-    use seatwarden::approval::{self, Only};
-    use seatwarden::model::ActionKind;
     use seatwarden::run::{self, Mode};
 
     let (sandbox, dir, mut config) = reconciled_demo().await;
@@ -95,44 +79,19 @@ async fn approve_leaves_alone_a_deleted_person_an_exception_keeps() {
     delete_from_directory(dir.path(), &person);
     // Held again, from a directory without them.
     let held = reconcile().await.unwrap();
-    let deactivate = held
-        .plan
-        .actions
-        .iter()
-        .find(|a| {
-            a.identity_id.as_deref() == Some(person.as_str())
-                && matches!(a.kind, ActionKind::Deactivate { .. })
-        })
-        .unwrap_or_else(|| panic!("{:?}", held.plan.actions));
-    assert!(deactivate.held.is_some(), "{deactivate:?}");
+    let deactivate = held_deactivation(&held, &person);
 
-    let now = Utc::now();
     except(
         &mut config,
         &user_name,
-        now + Duration::days(3),
+        Utc::now() + Duration::days(3),
         "legal hold",
     );
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-
-    let approval = approval::approve(
-        &config,
-        &client,
-        Store::open(&config.state.path).unwrap(),
-        held.run_id,
-        &Only::All,
-        now,
-    )
-    .await
-    .unwrap();
-    assert!(active(&sandbox, &person), "{approval:?}");
-    let refused = approval
-        .refused
-        .iter()
-        .find(|(seq, _)| *seq == deactivate.seq)
-        .unwrap_or_else(|| panic!("{approval:?}"));
+    let refused = refusal_of_approving(&config, &client, held.run_id, deactivate).await;
+    assert!(active(&sandbox, &person));
     assert!(
-        refused.1.contains("exception (safety.exceptions)") && refused.1.contains("legal hold"),
+        refused.contains("exception (safety.exceptions)") && refused.contains("legal hold"),
         "{refused:?}"
     );
     sandbox.shutdown().await;
