@@ -393,6 +393,9 @@ pub fn access_at(
     // The snapshots are read when the run starts, before it applies anything.
     let applied = store.applied_since(run.started_at)?;
     let protected = crate::safety::plan_settings(config, &directory, now).protected;
+    // A person deleted from the directory is known by the directory userName
+    // their open deprovision keeps, as the reconcile knows them.
+    let protected = crate::safety::with_departed(protected, &directory, store)?;
     // Disputes as the snapshot run found them: an account's own item, or a
     // person's, whose candidate accounts are those that may be theirs.
     let disputes = store.drift(run_id)?;
@@ -563,6 +566,7 @@ pub fn access_at(
             let exception = [
                 Some(account.user_name.as_str()),
                 identity.map(|i| i.user_name.as_str()),
+                identity_id.and_then(|id| protected.departed_name(id)),
             ]
             .into_iter()
             .flatten()

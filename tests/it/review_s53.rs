@@ -50,6 +50,22 @@ async fn an_exception_keeps_a_person_deleted_from_the_directory_by_their_directo
         "{:?}",
         safety.excepted[0]
     );
+    // The access review says the same: the access stays, and until when.
+    let store = Store::open(&config.state.path).unwrap();
+    let review =
+        seatwarden::export::access_at(&store, &config, now + Duration::minutes(6)).unwrap();
+    let row = review
+        .accounts
+        .iter()
+        .find(|r| r.identity_id.as_deref() == Some(person.as_str()))
+        .unwrap();
+    assert!(
+        row.justification
+            .contains("access kept by an exception (safety.exceptions) until")
+            && row.justification.contains("notice period"),
+        "{}",
+        row.justification
+    );
     sandbox.shutdown().await;
 }
 
