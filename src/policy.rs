@@ -909,8 +909,8 @@ pub struct Protected {
     /// Exceptions not yet ended, by folded userName.
     exceptions: HashMap<String, Exception>,
     /// People the directory no longer has, by identity id, under the name the
-    /// deprovisioning ledger keeps of them, when that name is protected or
-    /// excepted ([`Protected::with_departed`]).
+    /// deprovisioning ledger keeps of them, when an exception in force names it
+    /// ([`Protected::with_departed`]).
     departed: HashMap<String, String>,
 }
 
@@ -946,17 +946,25 @@ impl Protected {
         !self.exceptions.is_empty()
     }
 
+    /// Whether an exception in force names `user_name` (compared folded),
+    /// permanent protection aside.
+    pub fn exception_names(&self, user_name: &str) -> bool {
+        !self.exceptions.is_empty() && self.exceptions.contains_key(&fold_user_name(user_name))
+    }
+
     /// Adds people the directory no longer has (`(identity id, userName)`), as
-    /// the ledger remembers them, whose name this protects or excepts. Deleted,
-    /// a person is known to the plan by their account's link alone, and that
-    /// account's own userName need not be the directory's the exception names:
-    /// the reconcile would deactivate the account the sweep keeps.
+    /// the ledger remembers them, whose name an exception in force names.
+    /// Deleted, a person is known to the plan by their account's link alone,
+    /// and that account's own userName need not be the directory's the
+    /// exception names: the reconcile would deactivate the account the sweep
+    /// keeps. Not for permanent protection, which a person deleted from the
+    /// directory loses, as a protected group's member who left it does.
     pub fn with_departed(
         mut self,
         people: impl IntoIterator<Item = (String, String)>,
     ) -> Protected {
         for (identity_id, user_name) in people {
-            if self.matches(&user_name) {
+            if self.exception_names(&user_name) {
                 self.departed
                     .insert(identity_id, user_name.trim().to_owned());
             }
@@ -964,16 +972,16 @@ impl Protected {
         self
     }
 
-    /// The people the directory no longer has that this protects or excepts, by
-    /// identity id, with the name it does so under ([`Protected::with_departed`]).
+    /// The people the directory no longer has that an exception keeps, by
+    /// identity id, with the name it names ([`Protected::with_departed`]).
     pub fn departed(&self) -> impl Iterator<Item = (&str, &str)> {
         self.departed
             .iter()
             .map(|(identity_id, user_name)| (identity_id.as_str(), user_name.as_str()))
     }
 
-    /// The name under which a person the directory no longer has is protected or
-    /// excepted ([`Protected::with_departed`]).
+    /// The name under which an exception keeps a person the directory no
+    /// longer has ([`Protected::with_departed`]).
     pub fn departed_name(&self, identity_id: &str) -> Option<&str> {
         self.departed.get(identity_id).map(String::as_str)
     }
@@ -1078,9 +1086,7 @@ impl Protected {
     /// Protected (a name, a pattern or a protected group's member) or under an
     /// exception in force: seatwarden leaves the account alone.
     pub fn matches(&self, user_name: &str) -> bool {
-        self.permanently(user_name)
-            || (!self.exceptions.is_empty()
-                && self.exceptions.contains_key(&fold_user_name(user_name)))
+        self.permanently(user_name) || self.exception_names(user_name)
     }
 
     /// Protected for good, not only by an exception: case-insensitive (full
@@ -1435,6 +1441,31 @@ mod tests {
         let at_the_end = protected.with_exceptions(&exceptions, at(17));
         assert!(!at_the_end.matches("dana@example.com"));
         assert!(at_the_end.exception_for("dana@example.com").is_none());
+    }
+
+    /// People the directory no longer has are kept under the name their ledger
+    /// episode keeps only when an exception in force names it: not for a
+    /// permanent protection (which a person deleted from the directory loses),
+    /// nor for a name nothing covers.
+    #[test]
+    fn departed_people_are_known_only_by_an_exception_naming_them() {
+        use chrono::TimeZone;
+        let at = |h| chrono::Utc.with_ymd_and_hms(2026, 12, 15, h, 0, 0).unwrap();
+        let kept = Exception {
+            user_name: "Dana@Example.com".to_owned(),
+            until: at(17),
+            reason: "handover".to_owned(),
+        };
+        let protected = Protected::new(&["root@*".to_owned()]).with_exceptions(&[kept], at(11));
+        let departed = protected.with_departed([
+            ("d".to_owned(), " dana@example.com ".to_owned()),
+            ("r".to_owned(), "root@example.com".to_owned()),
+            ("e".to_owned(), "erin@example.com".to_owned()),
+        ]);
+        assert_eq!(departed.departed_name("d"), Some("dana@example.com"));
+        assert_eq!(departed.departed_name("r"), None, "protected for good");
+        assert_eq!(departed.departed_name("e"), None);
+        assert_eq!(departed.departed().count(), 1);
     }
 
     /// An exception naming neither a workspace account nor a person in the

@@ -284,7 +284,7 @@ pub fn with_departed(
     let named: Vec<(String, String)> = store
         .open_deprovisions()?
         .into_iter()
-        .filter(|e| protected.matches(&e.user_name))
+        .filter(|e| protected.exception_names(&e.user_name))
         .map(|e| (e.identity_id, e.user_name))
         .collect();
     if named.is_empty() {
