@@ -7,7 +7,11 @@
 //! userName several accounts share but for case is refused, naming them). The
 //! account shown for a person is the linked one, else the one the next run's
 //! plan matches to them (its new links: matching itself is the plan's, not
-//! copied here); a disputed match shows none, and its candidates. With `--live`
+//! copied here); a disputed match shows none, and its candidates. Someone deleted
+//! from the directory is found by their id or by the directory userName their
+//! deprovision in the ledger keeps, through their stored link; their account is
+//! told as the plan treats it (an exception naming that userName keeps it, as
+//! `safety::with_departed` makes the plan keep it). With `--live`
 //! ([`explain_with`]) the account is also read from the workspace as it is now
 //! (one request; a refused token or a workspace out of reach says what to check,
 //! as a run's read does). The view is built from the newest run that stored both
@@ -291,6 +295,9 @@ struct Loaded {
     /// The audit trail's `link` and `unlink` rows: who linked an account by
     /// hand, or took a link away.
     manual_links: Vec<crate::store::AuditRow>,
+    /// `(identity id, directory userName)` of each person the ledger's current
+    /// episodes keep: how someone deleted from the directory is still found.
+    departed: Vec<(String, String)>,
 }
 
 impl Loaded {
@@ -321,6 +328,11 @@ impl Loaded {
                 .audit_trail(crate::store::AuditFilter::default())?
                 .into_iter()
                 .filter(|row| matches!(row.entry.command.as_str(), "link" | "unlink"))
+                .collect(),
+            departed: store
+                .current_deprovisions()?
+                .into_iter()
+                .map(|e| (e.identity_id, e.user_name))
                 .collect(),
         }))
     }
@@ -366,6 +378,35 @@ impl Loaded {
             .collect()
     }
 
+    /// A person the directory no longer has, named by their identity id or by
+    /// the directory userName their deprovision in the ledger keeps: their
+    /// stored link and its account, which the plan deprovisions as theirs.
+    /// Nothing when no link ties them to an account.
+    fn departed(&self, person: &str) -> Found<'_> {
+        let identity_id = self
+            .departed
+            .iter()
+            .find(|(id, user_name)| id == person || crate::model::same_name(user_name, person))
+            .map_or(person, |(id, _)| id.as_str());
+        let Some(link) = self.links.iter().find(|l| l.identity_id == identity_id) else {
+            return (None, None, None);
+        };
+        if self
+            .directory
+            .identities
+            .iter()
+            .any(|i| i.id == identity_id)
+        {
+            return (None, None, None);
+        }
+        let account = self
+            .workspace
+            .accounts
+            .iter()
+            .find(|a| a.id == link.account_id);
+        (None, Some(link), account)
+    }
+
     /// The person's identity, stored link and account. Named by the person: the
     /// linked account, else the one the plan matches to them (`matched`: its new
     /// links). Named by an account (id or userName): that account, and the person
@@ -396,7 +437,7 @@ impl Loaded {
                     .filter(|a| crate::model::same_name(&a.user_name, person))
                     .collect();
                 match named.as_slice() {
-                    [] => return Ok((None, None, None)),
+                    [] => return Ok(self.departed(person)),
                     [account] => *account,
                     several => {
                         return Err(ExplainError::AmbiguousAccount {
@@ -512,7 +553,7 @@ pub fn explain_with(
                 .find(|a| a.id == c.account_id)
         })
     });
-    if identity.is_none() && account.is_none() {
+    if identity.is_none() && account.is_none() && link.is_none() {
         let tz = config.report_timezone()?;
         return Err(ExplainError::NotFound {
             person: person.to_owned(),
@@ -539,7 +580,16 @@ pub fn explain_with(
         _ => None,
     };
     let (circuit, circuit_record) = safety::circuit_state(store, config, now)?;
+    // Protection as the plan judges it: a person deleted from the directory is
+    // known by the directory userName their open deprovision keeps, which an
+    // exception may name while their account's own userName differs.
+    let protected = safety::with_departed(
+        safety::plan_settings(config, &loaded.directory, now).protected,
+        &loaded.directory,
+        store,
+    )?;
     let view = View {
+        protected,
         circuit,
         circuit_reason: circuit_record.reason,
         left_since,
@@ -583,6 +633,9 @@ pub fn explain_with(
 /// One person as the stored snapshots, links and journal show them: each method
 /// writes one section of `explain`.
 struct View<'a> {
+    /// Protection and exceptions in force at `now`, as the plan has them
+    /// (`safety::with_departed` included).
+    protected: policy::Protected,
     config: &'a Config,
     store: &'a Store,
     loaded: &'a Loaded,
@@ -679,6 +732,19 @@ impl View<'_> {
             .or_else(|| self.remembered.first().map(|c| c.identity_id.as_str()))
     }
 
+    /// [`View::identity_id`], else the person a stored link ties the account to
+    /// though the directory no longer has them: the plan deprovisions the
+    /// account as theirs, and the ledger and the journal keep them by that id.
+    fn person_id(&self) -> Option<&str> {
+        self.identity_id()
+            .or_else(|| self.link.map(|l| l.identity_id.as_str()))
+    }
+
+    /// The person deleted from the directory a stored link ties the account to.
+    fn departed_link(&self) -> Option<&StoredLink> {
+        self.link.filter(|_| self.identity.is_none())
+    }
+
     fn account_id(&self) -> Option<&str> {
         self.account.map(|a| a.id.as_str())
     }
@@ -694,6 +760,31 @@ impl View<'_> {
                          with a disputed match",
                         clean(&c.user_name),
                         clean(&c.identity_id)
+                    );
+                }
+                None if let Some(link) = self.departed_link() => {
+                    let known = self
+                        .loaded
+                        .departed
+                        .iter()
+                        .find(|(id, _)| *id == link.identity_id)
+                        .map(|(_, user_name)| {
+                            format!(
+                                ", userName {} as the deprovision ledger keeps it",
+                                clean(user_name)
+                            )
+                        })
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot{}: identity {}{known}, linked to the \
+                         account below",
+                        if self.loaded.directory.complete {
+                            " (deleted from the directory)"
+                        } else {
+                            ", which was read incompletely"
+                        },
+                        clean(&link.identity_id)
                     );
                 }
                 // A partial read leaves out people who have not left.
@@ -742,10 +833,17 @@ impl View<'_> {
         let (config, directory) = (self.config, &self.loaded.directory);
         let desired = policy::desired_state(directory, &config.policy_settings());
         let _ = writeln!(out, "\nScope");
-        let protected = safety::plan_settings(config, directory, self.now).protected;
+        let protected = &self.protected;
+        // The directory userName first (it protects every account of the
+        // person), for someone deleted from the directory the one the ledger
+        // keeps, as the plan takes it; then the account's own.
         let names = || {
             self.identity
                 .map(|i| i.user_name.as_str())
+                .or_else(|| {
+                    self.departed_link()
+                        .and_then(|l| protected.departed_name(&l.identity_id))
+                })
                 .into_iter()
                 .chain(self.account.map(|a| a.user_name.as_str()))
         };
@@ -803,6 +901,21 @@ impl View<'_> {
                 let _ = writeln!(
                     out,
                     "  undecided: whose account this is is disputed (see Disputed match)"
+                );
+            }
+            // Linked to someone the directory no longer has: the plan takes the
+            // account's access away as theirs (no orphan: the link stands).
+            None if let Some(link) = self.departed_link() => {
+                let _ = writeln!(
+                    out,
+                    "  no access: its linked identity {} is not in the directory snapshot \
+                     ({})",
+                    clean(&link.identity_id),
+                    if self.loaded.directory.complete {
+                        "deleted from the directory"
+                    } else {
+                        "read incompletely: perhaps one it missed"
+                    }
                 );
             }
             None => {
@@ -1247,7 +1360,7 @@ impl View<'_> {
         };
         let mut applied: Vec<crate::store::JournalEntry> = self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 50)?
+            .actions_about(self.person_id(), self.account_id(), 50)?
             .into_iter()
             .filter(|e| e.state == crate::store::ActionState::Applied && e.updated_at >= read_at)
             .collect();
@@ -1342,7 +1455,7 @@ impl View<'_> {
         // and "Next run" says what would happen now.
         let history = self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 10)?;
+            .actions_about(self.person_id(), self.account_id(), 10)?;
         if history.is_empty() {
             let _ = writeln!(out, "  none journaled");
         }
@@ -1386,7 +1499,7 @@ impl View<'_> {
 
     fn ledger(&self, out: &mut String) -> Result<(), StoreError> {
         let _ = writeln!(out, "\nDeprovision ledger");
-        let lines = ledger_lines(self.store, self.identity_id(), self.now, self.tz)?;
+        let lines = ledger_lines(self.store, self.person_id(), self.now, self.tz)?;
         if lines.is_empty() {
             let _ = writeln!(out, "  none: never seen losing access");
         }
@@ -1414,7 +1527,7 @@ impl View<'_> {
                     && e.action.identity_id == action.identity_id
             })
         };
-        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let (identity_id, account_id) = (self.person_id(), self.account_id());
         let is_mine = |a: &crate::model::Action| {
             (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
                 || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
