@@ -1087,7 +1087,9 @@ impl View<'_> {
     /// an account is found in the item of an identity it matches; an account that
     /// matches several people has the item, so a person is found in it.
     fn disputes(&self) -> Vec<&DriftItem> {
-        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        // A person deleted from the directory whose stored link the plan doubts
+        // (the account's externalId names someone else) has the item.
+        let (identity_id, account_id) = (self.person_id(), self.account_id());
         let workspace = &self.loaded.workspace;
         let directory = &self.loaded.directory;
         let matches = |identity_id: &str, account_id: &str| {
