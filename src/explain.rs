@@ -1437,16 +1437,31 @@ impl View<'_> {
         if let Some(delete_after) = self.config.delete_after()
             && let Some(since) = self.store.deactivated_since()?.get(&a.id)
         {
-            let due = chrono::TimeDelta::from_std(delete_after)
-                .ok()
-                .and_then(|d| since.checked_add_signed(d));
-            let _ = writeln!(
-                out,
-                "  deletion:   seen deactivated since {}; deleted from {} \
-                 (deprovision.delete_after)",
-                self.at(*since),
-                due.map_or("never".to_owned(), |d| self.at(d))
-            );
+            // The clock counts only while the plan retains the account (its
+            // person without access, not suspended, nothing protecting or
+            // excepting it); otherwise the next reconcile forgets it, and a
+            // due time already past would read as a deletion the plan does not
+            // make.
+            if self.next.retained.contains(&a.id) {
+                let due = chrono::TimeDelta::from_std(delete_after)
+                    .ok()
+                    .and_then(|d| since.checked_add_signed(d));
+                let _ = writeln!(
+                    out,
+                    "  deletion:   seen deactivated since {}; deleted from {} \
+                     (deprovision.delete_after)",
+                    self.at(*since),
+                    due.map_or("never".to_owned(), |d| self.at(d))
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  deletion:   seen deactivated since {}, but the next run does not delete \
+                     it (it has access, or is suspended, protected, excepted or disputed, see \
+                     above) and a reconcile that reads the whole directory forgets that clock",
+                    self.at(*since)
+                );
+            }
         }
         Ok(())
     }

@@ -308,6 +308,73 @@ fn a_doubted_link_of_a_departed_person_is_told_as_the_dispute_it_is() {
     }
 }
 
+/// A leaver's deactivated account waits out `deprovision.delete_after`; HR then
+/// asks to keep it, and an exception names it. The plan keeps it (no delete,
+/// and the next reconcile forgets its retention clock), but `explain` still
+/// said "deleted from" a time already past, beside "Next run: nothing": the
+/// operator who added the exception could not tell which to believe. The same
+/// for a suspended leaver (a suspension never deletes) and a person back in
+/// the directory.
+#[test]
+fn a_retention_clock_the_plan_does_not_delete_by_is_not_told_as_a_deletion() {
+    let world = Scenario {
+        extra: "[deprovision]\naction = \"delete\"\ndelete_after = \"30d\"\n\
+                [[safety.exceptions]]\nuser_name = \"kept@example.com\"\n\
+                until = \"2026-12-20\"\nreason = \"legal hold\"\n",
+        identities: vec![
+            identity("p1", "kept@example.com", IdentityStatus::Deprovisioned, &[]),
+            identity("p2", "gone@example.com", IdentityStatus::Deprovisioned, &[]),
+            identity("p3", "paused@example.com", IdentityStatus::Suspended, &[]),
+            identity("p4", "back@example.com", IdentityStatus::Active, &[]),
+        ],
+        accounts: vec![
+            account("a1", "kept@example.com", Some("p1"), false),
+            account("a2", "gone@example.com", Some("p2"), false),
+            account("a3", "paused@example.com", Some("p3"), false),
+            account("a4", "back@example.com", Some("p4"), false),
+        ],
+        groups: vec![],
+        links: vec![("p1", "a1"), ("p2", "a2"), ("p3", "a3"), ("p4", "a4")],
+        departed: vec![],
+    }
+    .store();
+    let mut world = world;
+    let ids: Vec<String> = ["a1", "a2", "a3", "a4"].map(str::to_owned).to_vec();
+    world
+        .store
+        .update_deactivated(&ids, &[], t0() - Duration::days(40))
+        .unwrap();
+    let plan = world.plan();
+    let deleted: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::Delete { .. }))
+        .filter_map(|a| a.kind.account_id())
+        .collect();
+    assert_eq!(deleted, ["a2"], "{plan:?}");
+    let deletion = |person: &str| {
+        let text = world.explain(person);
+        section(&text, "Workspace account")
+            .into_iter()
+            .find(|l| l.starts_with("  deletion:"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no deletion line\n{text}"))
+    };
+    assert!(
+        deletion("a2").contains("; deleted from "),
+        "{}",
+        deletion("a2")
+    );
+    for kept in ["a1", "a3", "a4"] {
+        let line = deletion(kept);
+        assert!(!line.contains("deleted from"), "{kept}: {line}");
+        assert!(
+            line.contains("the next run does not delete it"),
+            "{kept}: {line}"
+        );
+    }
+}
+
 /// A generated scenario: up to four people (present in the directory or
 /// deleted from it, leavers or not, in scope or not, admins), up to five
 /// accounts with names and externalIds drawn from theirs, stored links, and a
