@@ -540,6 +540,31 @@ pub fn explain_with(
     let loaded = Loaded::require(store, config)?;
     let next = next_actions(config, store, &loaded, now)?;
     let (identity, link, account) = loaded.find(person, &next.new_links)?;
+    // An account neither linked nor matched that the plan still ties to someone:
+    // a leaver's duplicate it deprovisions with their linked one, or one it
+    // leaves alone for a protected or excepted person. Shown with that person,
+    // not as nobody's (an orphan), which the plan does not take it for.
+    let identity = identity.or_else(|| {
+        let account = account.filter(|_| link.is_none())?;
+        let tied = next
+            .actions
+            .iter()
+            .filter(|a| a.kind.account_id() == Some(account.id.as_str()))
+            .find_map(|a| a.identity_id.as_deref())
+            .or_else(|| {
+                next.protected_by_person
+                    .iter()
+                    .find(|p| p.account_id == account.id)
+                    .map(|p| p.identity_id.as_str())
+            })
+            .or_else(|| {
+                next.excepted
+                    .iter()
+                    .find(|e| e.account_id == account.id)
+                    .and_then(|e| e.identity_id.as_deref())
+            })?;
+        loaded.directory.identities.iter().find(|i| i.id == tied)
+    });
     let remembered = match identity {
         Some(_) => Vec::new(),
         None => loaded.remembered_dispute(person, account),
@@ -1034,11 +1059,24 @@ impl View<'_> {
                         }),
                     _ => None,
                 };
-                let candidate = match rule {
-                    Some(rule) => Cow::Owned(format!(
+                // The person is linked to another account: this one only matches
+                // them, a duplicate the plan treats with the linked one.
+                let linked_elsewhere = self.identity.and_then(|i| {
+                    let other = self.loaded.links.iter().find(|l| l.identity_id == i.id)?;
+                    let by = matched_by(&self.loaded.links, i, self.account?)?;
+                    Some((other, by))
+                });
+                let candidate = match (rule, linked_elsewhere) {
+                    (Some(rule), _) => Cow::Owned(format!(
                         " (the account below is a match candidate by {rule}, not linked yet)"
                     )),
-                    None => {
+                    (None, Some((other, by))) => Cow::Owned(format!(
+                        " (the account below matches this person by {}, but they are linked \
+                         to account {}: a duplicate, treated with it)",
+                        clean(&by),
+                        clean(&other.account_id)
+                    )),
+                    (None, None) => {
                         Cow::Borrowed(" (the account below is a match candidate, not linked yet)")
                     }
                 };

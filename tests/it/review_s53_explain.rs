@@ -375,6 +375,58 @@ fn a_retention_clock_the_plan_does_not_delete_by_is_not_told_as_a_deletion() {
     }
 }
 
+/// A suspended leaver is linked to one account and a second one matches them
+/// by userName: the plan deactivates both, the second as a duplicate. `explain`
+/// of that second account said "no directory identity justifies this account"
+/// and "no directory identity matches the account below", an orphan, beside a
+/// next run that deactivates it as the leaver's duplicate, with no ledger. It
+/// shows the leaver and says the account is a duplicate of their linked one.
+#[test]
+fn a_leavers_duplicate_is_explained_with_the_leaver() {
+    let world = Scenario {
+        extra: "",
+        identities: vec![identity(
+            "p0",
+            "u0@example.com",
+            IdentityStatus::Suspended,
+            &[],
+        )],
+        accounts: vec![
+            account("a0", "u0@example.com", None, true),
+            account("a1", "first@example.com", Some("p0"), true),
+        ],
+        groups: vec![],
+        links: vec![("p0", "a1")],
+        departed: vec![("p0", "a1", "u0@example.com")],
+    }
+    .store();
+    let plan = world.plan();
+    assert!(
+        actions_on(&plan, "a0")
+            .iter()
+            .any(|k| matches!(k, ActionKind::Deactivate { .. })),
+        "{plan:?}"
+    );
+    let text = world.explain("a0");
+    assert_eq!(
+        section(&text, "Scope"),
+        ["  no access: identity is suspended in the directory"],
+        "{text}"
+    );
+    assert_eq!(
+        section(&text, "Link"),
+        [
+            "  no stored link (the account below matches this person by userName, but they are \
+          linked to account a1: a duplicate, treated with it)"
+        ],
+        "{text}"
+    );
+    assert!(
+        section(&text, "Deprovision ledger")[0].contains("suspended in the directory"),
+        "{text}"
+    );
+}
+
 /// A generated scenario: up to four people (present in the directory or
 /// deleted from it, leavers or not, in scope or not, admins), up to five
 /// accounts with names and externalIds drawn from theirs, stored links, and a
@@ -589,6 +641,28 @@ fn account_agrees(world: &World, plan: &Plan, account: &Account) -> Result<(), S
     {
         return fail("the plan keeps it only through its person; explain does not say so");
     }
+    let nobody = scope.contains("no directory identity justifies")
+        || text.contains("no directory identity matches the account below");
+    if let Some(action) = plan
+        .actions
+        .iter()
+        .find(|a| a.identity_id.is_some() && a.kind.account_id() == Some(account.id.as_str()))
+        && nobody
+    {
+        return fail(&format!(
+            "told nobody's, yet the plan's {} is about identity {:?}",
+            action.kind.name(),
+            action.identity_id
+        ));
+    }
+    let added = plan.actions.iter().any(|a| {
+        matches!(&a.kind, ActionKind::AddMembers { members, .. }
+            if members.iter().any(|m| matches!(m,
+                seatwarden::model::AccountRef::Existing { id } if *id == account.id)))
+    });
+    if added && !scope.contains("workspace groups: Eng") {
+        return fail("the plan adds it to Eng; explain does not give that group");
+    }
     let deprovisioned = on.iter().any(|k| k.is_deprovision());
     if scope.contains("in scope: active") && deprovisioned {
         return fail("told in scope, yet the plan deprovisions it");
@@ -643,7 +717,7 @@ fn person_agrees(world: &World, plan: &Plan, identity_id: &str) -> Result<(), St
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn explain_tells_what_the_plan_does(g in generated()) {
