@@ -943,12 +943,24 @@ impl View<'_> {
                     }
                 );
             }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "  no access: no directory identity justifies this account"
-                );
-            }
+            // What the setting makes of an orphan, unless protection or an
+            // exception (told below) keeps the plan off it: "no access" alone
+            // read as access about to go where `report` or `adopt` keep it.
+            None => match self.account {
+                Some(a) if !is_protected && exception.is_none() => {
+                    let _ = writeln!(
+                        out,
+                        "  no access: no directory identity justifies this account; an orphan, {}",
+                        orphan_fate(config.policy.unmatched_accounts, a.active)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "  no access: no directory identity justifies this account"
+                    );
+                }
+            },
         }
         // The account is protected only because its person is: say so, and
         // what settles it, as the report's PROTECTED BY PERSON does.
@@ -1990,31 +2002,15 @@ pub fn after_unlink(
             planned(&after)
         ),
         (Some(a), None) => {
+            let orphan = orphan_fate(config.policy.unmatched_accounts, a.active);
             let orphan = match config.policy.unmatched_accounts {
-                policy::UnmatchedAccounts::Deactivate if a.active => {
-                    "deactivated by the next reconcile (policy.unmatched_accounts = \
-                     \"deactivate\"; never deleted), through the guard's thresholds as any \
-                     deactivation"
-                }
-                policy::UnmatchedAccounts::Deactivate => {
-                    "inactive already, so left as it is (policy.unmatched_accounts = \
-                     \"deactivate\")"
-                }
-                policy::UnmatchedAccounts::Report => {
-                    "left as it is and reported every run as orphaned \
-                     (policy.unmatched_accounts = \"report\")"
-                }
                 // Adopted, it is nobody's to deprovision and is in no report: say
                 // so, as the audit row is then the only trace of whose it was.
-                policy::UnmatchedAccounts::Adopt if a.active => {
-                    "adopted as it is, never touched nor reported (policy.unmatched_accounts \
-                     = \"adopt\"): if it is in fact the person's, nothing deactivates it when \
+                policy::UnmatchedAccounts::Adopt if a.active => Cow::Owned(format!(
+                    "{orphan}: if it is in fact the person's, nothing deactivates it when \
                      they leave"
-                }
-                policy::UnmatchedAccounts::Adopt => {
-                    "adopted as it is, never touched nor reported (policy.unmatched_accounts \
-                     = \"adopt\")"
-                }
+                )),
+                _ => Cow::Borrowed(orphan),
             };
             format!(
                 "no rule (externalId, userName, email) matches it to anyone: an orphan, {orphan}{}",
@@ -2106,6 +2102,27 @@ pub fn after_unlink(
             person_named(identity_id)
         ),
     })
+}
+
+/// What the plan makes of an orphan (an account no directory identity matches)
+/// under `policy.unmatched_accounts`, `active` or not.
+fn orphan_fate(unmatched: policy::UnmatchedAccounts, active: bool) -> &'static str {
+    match unmatched {
+        policy::UnmatchedAccounts::Deactivate if active => {
+            "deactivated by the next reconcile (policy.unmatched_accounts = \"deactivate\"; \
+             never deleted), through the guard's thresholds as any deactivation"
+        }
+        policy::UnmatchedAccounts::Deactivate => {
+            "inactive already, so left as it is (policy.unmatched_accounts = \"deactivate\")"
+        }
+        policy::UnmatchedAccounts::Report => {
+            "left as it is and reported every run as orphaned (policy.unmatched_accounts = \
+             \"report\")"
+        }
+        policy::UnmatchedAccounts::Adopt => {
+            "adopted as it is, never touched nor reported (policy.unmatched_accounts = \"adopt\")"
+        }
+    }
 }
 
 /// The loss of access a deprovision's detail states: "identity is suspended in

@@ -427,6 +427,47 @@ fn a_leavers_duplicate_is_explained_with_the_leaver() {
     );
 }
 
+/// An orphan (no directory identity matches it) is deactivated, reported or
+/// adopted by `policy.unmatched_accounts`; `explain` said "no access: no
+/// directory identity justifies this account" under each alike, which beside
+/// "Next run: nothing" under `report` or `adopt` read as an account about to
+/// lose access that keeps it. It says what the setting makes of it, as the
+/// plan does.
+#[test]
+fn an_orphan_is_told_as_its_setting_makes_the_plan_treat_it() {
+    for (setting, told, deactivated) in [
+        (
+            "report",
+            "left as it is and reported every run as orphaned",
+            false,
+        ),
+        (
+            "adopt",
+            "adopted as it is, never touched nor reported",
+            false,
+        ),
+        ("deactivate", "deactivated by the next reconcile", true),
+    ] {
+        let world = Scenario {
+            extra: &format!("[policy]\nunmatched_accounts = \"{setting}\"\n"),
+            identities: vec![],
+            accounts: vec![account("a9", "stray@example.com", None, true)],
+            groups: vec![],
+            links: vec![],
+            departed: vec![],
+        }
+        .store();
+        let plan = world.plan();
+        assert_eq!(!actions_on(&plan, "a9").is_empty(), deactivated, "{plan:?}");
+        let text = world.explain("a9");
+        let scope = section(&text, "Scope").join("\n");
+        assert!(
+            scope.contains(told) && scope.contains(&format!("unmatched_accounts = \"{setting}\"")),
+            "{setting}: {text}"
+        );
+    }
+}
+
 /// A generated scenario: up to four people (present in the directory or
 /// deleted from it, leavers or not, in scope or not, admins), up to five
 /// accounts with names and externalIds drawn from theirs, stored links, and a
