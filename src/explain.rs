@@ -562,8 +562,26 @@ pub fn explain_with(
                     .iter()
                     .find(|e| e.account_id == account.id)
                     .and_then(|e| e.identity_id.as_deref())
-            })?;
-        loaded.directory.identities.iter().find(|i| i.id == tied)
+            });
+        match tied {
+            Some(tied) => loaded.directory.identities.iter().find(|i| i.id == tied),
+            // Left alone with its person (protected for good, or excepted while
+            // they have access), a duplicate leaves no trace in the plan: the
+            // one person a rule matches it to, linked to another account (an
+            // externalId naming someone else leaves the name rules out).
+            None => {
+                let mut matching = loaded.directory.identities.iter().filter(|i| {
+                    loaded.links.iter().any(|l| l.identity_id == i.id)
+                        && account.external_id.as_ref().is_none_or(|e| *e == i.id)
+                        && matched_by(&loaded.links, i, account)
+                            .is_some_and(|by| !by.contains("stored link"))
+                });
+                match (matching.next(), matching.next()) {
+                    (Some(one), None) => Some(one),
+                    _ => None,
+                }
+            }
+        }
     });
     let remembered = match identity {
         Some(_) => Vec::new(),

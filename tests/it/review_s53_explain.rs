@@ -468,6 +468,53 @@ fn an_orphan_is_told_as_its_setting_makes_the_plan_treat_it() {
     }
 }
 
+/// A person under an exception while they have access is linked to one
+/// account; a second matches them by externalId. The plan leaves every account
+/// of theirs alone, the duplicate included, and lists it nowhere (no action,
+/// no drift, not excepted: nobody lost access). `explain` of the duplicate said
+/// it was an orphan that `unmatched_accounts = "deactivate"` deactivates next
+/// run, beside "Next run: nothing". It shows the person, and the exception
+/// that keeps the duplicate with them. (A person protected for good lists it
+/// as protected only through them: shown so since the previous commits.)
+#[test]
+fn a_protected_or_excepted_persons_duplicate_is_not_told_as_an_orphan() {
+    for (name, extra) in [
+        ("root1@example.com", "[safety]\nprotected = [\"root*\"]\n"),
+        (
+            "u1@example.com",
+            "[[safety.exceptions]]\nuser_name = \"u1@example.com\"\nuntil = \"2026-12-20\"\n\
+             reason = \"r\"\n",
+        ),
+    ] {
+        let world = Scenario {
+            extra: &format!("[policy]\nunmatched_accounts = \"deactivate\"\n{extra}"),
+            identities: vec![identity("p1", name, IdentityStatus::Active, &[])],
+            accounts: vec![
+                account("a0", name, Some("p1"), true),
+                account("a4", "other@example.com", Some("p1"), true),
+            ],
+            groups: vec![],
+            links: vec![("p1", "a0")],
+            departed: vec![],
+        }
+        .store();
+        let plan = world.plan();
+        assert!(actions_on(&plan, "a4").is_empty(), "{plan:?}");
+        let text = world.explain("a4");
+        let scope = [section(&text, "Scope"), section(&text, "Role")]
+            .concat()
+            .join("\n");
+        assert!(!scope.contains("orphan"), "{name}: {text}");
+        assert!(
+            scope.contains("in scope: active")
+                && (scope.contains("protected: only through")
+                    || scope.contains("exception: kept as it is")),
+            "{name}: {text}"
+        );
+        assert_eq!(section(&text, "Next run"), ["  nothing"], "{name}: {text}");
+    }
+}
+
 /// A generated scenario: up to four people (present in the directory or
 /// deleted from it, leavers or not, in scope or not, admins), up to five
 /// accounts with names and externalIds drawn from theirs, stored links, and a
@@ -705,6 +752,11 @@ fn account_agrees(world: &World, plan: &Plan, account: &Account) -> Result<(), S
         return fail("the plan adds it to Eng; explain does not give that group");
     }
     let deprovisioned = on.iter().any(|k| k.is_deprovision());
+    if scope.contains("an orphan, deactivated by the next reconcile") != (nobody && deprovisioned)
+        && nobody
+    {
+        return fail("told an orphan the next reconcile deactivates, unlike the plan");
+    }
     if scope.contains("in scope: active") && deprovisioned {
         return fail("told in scope, yet the plan deprovisions it");
     }
