@@ -533,6 +533,9 @@ struct Generated {
     delete: bool,
     /// `(name index, ended)`.
     exception: Option<(usize, bool)>,
+    /// Every deactivated account's retention clock started 40 days before the
+    /// run (with `delete`, past a `delete_after` of 30 days).
+    clocks: bool,
 }
 
 fn generated() -> impl Strategy<Value = Generated> {
@@ -563,9 +566,10 @@ fn generated() -> impl Strategy<Value = Generated> {
         proptest::sample::select(vec!["report", "adopt", "deactivate"]),
         any::<bool>(),
         proptest::option::of((0usize..6, any::<bool>())),
+        any::<bool>(),
     )
         .prop_map(
-            |(people, accounts, links, scoped, unmatched, delete, exception)| Generated {
+            |(people, accounts, links, scoped, unmatched, delete, exception, clocks)| Generated {
                 people,
                 accounts,
                 links,
@@ -573,6 +577,7 @@ fn generated() -> impl Strategy<Value = Generated> {
                 unmatched,
                 delete,
                 exception,
+                clocks,
             },
         )
 }
@@ -676,7 +681,12 @@ impl Generated {
             .iter()
             .map(|(p, a, n)| (p.as_str(), a.as_str(), n.as_str()))
             .collect();
-        Scenario {
+        let inactive: Vec<String> = accounts
+            .iter()
+            .filter(|a| !a.active && self.clocks)
+            .map(|a| a.id.clone())
+            .collect();
+        let mut world = Scenario {
             extra: &extra,
             identities,
             accounts,
@@ -688,7 +698,12 @@ impl Generated {
             links: links_ref,
             departed: departed_ref,
         }
-        .store()
+        .store();
+        world
+            .store
+            .update_deactivated(&inactive, &[], t0() - Duration::days(40))
+            .unwrap();
+        world
     }
 }
 
@@ -750,6 +765,22 @@ fn account_agrees(world: &World, plan: &Plan, account: &Account) -> Result<(), S
     });
     if added && !scope.contains("workspace groups: Eng") {
         return fail("the plan adds it to Eng; explain does not give that group");
+    }
+    let told_deleted = section(&text, "Workspace account")
+        .iter()
+        .any(|l| l.contains("; deleted from "));
+    let deleted_by_clock = on.iter().any(|k| {
+        matches!(
+            k,
+            ActionKind::Delete {
+                deactivated_since: Some(_),
+                ..
+            }
+        )
+    });
+    if (told_deleted && !plan.retained.contains(&account.id)) || (deleted_by_clock && !told_deleted)
+    {
+        return fail("the deletion told differs from the plan's retention");
     }
     let deprovisioned = on.iter().any(|k| k.is_deprovision());
     if scope.contains("an orphan, deactivated by the next reconcile") != (nobody && deprovisioned)
@@ -823,11 +854,22 @@ proptest! {
                 prop_assert!(false, "account {}: {why}", account.id);
             }
         }
+        // Everyone present, and everyone deleted whom a stored link still ties
+        // to an account (found through it).
+        let linked: Vec<String> = world
+            .store
+            .links()
+            .unwrap()
+            .into_iter()
+            .filter(|l| workspace.accounts.iter().any(|a| a.id == l.account_id))
+            .map(|l| l.identity_id)
+            .collect();
         for (i, (present, ..)) in g.people.iter().enumerate() {
-            if *present
-                && let Err(why) = person_agrees(&world, &plan, &format!("p{i}"))
+            let id = format!("p{i}");
+            if (*present || linked.contains(&id))
+                && let Err(why) = person_agrees(&world, &plan, &id)
             {
-                prop_assert!(false, "person p{i}: {why}");
+                prop_assert!(false, "person {id}: {why}");
             }
         }
     }
