@@ -910,9 +910,18 @@ impl View<'_> {
                     };
                     let _ = writeln!(out, "  in scope: active, {scope}");
                     if let Some(episode) = &self.left_since {
-                        let now = match episode.verified_at {
-                            Some(at) => format!("the account was deactivated {}", self.at(at)),
-                            None => "the access is due to be removed".to_owned(),
+                        let now = match (episode.verified_at, episode.excepted_until) {
+                            (Some(at), _) => {
+                                format!("the account was deactivated {}", self.at(at))
+                            }
+                            // The sweep put it off (`safety.exceptions`): due only
+                            // once the exception ends, as the next plan keeps it.
+                            (None, Some(until)) if until > self.now => format!(
+                                "the access is kept by an exception until {} (safety.exceptions), \
+                                 then due to be removed",
+                                self.at(until)
+                            ),
+                            (None, _) => "the access is due to be removed".to_owned(),
                         };
                         let _ = writeln!(
                             out,

@@ -515,6 +515,72 @@ fn a_protected_or_excepted_persons_duplicate_is_not_told_as_an_orphan() {
     }
 }
 
+/// The sweep sees a person suspended after the snapshot was read, and puts
+/// their deprovision off: an exception names them until the 20th. `explain`
+/// said "the access is due to be removed" in its scope, as if the next pass
+/// would take it; the sweep and the next reconcile's plan both keep it until the
+/// exception ends. It says so.
+#[test]
+fn a_leaver_the_sweep_put_off_by_an_exception_is_not_told_as_due() {
+    let mut world = Scenario {
+        extra: "[[safety.exceptions]]\nuser_name = \"kept@example.com\"\n\
+                until = \"2026-12-20\"\nreason = \"notice period\"\n",
+        identities: vec![identity(
+            "p1",
+            "kept@example.com",
+            IdentityStatus::Active,
+            &[],
+        )],
+        accounts: vec![account("a1", "kept@example.com", Some("p1"), true)],
+        groups: vec![],
+        links: vec![("p1", "a1")],
+        departed: vec![],
+    }
+    .store();
+    let seen = t0() + Duration::minutes(10);
+    world
+        .store
+        .update_ledger(
+            &seatwarden::sla::LedgerChanges {
+                open: vec![seatwarden::sla::NewEntry {
+                    identity_id: "p1".into(),
+                    account_id: Some("a1".into()),
+                    user_name: "kept@example.com".into(),
+                    reason: LossReason::Suspended,
+                    detected_at: seen,
+                    due_at: seen + Duration::hours(1),
+                }],
+                ..Default::default()
+            },
+            seen,
+        )
+        .unwrap();
+    let id = world.store.open_deprovisions().unwrap()[0].id;
+    let until = DateTime::parse_from_rfc3339("2026-12-21T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    world
+        .store
+        .deprovision_excepted(
+            id,
+            "notice period",
+            until,
+            until,
+            until + Duration::hours(1),
+        )
+        .unwrap();
+    let text = world.explain("p1");
+    let scope = section(&text, "Scope").join("\n");
+    assert!(
+        !scope.contains(": the access is due to be removed"),
+        "{text}"
+    );
+    assert!(
+        scope.contains("kept by an exception until 2026-12-21 00:00:00 UTC"),
+        "{text}"
+    );
+}
+
 /// A generated scenario: up to four people (present in the directory or
 /// deleted from it, leavers or not, in scope or not, admins), up to five
 /// accounts with names and externalIds drawn from theirs, stored links, and a
