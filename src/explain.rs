@@ -11,7 +11,10 @@
 //! from the directory is found by their id or by the directory userName their
 //! deprovision in the ledger keeps, through their stored link; their account is
 //! told as the plan treats it (an exception naming that userName keeps it, as
-//! `safety::with_departed` makes the plan keep it). With `--live`
+//! `safety::with_departed` makes the plan keep it). An account that only matches
+//! a person linked to another (a duplicate) is shown with that person, as the
+//! plan treats it with their linked one; an orphan with what
+//! `policy.unmatched_accounts` makes of it. With `--live`
 //! ([`explain_with`]) the account is also read from the workspace as it is now
 //! (one request; a refused token or a workspace out of reach says what to check,
 //! as a run's read does). The view is built from the newest run that stored both
