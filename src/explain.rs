@@ -7,7 +7,14 @@
 //! userName several accounts share but for case is refused, naming them). The
 //! account shown for a person is the linked one, else the one the next run's
 //! plan matches to them (its new links: matching itself is the plan's, not
-//! copied here); a disputed match shows none, and its candidates. With `--live`
+//! copied here); a disputed match shows none, and its candidates. Someone deleted
+//! from the directory is found by their id or by the directory userName their
+//! deprovision in the ledger keeps, through their stored link; their account is
+//! told as the plan treats it (an exception naming that userName keeps it, as
+//! `safety::with_departed` makes the plan keep it). An account that only matches
+//! a person linked to another (a duplicate) is shown with that person, as the
+//! plan treats it with their linked one; an orphan with what
+//! `policy.unmatched_accounts` makes of it. With `--live`
 //! ([`explain_with`]) the account is also read from the workspace as it is now
 //! (one request; a refused token or a workspace out of reach says what to check,
 //! as a run's read does). The view is built from the newest run that stored both
@@ -291,6 +298,9 @@ struct Loaded {
     /// The audit trail's `link` and `unlink` rows: who linked an account by
     /// hand, or took a link away.
     manual_links: Vec<crate::store::AuditRow>,
+    /// `(identity id, directory userName)` of each person the ledger's current
+    /// episodes keep: how someone deleted from the directory is still found.
+    departed: Vec<(String, String)>,
 }
 
 impl Loaded {
@@ -321,6 +331,11 @@ impl Loaded {
                 .audit_trail(crate::store::AuditFilter::default())?
                 .into_iter()
                 .filter(|row| matches!(row.entry.command.as_str(), "link" | "unlink"))
+                .collect(),
+            departed: store
+                .current_deprovisions()?
+                .into_iter()
+                .map(|e| (e.identity_id, e.user_name))
                 .collect(),
         }))
     }
@@ -366,6 +381,35 @@ impl Loaded {
             .collect()
     }
 
+    /// A person the directory no longer has, named by their identity id or by
+    /// the directory userName their deprovision in the ledger keeps: their
+    /// stored link and its account, which the plan deprovisions as theirs.
+    /// Nothing when no link ties them to an account.
+    fn departed(&self, person: &str) -> Found<'_> {
+        let identity_id = self
+            .departed
+            .iter()
+            .find(|(id, user_name)| id == person || crate::model::same_name(user_name, person))
+            .map_or(person, |(id, _)| id.as_str());
+        let Some(link) = self.links.iter().find(|l| l.identity_id == identity_id) else {
+            return (None, None, None);
+        };
+        if self
+            .directory
+            .identities
+            .iter()
+            .any(|i| i.id == identity_id)
+        {
+            return (None, None, None);
+        }
+        let account = self
+            .workspace
+            .accounts
+            .iter()
+            .find(|a| a.id == link.account_id);
+        (None, Some(link), account)
+    }
+
     /// The person's identity, stored link and account. Named by the person: the
     /// linked account, else the one the plan matches to them (`matched`: its new
     /// links). Named by an account (id or userName): that account, and the person
@@ -396,7 +440,7 @@ impl Loaded {
                     .filter(|a| crate::model::same_name(&a.user_name, person))
                     .collect();
                 match named.as_slice() {
-                    [] => return Ok((None, None, None)),
+                    [] => return Ok(self.departed(person)),
                     [account] => *account,
                     several => {
                         return Err(ExplainError::AmbiguousAccount {
@@ -499,6 +543,49 @@ pub fn explain_with(
     let loaded = Loaded::require(store, config)?;
     let next = next_actions(config, store, &loaded, now)?;
     let (identity, link, account) = loaded.find(person, &next.new_links)?;
+    // An account neither linked nor matched that the plan still ties to someone:
+    // a leaver's duplicate it deprovisions with their linked one, or one it
+    // leaves alone for a protected or excepted person. Shown with that person,
+    // not as nobody's (an orphan), which the plan does not take it for.
+    let identity = identity.or_else(|| {
+        let account = account.filter(|_| link.is_none())?;
+        let tied = next
+            .actions
+            .iter()
+            .filter(|a| a.kind.account_id() == Some(account.id.as_str()))
+            .find_map(|a| a.identity_id.as_deref())
+            .or_else(|| {
+                next.protected_by_person
+                    .iter()
+                    .find(|p| p.account_id == account.id)
+                    .map(|p| p.identity_id.as_str())
+            })
+            .or_else(|| {
+                next.excepted
+                    .iter()
+                    .find(|e| e.account_id == account.id)
+                    .and_then(|e| e.identity_id.as_deref())
+            });
+        match tied {
+            Some(tied) => loaded.directory.identities.iter().find(|i| i.id == tied),
+            // Left alone with its person (protected for good, or excepted while
+            // they have access), a duplicate leaves no trace in the plan: the
+            // one person a rule matches it to, linked to another account (an
+            // externalId naming someone else leaves the name rules out).
+            None => {
+                let mut matching = loaded.directory.identities.iter().filter(|i| {
+                    loaded.links.iter().any(|l| l.identity_id == i.id)
+                        && account.external_id.as_ref().is_none_or(|e| *e == i.id)
+                        && matched_by(&loaded.links, i, account)
+                            .is_some_and(|by| !by.contains("stored link"))
+                });
+                match (matching.next(), matching.next()) {
+                    (Some(one), None) => Some(one),
+                    _ => None,
+                }
+            }
+        }
+    });
     let remembered = match identity {
         Some(_) => Vec::new(),
         None => loaded.remembered_dispute(person, account),
@@ -512,7 +599,7 @@ pub fn explain_with(
                 .find(|a| a.id == c.account_id)
         })
     });
-    if identity.is_none() && account.is_none() {
+    if identity.is_none() && account.is_none() && link.is_none() {
         let tz = config.report_timezone()?;
         return Err(ExplainError::NotFound {
             person: person.to_owned(),
@@ -539,7 +626,16 @@ pub fn explain_with(
         _ => None,
     };
     let (circuit, circuit_record) = safety::circuit_state(store, config, now)?;
+    // Protection as the plan judges it: a person deleted from the directory is
+    // known by the directory userName their open deprovision keeps, which an
+    // exception may name while their account's own userName differs.
+    let protected = safety::with_departed(
+        safety::plan_settings(config, &loaded.directory, now).protected,
+        &loaded.directory,
+        store,
+    )?;
     let view = View {
+        protected,
         circuit,
         circuit_reason: circuit_record.reason,
         left_since,
@@ -583,6 +679,9 @@ pub fn explain_with(
 /// One person as the stored snapshots, links and journal show them: each method
 /// writes one section of `explain`.
 struct View<'a> {
+    /// Protection and exceptions in force at `now`, as the plan has them
+    /// (`safety::with_departed` included).
+    protected: policy::Protected,
     config: &'a Config,
     store: &'a Store,
     loaded: &'a Loaded,
@@ -679,6 +778,19 @@ impl View<'_> {
             .or_else(|| self.remembered.first().map(|c| c.identity_id.as_str()))
     }
 
+    /// [`View::identity_id`], else the person a stored link ties the account to
+    /// though the directory no longer has them: the plan deprovisions the
+    /// account as theirs, and the ledger and the journal keep them by that id.
+    fn person_id(&self) -> Option<&str> {
+        self.identity_id()
+            .or_else(|| self.link.map(|l| l.identity_id.as_str()))
+    }
+
+    /// The person deleted from the directory a stored link ties the account to.
+    fn departed_link(&self) -> Option<&StoredLink> {
+        self.link.filter(|_| self.identity.is_none())
+    }
+
     fn account_id(&self) -> Option<&str> {
         self.account.map(|a| a.id.as_str())
     }
@@ -694,6 +806,31 @@ impl View<'_> {
                          with a disputed match",
                         clean(&c.user_name),
                         clean(&c.identity_id)
+                    );
+                }
+                None if let Some(link) = self.departed_link() => {
+                    let known = self
+                        .loaded
+                        .departed
+                        .iter()
+                        .find(|(id, _)| *id == link.identity_id)
+                        .map(|(_, user_name)| {
+                            format!(
+                                ", userName {} as the deprovision ledger keeps it",
+                                clean(user_name)
+                            )
+                        })
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot{}: identity {}{known}, linked to the \
+                         account below",
+                        if self.loaded.directory.complete {
+                            " (deleted from the directory)"
+                        } else {
+                            ", which was read incompletely"
+                        },
+                        clean(&link.identity_id)
                     );
                 }
                 // A partial read leaves out people who have not left.
@@ -742,10 +879,17 @@ impl View<'_> {
         let (config, directory) = (self.config, &self.loaded.directory);
         let desired = policy::desired_state(directory, &config.policy_settings());
         let _ = writeln!(out, "\nScope");
-        let protected = safety::plan_settings(config, directory, self.now).protected;
+        let protected = &self.protected;
+        // The directory userName first (it protects every account of the
+        // person), for someone deleted from the directory the one the ledger
+        // keeps, as the plan takes it; then the account's own.
         let names = || {
             self.identity
                 .map(|i| i.user_name.as_str())
+                .or_else(|| {
+                    self.departed_link()
+                        .and_then(|l| protected.departed_name(&l.identity_id))
+                })
                 .into_iter()
                 .chain(self.account.map(|a| a.user_name.as_str()))
         };
@@ -769,9 +913,18 @@ impl View<'_> {
                     };
                     let _ = writeln!(out, "  in scope: active, {scope}");
                     if let Some(episode) = &self.left_since {
-                        let now = match episode.verified_at {
-                            Some(at) => format!("the account was deactivated {}", self.at(at)),
-                            None => "the access is due to be removed".to_owned(),
+                        let now = match (episode.verified_at, episode.excepted_until) {
+                            (Some(at), _) => {
+                                format!("the account was deactivated {}", self.at(at))
+                            }
+                            // The sweep put it off (`safety.exceptions`): due only
+                            // once the exception ends, as the next plan keeps it.
+                            (None, Some(until)) if until > self.now => format!(
+                                "the access is kept by an exception until {} (safety.exceptions), \
+                                 then due to be removed",
+                                self.at(until)
+                            ),
+                            (None, _) => "the access is due to be removed".to_owned(),
                         };
                         let _ = writeln!(
                             out,
@@ -805,12 +958,39 @@ impl View<'_> {
                     "  undecided: whose account this is is disputed (see Disputed match)"
                 );
             }
-            None => {
+            // Linked to someone the directory no longer has: the plan takes the
+            // account's access away as theirs (no orphan: the link stands).
+            None if let Some(link) = self.departed_link() => {
                 let _ = writeln!(
                     out,
-                    "  no access: no directory identity justifies this account"
+                    "  no access: its linked identity {} is not in the directory snapshot \
+                     ({})",
+                    clean(&link.identity_id),
+                    if self.loaded.directory.complete {
+                        "deleted from the directory"
+                    } else {
+                        "read incompletely: perhaps one it missed"
+                    }
                 );
             }
+            // What the setting makes of an orphan, unless protection or an
+            // exception (told below) keeps the plan off it: "no access" alone
+            // read as access about to go where `report` or `adopt` keep it.
+            None => match self.account {
+                Some(a) if !is_protected && exception.is_none() => {
+                    let _ = writeln!(
+                        out,
+                        "  no access: no directory identity justifies this account; an orphan, {}",
+                        orphan_fate(config.policy.unmatched_accounts, a.active)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "  no access: no directory identity justifies this account"
+                    );
+                }
+            },
         }
         // The account is protected only because its person is: say so, and
         // what settles it, as the report's PROTECTED BY PERSON does.
@@ -921,11 +1101,24 @@ impl View<'_> {
                         }),
                     _ => None,
                 };
-                let candidate = match rule {
-                    Some(rule) => Cow::Owned(format!(
+                // The person is linked to another account: this one only matches
+                // them, a duplicate the plan treats with the linked one.
+                let linked_elsewhere = self.identity.and_then(|i| {
+                    let other = self.loaded.links.iter().find(|l| l.identity_id == i.id)?;
+                    let by = matched_by(&self.loaded.links, i, self.account?)?;
+                    Some((other, by))
+                });
+                let candidate = match (rule, linked_elsewhere) {
+                    (Some(rule), _) => Cow::Owned(format!(
                         " (the account below is a match candidate by {rule}, not linked yet)"
                     )),
-                    None => {
+                    (None, Some((other, by))) => Cow::Owned(format!(
+                        " (the account below matches this person by {}, but they are linked \
+                         to account {}: a duplicate, treated with it)",
+                        clean(&by),
+                        clean(&other.account_id)
+                    )),
+                    (None, None) => {
                         Cow::Borrowed(" (the account below is a match candidate, not linked yet)")
                     }
                 };
@@ -974,7 +1167,9 @@ impl View<'_> {
     /// an account is found in the item of an identity it matches; an account that
     /// matches several people has the item, so a person is found in it.
     fn disputes(&self) -> Vec<&DriftItem> {
-        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        // A person deleted from the directory whose stored link the plan doubts
+        // (the account's externalId names someone else) has the item.
+        let (identity_id, account_id) = (self.person_id(), self.account_id());
         let workspace = &self.loaded.workspace;
         let directory = &self.loaded.directory;
         let matches = |identity_id: &str, account_id: &str| {
@@ -1247,7 +1442,7 @@ impl View<'_> {
         };
         let mut applied: Vec<crate::store::JournalEntry> = self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 50)?
+            .actions_about(self.person_id(), self.account_id(), 50)?
             .into_iter()
             .filter(|e| e.state == crate::store::ActionState::Applied && e.updated_at >= read_at)
             .collect();
@@ -1322,16 +1517,31 @@ impl View<'_> {
         if let Some(delete_after) = self.config.delete_after()
             && let Some(since) = self.store.deactivated_since()?.get(&a.id)
         {
-            let due = chrono::TimeDelta::from_std(delete_after)
-                .ok()
-                .and_then(|d| since.checked_add_signed(d));
-            let _ = writeln!(
-                out,
-                "  deletion:   seen deactivated since {}; deleted from {} \
-                 (deprovision.delete_after)",
-                self.at(*since),
-                due.map_or("never".to_owned(), |d| self.at(d))
-            );
+            // The clock counts only while the plan retains the account (its
+            // person without access, not suspended, nothing protecting or
+            // excepting it); otherwise the next reconcile forgets it, and a
+            // due time already past would read as a deletion the plan does not
+            // make.
+            if self.next.retained.contains(&a.id) {
+                let due = chrono::TimeDelta::from_std(delete_after)
+                    .ok()
+                    .and_then(|d| since.checked_add_signed(d));
+                let _ = writeln!(
+                    out,
+                    "  deletion:   seen deactivated since {}; deleted from {} \
+                     (deprovision.delete_after)",
+                    self.at(*since),
+                    due.map_or("never".to_owned(), |d| self.at(d))
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  deletion:   seen deactivated since {}, but the next run does not delete \
+                     it (it has access, or is suspended, protected, excepted or disputed, see \
+                     above) and a reconcile that reads the whole directory forgets that clock",
+                    self.at(*since)
+                );
+            }
         }
         Ok(())
     }
@@ -1342,7 +1552,7 @@ impl View<'_> {
         // and "Next run" says what would happen now.
         let history = self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 10)?;
+            .actions_about(self.person_id(), self.account_id(), 10)?;
         if history.is_empty() {
             let _ = writeln!(out, "  none journaled");
         }
@@ -1386,7 +1596,7 @@ impl View<'_> {
 
     fn ledger(&self, out: &mut String) -> Result<(), StoreError> {
         let _ = writeln!(out, "\nDeprovision ledger");
-        let lines = ledger_lines(self.store, self.identity_id(), self.now, self.tz)?;
+        let lines = ledger_lines(self.store, self.person_id(), self.now, self.tz)?;
         if lines.is_empty() {
             let _ = writeln!(out, "  none: never seen losing access");
         }
@@ -1414,7 +1624,7 @@ impl View<'_> {
                     && e.action.identity_id == action.identity_id
             })
         };
-        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let (identity_id, account_id) = (self.person_id(), self.account_id());
         let is_mine = |a: &crate::model::Action| {
             (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
                 || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
@@ -1822,31 +2032,15 @@ pub fn after_unlink(
             planned(&after)
         ),
         (Some(a), None) => {
+            let orphan = orphan_fate(config.policy.unmatched_accounts, a.active);
             let orphan = match config.policy.unmatched_accounts {
-                policy::UnmatchedAccounts::Deactivate if a.active => {
-                    "deactivated by the next reconcile (policy.unmatched_accounts = \
-                     \"deactivate\"; never deleted), through the guard's thresholds as any \
-                     deactivation"
-                }
-                policy::UnmatchedAccounts::Deactivate => {
-                    "inactive already, so left as it is (policy.unmatched_accounts = \
-                     \"deactivate\")"
-                }
-                policy::UnmatchedAccounts::Report => {
-                    "left as it is and reported every run as orphaned \
-                     (policy.unmatched_accounts = \"report\")"
-                }
                 // Adopted, it is nobody's to deprovision and is in no report: say
                 // so, as the audit row is then the only trace of whose it was.
-                policy::UnmatchedAccounts::Adopt if a.active => {
-                    "adopted as it is, never touched nor reported (policy.unmatched_accounts \
-                     = \"adopt\"): if it is in fact the person's, nothing deactivates it when \
+                policy::UnmatchedAccounts::Adopt if a.active => Cow::Owned(format!(
+                    "{orphan}: if it is in fact the person's, nothing deactivates it when \
                      they leave"
-                }
-                policy::UnmatchedAccounts::Adopt => {
-                    "adopted as it is, never touched nor reported (policy.unmatched_accounts \
-                     = \"adopt\")"
-                }
+                )),
+                _ => Cow::Borrowed(orphan),
             };
             format!(
                 "no rule (externalId, userName, email) matches it to anyone: an orphan, {orphan}{}",
@@ -1938,6 +2132,27 @@ pub fn after_unlink(
             person_named(identity_id)
         ),
     })
+}
+
+/// What the plan makes of an orphan (an account no directory identity matches)
+/// under `policy.unmatched_accounts`, `active` or not.
+fn orphan_fate(unmatched: policy::UnmatchedAccounts, active: bool) -> &'static str {
+    match unmatched {
+        policy::UnmatchedAccounts::Deactivate if active => {
+            "deactivated by the next reconcile (policy.unmatched_accounts = \"deactivate\"; \
+             never deleted), through the guard's thresholds as any deactivation"
+        }
+        policy::UnmatchedAccounts::Deactivate => {
+            "inactive already, so left as it is (policy.unmatched_accounts = \"deactivate\")"
+        }
+        policy::UnmatchedAccounts::Report => {
+            "left as it is and reported every run as orphaned (policy.unmatched_accounts = \
+             \"report\")"
+        }
+        policy::UnmatchedAccounts::Adopt => {
+            "adopted as it is, never touched nor reported (policy.unmatched_accounts = \"adopt\")"
+        }
+    }
 }
 
 /// The loss of access a deprovision's detail states: "identity is suspended in

@@ -122,6 +122,7 @@ mod review_s51_second;
 mod review_s52;
 mod review_s52_delta;
 mod review_s53;
+mod review_s53_explain;
 mod review_s53_followup;
 mod role_groups;
 mod run_recovery;
