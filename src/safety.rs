@@ -270,9 +270,10 @@ pub fn plan_settings_at(
 }
 
 /// `protected` knowing the people `directory` no longer has by the names their
-/// open deprovisions keep in the ledger ([`Protected::with_departed`]): an
-/// exception naming a deleted person's directory userName keeps their account in
-/// the reconcile as in the sweep. Read only while an exception is in force.
+/// open deprovisions keep in the ledger
+/// ([`crate::policy::Protected::with_departed`]): an exception naming a deleted
+/// person's directory userName keeps their account in the reconcile as in the
+/// sweep. Read only while an exception is in force.
 pub fn with_departed(
     protected: crate::policy::Protected,
     directory: &DirectorySnapshot,
