@@ -1659,10 +1659,16 @@ fn safety_gauges(report: &crate::report::Report) {
     // was by a run whose reads could not tell: 0 from it, the Prometheus alert
     // would resolve while the directory is down, and fire again after.
     if !safety.exceptions_naming_nobody_unknown {
-        metrics::gauge!("seatwarden_safety_finding", "finding" => "exceptions_naming_nobody").set(
-            f64::from(u8::from(!safety.exceptions_naming_nobody.is_empty())),
-        );
+        exceptions_naming_nobody_gauge(report);
     }
+}
+
+/// `seatwarden_safety_finding{finding="exceptions_naming_nobody"}` as `report`
+/// tells it.
+fn exceptions_naming_nobody_gauge(report: &crate::report::Report) {
+    let found = !report.safety.exceptions_naming_nobody.is_empty();
+    metrics::gauge!("seatwarden_safety_finding", "finding" => "exceptions_naming_nobody")
+        .set(f64::from(u8::from(found)));
 }
 
 /// The reconcile gauges as the last reconciles stored them, at start: absent
@@ -1670,7 +1676,7 @@ fn safety_gauges(report: &crate::report::Report) {
 /// resolved every alert on them at each restart, which fired again later.
 fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
     let kind = reconcile_mode(settings).run_kind();
-    let report = |trusted| match db.latest_reconcile_report(kind, trusted) {
+    let parsed = |read: Result<Option<String>, StoreError>| match read {
         Ok(Some(json)) => match serde_json::from_str::<crate::report::Report>(&json) {
             Ok(report) => Some(report),
             Err(e) => {
@@ -1684,8 +1690,16 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
             None
         }
     };
+    let report = |trusted| parsed(db.latest_reconcile_report(kind, trusted));
     if let Some(report) = report(false) {
         safety_gauges(&report);
+        // Not told by the newest (its reads were not whole): as the last that
+        // could tell left it, as the running daemon keeps it.
+        if report.safety.exceptions_naming_nobody_unknown
+            && let Some(told) = parsed(db.latest_report_telling_exceptions(kind))
+        {
+            exceptions_naming_nobody_gauge(&told);
+        }
         // The newest is the trusted one unless it rejected its directory.
         if report.safety.source_fault.is_none() {
             drift_gauges(&report);

@@ -939,6 +939,28 @@ impl Store {
             .context(|| format!("reading the latest {}'s report from reports", kind.as_str()))
     }
 
+    /// The newest stored report of a succeeded reconcile of `kind` that could
+    /// tell whether an exception names nobody (its reads were whole and
+    /// accepted: `safety.exceptions_naming_nobody_unknown` is absent).
+    pub fn latest_report_telling_exceptions(
+        &self,
+        kind: RunKind,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT reports.json FROM reports JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.kind = ?1 AND runs.status = 'succeeded'
+                   AND json_extract(reports.json, '$.safety.exceptions_naming_nobody_unknown')
+                       IS NULL
+                 ORDER BY reports.run_id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![kind.as_str()], |row| row.get(0))
+                    .optional()
+            })
+            .context(|| format!("reading the latest {}'s report from reports", kind.as_str()))
+    }
+
     pub fn report(&self, run: RunId) -> Result<Option<String>, StoreError> {
         self.conn
             .prepare_cached("SELECT json FROM reports WHERE run_id = ?1")

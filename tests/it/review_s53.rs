@@ -124,3 +124,56 @@ fn delete_from_directory(dir: &std::path::Path, identity_id: &str) {
         .retain(|u| u["id"] != identity_id);
     std::fs::write(&path, full.to_string()).unwrap();
 }
+
+/// The gauge of an exception naming nobody, restored at a daemon's start from
+/// the newest reconcile that could tell: when the newest could not (its
+/// directory rejected), the gauge was absent until a whole read, which
+/// Prometheus takes for the alert resolved, to fire again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_restores_the_exception_naming_nobody_gauge_past_a_run_that_could_not_tell() {
+    use crate::review_s41_ops::{Running, port_of, sample};
+    let token = "review-s53-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, mut config) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
+    let typo = "\n[[safety.exceptions]]\nuser_name = \"dana.lee@exmaple.com\"\n\
+                until = 2099-01-01\nreason = \"handover\"\n";
+    let config_path = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    text.push_str(typo);
+    std::fs::write(&config_path, text).unwrap();
+    except(
+        &mut config,
+        "dana.lee@exmaple.com",
+        Utc::now() + Duration::days(30),
+        "handover",
+    );
+    let now = Utc::now();
+    let told = crate::fixtures::reconcile_at(&config, now).await;
+    assert_eq!(told.report.safety.exceptions_naming_nobody.len(), 1);
+    // The directory comes back empty: rejected, nothing can be told.
+    std::fs::write(dir.path().join("directory.json"), r#"{"users":[]}"#).unwrap();
+    let untold = crate::fixtures::reconcile_at(&config, now + Duration::minutes(1)).await;
+    assert!(
+        untold.report.safety.source_fault.is_some()
+            && untold.report.safety.exceptions_naming_nobody_unknown,
+        "{:?}",
+        untold.report.safety
+    );
+
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let port = port_of(&log).await;
+    let (code, metrics) = crate::fixtures::http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="exceptions_naming_nobody"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    sandbox.shutdown().await;
+}
