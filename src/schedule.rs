@@ -2170,6 +2170,24 @@ mod tests {
         assert_eq!(scheduler.busy("sweep"), Busy::Running);
     }
 
+    /// A job whose runs take 10 s each, counted; with `first_panics`, the first
+    /// panics at its end, as a bug would.
+    fn counted_ten_second_job(first_panics: bool) -> (Arc<AtomicU64>, StartJob) {
+        let runs = Arc::new(AtomicU64::new(0));
+        let start: StartJob = {
+            let runs = Arc::clone(&runs);
+            Arc::new(move |_| {
+                let runs = Arc::clone(&runs);
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let before = runs.fetch_add(1, Ordering::SeqCst);
+                    assert!(!(first_panics && before == 0), "a bug");
+                })
+            })
+        };
+        (runs, start)
+    }
+
     /// Starts asked for while a job runs (a reload releasing mail, messages
     /// queued by other jobs) make one more run when it ends, not one each, and
     /// not none: the running one may have passed what they asked it to see. A
@@ -2178,17 +2196,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn starts_asked_for_while_a_job_runs_make_one_more_run_after_it() {
         let counters = Arc::new(JobCounters::default());
-        let runs = Arc::new(AtomicU64::new(0));
-        let start: StartJob = {
-            let runs = Arc::clone(&runs);
-            Arc::new(move |_| {
-                let runs = Arc::clone(&runs);
-                Box::pin(async move {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    runs.fetch_add(1, Ordering::SeqCst);
-                })
-            })
-        };
+        let (runs, start) = counted_ten_second_job(false);
         assert!(start_or_follow("mail", &counters, &start));
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!start_now("mail", &counters, &start));
@@ -2231,18 +2239,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_run_started_after_an_ask_answers_it_and_runs_no_more() {
         let counters = Arc::new(JobCounters::default());
-        let runs = Arc::new(AtomicU64::new(0));
-        let start: StartJob = {
-            let runs = Arc::clone(&runs);
-            Arc::new(move |_| {
-                let runs = Arc::clone(&runs);
-                Box::pin(async move {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    // The first run panics.
-                    assert!(runs.fetch_add(1, Ordering::SeqCst) > 0, "a bug");
-                })
-            })
-        };
+        // The first run panics.
+        let (runs, start) = counted_ten_second_job(true);
         assert!(start_now("mail", &counters, &start));
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!start_or_follow("mail", &counters, &start));
