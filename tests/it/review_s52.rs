@@ -184,18 +184,7 @@ async fn an_exception_naming_nobody_is_told_by_every_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_gauges_an_exception_naming_nobody() {
     use crate::review_s41_ops::{Running, port_of, sample};
-    let token = "review-s52-token";
-    let sandbox =
-        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
-    let config_path = dir.path().join("seatwarden.toml");
-    let mut config = std::fs::read_to_string(&config_path).unwrap();
-    config.push_str(
-        "\n[[safety.exceptions]]\nuser_name = \"dana.lee@exmaple.com\"\n\
-         until = 2099-01-01\nreason = \"handover\"\n",
-    );
-    std::fs::write(&config_path, config).unwrap();
+    let (_sandbox, dir, env, _) = demo_daemon_with_a_typo_exception("review-s52-token").await;
     let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     let _daemon = Running(child);
     let port = port_of(&log).await;
@@ -208,4 +197,34 @@ async fn the_daemon_gauges_an_exception_naming_nobody() {
         Some(1.0),
         "{metrics}"
     );
+}
+
+/// The demo sandbox and a daemon's directory on it (`env` to start it with)
+/// whose configuration file excepts `dana.lee@exmaple.com`, a name nobody has,
+/// until 2099; the config returned, loaded before, has the exception too.
+pub(crate) async fn demo_daemon_with_a_typo_exception(
+    token: &str,
+) -> (
+    seatwarden::sandbox::Sandbox,
+    tempfile::TempDir,
+    Vec<(String, String)>,
+    seatwarden::config::Config,
+) {
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, mut config) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
+    let config_path = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    text.push_str(
+        "\n[[safety.exceptions]]\nuser_name = \"dana.lee@exmaple.com\"\n\
+         until = 2099-01-01\nreason = \"handover\"\n",
+    );
+    std::fs::write(&config_path, text).unwrap();
+    config.safety.exceptions = vec![ExceptionConfig {
+        user_name: "dana.lee@exmaple.com".to_owned(),
+        until: "2099-01-01".to_owned(),
+        reason: "handover".to_owned(),
+    }];
+    (sandbox, dir, env, config)
 }

@@ -132,23 +132,8 @@ fn delete_from_directory(dir: &std::path::Path, identity_id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_restores_the_exception_naming_nobody_gauge_past_a_run_that_could_not_tell() {
     use crate::review_s41_ops::{Running, port_of, sample};
-    let token = "review-s53-token";
-    let sandbox =
-        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (env, mut config) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
-    let typo = "\n[[safety.exceptions]]\nuser_name = \"dana.lee@exmaple.com\"\n\
-                until = 2099-01-01\nreason = \"handover\"\n";
-    let config_path = dir.path().join("seatwarden.toml");
-    let mut text = std::fs::read_to_string(&config_path).unwrap();
-    text.push_str(typo);
-    std::fs::write(&config_path, text).unwrap();
-    except(
-        &mut config,
-        "dana.lee@exmaple.com",
-        Utc::now() + Duration::days(30),
-        "handover",
-    );
+    let (sandbox, dir, env, config) =
+        crate::review_s52::demo_daemon_with_a_typo_exception("review-s53-token").await;
     let now = Utc::now();
     let told = crate::fixtures::reconcile_at(&config, now).await;
     assert_eq!(told.report.safety.exceptions_naming_nobody.len(), 1);
