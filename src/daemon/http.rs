@@ -246,7 +246,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 /// no reconcile is overdue (see [`reconcile_overdue`]).
 pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
     let now = shared.now();
-    let settings = shared.settings();
+    let running = shared.running();
+    let settings = &running.settings;
     // Its own connection still writes to a deleted file: look at the path.
     if let Some(lost) = shared.database_lost() {
         return Err(lost);
@@ -272,8 +273,8 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
         .map(|(_, recorded)| recorded.elapsed());
     let last = success_as_of(last, now, wall_started, at.elapsed(), recorded_ago);
     // Its times are for the person who asks why: on the report clock.
-    let shown_in = shared
-        .config()
+    let shown_in = running
+        .config
         .report_timezone()
         .unwrap_or(settings.timezone);
     match reconcile_overdue(&settings.reconcile, settings.timezone, shown_in, last, now) {
@@ -554,24 +555,21 @@ fn bearer(headers: &HeaderMap) -> &str {
 }
 
 async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let expected = match shared.trigger_token.read() {
-        Ok(token) => token.clone(),
-        Err(_) => None,
-    };
-    let loopback = shared.settings().listen.ip().is_loopback();
+    let running = shared.running();
+    let loopback = running.settings.listen.ip().is_loopback();
     if let Some(refusal) = status_refused(
         loopback,
         host(&headers),
-        expected.as_ref().map(|t| t.expose_secret()),
+        running.trigger_token().map(|t| t.expose_secret()),
         bearer(&headers),
     ) {
         return refusal;
     }
     let now = shared.now();
-    let config = shared.config();
+    let config = Arc::clone(&running.config);
     // Validated when the configuration was loaded.
     let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
-    let settings = shared.settings();
+    let settings = Arc::clone(&running.settings);
     // On the blocking pool, as /metrics reads the database.
     let collected = tokio::task::spawn_blocking(move || {
         shared.with_db(|db| {
@@ -591,11 +589,8 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
 }
 
 async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let expected = match shared.trigger_token.read() {
-        Ok(token) => token.clone(),
-        Err(_) => None,
-    };
-    let Some(expected) = expected else {
+    let running = shared.running();
+    let Some(expected) = running.trigger_token() else {
         return text(
             StatusCode::NOT_FOUND,
             "POST /reconcile is disabled: set http.trigger_token_file\n",

@@ -58,7 +58,8 @@
 //! is logged, shown as the unit's `STATUS=` until a reload succeeds, and changes
 //! nothing: the old configuration and its loop go on; a successful one runs the
 //! mail job at once with the messages waiting for their next attempt made due,
-//! so a relay login fixed and reloaded is tried then, not an hour later), and
+//! so a relay login fixed and reloaded is tried then, not an hour later; a job
+//! keeps the configuration it started with, taken whole, [`Running`]), and
 //! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
 //! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
@@ -220,8 +221,7 @@ pub fn is_running(database: &Path) -> Result<bool, StoreError> {
 
 /// State shared by the scheduler loop, the jobs and the HTTP handlers.
 pub struct Shared {
-    config: RwLock<Arc<Config>>,
-    settings: RwLock<Arc<DaemonSettings>>,
+    running: RwLock<Arc<Running>>,
     /// The daemon's own connection: job records, the ledger for `/status`.
     db: Mutex<Store>,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
@@ -243,7 +243,6 @@ pub struct Shared {
     /// further write.
     stopping: StopSignal,
     metrics: Option<PrometheusHandle>,
-    trigger_token: RwLock<Option<SecretString>>,
     start: RwLock<Option<StartJob>>,
     /// Failed runs in a row, per job (for the repeated-failures alert).
     failures: Mutex<BTreeMap<&'static str, u32>>,
@@ -260,6 +259,37 @@ pub struct Shared {
     /// Set by a successful reload: the next mail job first makes the messages
     /// waiting for their next attempt due ([`mail_job`]).
     release_mail: AtomicBool,
+}
+
+/// The configuration the daemon runs: as loaded at start or by the last
+/// successful reload, replaced whole. A job takes it once ([`Shared::running`])
+/// and keeps it to its end, so it never pairs one load's `[schedule]` (its dry
+/// run, its time limit) with another load's workspace, directory or thresholds:
+/// a reload into dry run with a new directory must not let a reconcile write
+/// from that directory, as one that read the two halves a moment apart would.
+pub struct Running {
+    pub config: Arc<Config>,
+    pub settings: Arc<DaemonSettings>,
+    /// `http.trigger_token_file`, read when the configuration was loaded.
+    trigger_token: Option<SecretString>,
+}
+
+impl Running {
+    fn new(
+        config: Config,
+        settings: DaemonSettings,
+        trigger_token: Option<SecretString>,
+    ) -> Running {
+        Running {
+            config: Arc::new(config),
+            settings: Arc::new(settings),
+            trigger_token,
+        }
+    }
+
+    pub fn trigger_token(&self) -> Option<&SecretString> {
+        self.trigger_token.as_ref()
+    }
 }
 
 /// The state database file the daemon opened at start, by device and inode.
@@ -318,17 +348,32 @@ impl DatabaseFile {
 }
 
 impl Shared {
-    pub fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => Arc::clone(&c),
+    /// The configuration as one whole: what a job runs with from its start to
+    /// its end.
+    pub fn running(&self) -> Arc<Running> {
+        match self.running.read() {
+            Ok(running) => Arc::clone(&running),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
+    /// The running configuration, for a reader that needs nothing of `[schedule]`
+    /// along with it.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.running().config)
+    }
+
+    /// The running `[schedule]` settings, for a reader that needs nothing else of
+    /// the configuration along with them.
     pub fn settings(&self) -> Arc<DaemonSettings> {
-        match self.settings.read() {
-            Ok(s) => Arc::clone(&s),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        Arc::clone(&self.running().settings)
+    }
+
+    fn replace_running(&self, running: Running) {
+        let running = Arc::new(running);
+        match self.running.write() {
+            Ok(mut slot) => *slot = running,
+            Err(poisoned) => *poisoned.into_inner() = running,
         }
     }
 
@@ -647,8 +692,7 @@ pub async fn run(
         }
     }
     let shared = Arc::new(Shared {
-        config: RwLock::new(Arc::new(config)),
-        settings: RwLock::new(Arc::new(settings)),
+        running: RwLock::new(Arc::new(Running::new(config, settings, trigger_token))),
         db: Mutex::new(db),
         counters: counters.clone(),
         writer: Arc::new(tokio::sync::Mutex::new(())),
@@ -659,7 +703,6 @@ pub async fn run(
         wall_started: (clock.now(), tokio::time::Instant::now()),
         stopping: StopSignal::new(),
         metrics,
-        trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
         successes: Mutex::new(BTreeMap::new()),
@@ -926,40 +969,31 @@ fn reload(shared: &Shared, path: &Path) -> bool {
         Ok((config, settings, token))
     });
     match loaded {
-        Ok((config, settings, token)) => {
-            let old = shared.config();
+        Ok((mut config, mut settings, token)) => {
+            let old = shared.running();
             if let Some(warning) = restart_only_changes(
-                (&old.state.path, shared.settings().listen),
+                (&old.config.state.path, old.settings.listen),
                 (&config.state.path, settings.listen),
             ) {
                 tracing::warn!("{warning}");
             }
-            for change in exception_changes(&old, &config, shared.now()) {
+            for change in exception_changes(&old.config, &config, shared.now()) {
                 tracing::info!("{change}");
             }
-            let mut config = config;
-            config.state.path = old.state.path.clone();
-            if let Ok(mut slot) = shared.config.write() {
-                *slot = Arc::new(config);
-            }
-            let mode_changed = shared.settings().dry_run != settings.dry_run;
-            if let Ok(mut slot) = shared.settings.write() {
-                let mut settings = settings;
-                settings.listen = slot.listen;
-                *slot = Arc::new(settings);
-            }
+            config.state.path = old.config.state.path.clone();
+            settings.listen = old.settings.listen;
+            let mode_changed = old.settings.dry_run != settings.dry_run;
+            shared.replace_running(Running::new(config, settings, token));
+            let running = shared.running();
             if mode_changed {
-                announce_mode(&shared.settings());
-            }
-            if let Ok(mut slot) = shared.trigger_token.write() {
-                *slot = token;
+                announce_mode(&running.settings);
             }
             metrics::gauge!("seatwarden_config_reload_failed").set(0.0);
             tracing::info!(config = %path.display(), "configuration reloaded");
-            for warning in shared.config().warnings() {
+            for warning in running.config.warnings() {
                 tracing::warn!("{warning}");
             }
-            announce_certificates(&shared.config(), shared.now());
+            announce_certificates(&running.config, shared.now());
             // The operator fixed the relay's login (or its URL, its CA) and
             // reloaded: the messages a refused login put off would otherwise wait
             // out its backoff, up to an hour. After any successful reload, not
@@ -1062,10 +1096,13 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     if stops_it() {
         return;
     }
+    // What the job runs with, from here to its end, whatever a reload does
+    // meanwhile: taken once its turn has come, so a reload while it waited counts.
+    let running = shared.running();
     // A sweep or retry pass that fired before a reload into dry run, and waited
     // for the writer locks meanwhile (behind a reconcile, or a command run by
     // hand), would deactivate after it: the daemon only observes now.
-    if matches!(name, SWEEP | RETRY) && shared.settings().dry_run {
+    if matches!(name, SWEEP | RETRY) && running.settings.dry_run {
         tracing::info!(
             job = name,
             "job skipped: schedule.dry_run was turned on since it fired, and a daemon in \
@@ -1087,10 +1124,10 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         metrics::histogram!("seatwarden_job_lock_wait_seconds", catalog::JOB_LABEL => name)
             .record(waited.as_secs_f64());
     }
-    let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
+    let notifier = notify::Notifier::from_config(&running.config).filter(|_| lost.is_none());
     let end = match lock_failure {
         Some(failure) => JobEnd::Failed(failure),
-        None => caught(dispatch(&shared, name, notifier.as_ref())).await,
+        None => caught(dispatch(&shared, &running, name, notifier.as_ref())).await,
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
     // that does not answer) must not keep the next sweep waiting.
@@ -1106,8 +1143,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         Err(_) => 0,
     };
     if let Some(notifier) = &notifier {
-        let config = shared.config();
-        match Store::open(&config.state.path) {
+        match Store::open(&running.config.state.path) {
             Ok(mut store) => {
                 match &end {
                     JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
@@ -1166,20 +1202,21 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
 /// The work of the job `name`, its locks taken.
 async fn dispatch(
     shared: &Arc<Shared>,
+    running: &Arc<Running>,
     name: &'static str,
     notifier: Option<&notify::Notifier>,
 ) -> JobEnd {
     match name {
-        RECONCILE => reconcile_job(shared, notifier).await,
-        SWEEP => JobEnd::of_pass(sweep_job(shared, true, notifier).await),
-        RETRY => JobEnd::of_pass(sweep_job(shared, false, notifier).await),
-        PRUNE => off_the_workers(shared, prune_job).await,
+        RECONCILE => reconcile_job(shared, running, notifier).await,
+        SWEEP => JobEnd::of_pass(sweep_job(shared, running, true, notifier).await),
+        RETRY => JobEnd::of_pass(sweep_job(shared, running, false, notifier).await),
+        PRUNE => {
+            let running = Arc::clone(running);
+            off_the_workers(shared, move |shared| prune_job(shared, &running)).await
+        }
         DIGEST => {
-            off_the_workers(shared, |shared| {
-                let notifier = notify::Notifier::from_config(&shared.config());
-                digest_job(shared, notifier.as_ref())
-            })
-            .await
+            let notifier = notify::Notifier::from_config(&running.config);
+            off_the_workers(shared, move |shared| digest_job(shared, notifier.as_ref())).await
         }
         MAIL => mail_job(shared, notifier).await,
         #[cfg(test)]
@@ -1493,10 +1530,14 @@ impl JobEnd {
 /// run was cut short as SIGTERM cuts it), and the job `failed`: unlike a
 /// restart, a reconcile that cannot finish within its limit never converges the
 /// workspace, and each one counts towards the repeated-failure alert.
-async fn reconcile_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
-    let (stop, _limit) = time_limited(&shared.stopping, shared.settings().reconcile_max_duration);
+async fn reconcile_job(
+    shared: &Shared,
+    running: &Running,
+    notifier: Option<&notify::Notifier>,
+) -> JobEnd {
+    let (stop, _limit) = time_limited(&shared.stopping, running.settings.reconcile_max_duration);
     match (
-        JobEnd::of(reconcile_run(shared, notifier, stop.clone()).await),
+        JobEnd::of(reconcile_run(shared, running, notifier, stop.clone()).await),
         stop.cause(),
     ) {
         // Given up while reading, the run's error does not say why.
@@ -1510,24 +1551,25 @@ async fn reconcile_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> 
 
 async fn reconcile_run(
     shared: &Shared,
+    running: &Running,
     notifier: Option<&notify::Notifier>,
     stop: StopSignal,
 ) -> Result<(), RunError> {
-    let config = shared.config();
+    let config = &running.config;
     let store = Store::open(&config.state.path)?;
     let options = run::RunOptions {
         stop,
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
-    let mode = reconcile_mode(&shared.settings());
+    let mode = reconcile_mode(&running.settings);
     // The connectors are made here, not in the run, so that the retries of a
     // run that failed are counted too: a directory or workspace throttled or down
     // until the run gave up is what the counter is for.
     let client = ScimClient::new(config.scim_settings()?)?;
-    let directory = run::directory_from_config(&config);
+    let directory = run::directory_from_config(config);
     let outcome =
-        run::execute_with_options(&config, &directory, &client, store, mode, options).await;
+        run::execute_with_options(config, &directory, &client, store, mode, options).await;
     metrics::counter!("seatwarden_retries_total")
         .increment(client.stats().retries.saturating_add(directory.retries()));
     let outcome = outcome?;
@@ -1729,14 +1771,15 @@ enum PassReach {
 
 async fn sweep_job(
     shared: &Shared,
+    running: &Running,
     read_directory: bool,
     notifier: Option<&notify::Notifier>,
 ) -> Result<PassReach, RunError> {
-    let config = shared.config();
-    let settings = shared.settings();
+    let config = &running.config;
+    let settings = &running.settings;
     let mut opened = Store::open(&config.state.path)?;
     let client = ScimClient::new(config.scim_settings()?)?;
-    run::same_workspace(&mut opened, &config, &client, false, shared.now())?;
+    run::same_workspace(&mut opened, config, &client, false, shared.now())?;
     let store = Arc::new(Mutex::new(opened));
     // The sweep discovers the workspace itself, once the directory is read and
     // its leavers are recorded: a workspace that is down must not delay that.
@@ -1748,18 +1791,18 @@ async fn sweep_job(
     let (outcome, unsent) = if read_directory {
         let directory = config.sweep_directory();
         let sweeping = sweep::sweep(
-            &config,
+            config,
             &directory,
             &client,
             &store,
             now,
-            chrono_sla(&settings),
+            chrono_sla(settings),
         );
         let swept = apply::until_stopped(stop, sweeping).await;
         directory_retries = directory.retries();
         swept
     } else {
-        apply::until_stopped(stop, sweep::enforce(&config, &client, &store, now)).await
+        apply::until_stopped(stop, sweep::enforce(config, &client, &store, now)).await
     };
     // Counted whether the pass succeeded or not, the directory's with the
     // workspace's: a read throttled until it failed is what the counter is for.
@@ -1901,9 +1944,9 @@ async fn off_the_workers(
     }
 }
 
-fn prune_job(shared: &Shared) -> Result<(), RunError> {
-    let config = shared.config();
-    let settings = shared.settings();
+fn prune_job(shared: &Shared, running: &Running) -> Result<(), RunError> {
+    let config = &running.config;
+    let settings = &running.settings;
     let retention = chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
     let (wall_started, at) = shared.wall_started;
     let as_of = match pruning_as_of(shared.now(), wall_started, at.elapsed()) {
@@ -2291,6 +2334,77 @@ mod tests {
         }
     }
 
+    /// What a reload does to the configuration, the rest of it as it was.
+    fn set_config(shared: &Shared, config: Arc<Config>) {
+        let running = shared.running();
+        shared.replace_running(Running {
+            config,
+            settings: Arc::clone(&running.settings),
+            trigger_token: running.trigger_token.clone(),
+        });
+    }
+
+    /// A reload replaces the configuration, the `[schedule]` settings and the
+    /// trigger token as one: a reader (a job starting, `/status`) never pairs a
+    /// dry run from one file with the rest of another. Reloads alternate between
+    /// a file in dry run with one token and a file writing with another, while
+    /// two threads read what runs.
+    #[test]
+    fn a_reader_never_sees_half_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::new(shared_in(
+            dir.path(),
+            Arc::new(SetClock(Mutex::new(Utc::now()))),
+        ));
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(dir.path().join("token-dry"), "dry\n").unwrap();
+        std::fs::write(dir.path().join("token-writes"), "writes\n").unwrap();
+        let file = |dry_run: bool| {
+            let token = if dry_run { "token-dry" } else { "token-writes" };
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
+                 [state]\npath = \"state.db\"\n\
+                 [schedule]\ndry_run = {dry_run}\n\
+                 [http]\ntrigger_token_file = \"{token}\"\n"
+            )
+        };
+        std::fs::write(&path, file(true)).unwrap();
+        assert!(reload(&shared, &path));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || {
+                    let mut seen = BTreeMap::<bool, u64>::new();
+                    while !done.load(Ordering::SeqCst) {
+                        let running = shared.running();
+                        let dry_run = running.settings.dry_run;
+                        assert_eq!(running.config.schedule.dry_run, dry_run);
+                        let token = running
+                            .trigger_token()
+                            .map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned());
+                        let expected = if dry_run { "dry" } else { "writes" };
+                        assert_eq!(token.as_deref(), Some(expected));
+                        *seen.entry(dry_run).or_default() += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for round in 0..40 {
+            std::fs::write(&path, file(round % 2 == 0)).unwrap();
+            assert!(reload(&shared, &path), "round {round}");
+        }
+        done.store(true, Ordering::SeqCst);
+        for reader in readers {
+            let seen = reader.join().unwrap();
+            assert!(!seen.is_empty(), "the reader read");
+        }
+        assert!(!shared.settings().dry_run, "the last file read writes");
+    }
+
     /// The daemon's shared state on the configuration in `dir` (a file directory,
     /// `state.db`), on `clock`, as `run` makes it at start.
     fn shared_in(dir: &Path, clock: Arc<SetClock>) -> Shared {
@@ -2309,8 +2423,7 @@ mod tests {
         let database = DatabaseFile::of(&config.state.path).unwrap();
         let clock: Arc<dyn Clock> = clock;
         Shared {
-            config: RwLock::new(Arc::new(config)),
-            settings: RwLock::new(Arc::new(settings)),
+            running: RwLock::new(Arc::new(Running::new(config, settings, None))),
             db: Mutex::new(db),
             counters: BTreeMap::new(),
             writer: Arc::new(tokio::sync::Mutex::new(())),
@@ -2321,7 +2434,6 @@ mod tests {
             clock,
             stopping: StopSignal::new(),
             metrics: None,
-            trigger_token: RwLock::new(None),
             start: RwLock::new(None),
             failures: Mutex::new(BTreeMap::new()),
             successes: Mutex::new(BTreeMap::new()),
@@ -2448,7 +2560,7 @@ mod tests {
             .unwrap();
         drop(store);
         for read_directory in [true, false] {
-            match sweep_job(&shared, read_directory, None).await {
+            match sweep_job(&shared, &shared.running(), read_directory, None).await {
                 Err(RunError::OtherWorkspace {
                     recorded,
                     configured,
@@ -2494,13 +2606,13 @@ mod tests {
         };
 
         *clock.0.lock().unwrap() = started + chrono::Duration::days(5 * 365);
-        prune_job(&shared).unwrap();
+        prune_job(&shared, &shared.running()).unwrap();
         assert_eq!(stored(&store), 3, "pruned on a clock five years ahead");
 
         // The same prune on a daemon started with the clock right, 40 days on.
         let later = Arc::new(SetClock(Mutex::new(started + chrono::Duration::days(40))));
         let shared = shared_in(dir.path(), later);
-        prune_job(&shared).unwrap();
+        prune_job(&shared, &shared.running()).unwrap();
         assert_eq!(stored(&store), 0, "older than the retention");
     }
 
@@ -2776,7 +2888,7 @@ mod tests {
                 // The login is fixed and the daemon reloaded while this pass runs.
                 std::fs::write(reload_dir.join("relay-password"), "fixed\n").unwrap();
                 let config = Config::load_with_env(&reload_path, Some(Default::default())).unwrap();
-                *reloader.config.write().unwrap() = Arc::new(config);
+                set_config(&reloader, Arc::new(config));
                 reloader.release_mail.store(true, Ordering::SeqCst);
                 let _runtime = handle.enter();
                 assert!(!reloader.trigger_or_follow(MAIL), "the job runs");
@@ -2785,10 +2897,13 @@ mod tests {
             _ => None,
         });
         std::fs::write(dir.path().join("relay-password"), "rotated-away\n").unwrap();
-        *shared.config.write().unwrap() = mailing_config(
-            dir.path(),
-            port,
-            "username = \"relay\"\npassword_file = \"relay-password\"\n",
+        set_config(
+            &shared,
+            mailing_config(
+                dir.path(),
+                port,
+                "username = \"relay\"\npassword_file = \"relay-password\"\n",
+            ),
         );
         queue_overdue_alert(&shared);
         let outbox = || {
@@ -2827,12 +2942,12 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        *shared.config.write().unwrap() = with_relay(gone);
+        set_config(&shared, with_relay(gone));
         let started_with = notify::Notifier::from_config(&shared.config()).unwrap();
         queue_overdue_alert(&shared);
         // The reload: the new relay, then the release.
         let (port, taken) = accepting_relay();
-        *shared.config.write().unwrap() = with_relay(port);
+        set_config(&shared, with_relay(port));
         shared.release_mail.store(true, Ordering::SeqCst);
 
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -2961,7 +3076,7 @@ mod tests {
             counters: BTreeMap::from([(MAIL, Arc::new(schedule::JobCounters::default()))]),
             ..shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))))
         });
-        *shared.config.write().unwrap() = mailing_config(dir.path(), port, "");
+        set_config(&shared, mailing_config(dir.path(), port, ""));
         // The mail run under way when the other job ends: it has passed the
         // outbox already, and ends once let go.
         let (let_go, held) = tokio::sync::oneshot::channel::<()>();
