@@ -2251,11 +2251,9 @@ fn next_actions(
         &store.disputed_candidates()?,
         &safety::plan_settings_at(config, directory, store, now)?,
     );
-    let managed = planned.new_links.len()
-        + links
-            .iter()
-            .filter(|l| workspace.accounts.iter().any(|a| a.id == l.account_id))
-            .count();
+    // As the run counts them, so that a percentage threshold holds here what the
+    // run would hold.
+    let managed = crate::run::managed_accounts(workspace, links, &planned);
     let input = safety::guard_input(store, now, directory.complete, managed, false)?;
     let guarded = guard::guard(
         planned,

@@ -1345,9 +1345,10 @@ async fn pipeline(
     })
 }
 
-/// Accounts linked (or matched this run) to a directory identity: the population
-/// the percentage thresholds are computed against.
-fn managed_accounts(
+/// Accounts linked (or matched this run) to a directory identity that the
+/// workspace still has: the population the percentage thresholds are computed
+/// against. `explain` counts with it too.
+pub(crate) fn managed_accounts(
     workspace: &WorkspaceSnapshot,
     links: &[crate::model::Link],
     plan: &Plan,
