@@ -426,6 +426,25 @@ impl Shared {
         self.database.lost_at(&self.config().state.path)
     }
 
+    /// A new connection to the state database for a job: to the file opened at
+    /// start, never a new one. A job checks the file before it begins, but the
+    /// database may be deleted while it runs, and a plain open would then make
+    /// an empty one at the path (the next job would call it "another file", and
+    /// a restart would begin from it).
+    pub fn open_store(&self) -> Result<Store, StoreError> {
+        let refused = |lost| StoreError::NotTheDaemons(lost);
+        if let Some(lost) = self.database_lost() {
+            return Err(refused(lost));
+        }
+        let store = Store::open_existing(&self.config().state.path)
+            .map_err(|e| self.database_lost().map_or(e, refused))?;
+        // Replaced between the look and the open: this is the other file.
+        match self.database_lost() {
+            Some(lost) => Err(refused(lost)),
+            None => Ok(store),
+        }
+    }
+
     /// The jobs waiting for the writer locks now, each since when ([`LockWait`]).
     pub fn lock_waits_now(&self) -> BTreeMap<&'static str, DateTime<Utc>> {
         self.lock_waits
@@ -1143,7 +1162,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         Err(_) => 0,
     };
     if let Some(notifier) = &notifier {
-        match Store::open(&running.config.state.path) {
+        match shared.open_store() {
             Ok(mut store) => {
                 match &end {
                     JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
@@ -1174,7 +1193,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         && !shared.trigger_or_follow(MAIL)
         && shared.stopping.is_stopped()
     {
-        match Store::open(&shared.config().state.path) {
+        match shared.open_store() {
             Ok(mut store) => drop(notifier.deliver(&mut store, finished).await),
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
@@ -1221,6 +1240,8 @@ async fn dispatch(
         MAIL => mail_job(shared, notifier).await,
         #[cfg(test)]
         tests::PANICKING => tests::panicking_job().await,
+        #[cfg(test)]
+        tests::DELETING_ITS_DATABASE => tests::deleting_its_database(shared),
         _ => JobEnd::Succeeded,
     }
 }
@@ -1556,7 +1577,7 @@ async fn reconcile_run(
     stop: StopSignal,
 ) -> Result<(), RunError> {
     let config = &running.config;
-    let store = Store::open(&config.state.path)?;
+    let store = shared.open_store()?;
     let options = run::RunOptions {
         stop,
         retention_as_of: retention_as_of(shared, config.delete_after()),
@@ -1598,7 +1619,7 @@ async fn reconcile_run(
             .record(latency.as_seconds_f64());
     }
     let now = shared.now();
-    let mut store = Store::open(&config.state.path)?;
+    let mut store = shared.open_store()?;
     if let Some(notifier) = notifier {
         notifier.after_reconcile(&mut store, &outcome.report, now);
     }
@@ -1777,7 +1798,7 @@ async fn sweep_job(
 ) -> Result<PassReach, RunError> {
     let config = &running.config;
     let settings = &running.settings;
-    let mut opened = Store::open(&config.state.path)?;
+    let mut opened = shared.open_store()?;
     let client = ScimClient::new(config.scim_settings()?)?;
     run::same_workspace(&mut opened, config, &client, false, shared.now())?;
     let store = Arc::new(Mutex::new(opened));
@@ -1901,7 +1922,7 @@ async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEn
     let Some(notifier) = notifier else {
         return JobEnd::Succeeded;
     };
-    match Store::open(&shared.config().state.path) {
+    match shared.open_store() {
         Ok(mut store) => {
             let now = shared.now();
             if release {
@@ -1945,7 +1966,6 @@ async fn off_the_workers(
 }
 
 fn prune_job(shared: &Shared, running: &Running) -> Result<(), RunError> {
-    let config = &running.config;
     let settings = &running.settings;
     let retention = chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
     let (wall_started, at) = shared.wall_started;
@@ -1966,7 +1986,7 @@ fn prune_job(shared: &Shared, running: &Running) -> Result<(), RunError> {
         }
     };
     let before = as_of - retention;
-    let mut store = Store::open(&config.state.path)?;
+    let mut store = shared.open_store()?;
     let pruned = store.prune_before(before)?;
     let snapshots = store.prune_snapshots(SNAPSHOTS_KEPT)?;
     if pruned.total() + snapshots > 0 {
@@ -2045,9 +2065,8 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
         tracing::warn!("schedule.digest is set but [report.email] is not: no digest sent");
         return Ok(());
     };
-    let config = shared.config();
     let now = shared.now();
-    let mut store = Store::open(&config.state.path)?;
+    let mut store = shared.open_store()?;
     let (period, covered) = digest_periods(&store, now)?;
     // One transaction: a digest queued without its period advanced would be
     // followed by a second one covering the same period.
@@ -2332,6 +2351,44 @@ mod tests {
             assert!(error.contains("index out of bounds"), "{error}");
             assert_eq!(shared.failures.lock().unwrap()[PANICKING], runs);
         }
+    }
+
+    /// A job during which the state database is deleted (a cleanup, a volume
+    /// swapped), its `-wal` and `-shm` files too.
+    pub(super) const DELETING_ITS_DATABASE: &str = "deleting its database";
+
+    pub(super) fn deleting_its_database(shared: &Shared) -> JobEnd {
+        let database = shared.config().state.path.clone();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = database.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+        JobEnd::Succeeded
+    }
+
+    /// The state database deleted while a job runs: what runs after it (the
+    /// alerts made after every job, on a connection of their own) does not make
+    /// an empty one at its path, which the next job would refuse as "another
+    /// file" and a restart would begin from, knowing no open deprovision.
+    #[tokio::test]
+    async fn a_database_deleted_during_a_job_is_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::new(shared_in(
+            dir.path(),
+            Arc::new(SetClock(Mutex::new(Utc::now()))),
+        ));
+        // With mail, so that alerts are looked for after the job.
+        set_config(&shared, mailing_config(dir.path(), 9, ""));
+        let database = dir.path().join("state.db");
+        run_job(Arc::clone(&shared), DELETING_ITS_DATABASE).await;
+        assert!(!database.exists(), "made again after the job");
+        let refused = shared.open_store().err().unwrap().to_string();
+        assert!(
+            refused.contains("is gone since the daemon started"),
+            "{refused}"
+        );
+        assert!(!database.exists(), "made again by a job's open");
     }
 
     /// What a reload does to the configuration, the rest of it as it was.

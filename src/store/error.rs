@@ -53,6 +53,12 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// The file at the daemon's `state.path` is no longer the database it opened
+    /// at start (deleted, or replaced): a job refuses it rather than make or use
+    /// another ([`crate::daemon::DatabaseFile`]). Why, in full.
+    #[error("{0}")]
+    NotTheDaemons(String),
+
     /// The database file could not be created (a missing directory, no permission).
     #[error(
         "cannot create the state database {path}: {source}{}",

@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Action, LinkMethod, NewLink};
@@ -373,11 +373,22 @@ impl Store {
     /// the leavers' ledger and the outbox, and a command run from a shell has a
     /// umask that would let every local user read them.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, true)
+    }
+
+    /// Opens the database at `path` only if a file is there: never makes a new
+    /// one. For the daemon's jobs, which must not begin again from an empty
+    /// database where the one they run on was deleted under them.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Store, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
         };
-        if !path.exists() {
+        if create && !path.exists() {
             match private_file().create_new(true).open(path) {
                 Ok(_) => {}
                 // Made by another process meanwhile: SQLite opens it as it is.
@@ -390,7 +401,15 @@ impl Store {
                 }
             }
         }
-        let conn = Connection::open(path).map_err(open_error)?;
+        let flags = if create {
+            OpenFlags::default()
+        } else {
+            // Without CREATE, SQLite fails on a missing file where it would
+            // otherwise make one, and nothing can delete it between a check and
+            // the open.
+            OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
         // Before the first read: another process creating or migrating the same
         // new file (a daemon's first start, `seatwarden status` beside it) holds
         // its lock for a moment, which is waited for, not an error.
