@@ -695,8 +695,9 @@ pub struct Digest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<ExceptionLine>,
     /// The userNames of the exceptions the newest report found naming no
-    /// account and no person (its EXCEPTION NAMES NOBODY): they keep nothing,
-    /// and the people they were meant for lose access.
+    /// account and no person (its EXCEPTION NAMES NOBODY; the newest that could
+    /// tell, when its reads were not whole): they keep nothing, and the people
+    /// they were meant for lose access.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions_naming_nobody: Vec<String>,
     /// How people run seatwarden's commands here, for the lines that say where
