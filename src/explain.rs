@@ -384,30 +384,60 @@ impl Loaded {
     /// A person the directory no longer has, named by their identity id or by
     /// the directory userName their deprovision in the ledger keeps: their
     /// stored link and its account, which the plan deprovisions as theirs.
-    /// Nothing when no link ties them to an account.
-    fn departed(&self, person: &str) -> Found<'_> {
-        let identity_id = self
+    /// Nothing when no link ties them to an account. Only people with a link
+    /// are looked at: an older episode of the name (someone deleted, re-added
+    /// under another id, deleted again) must not hide the one the plan acts
+    /// on; two such are refused, naming each.
+    fn departed(&self, person: &str) -> Result<Found<'_>, ExplainError> {
+        let gone_and_linked = |identity_id: &str| {
+            let present = self
+                .directory
+                .identities
+                .iter()
+                .any(|i| i.id == identity_id);
+            self.links
+                .iter()
+                .find(|l| l.identity_id == identity_id)
+                .filter(|_| !present)
+        };
+        let mut named: Vec<&StoredLink> = self
             .departed
             .iter()
-            .find(|(id, user_name)| id == person || crate::model::same_name(user_name, person))
-            .map_or(person, |(id, _)| id.as_str());
-        let Some(link) = self.links.iter().find(|l| l.identity_id == identity_id) else {
-            return (None, None, None);
+            .filter(|(id, user_name)| id == person || crate::model::same_name(user_name, person))
+            .filter_map(|(id, _)| gone_and_linked(id))
+            .collect();
+        named.sort_by(|a, b| a.identity_id.cmp(&b.identity_id));
+        named.dedup_by(|a, b| a.identity_id == b.identity_id);
+        let link = match named.as_slice() {
+            [] => match gone_and_linked(person) {
+                Some(link) => link,
+                None => return Ok((None, None, None)),
+            },
+            [link] => *link,
+            several => {
+                return Err(ExplainError::Ambiguous {
+                    person: person.to_owned(),
+                    field: "userName the deprovision ledger keeps",
+                    identities: several
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{} (account {})",
+                                clean(&l.identity_id),
+                                clean(&l.account_id)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
         };
-        if self
-            .directory
-            .identities
-            .iter()
-            .any(|i| i.id == identity_id)
-        {
-            return (None, None, None);
-        }
         let account = self
             .workspace
             .accounts
             .iter()
             .find(|a| a.id == link.account_id);
-        (None, Some(link), account)
+        Ok((None, Some(link), account))
     }
 
     /// The person's identity, stored link and account. Named by the person: the
@@ -440,7 +470,7 @@ impl Loaded {
                     .filter(|a| crate::model::same_name(&a.user_name, person))
                     .collect();
                 match named.as_slice() {
-                    [] => return Ok(self.departed(person)),
+                    [] => return self.departed(person),
                     [account] => *account,
                     several => {
                         return Err(ExplainError::AmbiguousAccount {
@@ -2434,6 +2464,64 @@ mod tests {
             department: None,
             groups: vec![],
         }
+    }
+
+    /// Someone deleted from the directory is found by the userName their ledger
+    /// episode keeps. A person deleted, re-added under another id and deleted
+    /// again has two episodes under that name: the first (the older, whose
+    /// account a retention deletion took with its link) hid the second, and
+    /// explain said the name was not found while the plan kept the second's
+    /// account by an exception naming it. Only someone with a link is found;
+    /// two such are refused, naming both, as two identities of one name are.
+    #[test]
+    fn a_departed_person_is_found_past_an_older_episode_of_their_name() {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let link = |identity: &str, account: &str| StoredLink {
+            identity_id: identity.into(),
+            account_id: account.into(),
+            method: crate::model::LinkMethod::UserName,
+            linked_at: at,
+        };
+        let mut loaded = Loaded {
+            run: 1,
+            record: None,
+            cut_off: false,
+            directory: DirectorySnapshot {
+                identities: Vec::new(),
+                complete: true,
+            },
+            workspace: WorkspaceSnapshot {
+                accounts: vec![account("x2", "dlee@corp.example", "dlee@corp.example")],
+                groups: Vec::new(),
+            },
+            links: vec![link("00u-second", "x2")],
+            remembered: Vec::new(),
+            manual_links: Vec::new(),
+            departed: vec![
+                ("00u-first".into(), "dana@example.com".into()),
+                ("00u-second".into(), "dana@example.com".into()),
+            ],
+        };
+        let (identity, found_link, found_account) = loaded.find("Dana@example.com", &[]).unwrap();
+        assert!(identity.is_none());
+        assert_eq!(
+            found_link.map(|l| l.identity_id.as_str()),
+            Some("00u-second")
+        );
+        assert_eq!(found_account.map(|a| a.id.as_str()), Some("x2"));
+        // By id, as before.
+        let (_, by_id, _) = loaded.find("00u-second", &[]).unwrap();
+        assert!(by_id.is_some());
+
+        loaded.links.push(link("00u-first", "x1"));
+        let Err(error) = loaded.find("dana@example.com", &[]) else {
+            panic!("two departed people of one name");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("00u-first") && error.contains("00u-second"),
+            "{error}"
+        );
     }
 
     fn account(id: &str, user_name: &str, email: &str) -> Account {

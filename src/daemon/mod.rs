@@ -1146,7 +1146,15 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     let notifier = notify::Notifier::from_config(&running.config).filter(|_| lost.is_none());
     let end = match lock_failure {
         Some(failure) => JobEnd::Failed(failure),
-        None => caught(dispatch(&shared, &running, name, notifier.as_ref())).await,
+        None => match caught(dispatch(&shared, &running, name, notifier.as_ref())).await {
+            Ok(end) => end,
+            Err(panicked) => {
+                if runs_dry_runs(name) {
+                    close_dry_run_cut_off(&shared, name, started);
+                }
+                JobEnd::Failed(panicked)
+            }
+        },
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
     // that does not answer) must not keep the next sweep waiting.
@@ -1242,25 +1250,61 @@ async fn dispatch(
         tests::PANICKING => tests::panicking_job().await,
         #[cfg(test)]
         tests::DELETING_ITS_DATABASE => tests::deleting_its_database(shared),
+        #[cfg(test)]
+        tests::PANICKING_IN_A_DRY_RUN => tests::panicking_in_a_dry_run(shared).await,
         _ => JobEnd::Succeeded,
     }
 }
 
 /// A job that panics (a bug, here or in a library) ends as a failure like any
-/// other: recorded in `jobs` with the panic's message, counted towards repeated
-/// failures and alerted on. Unwound past `run_job` instead, it would leave its
-/// row "running" until its next run, count nothing, and send nothing it queued.
-/// What it held unwinds with it: an open transaction rolls back, and the
-/// daemon's locks read through a poisoned mutex.
-async fn caught(job: impl std::future::Future<Output = JobEnd>) -> JobEnd {
+/// other: recorded in `jobs` with the panic's message (the `Err` here), counted
+/// towards repeated failures and alerted on. Unwound past `run_job` instead, it
+/// would leave its row "running" until its next run, count nothing, and send
+/// nothing it queued. What it held unwinds with it: an open transaction rolls
+/// back, and the daemon's locks read through a poisoned mutex.
+async fn caught(job: impl std::future::Future<Output = JobEnd>) -> Result<JobEnd, String> {
     use futures::FutureExt as _;
-    match std::panic::AssertUnwindSafe(job).catch_unwind().await {
-        Ok(end) => end,
-        Err(payload) => JobEnd::Failed(format!(
-            "the job panicked, a bug in seatwarden (please report it with the log around \
-             this line): {}",
-            crate::logging::panic_message(payload.as_ref())
-        )),
+    std::panic::AssertUnwindSafe(job)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            format!(
+                "the job panicked, a bug in seatwarden (please report it with the log around \
+                 this line): {}",
+                crate::logging::panic_message(payload.as_ref())
+            )
+        })
+}
+
+/// Whether the job `name` runs the dry runs of a daemon in `schedule.dry_run`.
+fn runs_dry_runs(name: &str) -> bool {
+    match name {
+        RECONCILE => true,
+        #[cfg(test)]
+        tests::PANICKING_IN_A_DRY_RUN => true,
+        _ => false,
+    }
+}
+
+/// Marks failed the dry run a job begun at `started` was in when it panicked.
+/// A dry run holds no writer lock, so no writer closes one cut off, and the
+/// daemon's start closes it only while its job is still marked running, which
+/// a panic caught ([`caught`]) no longer leaves: it would read as under way for
+/// good, and never be pruned.
+fn close_dry_run_cut_off(shared: &Shared, name: &'static str, started: DateTime<Utc>) {
+    let now = shared.now();
+    match shared.with_db(|db| db.close_interrupted_dry_run(started, now)) {
+        Ok(Some(run)) => tracing::warn!(
+            job = name,
+            run,
+            "the dry run the job panicked in marked failed (interrupted)"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!(
+            job = name,
+            error = %e,
+            "cannot mark failed the dry run the job panicked in"
+        ),
     }
 }
 
@@ -2330,6 +2374,39 @@ mod tests {
     pub(super) async fn panicking_job() -> JobEnd {
         let holders: Vec<&str> = Vec::new();
         JobEnd::Failed(holders[3].to_owned())
+    }
+
+    /// A job name only the tests run: it begins a dry run, as the reconcile
+    /// job of a daemon in `schedule.dry_run` does, and panics in it.
+    pub(super) const PANICKING_IN_A_DRY_RUN: &str = "panicking in a dry run";
+
+    pub(super) async fn panicking_in_a_dry_run(shared: &Shared) -> JobEnd {
+        let now = shared.now();
+        shared
+            .with_db(|db| db.begin_run(crate::store::RunKind::DryRun, now))
+            .unwrap();
+        panic!("a bug in the middle of a dry run");
+    }
+
+    /// A dry run holds no writer lock: no writer closes one cut off, and the
+    /// daemon's start closed it only while its job was still marked running.
+    /// Its job now ends recorded failed after a panic, so the dry run it was
+    /// in was left "running" for good (never pruned, never counted): it is
+    /// closed failed as the job ends.
+    #[tokio::test]
+    async fn the_dry_run_a_panicking_job_was_in_is_closed_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+        let shared = Arc::new(shared_in(dir.path(), clock));
+        run_job(Arc::clone(&shared), PANICKING_IN_A_DRY_RUN).await;
+        let running = shared.with_db(|db| db.running_runs()).unwrap();
+        assert!(running.is_empty(), "{running:?}");
+        let dry_run = shared
+            .with_db(|db| db.latest_run(&[crate::store::RunKind::DryRun]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(dry_run.status, RunStatus::Failed);
+        assert!(dry_run.finished_at.is_some());
     }
 
     /// A job whose work panics ends recorded as failed, with the panic's

@@ -31,7 +31,8 @@
 //!   in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
-//!   by the answers' `Date`), as `lastUpdated` is Okta's time, and the id and name
+//!   by the answers' `Date`: back in full, forward by the overlap at most, since a
+//!   `Date` wrongly ahead would skip changes), as `lastUpdated` is Okta's time, and the id and name
 //!   of each group of interest as the last full read found them: one renamed or
 //!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
 //!   without them (`okta-v1:`, from an older version).

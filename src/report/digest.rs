@@ -695,8 +695,9 @@ pub struct Digest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<ExceptionLine>,
     /// The userNames of the exceptions the newest report found naming no
-    /// account and no person (its EXCEPTION NAMES NOBODY): they keep nothing,
-    /// and the people they were meant for lose access.
+    /// account and no person (its EXCEPTION NAMES NOBODY; the newest that could
+    /// tell, when its reads were not whole): they keep nothing, and the people
+    /// they were meant for lose access.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions_naming_nobody: Vec<String>,
     /// How people run seatwarden's commands here, for the lines that say where
@@ -2005,6 +2006,51 @@ pub fn collect_after(
     })
 }
 
+/// When the newest report could not tell whether an exception names nobody
+/// (its reads were not whole: `exceptions_naming_nobody_unknown`), its finding
+/// is the one the newest run of its kind that could tell left: the alert and
+/// the gauge stay as that run left them, and a digest saying none would read
+/// as the typo fixed while the alert on it is still active.
+fn exceptions_as_last_told(store: &Store, stored: &mut StoredPeriods) -> Result<(), StoreError> {
+    let newest = [
+        stored.latest.as_ref(),
+        stored.reports.last(),
+        stored.previous.last(),
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|r| r.run_id);
+    let Some(run_id) = newest
+        .filter(|r| r.safety.exceptions_naming_nobody_unknown)
+        .map(|r| r.run_id)
+    else {
+        return Ok(());
+    };
+    let Some(run) = store.run(run_id)? else {
+        return Ok(());
+    };
+    let Some(told) = store
+        .latest_report_telling_exceptions(run.kind)?
+        .and_then(|json| Report::from_json(&json).ok())
+    else {
+        return Ok(());
+    };
+    // Every copy of the newest report: [`newest`] may take any of them.
+    for report in stored
+        .latest
+        .iter_mut()
+        .chain(stored.reports.iter_mut())
+        .chain(stored.previous.iter_mut())
+        .filter(|r| r.run_id == run_id)
+    {
+        report
+            .safety
+            .exceptions_naming_nobody
+            .clone_from(&told.safety.exceptions_naming_nobody);
+    }
+    Ok(())
+}
+
 /// One period's runs as [`collect`] reads them.
 #[derive(Default)]
 struct Loaded {
@@ -2055,7 +2101,8 @@ pub fn build_from_store_after(
     deprovisions: &[DigestDeprovision],
     admin_command: &str,
 ) -> Result<Digest, DigestError> {
-    let stored = collect_after(store, now, period, previous)?;
+    let mut stored = collect_after(store, now, period, previous)?;
+    exceptions_as_last_told(store, &mut stored)?;
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
     let decisions: Vec<crate::store::AuditRow> = store
         .audit_trail(crate::store::AuditFilter {

@@ -1030,8 +1030,33 @@ pub fn protected_by_person_remedies(p: &ProtectedByPerson, admin_command: &str) 
 /// The one-line verdict every renderer leads with. When something is failed,
 /// held or waiting, what the run did apply comes first: a leaver deactivated while
 /// a new hire's create waits is news, not "nothing happened". A command it names
-/// is run as `admin_command` (`report.admin_command`).
+/// is run as `admin_command` (`report.admin_command`). An exception naming
+/// nobody is told whatever else the run did: it makes the run need attention
+/// ([`State::of`]), so the headline never reads as good news beside it.
 pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
+    let (tone, text) = headline_of_the_run(report, admin_command);
+    let s = &report.summary;
+    let n = report.safety.exceptions_naming_nobody.len();
+    if n == 0 {
+        return (tone, text);
+    }
+    let nobody = format!(
+        "{} nobody, and so {} nobody — see EXCEPTION NAMES NOBODY",
+        plural(n, "exception names", "exceptions name"),
+        if n == 1 { "keeps" } else { "keep" }
+    );
+    let text = if s.actions_planned == 0 && s.drift_total == 0 && tone != Tone::Bad {
+        // "In sync" is what the exception makes untrue.
+        format!("nothing to do, but {nobody}")
+    } else {
+        format!("{text}; {nobody}")
+    };
+    let tone = if tone == Tone::Good { Tone::Warn } else { tone };
+    (tone, text)
+}
+
+/// [`headline`] but for exceptions naming nobody.
+fn headline_of_the_run(report: &Report, admin_command: &str) -> (Tone, String) {
     let s = &report.summary;
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
@@ -1169,19 +1194,6 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (
             if rejected > 0 { Tone::Warn } else { Tone::Good },
             applied_then(decided),
-        )
-    } else if s.actions_planned == 0
-        && s.drift_total == 0
-        && !report.safety.exceptions_naming_nobody.is_empty()
-    {
-        let n = report.safety.exceptions_naming_nobody.len();
-        (
-            Tone::Warn,
-            format!(
-                "nothing to do, but {} nobody, and so {} nobody — see EXCEPTION NAMES NOBODY",
-                plural(n, "exception names", "exceptions name"),
-                if n == 1 { "keeps" } else { "keep" }
-            ),
         )
     } else if s.actions_planned == 0
         && s.drift_total == 0
@@ -1743,6 +1755,49 @@ mod tests {
                 .1
                 .starts_with("nothing to do, but 2 exceptions name nobody, and so keep nobody")
         );
+    }
+
+    /// A run that did something (or found drift to review) while an exception
+    /// names nobody needs attention as much as one that did nothing: its
+    /// headline must not read as good news ("converged", in green) above a
+    /// "Needs attention" state, and must say what needs it.
+    #[test]
+    fn an_exception_naming_nobody_is_told_by_the_headline_of_a_run_that_did_something() {
+        let mut report = reconcile_report(SafetyReport::default());
+        report.safety.exceptions_naming_nobody = vec![crate::model::Exception {
+            user_name: "dana.lee@exmaple.com".to_owned(),
+            until: chrono::DateTime::UNIX_EPOCH,
+            reason: "handover".to_owned(),
+        }];
+        report.summary.drift_total = 2;
+        report.summary.actions_planned = 2;
+        report.summary.actions_applied = 2;
+        report.summary.converged = true;
+        assert_eq!(State::of(&report), State::NeedsAttention);
+        let (tone, text) = super::headline(&report, ADMIN);
+        assert_eq!(tone, Tone::Warn, "{text}");
+        assert!(
+            text.starts_with("converged: 2 actions applied and verified")
+                && text.contains("1 exception names nobody")
+                && text.contains("EXCEPTION NAMES NOBODY"),
+            "{text}"
+        );
+        // Drift only to review: said too.
+        report.summary.actions_planned = 0;
+        report.summary.actions_applied = 0;
+        let (tone, text) = super::headline(&report, ADMIN);
+        assert_eq!(tone, Tone::Warn, "{text}");
+        assert!(
+            text.starts_with("nothing to do; 2 drift items to review")
+                && text.contains("1 exception names nobody"),
+            "{text}"
+        );
+        // A failure stays the headline's tone.
+        report.summary.actions_planned = 2;
+        report.summary.actions_failed = 1;
+        let (tone, text) = super::headline(&report, ADMIN);
+        assert_eq!(tone, Tone::Bad, "{text}");
+        assert!(text.contains("1 exception names nobody"), "{text}");
     }
 
     /// What an incomplete directory read held is no approval's: `approve` refuses
