@@ -112,6 +112,17 @@ fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(line)
 }
 
+/// The line a command's final error is written as on a journal stream (see
+/// [`stderr_is_journal`]): `<3>error: ` and the error, as one line. The error
+/// quotes providers' answers (a SCIM `detail`, an Okta or Graph message), and a
+/// line break in one would start a journal entry of its own, at whatever `<N>`
+/// priority the text after it gives, while the rest of the error would be
+/// recorded at the stream's default priority (info), out of `journalctl -p err`.
+pub fn error_for_journal(error: &str) -> Vec<u8> {
+    let line = format!("<3>error: {error}\n");
+    one_line(line.as_bytes()).into_owned()
+}
+
 impl<S: Write> Drop for EventWriter<S> {
     fn drop(&mut self) {
         // The formatter writes an event and drops its writer: that is the end of
@@ -299,6 +310,22 @@ mod tests {
         assert!(lines[0].contains("refused\\r\\n2026"), "{output}");
         assert!(lines[1].starts_with("<6>"), "{output}");
         assert!(!output.contains('\r'), "{output:?}");
+    }
+
+    /// A command's final error under systemd is one journal entry at error
+    /// priority, whatever line breaks the provider's text it quotes holds.
+    #[test]
+    fn a_commands_error_is_one_journal_line_at_error_priority() {
+        let error = "reading the workspace: 400 Bad Request: invalid filter\n\
+                     <6>2026-12-06T03:00:00Z INFO seatwarden: job finished\r\nrest";
+        let line = String::from_utf8(error_for_journal(error)).unwrap();
+        assert_eq!(line.lines().count(), 1, "{line:?}");
+        assert!(
+            line.starts_with("<3>error: reading the workspace"),
+            "{line:?}"
+        );
+        assert!(line.ends_with("\\r\\nrest\n"), "{line:?}");
+        assert!(line.contains("invalid filter\\n<6>2026"), "{line:?}");
     }
 
     #[test]
