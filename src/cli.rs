@@ -899,7 +899,8 @@ pub fn main() -> ExitCode {
             if json && tracing::enabled!(tracing::Level::ERROR) {
                 tracing::error!(error = %describe(&error), "seatwarden failed");
             } else if crate::logging::stderr_is_journal() {
-                eprintln!("<3>error: {}", describe(&error));
+                let line = crate::logging::error_for_journal(&describe(&error));
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
             } else {
                 eprintln!("error: {}", describe(&error));
             }

@@ -50,6 +50,13 @@ pub enum DemoError {
     )]
     NotADemoDirectory { path: PathBuf },
     #[error(
+        "{} {why}: whoever can write there could replace the demo's files with links to \
+         your own files, which the demo would then overwrite. Give --dir a directory of \
+         your own (the default, ./seatwarden-demo, or one under your home)",
+        path.display()
+    )]
+    NotPrivate { path: PathBuf, why: String },
+    #[error(
         "another `seatwarden demo`{} is using {}: two at once would replace each other's \
          state. Wait for it to finish, or give this one another directory with --dir",
         holder.map(|pid| format!(" (process {pid})")).unwrap_or_default(),
@@ -109,8 +116,10 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, DemoError> {
 const MARKER: &str = ".seatwarden-demo";
 
 /// Refuses a directory that is not empty and that no demo made (it may be
-/// someone's real state). A lock file alone is a demo's that is starting.
+/// someone's real state), and one others could have put files in
+/// ([`check_private`]). A lock file alone is a demo's that is starting.
 fn check_ours(dir: &Path) -> Result<(), DemoError> {
+    check_private(dir)?;
     let empty = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -131,6 +140,60 @@ fn check_ours(dir: &Path) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// Refuses an existing `dir` that every user may write to, or that another user
+/// owns: the demo writes its files by name and would follow a link someone put
+/// there in its place (to a file of the user running it), and its lock file
+/// too. A new directory is made by the demo itself. Ownership is compared with
+/// the owner of `/proc/self` (this process's user); where there is no `/proc`,
+/// only the mode is checked.
+#[cfg(unix)]
+fn check_private(dir: &Path) -> Result<(), DemoError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(folder) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let refused = |why: String| {
+        Err(DemoError::NotPrivate {
+            path: dir.to_owned(),
+            why,
+        })
+    };
+    if folder.mode() & 0o002 != 0 {
+        return refused(format!(
+            "can be written to by every user of this machine (mode {:04o})",
+            folder.mode() & 0o7777
+        ));
+    }
+    if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+        && folder.uid() != me
+    {
+        return refused(format!(
+            "belongs to another user (uid {}, not {me})",
+            folder.uid()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_dir: &Path) -> Result<(), DemoError> {
+    Ok(())
+}
+
+/// Creates `dir` (and the folders above it that are missing) for its owner only
+/// (0700 on Unix): under a loose umask a folder the demo made would otherwise be
+/// one [`check_private`] refuses the next time.
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// The demo's hold on its directory: while it lives, another demo is refused
 /// there. The lock goes with the file handle, so a demo that is killed leaves
 /// the file but not the lock.
@@ -149,7 +212,7 @@ pub fn lock(dir: &Path) -> Result<DemoLock, DemoError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    make_private_dir(dir).map_err(io)?;
     let mut file = File::options()
         .read(true)
         .write(true)
@@ -211,7 +274,7 @@ async fn lock_past_own_forks(dir: &Path) -> Result<DemoLock, DemoError> {
 /// the directory's [`lock`] first.
 pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
     check_ours(dir)?;
-    std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+    make_private_dir(dir).map_err(|source| DemoError::Io {
         path: dir.to_owned(),
         source,
     })?;
@@ -427,4 +490,37 @@ async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report)
     let last = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
     out!("{}", report::render_text(&last.report, tz, &admin, colour))?;
     Ok((first.report, reconcile.report, last.report))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// `--dir /tmp/seatwarden-demo` (the help's example) in a folder other users
+    /// can write to, or made by one of them beforehand: they could put the demo's
+    /// marker there and a `seatwarden.toml` that is a link to a file of the user
+    /// running the demo, which the demo then overwrote (and made 0600). Such a
+    /// folder is refused before anything is written.
+    #[cfg(unix)]
+    #[test]
+    fn a_demo_directory_others_can_write_to_is_refused_before_anything_is_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("authorized_keys");
+        std::fs::write(&victim, "mine\n").unwrap();
+        let shared = root.path().join("seatwarden-demo");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::write(shared.join(MARKER), "").unwrap();
+        std::os::unix::fs::symlink(&victim, shared.join("seatwarden.toml")).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+        let refused = prepare(&shared, "http://127.0.0.1:1/scim/v2");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine\n");
+        assert!(
+            matches!(refused, Err(DemoError::NotPrivate { .. })),
+            "{refused:?}"
+        );
+        assert!(matches!(lock(&shared), Err(DemoError::NotPrivate { .. })));
+    }
 }

@@ -33,8 +33,8 @@ pub fn stderr_is_journal() -> bool {
     stream == format!("{}:{}", stderr.dev(), stderr.ino())
 }
 
-/// Makes one writer per event: with `journal`, the event's bytes are written
-/// behind its priority prefix, in one write so lines never interleave.
+/// Makes one writer per event: each event is written whole, in one write, so
+/// lines never interleave; with `journal`, behind its priority prefix.
 #[derive(Debug, Clone, Copy)]
 pub struct Stderr {
     journal: bool,
@@ -46,36 +46,84 @@ impl Stderr {
     }
 }
 
-pub struct EventWriter {
+/// One event's bytes, gathered until the formatter drops the writer and then
+/// written to `sink` as one line ([`EventWriter::flush`]).
+pub struct EventWriter<S: Write = std::io::Stderr> {
     prefix: Option<&'static [u8]>,
     buffer: Vec<u8>,
+    sink: S,
 }
 
-impl Write for EventWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.prefix {
-            Some(_) => {
-                self.buffer.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            None => std::io::stderr().write(buf),
+impl<S: Write> EventWriter<S> {
+    fn new(prefix: Option<&'static [u8]>, sink: S) -> Self {
+        EventWriter {
+            prefix,
+            buffer: Vec::new(),
+            sink,
         }
+    }
+}
+
+impl<S: Write> Write for EventWriter<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if let Some(prefix) = self.prefix
-            && !self.buffer.is_empty()
-        {
-            let mut line = Vec::with_capacity(prefix.len() + self.buffer.len());
-            line.extend_from_slice(prefix);
-            line.append(&mut self.buffer);
-            std::io::stderr().write_all(&line)?;
+        if !self.buffer.is_empty() {
+            let mut line = Vec::with_capacity(self.buffer.len() + 8);
+            if let Some(prefix) = self.prefix {
+                line.extend_from_slice(prefix);
+            }
+            line.extend_from_slice(&one_line(&self.buffer));
+            self.buffer.clear();
+            self.sink.write_all(&line)?;
         }
-        std::io::stderr().flush()
+        self.sink.flush()
     }
 }
 
-impl Drop for EventWriter {
+/// `event` as one line: each line break inside it (a CR, an LF, a vertical
+/// tab) written as its escape (`\n`), the newline ending it kept. Logged values
+/// are often the directory's or the workspace's text (userNames, group names, a
+/// provider's error message), and a line break in one would start a line of its
+/// own: a forged entry in a text log, and under systemd one journald records at
+/// whatever `<N>` priority the text after it gives. The JSON format already
+/// escapes them; tracing's text format escapes terminal escapes but not these.
+fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let (body, end) = match event.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (event, &b""[..]),
+    };
+    if !body.iter().any(|b| matches!(b, b'\n' | b'\r' | 0x0b)) {
+        return std::borrow::Cow::Borrowed(event);
+    }
+    let mut line = Vec::with_capacity(event.len() + 8);
+    for &byte in body {
+        match byte {
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => line.extend_from_slice(b"\\r"),
+            0x0b => line.extend_from_slice(b"\\x0b"),
+            other => line.push(other),
+        }
+    }
+    line.extend_from_slice(end);
+    std::borrow::Cow::Owned(line)
+}
+
+/// The line a command's final error is written as on a journal stream (see
+/// [`stderr_is_journal`]): `<3>error: ` and the error, as one line. The error
+/// quotes providers' answers (a SCIM `detail`, an Okta or Graph message), and a
+/// line break in one would start a journal entry of its own, at whatever `<N>`
+/// priority the text after it gives, while the rest of the error would be
+/// recorded at the stream's default priority (info), out of `journalctl -p err`.
+pub fn error_for_journal(error: &str) -> Vec<u8> {
+    let line = format!("<3>error: {error}\n");
+    one_line(line.as_bytes()).into_owned()
+}
+
+impl<S: Write> Drop for EventWriter<S> {
     fn drop(&mut self) {
         // The formatter writes an event and drops its writer: that is the end of
         // the line. A log line that cannot be written has nowhere to be reported.
@@ -87,17 +135,14 @@ impl<'a> MakeWriter<'a> for Stderr {
     type Writer = EventWriter;
 
     fn make_writer(&'a self) -> EventWriter {
-        EventWriter {
-            prefix: None,
-            buffer: Vec::new(),
-        }
+        EventWriter::new(None, std::io::stderr())
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> EventWriter {
-        EventWriter {
-            prefix: self.journal.then(|| priority(*meta.level())),
-            buffer: Vec::new(),
-        }
+        EventWriter::new(
+            self.journal.then(|| priority(*meta.level())),
+            std::io::stderr(),
+        )
     }
 }
 
@@ -214,6 +259,73 @@ mod tests {
         let location = event["fields"]["location"].as_str().unwrap();
         assert!(location.starts_with("src/logging.rs:"), "{location}");
         assert!(event["fields"]["thread"].is_string(), "{event}");
+    }
+
+    /// Makes [`EventWriter`]s as [`Stderr`] does under systemd, into `Captured`.
+    #[derive(Clone, Default)]
+    struct Journal(Captured);
+
+    impl<'a> MakeWriter<'a> for Journal {
+        type Writer = EventWriter<Captured>;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            EventWriter::new(None, self.0.clone())
+        }
+
+        fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+            EventWriter::new(Some(priority(*meta.level())), self.0.clone())
+        }
+    }
+
+    /// A userName, a group name or a provider's error message is the
+    /// directory's or the workspace's text, and a person can often set their own
+    /// name. A line break in one must not start a log line of its own: in a text
+    /// log it would read as seatwarden's own (a forged "deactivated" or a hidden
+    /// failure), and under systemd journald reads a `<3>` after it as that line's
+    /// priority, so the forged line would even be recorded as an error.
+    #[test]
+    fn a_line_break_in_a_logged_value_cannot_forge_a_log_line() {
+        let journal = Journal::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(journal.clone())
+            .finish();
+        let forged = "2026-12-06T03:00:00Z ERROR seatwarden: circuit breaker opened";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                subject = %format!("mallory@example.com\n<3>{forged}"),
+                error = %format!("refused\r\n{forged}"),
+                "action failed"
+            );
+            tracing::info!("job finished");
+        });
+        let output = String::from_utf8(journal.0.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 2, "{output}");
+        assert!(lines[0].starts_with("<4>"), "{output}");
+        assert!(
+            lines[0].contains("mallory@example.com\\n<3>2026-12-06T03:00:00Z ERROR"),
+            "{output}"
+        );
+        assert!(lines[0].contains("refused\\r\\n2026"), "{output}");
+        assert!(lines[1].starts_with("<6>"), "{output}");
+        assert!(!output.contains('\r'), "{output:?}");
+    }
+
+    /// A command's final error under systemd is one journal entry at error
+    /// priority, whatever line breaks the provider's text it quotes holds.
+    #[test]
+    fn a_commands_error_is_one_journal_line_at_error_priority() {
+        let error = "reading the workspace: 400 Bad Request: invalid filter\n\
+                     <6>2026-12-06T03:00:00Z INFO seatwarden: job finished\r\nrest";
+        let line = String::from_utf8(error_for_journal(error)).unwrap();
+        assert_eq!(line.lines().count(), 1, "{line:?}");
+        assert!(
+            line.starts_with("<3>error: reading the workspace"),
+            "{line:?}"
+        );
+        assert!(line.ends_with("\\r\\nrest\n"), "{line:?}");
+        assert!(line.contains("invalid filter\\n<6>2026"), "{line:?}");
     }
 
     #[test]
