@@ -7,6 +7,15 @@ use seatwarden::config::ExceptionConfig;
 
 use crate::daemon::reconciled_demo;
 
+/// An exception for 30 days from `now` whose name is a typo nobody has.
+pub(crate) fn typo_exception(now: chrono::DateTime<Utc>) -> ExceptionConfig {
+    ExceptionConfig {
+        user_name: "dana.lee@exmaple.com".to_owned(),
+        until: (now + Duration::days(30)).to_rfc3339(),
+        reason: "handover, HR-4711".to_owned(),
+    }
+}
+
 /// An exception names nobody (a typo), alerted. Then the directory read is
 /// rejected (it shrank past the limit) run after run, for days: that read
 /// tells nothing about who the exception names. The alert was resolved all the
@@ -17,11 +26,7 @@ use crate::daemon::reconciled_demo;
 async fn a_rejected_directory_read_neither_resolves_nor_raises_exceptions_naming_nobody() {
     let (sandbox, dir, mut config) = reconciled_demo().await;
     let now = Utc::now();
-    config.safety.exceptions = vec![ExceptionConfig {
-        user_name: "dana.lee@exmaple.com".to_owned(),
-        until: (now + Duration::days(30)).to_rfc3339(),
-        reason: "handover, HR-4711".to_owned(),
-    }];
+    config.safety.exceptions = vec![typo_exception(now)];
     let (_config_dir, notifier) = crate::review_s39_holds::alerting_notifier();
     let mut store = seatwarden::store::Store::open(&dir.path().join("alerts.db")).unwrap();
 

@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Duration, Utc};
-use seatwarden::config::ExceptionConfig;
 use seatwarden::store::Store;
 
 use crate::daemon::reconciled_demo;
+use crate::review_s53_followup::typo_exception;
 
 /// An exception names nobody (a typo): the whole read says so, the alert
 /// fires and the gauge reads 1. The next read is rejected (the directory
@@ -18,11 +18,7 @@ use crate::daemon::reconciled_demo;
 async fn the_digest_keeps_an_exception_naming_nobody_past_a_run_that_could_not_tell() {
     let (sandbox, dir, mut config) = reconciled_demo().await;
     let now = Utc::now();
-    config.safety.exceptions = vec![ExceptionConfig {
-        user_name: "dana.lee@exmaple.com".to_owned(),
-        until: (now + Duration::days(30)).to_rfc3339(),
-        reason: "handover, HR-4711".to_owned(),
-    }];
+    config.safety.exceptions = vec![typo_exception(now)];
     let whole = crate::fixtures::reconcile_at(&config, now).await;
     assert_eq!(whole.report.safety.exceptions_naming_nobody.len(), 1);
 
