@@ -124,6 +124,7 @@ mod review_s52_delta;
 mod review_s53;
 mod review_s53_explain;
 mod review_s53_followup;
+mod review_s54_timeline;
 mod role_groups;
 mod run_recovery;
 mod safety;
