@@ -36,7 +36,8 @@
 //! that time would have stamped them.
 //!
 //! Few cases (32 by default), seed fixed; `TIMELINE_CASES=300
-//! TIMELINE_SEED=N` searches further by hand.
+//! TIMELINE_SEED=N` searches further by hand, and `TIMELINE_LOG=1` prints what
+//! each case did.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
@@ -89,20 +90,43 @@ enum Leave {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Leave { who: usize, how: Leave },
+    Leave {
+        who: usize,
+        how: Leave,
+    },
     /// Hired or back: in the directory, active, in scope.
-    Join { who: usize },
-    Regroup { who: usize, group: usize },
+    Join {
+        who: usize,
+    },
+    Regroup {
+        who: usize,
+        group: usize,
+    },
     /// An admin sets an inactive account active again by hand.
-    AdminReactivate { pick: usize },
+    AdminReactivate {
+        pick: usize,
+    },
     /// An admin gives an account Maintainer by hand.
-    AdminRaise { pick: usize },
+    AdminRaise {
+        pick: usize,
+    },
     /// An admin creates an account no identity justifies.
     AdminCreate,
-    Advance { minutes: i64 },
+    Advance {
+        minutes: i64,
+    },
     Reconcile,
     Sweep,
-    Approve,
+    /// `approve` of one of the reconciles that held something (the newest
+    /// mostly, an older one sometimes).
+    Approve {
+        pick: usize,
+        newest: bool,
+    },
+    /// An admin sets an active account inactive by hand.
+    AdminDeactivate {
+        pick: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +156,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|minutes| Op::Advance { minutes }),
         5 => Just(Op::Reconcile),
         2 => Just(Op::Sweep),
-        1 => Just(Op::Approve),
+        2 => (any::<usize>(), prop::bool::weighted(0.7))
+            .prop_map(|(pick, newest)| Op::Approve { pick, newest }),
+        1 => any::<usize>().prop_map(|pick| Op::AdminDeactivate { pick }),
     ]
 }
 
@@ -477,8 +503,7 @@ impl World {
         conn.execute(
             "UPDATE actions SET updated_at = ?1 WHERE updated_at < ?2",
             rusqlite::params![
-                self.now
-                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                self.now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
                 SIMULATED_FROM
             ],
         )
@@ -819,7 +844,27 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
                     changed = false;
                 } else {
                     let id = inactive[pick % inactive.len()].clone();
-                    w.patch_user(&id, json!({"op": "replace", "path": "active", "value": true}));
+                    w.patch_user(
+                        &id,
+                        json!({"op": "replace", "path": "active", "value": true}),
+                    );
+                }
+            }
+            Op::AdminDeactivate { pick } => {
+                let active: Vec<String> = before
+                    .accounts
+                    .iter()
+                    .filter(|a| a.active)
+                    .map(|a| a.id.clone())
+                    .collect();
+                if active.is_empty() {
+                    changed = false;
+                } else {
+                    let id = active[pick % active.len()].clone();
+                    w.patch_user(
+                        &id,
+                        json!({"op": "replace", "path": "active", "value": false}),
+                    );
                 }
             }
             Op::AdminRaise { pick } => {
@@ -916,7 +961,11 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
                         still != expect.deprovisions_allowed,
                         "leaver account {id}: {} although the guard {} the run's {} deprovisions\n{}",
                         if still { "still active" } else { "deactivated" },
-                        if expect.deprovisions_allowed { "allows" } else { "holds" },
+                        if expect.deprovisions_allowed {
+                            "allows"
+                        } else {
+                            "holds"
+                        },
                         expect.leavers.len(),
                         w.context()
                     );
@@ -928,7 +977,11 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
                         done == expect.downgrades_allowed,
                         "account {id} (now {now_role:?}, wanted {desired:?}): downgrade {} although the guard {} the run's {}\n{}",
                         if done { "made" } else { "not made" },
-                        if expect.downgrades_allowed { "allows" } else { "holds" },
+                        if expect.downgrades_allowed {
+                            "allows"
+                        } else {
+                            "holds"
+                        },
                         expect.downgrades.len(),
                         w.context()
                     );
@@ -955,8 +1008,12 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(format!("{e}\n{}", w.context())))?;
                 changed = seen[seen_before..].iter().any(|r| is_write(r) && ok(r));
             }
-            Op::Approve => {
-                let Some(run) = w.held_runs.last().copied() else {
+            Op::Approve { pick, newest } => {
+                let Some(run) = (if *newest {
+                    w.held_runs.last().copied()
+                } else {
+                    w.held_runs.get(pick % w.held_runs.len().max(1)).copied()
+                }) else {
                     continue;
                 };
                 let result = w.approve(run);
@@ -971,12 +1028,18 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
         }
         if matches!(
             op,
-            Op::AdminReactivate { .. } | Op::AdminRaise { .. } | Op::AdminCreate
+            Op::AdminReactivate { .. }
+                | Op::AdminDeactivate { .. }
+                | Op::AdminRaise { .. }
+                | Op::AdminCreate
         ) {
             let seen_after = w.sandbox.requests_seen().len();
             admin_requests.extend(seen_before..seen_after);
         }
-        if !matches!(op, Op::Reconcile | Op::Sweep | Op::Approve | Op::Advance { .. }) {
+        if !matches!(
+            op,
+            Op::Reconcile | Op::Sweep | Op::Approve { .. } | Op::Advance { .. }
+        ) {
             w.log.push(format!("#{n} {} {op:?}", w.now));
         }
         if changed {
@@ -985,6 +1048,9 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
     }
     check_no_write_twice(&w.sandbox.requests_seen(), &admin_requests)
         .map_err(|e| TestCaseError::fail(format!("{e}\n{}", w.context())))?;
+    if std::env::var_os("TIMELINE_LOG").is_some() {
+        eprintln!("case:\n{}\n", w.log.join("\n"));
+    }
     Ok(())
 }
 
