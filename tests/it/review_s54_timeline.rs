@@ -14,7 +14,8 @@
 //! seatwarden's own counters) and a model kept here:
 //!
 //! - the deprovisions (and role downgrades) a reconcile or sweep sends stay within
-//!   the per-run limit, and with every one sent in the 24 h before (an approved
+//!   the per-run limit (in half the cases tightened by a percentage of the
+//!   managed accounts once there are 13 of them), and with every one sent in the 24 h before (an approved
 //!   one included: README "Thresholds", what was applied in the 24 h before the
 //!   run plus this run) within the 24 h limit; only `approve` may pass them;
 //! - no write names the protected account, nor the excepted one before the
@@ -65,6 +66,11 @@ const MAX_DEPROVISIONS: usize = 2;
 const MAX_DEPROVISIONS_PER_DAY: usize = 3;
 const MAX_DOWNGRADES: usize = 1;
 const MAX_DOWNGRADES_PER_DAY: usize = 2;
+/// With [`Case::percent`]: the per-run percentages, from this many managed
+/// accounts on (one more than are hired at the start, so joiners cross it).
+const MIN_POPULATION: usize = HIRED + 1;
+const MAX_DEPROVISION_PERCENT: f64 = 15.0;
+const MAX_DOWNGRADE_PERCENT: f64 = 10.0;
 /// Role groups: index 0 is none (the default role).
 const ROLE_GROUPS: [(&str, Role); 3] = [
     ("", Role::Viewer),
@@ -135,6 +141,8 @@ struct Case {
     /// The exception's end, in minutes after the start (plus 30 s, so no step
     /// lands on it).
     exception_end_minutes: i64,
+    /// The per-run percentages on (from [`MIN_POPULATION`] managed accounts).
+    percent: bool,
     initial_groups: Vec<usize>,
     ops: Vec<Op>,
 }
@@ -169,14 +177,18 @@ fn op() -> impl Strategy<Value = Op> {
 fn case() -> impl Strategy<Value = Case> {
     (
         0..4_000i64,
+        any::<bool>(),
         prop::collection::vec(0..ROLE_GROUPS.len(), HIRED),
         prop::collection::vec(op(), 6..28),
     )
-        .prop_map(|(exception_end_minutes, initial_groups, ops)| Case {
-            exception_end_minutes,
-            initial_groups,
-            ops,
-        })
+        .prop_map(
+            |(exception_end_minutes, percent, initial_groups, ops)| Case {
+                exception_end_minutes,
+                percent,
+                initial_groups,
+                ops,
+            },
+        )
 }
 
 /// A person as the directory has them (the model's side).
@@ -323,6 +335,7 @@ struct World {
     admin_count: usize,
     /// Set by a reconcile that converged; cleared by any change but the clock.
     converged: bool,
+    percent: bool,
     /// Who had access in the newest directory read (a reconcile's, a plan's, a
     /// sweep's): `approve` reads no directory, and re-checks a held deprovision
     /// against that read (README, `approve`).
@@ -398,7 +411,11 @@ impl World {
              max_role_downgrades = {MAX_DOWNGRADES}\n\
              max_role_downgrades_per_day = {MAX_DOWNGRADES_PER_DAY}\n\
              max_membership_removals = 100000\nmax_membership_removals_per_day = 100000\n\
-             min_population_for_percent = 100000\nmax_directory_shrink_percent = 90\n\
+             max_membership_removal_percent = 100\n\
+             min_population_for_percent = {min_population}\n\
+             max_deprovision_percent = {MAX_DEPROVISION_PERCENT:.1}\n\
+             max_role_downgrade_percent = {MAX_DOWNGRADE_PERCENT:.1}\n\
+             max_directory_shrink_percent = 90\n\
              settle = \"0s\"\nprotected = [\"{protected}\"]\n\n\
              [[safety.exceptions]]\nuser_name = \"{excepted}\"\nuntil = \"{until}\"\n\
              reason = \"handover\"\n",
@@ -406,6 +423,11 @@ impl World {
             protected = user_name(PROTECTED),
             excepted = user_name(EXCEPTED),
             until = exception_end.to_rfc3339(),
+            min_population = if case.percent {
+                MIN_POPULATION
+            } else {
+                100_000
+            },
         );
         for (name, role) in ROLE_GROUPS.iter().skip(1) {
             toml.push_str(&format!(
@@ -438,6 +460,7 @@ impl World {
             admin_made: HashSet::new(),
             admin_count: 0,
             converged: false,
+            percent: case.percent,
             read_access: vec![true; PEOPLE],
             log: vec![format!("exception ends {exception_end}")],
         };
@@ -495,6 +518,28 @@ impl World {
     /// Left alone by every run at this time: protected, or under the exception.
     fn untouchable(&self, k: usize) -> bool {
         k == PROTECTED || (k == EXCEPTED && self.excepted_now())
+    }
+
+    /// The per-run limit of `counted` with `managed` accounts managed: the
+    /// count, tightened to the percentage from [`MIN_POPULATION`] on.
+    fn run_limit(&self, counted: Counted, managed: usize) -> usize {
+        let (count, percent) = match counted {
+            Counted::Deprovision => (MAX_DEPROVISIONS, MAX_DEPROVISION_PERCENT),
+            Counted::Downgrade => (MAX_DOWNGRADES, MAX_DOWNGRADE_PERCENT),
+        };
+        if !self.percent || managed < MIN_POPULATION {
+            return count;
+        }
+        count.min((percent * managed as f64 / 100.0).floor() as usize)
+    }
+
+    /// Accounts linked to a person (all are, once a reconcile saw them).
+    fn managed(&self, workspace: &WorkspaceSnapshot) -> usize {
+        workspace
+            .accounts
+            .iter()
+            .filter(|a| self.person_of(a).is_some())
+            .count()
     }
 
     /// Deprovisions or downgrades sent at or after `now - 24h`.
@@ -676,22 +721,17 @@ fn expected(w: &World, before: &WorkspaceSnapshot) -> Expected {
             downgrades.push((account.id.clone(), desired));
         }
     }
-    let within = |planned: usize, per_run: usize, per_day: usize, counted: Counted| {
-        planned <= per_run && w.recent(counted) + planned <= per_day
+    let managed = w.managed(before);
+    let within = |planned: usize, per_day: usize, counted: Counted| {
+        planned <= w.run_limit(counted, managed) && w.recent(counted) + planned <= per_day
     };
     Expected {
         deprovisions_allowed: within(
             leavers.len(),
-            MAX_DEPROVISIONS,
             MAX_DEPROVISIONS_PER_DAY,
             Counted::Deprovision,
         ),
-        downgrades_allowed: within(
-            downgrades.len(),
-            MAX_DOWNGRADES,
-            MAX_DOWNGRADES_PER_DAY,
-            Counted::Downgrade,
-        ),
+        downgrades_allowed: within(downgrades.len(), MAX_DOWNGRADES_PER_DAY, Counted::Downgrade),
         leavers,
         downgrades,
     }
@@ -759,13 +799,16 @@ fn check_writes(
         }
     }
     if runner == Runner::Run {
+        let managed = w.managed(before);
+        let limit = w.run_limit(Counted::Deprovision, managed);
         prop_assert!(
-            deprovisions <= MAX_DEPROVISIONS,
-            "{deprovisions} deprovisions in one run, the limit is {MAX_DEPROVISIONS}"
+            deprovisions <= limit,
+            "{deprovisions} deprovisions in one run, the limit is {limit} ({managed} managed)"
         );
+        let limit = w.run_limit(Counted::Downgrade, managed);
         prop_assert!(
-            downgrades <= MAX_DOWNGRADES,
-            "{downgrades} downgrades in one run, the limit is {MAX_DOWNGRADES}"
+            downgrades <= limit,
+            "{downgrades} downgrades in one run, the limit is {limit} ({managed} managed)"
         );
         if deprovisions > 0 {
             let day = w.recent(Counted::Deprovision);
