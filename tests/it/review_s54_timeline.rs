@@ -1134,3 +1134,142 @@ proptest! {
         timeline(case)?;
     }
 }
+
+/// The sweep's per-run percentage is of the managed accounts as a reconcile
+/// counts them (linked accounts the workspace still holds), not of every link
+/// stored: links to accounts deleted by hand in the workspace (an admin
+/// cleaning up leavers) stay, and counted, they loosened the sweep's limit
+/// until it let through what a reconcile holds.
+#[tokio::test]
+async fn the_sweep_judges_the_percentage_by_the_accounts_still_managed_not_by_stale_links() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const N: usize = 30;
+    let mut seed = WorkspaceSnapshot::default();
+    for k in 0..N {
+        seed.accounts.push(Account {
+            id: format!("a{k}"),
+            user_name: user_name(k),
+            external_id: Some(person_id(k)),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: Some(user_name(k)),
+            active: true,
+            roles: vec!["Viewer".to_owned()],
+        });
+    }
+    let sandbox = crate::fixtures::sandbox(TOKEN, seed).await;
+    sandbox.record_requests();
+    let dir = tempfile::tempdir().unwrap();
+    let write_directory = |left: &dyn Fn(usize) -> bool| {
+        let users: Vec<Value> = (0..N)
+            .map(|k| {
+                json!({
+                    "id": person_id(k), "userName": user_name(k), "email": user_name(k),
+                    "status": if left(k) { "deprovisioned" } else { "active" },
+                    "groups": ["Taskade Users"],
+                })
+            })
+            .collect();
+        std::fs::write(
+            dir.path().join("directory.json"),
+            json!({ "users": users }).to_string(),
+        )
+        .unwrap();
+    };
+    write_directory(&|_| false);
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+             [safety]\nmax_deprovisions = 100\nmax_deprovisions_per_day = 1000\n\
+             max_deprovision_percent = 10.0\nmin_population_for_percent = 10\n\
+             max_directory_shrink_percent = 90\nsettle = \"0s\"\n",
+            sandbox.base_url().as_str()
+        ),
+    )
+    .unwrap();
+    let mut config =
+        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    config.state.path = dir.path().join("state.db");
+    let first = crate::fixtures::reconcile(&config).await;
+    assert!(first.plan.actions.is_empty(), "{:#?}", first.plan.actions);
+
+    // Two thirds leave, and an admin deletes their accounts by hand: ten
+    // accounts are left to manage, and twenty links to accounts gone.
+    write_directory(&|k| k >= 10);
+    let http = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .build()
+        .unwrap();
+    for k in 10..N {
+        let response = http
+            .delete(format!(
+                "{}/Users/a{k}",
+                sandbox.base_url().as_str().trim_end_matches('/')
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let second = crate::fixtures::reconcile(&config).await;
+    assert_eq!(second.report.summary.managed_accounts, 10);
+
+    // Two more leave: 2 deprovisions, over 10 % of the 10 accounts managed.
+    write_directory(&|k| k >= 10 || k < 2);
+    let plan = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        plan.plan.held().count(),
+        2,
+        "a reconcile holds them: {:#?}",
+        plan.plan.actions
+    );
+    let writes_before = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| is_write(r))
+        .count();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::sweep(
+        &config,
+        &run::directory_from_config(&config),
+        &client,
+        &store,
+        Utc::now(),
+        seatwarden::sweep::configured_sla(&config),
+    )
+    .await
+    .unwrap();
+    let sent: Vec<String> = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| is_write(r))
+        .skip(writes_before)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        sent.is_empty(),
+        "the sweep sent what a reconcile holds: {sent:?}"
+    );
+    let active: Vec<bool> = sandbox
+        .snapshot()
+        .accounts
+        .iter()
+        .filter(|a| a.id == "a0" || a.id == "a1")
+        .map(|a| a.active)
+        .collect();
+    assert_eq!(active, [true, true]);
+}
