@@ -1220,7 +1220,7 @@ async fn the_sweep_judges_the_percentage_by_the_accounts_still_managed_not_by_st
     assert_eq!(second.report.summary.managed_accounts, 10);
 
     // Two more leave: 2 deprovisions, over 10 % of the 10 accounts managed.
-    write_directory(&|k| k >= 10 || k < 2);
+    write_directory(&|k| !(2..10).contains(&k));
     let plan = run::execute(
         &config,
         Store::open(&config.state.path).unwrap(),
