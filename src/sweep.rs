@@ -519,6 +519,29 @@ fn stored_account_names(store: &Store) -> Result<HashMap<String, String>, StoreE
         .unwrap_or_default())
 }
 
+/// The managed accounts the pass's percentage thresholds are of, counted as a
+/// reconcile counts them: links to accounts the workspace holds. The sweep
+/// reads no whole workspace, so the newest stored snapshot stands for it, and
+/// a link made since that snapshot was read (an account its run created)
+/// counts too. Not every stored link: one to an account deleted by hand in the
+/// workspace stays, and counted it loosened the sweep's limit until it let
+/// through what a reconcile holds.
+fn managed_accounts(store: &Store) -> Result<usize, StoreError> {
+    let links = store.links()?;
+    let Some(run) = store.latest_snapshot_run()? else {
+        return Ok(links.len());
+    };
+    let (Some(snapshot), Some(record)) = (store.load_workspace_snapshot(run)?, store.run(run)?)
+    else {
+        return Ok(links.len());
+    };
+    let held: HashSet<&str> = snapshot.accounts.iter().map(|a| a.id.as_str()).collect();
+    Ok(links
+        .iter()
+        .filter(|l| held.contains(l.account_id.as_str()) || l.linked_at >= record.started_at)
+        .count())
+}
+
 /// Leavers and returners among linked identities.
 struct Observation {
     leavers: Vec<Leaver>,
@@ -1167,7 +1190,7 @@ async fn enforce_pass(
     if !plan.actions.is_empty() {
         let input = {
             let store = lock(store)?;
-            let managed = store.links()?.len();
+            let managed = managed_accounts(&store)?;
             // The 24 h counts include earlier sweeps: a slow drip of sweeps cannot
             // pass the per-day limits either.
             crate::safety::guard_input(&store, now, true, managed, false)?
