@@ -72,13 +72,64 @@ async fn an_exception_added_after_a_failed_deactivation_keeps_the_account_on_ret
     let outcome = crate::fixtures::reconcile_at(&config, now + Duration::hours(7)).await;
     assert!(active(&sandbox, &person), "the reconcile keeps it as well");
     assert!(
-        outcome
-            .report
-            .safety
-            .exceptions_naming_nobody
-            .is_empty(),
+        outcome.report.safety.exceptions_naming_nobody.is_empty(),
         "{:?}",
         outcome.report.safety
+    );
+    sandbox.shutdown().await;
+}
+
+/// A sweep holds a leaver's deactivation (the threshold); HR then asks to keep
+/// them, naming their directory userName (not their account's). `approve` of
+/// the sweep's run must leave the account alone, as the reconcile and the
+/// retry do: a sweep's run stores no directory snapshot, so `approve` knew the
+/// person by their account's userName alone and deactivated it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_of_a_held_sweep_deactivation_leaves_an_excepted_person_alone() {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let (person, user_name) =
+        suspend_someone(dir.path(), &sandbox, Some("renamed.leaver@example.com"));
+    config.safety.max_deprovisions = 0;
+    let now = Utc::now();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let swept = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        now,
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!((swept.held, swept.enforced), (1, 0), "{swept:?}");
+    let run = swept.run_id.unwrap();
+    drop(store);
+
+    except(
+        &mut config,
+        &user_name,
+        now + Duration::days(3),
+        "handover, HR-4711",
+    );
+    let approval = seatwarden::approval::approve(
+        &config,
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        run,
+        &seatwarden::approval::Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(active(&sandbox, &person), "{approval:?}");
+    assert!(
+        approval
+            .refused
+            .iter()
+            .any(|(_, why)| why.contains("kept by an exception (safety.exceptions)")),
+        "{approval:?}"
     );
     sandbox.shutdown().await;
 }
