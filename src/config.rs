@@ -4120,10 +4120,7 @@ fn latest_exception_end(tz: chrono_tz::Tz) -> chrono::DateTime<chrono::Utc> {
 
 /// When `day` ends on the clock of `tz`: the next midnight, or an hour later in
 /// a zone whose clocks skip that midnight. `None` past the last day chrono has.
-fn end_of_day(
-    day: chrono::NaiveDate,
-    tz: chrono_tz::Tz,
-) -> Option<chrono::DateTime<chrono::Utc>> {
+fn end_of_day(day: chrono::NaiveDate, tz: chrono_tz::Tz) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::TimeZone;
     let midnight = day.succ_opt()?.and_time(chrono::NaiveTime::MIN);
     tz.from_local_datetime(&midnight)
@@ -5490,7 +5487,12 @@ token = "s3cr3t-token-value"
                 &[],
             )
         };
-        for zone in ["Pacific/Pago_Pago", "America/Los_Angeles", "UTC", "Pacific/Kiritimati"] {
+        for zone in [
+            "Pacific/Pago_Pago",
+            "America/Los_Angeles",
+            "UTC",
+            "Pacific/Kiritimati",
+        ] {
             let kept = exception(zone, "8999-12-31")
                 .and_then(|config| config.exceptions().map_err(|e| e.to_string()));
             assert!(kept.is_ok(), "{zone}: {kept:?}");
