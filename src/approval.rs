@@ -1104,7 +1104,7 @@ pub async fn approve(
     // as the run's directory snapshot had them.
     let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
-        let (protected, excepted_people) = match store.load_directory_snapshot(run)? {
+        let (protected, mut excepted_people) = match store.load_directory_snapshot(run)? {
             Some(directory) => {
                 let protected = safety::plan_settings(config, &directory, now).protected;
                 // Deleted from the directory before the run, a person is known by
@@ -1113,21 +1113,38 @@ pub async fn approve(
                 let protected = safety::with_departed(protected, &directory, &store)?;
                 // People an exception in force names by their directory userName:
                 // every account of theirs is left alone, whatever its own name.
+                // Deleted, a person has lost protection for good: the exception
+                // keeps them, as the plan lists it.
                 let excepted: HashMap<String, crate::policy::Exception> = directory
                     .identities
                     .iter()
-                    .map(|i| (i.id.as_str(), i.user_name.as_str()))
-                    .chain(protected.departed())
-                    .filter_map(|(identity_id, user_name)| {
+                    .filter_map(|i| {
                         protected
-                            .exception_for(user_name)
-                            .map(|e| (identity_id.to_owned(), e.clone()))
+                            .exception_for(&i.user_name)
+                            .map(|e| (i.id.clone(), e.clone()))
                     })
+                    .chain(protected.departed().filter_map(|(identity_id, user_name)| {
+                        protected
+                            .exception_for_departed(user_name)
+                            .map(|e| (identity_id.to_owned(), e.clone()))
+                    }))
                     .collect();
                 (protected, excepted)
             }
             None => (config.plan_settings(now).protected, HashMap::new()),
         };
+        // A sweep's run stores no directory snapshot: the person's directory
+        // userName is then the one their open deprovision keeps in the ledger,
+        // which the sweep and its retry look an exception up by too.
+        if protected.has_exceptions() {
+            for episode in store.open_deprovisions()? {
+                if let Some(exception) = protected.exception_for(&episode.user_name) {
+                    excepted_people
+                        .entry(episode.identity_id)
+                        .or_insert_with(|| exception.clone());
+                }
+            }
+        }
         // People a sweep or a reconcile has seen with access again since the run:
         // their held deprovision is for someone who is no longer leaving.
         let started = store.run(run)?.map_or(now, |r| r.started_at);

@@ -3139,11 +3139,11 @@ impl Config {
             }
             let until =
                 parse_until(&entry.until, tz).map_err(|e| self.key_error(&key("until"), e))?;
-            if until > latest_exception_end() {
+            if until > latest_exception_end(tz) {
                 return Err(self.key_error(
                     &key("until"),
                     format!(
-                        "{:?} ends after 9000-01-01: the ledger keeps an exception's end, and \
+                        "{:?} ends after 9000-01-01 on the clock of {tz}: the ledger keeps an exception's end, and \
                          its due time an SLA later, as times of 4-digit years; an account kept \
                          for good belongs in safety.protected",
                         entry.until.trim()
@@ -4109,11 +4109,27 @@ fn exceptions_to_look_at(
 /// The latest end an exception may have: the ledger stores times as RFC 3339
 /// text, which has 4-digit years only (a time of the year 10000 is written
 /// `+10000-…` and no read takes it back), and an episode an exception puts off is
-/// due an SLA (at most 100 years) after its end.
-fn latest_exception_end() -> chrono::DateTime<chrono::Utc> {
-    chrono::NaiveDate::from_ymd_opt(9000, 1, 1)
-        .and_then(|day| day.and_hms_opt(0, 0, 0))
-        .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |at| at.and_utc())
+/// due an SLA (at most 100 years) after its end. It is 9000-01-01 on the clock
+/// of `tz`, where `until = "8999-12-31"` ends: taken in UTC, that date ended
+/// past the bound in every zone west of UTC and was refused.
+fn latest_exception_end(tz: chrono_tz::Tz) -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDate::from_ymd_opt(8999, 12, 31)
+        .and_then(|day| end_of_day(day, tz))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// When `day` ends on the clock of `tz`: the next midnight, or an hour later in
+/// a zone whose clocks skip that midnight. `None` past the last day chrono has.
+fn end_of_day(day: chrono::NaiveDate, tz: chrono_tz::Tz) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let midnight = day.succ_opt()?.and_time(chrono::NaiveTime::MIN);
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(midnight + chrono::TimeDelta::hours(1)))
+                .earliest()
+        })
+        .map(|at| at.with_timezone(&chrono::Utc))
 }
 
 /// An exception's `until`: a date keeps the account through that day (it ends
@@ -4129,19 +4145,10 @@ fn parse_until(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono:
         return Ok(at.with_timezone(&chrono::Utc));
     }
     if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let next = day
-            .succ_opt()
-            .ok_or_else(|| format!("{text:?}: no day follows it"))?;
-        // A zone whose clocks skip midnight that day starts it an hour later.
-        let midnight = next.and_time(chrono::NaiveTime::MIN);
-        return tz
-            .from_local_datetime(&midnight)
-            .earliest()
-            .or_else(|| {
-                tz.from_local_datetime(&(midnight + chrono::TimeDelta::hours(1)))
-                    .earliest()
-            })
-            .map(|at| at.with_timezone(&chrono::Utc))
+        if day.succ_opt().is_none() {
+            return Err(format!("{text:?}: no day follows it"));
+        }
+        return end_of_day(day, tz)
             .ok_or_else(|| format!("{text:?}: its end is no time on the clock of {tz}"));
     }
     let local = [
@@ -5461,6 +5468,44 @@ token = "s3cr3t-token-value"
         }
         let kept = exception("8999-12-31").unwrap().exceptions().unwrap();
         assert_eq!(kept[0].until.to_rfc3339(), "9000-01-01T00:00:00+00:00");
+    }
+
+    /// West of UTC the last day before 9000-01-01 ends after 9000-01-01T00:00Z
+    /// (at the zone's midnight): `until = "8999-12-31"` was refused as ending
+    /// after 9000-01-01. The bound is that midnight on the report clock, so the
+    /// date is kept in every zone and a second past it is still refused.
+    #[test]
+    fn the_last_day_before_the_year_9000_is_an_exception_end_in_every_zone() {
+        let exception = |zone: &str, until: &str| {
+            load(
+                "",
+                &format!(
+                    "[report]\ntimezone = \"{zone}\"\n\
+                     [[safety.exceptions]]\nuser_name = \"kim@example.com\"\n\
+                     until = \"{until}\"\nreason = \"INC-1\"\n"
+                ),
+                &[],
+            )
+        };
+        for zone in [
+            "Pacific/Pago_Pago",
+            "America/Los_Angeles",
+            "UTC",
+            "Pacific/Kiritimati",
+        ] {
+            let kept = exception(zone, "8999-12-31")
+                .and_then(|config| config.exceptions().map_err(|e| e.to_string()));
+            assert!(kept.is_ok(), "{zone}: {kept:?}");
+            for until in ["9000-01-01", "9000-01-01T00:00:01"] {
+                let error = exception(zone, until).unwrap_err();
+                assert!(
+                    error.contains("safety.exceptions[0].until")
+                        && error.contains("seatwarden.toml")
+                        && error.contains("9000-01-01"),
+                    "{zone} {until}: {error}"
+                );
+            }
+        }
     }
 
     /// `[directory]` with `keys` in place of `BASE`'s.

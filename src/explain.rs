@@ -913,18 +913,27 @@ impl View<'_> {
         // The directory userName first (it protects every account of the
         // person), for someone deleted from the directory the one the ledger
         // keeps, as the plan takes it; then the account's own.
-        let names = || {
+        // Deleted, a person has lost protection for good: the name the ledger
+        // keeps of them counts by its exception alone, as in the plan.
+        let departed_name = || {
             self.identity
-                .map(|i| i.user_name.as_str())
-                .or_else(|| {
+                .is_none()
+                .then(|| {
                     self.departed_link()
                         .and_then(|l| protected.departed_name(&l.identity_id))
                 })
+                .flatten()
+        };
+        let names = || {
+            self.identity
+                .map(|i| i.user_name.as_str())
                 .into_iter()
                 .chain(self.account.map(|a| a.user_name.as_str()))
         };
         let is_protected = names().any(|name| protected.permanently(name));
-        let exception = names().find_map(|name| protected.exception_for(name));
+        let exception = departed_name()
+            .and_then(|name| protected.exception_for_departed(name))
+            .or_else(|| names().find_map(|name| protected.exception_for(name)));
         match self.identity {
             Some(i) => {
                 if let Some(want) = desired.active.get(&i.id) {

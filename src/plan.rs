@@ -1882,7 +1882,17 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 (false, Some(reason)) => Some(LossReason::from(reason)),
                 (false, None) => m.identity(key).is_none().then_some(LossReason::Deleted),
             };
-            let exception = self.settings.protected.exception_for(protected_name);
+            // Deleted, the person is known by the name the ledger keeps only
+            // while an exception names it, and without the protection for good
+            // the directory gave them: the exception is what keeps the account.
+            let departed = want.is_none() && m.identity(key).is_none();
+            let exception = if departed {
+                self.settings
+                    .protected
+                    .exception_for_departed(protected_name)
+            } else {
+                self.settings.protected.exception_for(protected_name)
+            };
             let mut shielded = |account: &Account, duplicate: bool, method: Option<LinkMethod>| {
                 if let Some(exception) = exception {
                     // Kept for a time, not for good: listed while it keeps
@@ -4981,6 +4991,57 @@ mod tests {
             .collect();
         assert_eq!(deactivated, ["1", "3"], "{:#?}", ended.actions);
         assert!(ended.excepted.is_empty());
+    }
+
+    /// A person deleted from the directory loses permanent protection
+    /// ([`crate::policy::Protected::with_departed`]): only the exception naming
+    /// the directory userName the ledger keeps of them keeps their account, until
+    /// its end. Listed under PROTECTED BY PERSON ("protected for good, add its
+    /// userName to safety.protected") while the name was protected too, it is
+    /// listed as kept by the exception, the one thing that keeps it.
+    #[test]
+    fn a_deleted_person_protected_and_excepted_is_listed_as_excepted() {
+        use chrono::TimeZone;
+        let until = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 15, 23, 0, 0)
+            .unwrap();
+        let exception = crate::model::Exception {
+            user_name: "gone@ex.com".to_owned(),
+            until,
+            reason: "legal hold".to_owned(),
+        };
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("stay", &[])];
+        let mut account = acct("5", "gone");
+        account.user_name = "gone.account@ex.com".into();
+        fx.accounts = vec![acct("1", "stay"), account];
+        fx.links = vec![link("stay", "1"), link("gone", "5")];
+        fx.settings.protected = Protected::new(&["gone@ex.com".to_owned()])
+            .with_exceptions(
+                std::slice::from_ref(&exception),
+                until - TimeDelta::hours(1),
+            )
+            .with_departed([("gone".to_owned(), "gone@ex.com".to_owned())]);
+        let plan = fx.plan();
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| a.kind.account_id() != Some("5")),
+            "{:#?}",
+            plan.actions
+        );
+        assert!(
+            plan.protected_by_person.is_empty(),
+            "{:#?}",
+            plan.protected_by_person
+        );
+        let listed: Vec<(&str, &str)> = plan
+            .excepted
+            .iter()
+            .map(|e| (e.account_id.as_str(), e.exception.reason.as_str()))
+            .collect();
+        assert_eq!(listed, [("5", "legal hold")], "{:#?}", plan.excepted);
     }
 
     /// Every account of a protected person is left alone, its own userName

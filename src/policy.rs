@@ -1044,6 +1044,17 @@ impl Protected {
             .filter(|_| !self.permanently(user_name))
     }
 
+    /// The exception in force for a person the directory no longer has, by the
+    /// name the ledger keeps of them ([`Protected::with_departed`]), protected
+    /// for good or not: deleted, a person loses permanent protection, so the
+    /// exception is what keeps their account, until its end.
+    pub fn exception_for_departed(&self, user_name: &str) -> Option<&Exception> {
+        if self.exceptions.is_empty() {
+            return None;
+        }
+        self.exceptions.get(&fold_user_name(user_name))
+    }
+
     /// The exceptions in force that name no account of `workspace` and no person
     /// of `directory` by userName, sorted by name: they keep nothing. A typo, or
     /// a person whose account and directory userName are both another name;

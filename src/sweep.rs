@@ -1026,17 +1026,21 @@ async fn enforce_pass(
                 continue;
             }
         };
-        // The ledger keeps the directory's userName until an account name
-        // replaces it: whether the person (not only the account) is protected.
+        // The ledger keeps the person's directory userName (a deleted person's
+        // account's): whether the person (not only the account) is protected.
         let person_protected = protected.permanently(&entry.user_name);
         let account_protected = protected.permanently(&account.user_name);
-        // An exception may name the person's directory userName, which only the
-        // ledger keeps here: replaced by the account's, the next look would no
-        // longer find it and deactivate the account the exception keeps.
-        let excepted_by_person = protected.exception_for(&entry.user_name).is_some();
         {
             let mut store = lock(store)?;
-            if !account_protected && !excepted_by_person {
+            // Only an episode that knows the person by directory id alone takes
+            // the account's name. Any other keeps the name it has: the person's
+            // directory userName (or the one a reconcile deprovisioned them
+            // under), which an exception may name, added at any time (after a
+            // deactivation that failed, say), and which the reconcile looks the
+            // exception up by (`safety::with_departed` once they are deleted).
+            // Replaced, this pass and the next would no longer find it and would
+            // deactivate the account the reconcile keeps.
+            if known_only_by_id(&entry.user_name, &entry.identity_id) && !account_protected {
                 store.deprovision_user_name(entry.id, &account.user_name)?;
             }
             // Active again since a reconcile last saw it: a retention clock it

@@ -127,6 +127,7 @@ mod review_s53_followup;
 mod review_s54_s53diff;
 mod review_s54_security;
 mod review_s54_timeline;
+mod review_s54_sweep_exceptions;
 mod role_groups;
 mod run_recovery;
 mod safety;
