@@ -222,8 +222,14 @@ pub fn is_running(database: &Path) -> Result<bool, StoreError> {
 /// State shared by the scheduler loop, the jobs and the HTTP handlers.
 pub struct Shared {
     running: RwLock<Arc<Running>>,
-    /// The daemon's own connection: job records, the ledger for `/status`.
+    /// The daemon's own connection: the job records and the scheduler's reads.
     db: Mutex<Store>,
+    /// The HTTP handlers' connection (`/readyz`, `/metrics`, `/status`): on `db`
+    /// they would queue behind a job record's write, which waits up to the busy
+    /// timeout while a job's long transaction (a snapshot, a VACUUM) holds the
+    /// write lock, and a probe's timeout is often a second. In WAL mode its reads
+    /// wait for no writer, and `/readyz` tries the write lock without waiting.
+    reads: Mutex<Store>,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
     /// Held by every job that writes to the workspace or prunes the database.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -383,6 +389,14 @@ impl Shared {
 
     fn with_db<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         match self.db.lock() {
+            Ok(mut db) => f(&mut db),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// [`Shared::with_db`] on the HTTP handlers' own connection ([`Shared::reads`]).
+    fn with_reads<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        match self.reads.lock() {
             Ok(mut db) => f(&mut db),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
@@ -629,6 +643,7 @@ pub async fn run(
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    let reads = Store::open_existing(&config.state.path)?;
     for copy in run::remove_stale_preview_copies(&config.state.path) {
         tracing::info!(
             copy = %copy.display(),
@@ -713,6 +728,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         running: RwLock::new(Arc::new(Running::new(config, settings, trigger_token))),
         db: Mutex::new(db),
+        reads: Mutex::new(reads),
         counters: counters.clone(),
         writer: Arc::new(tokio::sync::Mutex::new(())),
         clock: Arc::clone(&clock),
@@ -1135,9 +1151,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     let lock_failure = lock_failure.or(lost.clone());
     let started = shared.now();
     let timer = std::time::Instant::now();
-    if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
-        tracing::error!(job = name, error = %e, "cannot record the job start");
-    }
+    record_job_start(&shared, name, started).await;
     log_start(name, waited);
     if takes_writer_lock(name) {
         metrics::histogram!("seatwarden_job_lock_wait_seconds", catalog::JOB_LABEL => name)
@@ -1190,7 +1204,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
-    record_job_end(&shared, name, finished, &end);
+    record_job_end(&shared, name, finished, &end).await;
     // Whatever this job queued goes out now, from the mail job's own task: a relay
     // that does not answer (minutes of timeouts and retries) then delays only mail,
     // not this job's next runs (the every-minute deprovision retry above all). A mail
@@ -1342,12 +1356,45 @@ fn log_start(name: &'static str, waited: Duration) {
     }
 }
 
+/// Records in `jobs` that `name` started at `started` ([`write_job_record`]).
+async fn record_job_start(shared: &Arc<Shared>, name: &'static str, started: DateTime<Utc>) {
+    let recorded = write_job_record(shared, move |db| db.job_started(name, started)).await;
+    if let Err(e) = recorded {
+        tracing::error!(job = name, error = %e, "cannot record the job start");
+    }
+}
+
+/// Writes a job record on the daemon's own connection from the blocking pool:
+/// the write waits up to the busy timeout while another job's long transaction
+/// (a reconcile storing its snapshot, a prune's VACUUM, a backup) holds the
+/// write lock, and on an async worker that wait would stall every task queued
+/// there (`/healthz`, the listener, the other jobs' HTTP calls).
+async fn write_job_record(
+    shared: &Arc<Shared>,
+    write: impl FnOnce(&mut Store) -> Result<(), StoreError> + Send + 'static,
+) -> Result<(), String> {
+    let shared = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || shared.with_db(write)).await {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the write's task ended abnormally: {e}")),
+    }
+}
+
 /// Records how `name` ended at `finished` in `jobs`, and a success also in
-/// [`Shared::successes`] (with the time on tokio's clock).
-fn record_job_end(shared: &Shared, name: &'static str, finished: DateTime<Utc>, end: &JobEnd) {
-    if let Err(e) =
-        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
-    {
+/// [`Shared::successes`] (with the time on tokio's clock). Off the async
+/// workers, as [`write_job_record`] says why.
+async fn record_job_end(
+    shared: &Arc<Shared>,
+    name: &'static str,
+    finished: DateTime<Utc>,
+    end: &JobEnd,
+) {
+    let (status, message) = (end.status(), end.message().map(str::to_owned));
+    let recorded = write_job_record(shared, move |db| {
+        db.job_finished(name, finished, status, message.as_deref())
+    })
+    .await;
+    if let Err(e) = recorded {
         tracing::error!(job = name, error = %e, "cannot record the job end");
         return;
     }
@@ -2539,6 +2586,96 @@ mod tests {
         assert!(!shared.settings().dry_run, "the last file read writes");
     }
 
+    /// Another connection holding the state database's write lock, as a job's long
+    /// transaction does (a reconcile storing a 100k snapshot, a prune's VACUUM, a
+    /// backup), until dropped.
+    fn hold_the_write_lock(shared: &Shared) -> rusqlite::Connection {
+        let holder = rusqlite::Connection::open(&shared.config().state.path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        holder
+    }
+
+    /// A job's record is written on the daemon's own connection, which waits up
+    /// to the busy timeout (5 s) while a job's long transaction holds the write
+    /// lock (the mail job starts every minute, whatever else runs). `/readyz`
+    /// must answer meanwhile (a probe's timeout is often 1 s), not queue behind
+    /// that wait for the daemon's connection.
+    #[test]
+    fn readiness_answers_while_a_job_record_waits_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let mut db = Store::open(&shared.config().state.path).unwrap();
+        db.job_started(RECONCILE, now).unwrap();
+        db.job_finished(RECONCILE, now, RunStatus::Succeeded, None)
+            .unwrap();
+        drop(db);
+        let holder = hold_the_write_lock(&shared);
+        let (answered, first) = std::sync::mpsc::channel();
+        let recording = {
+            let (shared, answered) = (Arc::clone(&shared), answered.clone());
+            std::thread::spawn(move || {
+                let recorded = shared.with_db(|db| db.job_started(MAIL, now));
+                answered.send("job record").unwrap();
+                recorded
+            })
+        };
+        // Until the record has the daemon's connection (and waits for the lock).
+        while !recording.is_finished() && shared.db.try_lock().is_ok() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let probing = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let ready = http::readiness(&shared);
+                answered.send("readiness").unwrap();
+                ready
+            })
+        };
+        assert_eq!(
+            first.recv().unwrap(),
+            "readiness",
+            "/readyz waited for the daemon's connection while a job record waited for the \
+             write lock"
+        );
+        drop(holder);
+        assert_eq!(probing.join().unwrap(), Ok(()), "busy counts as writable");
+        recording.join().unwrap().unwrap();
+    }
+
+    /// The job records are written from the blocking pool: waiting there for a
+    /// long transaction's write lock (up to the busy timeout) on an async worker
+    /// would stall every task queued on it (`/healthz`, the listener, other jobs'
+    /// HTTP calls): here, the one other task of a single-threaded runtime.
+    #[tokio::test]
+    async fn a_job_record_waiting_for_the_write_lock_leaves_the_async_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let holder = hold_the_write_lock(&shared);
+        let (answered, first) = std::sync::mpsc::channel();
+        let (begun, begins) = tokio::sync::oneshot::channel();
+        let recording = {
+            let (shared, answered) = (Arc::clone(&shared), answered.clone());
+            tokio::spawn(async move {
+                begun.send(()).unwrap();
+                record_job_start(&shared, MAIL, now).await;
+                answered.send("job record").unwrap();
+            })
+        };
+        begins.await.unwrap();
+        answered.send("other task").unwrap();
+        assert_eq!(
+            first.recv().unwrap(),
+            "other task",
+            "the job record held the async worker while it waited for the write lock"
+        );
+        drop(holder);
+        recording.await.unwrap();
+        let jobs = shared.with_db(|db| db.jobs()).unwrap();
+        assert!(jobs.iter().any(|job| job.name == MAIL), "{jobs:?}");
+    }
+
     /// The daemon's shared state on the configuration in `dir` (a file directory,
     /// `state.db`), on `clock`, as `run` makes it at start.
     fn shared_in(dir: &Path, clock: Arc<SetClock>) -> Shared {
@@ -2554,11 +2691,13 @@ mod tests {
         let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
         let settings = config.daemon_settings().unwrap();
         let db = Store::open(&config.state.path).unwrap();
+        let reads = Store::open_existing(&config.state.path).unwrap();
         let database = DatabaseFile::of(&config.state.path).unwrap();
         let clock: Arc<dyn Clock> = clock;
         Shared {
             running: RwLock::new(Arc::new(Running::new(config, settings, None))),
             db: Mutex::new(db),
+            reads: Mutex::new(reads),
             counters: BTreeMap::new(),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             tick: Duration::from_secs(5),
@@ -2637,7 +2776,7 @@ mod tests {
                 .to_utc()
         };
         let clock = Arc::new(SetClock(Mutex::new(at(1, "10:00"))));
-        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let shared = Arc::new(shared_in(dir.path(), Arc::clone(&clock)));
         let minutes = |m: u64| tokio::time::advance(Duration::from_secs(m * 60));
         // Two days on, at 10:10, the clock jumps to 16:10; the reconcile succeeds
         // at 16:20 by it; at 16:25 it is set right, to 10:25.
@@ -2648,7 +2787,7 @@ mod tests {
         shared
             .with_db(|db| db.job_started(RECONCILE, at(3, "16:19")))
             .unwrap();
-        record_job_end(&shared, RECONCILE, at(3, "16:20"), &JobEnd::Succeeded);
+        record_job_end(&shared, RECONCILE, at(3, "16:20"), &JobEnd::Succeeded).await;
         minutes(5).await;
         *clock.0.lock().unwrap() = at(3, "10:25");
         assert_eq!(http::readiness(&shared), Ok(()));
