@@ -254,9 +254,7 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
     if let Some(lost) = shared.database_lost() {
         return Err(lost);
     }
-    shared
-        .with_reads(|db| db.probe_writable())
-        .map_err(|e| format!("state database not writable: {e}"))?;
+    writable(shared)?;
     let last = shared
         .with_reads(|db| db.jobs())
         .map_err(|e| format!("reading jobs: {e}"))?
@@ -283,6 +281,31 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
         Some(why) => Err(why),
         None => Ok(()),
     }
+}
+
+/// How long `/readyz` keeps what it found of the database taking writes: each
+/// look takes the write lock for a moment, and a flood of requests (they need no
+/// token) looking back to back slowed the jobs' writes, which then wait for it.
+pub(super) const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the state database takes writes ([`crate::store::Store::probe_writable`]),
+/// as last seen if that was within [`WRITE_PROBE_INTERVAL`].
+fn writable(shared: &Shared) -> Result<(), String> {
+    let recent = shared.write_probed.lock().ok().and_then(|last| {
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < WRITE_PROBE_INTERVAL)
+            .map(|(_, probed)| probed.clone())
+    });
+    if let Some(probed) = recent {
+        return probed;
+    }
+    let probed = shared
+        .with_reads(|db| db.probe_writable())
+        .map_err(|e| format!("state database not writable: {e}"));
+    if let Ok(mut last) = shared.write_probed.lock() {
+        *last = Some((tokio::time::Instant::now(), probed.clone()));
+    }
+    probed
 }
 
 /// The last success `last` as the wall clock reads at `now`. One recorded after

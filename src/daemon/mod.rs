@@ -262,6 +262,9 @@ pub struct Shared {
     lock_waits: Mutex<BTreeMap<&'static str, DateTime<Utc>>>,
     /// The state database as opened at start ([`Shared::database_lost`]).
     database: DatabaseFile,
+    /// When `/readyz` last took the write lock to see that the database takes
+    /// writes, and what it found ([`http::WRITE_PROBE_INTERVAL`]).
+    write_probed: Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
     /// Set by a successful reload: the next mail job first makes the messages
     /// waiting for their next attempt due ([`mail_job`]).
     release_mail: AtomicBool,
@@ -743,6 +746,7 @@ pub async fn run(
         successes: Mutex::new(BTreeMap::new()),
         lock_waits: Mutex::new(BTreeMap::new()),
         database,
+        write_probed: Mutex::new(None),
         release_mail: AtomicBool::new(false),
     });
     let start: StartJob = {
@@ -2676,6 +2680,37 @@ mod tests {
         assert!(jobs.iter().any(|job| job.name == MAIL), "{jobs:?}");
     }
 
+    /// `/readyz` takes the write lock to see that the database takes writes at
+    /// most once per [`http::WRITE_PROBE_INTERVAL`]: a flood of requests (they
+    /// need no token) would otherwise hold it back to back, and every job's
+    /// write waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_takes_the_write_lock_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
+        let probed_at = || {
+            shared
+                .write_probed
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|(at, _)| *at)
+        };
+        let started = tokio::time::Instant::now();
+        for _ in 0..50 {
+            let _ = http::readiness(&shared);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(probed_at(), Some(started), "one look for the first 500 ms");
+        tokio::time::advance(http::WRITE_PROBE_INTERVAL).await;
+        let _ = http::readiness(&shared);
+        assert_eq!(
+            probed_at(),
+            Some(tokio::time::Instant::now()),
+            "looked again after the interval"
+        );
+    }
+
     /// The daemon's shared state on the configuration in `dir` (a file directory,
     /// `state.db`), on `clock`, as `run` makes it at start.
     fn shared_in(dir: &Path, clock: Arc<SetClock>) -> Shared {
@@ -2712,6 +2747,7 @@ mod tests {
             successes: Mutex::new(BTreeMap::new()),
             lock_waits: Mutex::new(BTreeMap::new()),
             database,
+            write_probed: Mutex::new(None),
             release_mail: AtomicBool::new(false),
         }
     }
