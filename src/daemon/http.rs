@@ -30,10 +30,11 @@
 //! open can neither use up the daemon's file descriptors nor hold up its stop.
 //!
 //! The handlers that read the state database (`/readyz`, `/metrics`, `/status`)
-//! read it on the blocking pool and on a connection of their own: a prune's
-//! VACUUM can hold it for seconds, the async workers are shared with `/healthz`
-//! and the scheduler, and the daemon's other connection waits for the write lock
-//! (up to the busy timeout) to record a job's start or end.
+//! read it on the blocking pool and on connections of their own (`/readyz` on
+//! one the others do not queue it behind): a prune's VACUUM can hold it for
+//! seconds, the async workers are shared with `/healthz` and the scheduler, and
+//! the daemon's other connection waits for the write lock (up to the busy
+//! timeout) to record a job's start or end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,7 +257,7 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
     }
     writable(shared)?;
     let last = shared
-        .with_reads(|db| db.jobs())
+        .with_probes(|db| db.jobs())
         .map_err(|e| format!("reading jobs: {e}"))?
         .into_iter()
         .find(|j| j.name == RECONCILE)
@@ -300,7 +301,7 @@ fn writable(shared: &Shared) -> Result<(), String> {
         return probed;
     }
     let probed = shared
-        .with_reads(|db| db.probe_writable())
+        .with_probes(|db| db.probe_writable())
         .map_err(|e| format!("state database not writable: {e}"));
     if let Ok(mut last) = shared.write_probed.lock() {
         *last = Some((tokio::time::Instant::now(), probed.clone()));

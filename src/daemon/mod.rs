@@ -224,12 +224,16 @@ pub struct Shared {
     running: RwLock<Arc<Running>>,
     /// The daemon's own connection: the job records and the scheduler's reads.
     db: Mutex<Store>,
-    /// The HTTP handlers' connection (`/readyz`, `/metrics`, `/status`): on `db`
-    /// they would queue behind a job record's write, which waits up to the busy
-    /// timeout while a job's long transaction (a snapshot, a VACUUM) holds the
-    /// write lock, and a probe's timeout is often a second. In WAL mode its reads
-    /// wait for no writer, and `/readyz` tries the write lock without waiting.
+    /// The HTTP handlers' connection (`/metrics`, `/status`, `POST /reconcile`;
+    /// `/readyz` has [`Shared::probes`]): on `db` they would queue behind a job
+    /// record's write, which waits up to the busy timeout while a job's long
+    /// transaction (a snapshot, a VACUUM) holds the write lock, and a probe's or
+    /// scrape's timeout is short. In WAL mode their reads wait for no writer.
     reads: Mutex<Store>,
+    /// `/readyz`'s connection: on `reads` it would queue behind `/metrics` and
+    /// `/status`, which read more (the ledger, a report), and `/metrics` needs no
+    /// token either. It tries the write lock without waiting.
+    probes: Mutex<Store>,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
     /// Held by every job that writes to the workspace or prunes the database.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -397,9 +401,17 @@ impl Shared {
         }
     }
 
-    /// [`Shared::with_db`] on the HTTP handlers' own connection ([`Shared::reads`]).
+    /// [`Shared::with_db`] on the HTTP handlers' connection ([`Shared::reads`]).
     fn with_reads<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         match self.reads.lock() {
+            Ok(mut db) => f(&mut db),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// [`Shared::with_db`] on `/readyz`'s own connection ([`Shared::probes`]).
+    fn with_probes<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        match self.probes.lock() {
             Ok(mut db) => f(&mut db),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
@@ -647,6 +659,7 @@ pub async fn run(
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
     let reads = Store::open_existing(&config.state.path)?;
+    let probes = Store::open_existing(&config.state.path)?;
     for copy in run::remove_stale_preview_copies(&config.state.path) {
         tracing::info!(
             copy = %copy.display(),
@@ -732,6 +745,7 @@ pub async fn run(
         running: RwLock::new(Arc::new(Running::new(config, settings, trigger_token))),
         db: Mutex::new(db),
         reads: Mutex::new(reads),
+        probes: Mutex::new(probes),
         counters: counters.clone(),
         writer: Arc::new(tokio::sync::Mutex::new(())),
         clock: Arc::clone(&clock),
@@ -2680,6 +2694,30 @@ mod tests {
         assert!(jobs.iter().any(|job| job.name == MAIL), "{jobs:?}");
     }
 
+    /// `/readyz` answers while `/metrics` or `/status` read on the handlers'
+    /// connection: those need no token and read more (the ledger, a report), and
+    /// 64 of them at once (the listener's cap) queued a probe behind them all.
+    #[test]
+    fn readiness_answers_while_the_other_handlers_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let reading = shared.reads.lock().unwrap();
+        let (answered, answer) = std::sync::mpsc::channel();
+        let probing = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || answered.send(http::readiness(&shared)).unwrap())
+        };
+        let ready = answer.recv_timeout(Duration::from_secs(60));
+        drop(reading);
+        probing.join().unwrap();
+        assert_eq!(
+            ready,
+            Ok(Err("no reconcile has succeeded yet".to_owned())),
+            "/readyz waited for the other handlers' reads"
+        );
+    }
+
     /// `/readyz` takes the write lock to see that the database takes writes at
     /// most once per [`http::WRITE_PROBE_INTERVAL`]: a flood of requests (they
     /// need no token) would otherwise hold it back to back, and every job's
@@ -2727,12 +2765,14 @@ mod tests {
         let settings = config.daemon_settings().unwrap();
         let db = Store::open(&config.state.path).unwrap();
         let reads = Store::open_existing(&config.state.path).unwrap();
+        let probes = Store::open_existing(&config.state.path).unwrap();
         let database = DatabaseFile::of(&config.state.path).unwrap();
         let clock: Arc<dyn Clock> = clock;
         Shared {
             running: RwLock::new(Arc::new(Running::new(config, settings, None))),
             db: Mutex::new(db),
             reads: Mutex::new(reads),
+            probes: Mutex::new(probes),
             counters: BTreeMap::new(),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             tick: Duration::from_secs(5),
