@@ -1182,7 +1182,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Ok(end) => end,
             Err(panicked) => {
                 if runs_dry_runs(name) {
-                    close_dry_run_cut_off(&shared, name, started);
+                    close_dry_run_cut_off(&shared, name, started).await;
                 }
                 JobEnd::Failed(panicked)
             }
@@ -1322,10 +1322,11 @@ fn runs_dry_runs(name: &str) -> bool {
 /// A dry run holds no writer lock, so no writer closes one cut off, and the
 /// daemon's start closes it only while its job is still marked running, which
 /// a panic caught ([`caught`]) no longer leaves: it would read as under way for
-/// good, and never be pruned.
-fn close_dry_run_cut_off(shared: &Shared, name: &'static str, started: DateTime<Utc>) {
+/// good, and never be pruned. From the blocking pool ([`write_job_record`]).
+async fn close_dry_run_cut_off(shared: &Arc<Shared>, name: &'static str, started: DateTime<Utc>) {
     let now = shared.now();
-    match shared.with_db(|db| db.close_interrupted_dry_run(started, now)) {
+    let closed = write_job_record(shared, move |db| db.close_interrupted_dry_run(started, now));
+    match closed.await {
         Ok(Some(run)) => tracing::warn!(
             job = name,
             run,
@@ -1387,10 +1388,10 @@ async fn record_job_start(shared: &Arc<Shared>, name: &'static str, started: Dat
 /// (a reconcile storing its snapshot, a prune's VACUUM, a backup) holds the
 /// write lock, and on an async worker that wait would stall every task queued
 /// there (`/healthz`, the listener, the other jobs' HTTP calls).
-async fn write_job_record(
+async fn write_job_record<T: Send + 'static>(
     shared: &Arc<Shared>,
-    write: impl FnOnce(&mut Store) -> Result<(), StoreError> + Send + 'static,
-) -> Result<(), String> {
+    write: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
     let shared = Arc::clone(shared);
     match tokio::task::spawn_blocking(move || shared.with_db(write)).await {
         Ok(written) => written.map_err(|e| e.to_string()),
@@ -2671,27 +2672,66 @@ mod tests {
         let now = Utc::now();
         let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
         let holder = hold_the_write_lock(&shared);
+        let recording = {
+            let shared = Arc::clone(&shared);
+            async move { record_job_start(&shared, MAIL, now).await }
+        };
+        assert_eq!(
+            first_of(holder, recording).await,
+            "other task",
+            "the job record held the async worker while it waited for the write lock"
+        );
+        let jobs = shared.with_db(|db| db.jobs()).unwrap();
+        assert!(jobs.iter().any(|job| job.name == MAIL), "{jobs:?}");
+    }
+
+    /// As the job records, the dry run a panicking job leaves open is closed
+    /// from the blocking pool.
+    #[tokio::test]
+    async fn closing_a_cut_off_dry_run_leaves_the_async_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let run = shared
+            .with_db(|db| db.begin_run(crate::store::RunKind::DryRun, now))
+            .unwrap();
+        let holder = hold_the_write_lock(&shared);
+        let closing = {
+            let shared = Arc::clone(&shared);
+            async move { close_dry_run_cut_off(&shared, RECONCILE, now).await }
+        };
+        assert_eq!(
+            first_of(holder, closing).await,
+            "other task",
+            "closing the dry run held the async worker while it waited for the write lock"
+        );
+        let running = shared.with_db(|db| db.running_runs()).unwrap();
+        assert!(!running.iter().any(|r| r.id == run), "closed");
+    }
+
+    /// Which ends first on this single-threaded runtime: `write`, begun while
+    /// `holder` holds the write lock, or another task that starts once `write`
+    /// has begun. The lock is let go after, and `write` awaited.
+    async fn first_of(
+        holder: rusqlite::Connection,
+        write: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> &'static str {
         let (answered, first) = std::sync::mpsc::channel();
         let (begun, begins) = tokio::sync::oneshot::channel();
-        let recording = {
-            let (shared, answered) = (Arc::clone(&shared), answered.clone());
+        let writing = {
+            let answered = answered.clone();
             tokio::spawn(async move {
                 begun.send(()).unwrap();
-                record_job_start(&shared, MAIL, now).await;
-                answered.send("job record").unwrap();
+                write.await;
+                answered.send("write").unwrap();
             })
         };
         begins.await.unwrap();
         answered.send("other task").unwrap();
-        assert_eq!(
-            first.recv().unwrap(),
-            "other task",
-            "the job record held the async worker while it waited for the write lock"
-        );
+        let first = first.recv().unwrap();
         drop(holder);
-        recording.await.unwrap();
-        let jobs = shared.with_db(|db| db.jobs()).unwrap();
-        assert!(jobs.iter().any(|job| job.name == MAIL), "{jobs:?}");
+        writing.await.unwrap();
+        first
     }
 
     /// `/readyz` answers while `/metrics` or `/status` read on the handlers'
