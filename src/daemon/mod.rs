@@ -1175,10 +1175,12 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         metrics::histogram!("seatwarden_job_lock_wait_seconds", catalog::JOB_LABEL => name)
             .record(waited.as_secs_f64());
     }
-    let notifier = notify::Notifier::from_config(&running.config).filter(|_| lost.is_none());
+    let notifier = notify::Notifier::from_config(&running.config)
+        .filter(|_| lost.is_none())
+        .map(Arc::new);
     let end = match lock_failure {
         Some(failure) => JobEnd::Failed(failure),
-        None => match caught(dispatch(&shared, &running, name, notifier.as_ref())).await {
+        None => match caught(dispatch(&shared, &running, name, notifier.as_deref())).await {
             Ok(end) => end,
             Err(panicked) => {
                 if runs_dry_runs(name) {
@@ -1202,25 +1204,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         Err(_) => 0,
     };
     if let Some(notifier) = &notifier {
-        match shared.open_store() {
-            Ok(mut store) => {
-                match &end {
-                    JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
-                    JobEnd::Failed(error) => {
-                        notifier.after_job(&mut store, name, failures, Some(error), finished)
-                    }
-                    JobEnd::Stopped(_) | JobEnd::Unreached => {}
-                }
-                // Overdue deprovisions alert from the ledger after every job, failed
-                // ones included: a sweep that cannot reach the workspace is exactly
-                // when they must not go unreported.
-                notifier.after_deprovisioning(&mut store, finished);
-                // Resolutions held while their condition might come back are
-                // sent once due, whether or not a job sees it again.
-                notifier.resolve_due(&mut store, finished);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
-        }
+        alert_after_job(&shared, notifier, name, failures, &end, finished).await;
     }
     record_job_end(&shared, name, finished, &end).await;
     // Whatever this job queued goes out now, from the mail job's own task: a relay
@@ -1229,7 +1213,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // job already running may have passed it: it runs once more when it ends.
     // While stopping no job starts (but a mail run asked for before the stop), so
     // it goes out here, within the stop grace.
-    if let Some(notifier) = notifier.as_ref().filter(|_| name != MAIL)
+    if let Some(notifier) = notifier.as_deref().filter(|_| name != MAIL)
         && !shared.trigger_or_follow(MAIL)
         && shared.stopping.is_stopped()
     {
@@ -1255,6 +1239,57 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// The alerts after `name` ended as `end` at `finished`, its `failures` in a row
+/// counted. From the blocking pool, as [`write_job_record`] says why: the mail
+/// and digest jobs take no writer lock, and end while a reconcile may hold the
+/// write lock storing its snapshot, or a prune running its VACUUM.
+async fn alert_after_job(
+    shared: &Arc<Shared>,
+    notifier: &Arc<notify::Notifier>,
+    name: &'static str,
+    failures: u32,
+    end: &JobEnd,
+    finished: DateTime<Utc>,
+) {
+    let (shared, notifier, end) = (Arc::clone(shared), Arc::clone(notifier), end.clone());
+    let alerted = tokio::task::spawn_blocking(move || {
+        alert_after_job_now(&shared, &notifier, name, failures, &end, finished)
+    });
+    if let Err(e) = alerted.await {
+        tracing::error!(job = name, error = %e, "the alerts after the job ended abnormally");
+    }
+}
+
+/// [`alert_after_job`] on this thread.
+fn alert_after_job_now(
+    shared: &Shared,
+    notifier: &notify::Notifier,
+    name: &'static str,
+    failures: u32,
+    end: &JobEnd,
+    finished: DateTime<Utc>,
+) {
+    match shared.open_store() {
+        Ok(mut store) => {
+            match end {
+                JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
+                JobEnd::Failed(error) => {
+                    notifier.after_job(&mut store, name, failures, Some(error), finished)
+                }
+                JobEnd::Stopped(_) | JobEnd::Unreached => {}
+            }
+            // Overdue deprovisions alert from the ledger after every job, failed
+            // ones included: a sweep that cannot reach the workspace is exactly
+            // when they must not go unreported.
+            notifier.after_deprovisioning(&mut store, finished);
+            // Resolutions held while their condition might come back are
+            // sent once due, whether or not a job sees it again.
+            notifier.resolve_due(&mut store, finished);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
     }
 }
 
@@ -2707,6 +2742,46 @@ mod tests {
         );
         let running = shared.with_db(|db| db.running_runs()).unwrap();
         assert!(!running.iter().any(|r| r.id == run), "closed");
+    }
+
+    /// The alerts after a job are written from the blocking pool too: the third
+    /// failure in a row of the mail job (a relay down) during a reconcile's long
+    /// snapshot write queues its alert while the write lock is held.
+    #[tokio::test]
+    async fn alerting_after_a_job_leaves_the_async_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let path = dir.path().join("seatwarden.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(
+            "[report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+             to = [\"sec@example.com\"]\n",
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+        let notifier = Arc::new(notify::Notifier::from_config(&config).unwrap());
+        let holder = hold_the_write_lock(&shared);
+        let alerting = {
+            let shared = Arc::clone(&shared);
+            let failed = JobEnd::Failed("relay down".to_owned());
+            async move {
+                alert_after_job(
+                    &shared,
+                    &notifier,
+                    MAIL,
+                    notify::REPEATED_FAILURES,
+                    &failed,
+                    now,
+                )
+                .await
+            }
+        };
+        assert_eq!(
+            first_of(holder, alerting).await,
+            "other task",
+            "the alert held the async worker while it waited for the write lock"
+        );
     }
 
     /// Which ends first on this single-threaded runtime: `write`, begun while
