@@ -30,8 +30,11 @@
 //! open can neither use up the daemon's file descriptors nor hold up its stop.
 //!
 //! The handlers that read the state database (`/readyz`, `/metrics`, `/status`)
-//! read it on the blocking pool: a prune's VACUUM can hold it for seconds, and the
-//! async workers are shared with `/healthz` and the scheduler.
+//! read it on the blocking pool and on connections of their own (`/readyz` on
+//! one the others do not queue it behind): a prune's VACUUM can hold it for
+//! seconds, the async workers are shared with `/healthz` and the scheduler, and
+//! the daemon's other connection waits for the write lock (up to the busy
+//! timeout) to record a job's start or end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,11 +255,9 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
     if let Some(lost) = shared.database_lost() {
         return Err(lost);
     }
-    shared
-        .with_db(|db| db.probe_writable())
-        .map_err(|e| format!("state database not writable: {e}"))?;
+    writable(shared)?;
     let last = shared
-        .with_db(|db| db.jobs())
+        .with_probes(|db| db.jobs())
         .map_err(|e| format!("reading jobs: {e}"))?
         .into_iter()
         .find(|j| j.name == RECONCILE)
@@ -281,6 +282,31 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
         Some(why) => Err(why),
         None => Ok(()),
     }
+}
+
+/// How long `/readyz` keeps what it found of the database taking writes: each
+/// look takes the write lock for a moment, and a flood of requests (they need no
+/// token) looking back to back slowed the jobs' writes, which then wait for it.
+pub(super) const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the state database takes writes ([`crate::store::Store::probe_writable`]),
+/// as last seen if that was within [`WRITE_PROBE_INTERVAL`].
+fn writable(shared: &Shared) -> Result<(), String> {
+    let recent = shared.write_probed.lock().ok().and_then(|last| {
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < WRITE_PROBE_INTERVAL)
+            .map(|(_, probed)| probed.clone())
+    });
+    if let Some(probed) = recent {
+        return probed;
+    }
+    let probed = shared
+        .with_probes(|db| db.probe_writable())
+        .map_err(|e| format!("state database not writable: {e}"));
+    if let Ok(mut last) = shared.write_probed.lock() {
+        *last = Some((tokio::time::Instant::now(), probed.clone()));
+    }
+    probed
 }
 
 /// The last success `last` as the wall clock reads at `now`. One recorded after
@@ -419,12 +445,12 @@ fn certificate_gauges(config: &crate::config::Config) {
 /// The gauges read from the state database at each scrape.
 fn refresh_gauges(shared: &Shared) {
     let now = shared.now();
-    if let Ok(open) = shared.with_db(|db| db.open_deprovisions()) {
+    if let Ok(open) = shared.with_reads(|db| db.open_deprovisions()) {
         let (pending, overdue) = sla::open_counts(&open, now);
         metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
         metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
     }
-    if let Ok(backlog) = shared.with_db(|db| db.outbox_backlog()) {
+    if let Ok(backlog) = shared.with_reads(|db| db.outbox_backlog()) {
         for (state, count) in super::catalog::OUTBOX_STATES.into_iter().zip([
             backlog.queued,
             backlog.retrying,
@@ -442,7 +468,8 @@ fn refresh_gauges(shared: &Shared) {
     }
     let config = shared.config();
     certificate_gauges(&config);
-    if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
+    if let Ok((circuit, _)) = shared.with_reads(|db| crate::safety::circuit_state(db, &config, now))
+    {
         metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
     }
     for (name, counters) in &shared.counters {
@@ -476,7 +503,7 @@ fn refresh_gauges(shared: &Shared) {
 /// nothing until a reconcile succeeds. The report is parsed after the database
 /// is let go.
 fn awaiting_approval(shared: &Shared) -> Option<usize> {
-    let read = shared.with_db(|db| -> Result<_, StoreError> {
+    let read = shared.with_reads(|db| -> Result<_, StoreError> {
         let planned = db.latest_planned_reconcile()?;
         let (report, journaled) = match &planned {
             Some(run) => match db.report(run.id)? {
@@ -572,7 +599,7 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let settings = Arc::clone(&running.settings);
     // On the blocking pool, as /metrics reads the database.
     let collected = tokio::task::spawn_blocking(move || {
-        shared.with_db(|db| {
+        shared.with_reads(|db| {
             super::status::collect(
                 db,
                 now,
@@ -686,7 +713,7 @@ fn trigger_reconcile(shared: &Shared) -> (StatusCode, Triggered) {
 /// holds the writer locks; before, it waits for them), and its run once that is
 /// recorded.
 fn reconcile_in_progress(shared: &Shared) -> (bool, Option<RunId>) {
-    let read = shared.with_db(|db| -> Result<_, StoreError> {
+    let read = shared.with_reads(|db| -> Result<_, StoreError> {
         let running = db
             .jobs()?
             .into_iter()

@@ -222,8 +222,18 @@ pub fn is_running(database: &Path) -> Result<bool, StoreError> {
 /// State shared by the scheduler loop, the jobs and the HTTP handlers.
 pub struct Shared {
     running: RwLock<Arc<Running>>,
-    /// The daemon's own connection: job records, the ledger for `/status`.
+    /// The daemon's own connection: the job records and the scheduler's reads.
     db: Mutex<Store>,
+    /// The HTTP handlers' connection (`/metrics`, `/status`, `POST /reconcile`;
+    /// `/readyz` has [`Shared::probes`]): on `db` they would queue behind a job
+    /// record's write, which waits up to the busy timeout while a job's long
+    /// transaction (a snapshot, a VACUUM) holds the write lock, and a probe's or
+    /// scrape's timeout is short. In WAL mode their reads wait for no writer.
+    reads: Mutex<Store>,
+    /// `/readyz`'s connection: on `reads` it would queue behind `/metrics` and
+    /// `/status`, which read more (the ledger, a report), and `/metrics` needs no
+    /// token either. It tries the write lock without waiting.
+    probes: Mutex<Store>,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
     /// Held by every job that writes to the workspace or prunes the database.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -256,6 +266,9 @@ pub struct Shared {
     lock_waits: Mutex<BTreeMap<&'static str, DateTime<Utc>>>,
     /// The state database as opened at start ([`Shared::database_lost`]).
     database: DatabaseFile,
+    /// When `/readyz` last took the write lock to see that the database takes
+    /// writes, and what it found ([`http::WRITE_PROBE_INTERVAL`]).
+    write_probed: Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
     /// Set by a successful reload: the next mail job first makes the messages
     /// waiting for their next attempt due ([`mail_job`]).
     release_mail: AtomicBool,
@@ -383,6 +396,22 @@ impl Shared {
 
     fn with_db<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         match self.db.lock() {
+            Ok(mut db) => f(&mut db),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// [`Shared::with_db`] on the HTTP handlers' connection ([`Shared::reads`]).
+    fn with_reads<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        match self.reads.lock() {
+            Ok(mut db) => f(&mut db),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// [`Shared::with_db`] on `/readyz`'s own connection ([`Shared::probes`]).
+    fn with_probes<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        match self.probes.lock() {
             Ok(mut db) => f(&mut db),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
@@ -629,6 +658,8 @@ pub async fn run(
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    let reads = Store::open_existing(&config.state.path)?;
+    let probes = Store::open_existing(&config.state.path)?;
     for copy in run::remove_stale_preview_copies(&config.state.path) {
         tracing::info!(
             copy = %copy.display(),
@@ -713,6 +744,8 @@ pub async fn run(
     let shared = Arc::new(Shared {
         running: RwLock::new(Arc::new(Running::new(config, settings, trigger_token))),
         db: Mutex::new(db),
+        reads: Mutex::new(reads),
+        probes: Mutex::new(probes),
         counters: counters.clone(),
         writer: Arc::new(tokio::sync::Mutex::new(())),
         clock: Arc::clone(&clock),
@@ -727,6 +760,7 @@ pub async fn run(
         successes: Mutex::new(BTreeMap::new()),
         lock_waits: Mutex::new(BTreeMap::new()),
         database,
+        write_probed: Mutex::new(None),
         release_mail: AtomicBool::new(false),
     });
     let start: StartJob = {
@@ -1135,22 +1169,22 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     let lock_failure = lock_failure.or(lost.clone());
     let started = shared.now();
     let timer = std::time::Instant::now();
-    if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
-        tracing::error!(job = name, error = %e, "cannot record the job start");
-    }
+    record_job_start(&shared, name, started).await;
     log_start(name, waited);
     if takes_writer_lock(name) {
         metrics::histogram!("seatwarden_job_lock_wait_seconds", catalog::JOB_LABEL => name)
             .record(waited.as_secs_f64());
     }
-    let notifier = notify::Notifier::from_config(&running.config).filter(|_| lost.is_none());
+    let notifier = notify::Notifier::from_config(&running.config)
+        .filter(|_| lost.is_none())
+        .map(Arc::new);
     let end = match lock_failure {
         Some(failure) => JobEnd::Failed(failure),
-        None => match caught(dispatch(&shared, &running, name, notifier.as_ref())).await {
+        None => match caught(dispatch(&shared, &running, name, notifier.as_deref())).await {
             Ok(end) => end,
             Err(panicked) => {
                 if runs_dry_runs(name) {
-                    close_dry_run_cut_off(&shared, name, started);
+                    close_dry_run_cut_off(&shared, name, started).await;
                 }
                 JobEnd::Failed(panicked)
             }
@@ -1170,34 +1204,16 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         Err(_) => 0,
     };
     if let Some(notifier) = &notifier {
-        match shared.open_store() {
-            Ok(mut store) => {
-                match &end {
-                    JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
-                    JobEnd::Failed(error) => {
-                        notifier.after_job(&mut store, name, failures, Some(error), finished)
-                    }
-                    JobEnd::Stopped(_) | JobEnd::Unreached => {}
-                }
-                // Overdue deprovisions alert from the ledger after every job, failed
-                // ones included: a sweep that cannot reach the workspace is exactly
-                // when they must not go unreported.
-                notifier.after_deprovisioning(&mut store, finished);
-                // Resolutions held while their condition might come back are
-                // sent once due, whether or not a job sees it again.
-                notifier.resolve_due(&mut store, finished);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
-        }
+        alert_after_job(&shared, notifier, name, failures, &end, finished).await;
     }
-    record_job_end(&shared, name, finished, &end);
+    record_job_end(&shared, name, finished, &end).await;
     // Whatever this job queued goes out now, from the mail job's own task: a relay
     // that does not answer (minutes of timeouts and retries) then delays only mail,
     // not this job's next runs (the every-minute deprovision retry above all). A mail
     // job already running may have passed it: it runs once more when it ends.
     // While stopping no job starts (but a mail run asked for before the stop), so
     // it goes out here, within the stop grace.
-    if let Some(notifier) = notifier.as_ref().filter(|_| name != MAIL)
+    if let Some(notifier) = notifier.as_deref().filter(|_| name != MAIL)
         && !shared.trigger_or_follow(MAIL)
         && shared.stopping.is_stopped()
     {
@@ -1223,6 +1239,57 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// The alerts after `name` ended as `end` at `finished`, its `failures` in a row
+/// counted. From the blocking pool, as [`write_job_record`] says why: the mail
+/// and digest jobs take no writer lock, and end while a reconcile may hold the
+/// write lock storing its snapshot, or a prune running its VACUUM.
+async fn alert_after_job(
+    shared: &Arc<Shared>,
+    notifier: &Arc<notify::Notifier>,
+    name: &'static str,
+    failures: u32,
+    end: &JobEnd,
+    finished: DateTime<Utc>,
+) {
+    let (shared, notifier, end) = (Arc::clone(shared), Arc::clone(notifier), end.clone());
+    let alerted = tokio::task::spawn_blocking(move || {
+        alert_after_job_now(&shared, &notifier, name, failures, &end, finished)
+    });
+    if let Err(e) = alerted.await {
+        tracing::error!(job = name, error = %e, "the alerts after the job ended abnormally");
+    }
+}
+
+/// [`alert_after_job`] on this thread.
+fn alert_after_job_now(
+    shared: &Shared,
+    notifier: &notify::Notifier,
+    name: &'static str,
+    failures: u32,
+    end: &JobEnd,
+    finished: DateTime<Utc>,
+) {
+    match shared.open_store() {
+        Ok(mut store) => {
+            match end {
+                JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
+                JobEnd::Failed(error) => {
+                    notifier.after_job(&mut store, name, failures, Some(error), finished)
+                }
+                JobEnd::Stopped(_) | JobEnd::Unreached => {}
+            }
+            // Overdue deprovisions alert from the ledger after every job, failed
+            // ones included: a sweep that cannot reach the workspace is exactly
+            // when they must not go unreported.
+            notifier.after_deprovisioning(&mut store, finished);
+            // Resolutions held while their condition might come back are
+            // sent once due, whether or not a job sees it again.
+            notifier.resolve_due(&mut store, finished);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
     }
 }
 
@@ -1290,10 +1357,11 @@ fn runs_dry_runs(name: &str) -> bool {
 /// A dry run holds no writer lock, so no writer closes one cut off, and the
 /// daemon's start closes it only while its job is still marked running, which
 /// a panic caught ([`caught`]) no longer leaves: it would read as under way for
-/// good, and never be pruned.
-fn close_dry_run_cut_off(shared: &Shared, name: &'static str, started: DateTime<Utc>) {
+/// good, and never be pruned. From the blocking pool ([`write_job_record`]).
+async fn close_dry_run_cut_off(shared: &Arc<Shared>, name: &'static str, started: DateTime<Utc>) {
     let now = shared.now();
-    match shared.with_db(|db| db.close_interrupted_dry_run(started, now)) {
+    let closed = write_job_record(shared, move |db| db.close_interrupted_dry_run(started, now));
+    match closed.await {
         Ok(Some(run)) => tracing::warn!(
             job = name,
             run,
@@ -1342,12 +1410,45 @@ fn log_start(name: &'static str, waited: Duration) {
     }
 }
 
+/// Records in `jobs` that `name` started at `started` ([`write_job_record`]).
+async fn record_job_start(shared: &Arc<Shared>, name: &'static str, started: DateTime<Utc>) {
+    let recorded = write_job_record(shared, move |db| db.job_started(name, started)).await;
+    if let Err(e) = recorded {
+        tracing::error!(job = name, error = %e, "cannot record the job start");
+    }
+}
+
+/// Writes a job record on the daemon's own connection from the blocking pool:
+/// the write waits up to the busy timeout while another job's long transaction
+/// (a reconcile storing its snapshot, a prune's VACUUM, a backup) holds the
+/// write lock, and on an async worker that wait would stall every task queued
+/// there (`/healthz`, the listener, the other jobs' HTTP calls).
+async fn write_job_record<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    write: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let shared = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || shared.with_db(write)).await {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the write's task ended abnormally: {e}")),
+    }
+}
+
 /// Records how `name` ended at `finished` in `jobs`, and a success also in
-/// [`Shared::successes`] (with the time on tokio's clock).
-fn record_job_end(shared: &Shared, name: &'static str, finished: DateTime<Utc>, end: &JobEnd) {
-    if let Err(e) =
-        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
-    {
+/// [`Shared::successes`] (with the time on tokio's clock). Off the async
+/// workers, as [`write_job_record`] says why.
+async fn record_job_end(
+    shared: &Arc<Shared>,
+    name: &'static str,
+    finished: DateTime<Utc>,
+    end: &JobEnd,
+) {
+    let (status, message) = (end.status(), end.message().map(str::to_owned));
+    let recorded = write_job_record(shared, move |db| {
+        db.job_finished(name, finished, status, message.as_deref())
+    })
+    .await;
+    if let Err(e) = recorded {
         tracing::error!(job = name, error = %e, "cannot record the job end");
         return;
     }
@@ -2539,6 +2640,230 @@ mod tests {
         assert!(!shared.settings().dry_run, "the last file read writes");
     }
 
+    /// Another connection holding the state database's write lock, as a job's long
+    /// transaction does (a reconcile storing a 100k snapshot, a prune's VACUUM, a
+    /// backup), until dropped.
+    fn hold_the_write_lock(shared: &Shared) -> rusqlite::Connection {
+        let holder = rusqlite::Connection::open(&shared.config().state.path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        holder
+    }
+
+    /// A job's record is written on the daemon's own connection, which waits up
+    /// to the busy timeout (5 s) while a job's long transaction holds the write
+    /// lock (the mail job starts every minute, whatever else runs). `/readyz`
+    /// must answer meanwhile (a probe's timeout is often 1 s), not queue behind
+    /// that wait for the daemon's connection.
+    #[test]
+    fn readiness_answers_while_a_job_record_waits_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let mut db = Store::open(&shared.config().state.path).unwrap();
+        db.job_started(RECONCILE, now).unwrap();
+        db.job_finished(RECONCILE, now, RunStatus::Succeeded, None)
+            .unwrap();
+        drop(db);
+        let holder = hold_the_write_lock(&shared);
+        let (answered, first) = std::sync::mpsc::channel();
+        let recording = {
+            let (shared, answered) = (Arc::clone(&shared), answered.clone());
+            std::thread::spawn(move || {
+                let recorded = shared.with_db(|db| db.job_started(MAIL, now));
+                answered.send("job record").unwrap();
+                recorded
+            })
+        };
+        // Until the record has the daemon's connection (and waits for the lock).
+        while !recording.is_finished() && shared.db.try_lock().is_ok() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let probing = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let ready = http::readiness(&shared);
+                answered.send("readiness").unwrap();
+                ready
+            })
+        };
+        assert_eq!(
+            first.recv().unwrap(),
+            "readiness",
+            "/readyz waited for the daemon's connection while a job record waited for the \
+             write lock"
+        );
+        drop(holder);
+        assert_eq!(probing.join().unwrap(), Ok(()), "busy counts as writable");
+        recording.join().unwrap().unwrap();
+    }
+
+    /// The job records are written from the blocking pool: waiting there for a
+    /// long transaction's write lock (up to the busy timeout) on an async worker
+    /// would stall every task queued on it (`/healthz`, the listener, other jobs'
+    /// HTTP calls): here, the one other task of a single-threaded runtime.
+    #[tokio::test]
+    async fn a_job_record_waiting_for_the_write_lock_leaves_the_async_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let holder = hold_the_write_lock(&shared);
+        let recording = {
+            let shared = Arc::clone(&shared);
+            async move { record_job_start(&shared, MAIL, now).await }
+        };
+        assert_eq!(
+            first_of(holder, recording).await,
+            "other task",
+            "the job record held the async worker while it waited for the write lock"
+        );
+        let jobs = shared.with_db(|db| db.jobs()).unwrap();
+        assert!(jobs.iter().any(|job| job.name == MAIL), "{jobs:?}");
+    }
+
+    /// As the job records, the dry run a panicking job leaves open is closed
+    /// from the blocking pool.
+    #[tokio::test]
+    async fn closing_a_cut_off_dry_run_leaves_the_async_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let run = shared
+            .with_db(|db| db.begin_run(crate::store::RunKind::DryRun, now))
+            .unwrap();
+        let holder = hold_the_write_lock(&shared);
+        let closing = {
+            let shared = Arc::clone(&shared);
+            async move { close_dry_run_cut_off(&shared, RECONCILE, now).await }
+        };
+        assert_eq!(
+            first_of(holder, closing).await,
+            "other task",
+            "closing the dry run held the async worker while it waited for the write lock"
+        );
+        let running = shared.with_db(|db| db.running_runs()).unwrap();
+        assert!(!running.iter().any(|r| r.id == run), "closed");
+    }
+
+    /// The alerts after a job are written from the blocking pool too: the third
+    /// failure in a row of the mail job (a relay down) during a reconcile's long
+    /// snapshot write queues its alert while the write lock is held.
+    #[tokio::test]
+    async fn alerting_after_a_job_leaves_the_async_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let path = dir.path().join("seatwarden.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(
+            "[report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+             to = [\"sec@example.com\"]\n",
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+        let notifier = Arc::new(notify::Notifier::from_config(&config).unwrap());
+        let holder = hold_the_write_lock(&shared);
+        let alerting = {
+            let shared = Arc::clone(&shared);
+            let failed = JobEnd::Failed("relay down".to_owned());
+            async move {
+                alert_after_job(
+                    &shared,
+                    &notifier,
+                    MAIL,
+                    notify::REPEATED_FAILURES,
+                    &failed,
+                    now,
+                )
+                .await
+            }
+        };
+        assert_eq!(
+            first_of(holder, alerting).await,
+            "other task",
+            "the alert held the async worker while it waited for the write lock"
+        );
+    }
+
+    /// Which ends first on this single-threaded runtime: `write`, begun while
+    /// `holder` holds the write lock, or another task that starts once `write`
+    /// has begun. The lock is let go after, and `write` awaited.
+    async fn first_of(
+        holder: rusqlite::Connection,
+        write: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> &'static str {
+        let (answered, first) = std::sync::mpsc::channel();
+        let (begun, begins) = tokio::sync::oneshot::channel();
+        let writing = {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                begun.send(()).unwrap();
+                write.await;
+                answered.send("write").unwrap();
+            })
+        };
+        begins.await.unwrap();
+        answered.send("other task").unwrap();
+        let first = first.recv().unwrap();
+        drop(holder);
+        writing.await.unwrap();
+        first
+    }
+
+    /// `/readyz` answers while `/metrics` or `/status` read on the handlers'
+    /// connection: those need no token and read more (the ledger, a report), and
+    /// 64 of them at once (the listener's cap) queued a probe behind them all.
+    #[test]
+    fn readiness_answers_while_the_other_handlers_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let reading = shared.reads.lock().unwrap();
+        let (answered, answer) = std::sync::mpsc::channel();
+        let probing = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || answered.send(http::readiness(&shared)).unwrap())
+        };
+        let ready = answer.recv_timeout(Duration::from_secs(60));
+        drop(reading);
+        probing.join().unwrap();
+        assert_eq!(
+            ready,
+            Ok(Err("no reconcile has succeeded yet".to_owned())),
+            "/readyz waited for the other handlers' reads"
+        );
+    }
+
+    /// `/readyz` takes the write lock to see that the database takes writes at
+    /// most once per [`http::WRITE_PROBE_INTERVAL`]: a flood of requests (they
+    /// need no token) would otherwise hold it back to back, and every job's
+    /// write waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_takes_the_write_lock_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(Utc::now()))));
+        let probed_at = || {
+            shared
+                .write_probed
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|(at, _)| *at)
+        };
+        let started = tokio::time::Instant::now();
+        for _ in 0..50 {
+            let _ = http::readiness(&shared);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(probed_at(), Some(started), "one look for the first 500 ms");
+        tokio::time::advance(http::WRITE_PROBE_INTERVAL).await;
+        let _ = http::readiness(&shared);
+        assert_eq!(
+            probed_at(),
+            Some(tokio::time::Instant::now()),
+            "looked again after the interval"
+        );
+    }
+
     /// The daemon's shared state on the configuration in `dir` (a file directory,
     /// `state.db`), on `clock`, as `run` makes it at start.
     fn shared_in(dir: &Path, clock: Arc<SetClock>) -> Shared {
@@ -2554,11 +2879,15 @@ mod tests {
         let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
         let settings = config.daemon_settings().unwrap();
         let db = Store::open(&config.state.path).unwrap();
+        let reads = Store::open_existing(&config.state.path).unwrap();
+        let probes = Store::open_existing(&config.state.path).unwrap();
         let database = DatabaseFile::of(&config.state.path).unwrap();
         let clock: Arc<dyn Clock> = clock;
         Shared {
             running: RwLock::new(Arc::new(Running::new(config, settings, None))),
             db: Mutex::new(db),
+            reads: Mutex::new(reads),
+            probes: Mutex::new(probes),
             counters: BTreeMap::new(),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             tick: Duration::from_secs(5),
@@ -2573,6 +2902,7 @@ mod tests {
             successes: Mutex::new(BTreeMap::new()),
             lock_waits: Mutex::new(BTreeMap::new()),
             database,
+            write_probed: Mutex::new(None),
             release_mail: AtomicBool::new(false),
         }
     }
@@ -2637,7 +2967,7 @@ mod tests {
                 .to_utc()
         };
         let clock = Arc::new(SetClock(Mutex::new(at(1, "10:00"))));
-        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let shared = Arc::new(shared_in(dir.path(), Arc::clone(&clock)));
         let minutes = |m: u64| tokio::time::advance(Duration::from_secs(m * 60));
         // Two days on, at 10:10, the clock jumps to 16:10; the reconcile succeeds
         // at 16:20 by it; at 16:25 it is set right, to 10:25.
@@ -2648,7 +2978,7 @@ mod tests {
         shared
             .with_db(|db| db.job_started(RECONCILE, at(3, "16:19")))
             .unwrap();
-        record_job_end(&shared, RECONCILE, at(3, "16:20"), &JobEnd::Succeeded);
+        record_job_end(&shared, RECONCILE, at(3, "16:20"), &JobEnd::Succeeded).await;
         minutes(5).await;
         *clock.0.lock().unwrap() = at(3, "10:25");
         assert_eq!(http::readiness(&shared), Ok(()));

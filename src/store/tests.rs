@@ -2730,3 +2730,49 @@ fn alerts_hold_their_resolution_after_an_upgrade() {
     assert_eq!(written, Some(Vec::new()));
     assert_eq!(store.alert("circuit_breaker_open").unwrap(), Some(clearing));
 }
+
+/// A flood of readiness probes (each takes the write lock for a moment, then
+/// reads the jobs, back to back as the HTTP handlers' connection answers them)
+/// beside a job's small write transactions: every write gets through within
+/// its busy timeout. The times are printed for the review's numbers.
+#[test]
+fn a_flood_of_probes_fails_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flood.db");
+    let mut writer = Store::open(&path).unwrap();
+    let writes = |writer: &mut Store| {
+        let started = std::time::Instant::now();
+        for i in 0..300 {
+            writer.job_started("reconcile", t(i)).unwrap();
+        }
+        started.elapsed()
+    };
+    let quiet = writes(&mut writer);
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let flooding = std::sync::Arc::new(AtomicBool::new(true));
+    let probed = std::sync::Arc::new(AtomicU64::new(0));
+    let prober = {
+        let path = path.clone();
+        let (flooding, probed) = (
+            std::sync::Arc::clone(&flooding),
+            std::sync::Arc::clone(&probed),
+        );
+        std::thread::spawn(move || {
+            let probes = Store::open(&path).unwrap();
+            while flooding.load(Ordering::SeqCst) {
+                probes.probe_writable().unwrap();
+                probes.jobs().unwrap();
+                probed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    while probed.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let before = probed.load(Ordering::SeqCst);
+    let flooded = writes(&mut writer);
+    let probes = probed.load(Ordering::SeqCst) - before;
+    flooding.store(false, Ordering::SeqCst);
+    prober.join().unwrap();
+    eprintln!("300 writes: {quiet:?} quiet, {flooded:?} under {probes} probes");
+}

@@ -124,6 +124,7 @@ mod review_s52_delta;
 mod review_s53;
 mod review_s53_explain;
 mod review_s53_followup;
+mod review_s54_probes;
 mod review_s54_s53diff;
 mod review_s54_security;
 mod review_s54_sweep_exceptions;
