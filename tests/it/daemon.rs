@@ -58,6 +58,30 @@ pub(crate) fn daemon_env(dir: &Path, sandbox: &Sandbox, sweep: &str) -> Vec<(Str
     .collect()
 }
 
+/// A daemon in `dir` on `sandbox` that takes `token` for `POST /reconcile` and
+/// `/status`, its first reconcile done (`/readyz` answers 200). No sweep
+/// comes during a test (once a year).
+pub(crate) async fn daemon_with_trigger_token(
+    dir: &Path,
+    sandbox: &Sandbox,
+    token: &str,
+) -> Daemon {
+    let mut env = daemon_env(dir, sandbox, "0 0 1 1 *");
+    std::fs::write(dir.join("trigger-token"), format!("{token}\n")).unwrap();
+    env.push((
+        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
+        "trigger-token".into(),
+    ));
+    let daemon = start_daemon(dir, env);
+    wait_for(
+        "the first reconcile (readyz)",
+        Duration::from_secs(60),
+        || daemon.get("/readyz").0 == 200,
+    )
+    .await;
+    daemon
+}
+
 pub(crate) fn start_daemon(dir: &Path, env: Vec<(String, String)>) -> Daemon {
     let config = dir.join("seatwarden.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
@@ -576,19 +600,7 @@ async fn the_start_line_logs_the_port_actually_bound() {
 async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
-    std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
-    env.push((
-        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
-        "trigger-token".into(),
-    ));
-    let daemon = start_daemon(dir.path(), env);
-    wait_for(
-        "the first reconcile (readyz)",
-        Duration::from_secs(60),
-        || daemon.get("/readyz").0 == 200,
-    )
-    .await;
+    let daemon = daemon_with_trigger_token(dir.path(), &sandbox, "s3cret-trigger").await;
     let runs = |daemon: &Daemon| {
         let status: serde_json::Value =
             serde_json::from_slice(&daemon.cli(&["status", "--format", "json"]).stdout).unwrap();
@@ -1345,12 +1357,23 @@ async fn sweep_now(
     client: &seatwarden::workspace::ScimClient,
     store: &std::sync::Arc<std::sync::Mutex<Store>>,
 ) -> seatwarden::sweep::SweepOutcome {
+    sweep_at(config, directory, client, store, chrono::Utc::now()).await
+}
+
+/// One in-process sweep at `now`, with a one-hour SLA.
+pub(crate) async fn sweep_at(
+    config: &seatwarden::config::Config,
+    directory: &seatwarden::directory::Directory,
+    client: &seatwarden::workspace::ScimClient,
+    store: &std::sync::Arc<std::sync::Mutex<Store>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> seatwarden::sweep::SweepOutcome {
     seatwarden::sweep::sweep(
         config,
         directory,
         client,
         store,
-        chrono::Utc::now(),
+        now,
         chrono::Duration::hours(1),
     )
     .await

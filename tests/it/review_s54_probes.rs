@@ -9,25 +9,13 @@ use std::time::{Duration, Instant};
 
 use seatwarden::sandbox::Faults;
 
-use crate::daemon::{daemon_env, demo_sandbox, http, start_daemon, wait_for};
+use crate::daemon::{daemon_with_trigger_token, demo_sandbox, http, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probes_answer_while_a_job_holds_the_write_lock() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
-    std::fs::write(dir.path().join("trigger-token"), "probe-trigger\n").unwrap();
-    env.push((
-        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
-        "trigger-token".into(),
-    ));
-    let daemon = start_daemon(dir.path(), env);
-    wait_for(
-        "the first reconcile (readyz)",
-        Duration::from_secs(60),
-        || daemon.get("/readyz").0 == 200,
-    )
-    .await;
+    let daemon = daemon_with_trigger_token(dir.path(), &sandbox, "probe-trigger").await;
     let port = daemon.port().unwrap();
     let finished = || daemon.log.lock().unwrap().matches("job finished").count();
     let finished_before = finished();
@@ -73,19 +61,7 @@ async fn a_flood_of_readiness_probes_fails_no_reconcile() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut env = daemon_env(dir.path(), &sandbox, "0 0 1 1 *");
-    std::fs::write(dir.path().join("trigger-token"), "flood-trigger\n").unwrap();
-    env.push((
-        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
-        "trigger-token".into(),
-    ));
-    let daemon = start_daemon(dir.path(), env);
-    wait_for(
-        "the first reconcile (readyz)",
-        Duration::from_secs(60),
-        || daemon.get("/readyz").0 == 200,
-    )
-    .await;
+    let daemon = daemon_with_trigger_token(dir.path(), &sandbox, "flood-trigger").await;
     let port = daemon.port().unwrap();
     let finished = || daemon.log.lock().unwrap().matches("job finished").count();
     let finished_before = finished();

@@ -11,7 +11,7 @@ use seatwarden::sandbox::Faults;
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
 
-use crate::daemon::reconciled_demo;
+use crate::daemon::{reconciled_demo, sweep_at};
 use crate::review_s51_exceptions::{active, episode, except, suspend_someone};
 
 /// A time (whole seconds) after the machine's clock, so the passes' "verified
@@ -40,16 +40,7 @@ async fn an_exception_added_after_a_failed_deactivation_keeps_the_account_on_ret
         writes_only: true,
         ..Faults::default()
     });
-    let swept = seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        now,
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let swept = sweep_at(&config, &config.directory(), &client, &store, now).await;
     assert_eq!((swept.enforced, swept.excepted), (0, 0), "{swept:?}");
     assert!(active(&sandbox, &person), "every write failed");
     sandbox.set_faults(Faults::default());
@@ -93,16 +84,7 @@ async fn approve_of_a_held_sweep_deactivation_leaves_an_excepted_person_alone() 
     let now = Utc::now();
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let swept = seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        now,
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let swept = sweep_at(&config, &config.directory(), &client, &store, now).await;
     assert_eq!((swept.held, swept.enforced), (1, 0), "{swept:?}");
     let run = swept.run_id.unwrap();
     drop(store);
