@@ -1,8 +1,11 @@
 //! Schema migrations. The schema version lives in `PRAGMA user_version`; migration
 //! `n` (1-based) takes the database from version `n - 1` to `n` inside one
 //! `BEGIN IMMEDIATE` transaction, so a failed migration leaves the file unchanged and
-//! two processes opening the same file cannot both migrate it. A database whose
-//! version is newer than [`LATEST`] is refused rather than guessed at.
+//! two processes opening the same file cannot both migrate it. A database already
+//! at [`LATEST`] is opened without that lock: every command opens the database
+//! through here, and one that only reads must not wait behind a daemon job's long
+//! write. A database whose version is newer than [`LATEST`] is refused rather
+//! than guessed at.
 //!
 //! Append new migrations; never edit a released one.
 
