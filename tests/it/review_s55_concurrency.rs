@@ -2,7 +2,7 @@
 //! database and workspace.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use seatwarden::store::Store;
 
@@ -40,21 +40,17 @@ async fn reading_commands_do_not_wait_for_a_daemon_jobs_write() {
         commands
             .into_iter()
             .map(|args| {
-                let started = Instant::now();
                 let (code, stderr) = crate::fixtures::seatwarden_in(&path, &env, args);
-                (args, code, stderr, started.elapsed())
+                (args, code, stderr)
             })
             .collect::<Vec<_>>()
     })
     .await
     .unwrap();
+    // Held until every command is done: one that waited for it failed.
     job.execute_batch("ROLLBACK").unwrap();
-    for (args, code, stderr, took) in ran {
+    for (args, code, stderr) in ran {
         assert_eq!(code, Some(0), "{args:?}: {stderr}");
-        assert!(
-            took < Duration::from_secs(4),
-            "{args:?} waited {took:?} for the daemon job's write: {stderr}"
-        );
     }
 }
 
