@@ -2655,7 +2655,7 @@ fn reconcile(
     format: Format,
     wait: LockWait,
 ) -> anyhow::Result<u8> {
-    let _writer = writer_lock(config, "reconcile", wait)?;
+    let writer = writer_lock(config, "reconcile", wait)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(config);
@@ -2689,6 +2689,11 @@ fn reconcile(
                 })?),
                 None => None,
             };
+            let in_flight = store.interrupted()?.len();
+            // Let go before printing: a reader that does not read (`| less` left
+            // open) would otherwise keep the daemon's sweeps waiting on the lock.
+            drop(store);
+            drop(writer);
             if let Some(report) = &report {
                 after_writes(print_report(report, format, config))?;
             }
@@ -2702,7 +2707,7 @@ fn reconcile(
             });
             eprintln!(
                 "{}",
-                interrupted_message(signal, unsent, writes, store.interrupted()?.len(), &finish)
+                interrupted_message(signal, unsent, writes, in_flight, &finish)
             );
             return Ok(signal.exit_code());
         }
@@ -2717,6 +2722,8 @@ fn reconcile(
             outcome
         }
     };
+    // The run is over: the report is printed without the lock (see above).
+    drop(writer);
     after_writes(print_report(&outcome.report, format, config))?;
     Ok(exit_with_hint(config, Mode::Reconcile, &outcome))
 }
@@ -2960,7 +2967,7 @@ fn approve(
     use crate::approval;
     let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
-    let _writer = writer_lock(config, "approve", wait)?;
+    let writer = writer_lock(config, "approve", wait)?;
     let mut store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     run::same_workspace(&mut store, config, &client, false, chrono::Utc::now())?;
@@ -3015,6 +3022,13 @@ fn approve(
             .collect()
     };
     let about = |seq: &u32| about.get(seq).map_or("", String::as_str);
+    let in_flight = match signal.filter(|_| unsent > 0) {
+        Some(_) => open_store(config)?.interrupted()?.len(),
+        None => 0,
+    };
+    // Every write and read is done: printed without the lock, so that a reader
+    // that does not read (`| less` left open) keeps no daemon job waiting.
+    drop(writer);
     let print = || -> anyhow::Result<()> {
         let not_sent = if result.not_sent.is_empty() {
             String::new()
@@ -3064,7 +3078,6 @@ fn approve(
     };
     after_writes(print())?;
     if let Some(signal) = signal.filter(|_| unsent > 0) {
-        let in_flight = open_store(config)?.interrupted()?.len();
         eprintln!(
             "{}",
             interrupted_message(

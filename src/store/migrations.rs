@@ -1,8 +1,11 @@
 //! Schema migrations. The schema version lives in `PRAGMA user_version`; migration
 //! `n` (1-based) takes the database from version `n - 1` to `n` inside one
 //! `BEGIN IMMEDIATE` transaction, so a failed migration leaves the file unchanged and
-//! two processes opening the same file cannot both migrate it. A database whose
-//! version is newer than [`LATEST`] is refused rather than guessed at.
+//! two processes opening the same file cannot both migrate it. A database already
+//! at [`LATEST`] is opened without that lock: every command opens the database
+//! through here, and one that only reads must not wait behind a daemon job's long
+//! write. A database whose version is newer than [`LATEST`] is refused rather
+//! than guessed at.
 //!
 //! Append new migrations; never edit a released one.
 
@@ -700,6 +703,29 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
 /// not at all, and a new one costs one commit (one fsync under `synchronous=FULL`)
 /// instead of one per migration — about 40 ms of a first run at 10k identities.
 fn migrate_all(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
+    // Looked at first without the write lock: every command opens the database
+    // this way, and a read-only one (`status`, `report`, `explain`, `export`)
+    // would otherwise wait behind a daemon job's long write (the prune's VACUUM,
+    // a large snapshot) and fail with "database is locked" after the busy
+    // timeout. A version, once reached, never goes back, so an up-to-date one
+    // needs nothing more.
+    let seen: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StoreError::Migration {
+            path: path.to_owned(),
+            version: LATEST,
+            source,
+        })?;
+    if seen > LATEST {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: seen,
+            supported: LATEST,
+        });
+    }
+    if seen == LATEST {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|source| StoreError::Migration {

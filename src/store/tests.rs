@@ -2776,3 +2776,28 @@ fn a_flood_of_probes_fails_no_write() {
     prober.join().unwrap();
     eprintln!("300 writes: {quiet:?} quiet, {flooded:?} under {probes} probes");
 }
+
+/// Opening an up-to-date database is a read: `seatwarden status`, `report`,
+/// `explain` and `export` opened it with the migration's `BEGIN IMMEDIATE`,
+/// the write lock, even with nothing to migrate. While a daemon job held that
+/// lock (the prune's VACUUM, a large snapshot being stored) they waited out the
+/// busy timeout and failed with "database is locked", as a migration error.
+#[test]
+fn opening_an_up_to_date_database_waits_for_no_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let mut store = Store::open(&path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    drop(store);
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let opening = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let opened = Store::open_existing(&path).map(|store| store.run(run).map(|r| r.is_some()));
+        (opened, started.elapsed())
+    });
+    let (opened, took) = opening.join().unwrap();
+    writer.execute_batch("ROLLBACK").unwrap();
+    assert!(matches!(opened, Ok(Ok(true))), "{opened:?}");
+    assert!(took < Duration::from_secs(2), "the open waited {took:?}");
+}
