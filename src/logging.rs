@@ -85,18 +85,19 @@ impl<S: Write> Write for EventWriter<S> {
 }
 
 /// `event` as one line: each line break inside it (a CR, an LF, a vertical
-/// tab) written as its escape (`\n`), the newline ending it kept. Logged values
-/// are often the directory's or the workspace's text (userNames, group names, a
-/// provider's error message), and a line break in one would start a line of its
-/// own: a forged entry in a text log, and under systemd one journald records at
-/// whatever `<N>` priority the text after it gives. The JSON format already
+/// tab, a NUL) written as its escape (`\n`), the newline ending it kept. Logged
+/// values are often the directory's or the workspace's text (userNames, group
+/// names, a provider's error message), and a line break in one would start a
+/// line of its own: a forged entry in a text log, and under systemd one
+/// journald records at whatever `<N>` priority the text after it gives
+/// (journald ends an entry at a NUL as at a newline). The JSON format already
 /// escapes them; tracing's text format escapes terminal escapes but not these.
 fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match event.strip_suffix(b"\n") {
         Some(body) => (body, &b"\n"[..]),
         None => (event, &b""[..]),
     };
-    if !body.iter().any(|b| matches!(b, b'\n' | b'\r' | 0x0b)) {
+    if !body.iter().any(|b| matches!(b, b'\n' | b'\r' | 0x0b | 0)) {
         return std::borrow::Cow::Borrowed(event);
     }
     let mut line = Vec::with_capacity(event.len() + 8);
@@ -105,6 +106,7 @@ fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             b'\n' => line.extend_from_slice(b"\\n"),
             b'\r' => line.extend_from_slice(b"\\r"),
             0x0b => line.extend_from_slice(b"\\x0b"),
+            0 => line.extend_from_slice(b"\\0"),
             other => line.push(other),
         }
     }
@@ -310,6 +312,43 @@ mod tests {
         assert!(lines[0].contains("refused\\r\\n2026"), "{output}");
         assert!(lines[1].starts_with("<6>"), "{output}");
         assert!(!output.contains('\r'), "{output:?}");
+    }
+
+    /// journald ends a stream entry at a NUL byte as at a newline, and reads a
+    /// `<N>` after it as the next entry's priority. A NUL in a SCIM userName
+    /// (`"\u0000"` is valid JSON) or a provider's message, logged with `%`,
+    /// reaches the writer as it is (tracing's text format escapes terminal
+    /// escapes only), so it must be escaped there with the line breaks.
+    #[test]
+    fn a_nul_in_a_logged_value_cannot_forge_a_journal_entry() {
+        let journal = Journal::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(journal.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                subject = %"mallory@example.com\0<3>circuit breaker opened",
+                "account read"
+            );
+        });
+        let output = journal.0.0.lock().unwrap().clone();
+        assert!(
+            !output.contains(&0),
+            "{:?}",
+            String::from_utf8_lossy(&output)
+        );
+        let output = String::from_utf8(output).unwrap();
+        assert_eq!(output.lines().count(), 1, "{output}");
+        assert!(
+            output.contains("mallory@example.com\\0<3>circuit breaker opened"),
+            "{output}"
+        );
+        let line = String::from_utf8(error_for_journal("refused\0<6>all fine")).unwrap();
+        assert!(
+            !line.contains('\0') && line.contains("refused\\0<6>"),
+            "{line:?}"
+        );
     }
 
     /// A command's final error under systemd is one journal entry at error
