@@ -225,7 +225,8 @@ pub struct Shared {
     /// The daemon's own connection: the job records and the scheduler's reads.
     db: Mutex<Store>,
     /// The HTTP handlers' connection (`/metrics`, `/status`, `POST /reconcile`;
-    /// `/readyz` has [`Shared::probes`]): on `db` they would queue behind a job
+    /// `/readyz` has [`Shared::probes`]), and the scheduler loop's reads
+    /// ([`scheduled_specs`]): on `db` they would queue behind a job
     /// record's write, which waits up to the busy timeout while a job's long
     /// transaction (a snapshot, a VACUUM) holds the write lock, and a probe's or
     /// scrape's timeout is short. In WAL mode their reads wait for no writer.
@@ -537,6 +538,20 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// never ran runs at once (the first reconcile should not wait for its slot),
 /// except the digest and the prune: a first start would otherwise email a digest
 /// of nothing.
+/// [`job_specs`] for the scheduler loop, at start and after each reload. Read
+/// on the handlers' connection ([`Shared::with_reads`]), which never waits for
+/// a writer: the daemon's own may be held by a job's record waiting (up to the
+/// busy timeout, for each one queued) for the write lock a prune's VACUUM or a
+/// reconcile's snapshot holds, and the loop waiting with it after a reload
+/// neither ticks (the systemd watchdog, `/healthz`) nor fires any job.
+fn scheduled_specs(
+    shared: &Shared,
+    settings: &DaemonSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobSpec>, StoreError> {
+    shared.with_reads(|db| job_specs(settings, db, now))
+}
+
 fn job_specs(
     settings: &DaemonSettings,
     db: &Store,
@@ -788,7 +803,7 @@ pub async fn run(
     'schedule: loop {
         let settings = shared.settings();
         let jobs = match (
-            shared.with_db(|db| job_specs(&settings, db, clock.now())),
+            scheduled_specs(&shared, &settings, clock.now()),
             previous_jobs.take(),
         ) {
             (Ok(jobs), _) => jobs,
@@ -2807,6 +2822,34 @@ mod tests {
         drop(holder);
         writing.await.unwrap();
         first
+    }
+
+    /// After a reload the scheduler loop reads the jobs' last runs while a job's
+    /// record may hold the daemon's own connection, waiting (up to the busy
+    /// timeout, for each record queued) for the write lock a prune's VACUUM or a
+    /// reconcile's snapshot holds. Read there, the loop stalled with it: no tick
+    /// (the systemd watchdog, `/healthz`), no job fired.
+    #[test]
+    fn the_schedule_is_read_while_a_job_record_waits_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let recording = shared.db.lock().unwrap();
+        let (answered, answer) = std::sync::mpsc::channel();
+        let scheduling = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let specs = scheduled_specs(&shared, &shared.settings(), now).map(|s| s.len());
+                answered.send(specs.map_err(|e| e.to_string())).unwrap();
+            })
+        };
+        let read = answer.recv_timeout(Duration::from_secs(10));
+        drop(recording);
+        scheduling.join().unwrap();
+        assert!(
+            matches!(read, Ok(Ok(n)) if n > 0),
+            "the scheduler loop waited for the daemon's own connection: {read:?}"
+        );
     }
 
     /// `/readyz` answers while `/metrics` or `/status` read on the handlers'
