@@ -1198,7 +1198,9 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         None => match caught(dispatch(&shared, &running, name, notifier.as_deref())).await {
             Ok(end) => end,
             Err(panicked) => {
-                if runs_dry_runs(name) {
+                // A writing daemon's job runs no dry run: one begun since is
+                // someone's by hand, running on.
+                if runs_dry_runs(name) && running.settings.dry_run {
                     close_dry_run_cut_off(&shared, name, started).await;
                 }
                 JobEnd::Failed(panicked)
@@ -1334,6 +1336,10 @@ async fn dispatch(
         tests::DELETING_ITS_DATABASE => tests::deleting_its_database(shared),
         #[cfg(test)]
         tests::PANICKING_IN_A_DRY_RUN => tests::panicking_in_a_dry_run(shared).await,
+        #[cfg(test)]
+        tests::PANICKING_BESIDE_A_DRY_RUN_BY_HAND => {
+            tests::panicking_beside_a_dry_run_by_hand(shared)
+        }
         _ => JobEnd::Succeeded,
     }
 }
@@ -1363,7 +1369,7 @@ fn runs_dry_runs(name: &str) -> bool {
     match name {
         RECONCILE => true,
         #[cfg(test)]
-        tests::PANICKING_IN_A_DRY_RUN => true,
+        tests::PANICKING_IN_A_DRY_RUN | tests::PANICKING_BESIDE_A_DRY_RUN_BY_HAND => true,
         _ => false,
     }
 }
@@ -2504,6 +2510,36 @@ mod tests {
         panic!("a bug in the middle of a dry run");
     }
 
+    /// A job name only the tests run: it panics before its run begins, as the
+    /// reconcile job does on a bug in making its connectors, while a dry run
+    /// run by hand (`seatwarden dry-run`, which takes no writer lock) has begun
+    /// meanwhile.
+    pub(super) const PANICKING_BESIDE_A_DRY_RUN_BY_HAND: &str = "panicking beside a dry run";
+
+    pub(super) fn panicking_beside_a_dry_run_by_hand(shared: &Shared) -> JobEnd {
+        let mut by_hand = Store::open_existing(&shared.config().state.path).unwrap();
+        by_hand
+            .begin_run(crate::store::RunKind::DryRun, shared.now())
+            .unwrap();
+        panic!("a bug before the job's run began");
+    }
+
+    /// A daemon that writes runs no dry run of its own: a job of its that
+    /// panics leaves alone the dry run someone runs by hand beside it. Taken
+    /// for the job's own (the first dry run begun since the job started), it
+    /// was marked failed (interrupted) while it ran, and its end and report
+    /// were then never recorded.
+    #[tokio::test]
+    async fn a_writing_daemons_panicking_job_leaves_a_dry_run_by_hand_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+        let shared = Arc::new(shared_in(dir.path(), clock));
+        assert!(!shared.settings().dry_run);
+        run_job(Arc::clone(&shared), PANICKING_BESIDE_A_DRY_RUN_BY_HAND).await;
+        let running = shared.with_db(|db| db.running_runs()).unwrap();
+        assert_eq!(running.len(), 1, "the dry run by hand runs on: {running:?}");
+    }
+
     /// A dry run holds no writer lock: no writer closes one cut off, and the
     /// daemon's start closed it only while its job was still marked running.
     /// Its job now ends recorded failed after a panic, so the dry run it was
@@ -2514,6 +2550,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
         let shared = Arc::new(shared_in(dir.path(), clock));
+        let running = shared.running();
+        shared.replace_running(Running {
+            config: Arc::clone(&running.config),
+            settings: Arc::new(DaemonSettings {
+                dry_run: true,
+                ..(*running.settings).clone()
+            }),
+            trigger_token: None,
+        });
         run_job(Arc::clone(&shared), PANICKING_IN_A_DRY_RUN).await;
         let running = shared.with_db(|db| db.running_runs()).unwrap();
         assert!(running.is_empty(), "{running:?}");
