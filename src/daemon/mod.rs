@@ -2540,6 +2540,34 @@ mod tests {
         assert_eq!(running.len(), 1, "the dry run by hand runs on: {running:?}");
     }
 
+    /// `POST /reconcile` joining the reconcile under way names its run. A reload
+    /// that turned `schedule.dry_run` on (or off) while it ran changes nothing
+    /// of that run's kind: looked for by the kind the new settings run, it was
+    /// not found (`run_id` null), or a dry run by hand was named in its place.
+    #[test]
+    fn a_reconcile_joined_after_a_reload_into_dry_run_is_named_by_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now))));
+        assert!(!shared.settings().dry_run);
+        let run = shared
+            .with_db(|db| {
+                db.job_started(RECONCILE, now)?;
+                db.begin_run(crate::store::RunKind::Reconcile, now)
+            })
+            .unwrap();
+        let running = shared.running();
+        shared.replace_running(Running {
+            config: Arc::clone(&running.config),
+            settings: Arc::new(DaemonSettings {
+                dry_run: true,
+                ..(*running.settings).clone()
+            }),
+            trigger_token: None,
+        });
+        assert_eq!(http::reconcile_in_progress(&shared), (true, Some(run)));
+    }
+
     /// A dry run holds no writer lock: no writer closes one cut off, and the
     /// daemon's start closed it only while its job was still marked running.
     /// Its job now ends recorded failed after a panic, so the dry run it was
