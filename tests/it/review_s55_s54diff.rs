@@ -67,5 +67,16 @@ async fn the_retry_puts_off_a_deleted_protected_and_excepted_persons_deprovision
     let put_off = episode(&store, &identity);
     assert_eq!(put_off.excepted_until, Some(until), "{put_off:?}");
     assert!(put_off.due_at > until, "{put_off:?}");
+
+    // Looked at again while the exception lasts: it still keeps the account
+    // (not taken for an exception taken out, made due at once).
+    let later = now + seatwarden::sweep::HOLD_RECHECK + Duration::minutes(10);
+    let again = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!((again.excepted, again.enforced), (1, 0), "{again:?}");
+    let still = episode(&store, &identity);
+    assert_eq!(still.excepted_until, Some(until), "{still:?}");
+    assert_eq!(still.due_at, put_off.due_at, "{still:?}");
     sandbox.shutdown().await;
 }
