@@ -143,9 +143,12 @@ fn check_ours(dir: &Path) -> Result<(), DemoError> {
 /// Refuses an existing `dir` that every user may write to, or that another user
 /// owns: the demo writes its files by name and would follow a link someone put
 /// there in its place (to a file of the user running it), and its lock file
-/// too. A new directory is made by the demo itself. Ownership is compared with
-/// the owner of `/proc/self` (this process's user); where there is no `/proc`,
-/// only the mode is checked.
+/// too. Nor may a folder above it let another user move it away and put one of
+/// theirs in its place: one owned by another user (root aside), or one every
+/// user may write to without the sticky bit (`/tmp` has it: there only a
+/// folder's owner may rename it). Ownership is compared with the owner of
+/// `/proc/self` (this process's user); where there is no `/proc`, only the
+/// modes are checked.
 #[cfg(unix)]
 fn check_private(dir: &Path) -> Result<(), DemoError> {
     use std::os::unix::fs::MetadataExt;
@@ -164,13 +167,42 @@ fn check_private(dir: &Path) -> Result<(), DemoError> {
             folder.mode() & 0o7777
         ));
     }
-    if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if let Some(me) = me
         && folder.uid() != me
     {
         return refused(format!(
             "belongs to another user (uid {}, not {me})",
             folder.uid()
         ));
+    }
+    // Made absolute, without links, by the caller: these are the folders the
+    // demo's files are reached through.
+    for above in dir.ancestors().skip(1) {
+        let Ok(folder) = std::fs::metadata(above) else {
+            continue;
+        };
+        let mode = folder.mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return refused(format!(
+                "is in {}, which every user of this machine can write to (mode {:04o}, \
+                 without the sticky bit): anyone could move the demo's directory away and \
+                 put theirs in its place",
+                above.display(),
+                mode & 0o7777
+            ));
+        }
+        if let Some(me) = me
+            && folder.uid() != me
+            && folder.uid() != 0
+        {
+            return refused(format!(
+                "is in {}, which belongs to another user (uid {}): they could move the \
+                 demo's directory away and put theirs in its place",
+                above.display(),
+                folder.uid()
+            ));
+        }
     }
     Ok(())
 }
@@ -200,19 +232,42 @@ fn make_private_dir(dir: &Path) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct DemoLock {
     _file: File,
+    dir: PathBuf,
+}
+
+impl DemoLock {
+    /// The directory as checked: absolute, with no link in it. The demo works
+    /// in it by this path, so a link given as `--dir` (or in a folder above it)
+    /// that someone points elsewhere afterwards changes nothing.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// `dir` made if missing ([`make_private_dir`]), then checked as it now is
+/// ([`check_ours`]), and its path resolved. Checked before it is made, a folder
+/// someone else made in the moment between would be taken as the demo's own.
+fn take_dir(dir: &Path) -> Result<PathBuf, DemoError> {
+    let io = |source| DemoError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    make_private_dir(dir).map_err(io)?;
+    let dir = std::fs::canonicalize(dir).map_err(io)?;
+    check_ours(&dir)?;
+    Ok(dir)
 }
 
 /// Takes the directory for this demo: creates it (refused if it is someone
 /// else's, see [`check_ours`]) and locks its lock file, or says which process
 /// holds it.
 pub fn lock(dir: &Path) -> Result<DemoLock, DemoError> {
-    check_ours(dir)?;
+    let dir = take_dir(dir)?;
     let path = dir.join(LOCK);
     let io = |source| DemoError::Io {
         path: path.clone(),
         source,
     };
-    make_private_dir(dir).map_err(io)?;
     let mut file = File::options()
         .read(true)
         .write(true)
@@ -240,7 +295,7 @@ pub fn lock(dir: &Path) -> Result<DemoLock, DemoError> {
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()))
         .map_err(io)?;
-    Ok(DemoLock { _file: file })
+    Ok(DemoLock { _file: file, dir })
 }
 
 /// How long [`lock_past_own_forks`] waits for a lock this process seems to hold.
@@ -273,11 +328,7 @@ async fn lock_past_own_forks(dir: &Path) -> Result<DemoLock, DemoError> {
 /// that is not empty is refused (it may be someone's real state). [`run`](fn@run) holds
 /// the directory's [`lock`] first.
 pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
-    check_ours(dir)?;
-    make_private_dir(dir).map_err(|source| DemoError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
+    let dir = &take_dir(dir)?;
     write(
         dir,
         MARKER,
@@ -322,8 +373,9 @@ fn restrict_to_owner(_path: &Path) -> Result<(), DemoError> {
 }
 
 /// Runs the demo, printing each step to stdout (`colour` on a TTY).
-pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
-    let _lock = lock_past_own_forks(dir).await?;
+pub async fn run(requested: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
+    let lock = lock_past_own_forks(requested).await?;
+    let dir = lock.dir();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| DemoError::Io {
@@ -371,7 +423,7 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
     let (first_plan, reconcile, final_plan) = result?;
     exported?;
     Ok(DemoOutcome {
-        dir: dir.to_owned(),
+        dir: requested.to_owned(),
         port,
         first_plan,
         reconcile,
@@ -522,5 +574,39 @@ mod tests {
             "{refused:?}"
         );
         assert!(matches!(lock(&shared), Err(DemoError::NotPrivate { .. })));
+    }
+
+    /// `--dir` a new folder inside one every user may write to without the
+    /// sticky bit: the demo made its directory private, but anyone could then
+    /// rename it away and put their own in its place (its marker, and links
+    /// named as the demo's files to files of the user running it), which the
+    /// demo would write through. Refused before anything is written; in a
+    /// sticky folder (as `/tmp` is), where only its owner may rename it, it is
+    /// taken.
+    #[cfg(unix)]
+    #[test]
+    fn a_demo_directory_in_a_folder_others_can_rename_it_in_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let open = root.path().join("shared");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir = open.join("seatwarden-demo");
+
+        let locked = lock(&dir);
+        assert!(
+            matches!(&locked, Err(DemoError::NotPrivate { why, .. }) if why.contains("sticky")),
+            "{locked:?}"
+        );
+        let refused = prepare(&dir, "http://127.0.0.1:1/scim/v2");
+        assert!(
+            matches!(refused, Err(DemoError::NotPrivate { .. })),
+            "{refused:?}"
+        );
+        assert!(!dir.join("seatwarden.toml").exists());
+
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let taken = lock(&dir);
+        assert!(taken.is_ok(), "{taken:?}");
     }
 }

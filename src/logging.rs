@@ -72,11 +72,11 @@ impl<S: Write> Write for EventWriter<S> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buffer.is_empty() {
-            let mut line = Vec::with_capacity(self.buffer.len() + 8);
-            if let Some(prefix) = self.prefix {
-                line.extend_from_slice(prefix);
-            }
-            line.extend_from_slice(&one_line(&self.buffer));
+            let line = one_line(&self.buffer);
+            let line = match self.prefix {
+                Some(prefix) => journal_entries(prefix, &line),
+                None => line.into_owned(),
+            };
             self.buffer.clear();
             self.sink.write_all(&line)?;
         }
@@ -84,19 +84,53 @@ impl<S: Write> Write for EventWriter<S> {
     }
 }
 
+/// The longest journal entry written, its prefix and newline aside: just
+/// under journald's default `LineMax` (48K), so an event journald would keep
+/// whole is written whole (a JSON line stays one entry a collector can parse).
+const JOURNAL_ENTRY_MAX: usize = 48 * 1024 - 64;
+
+/// `line` (one line, [`one_line`]) as journal entries, each behind `prefix`:
+/// journald cuts a longer line into entries itself and reads the priority of
+/// each piece from whatever text begins it, so the rest of a long error went
+/// to the stream's default priority (info), or to one the text gave. Cut at
+/// character boundaries, nothing left out.
+fn journal_entries(prefix: &[u8], line: &[u8]) -> Vec<u8> {
+    let mut body = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut entries = Vec::with_capacity(line.len() + prefix.len() + 1);
+    loop {
+        let mut cut = body.len().min(JOURNAL_ENTRY_MAX);
+        // Back to the start of a UTF-8 character (at most three bytes back).
+        while cut < body.len() && cut > 0 && body[cut] & 0xc0 == 0x80 {
+            cut -= 1;
+        }
+        if cut == 0 {
+            cut = body.len().min(JOURNAL_ENTRY_MAX);
+        }
+        let (entry, rest) = body.split_at(cut);
+        entries.extend_from_slice(prefix);
+        entries.extend_from_slice(entry);
+        entries.push(b'\n');
+        if rest.is_empty() {
+            return entries;
+        }
+        body = rest;
+    }
+}
+
 /// `event` as one line: each line break inside it (a CR, an LF, a vertical
-/// tab) written as its escape (`\n`), the newline ending it kept. Logged values
-/// are often the directory's or the workspace's text (userNames, group names, a
-/// provider's error message), and a line break in one would start a line of its
-/// own: a forged entry in a text log, and under systemd one journald records at
-/// whatever `<N>` priority the text after it gives. The JSON format already
+/// tab, a NUL) written as its escape (`\n`), the newline ending it kept. Logged
+/// values are often the directory's or the workspace's text (userNames, group
+/// names, a provider's error message), and a line break in one would start a
+/// line of its own: a forged entry in a text log, and under systemd one
+/// journald records at whatever `<N>` priority the text after it gives
+/// (journald ends an entry at a NUL as at a newline). The JSON format already
 /// escapes them; tracing's text format escapes terminal escapes but not these.
 fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match event.strip_suffix(b"\n") {
         Some(body) => (body, &b"\n"[..]),
         None => (event, &b""[..]),
     };
-    if !body.iter().any(|b| matches!(b, b'\n' | b'\r' | 0x0b)) {
+    if !body.iter().any(|b| matches!(b, b'\n' | b'\r' | 0x0b | 0)) {
         return std::borrow::Cow::Borrowed(event);
     }
     let mut line = Vec::with_capacity(event.len() + 8);
@@ -105,6 +139,7 @@ fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             b'\n' => line.extend_from_slice(b"\\n"),
             b'\r' => line.extend_from_slice(b"\\r"),
             0x0b => line.extend_from_slice(b"\\x0b"),
+            0 => line.extend_from_slice(b"\\0"),
             other => line.push(other),
         }
     }
@@ -119,8 +154,8 @@ fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// priority the text after it gives, while the rest of the error would be
 /// recorded at the stream's default priority (info), out of `journalctl -p err`.
 pub fn error_for_journal(error: &str) -> Vec<u8> {
-    let line = format!("<3>error: {error}\n");
-    one_line(line.as_bytes()).into_owned()
+    let line = format!("error: {error}\n");
+    journal_entries(b"<3>", &one_line(line.as_bytes()))
 }
 
 impl<S: Write> Drop for EventWriter<S> {
@@ -310,6 +345,82 @@ mod tests {
         assert!(lines[0].contains("refused\\r\\n2026"), "{output}");
         assert!(lines[1].starts_with("<6>"), "{output}");
         assert!(!output.contains('\r'), "{output:?}");
+    }
+
+    /// journald ends a stream entry at a NUL byte as at a newline, and reads a
+    /// `<N>` after it as the next entry's priority. A NUL in a SCIM userName
+    /// (`"\u0000"` is valid JSON) or a provider's message, logged with `%`,
+    /// reaches the writer as it is (tracing's text format escapes terminal
+    /// escapes only), so it must be escaped there with the line breaks.
+    #[test]
+    fn a_nul_in_a_logged_value_cannot_forge_a_journal_entry() {
+        let journal = Journal::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(journal.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                subject = %"mallory@example.com\0<3>circuit breaker opened",
+                "account read"
+            );
+        });
+        let output = journal.0.0.lock().unwrap().clone();
+        assert!(
+            !output.contains(&0),
+            "{:?}",
+            String::from_utf8_lossy(&output)
+        );
+        let output = String::from_utf8(output).unwrap();
+        assert_eq!(output.lines().count(), 1, "{output}");
+        assert!(
+            output.contains("mallory@example.com\\0<3>circuit breaker opened"),
+            "{output}"
+        );
+        let line = String::from_utf8(error_for_journal("refused\0<6>all fine")).unwrap();
+        assert!(
+            !line.contains('\0') && line.contains("refused\\0<6>"),
+            "{line:?}"
+        );
+    }
+
+    /// journald cuts a stream line longer than its `LineMax` (48K by default)
+    /// into entries, and reads a `<N>` at the start of each piece as that
+    /// entry's priority: the rest of a long error (a provider's body quoted in
+    /// it, a long list of failing objects) was recorded at the stream's default
+    /// priority (info), out of `journalctl -p err`, or at whatever priority
+    /// text that happened to begin a piece gave. Such an event is written as
+    /// several entries, each behind its own prefix, all of it kept.
+    #[test]
+    fn a_long_event_is_cut_into_journal_entries_each_at_its_priority() {
+        let journal = Journal::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(journal.clone())
+            .finish();
+        let long = "x".repeat(60_000) + "<6>tail" + &"é".repeat(40_000);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(error = %long, "job failed");
+        });
+        let output = String::from_utf8(journal.0.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = output.lines().collect();
+        assert!(lines.len() > 1, "{}", lines.len());
+        for line in &lines {
+            assert!(line.starts_with("<3>"), "{}", &line[..20]);
+            assert!(line.len() < 48 * 1024, "{}", line.len());
+        }
+        let joined: String = lines.iter().map(|l| &l[3..]).collect();
+        assert!(joined.contains(&long), "every byte of the event is kept");
+
+        let error = format!("refused: {long}");
+        let written = String::from_utf8(error_for_journal(&error)).unwrap();
+        assert!(
+            written
+                .lines()
+                .all(|l| l.starts_with("<3>") && l.len() < 48 * 1024),
+            "{}",
+            written.lines().count()
+        );
     }
 
     /// A command's final error under systemd is one journal entry at error

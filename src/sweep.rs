@@ -453,11 +453,9 @@ fn ended_early(
         if entry.excepted_until.is_none_or(|until| until <= now) {
             continue;
         }
-        let names = std::iter::once(entry.user_name.as_str())
-            .chain(account.as_ref().map(|a| a.user_name.as_str()));
-        if names
-            .clone()
-            .any(|name| protected.exception_for(name).is_some())
+        let account_name = account.as_ref().map(|a| a.user_name.as_str());
+        if person_exception(protected, entry).is_some()
+            || account_name.is_some_and(|name| protected.exception_for(name).is_some())
         {
             continue;
         }
@@ -473,6 +471,22 @@ fn ended_early(
         entry.due_at = due_at;
     }
     Ok(())
+}
+
+/// The exception in force naming the person of `entry` by the name the ledger
+/// keeps, as the reconcile finds it: for someone deleted from the directory
+/// whether or not the name is protected for good, which a person the directory
+/// no longer has has lost (`Protected::exception_for_departed`), so the
+/// exception alone keeps their account until its end.
+fn person_exception<'p>(
+    protected: &'p policy::Protected,
+    entry: &LedgerEntry,
+) -> Option<&'p crate::model::Exception> {
+    if entry.reason == LossReason::Deleted {
+        protected.exception_for_departed(&entry.user_name)
+    } else {
+        protected.exception_for(&entry.user_name)
+    }
 }
 
 /// Whether a ledger episode still names its person by directory id: a deleted
@@ -1066,9 +1080,14 @@ async fn enforce_pass(
             outcome.cancelled += 1;
             continue;
         }
-        let exception = [&entry.user_name, &account.user_name]
-            .into_iter()
-            .find_map(|name| protected.exception_for(name));
+        let by_person = person_exception(protected, entry);
+        // Deleted, a person protected for good by the name the ledger keeps is
+        // kept by the exception naming it, as the reconcile keeps them (listed
+        // excepted, then deactivated at its end): held as protected, the
+        // episode stayed due at its SLA and was escalated while the exception
+        // kept the account.
+        let person_protected = person_protected && by_person.is_none();
+        let exception = by_person.or_else(|| protected.exception_for(&account.user_name));
         if let (Some(exception), false) = (exception, person_protected || account_protected) {
             // The reconcile leaves the account alone as well. Put off, the
             // episode is due as long after the exception's end as it was due

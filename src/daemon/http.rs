@@ -712,7 +712,7 @@ fn trigger_reconcile(shared: &Shared) -> (StatusCode, Triggered) {
 /// Whether the daemon's reconcile job has begun (it records its start once it
 /// holds the writer locks; before, it waits for them), and its run once that is
 /// recorded.
-fn reconcile_in_progress(shared: &Shared) -> (bool, Option<RunId>) {
+pub(super) fn reconcile_in_progress(shared: &Shared) -> (bool, Option<RunId>) {
     let read = shared.with_reads(|db| -> Result<_, StoreError> {
         let running = db
             .jobs()?
@@ -722,13 +722,19 @@ fn reconcile_in_progress(shared: &Shared) -> (bool, Option<RunId>) {
             return Ok((false, None));
         }
         // Under the writer lock no other reconcile runs: a running one is this job's.
-        // (A dry run by hand takes no writer lock: the newest running one is taken
-        // as the daemon's.)
-        let kind = super::reconcile_mode(&shared.settings()).run_kind();
-        let run = db
-            .latest_run(&[kind])?
-            .filter(|run| run.status == RunStatus::Running)
-            .map(|run| run.id);
+        // Else the job runs a dry run (a dry run by hand takes no writer lock: the
+        // newest running one is taken as the daemon's). Not told by the settings
+        // in force: the job keeps the mode it started in across a reload.
+        let running_of = |kind| -> Result<Option<RunId>, StoreError> {
+            Ok(db
+                .latest_run(&[kind])?
+                .filter(|run| run.status == RunStatus::Running)
+                .map(|run| run.id))
+        };
+        let run = match running_of(crate::store::RunKind::Reconcile)? {
+            Some(run) => Some(run),
+            None => running_of(crate::store::RunKind::DryRun)?,
+        };
         Ok((true, run))
     });
     // Unreadable: the job runs (its counter says so), its run unknown.

@@ -225,7 +225,8 @@ pub struct Shared {
     /// The daemon's own connection: the job records and the scheduler's reads.
     db: Mutex<Store>,
     /// The HTTP handlers' connection (`/metrics`, `/status`, `POST /reconcile`;
-    /// `/readyz` has [`Shared::probes`]): on `db` they would queue behind a job
+    /// `/readyz` has [`Shared::probes`]), and the scheduler loop's reads
+    /// ([`scheduled_specs`]): on `db` they would queue behind a job
     /// record's write, which waits up to the busy timeout while a job's long
     /// transaction (a snapshot, a VACUUM) holds the write lock, and a probe's or
     /// scrape's timeout is short. In WAL mode their reads wait for no writer.
@@ -537,6 +538,20 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// never ran runs at once (the first reconcile should not wait for its slot),
 /// except the digest and the prune: a first start would otherwise email a digest
 /// of nothing.
+/// [`job_specs`] for the scheduler loop, at start and after each reload. Read
+/// on the handlers' connection ([`Shared::with_reads`]), which never waits for
+/// a writer: the daemon's own may be held by a job's record waiting (up to the
+/// busy timeout, for each one queued) for the write lock a prune's VACUUM or a
+/// reconcile's snapshot holds, and the loop waiting with it after a reload
+/// neither ticks (the systemd watchdog, `/healthz`) nor fires any job.
+fn scheduled_specs(
+    shared: &Shared,
+    settings: &DaemonSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobSpec>, StoreError> {
+    shared.with_reads(|db| job_specs(settings, db, now))
+}
+
 fn job_specs(
     settings: &DaemonSettings,
     db: &Store,
@@ -788,7 +803,7 @@ pub async fn run(
     'schedule: loop {
         let settings = shared.settings();
         let jobs = match (
-            shared.with_db(|db| job_specs(&settings, db, clock.now())),
+            scheduled_specs(&shared, &settings, clock.now()),
             previous_jobs.take(),
         ) {
             (Ok(jobs), _) => jobs,
@@ -1183,7 +1198,9 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         None => match caught(dispatch(&shared, &running, name, notifier.as_deref())).await {
             Ok(end) => end,
             Err(panicked) => {
-                if runs_dry_runs(name) {
+                // A writing daemon's job runs no dry run: one begun since is
+                // someone's by hand, running on.
+                if runs_dry_runs(name) && running.settings.dry_run {
                     close_dry_run_cut_off(&shared, name, started).await;
                 }
                 JobEnd::Failed(panicked)
@@ -1319,6 +1336,10 @@ async fn dispatch(
         tests::DELETING_ITS_DATABASE => tests::deleting_its_database(shared),
         #[cfg(test)]
         tests::PANICKING_IN_A_DRY_RUN => tests::panicking_in_a_dry_run(shared).await,
+        #[cfg(test)]
+        tests::PANICKING_BESIDE_A_DRY_RUN_BY_HAND => {
+            tests::panicking_beside_a_dry_run_by_hand(shared)
+        }
         _ => JobEnd::Succeeded,
     }
 }
@@ -1348,7 +1369,7 @@ fn runs_dry_runs(name: &str) -> bool {
     match name {
         RECONCILE => true,
         #[cfg(test)]
-        tests::PANICKING_IN_A_DRY_RUN => true,
+        tests::PANICKING_IN_A_DRY_RUN | tests::PANICKING_BESIDE_A_DRY_RUN_BY_HAND => true,
         _ => false,
     }
 }
@@ -2489,6 +2510,64 @@ mod tests {
         panic!("a bug in the middle of a dry run");
     }
 
+    /// A job name only the tests run: it panics before its run begins, as the
+    /// reconcile job does on a bug in making its connectors, while a dry run
+    /// run by hand (`seatwarden dry-run`, which takes no writer lock) has begun
+    /// meanwhile.
+    pub(super) const PANICKING_BESIDE_A_DRY_RUN_BY_HAND: &str = "panicking beside a dry run";
+
+    pub(super) fn panicking_beside_a_dry_run_by_hand(shared: &Shared) -> JobEnd {
+        let mut by_hand = Store::open_existing(&shared.config().state.path).unwrap();
+        by_hand
+            .begin_run(crate::store::RunKind::DryRun, shared.now())
+            .unwrap();
+        panic!("a bug before the job's run began");
+    }
+
+    /// A daemon that writes runs no dry run of its own: a job of its that
+    /// panics leaves alone the dry run someone runs by hand beside it. Taken
+    /// for the job's own (the first dry run begun since the job started), it
+    /// was marked failed (interrupted) while it ran, and its end and report
+    /// were then never recorded.
+    #[tokio::test]
+    async fn a_writing_daemons_panicking_job_leaves_a_dry_run_by_hand_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+        let shared = Arc::new(shared_in(dir.path(), clock));
+        assert!(!shared.settings().dry_run);
+        run_job(Arc::clone(&shared), PANICKING_BESIDE_A_DRY_RUN_BY_HAND).await;
+        let running = shared.with_db(|db| db.running_runs()).unwrap();
+        assert_eq!(running.len(), 1, "the dry run by hand runs on: {running:?}");
+    }
+
+    /// `POST /reconcile` joining the reconcile under way names its run. A reload
+    /// that turned `schedule.dry_run` on (or off) while it ran changes nothing
+    /// of that run's kind: looked for by the kind the new settings run, it was
+    /// not found (`run_id` null), or a dry run by hand was named in its place.
+    #[test]
+    fn a_reconcile_joined_after_a_reload_into_dry_run_is_named_by_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now))));
+        assert!(!shared.settings().dry_run);
+        let run = shared
+            .with_db(|db| {
+                db.job_started(RECONCILE, now)?;
+                db.begin_run(crate::store::RunKind::Reconcile, now)
+            })
+            .unwrap();
+        let running = shared.running();
+        shared.replace_running(Running {
+            config: Arc::clone(&running.config),
+            settings: Arc::new(DaemonSettings {
+                dry_run: true,
+                ..(*running.settings).clone()
+            }),
+            trigger_token: None,
+        });
+        assert_eq!(http::reconcile_in_progress(&shared), (true, Some(run)));
+    }
+
     /// A dry run holds no writer lock: no writer closes one cut off, and the
     /// daemon's start closed it only while its job was still marked running.
     /// Its job now ends recorded failed after a panic, so the dry run it was
@@ -2499,6 +2578,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
         let shared = Arc::new(shared_in(dir.path(), clock));
+        let running = shared.running();
+        shared.replace_running(Running {
+            config: Arc::clone(&running.config),
+            settings: Arc::new(DaemonSettings {
+                dry_run: true,
+                ..(*running.settings).clone()
+            }),
+            trigger_token: None,
+        });
         run_job(Arc::clone(&shared), PANICKING_IN_A_DRY_RUN).await;
         let running = shared.with_db(|db| db.running_runs()).unwrap();
         assert!(running.is_empty(), "{running:?}");
@@ -2807,6 +2895,34 @@ mod tests {
         drop(holder);
         writing.await.unwrap();
         first
+    }
+
+    /// After a reload the scheduler loop reads the jobs' last runs while a job's
+    /// record may hold the daemon's own connection, waiting (up to the busy
+    /// timeout, for each record queued) for the write lock a prune's VACUUM or a
+    /// reconcile's snapshot holds. Read there, the loop stalled with it: no tick
+    /// (the systemd watchdog, `/healthz`), no job fired.
+    #[test]
+    fn the_schedule_is_read_while_a_job_record_waits_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let shared = Arc::new(shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now)))));
+        let recording = shared.db.lock().unwrap();
+        let (answered, answer) = std::sync::mpsc::channel();
+        let scheduling = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let specs = scheduled_specs(&shared, &shared.settings(), now).map(|s| s.len());
+                answered.send(specs.map_err(|e| e.to_string())).unwrap();
+            })
+        };
+        let read = answer.recv_timeout(Duration::from_secs(10));
+        drop(recording);
+        scheduling.join().unwrap();
+        assert!(
+            matches!(read, Ok(Ok(n)) if n > 0),
+            "the scheduler loop waited for the daemon's own connection: {read:?}"
+        );
     }
 
     /// `/readyz` answers while `/metrics` or `/status` read on the handlers'
