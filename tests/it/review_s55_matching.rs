@@ -3,7 +3,8 @@
 //! workspace that keeps userNames unique only case-sensitively (or not at all)
 //! can hold several accounts one `userName eq` filter finds; someone who may
 //! create accounts makes one under a new hire's address, and the first of the
-//! answer must not be handed the hire's role and groups.
+//! answer must not be handed the hire's role and groups (nor, in the sweep,
+//! stand in for a leaver's account made again under their userName).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::Utc;
@@ -247,4 +248,137 @@ async fn a_create_answered_409_links_neither_of_two_holders() {
     let error = outcome.report.actions[0].error.clone().unwrap();
     assert!(error.contains("ws-1") && error.contains("ws-2"), "{error}");
     assert_eq!(links(&config), []);
+}
+
+/// A create answered 201 without the User is read back by its userName: of two
+/// accounts holding it, the one naming the person is the one it made, whatever
+/// the answer's order.
+#[tokio::test]
+async fn a_create_answered_without_its_user_reads_back_the_holder_naming_the_person() {
+    let server = MockServer::start().await;
+    workspace(
+        &server,
+        vec![
+            user("ws-1", "Ada@example.com", None),
+            user("ws-2", "ada@example.com", Some("00u1")),
+        ],
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let spec = AccountSpec {
+        user_name: "ada@example.com".into(),
+        external_id: "00u1".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        role: None,
+    };
+    let account = client.create_account(&spec).await.unwrap();
+    assert_eq!(account.id, "ws-2");
+}
+
+/// A leaver's linked account reads as gone, and two accounts hold their
+/// userName: someone else's, listed first, and the one made again for them
+/// (their directory id as externalId). The sweep moves the episode to the one
+/// naming them, whatever the answer's order, instead of closing it as gone and
+/// leaving that account active.
+#[tokio::test]
+async fn the_sweep_finds_a_leavers_account_made_again_behind_another_holder() {
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use wiremock::matchers::query_param_is_missing;
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/gone"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "id eq \"gone\""))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"gone@example.com\""))
+        .respond_with(scim(list(vec![
+            user("ws-x", "Gone@example.com", None),
+            user("ws-y", "gone@example.com", Some("id-gone")),
+        ])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param_is_missing("filter"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let detected = Utc::now() - chrono::Duration::minutes(10);
+    let opened = sla::observe(
+        &[],
+        &[Leaver {
+            identity_id: "id-gone".into(),
+            account_id: Some("gone".into()),
+            user_name: "gone@example.com".into(),
+            reason: LossReason::Deprovisioned,
+        }],
+        &[],
+        detected,
+        chrono::Duration::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&opened, detected)
+        .unwrap();
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(1);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.already_done, 0, "{outcome:?}");
+    let history = store
+        .lock()
+        .unwrap()
+        .deprovision_history("id-gone", 5)
+        .unwrap();
+    assert_eq!(
+        history[0].account_id.as_deref(),
+        Some("ws-y"),
+        "{history:#?}"
+    );
 }
