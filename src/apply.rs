@@ -2619,11 +2619,30 @@ async fn resolve_interrupted(
                 })
                 .collect();
             match claim(holders, identity_id, &spec.user_name)? {
-                Some(account) => Ok(Some(NewLink {
-                    identity_id: identity_id.clone(),
-                    account_id: account.id,
-                    method: LinkMethod::Created,
-                })),
+                Some(account) => {
+                    // Not naming the person, it may be one someone made meanwhile
+                    // (or the provider keeps no externalId): linked as the 409
+                    // path links it, by userName, and not recorded as created.
+                    let made = account.external_id.as_deref() == Some(identity_id.as_str());
+                    if !made {
+                        tracing::warn!(
+                            account = %account.id,
+                            user_name = %spec.user_name,
+                            identity = %identity_id,
+                            "an interrupted create's userName is held by an account whose \
+                             externalId does not name the person: linked by userName, not as created"
+                        );
+                    }
+                    Ok(Some(NewLink {
+                        identity_id: identity_id.clone(),
+                        account_id: account.id,
+                        method: if made {
+                            LinkMethod::Created
+                        } else {
+                            LinkMethod::UserName
+                        },
+                    }))
+                }
                 None => Err(format!("no account with userName {:?}", spec.user_name)),
             }
         }

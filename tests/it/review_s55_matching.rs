@@ -382,3 +382,20 @@ async fn the_sweep_finds_a_leavers_account_made_again_behind_another_holder() {
         "{history:#?}"
     );
 }
+
+/// After a crash, the only account holding the create's userName does not name
+/// Ada by externalId (the create sent hers): someone may have made it meanwhile,
+/// or the provider keeps no externalId. It is linked as the 409 path links such
+/// an account, by userName, not recorded as one seatwarden created.
+#[tokio::test]
+async fn recovery_records_an_account_not_naming_the_person_as_matched_by_user_name() {
+    let server = MockServer::start().await;
+    workspace(&server, vec![user("ws-1", "ada@example.com", None)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    assert_eq!(recover(&config).await, ActionState::Applied);
+    let links = Store::open(&config.state.path).unwrap().links().unwrap();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(links[0].account_id, "ws-1");
+    assert_eq!(links[0].method, seatwarden::model::LinkMethod::UserName);
+}
