@@ -666,19 +666,21 @@ impl Executor<'_> {
                     // The client found one before a retry that may not be the one
                     // it made: judged the same way.
                     Err(e) if e.is_conflict() || e.is_taken_after_lost_answer() => {
-                        match client
-                            .find_account_by_user_name(&spec.user_name)
+                        let holders = client
+                            .find_accounts_by_user_name(&spec.user_name)
                             .await
-                            .map_err(noted)?
+                            .map_err(noted)?;
+                        let mut judged = Vec::with_capacity(holders.len());
+                        for account in holders {
+                            let linked_to = self
+                                .with_store(|s| s.identity_linked_to(&account.id))
+                                .map_err(|e| e.to_string())?;
+                            judged.push((account, linked_to));
+                        }
+                        match claim(judged, identity_id, &spec.user_name)
+                            .map_err(|why| format!("{e}; {why}"))?
                         {
-                            Some(account) => {
-                                let linked_to = self
-                                    .with_store(|s| s.identity_linked_to(&account.id))
-                                    .map_err(|e| e.to_string())?;
-                                claimable(&account, identity_id, linked_to.as_deref())
-                                    .map_err(|why| format!("{e}; {why}"))?;
-                                (account, LinkMethod::UserName)
-                            }
+                            Some(account) => (account, LinkMethod::UserName),
                             None => {
                                 return Err(WriteFailure::Failed(format!(
                                     "{e}; the workspace says {:?} exists but {OUT_OF_SIGHT} \
@@ -1941,7 +1943,9 @@ impl<T> ReadOnce<T> {
 /// Where [`verify_effect`] reads the workspace from.
 trait Reader {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String>;
-    async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String>;
+    /// Every account holding `user_name`
+    /// ([`ScimClient::find_accounts_by_user_name`]).
+    async fn accounts_by_user_name(&self, user_name: &str) -> Result<Vec<Account>, String>;
     /// See [`ScimClient::find_account_elsewhere`].
     async fn account_elsewhere(&self, id: &str, user_name: &str)
     -> Result<Option<Account>, String>;
@@ -1984,9 +1988,9 @@ impl Reader for Verifier<'_> {
         );
         self.accounts.get(id, read).await
     }
-    async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
+    async fn accounts_by_user_name(&self, user_name: &str) -> Result<Vec<Account>, String> {
         self.outage
-            .watch(Box::pin(self.client.find_account_by_user_name(user_name)))
+            .watch(Box::pin(self.client.find_accounts_by_user_name(user_name)))
             .await
             .map_err(|e| e.to_string())
     }
@@ -2186,10 +2190,15 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
         ActionKind::CreateAccount { identity_id, spec } => {
             let account = match reader.created_account(identity_id) {
                 Some(id) => reader.account(&id).await?,
-                None => reader
-                    .account_by_user_name(&spec.user_name)
-                    .await?
-                    .map(Arc::new),
+                None => {
+                    // Of several holding the userName, the one naming the person.
+                    let holders = reader.accounts_by_user_name(&spec.user_name).await?;
+                    let own = holders
+                        .iter()
+                        .position(|a| a.external_id.as_deref() == Some(identity_id.as_str()))
+                        .unwrap_or(0);
+                    holders.into_iter().nth(own).map(Arc::new)
+                }
             };
             match account {
                 // A role given by membership is a second write after the POST
@@ -2600,14 +2609,38 @@ async fn resolve_interrupted(
         // A create whose answer was lost: the account exists if the server took
         // it. Link it so the new plan updates it instead of creating.
         ActionKind::CreateAccount { identity_id, spec } => {
-            match reader.account_by_user_name(&spec.user_name).await? {
+            let holders = reader
+                .accounts_by_user_name(&spec.user_name)
+                .await?
+                .into_iter()
+                .map(|account| {
+                    let linked_to = reader.linked.get(&account.id).cloned();
+                    (account, linked_to)
+                })
+                .collect();
+            match claim(holders, identity_id, &spec.user_name)? {
                 Some(account) => {
-                    let linked_to = reader.linked.get(&account.id).map(String::as_str);
-                    claimable(&account, identity_id, linked_to)?;
+                    // Not naming the person, it may be one someone made meanwhile
+                    // (or the provider keeps no externalId): linked as the 409
+                    // path links it, by userName, and not recorded as created.
+                    let made = account.external_id.as_deref() == Some(identity_id.as_str());
+                    if !made {
+                        tracing::warn!(
+                            account = %account.id,
+                            user_name = %spec.user_name,
+                            identity = %identity_id,
+                            "an interrupted create's userName is held by an account whose \
+                             externalId does not name the person: linked by userName, not as created"
+                        );
+                    }
                     Ok(Some(NewLink {
                         identity_id: identity_id.clone(),
                         account_id: account.id,
-                        method: LinkMethod::Created,
+                        method: if made {
+                            LinkMethod::Created
+                        } else {
+                            LinkMethod::UserName
+                        },
                     }))
                 }
                 None => Err(format!("no account with userName {:?}", spec.user_name)),
@@ -2666,6 +2699,56 @@ fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> R
         )),
         _ => Ok(()),
     }
+}
+
+/// Of the accounts holding the userName a create asked for (each with the
+/// identity it is linked to, if any), the one that may be linked to
+/// `identity_id`: none when none holds it. A workspace that keeps userNames
+/// unique only case-sensitively, or not at all, can hold several: the one the
+/// create made (its externalId is the person's id, as the create sent it) and
+/// one someone made under the same address meanwhile, perhaps listed first.
+/// Taking the first handed that one the person's role and groups. The one whose
+/// externalId names the person is the create's; without exactly one such,
+/// which is theirs is for a person to say (`link`), as the plan disputes
+/// several accounts matching one person, and none is linked. The one taken is
+/// judged by [`claimable`] all the same.
+fn claim(
+    holders: Vec<(Account, Option<String>)>,
+    identity_id: &str,
+    user_name: &str,
+) -> Result<Option<Account>, String> {
+    let naming = holders
+        .iter()
+        .filter(|(a, _)| a.external_id.as_deref() == Some(identity_id))
+        .count();
+    let several = holders.len() > 1;
+    let chosen = if several && naming != 1 {
+        let ids = holders
+            .iter()
+            .map(|(a, _)| format!("{} ({:?})", a.id, a.user_name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let which = if naming == 0 {
+            format!("none of which names identity {identity_id} by externalId")
+        } else {
+            format!("{naming} of which name identity {identity_id} by externalId")
+        };
+        return Err(format!(
+            "userName {user_name:?} is held by {} accounts, {ids}, {which}: seatwarden links              none of them on its own; the next run reports them as a disputed match, and              `seatwarden link {identity_id} ACCOUNT` settles it",
+            holders.len()
+        ));
+    } else if several {
+        holders
+            .into_iter()
+            .find(|(a, _)| a.external_id.as_deref() == Some(identity_id))
+    } else {
+        holders.into_iter().next()
+    };
+    let Some((account, linked_to)) = chosen else {
+        return Ok(None);
+    };
+    claimable(&account, identity_id, linked_to.as_deref())?;
+    Ok(Some(account))
 }
 
 /// The accounts and groups `run` created, from its journal's results.
@@ -2733,10 +2816,11 @@ struct RecoveryReads<'a> {
     /// Its caches and filtered reads, as verification uses them; its created
     /// objects are empty (they differ by run: see [`Recovery::created`]).
     objects: Verifier<'a>,
-    /// Accounts by the userName a create asked for, exactly as asked. Those
-    /// taken from a listing of `/Users` carry no roles from role groups: a
-    /// create's check needs only the account's id and userName.
-    by_user_name: ReadOnce<Account>,
+    /// The accounts holding the userName a create asked for, by the name
+    /// exactly as asked. Those taken from a listing of `/Users` carry no roles
+    /// from role groups: a create's check needs only the accounts' ids,
+    /// userNames and externalIds.
+    by_user_name: ReadOnce<Vec<Account>>,
     /// Objects an `id eq … or …` answer left out, and userNames a `userName eq
     /// … or …` answer left out: if one of them exists after all, read on its own,
     /// those answers were incomplete.
@@ -2831,7 +2915,7 @@ impl<'a> RecoveryReads<'a> {
 async fn read_by_user_names(
     client: &ScimClient,
     user_names: Vec<String>,
-    found: &ReadOnce<Account>,
+    found: &ReadOnce<Vec<Account>>,
 ) -> HashSet<String> {
     let mut batches = client
         .user_name_batches(user_names)
@@ -2843,7 +2927,7 @@ async fn read_by_user_names(
         if !client.id_filters_usable() {
             return (batch, None);
         }
-        let answer = client.accounts_by_user_name(&batch).await;
+        let answer = client.holders_by_user_name(&batch).await;
         if let Err(e) = &answer
             && refuses_id_filters(e)
         {
@@ -2862,9 +2946,9 @@ async fn read_by_user_names(
         match answer {
             Ok(accounts) => {
                 let mut seen = HashSet::with_capacity(accounts.len());
-                for (name, account) in accounts {
+                for (name, holders) in accounts {
                     seen.insert(name.clone());
-                    found.found(name, account);
+                    found.found(name, holders);
                 }
                 omitted.extend(batch.into_iter().filter(|name| !seen.contains(name)));
             }
@@ -2888,7 +2972,7 @@ async fn read_by_user_names(
 async fn read_by_listing(
     client: &ScimClient,
     user_names: &[String],
-    found: &ReadOnce<Account>,
+    found: &ReadOnce<Vec<Account>>,
 ) -> Vec<String> {
     tracing::info!(
         creates = user_names.len(),
@@ -2912,19 +2996,19 @@ async fn read_by_listing(
              totalResults; the interrupted creates it lacks are looked up one by one"
         );
     }
-    // The first account in the listing for each name, as a lookup picks the
-    // first of its answer.
-    let mut by_name: HashMap<String, Account> = HashMap::with_capacity(accounts.len());
+    // Every account in the listing holding each name, as a lookup finds them.
+    let mut by_name: HashMap<String, Vec<Account>> = HashMap::with_capacity(accounts.len());
     for account in accounts {
         by_name
             .entry(fold_case(account.user_name.trim()))
-            .or_insert(account);
+            .or_default()
+            .push(account);
     }
     let mut listed = Vec::new();
     for name in user_names {
         match by_name.get(&fold_case(name.trim())) {
-            Some(account) => {
-                found.found(name.clone(), account.clone());
+            Some(holders) => {
+                found.found(name.clone(), holders.clone());
                 listed.push(name.clone());
             }
             None if whole => found.absent(name.clone()),
@@ -2982,16 +3066,18 @@ impl Reader for Recovery<'_> {
         let read = async { self.answered(self.client().get_account(id).await) };
         self.cached(self.reads.objects.accounts.get(id, read).await)
     }
-    async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
+    async fn accounts_by_user_name(&self, user_name: &str) -> Result<Vec<Account>, String> {
         let read = async {
-            let found = self.answered(self.client().find_account_by_user_name(user_name).await)?;
-            if found.is_some() && self.reads.omitted_names.contains(user_name) {
+            let found = self.answered(self.client().find_accounts_by_user_name(user_name).await)?;
+            if !found.is_empty() && self.reads.omitted_names.contains(user_name) {
                 self.reads.found_omitted_name.store(true, Ordering::Relaxed);
             }
-            Ok(found)
+            Ok(Some(found).filter(|found| !found.is_empty()))
         };
         let found = self.cached(self.reads.by_user_name.get(user_name, read).await)?;
-        Ok(found.map(|account| Account::clone(&account)))
+        Ok(found
+            .map(|holders| Vec::clone(&holders))
+            .unwrap_or_default())
     }
     async fn account_elsewhere(
         &self,
@@ -3104,7 +3190,7 @@ mod tests {
         .unwrap();
         let client =
             crate::workspace::ScimClient::new(ScimSettings::for_test(sandbox.base_url())).unwrap();
-        let found = super::ReadOnce::<Account>::default();
+        let found = super::ReadOnce::<Vec<Account>>::default();
         let name = "alice@ex.com ".to_owned();
         let listed = super::read_by_listing(&client, std::slice::from_ref(&name), &found).await;
         sandbox.shutdown().await;
@@ -3171,14 +3257,16 @@ mod tests {
                 .filter(|a| a.id == id)
                 .map(std::sync::Arc::new))
         }
-        async fn account_by_user_name(
+        async fn accounts_by_user_name(
             &self,
             user_name: &str,
-        ) -> Result<Option<crate::model::Account>, String> {
+        ) -> Result<Vec<crate::model::Account>, String> {
             Ok(self
                 .account
                 .clone()
-                .filter(|a| crate::model::same_name(&a.user_name, user_name)))
+                .filter(|a| crate::model::same_name(&a.user_name, user_name))
+                .into_iter()
+                .collect())
         }
         async fn account_elsewhere(
             &self,

@@ -883,11 +883,13 @@ async fn enforce_pass(
                     // to give: gone, as before the question.
                     Ok(None) if let Some(user_name) = user_name => {
                         match unless_stopped(
-                            outage.watch(client.find_account_by_user_name(user_name)),
+                            outage.watch(client.find_accounts_by_user_name(user_name)),
                         )
                         .await?
                         {
-                            Ok(found) => Ok(found.filter(|a| {
+                            // Any of them: a workspace unique only case-sensitively
+                            // may list someone else's under the name first.
+                            Ok(found) => Ok(found.into_iter().find(|a| {
                                 a.external_id.as_deref() == Some(entry.identity_id.as_str())
                             })),
                             Err(Unread::Failed(e)) if matches!(e.status(), Some(400 | 501)) => {

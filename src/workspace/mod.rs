@@ -1712,6 +1712,20 @@ impl ScimClient {
         &self,
         user_names: &[String],
     ) -> Result<Vec<(String, Account)>, WorkspaceError> {
+        let holders = self.holders_by_user_name(user_names).await?;
+        Ok(holders
+            .into_iter()
+            .filter_map(|(name, holders)| Some((name, holders.into_iter().next()?)))
+            .collect())
+    }
+
+    /// [`ScimClient::accounts_by_user_name`] with every account of the answer
+    /// that holds each name, in the answer's order, as
+    /// [`ScimClient::find_accounts_by_user_name`] finds them for that name alone.
+    pub async fn holders_by_user_name(
+        &self,
+        user_names: &[String],
+    ) -> Result<Vec<(String, Vec<Account>)>, WorkspaceError> {
         if user_names.is_empty() {
             return Ok(Vec::new());
         }
@@ -1721,17 +1735,28 @@ impl ScimClient {
             .collect::<Vec<_>>()
             .join(" or ");
         let found = self.find_users(filter).await?;
-        let (names, mut accounts): (Vec<String>, Vec<Account>) = user_names
+        let mut named: Vec<(String, Vec<Account>)> = user_names
             .iter()
-            .filter_map(|name| {
-                found
+            .map(|name| {
+                let holders: Vec<Account> = found
                     .iter()
-                    .find(|a| same_name(&a.user_name, name))
-                    .map(|a| (name.clone(), a.clone()))
+                    .filter(|a| same_name(&a.user_name, name))
+                    .cloned()
+                    .collect();
+                (name.clone(), holders)
             })
-            .unzip();
-        self.fill_roles(&mut accounts).await?;
-        Ok(names.into_iter().zip(accounts).collect())
+            .filter(|(_, holders)| !holders.is_empty())
+            .collect();
+        // One fill for the whole answer, as for one account per name.
+        let mut all: Vec<Account> = named.iter().flat_map(|(_, h)| h.iter().cloned()).collect();
+        self.fill_roles(&mut all).await?;
+        let mut filled = all.into_iter();
+        for holder in named.iter_mut().flat_map(|(_, h)| h.iter_mut()) {
+            if let Some(account) = filled.next() {
+                *holder = account;
+            }
+        }
+        Ok(named)
     }
 
     async fn by_id<R: DeserializeOwned, T>(
@@ -1918,6 +1943,26 @@ impl ScimClient {
         self.filled(found).await
     }
 
+    /// Every account `userName eq` finds whose userName is `user_name` as
+    /// [`ScimClient::find_account_by_user_name`] compares it, in the answer's
+    /// order. A workspace that keeps userNames unique only case-sensitively, or
+    /// not at all, can hold several (`Ada@x.com` beside `ada@x.com`); where it
+    /// matters whose account is taken (a create's userName found taken), the
+    /// first of them is anyone's.
+    pub async fn find_accounts_by_user_name(
+        &self,
+        user_name: &str,
+    ) -> Result<Vec<Account>, WorkspaceError> {
+        let mut found: Vec<Account> = self
+            .find_users(user_name_clause(user_name))
+            .await?
+            .into_iter()
+            .filter(|a| same_name(&a.user_name, user_name))
+            .collect();
+        self.fill_roles(&mut found).await?;
+        Ok(found)
+    }
+
     /// [`ScimClient::find_account_by_user_name`] without the roles filled from
     /// role groups.
     async fn find_by_user_name_unfilled(
@@ -2039,18 +2084,28 @@ impl ScimClient {
                 Err(e) => return Err(e),
             }
         };
-        // A 2xx without the resource: read it back.
-        self.find_by_user_name_unfilled(&spec.user_name)
+        // A 2xx without the resource: read it back. Of several accounts holding
+        // the userName (a workspace unique only case-sensitively), the one naming
+        // the person is the one this create made.
+        let holders: Vec<Account> = self
+            .find_users(user_name_clause(&spec.user_name))
             .await?
-            .ok_or_else(|| {
-                WorkspaceError::malformed(
-                    &endpoint,
-                    format!(
-                        "HTTP {} {unusable}, and userName {:?} is not found afterwards",
-                        answer.status, spec.user_name
-                    ),
-                )
-            })
+            .into_iter()
+            .filter(|a| same_name(&a.user_name, &spec.user_name))
+            .collect();
+        let made = holders
+            .iter()
+            .position(|a| a.external_id.as_deref() == Some(spec.external_id.as_str()))
+            .unwrap_or(0);
+        holders.into_iter().nth(made).ok_or_else(|| {
+            WorkspaceError::malformed(
+                &endpoint,
+                format!(
+                    "HTTP {} {unusable}, and userName {:?} is not found afterwards",
+                    answer.status, spec.user_name
+                ),
+            )
+        })
     }
 
     /// One PATCH for all `changes`. `emails` is multi-valued and a PATCH replaces

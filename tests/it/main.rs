@@ -130,6 +130,7 @@ mod review_s54_security;
 mod review_s54_sweep_exceptions;
 mod review_s54_timeline;
 mod review_s55_concurrency;
+mod review_s55_matching;
 mod review_s55_s54diff;
 mod role_groups;
 mod run_recovery;
