@@ -2039,7 +2039,10 @@ pub fn record_recovered(
 /// run's start, verified when the row was marked applied. A crash after the
 /// verification and before [`record_reconcile`] left them out of the ledger, and
 /// nothing else would put them in (their rows are not in flight, and the accounts
-/// are inactive, so no run plans them again). Ones recorded since are skipped.
+/// are inactive, so no run plans them again); so did a ledger write that failed
+/// as the run ended. Ones recorded since are skipped: a person with an episode
+/// verified since the run began, one ended by their return since included (the
+/// runs asked include ones that did record their deprovisions).
 pub fn record_cut_off_applied(
     store: &mut Store,
     cut_off: &[RunId],
@@ -2052,6 +2055,23 @@ pub fn record_cut_off_applied(
             .journal_deprovisions(run)?
             .into_iter()
             .filter(|row| row.state == ActionState::Applied && ledgered(&row.action))
+            .collect();
+        let Some(started) = store.run(run)?.map(|r| r.started_at) else {
+            continue;
+        };
+        let recorded: HashSet<String> = store
+            .verified_deprovisions_since(started)?
+            .into_iter()
+            .map(|entry| entry.identity_id)
+            .collect();
+        let applied: Vec<crate::store::JournalEntry> = applied
+            .into_iter()
+            .filter(|row| {
+                !row.action
+                    .identity_id
+                    .as_ref()
+                    .is_some_and(|identity| recorded.contains(identity))
+            })
             .collect();
         let Some(verified_at) = applied.iter().map(|row| row.updated_at).max() else {
             continue;

@@ -129,6 +129,7 @@ mod review_s54_s53diff;
 mod review_s54_security;
 mod review_s54_sweep_exceptions;
 mod review_s54_timeline;
+mod review_s55_storage;
 mod role_groups;
 mod run_recovery;
 mod safety;

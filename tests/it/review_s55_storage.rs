@@ -1,0 +1,98 @@
+//! The state database failing under the program: a write refused mid-run (a
+//! full disk, a read-only file, a lock held past the busy timeout) must lose
+//! nothing that was already done in the workspace, and send nothing twice.
+//! Faults are injected with SQLite triggers on the real file: they persist in
+//! its schema, so every connection the program opens meets them, and one
+//! statement refused is as a full disk refuses it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::model::{Account, WorkspaceSnapshot};
+use seatwarden::run::{self, Mode};
+use seatwarden::store::{RunStatus, Store};
+
+use crate::fixtures::{ada_config, sandbox};
+
+fn ada_account() -> Account {
+    Account {
+        id: "acc-1".into(),
+        user_name: "ada@example.com".into(),
+        external_id: Some("00u1".into()),
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        display_name: Some("Ada Lovelace".into()),
+        email: Some("ada@example.com".into()),
+        active: true,
+        roles: vec!["Viewer".into()],
+    }
+}
+
+/// Makes every `op` (INSERT, UPDATE) on `table` in the database at `path` fail
+/// with SQLite's message for a full disk, until [`heal`].
+fn refuse(path: &std::path::Path, name: &str, op: &str, table: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER {name} BEFORE {op} ON {table}
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;"
+    ))
+    .unwrap();
+}
+
+fn heal(path: &std::path::Path, name: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!("DROP TRIGGER {name}")).unwrap();
+}
+
+/// A reconcile deactivated a leaver, and then could not write her episode into
+/// the same-day ledger (the disk full by then); its run was still closed
+/// `failed`. Her account is inactive, so no later run plans her again, and her
+/// row is applied, not in flight, so no recovery sees it: the next run must
+/// record the deactivation the failed one could not, once.
+#[tokio::test]
+async fn a_deactivation_whose_ledger_write_failed_is_recorded_by_the_next_run() {
+    let sandbox = sandbox(
+        "t0ken",
+        WorkspaceSnapshot {
+            accounts: vec![ada_account()],
+            groups: Vec::new(),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ada_config(sandbox.base_url().as_str(), dir.path(), "deprovisioned");
+    drop(Store::open(&config.state.path).unwrap());
+    refuse(&config.state.path, "full_ledger", "INSERT", "deprovisions");
+
+    let error = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("database or disk is full"), "{error}");
+    assert!(!sandbox.snapshot().accounts[0].active, "{error}");
+    let store = Store::open(&config.state.path).unwrap();
+    let failed = store.latest_run(&[]).unwrap().unwrap();
+    assert_eq!(failed.status, RunStatus::Failed, "{failed:?}");
+    assert!(store.deprovision_history("00u1", 5).unwrap().is_empty());
+    drop(store);
+
+    heal(&config.state.path, "full_ledger");
+    let outcome = crate::fixtures::reconcile(&config).await;
+    assert_eq!(outcome.plan.actions.len(), 0, "{:?}", outcome.plan);
+    let store = Store::open(&config.state.path).unwrap();
+    let history = store.deprovision_history("00u1", 5).unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert!(history[0].verified_at.is_some(), "{history:#?}");
+    assert_eq!(history[0].detected_at, failed.started_at, "{history:#?}");
+
+    // Once: a further run records nothing more.
+    drop(store);
+    crate::fixtures::reconcile(&config).await;
+    let history = Store::open(&config.state.path)
+        .unwrap()
+        .deprovision_history("00u1", 5)
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+}
