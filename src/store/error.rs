@@ -166,6 +166,15 @@ pub enum StoreError {
     )]
     NotUtf8 { path: PathBuf },
 
+    /// The relay took message `id`, and its row could not be marked `sent`.
+    #[error("message {id} was sent, but the outbox could not record it ({source}): {next}")]
+    NotMarked {
+        id: super::OutboxId,
+        next: &'static str,
+        #[source]
+        source: Box<StoreError>,
+    },
+
     #[error("action {seq} of run {run} is {from}; it cannot be marked {to}")]
     InvalidTransition {
         run: RunId,
@@ -180,6 +189,7 @@ impl StoreError {
     /// after the 5 s busy timeout: the same call may succeed later.
     pub fn is_transient(&self) -> bool {
         let source = match self {
+            StoreError::NotMarked { source, .. } => return source.is_transient(),
             StoreError::Open { source, .. }
             | StoreError::Migration { source, .. }
             | StoreError::Sqlite { source, .. } => source,

@@ -96,3 +96,77 @@ async fn a_deactivation_whose_ledger_write_failed_is_recorded_by_the_next_run() 
         .unwrap();
     assert_eq!(history.len(), 1, "{history:#?}");
 }
+
+/// Makes `op` on `table` fail as a full disk does, when `when` holds of the row.
+fn refuse_when(path: &std::path::Path, name: &str, op: &str, table: &str, when: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER {name} BEFORE {op} ON {table} WHEN {when}
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;"
+    ))
+    .unwrap();
+}
+
+fn at(hour: u32, minute: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2026, 12, 1, hour, minute, 0)
+        .unwrap()
+}
+
+/// The relay took the alert, and its row could not be marked `sent` (the disk
+/// full). The row stayed pending under its sender's claim, and once the claim
+/// ran out the next delivery sent the alert a second time, to people paged by
+/// it. The sender keeps what it sent: the next call marks it and sends nothing.
+#[tokio::test]
+async fn a_message_whose_sent_mark_failed_is_not_sent_again() {
+    use seatwarden::mail::{self, Mailer};
+    use seatwarden::store::{NewMessage, OutboxKind, OutboxState};
+    let (port, log) = crate::review_s45_mail::relay(
+        |verb| Some(crate::review_s45_mail::ordinary(verb)),
+        std::time::Duration::ZERO,
+    );
+    let settings = crate::fixtures::plain_mail_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    let id = store
+        .enqueue_message(
+            &NewMessage {
+                kind: OutboxKind::Alert,
+                subject: "deprovision of ada@example.com is overdue".into(),
+                from: "seatwarden@example.com".into(),
+                to: vec!["it-security@example.com".into()],
+                text: "t".into(),
+                html: "<p>h</p>".into(),
+                in_reply_to: None,
+            },
+            at(8, 0),
+        )
+        .unwrap();
+    refuse_when(
+        &path,
+        "full_outbox",
+        "UPDATE OF state",
+        "outbox",
+        "NEW.state = 'sent'",
+    );
+    let sent = || log.lock().unwrap().iter().filter(|v| *v == ".").count();
+
+    let error = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(sent(), 1, "{error}");
+    assert!(error.contains(&format!("message {id}")), "{error}");
+
+    heal(&path, "full_outbox");
+    // Past any claim (an hour at most).
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(9, 30))
+        .await
+        .unwrap();
+    assert_eq!(sent(), 1, "sent again: {delivery:?}");
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox[0].state, OutboxState::Sent, "{outbox:#?}");
+}
