@@ -170,3 +170,36 @@ async fn a_message_whose_sent_mark_failed_is_not_sent_again() {
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox[0].state, OutboxState::Sent, "{outbox:#?}");
 }
+
+/// A state database that is not one (overwritten, truncated) or damaged in its
+/// schema: every command failed with SQLite's words and the path, and nothing
+/// said what to do about it. Now it says to restore the last backup.
+#[test]
+fn a_damaged_state_database_says_to_restore_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ada_config("http://127.0.0.1:9/scim/v2", dir.path(), "active");
+    let path = config.state.path.clone();
+    let check = |what: &str| {
+        for args in [&["status"][..], &["reconcile"][..], &["report"][..]] {
+            let (code, stderr) = crate::fixtures::seatwarden_in(dir.path(), &[], args);
+            assert_eq!(code, Some(1), "{what} {args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("the state database {} is damaged", path.display()))
+                    && stderr.contains("restore the last backup"),
+                "{what} {args:?}: {stderr}"
+            );
+        }
+    };
+    std::fs::write(&path, "not a database ".repeat(300)).unwrap();
+    check("not SQLite");
+
+    std::fs::remove_file(&path).unwrap();
+    drop(Store::open(&path).unwrap());
+    // The schema's page, past the file header, overwritten.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for byte in bytes.iter_mut().take(4000).skip(100) {
+        *byte = 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    check("a damaged schema page");
+}
