@@ -967,11 +967,7 @@ fn describe(error: &anyhow::Error) -> String {
 /// full disk, a read-only file, a damaged one, a lock another process holds.
 /// "database or disk is full" alone names neither the file nor the way out.
 fn with_state_hint(error: anyhow::Error, state: &Path) -> anyhow::Error {
-    let code = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<rusqlite::Error>())
-        .and_then(rusqlite::Error::sqlite_error_code);
-    match code.and_then(|code| crate::store::failure_hint(code, state)) {
+    match crate::store::failure_hint_of(error.as_ref(), state) {
         Some(hint) => {
             let said = describe(&error);
             error.context(format!("{said}; {hint}"))

@@ -79,6 +79,24 @@ pub fn failure_hint(code: ErrorCode, path: &std::path::Path) -> Option<String> {
     })
 }
 
+/// [`failure_hint`] for the first SQLite error among `error` and its causes.
+pub fn failure_hint_of(
+    error: &(dyn std::error::Error + 'static),
+    path: &std::path::Path,
+) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(code) = error
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+        {
+            return failure_hint(code, path);
+        }
+        cause = error.source();
+    }
+    None
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or configured.

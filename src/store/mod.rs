@@ -62,7 +62,7 @@ pub use backup::{Backup, BackupError, backup};
 use codec::{Ts, ts};
 pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
-pub use error::{StoreError, failure_hint, read_only_hint};
+pub use error::{StoreError, failure_hint, failure_hint_of, read_only_hint};
 pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, DecidedHold, NewMessage, OutboxEntry, OutboxId,
     OutboxKind, OutboxState, OutboxWaiting,
