@@ -2051,11 +2051,6 @@ pub fn record_cut_off_applied(
 ) -> Result<Vec<Duration>, StoreError> {
     let mut latencies = Vec::new();
     for &run in cut_off {
-        let applied: Vec<crate::store::JournalEntry> = store
-            .journal_deprovisions(run)?
-            .into_iter()
-            .filter(|row| row.state == ActionState::Applied && ledgered(&row.action))
-            .collect();
         let Some(started) = store.run(run)?.map(|r| r.started_at) else {
             continue;
         };
@@ -2064,8 +2059,10 @@ pub fn record_cut_off_applied(
             .into_iter()
             .map(|entry| entry.identity_id)
             .collect();
-        let applied: Vec<crate::store::JournalEntry> = applied
+        let rows: Vec<crate::store::JournalEntry> = store
+            .journal_deprovisions(run)?
             .into_iter()
+            .filter(|row| ledgered(&row.action))
             .filter(|row| {
                 !row.action
                     .identity_id
@@ -2073,13 +2070,32 @@ pub fn record_cut_off_applied(
                     .is_some_and(|identity| recorded.contains(identity))
             })
             .collect();
+        let applied: Vec<&crate::store::JournalEntry> = rows
+            .iter()
+            .filter(|row| row.state == ActionState::Applied)
+            .collect();
         let Some(verified_at) = applied.iter().map(|row| row.updated_at).max() else {
             continue;
         };
+        // With the person's other deprovisions of the run (a duplicate account
+        // failed or not sent): their episode is verified only once none of their
+        // accounts is left active, as the run itself would have decided.
+        let people: HashSet<&str> = applied
+            .iter()
+            .filter_map(|row| row.action.identity_id.as_deref())
+            .collect();
         let recovered = apply::Recovered {
             applied: std::collections::BTreeMap::from([(
                 run,
-                applied.iter().map(|row| row.action.seq).collect(),
+                rows.iter()
+                    .filter(|row| {
+                        row.action
+                            .identity_id
+                            .as_deref()
+                            .is_some_and(|identity| people.contains(identity))
+                    })
+                    .map(|row| row.action.seq)
+                    .collect(),
             )]),
             ..apply::Recovered::default()
         };
@@ -2448,6 +2464,20 @@ mod duplicate_tests {
                 crate::sla::EntryState::Overdue,
                 "{open:#?}"
             );
+            // The run failed after that (its report, say): the next writer asks
+            // it again for what its ledger write may have left out, and must
+            // decide as it did, not verify her with one account still active.
+            store
+                .finish_run(run, t0, crate::store::RunStatus::Failed, Some("x"))
+                .unwrap();
+            assert_eq!(
+                store.unsucceeded_reconciles_with_deprovisions().unwrap(),
+                [run]
+            );
+            super::record_cut_off_applied(&mut store, &[run], hour, "seatwarden").unwrap();
+            let open = store.open_deprovisions().unwrap();
+            assert_eq!(open.len(), 1, "{open:#?}");
+            assert_eq!(open[0].account_id.as_deref(), Some(left), "{open:#?}");
         }
     }
 }
