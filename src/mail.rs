@@ -958,7 +958,8 @@ fn mark_sent(
         _ => false,
     };
     let next = if kept {
-        "this process marks it before it sends anything else, and does not send it again"
+        "this process marks it before its next delivery and does not send it again \
+         (`send-mail`, which ends here, cannot: it goes out again once its claim runs out)"
     } else {
         "it will be sent again once its claim runs out"
     };
