@@ -962,6 +962,20 @@ fn describe(error: &anyhow::Error) -> String {
     crate::report::printable(&out, true).into_owned()
 }
 
+/// `error` with what to do when SQLite refused the state database at `state`
+/// for a reason of the file or its disk ([`crate::store::failure_hint`]): a
+/// full disk, a read-only file, a damaged one, a lock another process holds.
+/// "database or disk is full" alone names neither the file nor the way out.
+fn with_state_hint(error: anyhow::Error, state: &Path) -> anyhow::Error {
+    match crate::store::failure_hint_of(error.as_ref(), state) {
+        Some(hint) => {
+            let said = describe(&error);
+            error.context(format!("{said}; {hint}"))
+        }
+        None => error,
+    }
+}
+
 /// `check-config`'s lines about the `[[safety.exceptions]]`: whose account each
 /// keeps, until when (and how long that is from now) and why; an ended one is
 /// marked (and warned about above).
@@ -1093,6 +1107,17 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             tracing::warn!("{warning}");
         }
     }
+    // A backup's failures are its copy's as much as the database's.
+    let state = (!matches!(cli.command, Command::Backup { .. })).then(|| config.state.path.clone());
+    let result = run_loaded(cli, config);
+    match state {
+        Some(state) => result.map_err(|error| with_state_hint(error, &state)),
+        None => result,
+    }
+}
+
+/// The command, with its configuration loaded.
+fn run_loaded(cli: Cli, config: Config) -> anyhow::Result<u8> {
     match cli.command {
         Command::Demo { .. } | Command::Sandbox { .. } | Command::Healthcheck { .. } => {
             Ok(exit::OK)
@@ -3147,7 +3172,8 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::{describe, disputed_leavers_hint, period, store_exists};
+    use super::{describe, disputed_leavers_hint, period, store_exists, with_state_hint};
+    use std::path::Path;
 
     /// `digest --period 0d` is refused (exit 64) instead of a digest of nothing
     /// that reads "no run in this period"; a real period is taken.
@@ -3205,6 +3231,44 @@ mod tests {
         assert!(
             hint.contains("(ada\u{fffd}]0;pwned\u{fffd}\u{fffd}x)"),
             "{hint:?}"
+        );
+    }
+
+    /// A write refused mid-run by a full disk said "database or disk is full"
+    /// after the statement's context: neither which file nor what to do.
+    #[test]
+    fn a_full_disk_names_the_state_database_and_what_to_do() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let error = anyhow::Error::from(crate::run::RunError::Store(
+            crate::store::StoreError::Sqlite {
+                context: "saving the report of run 2 in reports".into(),
+                source: full,
+            },
+        ));
+        let text = describe(&with_state_hint(
+            error,
+            Path::new("/var/lib/seatwarden/state.db"),
+        ));
+        assert!(
+            text.starts_with(
+                "state database: saving the report of run 2 in reports: database or disk is full"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "the disk holding the state database /var/lib/seatwarden/state.db is full: \
+                 free space there"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("database or disk is full").count(),
+            1,
+            "{text}"
         );
     }
 

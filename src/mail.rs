@@ -23,7 +23,10 @@
 //! long as the attempts may take), so no other sender takes it meanwhile. A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
-//! message both times and mail clients show it once. An alert's reminders and its
+//! message both times and mail clients show it once. A `sent` mark the database
+//! refuses (a full disk) fails the call, saying the message went out, and the
+//! process keeps it: its next call marks it before sending anything, so a
+//! running daemon never sends it again once its claim runs out. An alert's reminders and its
 //! resolution carry `In-Reply-To` and `References` with its first mail's
 //! Message-ID ([`crate::alert`]), and go out after it: a message waits while an
 //! older one of its thread is still pending, whatever their own backoffs say.
@@ -924,6 +927,85 @@ pub fn retry_notice(error: &MailError, delay: Duration, next: usize, attempts: u
     format!("{error}; retrying in {wait} (attempt {next} of {attempts})")
 }
 
+/// A message the relay took whose `sent` mark the database refused (a full disk,
+/// a lock held past the busy timeout): its database file, its id, when it was
+/// sent, and the note its mark carries.
+type Unmarked = (std::path::PathBuf, OutboxId, DateTime<Utc>, Option<String>);
+
+/// The messages this process sent and could not mark `sent`. Their rows stay
+/// pending, claimed for a while, and once the claim ran out the next delivery
+/// sent them again: an alert paged its people twice. Each is marked before the
+/// next call sends anything. Only a file database's: an in-memory one is gone
+/// with its store.
+static SENT_UNMARKED: std::sync::Mutex<Vec<Unmarked>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks `id` sent at `at`; when the database refuses, keeps it in
+/// [`SENT_UNMARKED`] and says in the error that the message went out.
+fn mark_sent(
+    store: &mut Store,
+    id: OutboxId,
+    at: DateTime<Utc>,
+    note: Option<&str>,
+) -> Result<(), StoreError> {
+    let Err(error) = store.mark_message_sent_noting(id, at, note) else {
+        return Ok(());
+    };
+    let kept = match (store.path(), SENT_UNMARKED.lock()) {
+        (Some(path), Ok(mut unmarked)) => {
+            unmarked.push((path.to_owned(), id, at, note.map(str::to_owned)));
+            true
+        }
+        _ => false,
+    };
+    let next = if kept {
+        "this process marks it before its next delivery and does not send it again \
+         (`send-mail`, which ends here, cannot: it goes out again once its claim runs out)"
+    } else {
+        "it will be sent again once its claim runs out"
+    };
+    Err(StoreError::NotMarked {
+        id,
+        next,
+        source: Box::new(error),
+    })
+}
+
+/// Marks `sent` the messages of `store`'s database this process sent and could
+/// not mark ([`SENT_UNMARKED`]); the first refusal is returned, and nothing is
+/// to be sent while the database still refuses them.
+fn mark_unmarked(store: &mut Store) -> Result<(), StoreError> {
+    let Some(path) = store.path().map(std::path::Path::to_path_buf) else {
+        return Ok(());
+    };
+    let Ok(mut unmarked) = SENT_UNMARKED.lock() else {
+        return Ok(());
+    };
+    let mut first_error = None;
+    unmarked.retain(|(of, id, at, note)| {
+        if *of != path || first_error.is_some() {
+            return true;
+        }
+        match store.mark_message_sent_noting(*id, *at, note.as_deref()) {
+            Ok(()) => {
+                tracing::info!(
+                    outbox_id = id,
+                    "the message sent earlier is marked sent now"
+                );
+                false
+            }
+            Err(error) => {
+                first_error = Some(StoreError::NotMarked {
+                    id: *id,
+                    next: "nothing more is sent until it can be marked",
+                    source: Box::new(error),
+                });
+                true
+            }
+        }
+    });
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Sends every message due at `now`, oldest first, until one fails and is kept for
 /// a later call (the others stay due): a transient failure, or a relay that
 /// refuses the session (login, sender; see [`relay_refused`]). Only a message the
@@ -940,6 +1022,7 @@ pub async fn deliver_due(
     now: DateTime<Utc>,
 ) -> Result<Delivery, StoreError> {
     let mut delivery = Delivery::default();
+    mark_unmarked(store)?;
     let (claim, budget) = claim_for(mailer.timeout, policy);
     let claim = chrono::Duration::from_std(claim).unwrap_or(chrono::Duration::minutes(10));
     // `now` moved on by the time spent sending: a hundred slow sends outlast one
@@ -1006,7 +1089,7 @@ pub async fn deliver_due(
             };
             match outcome {
                 Ok(sent) if sent.refused.is_empty() => {
-                    store.mark_message_sent(entry.id, at())?;
+                    mark_sent(store, entry.id, at(), None)?;
                     unsent.retain(|(id, _)| *id != entry.id);
                     delivery.sent += 1;
                     if release_after_success(store, &mut released, now)? {
@@ -1021,7 +1104,7 @@ pub async fn deliver_due(
                         sent.refused.join("; ")
                     );
                     tracing::warn!(outbox_id = entry.id, error = %text, "SMTP server refused recipients");
-                    store.mark_message_sent_noting(entry.id, at(), Some(&text))?;
+                    mark_sent(store, entry.id, at(), Some(&text))?;
                     unsent.retain(|(id, _)| *id != entry.id);
                     delivery.sent += 1;
                     delivery.last_error = Some(text);

@@ -476,7 +476,8 @@ pub struct RunOptions {
 /// A reconcile cut off after its deprovisions were verified and before it
 /// recorded them in the ledger has them recorded now
 /// ([`crate::sweep::record_cut_off_applied`]): its rows are applied, not in
-/// flight, so no recovery sees them, and no later run plans them again.
+/// flight, so no recovery sees them, and no later run plans them again. So has
+/// one that ended by itself and could not record them (the disk full).
 pub(crate) fn close_interrupted_runs(
     store: &mut Store,
     at: DateTime<Utc>,
@@ -490,11 +491,17 @@ pub(crate) fn close_interrupted_runs(
             "runs cut off before they finished marked failed; their in-flight actions are recovered"
         );
     }
-    let reconciles: Vec<RunId> = closed
+    // Not only the runs closed now: a reconcile that failed or stopped by
+    // itself wrote its deprovisions into the ledger as it ended, and a write
+    // refused then (a full disk) left them out for good, its rows applied and
+    // its accounts inactive. Those recorded already are skipped.
+    let mut reconciles: BTreeSet<RunId> = closed
         .into_iter()
         .filter(|(_, kind)| *kind == RunKind::Reconcile)
         .map(|(run, _)| run)
         .collect();
+    reconciles.extend(store.unsucceeded_reconciles_with_deprovisions()?);
+    let reconciles: Vec<RunId> = reconciles.into_iter().collect();
     crate::sweep::record_cut_off_applied(store, &reconciles, sla, admin_command)?;
     Ok(())
 }
@@ -878,7 +885,7 @@ async fn execute_until(
                 tracing::error!(
                     run = run_id,
                     error = %ledger,
-                    "the failed run's deprovisions could not be recorded in the ledger"
+                    "the failed run's deprovisions could not be recorded in the ledger; the next reconcile, sweep or approve records them"
                 );
                 Err(error)
             }

@@ -2060,7 +2060,10 @@ pub fn record_recovered(
 /// run's start, verified when the row was marked applied. A crash after the
 /// verification and before [`record_reconcile`] left them out of the ledger, and
 /// nothing else would put them in (their rows are not in flight, and the accounts
-/// are inactive, so no run plans them again). Ones recorded since are skipped.
+/// are inactive, so no run plans them again); so did a ledger write that failed
+/// as the run ended. Ones recorded since are skipped: a person with an episode
+/// verified since the run began, one ended by their return since included (the
+/// runs asked include ones that did record their deprovisions).
 pub fn record_cut_off_applied(
     store: &mut Store,
     cut_off: &[RunId],
@@ -2069,18 +2072,51 @@ pub fn record_cut_off_applied(
 ) -> Result<Vec<Duration>, StoreError> {
     let mut latencies = Vec::new();
     for &run in cut_off {
-        let applied: Vec<crate::store::JournalEntry> = store
+        let Some(started) = store.run(run)?.map(|r| r.started_at) else {
+            continue;
+        };
+        let recorded: HashSet<String> = store
+            .verified_deprovisions_since(started)?
+            .into_iter()
+            .map(|entry| entry.identity_id)
+            .collect();
+        let rows: Vec<crate::store::JournalEntry> = store
             .journal_deprovisions(run)?
             .into_iter()
-            .filter(|row| row.state == ActionState::Applied && ledgered(&row.action))
+            .filter(|row| ledgered(&row.action))
+            .filter(|row| {
+                !row.action
+                    .identity_id
+                    .as_ref()
+                    .is_some_and(|identity| recorded.contains(identity))
+            })
+            .collect();
+        let applied: Vec<&crate::store::JournalEntry> = rows
+            .iter()
+            .filter(|row| row.state == ActionState::Applied)
             .collect();
         let Some(verified_at) = applied.iter().map(|row| row.updated_at).max() else {
             continue;
         };
+        // With the person's other deprovisions of the run (a duplicate account
+        // failed or not sent): their episode is verified only once none of their
+        // accounts is left active, as the run itself would have decided.
+        let people: HashSet<&str> = applied
+            .iter()
+            .filter_map(|row| row.action.identity_id.as_deref())
+            .collect();
         let recovered = apply::Recovered {
             applied: std::collections::BTreeMap::from([(
                 run,
-                applied.iter().map(|row| row.action.seq).collect(),
+                rows.iter()
+                    .filter(|row| {
+                        row.action
+                            .identity_id
+                            .as_deref()
+                            .is_some_and(|identity| people.contains(identity))
+                    })
+                    .map(|row| row.action.seq)
+                    .collect(),
             )]),
             ..apply::Recovered::default()
         };
@@ -2449,6 +2485,20 @@ mod duplicate_tests {
                 crate::sla::EntryState::Overdue,
                 "{open:#?}"
             );
+            // The run failed after that (its report, say): the next writer asks
+            // it again for what its ledger write may have left out, and must
+            // decide as it did, not verify her with one account still active.
+            store
+                .finish_run(run, t0, crate::store::RunStatus::Failed, Some("x"))
+                .unwrap();
+            assert_eq!(
+                store.unsucceeded_reconciles_with_deprovisions().unwrap(),
+                [run]
+            );
+            super::record_cut_off_applied(&mut store, &[run], hour, "seatwarden").unwrap();
+            let open = store.open_deprovisions().unwrap();
+            assert_eq!(open.len(), 1, "{open:#?}");
+            assert_eq!(open[0].account_id.as_deref(), Some(left), "{open:#?}");
         }
     }
 }

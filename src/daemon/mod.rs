@@ -1319,8 +1319,14 @@ async fn dispatch(
 ) -> JobEnd {
     match name {
         RECONCILE => reconcile_job(shared, running, notifier).await,
-        SWEEP => JobEnd::of_pass(sweep_job(shared, running, true, notifier).await),
-        RETRY => JobEnd::of_pass(sweep_job(shared, running, false, notifier).await),
+        SWEEP => JobEnd::of_pass(
+            sweep_job(shared, running, true, notifier).await,
+            &running.config.state.path,
+        ),
+        RETRY => JobEnd::of_pass(
+            sweep_job(shared, running, false, notifier).await,
+            &running.config.state.path,
+        ),
         PRUNE => {
             let running = Arc::clone(running);
             off_the_workers(shared, move |shared| prune_job(shared, &running)).await
@@ -1656,23 +1662,30 @@ enum JobEnd {
 }
 
 impl JobEnd {
-    fn of(result: Result<(), RunError>) -> JobEnd {
+    /// A job's end; a failure of the state database at `state` for a reason of
+    /// its file or disk (full, read-only, damaged) says which file and what to
+    /// do ([`crate::store::failure_hint`]), in the log, `status` and the
+    /// repeated-failure alert alike.
+    fn of(result: Result<(), RunError>, state: &std::path::Path) -> JobEnd {
         match result {
             Ok(()) => JobEnd::Succeeded,
             Err(e @ (RunError::Stopped { .. } | RunError::StoppedReading)) => {
                 JobEnd::Stopped(e.to_string())
             }
-            Err(e) => JobEnd::Failed(e.to_string()),
+            Err(e) => JobEnd::Failed(match crate::store::failure_hint_of(&e, state) {
+                Some(hint) => format!("{e}; {hint}"),
+                None => e.to_string(),
+            }),
         }
     }
 
     /// A sweep or retry pass's end.
-    fn of_pass(result: Result<PassReach, RunError>) -> JobEnd {
+    fn of_pass(result: Result<PassReach, RunError>, state: &std::path::Path) -> JobEnd {
         match result {
             Ok(PassReach::Served | PassReach::NothingToRetry) => JobEnd::Succeeded,
             Ok(PassReach::Unreached) => JobEnd::Unreached,
             Ok(PassReach::Refused(message)) => JobEnd::Failed(message),
-            Err(e) => JobEnd::of(Err(e)),
+            Err(e) => JobEnd::of(Err(e), state),
         }
     }
 
@@ -1724,7 +1737,10 @@ async fn reconcile_job(
 ) -> JobEnd {
     let (stop, _limit) = time_limited(&shared.stopping, running.settings.reconcile_max_duration);
     match (
-        JobEnd::of(reconcile_run(shared, running, notifier, stop.clone()).await),
+        JobEnd::of(
+            reconcile_run(shared, running, notifier, stop.clone()).await,
+            &running.config.state.path,
+        ),
         stop.cause(),
     ) {
         // Given up while reading, the run's error does not say why.
@@ -2124,9 +2140,10 @@ async fn off_the_workers(
     shared: &Arc<Shared>,
     job: impl FnOnce(&Shared) -> Result<(), RunError> + Send + 'static,
 ) -> JobEnd {
+    let state = shared.config().state.path.clone();
     let shared = Arc::clone(shared);
     match tokio::task::spawn_blocking(move || job(&shared)).await {
-        Ok(result) => JobEnd::of(result),
+        Ok(result) => JobEnd::of(result, &state),
         Err(e) => JobEnd::Failed(format!("the job's task ended abnormally: {e}")),
     }
 }
@@ -3395,14 +3412,21 @@ mod tests {
     /// where a pass that reached it ends them.
     #[test]
     fn a_pass_that_did_not_reach_the_workspace_keeps_the_failures_in_a_row() {
-        assert_eq!(JobEnd::of_pass(Ok(PassReach::Unreached)), JobEnd::Unreached);
-        assert_eq!(JobEnd::of_pass(Ok(PassReach::Served)), JobEnd::Succeeded);
+        let state = std::path::Path::new("state.db");
         assert_eq!(
-            JobEnd::of_pass(Ok(PassReach::NothingToRetry)),
+            JobEnd::of_pass(Ok(PassReach::Unreached), state),
+            JobEnd::Unreached
+        );
+        assert_eq!(
+            JobEnd::of_pass(Ok(PassReach::Served), state),
             JobEnd::Succeeded
         );
         assert_eq!(
-            JobEnd::of_pass(Ok(PassReach::Refused("HTTP 401".into()))),
+            JobEnd::of_pass(Ok(PassReach::NothingToRetry), state),
+            JobEnd::Succeeded
+        );
+        assert_eq!(
+            JobEnd::of_pass(Ok(PassReach::Refused("HTTP 401".into())), state),
             JobEnd::Failed("HTTP 401".into())
         );
         assert_eq!(JobEnd::Unreached.failures_after(3), 3);
@@ -3410,6 +3434,31 @@ mod tests {
         assert_eq!(JobEnd::Succeeded.failures_after(3), 0);
         assert_eq!(JobEnd::Failed("HTTP 503".into()).failures_after(3), 4);
         assert_eq!(JobEnd::Stopped("stopping".into()).failures_after(3), 3);
+    }
+
+    /// A job that failed on a full disk said "database or disk is full" in its
+    /// log line, `status` and the repeated-failure alert: not which file, nor
+    /// what to do.
+    #[test]
+    fn a_job_failed_by_a_full_disk_names_the_state_database() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let failed = RunError::Apply(crate::apply::ApplyError::Store(StoreError::Sqlite {
+            context: "marking action 3 of run 9 applied in actions".into(),
+            source: full,
+        }));
+        let JobEnd::Failed(message) = JobEnd::of(
+            Err(failed),
+            std::path::Path::new("/var/lib/seatwarden/state.db"),
+        ) else {
+            panic!("not failed");
+        };
+        assert!(
+            message.contains("database or disk is full; the disk holding the state database /var/lib/seatwarden/state.db is full"),
+            "{message}"
+        );
     }
 
     /// The mail job, run after every job, mostly has nothing to send: its log

@@ -43,6 +43,60 @@ pub fn read_only_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// What to do when SQLite refuses the state database at `path` with `code` for a
+/// reason of the file or its disk; `None` for any other code. Said after the
+/// error by the commands and the daemon's job failures: what was sent to the
+/// workspace is journaled, so the run that follows resumes without sending it
+/// twice, once the cause is fixed.
+pub fn failure_hint(code: ErrorCode, path: &std::path::Path) -> Option<String> {
+    let path = path.display();
+    Some(match code {
+        ErrorCode::DiskFull => format!(
+            "the disk holding the state database {path} is full: free space there (the \
+             database and its -wal grow with every run), then run it again; what was \
+             already sent is journaled and is not sent twice"
+        ),
+        ErrorCode::ReadOnly => format!(
+            "the state database {path} cannot be written: give the user seatwarden runs as \
+             write access to it, its -wal and -shm and its folder (chown), or mount it \
+             read-write, then run it again"
+        ),
+        ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => format!(
+            "the state database {path} is damaged: stop the daemon, move the file aside \
+             with its -wal and -shm, and restore the last backup (`seatwarden backup` \
+             made it; see \"Backing up and restoring the state\" in the README)"
+        ),
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => format!(
+            "another process held a write transaction on the state database {path} \
+             longer than the busy timeout (a sqlite3 shell left in a transaction?): end \
+             it, then run it again"
+        ),
+        ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => format!(
+            "the state database {path} (or its -wal, -shm or folder) could not be read \
+             or written: check the disk, its free space and the file's permissions"
+        ),
+        _ => return None,
+    })
+}
+
+/// [`failure_hint`] for the first SQLite error among `error` and its causes.
+pub fn failure_hint_of(
+    error: &(dyn std::error::Error + 'static),
+    path: &std::path::Path,
+) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(code) = error
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+        {
+            return failure_hint(code, path);
+        }
+        cause = error.source();
+    }
+    None
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or configured.
@@ -166,6 +220,15 @@ pub enum StoreError {
     )]
     NotUtf8 { path: PathBuf },
 
+    /// The relay took message `id`, and its row could not be marked `sent`.
+    #[error("message {id} was sent, but the outbox could not record it ({source}): {next}")]
+    NotMarked {
+        id: super::OutboxId,
+        next: &'static str,
+        #[source]
+        source: Box<StoreError>,
+    },
+
     #[error("action {seq} of run {run} is {from}; it cannot be marked {to}")]
     InvalidTransition {
         run: RunId,
@@ -180,6 +243,7 @@ impl StoreError {
     /// after the 5 s busy timeout: the same call may succeed later.
     pub fn is_transient(&self) -> bool {
         let source = match self {
+            StoreError::NotMarked { source, .. } => return source.is_transient(),
             StoreError::Open { source, .. }
             | StoreError::Migration { source, .. }
             | StoreError::Sqlite { source, .. } => source,

@@ -62,7 +62,7 @@ pub use backup::{Backup, BackupError, backup};
 use codec::{Ts, ts};
 pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
-pub use error::{StoreError, read_only_hint};
+pub use error::{StoreError, failure_hint, failure_hint_of, read_only_hint};
 pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, DecidedHold, NewMessage, OutboxEntry, OutboxId,
     OutboxKind, OutboxState, OutboxWaiting,
@@ -625,6 +625,27 @@ impl Store {
                     .collect()
             })
             .context(|| format!("reading the reconciles interrupted before run {run} from runs"))
+    }
+
+    /// The reconciles that ended without succeeding (failed, stopped, closed as
+    /// interrupted) since the last one that succeeded, oldest first, and only
+    /// those with a deprovision applied: each wrote its deprovisions into the
+    /// ledger as it ended, unless that write failed too (the disk full by
+    /// then), and nothing else would ([`crate::sweep::record_cut_off_applied`]).
+    pub fn unsucceeded_reconciles_with_deprovisions(&self) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs AS r
+                 WHERE kind = 'reconcile' AND status IN ('failed', 'stopped')
+                   AND id > coalesce((SELECT max(id) FROM runs
+                                      WHERE kind = 'reconcile' AND status = 'succeeded'), 0)
+                   AND EXISTS (SELECT 1 FROM actions
+                               WHERE run_id = r.id AND state = 'applied'
+                                 AND kind IN ('deactivate', 'delete'))
+                 ORDER BY id",
+            )
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .context(|| "reading the reconciles that did not succeed from runs".to_owned())
     }
 
     /// Ends a running run. `status` must be final; a run is finished once.

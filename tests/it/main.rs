@@ -132,6 +132,7 @@ mod review_s54_timeline;
 mod review_s55_concurrency;
 mod review_s55_matching;
 mod review_s55_s54diff;
+mod review_s55_storage;
 mod role_groups;
 mod run_recovery;
 mod safety;
