@@ -2373,7 +2373,32 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
             eprintln!("{hint}");
         }
     }
+    // Not a held run: the protection is someone's decision, which nothing but
+    // the configuration changes, and a code of its own every run would stand
+    // for nothing to approve. Said every run all the same.
+    if mode == Mode::Reconcile
+        && let Some(hint) = protected_leavers_hint(&outcome.report, &config.admin_command())
+    {
+        eprintln!("{hint}");
+    }
     code
+}
+
+/// What a reconcile that leaves a leaver's protected account active says on
+/// stderr: nothing seatwarden does ends that access. The userNames are the
+/// workspace's, made [`report::printable`] as [`disputed_leavers_hint`]'s are.
+fn protected_leavers_hint(report: &Report, admin: &str) -> Option<String> {
+    let leavers = &report.safety.protected_leavers;
+    (!leavers.is_empty()).then(|| {
+        let names: Vec<&str> = leavers.iter().map(|p| p.user_name.as_str()).collect();
+        format!(
+            "a leaver keeps access through an account safety.protected names ({}): \
+             seatwarden never deactivates it; deactivate it in the workspace by hand, or \
+             take its name out of safety.protected and the next reconcile deactivates it \
+             (the report's PROTECTED LEAVERS; `{admin} explain ACCOUNT` shows both sides)",
+            report::printable(&names.join(", "), false)
+        )
+    })
 }
 
 /// What a reconcile that leaves a disputed leaver with access says on stderr.
@@ -3208,6 +3233,43 @@ mod tests {
     /// The hint a reconcile prints for a disputed leaver names them by their
     /// directory userName: an escape sequence or a bidi override in it shows as
     /// U+FFFD on the operator's terminal.
+    /// A reconcile that leaves a leaver's protected account active says on
+    /// stderr what ends the access; its exit code stays its own (nothing waits
+    /// for an approval).
+    #[test]
+    fn a_protected_leaver_is_told_on_stderr() {
+        let mut report = crate::report::Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            run_id: 1,
+            mode: "reconcile".into(),
+            started_at: chrono::Utc::now(),
+            finished_at: chrono::Utc::now(),
+            directory: String::new(),
+            workspace: String::new(),
+            summary: crate::report::Summary::default(),
+            drift: Vec::new(),
+            actions: Vec::new(),
+            safety: crate::report::SafetyReport::default(),
+        };
+        assert_eq!(super::exit_code_for(&report), crate::cli::exit::OK);
+        assert_eq!(super::protected_leavers_hint(&report, "seatwarden"), None);
+        report.safety.protected_leavers = vec![crate::model::ProtectedLeaver {
+            account_id: "7".into(),
+            user_name: "ops-admin@example.com".into(),
+            identity_id: "00u7".into(),
+            why: "identity is deprovisioned in the directory".into(),
+        }];
+        assert_eq!(super::exit_code_for(&report), crate::cli::exit::OK);
+        let hint = super::protected_leavers_hint(&report, "seatwarden").unwrap();
+        assert!(
+            hint.starts_with(
+                "a leaver keeps access through an account safety.protected names \
+                 (ops-admin@example.com): seatwarden never deactivates it"
+            ),
+            "{hint}"
+        );
+    }
+
     #[test]
     fn the_disputed_leavers_hint_cannot_drive_the_terminal() {
         let at = chrono::Utc::now();

@@ -1029,6 +1029,11 @@ pub struct Plan {
     /// ([`ExceptedAccount`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excepted: Vec<ExceptedAccount>,
+    /// Active accounts of people who lost access, left alone because
+    /// `safety.protected` names the account for good, sorted by account id
+    /// ([`ProtectedLeaver`]): no action and no drift item stands for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_leavers: Vec<ProtectedLeaver>,
     /// The active accounts each disputed person may have, sorted: what the store
     /// remembers so that a disputed person deleted from the directory is still
     /// tied to them (the next plan's `remembered` input). Not part of the stored
@@ -1119,6 +1124,25 @@ pub struct ExceptedAccount {
     /// deleted from the directory", "no directory identity matches this account".
     pub why: String,
     pub exception: Exception,
+}
+
+/// An active account of someone who lost access that a plan leaves alone because
+/// `safety.protected` (or a `protected_groups` membership) names it for good, no
+/// exception keeping it for a time: its own userName, or its person's and its
+/// own. seatwarden never deactivates a protected account, so someone has to end
+/// that access by hand, unless the account is a shared or break-glass one wrongly
+/// tied to the leaver (a leaver may also have renamed theirs into a protected
+/// name to keep it). Without this list a reconcile's report would show nothing of
+/// it; the report lists it every run
+/// ([`crate::report::SafetyReport::protected_leavers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectedLeaver {
+    pub account_id: String,
+    /// The account's own userName.
+    pub user_name: String,
+    pub identity_id: String,
+    /// Why the person lost access, as a deprovision of theirs would say.
+    pub why: String,
 }
 
 /// An account the plan leaves alone only because the person it is tied to is

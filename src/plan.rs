@@ -146,8 +146,8 @@ pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
     DisputedCandidate, DisputedLeaver, DriftItem, DriftKind, ExceptedAccount, GroupRef, Identity,
-    IdentityStatus, Link, LinkMethod, NewLink, Plan, ProtectedByPerson, UserNameConflict,
-    WorkspaceGroup, WorkspaceSnapshot,
+    IdentityStatus, Link, LinkMethod, NewLink, Plan, ProtectedByPerson, ProtectedLeaver,
+    UserNameConflict, WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
@@ -308,9 +308,12 @@ pub fn plan(
         mut disputed_candidates,
         mut protected_by_person,
         mut excepted,
+        mut protected_leavers,
     } = planner.out;
     excepted.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id));
     excepted.dedup_by(|a, b| a.account_id == b.account_id);
+    protected_leavers.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id));
+    protected_leavers.dedup_by(|a, b| a.account_id == b.account_id);
     // A primary account matched this run carries its rule; a stored link none.
     // Few people are protected: the new links are read once, only for them.
     if !protected_by_person.is_empty() {
@@ -409,6 +412,7 @@ pub fn plan(
         disputed_candidates,
         protected_by_person,
         excepted,
+        protected_leavers,
     }
 }
 
@@ -1383,6 +1387,7 @@ struct Out {
     disputed_candidates: Vec<DisputedCandidate>,
     protected_by_person: Vec<ProtectedByPerson>,
     excepted: Vec<ExceptedAccount>,
+    protected_leavers: Vec<ProtectedLeaver>,
 }
 
 /// Per-account flags.
@@ -1911,7 +1916,18 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                             exception: exception.clone(),
                         });
                     }
-                } else if !self.protected(&account.user_name) {
+                } else if self.protected(&account.user_name) {
+                    // Protected by its own name too: kept for good, and in no
+                    // other list, so a leaver's is listed here.
+                    if let (Some(lost), true) = (lost, account.active) {
+                        self.out.protected_leavers.push(ProtectedLeaver {
+                            account_id: account.id.clone(),
+                            user_name: account.user_name.clone(),
+                            identity_id: identity_id.to_owned(),
+                            why: lost.to_string(),
+                        });
+                    }
+                } else {
                     self.out.protected_by_person.push(ProtectedByPerson {
                         account_id: account.id.clone(),
                         account_user_name: account.user_name.clone(),
@@ -2134,7 +2150,25 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         suspended: bool,
     ) {
         if self.protected(&account.user_name) {
-            self.except(account, Some(identity_id), why);
+            if account.active
+                && self
+                    .settings
+                    .protected
+                    .exception_for(&account.user_name)
+                    .is_none()
+            {
+                // Protected for good (an exception on it is moot, and none is
+                // listed): without this no report would show that a leaver keeps
+                // access.
+                self.out.protected_leavers.push(ProtectedLeaver {
+                    account_id: account.id.clone(),
+                    user_name: account.user_name.clone(),
+                    identity_id: identity_id.to_owned(),
+                    why: why.to_owned(),
+                });
+            } else {
+                self.except(account, Some(identity_id), why);
+            }
             self.untouchable(account);
             return;
         }
@@ -5042,6 +5076,94 @@ mod tests {
             .map(|e| (e.account_id.as_str(), e.exception.reason.as_str()))
             .collect();
         assert_eq!(listed, [("5", "legal hold")], "{:#?}", plan.excepted);
+    }
+
+    /// An active account of someone who lost access that `safety.protected`
+    /// names for good is listed in [`Plan::protected_leavers`]: one renamed into
+    /// a protected name by its leaver, and a protected person's own. One only an
+    /// exception keeps is listed as excepted instead; an inactive one, a
+    /// protected orphan and a protected account of someone who has access are
+    /// not listed at all. None is in an action.
+    #[test]
+    fn a_leavers_account_protected_for_good_is_listed() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        let gone = |id| ident(id, IdentityStatus::Deprovisioned, &[]);
+        fx.identities = vec![
+            gone("ann"),
+            gone("old-admin"),
+            ident("cid", IdentityStatus::Suspended, &[]),
+            gone("dee"),
+            active("eve-admin", &[]),
+        ];
+        let mut anns = acct("1", "ann");
+        anns.user_name = "break-glass-admin@ex.com".into();
+        let mut cids = acct("3", "cid");
+        cids.user_name = "cid-admin@ex.com".into();
+        cids.active = false;
+        let mut dees = acct("4", "dee");
+        dees.user_name = "dee-kept@ex.com".into();
+        let mut orphan = acct("6", "root-admin");
+        orphan.external_id = None;
+        fx.accounts = vec![
+            anns,
+            acct("2", "old-admin"),
+            cids,
+            dees,
+            acct("5", "eve-admin"),
+            orphan,
+        ];
+        fx.links = vec![link("ann", "1"), link("cid", "3"), link("dee", "4")];
+        let until = Utc::now() + TimeDelta::days(3);
+        let exception = crate::model::Exception {
+            user_name: "dee-kept@ex.com".to_owned(),
+            until,
+            reason: "handover".to_owned(),
+        };
+        fx.settings.protected = Protected::new(&["*admin@ex.com".into()])
+            .with_exceptions(std::slice::from_ref(&exception), until - TimeDelta::days(1));
+        let plan = fx.plan();
+        assert!(
+            plan.actions.iter().all(|a| a.kind.account_id().is_none()),
+            "{:#?}",
+            plan.actions
+        );
+        let listed: Vec<(&str, &str, &str, &str)> = plan
+            .protected_leavers
+            .iter()
+            .map(|p| {
+                (
+                    p.account_id.as_str(),
+                    p.user_name.as_str(),
+                    p.identity_id.as_str(),
+                    p.why.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "1",
+                    "break-glass-admin@ex.com",
+                    "ann",
+                    "identity is deprovisioned in the directory"
+                ),
+                (
+                    "2",
+                    "old-admin@ex.com",
+                    "old-admin",
+                    "deprovisioned in the directory"
+                ),
+            ]
+        );
+        let excepted: Vec<&str> = plan
+            .excepted
+            .iter()
+            .map(|e| e.account_id.as_str())
+            .collect();
+        assert_eq!(excepted, ["4"], "{:#?}", plan.excepted);
     }
 
     /// Every account of a protected person is left alone, its own userName

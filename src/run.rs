@@ -1323,6 +1323,7 @@ async fn pipeline(
             .collect(),
         protected_by_person: guarded.protected_by_person.clone(),
         excepted: guarded.excepted.clone(),
+        protected_leavers: guarded.protected_leavers.clone(),
         exceptions_naming_nobody_unknown: exceptions_naming_nobody.is_none(),
         exceptions_naming_nobody: exceptions_naming_nobody.unwrap_or_default(),
     };

@@ -1080,6 +1080,9 @@ impl Digest {
         // protected (the report's PROTECTED BY PERSON): not in sync until each is
         // settled, as the report's own headline says.
         let shielded = latest.map_or(0, |r| r.safety.protected_by_person.len());
+        // Someone who left keeps access through a protected account (the
+        // report's PROTECTED LEAVERS): not in sync, as the report says.
+        let protected_leavers = latest.map_or(0, |r| r.safety.protected_leavers.len());
         // Each keeps nothing: the person it was meant for loses access, which
         // someone decided they keep.
         let exceptions_naming_nobody: Vec<String> = latest
@@ -1121,7 +1124,7 @@ impl Digest {
         } else if latest.is_none() {
             // No run ever stored a report: nothing is known to be in sync.
             State::Unknown
-        } else if drift_now > 0 || !pending.is_empty() || shielded > 0 {
+        } else if drift_now > 0 || !pending.is_empty() || shielded > 0 || protected_leavers > 0 {
             State::Drift
         } else {
             State::InSync
@@ -1219,6 +1222,12 @@ impl Digest {
             parts.push(format!(
                 "{} left alone only for a protected person (PROTECTED BY PERSON)",
                 plural(shielded, "account", "accounts")
+            ));
+        }
+        if protected_leavers > 0 {
+            parts.push(format!(
+                "{} kept active by safety.protected (PROTECTED LEAVERS)",
+                plural(protected_leavers, "leaver's account", "leavers' accounts")
             ));
         }
         match newest_unreadable {

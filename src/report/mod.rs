@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply;
 use crate::circuit::{CircuitState, FailedWrite};
 use crate::guard::SourceFault;
-use crate::model::{DriftItem, DriftKind, ExceptedAccount, ProtectedByPerson};
+use crate::model::{DriftItem, DriftKind, ExceptedAccount, ProtectedByPerson, ProtectedLeaver};
 use crate::store::ActionState;
 
 pub use templated::{
@@ -97,6 +97,11 @@ pub struct SafetyReport {
     /// ends, when the next run (or the sweep) takes the access away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excepted: Vec<ExceptedAccount>,
+    /// Active accounts of people who lost access, kept because `safety.protected`
+    /// names them for good ([`ProtectedLeaver`]): listed every run until someone
+    /// deactivates the account, or unties it from the person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_leavers: Vec<ProtectedLeaver>,
     /// Exceptions in force that name no workspace account and no person in the
     /// directory ([`crate::policy::Protected::exceptions_naming_nobody`]): they
     /// keep nothing, and whoever they were meant for loses access as the policy
@@ -682,6 +687,13 @@ fn printable_report(report: &Report) -> Report {
         // The configuration's, but a multi-line TOML string would still forge lines.
         field(&mut kept.exception.reason);
     }
+    // The account's from the workspace, the person's id from the directory,
+    // under PROTECTED LEAVERS.
+    for kept in &mut report.safety.protected_leavers {
+        field(&mut kept.account_id);
+        field(&mut kept.user_name);
+        field(&mut kept.identity_id);
+    }
     for nobody in &mut report.safety.exceptions_naming_nobody {
         field(&mut nobody.user_name);
         field(&mut nobody.reason);
@@ -875,6 +887,36 @@ pub fn safety_findings(
             .protected_by_person
             .iter()
             .map(|p| protected_by_person_line(p, admin_command))
+            .collect();
+        findings.push(line);
+    }
+    if !safety.protected_leavers.is_empty() {
+        let n = safety.protected_leavers.len();
+        let mut line = finding(
+            "PROTECTED LEAVERS",
+            Tone::Warn,
+            format!(
+                "{} of people who lost access {} active because safety.protected names {} \
+                 for good: seatwarden never deactivates a protected account. Deactivate {} \
+                 in the workspace by hand, or take {} out of safety.protected and the next \
+                 reconcile deactivates {}; `{admin_command} explain ACCOUNT` shows both sides",
+                plural(n, "account", "accounts"),
+                if n == 1 { "is" } else { "are" },
+                if n == 1 { "it" } else { "them" },
+                if n == 1 { "it" } else { "them" },
+                if n == 1 { "its name" } else { "their names" },
+                if n == 1 { "it" } else { "them" },
+            ),
+        );
+        line.details = safety
+            .protected_leavers
+            .iter()
+            .map(|p| {
+                format!(
+                    "account {} ({}), identity {}: {}",
+                    p.account_id, p.user_name, p.identity_id, p.why
+                )
+            })
             .collect();
         findings.push(line);
     }
@@ -1172,6 +1214,15 @@ fn headline_of_the_run(report: &Report, admin_command: &str) -> (Tone, String) {
                 if leavers == 1 { "has" } else { "have" }
             )),
         )
+    } else if !report.safety.protected_leavers.is_empty() {
+        let kept = report.safety.protected_leavers.len();
+        (
+            Tone::Warn,
+            applied_then(format!(
+                "{} kept active by safety.protected — see PROTECTED LEAVERS{decided_too}",
+                plural(kept, "leaver's account", "leavers' accounts"),
+            )),
+        )
     } else if s.actions_held > 0 {
         let wait = match (preview, s.actions_held) {
             (true, _) => "would wait",
@@ -1338,10 +1389,13 @@ impl State {
             || needs_a_human
         {
             State::NeedsAttention
-        } else if residual_drift(report).is_empty() && report.safety.protected_by_person.is_empty()
+        } else if residual_drift(report).is_empty()
+            && report.safety.protected_by_person.is_empty()
+            && report.safety.protected_leavers.is_empty()
         {
             // An account only a protected person shields is not known to be in
-            // line: nothing compared it.
+            // line: nothing compared it. Nor is a leaver's protected one: the
+            // policy takes their access away, the protection keeps it.
             State::InSync
         } else {
             State::Drift
@@ -1922,6 +1976,51 @@ mod tests {
             subject("acme", &report),
             "[seatwarden] acme run 7: 2 actions not sent, 0 drift items"
         );
+    }
+
+    /// A leaver's account kept active by `safety.protected` is news every run: the
+    /// headline says so, PROTECTED LEAVERS names the account and why the person
+    /// lost access, and the state is drift, not "in sync".
+    #[test]
+    fn a_protected_leaver_is_drift_every_run() {
+        let report = reconcile_report(SafetyReport {
+            protected_leavers: vec![crate::model::ProtectedLeaver {
+                account_id: "a-7".into(),
+                user_name: "ops-admin@example.com".into(),
+                identity_id: "00u7".into(),
+                why: "identity is deprovisioned in the directory".into(),
+            }],
+            ..SafetyReport::default()
+        });
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Warn,
+                "1 leaver's account kept active by safety.protected — see PROTECTED LEAVERS"
+                    .to_owned()
+            )
+        );
+        assert_eq!(State::of(&report), State::Drift);
+        let finding = safety_findings(&report, chrono_tz::UTC, ADMIN)
+            .into_iter()
+            .find(|f| f.label == Some("PROTECTED LEAVERS"))
+            .unwrap();
+        assert!(
+            finding.text.starts_with(
+                "1 account of people who lost access is active because safety.protected names it"
+            ),
+            "{}",
+            finding.text
+        );
+        assert_eq!(
+            finding.details,
+            [
+                "account a-7 (ops-admin@example.com), identity 00u7: identity is deprovisioned in \
+              the directory"
+            ]
+        );
+        let text = render_text(&report, chrono_tz::UTC, ADMIN, false);
+        assert!(text.contains("PROTECTED LEAVERS"), "{text}");
     }
 
     /// A disputed leaver's headline and finding tell the command that settles it

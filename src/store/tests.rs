@@ -158,6 +158,7 @@ fn sample_plan() -> Plan {
         disputed_leavers: vec![],
         protected_by_person: vec![],
         excepted: vec![],
+        protected_leavers: vec![],
         disputed_candidates: vec![],
     }
 }

@@ -1210,6 +1210,7 @@ fn report_of_a_run_without_a_report_says_what_became_of_it() {
         disputed_leavers: vec![],
         protected_by_person: vec![],
         excepted: vec![],
+        protected_leavers: vec![],
         disputed_candidates: vec![],
     };
     store.save_plan(sweep, &plan, now).unwrap();

@@ -131,6 +131,7 @@ mod review_s54_sweep_exceptions;
 mod review_s54_timeline;
 mod review_s55_concurrency;
 mod review_s55_matching;
+mod review_s55_protected_leavers;
 mod review_s55_s54diff;
 mod review_s55_storage;
 mod role_groups;

@@ -141,6 +141,7 @@ fn crashed_create(config: &Config) -> i64 {
         disputed_leavers: vec![],
         protected_by_person: vec![],
         excepted: vec![],
+        protected_leavers: vec![],
         disputed_candidates: vec![],
     };
     store.save_plan(run, &plan, Utc::now()).unwrap();
@@ -403,6 +404,7 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
             disputed_leavers: vec![],
             protected_by_person: vec![],
             excepted: vec![],
+            protected_leavers: vec![],
             disputed_candidates: vec![],
         };
         store.save_plan(run, &plan, Utc::now()).unwrap();

@@ -24,7 +24,7 @@ const TOKEN: &str = "s48-token";
 
 /// A directory file of `users` (JSON objects) and a configuration for the
 /// sandbox at `url`, with `extra` TOML (a `[safety]` table at least) appended.
-fn configured(dir: &Path, url: &str, users: serde_json::Value, extra: &str) -> Config {
+pub(crate) fn configured(dir: &Path, url: &str, users: serde_json::Value, extra: &str) -> Config {
     std::fs::write(
         dir.join("directory.json"),
         serde_json::json!({ "users": users }).to_string(),
@@ -45,7 +45,7 @@ fn configured(dir: &Path, url: &str, users: serde_json::Value, extra: &str) -> C
     Config::load_with_env(&path, Some(Default::default())).unwrap()
 }
 
-fn user(
+pub(crate) fn user(
     id: &str,
     user_name: &str,
     email: &str,
@@ -57,13 +57,13 @@ fn user(
     })
 }
 
-fn linked(id: &str, user_name: &str, external_id: &str) -> Account {
+pub(crate) fn linked(id: &str, user_name: &str, external_id: &str) -> Account {
     let mut a = account(id, user_name, user_name);
     a.external_id = Some(external_id.into());
     a
 }
 
-async fn sandbox(accounts: Vec<Account>) -> Sandbox {
+pub(crate) async fn sandbox(accounts: Vec<Account>) -> Sandbox {
     crate::fixtures::sandbox(
         TOKEN,
         WorkspaceSnapshot {
@@ -74,11 +74,11 @@ async fn sandbox(accounts: Vec<Account>) -> Sandbox {
     .await
 }
 
-async fn reconcile(config: &Config) -> Report {
+pub(crate) async fn reconcile(config: &Config) -> Report {
     crate::fixtures::reconcile(config).await.report
 }
 
-fn account_in(sandbox: &Sandbox, id: &str) -> Account {
+pub(crate) fn account_in(sandbox: &Sandbox, id: &str) -> Account {
     sandbox
         .snapshot()
         .accounts
@@ -89,7 +89,7 @@ fn account_in(sandbox: &Sandbox, id: &str) -> Account {
 
 /// What the report says of the accounts only a protected person shields: the
 /// headline, then each finding as the text and the HTML show it.
-fn findings(report: &Report) -> String {
+pub(crate) fn findings(report: &Report) -> String {
     let (_, headline) = report::headline(report, "seatwarden");
     let mut out = format!("{headline}\n");
     for f in report::safety_findings(report, UTC, "seatwarden") {
@@ -241,8 +241,9 @@ async fn a_stale_link_to_a_protected_person_is_reported_until_it_is_settled() {
 /// under another userName: the plan lists it as matched by email this run, the
 /// reconcile stores the link and writes nothing to it (not even the rename to
 /// the directory's userName), and the next run lists it by its stored link. Once
-/// its own userName is protected too, nothing is listed; nor is an account a
-/// person of their own name, protected by that name, has.
+/// its own userName is protected too, it is not listed; nor is an account a
+/// person of their own name, protected by that name, has: that one, of a
+/// suspended person, is listed under PROTECTED LEAVERS instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protected_group_members_account_matched_by_email_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -333,8 +334,20 @@ async fn a_protected_group_members_account_matched_by_email_is_reported() {
         settled.safety.protected_by_person.is_empty(),
         "{settled:#?}"
     );
-    assert_eq!(State::of(&settled), State::InSync);
-    assert_eq!(report::headline(&settled, "seatwarden").1, "in sync");
+    // Ivan, suspended, keeps his account only by the protection: not in sync,
+    // and said so (PROTECTED LEAVERS), though nothing is to be done by seatwarden.
+    let kept: Vec<(&str, &str)> = settled
+        .safety
+        .protected_leavers
+        .iter()
+        .map(|p| (p.account_id.as_str(), p.identity_id.as_str()))
+        .collect();
+    assert_eq!(kept, [("w9", "00u9")], "{settled:#?}");
+    assert_eq!(State::of(&settled), State::Drift);
+    assert_eq!(
+        report::headline(&settled, "seatwarden").1,
+        "1 leaver's account kept active by safety.protected — see PROTECTED LEAVERS"
+    );
 }
 
 /// `link` judges protection as a reconcile does: a person by their directory
@@ -553,41 +566,7 @@ async fn the_daemon_gauges_protected_by_person() {
 /// the report's own headline does, until someone settles each.
 #[test]
 fn the_digest_counts_accounts_protected_by_person() {
-    use seatwarden::report::digest::{Digest, DigestInput, SweepActions};
-    let mut report = crate::review_s38_digest::huge::report();
-    report.drift.clear();
-    report.actions.clear();
-    report.summary = Default::default();
-    let digest_of = |report: &Report| {
-        let reports = [report.clone()];
-        Digest::build(&DigestInput {
-            name: "acme",
-            admin_command: "seatwarden",
-            timezone: UTC,
-            now: report.finished_at + chrono::Duration::hours(1),
-            period: std::time::Duration::from_secs(24 * 3600),
-            reports: &reports,
-            previous: &[],
-            previous_span: None,
-            previous_latest: None,
-            latest: Some(report),
-            failed_runs: 0,
-            failed: &[],
-            failed_runs_previous: 0,
-            deprovisions: &[],
-            verified: &[],
-            sweeps: &SweepActions::default(),
-            sweeps_previous: &SweepActions::default(),
-            unreported: &SweepActions::default(),
-            stopped_runs: 0,
-            unreported_previous: &SweepActions::default(),
-            stopped_runs_previous: 0,
-            unreadable_previous: 0,
-            unreadable_earlier: 0,
-            decisions: &[],
-            unreadable: &[],
-        })
-    };
+    let mut report = quiet_report();
     let clean = digest_of(&report);
     assert_eq!(clean.state, State::InSync, "{}", clean.headline);
     report
@@ -609,4 +588,46 @@ fn the_digest_counts_accounts_protected_by_person() {
         digest.headline,
         "1 account left alone only for a protected person (PROTECTED BY PERSON)"
     );
+}
+
+/// A reconcile's report with nothing in it: no drift, no action, an empty summary.
+pub(crate) fn quiet_report() -> Report {
+    let mut report = crate::review_s38_digest::huge::report();
+    report.drift.clear();
+    report.actions.clear();
+    report.summary = Default::default();
+    report
+}
+
+/// The digest of a day whose one run stored `report`, an hour after it.
+pub(crate) fn digest_of(report: &Report) -> seatwarden::report::digest::Digest {
+    use seatwarden::report::digest::{Digest, DigestInput, SweepActions};
+    let reports = [report.clone()];
+    Digest::build(&DigestInput {
+        name: "acme",
+        admin_command: "seatwarden",
+        timezone: UTC,
+        now: report.finished_at + chrono::Duration::hours(1),
+        period: std::time::Duration::from_secs(24 * 3600),
+        reports: &reports,
+        previous: &[],
+        previous_span: None,
+        previous_latest: None,
+        latest: Some(report),
+        failed_runs: 0,
+        failed: &[],
+        failed_runs_previous: 0,
+        deprovisions: &[],
+        verified: &[],
+        sweeps: &SweepActions::default(),
+        sweeps_previous: &SweepActions::default(),
+        unreported: &SweepActions::default(),
+        stopped_runs: 0,
+        unreported_previous: &SweepActions::default(),
+        stopped_runs_previous: 0,
+        unreadable_previous: 0,
+        unreadable_earlier: 0,
+        decisions: &[],
+        unreadable: &[],
+    })
 }

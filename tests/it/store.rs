@@ -93,6 +93,7 @@ fn one_run_end_to_end_then_resume_after_a_crash() {
             disputed_leavers: vec![],
             protected_by_person: vec![],
             excepted: vec![],
+            protected_leavers: vec![],
             disputed_candidates: vec![],
         };
         store.save_plan(run, &plan, at(2)).unwrap();
