@@ -26,23 +26,26 @@ async fn a_leavers_account_renamed_into_a_protected_name_is_reported() {
         linked("w2", "bo@example.com", "00u2"),
     ])
     .await;
-    let users = serde_json::json!([
-        user(
-            "00u1",
-            "ann@example.com",
-            "ann@example.com",
-            "DEPROVISIONED",
-            &[]
-        ),
-        user("00u2", "bo@example.com", "bo@example.com", "ACTIVE", &[]),
-    ]);
-    let config = configured(
-        dir.path(),
-        sandbox.base_url().as_str(),
-        users,
-        "[safety]\nsettle = \"0s\"\nprotected = [\"*-admin@example.com\"]\n",
-    );
-    let report = reconcile(&config).await;
+    // Ann left; Bo stays. `safety` is appended to the [safety] table.
+    let config = |safety: &str| {
+        configured(
+            dir.path(),
+            sandbox.base_url().as_str(),
+            serde_json::json!([
+                user(
+                    "00u1",
+                    "ann@example.com",
+                    "ann@example.com",
+                    "DEPROVISIONED",
+                    &[]
+                ),
+                user("00u2", "bo@example.com", "bo@example.com", "ACTIVE", &[]),
+            ]),
+            &format!("[safety]\nsettle = \"0s\"\n{safety}"),
+        )
+    };
+    let protecting = config("protected = [\"*-admin@example.com\"]\n");
+    let report = reconcile(&protecting).await;
     assert!(account_in(&sandbox, "w1").active, "{report:#?}");
     assert_eq!(
         report.safety.protected_leavers,
@@ -84,21 +87,7 @@ async fn a_leavers_account_renamed_into_a_protected_name_is_reported() {
 
     // What the report says settles it: out of safety.protected, the next
     // reconcile deactivates it, and nothing is left to say.
-    let config = configured(
-        dir.path(),
-        sandbox.base_url().as_str(),
-        serde_json::json!([
-            user(
-                "00u1",
-                "ann@example.com",
-                "ann@example.com",
-                "DEPROVISIONED",
-                &[]
-            ),
-            user("00u2", "bo@example.com", "bo@example.com", "ACTIVE", &[]),
-        ]),
-        "[safety]\nsettle = \"0s\"\n",
-    );
+    let config = config("");
     let settled = reconcile(&config).await;
     assert!(!account_in(&sandbox, "w1").active, "{settled:#?}");
     assert!(settled.safety.protected_leavers.is_empty(), "{settled:#?}");
