@@ -2944,7 +2944,10 @@ async fn read_by_user_names(
     for (batch, answer) in outcomes {
         let Some(answer) = answer else { continue };
         match answer {
-            Ok(accounts) => {
+            // One page of more: a name's holders may be on another, so each
+            // name is looked up on its own (not as one the filter left out).
+            Ok(None) => {}
+            Ok(Some(accounts)) => {
                 let mut seen = HashSet::with_capacity(accounts.len());
                 for (name, holders) in accounts {
                     seen.insert(name.clone());
@@ -3196,6 +3199,93 @@ mod tests {
         sandbox.shutdown().await;
         assert_eq!(listed, std::slice::from_ref(&name));
         assert!(found.present(&name));
+    }
+
+    /// A recovery's batched `userName eq … or …` read whose answer filled a page
+    /// may lack a holder of a name it lists (the provider returns one page, and
+    /// a name held twice makes more holders than names): taken as all of that
+    /// name's holders, the create's own account could be missing from them and
+    /// someone else's linked in its place. Such a name is looked up on its own.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_recovery_batch_answer_cut_by_its_page_settles_no_name() {
+        use crate::model::Account;
+        use crate::workspace::ScimSettings;
+        use wiremock::matchers::{method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let user = |id: &str, user_name: &str, external_id: &str| {
+            serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": id, "userName": user_name, "externalId": external_id, "active": true
+            })
+        };
+        let list = |total: usize, resources: Vec<serde_json::Value>| {
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/scim+json")
+                .set_body_json(serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                    "totalResults": total, "startIndex": 1,
+                    "itemsPerPage": resources.len(), "Resources": resources
+                }))
+        };
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/ServiceProviderConfig"))
+            .respond_with(ResponseTemplate::new(404))
+            .mount(&server)
+            .await;
+        // A provider keeping userNames unique only case-sensitively, answering
+        // one page of two of the three holders.
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param(
+                "filter",
+                "userName eq \"ann@ex.com\" or userName eq \"bob@ex.com\"",
+            ))
+            .respond_with(list(
+                3,
+                vec![
+                    user("a1", "ann@ex.com", "00ua"),
+                    user("b1", "Bob@ex.com", "someone-else"),
+                ],
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("filter", "userName eq \"bob@ex.com\""))
+            .respond_with(list(
+                2,
+                vec![
+                    user("b1", "Bob@ex.com", "someone-else"),
+                    user("b2", "bob@ex.com", "00ub"),
+                ],
+            ))
+            .mount(&server)
+            .await;
+        let sandbox_base = server.uri();
+        let client = crate::workspace::ScimClient::new(ScimSettings::for_test(
+            sandbox_base.parse().unwrap(),
+        ))
+        .unwrap();
+        let found = super::ReadOnce::<Vec<Account>>::default();
+        let names = vec!["ann@ex.com".to_owned(), "bob@ex.com".to_owned()];
+        super::read_by_user_names(&client, names, &found).await;
+        let bob = "bob@ex.com";
+        let holders = found
+            .get(bob, async {
+                client
+                    .find_accounts_by_user_name(bob)
+                    .await
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ids: Vec<&str> = holders.iter().map(|a| a.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["b1", "b2"]);
     }
 
     /// Every write is reported, counted up to the plan's runnable actions, then the

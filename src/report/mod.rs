@@ -684,6 +684,8 @@ fn printable_report(report: &Report) -> Report {
         if let Some(identity) = &mut kept.identity_id {
             field(identity);
         }
+        // A duplicate's quotes the person's directory userName.
+        field(&mut kept.why);
         // The configuration's, but a multi-line TOML string would still forge lines.
         field(&mut kept.exception.reason);
     }
@@ -693,6 +695,8 @@ fn printable_report(report: &Report) -> Report {
         field(&mut kept.account_id);
         field(&mut kept.user_name);
         field(&mut kept.identity_id);
+        // A duplicate's quotes the person's directory userName.
+        field(&mut kept.why);
     }
     for nobody in &mut report.safety.exceptions_naming_nobody {
         field(&mut nobody.user_name);
@@ -2021,6 +2025,46 @@ mod tests {
         );
         let text = render_text(&report, chrono_tz::UTC, ADMIN, false);
         assert!(text.contains("PROTECTED LEAVERS"), "{text}");
+    }
+
+    /// The `why` of a duplicate account quotes the person's directory userName:
+    /// under PROTECTED LEAVERS and EXCEPTIONS it is made printable like the
+    /// account's own fields, so an escape sequence or a line break in it can
+    /// neither drive the operator's terminal nor forge a line of the report.
+    #[test]
+    fn a_kept_accounts_why_is_made_printable() {
+        let why = "duplicate of mallory\u{1b}]8;;https://evil/\u{7}\nPROTECTED: none (identity 9)"
+            .to_owned();
+        let report = reconcile_report(SafetyReport {
+            protected_leavers: vec![crate::model::ProtectedLeaver {
+                account_id: "a-7".into(),
+                user_name: "ops-admin@example.com".into(),
+                identity_id: "00u7".into(),
+                why: why.clone(),
+            }],
+            excepted: vec![ExceptedAccount {
+                account_id: "a-8".into(),
+                user_name: "kept@example.com".into(),
+                identity_id: Some("00u8".into()),
+                why,
+                exception: crate::model::Exception {
+                    user_name: "kept@example.com".into(),
+                    until: chrono::Utc::now() + chrono::TimeDelta::days(2),
+                    reason: "handover".into(),
+                },
+            }],
+            ..SafetyReport::default()
+        });
+        let text = render_text(&report, chrono_tz::UTC, ADMIN, false);
+        assert!(text.contains("PROTECTED LEAVERS"), "{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("PROTECTED: none")),
+            "{text}"
+        );
     }
 
     /// A disputed leaver's headline and finding tell the command that settles it

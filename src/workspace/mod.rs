@@ -1712,7 +1712,7 @@ impl ScimClient {
         &self,
         user_names: &[String],
     ) -> Result<Vec<(String, Account)>, WorkspaceError> {
-        let holders = self.holders_by_user_name(user_names).await?;
+        let (holders, _) = self.user_name_holders(user_names).await?;
         Ok(holders
             .into_iter()
             .filter_map(|(name, holders)| Some((name, holders.into_iter().next()?)))
@@ -1722,19 +1722,49 @@ impl ScimClient {
     /// [`ScimClient::accounts_by_user_name`] with every account of the answer
     /// that holds each name, in the answer's order, as
     /// [`ScimClient::find_accounts_by_user_name`] finds them for that name alone.
+    /// `None` when the answer is one page of more: a name held by several
+    /// accounts makes more holders than names, and a holder on a page not read
+    /// (the account a create made, say) would be missing from its name's list
+    /// with nothing to tell; each name is then to be looked up on its own.
     pub async fn holders_by_user_name(
         &self,
         user_names: &[String],
-    ) -> Result<Vec<(String, Vec<Account>)>, WorkspaceError> {
+    ) -> Result<Option<Vec<(String, Vec<Account>)>>, WorkspaceError> {
+        let (named, whole) = self.user_name_holders(user_names).await?;
+        Ok(whole.then_some(named))
+    }
+
+    /// The holders of each of `user_names` one request finds, and whether its
+    /// answer was whole (not one page of more).
+    async fn user_name_holders(
+        &self,
+        user_names: &[String],
+    ) -> Result<(Vec<(String, Vec<Account>)>, bool), WorkspaceError> {
         if user_names.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
         let filter = user_names
             .iter()
             .map(|u| user_name_clause(u))
             .collect::<Vec<_>>()
             .join(" or ");
-        let found = self.find_users(filter).await?;
+        let count = self.effective_page_size();
+        let (endpoint, page) = self
+            .first_page::<parse::UserBody>("/Users", Some(filter), count)
+            .await?;
+        let listed = page.resources.len();
+        let whole = match page.total_results {
+            Some(total) => total <= listed as u64,
+            None => listed < count as usize,
+        } && page.next_cursor.as_deref().is_none_or(str::is_empty);
+        let mut seen = HashSet::new();
+        let mut found = Vec::with_capacity(listed);
+        for user in page.resources {
+            let account = parse::account(&endpoint, &user.0, &self.inner.role_attribute)?;
+            if seen.insert(account.id.clone()) {
+                found.push(account);
+            }
+        }
         let mut named: Vec<(String, Vec<Account>)> = user_names
             .iter()
             .map(|name| {
@@ -1756,7 +1786,7 @@ impl ScimClient {
                 *holder = account;
             }
         }
-        Ok(named)
+        Ok((named, whole))
     }
 
     async fn by_id<R: DeserializeOwned, T>(
