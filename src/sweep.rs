@@ -2062,8 +2062,10 @@ pub fn record_recovered(
 /// nothing else would put them in (their rows are not in flight, and the accounts
 /// are inactive, so no run plans them again); so did a ledger write that failed
 /// as the run ended. Ones recorded since are skipped: a person with an episode
-/// verified since the run began, one ended by their return since included (the
-/// runs asked include ones that did record their deprovisions).
+/// verified since the run began, and one whose episode ended since because they
+/// had access again ([`Store::people_back_since`]; the runs asked include ones
+/// that did record their deprovisions, and are asked on every writer's start
+/// while the reconciles keep failing).
 pub fn record_cut_off_applied(
     store: &mut Store,
     cut_off: &[RunId],
@@ -2075,10 +2077,14 @@ pub fn record_cut_off_applied(
         let Some(started) = store.run(run)?.map(|r| r.started_at) else {
             continue;
         };
+        // Nor anyone back since: a run asked again while the reconciles after it
+        // keep failing would open their episode anew from its old rows, and the
+        // retry job, which reads no directory, would deactivate them.
         let recorded: HashSet<String> = store
             .verified_deprovisions_since(started)?
             .into_iter()
             .map(|entry| entry.identity_id)
+            .chain(store.people_back_since(started)?)
             .collect();
         let rows: Vec<crate::store::JournalEntry> = store
             .journal_deprovisions(run)?
@@ -2499,6 +2505,18 @@ mod duplicate_tests {
             let open = store.open_deprovisions().unwrap();
             assert_eq!(open.len(), 1, "{open:#?}");
             assert_eq!(open[0].account_id.as_deref(), Some(left), "{open:#?}");
+            // She is back: a sweep ends her episode. Asked again (the reconciles
+            // since keep failing), the run must not open one for her anew from
+            // its old rows: the retry job, which reads no directory, would
+            // deactivate the account she has again.
+            let cancel = crate::sla::LedgerChanges {
+                cancel: vec![open[0].id],
+                ..crate::sla::LedgerChanges::default()
+            };
+            store.update_ledger(&cancel, t0 + hour * 2).unwrap();
+            super::record_cut_off_applied(&mut store, &[run], hour, "seatwarden").unwrap();
+            let open = store.open_deprovisions().unwrap();
+            assert!(open.is_empty(), "{open:#?}");
         }
     }
 }

@@ -475,6 +475,18 @@ impl Store {
             .context(|| "reading verified deprovisions".to_owned())
     }
 
+    /// The people whose episode ended because they had access again (cancelled
+    /// before enforcement, or back after a verified one) at or after `since`.
+    pub fn people_back_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT identity_id FROM deprovisions
+                 WHERE closed_at >= ?1 OR returned_at >= ?1",
+            )
+            .and_then(|mut stmt| stmt.query_map([ts(since)], |row| row.get(0))?.collect())
+            .context(|| "reading the people back since a run began".to_owned())
+    }
+
     /// Applies one observation in one transaction: opens episodes, cancels open
     /// ones, and marks verified ones whose person has access again.
     pub fn update_ledger(
