@@ -291,7 +291,12 @@ async fn a_second_ctrl_c_quits_at_once_and_the_next_run_recovers() {
         latency: Duration::from_millis(400),
         ..Faults::default()
     });
-    said.extend(heard.try_iter());
+    // Up to the end of its stderr: the reader thread may still be passing on
+    // the last lines when the process has exited (what `try_iter` missed on a
+    // loaded machine). It hangs up at end of file.
+    while let Ok(line) = heard.recv_timeout(Duration::from_secs(30)) {
+        said.push(line);
+    }
     let said = said.join("\n");
     assert_eq!(
         output.status.code(),
