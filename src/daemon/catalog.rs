@@ -55,7 +55,7 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         None,
         "1 when the last reconcile had this safety finding (source_fault, \
          workspace_listing_short, allow_over_threshold, protected_by_person, \
-         exceptions_naming_nobody), else 0.",
+         protected_leavers, exceptions_naming_nobody), else 0.",
     ),
     (
         "seatwarden_actions_awaiting_approval",

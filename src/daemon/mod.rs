@@ -1896,6 +1896,10 @@ fn safety_gauges(report: &crate::report::Report) {
             "protected_by_person",
             !safety.protected_by_person.is_empty(),
         ),
+        // Someone who left keeps access through an account protected for good:
+        // nothing seatwarden does ends it, and the sweep, which ends a protected
+        // person's episode, raises no overdue for it.
+        ("protected_leavers", !safety.protected_leavers.is_empty()),
     ] {
         metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
             .set(f64::from(u8::from(found)));

@@ -114,3 +114,45 @@ fn the_digest_counts_protected_leavers() {
         "1 leaver's account kept active by safety.protected (PROTECTED LEAVERS)"
     );
 }
+
+/// The daemon gauges it: `seatwarden_safety_finding{finding="protected_leavers"}`
+/// is 1 while the last reconcile listed one (the demo's Olivia left; her account
+/// is protected here), so the shipped rule alerts on it. The sweep ends a
+/// protected person's episode, so no overdue deprovision would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_gauges_protected_leavers() {
+    use crate::review_s41_ops::{Running, port_of, sample};
+    let token = "review-s55-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        token,
+        &[(
+            "SEATWARDEN__SAFETY__PROTECTED",
+            "breakglass@example.com,olivia.haddad@example.com",
+        )],
+    );
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let port = port_of(&log).await;
+    let metrics = crate::fixtures::metrics_once_reconciled(port, &log).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_leavers"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_by_person"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+}
