@@ -514,35 +514,22 @@ fn the_access_review_judges_an_account_protected_by_its_user_name() {
 /// freelancer's orphan account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_gauges_protected_by_person() {
-    use crate::review_s41_ops::{Running, port_of, sample};
-    let token = "review-s48-token";
-    let sandbox =
-        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (env, _) = crate::fixtures::demo_env(
-        dir.path(),
-        &sandbox,
-        token,
-        &[(
-            "SEATWARDEN__SAFETY__PROTECTED",
-            "breakglass@example.com,ben.wong@example.com",
-        )],
-    );
-    Store::open(&dir.path().join("state.db"))
-        .unwrap()
-        .upsert_links(
-            &[NewLink {
-                identity_id: "00u1001".into(),
-                account_id: "ws-0902".into(),
-                method: LinkMethod::Manual,
-            }],
-            Utc::now(),
-        )
-        .unwrap();
-    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
-    let _daemon = Running(child);
-    let port = port_of(&log).await;
-    let metrics = crate::fixtures::metrics_once_reconciled(port, &log).await;
+    use crate::review_s41_ops::sample;
+    let metrics =
+        reconciled_daemon_metrics("breakglass@example.com,ben.wong@example.com", |state| {
+            Store::open(state)
+                .unwrap()
+                .upsert_links(
+                    &[NewLink {
+                        identity_id: "00u1001".into(),
+                        account_id: "ws-0902".into(),
+                        method: LinkMethod::Manual,
+                    }],
+                    Utc::now(),
+                )
+                .unwrap();
+        })
+        .await;
     assert_eq!(
         sample(
             &metrics,
@@ -559,6 +546,31 @@ async fn the_daemon_gauges_protected_by_person() {
         Some(0.0),
         "{metrics}"
     );
+}
+
+/// The `/metrics` of a daemon on the demo's workspace and directory, with
+/// `safety.protected` set to `protected` (comma-separated) and its state
+/// database first given to `prepare`, once its first reconcile is done.
+pub(crate) async fn reconciled_daemon_metrics(
+    protected: &str,
+    prepare: impl FnOnce(&Path),
+) -> String {
+    use crate::review_s41_ops::{Running, port_of};
+    let token = "review-s48-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        token,
+        &[("SEATWARDEN__SAFETY__PROTECTED", protected)],
+    );
+    prepare(&dir.path().join("state.db"));
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let port = port_of(&log).await;
+    crate::fixtures::metrics_once_reconciled(port, &log).await
 }
 
 /// The digest of a period whose newest report lists an account under

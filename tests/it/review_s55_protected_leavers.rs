@@ -11,7 +11,8 @@ use seatwarden::report::{self, State};
 
 use crate::qa_cli::seatwarden;
 use crate::review_s48_protected_link::{
-    account_in, configured, digest_of, findings, linked, quiet_report, reconcile, sandbox, user,
+    account_in, configured, digest_of, findings, linked, quiet_report, reconcile,
+    reconciled_daemon_metrics, sandbox, user,
 };
 
 /// Ann left; her account, linked to her, was renamed into the protected
@@ -121,24 +122,9 @@ fn the_digest_counts_protected_leavers() {
 /// protected person's episode, so no overdue deprovision would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_gauges_protected_leavers() {
-    use crate::review_s41_ops::{Running, port_of, sample};
-    let token = "review-s55-token";
-    let sandbox =
-        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (env, _) = crate::fixtures::demo_env(
-        dir.path(),
-        &sandbox,
-        token,
-        &[(
-            "SEATWARDEN__SAFETY__PROTECTED",
-            "breakglass@example.com,olivia.haddad@example.com",
-        )],
-    );
-    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
-    let _daemon = Running(child);
-    let port = port_of(&log).await;
-    let metrics = crate::fixtures::metrics_once_reconciled(port, &log).await;
+    use crate::review_s41_ops::sample;
+    let metrics =
+        reconciled_daemon_metrics("breakglass@example.com,olivia.haddad@example.com", |_| {}).await;
     assert_eq!(
         sample(
             &metrics,
