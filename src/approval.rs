@@ -175,12 +175,6 @@ pub enum ApprovalError {
          approved and nothing was sent"
     )]
     StoppedReading,
-    #[error("the stored report of run {run} cannot be read: {source}")]
-    CorruptReport {
-        run: RunId,
-        #[source]
-        source: serde_json::Error,
-    },
     #[error("the state database lock was poisoned")]
     Poisoned,
 }
@@ -2620,17 +2614,11 @@ fn few_names(names: &[&str]) -> String {
 }
 
 /// Whether the source check rejected `run`'s directory (empty, or shrunk past the
-/// limit), as its stored report says: such a read is no evidence that someone
-/// is back (a stale export that still lists a leaver would keep them in).
+/// limit): such a read is no evidence that someone is back (a stale export that
+/// still lists a leaver would keep them in). Marked on the run when checked, so
+/// a run that failed before storing its report counts too.
 fn directory_rejected(store: &Store, run: RunId) -> Result<bool, ApprovalError> {
-    let Some(json) = store.report(run)? else {
-        return Ok(false);
-    };
-    let report: serde_json::Value = serde_json::from_str(&json)
-        .map_err(|source| ApprovalError::CorruptReport { run, source })?;
-    Ok(report
-        .pointer("/safety/source_fault")
-        .is_some_and(|fault| !fault.is_null()))
+    Ok(store.directory_refused(run)?)
 }
 
 #[cfg(test)]

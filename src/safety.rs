@@ -231,6 +231,7 @@ pub fn check_source(
         }
         Err(fault) => {
             tracing::error!(run, fault = %fault, "directory snapshot rejected");
+            store.mark_directory_refused(run)?;
             Ok(Some(fault))
         }
     }

@@ -824,8 +824,9 @@ impl Store {
 
     /// Snapshots are the bulk of the database and only the latest ones are ever read
     /// again; keeps those of the newest `keep` runs that saved any, of the newest
-    /// run that saved a workspace snapshot and of the newest that saved both, and
-    /// deletes the rest (runs, journals and reports stay for the retention period). Returns how
+    /// run that saved a workspace snapshot, of the newest that saved both and of
+    /// the newest that saved both from a directory the source check did not
+    /// refuse, and deletes the rest (runs, journals and reports stay for the retention period). Returns how
     /// many snapshots (directory and workspace, each one) it deleted.
     pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -854,23 +855,31 @@ impl Store {
         let both = newest(
             "SELECT max(id) FROM runs WHERE workspace_saved = 1 AND directory_complete IS NOT NULL",
         )?;
+        // A directory outage refuses run after run: the last run whose
+        // directory was sound is what `explain`, `export`, `link` and the
+        // sweep read ([`Store::latest_snapshot_run`]) until it ends.
+        let sound = newest(
+            "SELECT max(id) FROM runs WHERE workspace_saved = 1 AND directory_complete IS NOT NULL
+               AND directory_refused = 0",
+        )?;
         let mut deleted = 0;
         if let Some(cutoff) = cutoff {
             for table in ["directory_snapshots", "workspace_snapshots"] {
                 deleted += tx
                     .execute(
                         &format!(
-                            "DELETE FROM {table} WHERE run_id < ?1 AND run_id != ?2 AND run_id != ?3"
+                            "DELETE FROM {table}
+                             WHERE run_id < ?1 AND run_id NOT IN (?2, ?3, ?4)"
                         ),
-                        [cutoff, workspace, both],
+                        [cutoff, workspace, both, sound],
                     )
                     .context(context)?;
             }
             // A pruned snapshot must read as "not saved", never as an empty one.
             tx.execute(
                 "UPDATE runs SET directory_complete = NULL, workspace_saved = 0
-                 WHERE id < ?1 AND id != ?2 AND id != ?3",
-                [cutoff, workspace, both],
+                 WHERE id < ?1 AND id NOT IN (?2, ?3, ?4)",
+                [cutoff, workspace, both, sound],
             )
             .context(context)?;
         }

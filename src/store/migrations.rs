@@ -652,6 +652,22 @@ pub(crate) const M_EXCEPTED_UNTIL: &str = r#"
 ALTER TABLE deprovisions ADD COLUMN excepted_until TEXT;
 "#;
 
+/// Migration 19: `runs.directory_refused`, 1 when the source check refused the
+/// run's directory (empty, or shrunk past `safety.max_directory_shrink_percent`).
+/// It is set when the check runs, before the run stores its workspace snapshot,
+/// so a run that saved both snapshots and then failed or crashed before its
+/// report is never taken for one whose directory was sound (`explain`,
+/// `export`, `link` and the sweep read the newest such run). Runs of an older
+/// database take it from their stored report; one without a report stays 0, as
+/// it was read before.
+pub(crate) const M_DIRECTORY_REFUSED: &str = r#"
+ALTER TABLE runs ADD COLUMN directory_refused INTEGER NOT NULL DEFAULT 0
+    CHECK (directory_refused IN (0, 1));
+UPDATE runs SET directory_refused = 1
+WHERE EXISTS (SELECT 1 FROM reports WHERE reports.run_id = runs.id
+              AND reports.json ->> '$.safety.source_fault' IS NOT NULL);
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -671,6 +687,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_DECIDED_IN,
     M_ALERT_CLEARED,
     M_EXCEPTED_UNTIL,
+    M_DIRECTORY_REFUSED,
 ];
 
 /// The schema version this binary writes.

@@ -20,7 +20,9 @@
 //!   `workspace_snapshots`), and so is a plan's drift (`plan_drift`): written
 //!   whole, read whole;
 //! - JSON columns (snapshot bodies, `payload`, `result`, reports) are text;
-//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`);
+//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`),
+//!   and so is the source check's refusal of it (`runs.directory_refused`), set
+//!   before the run stores its workspace snapshot;
 //! - the safety net's state (accepted directory sizes, audit trail, decisions on
 //!   held actions, circuit breaker, settle-window sightings) is in `safety`, in
 //!   tables that do not cascade from `runs`.

@@ -140,6 +140,32 @@ impl Store {
         Ok(n.map(|n| usize::try_from(n).unwrap_or(0)))
     }
 
+    /// Records that the source check refused the directory of `run` (empty, or
+    /// shrunk past the limit): nothing reads its snapshots as the newest sound
+    /// ones, whether or not the run gets as far as storing its report.
+    pub fn mark_directory_refused(&mut self, run: RunId) -> Result<(), StoreError> {
+        let marked = self
+            .conn
+            .prepare_cached("UPDATE runs SET directory_refused = 1 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute([run]))
+            .context(|| format!("marking the directory of run {run} refused in runs"))?;
+        if marked == 0 {
+            return Err(StoreError::UnknownRun {
+                run,
+                context: "marking its directory refused",
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the source check refused the directory of `run`.
+    pub fn directory_refused(&self, run: RunId) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND directory_refused = 1")
+            .and_then(|mut stmt| stmt.exists([run]))
+            .context(|| format!("reading whether the directory of run {run} was refused"))
+    }
+
     /// Whether the directory snapshot of `run` was accepted as a baseline: complete,
     /// and passed (or was let through) the source sanity check.
     pub fn directory_accepted(&self, run: RunId) -> Result<bool, StoreError> {
@@ -725,16 +751,17 @@ impl Store {
     // ---- explain ----------------------------------------------------------------------
 
     /// The newest run that saved both snapshots (what `explain` and `export` read), but not
-    /// one whose directory its report says was refused as a source fault (empty,
-    /// shrunk): that snapshot is stored as read, and would show everyone it lacks
-    /// as deleted, and their access as due to be removed, though nothing was
-    /// planned from it.
+    /// one whose directory was refused as a source fault (empty, shrunk): that
+    /// snapshot is stored as read, and would show everyone it lacks as deleted,
+    /// and their access as due to be removed, though nothing was planned from it.
+    /// The refusal is on the run from the moment of the check
+    /// ([`Store::mark_directory_refused`]), not only in its report, which a run
+    /// that fails or crashes afterwards never stores.
     pub fn latest_snapshot_run(&self) -> Result<Option<RunId>, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT id FROM runs WHERE directory_complete IS NOT NULL AND workspace_saved = 1
-                   AND NOT EXISTS (SELECT 1 FROM reports WHERE reports.run_id = runs.id
-                                   AND reports.json ->> '$.safety.source_fault' IS NOT NULL)
+                   AND directory_refused = 0
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())

@@ -1328,6 +1328,40 @@ fn database_at_version(
         .unwrap();
 }
 
+/// Before migration 19 a run's refused directory was known only from its stored
+/// report; the migration carries that onto the run, so an upgraded database
+/// still reads the newest sound snapshots, not the refused ones.
+#[test]
+fn migration_19_marks_the_runs_whose_report_refused_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v18.db");
+    database_at_version(&path, 18, |tx| {
+        tx.execute_batch(
+            "INSERT INTO runs (kind, status, started_at, directory_complete, workspace_saved)
+             VALUES ('reconcile', 'succeeded', '2026-11-01T00:00:00Z', 1, 1),
+                    ('reconcile', 'succeeded', '2026-11-01T01:00:00Z', 1, 1),
+                    ('reconcile', 'failed', '2026-11-01T02:00:00Z', 1, 1);
+             INSERT INTO reports (run_id, json) VALUES
+                 (1, '{\"safety\": {\"source_fault\": null}}'),
+                 (2, '{\"safety\": {\"source_fault\": {\"empty\": null}}}');",
+        )
+        .unwrap();
+    });
+    let store = Store::open(&path).unwrap();
+    assert!(!store.directory_refused(1).unwrap());
+    assert!(store.directory_refused(2).unwrap());
+    // No report: nothing says it was refused, and it is read as before.
+    assert!(!store.directory_refused(3).unwrap());
+    assert_eq!(store.latest_snapshot_run().unwrap(), Some(3));
+    let mut store = store;
+    store.mark_directory_refused(3).unwrap();
+    assert_eq!(store.latest_snapshot_run().unwrap(), Some(1));
+    assert!(matches!(
+        store.mark_directory_refused(4),
+        Err(StoreError::UnknownRun { run: 4, .. })
+    ));
+}
+
 /// Pending migrations run as one transaction: when a later one fails, the earlier
 /// ones are rolled back with it, and the file stays at the version it had, usable
 /// by the binary that wrote it.
@@ -1790,6 +1824,52 @@ fn pruning_snapshots_keeps_the_newest_workspace_snapshot() {
     assert_eq!(store.load_directory_snapshot(runs[0]).unwrap(), None);
     assert_eq!(store.load_directory_snapshot(runs[3]).unwrap(), None);
     assert!(store.load_directory_snapshot(runs[4]).unwrap().is_some());
+}
+
+/// A directory outage refuses every reconcile's directory (empty, or shrunk past
+/// the limit) while the workspace is still read and stored. The newest few of
+/// those runs must not push out the last run whose directory was accepted:
+/// `explain`, `export` and `link` read it, and the sweep counts its managed
+/// accounts from it.
+#[test]
+fn pruning_snapshots_keeps_the_newest_accepted_directory() {
+    let mut store = Store::open_in_memory().unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    let accepted = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_directory_snapshot(accepted, &directory).unwrap();
+    store
+        .save_workspace_snapshot(accepted, &workspace(3, 1, 2))
+        .unwrap();
+    store
+        .save_report(accepted, "{\"safety\":{\"source_fault\":null}}")
+        .unwrap();
+    let mut refused = vec![];
+    for i in 1..5 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store
+            .save_directory_snapshot(run, &DirectorySnapshot::default())
+            .unwrap();
+        // As `safety::check_source` marks it, before the workspace snapshot is stored.
+        store.mark_directory_refused(run).unwrap();
+        store
+            .save_workspace_snapshot(run, &workspace(3, 1, 2))
+            .unwrap();
+        store
+            .save_report(run, "{\"safety\":{\"source_fault\":{\"kind\":\"empty\"}}}")
+            .unwrap();
+        refused.push(run);
+    }
+    store.prune_snapshots(3).unwrap();
+    assert_eq!(store.latest_snapshot_run().unwrap(), Some(accepted));
+    assert_eq!(
+        store.load_directory_snapshot(accepted).unwrap(),
+        Some(directory)
+    );
+    assert!(store.load_workspace_snapshot(accepted).unwrap().is_some());
+    assert_eq!(store.load_directory_snapshot(refused[0]).unwrap(), None);
 }
 
 /// The prune reads the cut-off, then deletes: while another connection holds the
