@@ -23,9 +23,16 @@
 //! leaves it out, saying who rejected it in which run and when. A run that holds
 //! it again after the rejection asks for a new decision.
 //!
+//! When a held action would take access away, `approve` reads the directory
+//! again beside the workspace ([`judge_fresh_directory`]: used when complete and
+//! not refused by the source check, else the approval says why not): a
+//! deprovision of someone it shows with access is refused, as is one of someone
+//! a sweep, a reconcile or a later run's read saw back.
+//!
 //! A held role change or membership removal is also judged against the
-//! directory as it is now ([`no_longer_asked`]): the newest complete directory
-//! read (a later run's, else the run's own), mapped as configured now. One the
+//! directory as it is now ([`no_longer_asked`]): the directory as read now, else
+//! the newest complete directory read (a later run's, else the run's own),
+//! mapped as configured now. One the
 //! directory no longer asks for (the person is given another role, a member is
 //! granted the group) is refused: the mistake behind a held mass demotion is
 //! most often fixed before anyone approves it. So is a deactivation, deletion,
@@ -34,8 +41,8 @@
 //!
 //! What a run held because its directory read was incomplete
 //! ([`HoldReason::IncompleteDirectory`]) is refused, whatever the workspace shows:
-//! the person may only be missing from the read, and an approval reads no
-//! directory (design invariant 3); the next reconcile from a whole read decides.
+//! the person may only be missing from the read (design invariant 3); the next
+//! reconcile from a whole read decides.
 //!
 //! A create or rename held behind a held delete ([`HoldReason::WaitsForDelete`])
 //! is never sent while the workspace still shows that account, not even with its
@@ -84,8 +91,8 @@ use crate::circuit::Breaker;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
-    Account, AccountRef, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef,
-    HoldReason, NewLink, Plan, WorkspaceSnapshot, same_ci, same_name,
+    Account, AccountRef, Action, ActionClass, ActionKind, Attribute, AttributeChange,
+    DirectorySnapshot, GroupRef, HoldReason, NewLink, Plan, WorkspaceSnapshot, same_ci, same_name,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report, plural};
@@ -648,6 +655,11 @@ pub struct Approval {
     /// ([`reject_earlier_holds`]), by seq, with why: not approved, never sent
     /// from this run.
     pub rejected_later: Vec<(u32, String)>,
+    /// Why the directory this approval read was not used (it could not be
+    /// read, the read was incomplete, or the source check refused it), when a
+    /// held action would have taken access away: the re-check then went by the
+    /// reads runs had stored.
+    pub directory_note: Option<String>,
 }
 
 impl Approval {
@@ -1080,18 +1092,51 @@ pub async fn approve(
     // On a terminal, the read's progress line, as a reconcile shows it: a large
     // workspace takes a while to list.
     let listing = crate::run::ReadProgress::on_terminal();
-    let (workspace, whole) = apply::read_unless_stopped(async {
-        if !discovered {
-            client.discover().await?;
-        }
-        client.snapshot_whole(&|p| listing.page(p)).await
+    // The directory too, beside the workspace, when a held action would take
+    // access away: someone back since the run (the mistake behind a mass hold
+    // fixed in the directory, a leaver rehired) is seen even with no sweep,
+    // reconcile or plan run since to record it.
+    let directory = held
+        .iter()
+        .any(|entry| takes_access_away(&entry.action.kind))
+        .then(|| config.directory());
+    let (listed, directory_read) = apply::read_unless_stopped(async {
+        let listed = async {
+            if !discovered {
+                client.discover().await?;
+            }
+            client.snapshot_whole(&|p| listing.page(p)).await
+        };
+        let read = async {
+            match &directory {
+                Some(directory) => Some(directory.snapshot().await),
+                None => None,
+            }
+        };
+        tokio::join!(listed, read)
     })
     .await
-    .ok_or(ApprovalError::StoppedReading)??;
+    .ok_or(ApprovalError::StoppedReading)?;
+    let (workspace, whole) = listed?;
     listing.done();
     if !whole {
         return Err(ApprovalError::ShortListing);
     }
+    let (fresh, directory_note) = match directory_read {
+        None => (None, None),
+        Some(read) => match judge_fresh_directory(config, &store, read)? {
+            Ok(snapshot) => (Some(snapshot), None),
+            Err(why) => {
+                tracing::warn!(why = %why, "the directory read by approve is not used");
+                (
+                    None,
+                    Some(format!(
+                        "{why}: the re-check used the directory reads runs stored instead"
+                    )),
+                )
+            }
+        },
+    };
     let store = Arc::new(Mutex::new(store));
 
     // Protected names and globs as configured now, and the protected groups' members
@@ -1153,6 +1198,26 @@ pub async fn approve(
                 ))
             })
             .collect();
+        // The freshest evidence first: the directory as this approval read it,
+        // active and in scope. Protection aside: the re-check below refuses a
+        // protected person's deprovision saying so.
+        if !leaving.is_empty()
+            && let Some(fresh) = &fresh
+        {
+            let policy = config.policy_settings();
+            for identity in fresh.identities.iter().filter(|identity| {
+                leaving.contains_key(&identity.id)
+                    && crate::policy::access_loss(identity, &policy).is_none()
+            }) {
+                back.insert(
+                    identity.id.clone(),
+                    format!(
+                        "in the directory as read now, {}",
+                        crate::report::local_time(now, tz)
+                    ),
+                );
+            }
+        }
         for identity in leaving.keys() {
             if let Some(newest) = store.deprovision_history(identity, 1)?.first()
                 && let Some(at) = newest.closed_at.or(newest.returned_at)
@@ -1190,7 +1255,16 @@ pub async fn approve(
             .into_iter()
             .map(|l| (l.account_id, l.identity_id))
             .collect();
-        let outdated = no_longer_asked(config, &store, run, &held, &workspace, &linked, tz)?;
+        let outdated = no_longer_asked(
+            config,
+            &store,
+            run,
+            &held,
+            &workspace,
+            &linked,
+            fresh.as_ref().map(|snapshot| (snapshot, now)),
+            tz,
+        )?;
         (
             (protected, excepted_people),
             store.deactivated_since()?,
@@ -1204,6 +1278,7 @@ pub async fn approve(
         run,
         waiting,
         rejected_later,
+        directory_note,
         ..Approval::default()
     };
     // Re-checked in the order they are written: a rename is decided before the
@@ -2494,6 +2569,7 @@ fn relinked(
 /// and the next reconcile would hand it back. A role change is refused when the
 /// person, still active and in scope, is given another role now; a removal when
 /// one of its members is granted the group now.
+#[allow(clippy::too_many_arguments)]
 fn no_longer_asked(
     config: &Config,
     store: &Store,
@@ -2501,6 +2577,7 @@ fn no_longer_asked(
     held: &[JournalEntry],
     workspace: &WorkspaceSnapshot,
     linked: &HashMap<String, String>,
+    fresh: Option<(&DirectorySnapshot, DateTime<Utc>)>,
     tz: chrono_tz::Tz,
 ) -> Result<BTreeMap<u32, String>, ApprovalError> {
     let mut outdated = BTreeMap::new();
@@ -2512,28 +2589,42 @@ fn no_longer_asked(
     }) {
         return Ok(outdated);
     }
-    let newer = match store.newest_complete_directory_after(run)? {
-        Some(newer) if !directory_rejected(store, newer)? => Some(newer),
-        _ => None,
-    };
-    let read = match newer {
-        Some(newer) => store.load_directory_snapshot(newer)?.map(|d| (newer, d)),
-        None => store
-            .load_directory_snapshot(run)?
-            .filter(|d| d.complete)
-            .map(|d| (run, d)),
-    };
-    let Some((read_by, directory)) = read else {
-        return Ok(outdated);
-    };
-    let source = match store.run(read_by)? {
-        Some(record) => format!(
-            "the directory read by run {read_by} ({}), mapped as configured now,",
-            crate::report::local_time(record.started_at, tz)
+    let stored;
+    let (directory, source) = match fresh {
+        Some((directory, read_at)) => (
+            directory,
+            format!(
+                "the directory as read now ({}), mapped as configured now,",
+                crate::report::local_time(read_at, tz)
+            ),
         ),
-        None => format!("the directory read by run {read_by}, mapped as configured now,"),
+        None => {
+            let newer = match store.newest_complete_directory_after(run)? {
+                Some(newer) if !directory_rejected(store, newer)? => Some(newer),
+                _ => None,
+            };
+            let read = match newer {
+                Some(newer) => store.load_directory_snapshot(newer)?.map(|d| (newer, d)),
+                None => store
+                    .load_directory_snapshot(run)?
+                    .filter(|d| d.complete)
+                    .map(|d| (run, d)),
+            };
+            let Some((read_by, directory)) = read else {
+                return Ok(outdated);
+            };
+            let source = match store.run(read_by)? {
+                Some(record) => format!(
+                    "the directory read by run {read_by} ({}), mapped as configured now,",
+                    crate::report::local_time(record.started_at, tz)
+                ),
+                None => format!("the directory read by run {read_by}, mapped as configured now,"),
+            };
+            stored = directory;
+            (&stored, source)
+        }
     };
-    let desired = crate::policy::desired_state(&directory, &config.policy_settings());
+    let desired = crate::policy::desired_state(directory, &config.policy_settings());
     // A held mass removal names its members by userName: looked up once, not
     // one scan of the workspace per member.
     let user_names: HashMap<&str, &str> = workspace
@@ -2611,6 +2702,47 @@ fn few_names(names: &[&str]) -> String {
         0 => shown.join(", "),
         more => format!("{}, and {more} more", shown.join(", ")),
     }
+}
+
+/// Whether `kind`, held, would take access away: what [`approve`] reads the
+/// directory again for, to see whether the person still lacks it.
+fn takes_access_away(kind: &ActionKind) -> bool {
+    kind.is_deprovision()
+        || matches!(
+            kind,
+            ActionKind::SetRole { .. } | ActionKind::RemoveMembers { .. }
+        )
+}
+
+/// The directory as `approve` read it, if it can stand as evidence: complete,
+/// and not refused by the source check a reconcile applies (empty, or shrunk
+/// past `safety.max_directory_shrink_percent` from the last accepted read).
+/// Otherwise why not, in a few words.
+fn judge_fresh_directory(
+    config: &Config,
+    store: &Store,
+    read: Result<DirectorySnapshot, crate::directory::DirectoryError>,
+) -> Result<Result<DirectorySnapshot, String>, ApprovalError> {
+    let snapshot = match read {
+        Ok(snapshot) => snapshot,
+        Err(e) => return Ok(Err(format!("the directory could not be read now ({e})"))),
+    };
+    if !snapshot.complete {
+        return Ok(Err(
+            "the directory read now was incomplete (someone only missing from it looks gone)"
+                .to_owned(),
+        ));
+    }
+    if let Err(fault) = guard::check_source(
+        snapshot.identities.len(),
+        store.last_accepted_directory()?,
+        config.safety.max_directory_shrink_percent,
+    ) {
+        return Ok(Err(format!(
+            "the directory read now was refused as a source fault ({fault})"
+        )));
+    }
+    Ok(Ok(snapshot))
 }
 
 /// Whether the source check rejected `run`'s directory (empty, or shrunk past the

@@ -402,7 +402,8 @@ Examples:
         wait: LockWait,
     },
     /// Apply the held actions of a run, after re-checking each against the
-    /// workspace as it is now. Audited.
+    /// workspace as it is now (and the directory, for what would take access
+    /// away). Audited.
     #[command(after_help = "\
 Exit codes: 0 everything approved was applied, 3 some were refused by the re-check,
 4 some failed, or were not sent because the writes stopped (the workspace stopped
@@ -3110,6 +3111,9 @@ fn approve(
         }
         for (seq, why) in &result.rejected_later {
             outln!("  not approved #{seq}{}: {why}", about(seq))?;
+        }
+        if let Some(note) = &result.directory_note {
+            outln!("  {}", report::printable(note, false))?;
         }
         if result.waiting > 0 {
             outln!(

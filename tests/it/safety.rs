@@ -1172,7 +1172,8 @@ async fn a_reconcile_leaves_an_episode_opened_after_it_began_alone() {
 
 /// `approve` judges a held deprovision by the newest directory read it has, not
 /// only by the ledger: a `plan` (which leaves the ledger alone) that saw one of
-/// the held leavers back is enough to refuse that one, and only that one.
+/// the held leavers back is enough to refuse that one, and only that one, when
+/// the directory cannot be read now (its own read goes first).
 #[tokio::test]
 async fn approve_refuses_a_held_deprovision_a_newer_directory_read_shows_back() {
     let mut env = env_with(200, None, "max_deprovisions = 2").await;
@@ -1199,8 +1200,19 @@ async fn approve_refuses_a_held_deprovision_a_newer_directory_read_shows_back() 
     let plan = env.run(Mode::Plan, RunOptions::default()).await;
     // The ledger still has all three pending: only the directory read says otherwise.
     assert_eq!(env.store().open_deprovisions().unwrap().len(), 3);
+    let seatwarden::config::DirectoryConfig::File { path } = &env.config.directory else {
+        panic!("the safety scenarios use a directory file");
+    };
+    std::fs::write(path, "{\"users\": [").unwrap();
 
     let approval = env.approve_all(held.run_id).await.unwrap();
+    assert!(
+        approval
+            .directory_note
+            .as_deref()
+            .is_some_and(|note| note.starts_with("the directory could not be read now (")),
+        "{approval:?}"
+    );
     assert_eq!(approval.applied.applied, 2, "{approval:?}");
     assert_eq!(approval.refused.len(), 1, "{approval:?}");
     let back_seq = deactivations(&held)
@@ -1247,6 +1259,13 @@ async fn approve_ignores_a_newer_directory_read_the_source_check_rejected() {
     assert!(plan.report.safety.source_fault.is_some());
 
     let approval = env.approve_all(held.run_id).await.unwrap();
+    // Nor is the same read made by the approval itself.
+    assert!(
+        approval.directory_note.as_deref().is_some_and(
+            |note| note.starts_with("the directory read now was refused as a source fault (")
+        ),
+        "{approval:?}"
+    );
     assert!(approval.refused.is_empty(), "{approval:?}");
     assert_eq!(approval.applied.applied, 3, "{approval:?}");
     assert_eq!(env.active_accounts(), active_before - 3);
