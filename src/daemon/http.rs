@@ -830,8 +830,14 @@ mod tests {
             None
         );
         assert!(
-            reconcile_overdue(&weekdays, tz, tz, thursday, tuesday + chrono::Duration::minutes(1))
-                .is_some()
+            reconcile_overdue(
+                &weekdays,
+                tz,
+                tz,
+                thursday,
+                tuesday + chrono::Duration::minutes(1)
+            )
+            .is_some()
         );
     }
 
