@@ -439,9 +439,23 @@ pub fn resolution_hold(key: &str, resolve_after: Duration) -> Duration {
 }
 
 /// Whether a condition seen clear at `since` has stayed clear for `hold` at `now`.
+/// Seen clear further ahead of `now` than a clock honestly steps back
+/// ([`stamped_by_a_clock_set_back`]), it is taken as clear for the hold.
 fn clear_for(since: DateTime<Utc>, now: DateTime<Utc>, hold: Duration) -> bool {
     let hold = chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
-    now.signed_duration_since(since) >= hold
+    now.signed_duration_since(since) >= hold || stamped_by_a_clock_set_back(since, now)
+}
+
+/// Whether `at`, recorded as "now" when it was (a send, a condition seen clear),
+/// lies more than [`crate::circuit::CLOCK_STEP_MARGIN`] ahead of `now`: the clock
+/// that stamped it has been stepped back since (NTP correcting a clock that ran
+/// ahead, a machine booted with a wrong one). Measured from it, a quiet period
+/// or a resolution hold would last until the clock caught up (a year, for a
+/// clock that ran a year ahead): the alert would send no reminder, no
+/// resolution, and no new alert for a condition back again. As the circuit
+/// breaker does with an opening stamped that far ahead, it is taken as over.
+fn stamped_by_a_clock_set_back(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    at.signed_duration_since(now) > crate::circuit::CLOCK_STEP_MARGIN
 }
 
 /// Whether raising a condition now sends a message. `hold` is the key's
@@ -463,7 +477,9 @@ pub fn decide_raise(
                     .is_some_and(|since| clear_for(since, now, hold)) =>
         {
             let quiet = chrono::Duration::from_std(quiet_period).unwrap_or(chrono::Duration::MAX);
-            if now.signed_duration_since(record.last_sent_at) >= quiet {
+            if now.signed_duration_since(record.last_sent_at) >= quiet
+                || stamped_by_a_clock_set_back(record.last_sent_at, now)
+            {
                 RaiseDecision::Reminder
             } else {
                 RaiseDecision::Quiet
@@ -2238,6 +2254,60 @@ pub(crate) mod tests {
         assert_eq!(
             decide_resolve(Some(&clearing), at(9, 1), Duration::ZERO),
             ResolveDecision::Send
+        );
+    }
+
+    /// An alert sent, or seen clear, by a clock that has since been stepped back
+    /// more than an hour (NTP correcting a clock that ran ahead, a VM booted with
+    /// a wrong clock) is not silent until the clock catches up: its reminder is
+    /// due and its resolution hold over, as the circuit breaker takes an opening
+    /// stamped that far ahead. A step of less than that is waited out.
+    #[test]
+    fn a_clock_stepped_back_does_not_silence_an_alert_until_it_catches_up() {
+        let sent_ahead = |hours: i64| AlertRecord {
+            key: "circuit_breaker_open".into(),
+            condition: "{}".into(),
+            state: AlertRecordState::Active,
+            first_raised_at: at(8, 0) + chrono::Duration::hours(hours),
+            last_sent_at: at(8, 0) + chrono::Duration::hours(hours),
+            resolved_at: None,
+            suppressed: 0,
+            thread_root: None,
+            cleared_at: None,
+            flaps: 0,
+        };
+        let quiet = Duration::from_secs(6 * 3600);
+        let hold = Duration::from_secs(3600);
+        // Sent "in 2027": a year ahead of the clock now.
+        let year_ahead = sent_ahead(365 * 24);
+        assert_eq!(
+            decide_raise(Some(&year_ahead), at(8, 0), quiet, hold),
+            RaiseDecision::Reminder
+        );
+        // Half an hour ahead: the quiet period still holds.
+        assert_eq!(
+            decide_raise(Some(&sent_ahead(0)), at(7, 30), quiet, hold),
+            RaiseDecision::Quiet
+        );
+        let cleared_ahead = AlertRecord {
+            cleared_at: Some(at(8, 0) + chrono::Duration::days(365)),
+            ..sent_ahead(-1)
+        };
+        assert_eq!(
+            decide_resolve(Some(&cleared_ahead), at(8, 0), hold),
+            ResolveDecision::Send
+        );
+        assert_eq!(
+            decide_raise(Some(&cleared_ahead), at(8, 0), quiet, hold),
+            RaiseDecision::New
+        );
+        let cleared_just_ahead = AlertRecord {
+            cleared_at: Some(at(8, 30)),
+            ..sent_ahead(-1)
+        };
+        assert_eq!(
+            decide_resolve(Some(&cleared_just_ahead), at(8, 0), hold),
+            ResolveDecision::Holding
         );
     }
 

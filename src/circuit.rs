@@ -118,7 +118,7 @@ impl fmt::Display for CircuitState {
 /// How far ahead of `now` an opening may lie before it is taken for one stamped by a
 /// clock that has since been stepped back (NTP, a restored VM): NTP slews small
 /// offsets, so an hour is far more than an honest clock ever jumps back.
-const CLOCK_STEP_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+pub(crate) const CLOCK_STEP_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 
 /// The state of a persisted breaker at `now`. An opening stamped more than an hour
 /// ahead of `now` is half-open: otherwise the workspace would get no writes, leavers

@@ -1963,6 +1963,9 @@ impl Config {
             if let Some(warning) = zone_without_daylight_saving(key, zone) {
                 warnings.push(warning);
             }
+            if let Some(warning) = zone_with_posix_sign(key, zone) {
+                warnings.push(warning);
+            }
         }
         if let DirectoryConfig::Entra {
             graph_url,
@@ -4235,6 +4238,36 @@ fn mappings_repeated(mappings: &[MappingConfig]) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// `Etc/GMT+5` is an IANA name of a fixed offset with the POSIX sign: five
+/// hours *behind* UTC (UTC-05:00), the opposite of what ISO 8601 offsets and
+/// most people mean by it. Written for UTC+05:00, every schedule runs ten hours
+/// off (the digest at 22:00 rather than 08:00). Allowed, with a warning giving
+/// the offset it is, and the name of the opposite one.
+fn zone_with_posix_sign(key: &str, zone: &str) -> Option<String> {
+    let rest = zone.trim().strip_prefix("Etc/GMT")?;
+    let (sign, hours) = (rest.get(..1)?, rest.get(1..)?);
+    let hours: u32 = hours.parse().ok().filter(|hours| *hours != 0)?;
+    // The offset it is, and the one probably meant (the other sign).
+    let (is, meant) = match sign {
+        "+" => ('-', '+'),
+        "-" => ('+', '-'),
+        _ => return None,
+    };
+    // The zone of the offset meant has the sign of the offset this one is; there
+    // is none east of UTC+12:00 read the other way (no `Etc/GMT+14`).
+    let other = format!("Etc/GMT{is}{hours}");
+    let instead = if other.parse::<chrono_tz::Tz>().is_ok() {
+        format!("for UTC{meant}{hours:02}:00 write {other:?}, or better")
+    } else {
+        "for another offset write".to_owned()
+    };
+    Some(format!(
+        "{key}: {zone:?} is UTC{is}{hours:02}:00: the Etc/GMT zones count west of Greenwich as \
+         positive (POSIX), the opposite of offsets as ISO 8601 writes them; {instead} the zone \
+         of a place (Asia/Karachi, Europe/Berlin), which keeps its daylight saving time too"
+    ))
 }
 
 /// `EST` and `MST` are IANA names, but of a fixed offset all year (UTC-05:00,
@@ -6550,6 +6583,47 @@ role = "Editor"
             "{warnings:?}"
         );
         assert!(warned("[schedule]\ntimezone = \"America/New_York\"\n").is_empty());
+    }
+
+    /// `Etc/GMT+5` is five hours *behind* UTC (POSIX signs): written for
+    /// UTC+05:00, every schedule runs ten hours off. Warned about, with the
+    /// offset it is and the name of the one probably meant; `Etc/GMT` and a
+    /// zone of a place are not.
+    #[test]
+    fn an_etc_gmt_zone_is_warned_about_its_inverted_sign() {
+        let warned = |rest: &str| -> Vec<String> {
+            load("", rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("Etc/GMT"))
+                .collect()
+        };
+        let warnings = warned("[schedule]\ntimezone = \"Etc/GMT+5\"\n");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("schedule.timezone: \"Etc/GMT+5\" is UTC-05:00")
+                && warnings[0].contains("\"Etc/GMT-5\""),
+            "{warnings:?}"
+        );
+        let warnings = warned("[report]\ntimezone = \"Etc/GMT-10\"\n");
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("report.timezone: \"Etc/GMT-10\" is UTC+10:00")
+                && warnings[0].contains("for UTC-10:00 write \"Etc/GMT+10\""),
+            "{warnings:?}"
+        );
+        // No zone is UTC-14:00: none is offered.
+        let warnings = warned("[schedule]\ntimezone = \"Etc/GMT-14\"\n");
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("schedule.timezone: \"Etc/GMT-14\" is UTC+14:00")
+                && !warnings[0].contains("Etc/GMT+14"),
+            "{warnings:?}"
+        );
+        assert!(warned("[schedule]\ntimezone = \"Etc/GMT\"\n").is_empty());
+        assert!(warned("[schedule]\ntimezone = \"Etc/GMT-0\"\n").is_empty());
+        assert!(warned("[schedule]\ntimezone = \"Asia/Kathmandu\"\n").is_empty());
     }
 
     #[test]

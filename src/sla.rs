@@ -240,6 +240,31 @@ pub fn due_for_attempt(
     due
 }
 
+/// Open episodes detected further than `margin` ahead of `now`, each with the
+/// detection and due time it takes instead: detected now, due as long after as
+/// it was after its detection. A detection is stamped with the clock's "now",
+/// so one that far ahead was stamped by a clock since stepped back (NTP setting
+/// right one that ran ahead, a machine booted with a wrong clock): left, the
+/// episode would not be overdue, nor escalated, until the clock caught up (a
+/// year, for one that ran a year ahead), though the person keeps access all
+/// along. When they really left is not known: the SLA clock starts now. One an
+/// exception put off is due after the exception's end, which may lie ahead: it
+/// is left alone.
+pub fn detected_ahead(
+    entries: &[LedgerEntry],
+    now: DateTime<Utc>,
+    margin: Duration,
+) -> Vec<(i64, DateTime<Utc>, DateTime<Utc>)> {
+    entries
+        .iter()
+        .filter(|e| e.is_open() && e.excepted_until.is_none() && e.detected_at - now > margin)
+        .map(|e| {
+            let sla = e.due_at - e.detected_at;
+            (e.id, now, now.checked_add_signed(sla).unwrap_or(now))
+        })
+        .collect()
+}
+
 /// Open episodes past their due time that were not escalated yet.
 pub fn to_escalate(entries: &[LedgerEntry], now: DateTime<Utc>) -> Vec<&LedgerEntry> {
     entries
@@ -512,6 +537,21 @@ mod tests {
                 .map(|e| e.id)
                 .collect();
         assert_eq!(ids, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_detection_far_in_the_clocks_future_starts_the_sla_clock_now() {
+        let hour = Duration::hours(1);
+        let ahead = entry(1, "a", 365 * 24 * 60);
+        let just_ahead = entry(2, "b", 30);
+        let mut excepted = entry(3, "c", 365 * 24 * 60);
+        excepted.excepted_until = Some(t(365 * 24 * 60));
+        let mut verified = entry(4, "d", 365 * 24 * 60);
+        verified.verified_at = Some(t(365 * 24 * 60 + 5));
+        let entries = [ahead, just_ahead, excepted, verified];
+        assert_eq!(detected_ahead(&entries, t(0), hour), [(1, t(0), t(60))]);
+        // An hour ahead is a clock's honest skew, not a step: left alone.
+        assert!(detected_ahead(&[entry(5, "e", 60)], t(0), hour).is_empty());
     }
 
     #[test]

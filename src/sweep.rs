@@ -1367,7 +1367,21 @@ async fn enforce_pass(
         }
     }
 
-    let open = lock(store)?.open_deprovisions()?;
+    let mut open = lock(store)?.open_deprovisions()?;
+    let restamped = sla::detected_ahead(&open, now, crate::circuit::CLOCK_STEP_MARGIN);
+    if !restamped.is_empty() {
+        let mut store = lock(store)?;
+        for (id, detected_at, due_at) in &restamped {
+            store.deprovision_detected(*id, *detected_at, *due_at)?;
+        }
+        tracing::warn!(
+            episodes = restamped.len(),
+            clock = %crate::schedule::log_time(now),
+            "deprovisions detected more than an hour ahead of the clock (set back since): \
+             their SLA clock starts now, not when the clock catches up"
+        );
+        open = store.open_deprovisions()?;
+    }
     let end_of_pass =
         now + Duration::from_std(started.elapsed()).unwrap_or_else(|_| Duration::zero());
     for entry in sla::to_escalate(&open, end_of_pass) {

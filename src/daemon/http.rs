@@ -352,8 +352,8 @@ fn success_as_of(
 }
 
 /// Why the reconcile is overdue at `now`, if it is: the two scheduled fires after
-/// the last success have passed, and one more interval for the second run to
-/// finish. Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
+/// the last success have passed, and the second run's interval (up to the fire
+/// after it) for it to finish. Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
 /// are not overdue overnight, and a run longer than its interval (the next fire is
 /// skipped) is not either, as long as it ends within two intervals of its start:
 /// one that takes longer is reported overdue until it succeeds. A schedule with no next fire (the configuration
@@ -382,7 +382,10 @@ fn reconcile_overdue(
     let Some(second) = next_fire(schedule, tz, first) else {
         return Some(never());
     };
-    let deadline = second + (second - first);
+    // The second run's own interval, up to the fire after it: the gap before it
+    // may be a night or a weekend (a success just before one made the weekend
+    // the time Monday's run had to finish in).
+    let deadline = next_fire(schedule, tz, second).unwrap_or(second + (second - first));
     (now > deadline).then(|| {
         format!(
             "no successful reconcile since {} ({} minutes ago); the scheduled runs at {} \
@@ -793,6 +796,49 @@ mod tests {
         let never = Schedule::parse_unchecked("0 9 31 2 *").unwrap();
         let why = reconcile_overdue(&never, tz, tz, friday, at(27, 18, 31)).unwrap();
         assert!(why.contains("no run after"), "{why}");
+    }
+
+    /// The time the second missed run has to finish is that run's own interval,
+    /// not the gap before it: a success just before the weekend's gap made the
+    /// weekend the "interval", and a reconcile failing all Friday evening and
+    /// Monday stayed ready until Wednesday night.
+    #[test]
+    fn a_reconcile_missed_across_the_weekend_is_overdue_on_monday() {
+        let tz = chrono_tz::Europe::Berlin;
+        let at = |d: u32, h: u32, m: u32| {
+            tz.with_ymd_and_hms(2026, 11, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let hours = Schedule::parse("*/30 8-18 * * 1-5").unwrap();
+        // Friday 27 November 18:00 the last success; 18:30 fails, then Monday's
+        // 08:00 and 08:30 too.
+        let friday = at(27, 18, 0);
+        assert_eq!(
+            reconcile_overdue(&hours, tz, tz, friday, at(30, 8, 29)),
+            None
+        );
+        let late = reconcile_overdue(&hours, tz, tz, friday, at(30, 8, 31)).unwrap();
+        assert!(late.contains("have passed"), "{late}");
+        // A weekday reconcile: Thursday's success, then Friday's and Monday's
+        // runs missed: overdue once Tuesday's has come too (it was Thursday's).
+        let weekdays = Schedule::parse("0 6 * * 1-5").unwrap();
+        let thursday = at(26, 6, 10);
+        let tuesday = at(30, 6, 0) + chrono::Duration::days(1);
+        assert_eq!(
+            reconcile_overdue(&weekdays, tz, tz, thursday, tuesday),
+            None
+        );
+        assert!(
+            reconcile_overdue(
+                &weekdays,
+                tz,
+                tz,
+                thursday,
+                tuesday + chrono::Duration::minutes(1)
+            )
+            .is_some()
+        );
     }
 
     /// Why /readyz is not ready is read by the person who asks: its times are on

@@ -2307,9 +2307,13 @@ fn digest_state(now: DateTime<Utc>, period: chrono::Duration) -> [(&'static str,
 
 /// The period a digest built at `now` covers after one that covered up to `last`:
 /// exactly the time since, so digests scheduled more often than hourly do not
-/// count the same runs twice (at least a minute, at most a week).
+/// count the same runs twice (at least a minute, at most a week). A `last` more
+/// than an hour ahead of the clock was recorded by a clock since stepped back:
+/// the time since is not known, and a day is taken, as for a first digest (at a
+/// minute the digest of the day left out every run of it).
 fn digest_period(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> chrono::Duration {
-    last.map(|at| now - at)
+    last.filter(|at| *at - now <= crate::circuit::CLOCK_STEP_MARGIN)
+        .map(|at| now - at)
         .unwrap_or(chrono::Duration::days(1))
         .clamp(chrono::Duration::minutes(1), chrono::Duration::days(7))
 }
@@ -3258,6 +3262,18 @@ mod tests {
             chrono::Duration::days(7)
         );
         assert_eq!(digest_period(Some(now), now), minutes(1));
+        // The last one covered up to a time a clock since stepped back put a
+        // year ahead: this one covers a day, as a first one does, not the
+        // minute that left every run of the day out of it.
+        assert_eq!(
+            digest_period(Some(now + chrono::Duration::days(365)), now),
+            chrono::Duration::days(1)
+        );
+        // A step back of seconds just after the last one: a minute still.
+        assert_eq!(
+            digest_period(Some(now + chrono::Duration::seconds(5)), now),
+            minutes(1)
+        );
     }
 
     /// Each digest records what it covered, and the next one's trend compares

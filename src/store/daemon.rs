@@ -724,7 +724,9 @@ impl Store {
     }
 
     /// An episode's loss was seen earlier than it was opened (by a run cut off
-    /// before it recorded it): it counts from `detected_at`, due at `due_at`.
+    /// before it recorded it), or was stamped by a clock since stepped back
+    /// ([`crate::sla::detected_ahead`]): it counts from `detected_at`, due at
+    /// `due_at`.
     pub fn deprovision_detected(
         &mut self,
         id: i64,
