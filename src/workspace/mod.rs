@@ -18,7 +18,9 @@
 //! whose answer was lost (`ScimClient::post_unless_made`). A 2xx whose body is
 //! a SCIM Error (RFC 7644 §3.12) is that error, with the status the body
 //! claims: taken as success, a refused write would be recorded as made, and a
-//! refused listing read as an empty workspace.
+//! refused listing read as an empty workspace. An error status answered with a
+//! web page (a gateway's 502 page, a firewall's block page) is named by the
+//! page's title, not quoted: the rest is markup, and may echo the request.
 
 mod error;
 mod outage;
@@ -85,6 +87,35 @@ const HTML_EXCERPT_CHARS: usize = 120;
 fn looks_like_html(body: &str) -> bool {
     body.trim_start().starts_with('<')
 }
+
+/// How an error names a web page that answered with an error status, by its
+/// `<title>` ([`crate::http::html_title`]): the SCIM service answers in JSON,
+/// errors too, so something in front of it (or a website `workspace.url`
+/// reaches) answered instead.
+fn web_page(title: &str) -> String {
+    format!(
+        "{WEB_PAGE}{}, not SCIM JSON: a web server, proxy, firewall or gateway answered \
+         instead of the SCIM service",
+        match title {
+            "" => String::new(),
+            title => format!(" ({title:?})"),
+        }
+    )
+}
+
+/// The `<title>` of `body` when it is a web page: served as `text/html`, or
+/// markup with an `<html` element. An XML error (an API gateway's
+/// `<Error><Code>…`) is quoted as it is: its start says what went wrong.
+fn web_page_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b str> {
+    let title = crate::http::html_title(content_type, body)?;
+    let html_type =
+        content_type.is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    let head = body.get(..body.len().min(4096)).unwrap_or(body);
+    (html_type || head.to_ascii_lowercase().contains("<html")).then_some(title)
+}
+
+/// How [`web_page`] begins.
+const WEB_PAGE: &str = "an HTML page";
 
 /// Members per `add` operation / `remove` operations per request.
 const MEMBER_CHUNK: usize = 100;
@@ -784,6 +815,11 @@ impl ScimClient {
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status().as_u16();
         let retry_after = crate::http::retry_after(response.headers());
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let etag = response
             .headers()
             .get(reqwest::header::ETAG)
@@ -854,7 +890,13 @@ impl ScimClient {
         // Belt and braces: a provider echoing the Authorization header must not
         // smuggle the token into an error message. Redacted before the detail is
         // cut to length, which would leave a piece of it that no longer matches.
-        let (scim_type, mut detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+        let (scim_type, mut detail) = match web_page_title(content_type.as_deref(), &text) {
+            // A web page is no SCIM error: a gateway's 502 page, a proxy's or
+            // a firewall's block page. Its first 300 characters were markup
+            // and styles that said nothing of what went wrong.
+            Some(title) if claimed.is_none() => (None, web_page(&self.redact(title))),
+            _ => parse::error_body(&text, &|s| self.redact(s).into_owned()),
+        };
         if claimed.is_some() {
             detail = format!("{detail} (sent in a SCIM Error body with HTTP {answered})");
         }
