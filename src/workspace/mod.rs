@@ -20,7 +20,8 @@
 //! claims: taken as success, a refused write would be recorded as made, and a
 //! refused listing read as an empty workspace. An error status answered with a
 //! web page (a gateway's 502 page, a firewall's block page) is named by the
-//! page's title, not quoted: the rest is markup, and may echo the request.
+//! page's title, not quoted: the rest is markup, and may echo the request. A
+//! write answered 2xx with a web page (a firewall that blocks with 200) fails.
 
 mod error;
 mod outage;
@@ -103,15 +104,35 @@ fn web_page(title: &str) -> String {
     )
 }
 
-/// The `<title>` of `body` when it is a web page: served as `text/html`, or
-/// markup with an `<html` element. An XML error (an API gateway's
+/// The `<title>` of `body` when it is a web page (served as `text/html`, or
+/// markup with an `<html` element), else its first `<h1>` (a server's bare
+/// "Forbidden" page has no title). An XML error (an API gateway's
 /// `<Error><Code>…`) is quoted as it is: its start says what went wrong.
 fn web_page_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b str> {
     let title = crate::http::html_title(content_type, body)?;
     let html_type =
         content_type.is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
-    let head = body.get(..body.len().min(4096)).unwrap_or(body);
-    (html_type || head.to_ascii_lowercase().contains("<html")).then_some(title)
+    let lower = body.to_ascii_lowercase();
+    if !html_type && !lower.contains("<html") {
+        return None;
+    }
+    if !title.is_empty() {
+        return Some(title);
+    }
+    // Offsets in `lower` are offsets in `body`: only ASCII letters changed case.
+    let heading = lower
+        .find("<h1")
+        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
+        .and_then(|start| Some(&body[start..start + lower[start..].find("</h1")?]))
+        .map(str::trim)
+        .filter(|h| !h.contains('<'))
+        .unwrap_or_default();
+    let end = heading
+        .char_indices()
+        .take_while(|(i, c)| *i < 100 && !c.is_control())
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    Some(&heading[..end])
 }
 
 /// How [`web_page`] begins.
@@ -860,6 +881,20 @@ impl ScimClient {
         }
         if (200..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) {
             inner.served_answers.fetch_add(1, Ordering::Relaxed);
+        }
+        // A firewall may answer a request it blocks with 200 and its page (F5
+        // BIG-IP ASM's "Request Rejected"): a write taken as made so was only
+        // found undone by its verification, with nothing to say why. No write is
+        // answered with a web page. (A read's body is parsed, and its error names
+        // the page: see `get_json`.)
+        if (200..300).contains(&status)
+            && *method != Method::GET
+            && let Some(title) = web_page_title(content_type.as_deref(), &text)
+        {
+            return Err(WorkspaceError::malformed(
+                endpoint,
+                format!("HTTP {status} with {}", web_page(&self.redact(title))),
+            ));
         }
         let claimed = if (200..300).contains(&status) {
             match parse::error_in_success(&text) {

@@ -58,3 +58,45 @@ async fn a_gateways_error_page_is_named_by_its_title_not_quoted() {
         assert!(!text.contains("t0ken"), "{text}");
     }
 }
+
+/// A web application firewall in front of the workspace (F5 BIG-IP ASM's
+/// default blocking page) answers a request it blocks with 200 and a page
+/// "Request Rejected". Answered so, a deactivation was taken as sent: only its
+/// verification failed, "account u1 is still active", with nothing to say why.
+/// A write answered with a web page fails, naming the page; so does a create.
+#[tokio::test]
+async fn a_write_answered_200_with_a_firewalls_block_page_fails_naming_it() {
+    let server = MockServer::start().await;
+    let blocked = ResponseTemplate::new(200).set_body_raw(
+        "<html><head><title>Request Rejected</title></head><body>The requested URL was \
+         rejected. Please consult with your administrator.<br><br>Your support ID is: \
+         1234567890123456789<br><br><a href='javascript:history.back();'>[Go Back]</a>\
+         </body></html>",
+        "text/html; charset=utf-8",
+    );
+    Mock::given(method("PATCH"))
+        .respond_with(blocked.clone())
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(blocked)
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| s.retry = RetryPolicy::immediate(1));
+    let expected = "HTTP 200 with an HTML page (\"Request Rejected\"), not SCIM JSON: a web \
+                    server, proxy, firewall or gateway answered instead of the SCIM service";
+    let error = client.set_active("u1", false).await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.starts_with("PATCH /Users/u1: "), "{text}");
+    assert!(text.contains(expected), "{text}");
+    let error = client
+        .remove_members("g1", &["u1".to_owned()])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(expected), "{error}");
+    let error = client.delete_account("u1").await.unwrap_err();
+    assert!(error.to_string().contains(expected), "{error}");
+    // Not retried: the firewall blocks the request, not the moment.
+    let sent = server.received_requests().await.unwrap().len();
+    assert_eq!(sent, 3);
+}
