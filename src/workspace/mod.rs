@@ -3451,6 +3451,30 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// A web page is named by its title, or its first heading without one; an
+    /// XML error (an API gateway's) and JSON are no web page, and are quoted.
+    #[test]
+    fn a_web_page_is_told_from_an_xml_error_and_named_by_title_or_heading() {
+        let html = Some("text/html; charset=utf-8");
+        assert_eq!(
+            web_page_title(None, "<!DOCTYPE html><html><title> Bad gateway </title>"),
+            Some("Bad gateway")
+        );
+        assert_eq!(
+            web_page_title(html, "<body><H1 class=\"x\">Forbidden</H1>"),
+            Some("Forbidden")
+        );
+        assert_eq!(web_page_title(html, "<h1><b>Forbidden</b></h1>"), Some(""));
+        assert_eq!(
+            web_page_title(
+                Some("application/xml"),
+                "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code></Error>"
+            ),
+            None
+        );
+        assert_eq!(web_page_title(None, r#"{"detail": "<html>"}"#), None);
+    }
+
     /// Settings built without the configuration's bounds: a concurrency past
     /// what the semaphore holds is an error, not its panic.
     #[test]
