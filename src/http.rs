@@ -152,6 +152,32 @@ pub fn redirect_detail(status: u16, headers: &reqwest::header::HeaderMap) -> Opt
     ))
 }
 
+/// The `<title>` of a body that is a web page (it starts with `<`, as JSON never
+/// does, or is served as `text/html`), at most 100 characters of it, on one line;
+/// empty when it has none; `None` when the body is no web page. Only the title
+/// is quoted: a proxy's page may echo the request, credential included, and the
+/// rest of a gateway's error page is markup and styles that say nothing.
+pub fn html_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b str> {
+    let html_type =
+        content_type.is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if !html_type && !body.trim_start().starts_with('<') {
+        return None;
+    }
+    let lower = body.to_ascii_lowercase();
+    let title = lower
+        .find("<title")
+        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
+        .and_then(|start| Some(&body[start..start + lower[start..].find("</title")?]))
+        .map(str::trim)
+        .unwrap_or_default();
+    let end = title
+        .char_indices()
+        .take_while(|(i, c)| *i < 100 && !c.is_control())
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    Some(&title[..end])
+}
+
 /// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;
 /// spaces become `%20`, not `+`, which some providers do not decode).
 ///

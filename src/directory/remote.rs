@@ -198,32 +198,13 @@ fn web_page(title: &str) -> String {
     )
 }
 
-/// The `<title>` of a body that is a web page (it starts with `<`, as JSON never
-/// does, or is served as `text/html`), at most 100 characters of it, on one line;
-/// empty when it has none; `None` when the body is no web page. Only the title
-/// is quoted: a proxy's page may echo the request, credential included.
+/// The `<title>` of `reply` when it is a web page ([`crate::http::html_title`]).
 fn html_title(reply: &Reply) -> Option<&str> {
-    let html_type = reply
+    let content_type = reply
         .headers
         .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
-    if !html_type && !reply.body.trim_start().starts_with('<') {
-        return None;
-    }
-    let lower = reply.body.to_ascii_lowercase();
-    let title = lower
-        .find("<title")
-        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
-        .and_then(|start| Some(&reply.body[start..start + lower[start..].find("</title")?]))
-        .map(str::trim)
-        .unwrap_or_default();
-    let end = title
-        .char_indices()
-        .take_while(|(i, c)| *i < 100 && !c.is_control())
-        .last()
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    Some(&title[..end])
+        .and_then(|v| v.to_str().ok());
+    crate::http::html_title(content_type, &reply.body)
 }
 
 pub(crate) struct Transport {

@@ -18,7 +18,10 @@
 //! whose answer was lost (`ScimClient::post_unless_made`). A 2xx whose body is
 //! a SCIM Error (RFC 7644 §3.12) is that error, with the status the body
 //! claims: taken as success, a refused write would be recorded as made, and a
-//! refused listing read as an empty workspace.
+//! refused listing read as an empty workspace. An error status answered with a
+//! web page (a gateway's 502 page, a firewall's block page) is named by the
+//! page's title, not quoted: the rest is markup, and may echo the request. A
+//! write answered 2xx with a web page (a firewall that blocks with 200) fails.
 
 mod error;
 mod outage;
@@ -85,6 +88,55 @@ const HTML_EXCERPT_CHARS: usize = 120;
 fn looks_like_html(body: &str) -> bool {
     body.trim_start().starts_with('<')
 }
+
+/// How an error names a web page that answered with an error status, by its
+/// `<title>` ([`crate::http::html_title`]): the SCIM service answers in JSON,
+/// errors too, so something in front of it (or a website `workspace.url`
+/// reaches) answered instead.
+fn web_page(title: &str) -> String {
+    format!(
+        "{WEB_PAGE}{}, not SCIM JSON: a web server, proxy, firewall or gateway answered \
+         instead of the SCIM service",
+        match title {
+            "" => String::new(),
+            title => format!(" ({title:?})"),
+        }
+    )
+}
+
+/// The `<title>` of `body` when it is a web page (served as `text/html`, or
+/// markup with an `<html` element), else its first `<h1>` (a server's bare
+/// "Forbidden" page has no title). An XML error (an API gateway's
+/// `<Error><Code>…`) is quoted as it is: its start says what went wrong.
+fn web_page_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b str> {
+    let title = crate::http::html_title(content_type, body)?;
+    let html_type =
+        content_type.is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    let lower = body.to_ascii_lowercase();
+    if !html_type && !lower.contains("<html") {
+        return None;
+    }
+    if !title.is_empty() {
+        return Some(title);
+    }
+    // Offsets in `lower` are offsets in `body`: only ASCII letters changed case.
+    let heading = lower
+        .find("<h1")
+        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
+        .and_then(|start| Some(&body[start..start + lower[start..].find("</h1")?]))
+        .map(str::trim)
+        .filter(|h| !h.contains('<'))
+        .unwrap_or_default();
+    let end = heading
+        .char_indices()
+        .take_while(|(i, c)| *i < 100 && !c.is_control())
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    Some(&heading[..end])
+}
+
+/// How [`web_page`] begins.
+const WEB_PAGE: &str = "an HTML page";
 
 /// Members per `add` operation / `remove` operations per request.
 const MEMBER_CHUNK: usize = 100;
@@ -784,6 +836,11 @@ impl ScimClient {
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status().as_u16();
         let retry_after = crate::http::retry_after(response.headers());
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let etag = response
             .headers()
             .get(reqwest::header::ETAG)
@@ -825,6 +882,20 @@ impl ScimClient {
         if (200..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) {
             inner.served_answers.fetch_add(1, Ordering::Relaxed);
         }
+        // A firewall may answer a request it blocks with 200 and its page (F5
+        // BIG-IP ASM's "Request Rejected"): a write taken as made so was only
+        // found undone by its verification, with nothing to say why. No write is
+        // answered with a web page. (A read's body is parsed, and its error names
+        // the page: see `get_json`.)
+        if (200..300).contains(&status)
+            && *method != Method::GET
+            && let Some(title) = web_page_title(content_type.as_deref(), &text)
+        {
+            return Err(WorkspaceError::malformed(
+                endpoint,
+                format!("HTTP {status} with {}", web_page(&self.redact(title))),
+            ));
+        }
         let claimed = if (200..300).contains(&status) {
             match parse::error_in_success(&text) {
                 None => {
@@ -854,7 +925,13 @@ impl ScimClient {
         // Belt and braces: a provider echoing the Authorization header must not
         // smuggle the token into an error message. Redacted before the detail is
         // cut to length, which would leave a piece of it that no longer matches.
-        let (scim_type, mut detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+        let (scim_type, mut detail) = match web_page_title(content_type.as_deref(), &text) {
+            // A web page is no SCIM error: a gateway's 502 page, a proxy's or
+            // a firewall's block page. Its first 300 characters were markup
+            // and styles that said nothing of what went wrong.
+            Some(title) if claimed.is_none() => (None, web_page(&self.redact(title))),
+            _ => parse::error_body(&text, &|s| self.redact(s).into_owned()),
+        };
         if claimed.is_some() {
             detail = format!("{detail} (sent in a SCIM Error body with HTTP {answered})");
         }
@@ -3373,6 +3450,30 @@ fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// A web page is named by its title, or its first heading without one; an
+    /// XML error (an API gateway's) and JSON are no web page, and are quoted.
+    #[test]
+    fn a_web_page_is_told_from_an_xml_error_and_named_by_title_or_heading() {
+        let html = Some("text/html; charset=utf-8");
+        assert_eq!(
+            web_page_title(None, "<!DOCTYPE html><html><title> Bad gateway </title>"),
+            Some("Bad gateway")
+        );
+        assert_eq!(
+            web_page_title(html, "<body><H1 class=\"x\">Forbidden</H1>"),
+            Some("Forbidden")
+        );
+        assert_eq!(web_page_title(html, "<h1><b>Forbidden</b></h1>"), Some(""));
+        assert_eq!(
+            web_page_title(
+                Some("application/xml"),
+                "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code></Error>"
+            ),
+            None
+        );
+        assert_eq!(web_page_title(None, r#"{"detail": "<html>"}"#), None);
+    }
 
     /// Settings built without the configuration's bounds: a concurrency past
     /// what the semaphore holds is an error, not its panic.

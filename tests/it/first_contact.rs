@@ -103,8 +103,12 @@ async fn a_workspace_url_that_answers_with_a_web_page_says_so() {
                 ))
             })
         };
+        // A 404 page is named by its title, not quoted.
         assert!(
-            asked("an HTML page") || status == 200,
+            asked(
+                "an HTML page (\"Taskade\"), not SCIM JSON: a web server, proxy, firewall or \
+                 gateway answered instead of the SCIM service"
+            ) || status == 200,
             "{status}: {message}"
         );
         assert!(

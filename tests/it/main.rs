@@ -136,6 +136,7 @@ mod review_s55_s54diff;
 mod review_s55_storage;
 mod review_s56_approve_reads;
 mod review_s56_refused;
+mod review_s56_scimclient;
 mod review_s56_time;
 mod role_groups;
 mod run_recovery;

@@ -30,7 +30,10 @@ fn settings(server: &MockServer) -> ScimSettings {
     }
 }
 
-fn client_with(server: &MockServer, tweak: impl FnOnce(&mut ScimSettings)) -> ScimClient {
+pub(crate) fn client_with(
+    server: &MockServer,
+    tweak: impl FnOnce(&mut ScimSettings),
+) -> ScimClient {
     let mut s = settings(server);
     tweak(&mut s);
     ScimClient::new(s).unwrap()
@@ -40,7 +43,7 @@ fn client(server: &MockServer) -> ScimClient {
     client_with(server, |_| {})
 }
 
-fn user(i: usize) -> Value {
+pub(crate) fn user(i: usize) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "id": format!("u{i}"),
@@ -51,7 +54,7 @@ fn user(i: usize) -> Value {
 }
 
 /// An RFC 7644 §3.4.2 ListResponse; `total` None leaves `totalResults` out.
-fn list(total: Option<usize>, start: usize, resources: Vec<Value>) -> ResponseTemplate {
+pub(crate) fn list(total: Option<usize>, start: usize, resources: Vec<Value>) -> ResponseTemplate {
     let mut body = json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
         "startIndex": start,
@@ -66,7 +69,7 @@ fn list(total: Option<usize>, start: usize, resources: Vec<Value>) -> ResponseTe
         .set_body_json(body)
 }
 
-fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> ResponseTemplate {
+pub(crate) fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> ResponseTemplate {
     let mut body = json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
         "status": status.to_string(),
@@ -87,7 +90,7 @@ fn start_of(req: &Request) -> usize {
         .map_or(1, |(_, v)| v.parse().unwrap())
 }
 
-async fn mount_empty_groups(server: &MockServer) {
+pub(crate) async fn mount_empty_groups(server: &MockServer) {
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
         .respond_with(list(Some(0), 1, vec![]))
@@ -95,7 +98,7 @@ async fn mount_empty_groups(server: &MockServer) {
         .await;
 }
 
-fn no_progress(_: Progress) {}
+pub(crate) fn no_progress(_: Progress) {}
 
 fn ids(accounts: &[seatwarden::model::Account]) -> Vec<String> {
     let mut ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();

@@ -1304,7 +1304,10 @@ async fn non_scim_html_error_body() {
     let err = client(&server).get_group("g1").await.unwrap_err();
     let text = err.to_string();
     assert!(
-        text.starts_with("GET /Groups/g1: HTTP 403: <html> <body><h1>Forbidden</h1>"),
+        text.starts_with(
+            "GET /Groups/g1: HTTP 403: an HTML page (\"Forbidden\"), not SCIM JSON: a web \
+             server, proxy, firewall or gateway answered instead of the SCIM service"
+        ),
         "{text}"
     );
     assert!(
