@@ -408,10 +408,14 @@ pub fn recheck(
             }
         }
         ActionKind::CreateGroup { display_name } => {
+            // As the plan matches groups (`group_key`): a name that differs from
+            // an existing group's in case outside ASCII (`équipe`) or in how an
+            // accent is written would be a second group the next plan disputes.
+            let wanted = group_key(display_name);
             if workspace
                 .groups
                 .iter()
-                .any(|g| g.display_name.eq_ignore_ascii_case(display_name))
+                .any(|g| group_key(&g.display_name) == wanted)
             {
                 Recheck::Obsolete(format!("a group {display_name} exists now"))
             } else {
@@ -2692,6 +2696,50 @@ mod tests {
             recheck(&create, &workspace, &Protected::default(), &BTreeMap::new()),
             Recheck::Obsolete(_)
         ));
+    }
+
+    /// A group the plan would take for the one a held create makes (its name the
+    /// same but for case, in any script, or for how an accent is written) makes
+    /// the create obsolete, as `MadeSince` finds it: sent, it would make a second
+    /// group of that name, which the next plan disputes and stops managing.
+    #[test]
+    fn a_held_group_create_is_obsolete_when_a_group_matching_takes_for_it_exists() {
+        let create = action(ActionKind::CreateGroup {
+            display_name: "\u{c9}quipe Produit".into(),
+        });
+        for existing in ["\u{e9}quipe produit", "E\u{301}quipe Produit"] {
+            let workspace = WorkspaceSnapshot {
+                accounts: Vec::new(),
+                groups: vec![WorkspaceGroup {
+                    id: "g1".into(),
+                    display_name: existing.into(),
+                    members: Vec::new(),
+                }],
+            };
+            assert!(
+                matches!(
+                    recheck(&create, &workspace, &Protected::default(), &BTreeMap::new()),
+                    Recheck::Obsolete(_)
+                ),
+                "{existing:?}"
+            );
+        }
+        // A look-alike outside ASCII is another group, as the plan matches them.
+        let look_alike = WorkspaceSnapshot {
+            accounts: Vec::new(),
+            groups: vec![WorkspaceGroup {
+                id: "g2".into(),
+                display_name: "\u{212A}ey Holders".into(),
+                members: Vec::new(),
+            }],
+        };
+        let create = action(ActionKind::CreateGroup {
+            display_name: "Key Holders".into(),
+        });
+        assert_eq!(
+            recheck(&create, &look_alike, &Protected::default(), &BTreeMap::new()),
+            Recheck::Apply
+        );
     }
 
     #[test]
