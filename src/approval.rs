@@ -2737,7 +2737,12 @@ mod tests {
             display_name: "Key Holders".into(),
         });
         assert_eq!(
-            recheck(&create, &look_alike, &Protected::default(), &BTreeMap::new()),
+            recheck(
+                &create,
+                &look_alike,
+                &Protected::default(),
+                &BTreeMap::new()
+            ),
             Recheck::Apply
         );
     }
