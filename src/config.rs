@@ -1838,6 +1838,12 @@ impl Config {
         }
         self.validate_report()?;
         self.exceptions()?;
+        for (index, entry) in self.safety.exceptions.iter().enumerate() {
+            self.refuse_hidden(
+                &format!("safety.exceptions[{index}].user_name"),
+                entry.user_name.trim(),
+            )?;
+        }
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -3147,7 +3153,6 @@ impl Config {
             if user_name.is_empty() {
                 return Err(self.key_error(&key("user_name"), "is empty"));
             }
-            self.refuse_hidden(&key("user_name"), user_name)?;
             if user_name.contains(['*', '?']) {
                 return Err(self.key_error(
                     &key("user_name"),
