@@ -464,7 +464,8 @@ fn renamed_from(kind: &ActionKind) -> Option<String> {
 /// created it before the approval, another run's approval did, or a person; its
 /// create is obsolete) finds it in the workspace: by displayName, as a create's
 /// re-check does, and by the userName the run's create asked for, unless that
-/// account is linked to someone else. One whose create this approval refused
+/// account is linked to someone else or its externalId names someone else (as
+/// `apply::claimable` judges a create's 409). One whose create this approval refused
 /// stays held with it.
 struct MadeSince {
     /// displayName as [`group_key`] folds it → the group's id and name.
@@ -519,11 +520,25 @@ impl MadeSince {
             let Some(account) = by_user_name.get(&user_name_key(&user_name)) else {
                 continue;
             };
-            let theirs = match store.identity_linked_to(&account.id)? {
-                Some(other) if other != identity_id => Err(format!(
+            // Judged as a create that meets 409 judges the account holding its
+            // userName (`apply::claimable`): one whose externalId names someone
+            // else is theirs (the next plan matches it to them), and given this
+            // person's held memberships it would hand that person their groups.
+            let theirs = match (
+                store.identity_linked_to(&account.id)?,
+                account.external_id.as_deref(),
+            ) {
+                (Some(other), _) if other != identity_id => Err(format!(
                     "the account with the userName {user_name} its create asked for ({}) is \
                      linked to identity {other}",
                     account.id
+                )),
+                (None, Some(other)) if !other.is_empty() && other != identity_id => Err(format!(
+                    "the account with the userName {user_name} its create asked for ({}) \
+                         names identity {other} by externalId: it is theirs, not the one the \
+                         create asked for; if it is {identity_id}'s, set its externalId or \
+                         `link {identity_id} {}`, and the next reconcile plans the memberships",
+                    account.id, account.id
                 )),
                 _ => Ok(account.id.clone()),
             };

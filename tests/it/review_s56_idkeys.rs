@@ -4,17 +4,21 @@
 //! character outside ASCII never taken for an ASCII one); the workspace client's
 //! reads of role groups and managed groups must find the same groups, or a
 //! look-alike counts as a role group and a decomposed name is not read at all.
+//! And an account found by the userName a held create asked for is the
+//! create's only when no other person claims it, by a link or by externalId.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 
+use seatwarden::approval::Only;
 use seatwarden::config::Config;
 use seatwarden::model::{
-    ActionKind, GroupRef, HoldReason, IdentityStatus, Role, WorkspaceSnapshot,
+    AccountSpec, ActionKind, GroupRef, HoldReason, IdentityStatus, Role, WorkspaceSnapshot,
 };
 use seatwarden::run::Mode;
 use seatwarden::workspace::GroupMembers;
 
+use crate::approve_settle::{demo_env, noah_spec};
 use crate::role_groups::{account, config, execute, group, people, sandbox, seed};
 
 /// A group anyone may make, named like the Owners' role group ("Taskade
@@ -150,4 +154,41 @@ async fn a_managed_group_named_with_a_decomposed_accent_has_its_members_read() {
     );
     let after: WorkspaceSnapshot = sandbox.snapshot();
     assert_eq!(after.groups.len(), 5, "nothing created by a plan");
+}
+
+/// A held create whose userName an account made since holds, while that
+/// account's `externalId` names another person of the directory: it is theirs
+/// (the next plan matches it to them by externalId), not the one the create
+/// asked for. The approval pointed the create's held memberships at it all the
+/// same, handing the other person the new hire's groups; a create that meets
+/// 409 refuses such an account (`apply::claimable`), and so must the approval.
+#[tokio::test]
+async fn a_held_membership_is_not_given_to_an_account_another_person_owns_by_external_id() {
+    let env = demo_env(&[]).await;
+    let outcome = env
+        .noah_held_with_memberships(&["Taskade Users", "Design"], 1)
+        .await;
+
+    let admin = env.client();
+    admin.discover().await.unwrap();
+    let someone_elses = AccountSpec {
+        external_id: "00u1004".into(),
+        ..noah_spec()
+    };
+    let account = admin.create_account(&someone_elses).await.unwrap();
+
+    let approval = env.approve(outcome.run_id, &Only::All).await.unwrap();
+    assert!(
+        !env.members_of("Design").contains(&account.id),
+        "{approval:?}"
+    );
+    assert_eq!(approval.applied.applied, 0, "{approval:?}");
+    assert!(
+        approval
+            .refused
+            .iter()
+            .any(|(_, why)| why.contains("00u1004") && why.contains("externalId")),
+        "{approval:?}"
+    );
+    env.sandbox.shutdown().await;
 }
