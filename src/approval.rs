@@ -409,10 +409,14 @@ pub fn recheck(
             }
         }
         ActionKind::CreateGroup { display_name } => {
+            // As the plan matches groups (`group_key`): a name that differs from
+            // an existing group's in case outside ASCII (`équipe`) or in how an
+            // accent is written would be a second group the next plan disputes.
+            let wanted = group_key(display_name);
             if workspace
                 .groups
                 .iter()
-                .any(|g| g.display_name.eq_ignore_ascii_case(display_name))
+                .any(|g| group_key(&g.display_name) == wanted)
             {
                 Recheck::Obsolete(format!("a group {display_name} exists now"))
             } else {
@@ -461,7 +465,8 @@ fn renamed_from(kind: &ActionKind) -> Option<String> {
 /// created it before the approval, another run's approval did, or a person; its
 /// create is obsolete) finds it in the workspace: by displayName, as a create's
 /// re-check does, and by the userName the run's create asked for, unless that
-/// account is linked to someone else. One whose create this approval refused
+/// account is linked to someone else or its externalId names someone else (as
+/// `apply::claimable` judges a create's 409). One whose create this approval refused
 /// stays held with it.
 struct MadeSince {
     /// displayName as [`group_key`] folds it → the group's id and name.
@@ -516,11 +521,25 @@ impl MadeSince {
             let Some(account) = by_user_name.get(&user_name_key(&user_name)) else {
                 continue;
             };
-            let theirs = match store.identity_linked_to(&account.id)? {
-                Some(other) if other != identity_id => Err(format!(
+            // Judged as a create that meets 409 judges the account holding its
+            // userName (`apply::claimable`): one whose externalId names someone
+            // else is theirs (the next plan matches it to them), and given this
+            // person's held memberships it would hand that person their groups.
+            let theirs = match (
+                store.identity_linked_to(&account.id)?,
+                account.external_id.as_deref(),
+            ) {
+                (Some(other), _) if other != identity_id => Err(format!(
                     "the account with the userName {user_name} its create asked for ({}) is \
                      linked to identity {other}",
                     account.id
+                )),
+                (None, Some(other)) if !other.is_empty() && other != identity_id => Err(format!(
+                    "the account with the userName {user_name} its create asked for ({}) \
+                         names identity {other} by externalId: it is theirs, not the one the \
+                         create asked for; if it is {identity_id}'s, set its externalId or \
+                         `link {identity_id} {}`, and the next reconcile plans the memberships",
+                    account.id, account.id
                 )),
                 _ => Ok(account.id.clone()),
             };
@@ -2812,6 +2831,55 @@ mod tests {
             recheck(&create, &workspace, &Protected::default(), &BTreeMap::new()),
             Recheck::Obsolete(_)
         ));
+    }
+
+    /// A group the plan would take for the one a held create makes (its name the
+    /// same but for case, in any script, or for how an accent is written) makes
+    /// the create obsolete, as `MadeSince` finds it: sent, it would make a second
+    /// group of that name, which the next plan disputes and stops managing.
+    #[test]
+    fn a_held_group_create_is_obsolete_when_a_group_matching_takes_for_it_exists() {
+        let create = action(ActionKind::CreateGroup {
+            display_name: "\u{c9}quipe Produit".into(),
+        });
+        for existing in ["\u{e9}quipe produit", "E\u{301}quipe Produit"] {
+            let workspace = WorkspaceSnapshot {
+                accounts: Vec::new(),
+                groups: vec![WorkspaceGroup {
+                    id: "g1".into(),
+                    display_name: existing.into(),
+                    members: Vec::new(),
+                }],
+            };
+            assert!(
+                matches!(
+                    recheck(&create, &workspace, &Protected::default(), &BTreeMap::new()),
+                    Recheck::Obsolete(_)
+                ),
+                "{existing:?}"
+            );
+        }
+        // A look-alike outside ASCII is another group, as the plan matches them.
+        let look_alike = WorkspaceSnapshot {
+            accounts: Vec::new(),
+            groups: vec![WorkspaceGroup {
+                id: "g2".into(),
+                display_name: "\u{212A}ey Holders".into(),
+                members: Vec::new(),
+            }],
+        };
+        let create = action(ActionKind::CreateGroup {
+            display_name: "Key Holders".into(),
+        });
+        assert_eq!(
+            recheck(
+                &create,
+                &look_alike,
+                &Protected::default(),
+                &BTreeMap::new()
+            ),
+            Recheck::Apply
+        );
     }
 
     #[test]

@@ -1517,6 +1517,26 @@ impl Config {
         }
     }
 
+    /// Refuses a name that holds a character that does not show (a zero-width
+    /// or no-break space, a control character: [`crate::directory::file::is_hidden`]),
+    /// pasted from a chat, a wiki or a spreadsheet. Every name the configuration
+    /// compares with the directory's or the workspace's is compared whole, case
+    /// aside at most: such a name matches nobody, and a protected account or an
+    /// exception so written would keep nothing, without a word.
+    fn refuse_hidden(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        match name.chars().find(|&c| crate::directory::file::is_hidden(c)) {
+            None => Ok(()),
+            Some(hidden) => Err(self.key_error(
+                key,
+                format!(
+                    "{name:?} holds {}, which does not show: it would be compared as it is \
+                     and match no name; remove it",
+                    crate::directory::file::describe(hidden)
+                ),
+            )),
+        }
+    }
+
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let message = message.into();
         ConfigError::Key {
@@ -1719,18 +1739,23 @@ impl Config {
                      an empty list is written []",
                 ));
             }
+            for name in list {
+                self.refuse_hidden(key, name)?;
+            }
         }
         for (index, mapping) in self.policy.mapping.iter().enumerate() {
             for (field, name) in [
                 ("group", &mapping.group),
                 ("workspace_group", &mapping.workspace_group),
             ] {
+                let key = format!("policy.mapping[{index}].{field}");
                 if name.trim().is_empty() || name.trim() != name {
                     return Err(self.key_error(
-                        &format!("policy.mapping[{index}].{field}"),
+                        &key,
                         format!("{name:?}: names are compared exactly; empty, or space around it"),
                     ));
                 }
+                self.refuse_hidden(&key, name)?;
             }
         }
         self.role_attribute()?;
@@ -1813,6 +1838,12 @@ impl Config {
         }
         self.validate_report()?;
         self.exceptions()?;
+        for (index, entry) in self.safety.exceptions.iter().enumerate() {
+            self.refuse_hidden(
+                &format!("safety.exceptions[{index}].user_name"),
+                entry.user_name.trim(),
+            )?;
+        }
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -2994,6 +3025,7 @@ impl Config {
             if name.is_empty() {
                 return Err(self.key_error(&key_name, "the group name is empty"));
             }
+            self.refuse_hidden(&key_name, name)?;
             let folded = crate::policy::fold_group_name(name);
             for (other, other_name) in &groups {
                 if crate::policy::fold_group_name(other_name) == folded {
@@ -6329,6 +6361,62 @@ role = "Editor"
         );
         let error = syntax_error("[workspace]\ntoken_file = \"/run/credentials/tok\" 1\n");
         assert!(error.contains("/run/credentials/tok"), "{error}");
+    }
+
+    /// A name the configuration compares with the directory's or the
+    /// workspace's, pasted with a character that does not show (a zero-width
+    /// space from a chat or a wiki, a no-break space), names nobody: a protected
+    /// account or an exception so written kept nothing, and nothing said so.
+    /// Refused at load, naming the key and the character, as the file directory
+    /// refuses such a value.
+    #[test]
+    fn a_name_with_a_character_that_does_not_show_is_refused_naming_it() {
+        let cases = [
+            (
+                "[safety]\nprotected = [\"admin@x.com\u{200b}\"]\n",
+                "safety.protected",
+                "zero-width space (U+200B)",
+            ),
+            (
+                "[safety]\nprotected_groups = [\"IT\u{a0}Admins\"]\n",
+                "safety.protected_groups",
+                "no-break space (U+00A0)",
+            ),
+            (
+                "[policy]\nscope_groups = [\"Staff\u{feff}\"]\n",
+                "policy.scope_groups",
+                "U+FEFF",
+            ),
+            (
+                "[[policy.mapping]]\ngroup = \"Eng\u{200d}ineering\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n",
+                "policy.mapping[0].group",
+                "U+200D",
+            ),
+            (
+                "[[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\u{ad}\"\nrole = \"Editor\"\n",
+                "policy.mapping[0].workspace_group",
+                "U+00AD",
+            ),
+            (
+                "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"Viewers\u{200b}\"\n",
+                "workspace.role_groups.Viewer",
+                "zero-width space (U+200B)",
+            ),
+            (
+                "[[safety.exceptions]]\nuser_name = \"ada@x.com\u{200b}\"\nuntil = \"2099-01-01\"\nreason = \"legal hold\"\n",
+                "safety.exceptions[0].user_name",
+                "zero-width space (U+200B)",
+            ),
+        ];
+        for (rest, key, named) in cases {
+            let error = load("", rest, &[]).unwrap_err();
+            assert!(
+                error.contains(key) && error.contains(named),
+                "{rest}: {error}"
+            );
+        }
+        // Spaces inside a name are as they are typed.
+        assert!(load("", "[safety]\nprotected_groups = [\"IT Admins\"]\n", &[]).is_ok());
     }
 
     /// Two keys in the file for one role, in two spellings, are refused.

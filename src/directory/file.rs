@@ -839,13 +839,14 @@ fn oddities(name: &str) -> Vec<String> {
 }
 
 /// A character that does not show as itself: whitespace other than the space,
-/// control characters, [`is_invisible`] ones.
-fn is_hidden(c: char) -> bool {
+/// control characters, [`is_invisible`] ones. The configuration refuses them in
+/// the names it compares too (`Config::validate`).
+pub(crate) fn is_hidden(c: char) -> bool {
     (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
 }
 
 /// A [`is_hidden`] character, named so that it can be found.
-fn describe(c: char) -> String {
+pub(crate) fn describe(c: char) -> String {
     match c {
         '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
         '\u{200b}' => "a zero-width space (U+200B)".to_owned(),

@@ -400,11 +400,11 @@ struct Inner {
     /// whole resource as they read it, and without `If-Match` the later one
     /// would undo the earlier; with it, the two would refuse each other.
     rmw_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// [`ScimSettings::managed_groups`], lower-cased.
+    /// [`ScimSettings::managed_groups`], folded ([`group_name_key`]).
     managed_groups: HashSet<String>,
     group_members: GroupMembers,
     /// Under [`RoleAttribute::Groups`], each role group: its role, its name as
-    /// configured and lower-cased (compared with listed names, trimmed).
+    /// configured and folded ([`group_name_key`], as listed names are).
     role_groups: Vec<RoleGroup>,
     /// The role groups as checks of accounts read them ([`ScimClient::fill_roles`]),
     /// by configured name: read once for the pass, not once per account checked.
@@ -536,7 +536,7 @@ impl ScimClient {
                 .map(|(role, name)| RoleGroup {
                     role: *role,
                     name: name.trim().to_owned(),
-                    folded: name.trim().to_lowercase(),
+                    folded: group_name_key(name),
                 })
                 .collect(),
             _ => Vec::new(),
@@ -572,7 +572,7 @@ impl ScimClient {
                 managed_groups: settings
                     .managed_groups
                     .iter()
-                    .map(|name| name.trim().to_lowercase())
+                    .map(|name| group_name_key(name))
                     .collect(),
                 group_members: settings.group_members,
                 role_groups,
@@ -1257,7 +1257,7 @@ impl ScimClient {
 
     /// The role whose group answers to `display_name` (trimmed, case aside), if any.
     fn role_of_group(&self, display_name: &str) -> Option<Role> {
-        let folded = display_name.trim().to_lowercase();
+        let folded = group_name_key(display_name);
         self.inner
             .role_groups
             .iter()
@@ -1273,7 +1273,7 @@ impl ScimClient {
     fn reads_members_of(&self, display_name: &str) -> bool {
         self.inner
             .managed_groups
-            .contains(&display_name.trim().to_lowercase())
+            .contains(&group_name_key(display_name))
             || self.role_of_group(display_name).is_some()
     }
 
@@ -3162,6 +3162,17 @@ fn too_large_to_put(error: WorkspaceError) -> WorkspaceError {
 
 fn id_clause(id: &str) -> String {
     format!("id eq {}", parse::filter_string(id))
+}
+
+/// A group's displayName as the reads of role groups and managed groups
+/// compare it: trimmed, then folded as the plan matches workspace groups
+/// ([`crate::model::fold_case`]: case aside, accents composed, a character
+/// outside ASCII never taken for an ASCII one). Lower-cased alone, a group
+/// anyone may make as "Tas\u{212A}ade Owners" (KELVIN SIGN) read as the Owners'
+/// group, its members as Owners; and a name typed with a decomposed accent was
+/// not the workspace's composed one, whose members were then never read.
+fn group_name_key(display_name: &str) -> String {
+    crate::model::fold_case(display_name.trim())
 }
 
 fn user_name_clause(user_name: &str) -> String {

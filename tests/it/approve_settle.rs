@@ -22,15 +22,15 @@ const TOKEN: &str = "demo-token";
 const NOAH: &str = "00u1013";
 const NOAH_NAME: &str = "noah.muller@example.com";
 
-struct Env {
-    sandbox: Sandbox,
+pub(crate) struct Env {
+    pub(crate) sandbox: Sandbox,
     dir: tempfile::TempDir,
     config: Config,
 }
 
 /// The demo's directory, workspace and configuration, with `overrides` as
 /// `SEATWARDEN__…` variables would give them.
-async fn demo_env(overrides: &[(&str, &str)]) -> Env {
+pub(crate) async fn demo_env(overrides: &[(&str, &str)]) -> Env {
     let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = seatwarden::demo::prepare(dir.path(), sandbox.base_url().as_str()).unwrap();
@@ -51,7 +51,7 @@ impl Env {
         Store::open(&self.config.state.path).unwrap()
     }
 
-    fn client(&self) -> ScimClient {
+    pub(crate) fn client(&self) -> ScimClient {
         ScimClient::new(self.config.scim_settings().unwrap()).unwrap()
     }
 
@@ -71,7 +71,7 @@ impl Env {
         .unwrap()
     }
 
-    async fn approve(&self, run: RunId, only: &Only) -> Result<Approval, ApprovalError> {
+    pub(crate) async fn approve(&self, run: RunId, only: &Only) -> Result<Approval, ApprovalError> {
         approval::approve(
             &self.config,
             &self.client(),
@@ -135,7 +135,11 @@ impl Env {
 
     /// Noah in `groups`, his create held out of sight: the reconcile holds
     /// `memberships` of his group additions with it.
-    async fn noah_held_with_memberships(&self, groups: &[&str], memberships: usize) -> RunOutcome {
+    pub(crate) async fn noah_held_with_memberships(
+        &self,
+        groups: &[&str],
+        memberships: usize,
+    ) -> RunOutcome {
         self.regroup(NOAH, groups);
         self.noah_out_of_sight();
         let outcome = self.reconcile_at(Utc::now()).await;
@@ -157,7 +161,7 @@ impl Env {
             .map(|a| a.id)
     }
 
-    fn members_of(&self, group: &str) -> Vec<String> {
+    pub(crate) fn members_of(&self, group: &str) -> Vec<String> {
         self.sandbox
             .snapshot()
             .groups
@@ -168,7 +172,7 @@ impl Env {
     }
 }
 
-fn noah_spec() -> AccountSpec {
+pub(crate) fn noah_spec() -> AccountSpec {
     AccountSpec {
         user_name: NOAH_NAME.into(),
         external_id: NOAH.into(),

@@ -42,7 +42,7 @@ fn person(name: &str, groups: &[&str]) -> Identity {
 
 /// `name`'s account as the directory describes them, with no role value: the
 /// role is in the groups.
-fn account(name: &str) -> Account {
+pub(crate) fn account(name: &str) -> Account {
     Account {
         id: format!("acct-{name}"),
         user_name: format!("{name}@example.com"),
@@ -56,7 +56,7 @@ fn account(name: &str) -> Account {
     }
 }
 
-fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
+pub(crate) fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
     WorkspaceGroup {
         id: id.to_owned(),
         display_name: name.to_owned(),
@@ -68,7 +68,12 @@ fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
 /// gives Editor, Admins gives Owner, everyone else is a Viewer. The role groups'
 /// names are spelt in another case than the workspace's, and a role name in
 /// lower case: both are compared without regard to case.
-fn config(dir: &std::path::Path, people: &[Identity], url: &str, members: GroupMembers) -> Config {
+pub(crate) fn config(
+    dir: &std::path::Path,
+    people: &[Identity],
+    url: &str,
+    members: GroupMembers,
+) -> Config {
     let directory = DirectorySnapshot {
         identities: people.to_vec(),
         complete: true,
@@ -95,7 +100,7 @@ fn config(dir: &std::path::Path, people: &[Identity], url: &str, members: GroupM
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
 }
 
-async fn sandbox(seed: WorkspaceSnapshot, aws_like: bool) -> Sandbox {
+pub(crate) async fn sandbox(seed: WorkspaceSnapshot, aws_like: bool) -> Sandbox {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = if aws_like {
         // AWS IAM Identity Center: members never shown, found by filter only.
@@ -115,7 +120,7 @@ async fn sandbox(seed: WorkspaceSnapshot, aws_like: bool) -> Sandbox {
     Sandbox::start(listener, options, seed).await.unwrap()
 }
 
-async fn execute(config: &Config, mode: Mode) -> RunOutcome {
+pub(crate) async fn execute(config: &Config, mode: Mode) -> RunOutcome {
     let store = Store::open(&config.state.path).unwrap();
     run::execute(config, store, mode).await.unwrap()
 }
@@ -165,7 +170,7 @@ fn role_changes(outcome: &RunOutcome) -> Vec<(String, Role)> {
 /// Editor as she should be, cy a Viewer who should be an Editor, dee in two role
 /// groups, fay in none (as a create cut off between its POST and its role
 /// group's add leaves an account).
-fn seed() -> WorkspaceSnapshot {
+pub(crate) fn seed() -> WorkspaceSnapshot {
     WorkspaceSnapshot {
         accounts: ["olga", "eve", "cy", "dee", "fay"]
             .into_iter()
@@ -181,7 +186,7 @@ fn seed() -> WorkspaceSnapshot {
     }
 }
 
-fn people() -> Vec<Identity> {
+pub(crate) fn people() -> Vec<Identity> {
     vec![
         person("olga", &["Admins"]),
         person("eve", &["Engineering"]),
