@@ -314,6 +314,12 @@ pub fn plan(
     excepted.dedup_by(|a, b| a.account_id == b.account_id);
     protected_leavers.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id));
     protected_leavers.dedup_by(|a, b| a.account_id == b.account_id);
+    // A read that was not whole does not show who was deleted: a person it
+    // lacks may only be missing from it, and listed, their break-glass account
+    // would be reported (and alerted on) as a leaver's to deactivate by hand.
+    if !directory.complete {
+        protected_leavers.retain(|p| index.position(&p.identity_id).is_some());
+    }
     // A primary account matched this run carries its rule; a stored link none.
     // Few people are protected: the new links are read once, only for them.
     if !protected_by_person.is_empty() {
@@ -5164,6 +5170,44 @@ mod tests {
             .map(|e| e.account_id.as_str())
             .collect();
         assert_eq!(excepted, ["4"], "{:#?}", plan.excepted);
+    }
+
+    /// An incomplete directory read does not show who was deleted: a person
+    /// it lacks may simply be missing from it. Listed as a leaver whose
+    /// protected account keeps access, the report told the operator to
+    /// deactivate a break-glass account by hand, and the alert on it fired,
+    /// for someone still employed. One whose own record says they left is
+    /// listed all the same.
+    #[test]
+    fn an_incomplete_directory_lists_no_protected_leaver_it_does_not_show() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![ident("gone", IdentityStatus::Deprovisioned, &[])];
+        let mut absents = acct("1", "absent");
+        absents.user_name = "break-glass-admin@ex.com".into();
+        let mut gones = acct("2", "gone");
+        gones.user_name = "gone-admin@ex.com".into();
+        fx.accounts = vec![absents, gones];
+        fx.links = vec![link("absent", "1"), link("gone", "2")];
+        fx.settings.protected = Protected::new(&["*admin@ex.com".into()]);
+        let listed = |complete: bool| {
+            let mut dir = fx.dir();
+            dir.complete = complete;
+            let plan = plan(
+                &desired_state(&dir, &fx.policy),
+                &dir,
+                &fx.ws(),
+                &fx.links,
+                &fx.remembered,
+                &fx.settings,
+            );
+            plan.protected_leavers
+                .iter()
+                .map(|p| p.account_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(true), ["1", "2"]);
+        assert_eq!(listed(false), ["2"]);
     }
 
     /// Every account of a protected person is left alone, its own userName
