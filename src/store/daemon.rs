@@ -806,9 +806,8 @@ impl Store {
             .prepare_cached(&format!(
                 "DELETE FROM deprovisions
                  WHERE (closed_at < ?1 OR returned_at < ?1)
-                   AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE {ASKED_AGAIN}
-                       AND (deprovisions.closed_at >= r.started_at
-                            OR deprovisions.returned_at >= r.started_at))"
+                   AND coalesce(closed_at, returned_at) < coalesce(
+                       (SELECT min(r.started_at) FROM runs AS r WHERE {ASKED_AGAIN}), ?1)"
             ))
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(|| "pruning old deprovisions".to_owned())?;
