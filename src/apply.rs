@@ -3208,6 +3208,7 @@ mod tests {
     /// `status` show, reads as one sentence (its source lines were joined
     /// without `\`, and it carried their indentation as runs of spaces).
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn a_claim_refused_for_several_holders_reads_as_one_sentence() {
         let holder = |id: &str, user_name: &str, external_id: Option<&str>| {
             let account = crate::model::Account {
@@ -3233,9 +3234,9 @@ mod tests {
                 holder("a2", "ada@ex.com", Some("00u1")),
             ],
         ] {
-            let Err(why) = super::claim(holders, "00u1", "ada@ex.com") else {
-                panic!("several holders were claimed");
-            };
+            let claimed = super::claim(holders, "00u1", "ada@ex.com");
+            assert!(claimed.is_err(), "several holders were claimed: {claimed:?}");
+            let why = claimed.unwrap_err();
             assert!(why.contains("a1") && why.contains("a2"), "{why}");
             assert!(why.contains("link 00u1 ACCOUNT"), "{why}");
             assert!(!why.contains("  "), "{why:?}");
