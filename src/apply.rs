@@ -3235,7 +3235,10 @@ mod tests {
             ],
         ] {
             let claimed = super::claim(holders, "00u1", "ada@ex.com");
-            assert!(claimed.is_err(), "several holders were claimed: {claimed:?}");
+            assert!(
+                claimed.is_err(),
+                "several holders were claimed: {claimed:?}"
+            );
             let why = claimed.unwrap_err();
             assert!(why.contains("a1") && why.contains("a2"), "{why}");
             assert!(why.contains("link 00u1 ACCOUNT"), "{why}");
