@@ -2734,7 +2734,9 @@ fn claim(
             format!("{naming} of which name identity {identity_id} by externalId")
         };
         return Err(format!(
-            "userName {user_name:?} is held by {} accounts, {ids}, {which}: seatwarden links              none of them on its own; the next run reports them as a disputed match, and              `seatwarden link {identity_id} ACCOUNT` settles it",
+            "userName {user_name:?} is held by {} accounts, {ids}, {which}: seatwarden links \
+             none of them on its own; the next run reports them as a disputed match, and \
+             `seatwarden link {identity_id} ACCOUNT` settles it",
             holders.len()
         ));
     } else if several {
@@ -3199,6 +3201,49 @@ mod tests {
         sandbox.shutdown().await;
         assert_eq!(listed, std::slice::from_ref(&name));
         assert!(found.present(&name));
+    }
+
+    /// Several accounts holding a create's userName, none or more than one of
+    /// them naming the person: the refusal, which the journal, the report and
+    /// `status` show, reads as one sentence (its source lines were joined
+    /// without `\`, and it carried their indentation as runs of spaces).
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_claim_refused_for_several_holders_reads_as_one_sentence() {
+        let holder = |id: &str, user_name: &str, external_id: Option<&str>| {
+            let account = crate::model::Account {
+                id: id.into(),
+                user_name: user_name.into(),
+                external_id: external_id.map(str::to_owned),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                active: true,
+                roles: Vec::new(),
+            };
+            (account, None)
+        };
+        for holders in [
+            vec![
+                holder("a1", "Ada@ex.com", None),
+                holder("a2", "ada@ex.com", Some("someone-else")),
+            ],
+            vec![
+                holder("a1", "Ada@ex.com", Some("00u1")),
+                holder("a2", "ada@ex.com", Some("00u1")),
+            ],
+        ] {
+            let claimed = super::claim(holders, "00u1", "ada@ex.com");
+            assert!(
+                claimed.is_err(),
+                "several holders were claimed: {claimed:?}"
+            );
+            let why = claimed.unwrap_err();
+            assert!(why.contains("a1") && why.contains("a2"), "{why}");
+            assert!(why.contains("link 00u1 ACCOUNT"), "{why}");
+            assert!(!why.contains("  "), "{why:?}");
+        }
     }
 
     /// A recovery's batched `userName eq … or …` read whose answer filled a page

@@ -3234,9 +3234,6 @@ mod tests {
         assert!(silent.is_empty(), "{silent:?}");
     }
 
-    /// The hint a reconcile prints for a disputed leaver names them by their
-    /// directory userName: an escape sequence or a bidi override in it shows as
-    /// U+FFFD on the operator's terminal.
     /// A reconcile that leaves a leaver's protected account active says on
     /// stderr what ends the access; its exit code stays its own (nothing waits
     /// for an approval).
@@ -3274,6 +3271,9 @@ mod tests {
         );
     }
 
+    /// The hint a reconcile prints for a disputed leaver names them by their
+    /// directory userName: an escape sequence or a bidi override in it shows as
+    /// U+FFFD on the operator's terminal.
     #[test]
     fn the_disputed_leavers_hint_cannot_drive_the_terminal() {
         let at = chrono::Utc::now();

@@ -1032,6 +1032,7 @@ pub struct Plan {
     /// Active accounts of people who lost access, left alone because
     /// `safety.protected` names the account for good, sorted by account id
     /// ([`ProtectedLeaver`]): no action and no drift item stands for them.
+    /// From an incomplete directory read, only people the read shows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_leavers: Vec<ProtectedLeaver>,
     /// The active accounts each disputed person may have, sorted: what the store

@@ -314,6 +314,12 @@ pub fn plan(
     excepted.dedup_by(|a, b| a.account_id == b.account_id);
     protected_leavers.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id));
     protected_leavers.dedup_by(|a, b| a.account_id == b.account_id);
+    // A read that was not whole does not show who was deleted: a person it
+    // lacks may only be missing from it, and listed, their break-glass account
+    // would be reported (and alerted on) as a leaver's to deactivate by hand.
+    if !directory.complete {
+        protected_leavers.retain(|p| index.position(&p.identity_id).is_some());
+    }
     // A primary account matched this run carries its rule; a stored link none.
     // Few people are protected: the new links are read once, only for them.
     if !protected_by_person.is_empty() {
@@ -1916,9 +1922,10 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                             exception: exception.clone(),
                         });
                     }
-                } else if self.protected(&account.user_name) {
-                    // Protected by its own name too: kept for good, and in no
-                    // other list, so a leaver's is listed here.
+                } else if self.settings.protected.permanently(&account.user_name) {
+                    // Protected for good by its own name too, and in no other
+                    // list, so a leaver's is listed here. One an exception alone
+                    // names is kept for good only through its person: below.
                     if let (Some(lost), true) = (lost, account.active) {
                         self.out.protected_leavers.push(ProtectedLeaver {
                             account_id: account.id.clone(),
@@ -1927,7 +1934,9 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                             why: lost.to_string(),
                         });
                     }
-                } else {
+                } else if lost.is_some() || !self.protected(&account.user_name) {
+                    // Of someone with access, one an exception names is left
+                    // alone by its own name for now: not listed.
                     self.out.protected_by_person.push(ProtectedByPerson {
                         account_id: account.id.clone(),
                         account_user_name: account.user_name.clone(),
@@ -5164,6 +5173,97 @@ mod tests {
             .map(|e| e.account_id.as_str())
             .collect();
         assert_eq!(excepted, ["4"], "{:#?}", plan.excepted);
+    }
+
+    /// A protected person who lost access, whose account's own userName only
+    /// an exception names: the person's protection keeps it for good, the
+    /// exception only for a while. It was listed under PROTECTED LEAVERS as
+    /// protected for good by its own name ("take its name out of
+    /// safety.protected"), which names it nowhere; it is protected through its
+    /// person (PROTECTED BY PERSON), as it is once the exception ends. Of a
+    /// protected person who has access, such an account is listed nowhere, as
+    /// before.
+    #[test]
+    fn a_protected_leavers_account_only_excepted_is_listed_as_protected_by_person() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![
+            ident("old-admin", IdentityStatus::Deprovisioned, &[]),
+            active("new-admin", &[]),
+        ];
+        let mut olds = acct("1", "old-admin");
+        olds.user_name = "handover@ex.com".into();
+        let mut news = acct("2", "new-admin");
+        news.user_name = "on-call@ex.com".into();
+        fx.accounts = vec![olds, news];
+        fx.links = vec![link("old-admin", "1"), link("new-admin", "2")];
+        let until = Utc::now() + TimeDelta::days(3);
+        let exception = |user_name: &str| crate::model::Exception {
+            user_name: user_name.to_owned(),
+            until,
+            reason: "handover".to_owned(),
+        };
+        fx.settings.protected =
+            Protected::new(&["old-admin@ex.com".into(), "new-admin@ex.com".into()])
+                .with_exceptions(
+                    &[exception("handover@ex.com"), exception("on-call@ex.com")],
+                    until - TimeDelta::days(1),
+                );
+        let plan = fx.plan();
+        assert!(
+            plan.actions.iter().all(|a| a.kind.account_id().is_none()),
+            "{:#?}",
+            plan.actions
+        );
+        assert!(
+            plan.protected_leavers.is_empty(),
+            "{:#?}",
+            plan.protected_leavers
+        );
+        let by_person: Vec<&str> = plan
+            .protected_by_person
+            .iter()
+            .map(|p| p.account_id.as_str())
+            .collect();
+        assert_eq!(by_person, ["1"], "{:#?}", plan.protected_by_person);
+    }
+
+    /// An incomplete directory read does not show who was deleted: a person
+    /// it lacks may simply be missing from it. Listed as a leaver whose
+    /// protected account keeps access, the report told the operator to
+    /// deactivate a break-glass account by hand, and the alert on it fired,
+    /// for someone still employed. One whose own record says they left is
+    /// listed all the same.
+    #[test]
+    fn an_incomplete_directory_lists_no_protected_leaver_it_does_not_show() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![ident("gone", IdentityStatus::Deprovisioned, &[])];
+        let mut absents = acct("1", "absent");
+        absents.user_name = "break-glass-admin@ex.com".into();
+        let mut gones = acct("2", "gone");
+        gones.user_name = "gone-admin@ex.com".into();
+        fx.accounts = vec![absents, gones];
+        fx.links = vec![link("absent", "1"), link("gone", "2")];
+        fx.settings.protected = Protected::new(&["*admin@ex.com".into()]);
+        let listed = |complete: bool| {
+            let mut dir = fx.dir();
+            dir.complete = complete;
+            let plan = plan(
+                &desired_state(&dir, &fx.policy),
+                &dir,
+                &fx.ws(),
+                &fx.links,
+                &fx.remembered,
+                &fx.settings,
+            );
+            plan.protected_leavers
+                .iter()
+                .map(|p| p.account_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(true), ["1", "2"]);
+        assert_eq!(listed(false), ["2"]);
     }
 
     /// Every account of a protected person is left alone, its own userName

@@ -2533,6 +2533,59 @@ mod duplicate_tests {
             assert!(open.is_empty(), "{open:#?}");
         }
     }
+
+    /// A reconcile that failed after deactivating a leaver is asked again by
+    /// every writer, until a reconcile succeeds, for what its ledger write may
+    /// have left out; her episode, ended since because she came back, is what
+    /// tells it she is not to be recorded again. The daily prune deleted that
+    /// episode once older than `schedule.retention` while the run stayed (it
+    /// has the newest report, the reconciles since failing before they stored
+    /// one), and the next writer gave her a verified episode anew from the
+    /// run's old rows: someone back with access, whom the sweep would then
+    /// never open an episode for when she left again.
+    #[test]
+    fn a_pruned_return_does_not_record_a_failed_reconciles_leaver_again() {
+        let mut store = Store::open_in_memory().unwrap();
+        let hour = Duration::hours(1);
+        let t0 = at("2026-12-01T09:00:00Z");
+        let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+        let plan = Plan {
+            actions: vec![deactivate(
+                0,
+                "acc-1",
+                "ada@example.com",
+                "identity is suspended",
+            )],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, t0).unwrap();
+        store.mark_in_flight(run, 0, t0).unwrap();
+        store.mark_applied(run, 0, t0, None).unwrap();
+        super::record_deprovisions(&mut store, run, None, t0, t0, hour, "seatwarden").unwrap();
+        store.save_report(run, "{}").unwrap();
+        store
+            .finish_run(run, t0, crate::store::RunStatus::Failed, Some("x"))
+            .unwrap();
+        let verified = store.current_deprovisions().unwrap();
+        assert_eq!(verified.len(), 1, "{verified:#?}");
+        assert!(verified[0].verified_at.is_some(), "{verified:#?}");
+        // She is back.
+        let back = crate::sla::LedgerChanges {
+            returned: vec![verified[0].id],
+            ..crate::sla::LedgerChanges::default()
+        };
+        store.update_ledger(&back, t0 + hour * 2).unwrap();
+        // A retention of a day, three days on: the run stays, the newest report's.
+        store.prune_before(t0 + Duration::days(2)).unwrap();
+        assert!(store.run(run).unwrap().is_some());
+        assert_eq!(
+            store.unsucceeded_reconciles_with_deprovisions().unwrap(),
+            [run]
+        );
+        super::record_cut_off_applied(&mut store, &[run], hour, "seatwarden").unwrap();
+        let current = store.current_deprovisions().unwrap();
+        assert!(current.is_empty(), "{current:#?}");
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::sla::{LedgerChanges, LedgerEntry, LossReason};
 
 use super::codec::{Ts, ts};
 use super::error::Context;
-use super::{RunId, RunStatus, Store, StoreError};
+use super::{ASKED_AGAIN, RunId, RunStatus, Store, StoreError};
 
 /// How soon after the daemon's reconcile job starts (its locks taken) it begins
 /// its run ([`Store::close_interrupted_dry_run`]): a few local steps, well within.
@@ -765,7 +765,9 @@ impl Store {
     /// journal and reports, by cascade), ledger episodes that ended before it —
     /// cancelled ones, and verified ones of people who came back — and outbox
     /// messages sent or refused for good before it. A verified episode of someone
-    /// still gone is kept: it is what stops the sweep from opening a new one.
+    /// still gone is kept: it is what stops the sweep from opening a new one. So
+    /// is one that ended since a reconcile that is still asked again for its
+    /// deprovisions began ([`Store::unsucceeded_reconciles_with_deprovisions`]).
     ///
     /// However old, a run is kept while it has actions in flight (a restart resumes
     /// them), while its snapshots are stored ([`Store::prune_snapshots`] keeps the
@@ -798,11 +800,17 @@ impl Store {
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(context)?;
+        // Not those that ended since a reconcile still asked again for its
+        // deprovisions began (one failed, none succeeded since): without them
+        // it would record the people back since as gone again, verified, and
+        // the sweep opens no episode for someone verified gone.
         let episodes = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "DELETE FROM deprovisions
-                 WHERE closed_at < ?1 OR returned_at < ?1",
-            )
+                 WHERE (closed_at < ?1 OR returned_at < ?1)
+                   AND coalesce(closed_at, returned_at) < coalesce(
+                       (SELECT min(r.started_at) FROM runs AS r WHERE {ASKED_AGAIN}), ?1)"
+            ))
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(|| "pruning old deprovisions".to_owned())?;
         // Delivered and refused messages, with their bodies (a message waiting for

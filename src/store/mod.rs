@@ -226,6 +226,17 @@ pub struct StoredLink {
     pub linked_at: DateTime<Utc>,
 }
 
+/// Of a run `r`: a reconcile [`Store::unsucceeded_reconciles_with_deprovisions`]
+/// lists, which every writer asks again for its unrecorded deprovisions. The
+/// prune keeps the episodes ended since such a run began
+/// ([`Store::prune_before`]): they are what tells it who is back.
+pub(crate) const ASKED_AGAIN: &str = "r.kind = 'reconcile' AND r.status IN ('failed', 'stopped')
+     AND r.id > coalesce((SELECT max(id) FROM runs
+                          WHERE kind = 'reconcile' AND status = 'succeeded'), 0)
+     AND EXISTS (SELECT 1 FROM actions
+                 WHERE run_id = r.id AND state = 'applied'
+                   AND kind IN ('deactivate', 'delete'))";
+
 /// The state database. One connection; not `Sync` (wrap it in a mutex to share).
 pub struct Store {
     conn: Connection,
@@ -636,16 +647,9 @@ impl Store {
     /// then), and nothing else would ([`crate::sweep::record_cut_off_applied`]).
     pub fn unsucceeded_reconciles_with_deprovisions(&self) -> Result<Vec<RunId>, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT id FROM runs AS r
-                 WHERE kind = 'reconcile' AND status IN ('failed', 'stopped')
-                   AND id > coalesce((SELECT max(id) FROM runs
-                                      WHERE kind = 'reconcile' AND status = 'succeeded'), 0)
-                   AND EXISTS (SELECT 1 FROM actions
-                               WHERE run_id = r.id AND state = 'applied'
-                                 AND kind IN ('deactivate', 'delete'))
-                 ORDER BY id",
-            )
+            .prepare_cached(&format!(
+                "SELECT id FROM runs AS r WHERE {ASKED_AGAIN} ORDER BY id"
+            ))
             .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
             .context(|| "reading the reconciles that did not succeed from runs".to_owned())
     }
