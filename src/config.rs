@@ -711,7 +711,8 @@ pub struct SafetyConfig {
     #[serde(default = "defaults::max_renames_per_day")]
     pub max_renames_per_day: usize,
     /// A directory snapshot that shrank more than this share (percent) against the
-    /// last accepted one is rejected as a source fault.
+    /// largest one accepted in the 24 h before (else the last accepted) is
+    /// rejected as a source fault.
     #[serde(default = "defaults::max_directory_shrink_percent")]
     pub max_directory_shrink_percent: f64,
     /// Creates and updates wait until their drift was seen this long ago.

@@ -27,7 +27,9 @@
 //!
 //! Outside [`guard`], for the caller to apply in its pipeline:
 //! - [`check_source`]: an empty directory, or one that shrank too much against the
-//!   last accepted snapshot, is rejected before anything is planned from it.
+//!   accepted baseline (the caller's: the largest directory accepted in the 24 h
+//!   before the run, else the last one), is rejected before anything is planned
+//!   from it.
 //! - [`hold_unsettled`]: creates and updates wait until their drift has been seen
 //!   for `settle`; deprovisions never wait. A membership batch settles member by
 //!   member: the settled members go, the others are split off into a held action
@@ -483,7 +485,8 @@ pub enum SourceFault {
     /// The directory returned no identities at all.
     Empty,
     /// The directory shrank more than `max_directory_shrink_percent` against the
-    /// last accepted snapshot.
+    /// accepted baseline (`previous`: the largest directory accepted in the 24 h
+    /// before, else the last one).
     Shrank {
         previous: usize,
         current: usize,
@@ -505,14 +508,14 @@ impl std::fmt::Display for SourceFault {
                 limit_percent,
             } => write!(
                 f,
-                "the directory shrank from {previous} to {current} identities ({shrink_percent:.1}% fewer, the limit is {limit_percent}%) against the last accepted snapshot; nothing was planned from it"
+                "the directory shrank from {previous} to {current} identities ({shrink_percent:.1}% fewer, the limit is {limit_percent}%) against the largest directory accepted in the 24 h before (else the last one accepted); nothing was planned from it"
             ),
         }
     }
 }
 
 /// Source sanity: `Err` when a directory snapshot of `current` identities must not
-/// be planned from, given the last accepted snapshot's size (`None`: no accepted
+/// be planned from, given the accepted baseline's size (`None`: no accepted
 /// snapshot yet, so only emptiness is checked).
 pub fn check_source(
     current: usize,

@@ -372,9 +372,10 @@ pub async fn sweep(
         .collect();
     // Source sanity as in a full run: an empty or badly shrunk directory is a
     // source fault, not a mass departure. Nothing is observed from it (the full
-    // reconcile records the accepted baseline; the sweep only compares with it).
+    // reconcile records the accepted baseline, the largest of the 24 h before;
+    // the sweep only compares with it).
     if let DirectoryChanges::Full { snapshot, .. } = &changes {
-        let last = lock(store)?.last_accepted_directory()?;
+        let last = lock(store)?.shrink_baseline(now - Duration::hours(24))?;
         if let Err(fault) = guard::check_source(
             snapshot.identities.len(),
             last,

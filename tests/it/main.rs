@@ -134,6 +134,7 @@ mod review_s55_matching;
 mod review_s55_protected_leavers;
 mod review_s55_s54diff;
 mod review_s55_storage;
+mod review_s56_guards;
 mod role_groups;
 mod run_recovery;
 mod safety;
