@@ -184,6 +184,12 @@ pub struct GuardInput {
     pub recent: RecentCounts,
     /// `reconcile --allow-over-threshold`: a one-run override of the thresholds.
     pub allow_over_threshold: bool,
+    /// What the run was due to do and left out of its plan because it could not
+    /// read the account (the sweep's due deprovisions whose read failed): counted
+    /// with the plan against the limits, as a reconcile, which plans them all,
+    /// counts them. Else reads that fail split a mass deprovision into passes
+    /// each under the per-run limit.
+    pub unread: RecentCounts,
 }
 
 /// The number of deprovisions a run may make without approval.
@@ -222,8 +228,9 @@ fn planned_of(plan: &Plan, class: ActionClass) -> usize {
         .sum()
 }
 
-/// The threshold `class` breaks with `planned` of it this run, if any: the per-run
-/// limit first, then the 24 h one.
+/// The threshold `class` breaks with `planned` of it this run (and what the run
+/// could not read, [`GuardInput::unread`]), if any: the per-run limit first, then
+/// the 24 h one. Nothing planned holds nothing.
 fn threshold_breach(
     settings: &GuardSettings,
     input: &GuardInput,
@@ -233,6 +240,7 @@ fn threshold_breach(
     if planned == 0 {
         return None;
     }
+    let planned = planned.saturating_add(input.unread.get(class));
     let limits = settings.limits(class);
     let managed = input.managed_accounts;
     let limit = run_limit(&limits, settings.min_population_for_percent, managed);
@@ -954,7 +962,109 @@ mod tests {
             renames: 0,
         },
         allow_over_threshold: false,
+        unread: RecentCounts {
+            deprovisions: 0,
+            membership_removals: 0,
+            role_downgrades: 0,
+            deletions: 0,
+            renames: 0,
+        },
     };
+
+    /// What a run could not read counts with its plan against the limits of its
+    /// class (and no other), per run and per 24 h; with nothing planned, nothing
+    /// is held.
+    #[test]
+    fn what_a_run_could_not_read_counts_with_its_plan() {
+        let settings = GuardSettings {
+            max_deprovisions: 2,
+            max_deprovisions_per_day: 5,
+            ..GuardSettings::unlimited()
+        };
+        let two = || plan_of(vec![deactivate("1"), deactivate("2")]);
+        let unread = |deprovisions| GuardInput {
+            unread: RecentCounts {
+                deprovisions,
+                ..RecentCounts::default()
+            },
+            ..COMPLETE
+        };
+        let ws = WorkspaceSnapshot::default();
+        assert_eq!(guard(two(), &ws, &settings, &unread(0)).held().count(), 0);
+        let out = guard(two(), &ws, &settings, &unread(1));
+        assert!(
+            out.actions.iter().all(|a| matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    class: ActionClass::Deprovision,
+                    window: ThresholdWindow::Run,
+                    planned: 3,
+                    limit: 2,
+                    ..
+                })
+            )),
+            "{:?}",
+            held(&out)
+        );
+        let day = GuardInput {
+            recent: RecentCounts {
+                deprovisions: 3,
+                ..RecentCounts::default()
+            },
+            ..unread(0)
+        };
+        assert_eq!(guard(two(), &ws, &settings, &day).held().count(), 0);
+        let day = GuardInput {
+            unread: unread(1).unread,
+            ..day
+        };
+        let out = guard(two(), &ws, &settings, &day);
+        assert!(
+            out.actions.iter().all(|a| matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    window: ThresholdWindow::Run,
+                    ..
+                })
+            )),
+            "{:?}",
+            held(&out)
+        );
+        let settings = GuardSettings {
+            max_deprovisions: 3,
+            ..settings
+        };
+        let out = guard(two(), &ws, &settings, &day);
+        assert!(
+            out.actions.iter().all(|a| matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    window: ThresholdWindow::Day,
+                    planned: 3,
+                    recent: 3,
+                    ..
+                })
+            )),
+            "{:?}",
+            held(&out)
+        );
+        // Unread deprovisions hold no other class, and nothing when none is planned.
+        let demotions = plan_of(vec![demote("5", "Maintainer", Role::Editor)]);
+        let settings = GuardSettings {
+            max_role_downgrades: 1,
+            ..settings
+        };
+        assert_eq!(
+            guard(demotions, &ws, &settings, &unread(9)).held().count(),
+            0
+        );
+        assert_eq!(
+            guard(plan_of(vec![]), &ws, &settings, &unread(9))
+                .held()
+                .count(),
+            0
+        );
+    }
 
     fn held(plan: &Plan) -> Vec<Option<HoldReason>> {
         plan.actions.iter().map(|a| a.held.clone()).collect()

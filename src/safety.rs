@@ -431,6 +431,7 @@ pub fn guard_input(
         managed_accounts,
         recent: store.recent_counts(now - chrono::Duration::hours(24))?,
         allow_over_threshold,
+        unread: crate::model::RecentCounts::default(),
     })
 }
 

@@ -4,14 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use seatwarden::config::Config;
 use seatwarden::guard::SourceFault;
 use seatwarden::model::Account;
 use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
+use seatwarden::sla::{self, Leaver, LossReason};
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::review_s48_protected_link::{configured, linked, sandbox, user};
 
@@ -129,4 +133,119 @@ async fn a_directory_shrinking_a_little_at_each_run_is_rejected_once_the_day_pas
     write_people(dir.path(), 11);
     let next_day = reconcile_at(&config, t0() + Duration::hours(29), false).await;
     assert_eq!(next_day.report.safety.source_fault, None);
+}
+
+/// A retry pass with three deprovisions due and a per-run limit of two, whose
+/// read of one of the accounts fails (a provider that answers 500 for it, past
+/// the client's retries): the threshold counts what the pass was due to
+/// deprovision, not only the accounts it could read. Counting only those, a
+/// mass deprovision the reconcile held (every leaver at once) went through in
+/// passes over the limit's size whenever reads failed, without a human: two
+/// now, the third on its next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_pass_counts_the_due_deprovisions_it_could_not_read_against_the_limit() {
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100}
+        })))
+        .mount(&workspace)
+        .await;
+    for i in 0..2 {
+        Mock::given(method("GET"))
+            .and(path(format!("/Users/w{i}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": format!("w{i}"), "userName": format!("p{i}@example.com"),
+                "externalId": format!("00u{i}"), "active": true,
+            })))
+            .mount(&workspace)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Users/w2"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&workspace)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = configured(
+        dir.path(),
+        &workspace.uri(),
+        people(3),
+        "[safety]\nsettle = \"0s\"\nmax_deprovisions = 2\n",
+    );
+    config.workspace.retries = 0;
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = Utc::now();
+    // As a reconcile that held all three would leave them, due for an attempt.
+    let leavers: Vec<Leaver> = (0..3)
+        .map(|i| Leaver {
+            identity_id: format!("00u{i}"),
+            account_id: Some(format!("w{i}")),
+            user_name: format!("p{i}@example.com"),
+            reason: LossReason::Suspended,
+        })
+        .collect();
+    let detected = now - Duration::minutes(20);
+    let changes = sla::observe(&[], &leavers, &[], detected, Duration::hours(1));
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&changes, detected)
+        .unwrap();
+
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, now)
+        .await
+        .unwrap();
+    let patched: Vec<String> = workspace
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert!(patched.is_empty(), "sent under the limit: {patched:?}");
+    assert_eq!(outcome.held, 2, "{outcome:?}");
+    let held = store.lock().unwrap().open_deprovisions().unwrap();
+    let why = held
+        .iter()
+        .find(|e| e.identity_id == "00u0")
+        .and_then(|e| e.held.clone())
+        .unwrap();
+    assert!(
+        why.contains("3 deprovisions planned, the per-run limit is 2"),
+        "{why}"
+    );
+    // The unread one is held with them, all three looked at again together:
+    // on its read's back-off it came due alone, a pass before the others.
+    for entry in &held {
+        assert_eq!(entry.held.as_deref(), Some(why.as_str()), "{entry:?}");
+        assert_eq!(
+            entry.next_attempt_at,
+            Some(now + seatwarden::sweep::HOLD_RECHECK),
+            "{entry:?}"
+        );
+    }
+    let reads_of_w2 = || async {
+        workspace
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/Users/w2")
+            .count()
+    };
+    let before = reads_of_w2().await;
+    seatwarden::sweep::enforce(&config, &client, &store, now + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(reads_of_w2().await, before, "w2 came due alone");
 }
