@@ -1143,7 +1143,7 @@ pub async fn approve(
     }
     let (fresh, directory_note) = match directory_read {
         None => (None, None),
-        Some(read) => match judge_fresh_directory(config, &store, read)? {
+        Some(read) => match judge_fresh_directory(config, &store, read, now)? {
             Ok(snapshot) => (Some(snapshot), None),
             Err(why) => {
                 tracing::warn!(why = %why, "the directory read by approve is not used");
@@ -2735,12 +2735,13 @@ fn takes_access_away(kind: &ActionKind) -> bool {
 
 /// The directory as `approve` read it, if it can stand as evidence: complete,
 /// and not refused by the source check a reconcile applies (empty, or shrunk
-/// past `safety.max_directory_shrink_percent` from the last accepted read).
+/// past `safety.max_directory_shrink_percent` from [`safety::shrink_baseline_at`]).
 /// Otherwise why not, in a few words.
 fn judge_fresh_directory(
     config: &Config,
     store: &Store,
     read: Result<DirectorySnapshot, crate::directory::DirectoryError>,
+    now: DateTime<Utc>,
 ) -> Result<Result<DirectorySnapshot, String>, ApprovalError> {
     let snapshot = match read {
         Ok(snapshot) => snapshot,
@@ -2754,7 +2755,7 @@ fn judge_fresh_directory(
     }
     if let Err(fault) = guard::check_source(
         snapshot.identities.len(),
-        store.last_accepted_directory()?,
+        safety::shrink_baseline_at(store, now)?,
         config.safety.max_directory_shrink_percent,
     ) {
         return Ok(Err(format!(

@@ -711,7 +711,8 @@ pub struct SafetyConfig {
     #[serde(default = "defaults::max_renames_per_day")]
     pub max_renames_per_day: usize,
     /// A directory snapshot that shrank more than this share (percent) against the
-    /// last accepted one is rejected as a source fault.
+    /// largest one accepted in the 24 h before (else the last accepted) is
+    /// rejected as a source fault.
     #[serde(default = "defaults::max_directory_shrink_percent")]
     pub max_directory_shrink_percent: f64,
     /// Creates and updates wait until their drift was seen this long ago.
@@ -1988,6 +1989,10 @@ impl Config {
             warnings.extend(exceptions_to_look_at(&exceptions, chrono::Utc::now(), tz));
         }
         warnings.extend(mappings_repeated(&self.policy.mapping));
+        warnings.extend(percentages_allowing_none(
+            &self.guard_settings(),
+            &self.admin_command(),
+        ));
         let zones = std::iter::once(("schedule.timezone", &self.schedule.timezone))
             .chain(self.report.timezone.iter().map(|z| ("report.timezone", z)));
         for (key, zone) in zones {
@@ -4243,6 +4248,57 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
+/// Threshold percentages that allow not one action of their class at the
+/// smallest workspaces they apply to: from `min_population_for_percent` managed
+/// accounts until the percentage of them reaches one, the per-run limit rounds
+/// down to 0, and every action of the class waits for `approve` (for
+/// deprovisions, each single leaver's: no same-day deprovisioning without a
+/// human). Allowed, as a deliberate "nothing without a human", but said at load
+/// and by `check-config`, with the population from which one is allowed. A count
+/// of 0 says so itself, and is not repeated here.
+fn percentages_allowing_none(settings: &GuardSettings, admin_command: &str) -> Vec<String> {
+    let min_population = settings.min_population_for_percent;
+    let mut warnings = Vec::new();
+    for class in crate::model::ActionClass::ALL {
+        let limits = settings.limits(class);
+        if limits.per_run == 0
+            || crate::guard::run_limit(&limits, min_population, min_population) > 0
+        {
+            continue;
+        }
+        let key = format!("safety.max_{class}_percent");
+        let percent = limits.percent;
+        // The smallest population whose share is one action (as `run_limit`
+        // rounds it): 100 / percent up, or one more for a float just short.
+        let allows_one = (limits.percent > 0.0)
+            .then(|| (100.0 / limits.percent).ceil())
+            .filter(|n| n.is_finite() && *n < 1e15)
+            .map(|n| n as usize)
+            .map(|n| {
+                (n..n.saturating_add(3))
+                    .find(|m| crate::guard::run_limit(&limits, min_population, *m) > 0)
+                    .unwrap_or(n)
+            });
+        let noun = class.noun();
+        warnings.push(match allows_one {
+            Some(from) => format!(
+                "{key} = {percent} is less than one of {min_population} to {} managed accounts: \
+                 with safety.min_population_for_percent = {min_population}, a workspace of that \
+                 size has a per-run limit of 0 {noun}, and each waits for `{admin_command} \
+                 approve`; set min_population_for_percent to {from} (or more), or raise the \
+                 percentage, unless that is meant",
+                from - 1
+            ),
+            None => format!(
+                "{key} = {percent}: from safety.min_population_for_percent = {min_population} \
+                 managed accounts on, the per-run limit is 0 {noun}, and each waits for \
+                 `{admin_command} approve`; raise the percentage unless that is meant"
+            ),
+        });
+    }
+    warnings
+}
+
 /// Two `[[policy.mapping]]` tables for the same directory group and workspace
 /// group with different roles: one of them does nothing (the highest role wins),
 /// most often a copy-paste left with the role it came with, which may grant
@@ -5755,6 +5811,52 @@ token = "s3cr3t-token-value"
         let hourly = "[schedule]\nreconcile = \"@hourly\"\n";
         assert!(warned("", hourly).is_some());
         assert_eq!(warned("resolve_after = \"90m\"\n", hourly), None);
+    }
+
+    /// A percentage that rounds to a per-run limit of 0 at the smallest
+    /// workspaces it applies to is warned about, naming the population from which
+    /// it allows one; the defaults (5% from 100 accounts) are not.
+    #[test]
+    fn a_percentage_allowing_nothing_at_the_minimum_population_is_warned_about() {
+        let warned = |safety: &str, key: &str| {
+            load("", &format!("[safety]\n{safety}"), &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .find(|w| w.starts_with(&format!("safety.{key} ")))
+        };
+        assert_eq!(warned("", "max_deprovision_percent"), None);
+        let small = "min_population_for_percent = 3\n";
+        let warning = warned(small, "max_deprovision_percent").unwrap();
+        assert!(
+            warning.contains(
+                "is less than one of 3 to 19 managed accounts: with \
+                 safety.min_population_for_percent = 3, a workspace of that size has a per-run \
+                 limit of 0 deprovisions, and each waits for `seatwarden approve`; set \
+                 min_population_for_percent to 20"
+            ),
+            "{warning}"
+        );
+        // 10% of 10 is one; 3% needs 34.
+        let ten = "min_population_for_percent = 10\nmax_deprovision_percent = 10\n";
+        assert_eq!(warned(ten, "max_deprovision_percent"), None);
+        let three = "min_population_for_percent = 10\nmax_deprovision_percent = 3\n";
+        assert!(
+            warned(three, "max_deprovision_percent")
+                .unwrap()
+                .contains("of 10 to 33 managed accounts"),
+        );
+        let none = warned(
+            "max_role_downgrade_percent = 0\n",
+            "max_role_downgrade_percent",
+        );
+        assert!(
+            none.unwrap()
+                .contains("from safety.min_population_for_percent = 100 managed accounts on"),
+        );
+        // A count of 0 says it itself.
+        let counted = "min_population_for_percent = 3\nmax_deprovisions = 0\n";
+        assert_eq!(warned(counted, "max_deprovision_percent"), None);
     }
 
     #[test]

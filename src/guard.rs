@@ -27,7 +27,9 @@
 //!
 //! Outside [`guard`], for the caller to apply in its pipeline:
 //! - [`check_source`]: an empty directory, or one that shrank too much against the
-//!   last accepted snapshot, is rejected before anything is planned from it.
+//!   accepted baseline (the caller's: the largest directory accepted in the 24 h
+//!   before the run, else the last one), is rejected before anything is planned
+//!   from it.
 //! - [`hold_unsettled`]: creates and updates wait until their drift has been seen
 //!   for `settle`; deprovisions never wait. A membership batch settles member by
 //!   member: the settled members go, the others are split off into a held action
@@ -182,6 +184,12 @@ pub struct GuardInput {
     pub recent: RecentCounts,
     /// `reconcile --allow-over-threshold`: a one-run override of the thresholds.
     pub allow_over_threshold: bool,
+    /// What the run was due to do and left out of its plan because it could not
+    /// read the account (the sweep's due deprovisions whose read failed): counted
+    /// with the plan against the limits, as a reconcile, which plans them all,
+    /// counts them. Else reads that fail split a mass deprovision into passes
+    /// each under the per-run limit.
+    pub unread: RecentCounts,
 }
 
 /// The number of deprovisions a run may make without approval.
@@ -220,8 +228,9 @@ fn planned_of(plan: &Plan, class: ActionClass) -> usize {
         .sum()
 }
 
-/// The threshold `class` breaks with `planned` of it this run, if any: the per-run
-/// limit first, then the 24 h one.
+/// The threshold `class` breaks with `planned` of it this run (and what the run
+/// could not read, [`GuardInput::unread`]), if any: the per-run limit first, then
+/// the 24 h one. Nothing planned holds nothing.
 fn threshold_breach(
     settings: &GuardSettings,
     input: &GuardInput,
@@ -231,6 +240,7 @@ fn threshold_breach(
     if planned == 0 {
         return None;
     }
+    let planned = planned.saturating_add(input.unread.get(class));
     let limits = settings.limits(class);
     let managed = input.managed_accounts;
     let limit = run_limit(&limits, settings.min_population_for_percent, managed);
@@ -483,7 +493,8 @@ pub enum SourceFault {
     /// The directory returned no identities at all.
     Empty,
     /// The directory shrank more than `max_directory_shrink_percent` against the
-    /// last accepted snapshot.
+    /// accepted baseline (`previous`: the largest directory accepted in the 24 h
+    /// before, else the last one).
     Shrank {
         previous: usize,
         current: usize,
@@ -505,14 +516,14 @@ impl std::fmt::Display for SourceFault {
                 limit_percent,
             } => write!(
                 f,
-                "the directory shrank from {previous} to {current} identities ({shrink_percent:.1}% fewer, the limit is {limit_percent}%) against the last accepted snapshot; nothing was planned from it"
+                "the directory shrank from {previous} to {current} identities ({shrink_percent:.1}% fewer, the limit is {limit_percent}%) against the largest directory accepted in the 24 h before (else the last one accepted); nothing was planned from it"
             ),
         }
     }
 }
 
 /// Source sanity: `Err` when a directory snapshot of `current` identities must not
-/// be planned from, given the last accepted snapshot's size (`None`: no accepted
+/// be planned from, given the accepted baseline's size (`None`: no accepted
 /// snapshot yet, so only emptiness is checked).
 pub fn check_source(
     current: usize,
@@ -951,7 +962,109 @@ mod tests {
             renames: 0,
         },
         allow_over_threshold: false,
+        unread: RecentCounts {
+            deprovisions: 0,
+            membership_removals: 0,
+            role_downgrades: 0,
+            deletions: 0,
+            renames: 0,
+        },
     };
+
+    /// What a run could not read counts with its plan against the limits of its
+    /// class (and no other), per run and per 24 h; with nothing planned, nothing
+    /// is held.
+    #[test]
+    fn what_a_run_could_not_read_counts_with_its_plan() {
+        let settings = GuardSettings {
+            max_deprovisions: 2,
+            max_deprovisions_per_day: 5,
+            ..GuardSettings::unlimited()
+        };
+        let two = || plan_of(vec![deactivate("1"), deactivate("2")]);
+        let unread = |deprovisions| GuardInput {
+            unread: RecentCounts {
+                deprovisions,
+                ..RecentCounts::default()
+            },
+            ..COMPLETE
+        };
+        let ws = WorkspaceSnapshot::default();
+        assert_eq!(guard(two(), &ws, &settings, &unread(0)).held().count(), 0);
+        let out = guard(two(), &ws, &settings, &unread(1));
+        assert!(
+            out.actions.iter().all(|a| matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    class: ActionClass::Deprovision,
+                    window: ThresholdWindow::Run,
+                    planned: 3,
+                    limit: 2,
+                    ..
+                })
+            )),
+            "{:?}",
+            held(&out)
+        );
+        let day = GuardInput {
+            recent: RecentCounts {
+                deprovisions: 3,
+                ..RecentCounts::default()
+            },
+            ..unread(0)
+        };
+        assert_eq!(guard(two(), &ws, &settings, &day).held().count(), 0);
+        let day = GuardInput {
+            unread: unread(1).unread,
+            ..day
+        };
+        let out = guard(two(), &ws, &settings, &day);
+        assert!(
+            out.actions.iter().all(|a| matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    window: ThresholdWindow::Run,
+                    ..
+                })
+            )),
+            "{:?}",
+            held(&out)
+        );
+        let settings = GuardSettings {
+            max_deprovisions: 3,
+            ..settings
+        };
+        let out = guard(two(), &ws, &settings, &day);
+        assert!(
+            out.actions.iter().all(|a| matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    window: ThresholdWindow::Day,
+                    planned: 3,
+                    recent: 3,
+                    ..
+                })
+            )),
+            "{:?}",
+            held(&out)
+        );
+        // Unread deprovisions hold no other class, and nothing when none is planned.
+        let demotions = plan_of(vec![demote("5", "Maintainer", Role::Editor)]);
+        let settings = GuardSettings {
+            max_role_downgrades: 1,
+            ..settings
+        };
+        assert_eq!(
+            guard(demotions, &ws, &settings, &unread(9)).held().count(),
+            0
+        );
+        assert_eq!(
+            guard(plan_of(vec![]), &ws, &settings, &unread(9))
+                .held()
+                .count(),
+            0
+        );
+    }
 
     fn held(plan: &Plan) -> Vec<Option<HoldReason>> {
         plan.actions.iter().map(|a| a.held.clone()).collect()

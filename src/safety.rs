@@ -3,7 +3,8 @@
 //! the workspace sanity re-check, the workspace. `run` calls them in order:
 //!
 //! 1. [`check_source`] once both sides are read: a rejected directory means
-//!    nothing is planned; an accepted complete one becomes the next baseline.
+//!    nothing is planned; an accepted complete one becomes part of the baseline
+//!    (the largest directory accepted in the 24 h before a run, else the last).
 //! 2. [`plan_checked`]: plans, with the workspace sanity re-check — when the
 //!    workspace listing has fewer accounts than the previous one (page caps,
 //!    `totalResults` lies), every planned create of an account that was there last
@@ -165,9 +166,18 @@ pub enum SourceCheck {
     Preview,
 }
 
-/// Source sanity for the directory snapshot of `run`. `None`: accepted (recorded as
-/// the new baseline when the snapshot was complete and `check` records); `Some`:
-/// rejected.
+/// What a directory read at `now` is measured against for the source check
+/// ([`Store::shrink_baseline`] over the 24 h before `now`): the reconcile's, the
+/// sweep's and `approve`'s reads alike.
+pub fn shrink_baseline_at(store: &Store, now: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
+    store.shrink_baseline(now - chrono::Duration::hours(24))
+}
+
+/// Source sanity for the directory snapshot of `run`, measured against
+/// [`Store::shrink_baseline`]: the largest directory accepted in the 24 h before
+/// `now` (else the last accepted), so that runs each shrinking a little less than
+/// the limit cannot walk it down within a day. `None`: accepted (recorded for the
+/// baseline when the snapshot was complete and `check` records); `Some`: rejected.
 pub fn check_source(
     store: &mut Store,
     run: RunId,
@@ -177,7 +187,7 @@ pub fn check_source(
     check: SourceCheck,
     now: DateTime<Utc>,
 ) -> Result<Option<SourceFault>, StoreError> {
-    let last = store.last_accepted_directory()?;
+    let last = shrink_baseline_at(store, now)?;
     let identities = directory.identities.len();
     let checked = guard::check_source(identities, last, config.safety.max_directory_shrink_percent);
     let checked = match checked {
@@ -429,6 +439,7 @@ pub fn guard_input(
         managed_accounts,
         recent: store.recent_counts(now - chrono::Duration::hours(24))?,
         allow_over_threshold,
+        unread: crate::model::RecentCounts::default(),
     })
 }
 

@@ -45,7 +45,10 @@
 //! Only linked identities are considered (links are made by full reconciles), so
 //! the sweep never has to match; a linked account whose `externalId` names
 //! someone else seatwarden knows is held, as the plan disputes such a link. The guard still applies: an incomplete directory
-//! holds everything, thresholds hold mass deprovisioning, and a leaver who holds
+//! holds everything, thresholds hold mass deprovisioning (counting the due
+//! accounts a pass could not read, which are then held with the rest: failing
+//! reads must not split a held mass deprovision into passes under the per-run
+//! limit), and a leaver who holds
 //! the Owner role is deactivated only when another Owner is confirmed active: the
 //! sweep does not read the whole workspace, so it re-reads the Owners of the newest
 //! stored workspace snapshot, and holds the leaver (for the full reconcile's
@@ -372,9 +375,10 @@ pub async fn sweep(
         .collect();
     // Source sanity as in a full run: an empty or badly shrunk directory is a
     // source fault, not a mass departure. Nothing is observed from it (the full
-    // reconcile records the accepted baseline; the sweep only compares with it).
+    // reconcile records the accepted baseline, the largest of the 24 h before;
+    // the sweep only compares with it).
     if let DirectoryChanges::Full { snapshot, .. } = &changes {
-        let last = lock(store)?.last_accepted_directory()?;
+        let last = crate::safety::shrink_baseline_at(&*lock(store)?, now)?;
         if let Err(fault) = guard::check_source(
             snapshot.identities.len(),
             last,
@@ -859,6 +863,8 @@ async fn enforce_pass(
     let due_count = reads.len();
     let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
     let mut unread: Vec<Unread> = Vec::new();
+    // Their episodes: deprovisions this pass was due to make, for the thresholds.
+    let mut unread_entries: Vec<LedgerEntry> = Vec::new();
     let mut skipped = 0;
     for (entry, read) in reads {
         match read {
@@ -940,6 +946,7 @@ async fn enforce_pass(
                         )?;
                         outcome.failed += 1;
                         unread.push(e);
+                        unread_entries.push(entry);
                     }
                 }
             }
@@ -961,6 +968,7 @@ async fn enforce_pass(
                 )?;
                 outcome.failed += 1;
                 unread.push(e);
+                unread_entries.push(entry);
             }
         }
     }
@@ -1212,15 +1220,47 @@ async fn enforce_pass(
         let others = unless_stopped(other_owners(client, store, &read, concurrency)).await??;
         read.accounts.extend(others);
     }
+    // Due deprovisions whose account could not be read, but for people no
+    // protection or exception keeps (known without the account): the thresholds
+    // count them with the plan, as the reconcile plans them all. Else a mass
+    // deprovision held as a whole went through in passes each under the per-run
+    // limit whenever some reads failed.
+    let unread_due: Vec<&LedgerEntry> = unread_entries
+        .iter()
+        .filter(|entry| {
+            !protected.permanently(&entry.user_name) && person_exception(protected, entry).is_none()
+        })
+        .collect();
     if !plan.actions.is_empty() {
         let input = {
             let store = lock(store)?;
             let managed = managed_accounts(&store)?;
             // The 24 h counts include earlier sweeps: a slow drip of sweeps cannot
             // pass the per-day limits either.
-            crate::safety::guard_input(&store, now, true, managed, false)?
+            let mut input = crate::safety::guard_input(&store, now, true, managed, false)?;
+            input.unread.deprovisions = unread_due.len();
+            input
         };
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
+        // Held by a deprovision threshold they counted towards, the unread ones
+        // are held with the rest, looked at again together: on the back-off of a
+        // failed read they came due alone, one pass before the others, under the
+        // limit.
+        if let Some(threshold) = plan.held().find(|a| {
+            matches!(
+                a.held,
+                Some(HoldReason::Threshold {
+                    class: crate::model::ActionClass::Deprovision,
+                    ..
+                })
+            )
+        }) {
+            let why = hold_reason(threshold, &config.admin_command());
+            let mut store = lock(store)?;
+            for entry in &unread_due {
+                store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
+            }
+        }
         let run_id = {
             let mut store = lock(store)?;
             crate::run::close_interrupted_runs(

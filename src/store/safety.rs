@@ -166,6 +166,29 @@ impl Store {
             .context(|| format!("reading whether the directory of run {run} was refused"))
     }
 
+    /// What the source check measures a directory's shrink against: the largest
+    /// directory accepted at or after `since` (the 24 h before the run), else the
+    /// newest accepted; none before the newest a person accepted with
+    /// `--accept-directory` (its audit row), which starts the measure afresh. The
+    /// last accepted alone would let reconciles walk the baseline down: a read
+    /// losing a little less than the limit at each run would never be a fault.
+    pub fn shrink_baseline(&self, since: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT max(identities) FROM accepted_directories
+                 WHERE run_id >= coalesce(
+                         (SELECT max(audit.run_id) FROM audit
+                          JOIN accepted_directories accepted ON accepted.run_id = audit.run_id
+                          WHERE audit.command = 'accept_directory'), 0)
+                   AND (accepted_at >= ?1
+                        OR run_id = (SELECT max(run_id) FROM accepted_directories))",
+            )
+            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
+            .context(|| "reading the directory size a shrink is measured against".to_owned())?;
+        Ok(n.map(|n| usize::try_from(n).unwrap_or(0)))
+    }
+
     /// Whether the directory snapshot of `run` was accepted as a baseline: complete,
     /// and passed (or was let through) the source sanity check.
     pub fn directory_accepted(&self, run: RunId) -> Result<bool, StoreError> {
@@ -1008,6 +1031,44 @@ mod tests {
             }),
             [3]
         );
+    }
+
+    /// The shrink baseline is the largest directory accepted in the window (or the
+    /// newest one, however old), and none before the newest `--accept-directory`
+    /// that was recorded as a baseline: one audited for an incomplete snapshot
+    /// (never a baseline) does not forget the larger ones before it.
+    #[test]
+    fn the_shrink_baseline_is_the_largest_accepted_in_the_window_since_an_acceptance() {
+        let mut store = Store::open_in_memory().unwrap();
+        let t0 = Utc::now();
+        let hours = chrono::Duration::hours;
+        assert_eq!(store.shrink_baseline(t0).unwrap(), None);
+        store.accept_directory(1, 100, t0).unwrap();
+        store.accept_directory(2, 90, t0 + hours(1)).unwrap();
+        store.accept_directory(3, 80, t0 + hours(2)).unwrap();
+        assert_eq!(store.shrink_baseline(t0).unwrap(), Some(100));
+        assert_eq!(store.shrink_baseline(t0 + hours(1)).unwrap(), Some(90));
+        // Nothing in the window: the newest accepted.
+        assert_eq!(store.shrink_baseline(t0 + hours(30)).unwrap(), Some(80));
+
+        let accepted_by_hand = |store: &mut Store, run| {
+            store
+                .record_audit(&AuditEntry {
+                    at: t0 + hours(3),
+                    user: "ops".into(),
+                    command: "accept_directory".into(),
+                    run: Some(run),
+                    detail: "accepted".into(),
+                })
+                .unwrap();
+        };
+        // Audited, but its snapshot was incomplete: no baseline, nothing forgotten.
+        accepted_by_hand(&mut store, 4);
+        assert_eq!(store.shrink_baseline(t0).unwrap(), Some(100));
+        accepted_by_hand(&mut store, 5);
+        store.accept_directory(5, 60, t0 + hours(3)).unwrap();
+        store.accept_directory(6, 55, t0 + hours(4)).unwrap();
+        assert_eq!(store.shrink_baseline(t0).unwrap(), Some(60));
     }
 
     #[test]

@@ -984,6 +984,7 @@ proptest! {
                 renames: recent[4],
             },
             allow_over_threshold: allow,
+            unread: seatwarden::model::RecentCounts::default(),
         };
         let guarded = guard(plan.clone(), &s.workspace, &settings, &input);
         prop_assert_eq!(guarded.actions.len(), plan.actions.len());
