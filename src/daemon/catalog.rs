@@ -54,8 +54,9 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "seatwarden_safety_finding",
         None,
         "1 when the last reconcile had this safety finding (source_fault, \
-         workspace_listing_short, allow_over_threshold, protected_by_person, \
-         protected_leavers, exceptions_naming_nobody), else 0.",
+         workspace_listing_short, allow_over_threshold; protected_by_person and \
+         protected_leavers as the last trusted reconcile's plan listed them; \
+         exceptions_naming_nobody), else 0.",
     ),
     (
         "seatwarden_actions_awaiting_approval",

@@ -1890,6 +1890,29 @@ fn safety_gauges(report: &crate::report::Report) {
         ("source_fault", safety.source_fault.is_some()),
         ("workspace_listing_short", safety.workspace_listing_short),
         ("allow_over_threshold", safety.allow_over_threshold),
+    ] {
+        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
+            .set(f64::from(u8::from(found)));
+    }
+    // A rejected directory plans nothing, so its plan lists no protected
+    // account either: left as the last trusted reconcile told them, as the
+    // drift gauges are, or their alerts would resolve for the outage and fire
+    // again after it, with nothing settled.
+    if safety.source_fault.is_none() {
+        plan_finding_gauges(report);
+    }
+    // It keeps nothing: the person it was meant for loses access. Left as it
+    // was by a run whose reads could not tell: 0 from it, the Prometheus alert
+    // would resolve while the directory is down, and fire again after.
+    if !safety.exceptions_naming_nobody_unknown {
+        exceptions_naming_nobody_gauge(report);
+    }
+}
+
+/// The safety findings only a plan tells, as `report`'s plan told them.
+fn plan_finding_gauges(report: &crate::report::Report) {
+    let safety = &report.safety;
+    for (finding, found) in [
         // Accounts nothing deprovisions, renames or regroups, only because their
         // person is protected: worth an alert until someone settles each.
         (
@@ -1903,12 +1926,6 @@ fn safety_gauges(report: &crate::report::Report) {
     ] {
         metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
             .set(f64::from(u8::from(found)));
-    }
-    // It keeps nothing: the person it was meant for loses access. Left as it
-    // was by a run whose reads could not tell: 0 from it, the Prometheus alert
-    // would resolve while the directory is down, and fire again after.
-    if !safety.exceptions_naming_nobody_unknown {
-        exceptions_naming_nobody_gauge(report);
     }
 }
 
@@ -1957,6 +1974,7 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
     }
     if let Some(report) = report(true) {
         drift_gauges(&report);
+        plan_finding_gauges(&report);
     }
 }
 

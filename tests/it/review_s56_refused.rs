@@ -58,3 +58,55 @@ async fn a_refused_directory_without_its_report_is_not_read_as_the_newest() {
     );
     sandbox.shutdown().await;
 }
+
+/// A leaver's protected account, gauged, then a directory outage: every
+/// reconcile's directory is refused, and nothing is planned from it. Its empty
+/// PROTECTED LEAVERS set the gauge to 0, which resolved `SeatwardenProtectedLeaver`
+/// for the outage and fired it again after, though nobody had settled anything.
+/// The gauge keeps what the last trusted reconcile told, as the drift gauges do.
+/// Here the daemon restarts into the outage: the gauge restored from the stored
+/// report, its first reconcile refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_directory_leaves_the_protected_findings_gauged_as_they_were() {
+    use crate::review_s41_ops::sample;
+    use seatwarden::model::ProtectedLeaver;
+    use seatwarden::store::{RunKind, RunStatus};
+    let metrics = crate::review_s48_protected_link::reconciled_daemon_metrics(
+        "breakglass@example.com",
+        |state| {
+            let mut store = Store::open(state).unwrap();
+            let now = Utc::now() - chrono::Duration::hours(1);
+            let run = store.begin_run(RunKind::Reconcile, now).unwrap();
+            // A directory of 1,000 accepted: the demo's 50 are refused.
+            store.accept_directory(run, 1000, now).unwrap();
+            let mut report = crate::review_s48_protected_link::quiet_report();
+            report.safety.protected_leavers.push(ProtectedLeaver {
+                account_id: "w1".into(),
+                user_name: "ops-admin@example.com".into(),
+                identity_id: "00u1".into(),
+                why: "identity is deprovisioned in the directory".into(),
+            });
+            store.save_report(run, &report.to_stored_json()).unwrap();
+            store
+                .finish_run(run, now, RunStatus::Succeeded, None)
+                .unwrap();
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="source_fault"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_leavers"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
