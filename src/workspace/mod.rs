@@ -112,7 +112,11 @@ fn web_page(title: &str) -> String {
 /// answers `text/html` unless told otherwise (Rails' `head :no_content` sends a
 /// 204 so, a PHP server its JSON), and a write so answered was made.
 fn web_page_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b str> {
-    if !body.trim_start().starts_with('<') {
+    // A page saved by an editor may begin with a byte-order mark.
+    if !body
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .starts_with('<')
+    {
         return None;
     }
     let title = crate::http::html_title(content_type, body)?;
@@ -3494,6 +3498,10 @@ mod tests {
         assert_eq!(web_page_title(html, ""), None);
         assert_eq!(web_page_title(html, " \n"), None);
         assert_eq!(web_page_title(html, r#"{"id": "u1"}"#), None);
+        assert_eq!(
+            web_page_title(html, "\u{feff}<html><title>Request Rejected</title>"),
+            Some("Request Rejected")
+        );
     }
 
     /// Settings built without the configuration's bounds: a concurrency past
