@@ -21,7 +21,8 @@
 //! refused listing read as an empty workspace. An error status answered with a
 //! web page (a gateway's 502 page, a firewall's block page) is named by the
 //! page's title, not quoted: the rest is markup, and may echo the request. A
-//! write answered 2xx with a web page (a firewall that blocks with 200) fails.
+//! write answered 2xx with a web page (a firewall that blocks with 200) fails;
+//! an empty body or JSON a framework labels `text/html` is no page.
 
 mod error;
 mod outage;
