@@ -1519,13 +1519,13 @@ impl Config {
     }
 
     /// Refuses a name that holds a character that does not show (a zero-width
-    /// or no-break space, a control character: [`crate::directory::file::is_hidden`]),
-    /// pasted from a chat, a wiki or a spreadsheet. Every name the configuration
+    /// or no-break space, a control character: [`hidden_in_name`]), pasted from
+    /// a chat, a wiki or a spreadsheet. Every name the configuration
     /// compares with the directory's or the workspace's is compared whole, case
     /// aside at most: such a name matches nobody, and a protected account or an
     /// exception so written would keep nothing, without a word.
     fn refuse_hidden(&self, key: &str, name: &str) -> Result<(), ConfigError> {
-        match name.chars().find(|&c| crate::directory::file::is_hidden(c)) {
+        match hidden_in_name(name) {
             None => Ok(()),
             Some(hidden) => Err(self.key_error(
                 key,
@@ -4248,6 +4248,31 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
+/// The first character of `name` that does not show and is no part of how the
+/// name is written ([`crate::directory::file::is_hidden`]), if any. Some are
+/// part of writing: the zero-width non-joiner and joiner between two characters
+/// outside ASCII (inside a Persian or an Indic word, an emoji sequence), and the
+/// ideographic space, which shows as a wide space and is what a Japanese or
+/// Chinese input method types. A directory group so named must stay nameable.
+fn hidden_in_name(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    let written = |c: Option<&char>| {
+        c.is_some_and(|&c| {
+            !c.is_ascii() && !c.is_whitespace() && !crate::directory::file::is_hidden(c)
+        })
+    };
+    chars.iter().enumerate().find_map(|(i, &c)| {
+        let part_of_writing = match c {
+            '\u{3000}' => true,
+            '\u{200c}' | '\u{200d}' => {
+                i > 0 && written(chars.get(i - 1)) && written(chars.get(i + 1))
+            }
+            _ => false,
+        };
+        (crate::directory::file::is_hidden(c) && !part_of_writing).then_some(c)
+    })
+}
+
 /// Threshold percentages that allow not one action of their class at the
 /// smallest workspaces they apply to: from `min_population_for_percent` managed
 /// accounts until the percentage of them reaches one, the per-run limit rounds
@@ -6519,6 +6544,46 @@ role = "Editor"
         }
         // Spaces inside a name are as they are typed.
         assert!(load("", "[safety]\nprotected_groups = [\"IT Admins\"]\n", &[]).is_ok());
+    }
+
+    /// Some characters that do not show are part of how a name is written: the
+    /// zero-width non-joiner inside a Persian word (`می‌خواهم`), the joiner in
+    /// an emoji sequence (`👩‍💻`), and the ideographic space a Japanese input
+    /// method types (`営業部　東京`). A directory group so named must stay
+    /// nameable in the configuration: refused, a configuration that mapped or
+    /// protected it failed to load after the upgrade, the daemon with it. The
+    /// same characters where no script puts them (a joiner between Latin
+    /// letters, at an end) are still refused.
+    #[test]
+    fn a_name_written_with_joiners_or_an_ideographic_space_is_taken() {
+        let mapped = |group: &str| {
+            format!(
+                "[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"Team\"\n\
+                 role = \"Editor\"\n"
+            )
+        };
+        for name in [
+            "\u{62a}\u{6cc}\u{645}\u{200c}\u{647}\u{627}\u{6cc} \u{641}\u{646}\u{6cc}",
+            "\u{1f469}\u{200d}\u{1f4bb} Devs",
+            "\u{55b6}\u{696d}\u{90e8}\u{3000}\u{6771}\u{4eac}",
+        ] {
+            let config = load("", &mapped(name), &[]);
+            assert!(config.is_ok(), "{name:?}: {config:?}");
+            let protected = format!("[safety]\nprotected_groups = [\"{name}\"]\n");
+            let config = load("", &protected, &[]);
+            assert!(config.is_ok(), "{name:?}: {config:?}");
+        }
+        for name in [
+            "Eng\u{200c}ineering",
+            "\u{200d}\u{62a}\u{6cc}",
+            "Ops \u{200c}\u{62a}",
+        ] {
+            let error = load("", &mapped(name), &[]).unwrap_err();
+            assert!(
+                error.contains("policy.mapping[0].group"),
+                "{name:?}: {error}"
+            );
+        }
     }
 
     /// Two keys in the file for one role, in two spellings, are refused.

@@ -168,9 +168,14 @@ pub enum SourceCheck {
 
 /// What a directory read at `now` is measured against for the source check
 /// ([`Store::shrink_baseline`] over the 24 h before `now`): the reconcile's, the
-/// sweep's and `approve`'s reads alike.
+/// sweep's and `approve`'s reads alike. A directory accepted more than
+/// [`crate::circuit::CLOCK_STEP_MARGIN`] ahead of `now` (by a clock since set
+/// back) is out of the window, not in it until the clock catches up.
 pub fn shrink_baseline_at(store: &Store, now: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
-    store.shrink_baseline(now - chrono::Duration::hours(24))
+    store.shrink_baseline(
+        now - chrono::Duration::hours(24),
+        now + crate::circuit::CLOCK_STEP_MARGIN,
+    )
 }
 
 /// Source sanity for the directory snapshot of `run`, measured against

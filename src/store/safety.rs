@@ -167,12 +167,19 @@ impl Store {
     }
 
     /// What the source check measures a directory's shrink against: the largest
-    /// directory accepted at or after `since` (the 24 h before the run), else the
-    /// newest accepted; none before the newest a person accepted with
-    /// `--accept-directory` (its audit row), which starts the measure afresh. The
-    /// last accepted alone would let reconciles walk the baseline down: a read
-    /// losing a little less than the limit at each run would never be a fault.
-    pub fn shrink_baseline(&self, since: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
+    /// directory accepted from `since` to `until` (the 24 h before the run, up to
+    /// the clock-step margin after it), else the newest accepted; none before the
+    /// newest a person accepted with `--accept-directory` (its audit row), which
+    /// starts the measure afresh. The last accepted alone would let reconciles
+    /// walk the baseline down: a read losing a little less than the limit at each
+    /// run would never be a fault. One stamped after `until` was stamped by a
+    /// clock since set back: in the window, it would stay there until the clock
+    /// caught up.
+    pub fn shrink_baseline(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<usize>, StoreError> {
         let n: Option<i64> = self
             .conn
             .prepare_cached(
@@ -181,10 +188,10 @@ impl Store {
                          (SELECT max(audit.run_id) FROM audit
                           JOIN accepted_directories accepted ON accepted.run_id = audit.run_id
                           WHERE audit.command = 'accept_directory'), 0)
-                   AND (accepted_at >= ?1
+                   AND ((accepted_at >= ?1 AND accepted_at <= ?2)
                         OR run_id = (SELECT max(run_id) FROM accepted_directories))",
             )
-            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
+            .and_then(|mut stmt| stmt.query_row([ts(since), ts(until)], |row| row.get(0)))
             .context(|| "reading the directory size a shrink is measured against".to_owned())?;
         Ok(n.map(|n| usize::try_from(n).unwrap_or(0)))
     }
@@ -1042,14 +1049,27 @@ mod tests {
         let mut store = Store::open_in_memory().unwrap();
         let t0 = Utc::now();
         let hours = chrono::Duration::hours;
-        assert_eq!(store.shrink_baseline(t0).unwrap(), None);
+        assert_eq!(store.shrink_baseline(t0, t0 + hours(1000)).unwrap(), None);
         store.accept_directory(1, 100, t0).unwrap();
         store.accept_directory(2, 90, t0 + hours(1)).unwrap();
         store.accept_directory(3, 80, t0 + hours(2)).unwrap();
-        assert_eq!(store.shrink_baseline(t0).unwrap(), Some(100));
-        assert_eq!(store.shrink_baseline(t0 + hours(1)).unwrap(), Some(90));
+        assert_eq!(
+            store.shrink_baseline(t0, t0 + hours(1000)).unwrap(),
+            Some(100)
+        );
+        assert_eq!(
+            store
+                .shrink_baseline(t0 + hours(1), t0 + hours(1000))
+                .unwrap(),
+            Some(90)
+        );
         // Nothing in the window: the newest accepted.
-        assert_eq!(store.shrink_baseline(t0 + hours(30)).unwrap(), Some(80));
+        assert_eq!(
+            store
+                .shrink_baseline(t0 + hours(30), t0 + hours(1000))
+                .unwrap(),
+            Some(80)
+        );
 
         let accepted_by_hand = |store: &mut Store, run| {
             store
@@ -1064,11 +1084,54 @@ mod tests {
         };
         // Audited, but its snapshot was incomplete: no baseline, nothing forgotten.
         accepted_by_hand(&mut store, 4);
-        assert_eq!(store.shrink_baseline(t0).unwrap(), Some(100));
+        assert_eq!(
+            store.shrink_baseline(t0, t0 + hours(1000)).unwrap(),
+            Some(100)
+        );
         accepted_by_hand(&mut store, 5);
         store.accept_directory(5, 60, t0 + hours(3)).unwrap();
         store.accept_directory(6, 55, t0 + hours(4)).unwrap();
-        assert_eq!(store.shrink_baseline(t0).unwrap(), Some(60));
+        assert_eq!(
+            store.shrink_baseline(t0, t0 + hours(1000)).unwrap(),
+            Some(60)
+        );
+    }
+
+    /// A directory accepted while the clock ran ahead (a VM booted with a clock
+    /// a year out, set right by NTP since) is stamped in the clock's future: it
+    /// stayed "in the 24 h before" every run until the clock caught up, so for
+    /// a year every read was measured against it, and a workforce that shrank
+    /// past the limit over months refused every reconcile and full sweep, with
+    /// nobody deprovisioned. Stamped more than `CLOCK_STEP_MARGIN` ahead, it is
+    /// out of the window (the newest accepted still counts when nothing else is).
+    #[test]
+    fn a_directory_accepted_by_a_clock_set_back_since_is_not_the_shrink_baseline() {
+        let mut store = Store::open_in_memory().unwrap();
+        let t0 = Utc::now();
+        let hours = chrono::Duration::hours;
+        store
+            .accept_directory(1, 100, t0 + hours(365 * 24))
+            .unwrap();
+        store.accept_directory(2, 80, t0).unwrap();
+        assert_eq!(
+            crate::safety::shrink_baseline_at(&store, t0 + hours(1)).unwrap(),
+            Some(80)
+        );
+        // Within the margin, an honest skew: still in the window.
+        store.accept_directory(3, 90, t0 + hours(2)).unwrap();
+        assert_eq!(
+            crate::safety::shrink_baseline_at(&store, t0 + hours(1)).unwrap(),
+            Some(90)
+        );
+        // Only one accepted, however far ahead: it is the newest, and counts.
+        let mut alone = Store::open_in_memory().unwrap();
+        alone
+            .accept_directory(1, 100, t0 + hours(365 * 24))
+            .unwrap();
+        assert_eq!(
+            crate::safety::shrink_baseline_at(&alone, t0).unwrap(),
+            Some(100)
+        );
     }
 
     #[test]

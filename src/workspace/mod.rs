@@ -21,7 +21,8 @@
 //! refused listing read as an empty workspace. An error status answered with a
 //! web page (a gateway's 502 page, a firewall's block page) is named by the
 //! page's title, not quoted: the rest is markup, and may echo the request. A
-//! write answered 2xx with a web page (a firewall that blocks with 200) fails.
+//! write answered 2xx with a web page (a firewall that blocks with 200) fails;
+//! an empty body or JSON a framework labels `text/html` is no page.
 
 mod error;
 mod outage;
@@ -104,11 +105,21 @@ fn web_page(title: &str) -> String {
     )
 }
 
-/// The `<title>` of `body` when it is a web page (served as `text/html`, or
-/// markup with an `<html` element), else its first `<h1>` (a server's bare
-/// "Forbidden" page has no title). An XML error (an API gateway's
-/// `<Error><Code>…`) is quoted as it is: its start says what went wrong.
+/// The `<title>` of `body` when it is a web page (markup, served as
+/// `text/html` or with an `<html` element), else its first `<h1>` (a server's
+/// bare "Forbidden" page has no title). An XML error (an API gateway's
+/// `<Error><Code>…`) is quoted as it is: its start says what went wrong. A body
+/// that is no markup is no page, whatever its type says: frameworks label
+/// answers `text/html` unless told otherwise (Rails' `head :no_content` sends a
+/// 204 so, a PHP server its JSON), and a write so answered was made.
 fn web_page_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b str> {
+    // A page saved by an editor may begin with a byte-order mark.
+    if !body
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .starts_with('<')
+    {
+        return None;
+    }
     let title = crate::http::html_title(content_type, body)?;
     let html_type =
         content_type.is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
@@ -3484,6 +3495,14 @@ mod tests {
             None
         );
         assert_eq!(web_page_title(None, r#"{"detail": "<html>"}"#), None);
+        // Labelled a page, but none: an empty 204, JSON a framework mislabelled.
+        assert_eq!(web_page_title(html, ""), None);
+        assert_eq!(web_page_title(html, " \n"), None);
+        assert_eq!(web_page_title(html, r#"{"id": "u1"}"#), None);
+        assert_eq!(
+            web_page_title(html, "\u{feff}<html><title>Request Rejected</title>"),
+            Some("Request Rejected")
+        );
     }
 
     /// Settings built without the configuration's bounds: a concurrency past

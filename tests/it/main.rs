@@ -138,6 +138,7 @@ mod review_s56_approve_reads;
 mod review_s56_guards;
 mod review_s56_idkeys;
 mod review_s56_refused;
+mod review_s56_s56diff;
 mod review_s56_scimclient;
 mod review_s56_time;
 mod role_groups;
