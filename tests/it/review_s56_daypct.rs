@@ -19,6 +19,7 @@ use seatwarden::sla::{self, Leaver, LossReason};
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
 
+use crate::qa_cli::seatwarden;
 use crate::review_s48_protected_link::{configured, sandbox};
 use crate::review_s56_guards::{accounts, people, reconcile_at};
 
@@ -207,4 +208,52 @@ async fn a_retry_pass_is_held_over_the_24h_percentage() {
             "{entry:?}"
         );
     }
+}
+
+/// `check-config` prints the 24 h percentages with their defaults among the
+/// other limits, warns of one that allows nothing at the minimum population,
+/// and refuses one out of 0 to 100 naming the key and the file.
+#[test]
+fn check_config_shows_warns_of_and_refuses_the_24h_percentages() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(
+        dir.path(),
+        "https://workspace.example/scim/v2",
+        people(3),
+        "[safety]\nmin_population_for_percent = 3\n",
+    );
+    let path = dir.path().join("seatwarden.toml");
+    let (ok, out, err) = seatwarden(&path, &["check-config"]);
+    assert!(ok, "{err}");
+    for line in [
+        "max_deprovision_percent_per_day = 10.0\n",
+        "max_membership_removal_percent_per_day = 20.0\n",
+        "max_role_downgrade_percent_per_day = 10.0\n",
+        "max_deletion_percent_per_day = 10.0\n",
+        "max_rename_percent_per_day = 10.0\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in {out}");
+    }
+    assert!(
+        err.contains(
+            "warning: safety.max_deprovision_percent_per_day = 10 is less than one of 3 to 9 \
+             managed accounts"
+        ),
+        "{err}"
+    );
+
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "min_population_for_percent = 3\n",
+        "max_deprovision_percent_per_day = 150\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (ok, _, err) = seatwarden(&path, &["check-config"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{}: key `safety.max_deprovision_percent_per_day`: must be between 0 and 100",
+            path.display()
+        )),
+        "{err}"
+    );
 }
