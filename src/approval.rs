@@ -13,6 +13,10 @@
 //! deciding, not as waiting for `approve` (which would re-check the same), as they
 //! tell a rejected one ([`crate::store::Store::decided_holds`]); the rest are released
 //! and applied through the same journaled executor and circuit breaker as a run.
+//! The thresholds (per run and per 24 h, counts and percentages) are not applied
+//! again: approving is the human decision over them, and the re-check keeps to
+//! whether each action is still right (its guard pass runs under
+//! [`GuardSettings::unlimited`], for the last-Owner rule only).
 //! The run's stored report is brought up to date afterwards, and so are those of
 //! later runs that held the same actions again: what this approval applied is
 //! recorded done there ([`settle_later_holds`]), so they stop asking for it.

@@ -684,18 +684,26 @@ pub struct SafetyConfig {
     // protected directory groups, circuit breaker. Defaults in `guard::GuardSettings`.
     #[serde(default = "defaults::max_deprovisions_per_day")]
     pub max_deprovisions_per_day: usize,
+    /// Of the managed accounts per rolling 24 h (from `min_population_for_percent`
+    /// on), as the count is per run: several small runs add up. So for each class.
+    #[serde(default = "defaults::max_deprovision_percent_per_day")]
+    pub max_deprovision_percent_per_day: f64,
     #[serde(default = "defaults::max_membership_removals")]
     pub max_membership_removals: usize,
     #[serde(default = "defaults::max_membership_removal_percent")]
     pub max_membership_removal_percent: f64,
     #[serde(default = "defaults::max_membership_removals_per_day")]
     pub max_membership_removals_per_day: usize,
+    #[serde(default = "defaults::max_membership_removal_percent_per_day")]
+    pub max_membership_removal_percent_per_day: f64,
     #[serde(default = "defaults::max_role_downgrades")]
     pub max_role_downgrades: usize,
     #[serde(default = "defaults::max_role_downgrade_percent")]
     pub max_role_downgrade_percent: f64,
     #[serde(default = "defaults::max_role_downgrades_per_day")]
     pub max_role_downgrades_per_day: usize,
+    #[serde(default = "defaults::max_role_downgrade_percent_per_day")]
+    pub max_role_downgrade_percent_per_day: f64,
     /// Deletions after `deprovision.delete_after`: their own class.
     #[serde(default = "defaults::max_deletions")]
     pub max_deletions: usize,
@@ -703,6 +711,8 @@ pub struct SafetyConfig {
     pub max_deletion_percent: f64,
     #[serde(default = "defaults::max_deletions_per_day")]
     pub max_deletions_per_day: usize,
+    #[serde(default = "defaults::max_deletion_percent_per_day")]
+    pub max_deletion_percent_per_day: f64,
     /// userName changes: their own class, held whole over a limit like the others.
     #[serde(default = "defaults::max_renames")]
     pub max_renames: usize,
@@ -710,6 +720,8 @@ pub struct SafetyConfig {
     pub max_rename_percent: f64,
     #[serde(default = "defaults::max_renames_per_day")]
     pub max_renames_per_day: usize,
+    #[serde(default = "defaults::max_rename_percent_per_day")]
+    pub max_rename_percent_per_day: f64,
     /// A directory snapshot that shrank more than this share (percent) against the
     /// largest one accepted in the 24 h before (else the last accepted) is
     /// rejected as a source fault.
@@ -736,18 +748,24 @@ impl Default for SafetyConfig {
             min_population_for_percent: defaults::min_population_for_percent(),
             protected: Vec::new(),
             max_deprovisions_per_day: defaults::max_deprovisions_per_day(),
+            max_deprovision_percent_per_day: defaults::max_deprovision_percent_per_day(),
             max_membership_removals: defaults::max_membership_removals(),
             max_membership_removal_percent: defaults::max_membership_removal_percent(),
             max_membership_removals_per_day: defaults::max_membership_removals_per_day(),
+            max_membership_removal_percent_per_day:
+                defaults::max_membership_removal_percent_per_day(),
             max_role_downgrades: defaults::max_role_downgrades(),
             max_role_downgrade_percent: defaults::max_role_downgrade_percent(),
             max_role_downgrades_per_day: defaults::max_role_downgrades_per_day(),
+            max_role_downgrade_percent_per_day: defaults::max_role_downgrade_percent_per_day(),
             max_deletions: defaults::max_deletions(),
             max_deletion_percent: defaults::max_deletion_percent(),
             max_deletions_per_day: defaults::max_deletions_per_day(),
+            max_deletion_percent_per_day: defaults::max_deletion_percent_per_day(),
             max_renames: defaults::max_renames(),
             max_rename_percent: defaults::max_rename_percent(),
             max_renames_per_day: defaults::max_renames_per_day(),
+            max_rename_percent_per_day: defaults::max_rename_percent_per_day(),
             max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
             settle: defaults::settle(),
             protected_groups: Vec::new(),
@@ -909,6 +927,9 @@ mod defaults {
     pub fn max_deprovisions_per_day() -> usize {
         GuardSettings::default().max_deprovisions_per_day
     }
+    pub fn max_deprovision_percent_per_day() -> f64 {
+        GuardSettings::default().max_deprovision_percent_per_day
+    }
     pub fn max_membership_removals() -> usize {
         GuardSettings::default().max_membership_removals
     }
@@ -917,6 +938,9 @@ mod defaults {
     }
     pub fn max_membership_removals_per_day() -> usize {
         GuardSettings::default().max_membership_removals_per_day
+    }
+    pub fn max_membership_removal_percent_per_day() -> f64 {
+        GuardSettings::default().max_membership_removal_percent_per_day
     }
     pub fn max_role_downgrades() -> usize {
         GuardSettings::default().max_role_downgrades
@@ -927,6 +951,9 @@ mod defaults {
     pub fn max_role_downgrades_per_day() -> usize {
         GuardSettings::default().max_role_downgrades_per_day
     }
+    pub fn max_role_downgrade_percent_per_day() -> f64 {
+        GuardSettings::default().max_role_downgrade_percent_per_day
+    }
     pub fn max_deletions() -> usize {
         GuardSettings::default().max_deletions
     }
@@ -936,6 +963,9 @@ mod defaults {
     pub fn max_deletions_per_day() -> usize {
         GuardSettings::default().max_deletions_per_day
     }
+    pub fn max_deletion_percent_per_day() -> f64 {
+        GuardSettings::default().max_deletion_percent_per_day
+    }
     pub fn max_renames() -> usize {
         GuardSettings::default().max_renames
     }
@@ -944,6 +974,9 @@ mod defaults {
     }
     pub fn max_renames_per_day() -> usize {
         GuardSettings::default().max_renames_per_day
+    }
+    pub fn max_rename_percent_per_day() -> f64 {
+        GuardSettings::default().max_rename_percent_per_day
     }
     pub fn max_directory_shrink_percent() -> f64 {
         20.0
@@ -1793,6 +1826,26 @@ impl Config {
                 self.safety.max_deletion_percent,
             ),
             ("safety.max_rename_percent", self.safety.max_rename_percent),
+            (
+                "safety.max_deprovision_percent_per_day",
+                self.safety.max_deprovision_percent_per_day,
+            ),
+            (
+                "safety.max_membership_removal_percent_per_day",
+                self.safety.max_membership_removal_percent_per_day,
+            ),
+            (
+                "safety.max_role_downgrade_percent_per_day",
+                self.safety.max_role_downgrade_percent_per_day,
+            ),
+            (
+                "safety.max_deletion_percent_per_day",
+                self.safety.max_deletion_percent_per_day,
+            ),
+            (
+                "safety.max_rename_percent_per_day",
+                self.safety.max_rename_percent_per_day,
+            ),
             (
                 "safety.max_directory_shrink_percent",
                 self.safety.max_directory_shrink_percent,
@@ -3239,18 +3292,23 @@ impl Config {
             max_deprovision_percent: s.max_deprovision_percent,
             min_population_for_percent: s.min_population_for_percent,
             max_deprovisions_per_day: s.max_deprovisions_per_day,
+            max_deprovision_percent_per_day: s.max_deprovision_percent_per_day,
             max_membership_removals: s.max_membership_removals,
             max_membership_removal_percent: s.max_membership_removal_percent,
             max_membership_removals_per_day: s.max_membership_removals_per_day,
+            max_membership_removal_percent_per_day: s.max_membership_removal_percent_per_day,
             max_role_downgrades: s.max_role_downgrades,
             max_role_downgrade_percent: s.max_role_downgrade_percent,
             max_role_downgrades_per_day: s.max_role_downgrades_per_day,
+            max_role_downgrade_percent_per_day: s.max_role_downgrade_percent_per_day,
             max_deletions: s.max_deletions,
             max_deletion_percent: s.max_deletion_percent,
             max_deletions_per_day: s.max_deletions_per_day,
+            max_deletion_percent_per_day: s.max_deletion_percent_per_day,
             max_renames: s.max_renames,
             max_rename_percent: s.max_rename_percent,
             max_renames_per_day: s.max_renames_per_day,
+            max_rename_percent_per_day: s.max_rename_percent_per_day,
             owner_mapped: self.policy.mapping.iter().any(|m| m.role == Role::Owner),
             granted_to_nobody: std::collections::BTreeSet::new(),
         }
@@ -4275,51 +4333,67 @@ fn hidden_in_name(name: &str) -> Option<char> {
 
 /// Threshold percentages that allow not one action of their class at the
 /// smallest workspaces they apply to: from `min_population_for_percent` managed
-/// accounts until the percentage of them reaches one, the per-run limit rounds
-/// down to 0, and every action of the class waits for `approve` (for
-/// deprovisions, each single leaver's: no same-day deprovisioning without a
-/// human). Allowed, as a deliberate "nothing without a human", but said at load
-/// and by `check-config`, with the population from which one is allowed. A count
-/// of 0 says so itself, and is not repeated here.
+/// accounts until the percentage of them reaches one, the per-run (or 24 h)
+/// limit rounds down to 0, and every action of the class waits for `approve`
+/// (for deprovisions, each single leaver's: no same-day deprovisioning without
+/// a human). Allowed, as a deliberate "nothing without a human", but said at
+/// load and by `check-config`, with the population from which one is allowed. A
+/// count of 0 says so itself, and is not repeated here.
 fn percentages_allowing_none(settings: &GuardSettings, admin_command: &str) -> Vec<String> {
+    type LimitOf = fn(&crate::guard::Limits, usize, usize) -> usize;
     let min_population = settings.min_population_for_percent;
     let mut warnings = Vec::new();
     for class in crate::model::ActionClass::ALL {
         let limits = settings.limits(class);
-        if limits.per_run == 0
-            || crate::guard::run_limit(&limits, min_population, min_population) > 0
-        {
-            continue;
-        }
-        let key = format!("safety.max_{class}_percent");
-        let percent = limits.percent;
-        // The smallest population whose share is one action (as `run_limit`
-        // rounds it): 100 / percent up, or one more for a float just short.
-        let allows_one = (limits.percent > 0.0)
-            .then(|| (100.0 / limits.percent).ceil())
-            .filter(|n| n.is_finite() && *n < 1e15)
-            .map(|n| n as usize)
-            .map(|n| {
-                (n..n.saturating_add(3))
-                    .find(|m| crate::guard::run_limit(&limits, min_population, *m) > 0)
-                    .unwrap_or(n)
+        let windows: [(String, usize, f64, LimitOf, &str); 2] = [
+            (
+                format!("safety.max_{class}_percent"),
+                limits.per_run,
+                limits.percent,
+                crate::guard::run_limit,
+                "per-run",
+            ),
+            (
+                format!("safety.max_{class}_percent_per_day"),
+                limits.per_day,
+                limits.percent_per_day,
+                crate::guard::day_limit,
+                "24 h",
+            ),
+        ];
+        for (key, count, percent, limit_of, window) in windows {
+            if count == 0 || limit_of(&limits, min_population, min_population) > 0 {
+                continue;
+            }
+            // The smallest population whose share is one action (as `limit_of`
+            // rounds it): 100 / percent up, or one more for a float just short.
+            let allows_one = (percent > 0.0)
+                .then(|| (100.0 / percent).ceil())
+                .filter(|n| n.is_finite() && *n < 1e15)
+                .map(|n| n as usize)
+                .map(|n| {
+                    (n..n.saturating_add(3))
+                        .find(|m| limit_of(&limits, min_population, *m) > 0)
+                        .unwrap_or(n)
+                });
+            let noun = class.noun();
+            warnings.push(match allows_one {
+                Some(from) => format!(
+                    "{key} = {percent} is less than one of {min_population} to {} managed \
+                     accounts: with safety.min_population_for_percent = {min_population}, a \
+                     workspace of that size has a {window} limit of 0 {noun}, and each waits \
+                     for `{admin_command} approve`; set min_population_for_percent to {from} \
+                     (or more), or raise the percentage, unless that is meant",
+                    from - 1
+                ),
+                None => format!(
+                    "{key} = {percent}: from safety.min_population_for_percent = \
+                     {min_population} managed accounts on, the {window} limit is 0 {noun}, and \
+                     each waits for `{admin_command} approve`; raise the percentage unless \
+                     that is meant"
+                ),
             });
-        let noun = class.noun();
-        warnings.push(match allows_one {
-            Some(from) => format!(
-                "{key} = {percent} is less than one of {min_population} to {} managed accounts: \
-                 with safety.min_population_for_percent = {min_population}, a workspace of that \
-                 size has a per-run limit of 0 {noun}, and each waits for `{admin_command} \
-                 approve`; set min_population_for_percent to {from} (or more), or raise the \
-                 percentage, unless that is meant",
-                from - 1
-            ),
-            None => format!(
-                "{key} = {percent}: from safety.min_population_for_percent = {min_population} \
-                 managed accounts on, the per-run limit is 0 {noun}, and each waits for \
-                 `{admin_command} approve`; raise the percentage unless that is meant"
-            ),
-        });
+        }
     }
     warnings
 }
@@ -5882,6 +5956,87 @@ token = "s3cr3t-token-value"
         // A count of 0 says it itself.
         let counted = "min_population_for_percent = 3\nmax_deprovisions = 0\n";
         assert_eq!(warned(counted, "max_deprovision_percent"), None);
+    }
+
+    /// The 24 h percentages: twice the per-run ones by default (as the 24 h
+    /// counts are twice the per-run counts), each refused outside 0 to 100
+    /// naming its key and file, read from the environment too, and warned about
+    /// when it allows nothing at the minimum population, as the per-run ones are.
+    #[test]
+    fn the_24h_percentages_default_to_twice_the_per_run_ones_and_are_validated() {
+        let settings = load("", "", &[]).unwrap().guard_settings();
+        for class in crate::model::ActionClass::ALL {
+            let limits = settings.limits(class);
+            assert_eq!(limits.percent_per_day, 2.0 * limits.percent, "{class}");
+        }
+        let config = load("", "", &[]).unwrap();
+        let s = &config.safety;
+        assert_eq!(
+            [
+                s.max_deprovision_percent_per_day,
+                s.max_membership_removal_percent_per_day,
+                s.max_role_downgrade_percent_per_day,
+                s.max_deletion_percent_per_day,
+                s.max_rename_percent_per_day,
+            ],
+            [10.0, 20.0, 10.0, 10.0, 10.0]
+        );
+        for class in crate::model::ActionClass::ALL {
+            let key = format!("max_{class}_percent_per_day");
+            for bad in ["100.5", "-1"] {
+                let error = load("", &format!("[safety]\n{key} = {bad}\n"), &[]).unwrap_err();
+                assert!(
+                    error.contains(&format!(
+                        "seatwarden.toml: key `safety.{key}`: must be between 0 and 100"
+                    )),
+                    "{error}"
+                );
+            }
+            let set = load("", &format!("[safety]\n{key} = 7.5\n"), &[]).unwrap();
+            assert_eq!(set.guard_settings().limits(class).percent_per_day, 7.5);
+        }
+        let from_env = load(
+            "",
+            "",
+            &[("SEATWARDEN__SAFETY__MAX_RENAME_PERCENT_PER_DAY", "2.5")],
+        )
+        .unwrap();
+        assert_eq!(from_env.safety.max_rename_percent_per_day, 2.5);
+
+        let warned = |safety: &str, key: &str| {
+            load("", &format!("[safety]\n{safety}"), &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .find(|w| w.starts_with(&format!("safety.{key} ")))
+        };
+        assert_eq!(warned("", "max_deprovision_percent_per_day"), None);
+        // 10% of 3 to 9 is less than one; 5% per run of them too, said apart.
+        let small = "min_population_for_percent = 3\n";
+        let warning = warned(small, "max_deprovision_percent_per_day").unwrap();
+        assert!(
+            warning.contains(
+                "= 10 is less than one of 3 to 9 managed accounts: with \
+                 safety.min_population_for_percent = 3, a workspace of that size has a 24 h \
+                 limit of 0 deprovisions, and each waits for `seatwarden approve`; set \
+                 min_population_for_percent to 10"
+            ),
+            "{warning}"
+        );
+        assert!(warned(small, "max_deprovision_percent").is_some());
+        let ten = "min_population_for_percent = 10\nmax_deprovision_percent = 10\n";
+        assert_eq!(warned(ten, "max_deprovision_percent_per_day"), None);
+        let none = warned(
+            "max_rename_percent_per_day = 0\n",
+            "max_rename_percent_per_day",
+        );
+        assert!(
+            none.unwrap()
+                .contains("managed accounts on, the 24 h limit is 0 renames"),
+        );
+        // A count of 0 says it itself.
+        let counted = "min_population_for_percent = 3\nmax_deprovisions_per_day = 0\n";
+        assert_eq!(warned(counted, "max_deprovision_percent_per_day"), None);
     }
 
     #[test]

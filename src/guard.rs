@@ -12,9 +12,11 @@
 //!    the run, holds *every* action of that class. A mass deprovision is far more
 //!    likely a source fault than a real event, and letting the first N through would
 //!    still do the damage; the 24 h limit stops a slow drip that stays under the
-//!    per-run one. The per-run limit is the count, tightened to the percentage of
-//!    the managed accounts once there are at least `min_population_for_percent` of
-//!    them (small workspaces would otherwise hit the percentage with one leaver).
+//!    per-run one. Each limit is a count, tightened to a percentage of the
+//!    managed accounts once there are at least `min_population_for_percent` of
+//!    them (small workspaces would otherwise hit the percentage with one leaver):
+//!    [`run_limit`] per run, [`day_limit`] per 24 h (else at a few hundred
+//!    accounts small runs pass in a day far more than the per-run share).
 //!    `allow_over_threshold` (typed by a human, recorded by the caller) skips this
 //!    rule only.
 //! 3. The last active Owner is never deactivated, deleted or demoted.
@@ -55,13 +57,17 @@ use crate::model::{
 };
 use crate::policy::FxHashMap;
 
-/// Per-class limits: a count and a percentage per run, and a count per rolling
-/// 24 h.
+/// Per-class limits: a count and a percentage per run, and a count and a
+/// percentage per rolling 24 h.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub per_run: usize,
     pub percent: f64,
     pub per_day: usize,
+    /// Of the managed accounts, per rolling 24 h: without it, at a few hundred
+    /// accounts several small runs each under `percent` pass a far larger share
+    /// in a day than the per-day count was meant to allow.
+    pub percent_per_day: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,18 +76,23 @@ pub struct GuardSettings {
     pub max_deprovision_percent: f64,
     pub min_population_for_percent: usize,
     pub max_deprovisions_per_day: usize,
+    pub max_deprovision_percent_per_day: f64,
     pub max_membership_removals: usize,
     pub max_membership_removal_percent: f64,
     pub max_membership_removals_per_day: usize,
+    pub max_membership_removal_percent_per_day: f64,
     pub max_role_downgrades: usize,
     pub max_role_downgrade_percent: f64,
     pub max_role_downgrades_per_day: usize,
+    pub max_role_downgrade_percent_per_day: f64,
     pub max_deletions: usize,
     pub max_deletion_percent: f64,
     pub max_deletions_per_day: usize,
+    pub max_deletion_percent_per_day: f64,
     pub max_renames: usize,
     pub max_rename_percent: f64,
     pub max_renames_per_day: usize,
+    pub max_rename_percent_per_day: f64,
     /// Some `policy.mapping` gives Owner (to someone: see
     /// `safety::guard_settings`). Without one, demoting an Owner waits for a human
     /// ([`HoldReason::OwnerWithoutMapping`]).
@@ -100,18 +111,23 @@ impl Default for GuardSettings {
             max_deprovision_percent: 5.0,
             min_population_for_percent: 100,
             max_deprovisions_per_day: 50,
+            max_deprovision_percent_per_day: 10.0,
             max_membership_removals: 100,
             max_membership_removal_percent: 10.0,
             max_membership_removals_per_day: 200,
+            max_membership_removal_percent_per_day: 20.0,
             max_role_downgrades: 10,
             max_role_downgrade_percent: 5.0,
             max_role_downgrades_per_day: 20,
+            max_role_downgrade_percent_per_day: 10.0,
             max_deletions: 25,
             max_deletion_percent: 5.0,
             max_deletions_per_day: 50,
+            max_deletion_percent_per_day: 10.0,
             max_renames: 25,
             max_rename_percent: 5.0,
             max_renames_per_day: 50,
+            max_rename_percent_per_day: 10.0,
             owner_mapped: true,
             granted_to_nobody: BTreeSet::new(),
         }
@@ -125,26 +141,31 @@ impl GuardSettings {
                 per_run: self.max_deprovisions,
                 percent: self.max_deprovision_percent,
                 per_day: self.max_deprovisions_per_day,
+                percent_per_day: self.max_deprovision_percent_per_day,
             },
             ActionClass::MembershipRemoval => Limits {
                 per_run: self.max_membership_removals,
                 percent: self.max_membership_removal_percent,
                 per_day: self.max_membership_removals_per_day,
+                percent_per_day: self.max_membership_removal_percent_per_day,
             },
             ActionClass::RoleDowngrade => Limits {
                 per_run: self.max_role_downgrades,
                 percent: self.max_role_downgrade_percent,
                 per_day: self.max_role_downgrades_per_day,
+                percent_per_day: self.max_role_downgrade_percent_per_day,
             },
             ActionClass::Deletion => Limits {
                 per_run: self.max_deletions,
                 percent: self.max_deletion_percent,
                 per_day: self.max_deletions_per_day,
+                percent_per_day: self.max_deletion_percent_per_day,
             },
             ActionClass::Rename => Limits {
                 per_run: self.max_renames,
                 percent: self.max_rename_percent,
                 per_day: self.max_renames_per_day,
+                percent_per_day: self.max_rename_percent_per_day,
             },
         }
     }
@@ -156,18 +177,23 @@ impl GuardSettings {
             max_deprovision_percent: 100.0,
             min_population_for_percent: usize::MAX,
             max_deprovisions_per_day: usize::MAX,
+            max_deprovision_percent_per_day: 100.0,
             max_membership_removals: usize::MAX,
             max_membership_removal_percent: 100.0,
             max_membership_removals_per_day: usize::MAX,
+            max_membership_removal_percent_per_day: 100.0,
             max_role_downgrades: usize::MAX,
             max_role_downgrade_percent: 100.0,
             max_role_downgrades_per_day: usize::MAX,
+            max_role_downgrade_percent_per_day: 100.0,
             max_deletions: usize::MAX,
             max_deletion_percent: 100.0,
             max_deletions_per_day: usize::MAX,
+            max_deletion_percent_per_day: 100.0,
             max_renames: usize::MAX,
             max_rename_percent: 100.0,
             max_renames_per_day: usize::MAX,
+            max_rename_percent_per_day: 100.0,
             owner_mapped: true,
             granted_to_nobody: BTreeSet::new(),
         }
@@ -204,18 +230,36 @@ pub fn deprovision_limit(settings: &GuardSettings, managed: usize) -> usize {
 /// The per-run limit of one class: the count, tightened to the percentage of the
 /// managed accounts once there are at least `min_population` of them.
 pub fn run_limit(limits: &Limits, min_population: usize, managed: usize) -> usize {
+    count_or_share(limits.per_run, limits.percent, min_population, managed)
+}
+
+/// The rolling 24 h limit of one class, as [`run_limit`] reads the per-run one:
+/// the per-day count, tightened to the per-day percentage of the managed
+/// accounts once there are at least `min_population` of them.
+pub fn day_limit(limits: &Limits, min_population: usize, managed: usize) -> usize {
+    count_or_share(
+        limits.per_day,
+        limits.percent_per_day,
+        min_population,
+        managed,
+    )
+}
+
+/// `count`, or `percent` of `managed` rounded down when that is fewer and
+/// `managed` is at least `min_population`.
+fn count_or_share(count: usize, percent: f64, min_population: usize, managed: usize) -> usize {
     if managed < min_population {
-        return limits.per_run;
+        return count;
     }
     // Multiplied before dividing: `29.0 / 100.0 * 100.0` is 28.999…, one short.
-    let share = (limits.percent * managed as f64 / 100.0).floor();
+    let share = (percent * managed as f64 / 100.0).floor();
     // NaN and negative shares mean "no percentage allowance" rather than a wrap.
     let by_percent = if share.is_finite() && share > 0.0 {
         share as usize
     } else {
         0
     };
-    limits.per_run.min(by_percent)
+    count.min(by_percent)
 }
 
 /// How much of `class` the plan would do (membership removals count members).
@@ -255,16 +299,19 @@ fn threshold_breach(
             by_percent: limit < limits.per_run,
         });
     }
+    // What the 24 h count counts, the percentage counts too: the same window,
+    // one limit (the tighter of the two).
     let recent = input.recent.get(class);
-    if planned.saturating_add(recent) > limits.per_day {
+    let limit = day_limit(&limits, settings.min_population_for_percent, managed);
+    if planned.saturating_add(recent) > limit {
         return Some(HoldReason::Threshold {
             class,
             window: ThresholdWindow::Day,
             planned,
             recent,
-            limit: limits.per_day,
+            limit,
             managed,
-            by_percent: false,
+            by_percent: limit < limits.per_day,
         });
     }
     None
@@ -1633,6 +1680,125 @@ mod tests {
                 .iter()
                 .all(|a| a.held == Some(HoldReason::IncompleteDirectory))
         );
+    }
+
+    #[test]
+    fn the_24h_limit_uses_its_percentage_only_from_the_minimum_population() {
+        let settings = GuardSettings {
+            max_deprovision_percent: 5.0,
+            max_deprovisions_per_day: 50,
+            max_deprovision_percent_per_day: 10.0,
+            min_population_for_percent: 100,
+            ..GuardSettings::unlimited()
+        };
+        let limits = settings.limits(ActionClass::Deprovision);
+        assert_eq!(
+            day_limit(&limits, 100, 99),
+            50,
+            "under the minimum: the count"
+        );
+        assert_eq!(day_limit(&limits, 100, 100), 10);
+        assert_eq!(day_limit(&limits, 100, 209), 20, "rounded down");
+        assert_eq!(day_limit(&limits, 100, 1000), 50, "the count when tighter");
+        // Each window has its own percentage.
+        assert_eq!(run_limit(&limits, 100, 200), 10);
+        assert_eq!(day_limit(&limits, 100, 200), 20);
+        let nan = Limits {
+            percent_per_day: f64::NAN,
+            ..limits
+        };
+        assert_eq!(day_limit(&nan, 100, 200), 0);
+    }
+
+    /// The 24 h percentage counts what the 24 h count counts (what the store
+    /// counted in the 24 h before, this run's plan, and what it could not read)
+    /// and holds the whole class, saying it was the percentage; under
+    /// `min_population_for_percent` it holds nothing, and other classes are
+    /// untouched.
+    #[test]
+    fn the_24h_percentage_holds_the_class_with_its_reason() {
+        let settings = GuardSettings {
+            max_deprovisions: 25,
+            max_deprovision_percent: 5.0,
+            max_deprovisions_per_day: 50,
+            max_deprovision_percent_per_day: 10.0,
+            min_population_for_percent: 100,
+            ..GuardSettings::unlimited()
+        };
+        let ws = WorkspaceSnapshot::default();
+        let plan = || {
+            let mut kinds: Vec<ActionKind> = (0..5).map(|i| deactivate(&i.to_string())).collect();
+            kinds.push(demote("d", "Editor", Role::Viewer));
+            plan_of(kinds)
+        };
+        let input = |managed, recent, unread| GuardInput {
+            managed_accounts: managed,
+            recent: RecentCounts {
+                deprovisions: recent,
+                ..RecentCounts::default()
+            },
+            unread: RecentCounts {
+                deprovisions: unread,
+                ..RecentCounts::default()
+            },
+            ..COMPLETE
+        };
+        // 200 managed: 10 a run, 20 a day. 15 + 5 = 20 is at the limit.
+        assert_eq!(
+            guard(plan(), &ws, &settings, &input(200, 15, 0))
+                .held()
+                .count(),
+            0
+        );
+        for (recent, unread) in [(16, 0), (15, 1)] {
+            let out = guard(plan(), &ws, &settings, &input(200, recent, unread));
+            let reason = HoldReason::Threshold {
+                class: ActionClass::Deprovision,
+                window: ThresholdWindow::Day,
+                planned: 5 + unread,
+                recent,
+                limit: 20,
+                managed: 200,
+                by_percent: true,
+            };
+            assert_eq!(
+                held(&out),
+                [
+                    Some(reason.clone()),
+                    Some(reason.clone()),
+                    Some(reason.clone()),
+                    Some(reason.clone()),
+                    Some(reason),
+                    None
+                ],
+                "{recent} recent, {unread} unread"
+            );
+        }
+        let out = guard(plan(), &ws, &settings, &input(200, 16, 0));
+        assert_eq!(
+            out.actions[0]
+                .held
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(
+                "5 deprovisions planned + 16 in the last 24 h = 21, the 24 h limit is 20 \
+                 (by percentage, of 200 managed accounts)"
+            )
+        );
+        // Under the minimum population only the count applies: 45 + 5 = 50.
+        assert_eq!(
+            guard(plan(), &ws, &settings, &input(99, 45, 0))
+                .held()
+                .count(),
+            0
+        );
+        // The override lifts it as it lifts the others.
+        let over = GuardInput {
+            allow_over_threshold: true,
+            ..input(200, 40, 0)
+        };
+        assert_eq!(guard(plan(), &ws, &settings, &over).held().count(), 0);
     }
 
     #[test]

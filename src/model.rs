@@ -763,7 +763,8 @@ pub enum HoldReason {
     /// The action would leave the workspace without an active Owner.
     LastOwner,
     /// Its class of actions is over a limit: `planned` this run (plus `recent` in
-    /// the last 24 h for the `day` window) exceeds `limit`.
+    /// the last 24 h for the `day` window) exceeds `limit`, the count or (when
+    /// `by_percent`) the percentage of `managed` for that window.
     Threshold {
         class: ActionClass,
         window: ThresholdWindow,
@@ -926,13 +927,22 @@ impl fmt::Display for HoldDescription<'_> {
                 planned,
                 recent,
                 limit,
-                ..
-            } => write!(
-                f,
-                "{planned} {noun} planned + {recent} in the last 24 h = {}, the 24 h limit is {limit}",
-                planned.saturating_add(*recent),
-                noun = class.noun_for(*planned)
-            ),
+                managed,
+                by_percent,
+            } => {
+                write!(
+                    f,
+                    "{planned} {noun} planned + {recent} in the last 24 h = {}, the 24 h limit is {limit}",
+                    planned.saturating_add(*recent),
+                    noun = class.noun_for(*planned)
+                )?;
+                // The count's reason reads as it always did; the percentage's
+                // says so, and of how many, as the per-run one does.
+                if *by_percent {
+                    write!(f, " (by percentage, of {managed} managed accounts)")?;
+                }
+                Ok(())
+            }
             HoldReason::Settling {
                 first_seen,
                 settles_at,

@@ -11,7 +11,8 @@
 //!    time is re-checked by a filter read first; accounts found go back into the
 //!    snapshot (and the plan is made again), creates that cannot be confirmed are
 //!    held ([`hold_unconfirmed`]).
-//! 3. [`guard_input`]: the 24 h counts from the store for the thresholds.
+//! 3. [`guard_input`]: the 24 h counts from the store for the thresholds (the
+//!    24 h limits go by them, the count and the percentage alike).
 //! 4. [`settle`] after the guard: creates and updates wait for the settle window.
 //! 5. [`apply_with_circuit`]: apply behind the persisted circuit breaker.
 //!

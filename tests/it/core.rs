@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 
-use seatwarden::guard::{GuardInput, GuardSettings, Limits, guard, run_limit};
+use seatwarden::guard::{GuardInput, GuardSettings, Limits, day_limit, guard, run_limit};
 use seatwarden::model::{
     Account, AccountRef, ActionClass, ActionKind, DirectorySnapshot, DriftKind, Identity,
     IdentityStatus, Link, Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
@@ -402,7 +402,8 @@ fn touched(plan: &Plan) -> (BTreeSet<String>, BTreeSet<String>) {
 /// The per-run limit as documented, computed here rather than by the guard: the
 /// count, tightened to floor(percent × managed / 100) once there are at least
 /// `min_population` managed accounts. Percentages are drawn in quarters of a
-/// percent, so this is exact integer arithmetic.
+/// percent, so this is exact integer arithmetic. The 24 h limit is documented
+/// the same way, from the per-day count and percentage.
 fn documented_run_cap(
     per_run: usize,
     quarter_percent: u32,
@@ -433,11 +434,17 @@ fn a_percentage_limit_is_not_lost_to_rounding() {
             per_run: 1000,
             percent,
             per_day: 1000,
+            percent_per_day: percent,
         };
         assert_eq!(
             run_limit(&limits, 0, managed),
             cap,
             "{percent} % of {managed}"
+        );
+        assert_eq!(
+            day_limit(&limits, 0, managed),
+            cap,
+            "{percent} % of {managed} per 24 h"
         );
     }
 }
@@ -921,12 +928,13 @@ proptest! {
         }
     }
 
-    /// No class of destructive actions passes its per-run or 24 h limit, whatever
-    /// the counts already made today; the override lifts exactly the thresholds.
+    /// No class of destructive actions passes its per-run or 24 h limit (count or
+    /// percentage), whatever the counts already made today; the override lifts
+    /// exactly the thresholds.
     #[test]
     fn no_plan_passes_a_threshold(
         s in scenario(),
-        limits in proptest::collection::vec((0..8usize, quarter_percents(50), 0..16usize), 5),
+        limits in proptest::collection::vec((0..8usize, quarter_percents(50), 0..16usize, quarter_percents(100)), 5),
         recent in proptest::collection::vec(0..12usize, 5),
         min_population in 0..20usize,
         managed in 0..40usize,
@@ -957,18 +965,23 @@ proptest! {
             max_deprovisions: limits[0].0,
             max_deprovision_percent: f64::from(limits[0].1) / 4.0,
             max_deprovisions_per_day: limits[0].2,
+            max_deprovision_percent_per_day: f64::from(limits[0].3) / 4.0,
             max_membership_removals: limits[1].0,
             max_membership_removal_percent: f64::from(limits[1].1) / 4.0,
             max_membership_removals_per_day: limits[1].2,
+            max_membership_removal_percent_per_day: f64::from(limits[1].3) / 4.0,
             max_role_downgrades: limits[2].0,
             max_role_downgrade_percent: f64::from(limits[2].1) / 4.0,
             max_role_downgrades_per_day: limits[2].2,
+            max_role_downgrade_percent_per_day: f64::from(limits[2].3) / 4.0,
             max_deletions: limits[3].0,
             max_deletion_percent: f64::from(limits[3].1) / 4.0,
             max_deletions_per_day: limits[3].2,
+            max_deletion_percent_per_day: f64::from(limits[3].3) / 4.0,
             max_renames: limits[4].0,
             max_rename_percent: f64::from(limits[4].1) / 4.0,
             max_renames_per_day: limits[4].2,
+            max_rename_percent_per_day: f64::from(limits[4].3) / 4.0,
             min_population_for_percent: min_population,
             owner_mapped,
             granted_to_nobody: granted_to_nobody.clone(),
@@ -1036,7 +1049,9 @@ proptest! {
             // Drawn in quarters of a percent: read back exactly.
             let quarter_percent = (limits.percent * 4.0).round() as u32;
             let run_cap = documented_run_cap(limits.per_run, quarter_percent, min_population, managed);
-            let within = planned <= run_cap && planned + input.recent.get(class) <= limits.per_day;
+            let quarter_percent_per_day = (limits.percent_per_day * 4.0).round() as u32;
+            let day_cap = documented_run_cap(limits.per_day, quarter_percent_per_day, min_population, managed);
+            let within = planned <= run_cap && planned + input.recent.get(class) <= day_cap;
             let threshold_held = guarded.held().any(|a| {
                 a.kind.threshold_class().is_some_and(|(c, _)| c == class)
                     && matches!(a.held, Some(seatwarden::model::HoldReason::Threshold { .. }))
@@ -1045,7 +1060,7 @@ proptest! {
             prop_assert_eq!(threshold_held, !within && planned > 0, "{}", class);
             if runnable > 0 {
                 prop_assert!(runnable <= run_cap, "{class}: {runnable}");
-                prop_assert!(runnable + input.recent.get(class) <= limits.per_day, "{class}: {runnable}");
+                prop_assert!(runnable + input.recent.get(class) <= day_cap, "{class}: {runnable}");
             }
         }
     }

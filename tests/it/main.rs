@@ -135,6 +135,7 @@ mod review_s55_protected_leavers;
 mod review_s55_s54diff;
 mod review_s55_storage;
 mod review_s56_approve_reads;
+mod review_s56_daypct;
 mod review_s56_guards;
 mod review_s56_idkeys;
 mod review_s56_refused;

@@ -17,7 +17,8 @@
 //!   the per-run limit (in half the cases tightened by a percentage of the
 //!   managed accounts once there are 13 of them), and with every one sent in the 24 h before (an approved
 //!   one included: README "Thresholds", what was applied in the 24 h before the
-//!   run plus this run) within the 24 h limit; only `approve` may pass them;
+//!   run plus this run) within the 24 h limit (in the same cases tightened by
+//!   the 24 h percentage); only `approve` may pass them;
 //! - no write names the protected account, nor the excepted one before the
 //!   exception's end;
 //! - no account of a person with access (active, in scope), nor one an admin
@@ -71,6 +72,13 @@ const MAX_DOWNGRADES_PER_DAY: usize = 2;
 const MIN_POPULATION: usize = HIRED + 1;
 const MAX_DEPROVISION_PERCENT: f64 = 15.0;
 const MAX_DOWNGRADE_PERCENT: f64 = 10.0;
+/// With [`Case::percent`]: the 24 h percentages, set here rather than left at
+/// their defaults (10%: one a day at these populations) so that each binds
+/// below its 24 h count at some populations and not at others: 20% of 13 or 14
+/// is 2 deprovisions a day (the count is 3), 15% of 13 is 1 downgrade (the
+/// count is 2).
+const MAX_DEPROVISION_PERCENT_PER_DAY: f64 = 20.0;
+const MAX_DOWNGRADE_PERCENT_PER_DAY: f64 = 15.0;
 /// Role groups: index 0 is none (the default role).
 const ROLE_GROUPS: [(&str, Role); 3] = [
     ("", Role::Viewer),
@@ -415,6 +423,8 @@ impl World {
              min_population_for_percent = {min_population}\n\
              max_deprovision_percent = {MAX_DEPROVISION_PERCENT:.1}\n\
              max_role_downgrade_percent = {MAX_DOWNGRADE_PERCENT:.1}\n\
+             max_deprovision_percent_per_day = {MAX_DEPROVISION_PERCENT_PER_DAY:.1}\n\
+             max_role_downgrade_percent_per_day = {MAX_DOWNGRADE_PERCENT_PER_DAY:.1}\n\
              max_directory_shrink_percent = 90\n\
              settle = \"0s\"\nprotected = [\"{protected}\"]\n\n\
              [[safety.exceptions]]\nuser_name = \"{excepted}\"\nuntil = \"{until}\"\n\
@@ -526,6 +536,20 @@ impl World {
         let (count, percent) = match counted {
             Counted::Deprovision => (MAX_DEPROVISIONS, MAX_DEPROVISION_PERCENT),
             Counted::Downgrade => (MAX_DOWNGRADES, MAX_DOWNGRADE_PERCENT),
+        };
+        if !self.percent || managed < MIN_POPULATION {
+            return count;
+        }
+        count.min((percent * managed as f64 / 100.0).floor() as usize)
+    }
+
+    /// The 24 h limit of `counted` with `managed` accounts managed, as
+    /// [`World::run_limit`] reads the per-run one: the 24 h count, tightened to
+    /// the 24 h percentage from [`MIN_POPULATION`] on.
+    fn day_limit(&self, counted: Counted, managed: usize) -> usize {
+        let (count, percent) = match counted {
+            Counted::Deprovision => (MAX_DEPROVISIONS_PER_DAY, MAX_DEPROVISION_PERCENT_PER_DAY),
+            Counted::Downgrade => (MAX_DOWNGRADES_PER_DAY, MAX_DOWNGRADE_PERCENT_PER_DAY),
         };
         if !self.percent || managed < MIN_POPULATION {
             return count;
@@ -722,16 +746,13 @@ fn expected(w: &World, before: &WorkspaceSnapshot) -> Expected {
         }
     }
     let managed = w.managed(before);
-    let within = |planned: usize, per_day: usize, counted: Counted| {
-        planned <= w.run_limit(counted, managed) && w.recent(counted) + planned <= per_day
+    let within = |planned: usize, counted: Counted| {
+        planned <= w.run_limit(counted, managed)
+            && w.recent(counted) + planned <= w.day_limit(counted, managed)
     };
     Expected {
-        deprovisions_allowed: within(
-            leavers.len(),
-            MAX_DEPROVISIONS_PER_DAY,
-            Counted::Deprovision,
-        ),
-        downgrades_allowed: within(downgrades.len(), MAX_DOWNGRADES_PER_DAY, Counted::Downgrade),
+        deprovisions_allowed: within(leavers.len(), Counted::Deprovision),
+        downgrades_allowed: within(downgrades.len(), Counted::Downgrade),
         leavers,
         downgrades,
     }
@@ -812,17 +833,19 @@ fn check_writes(
         );
         if deprovisions > 0 {
             let day = w.recent(Counted::Deprovision);
+            let limit = w.day_limit(Counted::Deprovision, managed);
             prop_assert!(
-                day <= MAX_DEPROVISIONS_PER_DAY,
-                "{day} deprovisions in the 24 h up to {}, the limit is {MAX_DEPROVISIONS_PER_DAY}",
+                day <= limit,
+                "{day} deprovisions in the 24 h up to {}, the limit is {limit} ({managed} managed)",
                 w.now
             );
         }
         if downgrades > 0 {
             let day = w.recent(Counted::Downgrade);
+            let limit = w.day_limit(Counted::Downgrade, managed);
             prop_assert!(
-                day <= MAX_DOWNGRADES_PER_DAY,
-                "{day} downgrades in the 24 h up to {}, the limit is {MAX_DOWNGRADES_PER_DAY}",
+                day <= limit,
+                "{day} downgrades in the 24 h up to {}, the limit is {limit} ({managed} managed)",
                 w.now
             );
         }

@@ -24,7 +24,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 /// People `0..n` of the directory, all active.
-fn people(n: usize) -> serde_json::Value {
+pub(crate) fn people(n: usize) -> serde_json::Value {
     (0..n)
         .map(|i| {
             let name = format!("p{i}@example.com");
@@ -34,7 +34,7 @@ fn people(n: usize) -> serde_json::Value {
 }
 
 /// An account for each of people `0..n`, linked by externalId.
-fn accounts(n: usize) -> Vec<Account> {
+pub(crate) fn accounts(n: usize) -> Vec<Account> {
     (0..n)
         .map(|i| {
             linked(
@@ -56,7 +56,7 @@ fn write_people(dir: &Path, n: usize) {
 }
 
 /// A reconcile judged at `at`, with `--accept-directory` when `accept`.
-async fn reconcile_at(config: &Config, at: DateTime<Utc>, accept: bool) -> RunOutcome {
+pub(crate) async fn reconcile_at(config: &Config, at: DateTime<Utc>, accept: bool) -> RunOutcome {
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     run::execute_with_options(
         config,
