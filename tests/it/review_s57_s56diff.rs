@@ -1,0 +1,61 @@
+//! Review (s57) of session 56's changes: `approve`'s directory reads beside a
+//! directory outage, and protection it knows of only from its own read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::model::IdentityStatus;
+use seatwarden::run::Mode;
+
+use crate::review_s45_approve::{approve_all, converged, execute, write_directory};
+use crate::review_s56_approve_reads::{held_deactivation_of, set_status, suspend_two};
+
+/// Two people suspended by mistake, their deactivations held. One is active
+/// again, and a `plan` reads the directory so. Then the export is cut to one
+/// person: the next reconcile's read is refused as a source fault, and so is
+/// the one `approve` makes. The newest sound read, the plan's, shows the
+/// person back; the approval looked only at the newest complete read (the
+/// refused one), skipped it, and fell back to the held run's own read: it
+/// deactivated someone a read since had shown back.
+#[tokio::test]
+async fn approve_goes_by_the_newest_sound_read_past_a_refused_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    config.safety.max_deprovisions = 0;
+    let two = suspend_two(&mut data);
+    write_directory(dir.path(), &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let back_seq = held_deactivation_of(&held, &two[0]);
+    let gone_seq = held_deactivation_of(&held, &two[1]);
+
+    set_status(&mut data, &two[0], IdentityStatus::Active);
+    write_directory(dir.path(), &data);
+    let planned = execute(&config, Mode::Plan).await;
+    assert!(planned.report.safety.source_fault.is_none());
+
+    let mut cut = data.clone();
+    cut.directory.identities.truncate(1);
+    write_directory(dir.path(), &cut);
+    let refused = execute(&config, Mode::Reconcile).await;
+    assert!(refused.report.safety.source_fault.is_some());
+
+    let approval = approve_all(&config, held.run_id).await;
+    assert!(approval.directory_note.is_some(), "{approval:?}");
+    assert_eq!(approval.approved, vec![gone_seq], "{approval:?}");
+    assert_eq!(
+        approval
+            .refused
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect::<Vec<_>>(),
+        vec![back_seq],
+        "{approval:?}"
+    );
+    let why = &approval.refused[0].1;
+    assert!(
+        why.contains(&format!(
+            "in the directory read by run {}, ",
+            planned.run_id
+        )),
+        "{why}"
+    );
+    sandbox.shutdown().await;
+}
