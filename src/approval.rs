@@ -31,7 +31,9 @@
 //! again beside the workspace ([`judge_fresh_directory`]: used when complete and
 //! not refused by the source check, else the approval says why not): a
 //! deprovision of someone it shows with access is refused, as is one of someone
-//! a sweep, a reconcile or a later run's read saw back.
+//! a sweep, a reconcile or a later run's read saw back; and the members it shows
+//! in a protected group (`safety.protected_groups`) are protected, as are those
+//! of the run's own read.
 //!
 //! A held role change or membership removal is also judged against the
 //! directory as it is now ([`no_longer_asked`]): the directory as read now, else
@@ -1163,7 +1165,7 @@ pub async fn approve(
     let store = Arc::new(Mutex::new(store));
 
     // Protected names and globs as configured now, and the protected groups' members
-    // as the run's directory snapshot had them.
+    // as the run's directory snapshot had them and as the directory reads now.
     let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
         let (protected, mut excepted_people) = match store.load_directory_snapshot(run)? {
@@ -1194,6 +1196,15 @@ pub async fn approve(
                 (protected, excepted)
             }
             None => (config.plan_settings(now).protected, HashMap::new()),
+        };
+        // And the protected groups' members as the directory reads now: someone
+        // put in one since the run (how an operator keeps one account out of a
+        // held mass deprovision before approving the rest) is protected, as the
+        // next reconcile from this read would protect them. The run's members
+        // stay protected: one who left the group since is decided by a new run.
+        let protected = match &fresh {
+            Some(fresh) => protected.with_members_of(&config.safety.protected_groups, fresh),
+            None => protected,
         };
         // A sweep's run stores no directory snapshot: the person's directory
         // userName is then the one their open deprovision keeps in the ledger,

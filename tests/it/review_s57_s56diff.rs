@@ -59,3 +59,63 @@ async fn approve_goes_by_the_newest_sound_read_past_a_refused_one() {
     );
     sandbox.shutdown().await;
 }
+
+/// A held mass deactivation takes in someone who must keep their account (a
+/// suspension by mistake of an on-call admin): the operator puts them in a
+/// protected directory group (`safety.protected_groups`) and approves the run
+/// for the rest. `approve` reads the directory beside the workspace for just
+/// such holds, yet judged protection by the group's members in the held run's
+/// read alone: the account was deactivated, as the next reconcile, reading the
+/// same directory, would never have done. Its members as read now are
+/// protected too.
+#[tokio::test]
+async fn approve_protects_someone_put_in_a_protected_group_since_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    config.safety.max_deprovisions = 0;
+    config.safety.protected_groups = vec!["On-call Admins".into()];
+    let two = suspend_two(&mut data);
+    // The group has a member from the start (an export lists no empty group).
+    let member = data
+        .directory
+        .identities
+        .iter_mut()
+        .find(|i| i.status == IdentityStatus::Active && !two.contains(&i.id))
+        .unwrap();
+    member.groups.push("On-call Admins".into());
+    write_directory(dir.path(), &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let kept_seq = held_deactivation_of(&held, &two[0]);
+    let gone_seq = held_deactivation_of(&held, &two[1]);
+
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.id == two[0])
+        .unwrap()
+        .groups
+        .push("On-call Admins".into());
+    write_directory(dir.path(), &data);
+    let approval = approve_all(&config, held.run_id).await;
+    assert_eq!(approval.directory_note, None, "{approval:?}");
+    assert_eq!(approval.approved, vec![gone_seq], "{approval:?}");
+    assert_eq!(approval.refused.len(), 1, "{approval:?}");
+    assert_eq!(approval.refused[0].0, kept_seq);
+    assert!(
+        approval.refused[0].1.ends_with(" is protected"),
+        "{}",
+        approval.refused[0].1
+    );
+    let workspace = sandbox.snapshot();
+    let active = |identity: &str| {
+        workspace
+            .accounts
+            .iter()
+            .find(|a| a.external_id.as_deref() == Some(identity))
+            .unwrap()
+            .active
+    };
+    assert!(active(&two[0]), "the protected person keeps their account");
+    assert!(!active(&two[1]));
+    sandbox.shutdown().await;
+}
