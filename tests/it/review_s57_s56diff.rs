@@ -119,3 +119,82 @@ async fn approve_protects_someone_put_in_a_protected_group_since_the_run() {
     assert!(!active(&two[1]));
     sandbox.shutdown().await;
 }
+
+/// A leaver's protected account, gauged from a whole directory read; then a
+/// read that was incomplete (a SCIM directory's listing short of its
+/// `totalResults`), which since session 56 lists no protected leaver it does
+/// not show. Its empty PROTECTED LEAVERS set the gauge to 0: the
+/// `SeatwardenProtectedLeaver` alert resolved, to fire again at the next whole
+/// read, with nothing settled. Here the daemon restarts after such a run (its
+/// own first reconcile refused, so the restored gauge is what it shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_directory_read_does_not_lower_the_protected_leaver_gauge() {
+    use crate::review_s41_ops::sample;
+    use chrono::Utc;
+    use seatwarden::model::ProtectedLeaver;
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let metrics = crate::review_s48_protected_link::reconciled_daemon_metrics(
+        "breakglass@example.com",
+        |state| {
+            let mut store = Store::open(state).unwrap();
+            let now = Utc::now() - chrono::Duration::hours(2);
+            let whole = store.begin_run(RunKind::Reconcile, now).unwrap();
+            // A directory of 1,000 accepted: the demo's 50 are refused.
+            store.accept_directory(whole, 1000, now).unwrap();
+            let mut report = crate::review_s48_protected_link::quiet_report();
+            report.safety.protected_leavers.push(ProtectedLeaver {
+                account_id: "w1".into(),
+                user_name: "ops-admin@example.com".into(),
+                identity_id: "00u1".into(),
+                why: "identity is deleted from the directory".into(),
+            });
+            store.save_report(whole, &report.to_stored_json()).unwrap();
+            store
+                .finish_run(whole, now, RunStatus::Succeeded, None)
+                .unwrap();
+
+            let later = now + chrono::Duration::minutes(30);
+            let partial = store.begin_run(RunKind::Reconcile, later).unwrap();
+            let mut report = crate::review_s48_protected_link::quiet_report();
+            report.run_id = partial;
+            report.safety.directory_incomplete = true;
+            store
+                .save_report(partial, &report.to_stored_json())
+                .unwrap();
+            store
+                .finish_run(partial, later, RunStatus::Succeeded, None)
+                .unwrap();
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_leavers"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// A reconcile's report says when its directory read was incomplete (and
+/// not refused), which the gauges above go by; a whole read's says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_report_says_its_directory_read_was_incomplete() {
+    use crate::scim_directory::{THREE, mount_people, three_provisioned};
+    let idp = wiremock::MockServer::start().await;
+    let (workspace, _dir, config) = three_provisioned(&idp).await;
+    let whole = execute(&config, Mode::Reconcile).await;
+    assert!(!whole.report.safety.directory_incomplete);
+    assert!(
+        !whole
+            .report
+            .to_stored_json()
+            .contains("directory_incomplete")
+    );
+    mount_people(&idp, &THREE[..2], 3).await;
+    let short = execute(&config, Mode::Reconcile).await;
+    assert!(short.report.safety.source_fault.is_none());
+    assert!(short.report.safety.directory_incomplete);
+    workspace.shutdown().await;
+}
