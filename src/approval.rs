@@ -31,7 +31,9 @@
 //! again beside the workspace ([`judge_fresh_directory`]: used when complete and
 //! not refused by the source check, else the approval says why not): a
 //! deprovision of someone it shows with access is refused, as is one of someone
-//! a sweep, a reconcile or a later run's read saw back.
+//! a sweep, a reconcile or a later run's read saw back; and the members it shows
+//! in a protected group (`safety.protected_groups`) are protected, as are those
+//! of the run's own read.
 //!
 //! A held role change or membership removal is also judged against the
 //! directory as it is now ([`no_longer_asked`]): the directory as read now, else
@@ -1163,7 +1165,7 @@ pub async fn approve(
     let store = Arc::new(Mutex::new(store));
 
     // Protected names and globs as configured now, and the protected groups' members
-    // as the run's directory snapshot had them.
+    // as the run's directory snapshot had them and as the directory reads now.
     let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
         let (protected, mut excepted_people) = match store.load_directory_snapshot(run)? {
@@ -1194,6 +1196,15 @@ pub async fn approve(
                 (protected, excepted)
             }
             None => (config.plan_settings(now).protected, HashMap::new()),
+        };
+        // And the protected groups' members as the directory reads now: someone
+        // put in one since the run (how an operator keeps one account out of a
+        // held mass deprovision before approving the rest) is protected, as the
+        // next reconcile from this read would protect them. The run's members
+        // stay protected: one who left the group since is decided by a new run.
+        let protected = match &fresh {
+            Some(fresh) => protected.with_members_of(&config.safety.protected_groups, fresh),
+            None => protected,
         };
         // A sweep's run stores no directory snapshot: the person's directory
         // userName is then the one their open deprovision keeps in the ledger,
@@ -1254,10 +1265,13 @@ pub async fn approve(
         }
         // The ledger hears of a return only from a sweep or a reconcile; a newer
         // directory read (a `plan`, a run that failed after reading, a reconcile
-        // whose ledger update failed) is fresher evidence than this run's.
+        // whose ledger update failed) is fresher evidence than this run's. Not
+        // one the source check refused (a stale export that still lists a
+        // leaver would keep them in), which is passed over for the sound read
+        // before it: a directory outage since must not hide who that read
+        // showed back.
         if !leaving.is_empty()
             && let Some(newer) = store.newest_complete_directory_after(run)?
-            && !directory_rejected(&store, newer)?
             && let Some(directory) = store.load_directory_snapshot(newer)?
         {
             let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
@@ -2584,8 +2598,9 @@ fn relinked(
 
 /// The held role changes and membership removals of `run` the directory no
 /// longer asks for, by seq, with why: judged with the mappings configured now
-/// against the newest complete directory read the source check accepted, a later
-/// run's (a `plan` included) or else `run`'s own. A held mass demotion or
+/// against the directory as `approve` read it now, else the newest complete
+/// directory read the source check did not refuse, a later run's (a `plan`
+/// included; refused ones passed over) or else `run`'s own. A held mass demotion or
 /// removal is most often a mistake fixed since (a mapping's misspelt group, a
 /// directory group emptied by accident): approving the run afterwards would
 /// otherwise take away, from the stale plan, access the directory gives again,
@@ -2622,11 +2637,7 @@ fn no_longer_asked(
             ),
         ),
         None => {
-            let newer = match store.newest_complete_directory_after(run)? {
-                Some(newer) if !directory_rejected(store, newer)? => Some(newer),
-                _ => None,
-            };
-            let read = match newer {
+            let read = match store.newest_complete_directory_after(run)? {
                 Some(newer) => store.load_directory_snapshot(newer)?.map(|d| (newer, d)),
                 None => store
                     .load_directory_snapshot(run)?
@@ -2767,14 +2778,6 @@ fn judge_fresh_directory(
         )));
     }
     Ok(Ok(snapshot))
-}
-
-/// Whether the source check rejected `run`'s directory (empty, or shrunk past the
-/// limit): such a read is no evidence that someone is back (a stale export that
-/// still lists a leaver would keep them in). Marked on the run when checked, so
-/// a run that failed before storing its report counts too.
-fn directory_rejected(store: &Store, run: RunId) -> Result<bool, ApprovalError> {
-    Ok(store.directory_refused(run)?)
 }
 
 #[cfg(test)]

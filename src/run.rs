@@ -1307,6 +1307,7 @@ async fn pipeline(
         &guarded,
     )?;
     let mut report = report;
+    let directory_incomplete = !directory_snapshot.complete && source_fault.is_none();
     report.safety = SafetyReport {
         source_fault,
         circuit: circuit_report,
@@ -1326,6 +1327,7 @@ async fn pipeline(
         protected_leavers: guarded.protected_leavers.clone(),
         exceptions_naming_nobody_unknown: exceptions_naming_nobody.is_none(),
         exceptions_naming_nobody: exceptions_naming_nobody.unwrap_or_default(),
+        directory_incomplete,
     };
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;

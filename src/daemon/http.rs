@@ -352,8 +352,9 @@ fn success_as_of(
 }
 
 /// Why the reconcile is overdue at `now`, if it is: the two scheduled fires after
-/// the last success have passed, and the second run's interval (up to the fire
-/// after it) for it to finish. Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
+/// the last success have passed, and the second run's interval for it to finish
+/// (the shorter of the gaps before and after it: a night or a weekend is
+/// neither's interval). Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
 /// are not overdue overnight, and a run longer than its interval (the next fire is
 /// skipped) is not either, as long as it ends within two intervals of its start:
 /// one that takes longer is reported overdue until it succeeds. A schedule with no next fire (the configuration
@@ -382,10 +383,14 @@ fn reconcile_overdue(
     let Some(second) = next_fire(schedule, tz, first) else {
         return Some(never());
     };
-    // The second run's own interval, up to the fire after it: the gap before it
-    // may be a night or a weekend (a success just before one made the weekend
-    // the time Monday's run had to finish in).
-    let deadline = next_fire(schedule, tz, second).unwrap_or(second + (second - first));
+    // The second run's interval to finish in: the shorter of the gaps either
+    // side of it. Either may be a night or a weekend: the gap before (a
+    // success just before one made the weekend the time Monday's run had to
+    // finish in), or the gap after (Friday's last two runs failing kept
+    // /readyz ready until Monday's first).
+    let before = second - first;
+    let deadline =
+        second + next_fire(schedule, tz, second).map_or(before, |third| before.min(third - second));
     (now > deadline).then(|| {
         format!(
             "no successful reconcile since {} ({} minutes ago); the scheduled runs at {} \
@@ -839,6 +844,36 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    /// Nor is the second missed run's interval the gap after it, when that is
+    /// a night or a weekend: Friday's last two reconciles failing (a success at
+    /// 17:30, then 18:00 and 18:30) left /readyz ready all weekend, until
+    /// Monday's first run, where it was not ready from 19:00. A weekday
+    /// schedule whose Thursday and Friday runs fail is overdue on Saturday.
+    #[test]
+    fn a_reconcile_missed_before_the_weekend_is_overdue_before_it() {
+        let tz = chrono_tz::Europe::Berlin;
+        let at = |d: u32, h: u32, m: u32| {
+            tz.with_ymd_and_hms(2026, 11, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let hours = Schedule::parse("*/30 8-18 * * 1-5").unwrap();
+        let friday = at(27, 17, 30);
+        assert_eq!(
+            reconcile_overdue(&hours, tz, tz, friday, at(27, 18, 59)),
+            None
+        );
+        let late = reconcile_overdue(&hours, tz, tz, friday, at(27, 19, 1)).unwrap();
+        assert!(late.contains("have passed"), "{late}");
+        let weekdays = Schedule::parse("0 6 * * 1-5").unwrap();
+        let wednesday = at(25, 6, 10);
+        assert_eq!(
+            reconcile_overdue(&weekdays, tz, tz, wednesday, at(28, 6, 0)),
+            None
+        );
+        assert!(reconcile_overdue(&weekdays, tz, tz, wednesday, at(28, 6, 1)).is_some());
     }
 
     /// Why /readyz is not ready is read by the person who asks: its times are on

@@ -1897,9 +1897,10 @@ fn safety_gauges(report: &crate::report::Report) {
     // A rejected directory plans nothing, so its plan lists no protected
     // account either: left as the last trusted reconcile told them, as the
     // drift gauges are, or their alerts would resolve for the outage and fire
-    // again after it, with nothing settled.
+    // again after it, with nothing settled. An incomplete read lists only
+    // whom it shows: it raises them, and lowers none.
     if safety.source_fault.is_none() {
-        plan_finding_gauges(report);
+        plan_finding_gauges(report, !safety.directory_incomplete);
     }
     // It keeps nothing: the person it was meant for loses access. Left as it
     // was by a run whose reads could not tell: 0 from it, the Prometheus alert
@@ -1909,8 +1910,11 @@ fn safety_gauges(report: &crate::report::Report) {
     }
 }
 
-/// The safety findings only a plan tells, as `report`'s plan told them.
-fn plan_finding_gauges(report: &crate::report::Report) {
+/// The safety findings only a plan tells, as `report`'s plan told them: each
+/// found set to 1, and, `lower`, each not found to 0 (not from a directory read
+/// incomplete, which does not show who was deleted: a protected leaver it
+/// leaves out is still one).
+fn plan_finding_gauges(report: &crate::report::Report, lower: bool) {
     let safety = &report.safety;
     for (finding, found) in [
         // Accounts nothing deprovisions, renames or regroups, only because their
@@ -1924,8 +1928,10 @@ fn plan_finding_gauges(report: &crate::report::Report) {
         // person's episode, raises no overdue for it.
         ("protected_leavers", !safety.protected_leavers.is_empty()),
     ] {
-        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
-            .set(f64::from(u8::from(found)));
+        if found || lower {
+            metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
+                .set(f64::from(u8::from(found)));
+        }
     }
 }
 
@@ -1957,6 +1963,17 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
         }
     };
     let report = |trusted| parsed(db.latest_reconcile_report(kind, trusted));
+    // From a directory read incomplete, the plan's findings only raise: first
+    // as the newest reconcile that read it whole left them, as the running
+    // daemon keeps them.
+    let plan_findings = |report: &crate::report::Report| {
+        if report.safety.directory_incomplete
+            && let Some(whole) = parsed(db.latest_reconcile_report_read_whole(kind))
+        {
+            plan_finding_gauges(&whole, true);
+        }
+        plan_finding_gauges(report, !report.safety.directory_incomplete);
+    };
     if let Some(report) = report(false) {
         safety_gauges(&report);
         // Not told by the newest (its reads were not whole): as the last that
@@ -1969,12 +1986,13 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
         // The newest is the trusted one unless it rejected its directory.
         if report.safety.source_fault.is_none() {
             drift_gauges(&report);
+            plan_findings(&report);
             return;
         }
     }
     if let Some(report) = report(true) {
         drift_gauges(&report);
-        plan_finding_gauges(&report);
+        plan_findings(&report);
     }
 }
 

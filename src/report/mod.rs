@@ -115,6 +115,14 @@ pub struct SafetyReport {
     /// tell left them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exceptions_naming_nobody_unknown: bool,
+    /// The directory read was incomplete (a SCIM directory's listing ended
+    /// short of its `totalResults`), and not refused: who it leaves out is not
+    /// known to be gone, so the findings only a plan tells may lack some (a
+    /// deleted person's protected account is no PROTECTED LEAVER of such a
+    /// read). The daemon's gauges on them are raised by such a run, never
+    /// lowered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directory_incomplete: bool,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -985,6 +985,31 @@ impl Store {
             .context(|| format!("reading the latest {}'s report from reports", kind.as_str()))
     }
 
+    /// The report of the newest run of `kind` that succeeded from a directory
+    /// read whole and not refused (no `safety.source_fault`, no
+    /// `safety.directory_incomplete`): the findings only a plan tells as it
+    /// last told them all, which the daemon's gauges restart from.
+    pub fn latest_reconcile_report_read_whole(
+        &self,
+        kind: RunKind,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT reports.json FROM reports JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.kind = ?1 AND runs.status = 'succeeded'
+                   AND json_extract(reports.json, '$.safety.source_fault') IS NULL
+                   AND json_extract(reports.json, '$.safety.directory_incomplete') IS NULL
+                 ORDER BY reports.run_id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([kind.as_str()], |row| row.get(0)).optional())
+            .context(|| {
+                format!(
+                    "reading the latest {}'s report from a whole directory read from reports",
+                    kind.as_str()
+                )
+            })
+    }
+
     /// The newest stored report of a succeeded reconcile of `kind` that could
     /// tell whether an exception names nobody (its reads were whole and
     /// accepted: `safety.exceptions_naming_nobody_unknown` is absent).

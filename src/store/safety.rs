@@ -205,12 +205,16 @@ impl Store {
             .context(|| format!("reading whether the directory of run {run} was accepted"))
     }
 
-    /// The newest run after `run` that saved a complete directory snapshot, whatever
-    /// its kind (a `plan` reads the directory as well as a reconcile does).
+    /// The newest run after `run` that saved a complete directory snapshot the
+    /// source check did not refuse, whatever its kind (a `plan` reads the
+    /// directory as well as a reconcile does). A refused one is passed over, not
+    /// taken for "no newer read": in a directory outage every run's read is
+    /// refused, and the sound read before it is still the freshest evidence.
     pub fn newest_complete_directory_after(&self, run: RunId) -> Result<Option<RunId>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT id FROM runs WHERE directory_complete = 1 AND id > ?1
+                "SELECT id FROM runs WHERE directory_complete = 1 AND directory_refused = 0
+                   AND id > ?1
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())

@@ -2565,7 +2565,8 @@ fn an_outbox_attempt_scheduled_before_the_clock_stepped_back_is_due() {
 }
 
 /// What `approve` and a reconcile's ledger update read: the newest complete
-/// directory snapshot of a later run (of any kind, incomplete ones skipped), and
+/// directory snapshot of a later run (of any kind, incomplete and refused ones
+/// skipped), and
 /// whether a run's directory was accepted as a baseline.
 #[test]
 fn the_newest_complete_directory_after_a_run_and_its_acceptance() {
@@ -2600,6 +2601,18 @@ fn the_newest_complete_directory_after_a_run_and_its_acceptance() {
     for run in [plan, partial, unread] {
         assert!(!store.directory_accepted(run).unwrap(), "run {run}");
     }
+
+    // A read the source check refused since (a directory outage) is passed
+    // over: the plan's is still the newest sound one.
+    let refused = store.begin_run(RunKind::Reconcile, t(40)).unwrap();
+    store
+        .save_directory_snapshot(refused, &snapshot(true))
+        .unwrap();
+    store.mark_directory_refused(refused).unwrap();
+    assert_eq!(
+        store.newest_complete_directory_after(held).unwrap(),
+        Some(plan)
+    );
 }
 
 /// The disputed matches a reconcile remembers replace the previous run's whole:

@@ -12,7 +12,7 @@ use seatwarden::synth::Synth;
 use crate::review_s45_approve::{approve_all, converged, execute, write_directory};
 
 /// Two active people whose accounts are active, suspended in the directory.
-fn suspend_two(data: &mut Synth) -> Vec<String> {
+pub(crate) fn suspend_two(data: &mut Synth) -> Vec<String> {
     let two: Vec<String> = data
         .directory
         .identities
@@ -39,7 +39,7 @@ fn suspend_two(data: &mut Synth) -> Vec<String> {
     two
 }
 
-fn held_deactivation_of(outcome: &RunOutcome, identity: &str) -> u32 {
+pub(crate) fn held_deactivation_of(outcome: &RunOutcome, identity: &str) -> u32 {
     outcome
         .plan
         .actions
@@ -53,7 +53,7 @@ fn held_deactivation_of(outcome: &RunOutcome, identity: &str) -> u32 {
         .seq
 }
 
-fn set_status(data: &mut Synth, identity: &str, status: IdentityStatus) {
+pub(crate) fn set_status(data: &mut Synth, identity: &str, status: IdentityStatus) {
     data.directory
         .identities
         .iter_mut()
