@@ -49,3 +49,57 @@ fn a_schedule_repeating_its_ranges_loads_instead_of_overflowing() {
     assert!(ok, "{end}");
     assert!(err.contains("configuration OK"), "{end}");
 }
+
+/// An LDAP filter nesting its parentheses thousands deep (a generated filter
+/// gone wrong) is refused at load, naming the key and the file. ldap3 parses a
+/// filter a stack frame or more per level: such a filter overflowed the stack of
+/// the daemon's worker thread at its first search, and `check-config`'s own
+/// parse of it, an abort no error handling catches; a few dozen levels are
+/// refused before anything parses them.
+#[test]
+fn an_ldap_filter_nested_thousands_deep_is_refused_instead_of_overflowing_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "bind-secret\n").unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let write = |filter: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1.example.com\"\n\
+                 bind_dn = \"cn=svc,dc=example,dc=com\"\nbind_password_file = \"pw\"\n\
+                 base_dn = \"dc=example,dc=com\"\nuser_filter = \"{filter}\"\n\n\
+                 [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken = \"t0ken\"\n\n\
+                 [state]\npath = \"state.db\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let nested = |depth: usize| {
+        format!(
+            "{}(objectClass=user){}",
+            "(&".repeat(depth),
+            ")".repeat(depth)
+        )
+    };
+    for depth in [100, 50_000] {
+        write(&nested(depth));
+        let (ok, _, err) = seatwarden(&path, &["check-config"]);
+        assert!(!ok, "depth {depth}");
+        assert!(!err.contains("overflow"), "depth {depth}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{}: key `directory.user_filter`: nests parentheses {} deep; an LDAP filter \
+                 may nest at most 64",
+                path.display(),
+                depth + 1
+            )),
+            "depth {depth}: {err}"
+        );
+    }
+    // Nested as real filters are, it is taken.
+    write(
+        "(&(objectClass=user)(|(department=Sales)(!(userAccountControl:1.2.840.113556.1.4.803:=2))))",
+    );
+    let (ok, _, err) = seatwarden(&path, &["check-config"]);
+    assert!(ok, "{err}");
+}
