@@ -2648,6 +2648,20 @@ impl Config {
             ("directory.group_filter", group_filter),
             ("directory.disabled_filter", disabled_filter),
         ] {
+            // Before the parse: it recurses a level per parenthesis.
+            if let Some(depth) = filter
+                .as_deref()
+                .map(ldap_filter_depth)
+                .filter(|depth| *depth > MAX_LDAP_FILTER_DEPTH)
+            {
+                return Err(self.key_error(
+                    key,
+                    format!(
+                        "nests parentheses {depth} deep; an LDAP filter may nest at most \
+                         {MAX_LDAP_FILTER_DEPTH} (a real one nests a handful: was it generated?)"
+                    ),
+                ));
+            }
             if let Some(filter) = filter
                 && ldap3::parse_filter(filter).is_err()
             {
@@ -5523,6 +5537,33 @@ const MAX_RETRIES: usize = 30;
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
+/// The deepest an LDAP filter of the configuration (`directory.user_filter`,
+/// `group_filter`, `disabled_filter`) may nest its parentheses. ldap3 parses a
+/// filter recursively, a stack frame or more per level: a few thousand levels
+/// (a generated filter gone wrong) overflowed the stack of the worker thread
+/// that searched with it, an abort no error handling catches, at every start of
+/// the daemon; a few more, the load of the configuration itself. A real filter
+/// nests a handful deep.
+const MAX_LDAP_FILTER_DEPTH: usize = 64;
+
+/// How deep `filter` nests its parentheses. A parenthesis inside a value is
+/// written escaped (`\28`, RFC 4515), so every one counted is the filter's.
+fn ldap_filter_depth(filter: &str) -> usize {
+    let mut depth: usize = 0;
+    let mut deepest = 0;
+    for byte in filter.bytes() {
+        match byte {
+            b'(' => {
+                depth = depth.saturating_add(1);
+                deepest = deepest.max(depth);
+            }
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -6172,6 +6213,16 @@ token = "s3cr3t-token-value"
         assert!(about_okta(&okta("app_id = \"0oa1\"", "0 2 * * *")).is_empty());
         let file = load("", "[schedule]\nreconcile = \"0 2 * * *\"\n", &[]).unwrap();
         assert!(about_okta(&file).is_empty());
+    }
+
+    /// What `ldap_filter_depth` counts: every parenthesis of the filter, none
+    /// of a value (written escaped there), and a stray `)` takes nothing below 0.
+    #[test]
+    fn an_ldap_filter_depth_counts_its_nesting() {
+        assert_eq!(ldap_filter_depth("objectClass=user"), 0);
+        assert_eq!(ldap_filter_depth("(cn=a\\28b\\29)"), 1);
+        assert_eq!(ldap_filter_depth("(&(a=1)(|(b=2)(!(c=3))))"), 4);
+        assert_eq!(ldap_filter_depth("))((a=1)"), 2);
     }
 
     #[test]

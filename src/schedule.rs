@@ -29,7 +29,7 @@
 //! wrong when it fired does not stop the job. Time comes from a [`Clock`], so
 //! tests drive the loop on tokio's paused clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -354,8 +354,10 @@ fn fixed_times_of_day(pattern: &str) -> Vec<String> {
         6 => fields.split_at(3),
         _ => return Vec::new(),
     };
-    let values = |field: &str| -> Option<Vec<u32>> {
-        let mut values = Vec::new();
+    // A set: a time listed twice is one time, and the count below multiplies
+    // the fields' sizes, which repeats (`0-59,0-59,…`) took past 2^64.
+    let values = |field: &str| -> Option<BTreeSet<u32>> {
+        let mut values = BTreeSet::new();
         for part in field.split(',') {
             let (first, last) = part.split_once('-').unwrap_or((part, part));
             let (first, last) = (first.parse::<u32>().ok()?, last.parse::<u32>().ok()?);
@@ -374,7 +376,9 @@ fn fixed_times_of_day(pattern: &str) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let count: usize = time.iter().map(Vec::len).product();
+    // At most 60 × 60 × 24: each field holds only values in its range
+    // ([`check_steps`]).
+    let count: usize = time.iter().map(BTreeSet::len).product();
     if !(2..=MAX_TIMES_OF_DAY).contains(&count) {
         return Vec::new();
     }
@@ -1359,6 +1363,23 @@ mod tests {
         ] {
             assert!(fixed_times_of_day(interval).is_empty(), "{interval}");
         }
+    }
+
+    /// A time listed twice is one time. The count multiplied the fields' list
+    /// lengths, repeats included: a pattern repeating its ranges (`0-59,0-59,…`,
+    /// as a generated configuration may) went past 2^64 and the load of the
+    /// configuration panicked (attempt to multiply with overflow).
+    #[test]
+    fn a_pattern_repeating_its_ranges_is_read_not_overflowed() {
+        assert!(fixed_times_of_day("0,0 8,8 * * *").is_empty());
+        assert_eq!(
+            fixed_times_of_day("0,30,0 8 * * 1-5"),
+            ["0 8 * * 1-5", "30 8 * * 1-5"]
+        );
+        let seconds = vec!["0-59"; 70_000].join(",");
+        let hours = vec!["0-23"; 70_000].join(",");
+        let schedule = Schedule::parse(&format!("{seconds} {seconds} {hours} * * *")).unwrap();
+        assert_eq!(schedule.fires_per_minute(), 60);
     }
 
     /// A step or wildcard makes an interval: it keeps running through the
