@@ -4315,9 +4315,7 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
 fn hidden_in_name(name: &str) -> Option<char> {
     let chars: Vec<char> = name.chars().collect();
     let written = |c: Option<&char>| {
-        c.is_some_and(|&c| {
-            !c.is_ascii() && !c.is_whitespace() && !crate::names::is_hidden(c)
-        })
+        c.is_some_and(|&c| !c.is_ascii() && !c.is_whitespace() && !crate::names::is_hidden(c))
     };
     chars.iter().enumerate().find_map(|(i, &c)| {
         let part_of_writing = match c {

@@ -295,7 +295,12 @@ mod tests {
         }
         // The configured name in any case is policy's to compare, and a
         // different name is not alike.
-        for group in ["Taskade Users", "taskade users", "Taskade Admins", "Engineers"] {
+        for group in [
+            "Taskade Users",
+            "taskade users",
+            "Taskade Admins",
+            "Engineers",
+        ] {
             assert_eq!(configured.look_alike(group), None, "{group:?}");
         }
         assert!(configured.wants("engineering"));
