@@ -391,3 +391,52 @@ async fn check_config_connect_names_the_look_alike_groups() {
         assert!(all.contains(part), "{part} not in {all}");
     }
 }
+
+/// The daemon's sweep, which deactivates leavers between reconciles, does not
+/// take Bob for one either: it opens no episode for a person in a look-alike
+/// group, and its passes (hours later, past any SLA) leave his account active.
+#[tokio::test]
+async fn the_sweep_opens_no_episode_for_a_look_alike_groups_members() {
+    use std::sync::{Arc, Mutex};
+    let mut fake = org();
+    fake.groups.retain(|(group, _)| group["id"] != "00g4");
+    let okta = MockServer::start().await;
+    fake.mount(&okta).await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &format!(
+            "kind = \"okta\"\nurl = \"{}\"\ntoken = \"{SSWS}\"\n",
+            okta.uri()
+        ),
+    );
+    crate::fixtures::reconcile(&config).await;
+    let store = Arc::new(Mutex::new(
+        seatwarden::store::Store::open(&config.state.path).unwrap(),
+    ));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    for hours in [0, 3] {
+        seatwarden::sweep::sweep(
+            &config,
+            &directory,
+            &client,
+            &store,
+            chrono::Utc::now() + chrono::Duration::hours(hours),
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    }
+    let episodes = store.lock().unwrap().current_deprovisions().unwrap();
+    assert!(
+        !episodes.iter().any(|e| e.identity_id == "00u2"),
+        "{episodes:#?}"
+    );
+    let after = sandbox.snapshot();
+    sandbox.shutdown().await;
+    let bob = after.accounts.iter().find(|a| a.id == "w2").unwrap();
+    assert!(bob.active, "the sweep deactivated Bob");
+}
