@@ -440,3 +440,39 @@ async fn the_sweep_opens_no_episode_for_a_look_alike_groups_members() {
     let bob = after.accounts.iter().find(|a| a.id == "w2").unwrap();
     assert!(bob.active, "the sweep deactivated Bob");
 }
+
+/// A look-alike that really is another group: `approve` sends what was held,
+/// and Bob's account is deactivated.
+#[tokio::test]
+async fn approving_a_look_alike_hold_sends_it() {
+    let mut fake = org();
+    fake.groups.retain(|(group, _)| group["id"] != "00g4");
+    let okta = MockServer::start().await;
+    fake.mount(&okta).await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &format!(
+            "kind = \"okta\"\nurl = \"{}\"\ntoken = \"{SSWS}\"\n",
+            okta.uri()
+        ),
+    );
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::approval::approve(
+        &config,
+        &client,
+        seatwarden::store::Store::open(&config.state.path).unwrap(),
+        outcome.run_id,
+        &seatwarden::approval::Only::All,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let after = sandbox.snapshot();
+    sandbox.shutdown().await;
+    let bob = after.accounts.iter().find(|a| a.id == "w2").unwrap();
+    assert!(!bob.active, "the approved deactivation was not sent");
+}
