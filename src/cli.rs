@@ -1053,6 +1053,9 @@ fn check_connections(config: &Config) -> anyhow::Result<u8> {
     let checks = runtime()?.block_on(crate::connect::check(config));
     for check in &checks {
         eprintln!("  {}", check.line());
+        for warning in &check.warnings {
+            eprintln!("    warning: {}", crate::report::printable_field(warning));
+        }
     }
     Ok(match checks.iter().all(crate::connect::Check::passed) {
         true => {

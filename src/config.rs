@@ -1565,7 +1565,7 @@ impl Config {
                 format!(
                     "{name:?} holds {}, which does not show: it would be compared as it is \
                      and match no name; remove it",
-                    crate::directory::file::describe(hidden)
+                    crate::names::describe(hidden)
                 ),
             )),
         }
@@ -4321,7 +4321,7 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
 }
 
 /// The first character of `name` that does not show and is no part of how the
-/// name is written ([`crate::directory::file::is_hidden`]), if any. Some are
+/// name is written ([`crate::names::is_hidden`]), if any. Some are
 /// part of writing: the zero-width non-joiner and joiner between two characters
 /// outside ASCII (inside a Persian or an Indic word, an emoji sequence), and the
 /// ideographic space, which shows as a wide space and is what a Japanese or
@@ -4329,9 +4329,7 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
 fn hidden_in_name(name: &str) -> Option<char> {
     let chars: Vec<char> = name.chars().collect();
     let written = |c: Option<&char>| {
-        c.is_some_and(|&c| {
-            !c.is_ascii() && !c.is_whitespace() && !crate::directory::file::is_hidden(c)
-        })
+        c.is_some_and(|&c| !c.is_ascii() && !c.is_whitespace() && !crate::names::is_hidden(c))
     };
     chars.iter().enumerate().find_map(|(i, &c)| {
         let part_of_writing = match c {
@@ -4341,7 +4339,7 @@ fn hidden_in_name(name: &str) -> Option<char> {
             }
             _ => false,
         };
-        (crate::directory::file::is_hidden(c) && !part_of_writing).then_some(c)
+        (crate::names::is_hidden(c) && !part_of_writing).then_some(c)
     })
 }
 

@@ -48,6 +48,9 @@ pub struct Check {
     /// What was asked: `okta https://acme.okta.com`, the SCIM base URL, the relay.
     pub target: String,
     pub outcome: Outcome,
+    /// What passed but a run would hold or report: a directory group whose name
+    /// differs from a configured one only in what does not show.
+    pub warnings: Vec<String>,
 }
 
 /// What a side's probe found.
@@ -159,20 +162,61 @@ fn failure<E: Transient + Display>(
 
 async fn directory(config: &Config) -> Check {
     let source = config.probe_directory(PROBE_TIMEOUT);
-    let outcome = match source.probe().await {
-        Ok(proven) => Outcome::Passed(proven),
-        Err(e) => failure(
+    let failed = |e: crate::directory::DirectoryError| {
+        failure(
             &e,
             e.status(),
             e.to_string(),
             &times(RetryPolicy::default().max_retries),
-        ),
+        )
+    };
+    let mut warnings = Vec::new();
+    let outcome = match source.probe().await {
+        Ok(proven) => {
+            // What the probe proved stands: a listing that fails here is said,
+            // not made the check's failure (a run would fail on it, and say so).
+            match source.group_names().await {
+                Ok(Some(names)) => warnings = look_alike_warnings(config, &names),
+                Ok(None) => {}
+                Err(e) => warnings.push(format!(
+                    "the groups could not be listed to look for names that differ from the \
+                     configuration's only in characters that do not show: {e}"
+                )),
+            }
+            Outcome::Passed(proven)
+        }
+        Err(e) => failed(e),
     };
     Check {
         side: "directory",
         target: source.describe(),
         outcome,
+        warnings,
     }
+}
+
+/// One warning per directory group of `names` whose name differs from a group
+/// the configuration names only in what does not show: the directory group,
+/// the configured name and its key, and what differs ([`crate::names`]).
+fn look_alike_warnings(config: &Config, names: &[String]) -> Vec<String> {
+    let configured = crate::safety::configured_groups(config);
+    let mut found: Vec<crate::names::LookAlike> = names
+        .iter()
+        .filter_map(|name| configured.look_alike(&crate::model::compose_name(name)))
+        .collect();
+    found.sort_by(|a, b| a.directory_group.cmp(&b.directory_group));
+    found.dedup_by(|a, b| a.directory_group == b.directory_group);
+    found
+        .into_iter()
+        .map(|look_alike| {
+            format!(
+                "{look_alike}: names are compared exactly, so a run holds what it would take \
+                 from its members (look_alike_group); rename it in the directory to {:?}, or \
+                 correct {}",
+                look_alike.configured, look_alike.key
+            )
+        })
+        .collect()
 }
 
 async fn workspace(config: &Config) -> Check {
@@ -200,6 +244,7 @@ async fn workspace(config: &Config) -> Check {
         side: "workspace",
         target,
         outcome: outcome.map_or_else(|failed| failed, Outcome::Passed),
+        warnings: Vec::new(),
     }
 }
 
@@ -232,6 +277,7 @@ async fn mail(config: &Config) -> Option<Check> {
         side: "mail",
         target,
         outcome: outcome.map_or_else(|failed| failed, Outcome::Passed),
+        warnings: Vec::new(),
     })
 }
 
@@ -296,6 +342,7 @@ mod tests {
             side: "workspace",
             target: "https://w.example.com/scim/v2".into(),
             outcome: Outcome::Passed(vec!["GET /Users (3 accounts)".into(), "GET /Groups".into()]),
+            warnings: Vec::new(),
         };
         assert!(ok.passed());
         assert_eq!(
@@ -306,6 +353,7 @@ mod tests {
             side: "mail",
             target: "smtp://relay".into(),
             outcome: Outcome::Failed("535 refused\x1b[2J".into()),
+            warnings: Vec::new(),
         };
         assert!(!failed.passed());
         let line = failed.line();

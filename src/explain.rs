@@ -2290,6 +2290,7 @@ fn next_actions(
         &store.disputed_candidates()?,
         &safety::plan_settings_at(config, directory, store, now)?,
     );
+    let planned = safety::hold_look_alikes(planned, config, directory, links);
     // As the run counts them, so that a percentage threshold holds here what the
     // run would hold.
     let managed = crate::run::managed_accounts(workspace, links, &planned);

@@ -35,7 +35,14 @@
 //! - [`hold_unsettled`]: creates and updates wait until their drift has been seen
 //!   for `settle`; deprovisions never wait. A membership batch settles member by
 //!   member: the settled members go, the others are split off into a held action
-//!   appended to the plan (the one place anything here adds an action).
+//!   appended to the plan (with [`hold_look_alike_members`], the only places
+//!   anything here adds an action).
+//! - Before [`guard`], whose thresholds do not count what they hold:
+//!   [`hold_look_alike_members`] holds what would take access from a person in a
+//!   live directory's group whose name differs from a configured one only in what
+//!   does not show (a removal batch split as above), and
+//!   [`hold_hidden_characters`] a create or update that would write a userName,
+//!   email or externalId holding such a character (see [`crate::names`]).
 //!
 //! "Managed accounts" are the workspace accounts linked or matched to a directory
 //! identity; the caller counts them and passes them in [`GuardInput`], along with
@@ -263,9 +270,18 @@ fn count_or_share(count: usize, percent: f64, min_population: usize, managed: us
 }
 
 /// How much of `class` the plan would do (membership removals count members).
+/// What [`hold_look_alike_members`] and [`hold_hidden_characters`] held is not
+/// counted: hundreds of people in a mistyped group must not hold the one real
+/// leaver's deprovision with theirs.
 fn planned_of(plan: &Plan, class: ActionClass) -> usize {
     plan.actions
         .iter()
+        .filter(|a| {
+            !matches!(
+                a.held,
+                Some(HoldReason::LookAlikeGroup { .. } | HoldReason::HiddenCharacter { .. })
+            )
+        })
         .filter_map(|a| a.kind.threshold_class())
         .filter(|(c, _)| *c == class)
         .map(|(_, n)| n)
@@ -531,6 +547,122 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
         }
     }
     held_any
+}
+
+/// Holds each runnable action that takes access away (deprovision, deletion,
+/// role downgrade, membership removal) from a person of `members` (identity id →
+/// the look-alike group they are in, from [`crate::names::look_alike_members`]):
+/// the group counted for nothing because its name differs from a configured one
+/// only in what does not show, and it may be that group mistyped
+/// ([`HoldReason::LookAlikeGroup`]). Everyone else's actions are untouched, so
+/// same-day deprovisioning goes on. `owners` maps account ids to the identity
+/// linked to them (stored links and the plan's new ones): a membership removal
+/// names accounts only. A removal batch with some such members is split: the
+/// others go now, those members wait in an action of their own at the end.
+/// Run before [`guard`], whose thresholds do not count what this held.
+pub fn hold_look_alike_members(
+    mut plan: Plan,
+    members: &std::collections::BTreeMap<String, crate::names::LookAlike>,
+    owners: &std::collections::HashMap<&str, &str>,
+) -> Plan {
+    if members.is_empty() {
+        return plan;
+    }
+    let reason_for = |identity: Option<&str>| -> Option<HoldReason> {
+        let look_alike = members.get(identity?)?;
+        Some(HoldReason::LookAlikeGroup {
+            directory_group: look_alike.directory_group.clone(),
+            configured: look_alike.configured.clone(),
+            key: look_alike.key.clone(),
+            differs: look_alike.differs.clone(),
+        })
+    };
+    let owner = |account: &str| owners.get(account).copied();
+    let mut next_seq = plan.actions.iter().map(|a| a.seq + 1).max().unwrap_or(0);
+    let mut split_off = Vec::new();
+    for action in &mut plan.actions {
+        if action.held.is_some()
+            || !action
+                .kind
+                .threshold_class()
+                .is_some_and(|(class, _)| class.takes_access_away())
+        {
+            continue;
+        }
+        match &action.kind {
+            ActionKind::RemoveMembers { members, .. } => {
+                let reasons: Vec<Option<HoldReason>> =
+                    members.iter().map(|m| reason_for(owner(m))).collect();
+                let waiting: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+                let Some(first) = reasons.into_iter().flatten().next() else {
+                    continue;
+                };
+                if waiting.iter().all(|&w| w) {
+                    action.held = Some(first);
+                } else {
+                    let mut rest = action.clone();
+                    split_members(&mut action.kind, &mut rest.kind, &waiting);
+                    rest.seq = next_seq;
+                    next_seq += 1;
+                    rest.held = Some(first);
+                    split_off.push(rest);
+                }
+            }
+            ActionKind::Deactivate { account_id }
+            | ActionKind::Delete { account_id, .. }
+            | ActionKind::SetRole { account_id, .. } => {
+                let identity = action.identity_id.as_deref().or_else(|| owner(account_id));
+                if let Some(reason) = reason_for(identity) {
+                    action.held = Some(reason);
+                }
+            }
+            _ => {}
+        }
+    }
+    plan.actions.extend(split_off);
+    plan
+}
+
+/// Holds each runnable create, and each attribute update, that would write a
+/// userName, email or externalId holding a character that does not show
+/// ([`crate::names::is_hidden`]: a zero-width or no-break space, a tab, a control
+/// character): a live directory's login with a zero-width space pasted in would
+/// name the account so, and the workspace would match it by that
+/// ([`HoldReason::HiddenCharacter`]). An export is refused at load for the same.
+pub fn hold_hidden_characters(mut plan: Plan) -> Plan {
+    use crate::model::Attribute;
+    fn hidden(field: &str, value: &str) -> Option<HoldReason> {
+        let c = crate::names::hidden_in(value)?;
+        Some(HoldReason::HiddenCharacter {
+            field: field.to_owned(),
+            value: value.to_owned(),
+            character: crate::names::describe(c),
+        })
+    }
+    for action in &mut plan.actions {
+        if action.held.is_some() {
+            continue;
+        }
+        let reason = match &action.kind {
+            ActionKind::CreateAccount { spec, .. } => hidden("userName", &spec.user_name)
+                .or_else(|| spec.email.as_deref().and_then(|e| hidden("email", e)))
+                .or_else(|| hidden("externalId", &spec.external_id)),
+            ActionKind::UpdateAttributes { changes, .. } => changes.iter().find_map(|c| {
+                let field = match c.attribute {
+                    Attribute::UserName => "userName",
+                    Attribute::Email => "email",
+                    Attribute::ExternalId => "externalId",
+                    _ => return None,
+                };
+                hidden(field, c.to.as_deref()?)
+            }),
+            _ => None,
+        };
+        if reason.is_some() {
+            action.held = reason;
+        }
+    }
+    plan
 }
 
 /// Why a directory snapshot was rejected: nothing at all is planned from it.
@@ -2430,5 +2562,98 @@ mod tests {
         }]);
         let out = guard(plan, &workspace, &generous(), &COMPLETE);
         assert!(out.held().next().is_none());
+    }
+
+    /// A look-alike group's members keep what it would take, and count against
+    /// no threshold; a removal batch is split so that the others' removals go,
+    /// and a leaver outside the group is deactivated as before, under a per-run
+    /// limit of one that the held actions would otherwise have broken.
+    #[test]
+    fn look_alike_members_are_held_alone_and_not_counted() {
+        let look_alike = crate::names::LookAlike {
+            directory_group: "Taskade\u{200b} Users".into(),
+            configured: "Taskade Users".into(),
+            key: "policy.scope_groups".into(),
+            differs: "a zero-width space (U+200B)".into(),
+        };
+        let members: std::collections::BTreeMap<String, crate::names::LookAlike> = ["i1", "i2"]
+            .into_iter()
+            .map(|i| (i.to_owned(), look_alike.clone()))
+            .collect();
+        let owners: std::collections::HashMap<&str, &str> =
+            [("a1", "i1"), ("a2", "i2"), ("a3", "i3"), ("a4", "i4")].into();
+        let group = GroupRef::Existing {
+            id: "g".into(),
+            display_name: "Engineering".into(),
+        };
+        let mut plan = plan_of(vec![
+            deactivate("a1"),
+            deactivate("a2"),
+            deactivate("a3"),
+            ActionKind::RemoveMembers {
+                group,
+                members: vec!["a1".into(), "a4".into()],
+            },
+        ]);
+        plan.actions[2].identity_id = Some("i3".into());
+        let out = hold_look_alike_members(plan, &members, &owners);
+        let settings = GuardSettings {
+            max_deprovisions: 1,
+            ..generous()
+        };
+        let out = guard(out, &WorkspaceSnapshot::default(), &settings, &COMPLETE);
+        let rules: Vec<Option<&str>> = out
+            .actions
+            .iter()
+            .map(|a| a.held.as_ref().map(HoldReason::rule))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                Some("look_alike_group"),
+                Some("look_alike_group"),
+                None,
+                None,
+                Some("look_alike_group")
+            ]
+        );
+        match (&out.actions[3].kind, &out.actions[4].kind) {
+            (
+                ActionKind::RemoveMembers { members: now, .. },
+                ActionKind::RemoveMembers { members: held, .. },
+            ) => {
+                assert_eq!(now, &["a4"]);
+                assert_eq!(held, &["a1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out.actions[4].seq, 4);
+    }
+
+    /// A create or rename whose userName or email holds a character that does
+    /// not show is held, naming the field and the character.
+    #[test]
+    fn hidden_characters_in_written_names_are_held() {
+        let plan = plan_of(vec![
+            create("i1", "erin\u{200b}@example.com"),
+            create("i2", "fay@example.com"),
+            rename("a3", "gus@example.com", "gus\u{a0}@example.com"),
+            rename("a4", "hal@example.com", "hal2@example.com"),
+        ]);
+        let out = hold_hidden_characters(plan);
+        let held: Vec<String> = out
+            .actions
+            .iter()
+            .map(|a| a.held.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect();
+        assert!(held[0].contains("userName"), "{}", held[0]);
+        assert!(
+            held[0].contains("a zero-width space (U+200B)"),
+            "{}",
+            held[0]
+        );
+        assert!(held[1].is_empty());
+        assert!(held[2].contains("a no-break space (U+00A0)"), "{}", held[2]);
+        assert!(held[3].is_empty());
     }
 }

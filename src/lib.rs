@@ -14,7 +14,8 @@
 //! - the pure core, no I/O and no clock: [`policy`] (desired state), [`plan`]
 //!   (diff), [`guard`] (safety rules), [`circuit`] (the apply-time circuit
 //!   breaker's rules), [`sla`] (the deprovisioning ledger's rules: due times,
-//!   retries, escalation).
+//!   retries, escalation), [`names`] (names that differ only in characters that
+//!   do not show, for every directory source and the guard).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy),
 //!   [`http`] (the HTTP client and helpers the remote connectors share).
@@ -99,6 +100,7 @@ pub mod http;
 pub mod logging;
 pub mod mail;
 pub mod model;
+pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod report;

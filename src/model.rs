@@ -814,6 +814,25 @@ pub enum HoldReason {
         account_id: String,
         held: Box<HoldReason>,
     },
+    /// Takes access from a person who is in a directory group whose name differs
+    /// from a configured group's (`key`) only in what does not show (`differs`:
+    /// a no-break or zero-width space, two spaces, quotes). Policy compares names
+    /// exactly, so the group counted for nothing; it may be the configured group
+    /// mistyped, or another one: a person decides (see [`crate::names`]).
+    LookAlikeGroup {
+        directory_group: String,
+        configured: String,
+        key: String,
+        differs: String,
+    },
+    /// A create or an attribute update would write `value` to `field` (userName,
+    /// email, externalId) with `character`, which does not show: the account
+    /// would be named, and matched, with it.
+    HiddenCharacter {
+        field: String,
+        value: String,
+        character: String,
+    },
 }
 
 impl HoldReason {
@@ -831,6 +850,8 @@ impl HoldReason {
             HoldReason::OwnerWithoutMapping => "owner_without_mapping",
             HoldReason::GroupGrantedToNobody { .. } => "group_granted_to_nobody",
             HoldReason::WaitsForDelete { .. } => "waits_for_delete",
+            HoldReason::LookAlikeGroup { .. } => "look_alike_group",
+            HoldReason::HiddenCharacter { .. } => "hidden_character",
         }
     }
 
@@ -990,6 +1011,29 @@ impl fmt::Display for HoldDescription<'_> {
                 "waits for the delete of account {account_id}, which frees the userName this \
                  needs and is held: {}. Once that delete is made, the next reconcile sends this",
                 held.describe(admin)
+            ),
+            HoldReason::LookAlikeGroup {
+                directory_group,
+                configured,
+                key,
+                differs,
+            } => write!(
+                f,
+                "the person is in directory group {directory_group:?}, which is not \
+                 {configured:?} ({key}) but differs from it only in {differs}: group names \
+                 are compared exactly, so it counted for nothing. If it is {configured:?} \
+                 mistyped, rename it in the directory; if it is another group, `{admin} \
+                 approve` this"
+            ),
+            HoldReason::HiddenCharacter {
+                field,
+                value,
+                character,
+            } => write!(
+                f,
+                "would write {field} {value:?}, which holds {character}, a character that \
+                 does not show: the account would be named and matched with it. Correct it \
+                 in the directory, or `{admin} approve` to write it as it is"
             ),
         }
     }

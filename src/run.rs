@@ -1181,6 +1181,8 @@ async fn pipeline(
     )
     .await?;
     tracing::debug!(elapsed_ms = since(started_at), "workspace re-checked");
+    // Before the guard, whose thresholds do not count what this holds.
+    let planned = safety::hold_look_alikes(planned, config, &directory_snapshot, &links);
     let managed = managed_accounts(&workspace_snapshot, &links, &planned);
     let input = safety::guard_input(
         &*lock(store)?,

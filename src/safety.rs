@@ -371,6 +371,67 @@ pub fn clock_changes(
 /// ([`HoldReason::OwnerWithoutMapping`]). Likewise a managed workspace group no
 /// mapping gives to anyone would be emptied: removing its members waits for a
 /// human ([`HoldReason::GroupGrantedToNobody`]).
+/// The groups the configuration names, each with its key: `policy.scope_groups`,
+/// `policy.mapping[i].group`, `safety.protected_groups` (see [`crate::names`]).
+pub fn configured_groups(config: &Config) -> crate::names::ConfiguredGroups {
+    let mut configured = crate::names::ConfiguredGroups::default();
+    for group in &config.policy.scope_groups {
+        configured.add(group, "policy.scope_groups".to_owned());
+    }
+    for (index, mapping) in config.policy.mapping.iter().enumerate() {
+        configured.add(&mapping.group, format!("policy.mapping[{index}].group"));
+    }
+    for group in &config.safety.protected_groups {
+        configured.add(group, crate::names::PROTECTED_GROUPS_KEY.to_owned());
+    }
+    configured
+}
+
+/// The live directory's names that differ from the configuration's only in what
+/// does not show: what would take access from a person in a directory group so
+/// named is held ([`guard::hold_look_alike_members`]), and so is a create or
+/// update that would write such a userName or email
+/// ([`guard::hold_hidden_characters`]). Each look-alike group is logged, naming
+/// the configured group and key and what differs. `links` are the stored links;
+/// the plan's new ones are added. Before [`guard::guard`].
+pub fn hold_look_alikes(
+    mut plan: Plan,
+    config: &Config,
+    directory: &DirectorySnapshot,
+    links: &[crate::model::Link],
+) -> Plan {
+    let members =
+        crate::names::look_alike_members(&directory.identities, &configured_groups(config));
+    if !members.is_empty() {
+        for (look_alike, people) in crate::names::look_alike_groups(&members) {
+            tracing::warn!(
+                group = ?look_alike.directory_group,
+                configured = ?look_alike.configured,
+                key = %look_alike.key,
+                differs = %look_alike.differs,
+                people,
+                "a directory group differs from a configured group only in characters that \
+                 do not show; what it would take from its members is held"
+            );
+        }
+        let new_links = std::mem::take(&mut plan.new_links);
+        plan = {
+            let owners: HashMap<&str, &str> = links
+                .iter()
+                .map(|l| (l.account_id.as_str(), l.identity_id.as_str()))
+                .chain(
+                    new_links
+                        .iter()
+                        .map(|l| (l.account_id.as_str(), l.identity_id.as_str())),
+                )
+                .collect();
+            guard::hold_look_alike_members(plan, &members, &owners)
+        };
+        plan.new_links = new_links;
+    }
+    guard::hold_hidden_characters(plan)
+}
+
 pub fn guard_settings(
     config: &Config,
     desired: &crate::policy::DesiredState<'_>,

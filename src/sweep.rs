@@ -589,9 +589,28 @@ fn observe(
         leavers: Vec::new(),
         returned: Vec::new(),
     };
+    // People in a directory group that only looks like a configured one: the
+    // reconcile holds what it would take from them, for a person to decide; an
+    // episode opened here would deactivate them when due.
+    let look_alike_members = {
+        let read: &[Identity] = match changes {
+            DirectoryChanges::Full { snapshot, .. } => &snapshot.identities,
+            DirectoryChanges::Delta { changed, .. } => changed,
+        };
+        crate::names::look_alike_members(read, &crate::safety::configured_groups(config))
+    };
     let classify = |identity: &Identity, observation: &mut Observation| {
         let account_id = links.get(&identity.id);
         if account_id.is_none() && !accountless.contains(&identity.id) {
+            return;
+        }
+        if let Some(look_alike) = look_alike_members.get(&identity.id) {
+            // Said once per group by each reconcile (`safety::hold_look_alikes`).
+            tracing::debug!(
+                person = %identity.user_name,
+                "{look_alike}: no deprovisioning episode opens for them; the reconcile holds \
+                 what it would take"
+            );
             return;
         }
         let in_protected_group = identity
@@ -2213,6 +2232,10 @@ fn ledgered(action: &Action) -> bool {
         // enforce it; only a complete observation (the next sweep or reconcile)
         // may open the episode.
         && action.held != Some(HoldReason::IncompleteDirectory)
+        // Held because the person is in a group that only looks like a
+        // configured one: they may be no leaver at all, and the retry job, which
+        // knows no groups, would enforce it.
+        && !matches!(action.held, Some(HoldReason::LookAlikeGroup { .. }))
 }
 
 /// After [`apply::recover`] and the observation that follows it: a reconcile cut

@@ -869,6 +869,20 @@ impl EntraSource {
     /// [`assigned_principals`]): a user a run would refuse (no
     /// `accountEnabled`, no `userPrincipalName`) fails the check, naming it.
     /// What it proved, one item a request; no page is followed.
+    /// Every group's name (`GET /v1.0/groups`, all pages), for
+    /// `check-config --connect` to name the groups that only look like configured
+    /// ones ([`super::Directory::group_names`]).
+    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+        let api = &self.inner.api;
+        let groups = self
+            .list(format!("{api}/groups?$select=id,displayName&$top={TOP}"))
+            .await?;
+        groups
+            .iter()
+            .map(|g| parse_group(g, "GET /v1.0/groups").map(|(_, name)| name))
+            .collect()
+    }
+
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
         let api = &self.inner.api;
         let select = encode_component(USER_SELECT);

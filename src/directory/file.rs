@@ -563,7 +563,7 @@ impl<'p> Collector<'p> {
     /// them: every person would be in none, out of scope or without the role
     /// their mapping gives, whatever the groups would have said.
     fn check_groups_given(&self, location: &str) -> Result<(), DirectoryError> {
-        if self.saw_groups || self.identities.is_empty() || self.configured.groups.is_empty() {
+        if self.saw_groups || self.identities.is_empty() || self.configured.inner.is_empty() {
             return Ok(());
         }
         Err(invalid(
@@ -610,11 +610,11 @@ impl<'p> Collector<'p> {
         let keys = [("id", Some(&id)), ("userName", Some(&user_name))];
         for (field, value) in keys.into_iter().chain([("email", email.as_ref())]) {
             let Some(value) = value else { continue };
-            if let Some(hidden) = value.chars().find(|&c| is_hidden(c)) {
+            if let Some(hidden) = crate::names::hidden_in(value) {
                 let message = format!(
                     "{value:?} holds {}, which does not show: it would be compared and \
                      written as it is; remove it",
-                    describe(hidden)
+                    crate::names::describe(hidden)
                 );
                 return Err(self.invalid(row, Some(&id), Some(field), message));
             }
@@ -661,15 +661,11 @@ impl<'p> Collector<'p> {
 
 /// The groups the configuration names (`policy.scope_groups`, the mappings,
 /// `safety.protected_groups`), to recognise one of them written so that policy,
-/// which compares names exactly, would not find it.
+/// which compares names exactly, would not find it. The look-alike rule is the
+/// live directories' too ([`crate::names`]).
 #[derive(Debug, Default)]
 struct ConfiguredGroups {
-    /// (name, the key that names it), in configuration order.
-    groups: Vec<(String, String)>,
-    /// Folded name ([`fold_group_name`]) → index in `groups`.
-    folded: HashMap<String, usize>,
-    /// [`loosened`] name → index in `groups`.
-    loosened: HashMap<String, usize>,
+    inner: crate::names::ConfiguredGroups,
 }
 
 impl ConfiguredGroups {
@@ -681,17 +677,14 @@ impl ConfiguredGroups {
     ];
 
     fn add(&mut self, name: &str, key: String) {
-        let index = self.groups.len();
-        self.folded.entry(fold_group_name(name)).or_insert(index);
-        self.loosened.entry(loosened(name)).or_insert(index);
-        self.groups.push((name.to_owned(), key));
+        self.inner.add(name, key);
     }
 
     /// The configuration keys that name groups, each once: `policy.scope_groups,
     /// policy.mapping`.
     fn keys(&self) -> String {
         let mut keys: Vec<&str> = Vec::new();
-        for (_, key) in &self.groups {
+        for (_, key) in self.inner.groups() {
             let key = key.split_once('[').map_or(key.as_str(), |(key, _)| key);
             if !keys.contains(&key) {
                 keys.push(key);
@@ -701,7 +694,7 @@ impl ConfiguredGroups {
     }
 
     fn named(&self, folded: &str) -> Option<&(String, String)> {
-        self.groups.get(*self.folded.get(folded)?)
+        self.inner.named(folded)
     }
 
     /// Why the group entry `group` is, most likely, configured groups written so
@@ -710,7 +703,7 @@ impl ConfiguredGroups {
     /// difference in case alone is left to [`FileSource::check_scope`], which
     /// counts the rows of each spelling.
     fn misspelt(&self, group: &str, row: Row) -> Option<String> {
-        if self.groups.is_empty() || self.folded.contains_key(&fold_group_name(group)) {
+        if self.inner.is_empty() || self.named(&fold_group_name(group)).is_some() {
             return None;
         }
         self.look_alike(group)
@@ -721,15 +714,14 @@ impl ConfiguredGroups {
     /// brings along (a no-break or zero-width space, two spaces, quotes): it
     /// looks the same on screen and matches nothing.
     fn look_alike(&self, group: &str) -> Option<String> {
-        let (name, key) = self.groups.get(*self.loosened.get(&loosened(group))?)?;
-        let oddities = oddities(group);
-        let oddities = if oddities.is_empty() {
-            "characters that do not show".to_owned()
-        } else {
-            oddities.join(", ")
-        };
+        let crate::names::LookAlike {
+            configured: name,
+            key,
+            differs,
+            ..
+        } = self.inner.look_alike(group)?;
         Some(format!(
-            "{group:?} is not {name:?} ({key}) but differs from it only in {oddities}: \
+            "{group:?} is not {name:?} ({key}) but differs from it only in {differs}: \
              group names are compared exactly, so this person would not be in it; write \
              {name:?}"
         ))
@@ -777,82 +769,6 @@ impl ConfiguredGroups {
                     configured.join(" and ")
                 ))
             })
-    }
-}
-
-/// Characters that take no room on screen: zero-width spaces and joiners, the
-/// word joiner, a byte-order mark inside a value, the soft hyphen.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
-    )
-}
-
-/// Straight, typographic and angle quotes, which exports and word processors put
-/// around a value.
-fn is_quote(c: char) -> bool {
-    matches!(
-        c,
-        '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}'
-    )
-}
-
-/// A group name as it reads: invisible characters and quotes dropped, each run
-/// of whitespace (no-break spaces and tabs too) one space, in lower case.
-fn loosened(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if is_invisible(c) || is_quote(c) {
-            continue;
-        }
-        if c.is_whitespace() {
-            if !out.is_empty() && !out.ends_with(' ') {
-                out.push(' ');
-            }
-            continue;
-        }
-        out.extend(c.to_lowercase());
-    }
-    out.truncate(out.trim_end().len());
-    out
-}
-
-/// What [`loosened`] drops or changes in `name`, said so that it can be found.
-fn oddities(name: &str) -> Vec<String> {
-    let mut found: Vec<String> = Vec::new();
-    let mut previous_space = false;
-    for c in name.chars() {
-        let odd = match c {
-            ' ' if previous_space => Some("two spaces in a row".to_owned()),
-            ' ' => None,
-            c if is_quote(c) => Some(format!("the quote {c}")),
-            c if is_hidden(c) => Some(describe(c)),
-            _ => None,
-        };
-        previous_space = c == ' ';
-        if let Some(odd) = odd.filter(|odd| !found.contains(odd)) {
-            found.push(odd);
-        }
-    }
-    found
-}
-
-/// A character that does not show as itself: whitespace other than the space,
-/// control characters, [`is_invisible`] ones. The configuration refuses them in
-/// the names it compares too (`Config::validate`).
-pub(crate) fn is_hidden(c: char) -> bool {
-    (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
-}
-
-/// A [`is_hidden`] character, named so that it can be found.
-pub(crate) fn describe(c: char) -> String {
-    match c {
-        '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
-        '\u{200b}' => "a zero-width space (U+200B)".to_owned(),
-        '\t' => "a tab".to_owned(),
-        '\n' | '\r' => "a line break".to_owned(),
-        c => format!("the character U+{:04X}", u32::from(c)),
     }
 }
 

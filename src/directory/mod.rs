@@ -177,19 +177,33 @@ impl Transient for DirectoryError {
 /// but protected groups without case, so a group either could need is read: a
 /// break-glass group spelled `it admins` in the configuration still protects the
 /// members of `IT Admins`.
+///
+/// A group whose name differs from a configured one only in what does not show
+/// ([`crate::names::ConfiguredGroups::look_alike`]: a no-break or zero-width
+/// space, two spaces, quotes) is read too: policy does not count it, but the
+/// guard holds what its absence would take from its members, and the report
+/// names it ([`crate::safety::hold_look_alikes`]). Unread, its members would
+/// look out of scope, or without their mapping, and lose access silently.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GroupInterest {
     folded: std::collections::HashSet<String>,
+    /// The same names, to recognise a look-alike (their keys are not needed here).
+    configured: crate::names::ConfiguredGroups,
 }
 
 impl GroupInterest {
     pub fn new(scope_groups: &[String], other_groups: &[String]) -> GroupInterest {
+        let mut configured = crate::names::ConfiguredGroups::default();
+        for name in scope_groups.iter().chain(other_groups) {
+            configured.add(name, String::new());
+        }
         GroupInterest {
             folded: scope_groups
                 .iter()
                 .chain(other_groups)
                 .map(|name| fold_group_name(name))
                 .collect(),
+            configured,
         }
     }
 
@@ -199,8 +213,42 @@ impl GroupInterest {
     }
 
     pub fn wants(&self, name: &str) -> bool {
-        self.folded.is_empty() || self.folded.contains(&fold_group_name(name))
+        self.folded.is_empty()
+            || self.folded.contains(&fold_group_name(name))
+            || self.configured.look_alike(name).is_some()
     }
+
+    /// Whether `name` differs from a configured group only in what does not show.
+    fn looks_alike(&self, name: &str) -> bool {
+        self.configured.look_alike(name).is_some()
+    }
+}
+
+/// A configured group `name` that the directory's groups `present` do not have,
+/// but one of which differs from it only in what does not show: its name, when
+/// there is one. The read goes on (the guard holds what the look-alike's
+/// members would lose); logged here with what differs.
+fn look_alike_present<'a>(
+    provider: &'static str,
+    present: &std::collections::HashSet<&'a str>,
+    name: &str,
+    key: &str,
+) -> Option<&'a str> {
+    let mut configured = crate::names::ConfiguredGroups::default();
+    configured.add(name, key.to_owned());
+    let mut found: Vec<(&str, crate::names::LookAlike)> = present
+        .iter()
+        .filter_map(|p| Some((*p, configured.look_alike(p)?)))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(b.0));
+    let (spelling, look_alike) = found.into_iter().next()?;
+    tracing::warn!(
+        provider,
+        "{look_alike}, and the directory has no group named exactly {name:?}: its members \
+         are read, and what they would lose is held for a person to decide. Rename the group \
+         in the directory, or correct {key}"
+    );
+    Some(spelling)
 }
 
 /// Whether a group of `present` names answers to `name`, without regard to case.
@@ -267,7 +315,9 @@ pub(crate) fn check_scope_groups(
 ) -> Result<(), DirectoryError> {
     let composed_present = composed(present);
     for name in scope_groups {
-        if composed_present.contains(&crate::model::compose_name(name)) {
+        if composed_present.contains(&crate::model::compose_name(name))
+            || look_alike_present(provider, present, name, "policy.scope_groups").is_some()
+        {
             continue;
         }
         let near = present
@@ -316,7 +366,8 @@ pub(crate) fn check_named_groups(
         } else {
             group_present(present.iter().copied(), &required.name)
         };
-        if !found {
+        if !found && look_alike_present(provider, present, &required.name, &required.key).is_none()
+        {
             // A mapping matches its group's name exactly: one that differs only in
             // case or spaces matches nobody.
             let near = present
@@ -382,6 +433,12 @@ pub(crate) fn refuse_ambiguous_names<'a>(
         std::collections::HashMap::new();
     for (id, name) in groups {
         if !interest.wants(name) {
+            continue;
+        }
+        // Compared as policy compares them, case aside: a look-alike with a
+        // no-break space at its end is another name, its members held, not two
+        // groups counted as one.
+        if interest.looks_alike(name) {
             continue;
         }
         match first.entry(fold_group_name(name)) {
@@ -530,6 +587,21 @@ impl Directory {
         })
     }
 
+    /// `check-config --connect`: the names of every group of Okta or Entra (the
+    /// listing a run starts with), so that the groups whose names differ from a
+    /// configured one only in what does not show are named before a run holds
+    /// what they would take. `None` for the other sources: LDAP and SCIM
+    /// directories are not listed whole by a check; a run reports them.
+    pub fn group_names(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, DirectoryError>> {
+        Box::pin(async move {
+            match self {
+                Directory::Okta(source) => source.group_names().await.map(Some),
+                Directory::Entra(source) => source.group_names().await.map(Some),
+                Directory::File(_) | Directory::Ldap(_) | Directory::Scim(_) => Ok(None),
+            }
+        })
+    }
+
     /// Reads every file the settings name (credentials, keys, certificates, the
     /// CA file, an export) and parses what needs no network, so that
     /// `check-config` finds a missing, empty or malformed file before a run does.
@@ -622,6 +694,55 @@ mod tests {
             log.lines()
                 .any(|line| line.contains("Finance") && line.contains("not found")),
             "{log}"
+        );
+    }
+
+    /// A scope or required group the directory has only as a look-alike (a
+    /// no-break space at its end, a zero-width space inside) no longer refuses
+    /// the read, which stopped everyone's deprovisioning: the guard holds what
+    /// its members would lose. A group missing outright still refuses it.
+    #[test]
+    fn a_look_alike_of_a_scope_or_required_group_lets_the_read_go_on() {
+        let present: std::collections::HashSet<&str> = ["Taskade Users\u{a0}", "IT\u{200b} Admins"]
+            .into_iter()
+            .collect();
+        check_scope_groups(
+            "okta",
+            &present,
+            &["Taskade Users".to_owned()],
+            "an Okta group",
+        )
+        .unwrap();
+        check_named_groups(
+            "okta",
+            &present,
+            &["IT Admins".to_owned()],
+            &[RequiredGroup::protected("IT Admins")],
+            "an Okta group",
+        )
+        .unwrap();
+        let missing =
+            check_scope_groups("okta", &present, &["Finance".to_owned()], "an Okta group");
+        assert!(missing.is_err());
+        // Read, and not taken for a second group of the same name.
+        let interest = GroupInterest::new(&["Taskade Users".to_owned()], &[]);
+        assert!(interest.wants("Taskade\u{200b} Users"));
+        assert!(!interest.wants("Finance"));
+        refuse_ambiguous_names(
+            "okta",
+            &interest,
+            [("g1", "Taskade Users"), ("g2", "Taskade Users\u{a0}")],
+            "rename one",
+        )
+        .unwrap();
+        assert!(
+            refuse_ambiguous_names(
+                "okta",
+                &interest,
+                [("g1", "Taskade Users"), ("g2", "taskade users")],
+                "rename one",
+            )
+            .is_err()
         );
     }
 }

@@ -785,6 +785,20 @@ impl OktaSource {
         )
     }
 
+    /// Every group's name (`GET /api/v1/groups`, all pages), for
+    /// `check-config --connect` to name the groups that only look like configured
+    /// ones ([`super::Directory::group_names`]).
+    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+        let base = &self.inner.base;
+        let groups: Vec<Value> = self
+            .list(format!("{base}/api/v1/groups?limit={GROUPS_LIMIT}"))
+            .await?;
+        groups
+            .iter()
+            .map(|g| parse_group(g, "GET /api/v1/groups").map(|(_, name)| name))
+            .collect()
+    }
+
     /// `check-config --connect`: the credential (a service app's token, DPoP-bound
     /// when Okta asks for it) and one small page of each listing a snapshot
     /// reads (users, the DEPROVISIONED users' search, groups, and the app's

@@ -1,0 +1,337 @@
+//! Names that differ only in what does not show: a no-break or zero-width space,
+//! two spaces in a row, a tab, quotes, a space at either end. Policy compares
+//! group names exactly (case folded, NFC), so a directory group "Taskade Users"
+//! written with a no-break space is not the configured "Taskade Users": its
+//! members would silently be in none of the configured groups, out of scope (to
+//! be deactivated) or without the role and workspace groups a mapping gives.
+//!
+//! Shared by every source: the file directory refuses such an export
+//! ([`crate::directory::file`]); for a live directory (Okta, Entra, LDAP, SCIM),
+//! which a person cannot correct as quickly and which must keep deprovisioning
+//! everyone else, [`look_alike_members`] finds the people who carry such a group
+//! and the guard holds what would take access from them
+//! ([`crate::model::HoldReason::LookAlikeGroup`]). Such a group is never matched
+//! as the configured one: a different group could be meant.
+//!
+//! Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Identity;
+use crate::policy::fold_group_name;
+
+/// Characters that take no room on screen: zero-width spaces and joiners, the
+/// word joiner, a byte-order mark inside a value, the soft hyphen.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
+    )
+}
+
+/// Straight, typographic and angle quotes, which exports and word processors put
+/// around a value.
+pub fn is_quote(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}'
+    )
+}
+
+/// A character that does not show as itself: whitespace other than the space,
+/// control characters, [`is_invisible`] ones. The configuration refuses them in
+/// the names it compares too (`Config::validate`).
+pub fn is_hidden(c: char) -> bool {
+    (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
+}
+
+/// The first [`is_hidden`] character of `value`, if any.
+pub fn hidden_in(value: &str) -> Option<char> {
+    value.chars().find(|&c| is_hidden(c))
+}
+
+/// A [`is_hidden`] character, named so that it can be found.
+pub fn describe(c: char) -> String {
+    match c {
+        '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
+        '\u{200b}' => "a zero-width space (U+200B)".to_owned(),
+        '\t' => "a tab".to_owned(),
+        '\n' | '\r' => "a line break".to_owned(),
+        c => format!("the character U+{:04X}", u32::from(c)),
+    }
+}
+
+/// A group name as it reads: invisible characters and quotes dropped, each run
+/// of whitespace (no-break spaces and tabs too) one space, none at either end,
+/// in lower case.
+pub fn loosened(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if is_invisible(c) || is_quote(c) {
+            continue;
+        }
+        if c.is_whitespace() {
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// What [`loosened`] drops or changes in `name`, said so that it can be found.
+pub fn oddities(name: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    if name.starts_with(' ') {
+        found.push("a space at the start".to_owned());
+    }
+    let mut previous_space = false;
+    for c in name.chars() {
+        let odd = match c {
+            ' ' if previous_space => Some("two spaces in a row".to_owned()),
+            ' ' => None,
+            c if is_quote(c) => Some(format!("the quote {c}")),
+            c if is_hidden(c) => Some(describe(c)),
+            _ => None,
+        };
+        previous_space = c == ' ';
+        if let Some(odd) = odd.filter(|odd| !found.contains(odd)) {
+            found.push(odd);
+        }
+    }
+    if name.ends_with(' ') && !name.ends_with("  ") {
+        found.push("a space at the end".to_owned());
+    }
+    found
+}
+
+/// [`oddities`] as one phrase.
+fn differences(name: &str) -> String {
+    let oddities = oddities(name);
+    if oddities.is_empty() {
+        "characters that do not show".to_owned()
+    } else {
+        oddities.join(", ")
+    }
+}
+
+/// A directory group whose name differs from a configured group's only in what
+/// does not show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookAlike {
+    /// The name as the directory spells it.
+    pub directory_group: String,
+    /// The configured name it looks like.
+    pub configured: String,
+    /// The configuration key that names it: `policy.scope_groups`,
+    /// `policy.mapping[2].group`, `safety.protected_groups`.
+    pub key: String,
+    /// What differs, from [`oddities`]: "a no-break space (U+00A0)".
+    pub differs: String,
+}
+
+impl std::fmt::Display for LookAlike {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "directory group {:?} is not {:?} ({}) but differs from it only in {}",
+            self.directory_group, self.configured, self.key, self.differs
+        )
+    }
+}
+
+/// The groups the configuration names, with the key that names each, to
+/// recognise one written so that policy, which compares names exactly, would not
+/// find it.
+#[derive(Debug, Clone, Default)]
+pub struct ConfiguredGroups {
+    /// (name, the key that names it), in configuration order.
+    groups: Vec<(String, String)>,
+    /// Folded name ([`fold_group_name`]) → index in `groups`.
+    folded: HashMap<String, usize>,
+    /// [`loosened`] name → index in `groups`.
+    loosened: HashMap<String, usize>,
+}
+
+impl ConfiguredGroups {
+    pub fn add(&mut self, name: &str, key: String) {
+        let index = self.groups.len();
+        self.folded.entry(fold_group_name(name)).or_insert(index);
+        self.loosened.entry(loosened(name)).or_insert(index);
+        self.groups.push((name.to_owned(), key));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// (name, key) of each configured group, in configuration order.
+    pub fn groups(&self) -> &[(String, String)] {
+        &self.groups
+    }
+
+    /// The configured group (name, key) whose folded name is `folded`.
+    pub fn named(&self, folded: &str) -> Option<&(String, String)> {
+        self.groups.get(*self.folded.get(folded)?)
+    }
+
+    /// Whether `group` is a configured group as policy would find it, case
+    /// aside. Not trimmed: "Taskade Users" with a no-break space at its end is
+    /// not "Taskade Users" to policy.
+    fn names(&self, group: &str) -> bool {
+        self.folded
+            .contains_key(&crate::model::compose(group).to_lowercase())
+    }
+
+    /// The configured group that `group` looks like without being it, if any: the
+    /// same once [`loosened`], another name to policy (a difference in case alone
+    /// is not one: it shows, and the sources report it on their own).
+    pub fn look_alike(&self, group: &str) -> Option<LookAlike> {
+        if self.groups.is_empty() || self.names(group) {
+            return None;
+        }
+        let (name, key) = self.groups.get(*self.loosened.get(&loosened(group))?)?;
+        Some(LookAlike {
+            directory_group: group.to_owned(),
+            configured: name.clone(),
+            key: key.clone(),
+            differs: differences(group),
+        })
+    }
+
+    /// Whether `group` is a configured group or looks like one: a live directory
+    /// reads the members of both (see [`look_alike_members`]).
+    pub fn wants(&self, group: &str) -> bool {
+        self.named(&fold_group_name(group)).is_some() || self.look_alike(group).is_some()
+    }
+}
+
+/// The key of `safety.protected_groups`: a look-alike of one of them matters
+/// even to a person suspended in the directory, whom it would have protected.
+pub const PROTECTED_GROUPS_KEY: &str = "safety.protected_groups";
+
+/// The people of `identities` who carry a group that looks like a configured
+/// one (see [`ConfiguredGroups::look_alike`]), by identity id, each with the
+/// first such group. The guard holds what would take access from them: the
+/// group they are in may be the configured one, mistyped. A person suspended or
+/// deprovisioned in the directory loses access whatever their groups, so only
+/// a look-alike of a protected group counts for them.
+pub fn look_alike_members(
+    identities: &[Identity],
+    configured: &ConfiguredGroups,
+) -> BTreeMap<String, LookAlike> {
+    let mut members = BTreeMap::new();
+    if configured.is_empty() {
+        return members;
+    }
+    // Few distinct group names, many people: each name is looked at once.
+    let mut seen: HashMap<&str, Option<LookAlike>> = HashMap::new();
+    for identity in identities {
+        let active = identity.status == crate::model::IdentityStatus::Active;
+        let found = identity.groups.iter().find_map(|group| {
+            seen.entry(group.as_str())
+                .or_insert_with(|| configured.look_alike(group))
+                .clone()
+                .filter(|look_alike| active || look_alike.key == PROTECTED_GROUPS_KEY)
+        });
+        if let Some(look_alike) = found {
+            members.insert(identity.id.clone(), look_alike);
+        }
+    }
+    members
+}
+
+/// The distinct look-alike groups of `members` (see [`look_alike_members`]),
+/// each with how many people carry it, sorted by directory group.
+pub fn look_alike_groups(members: &BTreeMap<String, LookAlike>) -> Vec<(LookAlike, usize)> {
+    let mut groups: BTreeMap<&str, (LookAlike, usize)> = BTreeMap::new();
+    for look_alike in members.values() {
+        groups
+            .entry(look_alike.directory_group.as_str())
+            .or_insert_with(|| (look_alike.clone(), 0))
+            .1 += 1;
+    }
+    groups.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::model::IdentityStatus;
+
+    fn configured() -> ConfiguredGroups {
+        let mut configured = ConfiguredGroups::default();
+        configured.add("Taskade Users", "policy.scope_groups".to_owned());
+        configured.add("Engineering", "policy.mapping[0].group".to_owned());
+        configured
+    }
+
+    #[test]
+    fn a_group_differing_only_in_what_does_not_show_looks_alike() {
+        let configured = configured();
+        for (group, differs) in [
+            ("Taskade Users\u{a0}", "a no-break space (U+00A0)"),
+            ("Taskade\u{a0}Users", "a no-break space (U+00A0)"),
+            ("Taskade  Users", "two spaces in a row"),
+            ("Taskade\u{200b} Users", "a zero-width space (U+200B)"),
+            ("Taskade\tUsers", "a tab"),
+            ("\"Taskade Users\"", "the quote \""),
+            ("Taskade Users ", "a space at the end"),
+            (" Taskade Users", "a space at the start"),
+        ] {
+            let found = configured
+                .look_alike(group)
+                .unwrap_or_else(|| panic!("{group:?}"));
+            assert_eq!(found.configured, "Taskade Users");
+            assert_eq!(found.key, "policy.scope_groups");
+            assert_eq!(found.differs, differs, "{group:?}");
+            assert!(found.to_string().contains(differs), "{found}");
+        }
+        // The configured name in any case is policy's to compare, and a
+        // different name is not alike.
+        for group in [
+            "Taskade Users",
+            "taskade users",
+            "Taskade Admins",
+            "Engineers",
+        ] {
+            assert_eq!(configured.look_alike(group), None, "{group:?}");
+        }
+        assert!(configured.wants("engineering"));
+        assert!(configured.wants("Engi\u{200b}neering"));
+        assert!(!configured.wants("Finance"));
+    }
+
+    #[test]
+    fn members_of_a_look_alike_are_found_once_each() {
+        let person = |id: &str, groups: &[&str]| Identity {
+            id: id.to_owned(),
+            user_name: format!("{id}@example.com"),
+            email: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status: IdentityStatus::Active,
+            department: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        let identities = [
+            person("a", &["Taskade Users", "Engineering"]),
+            person("b", &["Taskade Users", "Engineering\u{a0}"]),
+            person("c", &["Taskade\u{200b} Users"]),
+            person("d", &["Finance"]),
+        ];
+        let members = look_alike_members(&identities, &configured());
+        assert_eq!(members.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(members["b"].key, "policy.mapping[0].group");
+        let groups = look_alike_groups(&members);
+        assert_eq!(groups.len(), 2);
+        assert!(groups.iter().all(|(_, count)| *count == 1));
+    }
+}
