@@ -2104,11 +2104,19 @@ impl Config {
             let pairs = [
                 (
                     count(format!("max_{class}s"), limits.per_run, default.per_run),
-                    count(format!("max_{class}s_per_day"), limits.per_day, default.per_day),
+                    count(
+                        format!("max_{class}s_per_day"),
+                        limits.per_day,
+                        default.per_day,
+                    ),
                     limits.per_day > 0 && limits.per_day < limits.per_run,
                 ),
                 (
-                    percent(format!("max_{class}_percent"), limits.percent, default.percent),
+                    percent(
+                        format!("max_{class}_percent"),
+                        limits.percent,
+                        default.percent,
+                    ),
                     percent(
                         format!("max_{class}_percent_per_day"),
                         limits.percent_per_day,
@@ -6137,7 +6145,10 @@ token = "s3cr3t-token-value"
             (found, file)
         };
         assert_eq!(warnings("", &[]).0, Vec::<String>::new());
-        let (found, file) = warnings("max_deprovisions = 30\nmax_deprovisions_per_day = 20\n", &[]);
+        let (found, file) = warnings(
+            "max_deprovisions = 30\nmax_deprovisions_per_day = 20\n",
+            &[],
+        );
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].starts_with(&format!(
@@ -6162,7 +6173,10 @@ token = "s3cr3t-token-value"
         for class in crate::model::ActionClass::ALL {
             for (run, day) in [
                 (format!("max_{class}s"), format!("max_{class}s_per_day")),
-                (format!("max_{class}_percent"), format!("max_{class}_percent_per_day")),
+                (
+                    format!("max_{class}_percent"),
+                    format!("max_{class}_percent_per_day"),
+                ),
             ] {
                 let (found, _) = warnings(&format!("{run} = 8\n{day} = 4\n"), &[]);
                 assert_eq!(found.len(), 1, "{run}: {found:?}");

@@ -142,6 +142,7 @@ mod review_s56_refused;
 mod review_s56_s56diff;
 mod review_s56_scimclient;
 mod review_s56_time;
+mod review_s57_leftovers;
 mod role_groups;
 mod run_recovery;
 mod safety;
