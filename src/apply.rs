@@ -449,9 +449,10 @@ struct Executor<'a> {
     /// Set once a write past its retries shows the workspace down: no further
     /// write is sent, and verification, which shares it, sends no read.
     outage: Arc<Outage>,
-    /// The first write the workspace refused with 401: the token, not the
-    /// action, is at fault, and every later write would be refused the same way.
-    token_refused: OnceLock<String>,
+    /// The first write the workspace refused with 401, and what to check: the
+    /// token (or, for a web page's 401, what is in front of the workspace), not
+    /// the action, is at fault, and every later write would be refused the same way.
+    token_refused: OnceLock<(String, &'static str)>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -816,8 +817,10 @@ impl Executor<'_> {
         }
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
-            let _ = self.token_refused.set(error.to_string());
-            return WriteFailure::Failed(format!("{error}; {CHECK_TOKEN}"));
+            // A web page's 401 is a proxy's or a WAF's, not the token's.
+            let check = error.what_to_check().unwrap_or(CHECK_TOKEN);
+            let _ = self.token_refused.set((error.to_string(), check));
+            return WriteFailure::Failed(format!("{error}; {check}"));
         }
         // The client retries every transient failure until its attempts run out.
         let attempts = self.client.attempts_per_request();
@@ -857,10 +860,9 @@ impl Executor<'_> {
         }
         // A 403 may be one object's (a provider that forbids touching its primary
         // owner); a 401 is the token's, whatever was asked.
-        if let Some(refusal) = self.token_refused.get() {
-            let message = format!(
-                "{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {CHECK_TOKEN}"
-            );
+        if let Some((refusal, check)) = self.token_refused.get() {
+            let message =
+                format!("{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {check}");
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
             return Ok(Executed::Failed);
         }

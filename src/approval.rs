@@ -104,7 +104,8 @@ use crate::safety;
 use crate::store::{ActionState, Decision, JournalEntry, RunId, RunKind, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
 
-/// What to check after a workspace read that failed: the token (401, 403) or the
+/// What to check after a workspace read that failed: the token (401, 403), or
+/// what is in front of the workspace (a 401 or 403 that was a web page), or the
 /// URL and the network (nothing answered); nothing for the rest.
 fn workspace_hint(error: &WorkspaceError) -> String {
     error

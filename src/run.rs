@@ -88,6 +88,11 @@ pub enum RunError {
     /// later request can do better, and only a human can fix the token.
     #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_TOKEN)]
     TokenRefused(WorkspaceError),
+    /// A read of the run was answered 401 or 403 with a web page: a WAF, proxy
+    /// or gateway in front of the workspace refused it, not the SCIM service,
+    /// and the operator is told to check that rather than the token.
+    #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_IN_FRONT)]
+    RefusedInFront(WorkspaceError),
     /// A read of the run got no connection, or no answer in time, past its
     /// retries: a host or port mistyped in `workspace.url`, DNS, a firewall or a
     /// proxy, which the operator is told to check.
@@ -228,11 +233,13 @@ impl RunError {
     }
 }
 
-/// A read's 401 or 403 is the token's fault, whichever read of the run met it; a
+/// A read's 401 or 403 is the token's fault, whichever read of the run met it,
+/// unless a web page said it (what is in front of the workspace refused it); a
 /// read that reached nothing is the URL's or the network's.
 impl From<WorkspaceError> for RunError {
     fn from(e: WorkspaceError) -> RunError {
         match e.status() {
+            Some(401 | 403) if e.answered_by_web_page() => RunError::RefusedInFront(e),
             Some(401 | 403) => RunError::TokenRefused(e),
             _ if e.is_unreachable() => RunError::Unreachable(e),
             _ => RunError::Workspace(e),
@@ -252,9 +259,10 @@ impl crate::retry::Transient for RunError {
             | RunError::OtherWorkspace { .. } => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::DirectoryFile { error, .. } => error.is_transient(),
-            RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
-                e.is_transient()
-            }
+            RunError::Workspace(e)
+            | RunError::TokenRefused(e)
+            | RunError::RefusedInFront(e)
+            | RunError::Unreachable(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
             // People moving between pages: the next read is often whole.
             RunError::DirectoryIncomplete(_) => true,

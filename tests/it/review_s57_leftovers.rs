@@ -1,9 +1,39 @@
 //! Session 57: small things the session before noticed and left alone.
-//! `check-config` warns of a 24 h limit below the per-run limit of its class.
+//! `check-config` warns of a 24 h limit below the per-run limit of its class. A
+//! 401 or 403 that is a web page (a WAF's, a proxy's block page) says to check
+//! what stands in front of the workspace, not the token.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use seatwarden::run::{self, Mode};
+use seatwarden::store::Store;
+use seatwarden::workspace::ScimClient;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fixtures::ada_config;
 use crate::qa_cli::seatwarden;
 use crate::review_s48_protected_link::configured;
+
+/// What a token refused says to check, and what a block page must not.
+const CHECK_TOKEN: &str = "check workspace.token";
+/// What a block page says to check instead.
+const CHECK_IN_FRONT: &str = "not the token: check the proxy, firewall or WAF in front of the \
+                              workspace";
+
+/// A workspace behind a WAF that blocks this machine: every request is
+/// answered `status` with the WAF's HTML page.
+async fn blocked_by_a_waf(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(status).set_body_raw(
+            "<!DOCTYPE html><html><head><title>Request Rejected</title></head>\
+             <body>The requested URL was rejected. Your support ID is: 1234</body></html>",
+            "text/html; charset=utf-8",
+        ))
+        .mount(&server)
+        .await;
+    server
+}
 
 /// A 24 h limit tighter than the per-run one (here the per-run count raised past
 /// the 24 h default, and a percentage typed the wrong way round) leaves the
@@ -38,4 +68,56 @@ fn check_config_warns_of_a_24h_limit_below_the_per_run_one() {
     ] {
         assert!(err.contains(&warning), "{warning:?} not in {err}");
     }
+}
+
+/// A 403 block page read by a run: the error names the page's title and says
+/// to check what is in front of the workspace, not the token; a SCIM JSON 403
+/// keeps the token hint.
+#[tokio::test]
+async fn a_403_block_page_is_not_called_a_token_problem() {
+    for status in [403, 401] {
+        let server = blocked_by_a_waf(status).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = ada_config(&format!("{}/scim/v2", server.uri()), dir.path(), "ACTIVE");
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let message = run::execute(&config, store, Mode::Plan)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&format!(
+                "HTTP {status}: an HTML page (\"Request Rejected\")"
+            )),
+            "{message}"
+        );
+        assert!(message.contains(CHECK_IN_FRONT), "{message}");
+        assert!(!message.contains(CHECK_TOKEN), "{message}");
+
+        // The same page answering the checks of `check-config --connect`.
+        let path = dir.path().join("seatwarden.toml");
+        let (_, out, err) = seatwarden(&path, &["check-config", "--connect"]);
+        let said = format!("{out}{err}");
+        assert!(said.contains("Request Rejected"), "{said}");
+        assert!(said.contains(CHECK_IN_FRONT), "{said}");
+        assert!(!said.contains(CHECK_TOKEN), "{said}");
+    }
+
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(403).set_body_raw(
+            r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "403", "detail": "token lacks scim:write"}"#,
+            "application/scim+json",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ada_config(&format!("{}/scim/v2", server.uri()), dir.path(), "ACTIVE");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let error = client.get_account("u1").await.unwrap_err();
+    assert_eq!(
+        error
+            .what_to_check()
+            .map(|hint| hint.starts_with(CHECK_TOKEN)),
+        Some(true)
+    );
 }
