@@ -1,13 +1,15 @@
 //! Session 57: small things the session before noticed and left alone.
 //! `check-config` warns of a 24 h limit below the per-run limit of its class. A
 //! 401 or 403 that is a web page (a WAF's, a proxy's block page) says to check
-//! what stands in front of the workspace, not the token.
+//! what stands in front of the workspace, not the token. A deactivation whose
+//! account was deleted meanwhile says the account was already gone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use seatwarden::run::{self, Mode};
+use seatwarden::store::ActionState;
 use seatwarden::store::Store;
 use seatwarden::workspace::ScimClient;
-use wiremock::matchers::any;
+use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fixtures::ada_config;
@@ -120,4 +122,103 @@ async fn a_403_block_page_is_not_called_a_token_problem() {
             .map(|hint| hint.starts_with(CHECK_TOKEN)),
         Some(true)
     );
+}
+
+fn scim(body: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(body)
+}
+
+/// A leaver's account deleted in the workspace (by an admin, by push SCIM)
+/// after the run listed it and before its deactivation: the PATCH is answered
+/// 404 and no read finds the account. The deactivation is no failure and is
+/// not retried; its journal row, `explain` and the report say the account was
+/// already gone (the access ended by that deletion, not by this write); the
+/// person's deprovision is done.
+#[tokio::test]
+async fn a_deactivation_whose_account_was_deleted_meanwhile_says_it_was_already_gone() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    // The run's listing shows the account; every read after it, none.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(serde_json::json!({
+            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+            "Resources": [{"id": "acc-1", "userName": "ada@example.com",
+                           "externalId": "00u1", "active": true,
+                           "roles": [{"value": "Viewer", "primary": true}]}]
+        })))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(
+            serde_json::json!({"totalResults": 0, "startIndex": 1, "Resources": []}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(
+            serde_json::json!({"totalResults": 0, "startIndex": 1, "Resources": []}),
+        ))
+        .mount(&server)
+        .await;
+    let not_found = || {
+        ResponseTemplate::new(404).set_body_raw(
+            r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "404", "detail": "User acc-1 not found"}"#,
+            "application/scim+json",
+        )
+    };
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-1"))
+        .respond_with(not_found())
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/Users/acc-1"))
+        .respond_with(not_found())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ada_config(&server.uri(), dir.path(), "DEPROVISIONED");
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
+
+    let report = &outcome.report;
+    assert_eq!(report.summary.actions_failed, 0, "{report:?}");
+    assert_eq!(report.summary.actions_applied, 1, "{report:?}");
+    let deactivation = &report.actions[0];
+    assert_eq!(deactivation.op, "deactivate");
+    let note = deactivation.error.clone().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "the account was already gone from the workspace: account acc-1 was deleted there \
+             (the deactivation was answered 404, and no read finds it), so its access ended \
+             with that deletion, not with this write"
+        ),
+        "{note}"
+    );
+    let text = seatwarden::report::render_text(report, chrono_tz::UTC, "seatwarden", false);
+    assert!(text.contains(&note), "{text}");
+
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let journal = store.journal(outcome.run_id).unwrap();
+    assert_eq!(journal[0].state, ActionState::Applied);
+    assert_eq!(journal[0].attempts, 1);
+    assert_eq!(journal[0].last_error.as_deref(), Some(note.as_str()));
+    // The same-day ledger: the person has no access left, so the episode is
+    // verified and nothing is open.
+    assert_eq!(store.open_deprovisions().unwrap(), Vec::new());
+    let episodes = store.deprovision_history("00u1", 5).unwrap();
+    assert_eq!(episodes.len(), 1, "{episodes:?}");
+    assert!(episodes[0].verified_at.is_some(), "{episodes:?}");
+    server.verify().await;
 }
