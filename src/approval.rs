@@ -1114,7 +1114,8 @@ pub async fn approve(
         });
     }
     // On a terminal, the read's progress line, as a reconcile shows it: a large
-    // workspace takes a while to list.
+    // workspace takes a while to list. The directory's read, when there is one,
+    // logs its start and end as a reconcile's does (`run::read_directory`).
     let listing = crate::run::ReadProgress::on_terminal();
     // The directory too, beside the workspace, when a held action would take
     // access away: someone back since the run (the mistake behind a mass hold
@@ -1133,7 +1134,7 @@ pub async fn approve(
         };
         let read = async {
             match &directory {
-                Some(directory) => Some(directory.snapshot().await),
+                Some(directory) => Some(crate::run::read_directory(directory).await),
                 None => None,
             }
         };

@@ -340,6 +340,28 @@ impl Drop for ReadProgress {
     }
 }
 
+/// Reads `directory`, saying so in the log (on stderr, which a terminal shows)
+/// when the read starts and when it ends, with how many people and how long:
+/// a large Okta, Graph or LDAP directory takes minutes, and without a line the
+/// command looks hung. A reconcile's read says so, and `approve`'s when it reads
+/// the directory beside the workspace. A read that fails says nothing more
+/// here: its caller reports the error.
+pub(crate) async fn read_directory(
+    directory: &Directory,
+) -> Result<crate::model::DirectorySnapshot, DirectoryError> {
+    let source = directory.describe();
+    tracing::info!(source = %source, "reading the directory");
+    let started = Instant::now();
+    let snapshot = directory.snapshot().await?;
+    tracing::info!(
+        identities = snapshot.identities.len(),
+        source = %source,
+        elapsed = %format!("{:.1}s", started.elapsed().as_secs_f64()),
+        "directory read"
+    );
+    Ok(snapshot)
+}
+
 /// Progress of the apply phase on stderr, rewritten in place like the read's: the
 /// writes answered (at most every [`PROGRESS_EVERY`], and the last one always),
 /// then the start of the verification; or, in the recovery of a cut-off run, the
@@ -1050,12 +1072,10 @@ async fn pipeline(
     // against a remote workspace that costs no time at all.
     let read_directory = async {
         let snapshot = Arc::new(
-            directory
-                .snapshot()
+            read_directory(directory)
                 .await
                 .map_err(|e| RunError::directory(config, e))?,
         );
-        tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");
         let saving = {
             let store = Arc::clone(store);
             let snapshot = Arc::clone(&snapshot);

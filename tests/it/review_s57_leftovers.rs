@@ -2,7 +2,8 @@
 //! `check-config` warns of a 24 h limit below the per-run limit of its class. A
 //! 401 or 403 that is a web page (a WAF's, a proxy's block page) says to check
 //! what stands in front of the workspace, not the token. A deactivation whose
-//! account was deleted meanwhile says the account was already gone.
+//! account was deleted meanwhile says the account was already gone. `approve`
+//! says when it reads the directory, as a reconcile does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use seatwarden::run::{self, Mode};
@@ -14,7 +15,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fixtures::ada_config;
 use crate::qa_cli::seatwarden;
-use crate::review_s48_protected_link::configured;
+use crate::review_s48_protected_link::{configured, reconcile, sandbox};
+use crate::review_s56_guards::{accounts, people};
 
 /// What a token refused says to check, and what a block page must not.
 const CHECK_TOKEN: &str = "check workspace.token";
@@ -221,4 +223,37 @@ async fn a_deactivation_whose_account_was_deleted_meanwhile_says_it_was_already_
     assert_eq!(episodes.len(), 1, "{episodes:?}");
     assert!(episodes[0].verified_at.is_some(), "{episodes:?}");
     server.verify().await;
+}
+
+/// `approve` of a held deactivation reads the directory beside the workspace
+/// (someone back since is spared): that read says when it starts and when it
+/// ends, how many people and how long, on stderr as a reconcile's does, so a
+/// long read of a large directory does not look like a hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_says_when_it_reads_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox(accounts(3)).await;
+    let mut users = people(3);
+    users[0]["status"] = "SUSPENDED".into();
+    let config = configured(
+        dir.path(),
+        sandbox.base_url().as_ref(),
+        users,
+        "[safety]\nmax_deprovisions = 0\nsettle = \"0s\"\n",
+    );
+    let held = reconcile(&config).await;
+    assert_eq!(held.summary.actions_held, 1, "{held:?}");
+    let path = dir.path().join("seatwarden.toml");
+    let run = held.run_id.to_string();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || seatwarden(&path, &["approve", &run]))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    let reading = err.find("reading the directory").expect(&err);
+    let read = err.find("directory read").expect(&err);
+    assert!(reading < read, "{err}");
+    let line = err[read..].lines().next().unwrap();
+    assert!(line.contains("identities=3"), "{line}");
+    assert!(line.contains("elapsed="), "{line}");
+    sandbox.shutdown().await;
 }
