@@ -10,6 +10,11 @@
 //! userName a failed rename kept is not sent (journaled failed, "not sent: userName
 //! … is still taken"), as it would only meet 409.
 //!
+//! A deactivation answered 404 is verified like any (a 404 on a write proves
+//! nothing); when no read finds the account either, it was deleted in the
+//! workspace meanwhile, and the row is journaled applied with a note saying so
+//! ([`ALREADY_GONE`]): the access ended with that deletion, not this write.
+//!
 //! Journal states: `planned → in_flight` (row updated before the request leaves),
 //! then `applied` once the workspace shows the change, or `failed` with the
 //! provider's message. Transient failures are retried inside the client; what
@@ -449,9 +454,13 @@ struct Executor<'a> {
     /// Set once a write past its retries shows the workspace down: no further
     /// write is sent, and verification, which shares it, sends no read.
     outage: Arc<Outage>,
-    /// The first write the workspace refused with 401: the token, not the
-    /// action, is at fault, and every later write would be refused the same way.
-    token_refused: OnceLock<String>,
+    /// The first write the workspace refused with 401, and what to check: the
+    /// token (or, for a web page's 401, what is in front of the workspace), not
+    /// the action, is at fault, and every later write would be refused the same way.
+    token_refused: OnceLock<(String, &'static str)>,
+    /// Deactivations whose PATCH was answered 404: sent on to verification,
+    /// which says whether the account is gone ([`already_gone`]).
+    answered_not_found: Mutex<HashSet<u32>>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -585,7 +594,12 @@ impl Executor<'_> {
             // reads the account, and only a read that finds nothing settles it.
             ActionKind::Deactivate { account_id } => {
                 match client.set_active(account_id, false).await {
-                    Err(e) if e.is_not_found() => Ok(Written::Sent),
+                    Err(e) if e.is_not_found() => {
+                        if let Ok(mut answered) = self.answered_not_found.lock() {
+                            answered.insert(action.seq);
+                        }
+                        Ok(Written::Sent)
+                    }
                     other => other.map(|()| Written::Sent).map_err(noted),
                 }
             }
@@ -816,8 +830,10 @@ impl Executor<'_> {
         }
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
-            let _ = self.token_refused.set(error.to_string());
-            return WriteFailure::Failed(format!("{error}; {CHECK_TOKEN}"));
+            // A web page's 401 is a proxy's or a WAF's, not the token's.
+            let check = error.what_to_check().unwrap_or(CHECK_TOKEN);
+            let _ = self.token_refused.set((error.to_string(), check));
+            return WriteFailure::Failed(format!("{error}; {check}"));
         }
         // The client retries every transient failure until its attempts run out.
         let attempts = self.client.attempts_per_request();
@@ -857,10 +873,9 @@ impl Executor<'_> {
         }
         // A 403 may be one object's (a provider that forbids touching its primary
         // owner); a 401 is the token's, whatever was asked.
-        if let Some(refusal) = self.token_refused.get() {
-            let message = format!(
-                "{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {CHECK_TOKEN}"
-            );
+        if let Some((refusal, check)) = self.token_refused.get() {
+            let message =
+                format!("{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {check}");
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
             return Ok(Executed::Failed);
         }
@@ -1179,6 +1194,7 @@ pub async fn apply_with_breaker(
         opened: OnceLock::new(),
         outage: Arc::new(Outage::new(client)),
         token_refused: OnceLock::new(),
+        answered_not_found: Mutex::default(),
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
@@ -1269,6 +1285,10 @@ pub async fn apply_with_breaker(
         });
     }
     let executor_latency = executor.write_latency.lock().ok().and_then(|l| l.mean());
+    let answered_not_found = executor
+        .answered_not_found
+        .into_inner()
+        .map_err(|_| ApplyError::Poisoned)?;
     let created = executor
         .created
         .into_inner()
@@ -1352,14 +1372,25 @@ pub async fn apply_with_breaker(
 
     storing_links.await??;
     let mut verified = Vec::with_capacity(results.len());
+    let mut gone = Vec::new();
     let mut not_verified = Vec::new();
     for (seq, result) in results {
         match result {
-            Ok(()) => verified.push(seq),
+            Ok(Verified::AccountGone { account_id }) if answered_not_found.contains(&seq) => {
+                gone.push((seq, already_gone(&account_id)));
+            }
+            Ok(_) => verified.push(seq),
             Err(message) => not_verified.push((seq, message)),
         }
     }
-    summary.applied += verified.len();
+    if !gone.is_empty() {
+        tracing::info!(
+            accounts = gone.len(),
+            "deactivations answered 404 whose accounts no read finds: already deleted in the \
+             workspace, journaled applied with that note"
+        );
+    }
+    summary.applied += verified.len() + gone.len();
     summary.failed += not_verified.len();
     let unread = not_verified
         .iter()
@@ -1384,6 +1415,8 @@ pub async fn apply_with_breaker(
     store.batch(|store| {
         let now = Utc::now();
         store.mark_all_applied(run, &verified, now)?;
+        gone.iter()
+            .try_for_each(|(seq, note)| store.mark_applied_noted(run, *seq, now, note))?;
         not_verified.iter().try_for_each(|(seq, message)| {
             store.mark_failed(run, *seq, now, &format!("not verified: {message}"))
         })
@@ -1827,8 +1860,14 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    async fn verify_numbered(&self, action: &Action) -> (u32, Result<(), String>) {
-        (action.seq, verify_effect(action, self).await)
+    async fn verify_numbered(&self, action: &Action) -> (u32, Result<Verified, String>) {
+        let verified = match &action.kind {
+            ActionKind::Deactivate { account_id } => {
+                verify_deactivation(account_id, action, self).await
+            }
+            _ => verify_effect(action, self).await.map(|()| Verified::Shown),
+        };
+        (action.seq, verified)
     }
 
     /// Reads `object` into the cache. A failed read is not cached: checking the
@@ -2112,22 +2151,67 @@ async fn members_by_filter(
     .await
 }
 
+/// What verification found of a change the workspace shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verified {
+    /// The workspace shows the change.
+    Shown,
+    /// A deactivation's account is in the workspace no more, by its id nor by a
+    /// search: no access is left, whoever removed it.
+    AccountGone { account_id: String },
+}
+
+/// How the journal row and the report of a deactivation answered 404 whose
+/// account no read finds begin: it was deleted in the workspace (by an admin,
+/// push SCIM) between the run's listing and the write. Done, as the person has
+/// no access left, but an auditor must not read it as seatwarden's deactivation.
+pub const ALREADY_GONE: &str = "the account was already gone from the workspace";
+
+/// The note of such a deactivation ([`ALREADY_GONE`]).
+fn already_gone(account_id: &str) -> String {
+    format!(
+        "{ALREADY_GONE}: account {account_id} was deleted there (the deactivation was \
+         answered 404, and no read finds it), so its access ended with that deletion, not \
+         with this write"
+    )
+}
+
+/// Whether an applied row's `last_error` is a note on how it was done
+/// ([`ALREADY_GONE`]) rather than an earlier attempt's failure.
+pub fn applied_note(last_error: Option<&str>) -> bool {
+    last_error.is_some_and(|note| note.starts_with(ALREADY_GONE))
+}
+
+/// Whether the workspace shows account `account_id` deactivated (or gone).
+async fn verify_deactivation(
+    account_id: &str,
+    action: &Action,
+    reader: &impl Reader,
+) -> Result<Verified, String> {
+    match reader.account(account_id).await? {
+        Some(account) if account.active => Err(format!("account {account_id} is still active")),
+        Some(_) => Ok(Verified::Shown),
+        None => match found_elsewhere(reader, account_id, &action.subject).await? {
+            Some(account) if account.active => Err(format!(
+                "account {account_id} reads as absent by its id but is still active \
+                 (found by a search on /Users)"
+            )),
+            Some(_) => Ok(Verified::Shown),
+            None => Ok(Verified::AccountGone {
+                account_id: account_id.to_owned(),
+            }),
+        },
+    }
+}
+
 /// Checks that the workspace shows `action`'s effect. Used right after applying
 /// and when resolving actions a crashed run left `in_flight`.
 async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), String> {
     let missing = |id: &str| format!("account {id} is not in the workspace");
     match &action.kind {
-        ActionKind::Deactivate { account_id } => match reader.account(account_id).await? {
-            Some(account) if account.active => Err(format!("account {account_id} is still active")),
-            Some(_) => Ok(()),
-            None => match found_elsewhere(reader, account_id, &action.subject).await? {
-                Some(account) if account.active => Err(format!(
-                    "account {account_id} reads as absent by its id but is still active \
-                     (found by a search on /Users)"
-                )),
-                _ => Ok(()),
-            },
-        },
+        ActionKind::Deactivate { account_id } => verify_deactivation(account_id, action, reader)
+            .await
+            .map(|_| ()),
         ActionKind::Delete { account_id, .. } => match reader.account(account_id).await? {
             Some(_) => Err(format!("account {account_id} still exists")),
             None => match found_elsewhere(reader, account_id, &action.subject).await? {

@@ -106,7 +106,8 @@ use crate::safety;
 use crate::store::{ActionState, Decision, JournalEntry, RunId, RunKind, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
 
-/// What to check after a workspace read that failed: the token (401, 403) or the
+/// What to check after a workspace read that failed: the token (401, 403), or
+/// what is in front of the workspace (a 401 or 403 that was a web page), or the
 /// URL and the network (nothing answered); nothing for the rest.
 fn workspace_hint(error: &WorkspaceError) -> String {
     error
@@ -1115,7 +1116,8 @@ pub async fn approve(
         });
     }
     // On a terminal, the read's progress line, as a reconcile shows it: a large
-    // workspace takes a while to list.
+    // workspace takes a while to list. The directory's read, when there is one,
+    // logs its start and end as a reconcile's does (`run::read_directory`).
     let listing = crate::run::ReadProgress::on_terminal();
     // The directory too, beside the workspace, when a held action would take
     // access away: someone back since the run (the mistake behind a mass hold
@@ -1134,7 +1136,7 @@ pub async fn approve(
         };
         let read = async {
             match &directory {
-                Some(directory) => Some(directory.snapshot().await),
+                Some(directory) => Some(crate::run::read_directory(directory).await),
                 None => None,
             }
         };

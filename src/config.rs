@@ -2046,6 +2046,7 @@ impl Config {
             &self.guard_settings(),
             &self.admin_command(),
         ));
+        warnings.extend(self.day_limits_below_run_limits());
         let zones = std::iter::once(("schedule.timezone", &self.schedule.timezone))
             .chain(self.report.timezone.iter().map(|z| ("report.timezone", z)));
         for (key, zone) in zones {
@@ -2064,6 +2065,93 @@ impl Config {
             && let Some(warning) = entra_clouds_differ(graph_url.as_ref(), login_url.as_ref())
         {
             warnings.push(warning);
+        }
+        warnings
+    }
+
+    /// Each 24 h limit below the per-run limit of its class, the count and the
+    /// percentage alike (`safety.max_deprovisions_per_day` under
+    /// `safety.max_deprovisions`): the 24 h limit is met first, and the per-run
+    /// one never applies. Almost always a typo, or the two keys read the wrong
+    /// way round (a per-run value raised past the 24 h default, say), so it is
+    /// warned about, not refused. Each value says where it came from when that
+    /// is not the file: a variable, or the default. A 24 h limit of 0 is a
+    /// deliberate "nothing without a human" and is not warned about here.
+    fn day_limits_below_run_limits(&self) -> Vec<String> {
+        /// One key's value as the warning states it, and whether it is the default.
+        struct Value {
+            key: String,
+            text: String,
+            default: bool,
+        }
+        let settings = self.guard_settings();
+        let defaults = GuardSettings::default();
+        let file = self.source.display();
+        let mut warnings = Vec::new();
+        for class in crate::model::ActionClass::ALL {
+            let (limits, default) = (settings.limits(class), defaults.limits(class));
+            let count = |key: String, value: usize, default: usize| Value {
+                key,
+                text: value.to_string(),
+                default: value == default,
+            };
+            let percent = |key: String, value: f64, default: f64| Value {
+                key,
+                text: value.to_string(),
+                default: value == default,
+            };
+            // (per run, 24 h, whether the 24 h limit is below and not 0)
+            let pairs = [
+                (
+                    count(format!("max_{class}s"), limits.per_run, default.per_run),
+                    count(
+                        format!("max_{class}s_per_day"),
+                        limits.per_day,
+                        default.per_day,
+                    ),
+                    limits.per_day > 0 && limits.per_day < limits.per_run,
+                ),
+                (
+                    percent(
+                        format!("max_{class}_percent"),
+                        limits.percent,
+                        default.percent,
+                    ),
+                    percent(
+                        format!("max_{class}_percent_per_day"),
+                        limits.percent_per_day,
+                        default.percent_per_day,
+                    ),
+                    limits.percent_per_day > 0.0 && limits.percent_per_day < limits.percent,
+                ),
+            ];
+            for (run, day, below) in pairs {
+                if !below {
+                    continue;
+                }
+                let stated = |value: &Value| {
+                    let key = format!("safety.{}", value.key);
+                    let origin = self.origin_of(&key);
+                    if origin != self.source {
+                        format!("{key} = {} ({})", value.text, origin.display())
+                    } else if value.default {
+                        format!("{key} = {} (the default)", value.text)
+                    } else {
+                        format!("{key} = {}", value.text)
+                    }
+                };
+                warnings.push(format!(
+                    "{} is below {} in {file}: the 24 h limit is met first, so the per-run \
+                     limit can never be reached; set {} to {} or more, or {} to {} or less, \
+                     whichever was meant",
+                    stated(&day),
+                    stated(&run),
+                    day.key,
+                    run.text,
+                    run.key,
+                    day.text,
+                ));
+            }
         }
         warnings
     }
@@ -6076,6 +6164,85 @@ token = "s3cr3t-token-value"
         // A count of 0 says it itself.
         let counted = "min_population_for_percent = 3\nmax_deprovisions_per_day = 0\n";
         assert_eq!(warned(counted, "max_deprovision_percent_per_day"), None);
+    }
+
+    /// A 24 h limit below the per-run limit of its class makes the per-run one
+    /// unreachable: almost always a typo, or the two read the wrong way round.
+    /// Warned about (not refused), naming both keys, their values and the
+    /// file, for the counts and the percentages of every class; a 24 h limit
+    /// of 0 ("nothing without a human") and the defaults are not.
+    #[test]
+    fn a_24h_limit_below_the_per_run_one_is_warned_about() {
+        let warnings = |safety: &str, env: &[(&str, &str)]| {
+            let config = load("", &format!("[safety]\n{safety}"), env).unwrap();
+            let file = config.source.display().to_string();
+            let found: Vec<String> = config
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("can never be reached"))
+                .collect();
+            (found, file)
+        };
+        assert_eq!(warnings("", &[]).0, Vec::<String>::new());
+        let (found, file) = warnings(
+            "max_deprovisions = 30\nmax_deprovisions_per_day = 20\n",
+            &[],
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(&format!(
+                "safety.max_deprovisions_per_day = 20 is below safety.max_deprovisions = 30 in \
+                 {file}: the 24 h limit is met first, so the per-run limit can never be reached; \
+                 set max_deprovisions_per_day to 30 or more, or max_deprovisions to 20 or less"
+            )),
+            "{}",
+            found[0]
+        );
+        // The per-run value raised alone, past the 24 h default.
+        let (found, _) = warnings("max_role_downgrade_percent = 15\n", &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "safety.max_role_downgrade_percent_per_day = 10 (the default) is below \
+                 safety.max_role_downgrade_percent = 15 in "
+            ),
+            "{}",
+            found[0]
+        );
+        for class in crate::model::ActionClass::ALL {
+            for (run, day) in [
+                (format!("max_{class}s"), format!("max_{class}s_per_day")),
+                (
+                    format!("max_{class}_percent"),
+                    format!("max_{class}_percent_per_day"),
+                ),
+            ] {
+                let (found, _) = warnings(&format!("{run} = 8\n{day} = 4\n"), &[]);
+                assert_eq!(found.len(), 1, "{run}: {found:?}");
+                assert!(
+                    found[0].starts_with(&format!("safety.{day} = 4 is below safety.{run} = 8")),
+                    "{}",
+                    found[0]
+                );
+                let (equal, _) = warnings(&format!("{run} = 8\n{day} = 8\n"), &[]);
+                assert_eq!(equal, Vec::<String>::new(), "{run}");
+                let (stopped, _) = warnings(&format!("{run} = 8\n{day} = 0\n"), &[]);
+                assert_eq!(stopped, Vec::<String>::new(), "{run}");
+            }
+        }
+        // A value from the environment names its variable.
+        let (found, _) = warnings(
+            "max_renames = 10\n",
+            &[("SEATWARDEN__SAFETY__MAX_RENAMES_PER_DAY", "5")],
+        );
+        assert!(
+            found[0].starts_with(
+                "safety.max_renames_per_day = 5 (environment variable \
+                 SEATWARDEN__SAFETY__MAX_RENAMES_PER_DAY) is below safety.max_renames = 10 in "
+            ),
+            "{}",
+            found[0]
+        );
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub enum RunError {
     /// later request can do better, and only a human can fix the token.
     #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_TOKEN)]
     TokenRefused(WorkspaceError),
+    /// A read of the run was answered 401 or 403 with a web page: a WAF, proxy
+    /// or gateway in front of the workspace refused it, not the SCIM service,
+    /// and the operator is told to check that rather than the token.
+    #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_IN_FRONT)]
+    RefusedInFront(WorkspaceError),
     /// A read of the run got no connection, or no answer in time, past its
     /// retries: a host or port mistyped in `workspace.url`, DNS, a firewall or a
     /// proxy, which the operator is told to check.
@@ -228,11 +233,13 @@ impl RunError {
     }
 }
 
-/// A read's 401 or 403 is the token's fault, whichever read of the run met it; a
+/// A read's 401 or 403 is the token's fault, whichever read of the run met it,
+/// unless a web page said it (what is in front of the workspace refused it); a
 /// read that reached nothing is the URL's or the network's.
 impl From<WorkspaceError> for RunError {
     fn from(e: WorkspaceError) -> RunError {
         match e.status() {
+            Some(401 | 403) if e.answered_by_web_page() => RunError::RefusedInFront(e),
             Some(401 | 403) => RunError::TokenRefused(e),
             _ if e.is_unreachable() => RunError::Unreachable(e),
             _ => RunError::Workspace(e),
@@ -252,9 +259,10 @@ impl crate::retry::Transient for RunError {
             | RunError::OtherWorkspace { .. } => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::DirectoryFile { error, .. } => error.is_transient(),
-            RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
-                e.is_transient()
-            }
+            RunError::Workspace(e)
+            | RunError::TokenRefused(e)
+            | RunError::RefusedInFront(e)
+            | RunError::Unreachable(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
             // People moving between pages: the next read is often whole.
             RunError::DirectoryIncomplete(_) => true,
@@ -330,6 +338,28 @@ impl Drop for ReadProgress {
     fn drop(&mut self) {
         self.done();
     }
+}
+
+/// Reads `directory`, saying so in the log (on stderr, which a terminal shows)
+/// when the read starts and when it ends, with how many people and how long:
+/// a large Okta, Graph or LDAP directory takes minutes, and without a line the
+/// command looks hung. A reconcile's read says so, and `approve`'s when it reads
+/// the directory beside the workspace. A read that fails says nothing more
+/// here: its caller reports the error.
+pub(crate) async fn read_directory(
+    directory: &Directory,
+) -> Result<crate::model::DirectorySnapshot, DirectoryError> {
+    let source = directory.describe();
+    tracing::info!(source = %source, "reading the directory");
+    let started = Instant::now();
+    let snapshot = directory.snapshot().await?;
+    tracing::info!(
+        identities = snapshot.identities.len(),
+        source = %source,
+        elapsed = %format!("{:.1}s", started.elapsed().as_secs_f64()),
+        "directory read"
+    );
+    Ok(snapshot)
 }
 
 /// Progress of the apply phase on stderr, rewritten in place like the read's: the
@@ -1042,12 +1072,10 @@ async fn pipeline(
     // against a remote workspace that costs no time at all.
     let read_directory = async {
         let snapshot = Arc::new(
-            directory
-                .snapshot()
+            read_directory(directory)
                 .await
                 .map_err(|e| RunError::directory(config, e))?,
         );
-        tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");
         let saving = {
             let store = Arc::clone(store);
             let snapshot = Arc::clone(&snapshot);

@@ -2109,10 +2109,18 @@ async fn sweep_job(
         return checked.map(|_| PassReach::NothingToRetry);
     }
     if let Some(refusal) = client.auth_refusal() {
-        let mut message = format!(
-            "the workspace refused seatwarden's token and served nothing: {refusal}; {}",
-            crate::workspace::CHECK_TOKEN
-        );
+        let mut message = if client.auth_refused_in_front() {
+            format!(
+                "something in front of the workspace refused seatwarden's requests and \
+                 nothing was served: {refusal}; {}",
+                crate::workspace::CHECK_IN_FRONT
+            )
+        } else {
+            format!(
+                "the workspace refused seatwarden's token and served nothing: {refusal}; {}",
+                crate::workspace::CHECK_TOKEN
+            )
+        };
         if let Err(e) = checked {
             message.push_str(&format!("; {e}"));
         }

@@ -219,7 +219,9 @@ pub struct ActionOutcome {
     pub detail: String,
     pub outcome: Outcome,
     pub attempts: u32,
-    /// The provider's message for failures, the guard's rule for held actions.
+    /// The provider's message for failures, the guard's rule for held actions;
+    /// for a deactivation applied whose account was already gone from the
+    /// workspace, that note ([`crate::apply::ALREADY_GONE`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Held only until the settle window has passed: nothing for a human to

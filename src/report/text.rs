@@ -191,10 +191,14 @@ fn render_listing(
         for action in report.actions.iter().take(first(report.actions.len())) {
             // An action waiting for the settle window is not under "Needs
             // attention": here it says until when it waits; one not run says why
-            // (rejected, not sent after the circuit breaker opened).
+            // (rejected, not sent after the circuit breaker opened); one applied
+            // with a note says it (its account was already gone).
             let waits = match (report.why_of(action, tz), action.outcome) {
                 (Some(why), Outcome::Held) if action.waiting => format!(" — {why}"),
                 (Some(why), Outcome::NotRun) => format!(" — {why}"),
+                (Some(why), Outcome::Applied) if crate::apply::applied_note(Some(&why)) => {
+                    format!(" — {why}")
+                }
                 _ => String::new(),
             };
             let _ = writeln!(

@@ -242,6 +242,28 @@ impl Store {
         self.check_transition(run, seq, changed, ActionState::Applied)
     }
 
+    /// [`Store::mark_applied`] with a note on how it was done, kept where a
+    /// failure would be (`last_error`, which the report shows): a deactivation
+    /// whose account was already gone from the workspace
+    /// ([`crate::apply::ALREADY_GONE`]).
+    pub fn mark_applied_noted(
+        &mut self,
+        run: RunId,
+        seq: u32,
+        at: DateTime<Utc>,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'applied', last_error = ?4, updated_at = ?3
+                 WHERE run_id = ?1 AND seq = ?2 AND state = 'in_flight'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, seq, ts(at), note]))
+            .context(|| format!("marking action {seq} of run {run} applied in actions"))?;
+        self.check_transition(run, seq, changed, ActionState::Applied)
+    }
+
     /// Records what a write returned (e.g. the id of a created account) while the
     /// action is still `InFlight`, before verification, so a crash between the
     /// write and its verification loses nothing. `mark_applied` keeps it.

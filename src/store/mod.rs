@@ -203,7 +203,9 @@ pub struct JournalEntry {
     pub state: ActionState,
     /// How many times the action was marked in flight.
     pub attempts: u32,
-    /// The most recent failure; kept after a later success, for the report.
+    /// The most recent failure; kept after a later success, for the report. On
+    /// an applied row, a note on how it was done instead
+    /// ([`crate::apply::ALREADY_GONE`]: its account was already deleted).
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
 }

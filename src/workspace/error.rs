@@ -67,12 +67,27 @@ impl WorkspaceError {
         )
     }
 
+    /// An error status answered with a web page rather than SCIM JSON (its
+    /// `detail` is what `web_page` made of the page: the page's title, and that
+    /// something other than the SCIM service answered). A provider's own
+    /// `detail` is its JSON's text and never reads so.
+    pub fn answered_by_web_page(&self) -> bool {
+        matches!(
+            self,
+            WorkspaceError::Status { scim_type: None, detail, .. }
+                if detail.starts_with(super::WEB_PAGE) && detail.contains(super::NOT_SCIM_JSON)
+        )
+    }
+
     /// What the operator should check after a read that failed so: the token
-    /// (401, 403), or the URL and the network when nothing answered
+    /// (401, 403), or what stands in front of the workspace when that 401 or
+    /// 403 was a web page (a WAF's or a proxy's block page: the SCIM service
+    /// answers in JSON), or the URL and the network when nothing answered
     /// ([`WorkspaceError::is_unreachable`]); `None` for the rest. A run's reads
     /// say it through `RunError`, `explain --live` with the error it shows.
     pub fn what_to_check(&self) -> Option<&'static str> {
         match self.status() {
+            Some(401 | 403) if self.answered_by_web_page() => Some(super::CHECK_IN_FRONT),
             Some(401 | 403) => Some(super::CHECK_TOKEN),
             _ if self.is_unreachable() => Some(super::CHECK_REACHABLE),
             _ => None,
@@ -152,5 +167,36 @@ mod tests {
             status(409).to_string(),
             "GET /Users: HTTP 409: ".to_string()
         );
+    }
+
+    /// A 401 or 403 the SCIM service said (JSON) is the token's; one a web page
+    /// said is what stands in front of the workspace; a provider's `detail` that
+    /// merely mentions a page is the provider's.
+    #[test]
+    fn a_refusal_by_a_web_page_is_not_the_tokens() {
+        let refused = |status: u16, detail: String| WorkspaceError::Status {
+            endpoint: "GET /Users".into(),
+            status,
+            scim_type: None,
+            detail,
+            retry_after: None,
+        };
+        let page = format!(
+            "{}{}{}",
+            super::super::WEB_PAGE,
+            " (\"Request Rejected\")",
+            super::super::NOT_SCIM_JSON
+        );
+        for status in [401, 403] {
+            assert!(refused(status, page.clone()).answered_by_web_page());
+            assert_eq!(
+                refused(status, page.clone()).what_to_check(),
+                Some(super::super::CHECK_IN_FRONT)
+            );
+            let json = refused(status, "an HTML page was requested".into());
+            assert!(!json.answered_by_web_page());
+            assert_eq!(json.what_to_check(), Some(super::super::CHECK_TOKEN));
+        }
+        assert_eq!(refused(502, page).what_to_check(), None);
     }
 }

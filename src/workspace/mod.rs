@@ -73,6 +73,13 @@ pub(crate) const WORKSPACE_URL_HINT: &str = "`workspace.url` must be the SCIM ba
 /// What to do about a token the workspace refuses (401, 403): whichever of the two
 /// keys holds it.
 pub(crate) const CHECK_TOKEN: &str = "check workspace.token or the file workspace.token_file names (revoked, expired, or short of a scope)";
+/// What to do about a 401 or 403 that came as a web page
+/// ([`WorkspaceError::answered_by_web_page`]): the SCIM service answers in JSON,
+/// so a WAF, proxy or gateway in front of it refused the request (a block page,
+/// a sign-in page), and a new token would change nothing.
+pub(crate) const CHECK_IN_FRONT: &str = "a page from something in front of the SCIM \
+     service, so not the token: check the proxy, firewall or WAF in front of the workspace \
+     (its rules and allow-list for this machine's address) and HTTPS_PROXY";
 /// What to do about a workspace that cannot be reached at all
 /// ([`WorkspaceError::is_unreachable`]).
 pub(crate) const CHECK_REACHABLE: &str = "check the host and port in workspace.url, and that \
@@ -96,8 +103,7 @@ fn looks_like_html(body: &str) -> bool {
 /// reaches) answered instead.
 fn web_page(title: &str) -> String {
     format!(
-        "{WEB_PAGE}{}, not SCIM JSON: a web server, proxy, firewall or gateway answered \
-         instead of the SCIM service",
+        "{WEB_PAGE}{}{NOT_SCIM_JSON}",
         match title {
             "" => String::new(),
             title => format!(" ({title:?})"),
@@ -147,7 +153,11 @@ fn web_page_title<'b>(content_type: Option<&str>, body: &'b str) -> Option<&'b s
 }
 
 /// How [`web_page`] begins.
-const WEB_PAGE: &str = "an HTML page";
+pub(crate) const WEB_PAGE: &str = "an HTML page";
+/// How [`web_page`] goes on after the page's title: with [`WEB_PAGE`], what
+/// tells an error about a web page from a provider's own `detail`.
+pub(crate) const NOT_SCIM_JSON: &str = ", not SCIM JSON: a web server, proxy, firewall or \
+     gateway answered instead of the SCIM service";
 
 /// Members per `add` operation / `remove` operations per request.
 const MEMBER_CHUNK: usize = 100;
@@ -391,9 +401,9 @@ struct Inner {
     /// Attempts answered with a status that shows the token was accepted: see
     /// [`ScimClient::served_answers`].
     served_answers: AtomicU64,
-    /// The first attempt refused as unauthorized (401) or forbidden (403): see
-    /// [`ScimClient::auth_refusal`].
-    auth_refusal: Mutex<Option<String>>,
+    /// The first attempt refused as unauthorized (401) or forbidden (403), and
+    /// whether a web page said it: see [`ScimClient::auth_refusal`].
+    auth_refusal: Mutex<Option<(String, bool)>>,
     /// Listing pages read and the time they took (µs): what a full re-listing costs.
     pages_read: AtomicU64,
     page_read_micros: AtomicU64,
@@ -633,7 +643,20 @@ impl ScimClient {
             .auth_refusal
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .map(|(refusal, _)| refusal.clone())
+    }
+
+    /// Whether [`ScimClient::auth_refusal`] was a web page (a WAF's or a
+    /// proxy's block page), not the SCIM service's answer: what to check is
+    /// then what stands in front of the workspace, not the token.
+    pub fn auth_refused_in_front(&self) -> bool {
+        self.inner
+            .auth_refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(_, web_page)| *web_page)
     }
 
     /// The mean time one listing page took to read in this client's life, if any
@@ -958,7 +981,7 @@ impl ScimClient {
                 .auth_refusal
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert_with(|| error.to_string());
+                .get_or_insert_with(|| (error.to_string(), error.answered_by_web_page()));
         }
         Err(error)
     }

@@ -143,6 +143,7 @@ mod review_s56_s56diff;
 mod review_s56_scimclient;
 mod review_s56_time;
 mod review_s57_dirnames;
+mod review_s57_leftovers;
 mod review_s57_panics;
 mod review_s57_s56diff;
 mod role_groups;
