@@ -551,25 +551,30 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
 
 /// Holds each runnable action that takes access away (deprovision, deletion,
 /// role downgrade, membership removal) from a person of `members` (identity id →
-/// the look-alike group they are in, from [`crate::names::look_alike_members`]):
+/// the look-alike groups they are in, from [`crate::names::look_alike_members`]):
 /// the group counted for nothing because its name differs from a configured one
 /// only in what does not show, and it may be that group mistyped
-/// ([`HoldReason::LookAlikeGroup`]). Everyone else's actions are untouched, so
-/// same-day deprovisioning goes on. `owners` maps account ids to the identity
+/// ([`HoldReason::LookAlikeGroup`]). Only what the look-alike could have
+/// prevented is held: a deprovision for a scope (or protected) group's, a role
+/// downgrade or a membership removal for a mapping's (or protected) group's.
+/// Everyone else's actions are untouched, so same-day deprovisioning goes on. `owners` maps account ids to the identity
 /// linked to them (stored links and the plan's new ones): a membership removal
 /// names accounts only. A removal batch with some such members is split: the
 /// others go now, those members wait in an action of their own at the end.
 /// Run before [`guard`], whose thresholds do not count what this held.
 pub fn hold_look_alike_members(
     mut plan: Plan,
-    members: &std::collections::BTreeMap<String, crate::names::LookAlike>,
+    members: &std::collections::BTreeMap<String, crate::names::LookAlikeMember>,
     owners: &std::collections::HashMap<&str, &str>,
 ) -> Plan {
+    use crate::names::LookAlikeMember;
     if members.is_empty() {
         return plan;
     }
-    let reason_for = |identity: Option<&str>| -> Option<HoldReason> {
-        let look_alike = members.get(identity?)?;
+    let reason_for = |identity: Option<&str>,
+                      which: fn(&LookAlikeMember) -> Option<&crate::names::LookAlike>|
+     -> Option<HoldReason> {
+        let look_alike = which(members.get(identity?)?)?;
         Some(HoldReason::LookAlikeGroup {
             directory_group: look_alike.directory_group.clone(),
             configured: look_alike.configured.clone(),
@@ -578,6 +583,9 @@ pub fn hold_look_alike_members(
         })
     };
     let owner = |account: &str| owners.get(account).copied();
+    let deprovision: fn(&LookAlikeMember) -> Option<&crate::names::LookAlike> =
+        |m| m.deprovision.as_ref();
+    let access: fn(&LookAlikeMember) -> Option<&crate::names::LookAlike> = |m| m.access.as_ref();
     let mut next_seq = plan.actions.iter().map(|a| a.seq + 1).max().unwrap_or(0);
     let mut split_off = Vec::new();
     for action in &mut plan.actions {
@@ -591,8 +599,10 @@ pub fn hold_look_alike_members(
         }
         match &action.kind {
             ActionKind::RemoveMembers { members, .. } => {
-                let reasons: Vec<Option<HoldReason>> =
-                    members.iter().map(|m| reason_for(owner(m))).collect();
+                let reasons: Vec<Option<HoldReason>> = members
+                    .iter()
+                    .map(|m| reason_for(owner(m), access))
+                    .collect();
                 let waiting: Vec<bool> = reasons.iter().map(Option::is_some).collect();
                 let Some(first) = reasons.into_iter().flatten().next() else {
                     continue;
@@ -608,11 +618,15 @@ pub fn hold_look_alike_members(
                     split_off.push(rest);
                 }
             }
-            ActionKind::Deactivate { account_id }
-            | ActionKind::Delete { account_id, .. }
-            | ActionKind::SetRole { account_id, .. } => {
+            ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
                 let identity = action.identity_id.as_deref().or_else(|| owner(account_id));
-                if let Some(reason) = reason_for(identity) {
+                if let Some(reason) = reason_for(identity, deprovision) {
+                    action.held = Some(reason);
+                }
+            }
+            ActionKind::SetRole { account_id, .. } => {
+                let identity = action.identity_id.as_deref().or_else(|| owner(account_id));
+                if let Some(reason) = reason_for(identity, access) {
                     action.held = Some(reason);
                 }
             }
@@ -2576,10 +2590,15 @@ mod tests {
             key: "policy.scope_groups".into(),
             differs: "a zero-width space (U+200B)".into(),
         };
-        let members: std::collections::BTreeMap<String, crate::names::LookAlike> = ["i1", "i2"]
-            .into_iter()
-            .map(|i| (i.to_owned(), look_alike.clone()))
-            .collect();
+        let member = crate::names::LookAlikeMember {
+            deprovision: Some(look_alike.clone()),
+            access: Some(look_alike.clone()),
+        };
+        let members: std::collections::BTreeMap<String, crate::names::LookAlikeMember> =
+            ["i1", "i2"]
+                .into_iter()
+                .map(|i| (i.to_owned(), member.clone()))
+                .collect();
         let owners: std::collections::HashMap<&str, &str> =
             [("a1", "i1"), ("a2", "i2"), ("a3", "i3"), ("a4", "i4")].into();
         let group = GroupRef::Existing {

@@ -589,22 +589,30 @@ fn observe(
         leavers: Vec::new(),
         returned: Vec::new(),
     };
-    // People in a directory group that only looks like a configured one: the
-    // reconcile holds what it would take from them, for a person to decide; an
-    // episode opened here would deactivate them when due.
+    // People whom a directory group that only looks like a scope or protected
+    // group may keep in: the reconcile holds their deprovision, for a person to
+    // decide; an episode opened here would deactivate them when due. One that
+    // looks like a mapping's group gives no scope: its leavers are observed.
     let look_alike_members = {
         let read: &[Identity] = match changes {
             DirectoryChanges::Full { snapshot, .. } => &snapshot.identities,
             DirectoryChanges::Delta { changed, .. } => changed,
         };
-        crate::names::look_alike_members(read, &crate::safety::configured_groups(config))
+        crate::names::look_alike_members(
+            read,
+            &crate::safety::configured_groups(config),
+            &config.policy.scope_groups,
+        )
     };
     let classify = |identity: &Identity, observation: &mut Observation| {
         let account_id = links.get(&identity.id);
         if account_id.is_none() && !accountless.contains(&identity.id) {
             return;
         }
-        if let Some(look_alike) = look_alike_members.get(&identity.id) {
+        if let Some(look_alike) = look_alike_members
+            .get(&identity.id)
+            .and_then(|member| member.deprovision.as_ref())
+        {
             // Said once per group by each reconcile (`safety::hold_look_alikes`).
             tracing::debug!(
                 person = %identity.user_name,
