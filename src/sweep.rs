@@ -1914,7 +1914,7 @@ pub fn record_deprovisions(
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()
         .filter(|row| only.is_none_or(|seqs| seqs.contains(&row.action.seq)))
-        .filter(|row| ledgered(&row.action))
+        .filter(|row| ledgered(row))
         .collect();
     if deprovisions.is_empty() {
         return Ok(Vec::new());
@@ -2170,7 +2170,7 @@ pub fn record_cut_off_applied(
         let rows: Vec<crate::store::JournalEntry> = store
             .journal_deprovisions(run)?
             .into_iter()
-            .filter(|row| ledgered(&row.action))
+            .filter(|row| ledgered(row))
             .filter(|row| {
                 !row.action
                     .identity_id
@@ -2219,7 +2219,8 @@ pub fn record_cut_off_applied(
 }
 
 /// Whether a journaled action is a deprovision the ledger keeps an episode for.
-fn ledgered(action: &Action) -> bool {
+fn ledgered(row: &crate::store::JournalEntry) -> bool {
+    let action = &row.action;
     action.reason == DriftKind::StaleAccess
         && matches!(
             action.kind,
@@ -2242,8 +2243,11 @@ fn ledgered(action: &Action) -> bool {
         && action.held != Some(HoldReason::IncompleteDirectory)
         // Held because the person is in a group that only looks like a
         // configured one: they may be no leaver at all, and the retry job, which
-        // knows no groups, would enforce it.
-        && !matches!(action.held, Some(HoldReason::LookAlikeGroup { .. }))
+        // knows no groups, would enforce it. Once a person approved it (the row
+        // released, keeping the reason it was held for) it is a deprovision like
+        // any other: verified in the ledger, or, failed, enforced by the retry job.
+        && !(matches!(action.held, Some(HoldReason::LookAlikeGroup { .. }))
+            && row.state == ActionState::Held)
 }
 
 /// After [`apply::recover`] and the observation that follows it: a reconcile cut
@@ -2273,7 +2277,7 @@ pub fn backdate_cut_off(store: &mut Store, cut_off: &BTreeSet<RunId>) -> Result<
         }
         let seen = record.started_at;
         for row in store.journal_deprovisions(run)? {
-            if !ledgered(&row.action) {
+            if !ledgered(&row) {
                 continue;
             }
             let Some(identity) = row.action.identity_id.as_deref() else {
