@@ -2769,3 +2769,67 @@ mod hold_tests {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod look_alike_tests {
+    use std::collections::{HashMap, HashSet};
+
+    use crate::config::Config;
+    use crate::directory::DirectoryChanges;
+    use crate::model::{Identity, IdentityStatus};
+
+    fn person(id: &str, groups: &[&str]) -> Identity {
+        Identity {
+            id: id.to_owned(),
+            user_name: format!("{id}@example.com"),
+            email: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status: IdentityStatus::Active,
+            department: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    /// A delta's leaver removed from the scope group but still in a mapping
+    /// group's look-alike is observed (their episode opens: a mapping gives no
+    /// scope); one out of scope only for a look-alike of the scope group is not.
+    #[test]
+    fn a_mapping_groups_look_alike_keeps_no_leaver_from_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n\
+             [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
+             role = \"Editor\"\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let changes = DirectoryChanges::Delta {
+            changed: vec![
+                person("dee", &["Engineering\u{a0}"]),
+                person("bob", &["Taskade\u{200b} Users"]),
+            ],
+            removed: Vec::new(),
+            cursor: String::new(),
+        };
+        let links: HashMap<String, String> = [("dee", "w4"), ("bob", "w2")]
+            .into_iter()
+            .map(|(i, a)| (i.to_owned(), a.to_owned()))
+            .collect();
+        let observation = super::observe(&config, &changes, &links, &HashSet::new());
+        let leavers: Vec<&str> = observation
+            .leavers
+            .iter()
+            .map(|l| l.identity_id.as_str())
+            .collect();
+        assert_eq!(leavers, ["dee"]);
+        assert!(observation.returned.is_empty());
+    }
+}
