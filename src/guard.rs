@@ -40,7 +40,9 @@
 //! - Before [`guard`], whose thresholds do not count what they hold:
 //!   [`hold_look_alike_members`] holds what would take access from a person in a
 //!   live directory's group whose name differs from a configured one only in what
-//!   does not show (a removal batch split as above), and
+//!   does not show, when that group could have kept it for them (a scope group's
+//!   look-alike their deprovision, a mapping group's their role and memberships; a
+//!   removal batch split as above), and
 //!   [`hold_hidden_characters`] a create or update that would write a userName,
 //!   email or externalId holding such a character (see [`crate::names`]).
 //!
