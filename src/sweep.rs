@@ -2170,7 +2170,7 @@ pub fn record_cut_off_applied(
         let rows: Vec<crate::store::JournalEntry> = store
             .journal_deprovisions(run)?
             .into_iter()
-            .filter(|row| ledgered(row))
+            .filter(ledgered)
             .filter(|row| {
                 !row.action
                     .identity_id
