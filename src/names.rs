@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Identity;
-use crate::policy::fold_group_name;
+use crate::model::{Identity, Role};
+use crate::policy::{PolicySettings, fold_group_name};
 
 /// Characters that take no room on screen: zero-width spaces and joiners, the
 /// word joiner, a byte-order mark inside a value, the soft hyphen.
@@ -243,45 +243,86 @@ pub struct LookAlikeMember {
     /// scope group while they are in none by its exact name (out of scope only
     /// for it), or of a protected group.
     pub deprovision: Option<LookAlike>,
-    /// Holds their role downgrades and membership removals: a look-alike of a
-    /// mapping's group they are not in by its exact name, or of a protected
-    /// group.
-    pub access: Option<LookAlike>,
+    /// Hold their role downgrades and membership removals, each what it gives:
+    /// a look-alike of a mapping's group they are not in by its exact name, or
+    /// of a protected group. In the order of their groups.
+    pub access: Vec<AccessLookAlike>,
+}
+
+/// A look-alike that could have kept a person's role or workspace groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLookAlike {
+    pub look_alike: LookAlike,
+    /// What the mappings of the configured group give: (workspace group, role).
+    /// `None` for a protected group's look-alike, which would have kept all.
+    pub gives: Option<Vec<(String, Role)>>,
+}
+
+impl AccessLookAlike {
+    /// Whether the configured group would have kept the person in workspace
+    /// group `workspace_group` (named as the workspace names it).
+    pub fn keeps_group(&self, workspace_group: &str) -> bool {
+        self.gives.as_ref().is_none_or(|gives| {
+            gives
+                .iter()
+                .any(|(group, _)| crate::model::same_name(group, workspace_group))
+        })
+    }
+
+    /// Whether the configured group would have kept the person above `role`.
+    pub fn keeps_above(&self, role: Role) -> bool {
+        self.gives
+            .as_ref()
+            .is_none_or(|gives| gives.iter().any(|(_, given)| *given > role))
+    }
 }
 
 impl LookAlikeMember {
     /// The look-alike groups named, each once.
-    fn groups(&self) -> impl Iterator<Item = &LookAlike> {
-        let access = self.access.as_ref().filter(|a| {
-            Some(a.directory_group.as_str())
-                != self
-                    .deprovision
-                    .as_ref()
-                    .map(|d| d.directory_group.as_str())
-        });
-        self.deprovision.iter().chain(access)
+    fn groups(&self) -> Vec<&LookAlike> {
+        let mut groups: Vec<&LookAlike> = Vec::new();
+        for look_alike in self
+            .deprovision
+            .iter()
+            .chain(self.access.iter().map(|a| &a.look_alike))
+        {
+            if !groups
+                .iter()
+                .any(|g| g.directory_group == look_alike.directory_group)
+            {
+                groups.push(look_alike);
+            }
+        }
+        groups
     }
 }
 
 /// The people of `identities` who carry a group that looks like a configured
 /// one (see [`ConfiguredGroups::look_alike`]) in a way that could have changed
-/// what policy decides for them ([`LookAlikeMember`]), by identity id, each with
-/// the first such group for each kind of action. The guard holds what would take
-/// access from them: the group they are in may be the configured one, mistyped.
-/// `scope_groups` are `policy.scope_groups`, compared exactly as policy compares
+/// what `policy` decides for them ([`LookAlikeMember`]), by identity id. The
+/// guard holds what would take access from them: the group they are in may be
+/// the configured one, mistyped. Groups are compared exactly, as policy compares
 /// them. A person suspended or deprovisioned in the directory loses access
 /// whatever their groups, so only a look-alike of a protected group counts for
 /// them.
 pub fn look_alike_members(
     identities: &[Identity],
     configured: &ConfiguredGroups,
-    scope_groups: &[String],
+    policy: &PolicySettings,
 ) -> BTreeMap<String, LookAlikeMember> {
     let mut members = BTreeMap::new();
     if configured.is_empty() {
         return members;
     }
-    let scope: HashSet<&str> = scope_groups.iter().map(String::as_str).collect();
+    let scope: HashSet<&str> = policy.scope_groups.iter().map(String::as_str).collect();
+    // Configured group → what its mappings give.
+    let mut gives: HashMap<&str, Vec<(String, Role)>> = HashMap::new();
+    for mapping in &policy.mappings {
+        gives
+            .entry(mapping.group.as_str())
+            .or_default()
+            .push((mapping.workspace_group.clone(), mapping.role));
+    }
     // Few distinct group names, many people: each name is looked at once.
     let mut seen: HashMap<&str, Vec<LookAlike>> = HashMap::new();
     for identity in identities {
@@ -302,8 +343,21 @@ pub fn look_alike_members(
                 if (protected || scope_lost) && member.deprovision.is_none() {
                     member.deprovision = Some(look_alike.clone());
                 }
-                if (protected || mapping_lost) && member.access.is_none() {
-                    member.access = Some(look_alike.clone());
+                let already = member.access.iter().any(|a| {
+                    a.look_alike.directory_group == look_alike.directory_group
+                        && a.look_alike.configured == look_alike.configured
+                        && a.gives.is_none() == protected
+                });
+                if (protected || mapping_lost) && !already {
+                    member.access.push(AccessLookAlike {
+                        look_alike: look_alike.clone(),
+                        gives: (!protected).then(|| {
+                            gives
+                                .get(look_alike.configured.as_str())
+                                .cloned()
+                                .unwrap_or_default()
+                        }),
+                    });
                 }
             }
         }
@@ -332,6 +386,21 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::model::IdentityStatus;
+
+    /// Scope "Taskade Users"; "Engineering" gives the workspace group
+    /// "Engineering" and Editor.
+    fn policy() -> PolicySettings {
+        PolicySettings {
+            scope_groups: vec!["Taskade Users".into()],
+            default_role: Role::Viewer,
+            mappings: vec![crate::policy::Mapping {
+                group: "Engineering".into(),
+                workspace_group: "Engineering".into(),
+                role: Role::Editor,
+            }],
+            manage_roles: true,
+        }
+    }
 
     fn configured() -> ConfiguredGroups {
         let mut configured = ConfiguredGroups::default();
@@ -395,15 +464,14 @@ mod tests {
             person("c", &["Taskade\u{200b} Users"]),
             person("d", &["Finance"]),
         ];
-        let scope = ["Taskade Users".to_owned()];
-        let members = look_alike_members(&identities, &configured(), &scope);
+        let members = look_alike_members(&identities, &configured(), &policy());
         assert_eq!(members.keys().collect::<Vec<_>>(), ["b", "c"]);
         let b = &members["b"];
-        assert_eq!(b.access.as_ref().unwrap().key, "policy.mapping[0].group");
+        assert_eq!(b.access[0].look_alike.key, "policy.mapping[0].group");
         assert_eq!(b.deprovision, None, "b is in scope");
         let c = &members["c"];
         assert_eq!(c.deprovision.as_ref().unwrap().key, "policy.scope_groups");
-        assert_eq!(c.access, None);
+        assert!(c.access.is_empty());
         let groups = look_alike_groups(&members);
         assert_eq!(groups.len(), 2);
         assert!(groups.iter().all(|(_, count)| *count == 1));
@@ -429,7 +497,12 @@ mod tests {
         let mut configured = configured();
         configured.add("Taskade Users", "policy.mapping[1].group".to_owned());
         configured.add("IT Admins", PROTECTED_GROUPS_KEY.to_owned());
-        let scope = ["Taskade Users".to_owned()];
+        let mut policy = policy();
+        policy.mappings.push(crate::policy::Mapping {
+            group: "Taskade Users".into(),
+            workspace_group: "Everyone".into(),
+            role: Role::Commenter,
+        });
         let identities = [
             // Removed from the scope group; still in a mapping's look-alike.
             person("leaver", IdentityStatus::Active, &["Engineering\u{a0}"]),
@@ -449,28 +522,34 @@ mod tests {
             ),
             person("admin", IdentityStatus::Suspended, &["IT\u{200b} Admins"]),
         ];
-        let members = look_alike_members(&identities, &configured, &scope);
+        let members = look_alike_members(&identities, &configured, &policy);
         assert_eq!(
             members.keys().collect::<Vec<_>>(),
             ["admin", "leaver", "scoped"]
         );
         assert_eq!(members["leaver"].deprovision, None);
-        assert!(members["leaver"].access.is_some());
+        // What a mapping's look-alike would have kept: its workspace group and
+        // anything below its role, nothing else.
+        let leaver = &members["leaver"].access;
+        assert_eq!(leaver.len(), 1);
+        assert!(leaver[0].keeps_group("engineering"));
+        assert!(!leaver[0].keeps_group("Sales"));
+        assert!(leaver[0].keeps_above(Role::Viewer));
+        assert!(!leaver[0].keeps_above(Role::Editor));
         let scoped = &members["scoped"];
         assert_eq!(
             scoped.deprovision.as_ref().unwrap().key,
             "policy.scope_groups"
         );
-        assert_eq!(
-            scoped.access.as_ref().unwrap().key,
-            "policy.mapping[1].group"
-        );
+        assert_eq!(scoped.access[0].look_alike.key, "policy.mapping[1].group");
+        assert!(scoped.access[0].keeps_group("Everyone"));
         let admin = &members["admin"];
         assert_eq!(
             admin.deprovision.as_ref().unwrap().key,
             PROTECTED_GROUPS_KEY
         );
-        assert_eq!(admin.access.as_ref().unwrap().key, PROTECTED_GROUPS_KEY);
+        assert_eq!(admin.access[0].look_alike.key, PROTECTED_GROUPS_KEY);
+        assert!(admin.access[0].keeps_group("Sales") && admin.access[0].keeps_above(Role::Owner));
         // Counted once per person and group.
         let groups = look_alike_groups(&members);
         let counts: Vec<(&str, usize)> = groups

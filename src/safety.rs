@@ -403,7 +403,7 @@ pub fn hold_look_alikes(
     let members = crate::names::look_alike_members(
         &directory.identities,
         &configured_groups(config),
-        &config.policy.scope_groups,
+        &config.policy_settings(),
     );
     if !members.is_empty() {
         for (look_alike, people) in crate::names::look_alike_groups(&members) {

@@ -598,11 +598,7 @@ fn observe(
             DirectoryChanges::Full { snapshot, .. } => &snapshot.identities,
             DirectoryChanges::Delta { changed, .. } => changed,
         };
-        crate::names::look_alike_members(
-            read,
-            &crate::safety::configured_groups(config),
-            &config.policy.scope_groups,
-        )
+        crate::names::look_alike_members(read, &crate::safety::configured_groups(config), &policy)
     };
     let classify = |identity: &Identity, observation: &mut Observation| {
         let account_id = links.get(&identity.id);

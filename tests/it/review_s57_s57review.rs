@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use seatwarden::config::Config;
-use seatwarden::model::{Account, WorkspaceGroup, WorkspaceSnapshot};
+use seatwarden::model::{Account, ActionKind, WorkspaceGroup, WorkspaceSnapshot};
 use wiremock::MockServer;
 
 use crate::okta::{FakeOkta, LinkStyle, okta_group, okta_user};
@@ -38,6 +38,11 @@ fn account(id: &str, user_name: &str, external_id: &str, role: &str) -> Account 
 /// "Engineering" gives Editor and the workspace group "Engineering", thresholds
 /// out of the way.
 fn config(dir: &Path, url: &str, okta: &str) -> Config {
+    config_with(dir, url, okta, "")
+}
+
+/// [`config`] with `mappings` (TOML) after the "Engineering" mapping.
+fn config_with(dir: &Path, url: &str, okta: &str, mappings: &str) -> Config {
     let path = dir.join("seatwarden.toml");
     std::fs::write(
         &path,
@@ -47,11 +52,11 @@ fn config(dir: &Path, url: &str, okta: &str) -> Config {
              [state]\npath = \"{}\"\n\n\
              [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
              [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
-             role = \"Editor\"\n\n\
+             role = \"Editor\"\n\n{mappings}\n\
              [safety]\nsettle = \"0s\"\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n\
              max_role_downgrades = 1000\nmax_role_downgrade_percent = 100\n\
              max_membership_removals = 1000\nmax_membership_removal_percent = 100\n",
-            dir.join("state.db").display()
+            dir.join("state.db").display(),
         ),
     )
     .unwrap();
@@ -195,4 +200,76 @@ async fn an_approved_look_alike_deactivation_is_recorded_in_the_ledger() {
             .is_some_and(|e| e.verified_at.is_some() && e.account_id.as_deref() == Some("w2")),
         "the approved deactivation is not in the ledger: {history:#?}"
     );
+}
+
+/// Cy is in "Taskade Users" and "Engineering" written with a no-break space, and
+/// left "Sales" (another mapping) in the directory: her removal from the
+/// workspace group "Sales" goes, as the look-alike of "Engineering" could not
+/// have kept her in it; her removal from "Engineering", which it could have, is
+/// held. Before, every removal of hers was held, whatever the group.
+#[tokio::test]
+async fn a_mapping_look_alike_holds_only_the_workspace_group_it_gives() {
+    let mut fake = org();
+    fake.users
+        .push(okta_user("00u3", "cy@example.com", "ACTIVE"));
+    fake.groups[0].1.push("00u3".into());
+    fake.groups[3].1.push("00u3".into());
+    fake.groups
+        .push((okta_group("00g5", "Sales"), vec!["00u1".to_owned()]));
+    let okta = MockServer::start().await;
+    fake.mount(&okta).await;
+    let mut seed = workspace();
+    seed.accounts
+        .push(account("w3", "cy@example.com", "00u3", "Viewer"));
+    seed.groups[0].members.push("w3".into());
+    seed.groups.push(WorkspaceGroup {
+        id: "wg-sales".into(),
+        display_name: "Sales".into(),
+        members: vec!["w3".into()],
+    });
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &okta.uri(),
+        "[[policy.mapping]]\ngroup = \"Sales\"\nworkspace_group = \"Sales\"\nrole = \"Viewer\"\n",
+    );
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let after = sandbox.snapshot();
+    sandbox.shutdown().await;
+    let removal_from = |group: &str| {
+        outcome
+            .plan
+            .actions
+            .iter()
+            .find(|a| match &a.kind {
+                ActionKind::RemoveMembers { group: g, members } => {
+                    g.display_name() == group && members.contains(&"w3".to_owned())
+                }
+                _ => false,
+            })
+            .unwrap_or_else(|| panic!("no removal from {group}: {:#?}", outcome.plan.actions))
+    };
+    assert_eq!(
+        removal_from("Sales").held,
+        None,
+        "{:#?}",
+        outcome.plan.actions
+    );
+    assert_eq!(
+        removal_from("Engineering").held.as_ref().map(|h| h.rule()),
+        Some("look_alike_group")
+    );
+    let members_of = |group: &str| {
+        after
+            .groups
+            .iter()
+            .find(|g| g.display_name == group)
+            .unwrap()
+            .members
+            .clone()
+    };
+    assert!(!members_of("Sales").contains(&"w3".to_owned()));
+    assert!(members_of("Engineering").contains(&"w3".to_owned()));
 }
