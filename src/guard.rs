@@ -40,7 +40,9 @@
 //! - Before [`guard`], whose thresholds do not count what they hold:
 //!   [`hold_look_alike_members`] holds what would take access from a person in a
 //!   live directory's group whose name differs from a configured one only in what
-//!   does not show (a removal batch split as above), and
+//!   does not show, when that group could have kept it for them (a scope group's
+//!   look-alike their deprovision, a mapping group's their role and memberships; a
+//!   removal batch split as above), and
 //!   [`hold_hidden_characters`] a create or update that would write a userName,
 //!   email or externalId holding such a character (see [`crate::names`]).
 //!
@@ -551,31 +553,42 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
 
 /// Holds each runnable action that takes access away (deprovision, deletion,
 /// role downgrade, membership removal) from a person of `members` (identity id →
-/// the look-alike group they are in, from [`crate::names::look_alike_members`]):
+/// the look-alike groups they are in, from [`crate::names::look_alike_members`]):
 /// the group counted for nothing because its name differs from a configured one
 /// only in what does not show, and it may be that group mistyped
-/// ([`HoldReason::LookAlikeGroup`]). Everyone else's actions are untouched, so
-/// same-day deprovisioning goes on. `owners` maps account ids to the identity
+/// ([`HoldReason::LookAlikeGroup`]). Only what the look-alike could have
+/// prevented is held: a deprovision for a scope (or protected) group's; for a
+/// mapping group's, a removal from a workspace group its mappings give, or a
+/// downgrade below a role they give (a protected group's: any of them).
+/// Everyone else's actions are untouched, so same-day deprovisioning goes on. `owners` maps account ids to the identity
 /// linked to them (stored links and the plan's new ones): a membership removal
 /// names accounts only. A removal batch with some such members is split: the
 /// others go now, those members wait in an action of their own at the end.
 /// Run before [`guard`], whose thresholds do not count what this held.
 pub fn hold_look_alike_members(
     mut plan: Plan,
-    members: &std::collections::BTreeMap<String, crate::names::LookAlike>,
+    members: &std::collections::BTreeMap<String, crate::names::LookAlikeMember>,
     owners: &std::collections::HashMap<&str, &str>,
 ) -> Plan {
+    use crate::names::{AccessLookAlike, LookAlike, LookAlikeMember};
     if members.is_empty() {
         return plan;
     }
-    let reason_for = |identity: Option<&str>| -> Option<HoldReason> {
-        let look_alike = members.get(identity?)?;
-        Some(HoldReason::LookAlikeGroup {
-            directory_group: look_alike.directory_group.clone(),
-            configured: look_alike.configured.clone(),
-            key: look_alike.key.clone(),
-            differs: look_alike.differs.clone(),
-        })
+    let reason = |look_alike: &LookAlike| HoldReason::LookAlikeGroup {
+        directory_group: look_alike.directory_group.clone(),
+        configured: look_alike.configured.clone(),
+        key: look_alike.key.clone(),
+        differs: look_alike.differs.clone(),
+    };
+    let member = |identity: Option<&str>| -> Option<&LookAlikeMember> { members.get(identity?) };
+    // The first of the person's access look-alikes that would have kept what
+    // `keeps` asks about.
+    let access_reason = |identity: Option<&str>, keeps: &dyn Fn(&AccessLookAlike) -> bool| {
+        member(identity)?
+            .access
+            .iter()
+            .find(|a| keeps(a))
+            .map(|a| reason(&a.look_alike))
     };
     let owner = |account: &str| owners.get(account).copied();
     let mut next_seq = plan.actions.iter().map(|a| a.seq + 1).max().unwrap_or(0);
@@ -590,9 +603,12 @@ pub fn hold_look_alike_members(
             continue;
         }
         match &action.kind {
-            ActionKind::RemoveMembers { members, .. } => {
-                let reasons: Vec<Option<HoldReason>> =
-                    members.iter().map(|m| reason_for(owner(m))).collect();
+            ActionKind::RemoveMembers { group, members } => {
+                let workspace_group = group.display_name();
+                let reasons: Vec<Option<HoldReason>> = members
+                    .iter()
+                    .map(|m| access_reason(owner(m), &|a| a.keeps_group(workspace_group)))
+                    .collect();
                 let waiting: Vec<bool> = reasons.iter().map(Option::is_some).collect();
                 let Some(first) = reasons.into_iter().flatten().next() else {
                     continue;
@@ -608,12 +624,16 @@ pub fn hold_look_alike_members(
                     split_off.push(rest);
                 }
             }
-            ActionKind::Deactivate { account_id }
-            | ActionKind::Delete { account_id, .. }
-            | ActionKind::SetRole { account_id, .. } => {
+            ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
                 let identity = action.identity_id.as_deref().or_else(|| owner(account_id));
-                if let Some(reason) = reason_for(identity) {
-                    action.held = Some(reason);
+                if let Some(look_alike) = member(identity).and_then(|m| m.deprovision.as_ref()) {
+                    action.held = Some(reason(look_alike));
+                }
+            }
+            ActionKind::SetRole { account_id, to, .. } => {
+                let identity = action.identity_id.as_deref().or_else(|| owner(account_id));
+                if let Some(held) = access_reason(identity, &|a| a.keeps_above(*to)) {
+                    action.held = Some(held);
                 }
             }
             _ => {}
@@ -2576,10 +2596,18 @@ mod tests {
             key: "policy.scope_groups".into(),
             differs: "a zero-width space (U+200B)".into(),
         };
-        let members: std::collections::BTreeMap<String, crate::names::LookAlike> = ["i1", "i2"]
-            .into_iter()
-            .map(|i| (i.to_owned(), look_alike.clone()))
-            .collect();
+        let member = crate::names::LookAlikeMember {
+            deprovision: Some(look_alike.clone()),
+            access: vec![crate::names::AccessLookAlike {
+                look_alike: look_alike.clone(),
+                gives: Some(vec![("Engineering".into(), Role::Editor)]),
+            }],
+        };
+        let members: std::collections::BTreeMap<String, crate::names::LookAlikeMember> =
+            ["i1", "i2"]
+                .into_iter()
+                .map(|i| (i.to_owned(), member.clone()))
+                .collect();
         let owners: std::collections::HashMap<&str, &str> =
             [("a1", "i1"), ("a2", "i2"), ("a3", "i3"), ("a4", "i4")].into();
         let group = GroupRef::Existing {
@@ -2655,5 +2683,39 @@ mod tests {
         assert!(held[1].is_empty());
         assert!(held[2].contains("a no-break space (U+00A0)"), "{}", held[2]);
         assert!(held[3].is_empty());
+    }
+
+    /// A mapping group's look-alike holds a downgrade only below the role its
+    /// mapping gives, and never a deactivation: it gives no scope.
+    #[test]
+    fn a_mapping_look_alike_holds_only_what_its_mapping_gives() {
+        let look_alike = crate::names::LookAlike {
+            directory_group: "Engineering\u{a0}".into(),
+            configured: "Engineering".into(),
+            key: "policy.mapping[0].group".into(),
+            differs: "a no-break space (U+00A0)".into(),
+        };
+        let member = crate::names::LookAlikeMember {
+            deprovision: None,
+            access: vec![crate::names::AccessLookAlike {
+                look_alike,
+                gives: Some(vec![("Engineering".into(), Role::Editor)]),
+            }],
+        };
+        let members: std::collections::BTreeMap<String, crate::names::LookAlikeMember> =
+            [("i1".to_owned(), member)].into();
+        let owners: std::collections::HashMap<&str, &str> = [("a1", "i1")].into();
+        let plan = plan_of(vec![
+            demote("a1", "Owner", Role::Editor),
+            demote("a1", "Owner", Role::Viewer),
+            deactivate("a1"),
+        ]);
+        let out = hold_look_alike_members(plan, &members, &owners);
+        let rules: Vec<Option<&str>> = out
+            .actions
+            .iter()
+            .map(|a| a.held.as_ref().map(HoldReason::rule))
+            .collect();
+        assert_eq!(rules, [None, Some("look_alike_group"), None]);
     }
 }

@@ -15,12 +15,12 @@
 //!
 //! Pure: no I/O, no clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Identity;
-use crate::policy::fold_group_name;
+use crate::model::{Identity, Role};
+use crate::policy::{PolicySettings, fold_group_name};
 
 /// Characters that take no room on screen: zero-width spaces and joiners, the
 /// word joiner, a byte-order mark inside a value, the soft hyphen.
@@ -154,15 +154,16 @@ pub struct ConfiguredGroups {
     groups: Vec<(String, String)>,
     /// Folded name ([`fold_group_name`]) → index in `groups`.
     folded: HashMap<String, usize>,
-    /// [`loosened`] name → index in `groups`.
-    loosened: HashMap<String, usize>,
+    /// [`loosened`] name → the indices in `groups` of every configured group
+    /// so loosened (one name can be a scope group and a mapping's group).
+    loosened: HashMap<String, Vec<usize>>,
 }
 
 impl ConfiguredGroups {
     pub fn add(&mut self, name: &str, key: String) {
         let index = self.groups.len();
         self.folded.entry(fold_group_name(name)).or_insert(index);
-        self.loosened.entry(loosened(name)).or_insert(index);
+        self.loosened.entry(loosened(name)).or_default().push(index);
         self.groups.push((name.to_owned(), key));
     }
 
@@ -192,16 +193,30 @@ impl ConfiguredGroups {
     /// same once [`loosened`], another name to policy (a difference in case alone
     /// is not one: it shows, and the sources report it on their own).
     pub fn look_alike(&self, group: &str) -> Option<LookAlike> {
+        self.look_alikes(group).into_iter().next()
+    }
+
+    /// Every configured group (each with its key, in configuration order) that
+    /// `group` looks like without being it: a name configured as a scope group
+    /// and as a mapping's group is both, and what each would give differs.
+    pub fn look_alikes(&self, group: &str) -> Vec<LookAlike> {
         if self.groups.is_empty() || self.names(group) {
-            return None;
+            return Vec::new();
         }
-        let (name, key) = self.groups.get(*self.loosened.get(&loosened(group))?)?;
-        Some(LookAlike {
-            directory_group: group.to_owned(),
-            configured: name.clone(),
-            key: key.clone(),
-            differs: differences(group),
-        })
+        let Some(indices) = self.loosened.get(&loosened(group)) else {
+            return Vec::new();
+        };
+        let differs = differences(group);
+        indices
+            .iter()
+            .filter_map(|&index| self.groups.get(index))
+            .map(|(name, key)| LookAlike {
+                directory_group: group.to_owned(),
+                configured: name.clone(),
+                key: key.clone(),
+                differs: differs.clone(),
+            })
+            .collect()
     }
 
     /// Whether `group` is a configured group or looks like one: a live directory
@@ -215,32 +230,139 @@ impl ConfiguredGroups {
 /// even to a person suspended in the directory, whom it would have protected.
 pub const PROTECTED_GROUPS_KEY: &str = "safety.protected_groups";
 
+/// The key of `policy.scope_groups`.
+pub const SCOPE_GROUPS_KEY: &str = "policy.scope_groups";
+
+/// What a person's look-alike groups may have cost them, by what policy does
+/// with the configured group each looks like. A look-alike that could not have
+/// changed the decision holds nothing: a look-alike of a mapping group gives no
+/// scope, so a person out of scope in it is a leaver, deactivated the same day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookAlikeMember {
+    /// Holds the deactivation and deletion of their accounts: a look-alike of a
+    /// scope group while they are in none by its exact name (out of scope only
+    /// for it), or of a protected group.
+    pub deprovision: Option<LookAlike>,
+    /// Hold their role downgrades and membership removals, each what it gives:
+    /// a look-alike of a mapping's group they are not in by its exact name, or
+    /// of a protected group. In the order of their groups.
+    pub access: Vec<AccessLookAlike>,
+}
+
+/// A look-alike that could have kept a person's role or workspace groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLookAlike {
+    pub look_alike: LookAlike,
+    /// What the mappings of the configured group give: (workspace group, role).
+    /// `None` for a protected group's look-alike, which would have kept all.
+    pub gives: Option<Vec<(String, Role)>>,
+}
+
+impl AccessLookAlike {
+    /// Whether the configured group would have kept the person in workspace
+    /// group `workspace_group` (named as the workspace names it).
+    pub fn keeps_group(&self, workspace_group: &str) -> bool {
+        self.gives.as_ref().is_none_or(|gives| {
+            gives
+                .iter()
+                .any(|(group, _)| crate::model::same_name(group, workspace_group))
+        })
+    }
+
+    /// Whether the configured group would have kept the person above `role`.
+    pub fn keeps_above(&self, role: Role) -> bool {
+        self.gives
+            .as_ref()
+            .is_none_or(|gives| gives.iter().any(|(_, given)| *given > role))
+    }
+}
+
+impl LookAlikeMember {
+    /// The look-alike groups named, each once.
+    fn groups(&self) -> Vec<&LookAlike> {
+        let mut groups: Vec<&LookAlike> = Vec::new();
+        for look_alike in self
+            .deprovision
+            .iter()
+            .chain(self.access.iter().map(|a| &a.look_alike))
+        {
+            if !groups
+                .iter()
+                .any(|g| g.directory_group == look_alike.directory_group)
+            {
+                groups.push(look_alike);
+            }
+        }
+        groups
+    }
+}
+
 /// The people of `identities` who carry a group that looks like a configured
-/// one (see [`ConfiguredGroups::look_alike`]), by identity id, each with the
-/// first such group. The guard holds what would take access from them: the
-/// group they are in may be the configured one, mistyped. A person suspended or
-/// deprovisioned in the directory loses access whatever their groups, so only
-/// a look-alike of a protected group counts for them.
+/// one (see [`ConfiguredGroups::look_alike`]) in a way that could have changed
+/// what `policy` decides for them ([`LookAlikeMember`]), by identity id. The
+/// guard holds what would take access from them: the group they are in may be
+/// the configured one, mistyped. Groups are compared exactly, as policy compares
+/// them. A person suspended or deprovisioned in the directory loses access
+/// whatever their groups, so only a look-alike of a protected group counts for
+/// them.
 pub fn look_alike_members(
     identities: &[Identity],
     configured: &ConfiguredGroups,
-) -> BTreeMap<String, LookAlike> {
+    policy: &PolicySettings,
+) -> BTreeMap<String, LookAlikeMember> {
     let mut members = BTreeMap::new();
     if configured.is_empty() {
         return members;
     }
+    let scope: HashSet<&str> = policy.scope_groups.iter().map(String::as_str).collect();
+    // Configured group → what its mappings give.
+    let mut gives: HashMap<&str, Vec<(String, Role)>> = HashMap::new();
+    for mapping in &policy.mappings {
+        gives
+            .entry(mapping.group.as_str())
+            .or_default()
+            .push((mapping.workspace_group.clone(), mapping.role));
+    }
     // Few distinct group names, many people: each name is looked at once.
-    let mut seen: HashMap<&str, Option<LookAlike>> = HashMap::new();
+    let mut seen: HashMap<&str, Vec<LookAlike>> = HashMap::new();
     for identity in identities {
         let active = identity.status == crate::model::IdentityStatus::Active;
-        let found = identity.groups.iter().find_map(|group| {
-            seen.entry(group.as_str())
-                .or_insert_with(|| configured.look_alike(group))
-                .clone()
-                .filter(|look_alike| active || look_alike.key == PROTECTED_GROUPS_KEY)
-        });
-        if let Some(look_alike) = found {
-            members.insert(identity.id.clone(), look_alike);
+        let out_of_scope =
+            !scope.is_empty() && !identity.groups.iter().any(|g| scope.contains(g.as_str()));
+        let mut member = LookAlikeMember::default();
+        for group in &identity.groups {
+            let look_alikes = seen
+                .entry(group.as_str())
+                .or_insert_with(|| configured.look_alikes(group));
+            for look_alike in look_alikes.iter() {
+                let protected = look_alike.key == PROTECTED_GROUPS_KEY;
+                let scope_lost = active && out_of_scope && look_alike.key == SCOPE_GROUPS_KEY;
+                let mapping_lost = active
+                    && look_alike.key.starts_with("policy.mapping")
+                    && !identity.groups.contains(&look_alike.configured);
+                if (protected || scope_lost) && member.deprovision.is_none() {
+                    member.deprovision = Some(look_alike.clone());
+                }
+                let already = member.access.iter().any(|a| {
+                    a.look_alike.directory_group == look_alike.directory_group
+                        && a.look_alike.configured == look_alike.configured
+                        && a.gives.is_none() == protected
+                });
+                if (protected || mapping_lost) && !already {
+                    member.access.push(AccessLookAlike {
+                        look_alike: look_alike.clone(),
+                        gives: (!protected).then(|| {
+                            gives
+                                .get(look_alike.configured.as_str())
+                                .cloned()
+                                .unwrap_or_default()
+                        }),
+                    });
+                }
+            }
+        }
+        if member != LookAlikeMember::default() {
+            members.insert(identity.id.clone(), member);
         }
     }
     members
@@ -248,9 +370,9 @@ pub fn look_alike_members(
 
 /// The distinct look-alike groups of `members` (see [`look_alike_members`]),
 /// each with how many people carry it, sorted by directory group.
-pub fn look_alike_groups(members: &BTreeMap<String, LookAlike>) -> Vec<(LookAlike, usize)> {
+pub fn look_alike_groups(members: &BTreeMap<String, LookAlikeMember>) -> Vec<(LookAlike, usize)> {
     let mut groups: BTreeMap<&str, (LookAlike, usize)> = BTreeMap::new();
-    for look_alike in members.values() {
+    for look_alike in members.values().flat_map(LookAlikeMember::groups) {
         groups
             .entry(look_alike.directory_group.as_str())
             .or_insert_with(|| (look_alike.clone(), 0))
@@ -264,6 +386,21 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::model::IdentityStatus;
+
+    /// Scope "Taskade Users"; "Engineering" gives the workspace group
+    /// "Engineering" and Editor.
+    fn policy() -> PolicySettings {
+        PolicySettings {
+            scope_groups: vec!["Taskade Users".into()],
+            default_role: Role::Viewer,
+            mappings: vec![crate::policy::Mapping {
+                group: "Engineering".into(),
+                workspace_group: "Engineering".into(),
+                role: Role::Editor,
+            }],
+            manage_roles: true,
+        }
+    }
 
     fn configured() -> ConfiguredGroups {
         let mut configured = ConfiguredGroups::default();
@@ -327,11 +464,105 @@ mod tests {
             person("c", &["Taskade\u{200b} Users"]),
             person("d", &["Finance"]),
         ];
-        let members = look_alike_members(&identities, &configured());
+        let members = look_alike_members(&identities, &configured(), &policy());
         assert_eq!(members.keys().collect::<Vec<_>>(), ["b", "c"]);
-        assert_eq!(members["b"].key, "policy.mapping[0].group");
+        let b = &members["b"];
+        assert_eq!(b.access[0].look_alike.key, "policy.mapping[0].group");
+        assert_eq!(b.deprovision, None, "b is in scope");
+        let c = &members["c"];
+        assert_eq!(c.deprovision.as_ref().unwrap().key, "policy.scope_groups");
+        assert!(c.access.is_empty());
         let groups = look_alike_groups(&members);
         assert_eq!(groups.len(), 2);
         assert!(groups.iter().all(|(_, count)| *count == 1));
+    }
+
+    /// A look-alike holds only what it could have changed: a mapping group's
+    /// gives no scope (a leaver out of scope in it is no member), one whose
+    /// configured group the person is in by name changes nothing, and a name
+    /// configured as a scope group and as a mapping's is both.
+    #[test]
+    fn a_look_alike_holds_only_what_it_could_have_changed() {
+        let person = |id: &str, status: IdentityStatus, groups: &[&str]| Identity {
+            id: id.to_owned(),
+            user_name: format!("{id}@example.com"),
+            email: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status,
+            department: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        let mut configured = configured();
+        configured.add("Taskade Users", "policy.mapping[1].group".to_owned());
+        configured.add("IT Admins", PROTECTED_GROUPS_KEY.to_owned());
+        let mut policy = policy();
+        policy.mappings.push(crate::policy::Mapping {
+            group: "Taskade Users".into(),
+            workspace_group: "Everyone".into(),
+            role: Role::Commenter,
+        });
+        let identities = [
+            // Removed from the scope group; still in a mapping's look-alike.
+            person("leaver", IdentityStatus::Active, &["Engineering\u{a0}"]),
+            // In both the mapping group and its look-alike.
+            person(
+                "both",
+                IdentityStatus::Active,
+                &["Taskade Users", "Engineering", "Engineering\u{a0}"],
+            ),
+            // Only in the look-alike of a name that is a scope and a mapping group.
+            person("scoped", IdentityStatus::Active, &["Taskade\u{a0}Users"]),
+            // Suspended: only a protected group's look-alike counts.
+            person(
+                "suspended",
+                IdentityStatus::Suspended,
+                &["Taskade\u{a0}Users"],
+            ),
+            person("admin", IdentityStatus::Suspended, &["IT\u{200b} Admins"]),
+        ];
+        let members = look_alike_members(&identities, &configured, &policy);
+        assert_eq!(
+            members.keys().collect::<Vec<_>>(),
+            ["admin", "leaver", "scoped"]
+        );
+        assert_eq!(members["leaver"].deprovision, None);
+        // What a mapping's look-alike would have kept: its workspace group and
+        // anything below its role, nothing else.
+        let leaver = &members["leaver"].access;
+        assert_eq!(leaver.len(), 1);
+        assert!(leaver[0].keeps_group("engineering"));
+        assert!(!leaver[0].keeps_group("Sales"));
+        assert!(leaver[0].keeps_above(Role::Viewer));
+        assert!(!leaver[0].keeps_above(Role::Editor));
+        let scoped = &members["scoped"];
+        assert_eq!(
+            scoped.deprovision.as_ref().unwrap().key,
+            "policy.scope_groups"
+        );
+        assert_eq!(scoped.access[0].look_alike.key, "policy.mapping[1].group");
+        assert!(scoped.access[0].keeps_group("Everyone"));
+        let admin = &members["admin"];
+        assert_eq!(
+            admin.deprovision.as_ref().unwrap().key,
+            PROTECTED_GROUPS_KEY
+        );
+        assert_eq!(admin.access[0].look_alike.key, PROTECTED_GROUPS_KEY);
+        assert!(admin.access[0].keeps_group("Sales") && admin.access[0].keeps_above(Role::Owner));
+        // Counted once per person and group.
+        let groups = look_alike_groups(&members);
+        let counts: Vec<(&str, usize)> = groups
+            .iter()
+            .map(|(g, n)| (g.directory_group.as_str(), *n))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("Engineering\u{a0}", 1),
+                ("IT\u{200b} Admins", 1),
+                ("Taskade\u{a0}Users", 1)
+            ]
+        );
     }
 }

@@ -376,7 +376,7 @@ pub fn clock_changes(
 pub fn configured_groups(config: &Config) -> crate::names::ConfiguredGroups {
     let mut configured = crate::names::ConfiguredGroups::default();
     for group in &config.policy.scope_groups {
-        configured.add(group, "policy.scope_groups".to_owned());
+        configured.add(group, crate::names::SCOPE_GROUPS_KEY.to_owned());
     }
     for (index, mapping) in config.policy.mapping.iter().enumerate() {
         configured.add(&mapping.group, format!("policy.mapping[{index}].group"));
@@ -400,8 +400,11 @@ pub fn hold_look_alikes(
     directory: &DirectorySnapshot,
     links: &[crate::model::Link],
 ) -> Plan {
-    let members =
-        crate::names::look_alike_members(&directory.identities, &configured_groups(config));
+    let members = crate::names::look_alike_members(
+        &directory.identities,
+        &configured_groups(config),
+        &config.policy_settings(),
+    );
     if !members.is_empty() {
         for (look_alike, people) in crate::names::look_alike_groups(&members) {
             tracing::warn!(

@@ -589,22 +589,26 @@ fn observe(
         leavers: Vec::new(),
         returned: Vec::new(),
     };
-    // People in a directory group that only looks like a configured one: the
-    // reconcile holds what it would take from them, for a person to decide; an
-    // episode opened here would deactivate them when due.
+    // People whom a directory group that only looks like a scope or protected
+    // group may keep in: the reconcile holds their deprovision, for a person to
+    // decide; an episode opened here would deactivate them when due. One that
+    // looks like a mapping's group gives no scope: its leavers are observed.
     let look_alike_members = {
         let read: &[Identity] = match changes {
             DirectoryChanges::Full { snapshot, .. } => &snapshot.identities,
             DirectoryChanges::Delta { changed, .. } => changed,
         };
-        crate::names::look_alike_members(read, &crate::safety::configured_groups(config))
+        crate::names::look_alike_members(read, &crate::safety::configured_groups(config), &policy)
     };
     let classify = |identity: &Identity, observation: &mut Observation| {
         let account_id = links.get(&identity.id);
         if account_id.is_none() && !accountless.contains(&identity.id) {
             return;
         }
-        if let Some(look_alike) = look_alike_members.get(&identity.id) {
+        if let Some(look_alike) = look_alike_members
+            .get(&identity.id)
+            .and_then(|member| member.deprovision.as_ref())
+        {
             // Said once per group by each reconcile (`safety::hold_look_alikes`).
             tracing::debug!(
                 person = %identity.user_name,
@@ -1906,7 +1910,7 @@ pub fn record_deprovisions(
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()
         .filter(|row| only.is_none_or(|seqs| seqs.contains(&row.action.seq)))
-        .filter(|row| ledgered(&row.action))
+        .filter(|row| ledgered(row))
         .collect();
     if deprovisions.is_empty() {
         return Ok(Vec::new());
@@ -2162,7 +2166,7 @@ pub fn record_cut_off_applied(
         let rows: Vec<crate::store::JournalEntry> = store
             .journal_deprovisions(run)?
             .into_iter()
-            .filter(|row| ledgered(&row.action))
+            .filter(ledgered)
             .filter(|row| {
                 !row.action
                     .identity_id
@@ -2211,7 +2215,8 @@ pub fn record_cut_off_applied(
 }
 
 /// Whether a journaled action is a deprovision the ledger keeps an episode for.
-fn ledgered(action: &Action) -> bool {
+fn ledgered(row: &crate::store::JournalEntry) -> bool {
+    let action = &row.action;
     action.reason == DriftKind::StaleAccess
         && matches!(
             action.kind,
@@ -2234,8 +2239,11 @@ fn ledgered(action: &Action) -> bool {
         && action.held != Some(HoldReason::IncompleteDirectory)
         // Held because the person is in a group that only looks like a
         // configured one: they may be no leaver at all, and the retry job, which
-        // knows no groups, would enforce it.
-        && !matches!(action.held, Some(HoldReason::LookAlikeGroup { .. }))
+        // knows no groups, would enforce it. Once a person approved it (the row
+        // released, keeping the reason it was held for) it is a deprovision like
+        // any other: verified in the ledger, or, failed, enforced by the retry job.
+        && !(matches!(action.held, Some(HoldReason::LookAlikeGroup { .. }))
+            && row.state == ActionState::Held)
 }
 
 /// After [`apply::recover`] and the observation that follows it: a reconcile cut
@@ -2265,7 +2273,7 @@ pub fn backdate_cut_off(store: &mut Store, cut_off: &BTreeSet<RunId>) -> Result<
         }
         let seen = record.started_at;
         for row in store.journal_deprovisions(run)? {
-            if !ledgered(&row.action) {
+            if !ledgered(&row) {
                 continue;
             }
             let Some(identity) = row.action.identity_id.as_deref() else {
@@ -2755,5 +2763,69 @@ mod hold_tests {
             rejection.to_string(),
             "rejected in run 41 by ada at 2026-12-01T09:00:00Z"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod look_alike_tests {
+    use std::collections::{HashMap, HashSet};
+
+    use crate::config::Config;
+    use crate::directory::DirectoryChanges;
+    use crate::model::{Identity, IdentityStatus};
+
+    fn person(id: &str, groups: &[&str]) -> Identity {
+        Identity {
+            id: id.to_owned(),
+            user_name: format!("{id}@example.com"),
+            email: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status: IdentityStatus::Active,
+            department: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    /// A delta's leaver removed from the scope group but still in a mapping
+    /// group's look-alike is observed (their episode opens: a mapping gives no
+    /// scope); one out of scope only for a look-alike of the scope group is not.
+    #[test]
+    fn a_mapping_groups_look_alike_keeps_no_leaver_from_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n\
+             [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
+             role = \"Editor\"\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let changes = DirectoryChanges::Delta {
+            changed: vec![
+                person("dee", &["Engineering\u{a0}"]),
+                person("bob", &["Taskade\u{200b} Users"]),
+            ],
+            removed: Vec::new(),
+            cursor: String::new(),
+        };
+        let links: HashMap<String, String> = [("dee", "w4"), ("bob", "w2")]
+            .into_iter()
+            .map(|(i, a)| (i.to_owned(), a.to_owned()))
+            .collect();
+        let observation = super::observe(&config, &changes, &links, &HashSet::new());
+        let leavers: Vec<&str> = observation
+            .leavers
+            .iter()
+            .map(|l| l.identity_id.as_str())
+            .collect();
+        assert_eq!(leavers, ["dee"]);
+        assert!(observation.returned.is_empty());
     }
 }
