@@ -19,10 +19,10 @@ use wiremock::MockServer;
 use crate::entra::{FakeGraph, graph_group, graph_user};
 use crate::okta::{FakeOkta, LinkStyle, okta_group, okta_user};
 
-const SCIM_TOKEN: &str = "s57-dirnames-scim-token";
+pub(crate) const SCIM_TOKEN: &str = "s57-dirnames-scim-token";
 const SSWS: &str = "s57-dirnames-okta-token";
 
-fn account(id: &str, user_name: &str, external_id: &str, role: &str) -> Account {
+pub(crate) fn account(id: &str, user_name: &str, external_id: &str, role: &str) -> Account {
     Account {
         id: id.into(),
         user_name: user_name.into(),
@@ -41,6 +41,11 @@ fn account(id: &str, user_name: &str, external_id: &str, role: &str) -> Account 
 /// scope "Taskade Users", "Engineering" gives Editor and the workspace group
 /// "Engineering", thresholds out of the way.
 fn config(dir: &Path, url: &str, directory: &str) -> Config {
+    config_with(dir, url, directory, "")
+}
+
+/// [`config`] with `mappings` (TOML) after the "Engineering" mapping.
+pub(crate) fn config_with(dir: &Path, url: &str, directory: &str, mappings: &str) -> Config {
     let path = dir.join("seatwarden.toml");
     std::fs::write(
         &path,
@@ -50,7 +55,7 @@ fn config(dir: &Path, url: &str, directory: &str) -> Config {
              [state]\npath = \"{}\"\n\n\
              [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
              [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
-             role = \"Editor\"\n\n\
+             role = \"Editor\"\n\n{mappings}\n\
              [safety]\nsettle = \"0s\"\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n\
              max_role_downgrades = 1000\nmax_role_downgrade_percent = 100\n\
              max_membership_removals = 1000\nmax_membership_removal_percent = 100\n",

@@ -12,55 +12,24 @@
 use std::path::Path;
 
 use seatwarden::config::Config;
-use seatwarden::model::{Account, ActionKind, WorkspaceGroup, WorkspaceSnapshot};
+use seatwarden::model::{ActionKind, WorkspaceGroup, WorkspaceSnapshot};
 use wiremock::MockServer;
 
 use crate::okta::{FakeOkta, LinkStyle, okta_group, okta_user};
+use crate::review_s57_dirnames::{SCIM_TOKEN, account};
 
-const SCIM_TOKEN: &str = "s57-review-scim-token";
 const SSWS: &str = "s57-review-okta-token";
 
-fn account(id: &str, user_name: &str, external_id: &str, role: &str) -> Account {
-    Account {
-        id: id.into(),
-        user_name: user_name.into(),
-        external_id: Some(external_id.into()),
-        given_name: Some(format!("First{external_id}")),
-        family_name: Some("Tester".into()),
-        display_name: None,
-        email: Some(user_name.into()),
-        active: true,
-        roles: vec![role.into()],
-    }
-}
-
-/// Okta at `okta` against the sandbox at `url`: scope "Taskade Users",
-/// "Engineering" gives Editor and the workspace group "Engineering", thresholds
-/// out of the way.
+/// The Okta org at `okta` against the sandbox at `url`, configured as in
+/// [`crate::review_s57_dirnames`].
 fn config(dir: &Path, url: &str, okta: &str) -> Config {
     config_with(dir, url, okta, "")
 }
 
 /// [`config`] with `mappings` (TOML) after the "Engineering" mapping.
 fn config_with(dir: &Path, url: &str, okta: &str, mappings: &str) -> Config {
-    let path = dir.join("seatwarden.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[directory]\nkind = \"okta\"\nurl = \"{okta}\"\ntoken = \"{SSWS}\"\n\n\
-             [workspace]\nurl = \"{url}\"\ntoken = \"{SCIM_TOKEN}\"\n\n\
-             [state]\npath = \"{}\"\n\n\
-             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-             [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
-             role = \"Editor\"\n\n{mappings}\n\
-             [safety]\nsettle = \"0s\"\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n\
-             max_role_downgrades = 1000\nmax_role_downgrade_percent = 100\n\
-             max_membership_removals = 1000\nmax_membership_removal_percent = 100\n",
-            dir.join("state.db").display(),
-        ),
-    )
-    .unwrap();
-    Config::load_with_env(&path, Some(Default::default())).unwrap()
+    let directory = format!("kind = \"okta\"\nurl = \"{okta}\"\ntoken = \"{SSWS}\"\n");
+    crate::review_s57_dirnames::config_with(dir, url, &directory, mappings)
 }
 
 /// Ada is in "Taskade Users" and "Engineering". Dee was removed from "Taskade
