@@ -2371,6 +2371,65 @@ fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
 mod tests {
     use super::*;
 
+    /// The running daemon's PROTECTED LEAVERS gauge, reconcile after reconcile:
+    /// one whose directory read was incomplete (it does not show who was
+    /// deleted) raises it and never lowers it; a whole read does both. The
+    /// restart's restore is tested in `review_s57_s56diff`; this is the path
+    /// every reconcile of a running daemon takes.
+    #[test]
+    fn an_incomplete_directory_read_raises_the_protected_leaver_gauge_and_never_lowers_it() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let report = |leavers: usize, directory_incomplete: bool| {
+            let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+                .unwrap()
+                .to_utc();
+            let leaver = |n: usize| crate::model::ProtectedLeaver {
+                account_id: format!("w{n}"),
+                user_name: format!("admin{n}@example.com"),
+                identity_id: format!("00u{n}"),
+                why: "identity is deleted from the directory".into(),
+            };
+            crate::report::Report {
+                schema_version: crate::report::SCHEMA_VERSION,
+                run_id: 7,
+                mode: "reconcile".into(),
+                started_at: at,
+                finished_at: at,
+                directory: "file directory.json".into(),
+                workspace: "https://ws.example/scim/v2".into(),
+                summary: Default::default(),
+                drift: Vec::new(),
+                actions: Vec::new(),
+                safety: crate::report::SafetyReport {
+                    protected_leavers: (0..leavers).map(leaver).collect(),
+                    directory_incomplete,
+                    ..Default::default()
+                },
+            }
+        };
+        let gauge = || {
+            let rendered = handle.render();
+            rendered
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("seatwarden_safety_finding{finding=\"protected_leavers\"} ")
+                })
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no protected_leavers gauge in {rendered}"))
+        };
+        metrics::with_local_recorder(&recorder, || {
+            safety_gauges(&report(1, false));
+            assert_eq!(gauge(), "1");
+            safety_gauges(&report(0, true));
+            assert_eq!(gauge(), "1", "lowered by an incomplete read");
+            safety_gauges(&report(0, false));
+            assert_eq!(gauge(), "0");
+            safety_gauges(&report(1, true));
+            assert_eq!(gauge(), "1", "not raised by an incomplete read");
+        });
+    }
+
     /// The limit in a stopped run's cause reads as the configuration writes it.
     #[test]
     fn a_time_limit_is_spoken_as_configured() {
