@@ -1916,17 +1916,24 @@ fn safety_gauges(report: &crate::report::Report) {
 /// leaves out is still one).
 fn plan_finding_gauges(report: &crate::report::Report, lower: bool) {
     let safety = &report.safety;
+    set_plan_finding_gauges(
+        !safety.protected_by_person.is_empty(),
+        !safety.protected_leavers.is_empty(),
+        lower,
+    );
+}
+
+/// [`plan_finding_gauges`] from what was found: each found set to 1, and,
+/// `lower`, each not found to 0.
+fn set_plan_finding_gauges(protected_by_person: bool, protected_leavers: bool, lower: bool) {
     for (finding, found) in [
         // Accounts nothing deprovisions, renames or regroups, only because their
         // person is protected: worth an alert until someone settles each.
-        (
-            "protected_by_person",
-            !safety.protected_by_person.is_empty(),
-        ),
+        ("protected_by_person", protected_by_person),
         // Someone who left keeps access through an account protected for good:
         // nothing seatwarden does ends it, and the sweep, which ends a protected
         // person's episode, raises no overdue for it.
-        ("protected_leavers", !safety.protected_leavers.is_empty()),
+        ("protected_leavers", protected_leavers),
     ] {
         if found || lower {
             metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
@@ -1964,13 +1971,23 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
     };
     let report = |trusted| parsed(db.latest_reconcile_report(kind, trusted));
     // From a directory read incomplete, the plan's findings only raise: first
-    // as the newest reconcile that read it whole left them, as the running
-    // daemon keeps them.
+    // as the newest reconcile that read it whole left them, then raised by
+    // every incomplete read since (not the newest alone: one that listed a
+    // protected leaver the next did not show raised the running daemon's
+    // gauge for good), as the running daemon keeps them.
     let plan_findings = |report: &crate::report::Report| {
-        if report.safety.directory_incomplete
-            && let Some(whole) = parsed(db.latest_reconcile_report_read_whole(kind))
-        {
-            plan_finding_gauges(&whole, true);
+        if report.safety.directory_incomplete {
+            if let Some(whole) = parsed(db.latest_reconcile_report_read_whole(kind)) {
+                plan_finding_gauges(&whole, true);
+            }
+            match db.incomplete_reads_listed_protected(kind) {
+                Ok((by_person, leavers)) => set_plan_finding_gauges(by_person, leavers, false),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot read what the reconciles since the last whole directory read \
+                     listed as protected; the newest one's findings stand"
+                ),
+            }
         }
         plan_finding_gauges(report, !report.safety.directory_incomplete);
     };

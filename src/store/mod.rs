@@ -1012,6 +1012,48 @@ impl Store {
             })
     }
 
+    /// Whether any succeeded run of `kind` since the newest one that read the
+    /// directory whole ([`Store::latest_reconcile_report_read_whole`]), its
+    /// read incomplete and not refused, listed accounts protected by person,
+    /// and whether any listed protected leavers: what such runs raised the
+    /// daemon's gauges to, which only a whole read lowers again. Read from the
+    /// stored reports without parsing them whole: a directory that reads
+    /// incomplete for days leaves hundreds.
+    pub fn incomplete_reads_listed_protected(
+        &self,
+        kind: RunKind,
+    ) -> Result<(bool, bool), StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT
+                   COALESCE(MAX(COALESCE(json_array_length(reports.json,
+                       '$.safety.protected_by_person'), 0) > 0), 0),
+                   COALESCE(MAX(COALESCE(json_array_length(reports.json,
+                       '$.safety.protected_leavers'), 0) > 0), 0)
+                 FROM reports JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.kind = ?1 AND runs.status = 'succeeded'
+                   AND json_extract(reports.json, '$.safety.source_fault') IS NULL
+                   AND json_extract(reports.json, '$.safety.directory_incomplete') = 1
+                   AND reports.run_id > COALESCE((
+                       SELECT MAX(whole.run_id) FROM reports AS whole
+                         JOIN runs AS whole_run ON whole_run.id = whole.run_id
+                       WHERE whole_run.kind = ?1 AND whole_run.status = 'succeeded'
+                         AND json_extract(whole.json, '$.safety.source_fault') IS NULL
+                         AND json_extract(whole.json, '$.safety.directory_incomplete') IS NULL
+                   ), 0)",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([kind.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+            })
+            .context(|| {
+                format!(
+                    "reading what the {}s since the last whole directory read listed as \
+                     protected from reports",
+                    kind.as_str()
+                )
+            })
+    }
+
     /// The newest stored report of a succeeded reconcile of `kind` that could
     /// tell whether an exception names nobody (its reads were whole and
     /// accepted: `safety.exceptions_naming_nobody_unknown` is absent).

@@ -81,3 +81,62 @@ async fn approve_protects_a_protected_group_member_of_a_later_read_when_its_own_
     assert!(why.ends_with(" is protected"), "{why}");
     sandbox.shutdown().await;
 }
+
+/// The running daemon sets the PROTECTED LEAVERS gauge to 1 from a reconcile
+/// whose directory read was incomplete and never to 0 from one: after a whole
+/// read that listed none, a first incomplete read that listed a protected
+/// leaver, and a second that did not show them (on a page its listing
+/// lacked), it reads 1. Restarted then, it read 0: the restore raised the
+/// gauge from the newest incomplete read alone, and the
+/// `SeatwardenProtectedLeaver` alert resolved at the restart, with nothing
+/// settled. (The daemon's own first reconcile is refused here, so the
+/// restored gauge is what it shows.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_protected_leaver_gauge_an_earlier_incomplete_read_raised() {
+    use crate::review_s41_ops::sample;
+    use chrono::Utc;
+    use seatwarden::model::ProtectedLeaver;
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let metrics = crate::review_s48_protected_link::reconciled_daemon_metrics(
+        "breakglass@example.com",
+        |state| {
+            let mut store = Store::open(state).unwrap();
+            let start = Utc::now() - chrono::Duration::hours(3);
+            let mut stored = |minutes: i64, incomplete: bool, leaver: bool| {
+                let at = start + chrono::Duration::minutes(minutes);
+                let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+                // A directory of 1,000 accepted: the demo's 50 are refused.
+                if !incomplete {
+                    store.accept_directory(run, 1000, at).unwrap();
+                }
+                let mut report = crate::review_s48_protected_link::quiet_report();
+                report.run_id = run;
+                report.safety.directory_incomplete = incomplete;
+                if leaver {
+                    report.safety.protected_leavers.push(ProtectedLeaver {
+                        account_id: "w1".into(),
+                        user_name: "ops-admin@example.com".into(),
+                        identity_id: "00u1".into(),
+                        why: "identity is suspended in the directory".into(),
+                    });
+                }
+                store.save_report(run, &report.to_stored_json()).unwrap();
+                store
+                    .finish_run(run, at, RunStatus::Succeeded, None)
+                    .unwrap();
+            };
+            stored(0, false, false);
+            stored(30, true, true);
+            stored(60, true, false);
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_leavers"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
