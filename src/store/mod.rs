@@ -1035,11 +1035,13 @@ impl Store {
                    AND json_extract(reports.json, '$.safety.source_fault') IS NULL
                    AND json_extract(reports.json, '$.safety.directory_incomplete') = 1
                    AND reports.run_id > COALESCE((
-                       SELECT MAX(whole.run_id) FROM reports AS whole
+                       SELECT whole.run_id FROM reports AS whole
                          JOIN runs AS whole_run ON whole_run.id = whole.run_id
                        WHERE whole_run.kind = ?1 AND whole_run.status = 'succeeded'
                          AND json_extract(whole.json, '$.safety.source_fault') IS NULL
                          AND json_extract(whole.json, '$.safety.directory_incomplete') IS NULL
+                       -- Newest first, stopping at the first: not every report parsed.
+                       ORDER BY whole.run_id DESC LIMIT 1
                    ), 0)",
             )
             .and_then(|mut stmt| {
