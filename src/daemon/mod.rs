@@ -1897,10 +1897,11 @@ fn safety_gauges(report: &crate::report::Report) {
     // A rejected directory plans nothing, so its plan lists no protected
     // account either: left as the last trusted reconcile told them, as the
     // drift gauges are, or their alerts would resolve for the outage and fire
-    // again after it, with nothing settled. An incomplete read lists only
-    // whom it shows: it raises them, and lowers none.
+    // again after it, with nothing settled. An incomplete directory read or a
+    // short workspace listing lists only whom it shows: it raises them, and
+    // lowers none.
     if safety.source_fault.is_none() {
-        plan_finding_gauges(report, !safety.directory_incomplete);
+        plan_finding_gauges(report, read_both_whole(safety));
     }
     // It keeps nothing: the person it was meant for loses access. Left as it
     // was by a run whose reads could not tell: 0 from it, the Prometheus alert
@@ -1910,10 +1911,17 @@ fn safety_gauges(report: &crate::report::Report) {
     }
 }
 
+/// Whether a reconcile read the directory and the workspace whole: one that
+/// did not (its directory read incomplete, its workspace listing short) does
+/// not show every person or every account, so the findings only a plan tells
+/// may lack some (a protected leaver whose account the listing left out).
+fn read_both_whole(safety: &crate::report::SafetyReport) -> bool {
+    !safety.directory_incomplete && !safety.workspace_listing_short
+}
+
 /// The safety findings only a plan tells, as `report`'s plan told them: each
-/// found set to 1, and, `lower`, each not found to 0 (not from a directory read
-/// incomplete, which does not show who was deleted: a protected leaver it
-/// leaves out is still one).
+/// found set to 1, and, `lower`, each not found to 0 (not from reads not
+/// whole, [`read_both_whole`]: a protected leaver they leave out is still one).
 fn plan_finding_gauges(report: &crate::report::Report, lower: bool) {
     let safety = &report.safety;
     set_plan_finding_gauges(
@@ -1970,13 +1978,13 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
         }
     };
     let report = |trusted| parsed(db.latest_reconcile_report(kind, trusted));
-    // From a directory read incomplete, the plan's findings only raise: first
-    // as the newest reconcile that read it whole left them, then raised by
-    // every incomplete read since (not the newest alone: one that listed a
-    // protected leaver the next did not show raised the running daemon's
-    // gauge for good), as the running daemon keeps them.
+    // From reads not whole ([`read_both_whole`]), the plan's findings only
+    // raise: first as the newest reconcile that read both sides whole left
+    // them, then raised by every reconcile since (not the newest alone: one
+    // that listed a protected leaver the next did not show raised the running
+    // daemon's gauge for good), as the running daemon keeps them.
     let plan_findings = |report: &crate::report::Report| {
-        if report.safety.directory_incomplete {
+        if !read_both_whole(&report.safety) {
             if let Some(whole) = parsed(db.latest_reconcile_report_read_whole(kind)) {
                 plan_finding_gauges(&whole, true);
             }
@@ -1984,12 +1992,12 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
                 Ok((by_person, leavers)) => set_plan_finding_gauges(by_person, leavers, false),
                 Err(e) => tracing::warn!(
                     error = %e,
-                    "cannot read what the reconciles since the last whole directory read \
-                     listed as protected; the newest one's findings stand"
+                    "cannot read what the reconciles since the last whole reads listed as \
+                     protected; the newest one's findings stand"
                 ),
             }
         }
-        plan_finding_gauges(report, !report.safety.directory_incomplete);
+        plan_finding_gauges(report, read_both_whole(&report.safety));
     };
     if let Some(report) = report(false) {
         safety_gauges(&report);
@@ -2390,14 +2398,15 @@ mod tests {
 
     /// The running daemon's PROTECTED LEAVERS gauge, reconcile after reconcile:
     /// one whose directory read was incomplete (it does not show who was
-    /// deleted) raises it and never lowers it; a whole read does both. The
+    /// deleted), or whose workspace listing ended short (it does not show
+    /// every account), raises it and never lowers it; whole reads do both. The
     /// restart's restore is tested in `review_s57_s56diff`; this is the path
     /// every reconcile of a running daemon takes.
     #[test]
     fn an_incomplete_directory_read_raises_the_protected_leaver_gauge_and_never_lowers_it() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let report = |leavers: usize, directory_incomplete: bool| {
+        let read = |leavers: usize, directory_incomplete: bool, workspace_listing_short: bool| {
             let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
                 .unwrap()
                 .to_utc();
@@ -2421,6 +2430,7 @@ mod tests {
                 safety: crate::report::SafetyReport {
                     protected_leavers: (0..leavers).map(leaver).collect(),
                     directory_incomplete,
+                    workspace_listing_short,
                     ..Default::default()
                 },
             }
@@ -2435,6 +2445,8 @@ mod tests {
                 .map(str::to_owned)
                 .unwrap_or_else(|| panic!("no protected_leavers gauge in {rendered}"))
         };
+        let report =
+            |leavers: usize, directory_incomplete: bool| read(leavers, directory_incomplete, false);
         metrics::with_local_recorder(&recorder, || {
             safety_gauges(&report(1, false));
             assert_eq!(gauge(), "1");
@@ -2444,6 +2456,13 @@ mod tests {
             assert_eq!(gauge(), "0");
             safety_gauges(&report(1, true));
             assert_eq!(gauge(), "1", "not raised by an incomplete read");
+            // The accounts a short workspace listing left out are not shown.
+            safety_gauges(&read(0, false, true));
+            assert_eq!(gauge(), "1", "lowered by a short workspace listing");
+            safety_gauges(&read(0, false, false));
+            assert_eq!(gauge(), "0");
+            safety_gauges(&read(1, false, true));
+            assert_eq!(gauge(), "1", "not raised by a short workspace listing");
         });
     }
 

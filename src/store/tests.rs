@@ -2931,4 +2931,8 @@ fn what_the_incomplete_reads_since_the_last_whole_one_listed_as_protected() {
     assert_eq!(stored(Reconcile, reconciled, neither), (false, true));
     assert_eq!(stored(Reconcile, reconciled, by_person), (true, true));
     assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
+    // A workspace listing short does not show every account either.
+    let short = r#"{"safety":{"workspace_listing_short":true,"protected_leavers":[{}]}}"#;
+    assert_eq!(stored(Reconcile, reconciled, short), (false, true));
+    assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
 }
