@@ -33,7 +33,8 @@
 //! deprovision of someone it shows with access is refused, as is one of someone
 //! a sweep, a reconcile or a later run's read saw back; and the members it shows
 //! in a protected group (`safety.protected_groups`) are protected, as are those
-//! of the run's own read.
+//! of the run's own read (when its read cannot be used, those of the newest
+//! sound read since the run, a `plan`'s say).
 //!
 //! A held role change or membership removal is also judged against the
 //! directory as it is now ([`no_longer_asked`]): the directory as read now, else
@@ -1204,8 +1205,22 @@ pub async fn approve(
         // held mass deprovision before approving the rest) is protected, as the
         // next reconcile from this read would protect them. The run's members
         // stay protected: one who left the group since is decided by a new run.
+        // When that read cannot be used (refused, incomplete, failed), the
+        // newest sound read since the run, as who is back and what is no
+        // longer asked go by: it may be the one that shows them protected.
         let protected = match &fresh {
             Some(fresh) => protected.with_members_of(&config.safety.protected_groups, fresh),
+            None if directory.is_some() && !config.safety.protected_groups.is_empty() => {
+                match store.newest_complete_directory_after(run)? {
+                    Some(newer) => match store.load_directory_snapshot(newer)? {
+                        Some(read) => {
+                            protected.with_members_of(&config.safety.protected_groups, &read)
+                        }
+                        None => protected,
+                    },
+                    None => protected,
+                }
+            }
             None => protected,
         };
         // A sweep's run stores no directory snapshot: the person's directory

@@ -56,7 +56,8 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "1 when the last reconcile had this safety finding (source_fault, \
          workspace_listing_short, allow_over_threshold; protected_by_person and \
          protected_leavers as the last trusted reconcile's plan listed them, \
-         raised but never lowered by one whose directory read was incomplete; \
+         raised but never lowered by one whose directory read was incomplete \
+         or whose workspace listing was short; \
          exceptions_naming_nobody), else 0.",
     ),
     (

@@ -1897,10 +1897,11 @@ fn safety_gauges(report: &crate::report::Report) {
     // A rejected directory plans nothing, so its plan lists no protected
     // account either: left as the last trusted reconcile told them, as the
     // drift gauges are, or their alerts would resolve for the outage and fire
-    // again after it, with nothing settled. An incomplete read lists only
-    // whom it shows: it raises them, and lowers none.
+    // again after it, with nothing settled. An incomplete directory read or a
+    // short workspace listing lists only whom it shows: it raises them, and
+    // lowers none.
     if safety.source_fault.is_none() {
-        plan_finding_gauges(report, !safety.directory_incomplete);
+        plan_finding_gauges(report, read_both_whole(safety));
     }
     // It keeps nothing: the person it was meant for loses access. Left as it
     // was by a run whose reads could not tell: 0 from it, the Prometheus alert
@@ -1910,23 +1911,37 @@ fn safety_gauges(report: &crate::report::Report) {
     }
 }
 
+/// Whether a reconcile read the directory and the workspace whole: one that
+/// did not (its directory read incomplete, its workspace listing short) does
+/// not show every person or every account, so the findings only a plan tells
+/// may lack some (a protected leaver whose account the listing left out).
+fn read_both_whole(safety: &crate::report::SafetyReport) -> bool {
+    !safety.directory_incomplete && !safety.workspace_listing_short
+}
+
 /// The safety findings only a plan tells, as `report`'s plan told them: each
-/// found set to 1, and, `lower`, each not found to 0 (not from a directory read
-/// incomplete, which does not show who was deleted: a protected leaver it
-/// leaves out is still one).
+/// found set to 1, and, `lower`, each not found to 0 (not from reads not
+/// whole, [`read_both_whole`]: a protected leaver they leave out is still one).
 fn plan_finding_gauges(report: &crate::report::Report, lower: bool) {
     let safety = &report.safety;
+    set_plan_finding_gauges(
+        !safety.protected_by_person.is_empty(),
+        !safety.protected_leavers.is_empty(),
+        lower,
+    );
+}
+
+/// [`plan_finding_gauges`] from what was found: each found set to 1, and,
+/// `lower`, each not found to 0.
+fn set_plan_finding_gauges(protected_by_person: bool, protected_leavers: bool, lower: bool) {
     for (finding, found) in [
         // Accounts nothing deprovisions, renames or regroups, only because their
         // person is protected: worth an alert until someone settles each.
-        (
-            "protected_by_person",
-            !safety.protected_by_person.is_empty(),
-        ),
+        ("protected_by_person", protected_by_person),
         // Someone who left keeps access through an account protected for good:
         // nothing seatwarden does ends it, and the sweep, which ends a protected
         // person's episode, raises no overdue for it.
-        ("protected_leavers", !safety.protected_leavers.is_empty()),
+        ("protected_leavers", protected_leavers),
     ] {
         if found || lower {
             metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
@@ -1963,16 +1978,26 @@ fn restore_reconcile_gauges(db: &Store, settings: &DaemonSettings) {
         }
     };
     let report = |trusted| parsed(db.latest_reconcile_report(kind, trusted));
-    // From a directory read incomplete, the plan's findings only raise: first
-    // as the newest reconcile that read it whole left them, as the running
-    // daemon keeps them.
+    // From reads not whole ([`read_both_whole`]), the plan's findings only
+    // raise: first as the newest reconcile that read both sides whole left
+    // them, then raised by every reconcile since (not the newest alone: one
+    // that listed a protected leaver the next did not show raised the running
+    // daemon's gauge for good), as the running daemon keeps them.
     let plan_findings = |report: &crate::report::Report| {
-        if report.safety.directory_incomplete
-            && let Some(whole) = parsed(db.latest_reconcile_report_read_whole(kind))
-        {
-            plan_finding_gauges(&whole, true);
+        if !read_both_whole(&report.safety) {
+            if let Some(whole) = parsed(db.latest_reconcile_report_read_whole(kind)) {
+                plan_finding_gauges(&whole, true);
+            }
+            match db.incomplete_reads_listed_protected(kind) {
+                Ok((by_person, leavers)) => set_plan_finding_gauges(by_person, leavers, false),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot read what the reconciles since the last whole reads listed as \
+                     protected; the newest one's findings stand"
+                ),
+            }
         }
-        plan_finding_gauges(report, !report.safety.directory_incomplete);
+        plan_finding_gauges(report, read_both_whole(&report.safety));
     };
     if let Some(report) = report(false) {
         safety_gauges(&report);
@@ -2370,6 +2395,76 @@ fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// The running daemon's PROTECTED LEAVERS gauge, reconcile after reconcile:
+    /// one whose directory read was incomplete (it does not show who was
+    /// deleted), or whose workspace listing ended short (it does not show
+    /// every account), raises it and never lowers it; whole reads do both. The
+    /// restart's restore is tested in `review_s57_s56diff`; this is the path
+    /// every reconcile of a running daemon takes.
+    #[test]
+    fn an_incomplete_directory_read_raises_the_protected_leaver_gauge_and_never_lowers_it() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let read = |leavers: usize, directory_incomplete: bool, workspace_listing_short: bool| {
+            let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+                .unwrap()
+                .to_utc();
+            let leaver = |n: usize| crate::model::ProtectedLeaver {
+                account_id: format!("w{n}"),
+                user_name: format!("admin{n}@example.com"),
+                identity_id: format!("00u{n}"),
+                why: "identity is deleted from the directory".into(),
+            };
+            crate::report::Report {
+                schema_version: crate::report::SCHEMA_VERSION,
+                run_id: 7,
+                mode: "reconcile".into(),
+                started_at: at,
+                finished_at: at,
+                directory: "file directory.json".into(),
+                workspace: "https://ws.example/scim/v2".into(),
+                summary: Default::default(),
+                drift: Vec::new(),
+                actions: Vec::new(),
+                safety: crate::report::SafetyReport {
+                    protected_leavers: (0..leavers).map(leaver).collect(),
+                    directory_incomplete,
+                    workspace_listing_short,
+                    ..Default::default()
+                },
+            }
+        };
+        let gauge = || {
+            let rendered = handle.render();
+            rendered
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("seatwarden_safety_finding{finding=\"protected_leavers\"} ")
+                })
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no protected_leavers gauge in {rendered}"))
+        };
+        let report =
+            |leavers: usize, directory_incomplete: bool| read(leavers, directory_incomplete, false);
+        metrics::with_local_recorder(&recorder, || {
+            safety_gauges(&report(1, false));
+            assert_eq!(gauge(), "1");
+            safety_gauges(&report(0, true));
+            assert_eq!(gauge(), "1", "lowered by an incomplete read");
+            safety_gauges(&report(0, false));
+            assert_eq!(gauge(), "0");
+            safety_gauges(&report(1, true));
+            assert_eq!(gauge(), "1", "not raised by an incomplete read");
+            // The accounts a short workspace listing left out are not shown.
+            safety_gauges(&read(0, false, true));
+            assert_eq!(gauge(), "1", "lowered by a short workspace listing");
+            safety_gauges(&read(0, false, false));
+            assert_eq!(gauge(), "0");
+            safety_gauges(&read(1, false, true));
+            assert_eq!(gauge(), "1", "not raised by a short workspace listing");
+        });
+    }
 
     /// The limit in a stopped run's cause reads as the configuration writes it.
     #[test]

@@ -120,7 +120,8 @@ pub struct SafetyReport {
     /// known to be gone, so the findings only a plan tells may lack some (a
     /// deleted person's protected account is no PROTECTED LEAVER of such a
     /// read). The daemon's gauges on them are raised by such a run, never
-    /// lowered.
+    /// lowered (as by one whose workspace listing was short, which leaves
+    /// accounts out).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub directory_incomplete: bool,
 }

@@ -988,8 +988,9 @@ impl Store {
     }
 
     /// The report of the newest run of `kind` that succeeded from a directory
-    /// read whole and not refused (no `safety.source_fault`, no
-    /// `safety.directory_incomplete`): the findings only a plan tells as it
+    /// read whole and not refused and a workspace listed whole (no
+    /// `safety.source_fault`, no `safety.directory_incomplete`, no
+    /// `safety.workspace_listing_short`): the findings only a plan tells as it
     /// last told them all, which the daemon's gauges restart from.
     pub fn latest_reconcile_report_read_whole(
         &self,
@@ -1001,12 +1002,61 @@ impl Store {
                  WHERE runs.kind = ?1 AND runs.status = 'succeeded'
                    AND json_extract(reports.json, '$.safety.source_fault') IS NULL
                    AND json_extract(reports.json, '$.safety.directory_incomplete') IS NULL
+                   AND json_extract(reports.json, '$.safety.workspace_listing_short') IS NULL
                  ORDER BY reports.run_id DESC LIMIT 1",
             )
             .and_then(|mut stmt| stmt.query_row([kind.as_str()], |row| row.get(0)).optional())
             .context(|| {
                 format!(
                     "reading the latest {}'s report from a whole directory read from reports",
+                    kind.as_str()
+                )
+            })
+    }
+
+    /// Whether any succeeded run of `kind` since the newest one that read both
+    /// sides whole ([`Store::latest_reconcile_report_read_whole`]), its
+    /// directory read incomplete or its workspace listing short (and its
+    /// directory not refused), listed accounts protected by person,
+    /// and whether any listed protected leavers: what such runs raised the
+    /// daemon's gauges to, which only a whole read lowers again. Read from the
+    /// stored reports without parsing them whole: a directory that reads
+    /// incomplete for days leaves hundreds.
+    pub fn incomplete_reads_listed_protected(
+        &self,
+        kind: RunKind,
+    ) -> Result<(bool, bool), StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT
+                   COALESCE(MAX(COALESCE(json_array_length(reports.json,
+                       '$.safety.protected_by_person'), 0) > 0), 0),
+                   COALESCE(MAX(COALESCE(json_array_length(reports.json,
+                       '$.safety.protected_leavers'), 0) > 0), 0)
+                 FROM reports JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.kind = ?1 AND runs.status = 'succeeded'
+                   AND json_extract(reports.json, '$.safety.source_fault') IS NULL
+                   AND (json_extract(reports.json, '$.safety.directory_incomplete') = 1
+                        OR json_extract(reports.json, '$.safety.workspace_listing_short') = 1)
+                   AND reports.run_id > COALESCE((
+                       SELECT whole.run_id FROM reports AS whole
+                         JOIN runs AS whole_run ON whole_run.id = whole.run_id
+                       WHERE whole_run.kind = ?1 AND whole_run.status = 'succeeded'
+                         AND json_extract(whole.json, '$.safety.source_fault') IS NULL
+                         AND json_extract(whole.json, '$.safety.directory_incomplete') IS NULL
+                         AND json_extract(whole.json, '$.safety.workspace_listing_short')
+                             IS NULL
+                       -- Newest first, stopping at the first: not every report parsed.
+                       ORDER BY whole.run_id DESC LIMIT 1
+                   ), 0)",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([kind.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+            })
+            .context(|| {
+                format!(
+                    "reading what the {}s since the last whole directory read listed as \
+                     protected from reports",
                     kind.as_str()
                 )
             })

@@ -2895,3 +2895,44 @@ fn opening_an_up_to_date_database_waits_for_no_writer() {
     assert!(matches!(opened, Ok(Ok(true))), "{opened:?}");
     assert!(took < Duration::from_secs(2), "the open waited {took:?}");
 }
+
+/// What the daemon's restore raises its protected gauges by: the reports of
+/// the succeeded reconciles since the newest whole directory read, whose read
+/// was incomplete and not refused. One before that whole read, one refused,
+/// one failed and one of another kind count for nothing.
+#[test]
+fn what_the_incomplete_reads_since_the_last_whole_one_listed_as_protected() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut stored = |kind: RunKind, status: RunStatus, json: &str| {
+        let run = store.begin_run(kind, t(0)).unwrap();
+        store.save_report(run, json).unwrap();
+        store.finish_run(run, t(0), status, None).unwrap();
+        store
+            .incomplete_reads_listed_protected(RunKind::Reconcile)
+            .unwrap()
+    };
+    let reconciled = RunStatus::Succeeded;
+    let whole = r#"{"safety":{}}"#;
+    let leaver =
+        r#"{"safety":{"directory_incomplete":true,"protected_leavers":[{"account_id":"w1"}]}}"#;
+    let by_person =
+        r#"{"safety":{"directory_incomplete":true,"protected_by_person":[{"account_id":"w2"}]}}"#;
+    let neither = r#"{"safety":{"directory_incomplete":true}}"#;
+    let refused = r#"{"safety":{"source_fault":{"Empty":null},"protected_leavers":[{}]}}"#;
+    use RunKind::{Plan, Reconcile};
+    assert_eq!(stored(Reconcile, reconciled, leaver), (false, true));
+    assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
+    assert_eq!(stored(Reconcile, reconciled, neither), (false, false));
+    assert_eq!(stored(Reconcile, reconciled, refused), (false, false));
+    assert_eq!(stored(Reconcile, RunStatus::Failed, leaver), (false, false));
+    assert_eq!(stored(Plan, reconciled, by_person), (false, false));
+    assert_eq!(stored(Reconcile, reconciled, leaver), (false, true));
+    // Not lowered by a later incomplete read that does not list them.
+    assert_eq!(stored(Reconcile, reconciled, neither), (false, true));
+    assert_eq!(stored(Reconcile, reconciled, by_person), (true, true));
+    assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
+    // A workspace listing short does not show every account either.
+    let short = r#"{"safety":{"workspace_listing_short":true,"protected_leavers":[{}]}}"#;
+    assert_eq!(stored(Reconcile, reconciled, short), (false, true));
+    assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
+}

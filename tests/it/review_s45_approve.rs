@@ -72,7 +72,7 @@ pub(crate) async fn approve_all(
 
 /// A mapped group above the default role (Viewer) but not Owner, and two active
 /// members of it whose highest role comes from it alone.
-fn group_and_two_members(data: &Synth) -> (String, Role, Vec<String>) {
+pub(crate) fn group_and_two_members(data: &Synth) -> (String, Role, Vec<String>) {
     for (group, role) in &data.roles {
         if *role == Role::Owner || *role <= Role::Viewer {
             continue;
@@ -98,7 +98,7 @@ fn group_and_two_members(data: &Synth) -> (String, Role, Vec<String>) {
     panic!("no mapped group with two members whose role it alone gives");
 }
 
-fn held_demotion_of(outcome: &RunOutcome, identity: &str) -> u32 {
+pub(crate) fn held_demotion_of(outcome: &RunOutcome, identity: &str) -> u32 {
     outcome
         .plan
         .actions

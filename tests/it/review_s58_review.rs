@@ -1,0 +1,142 @@
+//! Review (s58) of session 57's changes: what `approve` protects when its own
+//! directory read cannot be used.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::model::IdentityStatus;
+use seatwarden::run::Mode;
+
+use crate::review_s45_approve::{
+    approve_all, converged, execute, group_and_two_members, held_demotion_of, write_directory,
+};
+
+const PROTECTED_GROUP: &str = "On-call Admins";
+
+/// Two people dropped from a mapped group by mistake: their demotions are
+/// held. The operator keeps one of them out of it by putting them in a
+/// protected directory group (`safety.protected_groups`), and a `plan` reads
+/// the directory so. Then the export is cut (a directory outage), and the read
+/// `approve` makes is refused by the source check. The approval went by the
+/// newest sound read (the plan's) for who is back and what is no longer asked,
+/// but by the held run's own read alone for the protected groups' members: it
+/// demoted the person the plan's read showed protected, which approve does not
+/// when its own read shows them so, nor would the next reconcile.
+#[tokio::test]
+async fn approve_protects_a_protected_group_member_of_a_later_read_when_its_own_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
+    let (group, _, members) = group_and_two_members(&data);
+    // The protected group has a member from the start (an export lists no
+    // empty group).
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
+        .unwrap()
+        .groups
+        .push(PROTECTED_GROUP.into());
+    for identity in data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| members.contains(&i.id))
+    {
+        identity.groups.retain(|g| *g != group);
+    }
+    write_directory(dir.path(), &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let kept_seq = held_demotion_of(&held, &members[0]);
+    let demoted_seq = held_demotion_of(&held, &members[1]);
+
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.id == members[0])
+        .unwrap()
+        .groups
+        .push(PROTECTED_GROUP.into());
+    write_directory(dir.path(), &data);
+    let planned = execute(&config, Mode::Plan).await;
+    assert!(planned.report.safety.source_fault.is_none());
+
+    let mut cut = data.clone();
+    cut.directory.identities.truncate(1);
+    write_directory(dir.path(), &cut);
+    let approval = approve_all(&config, held.run_id).await;
+    assert!(approval.directory_note.is_some(), "{approval:?}");
+    assert!(
+        approval.approved.contains(&demoted_seq),
+        "the other demotion goes ahead: {approval:?}"
+    );
+    assert!(
+        !approval.approved.contains(&kept_seq),
+        "the protected person's demotion was approved: {approval:?}"
+    );
+    let why = &approval
+        .refused
+        .iter()
+        .find(|(seq, _)| *seq == kept_seq)
+        .unwrap_or_else(|| panic!("the protected person's demotion refused: {approval:?}"))
+        .1;
+    assert!(why.ends_with(" is protected"), "{why}");
+    sandbox.shutdown().await;
+}
+
+/// The running daemon sets the PROTECTED LEAVERS gauge to 1 from a reconcile
+/// whose directory read was incomplete and never to 0 from one: after a whole
+/// read that listed none, a first incomplete read that listed a protected
+/// leaver, and a second that did not show them (on a page its listing
+/// lacked), it reads 1. Restarted then, it read 0: the restore raised the
+/// gauge from the newest incomplete read alone, and the
+/// `SeatwardenProtectedLeaver` alert resolved at the restart, with nothing
+/// settled. (The daemon's own first reconcile is refused here, so the
+/// restored gauge is what it shows.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_protected_leaver_gauge_an_earlier_incomplete_read_raised() {
+    use crate::review_s41_ops::sample;
+    use chrono::Utc;
+    use seatwarden::model::ProtectedLeaver;
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let metrics = crate::review_s48_protected_link::reconciled_daemon_metrics(
+        "breakglass@example.com",
+        |state| {
+            let mut store = Store::open(state).unwrap();
+            let start = Utc::now() - chrono::Duration::hours(3);
+            let mut stored = |minutes: i64, incomplete: bool, leaver: bool| {
+                let at = start + chrono::Duration::minutes(minutes);
+                let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+                // A directory of 1,000 accepted: the demo's 50 are refused.
+                if !incomplete {
+                    store.accept_directory(run, 1000, at).unwrap();
+                }
+                let mut report = crate::review_s48_protected_link::quiet_report();
+                report.run_id = run;
+                report.safety.directory_incomplete = incomplete;
+                if leaver {
+                    report.safety.protected_leavers.push(ProtectedLeaver {
+                        account_id: "w1".into(),
+                        user_name: "ops-admin@example.com".into(),
+                        identity_id: "00u1".into(),
+                        why: "identity is suspended in the directory".into(),
+                    });
+                }
+                store.save_report(run, &report.to_stored_json()).unwrap();
+                store
+                    .finish_run(run, at, RunStatus::Succeeded, None)
+                    .unwrap();
+            };
+            stored(0, false, false);
+            stored(30, true, true);
+            stored(60, true, false);
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"seatwarden_safety_finding{finding="protected_leavers"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
