@@ -1,0 +1,117 @@
+//! Session 58: what session 57 noticed and left alone. The writes kept back
+//! after a block page's 401 say that something in front of the workspace
+//! refused a write, not the token. A directory connector's 401 or 403 that is a
+//! web page (Okta, Graph, a SCIM directory) says to check what stands in front
+//! of the provider, naming it, as the workspace's does. A deactivation a killed
+//! run left in flight whose account is gone keeps the "already gone" note once
+//! recovered. `export` and `explain` name a refused directory from the run's
+//! own record, not from the newest report, which a run cut off stores none of.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use seatwarden::config::Config;
+use seatwarden::directory::{EntraSource, OktaSource};
+use seatwarden::model::WorkspaceSnapshot;
+use seatwarden::run::{self, Mode, RunError};
+use seatwarden::store::{ActionState, Store};
+use wiremock::matchers::{any, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fixtures::ada_config;
+use crate::qa_cli::seatwarden;
+use crate::review_s48_protected_link::configured;
+use crate::review_s56_guards::people;
+use crate::run_recovery::crashed_deactivation;
+
+/// What a refused token's writes kept back say, and a block page's must not.
+const REFUSED_THE_TOKEN: &str = "refused the token";
+/// What a directory's block page says to check, naming nothing yet.
+const NOT_THE_CREDENTIAL: &str =
+    "so not the credential: check the proxy, firewall or WAF in front of";
+
+/// A WAF's block page, as F5 serves it.
+fn block_page(status: u16) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(
+        "<!DOCTYPE html><html><head><title>Request Rejected</title></head>\
+         <body>The requested URL was rejected. Your support ID is: 1234</body></html>",
+        "text/html; charset=utf-8",
+    )
+}
+
+fn scim(body: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(body)
+}
+
+fn listing(resources: Vec<serde_json::Value>) -> ResponseTemplate {
+    scim(serde_json::json!({
+        "totalResults": resources.len(), "startIndex": 1,
+        "itemsPerPage": resources.len(), "Resources": resources
+    }))
+}
+
+/// A workspace that reads as `accounts` and has no groups, without
+/// `/ServiceProviderConfig`.
+async fn workspace_of(accounts: Vec<serde_json::Value>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(listing(accounts))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(listing(Vec::new()))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The only snapshots are of a run whose directory the source check refused,
+/// and that run stored no report (as one that failed or was killed after the
+/// check leaves it): `export` and `explain` name the refused run, as the run's
+/// record says, rather than telling the operator, who just ran a plan, to run
+/// one first.
+#[tokio::test]
+async fn export_and_explain_name_a_refused_directory_whose_run_stored_no_report() {
+    let sandbox = crate::fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ada_config(sandbox.base_url().as_str(), dir.path(), "active");
+    std::fs::write(dir.path().join("directory.json"), r#"{"users": []}"#).unwrap();
+    let refused = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert!(refused.report.safety.source_fault.is_some());
+    sandbox.shutdown().await;
+    rusqlite::Connection::open(&config.state.path)
+        .unwrap()
+        .execute("DELETE FROM reports WHERE run_id = ?1", [refused.run_id])
+        .unwrap();
+
+    let said = format!(
+        "the directory of run {} was refused as a source fault",
+        refused.run_id
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let exported = seatwarden::export::access(&store, &config)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(exported.starts_with(&said), "{exported}");
+    let explained =
+        seatwarden::explain::explain(&config, &store, "ada@example.com", chrono::Utc::now())
+            .unwrap_err()
+            .to_string();
+    assert!(explained.starts_with(&said), "{explained}");
+}
