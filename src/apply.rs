@@ -13,7 +13,9 @@
 //! A deactivation answered 404 is verified like any (a 404 on a write proves
 //! nothing); when no read finds the account either, it was deleted in the
 //! workspace meanwhile, and the row is journaled applied with a note saying so
-//! ([`ALREADY_GONE`]): the access ended with that deletion, not this write.
+//! ([`ALREADY_GONE`]): the access ended with that deletion, not this write. A
+//! deactivation a killed run left in flight is noted the same way when the
+//! recovery finds its account gone.
 //!
 //! Journal states: `planned → in_flight` (row updated before the request leaves),
 //! then `applied` once the workspace shows the change, or `failed` with the
@@ -2176,6 +2178,21 @@ fn already_gone(account_id: &str) -> String {
     )
 }
 
+/// The note of a deactivation a cut-off run left in flight whose account no
+/// read finds ([`ALREADY_GONE`]). Its answer was lost with the process, so
+/// whether it was answered 404 (the account deleted before it, as is likely
+/// when a run is killed between the write and its check) is not known; either
+/// way nobody can sign in with the account, and an auditor reading the row must
+/// learn it was deleted, not only "applied".
+fn already_gone_when_recovered(account_id: &str) -> String {
+    format!(
+        "{ALREADY_GONE}: account {account_id} was deleted there (no read finds it when the \
+         deactivation a cut-off run left in flight was checked), so its access ended with \
+         that deletion, if not with this write just before it (its answer was lost with the \
+         run)"
+    )
+}
+
 /// Whether an applied row's `last_error` is a note on how it was done
 /// ([`ALREADY_GONE`]) rather than an earlier attempt's failure.
 pub fn applied_note(last_error: Option<&str>) -> bool {
@@ -2514,7 +2531,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
     let links: Vec<NewLink> = outcomes
         .iter()
         .filter_map(|(_, outcome)| match outcome {
-            Resolved::Reached(link) => link.clone(),
+            Resolved::Reached(reached) => reached.link.clone(),
             _ => None,
         })
         .collect();
@@ -2526,6 +2543,11 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
         for (entry, outcome) in &outcomes {
             let action = &entry.action;
             match outcome {
+                Resolved::Reached(Reached {
+                    note: Some(note), ..
+                }) => {
+                    store.mark_applied_noted(entry.run, action.seq, now, note)?;
+                }
                 Resolved::Reached(_) => {
                     store.mark_applied(entry.run, action.seq, now, None)?;
                 }
@@ -2658,12 +2680,22 @@ pub struct Recovered {
 
 /// What re-reading an interrupted action's object found.
 enum Resolved {
-    /// The workspace shows the change; for a create, the link to record.
-    Reached(Option<NewLink>),
+    /// The workspace shows the change.
+    Reached(Reached),
     /// The workspace answered, without the change.
     NotReached(String),
     /// A read failed: nothing is known.
     Unanswered(String),
+}
+
+/// What a recovery knows of an interrupted action the workspace shows.
+#[derive(Default)]
+struct Reached {
+    /// For a create, the link to record.
+    link: Option<NewLink>,
+    /// For a deactivation whose account no read finds, the note its row keeps
+    /// ([`already_gone_when_recovered`]), as the run's own verification notes it.
+    note: Option<String>,
 }
 
 /// How many interrupted actions [`recover`] checks at once, and how many of its
@@ -2677,7 +2709,7 @@ async fn resolve_entry<'a>(
     reader: Recovery<'_>,
 ) -> (&'a JournalEntry, Resolved) {
     let resolved = match resolve_interrupted(&entry.action, &reader).await {
-        Ok(link) => Resolved::Reached(link),
+        Ok(reached) => Resolved::Reached(reached),
         // Every read error ends the check with an error, whatever else it said.
         Err(why) if reader.unanswered.get().is_some() => Resolved::Unanswered(why),
         Err(why) => Resolved::NotReached(why),
@@ -2685,7 +2717,29 @@ async fn resolve_entry<'a>(
     (entry, resolved)
 }
 
-async fn resolve_interrupted(
+async fn resolve_interrupted(action: &Action, reader: &Recovery<'_>) -> Result<Reached, String> {
+    match &action.kind {
+        // Told apart as the run's verification tells them: an account gone is
+        // done (no access is left), but the row must not read as though this
+        // deactivation ended the access.
+        ActionKind::Deactivate { account_id } => Ok(
+            match verify_deactivation(account_id, action, reader).await? {
+                Verified::Shown => Reached::default(),
+                Verified::AccountGone { account_id } => Reached {
+                    link: None,
+                    note: Some(already_gone_when_recovered(&account_id)),
+                },
+            },
+        ),
+        _ => interrupted_link(action, reader)
+            .await
+            .map(|link| Reached { link, note: None }),
+    }
+}
+
+/// Whether an interrupted action other than a deactivation reached the
+/// workspace; for a create that did, the link to record.
+async fn interrupted_link(
     action: &Action,
     reader: &Recovery<'_>,
 ) -> Result<Option<NewLink>, String> {

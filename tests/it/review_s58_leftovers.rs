@@ -74,6 +74,58 @@ async fn workspace_of(accounts: Vec<serde_json::Value>) -> MockServer {
     server
 }
 
+/// A reconcile killed after sending Ada's deactivation, her account deleted in
+/// the workspace meanwhile (no read finds it): the next run's recovery journals
+/// the row applied with the note the run's own verification gives, so the
+/// journal and `explain` say the account was already gone, not only
+/// "applied", which an auditor reads as seatwarden's deactivation.
+#[tokio::test]
+async fn a_recovered_deactivation_whose_account_is_gone_says_it_was_already_gone() {
+    let server = workspace_of(Vec::new()).await;
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-1"))
+        .respond_with(ResponseTemplate::new(404).set_body_raw(
+            r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "404", "detail": "User acc-1 not found"}"#,
+            "application/scim+json",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ada_config(&server.uri(), dir.path(), "deprovisioned");
+    let crashed = crashed_deactivation(&config);
+
+    run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+
+    let store = Store::open(&config.state.path).unwrap();
+    let row = &store.journal(crashed).unwrap()[0];
+    assert_eq!(row.state, ActionState::Applied);
+    let note = row.last_error.clone().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "the account was already gone from the workspace: account acc-1 was deleted there"
+        ),
+        "{note}"
+    );
+    assert!(seatwarden::apply::applied_note(Some(&note)), "{note}");
+    let explained =
+        seatwarden::explain::explain(&config, &store, "ada@example.com", chrono::Utc::now())
+            .unwrap();
+    let line = explained
+        .lines()
+        .find(|l| l.contains(&format!("run {crashed} #0 deactivate")))
+        .unwrap_or_else(|| panic!("{explained}"));
+    assert!(
+        line.contains("applied: the account was already gone from the workspace"),
+        "{line}"
+    );
+}
+
 /// The only snapshots are of a run whose directory the source check refused,
 /// and that run stored no report (as one that failed or was killed after the
 /// check leaves it): `export` and `explain` name the refused run, as the run's
