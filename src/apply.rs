@@ -41,7 +41,10 @@
 //! refused 401 stops the writes too (the token is at fault, and every later write
 //! would be refused alike; a 403 may be one object's), without opening the
 //! breaker: nothing is wrong with the workspace, and once the token is fixed the
-//! next run writes, with no `resume`. What is not sent says why and what to check.
+//! next run writes, with no `resume`. What is not sent says why and what to check:
+//! "the workspace refused the token", or, when a web page said the 401 (a WAF's
+//! or a proxy's block page), that something in front of the workspace refused a
+//! write ([`NOT_SENT_IN_FRONT`]), which no new token fixes.
 //!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
@@ -324,13 +327,21 @@ pub const NOT_SENT_DOWN: &str = "not sent: the workspace stopped answering";
 /// error; which write and what to check follow.
 pub const NOT_SENT_TOKEN: &str = "not sent: the workspace refused the token";
 
+/// How an action not sent because an earlier write was refused 401 by a web
+/// page (a WAF's, a proxy's block or sign-in page: the SCIM service answers in
+/// JSON) begins its error; which write and what to check follow. Not the token's
+/// fault: "refused the token" sent operators rotating a token that was fine.
+pub const NOT_SENT_IN_FRONT: &str =
+    "not sent: something in front of the workspace (a proxy, firewall or WAF) refused a write";
+
 /// How every action journaled failed but kept back unsent begins its error:
 /// `status` and a sweep's summary count those apart from writes that failed.
-pub const NOT_SENT: [&str; 4] = [
+pub const NOT_SENT: [&str; 5] = [
     NOT_SENT_STOPPING,
     NOT_SENT_BREAKER,
     NOT_SENT_DOWN,
     NOT_SENT_TOKEN,
+    NOT_SENT_IN_FRONT,
 ];
 
 /// Why the executor kept an action back unsent: journaled `failed` (so that an
@@ -343,6 +354,9 @@ pub enum KeptBack {
     Breaker,
     Down,
     Token,
+    /// A web page's 401 ([`NOT_SENT_IN_FRONT`]): what stands in front of the
+    /// workspace refused the writes, not the SCIM service.
+    InFront,
 }
 
 impl KeptBack {
@@ -356,6 +370,7 @@ impl KeptBack {
             (NOT_SENT_BREAKER, KeptBack::Breaker),
             (NOT_SENT_DOWN, KeptBack::Down),
             (NOT_SENT_TOKEN, KeptBack::Token),
+            (NOT_SENT_IN_FRONT, KeptBack::InFront),
         ]
         .into_iter()
         .find(|(prefix, _)| error.starts_with(prefix))
@@ -369,6 +384,7 @@ impl KeptBack {
             KeptBack::Breaker => "the circuit breaker opened",
             KeptBack::Down => "the workspace stopped answering",
             KeptBack::Token => "the workspace refused the token",
+            KeptBack::InFront => "something in front of the workspace refused a write",
         }
     }
 }
@@ -444,6 +460,42 @@ struct Created {
     groups: HashMap<String, String>,
 }
 
+/// A write refused 401, which stops every later write of the apply: the
+/// error, what to check, and how the writes kept back say why.
+struct Refusal {
+    /// The refused write's error.
+    error: String,
+    /// What to check ([`CHECK_TOKEN`], or [`crate::workspace::CHECK_IN_FRONT`]).
+    check: &'static str,
+    /// How the writes kept back begin their error: [`NOT_SENT_TOKEN`], or
+    /// [`NOT_SENT_IN_FRONT`] when a web page said the 401.
+    not_sent: &'static str,
+}
+
+impl Refusal {
+    fn of(error: &WorkspaceError) -> Refusal {
+        // A web page's 401 is a proxy's or a WAF's, not the token's.
+        let in_front = error.answered_by_web_page();
+        Refusal {
+            error: error.to_string(),
+            check: error.what_to_check().unwrap_or(CHECK_TOKEN),
+            not_sent: if in_front {
+                NOT_SENT_IN_FRONT
+            } else {
+                NOT_SENT_TOKEN
+            },
+        }
+    }
+
+    /// The error of a write kept back after it.
+    fn not_sent(&self) -> String {
+        format!(
+            "{} (an earlier write was answered {}); {}",
+            self.not_sent, self.error, self.check
+        )
+    }
+}
+
 struct Executor<'a> {
     client: &'a ScimClient,
     store: &'a Arc<Mutex<Store>>,
@@ -456,10 +508,10 @@ struct Executor<'a> {
     /// Set once a write past its retries shows the workspace down: no further
     /// write is sent, and verification, which shares it, sends no read.
     outage: Arc<Outage>,
-    /// The first write the workspace refused with 401, and what to check: the
-    /// token (or, for a web page's 401, what is in front of the workspace), not
-    /// the action, is at fault, and every later write would be refused the same way.
-    token_refused: OnceLock<(String, &'static str)>,
+    /// The first write the workspace refused with 401: the token (or, for a
+    /// web page's 401, what is in front of the workspace), not the action, is at
+    /// fault, and every later write would be refused the same way.
+    token_refused: OnceLock<Refusal>,
     /// Deactivations whose PATCH was answered 404: sent on to verification,
     /// which says whether the account is gone ([`already_gone`]).
     answered_not_found: Mutex<HashSet<u32>>,
@@ -832,10 +884,10 @@ impl Executor<'_> {
         }
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
-            // A web page's 401 is a proxy's or a WAF's, not the token's.
-            let check = error.what_to_check().unwrap_or(CHECK_TOKEN);
-            let _ = self.token_refused.set((error.to_string(), check));
-            return WriteFailure::Failed(format!("{error}; {check}"));
+            let refusal = Refusal::of(&error);
+            let failed = format!("{error}; {}", refusal.check);
+            let _ = self.token_refused.set(refusal);
+            return WriteFailure::Failed(failed);
         }
         // The client retries every transient failure until its attempts run out.
         let attempts = self.client.attempts_per_request();
@@ -875,9 +927,8 @@ impl Executor<'_> {
         }
         // A 403 may be one object's (a provider that forbids touching its primary
         // owner); a 401 is the token's, whatever was asked.
-        if let Some((refusal, check)) = self.token_refused.get() {
-            let message =
-                format!("{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {check}");
+        if let Some(refusal) = self.token_refused.get() {
+            let message = refusal.not_sent();
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
             return Ok(Executed::Failed);
         }
@@ -3290,6 +3341,11 @@ mod tests {
         );
         assert_eq!(KeptBack::of(Some(&down)), Some(KeptBack::Down));
         assert_eq!(KeptBack::of(Some(&token)), Some(KeptBack::Token));
+        let in_front = format!(
+            "{} (an earlier write was answered HTTP 401: an HTML page); check the proxy",
+            super::NOT_SENT_IN_FRONT
+        );
+        assert_eq!(KeptBack::of(Some(&in_front)), Some(KeptBack::InFront));
         assert!(super::NOT_SENT.iter().all(|prefix| not_sent(Some(prefix))));
         assert!(!not_sent(Some("POST /Users: HTTP 401 Unauthorized")));
         assert!(!not_sent(Some(super::NOT_REACHED_INTERRUPTED)));

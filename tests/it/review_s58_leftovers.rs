@@ -74,6 +74,87 @@ async fn workspace_of(accounts: Vec<serde_json::Value>) -> MockServer {
     server
 }
 
+/// Three leavers' deactivations, written one at a time, and a WAF in front of
+/// the workspace that answers the first with its block page and 401: the
+/// writes after it are kept back, and said to be kept back because something
+/// in front of the workspace refused a write, with what to check, never that
+/// the workspace refused the token (which sent operators rotating a token that
+/// was fine). The report counts them so, and its headline says so.
+#[tokio::test]
+async fn writes_kept_back_after_a_block_pages_401_say_what_refused_them() {
+    let accounts = (0..3)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("w{i}"), "userName": format!("p{i}@example.com"),
+                "externalId": format!("00u{i}"), "active": true,
+                "roles": [{"value": "Viewer", "primary": true}]
+            })
+        })
+        .collect();
+    let server = workspace_of(accounts).await;
+    Mock::given(method("PATCH"))
+        .respond_with(block_page(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut leavers = people(3);
+    for person in leavers.as_array_mut().unwrap() {
+        person["status"] = "SUSPENDED".into();
+    }
+    let mut config = configured(
+        dir.path(),
+        &server.uri(),
+        leavers,
+        "[safety]\nsettle = \"0s\"\nmax_deprovisions = 100\nmax_deprovision_percent = 100\n",
+    );
+    config.workspace.max_concurrency = 1;
+    let store = Store::open(&config.state.path).unwrap();
+    let report = run::execute(&config, store, Mode::Reconcile)
+        .await
+        .unwrap()
+        .report;
+
+    assert_eq!(report.summary.actions_failed, 1, "{:#?}", report.actions);
+    let kept_back: Vec<&str> = report
+        .not_sent()
+        .filter_map(|a| a.error.as_deref())
+        .collect();
+    assert_eq!(kept_back.len(), 2, "{:#?}", report.actions);
+    for error in &kept_back {
+        assert!(
+            error.starts_with(
+                "not sent: something in front of the workspace (a proxy, firewall or WAF) \
+                 refused a write (an earlier write was answered PATCH /Users/w"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("HTTP 401: an HTML page (\"Request Rejected\")"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with(
+                "so not the token: check the proxy, firewall or WAF in front of the workspace \
+                 (its rules and allow-list for this machine's address) and HTTPS_PROXY"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains(REFUSED_THE_TOKEN), "{error}");
+    }
+    assert_eq!(
+        report.not_sent_by_reason(),
+        vec![("something in front of the workspace refused a write", 2)]
+    );
+    let text = seatwarden::report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
+    assert!(
+        text.contains("because something in front of the workspace refused a write"),
+        "{text}"
+    );
+    assert!(!text.contains(REFUSED_THE_TOKEN), "{text}");
+    server.verify().await;
+}
+
 /// A reconcile killed after sending Ada's deactivation, her account deleted in
 /// the workspace meanwhile (no read finds it): the next run's recovery journals
 /// the row applied with the note the run's own verification gives, so the
