@@ -155,6 +155,111 @@ async fn writes_kept_back_after_a_block_pages_401_say_what_refused_them() {
     server.verify().await;
 }
 
+/// Okta behind a proxy that blocks it with a 401 or a 403 page: the error names
+/// the page and says to look at what is in front of Okta's address, not at the
+/// token, the admin role or the URL.
+#[tokio::test]
+async fn an_okta_block_page_says_to_check_what_is_in_front_of_okta() {
+    for status in [401, 403] {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(block_page(status))
+            .mount(&server)
+            .await;
+        let okta = OktaSource::new(crate::okta::settings(&server, crate::okta::ssws()));
+        let text = okta.snapshot().await.unwrap_err().to_string();
+        assert!(
+            text.contains(&format!(
+                "HTTP {status}: an HTML page (\"Request Rejected\"), not the provider's JSON"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{NOT_THE_CREDENTIAL} {} (", server.uri())),
+            "{text}"
+        );
+        assert!(!text.contains("Read-only Administrator"), "{text}");
+        assert!(!text.contains("check directory.url"), "{text}");
+    }
+}
+
+/// The same for Microsoft Graph, here its token endpoint blocked with a 403:
+/// the endpoint the page answered for is named.
+#[tokio::test]
+async fn an_entra_block_page_says_to_check_what_is_in_front_of_the_endpoint() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(block_page(403))
+        .mount(&server)
+        .await;
+    let entra = EntraSource::new(crate::entra::settings(&server, crate::entra::secret()));
+    let text = entra.snapshot().await.unwrap_err().to_string();
+    assert!(
+        text.contains("/oauth2/v2.0/token: HTTP 403: an HTML page"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{NOT_THE_CREDENTIAL} {} (", server.uri())),
+        "{text}"
+    );
+}
+
+/// A SCIM directory (an IdP that serves SCIM) behind a WAF: the run's error and
+/// `check-config --connect`'s directory line say to check what is in front of
+/// the provider, naming it, not the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scim_directorys_block_page_says_to_check_what_is_in_front_of_it() {
+    let idp = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(block_page(403))
+        .mount(&idp)
+        .await;
+    let workspace = crate::fixtures::sandbox("s58-token", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"idp-token\"\n\
+             requests_per_second = 0\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"s58-token\"\n\n\
+             [state]\npath = \"{}\"\n\n[safety]\nsettle = \"0s\"\n",
+            idp.uri(),
+            workspace.base_url(),
+            dir.path().join("state.db").display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    let error = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, RunError::Directory(_)), "{error:?}");
+    let text = error.to_string();
+    let in_front = format!("{NOT_THE_CREDENTIAL} {} (", idp.uri());
+    assert!(
+        text.contains("HTTP 403: an HTML page (\"Request Rejected\")"),
+        "{text}"
+    );
+    assert!(text.contains(&in_front), "{text}");
+
+    let (_, out, err) =
+        tokio::task::spawn_blocking(move || seatwarden(&path, &["check-config", "--connect"]))
+            .await
+            .unwrap();
+    let line = out
+        .lines()
+        .chain(err.lines())
+        .find(|l| l.trim_start().starts_with("directory"))
+        .unwrap_or_else(|| panic!("{out}{err}"));
+    assert!(line.contains(&in_front), "{line}");
+    workspace.shutdown().await;
+}
+
 /// A reconcile killed after sending Ada's deactivation, her account deleted in
 /// the workspace meanwhile (no read finds it): the next run's recovery journals
 /// the row applied with the note the run's own verification gives, so the
