@@ -255,6 +255,7 @@ fn directory_error(url: &url::Url) -> impl FnOnce(WorkspaceError) -> DirectoryEr
     move |error| scim_error(error, url)
 }
 
+/// [`directory_error`] of one error, for the provider at `url`.
 fn scim_error(error: WorkspaceError, url: &url::Url) -> DirectoryError {
     let in_front = matches!(error.status(), Some(401 | 403)) && error.answered_by_web_page();
     let ours = |text: String| {
@@ -285,13 +286,14 @@ fn scim_error(error: WorkspaceError, url: &url::Url) -> DirectoryError {
             endpoint,
             status,
             code: scim_type,
-            detail: match in_front {
-                true => format!(
+            detail: if in_front {
+                format!(
                     "{}; {}",
                     ours(detail),
                     super::remote::check_in_front(&url.origin().ascii_serialization())
-                ),
-                false => ours(detail),
+                )
+            } else {
+                ours(detail)
             },
             retry_after,
         },
