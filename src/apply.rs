@@ -13,7 +13,9 @@
 //! A deactivation answered 404 is verified like any (a 404 on a write proves
 //! nothing); when no read finds the account either, it was deleted in the
 //! workspace meanwhile, and the row is journaled applied with a note saying so
-//! ([`ALREADY_GONE`]): the access ended with that deletion, not this write.
+//! ([`ALREADY_GONE`]): the access ended with that deletion, not this write. A
+//! deactivation a killed run left in flight is noted the same way when the
+//! recovery finds its account gone.
 //!
 //! Journal states: `planned → in_flight` (row updated before the request leaves),
 //! then `applied` once the workspace shows the change, or `failed` with the
@@ -39,7 +41,10 @@
 //! refused 401 stops the writes too (the token is at fault, and every later write
 //! would be refused alike; a 403 may be one object's), without opening the
 //! breaker: nothing is wrong with the workspace, and once the token is fixed the
-//! next run writes, with no `resume`. What is not sent says why and what to check.
+//! next run writes, with no `resume`. What is not sent says why and what to check:
+//! "the workspace refused the token", or, when a web page said the 401 (a WAF's
+//! or a proxy's block page), that something in front of the workspace refused a
+//! write ([`NOT_SENT_IN_FRONT`]), which no new token fixes.
 //!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
@@ -322,13 +327,21 @@ pub const NOT_SENT_DOWN: &str = "not sent: the workspace stopped answering";
 /// error; which write and what to check follow.
 pub const NOT_SENT_TOKEN: &str = "not sent: the workspace refused the token";
 
+/// How an action not sent because an earlier write was refused 401 by a web
+/// page (a WAF's, a proxy's block or sign-in page: the SCIM service answers in
+/// JSON) begins its error; which write and what to check follow. Not the token's
+/// fault: "refused the token" sent operators rotating a token that was fine.
+pub const NOT_SENT_IN_FRONT: &str =
+    "not sent: something in front of the workspace (a proxy, firewall or WAF) refused a write";
+
 /// How every action journaled failed but kept back unsent begins its error:
 /// `status` and a sweep's summary count those apart from writes that failed.
-pub const NOT_SENT: [&str; 4] = [
+pub const NOT_SENT: [&str; 5] = [
     NOT_SENT_STOPPING,
     NOT_SENT_BREAKER,
     NOT_SENT_DOWN,
     NOT_SENT_TOKEN,
+    NOT_SENT_IN_FRONT,
 ];
 
 /// Why the executor kept an action back unsent: journaled `failed` (so that an
@@ -341,6 +354,9 @@ pub enum KeptBack {
     Breaker,
     Down,
     Token,
+    /// A web page's 401 ([`NOT_SENT_IN_FRONT`]): what stands in front of the
+    /// workspace refused the writes, not the SCIM service.
+    InFront,
 }
 
 impl KeptBack {
@@ -354,6 +370,7 @@ impl KeptBack {
             (NOT_SENT_BREAKER, KeptBack::Breaker),
             (NOT_SENT_DOWN, KeptBack::Down),
             (NOT_SENT_TOKEN, KeptBack::Token),
+            (NOT_SENT_IN_FRONT, KeptBack::InFront),
         ]
         .into_iter()
         .find(|(prefix, _)| error.starts_with(prefix))
@@ -367,6 +384,7 @@ impl KeptBack {
             KeptBack::Breaker => "the circuit breaker opened",
             KeptBack::Down => "the workspace stopped answering",
             KeptBack::Token => "the workspace refused the token",
+            KeptBack::InFront => "something in front of the workspace refused a write",
         }
     }
 }
@@ -442,6 +460,42 @@ struct Created {
     groups: HashMap<String, String>,
 }
 
+/// A write refused 401, which stops every later write of the apply: the
+/// error, what to check, and how the writes kept back say why.
+struct Refusal {
+    /// The refused write's error.
+    error: String,
+    /// What to check ([`CHECK_TOKEN`], or [`crate::workspace::CHECK_IN_FRONT`]).
+    check: &'static str,
+    /// How the writes kept back begin their error: [`NOT_SENT_TOKEN`], or
+    /// [`NOT_SENT_IN_FRONT`] when a web page said the 401.
+    not_sent: &'static str,
+}
+
+impl Refusal {
+    fn of(error: &WorkspaceError) -> Refusal {
+        // A web page's 401 is a proxy's or a WAF's, not the token's.
+        let in_front = error.answered_by_web_page();
+        Refusal {
+            error: error.to_string(),
+            check: error.what_to_check().unwrap_or(CHECK_TOKEN),
+            not_sent: if in_front {
+                NOT_SENT_IN_FRONT
+            } else {
+                NOT_SENT_TOKEN
+            },
+        }
+    }
+
+    /// The error of a write kept back after it.
+    fn not_sent(&self) -> String {
+        format!(
+            "{} (an earlier write was answered {}); {}",
+            self.not_sent, self.error, self.check
+        )
+    }
+}
+
 struct Executor<'a> {
     client: &'a ScimClient,
     store: &'a Arc<Mutex<Store>>,
@@ -454,10 +508,10 @@ struct Executor<'a> {
     /// Set once a write past its retries shows the workspace down: no further
     /// write is sent, and verification, which shares it, sends no read.
     outage: Arc<Outage>,
-    /// The first write the workspace refused with 401, and what to check: the
-    /// token (or, for a web page's 401, what is in front of the workspace), not
-    /// the action, is at fault, and every later write would be refused the same way.
-    token_refused: OnceLock<(String, &'static str)>,
+    /// The first write the workspace refused with 401: the token (or, for a
+    /// web page's 401, what is in front of the workspace), not the action, is at
+    /// fault, and every later write would be refused the same way.
+    token_refused: OnceLock<Refusal>,
     /// Deactivations whose PATCH was answered 404: sent on to verification,
     /// which says whether the account is gone ([`already_gone`]).
     answered_not_found: Mutex<HashSet<u32>>,
@@ -830,10 +884,10 @@ impl Executor<'_> {
         }
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
-            // A web page's 401 is a proxy's or a WAF's, not the token's.
-            let check = error.what_to_check().unwrap_or(CHECK_TOKEN);
-            let _ = self.token_refused.set((error.to_string(), check));
-            return WriteFailure::Failed(format!("{error}; {check}"));
+            let refusal = Refusal::of(&error);
+            let failed = format!("{error}; {}", refusal.check);
+            let _ = self.token_refused.set(refusal);
+            return WriteFailure::Failed(failed);
         }
         // The client retries every transient failure until its attempts run out.
         let attempts = self.client.attempts_per_request();
@@ -873,9 +927,8 @@ impl Executor<'_> {
         }
         // A 403 may be one object's (a provider that forbids touching its primary
         // owner); a 401 is the token's, whatever was asked.
-        if let Some((refusal, check)) = self.token_refused.get() {
-            let message =
-                format!("{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {check}");
+        if let Some(refusal) = self.token_refused.get() {
+            let message = refusal.not_sent();
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
             return Ok(Executed::Failed);
         }
@@ -2176,6 +2229,21 @@ fn already_gone(account_id: &str) -> String {
     )
 }
 
+/// The note of a deactivation a cut-off run left in flight whose account no
+/// read finds ([`ALREADY_GONE`]). Its answer was lost with the process, so
+/// whether it was answered 404 (the account deleted before it, as is likely
+/// when a run is killed between the write and its check) is not known; either
+/// way nobody can sign in with the account, and an auditor reading the row must
+/// learn it was deleted, not only "applied".
+fn already_gone_when_recovered(account_id: &str) -> String {
+    format!(
+        "{ALREADY_GONE}: account {account_id} was deleted there (no read finds it when the \
+         deactivation a cut-off run left in flight was checked), so its access ended with \
+         that deletion, if not with this write just before it (its answer was lost with the \
+         run)"
+    )
+}
+
 /// Whether an applied row's `last_error` is a note on how it was done
 /// ([`ALREADY_GONE`]) rather than an earlier attempt's failure.
 pub fn applied_note(last_error: Option<&str>) -> bool {
@@ -2514,7 +2582,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
     let links: Vec<NewLink> = outcomes
         .iter()
         .filter_map(|(_, outcome)| match outcome {
-            Resolved::Reached(link) => link.clone(),
+            Resolved::Reached(reached) => reached.link.clone(),
             _ => None,
         })
         .collect();
@@ -2526,6 +2594,11 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
         for (entry, outcome) in &outcomes {
             let action = &entry.action;
             match outcome {
+                Resolved::Reached(Reached {
+                    note: Some(note), ..
+                }) => {
+                    store.mark_applied_noted(entry.run, action.seq, now, note)?;
+                }
                 Resolved::Reached(_) => {
                     store.mark_applied(entry.run, action.seq, now, None)?;
                 }
@@ -2658,12 +2731,22 @@ pub struct Recovered {
 
 /// What re-reading an interrupted action's object found.
 enum Resolved {
-    /// The workspace shows the change; for a create, the link to record.
-    Reached(Option<NewLink>),
+    /// The workspace shows the change.
+    Reached(Reached),
     /// The workspace answered, without the change.
     NotReached(String),
     /// A read failed: nothing is known.
     Unanswered(String),
+}
+
+/// What a recovery knows of an interrupted action the workspace shows.
+#[derive(Default)]
+struct Reached {
+    /// For a create, the link to record.
+    link: Option<NewLink>,
+    /// For a deactivation whose account no read finds, the note its row keeps
+    /// ([`already_gone_when_recovered`]), as the run's own verification notes it.
+    note: Option<String>,
 }
 
 /// How many interrupted actions [`recover`] checks at once, and how many of its
@@ -2677,7 +2760,7 @@ async fn resolve_entry<'a>(
     reader: Recovery<'_>,
 ) -> (&'a JournalEntry, Resolved) {
     let resolved = match resolve_interrupted(&entry.action, &reader).await {
-        Ok(link) => Resolved::Reached(link),
+        Ok(reached) => Resolved::Reached(reached),
         // Every read error ends the check with an error, whatever else it said.
         Err(why) if reader.unanswered.get().is_some() => Resolved::Unanswered(why),
         Err(why) => Resolved::NotReached(why),
@@ -2685,7 +2768,29 @@ async fn resolve_entry<'a>(
     (entry, resolved)
 }
 
-async fn resolve_interrupted(
+async fn resolve_interrupted(action: &Action, reader: &Recovery<'_>) -> Result<Reached, String> {
+    match &action.kind {
+        // Told apart as the run's verification tells them: an account gone is
+        // done (no access is left), but the row must not read as though this
+        // deactivation ended the access.
+        ActionKind::Deactivate { account_id } => Ok(
+            match verify_deactivation(account_id, action, reader).await? {
+                Verified::Shown => Reached::default(),
+                Verified::AccountGone { account_id } => Reached {
+                    link: None,
+                    note: Some(already_gone_when_recovered(&account_id)),
+                },
+            },
+        ),
+        _ => interrupted_link(action, reader)
+            .await
+            .map(|link| Reached { link, note: None }),
+    }
+}
+
+/// Whether an interrupted action other than a deactivation reached the
+/// workspace; for a create that did, the link to record.
+async fn interrupted_link(
     action: &Action,
     reader: &Recovery<'_>,
 ) -> Result<Option<NewLink>, String> {
@@ -3236,6 +3341,11 @@ mod tests {
         );
         assert_eq!(KeptBack::of(Some(&down)), Some(KeptBack::Down));
         assert_eq!(KeptBack::of(Some(&token)), Some(KeptBack::Token));
+        let in_front = format!(
+            "{} (an earlier write was answered HTTP 401: an HTML page); check the proxy",
+            super::NOT_SENT_IN_FRONT
+        );
+        assert_eq!(KeptBack::of(Some(&in_front)), Some(KeptBack::InFront));
         assert!(super::NOT_SENT.iter().all(|prefix| not_sent(Some(prefix))));
         assert!(!not_sent(Some("POST /Users: HTTP 401 Unauthorized")));
         assert!(!not_sent(Some(super::NOT_REACHED_INTERRUPTED)));

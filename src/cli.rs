@@ -71,7 +71,8 @@ Exit codes:
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
      while their account is disputed (`link` settles it); plan exits 0 or 2
   4  some actions failed, or were not sent because the run's writes stopped (the
-     workspace stopped answering or refused the token); see `seatwarden report`.
+     workspace stopped answering or refused the token, or a proxy, firewall or WAF
+     in front of it refused a write); see `seatwarden report`.
      send-mail: the mail server refused a message for good
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)

@@ -129,16 +129,14 @@ pub enum ExplainError {
     },
 }
 
-/// The newest run with a report when that report says its directory was refused
-/// as a source fault: what `explain` and `export` say when every run with
-/// snapshots was refused, rather than that no plan has run.
+/// The newest run whose directory the source check refused: what `explain` and
+/// `export` say when no run has snapshots they may read, rather than that no
+/// plan has run. Taken from the run's `directory_refused` column, which the
+/// check sets as it refuses and which `approve` and the snapshot choice read,
+/// not from the newest report: a run that failed or was killed after the check
+/// stores none, and was then taken for no run at all.
 pub fn newest_run_if_refused(store: &Store) -> Result<Option<RunId>, StoreError> {
-    Ok(store.latest_report()?.and_then(|(run, json)| {
-        serde_json::from_str::<serde_json::Value>(&json)
-            .ok()
-            .filter(|report| !report["safety"]["source_fault"].is_null())
-            .map(|_| run)
-    }))
+    store.newest_directory_refused_run()
 }
 
 /// Why there is nothing to read when the only snapshots are of a refused

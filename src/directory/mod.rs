@@ -96,7 +96,8 @@ pub enum DirectoryError {
         /// The provider's error code: Okta `errorCode` (`E0000047`), Graph
         /// `error.code` (`syncStateNotFound`), OAuth `error` (`invalid_client`).
         code: Option<String>,
-        /// The provider's message, truncated; secrets are scrubbed.
+        /// The provider's message, truncated, or what seatwarden says of the
+        /// web page that answered in its place, whole; secrets are scrubbed.
         detail: String,
         retry_after: Option<Duration>,
     },

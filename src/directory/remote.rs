@@ -7,7 +7,11 @@
 //! OAuth 2.0 client-credentials tokens
 //! cached until shortly before they expire, and error construction that never
 //! carries a secret; the SCIM directory talks through the workspace's client, and
-//! LDAP through its own connection.
+//! LDAP through its own connection. A web page that answers instead of the
+//! provider's JSON is named by its title; one that says 401 or 403 is a
+//! proxy's, a firewall's or a WAF's in front of the provider, and the error says
+//! to check that, naming the provider's address ([`check_in_front`]), rather
+//! than the credential (the SCIM directory says the same of its client's errors).
 //!
 //! Both also turn what they read into a snapshot the same way
 //! ([`groups_to_read`], [`assemble_snapshot`], [`names_of_interest`]).
@@ -160,6 +164,9 @@ pub(crate) struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
+    /// Scheme, host and port the request went to (`https://acme.okta.com`):
+    /// what a block page's 401 or 403 tells the operator to look in front of.
+    pub origin: String,
 }
 
 impl Reply {
@@ -195,6 +202,31 @@ fn web_page(title: &str) -> String {
             "" => String::new(),
             title => format!(" ({title:?})"),
         }
+    )
+}
+
+/// What to say of a web page (its `<title>`) that answered 401 or 403 from
+/// `origin`: the providers answer in JSON, refusals too, so a proxy, a firewall
+/// or a WAF in front of the provider refused the request (a block page, a
+/// sign-in page), and no credential or permission would change it.
+fn refused_in_front(title: &str, origin: &str) -> String {
+    format!(
+        "an HTML page{}, not the provider's JSON: a page from something in front of {origin} \
+         (a proxy's, firewall's or WAF's block or sign-in page), {}",
+        match title {
+            "" => String::new(),
+            title => format!(" ({title:?})"),
+        },
+        check_in_front(origin)
+    )
+}
+
+/// What to check after a 401 or 403 a web page said for the provider at
+/// `origin` (the workspace's `CHECK_IN_FRONT`, for a directory).
+pub(crate) fn check_in_front(origin: &str) -> String {
+    format!(
+        "so not the credential: check the proxy, firewall or WAF in front of {origin} (its \
+         rules and allow-list for this machine's address), and HTTPS_PROXY/NO_PROXY"
     )
 }
 
@@ -355,6 +387,7 @@ impl Transport {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        let origin = response.url().origin().ascii_serialization();
         if matches!(status, 429 | 503)
             && let Some(asked) = retry_after(&headers)
         {
@@ -379,6 +412,7 @@ impl Transport {
             status,
             headers,
             body,
+            origin,
         })
     }
 }
@@ -400,14 +434,24 @@ pub(crate) fn status_error(
     secrets: &[&str],
 ) -> DirectoryError {
     // A web page is no provider's error: a proxy's 403 block page taken for
-    // Okta's or Graph's sent the operator after an admin role or a permission.
-    let mut detail = crate::http::redirect_detail(reply.status, &reply.headers)
-        .or_else(|| html_title(reply).map(web_page))
-        .unwrap_or(detail);
+    // Okta's or Graph's sent the operator after an admin role or a permission,
+    // and one's 401 after the credential.
+    let redirect = crate::http::redirect_detail(reply.status, &reply.headers);
+    let page = match redirect {
+        Some(_) => None,
+        None => html_title(reply).map(|title| match reply.status {
+            401 | 403 => refused_in_front(title, &reply.origin),
+            _ => web_page(title),
+        }),
+    };
+    // What is said of a page is not cut: it is seatwarden's (the title is at
+    // most 100 bytes), and ends with what to check.
+    let whole = page.is_some();
+    let mut detail = redirect.or(page).unwrap_or(detail);
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         detail = detail.replace(secret, "[redacted]");
     }
-    if detail.chars().count() > MAX_DETAIL_CHARS {
+    if !whole && detail.chars().count() > MAX_DETAIL_CHARS {
         detail = detail.chars().take(MAX_DETAIL_CHARS).collect::<String>() + "…";
     }
     DirectoryError::Status {
@@ -907,6 +951,51 @@ mod tests {
         assert!(!same_origin(base, "not a url"));
     }
 
+    /// A 401 or 403 a web page said is a proxy's, a firewall's or a WAF's in
+    /// front of the provider, named by its origin, not the credential's; said
+    /// whole, however long the page's title (only the provider's text is cut).
+    /// Another status with a page keeps the hint to check the URL.
+    #[test]
+    fn a_refusal_by_a_web_page_says_to_check_what_is_in_front_of_the_provider() {
+        let long_title = "Access Denied ".repeat(7);
+        let page = |status: u16| Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: format!("<html><head><title>{long_title}</title></head>SSWS s3cret</html>"),
+            origin: "https://acme.okta.com".to_owned(),
+        };
+        let said = |status: u16| {
+            status_error(
+                "GET /api/v1/users",
+                &page(status),
+                None,
+                "ignored".to_owned(),
+                None,
+                &["s3cret"],
+            )
+            .to_string()
+        };
+        for status in [401, 403] {
+            let text = said(status);
+            assert!(
+                text.starts_with(&format!("GET /api/v1/users: HTTP {status}: an HTML page (")),
+                "{text}"
+            );
+            assert!(
+                text.ends_with(
+                    "a page from something in front of https://acme.okta.com (a proxy's, \
+                     firewall's or WAF's block or sign-in page), so not the credential: check \
+                     the proxy, firewall or WAF in front of https://acme.okta.com (its rules \
+                     and allow-list for this machine's address), and HTTPS_PROXY/NO_PROXY"
+                ),
+                "{text}"
+            );
+        }
+        let gateway = said(502);
+        assert!(gateway.contains("check directory.url"), "{gateway}");
+        assert!(!gateway.contains("in front of"), "{gateway}");
+    }
+
     #[test]
     fn a_web_page_is_known_by_its_start_or_type_and_quoted_by_its_title_only() {
         let reply = |content_type: Option<&str>, body: &str| {
@@ -918,6 +1007,7 @@ mod tests {
                 status: 200,
                 headers,
                 body: body.to_owned(),
+                origin: "https://acme.okta.com".to_owned(),
             }
         };
         let title = |content_type, body| html_title(&reply(content_type, body)).map(str::to_owned);

@@ -110,7 +110,7 @@ impl ScimDirectorySource {
             .client()?
             .probe_reading()
             .await
-            .map_err(directory_error)?;
+            .map_err(directory_error(&self.settings.url))?;
         refuse_blank_user_names(&self.settings.url, accounts.iter())?;
         Ok(proven)
     }
@@ -133,12 +133,15 @@ impl ScimDirectorySource {
             group_members: GroupMembers::Listed,
             ca_pem: super::remote::ca_pem(settings.ca_file.as_deref())?,
         })
-        .map_err(directory_error)
+        .map_err(directory_error(&settings.url))
     }
 
     async fn read(&self, client: &ScimClient) -> Result<DirectorySnapshot, DirectoryError> {
         let settings = &self.settings;
-        client.discover().await.map_err(directory_error)?;
+        client
+            .discover()
+            .await
+            .map_err(directory_error(&settings.url))?;
         let progress = |progress: crate::workspace::Progress| {
             tracing::debug!(
                 what = progress.what,
@@ -148,7 +151,10 @@ impl ScimDirectorySource {
                 "SCIM directory page read"
             );
         };
-        let mut people = client.people(&progress).await.map_err(directory_error)?;
+        let mut people = client
+            .people(&progress)
+            .await
+            .map_err(directory_error(&settings.url))?;
         if !people.whole {
             // People moved between pages while they were read: once more usually
             // sees them all, and an incomplete snapshot holds every deprovision.
@@ -156,7 +162,10 @@ impl ScimDirectorySource {
                 url = %settings.url,
                 "the SCIM directory listing ended short of its totalResults; reading it again"
             );
-            people = client.people(&progress).await.map_err(directory_error)?;
+            people = client
+                .people(&progress)
+                .await
+                .map_err(directory_error(&settings.url))?;
         }
         self.check_named_groups(client, &mut people.groups).await?;
         refuse_blank_user_names(&settings.url, people.users.iter().map(|(a, _)| a))?;
@@ -217,7 +226,10 @@ impl ScimDirectorySource {
             }
             let group = &mut groups[i];
             if group.members.is_empty()
-                && let Some(read) = client.get_group(&group.id).await.map_err(directory_error)?
+                && let Some(read) = client
+                    .get_group(&group.id)
+                    .await
+                    .map_err(directory_error(&settings.url))?
             {
                 group.members = read.members;
             }
@@ -236,8 +248,16 @@ impl ScimDirectorySource {
 /// The workspace client's errors, as the directory's: the same endpoint, status,
 /// SCIM type and detail, and the same retry classification. A hint to check the
 /// base URL, or a redirect's, names `directory.url`, the key this client was made
-/// from.
-fn directory_error(error: WorkspaceError) -> DirectoryError {
+/// from. A 401 or 403 a web page said (a WAF's, a proxy's block page: the
+/// provider answers in JSON) says to check what stands in front of `url`, as
+/// the workspace's does, and not the token.
+fn directory_error(url: &url::Url) -> impl FnOnce(WorkspaceError) -> DirectoryError + '_ {
+    move |error| scim_error(error, url)
+}
+
+/// [`directory_error`] of one error, for the provider at `url`.
+fn scim_error(error: WorkspaceError, url: &url::Url) -> DirectoryError {
+    let in_front = matches!(error.status(), Some(401 | 403)) && error.answered_by_web_page();
     let ours = |text: String| {
         text.replace(
             crate::workspace::WORKSPACE_URL_HINT,
@@ -266,7 +286,15 @@ fn directory_error(error: WorkspaceError) -> DirectoryError {
             endpoint,
             status,
             code: scim_type,
-            detail: ours(detail),
+            detail: if in_front {
+                format!(
+                    "{}; {}",
+                    ours(detail),
+                    super::remote::check_in_front(&url.origin().ascii_serialization())
+                )
+            } else {
+                ours(detail)
+            },
             retry_after,
         },
         WorkspaceError::Malformed { endpoint, what }
@@ -498,7 +526,7 @@ mod tests {
 
     #[test]
     fn provider_errors_keep_their_endpoint_status_and_retry_class() {
-        let throttled = directory_error(WorkspaceError::Status {
+        let throttled = directory_error(&test_url())(WorkspaceError::Status {
             endpoint: "GET /Users?startIndex=1&count=100".into(),
             status: 429,
             scim_type: None,
@@ -515,7 +543,7 @@ mod tests {
                 .to_string()
                 .starts_with("GET /Users?startIndex=1&count=100: HTTP 429")
         );
-        let denied = directory_error(WorkspaceError::Status {
+        let denied = directory_error(&test_url())(WorkspaceError::Status {
             endpoint: "GET /Users".into(),
             status: 401,
             scim_type: None,
@@ -523,7 +551,7 @@ mod tests {
             retry_after: None,
         });
         assert!(!denied.is_transient());
-        let malformed = directory_error(WorkspaceError::Malformed {
+        let malformed = directory_error(&test_url())(WorkspaceError::Malformed {
             endpoint: "GET /Groups".into(),
             what: "Group without id".into(),
         });
@@ -531,5 +559,43 @@ mod tests {
             malformed.to_string(),
             "GET /Groups: malformed response: Group without id"
         );
+        assert!(!denied.to_string().contains("in front of"), "{denied}");
+    }
+
+    fn test_url() -> url::Url {
+        url::Url::parse("https://idp.example.com:8443/scim/v2/").unwrap()
+    }
+
+    /// A 401 or 403 a web page said is what stands in front of the provider,
+    /// named by its origin, not the token; the same page with a 502 is only
+    /// the page.
+    #[test]
+    fn a_refusal_by_a_web_page_names_what_is_in_front_of_the_provider() {
+        let page = |status: u16| {
+            directory_error(&test_url())(WorkspaceError::Status {
+                endpoint: "GET /Users".into(),
+                status,
+                scim_type: None,
+                detail: format!(
+                    "{} (\"Request Rejected\"){}",
+                    crate::workspace::WEB_PAGE,
+                    crate::workspace::NOT_SCIM_JSON
+                ),
+                retry_after: None,
+            })
+            .to_string()
+        };
+        for status in [401, 403] {
+            let said = page(status);
+            assert!(
+                said.ends_with(
+                    "; so not the credential: check the proxy, firewall or WAF in front of \
+                     https://idp.example.com:8443 (its rules and allow-list for this machine's \
+                     address), and HTTPS_PROXY/NO_PROXY"
+                ),
+                "{said}"
+            );
+        }
+        assert!(!page(502).contains("in front of"), "{}", page(502));
     }
 }

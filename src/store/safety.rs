@@ -166,6 +166,19 @@ impl Store {
             .context(|| format!("reading whether the directory of run {run} was refused"))
     }
 
+    /// The newest run whose directory the source check refused
+    /// ([`Store::mark_directory_refused`]), whether or not it got as far as its
+    /// report: what `explain` and `export` name when no run has snapshots they
+    /// may read ([`Store::latest_snapshot_run`]), from the same column.
+    pub fn newest_directory_refused_run(&self) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE directory_refused = 1 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .context(|| "finding the newest run whose directory was refused".to_owned())
+    }
+
     /// What the source check measures a directory's shrink against: the largest
     /// directory accepted from `since` to `until` (the 24 h before the run, up to
     /// the clock-step margin after it), else the newest accepted; none before the
