@@ -412,6 +412,11 @@ is (or went) open, 1 an error, 130 (143) Ctrl-C (SIGTERM) stopped it before ever
 write was sent: the same `approve` finishes it, 75 another writer still held the writer
 lock after --lock-timeout: nothing was done.
 
+The directory is read before the writer lock is taken (a large one takes minutes, and
+the daemon's jobs would wait for them); the workspace, the held actions and the ledger
+are read under it. When a reconcile or plan read the directory meanwhile, its newer
+read decides, and the output says so.
+
 Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window
 applies them. Not to wait: SEATWARDEN__SAFETY__SETTLE=0s seatwarden reconcile.
@@ -3021,6 +3026,15 @@ fn approve(
     use crate::approval;
     let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
+    // The directory first, without the writer lock: a large Okta or Entra ID
+    // takes minutes to read, and the daemon's reconcile and same-day sweep
+    // would wait for them. Nothing is decided or written yet, so a Ctrl-C here
+    // ends the process as it would while waiting for the lock; what changed
+    // meanwhile is decided under the lock (`approval::approve_read_ahead`).
+    let ahead = {
+        let store = open_store(config)?;
+        runtime()?.block_on(approval::read_ahead(config, &store, run, &only))?
+    };
     let writer = writer_lock(config, "approve", wait)?;
     let mut store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
@@ -3029,12 +3043,13 @@ fn approve(
     let finish = approve_command(&config.admin_command(), run, &only);
     let approving = crate::apply::until_stopped(
         stop.clone(),
-        run::with_apply_progress(approval::approve(
+        run::with_apply_progress(approval::approve_read_ahead(
             config,
             &client,
             store,
             run,
             &only,
+            ahead,
             chrono::Utc::now(),
         )),
     );
