@@ -329,6 +329,11 @@ Examples:
     },
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     #[command(after_help = "\
+Writes the run to the state database (its directory and workspace snapshots, the plan
+and its report: `report --run`, `approve`'s re-check and the digest read them), without
+the writer lock: it runs beside the daemon's jobs, and waits up to 5 s for a write of
+theirs in progress.
+
 Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
 (--detailed-exitcode; held actions are changes too, never 3: `reconcile --dry-run`
 exits 3 when the guard would hold some), 5 the directory was rejected (source
@@ -703,6 +708,9 @@ Examples:
     /// Print (or email) the digest of a period: state, runs and actions, current
     /// drift with the people concerned, held actions, trend.
     #[command(after_help = "\
+Reads the state database only, waiting for no writer; with --email it writes the digest
+to the outbox and marks it sent there.
+
 Exit codes: 0 printed (or, with --email, sent), 1 an error (no state database;
 with --email, no [report.email] or a message not sent yet).
 
@@ -851,6 +859,9 @@ Examples:
     /// Send every message waiting in the outbox now, those waiting for their next
     /// attempt too (retrying transient failures).
     #[command(after_help = "\
+Writes only the outbox in the state database (each message's attempt, sent or failed
+mark), without the writer lock: it runs beside the daemon's jobs.
+
 Every pending message is tried now, whatever its backoff says (not one another
 sender is sending); an alert's reminders and resolution still go after it.
 

@@ -158,3 +158,36 @@ async fn a_directory_read_again_while_approve_waited_for_the_lock_decides() {
     );
     sandbox.shutdown().await;
 }
+
+const DEMO_TOKEN: &str = "review-s58-ops-token";
+
+/// `seatwarden digest` only reads, as `status` and `report` do (session 55 made
+/// those wait for no writer): while a daemon job holds SQLite's write lock (the
+/// nightly VACUUM, a large snapshot being stored) it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_printed_by_hand_does_not_wait_for_a_daemon_jobs_write() {
+    let sandbox = crate::fixtures::demo_sandbox(DEMO_TOKEN, Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, config) = crate::fixtures::demo_env(dir.path(), &sandbox, DEMO_TOKEN, &[]);
+    let store = Store::open(&config.state.path).unwrap();
+    seatwarden::run::execute(&config, store, Mode::Reconcile)
+        .await
+        .unwrap();
+    let job = rusqlite::Connection::open(&config.state.path).unwrap();
+    job.execute_batch("BEGIN IMMEDIATE; DELETE FROM outbox;")
+        .unwrap();
+    let path = dir.path().to_owned();
+    let ran = tokio::task::spawn_blocking(move || {
+        [&["digest"][..], &["digest", "--format", "json", "--period", "7d"]]
+            .into_iter()
+            .map(|args| (args, crate::fixtures::seatwarden_in(&path, &env, args)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    job.execute_batch("ROLLBACK").unwrap();
+    for (args, (code, stderr)) in ran {
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+    }
+    sandbox.shutdown().await;
+}
