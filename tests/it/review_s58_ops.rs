@@ -191,3 +191,65 @@ async fn the_digest_printed_by_hand_does_not_wait_for_a_daemon_jobs_write() {
     }
     sandbox.shutdown().await;
 }
+
+/// A `send-mail` killed (SIGKILL, an OOM kill) while it sent left its claim on
+/// the message: nobody sent it for ten minutes (the shortest claim), an
+/// overdue-deprovision alert with it. The sender lock (`<state.path>.sender`,
+/// which the operating system lets go when its holder dies) tells a dead
+/// claim from a live one: the next sender, finding no other alive, sends it at
+/// once; a claim whose sender still runs stays its own.
+#[tokio::test]
+async fn a_message_claimed_by_a_sender_that_died_goes_out_at_the_next_delivery() {
+    use chrono::TimeZone;
+    use seatwarden::mail::{self, Mailer};
+    use seatwarden::store::{OutboxKind, OutboxState, SenderLock, Senders};
+    let at = |minute: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 6, 8, minute, 0)
+            .unwrap()
+    };
+    let (port, log) = crate::review_s45_mail::relay(
+        |verb| Some(crate::review_s45_mail::ordinary(verb)),
+        Duration::ZERO,
+    );
+    let settings = crate::fixtures::plain_mail_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("state.db");
+    let mut store = Store::open(&database).unwrap();
+    let queue = |store: &mut Store, subject: &str| {
+        mail::queue(
+            store,
+            &settings,
+            OutboxKind::Alert,
+            subject,
+            "text",
+            "<p>html</p>",
+            at(0),
+        )
+        .unwrap()
+    };
+    let sent = || log.lock().unwrap().iter().filter(|v| *v == ".").count();
+
+    // A sender still running holds the lock: its claim stands.
+    let live = queue(&mut store, "claimed by a live sender");
+    let mut other = Store::open(&database).unwrap();
+    assert!(other.claim_message(live, at(0), at(10)).unwrap());
+    let Senders::Alone(running) = SenderLock::take(&database).await.unwrap() else {
+        panic!("nobody else sends");
+    };
+    let running = running.share().unwrap();
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(1))
+        .await
+        .unwrap();
+    assert_eq!((delivery.sent, sent()), (0, 0), "{delivery:?}");
+
+    // It dies (the OS lets its lock go): the next delivery sends the message.
+    drop(running);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(2))
+        .await
+        .unwrap();
+    assert_eq!((delivery.sent, sent()), (1, 1), "{delivery:?}");
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox[0].state, OutboxState::Sent, "{outbox:#?}");
+}
