@@ -963,7 +963,10 @@ impl SenderGuard {
     /// the messages dead senders had claimed due now (a `send-mail` killed by
     /// SIGKILL held its message for ten minutes or more), then shares the lock.
     /// One kept since an unmarked send is kept as it is: its claims stand.
-    async fn take(store: &mut Store, now: DateTime<Utc>) -> Result<Option<SenderGuard>, StoreError> {
+    async fn take(
+        store: &mut Store,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SenderGuard>, StoreError> {
         let Some(database) = store.path().map(std::path::Path::to_path_buf) else {
             return Ok(None);
         };

@@ -178,10 +178,13 @@ async fn the_digest_printed_by_hand_does_not_wait_for_a_daemon_jobs_write() {
         .unwrap();
     let path = dir.path().to_owned();
     let ran = tokio::task::spawn_blocking(move || {
-        [&["digest"][..], &["digest", "--format", "json", "--period", "7d"]]
-            .into_iter()
-            .map(|args| (args, crate::fixtures::seatwarden_in(&path, &env, args)))
-            .collect::<Vec<_>>()
+        [
+            &["digest"][..],
+            &["digest", "--format", "json", "--period", "7d"],
+        ]
+        .into_iter()
+        .map(|args| (args, crate::fixtures::seatwarden_in(&path, &env, args)))
+        .collect::<Vec<_>>()
     })
     .await
     .unwrap();
