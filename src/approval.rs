@@ -60,6 +60,13 @@
 //! (`--only` left it out): refused and held, naming the rename to approve with it,
 //! rather than sent onto the account that still has the name.
 //!
+//! `seatwarden approve` reads the directory before it takes the writer lock
+//! ([`read_ahead`]): a large Okta or Entra ID takes minutes to read, and the
+//! daemon's reconcile and same-day sweep waited for it. Everything else is read
+//! under the lock ([`approve_read_ahead`]); a reconcile or plan that read the
+//! directory after the approval's read began is newer evidence, and decides
+//! instead (said in [`Approval::directory_note`]).
+//!
 //! `approve` holds the writer lock and resolves first what a dead process left in
 //! flight; a reconcile or sweep that process left recorded as running is closed
 //! then (as the next reconcile would close it), so `status` and `report --run`
@@ -683,9 +690,10 @@ pub struct Approval {
     /// from this run.
     pub rejected_later: Vec<(u32, String)>,
     /// Why the directory this approval read was not used (it could not be
-    /// read, the read was incomplete, or the source check refused it), when a
-    /// held action would have taken access away: the re-check then went by the
-    /// reads runs had stored.
+    /// read, the read was incomplete, or the source check refused it; or a run
+    /// read it again while the approval waited for the writer lock, a newer
+    /// read), when a held action would have taken access away: the re-check
+    /// then went by the reads runs had stored.
     pub directory_note: Option<String>,
 }
 
@@ -1037,13 +1045,85 @@ fn held_undecided(store: &Store, run: RunId) -> Result<Vec<JournalEntry>, StoreE
     }
 }
 
-/// `seatwarden approve RUN [--only KIND]`.
+/// The directory as `seatwarden approve` read it before taking the writer lock
+/// ([`read_ahead`]), for [`approve_read_ahead`].
+#[derive(Debug)]
+pub struct ReadAhead {
+    read: Result<DirectorySnapshot, crate::directory::DirectoryError>,
+    /// When the read began.
+    began: DateTime<Utc>,
+    /// The newest run recorded when it began: a run after it read the
+    /// directory later than this read did.
+    newest_run: RunId,
+}
+
+/// Reads the directory for an approval of `run`, before the writer lock is
+/// taken: a large Okta or Entra ID takes minutes, and the daemon's reconcile and
+/// same-day sweep would wait for them. `None` when no held action `only` selects
+/// would take access away (nothing to read the directory for) or the run cannot
+/// be approved: [`approve_read_ahead`], under the lock, then decides as
+/// [`approve`] does and says why. Reads only, from the store and the directory.
+pub async fn read_ahead(
+    config: &Config,
+    store: &Store,
+    run: RunId,
+    only: &Only,
+) -> Result<Option<ReadAhead>, ApprovalError> {
+    let tz = config.report_timezone()?;
+    // What is held now; under the lock it is asked again (a decision, a
+    // recovery may change it meanwhile), and read for there if it must be.
+    let Ok((held, _)) = undecided(store, run, only, false, &config.admin_command(), tz) else {
+        return Ok(None);
+    };
+    if !held
+        .iter()
+        .any(|entry| takes_access_away(&entry.action.kind))
+    {
+        return Ok(None);
+    }
+    let newest_run = store.latest_run(&[])?.map_or(run, |r| r.id);
+    let began = Utc::now();
+    let directory = config.directory();
+    let read = apply::read_unless_stopped(crate::run::read_directory(&directory))
+        .await
+        .ok_or(ApprovalError::StoppedReading)?;
+    Ok(Some(ReadAhead {
+        read,
+        began,
+        newest_run,
+    }))
+}
+
+/// `seatwarden approve RUN [--only KIND]`, the caller holding the writer lock;
+/// it reads the directory under it when a held action would take access away.
+/// `seatwarden approve` itself reads it first without the lock
+/// ([`read_ahead`], [`approve_read_ahead`]).
 pub async fn approve(
     config: &Config,
     client: &ScimClient,
     store: Store,
     run: RunId,
     only: &Only,
+    now: DateTime<Utc>,
+) -> Result<Approval, ApprovalError> {
+    approve_read_ahead(config, client, store, run, only, None, now).await
+}
+
+/// [`approve`] with the directory read before the writer lock was taken
+/// (`ahead`, from [`read_ahead`]). Whatever changed meanwhile is decided under
+/// the lock: the held actions, the decisions and the ledger are read under it,
+/// and so is the workspace. A reconcile or a plan that read the directory after
+/// `ahead` began has newer evidence: its read is used instead, and the approval
+/// says so ([`Approval::directory_note`]). One that held no action needing the
+/// directory then but holds one now (a cut-off approval recovered) reads the
+/// directory under the lock.
+pub async fn approve_read_ahead(
+    config: &Config,
+    client: &ScimClient,
+    store: Store,
+    run: RunId,
+    only: &Only,
+    ahead: Option<ReadAhead>,
     now: DateTime<Utc>,
 ) -> Result<Approval, ApprovalError> {
     // The times a refusal names, on the clock the reports use.
@@ -1124,10 +1204,14 @@ pub async fn approve(
     // access away: someone back since the run (the mistake behind a mass hold
     // fixed in the directory, a leaver rehired) is seen even with no sweep,
     // reconcile or plan run since to record it.
-    let directory = held
+    let needs_directory = held
         .iter()
-        .any(|entry| takes_access_away(&entry.action.kind))
-        .then(|| config.directory());
+        .any(|entry| takes_access_away(&entry.action.kind));
+    let (read_before, read_since) = match ahead {
+        Some(ahead) if needs_directory => (Some(ahead.read), Some((ahead.began, ahead.newest_run))),
+        _ => (None, None),
+    };
+    let directory = (needs_directory && read_before.is_none()).then(|| config.directory());
     let (listed, directory_read) = apply::read_unless_stopped(async {
         let listed = async {
             if !discovered {
@@ -1150,9 +1234,38 @@ pub async fn approve(
     if !whole {
         return Err(ApprovalError::ShortListing);
     }
-    let (fresh, directory_note) = match directory_read {
-        None => (None, None),
-        Some(read) => match judge_fresh_directory(config, &store, read, now)? {
+    let read_at = read_since.map_or(now, |(began, _)| began);
+    // Read before the writer lock was taken: a reconcile or plan that read the
+    // directory after this read began (the daemon's, while this approval waited
+    // for the lock) is the newer state, and decides (as the reads runs stored,
+    // below) in place of this one.
+    let newer_read = match read_since {
+        Some((_, newest_before)) => store
+            .newest_complete_directory_after(newest_before.max(run))?
+            .and_then(|newer| store.run(newer).ok().flatten()),
+        None => None,
+    };
+    let directory_read = directory_read.or(read_before);
+    let (fresh, directory_note) = match (directory_read, &newer_read) {
+        (None, _) => (None, None),
+        (Some(_), Some(newer)) => {
+            tracing::info!(
+                run = newer.id,
+                "the directory was read again by a run while approve waited for the writer \
+                 lock: the re-check uses that read"
+            );
+            (
+                None,
+                Some(format!(
+                    "run {} read the directory at {}, after this approval read it at {}: the \
+                     re-check used that newer read",
+                    newer.id,
+                    crate::report::local_time(newer.started_at, tz),
+                    crate::report::local_time(read_at, tz)
+                )),
+            )
+        }
+        (Some(read), None) => match judge_fresh_directory(config, &store, read, now)? {
             Ok(snapshot) => (Some(snapshot), None),
             Err(why) => {
                 tracing::warn!(why = %why, "the directory read by approve is not used");
@@ -1223,6 +1336,14 @@ pub async fn approve(
             }
             None => protected,
         };
+        // As the newer read a run made while this approval waited for the lock.
+        let protected = match &newer_read {
+            Some(newer) => match store.load_directory_snapshot(newer.id)? {
+                Some(read) => protected.with_members_of(&config.safety.protected_groups, &read),
+                None => protected,
+            },
+            None => protected,
+        };
         // A sweep's run stores no directory snapshot: the person's directory
         // userName is then the one their open deprovision keeps in the ledger,
         // which the sweep and its retry look an exception up by too.
@@ -1264,7 +1385,7 @@ pub async fn approve(
                     identity.id.clone(),
                     format!(
                         "in the directory as read now, {}",
-                        crate::report::local_time(now, tz)
+                        crate::report::local_time(read_at, tz)
                     ),
                 );
             }
@@ -1316,7 +1437,7 @@ pub async fn approve(
             &held,
             &workspace,
             &linked,
-            fresh.as_ref().map(|snapshot| (snapshot, now)),
+            fresh.as_ref().map(|snapshot| (snapshot, read_at)),
             tz,
         )?;
         (

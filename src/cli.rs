@@ -330,6 +330,11 @@ Examples:
     },
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     #[command(after_help = "\
+Writes the run to the state database (its directory and workspace snapshots, the plan
+and its report: `report --run`, `approve`'s re-check and the digest read them), without
+the writer lock: it runs beside the daemon's jobs, and waits up to 5 s for a write of
+theirs in progress.
+
 Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
 (--detailed-exitcode; held actions are changes too, never 3: `reconcile --dry-run`
 exits 3 when the guard would hold some), 5 the directory was rejected (source
@@ -412,6 +417,11 @@ answering or refused the token; the same `approve` sends them), 6 the circuit br
 is (or went) open, 1 an error, 130 (143) Ctrl-C (SIGTERM) stopped it before every
 write was sent: the same `approve` finishes it, 75 another writer still held the writer
 lock after --lock-timeout: nothing was done.
+
+The directory is read before the writer lock is taken (a large one takes minutes, and
+the daemon's jobs would wait for them); the workspace, the held actions and the ledger
+are read under it. When a reconcile or plan read the directory meanwhile, its newer
+read decides, and the output says so.
 
 Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window
@@ -699,6 +709,9 @@ Examples:
     /// Print (or email) the digest of a period: state, runs and actions, current
     /// drift with the people concerned, held actions, trend.
     #[command(after_help = "\
+Reads the state database only, waiting for no writer; with --email it writes the digest
+to the outbox and marks it sent there.
+
 Exit codes: 0 printed (or, with --email, sent), 1 an error (no state database;
 with --email, no [report.email] or a message not sent yet).
 
@@ -847,6 +860,9 @@ Examples:
     /// Send every message waiting in the outbox now, those waiting for their next
     /// attempt too (retrying transient failures).
     #[command(after_help = "\
+Writes only the outbox in the state database (each message's attempt, sent or failed
+mark), without the writer lock: it runs beside the daemon's jobs.
+
 Every pending message is tried now, whatever its backoff says (not one another
 sender is sending); an alert's reminders and resolution still go after it.
 
@@ -3022,6 +3038,15 @@ fn approve(
     use crate::approval;
     let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
+    // The directory first, without the writer lock: a large Okta or Entra ID
+    // takes minutes to read, and the daemon's reconcile and same-day sweep
+    // would wait for them. Nothing is decided or written yet, so a Ctrl-C here
+    // ends the process as it would while waiting for the lock; what changed
+    // meanwhile is decided under the lock (`approval::approve_read_ahead`).
+    let ahead = {
+        let store = open_store(config)?;
+        runtime()?.block_on(approval::read_ahead(config, &store, run, &only))?
+    };
     let writer = writer_lock(config, "approve", wait)?;
     let mut store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
@@ -3030,12 +3055,13 @@ fn approve(
     let finish = approve_command(&config.admin_command(), run, &only);
     let approving = crate::apply::until_stopped(
         stop.clone(),
-        run::with_apply_progress(approval::approve(
+        run::with_apply_progress(approval::approve_read_ahead(
             config,
             &client,
             store,
             run,
             &only,
+            ahead,
             chrono::Utc::now(),
         )),
     );

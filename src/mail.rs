@@ -20,7 +20,11 @@
 //! server has answered the message, by one of its own: a relay silent after
 //! accepting cannot have the message sent again), and a message's send, retries
 //! included, by the claim its sender holds on it (ten minutes to an hour, as
-//! long as the attempts may take), so no other sender takes it meanwhile. A crash between the
+//! long as the attempts may take), so no other sender takes it meanwhile. Every
+//! delivery call holds the database's sender lock (`<state.path>.sender`) shared;
+//! one that finds no other sender alive (it takes the lock exclusively) makes
+//! the messages dead senders claimed due at once (a `send-mail` killed by
+//! SIGKILL held one for ten minutes or more). A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
 //! message both times and mail clients show it once. A `sent` mark the database
@@ -69,7 +73,9 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::retry::{self, RetryPolicy, Transient};
-use crate::store::{NewMessage, OutboxEntry, OutboxId, OutboxKind, Store, StoreError};
+use crate::store::{
+    NewMessage, OutboxEntry, OutboxId, OutboxKind, SenderLock, Senders, Store, StoreError,
+};
 
 /// How the connection to the SMTP server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -939,6 +945,75 @@ type Unmarked = (std::path::PathBuf, OutboxId, DateTime<Utc>, Option<String>);
 /// with its store.
 static SENT_UNMARKED: std::sync::Mutex<Vec<Unmarked>> = std::sync::Mutex::new(Vec::new());
 
+/// The sender locks this process keeps beyond its delivery call, by database:
+/// while a message it sent is not marked ([`SENT_UNMARKED`]) its claim is live,
+/// and no other sender may take that claim for a dead one's.
+static KEPT_SENDER_LOCKS: std::sync::Mutex<Vec<(std::path::PathBuf, SenderLock)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A delivery call's hold on its database's sender lock ([`SenderLock`]).
+struct SenderGuard {
+    database: std::path::PathBuf,
+    lock: Option<SenderLock>,
+}
+
+impl SenderGuard {
+    /// Takes the sender lock of `store`'s database (none for an in-memory one,
+    /// which no other process sees). Alone, with no other sender alive, it makes
+    /// the messages dead senders had claimed due now (a `send-mail` killed by
+    /// SIGKILL held its message for ten minutes or more), then shares the lock.
+    /// One kept since an unmarked send is kept as it is: its claims stand.
+    async fn take(
+        store: &mut Store,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SenderGuard>, StoreError> {
+        let Some(database) = store.path().map(std::path::Path::to_path_buf) else {
+            return Ok(None);
+        };
+        let kept = KEPT_SENDER_LOCKS.lock().ok().and_then(|mut kept| {
+            let at = kept.iter().position(|(of, _)| *of == database)?;
+            Some(kept.swap_remove(at).1)
+        });
+        let lock = match kept {
+            Some(lock) => lock,
+            None => match SenderLock::take(&database).await? {
+                Senders::Alone(lock) => {
+                    let released = store.release_dead_claims(now)?;
+                    if released > 0 {
+                        tracing::info!(
+                            messages = released,
+                            "messages claimed by a sender no longer running (killed, or its \
+                             host restarted) are due now"
+                        );
+                    }
+                    lock.share()?
+                }
+                Senders::Others(lock) => lock,
+            },
+        };
+        Ok(Some(SenderGuard {
+            database,
+            lock: Some(lock),
+        }))
+    }
+}
+
+impl Drop for SenderGuard {
+    /// Kept while a message this process sent is unmarked: let go, another
+    /// sender alone would release its claim and send it again.
+    fn drop(&mut self) {
+        let unmarked = SENT_UNMARKED
+            .lock()
+            .is_ok_and(|unmarked| unmarked.iter().any(|(of, ..)| *of == self.database));
+        if unmarked
+            && let Some(lock) = self.lock.take()
+            && let Ok(mut kept) = KEPT_SENDER_LOCKS.lock()
+        {
+            kept.push((self.database.clone(), lock));
+        }
+    }
+}
+
 /// Marks `id` sent at `at`; when the database refuses, keeps it in
 /// [`SENT_UNMARKED`] and says in the error that the message went out.
 fn mark_sent(
@@ -1023,6 +1098,8 @@ pub async fn deliver_due(
 ) -> Result<Delivery, StoreError> {
     let mut delivery = Delivery::default();
     mark_unmarked(store)?;
+    // Held to the end of the call (longer while a message it sent is unmarked).
+    let _sending = SenderGuard::take(store, now).await?;
     let (claim, budget) = claim_for(mailer.timeout, policy);
     let claim = chrono::Duration::from_std(claim).unwrap_or(chrono::Duration::minutes(10));
     // `now` moved on by the time spent sending: a hundred slow sends outlast one

@@ -70,7 +70,10 @@ pub use outbox::{
     OutboxKind, OutboxState, OutboxWaiting,
 };
 pub use safety::{AuditEntry, AuditFilter, AuditRow, Decision, DecisionSummary, NewerRejection};
-pub use writer::{Acquired, LockHolder, WriterLock, lock_file_path, lock_holder, lock_is_held};
+pub use writer::{
+    Acquired, LockHolder, SenderLock, Senders, WriterLock, lock_file_path, lock_holder,
+    lock_is_held,
+};
 
 pub type RunId = i64;
 

@@ -13,7 +13,9 @@
 //! ([`Store::claim_message`]), cleared when the attempt fails: it tells a claim
 //! (a send in flight, never to be taken) from a backoff (a wait that
 //! [`Store::release_waiting`] may cut short) without a column of its own.
-//! [`OutboxEntry::sent_at`] shows it only for a `sent` row.
+//! [`OutboxEntry::sent_at`] shows it only for a `sent` row. A claim outlives its
+//! sender only while another sender is alive: one that finds itself alone
+//! ([`super::SenderLock`]) releases it ([`Store::release_dead_claims`]).
 
 use std::fmt;
 
@@ -523,7 +525,8 @@ impl Store {
     /// Takes a due message for one sender until `until`: false when another
     /// sender (a job beside this one, `seatwarden send-mail` in a shell) took it
     /// first, so one message is not sent twice. A sender that dies holding it
-    /// leaves it to be sent again once `until` has passed.
+    /// leaves it to be sent again once `until` has passed, or at once by the
+    /// next sender that finds no other alive ([`Store::release_dead_claims`]).
     /// The claim is marked on the row (`sent_at`, see the module doc) so that
     /// [`Store::release_waiting`] leaves it alone.
     pub fn claim_message(
@@ -560,6 +563,22 @@ impl Store {
             .context(|| {
                 "making the messages waiting for their next attempt due in outbox".to_owned()
             })
+    }
+
+    /// Makes every claimed pending message due at `now`, its claim dropped (its
+    /// attempts and last error unchanged); returns how many. Only for a sender
+    /// that holds the sender lock alone ([`super::Senders::Alone`]): no sender
+    /// that claimed them is alive, and each would otherwise wait until its claim
+    /// ran out (ten minutes to an hour). One its dead sender had sent but not yet
+    /// marked goes again, with the same Message-ID, as after any crash.
+    pub fn release_dead_claims(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET next_attempt_at = ?1, sent_at = NULL
+                 WHERE state = 'pending' AND sent_at IS NOT NULL",
+            )
+            .and_then(|mut stmt| stmt.execute([ts(now)]))
+            .context(|| "releasing the claims of senders no longer alive in outbox".to_owned())
     }
 
     /// Moves the next attempt of every pending message due at `now` to `until`,

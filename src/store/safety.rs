@@ -996,6 +996,57 @@ mod tests {
         assert_eq!(later, RecentCounts::default());
     }
 
+    /// The 24 h limits count what was written at or after `now - 24 h`, with no
+    /// upper bound: after the clock was stepped back (NTP, a restored VM), writes
+    /// journaled "in the future" still count, once each, until the clock has
+    /// passed them by 24 h. Time is the caller's, never the clock's.
+    #[test]
+    fn writes_journaled_after_now_by_a_clock_stepped_back_count_once() {
+        let mut store = Store::open_in_memory().unwrap();
+        let journaled = chrono::DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let run = store.begin_run(RunKind::Reconcile, journaled).unwrap();
+        let plan = Plan {
+            actions: (0..2)
+                .map(|seq| {
+                    action(
+                        seq,
+                        ActionKind::Deactivate {
+                            account_id: format!("a{seq}"),
+                        },
+                    )
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, journaled).unwrap();
+        store.mark_in_flight(run, 0, journaled).unwrap();
+        store.mark_applied(run, 0, journaled, None).unwrap();
+        // In flight at 12:00, then the clock went back two hours: applied "at 10:05".
+        store.mark_in_flight(run, 1, journaled).unwrap();
+        let stepped_back = journaled - chrono::Duration::hours(2);
+        store
+            .mark_applied(run, 1, stepped_back + chrono::Duration::minutes(5), None)
+            .unwrap();
+        let day = chrono::Duration::hours(24);
+        for (now, expected) in [
+            (stepped_back, 2),
+            (stepped_back + chrono::Duration::minutes(10), 2),
+            (journaled + day, 1),
+            (journaled + day + chrono::Duration::seconds(1), 0),
+        ] {
+            assert_eq!(
+                crate::safety::guard_input(&store, now, true, 10, false)
+                    .unwrap()
+                    .recent
+                    .deprovisions,
+                expected,
+                "at {now}"
+            );
+        }
+    }
+
     #[test]
     fn the_audit_trail_is_filtered_by_id_time_and_run() {
         let mut store = Store::open_in_memory().unwrap();

@@ -272,6 +272,66 @@ impl Drop for WriterLock {
     }
 }
 
+/// `<database>.sender`: every outbox delivery (the daemon's mail job,
+/// `seatwarden send-mail`, `report --email`, `digest --email`) holds it shared
+/// while it sends, so several send at once (each message under its own claim).
+/// Whoever takes it exclusively knows that no sender is alive: a claim left on a
+/// message then is a dead sender's (a `send-mail` killed by SIGKILL), and the
+/// message is due at once instead of when the claim runs out (ten minutes to an
+/// hour). The operating system lets it go when its holder dies, however it dies.
+#[derive(Debug)]
+pub struct SenderLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// How [`SenderLock::take`] found the outbox's senders.
+#[derive(Debug)]
+pub enum Senders {
+    /// No other sender is alive: every claim on a pending message is a dead
+    /// one's. The lock is held exclusively until [`SenderLock::share`].
+    Alone(SenderLock),
+    /// Other senders are at work: their claims stand. Held shared.
+    Others(SenderLock),
+}
+
+impl SenderLock {
+    /// The sender lock file of `database`.
+    pub fn path(database: &Path) -> PathBuf {
+        lock_file_path(database, ".sender")
+    }
+
+    /// Takes the lock of `database`'s senders: alone (exclusive) when no other
+    /// sender holds it, else shared beside them. Never waits for long: an
+    /// exclusive holder only releases dead claims before sharing.
+    pub async fn take(database: &Path) -> Result<Senders, StoreError> {
+        let path = Self::path(database);
+        let file = open(&path)?;
+        match file.try_lock() {
+            Ok(()) => return Ok(Senders::Alone(SenderLock { file, path })),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(&path, source)),
+        }
+        loop {
+            match file.try_lock_shared() {
+                Ok(()) => return Ok(Senders::Others(SenderLock { file, path })),
+                Err(std::fs::TryLockError::WouldBlock) => tokio::time::sleep(POLL / 20).await,
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(lock_error(&path, source));
+                }
+            }
+        }
+    }
+
+    /// Held exclusively, shares it: other senders may start beside this one.
+    pub fn share(self) -> Result<SenderLock, StoreError> {
+        self.file
+            .lock_shared()
+            .map_err(|source| lock_error(&self.path, source))?;
+        Ok(self)
+    }
+}
+
 /// Whether `holder`, read now, is worth saying after `shown`: another holder
 /// than the one last shown (one that could not be read, say caught while it
 /// writes its line, is no news).
