@@ -733,6 +733,13 @@ pub struct SafetyConfig {
     /// Directory groups whose members are protected like `protected` names.
     #[serde(default)]
     pub protected_groups: Vec<String>,
+    /// Directory groups whose names differ from a configured group's only in
+    /// spaces, quotes or characters that do not show, but which are other
+    /// groups ("Founder's Club" beside "Founders Club"): no look-alikes, so
+    /// nothing of their members is held for them ([`crate::names`]). Written as
+    /// the directory spells them; compared case aside, not trimmed.
+    #[serde(default)]
+    pub distinct_groups: Vec<String>,
     /// Accounts left alone until a time, each with its reason.
     #[serde(default)]
     pub exceptions: Vec<ExceptionConfig>,
@@ -769,6 +776,7 @@ impl Default for SafetyConfig {
             max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
             settle: defaults::settle(),
             protected_groups: Vec::new(),
+            distinct_groups: Vec::new(),
             exceptions: Vec::new(),
             circuit: CircuitConfig::default(),
         }
@@ -1357,7 +1365,8 @@ impl Config {
             .scope_groups
             .iter_mut()
             .chain(self.policy.mapping.iter_mut().map(|m| &mut m.group))
-            .chain(self.safety.protected_groups.iter_mut());
+            .chain(self.safety.protected_groups.iter_mut())
+            .chain(self.safety.distinct_groups.iter_mut());
         for name in names {
             crate::model::compose_in_place(name);
         }
@@ -1571,6 +1580,73 @@ impl Config {
         }
     }
 
+    /// `safety.distinct_groups` names directory groups as the directory spells
+    /// them, spaces and characters that do not show included (they are what
+    /// sets such a group apart), so those are not refused; a name no directory
+    /// group could have (empty, only such characters, a line break or another
+    /// control character) is, and so is a configured group itself, which
+    /// cannot be another group than itself.
+    fn validate_distinct_groups(&self) -> Result<(), ConfigError> {
+        let configured = crate::safety::configured_groups(self);
+        for (index, name) in self.safety.distinct_groups.iter().enumerate() {
+            let key = format!("safety.distinct_groups[{index}]");
+            if crate::names::loosened(name).is_empty() {
+                return Err(self.key_error(
+                    &key,
+                    format!(
+                        "{name:?} is not a group name a directory could have: nothing shows \
+                         but spaces, quotes or characters that do not show"
+                    ),
+                ));
+            }
+            if let Some(c) = name.chars().find(|&c| c.is_control() && c != '\t') {
+                return Err(self.key_error(
+                    &key,
+                    format!(
+                        "{name:?} holds {}: no directory group name has one; write the name \
+                         on one line, as the directory shows it",
+                        crate::names::describe(c)
+                    ),
+                ));
+            }
+            if let Some((configured_name, configured_key)) = configured.is_named(name) {
+                return Err(self.key_error(
+                    &key,
+                    format!(
+                        "{name:?} is {configured_name:?} ({configured_key}) itself, as group \
+                         names are compared (case aside): a configured group cannot be \
+                         declared distinct from itself. List here the directory group that \
+                         only looks like it (with its quotes or spaces), or remove the entry"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries of `safety.distinct_groups` that look like no configured group:
+    /// they change nothing (a configured group renamed since, or a typo), and
+    /// the look-alike they were meant for would be held again.
+    fn distinct_groups_alike_nothing(&self) -> Vec<String> {
+        let configured = crate::safety::configured_groups(self);
+        self.safety
+            .distinct_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| configured.declared_distinct(name).is_none())
+            .map(|(index, name)| {
+                let key = format!("safety.distinct_groups[{index}]");
+                format!(
+                    "{key} = {name:?} in {}: differs from no configured group \
+                     (policy.scope_groups, policy.mapping, safety.protected_groups) only in \
+                     spaces, quotes or characters that do not show, so declaring it distinct \
+                     changes nothing; remove it, or correct it if the configured group was renamed",
+                    self.origin_of(&key).display()
+                )
+            })
+            .collect()
+    }
+
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let message = message.into();
         ConfigError::Key {
@@ -1777,6 +1853,7 @@ impl Config {
                 self.refuse_hidden(key, name)?;
             }
         }
+        self.validate_distinct_groups()?;
         for (index, mapping) in self.policy.mapping.iter().enumerate() {
             for (field, name) in [
                 ("group", &mapping.group),
@@ -2042,6 +2119,7 @@ impl Config {
             warnings.extend(exceptions_to_look_at(&exceptions, chrono::Utc::now(), tz));
         }
         warnings.extend(mappings_repeated(&self.policy.mapping));
+        warnings.extend(self.distinct_groups_alike_nothing());
         warnings.extend(percentages_allowing_none(
             &self.guard_settings(),
             &self.admin_command(),
@@ -2860,6 +2938,7 @@ impl Config {
             DirectoryConfig::File { path } => Directory::File(
                 FileSource::new(path.clone())
                     .with_scope_groups(self.policy.scope_groups.clone())
+                    .with_distinct_groups(self.safety.distinct_groups.clone())
                     .with_required_groups(
                         // Owner mappings are not required of an export: its rows
                         // only show a group through its members, and an Owner
@@ -2908,6 +2987,7 @@ impl Config {
                     app_id: app_id.clone(),
                     scope_groups,
                     other_groups,
+                    distinct_groups: self.safety.distinct_groups.clone(),
                     required_groups,
                     max_concurrency: *max_concurrency,
                     timeout: timeout(t),
@@ -2955,6 +3035,7 @@ impl Config {
                     login_url: login_url.clone(),
                     scope_groups,
                     other_groups,
+                    distinct_groups: self.safety.distinct_groups.clone(),
                     required_groups,
                     max_concurrency: *max_concurrency,
                     requests_per_second: *requests_per_second,
@@ -3014,6 +3095,7 @@ impl Config {
                     page_size: *page_size,
                     scope_groups,
                     other_groups,
+                    distinct_groups: self.safety.distinct_groups.clone(),
                     required_groups,
                     timeout: timeout(t),
                     retry,
@@ -3041,6 +3123,7 @@ impl Config {
                 retry,
                 scope_groups,
                 other_groups,
+                distinct_groups: self.safety.distinct_groups.clone(),
                 required_groups,
                 ca_file: ca_file.clone(),
             })),

@@ -13,6 +13,12 @@
 //! ([`crate::model::HoldReason::LookAlikeGroup`]). Such a group is never matched
 //! as the configured one: a different group could be meant.
 //!
+//! A group an operator knows to be another group ("Founder's Club" beside the
+//! configured "Founders Club") is declared so in `safety.distinct_groups`
+//! ([`ConfiguredGroups::declare_distinct`]): it is then no look-alike anywhere
+//! (no hold, no refused export, no read of its members for it), an unrelated
+//! group like any other.
+//!
 //! Pure: no I/O, no clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -157,6 +163,9 @@ pub struct ConfiguredGroups {
     /// [`loosened`] name → the indices in `groups` of every configured group
     /// so loosened (one name can be a scope group and a mapping's group).
     loosened: HashMap<String, Vec<usize>>,
+    /// Folded names of the directory groups declared other groups
+    /// (`safety.distinct_groups`): never look-alikes.
+    distinct: HashSet<String>,
 }
 
 impl ConfiguredGroups {
@@ -165,6 +174,14 @@ impl ConfiguredGroups {
         self.folded.entry(fold_group_name(name)).or_insert(index);
         self.loosened.entry(loosened(name)).or_default().push(index);
         self.groups.push((name.to_owned(), key));
+    }
+
+    /// Declares the directory group `name` another group than the configured
+    /// one it looks like (`safety.distinct_groups`): [`Self::look_alikes`] no
+    /// longer finds it. Compared as policy compares names: case aside, not
+    /// trimmed (a no-break space at the end is what may set it apart).
+    pub fn declare_distinct(&mut self, name: &str) {
+        self.distinct.insert(policy_key(name));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -185,8 +202,13 @@ impl ConfiguredGroups {
     /// aside. Not trimmed: "Taskade Users" with a no-break space at its end is
     /// not "Taskade Users" to policy.
     fn names(&self, group: &str) -> bool {
-        self.folded
-            .contains_key(&crate::model::compose(group).to_lowercase())
+        self.folded.contains_key(&policy_key(group))
+    }
+
+    /// The configured group (name, key) that `group` is to policy, case aside
+    /// and not trimmed ([`Self::names`]).
+    pub fn is_named(&self, group: &str) -> Option<&(String, String)> {
+        self.groups.get(*self.folded.get(&policy_key(group))?)
     }
 
     /// The configured group that `group` looks like without being it, if any: the
@@ -199,7 +221,25 @@ impl ConfiguredGroups {
     /// Every configured group (each with its key, in configuration order) that
     /// `group` looks like without being it: a name configured as a scope group
     /// and as a mapping's group is both, and what each would give differs.
+    /// A group declared distinct ([`Self::declare_distinct`]) looks like none.
     pub fn look_alikes(&self, group: &str) -> Vec<LookAlike> {
+        if self.distinct.contains(&policy_key(group)) {
+            return Vec::new();
+        }
+        self.look_alikes_by_name(group)
+    }
+
+    /// The configured group that `group` would look like had it not been
+    /// declared distinct: for `check-config --connect` to say it is.
+    pub fn declared_distinct(&self, group: &str) -> Option<LookAlike> {
+        if !self.distinct.contains(&policy_key(group)) {
+            return None;
+        }
+        self.look_alikes_by_name(group).into_iter().next()
+    }
+
+    /// [`Self::look_alikes`], declared distinct or not.
+    fn look_alikes_by_name(&self, group: &str) -> Vec<LookAlike> {
         if self.groups.is_empty() || self.names(group) {
             return Vec::new();
         }
@@ -224,6 +264,11 @@ impl ConfiguredGroups {
     pub fn wants(&self, group: &str) -> bool {
         self.named(&fold_group_name(group)).is_some() || self.look_alike(group).is_some()
     }
+}
+
+/// `group` as policy compares it: composed, case folded, not trimmed.
+fn policy_key(group: &str) -> String {
+    crate::model::compose(group).to_lowercase()
 }
 
 /// The key of `safety.protected_groups`: a look-alike of one of them matters
@@ -443,6 +488,44 @@ mod tests {
         assert!(configured.wants("engineering"));
         assert!(configured.wants("Engi\u{200b}neering"));
         assert!(!configured.wants("Finance"));
+    }
+
+    /// `safety.distinct_groups`: a group declared another group is no
+    /// look-alike (nobody held, its members not read for it), and the others
+    /// that look like the same configured group still are.
+    #[test]
+    fn a_group_declared_distinct_is_no_look_alike() {
+        let mut configured = configured();
+        configured.add("Founders Club", SCOPE_GROUPS_KEY.to_owned());
+        let founder = Identity {
+            id: "f".to_owned(),
+            user_name: "f@example.com".to_owned(),
+            email: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status: IdentityStatus::Active,
+            department: None,
+            groups: vec!["Founder's Club".to_owned()],
+        };
+        let held = look_alike_members(std::slice::from_ref(&founder), &configured, &policy());
+        assert!(held.contains_key("f"), "{held:?}");
+
+        configured.declare_distinct("founder's club");
+        assert_eq!(configured.look_alike("Founder's Club"), None);
+        assert!(!configured.wants("Founder's Club"));
+        let declared = configured.declared_distinct("Founder's Club").unwrap();
+        assert_eq!(declared.configured, "Founders Club");
+        assert!(look_alike_members(&[founder], &configured, &policy()).is_empty());
+        // Only the name declared: another look-alike of the group still is one.
+        assert!(configured.look_alike("Founders\u{a0}Club").is_some());
+        assert_eq!(configured.declared_distinct("Founders\u{a0}Club"), None);
+        assert_eq!(configured.declared_distinct("Finance"), None);
+        // Not trimmed, as policy does not trim: a no-break space at the end is
+        // what sets this one apart.
+        configured.declare_distinct("Engineering\u{a0}");
+        assert_eq!(configured.look_alike("Engineering\u{a0}"), None);
+        assert!(configured.look_alike("Engineering ").is_some());
     }
 
     #[test]

@@ -218,6 +218,9 @@ pub struct LdapSettings {
     /// `safety.protected_groups`); with `scope_groups`, the groups whose members
     /// (and nested groups) are read in full.
     pub other_groups: Vec<String>,
+    /// `safety.distinct_groups`: directory groups that only look like a
+    /// configured one but are declared other groups ([`GroupInterest::new`]).
+    pub distinct_groups: Vec<String>,
     /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
     /// and the groups mapped to Owner, where a typo would take protection away or
     /// demote every Owner without a word.
@@ -474,8 +477,15 @@ impl LdapSource {
             "the cn of a group under {:?} matching {} (directory.group_filter)",
             s.group_base_dn, s.group_filter
         );
-        super::check_scope_groups("ldap", &present, &s.scope_groups, &what)?;
-        super::check_named_groups("ldap", &present, &s.other_groups, &s.required_groups, &what)?;
+        super::check_scope_groups("ldap", &present, &s.scope_groups, &s.distinct_groups, &what)?;
+        super::check_named_groups(
+            "ldap",
+            &present,
+            &s.other_groups,
+            &s.required_groups,
+            &s.distinct_groups,
+            &what,
+        )?;
         identities(people, &groups, &s.url).map(|identities| DirectorySnapshot {
             identities,
             complete: true,
@@ -692,7 +702,7 @@ impl LdapSource {
         user_dns: &HashSet<String>,
     ) -> Result<Vec<Group>, DirectoryError> {
         let s = &self.settings;
-        let interest = GroupInterest::new(&s.scope_groups, &s.other_groups);
+        let interest = GroupInterest::new(&s.scope_groups, &s.other_groups, &s.distinct_groups);
         super::refuse_ambiguous_names(
             "ldap",
             &interest,
@@ -3199,6 +3209,7 @@ mod tests {
             page_size: 500,
             scope_groups: Vec::new(),
             other_groups: Vec::new(),
+            distinct_groups: Vec::new(),
             required_groups: Vec::new(),
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::immediate(0),

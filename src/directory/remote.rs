@@ -674,14 +674,24 @@ pub(super) fn required_str<'a>(
 
 /// The group names a configuration names (scope and the others), folded and
 /// sorted: what a delta cursor records, so that a cursor taken under another
-/// configuration is not read as a delta of this one.
-pub(super) fn configured_names(scope: &[String], other: &[String]) -> Vec<String> {
+/// configuration is not read as a delta of this one. The groups declared
+/// distinct follow, marked (a look-alike's members are read, a distinct
+/// group's are not); without any, the list is what it always was.
+pub(super) fn configured_names(
+    scope: &[String],
+    other: &[String],
+    distinct: &[String],
+) -> Vec<String> {
     let names: BTreeSet<String> = scope
         .iter()
         .chain(other)
         .map(|name| crate::policy::fold_group_name(name))
         .collect();
-    names.into_iter().collect()
+    let distinct: BTreeSet<String> = distinct
+        .iter()
+        .map(|name| format!("distinct:{}", crate::model::compose(name).to_lowercase()))
+        .collect();
+    names.into_iter().chain(distinct).collect()
 }
 
 /// The names of a person's `groups` that the policy reads (every one when
@@ -725,10 +735,11 @@ pub(super) fn groups_of_interest(
     scope_groups: &[String],
     other_groups: &[String],
     required_groups: &[super::RequiredGroup],
+    distinct_groups: &[String],
     what: &str,
     remedy: &str,
 ) -> Result<HashSet<String>, DirectoryError> {
-    let interest = GroupInterest::new(scope_groups, other_groups);
+    let interest = GroupInterest::new(scope_groups, other_groups, distinct_groups);
     if interest.is_everything() {
         return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
     }
@@ -739,8 +750,15 @@ pub(super) fn groups_of_interest(
         remedy,
     )?;
     let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
-    super::check_scope_groups(provider, &present, scope_groups, what)?;
-    super::check_named_groups(provider, &present, other_groups, required_groups, what)?;
+    super::check_scope_groups(provider, &present, scope_groups, distinct_groups, what)?;
+    super::check_named_groups(
+        provider,
+        &present,
+        other_groups,
+        required_groups,
+        distinct_groups,
+        what,
+    )?;
     Ok(groups
         .iter()
         .filter(|(_, name)| interest.wants(name))

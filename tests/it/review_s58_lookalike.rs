@@ -4,6 +4,13 @@
 //!   only looks like the scope group ends, as no episode opens for a new leaver
 //!   in that group: the sweep enforced it when it fell due, while the reconcile
 //!   held the same deprovision for a person to decide.
+//! - `safety.distinct_groups` declares a directory group that only looks like a
+//!   configured one another group ("Founder's Club" beside "Founders Club"):
+//!   its members are reconciled as any unrelated group's, nothing held for it
+//!   run after run, a file export carrying it is not refused, and
+//!   `check-config --connect` says so. An entry no directory group could be
+//!   named, or that is a configured group itself, is refused at load; one that
+//!   looks like no configured group is warned about.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -16,6 +23,18 @@ use wiremock::MockServer;
 
 use crate::review_s57_dirnames::SCIM_TOKEN;
 use crate::review_s57_s57review as s57;
+
+/// [`s57::config`] with `distinct` (a TOML array) as `safety.distinct_groups`.
+fn config_declaring(dir: &std::path::Path, url: &str, okta: &str, distinct: &str) -> Config {
+    s57::config(dir, url, okta);
+    let path = dir.join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("[safety]"));
+    // `[safety]` is the last table written.
+    text.push_str(&format!("distinct_groups = {distinct}\n"));
+    std::fs::write(&path, text).unwrap();
+    Config::load_with_env(&path, Some(Default::default())).unwrap()
+}
 
 /// Bob (`00u2`, account `w2`) is only in "Taskade\u{200b} Users" (a zero-width
 /// space), a look-alike of the scope group; a reconcile linked him and held his
@@ -122,4 +141,171 @@ async fn a_reconcile_ends_an_episode_its_look_alike_hold_would_leave_to_the_retr
         .unwrap();
     assert!(bob_active(&sandbox), "the retry job deactivated Bob");
     sandbox.shutdown().await;
+}
+
+/// Bob's only group, "Taskade\u{200b} Users", is declared another group: he
+/// is a leaver like any other, deactivated by the run, with his episode
+/// verified; nothing is held as a look-alike. Before, the key was refused
+/// (unknown field) and every run held his deactivation until approved.
+#[tokio::test]
+async fn a_look_alike_declared_distinct_is_reconciled_as_an_unrelated_group() {
+    let okta = MockServer::start().await;
+    s57::org().mount(&okta).await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_declaring(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &okta.uri(),
+        r#"["Taskade\u200B Users"]"#,
+    );
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let held: Vec<_> = outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.identity_id.as_deref() == Some("00u2"))
+        .filter(|a| a.held.is_some())
+        .collect();
+    assert!(held.is_empty(), "{held:#?}");
+    assert!(!bob_active(&sandbox), "Bob kept access");
+    let store = Store::open(&config.state.path).unwrap();
+    let episode = store.deprovision_history("00u2", 1).unwrap();
+    assert!(
+        episode.first().is_some_and(|e| e.verified_at.is_some()),
+        "{episode:#?}"
+    );
+    sandbox.shutdown().await;
+}
+
+/// `check-config --connect` says the declared group is settled (a note naming
+/// it, the configured group and the key) rather than warn of it; the other
+/// look-alike ("Engineering\u{a0}") is still warned of.
+#[tokio::test]
+async fn check_config_connect_notes_a_look_alike_declared_distinct() {
+    let okta = MockServer::start().await;
+    s57::org().mount(&okta).await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_declaring(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &okta.uri(),
+        r#"["Taskade\u200B Users"]"#,
+    );
+    let checks = seatwarden::connect::check(&config).await;
+    sandbox.shutdown().await;
+    let directory = checks.iter().find(|c| c.side == "directory").unwrap();
+    assert!(directory.passed(), "{}", directory.line());
+    assert_eq!(directory.warnings.len(), 1, "{:#?}", directory.warnings);
+    assert!(
+        directory.warnings[0].contains("\"Engineering\\u{a0}\""),
+        "{:#?}",
+        directory.warnings
+    );
+    assert_eq!(directory.notes.len(), 1, "{:#?}", directory.notes);
+    for part in [
+        "\"Taskade\\u{200b} Users\"",
+        "\"Taskade Users\" (policy.scope_groups)",
+        "a zero-width space (U+200B)",
+        "safety.distinct_groups",
+    ] {
+        assert!(
+            directory.notes[0].contains(part),
+            "{part} not in {:?}",
+            directory.notes
+        );
+    }
+}
+
+/// A file export may carry a group declared distinct beside the configured
+/// one: read, its member out of scope like anyone in an unrelated group.
+/// Before, the export was refused ("is not \"Founders Club\" … differs from it
+/// only in the quote '").
+#[tokio::test]
+async fn a_file_export_with_a_group_declared_distinct_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        serde_json::json!({"users": [
+            {"id": "p1", "userName": "ada@example.com", "status": "ACTIVE",
+             "groups": ["Founders Club"]},
+            {"id": "p2", "userName": "bob@example.com", "status": "ACTIVE",
+             "groups": ["Founder's Club"]},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken = \"t\"\n\
+         [policy]\nscope_groups = [\"Founders Club\"]\n\
+         [safety]\ndistinct_groups = [\"Founder's Club\"]\n",
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .all(|w| !w.contains("distinct_groups"))
+    );
+    let snapshot = config.directory().snapshot().await.unwrap();
+    let bob = snapshot.identities.iter().find(|i| i.id == "p2").unwrap();
+    assert_eq!(bob.groups, ["Founder's Club"]);
+}
+
+/// At load: an entry that is a configured group itself (case aside), or that
+/// no directory group could be named, is refused naming the key and the file;
+/// one that looks like no configured group is warned about, naming both.
+#[test]
+fn distinct_groups_entries_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let load = |distinct: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken = \"t\"\n\
+                 [policy]\nscope_groups = [\"Founders Club\"]\n\
+                 [safety]\ndistinct_groups = {distinct}\n"
+            ),
+        )
+        .unwrap();
+        Config::load_with_env(&path, Some(Default::default()))
+    };
+    for (distinct, says) in [
+        (
+            r#"["Founder's Club", "founders club"]"#,
+            "\"founders club\" is \"Founders Club\" (policy.scope_groups) itself",
+        ),
+        (
+            r#"["\u00A0\u200B"]"#,
+            "is not a group name a directory could have",
+        ),
+        (r#"["Founders\nClub"]"#, "a line break"),
+    ] {
+        let error = load(distinct).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("safety.distinct_groups["), "{error}");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains(says), "{says} not in {error}");
+    }
+    let config = load(r#"["Founder's Club", "Finance"]"#).unwrap();
+    let warnings: Vec<String> = config
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("distinct_groups"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    for part in [
+        "safety.distinct_groups[1] = \"Finance\"",
+        &path.display().to_string(),
+        "changes nothing",
+    ] {
+        assert!(warnings[0].contains(part), "{part} not in {}", warnings[0]);
+    }
 }
