@@ -1560,20 +1560,43 @@ impl Config {
         }
     }
 
-    /// Refuses a name that holds a character that does not show (a zero-width
-    /// or no-break space, a control character: [`hidden_in_name`]), pasted from
-    /// a chat, a wiki or a spreadsheet. Every name the configuration
-    /// compares with the directory's or the workspace's is compared whole, case
-    /// aside at most: such a name matches nobody, and a protected account or an
-    /// exception so written would keep nothing, without a word.
+    /// Refuses a group name that holds a character that does not show (a
+    /// zero-width or no-break space, a control character:
+    /// [`crate::names::hidden_in_written_name`], which takes the joiners and the
+    /// ideographic space some scripts write names with), pasted from a chat, a
+    /// wiki or a spreadsheet. Every name the configuration compares with the
+    /// directory's or the workspace's is compared whole, case aside at most:
+    /// such a name matches nobody, and a protection so written would keep
+    /// nothing, without a word.
     fn refuse_hidden(&self, key: &str, name: &str) -> Result<(), ConfigError> {
-        match hidden_in_name(name) {
+        match crate::names::hidden_in_written_name(name) {
             None => Ok(()),
             Some(hidden) => Err(self.key_error(
                 key,
                 format!(
                     "{name:?} holds {}, which does not show: it would be compared as it is \
                      and match no name; remove it",
+                    crate::names::describe(hidden)
+                ),
+            )),
+        }
+    }
+
+    /// Refuses a userName (or a pattern of them) that holds any character that
+    /// does not show ([`crate::names::hidden_in`]), a joiner between letters
+    /// included: no login or email is written with one, and a run holds a
+    /// create or rename that would write such a userName
+    /// ([`crate::model::HoldReason::HiddenCharacter`]), so a name taken here
+    /// would protect or keep an account seatwarden never makes.
+    fn refuse_hidden_in_user_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        match crate::names::hidden_in(name) {
+            None => Ok(()),
+            Some(hidden) => Err(self.key_error(
+                key,
+                format!(
+                    "{name:?} holds {}, which does not show: userNames and emails are not \
+                     written with one (a run holds what would write it, hidden_character), \
+                     and compared as it is the name would match no account; remove it",
                     crate::names::describe(hidden)
                 ),
             )),
@@ -1850,7 +1873,10 @@ impl Config {
                 ));
             }
             for name in list {
-                self.refuse_hidden(key, name)?;
+                match key {
+                    "safety.protected" => self.refuse_hidden_in_user_name(key, name)?,
+                    _ => self.refuse_hidden(key, name)?,
+                }
             }
         }
         self.validate_distinct_groups()?;
@@ -1970,7 +1996,7 @@ impl Config {
         self.validate_report()?;
         self.exceptions()?;
         for (index, entry) in self.safety.exceptions.iter().enumerate() {
-            self.refuse_hidden(
+            self.refuse_hidden_in_user_name(
                 &format!("safety.exceptions[{index}].user_name"),
                 entry.user_name.trim(),
             )?;
@@ -4488,29 +4514,6 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
             "unknown time zone {zone:?}: IANA names are spelt exactly; did you mean {}?",
             names.join(" or ")
         ),
-    })
-}
-
-/// The first character of `name` that does not show and is no part of how the
-/// name is written ([`crate::names::is_hidden`]), if any. Some are
-/// part of writing: the zero-width non-joiner and joiner between two characters
-/// outside ASCII (inside a Persian or an Indic word, an emoji sequence), and the
-/// ideographic space, which shows as a wide space and is what a Japanese or
-/// Chinese input method types. A directory group so named must stay nameable.
-fn hidden_in_name(name: &str) -> Option<char> {
-    let chars: Vec<char> = name.chars().collect();
-    let written = |c: Option<&char>| {
-        c.is_some_and(|&c| !c.is_ascii() && !c.is_whitespace() && !crate::names::is_hidden(c))
-    };
-    chars.iter().enumerate().find_map(|(i, &c)| {
-        let part_of_writing = match c {
-            '\u{3000}' => true,
-            '\u{200c}' | '\u{200d}' => {
-                i > 0 && written(chars.get(i - 1)) && written(chars.get(i + 1))
-            }
-            _ => false,
-        };
-        (crate::names::is_hidden(c) && !part_of_writing).then_some(c)
     })
 }
 

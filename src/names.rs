@@ -53,9 +53,40 @@ pub fn is_hidden(c: char) -> bool {
     (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
 }
 
-/// The first [`is_hidden`] character of `value`, if any.
+/// The first [`is_hidden`] character of `value`, if any: the rule for what
+/// identifies an account (a userName, an email, an externalId or directory id)
+/// wherever one is read or written (the file export, the guard's
+/// `hidden_character`, `safety.protected` and an exception's `user_name`).
+/// Joiners too, even between letters of a script that writes words with them:
+/// logins and addresses are not written with one (an address's domain is
+/// ASCII once encoded for DNS, and its local part is what a person types), and
+/// one there makes two names that read the same.
 pub fn hidden_in(value: &str) -> Option<char> {
     value.chars().find(|&c| is_hidden(c))
+}
+
+/// The first [`is_hidden`] character of `name` that is no part of how the name
+/// is written, if any: the rule for group names (and a person's names, which
+/// seatwarden writes but never compares). Some are part of writing: the
+/// zero-width non-joiner and joiner between two characters outside ASCII
+/// (inside a Persian or an Indic word, an emoji sequence), and the ideographic
+/// space, which shows as a wide space and is what a Japanese or Chinese input
+/// method types. A directory group so named must stay nameable in the
+/// configuration. Not for what identifies an account: see [`hidden_in`].
+pub fn hidden_in_written_name(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    let written =
+        |c: Option<&char>| c.is_some_and(|&c| !c.is_ascii() && !c.is_whitespace() && !is_hidden(c));
+    chars.iter().enumerate().find_map(|(i, &c)| {
+        let part_of_writing = match c {
+            '\u{3000}' => true,
+            '\u{200c}' | '\u{200d}' => {
+                i > 0 && written(chars.get(i - 1)) && written(chars.get(i + 1))
+            }
+            _ => false,
+        };
+        (is_hidden(c) && !part_of_writing).then_some(c)
+    })
 }
 
 /// A [`is_hidden`] character, named so that it can be found.
@@ -63,6 +94,9 @@ pub fn describe(c: char) -> String {
     match c {
         '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
         '\u{200b}' => "a zero-width space (U+200B)".to_owned(),
+        '\u{200c}' => "a zero-width non-joiner (U+200C)".to_owned(),
+        '\u{200d}' => "a zero-width joiner (U+200D)".to_owned(),
+        '\u{3000}' => "an ideographic space (U+3000)".to_owned(),
         '\t' => "a tab".to_owned(),
         '\n' | '\r' => "a line break".to_owned(),
         c => format!("the character U+{:04X}", u32::from(c)),
@@ -526,6 +560,36 @@ mod tests {
         configured.declare_distinct("Engineering\u{a0}");
         assert_eq!(configured.look_alike("Engineering\u{a0}"), None);
         assert!(configured.look_alike("Engineering ").is_some());
+    }
+
+    /// A joiner inside a Persian word or an emoji sequence, and the
+    /// ideographic space, are part of a group name as written, and taken; in
+    /// what identifies an account (a userName, an email) every one of them is
+    /// hidden, as anywhere else in a group name.
+    #[test]
+    fn joiners_are_writing_in_a_group_name_and_hidden_in_a_user_name() {
+        let persian = "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}";
+        for name in [
+            persian,
+            "\u{1f469}\u{200d}\u{1f4bb} Devs",
+            "\u{55b6}\u{696d}\u{90e8}\u{3000}\u{6771}\u{4eac}",
+        ] {
+            assert_eq!(hidden_in_written_name(name), None, "{name:?}");
+            assert!(hidden_in(name).is_some(), "{name:?}");
+            assert!(
+                hidden_in(&format!("{name}@example.com")).is_some(),
+                "{name:?}"
+            );
+        }
+        for (name, hidden) in [
+            ("Eng\u{200c}ineering", '\u{200c}'),
+            ("\u{200d}\u{62a}\u{6cc}", '\u{200d}'),
+            ("Ops\u{200b}", '\u{200b}'),
+        ] {
+            assert_eq!(hidden_in_written_name(name), Some(hidden), "{name:?}");
+            assert_eq!(hidden_in(name), Some(hidden), "{name:?}");
+        }
+        assert_eq!(describe('\u{200d}'), "a zero-width joiner (U+200D)");
     }
 
     #[test]

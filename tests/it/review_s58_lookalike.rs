@@ -309,3 +309,51 @@ fn distinct_groups_entries_are_checked_at_load() {
         assert!(warnings[0].contains(part), "{part} not in {}", warnings[0]);
     }
 }
+
+/// A zero-width non-joiner inside a Persian word is taken in a group name (it
+/// is how the word is written) but refused in `safety.protected` and an
+/// exception's `user_name`, as in any userName: a run holds a create or rename
+/// that would write it (`hidden_character`), so a protection so written kept an
+/// account seatwarden never makes. Before, both loaded.
+#[test]
+fn a_joiner_is_refused_in_a_protected_user_name_and_taken_in_a_group_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let persian = "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}";
+    let load = |safety: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken = \"t\"\n\
+                 [safety]\n{safety}\n"
+            ),
+        )
+        .unwrap();
+        Config::load_with_env(&path, Some(Default::default())).map(|_| ())
+    };
+    load(&format!("protected_groups = [\"{persian}\"]")).unwrap();
+    for (safety, key) in [
+        (
+            format!("protected = [\"{persian}@example.com\"]"),
+            "safety.protected",
+        ),
+        (
+            format!(
+                "[[safety.exceptions]]\nuser_name = \"{persian}@example.com\"\n\
+                 until = \"2099-01-01\"\nreason = \"audit\""
+            ),
+            "safety.exceptions[0].user_name",
+        ),
+    ] {
+        let error = load(&safety).unwrap_err().to_string();
+        for part in [
+            format!("key `{key}`"),
+            path.display().to_string(),
+            "a zero-width non-joiner (U+200C)".to_owned(),
+        ] {
+            assert!(error.contains(&part), "{part} not in {error}");
+        }
+    }
+}
