@@ -12,6 +12,9 @@
 //!   object a run refuses (an Okta user without `status`, a Graph user without
 //!   `accountEnabled`, an Active Directory user without `accountExpires`, a
 //!   SCIM User with a blank `userName`) fails the check with the run's error;
+//!   then every group's name ([`crate::directory::Directory::group_names`]):
+//!   one that only looks like a configured group is a warning, one declared
+//!   another group (`safety.distinct_groups`) a note;
 //! - workspace: [`crate::workspace::ScimClient::probe`] (discovery, or why a
 //!   run would go on without it; one page of `/Users` and of `/Groups`, each
 //!   object read as a run reads it);

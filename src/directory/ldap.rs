@@ -371,6 +371,28 @@ impl LdapSource {
         Ok(proven)
     }
 
+    /// Every group's `cn` under `group_base_dn` matching `group_filter` (a paged
+    /// search asking `cn` alone: no member lists), for `check-config --connect`
+    /// to name the groups that only look like configured ones
+    /// ([`super::Directory::group_names`]).
+    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let s = &self.settings;
+        let listed = self
+            .search(
+                &mut ldap,
+                "groups",
+                &s.group_base_dn,
+                &s.group_filter,
+                vec!["cn".to_owned()],
+            )
+            .await;
+        if let Err(e) = ldap.unbind().await {
+            tracing::debug!(error = %e, "LDAP unbind failed");
+        }
+        Ok(listed?.iter().filter_map(group_name).collect())
+    }
+
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
         let s = &self.settings;
         // Another component may have installed it already; either way one is there.

@@ -619,17 +619,22 @@ impl Directory {
         })
     }
 
-    /// `check-config --connect`: the names of every group of Okta or Entra (the
-    /// listing a run starts with), so that the groups whose names differ from a
+    /// `check-config --connect`: the names of every group (Okta's and Entra's
+    /// listing a run starts with; LDAP's groups under `group_base_dn` matching
+    /// `group_filter`, `cn` alone; a SCIM directory's `/Groups` with
+    /// `attributes=displayName`), so that the groups whose names differ from a
     /// configured one only in what does not show are named before a run holds
-    /// what they would take. `None` for the other sources: LDAP and SCIM
-    /// directories are not listed whole by a check; a run reports them.
+    /// what they would take. `None` for a file export: the check read it whole
+    /// already, and refuses such a group there.
     pub fn group_names(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, DirectoryError>> {
         Box::pin(async move {
             match self {
                 Directory::Okta(source) => source.group_names().await.map(Some),
                 Directory::Entra(source) => source.group_names().await.map(Some),
-                Directory::File(_) | Directory::Ldap(_) | Directory::Scim(_) => Ok(None),
+                Directory::Ldap(source) => source.group_names().await.map(Some),
+                Directory::Scim(source) => source.group_names().await.map(Some),
+                // Read whole by the check already, and refused there for such a group.
+                Directory::File(_) => Ok(None),
             }
         })
     }

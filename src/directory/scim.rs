@@ -118,6 +118,15 @@ impl ScimDirectorySource {
         Ok(proven)
     }
 
+    /// Every Group's `displayName` (`GET /Groups?attributes=displayName`, all
+    /// pages), for `check-config --connect` to name the groups that only look
+    /// like configured ones ([`super::Directory::group_names`]).
+    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+        let client = self.client()?;
+        client.discover().await.map_err(directory_error)?;
+        client.group_names().await.map_err(directory_error)
+    }
+
     /// A client for the provider, its token and CA file read now.
     fn client(&self) -> Result<ScimClient, DirectoryError> {
         let settings = &self.settings;

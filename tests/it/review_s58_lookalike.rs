@@ -11,6 +11,10 @@
 //!   `check-config --connect` says so. An entry no directory group could be
 //!   named, or that is a configured group itself, is refused at load; one that
 //!   looks like no configured group is warned about.
+//! - Joiners (ZWJ, ZWNJ) are hidden in a userName wherever one is compared or
+//!   written: the configuration refused them in group names only where no
+//!   script writes them, and took them so in `safety.protected` too.
+//! - `check-config --connect` lists an LDAP or SCIM directory's groups too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -356,4 +360,117 @@ fn a_joiner_is_refused_in_a_protected_user_name_and_taken_in_a_group_name() {
             assert!(error.contains(&part), "{part} not in {error}");
         }
     }
+}
+
+/// A SCIM directory's groups are listed for `check-config --connect` as Okta's
+/// and Entra's are (`GET /Groups?attributes=displayName`, no members), and a
+/// look-alike of a configured group is warned of. Before, LDAP and SCIM
+/// directories were not listed: the first word of it was a run's hold.
+#[tokio::test]
+async fn check_config_connect_lists_a_scim_directorys_groups() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let idp = MockServer::start().await;
+    let list = |resources: serde_json::Value| {
+        let count = resources.as_array().map_or(0, Vec::len);
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/scim+json")
+            .set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": count,
+                "startIndex": 1,
+                "itemsPerPage": count,
+                "Resources": resources,
+            }))
+    };
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true},
+            "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+            "filter": {"supported": true, "maxResults": 100},
+            "changePassword": {"supported": false},
+            "sort": {"supported": false},
+            "etag": {"supported": false},
+            "authenticationSchemes": []
+        })))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(serde_json::json!([{
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "u1",
+            "userName": "ada@example.com",
+            "active": true,
+        }])))
+        .mount(&idp)
+        .await;
+    let groups = serde_json::json!([
+        {"id": "g1", "displayName": "Taskade Users"},
+        {"id": "g2", "displayName": "Taskade\u{200b} Users"},
+        {"id": "g3", "displayName": "Engineering"},
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(groups))
+        .mount(&idp)
+        .await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let directory = format!(
+        "kind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"s58-idp-token\"\n",
+        idp.uri()
+    );
+    let config = crate::review_s57_dirnames::config_with(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &directory,
+        "",
+    );
+    let checks = seatwarden::connect::check(&config).await;
+    sandbox.shutdown().await;
+    let checked = checks.iter().find(|c| c.side == "directory").unwrap();
+    assert!(checked.passed(), "{}", checked.line());
+    assert_eq!(checked.warnings.len(), 1, "{:#?}", checked.warnings);
+    for part in [
+        "\"Taskade\\u{200b} Users\" is not \"Taskade Users\" (policy.scope_groups)",
+        "a zero-width space (U+200B)",
+    ] {
+        assert!(
+            checked.warnings[0].contains(part),
+            "{part} not in {:?}",
+            checked.warnings
+        );
+    }
+    let asked_names_only = idp.received_requests().await.unwrap().iter().any(|r| {
+        r.url.path() == "/scim/v2/Groups"
+            && r.url
+                .query_pairs()
+                .any(|(k, v)| k == "attributes" && v == "displayName")
+    });
+    assert!(asked_names_only, "no GET /Groups?attributes=displayName");
+}
+
+/// LDAP: every group's cn under `group_base_dn` matching `group_filter`,
+/// asked with `cn` alone (a large group's members are not read for a name).
+#[tokio::test]
+async fn an_ldap_directorys_group_names_are_listed_with_their_cn_alone() {
+    use crate::ldap_ad::{Fake, asked_of, source, start_fake};
+    let (port, asked) = start_fake(Fake::default()).await;
+    let names = seatwarden::directory::Directory::Ldap(source(port))
+        .group_names()
+        .await
+        .unwrap()
+        .expect("LDAP groups are listed");
+    for name in ["All Staff", "IT Admins"] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+    let searched = asked_of(&asked, "OU=Groups,DC=corp,DC=example,DC=com");
+    assert!(!searched.is_empty());
+    assert!(
+        searched.iter().all(|attributes| attributes == &["cn"]),
+        "{searched:?}"
+    );
 }
