@@ -780,10 +780,12 @@ impl OktaSource {
         remote::groups_of_interest(
             PROVIDER,
             groups,
-            &s.scope_groups,
-            &s.other_groups,
-            &s.required_groups,
-            &s.distinct_groups,
+            remote::NamedGroups {
+                scope_groups: &s.scope_groups,
+                other_groups: &s.other_groups,
+                required_groups: &s.required_groups,
+                distinct_groups: &s.distinct_groups,
+            },
             "an Okta group (profile.name)",
             "rename one of them in Okta",
         )

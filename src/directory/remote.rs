@@ -724,6 +724,17 @@ pub(super) fn names_of_interest(
     Ok(names.into_iter().collect())
 }
 
+/// The groups a connector's settings name, as [`groups_of_interest`] checks
+/// them: `policy.scope_groups`, the other configured groups, the required ones,
+/// and those `safety.distinct_groups` declares other groups.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NamedGroups<'a> {
+    pub scope_groups: &'a [String],
+    pub other_groups: &'a [String],
+    pub required_groups: &'a [super::RequiredGroup],
+    pub distinct_groups: &'a [String],
+}
+
 /// Ids of the groups whose members a full snapshot reads: those the configuration
 /// names (every group when it names none). Refuses two groups under one configured
 /// name, a missing scope group and a missing required group (see
@@ -732,13 +743,16 @@ pub(super) fn names_of_interest(
 pub(super) fn groups_of_interest(
     provider: &'static str,
     groups: &[(String, String)],
-    scope_groups: &[String],
-    other_groups: &[String],
-    required_groups: &[super::RequiredGroup],
-    distinct_groups: &[String],
+    named: NamedGroups<'_>,
     what: &str,
     remedy: &str,
 ) -> Result<HashSet<String>, DirectoryError> {
+    let NamedGroups {
+        scope_groups,
+        other_groups,
+        required_groups,
+        distinct_groups,
+    } = named;
     let interest = GroupInterest::new(scope_groups, other_groups, distinct_groups);
     if interest.is_everything() {
         return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
