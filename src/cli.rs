@@ -1073,6 +1073,9 @@ fn check_connections(config: &Config) -> anyhow::Result<u8> {
         for warning in &check.warnings {
             eprintln!("    warning: {}", crate::report::printable_field(warning));
         }
+        for note in &check.notes {
+            eprintln!("    note: {}", crate::report::printable_field(note));
+        }
     }
     Ok(match checks.iter().all(crate::connect::Check::passed) {
         true => {

@@ -733,6 +733,13 @@ pub struct SafetyConfig {
     /// Directory groups whose members are protected like `protected` names.
     #[serde(default)]
     pub protected_groups: Vec<String>,
+    /// Directory groups whose names differ from a configured group's only in
+    /// spaces, quotes or characters that do not show, but which are other
+    /// groups ("Founder's Club" beside "Founders Club"): no look-alikes, so
+    /// nothing of their members is held for them ([`crate::names`]). Written as
+    /// the directory spells them; compared case aside, not trimmed.
+    #[serde(default)]
+    pub distinct_groups: Vec<String>,
     /// Accounts left alone until a time, each with its reason.
     #[serde(default)]
     pub exceptions: Vec<ExceptionConfig>,
@@ -769,6 +776,7 @@ impl Default for SafetyConfig {
             max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
             settle: defaults::settle(),
             protected_groups: Vec::new(),
+            distinct_groups: Vec::new(),
             exceptions: Vec::new(),
             circuit: CircuitConfig::default(),
         }
@@ -1357,7 +1365,8 @@ impl Config {
             .scope_groups
             .iter_mut()
             .chain(self.policy.mapping.iter_mut().map(|m| &mut m.group))
-            .chain(self.safety.protected_groups.iter_mut());
+            .chain(self.safety.protected_groups.iter_mut())
+            .chain(self.safety.distinct_groups.iter_mut());
         for name in names {
             crate::model::compose_in_place(name);
         }
@@ -1551,14 +1560,16 @@ impl Config {
         }
     }
 
-    /// Refuses a name that holds a character that does not show (a zero-width
-    /// or no-break space, a control character: [`hidden_in_name`]), pasted from
-    /// a chat, a wiki or a spreadsheet. Every name the configuration
-    /// compares with the directory's or the workspace's is compared whole, case
-    /// aside at most: such a name matches nobody, and a protected account or an
-    /// exception so written would keep nothing, without a word.
+    /// Refuses a group name that holds a character that does not show (a
+    /// zero-width or no-break space, a control character:
+    /// [`crate::names::hidden_in_written_name`], which takes the joiners and the
+    /// ideographic space some scripts write names with), pasted from a chat, a
+    /// wiki or a spreadsheet. Every name the configuration compares with the
+    /// directory's or the workspace's is compared whole, case aside at most:
+    /// such a name matches nobody, and a protection so written would keep
+    /// nothing, without a word.
     fn refuse_hidden(&self, key: &str, name: &str) -> Result<(), ConfigError> {
-        match hidden_in_name(name) {
+        match crate::names::hidden_in_written_name(name) {
             None => Ok(()),
             Some(hidden) => Err(self.key_error(
                 key,
@@ -1569,6 +1580,94 @@ impl Config {
                 ),
             )),
         }
+    }
+
+    /// Refuses a userName (or a pattern of them) that holds any character that
+    /// does not show ([`crate::names::hidden_in`]), a joiner between letters
+    /// included: no login or email is written with one, and a run holds a
+    /// create or rename that would write such a userName
+    /// ([`crate::model::HoldReason::HiddenCharacter`]), so a name taken here
+    /// would protect or keep an account seatwarden never makes.
+    fn refuse_hidden_in_user_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        match crate::names::hidden_in(name) {
+            None => Ok(()),
+            Some(hidden) => Err(self.key_error(
+                key,
+                format!(
+                    "{name:?} holds {}, which does not show: userNames and emails are not \
+                     written with one (a run holds what would write it, hidden_character), \
+                     and compared as it is the name would match no account; remove it",
+                    crate::names::describe(hidden)
+                ),
+            )),
+        }
+    }
+
+    /// `safety.distinct_groups` names directory groups as the directory spells
+    /// them, spaces and characters that do not show included (they are what
+    /// sets such a group apart), so those are not refused; a name no directory
+    /// group could have (empty, only such characters, a line break or another
+    /// control character) is, and so is a configured group itself, which
+    /// cannot be another group than itself.
+    fn validate_distinct_groups(&self) -> Result<(), ConfigError> {
+        let configured = crate::safety::configured_groups(self);
+        for (index, name) in self.safety.distinct_groups.iter().enumerate() {
+            let key = format!("safety.distinct_groups[{index}]");
+            if crate::names::loosened(name).is_empty() {
+                return Err(self.key_error(
+                    &key,
+                    format!(
+                        "{name:?} is not a group name a directory could have: nothing shows \
+                         but spaces, quotes or characters that do not show"
+                    ),
+                ));
+            }
+            if let Some(c) = name.chars().find(|&c| c.is_control() && c != '\t') {
+                return Err(self.key_error(
+                    &key,
+                    format!(
+                        "{name:?} holds {}: no directory group name has one; write the name \
+                         on one line, as the directory shows it",
+                        crate::names::describe(c)
+                    ),
+                ));
+            }
+            if let Some((configured_name, configured_key)) = configured.is_named(name) {
+                return Err(self.key_error(
+                    &key,
+                    format!(
+                        "{name:?} is {configured_name:?} ({configured_key}) itself, as group \
+                         names are compared (case aside): a configured group cannot be \
+                         declared distinct from itself. List here the directory group that \
+                         only looks like it (with its quotes or spaces), or remove the entry"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries of `safety.distinct_groups` that look like no configured group:
+    /// they change nothing (a configured group renamed since, or a typo), and
+    /// the look-alike they were meant for would be held again.
+    fn distinct_groups_alike_nothing(&self) -> Vec<String> {
+        let configured = crate::safety::configured_groups(self);
+        self.safety
+            .distinct_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| configured.declared_distinct(name).is_none())
+            .map(|(index, name)| {
+                let key = format!("safety.distinct_groups[{index}]");
+                format!(
+                    "{key} = {name:?} in {}: differs from no configured group \
+                     (policy.scope_groups, policy.mapping, safety.protected_groups) only in \
+                     spaces, quotes or characters that do not show, so declaring it distinct \
+                     changes nothing; remove it, or correct it if the configured group was renamed",
+                    self.origin_of(&key).display()
+                )
+            })
+            .collect()
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -1774,9 +1873,13 @@ impl Config {
                 ));
             }
             for name in list {
-                self.refuse_hidden(key, name)?;
+                match key {
+                    "safety.protected" => self.refuse_hidden_in_user_name(key, name)?,
+                    _ => self.refuse_hidden(key, name)?,
+                }
             }
         }
+        self.validate_distinct_groups()?;
         for (index, mapping) in self.policy.mapping.iter().enumerate() {
             for (field, name) in [
                 ("group", &mapping.group),
@@ -1893,7 +1996,7 @@ impl Config {
         self.validate_report()?;
         self.exceptions()?;
         for (index, entry) in self.safety.exceptions.iter().enumerate() {
-            self.refuse_hidden(
+            self.refuse_hidden_in_user_name(
                 &format!("safety.exceptions[{index}].user_name"),
                 entry.user_name.trim(),
             )?;
@@ -2042,6 +2145,7 @@ impl Config {
             warnings.extend(exceptions_to_look_at(&exceptions, chrono::Utc::now(), tz));
         }
         warnings.extend(mappings_repeated(&self.policy.mapping));
+        warnings.extend(self.distinct_groups_alike_nothing());
         warnings.extend(percentages_allowing_none(
             &self.guard_settings(),
             &self.admin_command(),
@@ -2860,6 +2964,7 @@ impl Config {
             DirectoryConfig::File { path } => Directory::File(
                 FileSource::new(path.clone())
                     .with_scope_groups(self.policy.scope_groups.clone())
+                    .with_distinct_groups(self.safety.distinct_groups.clone())
                     .with_required_groups(
                         // Owner mappings are not required of an export: its rows
                         // only show a group through its members, and an Owner
@@ -2908,6 +3013,7 @@ impl Config {
                     app_id: app_id.clone(),
                     scope_groups,
                     other_groups,
+                    distinct_groups: self.safety.distinct_groups.clone(),
                     required_groups,
                     max_concurrency: *max_concurrency,
                     timeout: timeout(t),
@@ -2955,6 +3061,7 @@ impl Config {
                     login_url: login_url.clone(),
                     scope_groups,
                     other_groups,
+                    distinct_groups: self.safety.distinct_groups.clone(),
                     required_groups,
                     max_concurrency: *max_concurrency,
                     requests_per_second: *requests_per_second,
@@ -3014,6 +3121,7 @@ impl Config {
                     page_size: *page_size,
                     scope_groups,
                     other_groups,
+                    distinct_groups: self.safety.distinct_groups.clone(),
                     required_groups,
                     timeout: timeout(t),
                     retry,
@@ -3041,6 +3149,7 @@ impl Config {
                 retry,
                 scope_groups,
                 other_groups,
+                distinct_groups: self.safety.distinct_groups.clone(),
                 required_groups,
                 ca_file: ca_file.clone(),
             })),
@@ -4405,29 +4514,6 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
             "unknown time zone {zone:?}: IANA names are spelt exactly; did you mean {}?",
             names.join(" or ")
         ),
-    })
-}
-
-/// The first character of `name` that does not show and is no part of how the
-/// name is written ([`crate::names::is_hidden`]), if any. Some are
-/// part of writing: the zero-width non-joiner and joiner between two characters
-/// outside ASCII (inside a Persian or an Indic word, an emoji sequence), and the
-/// ideographic space, which shows as a wide space and is what a Japanese or
-/// Chinese input method types. A directory group so named must stay nameable.
-fn hidden_in_name(name: &str) -> Option<char> {
-    let chars: Vec<char> = name.chars().collect();
-    let written = |c: Option<&char>| {
-        c.is_some_and(|&c| !c.is_ascii() && !c.is_whitespace() && !crate::names::is_hidden(c))
-    };
-    chars.iter().enumerate().find_map(|(i, &c)| {
-        let part_of_writing = match c {
-            '\u{3000}' => true,
-            '\u{200c}' | '\u{200d}' => {
-                i > 0 && written(chars.get(i - 1)) && written(chars.get(i + 1))
-            }
-            _ => false,
-        };
-        (crate::names::is_hidden(c) && !part_of_writing).then_some(c)
     })
 }
 

@@ -12,6 +12,9 @@
 //!   object a run refuses (an Okta user without `status`, a Graph user without
 //!   `accountEnabled`, an Active Directory user without `accountExpires`, a
 //!   SCIM User with a blank `userName`) fails the check with the run's error;
+//!   then every group's name ([`crate::directory::Directory::group_names`]):
+//!   one that only looks like a configured group is a warning, one declared
+//!   another group (`safety.distinct_groups`) a note;
 //! - workspace: [`crate::workspace::ScimClient::probe`] (discovery, or why a
 //!   run would go on without it; one page of `/Users` and of `/Groups`, each
 //!   object read as a run reads it);
@@ -51,6 +54,9 @@ pub struct Check {
     /// What passed but a run would hold or report: a directory group whose name
     /// differs from a configured one only in what does not show.
     pub warnings: Vec<String>,
+    /// What the configuration settled and a run acts on as said: such a group
+    /// declared another group (`safety.distinct_groups`).
+    pub notes: Vec<String>,
 }
 
 /// What a side's probe found.
@@ -171,12 +177,16 @@ async fn directory(config: &Config) -> Check {
         )
     };
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     let outcome = match source.probe().await {
         Ok(proven) => {
             // What the probe proved stands: a listing that fails here is said,
             // not made the check's failure (a run would fail on it, and say so).
             match source.group_names().await {
-                Ok(Some(names)) => warnings = look_alike_warnings(config, &names),
+                Ok(Some(names)) => {
+                    warnings = look_alike_warnings(config, &names);
+                    notes = distinct_notes(config, &names);
+                }
                 Ok(None) => {}
                 Err(e) => warnings.push(format!(
                     "the groups could not be listed to look for names that differ from the \
@@ -192,7 +202,35 @@ async fn directory(config: &Config) -> Check {
         target: source.describe(),
         outcome,
         warnings,
+        notes,
     }
+}
+
+/// One note per directory group of `names` that would be a look-alike of a
+/// configured group had `safety.distinct_groups` not declared it another group:
+/// said, so that whoever reads the check sees which look-alikes are settled.
+fn distinct_notes(config: &Config, names: &[String]) -> Vec<String> {
+    let configured = crate::safety::configured_groups(config);
+    let mut found: Vec<crate::names::LookAlike> = names
+        .iter()
+        .filter_map(|name| configured.declared_distinct(&crate::model::compose_name(name)))
+        .collect();
+    found.sort_by(|a, b| a.directory_group.cmp(&b.directory_group));
+    found.dedup_by(|a, b| a.directory_group == b.directory_group);
+    found
+        .into_iter()
+        .map(|look_alike| {
+            format!(
+                "directory group {:?} differs from {:?} ({}) only in {}, and is declared \
+                 another group (safety.distinct_groups): reconciled as any unrelated group, \
+                 nothing held for it",
+                look_alike.directory_group,
+                look_alike.configured,
+                look_alike.key,
+                look_alike.differs
+            )
+        })
+        .collect()
 }
 
 /// One warning per directory group of `names` whose name differs from a group
@@ -245,6 +283,7 @@ async fn workspace(config: &Config) -> Check {
         target,
         outcome: outcome.map_or_else(|failed| failed, Outcome::Passed),
         warnings: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -278,6 +317,7 @@ async fn mail(config: &Config) -> Option<Check> {
         target,
         outcome: outcome.map_or_else(|failed| failed, Outcome::Passed),
         warnings: Vec::new(),
+        notes: Vec::new(),
     })
 }
 
@@ -343,6 +383,7 @@ mod tests {
             target: "https://w.example.com/scim/v2".into(),
             outcome: Outcome::Passed(vec!["GET /Users (3 accounts)".into(), "GET /Groups".into()]),
             warnings: Vec::new(),
+            notes: Vec::new(),
         };
         assert!(ok.passed());
         assert_eq!(
@@ -354,6 +395,7 @@ mod tests {
             target: "smtp://relay".into(),
             outcome: Outcome::Failed("535 refused\x1b[2J".into()),
             warnings: Vec::new(),
+            notes: Vec::new(),
         };
         assert!(!failed.passed());
         let line = failed.line();

@@ -2685,6 +2685,29 @@ mod tests {
         assert!(held[3].is_empty());
     }
 
+    /// A joiner is hidden in what identifies an account even between letters
+    /// of a script that writes words with it (the configuration refuses it in
+    /// `safety.protected` alike: [`crate::names::hidden_in`]); a person's names,
+    /// where it is part of writing, are not looked at.
+    #[test]
+    fn a_joiner_in_a_user_name_is_held_and_in_a_display_name_is_not() {
+        let persian = "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}";
+        let mut named = create("i2", "mina@example.com");
+        if let ActionKind::CreateAccount { spec, .. } = &mut named {
+            spec.display_name = Some(persian.to_owned());
+            spec.given_name = Some("\u{1f469}\u{200d}\u{1f4bb}".to_owned());
+        }
+        let plan = plan_of(vec![create("i1", &format!("{persian}@example.com")), named]);
+        let out = hold_hidden_characters(plan);
+        let why = out.actions[0].held.as_ref().map(ToString::to_string);
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains("userName") && w.contains("U+200C")),
+            "{why:?}"
+        );
+        assert_eq!(out.actions[1].held, None);
+    }
+
     /// A mapping group's look-alike holds a downgrade only below the role its
     /// mapping gives, and never a deactivation: it gives no scope.
     #[test]

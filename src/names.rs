@@ -13,6 +13,12 @@
 //! ([`crate::model::HoldReason::LookAlikeGroup`]). Such a group is never matched
 //! as the configured one: a different group could be meant.
 //!
+//! A group an operator knows to be another group ("Founder's Club" beside the
+//! configured "Founders Club") is declared so in `safety.distinct_groups`
+//! ([`ConfiguredGroups::declare_distinct`]): it is then no look-alike anywhere
+//! (no hold, no refused export, no read of its members for it), an unrelated
+//! group like any other.
+//!
 //! Pure: no I/O, no clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -47,9 +53,40 @@ pub fn is_hidden(c: char) -> bool {
     (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
 }
 
-/// The first [`is_hidden`] character of `value`, if any.
+/// The first [`is_hidden`] character of `value`, if any: the rule for what
+/// identifies an account (a userName, an email, an externalId or directory id)
+/// wherever one is read or written (the file export, the guard's
+/// `hidden_character`, `safety.protected` and an exception's `user_name`).
+/// Joiners too, even between letters of a script that writes words with them:
+/// logins and addresses are not written with one (an address's domain is
+/// ASCII once encoded for DNS, and its local part is what a person types), and
+/// one there makes two names that read the same.
 pub fn hidden_in(value: &str) -> Option<char> {
     value.chars().find(|&c| is_hidden(c))
+}
+
+/// The first [`is_hidden`] character of `name` that is no part of how the name
+/// is written, if any: the rule for group names (and a person's names, which
+/// seatwarden writes but never compares). Some are part of writing: the
+/// zero-width non-joiner and joiner between two characters outside ASCII
+/// (inside a Persian or an Indic word, an emoji sequence), and the ideographic
+/// space, which shows as a wide space and is what a Japanese or Chinese input
+/// method types. A directory group so named must stay nameable in the
+/// configuration. Not for what identifies an account: see [`hidden_in`].
+pub fn hidden_in_written_name(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    let written =
+        |c: Option<&char>| c.is_some_and(|&c| !c.is_ascii() && !c.is_whitespace() && !is_hidden(c));
+    chars.iter().enumerate().find_map(|(i, &c)| {
+        let part_of_writing = match c {
+            '\u{3000}' => true,
+            '\u{200c}' | '\u{200d}' => {
+                i > 0 && written(chars.get(i - 1)) && written(chars.get(i + 1))
+            }
+            _ => false,
+        };
+        (is_hidden(c) && !part_of_writing).then_some(c)
+    })
 }
 
 /// A [`is_hidden`] character, named so that it can be found.
@@ -57,6 +94,9 @@ pub fn describe(c: char) -> String {
     match c {
         '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
         '\u{200b}' => "a zero-width space (U+200B)".to_owned(),
+        '\u{200c}' => "a zero-width non-joiner (U+200C)".to_owned(),
+        '\u{200d}' => "a zero-width joiner (U+200D)".to_owned(),
+        '\u{3000}' => "an ideographic space (U+3000)".to_owned(),
         '\t' => "a tab".to_owned(),
         '\n' | '\r' => "a line break".to_owned(),
         c => format!("the character U+{:04X}", u32::from(c)),
@@ -157,6 +197,9 @@ pub struct ConfiguredGroups {
     /// [`loosened`] name → the indices in `groups` of every configured group
     /// so loosened (one name can be a scope group and a mapping's group).
     loosened: HashMap<String, Vec<usize>>,
+    /// Folded names of the directory groups declared other groups
+    /// (`safety.distinct_groups`): never look-alikes.
+    distinct: HashSet<String>,
 }
 
 impl ConfiguredGroups {
@@ -165,6 +208,14 @@ impl ConfiguredGroups {
         self.folded.entry(fold_group_name(name)).or_insert(index);
         self.loosened.entry(loosened(name)).or_default().push(index);
         self.groups.push((name.to_owned(), key));
+    }
+
+    /// Declares the directory group `name` another group than the configured
+    /// one it looks like (`safety.distinct_groups`): [`Self::look_alikes`] no
+    /// longer finds it. Compared as policy compares names: case aside, not
+    /// trimmed (a no-break space at the end is what may set it apart).
+    pub fn declare_distinct(&mut self, name: &str) {
+        self.distinct.insert(policy_key(name));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -185,8 +236,13 @@ impl ConfiguredGroups {
     /// aside. Not trimmed: "Taskade Users" with a no-break space at its end is
     /// not "Taskade Users" to policy.
     fn names(&self, group: &str) -> bool {
-        self.folded
-            .contains_key(&crate::model::compose(group).to_lowercase())
+        self.folded.contains_key(&policy_key(group))
+    }
+
+    /// The configured group (name, key) that `group` is to policy, case aside
+    /// and not trimmed ([`Self::names`]).
+    pub fn is_named(&self, group: &str) -> Option<&(String, String)> {
+        self.groups.get(*self.folded.get(&policy_key(group))?)
     }
 
     /// The configured group that `group` looks like without being it, if any: the
@@ -199,7 +255,25 @@ impl ConfiguredGroups {
     /// Every configured group (each with its key, in configuration order) that
     /// `group` looks like without being it: a name configured as a scope group
     /// and as a mapping's group is both, and what each would give differs.
+    /// A group declared distinct ([`Self::declare_distinct`]) looks like none.
     pub fn look_alikes(&self, group: &str) -> Vec<LookAlike> {
+        if self.distinct.contains(&policy_key(group)) {
+            return Vec::new();
+        }
+        self.look_alikes_by_name(group)
+    }
+
+    /// The configured group that `group` would look like had it not been
+    /// declared distinct: for `check-config --connect` to say it is.
+    pub fn declared_distinct(&self, group: &str) -> Option<LookAlike> {
+        if !self.distinct.contains(&policy_key(group)) {
+            return None;
+        }
+        self.look_alikes_by_name(group).into_iter().next()
+    }
+
+    /// [`Self::look_alikes`], declared distinct or not.
+    fn look_alikes_by_name(&self, group: &str) -> Vec<LookAlike> {
         if self.groups.is_empty() || self.names(group) {
             return Vec::new();
         }
@@ -224,6 +298,11 @@ impl ConfiguredGroups {
     pub fn wants(&self, group: &str) -> bool {
         self.named(&fold_group_name(group)).is_some() || self.look_alike(group).is_some()
     }
+}
+
+/// `group` as policy compares it: composed, case folded, not trimmed.
+fn policy_key(group: &str) -> String {
+    crate::model::compose(group).to_lowercase()
 }
 
 /// The key of `safety.protected_groups`: a look-alike of one of them matters
@@ -443,6 +522,74 @@ mod tests {
         assert!(configured.wants("engineering"));
         assert!(configured.wants("Engi\u{200b}neering"));
         assert!(!configured.wants("Finance"));
+    }
+
+    /// `safety.distinct_groups`: a group declared another group is no
+    /// look-alike (nobody held, its members not read for it), and the others
+    /// that look like the same configured group still are.
+    #[test]
+    fn a_group_declared_distinct_is_no_look_alike() {
+        let mut configured = configured();
+        configured.add("Founders Club", SCOPE_GROUPS_KEY.to_owned());
+        let founder = Identity {
+            id: "f".to_owned(),
+            user_name: "f@example.com".to_owned(),
+            email: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status: IdentityStatus::Active,
+            department: None,
+            groups: vec!["Founder's Club".to_owned()],
+        };
+        let held = look_alike_members(std::slice::from_ref(&founder), &configured, &policy());
+        assert!(held.contains_key("f"), "{held:?}");
+
+        configured.declare_distinct("founder's club");
+        assert_eq!(configured.look_alike("Founder's Club"), None);
+        assert!(!configured.wants("Founder's Club"));
+        let declared = configured.declared_distinct("Founder's Club").unwrap();
+        assert_eq!(declared.configured, "Founders Club");
+        assert!(look_alike_members(&[founder], &configured, &policy()).is_empty());
+        // Only the name declared: another look-alike of the group still is one.
+        assert!(configured.look_alike("Founders\u{a0}Club").is_some());
+        assert_eq!(configured.declared_distinct("Founders\u{a0}Club"), None);
+        assert_eq!(configured.declared_distinct("Finance"), None);
+        // Not trimmed, as policy does not trim: a no-break space at the end is
+        // what sets this one apart.
+        configured.declare_distinct("Engineering\u{a0}");
+        assert_eq!(configured.look_alike("Engineering\u{a0}"), None);
+        assert!(configured.look_alike("Engineering ").is_some());
+    }
+
+    /// A joiner inside a Persian word or an emoji sequence, and the
+    /// ideographic space, are part of a group name as written, and taken; in
+    /// what identifies an account (a userName, an email) every one of them is
+    /// hidden, as anywhere else in a group name.
+    #[test]
+    fn joiners_are_writing_in_a_group_name_and_hidden_in_a_user_name() {
+        let persian = "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}";
+        for name in [
+            persian,
+            "\u{1f469}\u{200d}\u{1f4bb} Devs",
+            "\u{55b6}\u{696d}\u{90e8}\u{3000}\u{6771}\u{4eac}",
+        ] {
+            assert_eq!(hidden_in_written_name(name), None, "{name:?}");
+            assert!(hidden_in(name).is_some(), "{name:?}");
+            assert!(
+                hidden_in(&format!("{name}@example.com")).is_some(),
+                "{name:?}"
+            );
+        }
+        for (name, hidden) in [
+            ("Eng\u{200c}ineering", '\u{200c}'),
+            ("\u{200d}\u{62a}\u{6cc}", '\u{200d}'),
+            ("Ops\u{200b}", '\u{200b}'),
+        ] {
+            assert_eq!(hidden_in_written_name(name), Some(hidden), "{name:?}");
+            assert_eq!(hidden_in(name), Some(hidden), "{name:?}");
+        }
+        assert_eq!(describe('\u{200d}'), "a zero-width joiner (U+200D)");
     }
 
     #[test]

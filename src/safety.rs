@@ -364,15 +364,10 @@ pub fn clock_changes(
     ClockChanges { start, forget }
 }
 
-/// The guard's settings for a plan made from `desired`. A mapping to Owner that
-/// gives Owner to nobody in the directory (a misspelt group in an export, which
-/// cannot show an empty group, or an Owners group emptied) counts as no mapping:
-/// every Owner would be planned down, so each demotion waits for a human
-/// ([`HoldReason::OwnerWithoutMapping`]). Likewise a managed workspace group no
-/// mapping gives to anyone would be emptied: removing its members waits for a
-/// human ([`HoldReason::GroupGrantedToNobody`]).
 /// The groups the configuration names, each with its key: `policy.scope_groups`,
-/// `policy.mapping[i].group`, `safety.protected_groups` (see [`crate::names`]).
+/// `policy.mapping[i].group`, `safety.protected_groups` (see [`crate::names`]);
+/// the directory groups `safety.distinct_groups` declares other groups are no
+/// look-alikes of them.
 pub fn configured_groups(config: &Config) -> crate::names::ConfiguredGroups {
     let mut configured = crate::names::ConfiguredGroups::default();
     for group in &config.policy.scope_groups {
@@ -383,6 +378,9 @@ pub fn configured_groups(config: &Config) -> crate::names::ConfiguredGroups {
     }
     for group in &config.safety.protected_groups {
         configured.add(group, crate::names::PROTECTED_GROUPS_KEY.to_owned());
+    }
+    for group in &config.safety.distinct_groups {
+        configured.declare_distinct(group);
     }
     configured
 }
@@ -435,6 +433,13 @@ pub fn hold_look_alikes(
     guard::hold_hidden_characters(plan)
 }
 
+/// The guard's settings for a plan made from `desired`. A mapping to Owner that
+/// gives Owner to nobody in the directory (a misspelt group in an export, which
+/// cannot show an empty group, or an Owners group emptied) counts as no mapping:
+/// every Owner would be planned down, so each demotion waits for a human
+/// ([`HoldReason::OwnerWithoutMapping`]). Likewise a managed workspace group no
+/// mapping gives to anyone would be emptied: removing its members waits for a
+/// human ([`HoldReason::GroupGrantedToNobody`]).
 pub fn guard_settings(
     config: &Config,
     desired: &crate::policy::DesiredState<'_>,

@@ -210,6 +210,21 @@ pub fn observe(
     changes
 }
 
+/// The open episodes of `identities` not yet enforced, as (id, userName): what a
+/// person's return would cancel ([`observe`]), for people who are not back but
+/// whose deprovision waits for a human all the same (a directory group that
+/// only looks like a configured one, [`crate::names`]).
+pub fn unenforced_episodes(current: &[LedgerEntry], identities: &[String]) -> Vec<(i64, String)> {
+    let identities: std::collections::HashSet<&str> =
+        identities.iter().map(String::as_str).collect();
+    current
+        .iter()
+        .filter(|e| e.is_open() && e.enforced_at.is_none())
+        .filter(|e| identities.contains(e.identity_id.as_str()))
+        .map(|e| (e.id, e.user_name.clone()))
+        .collect()
+}
+
 /// The longest an attempt is ever put off: the backoff stops at 15 minutes and a
 /// held deprovision is looked at again after 15, but while the circuit breaker is
 /// open an attempt waits for its cool-down (`cool_down`), which may be longer.

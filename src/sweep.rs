@@ -403,6 +403,7 @@ pub async fn sweep(
             now,
             sla,
         );
+        end_look_alike_episodes(&mut changes, &current, &observation.look_alike_held);
         name_by_stored_accounts(&mut changes.open, &store)?;
         store.update_ledger(&changes, now)?;
         changes
@@ -564,6 +565,14 @@ fn managed_accounts(store: &Store) -> Result<usize, StoreError> {
 struct Observation {
     leavers: Vec<Leaver>,
     returned: Vec<String>,
+    /// People a directory group that only looks like a scope or protected group
+    /// may keep in (see [`crate::names::LookAlikeMember::deprovision`]): the
+    /// reconcile holds their deprovision for a person to decide, and no episode
+    /// opens for them. One opened before they were put in that group ends
+    /// ([`sla::unenforced_episodes`]), or the sweep and the retry job, which
+    /// know no groups, would deactivate them when it fell due while a new
+    /// leaver in the same group is held.
+    look_alike_held: Vec<String>,
 }
 
 /// `accountless`: people whose open episode has no account (a disputed match, a
@@ -588,6 +597,7 @@ fn observe(
     let mut observation = Observation {
         leavers: Vec::new(),
         returned: Vec::new(),
+        look_alike_held: Vec::new(),
     };
     // People whom a directory group that only looks like a scope or protected
     // group may keep in: the reconcile holds their deprovision, for a person to
@@ -615,6 +625,7 @@ fn observe(
                 "{look_alike}: no deprovisioning episode opens for them; the reconcile holds \
                  what it would take"
             );
+            observation.look_alike_held.push(identity.id.clone());
             return;
         }
         let in_protected_group = identity
@@ -1844,12 +1855,21 @@ fn record_returned(
         .into_iter()
         .map(|l| (l.identity_id, l.account_id))
         .collect();
-    let returned = returned_in(config, snapshot, &links, &accountless(&current));
-    let changes = sla::observe(&current, &[], &returned, at, sla);
+    let changes = DirectoryChanges::Full {
+        snapshot,
+        cursor: None,
+    };
+    let observation = observe(config, &changes, &links, &accountless(&current));
+    let mut changes = sla::observe(&current, &[], &observation.returned, at, sla);
+    let look_alike_ended =
+        end_look_alike_episodes(&mut changes, &current, &observation.look_alike_held);
     if changes.cancel.is_empty() && changes.returned.is_empty() {
         return Ok(());
     }
     for id in changes.cancel.iter().chain(&changes.returned) {
+        if look_alike_ended.contains(id) {
+            continue;
+        }
         if let Some(entry) = current.iter().find(|e| e.id == *id) {
             tracing::info!(
                 person = %entry.user_name,
@@ -1858,6 +1878,33 @@ fn record_returned(
         }
     }
     store.update_ledger(&changes, at)
+}
+
+/// Ends (cancels) the open, not yet enforced episodes of `look_alike_held`
+/// (people a look-alike of a scope or protected group may keep in, see
+/// [`Observation::look_alike_held`]), adding them to `changes`; returns their
+/// ids. A new leaver in such a group is held by the reconcile for a person to
+/// decide, with no episode; one whose episode opened before they were put in
+/// it is now in the same place, rather than deactivated when the episode fell
+/// due. A deactivation already sent stays on record, as for a person back.
+fn end_look_alike_episodes(
+    changes: &mut sla::LedgerChanges,
+    current: &[LedgerEntry],
+    look_alike_held: &[String],
+) -> Vec<i64> {
+    let ended = sla::unenforced_episodes(current, look_alike_held);
+    for (id, user_name) in &ended {
+        if !changes.cancel.contains(id) {
+            tracing::warn!(
+                person = %user_name,
+                "is in a directory group that only looks like a configured one: the open \
+                 deprovision episode ends, and the reconcile holds the deprovision \
+                 (look_alike_group) for a person to approve or reject"
+            );
+            changes.cancel.push(*id);
+        }
+    }
+    ended.into_iter().map(|(id, _)| id).collect()
 }
 
 /// Those of `links`' identities (and of `accountless`) a complete directory

@@ -120,6 +120,9 @@ pub struct EntraSettings {
     /// The other group names the configuration names (mappings,
     /// `safety.protected_groups`); read when present.
     pub other_groups: Vec<String>,
+    /// `safety.distinct_groups`: directory groups that only look like a
+    /// configured one but are declared other groups ([`GroupInterest::new`]).
+    pub distinct_groups: Vec<String>,
     /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
     /// and the groups mapped to Owner, where a typo would take protection away or
     /// demote every Owner without a word.
@@ -834,13 +837,13 @@ impl EntraSource {
 
     fn interest_names(&self) -> GroupInterest {
         let s = &self.inner.settings;
-        GroupInterest::new(&s.scope_groups, &s.other_groups)
+        GroupInterest::new(&s.scope_groups, &s.other_groups, &s.distinct_groups)
     }
 
     /// The configured group names, folded and sorted, as a cursor records them.
     fn configured_names(&self) -> Vec<String> {
         let s = &self.inner.settings;
-        remote::configured_names(&s.scope_groups, &s.other_groups)
+        remote::configured_names(&s.scope_groups, &s.other_groups, &s.distinct_groups)
     }
 
     /// Ids of the groups whose members are read: those the policy names, or all.
@@ -852,9 +855,12 @@ impl EntraSource {
         remote::groups_of_interest(
             PROVIDER,
             groups,
-            &s.scope_groups,
-            &s.other_groups,
-            &s.required_groups,
+            remote::NamedGroups {
+                scope_groups: &s.scope_groups,
+                other_groups: &s.other_groups,
+                required_groups: &s.required_groups,
+                distinct_groups: &s.distinct_groups,
+            },
             "an Entra group (displayName)",
             "rename or delete the look-alike in Entra",
         )

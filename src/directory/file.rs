@@ -80,6 +80,9 @@ pub struct FileSource {
     /// while some row carries it in another case is a typo (see
     /// [`FileSource::with_mapping_groups`]).
     mapping_groups: Vec<(usize, String)>,
+    /// `safety.distinct_groups`: groups that only look like a configured one
+    /// but are declared other groups, carried as any unrelated group is.
+    distinct_groups: Vec<String>,
 }
 
 impl FileSource {
@@ -89,6 +92,7 @@ impl FileSource {
             scope_groups: Vec::new(),
             required_groups: Vec::new(),
             mapping_groups: Vec::new(),
+            distinct_groups: Vec::new(),
         }
     }
 
@@ -102,6 +106,13 @@ impl FileSource {
 
     /// Checks that each of `groups` is carried by some row (names compared as
     /// policy compares them, without regard to case): see [`RequiredGroup`].
+    /// Reads the groups of `groups` (`safety.distinct_groups`) as unrelated
+    /// groups, not as configured groups written wrong: no refusal for them.
+    pub fn with_distinct_groups(mut self, groups: Vec<String>) -> Self {
+        self.distinct_groups = groups;
+        self
+    }
+
     pub fn with_required_groups(mut self, groups: Vec<RequiredGroup>) -> Self {
         self.required_groups = groups;
         self
@@ -188,6 +199,9 @@ impl FileSource {
         let mut configured = ConfiguredGroups::default();
         for (group, key) in scope.chain(mapping).chain(required) {
             configured.add(group, key);
+        }
+        for group in &self.distinct_groups {
+            configured.inner.declare_distinct(group);
         }
         configured
     }

@@ -218,6 +218,9 @@ pub struct LdapSettings {
     /// `safety.protected_groups`); with `scope_groups`, the groups whose members
     /// (and nested groups) are read in full.
     pub other_groups: Vec<String>,
+    /// `safety.distinct_groups`: directory groups that only look like a
+    /// configured one but are declared other groups ([`GroupInterest::new`]).
+    pub distinct_groups: Vec<String>,
     /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
     /// and the groups mapped to Owner, where a typo would take protection away or
     /// demote every Owner without a word.
@@ -368,6 +371,28 @@ impl LdapSource {
         Ok(proven)
     }
 
+    /// Every group's `cn` under `group_base_dn` matching `group_filter` (a paged
+    /// search asking `cn` alone: no member lists), for `check-config --connect`
+    /// to name the groups that only look like configured ones
+    /// ([`super::Directory::group_names`]).
+    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let s = &self.settings;
+        let listed = self
+            .search(
+                &mut ldap,
+                "groups",
+                &s.group_base_dn,
+                &s.group_filter,
+                vec!["cn".to_owned()],
+            )
+            .await;
+        if let Err(e) = ldap.unbind().await {
+            tracing::debug!(error = %e, "LDAP unbind failed");
+        }
+        Ok(listed?.iter().filter_map(group_name).collect())
+    }
+
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
         let s = &self.settings;
         // Another component may have installed it already; either way one is there.
@@ -474,8 +499,15 @@ impl LdapSource {
             "the cn of a group under {:?} matching {} (directory.group_filter)",
             s.group_base_dn, s.group_filter
         );
-        super::check_scope_groups("ldap", &present, &s.scope_groups, &what)?;
-        super::check_named_groups("ldap", &present, &s.other_groups, &s.required_groups, &what)?;
+        super::check_scope_groups("ldap", &present, &s.scope_groups, &s.distinct_groups, &what)?;
+        super::check_named_groups(
+            "ldap",
+            &present,
+            &s.other_groups,
+            &s.required_groups,
+            &s.distinct_groups,
+            &what,
+        )?;
         identities(people, &groups, &s.url).map(|identities| DirectorySnapshot {
             identities,
             complete: true,
@@ -692,7 +724,7 @@ impl LdapSource {
         user_dns: &HashSet<String>,
     ) -> Result<Vec<Group>, DirectoryError> {
         let s = &self.settings;
-        let interest = GroupInterest::new(&s.scope_groups, &s.other_groups);
+        let interest = GroupInterest::new(&s.scope_groups, &s.other_groups, &s.distinct_groups);
         super::refuse_ambiguous_names(
             "ldap",
             &interest,
@@ -3199,6 +3231,7 @@ mod tests {
             page_size: 500,
             scope_groups: Vec::new(),
             other_groups: Vec::new(),
+            distinct_groups: Vec::new(),
             required_groups: Vec::new(),
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::immediate(0),

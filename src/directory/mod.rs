@@ -193,10 +193,19 @@ pub(crate) struct GroupInterest {
 }
 
 impl GroupInterest {
-    pub fn new(scope_groups: &[String], other_groups: &[String]) -> GroupInterest {
+    /// `distinct_groups` (`safety.distinct_groups`): directory groups declared
+    /// other groups than the configured ones they look like, read for nothing.
+    pub fn new(
+        scope_groups: &[String],
+        other_groups: &[String],
+        distinct_groups: &[String],
+    ) -> GroupInterest {
         let mut configured = crate::names::ConfiguredGroups::default();
         for name in scope_groups.iter().chain(other_groups) {
             configured.add(name, String::new());
+        }
+        for name in distinct_groups {
+            configured.declare_distinct(name);
         }
         GroupInterest {
             folded: scope_groups
@@ -228,15 +237,21 @@ impl GroupInterest {
 /// A configured group `name` that the directory's groups `present` do not have,
 /// but one of which differs from it only in what does not show: its name, when
 /// there is one. The read goes on (the guard holds what the look-alike's
-/// members would lose); logged here with what differs.
+/// members would lose); logged here with what differs. One declared another
+/// group (`distinct`: `safety.distinct_groups`) does not stand in for it: the
+/// configured group is missing.
 fn look_alike_present<'a>(
     provider: &'static str,
     present: &std::collections::HashSet<&'a str>,
     name: &str,
     key: &str,
+    distinct: &[String],
 ) -> Option<&'a str> {
     let mut configured = crate::names::ConfiguredGroups::default();
     configured.add(name, key.to_owned());
+    for group in distinct {
+        configured.declare_distinct(group);
+    }
     let mut found: Vec<(&str, crate::names::LookAlike)> = present
         .iter()
         .filter_map(|p| Some((*p, configured.look_alike(p)?)))
@@ -312,12 +327,20 @@ pub(crate) fn check_scope_groups(
     provider: &'static str,
     present: &std::collections::HashSet<&str>,
     scope_groups: &[String],
+    distinct_groups: &[String],
     what: &str,
 ) -> Result<(), DirectoryError> {
     let composed_present = composed(present);
     for name in scope_groups {
         if composed_present.contains(&crate::model::compose_name(name))
-            || look_alike_present(provider, present, name, "policy.scope_groups").is_some()
+            || look_alike_present(
+                provider,
+                present,
+                name,
+                "policy.scope_groups",
+                distinct_groups,
+            )
+            .is_some()
         {
             continue;
         }
@@ -358,6 +381,7 @@ pub(crate) fn check_named_groups(
     present: &std::collections::HashSet<&str>,
     other_groups: &[String],
     required_groups: &[RequiredGroup],
+    distinct_groups: &[String],
     what: &str,
 ) -> Result<(), DirectoryError> {
     let composed_present = composed(present);
@@ -367,7 +391,15 @@ pub(crate) fn check_named_groups(
         } else {
             group_present(present.iter().copied(), &required.name)
         };
-        if !found && look_alike_present(provider, present, &required.name, &required.key).is_none()
+        if !found
+            && look_alike_present(
+                provider,
+                present,
+                &required.name,
+                &required.key,
+                distinct_groups,
+            )
+            .is_none()
         {
             // A mapping matches its group's name exactly: one that differs only in
             // case or spaces matches nobody.
@@ -588,17 +620,22 @@ impl Directory {
         })
     }
 
-    /// `check-config --connect`: the names of every group of Okta or Entra (the
-    /// listing a run starts with), so that the groups whose names differ from a
+    /// `check-config --connect`: the names of every group (Okta's and Entra's
+    /// listing a run starts with; LDAP's groups under `group_base_dn` matching
+    /// `group_filter`, `cn` alone; a SCIM directory's `/Groups` with
+    /// `attributes=displayName`), so that the groups whose names differ from a
     /// configured one only in what does not show are named before a run holds
-    /// what they would take. `None` for the other sources: LDAP and SCIM
-    /// directories are not listed whole by a check; a run reports them.
+    /// what they would take. `None` for a file export: the check read it whole
+    /// already, and refuses such a group there.
     pub fn group_names(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, DirectoryError>> {
         Box::pin(async move {
             match self {
                 Directory::Okta(source) => source.group_names().await.map(Some),
                 Directory::Entra(source) => source.group_names().await.map(Some),
-                Directory::File(_) | Directory::Ldap(_) | Directory::Scim(_) => Ok(None),
+                Directory::Ldap(source) => source.group_names().await.map(Some),
+                Directory::Scim(source) => source.group_names().await.map(Some),
+                // Read whole by the check already, and refused there for such a group.
+                Directory::File(_) => Ok(None),
             }
         })
     }
@@ -679,7 +716,7 @@ mod tests {
             .collect();
         let other_groups = ["Engineering", "Design", "Finance"].map(str::to_owned);
         let (checked, log) = crate::retry::logged(async {
-            check_named_groups("okta", &present, &other_groups, &[], "an Okta group")
+            check_named_groups("okta", &present, &other_groups, &[], &[], "an Okta group")
         })
         .await;
         checked.unwrap();
@@ -711,6 +748,7 @@ mod tests {
             "okta",
             &present,
             &["Taskade Users".to_owned()],
+            &[],
             "an Okta group",
         )
         .unwrap();
@@ -719,14 +757,50 @@ mod tests {
             &present,
             &["IT Admins".to_owned()],
             &[RequiredGroup::protected("IT Admins")],
+            &[],
             "an Okta group",
         )
         .unwrap();
-        let missing =
-            check_scope_groups("okta", &present, &["Finance".to_owned()], "an Okta group");
+        let missing = check_scope_groups(
+            "okta",
+            &present,
+            &["Finance".to_owned()],
+            &[],
+            "an Okta group",
+        );
         assert!(missing.is_err());
+        // Declared another group (safety.distinct_groups), a look-alike does not
+        // stand in for the configured group: that one is missing.
+        let distinct = [
+            "Taskade Users\u{a0}".to_owned(),
+            "it\u{200b} admins".to_owned(),
+        ];
+        let missing = check_scope_groups(
+            "okta",
+            &present,
+            &["Taskade Users".to_owned()],
+            &distinct,
+            "an Okta group",
+        );
+        assert!(missing.is_err());
+        let missing = check_named_groups(
+            "okta",
+            &present,
+            &["IT Admins".to_owned()],
+            &[RequiredGroup::protected("IT Admins")],
+            &distinct,
+            "an Okta group",
+        );
+        assert!(missing.is_err());
+        let interest = GroupInterest::new(
+            &["Taskade Users".to_owned()],
+            &[],
+            &["Taskade\u{200b} Users".to_owned()],
+        );
+        assert!(!interest.wants("Taskade\u{200b} Users"));
+        assert!(interest.wants("Taskade  Users"));
         // Read, and not taken for a second group of the same name.
-        let interest = GroupInterest::new(&["Taskade Users".to_owned()], &[]);
+        let interest = GroupInterest::new(&["Taskade Users".to_owned()], &[], &[]);
         assert!(interest.wants("Taskade\u{200b} Users"));
         assert!(!interest.wants("Finance"));
         refuse_ambiguous_names(

@@ -718,14 +718,24 @@ pub(super) fn required_str<'a>(
 
 /// The group names a configuration names (scope and the others), folded and
 /// sorted: what a delta cursor records, so that a cursor taken under another
-/// configuration is not read as a delta of this one.
-pub(super) fn configured_names(scope: &[String], other: &[String]) -> Vec<String> {
+/// configuration is not read as a delta of this one. The groups declared
+/// distinct follow, marked (a look-alike's members are read, a distinct
+/// group's are not); without any, the list is what it always was.
+pub(super) fn configured_names(
+    scope: &[String],
+    other: &[String],
+    distinct: &[String],
+) -> Vec<String> {
     let names: BTreeSet<String> = scope
         .iter()
         .chain(other)
         .map(|name| crate::policy::fold_group_name(name))
         .collect();
-    names.into_iter().collect()
+    let distinct: BTreeSet<String> = distinct
+        .iter()
+        .map(|name| format!("distinct:{}", crate::model::compose(name).to_lowercase()))
+        .collect();
+    names.into_iter().chain(distinct).collect()
 }
 
 /// The names of a person's `groups` that the policy reads (every one when
@@ -758,6 +768,17 @@ pub(super) fn names_of_interest(
     Ok(names.into_iter().collect())
 }
 
+/// The groups a connector's settings name, as [`groups_of_interest`] checks
+/// them: `policy.scope_groups`, the other configured groups, the required ones,
+/// and those `safety.distinct_groups` declares other groups.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NamedGroups<'a> {
+    pub scope_groups: &'a [String],
+    pub other_groups: &'a [String],
+    pub required_groups: &'a [super::RequiredGroup],
+    pub distinct_groups: &'a [String],
+}
+
 /// Ids of the groups whose members a full snapshot reads: those the configuration
 /// names (every group when it names none). Refuses two groups under one configured
 /// name, a missing scope group and a missing required group (see
@@ -766,13 +787,17 @@ pub(super) fn names_of_interest(
 pub(super) fn groups_of_interest(
     provider: &'static str,
     groups: &[(String, String)],
-    scope_groups: &[String],
-    other_groups: &[String],
-    required_groups: &[super::RequiredGroup],
+    named: NamedGroups<'_>,
     what: &str,
     remedy: &str,
 ) -> Result<HashSet<String>, DirectoryError> {
-    let interest = GroupInterest::new(scope_groups, other_groups);
+    let NamedGroups {
+        scope_groups,
+        other_groups,
+        required_groups,
+        distinct_groups,
+    } = named;
+    let interest = GroupInterest::new(scope_groups, other_groups, distinct_groups);
     if interest.is_everything() {
         return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
     }
@@ -783,8 +808,15 @@ pub(super) fn groups_of_interest(
         remedy,
     )?;
     let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
-    super::check_scope_groups(provider, &present, scope_groups, what)?;
-    super::check_named_groups(provider, &present, other_groups, required_groups, what)?;
+    super::check_scope_groups(provider, &present, scope_groups, distinct_groups, what)?;
+    super::check_named_groups(
+        provider,
+        &present,
+        other_groups,
+        required_groups,
+        distinct_groups,
+        what,
+    )?;
     Ok(groups
         .iter()
         .filter(|(_, name)| interest.wants(name))

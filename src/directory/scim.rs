@@ -54,6 +54,9 @@ pub struct ScimDirectorySettings {
     /// The other groups the configuration names (mappings,
     /// `safety.protected_groups`).
     pub other_groups: Vec<String>,
+    /// `safety.distinct_groups`: directory groups that only look like a
+    /// configured one but are declared other groups ([`GroupInterest::new`]).
+    pub distinct_groups: Vec<String>,
     /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
     /// and the groups mapped to Owner, where a typo would take protection away or
     /// demote every Owner without a word.
@@ -113,6 +116,15 @@ impl ScimDirectorySource {
             .map_err(directory_error(&self.settings.url))?;
         refuse_blank_user_names(&self.settings.url, accounts.iter())?;
         Ok(proven)
+    }
+
+    /// Every Group's `displayName` (`GET /Groups?attributes=displayName`, all
+    /// pages), for `check-config --connect` to name the groups that only look
+    /// like configured ones ([`super::Directory::group_names`]).
+    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+        let client = self.client()?;
+        client.discover().await.map_err(directory_error)?;
+        client.group_names().await.map_err(directory_error)
     }
 
     /// A client for the provider, its token and CA file read now.
@@ -188,15 +200,26 @@ impl ScimDirectorySource {
         let settings = &self.settings;
         let present = groups.iter().map(|g| g.display_name.as_str()).collect();
         let what = format!("the displayName of a Group at {}", settings.url);
-        super::check_scope_groups("scim", &present, &settings.scope_groups, &what)?;
+        super::check_scope_groups(
+            "scim",
+            &present,
+            &settings.scope_groups,
+            &settings.distinct_groups,
+            &what,
+        )?;
         super::check_named_groups(
             "scim",
             &present,
             &settings.other_groups,
             &settings.required_groups,
+            &settings.distinct_groups,
             &what,
         )?;
-        let interest = GroupInterest::new(&settings.scope_groups, &settings.other_groups);
+        let interest = GroupInterest::new(
+            &settings.scope_groups,
+            &settings.other_groups,
+            &settings.distinct_groups,
+        );
         if interest.is_everything() {
             // No group decides anything: none is worth a read of its own.
             return Ok(());

@@ -1692,6 +1692,34 @@ impl ScimClient {
         Ok(groups)
     }
 
+    /// Every Group's `displayName`, all pages, each asked with
+    /// `attributes=displayName` so that no Group's `members` come along: for
+    /// `check-config --connect` to name the groups of a SCIM directory that only
+    /// look like configured ones. A listing that ends short of its
+    /// `totalResults` gives what it read (logged).
+    pub async fn group_names(&self) -> Result<Vec<String>, WorkspaceError> {
+        let narrowing = paging::Narrowing {
+            filter: None,
+            attributes: Some("displayName"),
+        };
+        let listed = paging::list_narrowed(
+            self,
+            "/Groups",
+            narrowing,
+            "groups",
+            &|_| {},
+            |endpoint, body: parse::GroupBody| {
+                let group = parse::group(endpoint, body)?;
+                Ok((group.id, group.display_name))
+            },
+        )
+        .await?;
+        if !listed.whole {
+            tracing::debug!("the listing of group names ended short of its totalResults");
+        }
+        Ok(listed.items)
+    }
+
     /// All Users, each with its enterprise `department`, and all Groups: what a
     /// SCIM service provider used as the directory is read for. Roles are not read.
     pub async fn people(

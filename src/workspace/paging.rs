@@ -144,19 +144,28 @@ fn page_cap(total: Option<u64>, seen: u64, stride: u64) -> u64 {
         .min(ABSOLUTE_PAGE_CAP)
 }
 
-/// `filter` first, then the paging parameters.
-fn query_with(
-    filter: Option<&str>,
-    paging: impl IntoIterator<Item = (&'static str, String)>,
-) -> Vec<(&'static str, String)> {
-    filter
-        .map(|f| ("filter", f.to_owned()))
-        .into_iter()
-        .chain(paging)
-        .collect()
+/// What narrows a listing, asked with every page: a `filter`, and the
+/// `attributes` each resource is returned with (RFC 7644 §3.4.2.5: a listing of
+/// names needs no Group's `members`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Narrowing<'a> {
+    pub filter: Option<&'a str>,
+    pub attributes: Option<&'a str>,
 }
 
-fn index_query(filter: Option<&str>, start: u64, count: u64) -> Vec<(&'static str, String)> {
+/// `filter` and `attributes` first, then the paging parameters.
+fn query_with(
+    filter: Narrowing<'_>,
+    paging: impl IntoIterator<Item = (&'static str, String)>,
+) -> Vec<(&'static str, String)> {
+    let narrowing = [
+        filter.filter.map(|f| ("filter", f.to_owned())),
+        filter.attributes.map(|a| ("attributes", a.to_owned())),
+    ];
+    narrowing.into_iter().flatten().chain(paging).collect()
+}
+
+fn index_query(filter: Narrowing<'_>, start: u64, count: u64) -> Vec<(&'static str, String)> {
     query_with(
         filter,
         [
@@ -169,7 +178,7 @@ fn index_query(filter: Option<&str>, start: u64, count: u64) -> Vec<(&'static st
 async fn fetch<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
-    filter: Option<&str>,
+    filter: Narrowing<'_>,
     start: u64,
     count: u64,
 ) -> Result<(String, Page<R>), WorkspaceError> {
@@ -188,7 +197,7 @@ async fn fetch<R: DeserializeOwned>(
 async fn fetch_unpaged<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
-    filter: Option<&str>,
+    filter: Narrowing<'_>,
 ) -> Result<(String, Page<R>), WorkspaceError> {
     let query = query_with(filter, []);
     let (endpoint, body) = client.get_json::<ListBody<R>>(path, &query).await?;
@@ -196,7 +205,7 @@ async fn fetch_unpaged<R: DeserializeOwned>(
     Ok((endpoint, page))
 }
 
-fn cursor_query(filter: Option<&str>, cursor: &str, count: u64) -> Vec<(&'static str, String)> {
+fn cursor_query(filter: Narrowing<'_>, cursor: &str, count: u64) -> Vec<(&'static str, String)> {
     query_with(
         filter,
         [("cursor", cursor.to_owned()), ("count", count.to_string())],
@@ -206,7 +215,7 @@ fn cursor_query(filter: Option<&str>, cursor: &str, count: u64) -> Vec<(&'static
 async fn fetch_by_cursor<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
-    filter: Option<&str>,
+    filter: Narrowing<'_>,
     cursor: &str,
     count: u64,
     seen: u64,
@@ -238,7 +247,7 @@ fn cursor_refused(e: &WorkspaceError) -> bool {
 struct Listed<'a, F> {
     client: &'a ScimClient,
     path: &'a str,
-    filter: Option<&'a str>,
+    filter: Narrowing<'a>,
     what: &'static str,
     progress: &'a (dyn Fn(Progress) + Send + Sync),
     parse_one: &'a F,
@@ -410,7 +419,15 @@ where
     R: DeserializeOwned,
     F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
 {
-    list_filtered(client, path, None, what, progress, parse_one).await
+    list_narrowed(
+        client,
+        path,
+        Narrowing::default(),
+        what,
+        progress,
+        parse_one,
+    )
+    .await
 }
 
 /// [`list_all`] of what `filter` matches (every page asked with it), paged the
@@ -419,6 +436,27 @@ pub(crate) async fn list_filtered<R, T, F>(
     client: &ScimClient,
     path: &str,
     filter: Option<&str>,
+    what: &'static str,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    parse_one: F,
+) -> Result<Listing<T>, WorkspaceError>
+where
+    R: DeserializeOwned,
+    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
+{
+    let narrowing = Narrowing {
+        filter,
+        attributes: None,
+    };
+    list_narrowed(client, path, narrowing, what, progress, parse_one).await
+}
+
+/// [`list_all`] narrowed by `filter` (a filter, the attributes returned: every
+/// page asked with them), paged the same way.
+pub(crate) async fn list_narrowed<R, T, F>(
+    client: &ScimClient,
+    path: &str,
+    filter: Narrowing<'_>,
     what: &'static str,
     progress: &(dyn Fn(Progress) + Send + Sync),
     parse_one: F,

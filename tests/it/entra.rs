@@ -344,6 +344,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         login_url: Some(server.uri().parse().unwrap()),
         scope_groups: vec!["Taskade Users".into()],
         other_groups: vec!["Taskade Editors".into()],
+        distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         max_concurrency: 4,
         requests_per_second: 0,

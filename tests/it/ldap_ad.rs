@@ -707,6 +707,7 @@ pub(crate) fn source(port: u16) -> LdapSource {
         page_size: 2,
         scope_groups: vec!["All Staff".to_owned()],
         other_groups: Vec::new(),
+        distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         timeout: std::time::Duration::from_secs(10),
         retry: RetryPolicy::immediate(0),

@@ -412,6 +412,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
         app_id: None,
         scope_groups: vec!["Taskade Users".into()],
         other_groups: vec!["Taskade Editors".into()],
+        distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         max_concurrency: 4,
         timeout: Duration::from_secs(10),

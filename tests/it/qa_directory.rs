@@ -144,6 +144,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_read_naming_it()
         retry: Default::default(),
         scope_groups: vec!["Taskade Users".to_owned()],
         other_groups: Vec::new(),
+        distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         ca_file: None,
     }));

@@ -258,6 +258,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_probe() {
         retry: seatwarden::retry::RetryPolicy::immediate(0),
         scope_groups: Vec::new(),
         other_groups: Vec::new(),
+        distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         ca_file: None,
     };

@@ -22,7 +22,7 @@ const SSWS: &str = "s57-review-okta-token";
 
 /// The Okta org at `okta` against the sandbox at `url`, configured as in
 /// [`crate::review_s57_dirnames`].
-fn config(dir: &Path, url: &str, okta: &str) -> Config {
+pub(crate) fn config(dir: &Path, url: &str, okta: &str) -> Config {
     config_with(dir, url, okta, "")
 }
 
@@ -35,7 +35,7 @@ fn config_with(dir: &Path, url: &str, okta: &str, mappings: &str) -> Config {
 /// Ada is in "Taskade Users" and "Engineering". Dee was removed from "Taskade
 /// Users" (she left) but is still in "Engineering" written with a no-break space
 /// at its end. Bob is only in "Taskade Users" with a zero-width space.
-fn org() -> FakeOkta {
+pub(crate) fn org() -> FakeOkta {
     let group = |id: &str, name: &str, members: &[&str]| {
         (
             okta_group(id, name),
@@ -62,7 +62,7 @@ fn org() -> FakeOkta {
     }
 }
 
-fn workspace() -> WorkspaceSnapshot {
+pub(crate) fn workspace() -> WorkspaceSnapshot {
     WorkspaceSnapshot {
         accounts: vec![
             account("w1", "ada@example.com", "00u1", "Editor"),
