@@ -123,8 +123,9 @@ impl ScimDirectorySource {
     /// like configured ones ([`super::Directory::group_names`]).
     pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
         let client = self.client()?;
-        client.discover().await.map_err(directory_error)?;
-        client.group_names().await.map_err(directory_error)
+        let url = &self.settings.url;
+        client.discover().await.map_err(directory_error(url))?;
+        client.group_names().await.map_err(directory_error(url))
     }
 
     /// A client for the provider, its token and CA file read now.
