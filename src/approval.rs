@@ -1321,9 +1321,11 @@ pub async fn approve_read_ahead(
         // When that read cannot be used (refused, incomplete, failed), the
         // newest sound read since the run, as who is back and what is no
         // longer asked go by: it may be the one that shows them protected.
+        // Whether this approval read the directory under the lock or before it
+        // (`read_ahead`, when `directory` is `None`).
         let protected = match &fresh {
             Some(fresh) => protected.with_members_of(&config.safety.protected_groups, fresh),
-            None if directory.is_some() && !config.safety.protected_groups.is_empty() => {
+            None if needs_directory && !config.safety.protected_groups.is_empty() => {
                 match store.newest_complete_directory_after(run)? {
                     Some(newer) => match store.load_directory_snapshot(newer)? {
                         Some(read) => {

@@ -150,6 +150,7 @@ mod review_s57_s57review;
 mod review_s58_leftovers;
 mod review_s58_ops;
 mod review_s58_review;
+mod review_s58_review2;
 mod role_groups;
 mod run_recovery;
 mod safety;
