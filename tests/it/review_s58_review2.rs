@@ -56,3 +56,76 @@ async fn approve_reading_ahead_protects_a_protected_group_member_of_a_later_read
     assert!(why.ends_with(" is protected"), "{why}");
     sandbox.shutdown().await;
 }
+
+/// Read before the lock, the directory shows one of two suspended people back.
+/// Meanwhile a `plan` (which takes no writer lock) is still at work: it has
+/// stored a directory snapshot that its source check has not yet judged (an
+/// export cut to one person, which the check will refuse). That run is no
+/// newer evidence: until it has finished, its read may be one the check
+/// refuses. The approval took it for the newer read, set its own read aside
+/// and deactivated the person who is back.
+#[tokio::test]
+async fn a_plan_still_running_is_not_the_newer_read_that_decides_an_approval() {
+    use seatwarden::model::{DirectorySnapshot, IdentityStatus};
+    use seatwarden::run::Mode;
+    use seatwarden::store::RunKind;
+
+    use crate::review_s45_approve::{converged, execute};
+    use crate::review_s56_approve_reads::{held_deactivation_of, set_status, suspend_two};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    config.safety.max_deprovisions = 0;
+    let two = suspend_two(&mut data);
+    write_directory(dir.path(), &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let back_seq = held_deactivation_of(&held, &two[0]);
+    let gone_seq = held_deactivation_of(&held, &two[1]);
+
+    set_status(&mut data, &two[0], IdentityStatus::Active);
+    write_directory(dir.path(), &data);
+    let mut store = Store::open(&config.state.path).unwrap();
+    let ahead = approval::read_ahead(&config, &store, held.run_id, &Only::All)
+        .await
+        .unwrap()
+        .expect("held deactivations are read for");
+    // The plan, mid-run: its snapshot stored, its source check still to come.
+    let planning = store.begin_run(RunKind::Plan, Utc::now()).unwrap();
+    let cut = DirectorySnapshot {
+        identities: data
+            .directory
+            .identities
+            .iter()
+            .filter(|i| i.id == two[1])
+            .cloned()
+            .collect(),
+        complete: true,
+    };
+    store.save_directory_snapshot(planning, &cut).unwrap();
+
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let approval = approval::approve_read_ahead(
+        &config,
+        &client,
+        store,
+        held.run_id,
+        &Only::All,
+        Some(ahead),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        approval.approved,
+        vec![gone_seq],
+        "the person back deactivated: {approval:?}"
+    );
+    let why = &approval
+        .refused
+        .iter()
+        .find(|(seq, _)| *seq == back_seq)
+        .unwrap_or_else(|| panic!("the deactivation of the person back refused: {approval:?}"))
+        .1;
+    assert!(why.contains("in the directory as read now"), "{why}");
+    sandbox.shutdown().await;
+}
