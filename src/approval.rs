@@ -1341,9 +1341,19 @@ pub async fn approve_read_ahead(
             }
             None => protected,
         };
-        // As the newer read a run made while this approval waited for the lock.
-        let protected = match &newer_read {
-            Some(newer) => match store.load_directory_snapshot(newer.id)? {
+        // As the newest read a run made while this approval waited for the
+        // lock, whatever became of the run (one that failed after reading, a
+        // `plan` still at work): protection only adds, and read under the lock
+        // this approval would have seen them so. Only a run that succeeded sets
+        // this approval's own read aside (`newer_read`).
+        let read_while_waiting = match read_since {
+            Some((_, newest_before)) if !config.safety.protected_groups.is_empty() => {
+                store.newest_complete_directory_after(newest_before.max(run))?
+            }
+            _ => None,
+        };
+        let protected = match read_while_waiting {
+            Some(newer) => match store.load_directory_snapshot(newer)? {
                 Some(read) => protected.with_members_of(&config.safety.protected_groups, &read),
                 None => protected,
             },

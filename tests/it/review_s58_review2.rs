@@ -129,3 +129,96 @@ async fn a_plan_still_running_is_not_the_newer_read_that_decides_an_approval() {
     assert!(why.contains("in the directory as read now"), "{why}");
     sandbox.shutdown().await;
 }
+
+/// Read before the lock, the directory shows neither of two people whose
+/// demotions are held in a protected group. While approve waits for the
+/// lock, the operator puts one of them in one, and a reconcile reads the
+/// directory so and then fails (the workspace answered 503). That read is
+/// passed over as the newer state (the run did not succeed), and the approval
+/// went by its own older read alone: it demoted the person a read since shows
+/// protected, which it would not have had it read the directory under the lock.
+#[tokio::test]
+async fn a_protected_group_member_shown_by_a_run_that_failed_while_approve_waited_is_protected() {
+    use seatwarden::model::IdentityStatus;
+    use seatwarden::run::Mode;
+    use seatwarden::store::{RunKind, RunStatus};
+
+    use crate::review_s45_approve::{converged, execute, group_and_two_members, held_demotion_of};
+
+    const PROTECTED_GROUP: &str = "On-call Admins";
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
+    let (group, _, members) = group_and_two_members(&data);
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
+        .unwrap()
+        .groups
+        .push(PROTECTED_GROUP.into());
+    for identity in data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| members.contains(&i.id))
+    {
+        identity.groups.retain(|g| *g != group);
+    }
+    write_directory(dir.path(), &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let kept_seq = held_demotion_of(&held, &members[0]);
+    let demoted_seq = held_demotion_of(&held, &members[1]);
+
+    let mut store = Store::open(&config.state.path).unwrap();
+    let ahead = approval::read_ahead(&config, &store, held.run_id, &Only::All)
+        .await
+        .unwrap()
+        .expect("held demotions are read for");
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.id == members[0])
+        .unwrap()
+        .groups
+        .push(PROTECTED_GROUP.into());
+    write_directory(dir.path(), &data);
+    // The daemon's reconcile: its read stored, then the run failed.
+    let failed = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    store
+        .save_directory_snapshot(failed, &data.directory)
+        .unwrap();
+    store
+        .finish_run(
+            failed,
+            Utc::now(),
+            RunStatus::Failed,
+            Some("the workspace answered 503"),
+        )
+        .unwrap();
+
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let approval = approval::approve_read_ahead(
+        &config,
+        &client,
+        store,
+        held.run_id,
+        &Only::All,
+        Some(ahead),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        approval.approved.contains(&demoted_seq),
+        "the other demotion goes ahead: {approval:?}"
+    );
+    let why = &approval
+        .refused
+        .iter()
+        .find(|(seq, _)| *seq == kept_seq)
+        .unwrap_or_else(|| panic!("the protected person's demotion refused: {approval:?}"))
+        .1;
+    assert!(why.ends_with(" is protected"), "{why}");
+    sandbox.shutdown().await;
+}
