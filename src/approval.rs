@@ -64,8 +64,9 @@
 //! ([`read_ahead`]): a large Okta or Entra ID takes minutes to read, and the
 //! daemon's reconcile and same-day sweep waited for it. Everything else is read
 //! under the lock ([`approve_read_ahead`]); a reconcile or plan that read the
-//! directory after the approval's read began is newer evidence, and decides
-//! instead (said in [`Approval::directory_note`]).
+//! directory after the approval's read began, and succeeded, is newer evidence,
+//! and decides instead (one still at work is not: its source check may yet refuse
+//! its read) (said in [`Approval::directory_note`]).
 //!
 //! `approve` holds the writer lock and resolves first what a dead process left in
 //! flight; a reconcile or sweep that process left recorded as running is closed
@@ -1113,7 +1114,7 @@ pub async fn approve(
 /// (`ahead`, from [`read_ahead`]). Whatever changed meanwhile is decided under
 /// the lock: the held actions, the decisions and the ledger are read under it,
 /// and so is the workspace. A reconcile or a plan that read the directory after
-/// `ahead` began has newer evidence: its read is used instead, and the approval
+/// `ahead` began, and succeeded, has newer evidence: its read is used instead, and the approval
 /// says so ([`Approval::directory_note`]). One that held no action needing the
 /// directory then but holds one now (a cut-off approval recovered) reads the
 /// directory under the lock.
@@ -1238,10 +1239,12 @@ pub async fn approve_read_ahead(
     // Read before the writer lock was taken: a reconcile or plan that read the
     // directory after this read began (the daemon's, while this approval waited
     // for the lock) is the newer state, and decides (as the reads runs stored,
-    // below) in place of this one.
+    // below) in place of this one. Only a run that succeeded: a `plan` still at
+    // work (it takes no writer lock) may have stored a read its source check is
+    // about to refuse, and set aside for it, this read's people back are not.
     let newer_read = match read_since {
         Some((_, newest_before)) => store
-            .newest_complete_directory_after(newest_before.max(run))?
+            .newest_checked_directory_after(newest_before.max(run))?
             .and_then(|newer| store.run(newer).ok().flatten()),
         None => None,
     };
@@ -1321,9 +1324,11 @@ pub async fn approve_read_ahead(
         // When that read cannot be used (refused, incomplete, failed), the
         // newest sound read since the run, as who is back and what is no
         // longer asked go by: it may be the one that shows them protected.
+        // Whether this approval read the directory under the lock or before it
+        // (`read_ahead`, when `directory` is `None`).
         let protected = match &fresh {
             Some(fresh) => protected.with_members_of(&config.safety.protected_groups, fresh),
-            None if directory.is_some() && !config.safety.protected_groups.is_empty() => {
+            None if needs_directory && !config.safety.protected_groups.is_empty() => {
                 match store.newest_complete_directory_after(run)? {
                     Some(newer) => match store.load_directory_snapshot(newer)? {
                         Some(read) => {
@@ -1336,9 +1341,19 @@ pub async fn approve_read_ahead(
             }
             None => protected,
         };
-        // As the newer read a run made while this approval waited for the lock.
-        let protected = match &newer_read {
-            Some(newer) => match store.load_directory_snapshot(newer.id)? {
+        // As the newest read a run made while this approval waited for the
+        // lock, whatever became of the run (one that failed after reading, a
+        // `plan` still at work): protection only adds, and read under the lock
+        // this approval would have seen them so. Only a run that succeeded sets
+        // this approval's own read aside (`newer_read`).
+        let read_while_waiting = match read_since {
+            Some((_, newest_before)) if !config.safety.protected_groups.is_empty() => {
+                store.newest_complete_directory_after(newest_before.max(run))?
+            }
+            _ => None,
+        };
+        let protected = match read_while_waiting {
+            Some(newer) => match store.load_directory_snapshot(newer)? {
                 Some(read) => protected.with_members_of(&config.safety.protected_groups, &read),
                 None => protected,
             },

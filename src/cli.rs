@@ -420,8 +420,8 @@ lock after --lock-timeout: nothing was done.
 
 The directory is read before the writer lock is taken (a large one takes minutes, and
 the daemon's jobs would wait for them); the workspace, the held actions and the ledger
-are read under it. When a reconcile or plan read the directory meanwhile, its newer
-read decides, and the output says so.
+are read under it. When a reconcile or plan read the directory meanwhile and succeeded,
+its newer read decides, and the output says so.
 
 Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window

@@ -234,6 +234,22 @@ impl Store {
             .context(|| format!("finding a complete directory snapshot after run {run}"))
     }
 
+    /// As [`Store::newest_complete_directory_after`], of the runs that
+    /// succeeded only: a run still at work (a `plan` takes no writer lock) may
+    /// have stored its snapshot before its source check refused it, and one
+    /// that failed may never have been checked. What `approve` sets its own
+    /// read aside for must be a read the check passed.
+    pub fn newest_checked_directory_after(&self, run: RunId) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE directory_complete = 1 AND directory_refused = 0
+                   AND status = 'succeeded' AND id > ?1
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .context(|| format!("finding a checked complete directory snapshot after run {run}"))
+    }
+
     // ---- rolling 24 h counts ------------------------------------------------------
 
     /// Writes of each threshold class applied or in flight (of any run) whose

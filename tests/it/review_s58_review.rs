@@ -11,19 +11,21 @@ use crate::review_s45_approve::{
 
 const PROTECTED_GROUP: &str = "On-call Admins";
 
-/// Two people dropped from a mapped group by mistake: their demotions are
-/// held. The operator keeps one of them out of it by putting them in a
-/// protected directory group (`safety.protected_groups`), and a `plan` reads
-/// the directory so. Then the export is cut (a directory outage), and the read
-/// `approve` makes is refused by the source check. The approval went by the
-/// newest sound read (the plan's) for who is back and what is no longer asked,
-/// but by the held run's own read alone for the protected groups' members: it
-/// demoted the person the plan's read showed protected, which approve does not
-/// when its own read shows them so, nor would the next reconcile.
-#[tokio::test]
-async fn approve_protects_a_protected_group_member_of_a_later_read_when_its_own_read_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+/// Two people dropped from a mapped group by mistake: their demotions are held
+/// (the run returned, with the two demotions' seqs, the first's kept then the
+/// other's). The first is then put in a protected directory group
+/// (`safety.protected_groups`), and a `plan` reads the directory so.
+pub(crate) async fn demotions_held_then_one_put_in_a_protected_group(
+    dir: &std::path::Path,
+) -> (
+    seatwarden::sandbox::Sandbox,
+    seatwarden::synth::Synth,
+    seatwarden::config::Config,
+    seatwarden::run::RunOutcome,
+    u32,
+    u32,
+) {
+    let (sandbox, mut data, mut config) = converged(dir).await;
     config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
     let (group, _, members) = group_and_two_members(&data);
     // The protected group has a member from the start (an export lists no
@@ -43,7 +45,7 @@ async fn approve_protects_a_protected_group_member_of_a_later_read_when_its_own_
     {
         identity.groups.retain(|g| *g != group);
     }
-    write_directory(dir.path(), &data);
+    write_directory(dir, &data);
     let held = execute(&config, Mode::Reconcile).await;
     let kept_seq = held_demotion_of(&held, &members[0]);
     let demoted_seq = held_demotion_of(&held, &members[1]);
@@ -55,9 +57,26 @@ async fn approve_protects_a_protected_group_member_of_a_later_read_when_its_own_
         .unwrap()
         .groups
         .push(PROTECTED_GROUP.into());
-    write_directory(dir.path(), &data);
+    write_directory(dir, &data);
     let planned = execute(&config, Mode::Plan).await;
     assert!(planned.report.safety.source_fault.is_none());
+    (sandbox, data, config, held, kept_seq, demoted_seq)
+}
+
+/// Two people dropped from a mapped group by mistake: their demotions are
+/// held. The operator keeps one of them out of it by putting them in a
+/// protected directory group (`safety.protected_groups`), and a `plan` reads
+/// the directory so. Then the export is cut (a directory outage), and the read
+/// `approve` makes is refused by the source check. The approval went by the
+/// newest sound read (the plan's) for who is back and what is no longer asked,
+/// but by the held run's own read alone for the protected groups' members: it
+/// demoted the person the plan's read showed protected, which approve does not
+/// when its own read shows them so, nor would the next reconcile.
+#[tokio::test]
+async fn approve_protects_a_protected_group_member_of_a_later_read_when_its_own_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, data, config, held, kept_seq, demoted_seq) =
+        demotions_held_then_one_put_in_a_protected_group(dir.path()).await;
 
     let mut cut = data.clone();
     cut.directory.identities.truncate(1);
