@@ -77,7 +77,7 @@ export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
 # 16 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*,
 # review_s44_connect::interop_*, review_s50_prometheus::interop_*.
 # About 2 minutes once built; 10 leaves room for building the test binary.
-cargo_test_at_least 600 16 --test it interop -- --ignored --test-threads=2
+cargo_test_at_least 600 18 --test it interop -- --ignored --test-threads=2
 
 # SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
 bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true

@@ -477,3 +477,57 @@ async fn interop_a_chain_of_renames_converges_against_scim2_server() {
     .collect();
     assert_eq!(accounts, expected);
 }
+
+/// `check-config --connect` against scim2-server as the directory: every Group is
+/// listed through its pages (`attributes=displayName`, two a page, so four
+/// pages), and the one named like the scope group but for a no-break space is
+/// warned of, the real one and the unrelated ones not.
+#[tokio::test]
+#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
+async fn interop_scim2_server_groups_are_listed_for_look_alikes() {
+    let (base, token) = server();
+    let url = tenant_url(&base, "look-alikes");
+    let idp = client(&url, &token);
+    idp.discover().await.unwrap();
+    let names = [
+        "Taskade Users",
+        "Taskade\u{a0}Users",
+        "Engineering",
+        "Design",
+        "Sales",
+        "Support",
+        "Finance",
+    ];
+    for name in names {
+        idp.create_group(name).await.unwrap();
+    }
+    let workspace =
+        crate::fixtures::sandbox(crate::review_s57_dirnames::SCIM_TOKEN, Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::review_s57_dirnames::config_with(
+        dir.path(),
+        workspace.base_url().as_str(),
+        &format!(
+            "kind = \"scim\"\nurl = \"{url}\"\ntoken = \"{token}\"\npage_size = 2\n\
+             max_concurrency = 2\nrequests_per_second = 0\n"
+        ),
+        "",
+    );
+    let mut listed = config.directory().group_names().await.unwrap().unwrap();
+    listed.sort();
+    let mut expected = names.map(str::to_owned).to_vec();
+    expected.sort();
+    assert_eq!(listed, expected, "every page of scim2-server's Groups");
+
+    let checks = seatwarden::connect::check(&config).await;
+    workspace.shutdown().await;
+    let checked = checks.iter().find(|c| c.side == "directory").unwrap();
+    assert!(checked.passed(), "{}", checked.line());
+    assert_eq!(checked.warnings.len(), 1, "{:#?}", checked.warnings);
+    assert!(
+        checked.warnings[0].contains("(policy.scope_groups)")
+            && checked.warnings[0].contains("U+00A0"),
+        "{:?}",
+        checked.warnings
+    );
+}

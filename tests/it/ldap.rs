@@ -483,3 +483,43 @@ async fn interop_ldap_to_scim_end_to_end() {
     assert_eq!(members, ["ada@example.com", "dee@example.com"]);
     sandbox.shutdown().await;
 }
+
+/// `check-config --connect`'s group listing against slapd: every group's cn
+/// under `group_base_dn`, through pages of two, and none from another
+/// container; searched from the top, both groups named Engineering.
+#[tokio::test]
+#[ignore = "needs slapd: run `bash scripts/interop.sh`"]
+async fn interop_ldap_group_names_are_listed_through_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let listed = |directory_extra: &str| {
+        let config = configure(
+            dir.path(),
+            &env("SEATWARDEN_LDAP_URL"),
+            directory_extra,
+            "https://scim.example.com/scim/v2",
+            &[],
+        );
+        async move {
+            let mut names = config.directory().group_names().await.unwrap().unwrap();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        listed("").await,
+        [
+            "Design",
+            "Engineering",
+            "Loop A",
+            "Loop B",
+            "Sales",
+            "Taskade Users"
+        ]
+    );
+    let everywhere = listed("group_base_dn = \"dc=example,dc=com\"\n").await;
+    assert_eq!(
+        everywhere.iter().filter(|n| *n == "Engineering").count(),
+        2,
+        "{everywhere:?}"
+    );
+}
