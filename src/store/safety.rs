@@ -250,6 +250,25 @@ impl Store {
             .context(|| format!("finding a checked complete directory snapshot after run {run}"))
     }
 
+    /// The runs after `after`, up to `upto`, still at work: what `approve`
+    /// notes as its read ahead of the writer lock begins. Each began reading
+    /// the directory before that read did, and may finish after it: which of
+    /// the two saw a person later is not known, so neither read is taken for
+    /// the older one.
+    pub fn runs_at_work_between(
+        &self,
+        after: RunId,
+        upto: RunId,
+    ) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE status = 'running' AND id > ?1 AND id <= ?2
+                 ORDER BY id",
+            )
+            .and_then(|mut stmt| stmt.query_map([after, upto], |row| row.get(0))?.collect())
+            .context(|| format!("reading the runs at work after run {after} from runs"))
+    }
+
     // ---- rolling 24 h counts ------------------------------------------------------
 
     /// Writes of each threshold class applied or in flight (of any run) whose

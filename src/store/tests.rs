@@ -2936,3 +2936,32 @@ fn what_the_incomplete_reads_since_the_last_whole_one_listed_as_protected() {
     assert_eq!(stored(Reconcile, reconciled, short), (false, true));
     assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
 }
+
+/// What `approve` notes as its read ahead of the writer lock begins: the runs
+/// after the approved one, up to the newest, still at work.
+#[test]
+fn runs_at_work_between_lists_only_those_still_running() {
+    let mut store = Store::open_in_memory().unwrap();
+    let now = Utc::now();
+    let held = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let finished = store.begin_run(RunKind::Plan, now).unwrap();
+    store
+        .finish_run(finished, now, RunStatus::Succeeded, None)
+        .unwrap();
+    let reading = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let later = store.begin_run(RunKind::Plan, now).unwrap();
+    assert_eq!(
+        store.runs_at_work_between(held, reading).unwrap(),
+        vec![reading]
+    );
+    assert_eq!(
+        store.runs_at_work_between(held, later).unwrap(),
+        vec![reading, later]
+    );
+    assert!(
+        store
+            .runs_at_work_between(reading, reading)
+            .unwrap()
+            .is_empty()
+    );
+}
