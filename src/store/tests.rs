@@ -1354,10 +1354,16 @@ fn migration_19_marks_the_runs_whose_report_refused_the_directory() {
     assert!(!store.directory_refused(3).unwrap());
     assert_eq!(store.latest_snapshot_run().unwrap(), Some(3));
     let mut store = store;
-    store.mark_directory_refused(3).unwrap();
+    store.mark_directory_refused(3, "empty").unwrap();
     assert_eq!(store.latest_snapshot_run().unwrap(), Some(1));
+    // Why is kept from now on; one refused before says so in its report.
+    assert_eq!(
+        store.directory_refused_why(3).unwrap().as_deref(),
+        Some("empty")
+    );
+    assert_eq!(store.directory_refused_why(2).unwrap(), None);
     assert!(matches!(
-        store.mark_directory_refused(4),
+        store.mark_directory_refused(4, "empty"),
         Err(StoreError::UnknownRun { run: 4, .. })
     ));
 }
@@ -1853,7 +1859,7 @@ fn pruning_snapshots_keeps_the_newest_accepted_directory() {
             .save_directory_snapshot(run, &DirectorySnapshot::default())
             .unwrap();
         // As `safety::check_source` marks it, before the workspace snapshot is stored.
-        store.mark_directory_refused(run).unwrap();
+        store.mark_directory_refused(run, "empty").unwrap();
         store
             .save_workspace_snapshot(run, &workspace(3, 1, 2))
             .unwrap();
@@ -2608,7 +2614,7 @@ fn the_newest_complete_directory_after_a_run_and_its_acceptance() {
     store
         .save_directory_snapshot(refused, &snapshot(true))
         .unwrap();
-    store.mark_directory_refused(refused).unwrap();
+    store.mark_directory_refused(refused, "empty").unwrap();
     assert_eq!(
         store.newest_complete_directory_after(held).unwrap(),
         Some(plan)

@@ -159,3 +159,58 @@ async fn a_demotion_a_reconcile_reading_alongside_approve_no_longer_asks_for_is_
     );
     sandbox.shutdown().await;
 }
+
+/// `export`, `explain` (and `approve`'s note) send the operator to
+/// `report --run N` for why run N's directory was refused. A run that stored
+/// no report (it failed after the source check, here as the workspace answered
+/// 503) had `report --run N` say only that it failed: not why its directory
+/// was refused.
+#[test]
+fn report_of_a_refused_run_without_a_report_says_why_its_directory_was_refused() {
+    use seatwarden::model::DirectorySnapshot;
+    use seatwarden::safety::{self, SourceCheck};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\n\
+         url = \"https://x.example/scim/v2\"\ntoken = \"t\"\n[state]\npath = \"state.db\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("seatwarden.toml")).unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let now = Utc::now();
+    let refused = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let fault = safety::check_source(
+        &mut store,
+        refused,
+        &DirectorySnapshot {
+            identities: Vec::new(),
+            complete: true,
+        },
+        &config,
+        false,
+        SourceCheck::Record,
+        now,
+    )
+    .unwrap()
+    .expect("an empty directory is refused");
+    store
+        .finish_run(
+            refused,
+            now,
+            RunStatus::Failed,
+            Some("GET /Users: the workspace answered 503"),
+        )
+        .unwrap();
+    drop(store);
+
+    let (code, stderr) =
+        crate::fixtures::seatwarden_in(dir.path(), &[], &["report", "--run", &refused.to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the workspace answered 503"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the source check refused its directory: {fault}")),
+        "{stderr}"
+    );
+}
