@@ -12,8 +12,10 @@
 //!
 //! A deactivation answered 404 is verified like any (a 404 on a write proves
 //! nothing); when no read finds the account either, it was deleted in the
-//! workspace meanwhile, and the row is journaled applied with a note saying so
-//! ([`ALREADY_GONE`]): the access ended with that deletion, not this write. A
+//! workspace meanwhile (or deactivated and hidden since: a workspace may list
+//! deactivated accounts no more, which seatwarden cannot tell), and the row is
+//! journaled applied with a note saying so ([`ALREADY_GONE`]): the access ended
+//! before this write, not with it. A
 //! deactivation a killed run left in flight is noted the same way when the
 //! recovery finds its account gone.
 //!
@@ -2216,31 +2218,36 @@ enum Verified {
 
 /// How the journal row and the report of a deactivation answered 404 whose
 /// account no read finds begin: it was deleted in the workspace (by an admin,
-/// push SCIM) between the run's listing and the write. Done, as the person has
-/// no access left, but an auditor must not read it as seatwarden's deactivation.
+/// push SCIM) between the run's listing and the write, or deactivated there and
+/// then hidden (a workspace may list deactivated accounts no more, and nothing
+/// tells seatwarden whether this one does). Done, as the person has no access
+/// left, but an auditor must not read it as seatwarden's deactivation.
 pub const ALREADY_GONE: &str = "the account was already gone from the workspace";
 
-/// The note of such a deactivation ([`ALREADY_GONE`]).
+/// The note of such a deactivation ([`ALREADY_GONE`]). Whether it was deleted
+/// or is hidden since someone deactivated it is not known: both are said.
 fn already_gone(account_id: &str) -> String {
     format!(
-        "{ALREADY_GONE}: account {account_id} was deleted there (the deactivation was \
-         answered 404, and no read finds it), so its access ended with that deletion, not \
-         with this write"
+        "{ALREADY_GONE}: no read finds account {account_id} (the deactivation was answered \
+         404; not by its id, nor by a search on /Users): deleted there, or hidden by the \
+         workspace once deactivated, so its access ended before this write, not with it"
     )
 }
 
 /// The note of a deactivation a cut-off run left in flight whose account no
 /// read finds ([`ALREADY_GONE`]). Its answer was lost with the process, so
 /// whether it was answered 404 (the account deleted before it, as is likely
-/// when a run is killed between the write and its check) is not known; either
-/// way nobody can sign in with the account, and an auditor reading the row must
-/// learn it was deleted, not only "applied".
+/// when a run is killed between the write and its check) is not known, nor
+/// whether a workspace that hides deactivated accounts hides it since this
+/// write; either way nobody can sign in with the account, and an auditor
+/// reading the row must learn the workspace no longer shows it, not only
+/// "applied".
 fn already_gone_when_recovered(account_id: &str) -> String {
     format!(
-        "{ALREADY_GONE}: account {account_id} was deleted there (no read finds it when the \
-         deactivation a cut-off run left in flight was checked), so its access ended with \
-         that deletion, if not with this write just before it (its answer was lost with the \
-         run)"
+        "{ALREADY_GONE}: no read finds account {account_id} when the deactivation a cut-off \
+         run left in flight was checked: deleted there, or hidden by the workspace once \
+         deactivated, so its access ended with that deletion or with this write (its answer \
+         was lost with the run)"
     )
 }
 
@@ -4316,5 +4323,25 @@ mod tests {
             .map(|batch| batch.iter().map(|a| a.seq).collect())
             .collect();
         assert_eq!(batches, [vec![1], vec![0]]);
+    }
+
+    /// A workspace may list a deactivated account no more (nothing tells
+    /// seatwarden whether it does): an account no read finds was deleted there,
+    /// or is hidden since its deactivation. The notes said "deleted" alone, and
+    /// an auditor went looking for a deletion nobody made.
+    #[test]
+    fn an_account_no_read_finds_is_told_deleted_or_hidden_once_deactivated() {
+        for note in [
+            super::already_gone("acc-1"),
+            super::already_gone_when_recovered("acc-1"),
+        ] {
+            assert!(note.starts_with(super::ALREADY_GONE), "{note}");
+            assert!(super::applied_note(Some(&note)), "{note}");
+            assert!(
+                note.contains("no read finds account acc-1")
+                    && note.contains("deleted there, or hidden by the workspace once deactivated"),
+                "{note}"
+            );
+        }
     }
 }

@@ -66,7 +66,12 @@
 //! under the lock ([`approve_read_ahead`]); a reconcile or plan that read the
 //! directory after the approval's read began, and succeeded, is newer evidence,
 //! and decides instead (one still at work is not: its source check may yet refuse
-//! its read) (said in [`Approval::directory_note`]).
+//! its read) (said in [`Approval::directory_note`]). A run already at work when
+//! the approval's read began (the daemon's reconcile mid-read) began its read
+//! earlier and may finish it later: which of the two saw a person last is not
+//! known, so its read counts beside the approval's for what speaks against
+//! taking access away (protected-group members, people back, a role or group
+//! asked for again) and never in place of it.
 //!
 //! `approve` holds the writer lock and resolves first what a dead process left in
 //! flight; a reconcile or sweep that process left recorded as running is closed
@@ -1056,6 +1061,12 @@ pub struct ReadAhead {
     /// The newest run recorded when it began: a run after it read the
     /// directory later than this read did.
     newest_run: RunId,
+    /// The runs (after the approved one) still at work when it began: each
+    /// began its own read earlier, and may have finished it later (a daemon
+    /// reconcile mid-read as `approve` starts). Which read saw a person last is
+    /// not known, so what either shows in someone's favour (protected, back,
+    /// given the access again) counts.
+    at_work: Vec<RunId>,
 }
 
 /// Reads the directory for an approval of `run`, before the writer lock is
@@ -1083,6 +1094,7 @@ pub async fn read_ahead(
         return Ok(None);
     }
     let newest_run = store.latest_run(&[])?.map_or(run, |r| r.id);
+    let at_work = store.runs_at_work_between(run, newest_run)?;
     let began = Utc::now();
     let directory = config.directory();
     let read = apply::read_unless_stopped(crate::run::read_directory(&directory))
@@ -1092,6 +1104,7 @@ pub async fn read_ahead(
         read,
         began,
         newest_run,
+        at_work,
     }))
 }
 
@@ -1208,9 +1221,13 @@ pub async fn approve_read_ahead(
     let needs_directory = held
         .iter()
         .any(|entry| takes_access_away(&entry.action.kind));
-    let (read_before, read_since) = match ahead {
-        Some(ahead) if needs_directory => (Some(ahead.read), Some((ahead.began, ahead.newest_run))),
-        _ => (None, None),
+    let (read_before, read_since, at_work) = match ahead {
+        Some(ahead) if needs_directory => (
+            Some(ahead.read),
+            Some((ahead.began, ahead.newest_run)),
+            ahead.at_work,
+        ),
+        _ => (None, None, Vec::new()),
     };
     let directory = (needs_directory && read_before.is_none()).then(|| config.directory());
     let (listed, directory_read) = apply::read_unless_stopped(async {
@@ -1287,6 +1304,14 @@ pub async fn approve_read_ahead(
     // as the run's directory snapshot had them and as the directory reads now.
     let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
+        // The reads of runs already at work as this approval's read began (the
+        // daemon's reconcile mid-read as `approve` starts): begun earlier, they
+        // may have read a person later than this approval did. Beside this
+        // approval's own read, what they show in someone's favour counts too.
+        let read_alongside = match &fresh {
+            Some(_) => reads_of(&store, &at_work)?,
+            None => Vec::new(),
+        };
         let (protected, mut excepted_people) = match store.load_directory_snapshot(run)? {
             Some(directory) => {
                 let protected = safety::plan_settings(config, &directory, now).protected;
@@ -1327,7 +1352,12 @@ pub async fn approve_read_ahead(
         // Whether this approval read the directory under the lock or before it
         // (`read_ahead`, when `directory` is `None`).
         let protected = match &fresh {
-            Some(fresh) => protected.with_members_of(&config.safety.protected_groups, fresh),
+            Some(fresh) => read_alongside.iter().fold(
+                protected.with_members_of(&config.safety.protected_groups, fresh),
+                |protected, (_, read, _)| {
+                    protected.with_members_of(&config.safety.protected_groups, read)
+                },
+            ),
             None if needs_directory && !config.safety.protected_groups.is_empty() => {
                 match store.newest_complete_directory_after(run)? {
                     Some(newer) => match store.load_directory_snapshot(newer)? {
@@ -1405,6 +1435,20 @@ pub async fn approve_read_ahead(
                 );
             }
         }
+        if !leaving.is_empty() {
+            for (by, read, read_at) in &read_alongside {
+                for identity in
+                    crate::sweep::returned_in(config, read.clone(), &leaving, &HashSet::new())
+                {
+                    back.entry(identity).or_insert_with(|| {
+                        format!(
+                            "in the directory read by run {by}, {}",
+                            crate::report::local_time(*read_at, tz)
+                        )
+                    });
+                }
+            }
+        }
         for identity in leaving.keys() {
             if let Some(newest) = store.deprovision_history(identity, 1)?.first()
                 && let Some(at) = newest.closed_at.or(newest.returned_at)
@@ -1453,6 +1497,7 @@ pub async fn approve_read_ahead(
             &workspace,
             &linked,
             fresh.as_ref().map(|snapshot| (snapshot, read_at)),
+            &read_alongside,
             tz,
         )?;
         (
@@ -2769,6 +2814,7 @@ fn no_longer_asked(
     workspace: &WorkspaceSnapshot,
     linked: &HashMap<String, String>,
     fresh: Option<(&DirectorySnapshot, DateTime<Utc>)>,
+    read_alongside: &[(RunId, DirectorySnapshot, DateTime<Utc>)],
     tz: chrono_tz::Tz,
 ) -> Result<BTreeMap<u32, String>, ApprovalError> {
     let mut outdated = BTreeMap::new();
@@ -2811,6 +2857,69 @@ fn no_longer_asked(
             (&stored, source)
         }
     };
+    no_longer_asked_by(
+        config,
+        directory,
+        &source,
+        held,
+        workspace,
+        linked,
+        &mut outdated,
+    );
+    // Reads that may be as new as `fresh` (`ReadAhead::at_work`): what one of
+    // them no longer asks for is refused too, saying which read.
+    for (by, directory, read_at) in read_alongside {
+        let source = format!(
+            "the directory read by run {by} ({}), mapped as configured now,",
+            crate::report::local_time(*read_at, tz)
+        );
+        no_longer_asked_by(
+            config,
+            directory,
+            &source,
+            held,
+            workspace,
+            linked,
+            &mut outdated,
+        );
+    }
+    Ok(outdated)
+}
+
+/// The complete reads of `runs` the source check has not refused, each with
+/// when its run began: the reads [`approve_read_ahead`] takes beside its own.
+fn reads_of(
+    store: &Store,
+    runs: &[RunId],
+) -> Result<Vec<(RunId, DirectorySnapshot, DateTime<Utc>)>, StoreError> {
+    let mut reads = Vec::new();
+    for &run in runs {
+        if store.directory_refused(run)? {
+            continue;
+        }
+        let Some(read) = store.load_directory_snapshot(run)?.filter(|d| d.complete) else {
+            continue;
+        };
+        let Some(record) = store.run(run)? else {
+            continue;
+        };
+        reads.push((run, read, record.started_at));
+    }
+    Ok(reads)
+}
+
+/// [`no_longer_asked`] by one read of the directory (`source` says which):
+/// the held role changes and removals it no longer asks for, added to
+/// `outdated` unless an earlier read refused them already.
+fn no_longer_asked_by(
+    config: &Config,
+    directory: &DirectorySnapshot,
+    source: &str,
+    held: &[JournalEntry],
+    workspace: &WorkspaceSnapshot,
+    linked: &HashMap<String, String>,
+    outdated: &mut BTreeMap<u32, String>,
+) {
     let desired = crate::policy::desired_state(directory, &config.policy_settings());
     // A held mass removal names its members by userName: looked up once, not
     // one scan of the workspace per member.
@@ -2832,13 +2941,12 @@ fn no_longer_asked(
                     .and_then(|d| d.spec.role)
                     && now_role != *to
                 {
-                    outdated.insert(
-                        entry.action.seq,
+                    outdated.entry(entry.action.seq).or_insert_with(|| {
                         format!(
                             "the directory no longer asks for it: {source} gives them \
                              {now_role}, not {to}; a new run decides what they need"
-                        ),
-                    );
+                        )
+                    });
                 }
             }
             ActionKind::RemoveMembers { group, members } => {
@@ -2859,22 +2967,20 @@ fn no_longer_asked(
                     })
                     .collect();
                 if !granted.is_empty() {
-                    outdated.insert(
-                        entry.action.seq,
+                    outdated.entry(entry.action.seq).or_insert_with(|| {
                         format!(
                             "the directory no longer asks for it: {source} grants {} to \
                              {} of its members ({}); a new run decides who loses it",
                             group.display_name(),
                             granted.len(),
                             few_names(&granted)
-                        ),
-                    );
+                        )
+                    });
                 }
             }
             _ => {}
         }
     }
-    Ok(outdated)
 }
 
 /// The first three of `names`, comma-separated, and how many more there are.

@@ -1582,6 +1582,12 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     if (cut_off || run.closed_as_interrupted()) && !sweep {
         why.push_str("; it has no report");
     }
+    // `export`, `explain` and `approve` send the operator here for why its
+    // directory was refused: the run's report would say, and it stored none.
+    if let Some(refused) = store.directory_refused_why(run_id)? {
+        why.push_str("; the source check refused its directory: ");
+        why.push_str(&refused);
+    }
     // A reconcile killed mid-apply (resolved since by the next writer's recovery,
     // or not yet), or failed after writing, has no report, but its journal says
     // what reached the workspace and what it holds: the questions a person asks

@@ -247,7 +247,7 @@ pub fn check_source(
         }
         Err(fault) => {
             tracing::error!(run, fault = %fault, "directory snapshot rejected");
-            store.mark_directory_refused(run)?;
+            store.mark_directory_refused(run, &fault.to_string())?;
             Ok(Some(fault))
         }
     }

@@ -668,6 +668,15 @@ WHERE EXISTS (SELECT 1 FROM reports WHERE reports.run_id = runs.id
               AND reports.json ->> '$.safety.source_fault' IS NOT NULL);
 "#;
 
+/// Migration 20: `runs.directory_refused_why`, what the source check said as it
+/// refused the run's directory. A run that fails or is killed after the check
+/// stores no report, and `report --run`, where `export`, `explain` and
+/// `approve` send the operator, then told only that it failed. Older refused
+/// runs keep it empty: those with a report say why there.
+pub(crate) const M_DIRECTORY_REFUSED_WHY: &str = r#"
+ALTER TABLE runs ADD COLUMN directory_refused_why TEXT;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -688,6 +697,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_ALERT_CLEARED,
     M_EXCEPTED_UNTIL,
     M_DIRECTORY_REFUSED,
+    M_DIRECTORY_REFUSED_WHY,
 ];
 
 /// The schema version this binary writes.

@@ -141,13 +141,16 @@ impl Store {
     }
 
     /// Records that the source check refused the directory of `run` (empty, or
-    /// shrunk past the limit): nothing reads its snapshots as the newest sound
-    /// ones, whether or not the run gets as far as storing its report.
-    pub fn mark_directory_refused(&mut self, run: RunId) -> Result<(), StoreError> {
+    /// shrunk past the limit), and `why` in its words: nothing reads its
+    /// snapshots as the newest sound ones, and `report --run` says why, whether
+    /// or not the run gets as far as storing its report.
+    pub fn mark_directory_refused(&mut self, run: RunId, why: &str) -> Result<(), StoreError> {
         let marked = self
             .conn
-            .prepare_cached("UPDATE runs SET directory_refused = 1 WHERE id = ?1")
-            .and_then(|mut stmt| stmt.execute([run]))
+            .prepare_cached(
+                "UPDATE runs SET directory_refused = 1, directory_refused_why = ?2 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, why]))
             .context(|| format!("marking the directory of run {run} refused in runs"))?;
         if marked == 0 {
             return Err(StoreError::UnknownRun {
@@ -156,6 +159,16 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Why the source check refused the directory of `run`, as it said then;
+    /// `None` when it did not, or refused it before the reason was stored.
+    pub fn directory_refused_why(&self, run: RunId) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT directory_refused_why FROM runs WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .map(Option::flatten)
+            .context(|| format!("reading why the directory of run {run} was refused"))
     }
 
     /// Whether the source check refused the directory of `run`.
@@ -248,6 +261,25 @@ impl Store {
             )
             .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
             .context(|| format!("finding a checked complete directory snapshot after run {run}"))
+    }
+
+    /// The runs after `after`, up to `upto`, still at work: what `approve`
+    /// notes as its read ahead of the writer lock begins. Each began reading
+    /// the directory before that read did, and may finish after it: which of
+    /// the two saw a person later is not known, so neither read is taken for
+    /// the older one.
+    pub fn runs_at_work_between(
+        &self,
+        after: RunId,
+        upto: RunId,
+    ) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE status = 'running' AND id > ?1 AND id <= ?2
+                 ORDER BY id",
+            )
+            .and_then(|mut stmt| stmt.query_map([after, upto], |row| row.get(0))?.collect())
+            .context(|| format!("reading the runs at work after run {after} from runs"))
     }
 
     // ---- rolling 24 h counts ------------------------------------------------------

@@ -1354,10 +1354,16 @@ fn migration_19_marks_the_runs_whose_report_refused_the_directory() {
     assert!(!store.directory_refused(3).unwrap());
     assert_eq!(store.latest_snapshot_run().unwrap(), Some(3));
     let mut store = store;
-    store.mark_directory_refused(3).unwrap();
+    store.mark_directory_refused(3, "empty").unwrap();
     assert_eq!(store.latest_snapshot_run().unwrap(), Some(1));
+    // Why is kept from now on; one refused before says so in its report.
+    assert_eq!(
+        store.directory_refused_why(3).unwrap().as_deref(),
+        Some("empty")
+    );
+    assert_eq!(store.directory_refused_why(2).unwrap(), None);
     assert!(matches!(
-        store.mark_directory_refused(4),
+        store.mark_directory_refused(4, "empty"),
         Err(StoreError::UnknownRun { run: 4, .. })
     ));
 }
@@ -1853,7 +1859,7 @@ fn pruning_snapshots_keeps_the_newest_accepted_directory() {
             .save_directory_snapshot(run, &DirectorySnapshot::default())
             .unwrap();
         // As `safety::check_source` marks it, before the workspace snapshot is stored.
-        store.mark_directory_refused(run).unwrap();
+        store.mark_directory_refused(run, "empty").unwrap();
         store
             .save_workspace_snapshot(run, &workspace(3, 1, 2))
             .unwrap();
@@ -2608,7 +2614,7 @@ fn the_newest_complete_directory_after_a_run_and_its_acceptance() {
     store
         .save_directory_snapshot(refused, &snapshot(true))
         .unwrap();
-    store.mark_directory_refused(refused).unwrap();
+    store.mark_directory_refused(refused, "empty").unwrap();
     assert_eq!(
         store.newest_complete_directory_after(held).unwrap(),
         Some(plan)
@@ -2935,4 +2941,33 @@ fn what_the_incomplete_reads_since_the_last_whole_one_listed_as_protected() {
     let short = r#"{"safety":{"workspace_listing_short":true,"protected_leavers":[{}]}}"#;
     assert_eq!(stored(Reconcile, reconciled, short), (false, true));
     assert_eq!(stored(Reconcile, reconciled, whole), (false, false));
+}
+
+/// What `approve` notes as its read ahead of the writer lock begins: the runs
+/// after the approved one, up to the newest, still at work.
+#[test]
+fn runs_at_work_between_lists_only_those_still_running() {
+    let mut store = Store::open_in_memory().unwrap();
+    let now = Utc::now();
+    let held = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let finished = store.begin_run(RunKind::Plan, now).unwrap();
+    store
+        .finish_run(finished, now, RunStatus::Succeeded, None)
+        .unwrap();
+    let reading = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let later = store.begin_run(RunKind::Plan, now).unwrap();
+    assert_eq!(
+        store.runs_at_work_between(held, reading).unwrap(),
+        vec![reading]
+    );
+    assert_eq!(
+        store.runs_at_work_between(held, later).unwrap(),
+        vec![reading, later]
+    );
+    assert!(
+        store
+            .runs_at_work_between(reading, reading)
+            .unwrap()
+            .is_empty()
+    );
 }

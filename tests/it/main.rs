@@ -147,6 +147,7 @@ mod review_s57_leftovers;
 mod review_s57_panics;
 mod review_s57_s56diff;
 mod review_s57_s57review;
+mod review_s58_approve2;
 mod review_s58_leftovers;
 mod review_s58_lookalike;
 mod review_s58_ops;

@@ -202,9 +202,10 @@ async fn a_deactivation_whose_account_was_deleted_meanwhile_says_it_was_already_
     let note = deactivation.error.clone().unwrap_or_default();
     assert!(
         note.starts_with(
-            "the account was already gone from the workspace: account acc-1 was deleted there \
-             (the deactivation was answered 404, and no read finds it), so its access ended \
-             with that deletion, not with this write"
+            "the account was already gone from the workspace: no read finds account acc-1 \
+             (the deactivation was answered 404; not by its id, nor by a search on /Users): \
+             deleted there, or hidden by the workspace once deactivated, so its access ended \
+             before this write, not with it"
         ),
         "{note}"
     );
