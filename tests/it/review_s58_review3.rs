@@ -136,3 +136,97 @@ async fn a_reconcile_keeps_the_episode_of_an_approved_look_alike_deprovision() {
     );
     sandbox.shutdown().await;
 }
+
+/// A SCIM directory whose `/Groups` listing ends short of the `totalResults`
+/// it announced: `check-config --connect` says the groups not listed were not
+/// looked at. Before, it said nothing (logged at debug), and no warning read
+/// as "no look-alike" while the unlisted groups held one.
+#[tokio::test]
+async fn check_config_connect_says_a_scim_group_listing_ended_short() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let idp = MockServer::start().await;
+    let list = |resources: serde_json::Value, total: usize| {
+        let count = resources.as_array().map_or(0, Vec::len);
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/scim+json")
+            .set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": total,
+                "startIndex": 1,
+                "itemsPerPage": count,
+                "Resources": resources,
+            }))
+    };
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true},
+            "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+            "filter": {"supported": true, "maxResults": 100},
+            "changePassword": {"supported": false},
+            "sort": {"supported": false},
+            "etag": {"supported": false},
+            "authenticationSchemes": []
+        })))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(
+            serde_json::json!([{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": "u1",
+                "userName": "ada@example.com",
+                "active": true,
+            }]),
+            1,
+        ))
+        .mount(&idp)
+        .await;
+    // Five groups announced, two listed: every later page is empty.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("startIndex", "1"))
+        .respond_with(list(
+            serde_json::json!([
+                {"id": "g1", "displayName": "Taskade Users"},
+                {"id": "g3", "displayName": "Engineering"},
+            ]),
+            5,
+        ))
+        .with_priority(1)
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(serde_json::json!([]), 5))
+        .with_priority(2)
+        .mount(&idp)
+        .await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let directory = format!(
+        "kind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"s58-idp-token\"\n",
+        idp.uri()
+    );
+    let config = crate::review_s57_dirnames::config_with(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &directory,
+        "",
+    );
+    let checks = seatwarden::connect::check(&config).await;
+    sandbox.shutdown().await;
+    let checked = checks.iter().find(|c| c.side == "directory").unwrap();
+    assert!(checked.passed(), "{}", checked.line());
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .any(|w| w.contains("ended short") && w.contains("(2 listed)")),
+        "{:#?}",
+        checked.warnings
+    );
+}
