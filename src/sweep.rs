@@ -404,7 +404,7 @@ pub async fn sweep(
             sla,
         );
         let approved = store.deprovisions_approved(&observation.look_alike_held)?;
-        end_look_alike_episodes(
+        let look_alike_ended = end_look_alike_episodes(
             &mut changes,
             &current,
             &observation.look_alike_held,
@@ -412,6 +412,9 @@ pub async fn sweep(
         );
         name_by_stored_accounts(&mut changes.open, &store)?;
         store.update_ledger(&changes, now)?;
+        for id in look_alike_ended {
+            store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
+        }
         changes
     };
     for entry in &ledger_changes.open {
@@ -1888,7 +1891,11 @@ fn record_returned(
             );
         }
     }
-    store.update_ledger(&changes, at)
+    store.update_ledger(&changes, at)?;
+    for id in look_alike_ended {
+        store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
+    }
+    Ok(())
 }
 
 /// Ends (cancels) the open, not yet enforced episodes of `look_alike_held`

@@ -2,6 +2,11 @@
 //! episodes of a scope look-alike's members ended, group listings of
 //! `check-config --connect`).
 //!
+//! - An episode the sweep ends for a look-alike member is told apart in
+//!   `explain`: it said "cancelled (access came back)", while access did not
+//!   come back and the deprovision waits for a person.
+//! - A SCIM directory's group listing that ended short is said by
+//!   `check-config --connect` (no warning read as "no look-alike").
 //! - A deprovision a human approved for a look-alike member, whose write then
 //!   failed, keeps its episode: the sweep and the reconcile ended it as they end
 //!   the episode of a person a look-alike hold keeps, so the retry job never
@@ -13,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
 use seatwarden::config::Config;
+use seatwarden::sla::{LedgerChanges, LossReason, NewEntry};
 use seatwarden::store::{Decision, Store};
 use wiremock::MockServer;
 
@@ -228,5 +234,63 @@ async fn check_config_connect_says_a_scim_group_listing_ended_short() {
             .any(|w| w.contains("ended short") && w.contains("(2 listed)")),
         "{:#?}",
         checked.warnings
+    );
+}
+
+/// Bob (only in a look-alike of the scope group) had an episode opened before
+/// he was put in it; the sweep ends it. `explain` says it ended without
+/// enforcing, for the look-alike hold, not that his access came back.
+#[tokio::test]
+async fn explain_tells_a_look_alike_ended_episode_from_access_come_back() {
+    let okta = MockServer::start().await;
+    s57::org().mount(&okta).await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = s57::config(dir.path(), sandbox.base_url().as_str(), &okta.uri());
+    crate::fixtures::reconcile(&config).await;
+    let now = Utc::now();
+    Store::open(&config.state.path)
+        .unwrap()
+        .update_ledger(
+            &LedgerChanges {
+                open: vec![NewEntry {
+                    identity_id: "00u2".into(),
+                    account_id: Some("w2".into()),
+                    user_name: "bob@example.com".into(),
+                    reason: LossReason::OutOfScope,
+                    detected_at: now - Duration::hours(2),
+                    due_at: now - Duration::hours(1),
+                }],
+                ..LedgerChanges::default()
+            },
+            now - Duration::hours(2),
+        )
+        .unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        Utc::now(),
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    sandbox.shutdown().await;
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+    let lines = seatwarden::explain::ledger_lines(
+        &Store::open(&config.state.path).unwrap(),
+        Some("00u2"),
+        Utc::now(),
+        chrono_tz::UTC,
+    )
+    .unwrap();
+    let line = lines.first().expect("Bob's episode");
+    assert!(!line.contains("access came back"), "{line}");
+    assert!(
+        line.contains("without enforcing") && line.contains("look_alike_group"),
+        "{line}"
     );
 }
