@@ -3614,7 +3614,37 @@ impl Config {
     /// (`workspace.role_attribute` is not `groups`) print no empty
     /// `[workspace.role_groups]` table, which would read as one left to fill in.
     pub fn to_redacted_toml(&self) -> String {
+        // `safety.distinct_groups` entries differ from configured groups only in
+        // characters that do not show: printed as they are, "IT\u00A0Admins"
+        // read as the protected "IT Admins" itself. Each entry holding one is
+        // rendered through a placeholder and written back escaped.
+        let spelled_out: Vec<(String, String)> = self
+            .safety
+            .distinct_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| name.chars().any(crate::names::is_hidden))
+            .map(|(index, name)| {
+                (
+                    format!("\"seatwarden-distinct-group-{index}\""),
+                    toml_basic_string_escaped(name),
+                )
+            })
+            .collect();
         let rendered = toml::Table::try_from(self).map(|mut table| {
+            if let Some(toml::Value::Array(distinct)) = table
+                .get_mut("safety")
+                .and_then(|safety| safety.get_mut("distinct_groups"))
+            {
+                for (index, entry) in distinct.iter_mut().enumerate() {
+                    if entry
+                        .as_str()
+                        .is_some_and(|name| name.chars().any(crate::names::is_hidden))
+                    {
+                        *entry = toml::Value::String(format!("seatwarden-distinct-group-{index}"));
+                    }
+                }
+            }
             if let Some(toml::Value::Table(workspace)) = table.get_mut("workspace")
                 && workspace
                     .get("role_groups")
@@ -3647,11 +3677,37 @@ impl Config {
             toml::to_string_pretty(&table)
         });
         match rendered {
-            Ok(Ok(text)) => text,
+            Ok(Ok(mut text)) => {
+                for (placeholder, escaped) in &spelled_out {
+                    text = text.replace(placeholder, escaped);
+                }
+                text
+            }
             Ok(Err(e)) => format!("# cannot render: {e}\n"),
             Err(e) => format!("# cannot render: {e}\n"),
         }
     }
+}
+
+/// `value` as a TOML basic string (quotes included) with every character that
+/// does not show ([`crate::names::is_hidden`]) written as its `\uXXXX` escape,
+/// so that what sets it apart can be read, and read back the same.
+fn toml_basic_string_escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if crate::names::is_hidden(c) => match u16::try_from(u32::from(c)) {
+                Ok(unit) => out.push_str(&format!("\\u{unit:04X}")),
+                Err(_) => out.push_str(&format!("\\U{:08X}", u32::from(c))),
+            },
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Every key (dotted, with `[i]` for the items of an array) whose value in `file`
@@ -7358,5 +7414,39 @@ role = "Editor"
         ] {
             assert!(!is_unread_variable(name), "{name}");
         }
+    }
+
+    /// `check-config` prints a `safety.distinct_groups` entry with what sets
+    /// it apart written out (and reads back the same): printed as it was, the
+    /// no-break space made `"IT Admins"` read as the protected group itself.
+    #[test]
+    fn check_config_spells_out_what_sets_a_distinct_group_apart() {
+        let config = load(
+            "",
+            "[policy]\nscope_groups = [\"Founders Club\"]\n\n\
+             [safety]\nprotected_groups = [\"IT Admins\"]\n\
+             distinct_groups = [\"Founder's Club\", \"IT\\u00A0Admins\", \"Founders\\u200B \\\"Club\\\"\"]\n",
+            &[],
+        )
+        .unwrap();
+        let printed = config.to_redacted_toml();
+        assert!(printed.contains(r#""IT\u00A0Admins""#), "{printed}");
+        assert!(!printed.contains("IT\u{a0}Admins"), "{printed}");
+        assert!(printed.contains("Founder's Club"), "{printed}");
+        let read_back: toml::Table = toml::from_str(&printed).unwrap();
+        let distinct: Vec<&str> = read_back["safety"]["distinct_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            distinct,
+            [
+                "Founder's Club",
+                "IT\u{a0}Admins",
+                "Founders\u{200b} \"Club\""
+            ]
+        );
     }
 }

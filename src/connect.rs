@@ -183,9 +183,16 @@ async fn directory(config: &Config) -> Check {
             // What the probe proved stands: a listing that fails here is said,
             // not made the check's failure (a run would fail on it, and say so).
             match source.group_names().await {
-                Ok(Some(names)) => {
-                    warnings = look_alike_warnings(config, &names);
-                    notes = distinct_notes(config, &names);
+                Ok(Some(listed)) => {
+                    warnings = look_alike_warnings(config, &listed.names);
+                    notes = distinct_notes(config, &listed.names);
+                    if !listed.whole {
+                        // Else "no warning" would read as "no look-alike".
+                        warnings.push(format!(
+                            "the listing of the directory's groups ended short of the                              totalResults it announced ({} listed): the groups not listed                              were not looked at for names that differ from the                              configuration's only in characters that do not show; run the                              check again, or check the provider's paging",
+                            listed.names.len()
+                        ));
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => warnings.push(format!(

@@ -181,13 +181,21 @@ pub fn ledger_lines(
                 Some(v) => line.push_str(&format!(", verified {}", at(v))),
                 None => {}
             }
-            if let Some(c) = e.closed_at {
-                line.push_str(&format!(", cancelled {} (access came back)", at(c)));
+            let look_alike_ended = e.held.as_deref() == Some(crate::sla::LOOK_ALIKE_ENDED);
+            match e.closed_at {
+                Some(c) if look_alike_ended => line.push_str(&format!(
+                    ", ended {} without enforcing (access did not come back): in a directory \
+                     group that only looks like a configured one, the deprovision is held \
+                     by the reconcile (look_alike_group) for a person to approve or reject",
+                    at(c)
+                )),
+                Some(c) => line.push_str(&format!(", cancelled {} (access came back)", at(c))),
+                None => {}
             }
             if let Some(r) = e.returned_at {
                 line.push_str(&format!(", access again since {}", at(r)));
             }
-            if let Some(h) = &e.held {
+            if let Some(h) = e.held.as_ref().filter(|_| !look_alike_ended) {
                 line.push_str(&format!("; held: {}", clean(h)));
             }
             if let Some(err) = &e.last_error {

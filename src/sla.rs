@@ -210,6 +210,14 @@ pub fn observe(
     changes
 }
 
+/// What a closed episode keeps as its `held` when it ended without the person's
+/// access coming back: they are in a directory group that only looks like a
+/// scope or protected group, and the reconcile holds the deprovision for a
+/// person to decide. `explain` says so rather than "access came back".
+pub const LOOK_ALIKE_ENDED: &str = "look_alike_group: ended without enforcing: the person is in \
+     a directory group that only looks like a configured one, and the reconcile holds the \
+     deprovision for a person to approve or reject";
+
 /// The open episodes of `identities` not yet enforced, as (id, userName): what a
 /// person's return would cancel ([`observe`]), for people who are not back but
 /// whose deprovision waits for a human all the same (a directory group that

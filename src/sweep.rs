@@ -403,9 +403,18 @@ pub async fn sweep(
             now,
             sla,
         );
-        end_look_alike_episodes(&mut changes, &current, &observation.look_alike_held);
+        let approved = store.deprovisions_approved(&observation.look_alike_held)?;
+        let look_alike_ended = end_look_alike_episodes(
+            &mut changes,
+            &current,
+            &observation.look_alike_held,
+            &approved,
+        );
         name_by_stored_accounts(&mut changes.open, &store)?;
         store.update_ledger(&changes, now)?;
+        for id in look_alike_ended {
+            store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
+        }
         changes
     };
     for entry in &ledger_changes.open {
@@ -1861,8 +1870,13 @@ fn record_returned(
     };
     let observation = observe(config, &changes, &links, &accountless(&current));
     let mut changes = sla::observe(&current, &[], &observation.returned, at, sla);
-    let look_alike_ended =
-        end_look_alike_episodes(&mut changes, &current, &observation.look_alike_held);
+    let approved = store.deprovisions_approved(&observation.look_alike_held)?;
+    let look_alike_ended = end_look_alike_episodes(
+        &mut changes,
+        &current,
+        &observation.look_alike_held,
+        &approved,
+    );
     if changes.cancel.is_empty() && changes.returned.is_empty() {
         return Ok(());
     }
@@ -1877,7 +1891,11 @@ fn record_returned(
             );
         }
     }
-    store.update_ledger(&changes, at)
+    store.update_ledger(&changes, at)?;
+    for id in look_alike_ended {
+        store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
+    }
+    Ok(())
 }
 
 /// Ends (cancels) the open, not yet enforced episodes of `look_alike_held`
@@ -1887,12 +1905,28 @@ fn record_returned(
 /// decide, with no episode; one whose episode opened before they were put in
 /// it is now in the same place, rather than deactivated when the episode fell
 /// due. A deactivation already sent stays on record, as for a person back.
+/// So does one a human approved since the episode began (`approved`: by
+/// identity, the newest approval's time): the approval decided what the hold
+/// asked, and a write of it that failed is the retry job's to send again;
+/// ended here, the person kept access until someone approved it once more.
 fn end_look_alike_episodes(
     changes: &mut sla::LedgerChanges,
     current: &[LedgerEntry],
     look_alike_held: &[String],
+    approved: &HashMap<String, DateTime<Utc>>,
 ) -> Vec<i64> {
-    let ended = sla::unenforced_episodes(current, look_alike_held);
+    let undecided: Vec<String> = look_alike_held
+        .iter()
+        .filter(|identity| {
+            !approved.get(identity.as_str()).is_some_and(|&approved_at| {
+                current.iter().any(|e| {
+                    e.identity_id == **identity && e.is_open() && e.detected_at <= approved_at
+                })
+            })
+        })
+        .cloned()
+        .collect();
+    let ended = sla::unenforced_episodes(current, &undecided);
     for (id, user_name) in &ended {
         if !changes.cancel.contains(id) {
             tracing::warn!(

@@ -170,6 +170,16 @@ impl Transient for DirectoryError {
     }
 }
 
+/// A directory's group names as `check-config --connect` lists them
+/// ([`Directory::group_names`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNames {
+    pub names: Vec<String>,
+    /// False when a SCIM directory's listing ended short of the `totalResults`
+    /// it announced: look-alikes among the groups not listed were not looked for.
+    pub whole: bool,
+}
+
 /// The directory groups a snapshot carries on each identity: `policy.scope_groups`
 /// and the other groups the configuration names (mappings and
 /// `safety.protected_groups`); every group when it names none.
@@ -627,12 +637,14 @@ impl Directory {
     /// configured one only in what does not show are named before a run holds
     /// what they would take. `None` for a file export: the check read it whole
     /// already, and refuses such a group there.
-    pub fn group_names(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, DirectoryError>> {
+    pub fn group_names(&self) -> BoxFuture<'_, Result<Option<GroupNames>, DirectoryError>> {
+        let whole = |names: Vec<String>| Some(GroupNames { names, whole: true });
         Box::pin(async move {
             match self {
-                Directory::Okta(source) => source.group_names().await.map(Some),
-                Directory::Entra(source) => source.group_names().await.map(Some),
-                Directory::Ldap(source) => source.group_names().await.map(Some),
+                Directory::Okta(source) => source.group_names().await.map(whole),
+                Directory::Entra(source) => source.group_names().await.map(whole),
+                // A search cut short (a server's size limit) fails: never part of one.
+                Directory::Ldap(source) => source.group_names().await.map(whole),
                 Directory::Scim(source) => source.group_names().await.map(Some),
                 // Read whole by the check already, and refused there for such a group.
                 Directory::File(_) => Ok(None),

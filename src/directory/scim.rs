@@ -120,12 +120,14 @@ impl ScimDirectorySource {
 
     /// Every Group's `displayName` (`GET /Groups?attributes=displayName`, all
     /// pages), for `check-config --connect` to name the groups that only look
-    /// like configured ones ([`super::Directory::group_names`]).
-    pub async fn group_names(&self) -> Result<Vec<String>, DirectoryError> {
+    /// like configured ones ([`super::Directory::group_names`]), and whether
+    /// the listing reached the `totalResults` it announced.
+    pub async fn group_names(&self) -> Result<super::GroupNames, DirectoryError> {
         let client = self.client()?;
         let url = &self.settings.url;
         client.discover().await.map_err(directory_error(url))?;
-        client.group_names().await.map_err(directory_error(url))
+        let (names, whole) = client.group_names().await.map_err(directory_error(url))?;
+        Ok(super::GroupNames { names, whole })
     }
 
     /// A client for the provider, its token and CA file read now.

@@ -704,6 +704,16 @@ impl Store {
         )
     }
 
+    /// Records on an episode that ended (closed) why it did when access did not
+    /// come back ([`crate::sla::LOOK_ALIKE_ENDED`]).
+    pub fn deprovision_ended_because(&mut self, id: i64, why: &str) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET held = ?2 WHERE id = ?1 AND closed_at IS NOT NULL",
+            params![id, why],
+            id,
+        )
+    }
+
     /// No longer held, its next attempt left as it is: a pass found the hold
     /// over and tried (or kept back) the deprovision.
     pub fn deprovision_hold_over(&mut self, id: i64) -> Result<(), StoreError> {

@@ -496,6 +496,46 @@ impl Store {
             .context(|| format!("approving the held actions of run {run} in actions"))
     }
 
+    /// The people among `identities` whose deactivation or deletion a human
+    /// approved (`seatwarden approve`: released from its hold, not refused by
+    /// the re-check), each with the time of the newest such decision. An
+    /// approved deprovision that failed is the retry job's to send: nothing
+    /// that ends episodes of people a hold keeps may end its episode.
+    pub fn deprovisions_approved(
+        &self,
+        identities: &[String],
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut approved = std::collections::HashMap::new();
+        if identities.is_empty() {
+            return Ok(approved);
+        }
+        let context = || "reading the approved deprovisions from actions".to_owned();
+        let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
+            context: context(),
+            source,
+        })?;
+        let rows: Vec<(String, DateTime<Utc>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT actions.identity_id, held_decisions.at FROM actions
+                 JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                    AND held_decisions.seq = actions.seq
+                 WHERE held_decisions.decision = 'approved' AND actions.state != 'held'
+                   AND actions.kind IN ('deactivate', 'delete')
+                   AND actions.identity_id IN (SELECT value FROM json_each(?1))",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([wanted], |row| Ok((row.get(0)?, row.get::<_, Ts>(1)?.0)))?
+                    .collect()
+            })
+            .context(context)?;
+        for (identity, at) in rows {
+            let newest = approved.entry(identity).or_insert(at);
+            *newest = (*newest).max(at);
+        }
+        Ok(approved)
+    }
+
     /// Reconcile and sweep runs after `run` that hold journal rows nobody decided
     /// on yet, oldest first: where an approval of `run` looks for the same
     /// actions held again (see `approval::settle_later_holds`).

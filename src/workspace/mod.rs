@@ -1695,9 +1695,10 @@ impl ScimClient {
     /// Every Group's `displayName`, all pages, each asked with
     /// `attributes=displayName` so that no Group's `members` come along: for
     /// `check-config --connect` to name the groups of a SCIM directory that only
-    /// look like configured ones. A listing that ends short of its
-    /// `totalResults` gives what it read (logged).
-    pub async fn group_names(&self) -> Result<Vec<String>, WorkspaceError> {
+    /// look like configured ones. With whether the listing was whole: one that
+    /// ended short of its `totalResults` gives what it read, and the check says
+    /// the others were not looked at.
+    pub async fn group_names(&self) -> Result<(Vec<String>, bool), WorkspaceError> {
         let narrowing = paging::Narrowing {
             filter: None,
             attributes: Some("displayName"),
@@ -1714,10 +1715,7 @@ impl ScimClient {
             },
         )
         .await?;
-        if !listed.whole {
-            tracing::debug!("the listing of group names ended short of its totalResults");
-        }
-        Ok(listed.items)
+        Ok((listed.items, listed.whole))
     }
 
     /// All Users, each with its enterprise `department`, and all Groups: what a
