@@ -513,7 +513,9 @@ async fn interop_scim2_server_groups_are_listed_for_look_alikes() {
         ),
         "",
     );
-    let mut listed = config.directory().group_names().await.unwrap().unwrap();
+    let listed = config.directory().group_names().await.unwrap().unwrap();
+    assert!(listed.whole, "the listing reached totalResults");
+    let mut listed = listed.names;
     listed.sort();
     let mut expected = names.map(str::to_owned).to_vec();
     expected.sort();
