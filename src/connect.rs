@@ -213,18 +213,27 @@ async fn directory(config: &Config) -> Check {
     }
 }
 
+/// What `find` says of each directory group of `names` (composed as a run
+/// composes them), once per group, in the groups' order.
+fn found_once(
+    names: &[String],
+    find: impl Fn(&str) -> Option<crate::names::LookAlike>,
+) -> Vec<crate::names::LookAlike> {
+    let mut found: Vec<crate::names::LookAlike> = names
+        .iter()
+        .filter_map(|name| find(&crate::model::compose_name(name)))
+        .collect();
+    found.sort_by(|a, b| a.directory_group.cmp(&b.directory_group));
+    found.dedup_by(|a, b| a.directory_group == b.directory_group);
+    found
+}
+
 /// One note per directory group of `names` that would be a look-alike of a
 /// configured group had `safety.distinct_groups` not declared it another group:
 /// said, so that whoever reads the check sees which look-alikes are settled.
 fn distinct_notes(config: &Config, names: &[String]) -> Vec<String> {
     let configured = crate::safety::configured_groups(config);
-    let mut found: Vec<crate::names::LookAlike> = names
-        .iter()
-        .filter_map(|name| configured.declared_distinct(&crate::model::compose_name(name)))
-        .collect();
-    found.sort_by(|a, b| a.directory_group.cmp(&b.directory_group));
-    found.dedup_by(|a, b| a.directory_group == b.directory_group);
-    found
+    found_once(names, |name| configured.declared_distinct(name))
         .into_iter()
         .map(|look_alike| {
             format!(
@@ -245,13 +254,7 @@ fn distinct_notes(config: &Config, names: &[String]) -> Vec<String> {
 /// the configured name and its key, and what differs ([`crate::names`]).
 fn look_alike_warnings(config: &Config, names: &[String]) -> Vec<String> {
     let configured = crate::safety::configured_groups(config);
-    let mut found: Vec<crate::names::LookAlike> = names
-        .iter()
-        .filter_map(|name| configured.look_alike(&crate::model::compose_name(name)))
-        .collect();
-    found.sort_by(|a, b| a.directory_group.cmp(&b.directory_group));
-    found.dedup_by(|a, b| a.directory_group == b.directory_group);
-    found
+    found_once(names, |name| configured.look_alike(name))
         .into_iter()
         .map(|look_alike| {
             format!(

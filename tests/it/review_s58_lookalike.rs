@@ -362,27 +362,26 @@ fn a_joiner_is_refused_in_a_protected_user_name_and_taken_in_a_group_name() {
     }
 }
 
-/// A SCIM directory's groups are listed for `check-config --connect` as Okta's
-/// and Entra's are (`GET /Groups?attributes=displayName`, no members), and a
-/// look-alike of a configured group is warned of. Before, LDAP and SCIM
-/// directories were not listed: the first word of it was a run's hold.
-#[tokio::test]
-async fn check_config_connect_lists_a_scim_directorys_groups() {
+/// A SCIM list response of `resources`, announcing `total` results.
+pub(crate) fn scim_list(resources: serde_json::Value, total: usize) -> wiremock::ResponseTemplate {
+    let count = resources.as_array().map_or(0, Vec::len);
+    wiremock::ResponseTemplate::new(200)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": total,
+            "startIndex": 1,
+            "itemsPerPage": count,
+            "Resources": resources,
+        }))
+}
+
+/// A SCIM directory provider at `/scim/v2` answering discovery and one user,
+/// Ada; the caller mounts its `/Groups`.
+pub(crate) async fn scim_directory() -> MockServer {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, ResponseTemplate};
     let idp = MockServer::start().await;
-    let list = |resources: serde_json::Value| {
-        let count = resources.as_array().map_or(0, Vec::len);
-        ResponseTemplate::new(200)
-            .insert_header("content-type", "application/scim+json")
-            .set_body_json(serde_json::json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-                "totalResults": count,
-                "startIndex": 1,
-                "itemsPerPage": count,
-                "Resources": resources,
-            }))
-    };
     Mock::given(method("GET"))
         .and(path("/scim/v2/ServiceProviderConfig"))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
@@ -399,14 +398,29 @@ async fn check_config_connect_lists_a_scim_directorys_groups() {
         .await;
     Mock::given(method("GET"))
         .and(path("/scim/v2/Users"))
-        .respond_with(list(serde_json::json!([{
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "id": "u1",
-            "userName": "ada@example.com",
-            "active": true,
-        }])))
+        .respond_with(scim_list(
+            serde_json::json!([{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": "u1",
+                "userName": "ada@example.com",
+                "active": true,
+            }]),
+            1,
+        ))
         .mount(&idp)
         .await;
+    idp
+}
+
+/// A SCIM directory's groups are listed for `check-config --connect` as Okta's
+/// and Entra's are (`GET /Groups?attributes=displayName`, no members), and a
+/// look-alike of a configured group is warned of. Before, LDAP and SCIM
+/// directories were not listed: the first word of it was a run's hold.
+#[tokio::test]
+async fn check_config_connect_lists_a_scim_directorys_groups() {
+    use wiremock::Mock;
+    use wiremock::matchers::{method, path};
+    let idp = scim_directory().await;
     let groups = serde_json::json!([
         {"id": "g1", "displayName": "Taskade Users"},
         {"id": "g2", "displayName": "Taskade\u{200b} Users"},
@@ -414,7 +428,7 @@ async fn check_config_connect_lists_a_scim_directorys_groups() {
     ]);
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
-        .respond_with(list(groups))
+        .respond_with(scim_list(groups, 3))
         .mount(&idp)
         .await;
     let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;

@@ -149,53 +149,15 @@ async fn a_reconcile_keeps_the_episode_of_an_approved_look_alike_deprovision() {
 /// as "no look-alike" while the unlisted groups held one.
 #[tokio::test]
 async fn check_config_connect_says_a_scim_group_listing_ended_short() {
+    use crate::review_s58_lookalike::{scim_directory, scim_list};
+    use wiremock::Mock;
     use wiremock::matchers::{method, path, query_param};
-    use wiremock::{Mock, ResponseTemplate};
-    let idp = MockServer::start().await;
-    let list = |resources: serde_json::Value, total: usize| {
-        let count = resources.as_array().map_or(0, Vec::len);
-        ResponseTemplate::new(200)
-            .insert_header("content-type", "application/scim+json")
-            .set_body_json(serde_json::json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-                "totalResults": total,
-                "startIndex": 1,
-                "itemsPerPage": count,
-                "Resources": resources,
-            }))
-    };
-    Mock::given(method("GET"))
-        .and(path("/scim/v2/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "patch": {"supported": true},
-            "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-            "filter": {"supported": true, "maxResults": 100},
-            "changePassword": {"supported": false},
-            "sort": {"supported": false},
-            "etag": {"supported": false},
-            "authenticationSchemes": []
-        })))
-        .mount(&idp)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/scim/v2/Users"))
-        .respond_with(list(
-            serde_json::json!([{
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                "id": "u1",
-                "userName": "ada@example.com",
-                "active": true,
-            }]),
-            1,
-        ))
-        .mount(&idp)
-        .await;
+    let idp = scim_directory().await;
     // Five groups announced, two listed: every later page is empty.
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
         .and(query_param("startIndex", "1"))
-        .respond_with(list(
+        .respond_with(scim_list(
             serde_json::json!([
                 {"id": "g1", "displayName": "Taskade Users"},
                 {"id": "g3", "displayName": "Engineering"},
@@ -207,7 +169,7 @@ async fn check_config_connect_says_a_scim_group_listing_ended_short() {
         .await;
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
-        .respond_with(list(serde_json::json!([]), 5))
+        .respond_with(scim_list(serde_json::json!([]), 5))
         .with_priority(2)
         .mount(&idp)
         .await;
