@@ -412,6 +412,26 @@ pub(crate) async fn scim_directory() -> MockServer {
     idp
 }
 
+/// `check-config --connect`'s directory line for the SCIM directory `idp`
+/// ([`scim_directory`]), beside a sandbox workspace.
+pub(crate) async fn checked_scim_directory(idp: &MockServer) -> seatwarden::connect::Check {
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let directory = format!(
+        "kind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"s58-idp-token\"\n",
+        idp.uri()
+    );
+    let config = crate::review_s57_dirnames::config_with(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &directory,
+        "",
+    );
+    let checks = seatwarden::connect::check(&config).await;
+    sandbox.shutdown().await;
+    checks.into_iter().find(|c| c.side == "directory").unwrap()
+}
+
 /// A SCIM directory's groups are listed for `check-config --connect` as Okta's
 /// and Entra's are (`GET /Groups?attributes=displayName`, no members), and a
 /// look-alike of a configured group is warned of. Before, LDAP and SCIM
@@ -431,21 +451,7 @@ async fn check_config_connect_lists_a_scim_directorys_groups() {
         .respond_with(scim_list(groups, 3))
         .mount(&idp)
         .await;
-    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let directory = format!(
-        "kind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"s58-idp-token\"\n",
-        idp.uri()
-    );
-    let config = crate::review_s57_dirnames::config_with(
-        dir.path(),
-        sandbox.base_url().as_str(),
-        &directory,
-        "",
-    );
-    let checks = seatwarden::connect::check(&config).await;
-    sandbox.shutdown().await;
-    let checked = checks.iter().find(|c| c.side == "directory").unwrap();
+    let checked = checked_scim_directory(&idp).await;
     assert!(checked.passed(), "{}", checked.line());
     assert_eq!(checked.warnings.len(), 1, "{:#?}", checked.warnings);
     for part in [

@@ -149,7 +149,7 @@ async fn a_reconcile_keeps_the_episode_of_an_approved_look_alike_deprovision() {
 /// as "no look-alike" while the unlisted groups held one.
 #[tokio::test]
 async fn check_config_connect_says_a_scim_group_listing_ended_short() {
-    use crate::review_s58_lookalike::{scim_directory, scim_list};
+    use crate::review_s58_lookalike::{checked_scim_directory, scim_directory, scim_list};
     use wiremock::Mock;
     use wiremock::matchers::{method, path, query_param};
     let idp = scim_directory().await;
@@ -173,21 +173,7 @@ async fn check_config_connect_says_a_scim_group_listing_ended_short() {
         .with_priority(2)
         .mount(&idp)
         .await;
-    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let directory = format!(
-        "kind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"s58-idp-token\"\n",
-        idp.uri()
-    );
-    let config = crate::review_s57_dirnames::config_with(
-        dir.path(),
-        sandbox.base_url().as_str(),
-        &directory,
-        "",
-    );
-    let checks = seatwarden::connect::check(&config).await;
-    sandbox.shutdown().await;
-    let checked = checks.iter().find(|c| c.side == "directory").unwrap();
+    let checked = checked_scim_directory(&idp).await;
     assert!(checked.passed(), "{}", checked.line());
     assert!(
         checked
