@@ -46,6 +46,9 @@
 //!   client once [`Sandbox::answers_cut`] says so. The request that crosses the
 //!   line is thus processed, its answer never read: what a client killed between
 //!   sending a write and reading its answer leaves.
+//! - **A frozen client** ([`Sandbox::hold_writes_from`], tests only): from the
+//!   n-th write on, writes wait unhandled until [`Sandbox::release_writes`], so a
+//!   test kills a client with exactly n - 1 writes made, however late it looks.
 //! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
 //!   naming one is 400 `invalidPath`, one naming `id` or `meta` 400 `mutability`
 //!   (path-less PATCH values skip all of them). PUT
@@ -326,6 +329,14 @@ struct Shared {
     /// unset, no request takes `cut`'s lock.
     cut_staged: AtomicBool,
     cut: Mutex<Cut>,
+    /// Writes still handled before a hold staged by [`Sandbox::hold_writes_from`]
+    /// comes; `None` while none is staged.
+    hold_after: Mutex<Option<u64>>,
+    /// Whether writes wait ([`Sandbox::hold_writes_from`] came, and no
+    /// [`Sandbox::release_writes`] yet): false lets the waiting ones go on.
+    holding: tokio::sync::watch::Sender<bool>,
+    /// Writes waiting for [`Shared::holding`] to end.
+    held: AtomicU64,
 }
 
 /// A client crash staged by [`Sandbox::cut_answers_after`].
@@ -339,8 +350,9 @@ struct Cut {
     cutting: bool,
 }
 
-/// Counts a request in [`Shared::in_progress`] until it is answered or dropped (its
-/// client went away during its latency).
+/// Counts a request in [`Shared::in_progress`] (or a held write in
+/// [`Shared::held`]) until it is answered or dropped (its client went away
+/// during its latency or its hold).
 struct InProgress<'a>(&'a AtomicU64);
 
 impl<'a> InProgress<'a> {
@@ -407,6 +419,32 @@ impl Shared {
             cut.cutting = cut.left == 0;
         }
         cut.cutting
+    }
+
+    /// Counts a write towards a staged hold ([`Sandbox::hold_writes_from`]) and,
+    /// once it came, waits until it ends; dropped with the request when its
+    /// client goes away.
+    async fn wait_if_held(&self) {
+        {
+            let mut hold_after = self
+                .hold_after
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match hold_after.as_mut() {
+                None => return,
+                // Under the lock: a release after it ends this hold too.
+                Some(0) => {
+                    self.holding.send_replace(true);
+                }
+                Some(left) => {
+                    *left -= 1;
+                    return;
+                }
+            }
+        }
+        let _held = InProgress::new(&self.held);
+        // Only `release_writes` ends it; the sender lives as long as `self`.
+        let _ = self.holding.subscribe().wait_for(|holding| !*holding).await;
     }
 
     /// After resource `id` of `collection` was read: the next change staged for
@@ -508,6 +546,9 @@ impl Sandbox {
             lost_answers: Mutex::new(HashMap::new()),
             cut_staged: AtomicBool::new(false),
             cut: Mutex::new(Cut::default()),
+            hold_after: Mutex::new(None),
+            holding: tokio::sync::watch::Sender::new(false),
+            held: AtomicU64::new(0),
         });
         let app = Router::new()
             .fallback(handle)
@@ -668,6 +709,37 @@ impl Sandbox {
             .cut
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Cut::default();
+    }
+
+    /// Stages a client frozen mid-work, for tests: the `n`-th write handled from
+    /// now on (past its faults and the token) and every write after it wait,
+    /// unhandled, until [`Sandbox::release_writes`]; reads go on. A client killed
+    /// meanwhile leaves exactly the writes before the `n`-th made, however slowly
+    /// the test that kills it is scheduled: its waiting writes are dropped with
+    /// its connections, never handled. [`Sandbox::writes_held`] says how many
+    /// wait. `n` = 0 is taken as 1.
+    pub fn hold_writes_from(&self, n: u64) {
+        *self
+            .shared
+            .hold_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(n.max(1) - 1);
+    }
+
+    /// How many writes wait for [`Sandbox::release_writes`] now.
+    pub fn writes_held(&self) -> u64 {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Ends a hold ([`Sandbox::hold_writes_from`]), come or still staged: the
+    /// waiting writes are handled, and no more wait.
+    pub fn release_writes(&self) {
+        *self
+            .shared
+            .hold_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.shared.holding.send_replace(false);
     }
 
     /// Replaces the bearer token while serving: clients holding the old one are
@@ -1013,6 +1085,9 @@ async fn handle(
             HeaderValue::from_static("Bearer realm=\"scim\""),
         );
         return response;
+    }
+    if write {
+        shared.wait_if_held().await;
     }
     let response = match route(&shared, &method, &uri, &headers, &body) {
         Ok(response) => response,

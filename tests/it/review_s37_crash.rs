@@ -816,6 +816,9 @@ async fn killed_during_the_creates_then_during_recovery() {
 
 /// The deactivations held by a threshold, approved, the approval killed after
 /// eight of them: approving again sends each of the others once, and none twice.
+/// The sandbox holds the approval's ninth write and those after it until the
+/// kill, so the approval cannot run to its end before a busy machine schedules
+/// the test (18 deactivations take it a tenth of a second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_an_approval() {
     let s = scenario(400, &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5")]).await;
@@ -835,11 +838,17 @@ async fn killed_during_an_approval() {
         .collect();
     assert!(held.len() > 10, "{held:?}");
     let start = s.sandbox.requests_seen().len();
+    s.sandbox.hold_writes_from(9);
     let child = s.spawn(&["approve", &run.to_string()], "approve");
-    s.kill_when(child, "approve", |seen| {
-        count(&seen[start..], "PATCH", "/Users/") >= 8
-    })
-    .await;
+    let cut = s
+        .kill_when(child, "approve", |_| s.sandbox.writes_held() > 0)
+        .await;
+    s.sandbox.release_writes();
+    assert_eq!(
+        count(&s.sandbox.requests_seen()[start..cut], "PATCH", "/Users/"),
+        8,
+        "the killed approval's deactivations"
+    );
     let code = s.run(&["approve", &run.to_string()], "approve-again").await;
     assert_eq!(code, 0, "{}", s.stderr("approve-again"));
     let seen = s.sandbox.requests_seen();
