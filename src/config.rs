@@ -121,6 +121,10 @@ pub struct Config {
     /// about one names the variable, not the file.
     #[serde(skip)]
     pub from_env: std::collections::BTreeSet<String>,
+    /// Keys (`safety.max_deprovisions`) the file writes, tables included: a
+    /// value it writes is the file's, even one equal to the default.
+    #[serde(skip)]
+    pub from_file: std::collections::BTreeSet<String>,
     /// Variables that start like an override but are none (`SEATWARDEN_STATE_PATH`,
     /// one `_` for `__`), nor one of [`OWN_VARIABLES`]: not read, and warned about.
     #[serde(skip)]
@@ -1172,6 +1176,7 @@ impl Config {
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
+        config.from_file = keys_written_in(path);
         config.unread_variables = unread_variables;
         config.check_value_types(&scalars)?;
         config.resolve_paths();
@@ -2179,8 +2184,10 @@ impl Config {
     /// one never applies. Almost always a typo, or the two keys read the wrong
     /// way round (a per-run value raised past the 24 h default, say), so it is
     /// warned about, not refused. Each value says where it came from when that
-    /// is not the file: a variable, or the default. A 24 h limit of 0 is a
-    /// deliberate "nothing without a human" and is not warned about here.
+    /// is not the file: a variable, or the default (a key the file does not
+    /// write; one it writes with the default's value is the file's). A 24 h
+    /// limit of 0 is a deliberate "nothing without a human" and is not warned
+    /// about here.
     fn day_limits_below_run_limits(&self) -> Vec<String> {
         /// One key's value as the warning states it, and whether it is the default.
         struct Value {
@@ -2238,7 +2245,7 @@ impl Config {
                     let origin = self.origin_of(&key);
                     if origin != self.source {
                         format!("{key} = {} ({})", value.text, origin.display())
-                    } else if value.default {
+                    } else if value.default && !self.from_file.contains(&key) {
                         format!("{key} = {} (the default)", value.text)
                     } else {
                         format!("{key} = {}", value.text)
@@ -4102,6 +4109,32 @@ fn names_unknown_key(error: &ConfigError, key: &str) -> bool {
 }
 
 /// The value at a dotted key (`report.email.allow_cleartext`) of a table.
+/// Every key the file at `path` writes (`safety`, `safety.max_deprovisions`),
+/// as [`Config::from_file`] keeps them; none when it no longer reads or parses
+/// (the `config` crate read it a moment ago: it changed in between).
+fn keys_written_in(path: &Path) -> std::collections::BTreeSet<String> {
+    fn collect(table: &toml::Table, prefix: &str, keys: &mut std::collections::BTreeSet<String>) {
+        for (name, value) in table {
+            let key = match prefix {
+                "" => name.clone(),
+                prefix => format!("{prefix}.{name}"),
+            };
+            if let toml::Value::Table(inner) = value {
+                collect(inner, &key, keys);
+            }
+            keys.insert(key);
+        }
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    if let Some(table) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+    {
+        collect(&table, "", &mut keys);
+    }
+    keys
+}
+
 fn value_at<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
     let mut parts = key.split('.');
     let mut value = table.get(parts.next()?)?;
@@ -6384,6 +6417,35 @@ token = "s3cr3t-token-value"
             ),
             "{}",
             found[0]
+        );
+    }
+
+    /// The warning says "(the default)" only of a key nobody set: a value the
+    /// file writes is the file's, even when it equals the default (the person
+    /// who wrote it goes looking in the file, not in the documentation).
+    #[test]
+    fn a_24h_limit_written_with_the_default_value_is_not_called_the_default() {
+        let warned = |safety: &str| {
+            load("", &format!("[safety]\n{safety}"), &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .find(|w| w.contains("can never be reached"))
+                .unwrap_or_else(|| panic!("no warning for {safety:?}"))
+        };
+        let written =
+            warned("max_role_downgrade_percent = 15\nmax_role_downgrade_percent_per_day = 10\n");
+        assert!(
+            written.starts_with(
+                "safety.max_role_downgrade_percent_per_day = 10 is below \
+                 safety.max_role_downgrade_percent = 15 in "
+            ),
+            "{written}"
+        );
+        let unset = warned("max_role_downgrade_percent = 15\n");
+        assert!(
+            unset.starts_with("safety.max_role_downgrade_percent_per_day = 10 (the default) is"),
+            "{unset}"
         );
     }
 
