@@ -1587,6 +1587,14 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     if let Some(refused) = store.directory_refused_why(run_id)? {
         why.push_str("; the source check refused its directory: ");
         why.push_str(&refused);
+    } else if store.directory_refused(run_id)? {
+        // Refused by a build before migration 20, which kept the flag only:
+        // its log line is all that says why.
+        why.push_str(
+            "; the source check refused its directory (why is not recorded: the seatwarden \
+             that refused it did not keep it; its log says why, at \"directory snapshot \
+             rejected\")",
+        );
     }
     // A reconcile killed mid-apply (resolved since by the next writer's recovery,
     // or not yet), or failed after writing, has no report, but its journal says

@@ -672,7 +672,8 @@ WHERE EXISTS (SELECT 1 FROM reports WHERE reports.run_id = runs.id
 /// refused the run's directory. A run that fails or is killed after the check
 /// stores no report, and `report --run`, where `export`, `explain` and
 /// `approve` send the operator, then told only that it failed. Older refused
-/// runs keep it empty: those with a report say why there.
+/// runs keep it empty: those with a report say why there; for those without,
+/// `report --run` says the reason was not kept and that their log has it.
 pub(crate) const M_DIRECTORY_REFUSED_WHY: &str = r#"
 ALTER TABLE runs ADD COLUMN directory_refused_why TEXT;
 "#;

@@ -167,17 +167,32 @@ async fn a_demotion_a_reconcile_reading_alongside_approve_no_longer_asks_for_is_
 /// was refused.
 #[test]
 fn report_of_a_refused_run_without_a_report_says_why_its_directory_was_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refused, fault) = a_refused_run_without_a_report(dir.path());
+    let (code, stderr) =
+        crate::fixtures::seatwarden_in(dir.path(), &[], &["report", "--run", &refused.to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the workspace answered 503"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the source check refused its directory: {fault}")),
+        "{stderr}"
+    );
+}
+
+/// A configuration in `dir` and a reconcile whose empty directory the source
+/// check refused, then failed (the workspace answered 503) before storing a
+/// report: its id, and what the check said.
+pub(crate) fn a_refused_run_without_a_report(dir: &Path) -> (seatwarden::store::RunId, String) {
     use seatwarden::model::DirectorySnapshot;
     use seatwarden::safety::{self, SourceCheck};
 
-    let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path().join("seatwarden.toml"),
+        dir.join("seatwarden.toml"),
         "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\n\
          url = \"https://x.example/scim/v2\"\ntoken = \"t\"\n[state]\npath = \"state.db\"\n",
     )
     .unwrap();
-    let config = Config::load(&dir.path().join("seatwarden.toml")).unwrap();
+    let config = Config::load(&dir.join("seatwarden.toml")).unwrap();
     let mut store = Store::open(&config.state.path).unwrap();
     let now = Utc::now();
     let refused = store.begin_run(RunKind::Reconcile, now).unwrap();
@@ -203,14 +218,5 @@ fn report_of_a_refused_run_without_a_report_says_why_its_directory_was_refused()
             Some("GET /Users: the workspace answered 503"),
         )
         .unwrap();
-    drop(store);
-
-    let (code, stderr) =
-        crate::fixtures::seatwarden_in(dir.path(), &[], &["report", "--run", &refused.to_string()]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("the workspace answered 503"), "{stderr}");
-    assert!(
-        stderr.contains(&format!("the source check refused its directory: {fault}")),
-        "{stderr}"
-    );
+    (refused, fault.to_string())
 }
