@@ -1034,9 +1034,12 @@ fn mark_sent(
     };
     let next = if kept {
         "this process marks it before its next delivery and does not send it again \
-         (`send-mail`, which ends here, cannot: it goes out again once its claim runs out)"
+         (`send-mail`, which ends here, cannot: the next sender to find no other running \
+         sends it again, with the same Message-ID)"
     } else {
-        "it will be sent again once its claim runs out"
+        // No sender lock kept for it (none at all for a database in memory).
+        "it will be sent again, with the same Message-ID: by the next sender to find no \
+         other running, else once its claim runs out"
     };
     Err(StoreError::NotMarked {
         id,
