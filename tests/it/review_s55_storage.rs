@@ -37,7 +37,7 @@ fn refuse(path: &std::path::Path, name: &str, op: &str, table: &str) {
     .unwrap();
 }
 
-fn heal(path: &std::path::Path, name: &str) {
+pub(crate) fn heal(path: &std::path::Path, name: &str) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(&format!("DROP TRIGGER {name}")).unwrap();
 }
@@ -98,7 +98,7 @@ async fn a_deactivation_whose_ledger_write_failed_is_recorded_by_the_next_run() 
 }
 
 /// Makes `op` on `table` fail as a full disk does, when `when` holds of the row.
-fn refuse_when(path: &std::path::Path, name: &str, op: &str, table: &str, when: &str) {
+pub(crate) fn refuse_when(path: &std::path::Path, name: &str, op: &str, table: &str, when: &str) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(&format!(
         "CREATE TRIGGER {name} BEFORE {op} ON {table} WHEN {when}
