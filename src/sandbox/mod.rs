@@ -329,6 +329,9 @@ struct Shared {
     /// unset, no request takes `cut`'s lock.
     cut_staged: AtomicBool,
     cut: Mutex<Cut>,
+    /// Set while a hold staged by [`Sandbox::hold_writes_from`] waits or lasts:
+    /// unset, no write takes `hold_after`'s lock (the benchmarks' writes).
+    hold_staged: AtomicBool,
     /// Writes still handled before a hold staged by [`Sandbox::hold_writes_from`]
     /// comes; `None` while none is staged.
     hold_after: Mutex<Option<u64>>,
@@ -425,6 +428,9 @@ impl Shared {
     /// once it came, waits until it ends; dropped with the request when its
     /// client goes away.
     async fn wait_if_held(&self) {
+        if !self.hold_staged.load(Ordering::SeqCst) {
+            return;
+        }
         {
             let mut hold_after = self
                 .hold_after
@@ -546,6 +552,7 @@ impl Sandbox {
             lost_answers: Mutex::new(HashMap::new()),
             cut_staged: AtomicBool::new(false),
             cut: Mutex::new(Cut::default()),
+            hold_staged: AtomicBool::new(false),
             hold_after: Mutex::new(None),
             holding: tokio::sync::watch::Sender::new(false),
             held: AtomicU64::new(0),
@@ -724,6 +731,7 @@ impl Sandbox {
             .hold_after
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(n.max(1) - 1);
+        self.shared.hold_staged.store(true, Ordering::SeqCst);
     }
 
     /// How many writes wait for [`Sandbox::release_writes`] now.
@@ -739,6 +747,7 @@ impl Sandbox {
             .hold_after
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        self.shared.hold_staged.store(false, Ordering::SeqCst);
         self.shared.holding.send_replace(false);
     }
 
