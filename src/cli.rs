@@ -93,7 +93,8 @@ Exit codes:
      keep their own code
 143  as 130, stopped by SIGTERM
 
-Every configuration key (but the [[policy.mapping]] tables) can be overridden with
+Every configuration key (but the [[policy.mapping]] and [[safety.exceptions]] tables
+and safety.distinct_groups, read from the file only) can be overridden with
 SEATWARDEN__SECTION__KEY (two underscores between the levels; lists comma-separated),
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
 A relative path, in the file or in a variable, is taken from the configuration

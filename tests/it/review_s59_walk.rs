@@ -1,0 +1,194 @@
+//! Session 59, a first day with seatwarden: the quickstart, every `--help`, a
+//! realistic configuration written from the README and the mistakes people make
+//! in it, run through the binary as a new IT engineer runs it.
+//!
+//! - A configuration file saved as Windows-1252 (a group "Geschäftsführung")
+//!   failed with "cannot read it again: stream did not contain valid UTF-8",
+//!   and one saved as UTF-16 with a TOML error about the redacted first line:
+//!   now the line, the column and the byte, or "UTF-16", and how to save it.
+//! - `schedule.timezone = "GMT+1"` was answered "did you mean "Etc/GMT+1"?",
+//!   which is UTC-01:00, two hours from what was meant; "America/New York"
+//!   had no suggestion at all.
+//! - An AWS EventBridge cron (`cron(0 8 ? * MON-FRI *)`, a year last) was
+//!   refused with croner's "illegal character '?'", a character the layout
+//!   takes: now named, with the five fields to write.
+//! - `SEATWARDEN__SAFETY__DISTINCT_GROUPS` was refused with "expected a list,
+//!   such as ["a", "b"]", a form no variable takes: the list is the file's only,
+//!   as the README says.
+//! - `seatwarden --help` said only the `[[policy.mapping]]` tables cannot be set
+//!   from the environment.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use crate::fixtures::seatwarden_in;
+
+/// A complete configuration around a file directory (the example export), with
+/// `extra` appended; written to `dir/seatwarden.toml` as the bytes given.
+fn configured(dir: &Path, extra: &[u8]) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(example, dir.join("directory.json")).unwrap();
+    let mut text = b"[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+        [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken_file = \"token\"\n\n\
+        [state]\npath = \"state.db\"\n\n"
+        .to_vec();
+    text.extend_from_slice(extra);
+    std::fs::write(dir.join("seatwarden.toml"), text).unwrap();
+    std::fs::write(dir.join("token"), "scim-token\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("token"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
+}
+
+fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    seatwarden_in(dir, &env, &["check-config"])
+}
+
+#[test]
+fn a_configuration_saved_as_windows_1252_names_the_line_and_the_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    // "Geschäftsführung" as Windows-1252 writes it: ä is 0xe4, ü 0xfc.
+    configured(
+        dir.path(),
+        b"[safety]\nprotected_groups = [\"Gesch\xe4ftsf\xfchrung\"]\n",
+    );
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("line 13, column 27: byte 0xe4 is not UTF-8: the configuration must be UTF-8"),
+        "{err}"
+    );
+    assert!(err.contains("save it as UTF-8"), "{err}");
+    assert!(!err.contains("cannot read it again"), "{err}");
+}
+
+#[test]
+fn a_configuration_saved_as_utf16_is_said_to_be() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"");
+    let path = dir.path().join("seatwarden.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // What Windows PowerShell's `Out-File` writes: UTF-16LE with its mark.
+    let mut utf16 = vec![0xff, 0xfe];
+    utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    std::fs::write(&path, utf16).unwrap();
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the file is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8"),
+        "{err}"
+    );
+    assert!(!err.contains("TOML parse error"), "{err}");
+}
+
+#[test]
+fn an_offset_written_as_a_time_zone_is_not_answered_with_the_opposite_etc_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"[schedule]\ntimezone = \"GMT+1\"\n");
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        !err.contains("did you mean \"Etc/GMT+1\""),
+        "Etc/GMT+1 is UTC-01:00, not what GMT+1 means: {err}"
+    );
+    assert!(
+        err.contains(
+            "key `schedule.timezone`: unknown time zone \"GMT+1\": that is a UTC offset, not a \
+             time zone: write the IANA zone of the place whose clock is meant"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("for UTC+01:00 all year, \"Etc/GMT-1\""),
+        "{err}"
+    );
+
+    // The same from a variable, west of Greenwich, as ISO 8601 writes it.
+    let (code, err) = check_config(
+        dir.path(),
+        &[("SEATWARDEN__SCHEDULE__TIMEZONE", "UTC-05:00")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("for UTC-05:00 all year, \"Etc/GMT+5\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_zone_written_with_a_space_for_its_underscore_is_suggested() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"[report]\ntimezone = \"America/New York\"\n");
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "key `report.timezone`: unknown time zone \"America/New York\": IANA names are \
+             spelt exactly; did you mean \"America/New_York\"?"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_eventbridge_cron_is_named_with_the_five_fields_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(
+        dir.path(),
+        b"[schedule]\nreconcile = \"cron(0 8 ? * MON-FRI *)\"\n",
+    );
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "key `schedule.reconcile`: invalid cron expression \"cron(0 8 ? * MON-FRI *)\": \
+             this is AWS EventBridge's layout (minute hour day-of-month month day-of-week \
+             year), and a year field is not supported: write \"0 8 ? * MON-FRI\""
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("illegal character"), "{err}");
+}
+
+#[test]
+fn distinct_groups_from_a_variable_is_said_to_be_the_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"");
+    let (code, err) = check_config(
+        dir.path(),
+        &[("SEATWARDEN__SAFETY__DISTINCT_GROUPS", "Founder's Club")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "error: environment variable SEATWARDEN__SAFETY__DISTINCT_GROUPS: key \
+             `safety.distinct_groups`: safety.distinct_groups is read from the file only"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("such as [\"a\", \"b\"]"), "{err}");
+}
+
+#[test]
+fn help_names_every_key_a_variable_cannot_set() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    assert!(
+        help.contains(
+            "Every configuration key (but the [[policy.mapping]] and [[safety.exceptions]] \
+             tables and safety.distinct_groups, read from the file only) can be overridden"
+        ),
+        "{help}"
+    );
+}
