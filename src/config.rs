@@ -2044,8 +2044,18 @@ impl Config {
             return Err(self.key_error("report.email.to", "at least one recipient is required"));
         }
         for (i, to) in email.to.iter().enumerate() {
-            crate::mail::validate_address(to)
-                .map_err(|e| self.key_error(&format!("report.email.to[{i}]"), e))?;
+            crate::mail::validate_address(to).map_err(|e| {
+                // Mail clients separate recipients with `;` (Outlook) or `,`:
+                // pasted as one entry, they read as one address that is none.
+                let several = if to.contains([';', ',']) {
+                    " (several addresses in one entry: give each its own, to = \
+                     [\"a@example.com\", \"b@example.com\"], or in \
+                     SEATWARDEN__REPORT__EMAIL__TO separated by commas)"
+                } else {
+                    ""
+                };
+                self.key_error(&format!("report.email.to[{i}]"), format!("{e}{several}"))
+            })?;
         }
         parse_quiet_period(&email.quiet_period)
             .map_err(|e| self.key_error("report.email.quiet_period", e))?;
@@ -5012,8 +5022,12 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
 }
 
 fn plain_type_words(message: &str) -> String {
+    // `invalid value:` is what a `[directory]` key (an internally tagged enum,
+    // read through serde's buffered content) says where the others say
+    // `invalid type:` (`start_tls = "yes"`).
     let Some((found, expected)) = message
         .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
         .and_then(|rest| rest.split_once(", expected "))
     else {
         return message.to_owned();

@@ -15,6 +15,11 @@
 //! - `SEATWARDEN__SAFETY__DISTINCT_GROUPS` was refused with "expected a list,
 //!   such as ["a", "b"]", a form no variable takes: the list is the file's only,
 //!   as the README says.
+//! - `report.email.to = ["a@example.com; b@example.com"]`, as mail clients
+//!   write recipients, was "invalid mail address …: Invalid input" alone.
+//! - A `[directory]` key of the wrong type (`start_tls = "yes"`, a variable
+//!   `SEATWARDEN__DIRECTORY__PAGE_SIZE=abc`) said serde's "invalid value:
+//!   string …, expected a boolean"; the other sections' keys say what to write.
 //! - `seatwarden --help` said only the `[[policy.mapping]]` tables cannot be set
 //!   from the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -155,6 +160,71 @@ fn an_eventbridge_cron_is_named_with_the_five_fields_meant() {
         "{err}"
     );
     assert!(!err.contains("illegal character"), "{err}");
+}
+
+#[test]
+fn recipients_pasted_as_one_entry_are_told_to_be_listed_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(
+        dir.path(),
+        b"[report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\nfrom = \"seatwarden@example.com\"\n\
+          to = [\"it-sec@example.com; soc@example.com\"]\n",
+    );
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "key `report.email.to[0]`: invalid mail address \"it-sec@example.com; \
+             soc@example.com\""
+        ) && err.contains(
+            "(several addresses in one entry: give each its own, to = [\"a@example.com\", \
+             \"b@example.com\"], or in SEATWARDEN__REPORT__EMAIL__TO separated by commas)"
+        ),
+        "{err}"
+    );
+}
+
+/// A `[directory]` key said "invalid value: string \"yes\", expected a
+/// boolean", where every other key says what to write.
+#[test]
+fn a_directory_boolean_given_as_text_says_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ldap = |extra: &str| {
+        format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1.corp.example.com\"\n\
+             bind_dn = \"CN=svc-seatwarden,DC=corp,DC=example,DC=com\"\n\
+             bind_password_file = \"token\"\nbase_dn = \"DC=corp,DC=example,DC=com\"\n{extra}\n\
+             [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken_file = \"token\"\n\n\
+             [state]\npath = \"state.db\"\n"
+        )
+    };
+    configured(dir.path(), b"");
+    std::fs::write(dir.path().join("seatwarden.toml"), ldap("")).unwrap();
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, err) = check_config(dir.path(), &[("SEATWARDEN__DIRECTORY__START_TLS", "yes")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "environment variable SEATWARDEN__DIRECTORY__START_TLS: key `directory.start_tls`: \
+             expected true or false, found the text \"yes\""
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("invalid value"), "{err}");
+
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        ldap("page_size = \"500\"\n"),
+    )
+    .unwrap();
+    let (code, err) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("key `directory.page_size`: expected a whole number, found the text \"500\""),
+        "{err}"
+    );
 }
 
 #[test]
