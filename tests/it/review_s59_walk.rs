@@ -20,6 +20,8 @@
 //! - A `[directory]` key of the wrong type (`start_tls = "yes"`, a variable
 //!   `SEATWARDEN__DIRECTORY__PAGE_SIZE=abc`) said serde's "invalid value:
 //!   string …, expected a boolean"; the other sections' keys say what to write.
+//! - `seatwarden demo --dir FILE` said "preparing the demo directory FILE:
+//!   File exists (os error 17)".
 //! - `seatwarden --help` said only the `[[policy.mapping]]` tables cannot be set
 //!   from the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -261,4 +263,29 @@ fn help_names_every_key_a_variable_cannot_set() {
         ),
         "{help}"
     );
+}
+
+/// `demo --dir` naming a file said "preparing the demo directory FILE: File
+/// exists (os error 17)".
+#[test]
+fn demo_dir_naming_a_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["demo", "--dir"])
+        .arg(&file)
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {} is a file, not a directory: give --dir a directory of its own",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
 }
