@@ -22,6 +22,8 @@
 //!   string …, expected a boolean"; the other sections' keys say what to write.
 //! - `seatwarden demo --dir FILE` said "preparing the demo directory FILE:
 //!   File exists (os error 17)".
+//! - `reconcile --help` and `resume --help` said exit 4 is "some actions
+//!   failed", not the writes a stopped run did not send.
 //! - `seatwarden --help` said only the `[[policy.mapping]]` tables cannot be set
 //!   from the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -288,4 +290,29 @@ fn demo_dir_naming_a_file_says_so() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+}
+
+/// `reconcile --help` (and `resume --help`) gave 4 as "some actions failed"
+/// only, while a run whose writes stopped (a refused token, a workspace that
+/// stopped answering) exits 4 with nothing failed.
+#[test]
+fn reconcile_help_says_4_covers_writes_not_sent() {
+    for (command, needle) in [
+        (
+            "reconcile",
+            "4 some actions failed, or were not sent because the run's writes stopped",
+        ),
+        (
+            "resume",
+            "4 some actions failed or were not sent because the writes stopped",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+        assert!(help.contains(needle), "{command}: {help}");
+    }
 }
