@@ -1525,6 +1525,22 @@ impl Config {
                 .map(|(_, file)| file.to_path_buf())?,
         };
         let written = written.to_string_lossy();
+        // `~/…` in the file, or quoted in a variable, reaches seatwarden as it is
+        // written (only a shell expands a word it sees unquoted), and was called
+        // a relative path, which does not say why it is not the home folder.
+        if let Some(rest) = written.strip_prefix("~/") {
+            let home = std::env::var("HOME")
+                .ok()
+                .filter(|home| home.starts_with('/'))
+                .map(|home| format!("{}/{rest}", home.trim_end_matches('/')))
+                .unwrap_or_else(|| format!("/home/USER/{rest}"));
+            return Some(format!(
+                "; {key} is written {:?}, but seatwarden does not expand ~ (only a shell \
+                 does, in a word it sees unquoted): write the home folder in full, such as \
+                 {home:?}",
+                written.as_ref()
+            ));
+        }
         if !written.contains('$') && !written.starts_with("%d") {
             return None;
         }

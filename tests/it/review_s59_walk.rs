@@ -24,6 +24,8 @@
 //!   File exists (os error 17)".
 //! - `reconcile --help` and `resume --help` said exit 4 is "some actions
 //!   failed", not the writes a stopped run did not send.
+//! - A secret path written `~/…` was called "the relative path", with no word
+//!   on `~` not being expanded.
 //! - `seatwarden --help` said only the `[[policy.mapping]]` tables cannot be set
 //!   from the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -315,4 +317,33 @@ fn reconcile_help_says_4_covers_writes_not_sent() {
         let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
         assert!(help.contains(needle), "{command}: {help}");
     }
+}
+
+/// `token_file = "~/seatwarden-trial/workspace-token"` (or a variable set in
+/// quotes) was called "the relative path", taken from the configuration's
+/// folder, without a word on why `~` is not the home folder.
+#[test]
+fn a_secret_path_starting_with_a_tilde_is_said_to_be_unexpanded() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"");
+    let (code, err) = check_config(
+        dir.path(),
+        &[
+            (
+                "SEATWARDEN__WORKSPACE__TOKEN_FILE",
+                "~/seatwarden-trial/workspace-token",
+            ),
+            ("HOME", "/home/ada"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "; workspace.token_file is written \"~/seatwarden-trial/workspace-token\", but \
+             seatwarden does not expand ~ (only a shell does, in a word it sees unquoted): \
+             write the home folder in full, such as \
+             \"/home/ada/seatwarden-trial/workspace-token\""
+        ),
+        "{err}"
+    );
 }
