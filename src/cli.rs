@@ -93,7 +93,8 @@ Exit codes:
      keep their own code
 143  as 130, stopped by SIGTERM
 
-Every configuration key (but the [[policy.mapping]] tables) can be overridden with
+Every configuration key (but the [[policy.mapping]] and [[safety.exceptions]] tables
+and safety.distinct_groups, read from the file only) can be overridden with
 SEATWARDEN__SECTION__KEY (two underscores between the levels; lists comma-separated),
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
 A relative path, in the file or in a variable, is taken from the configuration
@@ -365,9 +366,12 @@ Examples:
     /// Converge the workspace: plan, apply (journaled, with retries), verify, report.
     #[command(after_help = "\
 Exit codes (first that applies): 5 the directory was rejected, nothing planned; 6 the
-circuit breaker is open; 4 some actions failed; 3 some are held for `seatwarden approve`
-(actions that only wait for the settle window do not count), or a leaver keeps access
-because which account is theirs is disputed (`seatwarden link`); 0 converged; 1 an error;
+circuit breaker is open; 4 some actions failed, or were not sent because the run's writes
+stopped (the workspace stopped answering or refused the token, or a proxy, firewall or WAF
+in front of it refused a write: stderr says how many, and why); 3 some are held for
+`seatwarden approve` (actions that only wait for the settle window do not count), or a
+leaver keeps access because which account is theirs is disputed (`seatwarden link`);
+0 converged; 1 an error;
 130 (143) Ctrl-C (SIGTERM) stopped it before every write was sent: those sent were
 finished and recorded, the rest not sent; run it again to finish (a second Ctrl-C quits
 at once); 75 another writer (a daemon job, another command) still held the state
@@ -534,8 +538,8 @@ report's PROTECTED BY PERSON), a contractor's nobody in the directory owns:
     },
     /// Close the circuit breaker and run a reconcile to finish the work. Audited.
     #[command(after_help = "\
-Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed,
-5 the directory was rejected, 6 the breaker opened again, 130 or 143 stopped by Ctrl-C or
+Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed
+or were not sent because the writes stopped, 5 the directory was rejected, 6 the breaker opened again, 130 or 143 stopped by Ctrl-C or
 SIGTERM); with --no-run, 0; 75 another writer still held the writer lock after
 --lock-timeout: nothing further was done (stderr says whether the breaker was closed
 before the reconcile had to wait).

@@ -1100,6 +1100,17 @@ impl Config {
                 });
             }
         }
+        // The `config` crate reads a file that is not UTF-8 lossily (a Latin-1
+        // "ä" in a group name becomes U+FFFD) or, for UTF-16, fails with a TOML
+        // error about the first line's redacted text: said here, where the byte is.
+        if let Ok(bytes) = std::fs::read(path)
+            && let Err(error) = std::str::from_utf8(&bytes)
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: config_not_utf8(&bytes, error),
+            });
+        }
         let prefix = format!("{ENV_PREFIX}__");
         let mut env: std::collections::HashMap<String, String> = match env {
             Some(env) => env,
@@ -1519,6 +1530,22 @@ impl Config {
                 .map(|(_, file)| file.to_path_buf())?,
         };
         let written = written.to_string_lossy();
+        // `~/…` in the file, or quoted in a variable, reaches seatwarden as it is
+        // written (only a shell expands a word it sees unquoted), and was called
+        // a relative path, which does not say why it is not the home folder.
+        if let Some(rest) = written.strip_prefix("~/") {
+            let home = std::env::var("HOME")
+                .ok()
+                .filter(|home| home.starts_with('/'))
+                .map(|home| format!("{}/{rest}", home.trim_end_matches('/')))
+                .unwrap_or_else(|| format!("/home/USER/{rest}"));
+            return Some(format!(
+                "; {key} is written {:?}, but seatwarden does not expand ~ (only a shell \
+                 does, in a word it sees unquoted): write the home folder in full, such as \
+                 {home:?}",
+                written.as_ref()
+            ));
+        }
         if !written.contains('$') && !written.starts_with("%d") {
             return None;
         }
@@ -2038,8 +2065,18 @@ impl Config {
             return Err(self.key_error("report.email.to", "at least one recipient is required"));
         }
         for (i, to) in email.to.iter().enumerate() {
-            crate::mail::validate_address(to)
-                .map_err(|e| self.key_error(&format!("report.email.to[{i}]"), e))?;
+            crate::mail::validate_address(to).map_err(|e| {
+                // Mail clients separate recipients with `;` (Outlook) or `,`:
+                // pasted as one entry, they read as one address that is none.
+                let several = if to.contains([';', ',']) {
+                    " (several addresses in one entry: give each its own, to = \
+                     [\"a@example.com\", \"b@example.com\"], or in \
+                     SEATWARDEN__REPORT__EMAIL__TO separated by commas)"
+                } else {
+                    ""
+                };
+                self.key_error(&format!("report.email.to[{i}]"), format!("{e}{several}"))
+            })?;
         }
         parse_quiet_period(&email.quiet_period)
             .map_err(|e| self.key_error("report.email.quiet_period", e))?;
@@ -4570,16 +4607,113 @@ fn parse_until(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono:
     }
 }
 
+/// A UTC offset written where a zone is wanted (`GMT+1`, `UTC+01:00`, `+0530`):
+/// its minutes east of Greenwich, read as ISO 8601 and people read it (`GMT+1`
+/// is an hour ahead of UTC), not as POSIX does.
+fn written_offset(text: &str) -> Option<i32> {
+    let upper = text.to_ascii_uppercase();
+    let rest = upper
+        .strip_prefix("UTC")
+        .or_else(|| upper.strip_prefix("GMT"))
+        .unwrap_or(&upper);
+    let (sign, digits) = if let Some(digits) = rest.strip_prefix('+') {
+        (1, digits)
+    } else {
+        (-1, rest.strip_prefix('-')?)
+    };
+    let (hours, minutes) = match digits.split_once(':') {
+        Some(parts) => parts,
+        None if digits.len() == 4 => digits.split_at(2),
+        None => (digits, "00"),
+    };
+    let number = |text: &str| {
+        (!text.is_empty() && text.len() <= 2 && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<i32>().ok())
+            .flatten()
+    };
+    let (hours, minutes) = (number(hours)?, number(minutes)?);
+    (hours <= 14 && minutes < 60).then_some(sign * (hours * 60 + minutes))
+}
+
+/// Why an offset is refused as a zone, and what to write: the zone of a place
+/// (its clock changes for daylight saving time, an offset's does not), or, for a
+/// whole-hour offset all year, the `Etc/GMT` zone, whose sign is the opposite
+/// of the offset's (POSIX): suggesting `Etc/GMT+1` for `GMT+1` would set the
+/// schedule two hours off.
+fn offset_is_no_zone(zone: &str, minutes_east: i32) -> String {
+    let (hours, minutes) = (minutes_east.abs() / 60, minutes_east.abs() % 60);
+    let sign = if minutes_east < 0 { '-' } else { '+' };
+    let fixed = match (minutes_east, minutes) {
+        (0, _) => "; \"UTC\" for UTC itself".to_owned(),
+        (_, 0) if (-12 * 60..=14 * 60).contains(&minutes_east) => {
+            let etc_sign = if minutes_east < 0 { '+' } else { '-' };
+            format!(
+                "; for UTC{sign}{hours:02}:00 all year, \"Etc/GMT{etc_sign}{hours}\" (the Etc/GMT \
+                 zones count west of Greenwich as positive)"
+            )
+        }
+        // No Etc/GMT zone has minutes (or lies past ±12/14 h): a place's zone only.
+        _ => String::new(),
+    };
+    format!(
+        "unknown time zone {zone:?}: that is a UTC offset, not a time zone: write the IANA \
+         zone of the place whose clock is meant, such as \"Europe/Berlin\" (it changes for \
+         daylight saving time, an offset does not){fixed}"
+    )
+}
+
+/// Why a configuration file that is not UTF-8 is refused: where its first byte
+/// that is not, and what the file most likely is instead. Windows editors save
+/// Windows-1252 (a group such as "Geschäftsführung" then is not UTF-8), and
+/// Windows PowerShell's `Out-File` and `>` write UTF-16.
+fn config_not_utf8(bytes: &[u8], error: std::str::Utf8Error) -> String {
+    const SAVE_AS: &str = "save it as UTF-8 (PowerShell: `Set-Content -Encoding utf8`; \
+                           Notepad: Save As, Encoding UTF-8)";
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return format!(
+            "the file is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8: {SAVE_AS}"
+        );
+    }
+    let (good, rest) = bytes.split_at(error.valid_up_to().min(bytes.len()));
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    // Characters, not bytes, so the column is where an editor shows it.
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+    let bad: Vec<String> = rest
+        .iter()
+        .take(error.error_len().unwrap_or(rest.len()).min(4))
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    let (noun, verb) = if bad.len() == 1 {
+        ("byte", "is")
+    } else {
+        ("bytes", "are")
+    };
+    format!(
+        "line {line}, column {column}: {noun} {} {verb} not UTF-8: the configuration must be \
+         UTF-8 (one saved as Windows-1252 or Latin-1 writes \"ä\" as 0xe4); {SAVE_AS}",
+        bad.join(" ")
+    )
+}
+
 fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     if let Ok(tz) = zone.parse() {
         return Ok(tz);
     }
     let typed = zone.trim();
+    if let Some(minutes_east) = written_offset(typed) {
+        return Err(offset_is_no_zone(zone, minutes_east));
+    }
     let city = |name: &str| name.rsplit('/').next().unwrap_or(name).replace('_', " ");
+    // "America/New York": IANA names write spaces as `_`.
+    let underscored = typed.replace(' ', "_");
     let mut meant: Vec<&str> = chrono_tz::TZ_VARIANTS
         .iter()
         .map(|tz| tz.name())
-        .filter(|name| name.eq_ignore_ascii_case(typed))
+        .filter(|name| name.eq_ignore_ascii_case(typed) || name.eq_ignore_ascii_case(&underscored))
         .collect();
     if meant.is_empty() && !typed.is_empty() {
         meant = chrono_tz::TZ_VARIANTS
@@ -4758,11 +4892,20 @@ const MAPPING_FROM_FILE_ONLY: &str = "the [[policy.mapping]] tables are read fro
 const EXCEPTIONS_FROM_FILE_ONLY: &str = "the [[safety.exceptions]] tables are read from the \
      file only; no environment variable sets them: unset this one";
 
-/// Arrays of tables no environment variable sets, and why a variable for one is
-/// refused.
-const TABLES_FROM_FILE_ONLY: [(&str, &str); 2] = [
+/// Why a `SEATWARDEN__SAFETY__DISTINCT_GROUPS` variable is refused: the names
+/// differ from configured ones in spaces, quotes and invisible characters, which
+/// a comma-separated variable would trim or split, so it is not one of the lists
+/// a variable sets (its error offered the file's `["a", "b"]` form instead).
+const DISTINCT_GROUPS_FROM_FILE_ONLY: &str = "safety.distinct_groups is read from the file \
+     only, written exactly as the directory spells the names (spaces, quotes and commas \
+     kept); no environment variable sets it: unset this one";
+
+/// What no environment variable sets (arrays of tables, and a list whose names
+/// must keep every character), and why a variable for one is refused.
+const TABLES_FROM_FILE_ONLY: [(&str, &str); 3] = [
     ("policy.mapping", MAPPING_FROM_FILE_ONLY),
     ("safety.exceptions", EXCEPTIONS_FROM_FILE_ONLY),
+    ("safety.distinct_groups", DISTINCT_GROUPS_FROM_FILE_ONLY),
 ];
 
 /// The kinds of directory source `[directory]` takes, as its `kind` spells them.
@@ -4928,8 +5071,12 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
 }
 
 fn plain_type_words(message: &str) -> String {
+    // `invalid value:` is what a `[directory]` key (an internally tagged enum,
+    // read through serde's buffered content) says where the others say
+    // `invalid type:` (`start_tls = "yes"`).
     let Some((found, expected)) = message
         .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
         .and_then(|rest| rest.split_once(", expected "))
     else {
         return message.to_owned();

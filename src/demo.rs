@@ -50,6 +50,12 @@ pub enum DemoError {
     )]
     NotADemoDirectory { path: PathBuf },
     #[error(
+        "{} is a file, not a directory: give --dir a directory of its own (a new one is \
+         made), such as ./seatwarden-demo",
+        path.display()
+    )]
+    NotADirectory { path: PathBuf },
+    #[error(
         "{} {why}: whoever can write there could replace the demo's files with links to \
          your own files, which the demo would then overwrite. Give --dir a directory of \
          your own (the default, ./seatwarden-demo, or one under your home)",
@@ -252,6 +258,12 @@ fn take_dir(dir: &Path) -> Result<PathBuf, DemoError> {
         path: dir.to_owned(),
         source,
     };
+    // A file there fails the making with "File exists", which names no file.
+    if std::fs::metadata(dir).is_ok_and(|metadata| !metadata.is_dir()) {
+        return Err(DemoError::NotADirectory {
+            path: dir.to_owned(),
+        });
+    }
     make_private_dir(dir).map_err(io)?;
     let dir = std::fs::canonicalize(dir).map_err(io)?;
     check_ours(&dir)?;

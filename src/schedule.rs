@@ -78,6 +78,15 @@ impl Schedule {
                 ),
             });
         }
+        if let Some(five) = eventbridge_without_year(pattern) {
+            return Err(ScheduleError {
+                pattern: pattern.to_owned(),
+                message: format!(
+                    "this is AWS EventBridge's layout (minute hour day-of-month month \
+                     day-of-week year), and a year field is not supported: write {five:?}"
+                ),
+            });
+        }
         let fields: Vec<&str> = pattern.split_whitespace().collect();
         if !(5..=6).contains(&fields.len()) && !pattern.trim_start().starts_with('@') {
             // Quartz and some crontabs take a seventh field, the year.
@@ -227,6 +236,23 @@ const NICKNAMES: [&str; 6] = [
 const FIELD_LAYOUTS: &str = "5 fields (minute hour day-of-month month day-of-week) or 6 \
                              with seconds first (second minute hour day-of-month month \
                              day-of-week)";
+
+/// An AWS EventBridge expression (`cron(0 8 ? * MON-FRI *)`, or its inside
+/// alone): minute first and a year last, `?` in day-of-month or day-of-week.
+/// Read seconds first, its `?` lands in the hour or the month, and croner's
+/// error ("illegal character '?'") blames a character the layout allows. The
+/// five fields before the year, which mean what was written.
+fn eventbridge_without_year(pattern: &str) -> Option<String> {
+    let trimmed = pattern.trim();
+    let wrapped = trimmed
+        .get(..5)
+        .filter(|head| head.eq_ignore_ascii_case("cron("))
+        .and_then(|_| trimmed.get(5..)?.strip_suffix(')'));
+    let fields: Vec<&str> = wrapped.unwrap_or(trimmed).split_whitespace().collect();
+    let question_mark_in_a_day_field = fields.len() == 6 && (fields[2] == "?" || fields[4] == "?");
+    ((wrapped.is_some() && fields.len() == 6) || question_mark_in_a_day_field)
+        .then(|| fields[..5].join(" "))
+}
 
 /// A four-digit number in a field (`2027`, `2026-2028`, `*/2027`): a year,
 /// which no field of a 5- or 6-field expression takes.
@@ -1132,6 +1158,32 @@ pub async fn wait_idle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    /// AWS EventBridge's layout (minute first, a year last, `?` in a day field),
+    /// with or without its `cron(…)`, is named, with the five fields that mean
+    /// what it says; a seconds-first expression with a `*` last is not taken for it.
+    #[test]
+    fn an_eventbridge_expression_is_named_with_its_five_fields() {
+        for (pattern, five) in [
+            ("0 8 ? * MON-FRI *", "0 8 ? * MON-FRI"),
+            ("cron(0 8 * * ? *)", "0 8 * * ?"),
+            ("CRON(15 10 ? * MON 2026)", "15 10 ? * MON"),
+        ] {
+            let error = Schedule::parse(pattern).unwrap_err();
+            assert_eq!(
+                error.message,
+                format!(
+                    "this is AWS EventBridge's layout (minute hour day-of-month month \
+                     day-of-week year), and a year field is not supported: write {five:?}"
+                ),
+                "{pattern}"
+            );
+            Schedule::parse(five).unwrap();
+        }
+        for pattern in ["0 */5 * * * *", "0 0 8 ? * MON-FRI", "*/5 * * * ?"] {
+            Schedule::parse(pattern).unwrap();
+        }
+    }
+
     /// Only a seconds field with several values fires more than once a minute;
     /// minutes, hours and days do not count, nor does a nickname.
     #[test]
