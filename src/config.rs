@@ -1656,7 +1656,7 @@ impl Config {
             .distinct_groups
             .iter()
             .enumerate()
-            .filter(|(_, name)| configured.declared_distinct(name).is_none())
+            .filter(|(_, name)| configured.declared_distinct(name).is_empty())
             .map(|(index, name)| {
                 let key = format!("safety.distinct_groups[{index}]");
                 format!(

@@ -160,6 +160,28 @@ fn differences(name: &str) -> String {
     }
 }
 
+/// The configured groups of `look_alikes` (all of one directory group), each
+/// name once with every key that names it, in their order:
+/// `"Taskade Users" (policy.scope_groups, policy.mapping[1].group)`, several
+/// joined by "nor". What each gives differs, and a run holds for each.
+pub fn configured_of(look_alikes: &[LookAlike]) -> String {
+    let mut named: Vec<(&str, Vec<&str>)> = Vec::new();
+    for look_alike in look_alikes {
+        match named
+            .iter_mut()
+            .find(|(name, _)| *name == look_alike.configured)
+        {
+            Some((_, keys)) => keys.push(&look_alike.key),
+            None => named.push((&look_alike.configured, vec![&look_alike.key])),
+        }
+    }
+    named
+        .iter()
+        .map(|(name, keys)| format!("{name:?} ({})", keys.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" nor ")
+}
+
 /// A directory group whose name differs from a configured group's only in what
 /// does not show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,13 +285,15 @@ impl ConfiguredGroups {
         self.look_alikes_by_name(group)
     }
 
-    /// The configured group that `group` would look like had it not been
-    /// declared distinct: for `check-config --connect` to say it is.
-    pub fn declared_distinct(&self, group: &str) -> Option<LookAlike> {
+    /// Every configured group that `group` would look like had it not been
+    /// declared distinct (as [`Self::look_alikes`]): for `check-config` to say
+    /// which look-alikes the declaration settles. Empty for a group not
+    /// declared.
+    pub fn declared_distinct(&self, group: &str) -> Vec<LookAlike> {
         if !self.distinct.contains(&policy_key(group)) {
-            return None;
+            return Vec::new();
         }
-        self.look_alikes_by_name(group).into_iter().next()
+        self.look_alikes_by_name(group)
     }
 
     /// [`Self::look_alikes`], declared distinct or not.
@@ -548,18 +572,36 @@ mod tests {
         configured.declare_distinct("founder's club");
         assert_eq!(configured.look_alike("Founder's Club"), None);
         assert!(!configured.wants("Founder's Club"));
-        let declared = configured.declared_distinct("Founder's Club").unwrap();
-        assert_eq!(declared.configured, "Founders Club");
+        let declared = configured.declared_distinct("Founder's Club");
+        assert_eq!(declared.len(), 1);
+        assert_eq!(declared[0].configured, "Founders Club");
         assert!(look_alike_members(&[founder], &configured, &policy()).is_empty());
         // Only the name declared: another look-alike of the group still is one.
         assert!(configured.look_alike("Founders\u{a0}Club").is_some());
-        assert_eq!(configured.declared_distinct("Founders\u{a0}Club"), None);
-        assert_eq!(configured.declared_distinct("Finance"), None);
+        assert_eq!(configured.declared_distinct("Founders\u{a0}Club"), []);
+        assert_eq!(configured.declared_distinct("Finance"), []);
         // Not trimmed, as policy does not trim: a no-break space at the end is
         // what sets this one apart.
         configured.declare_distinct("Engineering\u{a0}");
         assert_eq!(configured.look_alike("Engineering\u{a0}"), None);
         assert!(configured.look_alike("Engineering ").is_some());
+    }
+
+    /// Every configured group a look-alike resembles, each name once with all
+    /// its keys: a name that is a scope group and a mapping's group is both.
+    #[test]
+    fn configured_of_names_every_configured_group_once_with_its_keys() {
+        let mut configured = configured();
+        configured.add("Taskade Users", "policy.mapping[1].group".to_owned());
+        configured.add("taskade users", PROTECTED_GROUPS_KEY.to_owned());
+        let look_alikes = configured.look_alikes("Taskade\u{a0}Users");
+        assert_eq!(
+            configured_of(&look_alikes),
+            "\"Taskade Users\" (policy.scope_groups, policy.mapping[1].group) nor \
+             \"taskade users\" (safety.protected_groups)"
+        );
+        configured.declare_distinct("Taskade\u{a0}Users");
+        assert_eq!(configured.declared_distinct("Taskade\u{a0}Users").len(), 3);
     }
 
     /// A joiner inside a Persian word or an emoji sequence, and the
