@@ -8,6 +8,10 @@
 //!   run holds what both would give. Warnings and notes now name every one.
 //! - The warning of a SCIM group listing that ended short carried runs of 30
 //!   spaces (a string continued without its `\`).
+//! - A `safety.distinct_groups` entry that looks like a protected group
+//!   (`safety.protected_groups`) silenced that look-alike without a word: its
+//!   members are then not protected, and nothing is held for them. Loading the
+//!   configuration now warns, naming the entry, the protected group and the file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use seatwarden::config::Config;
@@ -151,4 +155,41 @@ async fn the_cut_short_listing_warning_has_no_runs_of_spaces() {
         "{:?}",
         short[0]
     );
+}
+
+/// A `safety.distinct_groups` entry that looks like a protected group is
+/// taken (the operator's declaration stands) but warned about at load, naming
+/// the entry, the protected group, its key and the file: its members are not
+/// protected and nothing is held for them. An entry that looks like a scope
+/// group only is not warned about. Before, both loaded without a word.
+#[test]
+fn a_distinct_entry_like_a_protected_group_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [workspace]\nurl = \"https://workspace.example/scim/v2\"\ntoken = \"t\"\n\
+         [policy]\nscope_groups = [\"Founders Club\"]\n\
+         [safety]\nprotected_groups = [\"Break Glass\", \"IT Admins\"]\n\
+         distinct_groups = [\"Founder's Club\", \"IT\\u00A0Admins\"]\n",
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+    let warnings: Vec<String> = config
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("distinct_groups"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    for part in [
+        "safety.distinct_groups[1] = \"IT\\u{a0}Admins\"",
+        "\"IT Admins\" (safety.protected_groups)",
+        "a no-break space (U+00A0)",
+        "not protected",
+        &path.display().to_string(),
+    ] {
+        assert!(warnings[0].contains(part), "{part} not in {}", warnings[0]);
+    }
 }
