@@ -1906,9 +1906,11 @@ fn record_returned(
 /// it is now in the same place, rather than deactivated when the episode fell
 /// due. A deactivation already sent stays on record, as for a person back.
 /// So does one a human approved since the episode began (`approved`: by
-/// identity, the newest approval's time): the approval decided what the hold
-/// asked, and a write of it that failed is the retry job's to send again;
-/// ended here, the person kept access until someone approved it once more.
+/// identity, the approval's time, when no rejection came after it): the
+/// approval decided what the hold asked, and a write of it that failed is the
+/// retry job's to send again; ended here, the person kept access until someone
+/// approved it once more. A rejection since (the deprovision held again and
+/// refused) is the newest decision, and the episode ends.
 fn end_look_alike_episodes(
     changes: &mut sla::LedgerChanges,
     current: &[LedgerEntry],

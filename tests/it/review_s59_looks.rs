@@ -193,3 +193,58 @@ fn a_distinct_entry_like_a_protected_group_is_warned_about() {
         assert!(warnings[0].contains(part), "{part} not in {}", warnings[0]);
     }
 }
+
+/// Bob's look-alike deactivation was approved and its write failed (its
+/// episode open for the retry job); a later reconcile held it again and a
+/// person rejected it: the newest decision stands, so the next sweep ends the
+/// episode as a look-alike hold's, and neither it nor the retry job
+/// deactivates Bob. Before, the older approval kept the episode and the sweep
+/// sent the deactivation the newer decision had refused.
+#[tokio::test]
+async fn a_rejection_after_an_approval_lets_the_sweep_end_a_look_alike_episode() {
+    use crate::review_s58_review3::{bob_active, bob_approved_and_failed, bob_episode_open};
+    use chrono::{Duration, Utc};
+    use seatwarden::store::{Decision, Store};
+    use std::sync::{Arc, Mutex};
+    let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let seq = outcome
+        .plan
+        .actions
+        .iter()
+        .find(|a| {
+            a.identity_id.as_deref() == Some("00u2")
+                && a.held.as_ref().map(|h| h.rule()) == Some("look_alike_group")
+        })
+        .map(|a| a.seq)
+        .expect("Bob's deactivation held again as a look-alike");
+    assert!(bob_episode_open(&config), "the approved episode is kept");
+    Store::open(&config.state.path)
+        .unwrap()
+        .record_decisions(
+            outcome.run_id,
+            &[(seq, Decision::Rejected, None)],
+            "carol",
+            Utc::now(),
+        )
+        .unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        Utc::now(),
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
+        .await
+        .unwrap();
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "Bob deactivated after the rejection");
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+}
