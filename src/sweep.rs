@@ -624,19 +624,6 @@ fn observe(
         if account_id.is_none() && !accountless.contains(&identity.id) {
             return;
         }
-        if let Some(look_alike) = look_alike_members
-            .get(&identity.id)
-            .and_then(|member| member.deprovision.as_ref())
-        {
-            // Said once per group by each reconcile (`safety::hold_look_alikes`).
-            tracing::debug!(
-                person = %identity.user_name,
-                "{look_alike}: no deprovisioning episode opens for them; the reconcile holds \
-                 what it would take"
-            );
-            observation.look_alike_held.push(identity.id.clone());
-            return;
-        }
         let in_protected_group = identity
             .groups
             .iter()
@@ -653,6 +640,21 @@ fn observe(
             // ends an episode opened before the name was protected, or the
             // episode would be held and reported overdue for ever.
             observation.returned.push(identity.id.clone());
+            return;
+        }
+        // After the protections: a protected person is observed as protected,
+        // as the plan treats them (it plans nothing for them to hold).
+        if let Some(look_alike) = look_alike_members
+            .get(&identity.id)
+            .and_then(|member| member.deprovision.as_ref())
+        {
+            // Said once per group by each reconcile (`safety::hold_look_alikes`).
+            tracing::debug!(
+                person = %identity.user_name,
+                "{look_alike}: no deprovisioning episode opens for them; the reconcile holds \
+                 what it would take"
+            );
+            observation.look_alike_held.push(identity.id.clone());
             return;
         }
         match (policy::access_loss(identity, &policy), account_id) {
@@ -2910,5 +2912,45 @@ mod look_alike_tests {
             .collect();
         assert_eq!(leavers, ["dee"]);
         assert!(observation.returned.is_empty());
+    }
+
+    /// A protected person (by a protected group, or by name) who is also in a
+    /// scope group's look-alike is observed as protected, as the plan treats
+    /// them: their episode ends as for anyone protected. Before, it ended as a
+    /// look-alike hold's, which `explain` words as a deprovision held by the
+    /// reconcile for a person to decide, while the reconcile plans nothing.
+    #[test]
+    fn a_protected_person_in_a_look_alike_is_observed_as_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n\
+             [safety]\nprotected_groups = [\"IT Admins\"]\nprotected = [\"root@example.com\"]\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let changes = DirectoryChanges::Delta {
+            changed: vec![
+                person("admin", &["IT Admins", "Taskade\u{200b} Users"]),
+                person("root", &["Taskade\u{200b} Users"]),
+                person("bob", &["Taskade\u{200b} Users"]),
+            ],
+            removed: Vec::new(),
+            cursor: String::new(),
+        };
+        let links: HashMap<String, String> = [("admin", "w1"), ("root", "w3"), ("bob", "w2")]
+            .into_iter()
+            .map(|(i, a)| (i.to_owned(), a.to_owned()))
+            .collect();
+        let observation = super::observe(&config, &changes, &links, &HashSet::new());
+        let mut returned = observation.returned.clone();
+        returned.sort();
+        assert_eq!(returned, ["admin", "root"]);
+        assert_eq!(observation.look_alike_held, ["bob"]);
+        assert!(observation.leavers.is_empty());
     }
 }
