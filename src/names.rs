@@ -277,7 +277,9 @@ impl ConfiguredGroups {
     /// Every configured group (each with its key, in configuration order) that
     /// `group` looks like without being it: a name configured as a scope group
     /// and as a mapping's group is both, and what each would give differs.
-    /// A group declared distinct ([`Self::declare_distinct`]) looks like none.
+    /// A group declared distinct ([`Self::declare_distinct`]) looks like none,
+    /// and a protected group spelt with spaces at its ends is that group (it
+    /// is compared trimmed), not a look-alike of it.
     pub fn look_alikes(&self, group: &str) -> Vec<LookAlike> {
         if self.distinct.contains(&policy_key(group)) {
             return Vec::new();
