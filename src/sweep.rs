@@ -404,7 +404,7 @@ pub async fn sweep(
             sla,
         );
         let approved = store.deprovisions_approved(&observation.look_alike_held)?;
-        let look_alike_ended = end_look_alike_episodes(
+        end_look_alike_episodes(
             &mut changes,
             &current,
             &observation.look_alike_held,
@@ -412,9 +412,6 @@ pub async fn sweep(
         );
         name_by_stored_accounts(&mut changes.open, &store)?;
         store.update_ledger(&changes, now)?;
-        for id in look_alike_ended {
-            store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
-        }
         changes
     };
     for entry in &ledger_changes.open {
@@ -1893,17 +1890,14 @@ fn record_returned(
             );
         }
     }
-    store.update_ledger(&changes, at)?;
-    for id in look_alike_ended {
-        store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
-    }
-    Ok(())
+    store.update_ledger(&changes, at)
 }
 
 /// Ends (cancels) the open, not yet enforced episodes of `look_alike_held`
 /// (people a look-alike of a scope or protected group may keep in, see
 /// [`Observation::look_alike_held`]), adding them to `changes`; returns their
-/// ids. A new leaver in such a group is held by the reconcile for a person to
+/// ids (also in `changes.look_alike_ended`, so the ledger says why they
+/// ended in the same write). A new leaver in such a group is held by the reconcile for a person to
 /// decide, with no episode; one whose episode opened before they were put in
 /// it is now in the same place, rather than deactivated when the episode fell
 /// due. A deactivation already sent stays on record, as for a person back.
@@ -1940,6 +1934,7 @@ fn end_look_alike_episodes(
                  (look_alike_group) for a person to approve or reject"
             );
             changes.cancel.push(*id);
+            changes.look_alike_ended.push(*id);
         }
     }
     ended.into_iter().map(|(id, _)| id).collect()
