@@ -1688,7 +1688,7 @@ impl Config {
             .distinct_groups
             .iter()
             .enumerate()
-            .filter(|(_, name)| configured.declared_distinct(name).is_none())
+            .filter(|(_, name)| configured.declared_distinct(name).is_empty())
             .map(|(index, name)| {
                 let key = format!("safety.distinct_groups[{index}]");
                 format!(
@@ -1698,6 +1698,38 @@ impl Config {
                      changes nothing; remove it, or correct it if the configured group was renamed",
                     self.origin_of(&key).display()
                 )
+            })
+            .collect()
+    }
+
+    /// Entries of `safety.distinct_groups` that look like a protected group
+    /// (`safety.protected_groups`): the declaration stands, but it takes the
+    /// look-alike's members out of the protection a mistyped protected group
+    /// would have given them (nothing of theirs is held any more), so it is
+    /// said, naming the entry, the protected group and the file.
+    fn distinct_groups_like_protected(&self) -> Vec<String> {
+        let configured = crate::safety::configured_groups(self);
+        self.safety
+            .distinct_groups
+            .iter()
+            .enumerate()
+            .filter_map(|(index, name)| {
+                let protected: Vec<crate::names::LookAlike> = configured
+                    .declared_distinct(name)
+                    .into_iter()
+                    .filter(|l| l.key == crate::names::PROTECTED_GROUPS_KEY)
+                    .collect();
+                let differs = protected.first()?.differs.clone();
+                let key = format!("safety.distinct_groups[{index}]");
+                Some(format!(
+                    "{key} = {name:?} in {}: looks like the protected group {}, differing only \
+                     in {differs}, and is declared another group: its members are not \
+                     protected by it, and nothing of theirs is held as a look-alike's; if it is the \
+                     protected group mistyped in the directory, remove the entry and rename \
+                     the group there",
+                    self.origin_of(&key).display(),
+                    crate::names::configured_of(&protected)
+                ))
             })
             .collect()
     }
@@ -2188,6 +2220,7 @@ impl Config {
         }
         warnings.extend(mappings_repeated(&self.policy.mapping));
         warnings.extend(self.distinct_groups_alike_nothing());
+        warnings.extend(self.distinct_groups_like_protected());
         warnings.extend(percentages_allowing_none(
             &self.guard_settings(),
             &self.admin_command(),

@@ -189,7 +189,11 @@ async fn directory(config: &Config) -> Check {
                     if !listed.whole {
                         // Else "no warning" would read as "no look-alike".
                         warnings.push(format!(
-                            "the listing of the directory's groups ended short of the                              totalResults it announced ({} listed): the groups not listed                              were not looked at for names that differ from the                              configuration's only in characters that do not show; run the                              check again, or check the provider's paging",
+                            "the listing of the directory's groups ended short of the \
+                             totalResults it announced ({} listed): the groups not listed \
+                             were not looked at for names that differ from the \
+                             configuration's only in characters that do not show; run the \
+                             check again, or check the provider's paging",
                             listed.names.len()
                         ));
                     }
@@ -214,54 +218,80 @@ async fn directory(config: &Config) -> Check {
 }
 
 /// What `find` says of each directory group of `names` (composed as a run
-/// composes them), once per group, in the groups' order.
+/// composes them): every configured group it looks like, once per directory
+/// group, in the groups' order; groups it finds nothing for are left out.
 fn found_once(
     names: &[String],
-    find: impl Fn(&str) -> Option<crate::names::LookAlike>,
-) -> Vec<crate::names::LookAlike> {
-    let mut found: Vec<crate::names::LookAlike> = names
+    find: impl Fn(&str) -> Vec<crate::names::LookAlike>,
+) -> Vec<Vec<crate::names::LookAlike>> {
+    let mut found: Vec<Vec<crate::names::LookAlike>> = names
         .iter()
-        .filter_map(|name| find(&crate::model::compose_name(name)))
+        .map(|name| find(&crate::model::compose_name(name)))
+        .filter(|look_alikes| !look_alikes.is_empty())
         .collect();
-    found.sort_by(|a, b| a.directory_group.cmp(&b.directory_group));
-    found.dedup_by(|a, b| a.directory_group == b.directory_group);
+    let group = |look_alikes: &Vec<crate::names::LookAlike>| {
+        look_alikes
+            .first()
+            .map(|l| l.directory_group.clone())
+            .unwrap_or_default()
+    };
+    found.sort_by_key(group);
+    found.dedup_by(|a, b| group(a) == group(b));
     found
 }
 
-/// One note per directory group of `names` that would be a look-alike of a
-/// configured group had `safety.distinct_groups` not declared it another group:
-/// said, so that whoever reads the check sees which look-alikes are settled.
+/// The directory group and what differs, of `look_alikes` (all of one group).
+fn group_and_differs(look_alikes: &[crate::names::LookAlike]) -> (&str, &str) {
+    look_alikes.first().map_or(("", ""), |l| {
+        (l.directory_group.as_str(), l.differs.as_str())
+    })
+}
+
+/// One note per directory group of `names` that would be a look-alike of
+/// configured groups had `safety.distinct_groups` not declared it another
+/// group, naming every one of them: said, so that whoever reads the check sees
+/// which look-alikes are settled.
 fn distinct_notes(config: &Config, names: &[String]) -> Vec<String> {
     let configured = crate::safety::configured_groups(config);
     found_once(names, |name| configured.declared_distinct(name))
         .into_iter()
-        .map(|look_alike| {
+        .map(|look_alikes| {
+            let (group, differs) = group_and_differs(&look_alikes);
             format!(
-                "directory group {:?} differs from {:?} ({}) only in {}, and is declared \
+                "directory group {group:?} differs from {} only in {differs}, and is declared \
                  another group (safety.distinct_groups): reconciled as any unrelated group, \
                  nothing held for it",
-                look_alike.directory_group,
-                look_alike.configured,
-                look_alike.key,
-                look_alike.differs
+                crate::names::configured_of(&look_alikes),
             )
         })
         .collect()
 }
 
-/// One warning per directory group of `names` whose name differs from a group
+/// One warning per directory group of `names` whose name differs from groups
 /// the configuration names only in what does not show: the directory group,
-/// the configured name and its key, and what differs ([`crate::names`]).
+/// every configured group it looks like with its keys (a name configured as a
+/// scope group and as a mapping's is both, and a run holds what each would
+/// give), and what differs ([`crate::names`]).
 fn look_alike_warnings(config: &Config, names: &[String]) -> Vec<String> {
     let configured = crate::safety::configured_groups(config);
-    found_once(names, |name| configured.look_alike(name))
+    found_once(names, |name| configured.look_alikes(name))
         .into_iter()
-        .map(|look_alike| {
+        .map(|look_alikes| {
+            let (group, differs) = group_and_differs(&look_alikes);
+            let rename_to = look_alikes.first().map_or("", |l| l.configured.as_str());
+            let keys: Vec<&str> = look_alikes.iter().map(|l| l.key.as_str()).collect();
+            let them = if look_alikes.iter().all(|l| l.configured == rename_to) {
+                "it"
+            } else {
+                "them"
+            };
             format!(
-                "{look_alike}: names are compared exactly, so a run holds what it would take \
-                 from its members (look_alike_group); rename it in the directory to {:?}, or \
+                "directory group {group:?} is not {} but differs from {them} only in {differs}: \
+                 names are compared exactly, so a run holds what it would take from its \
+                 members (look_alike_group); rename it in the directory to {rename_to:?}, or \
                  correct {}",
-                look_alike.configured, look_alike.key
+                crate::names::configured_of(&look_alikes),
+                keys.join(", ")
             )
         })
         .collect()

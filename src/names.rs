@@ -160,6 +160,28 @@ fn differences(name: &str) -> String {
     }
 }
 
+/// The configured groups of `look_alikes` (all of one directory group), each
+/// name once with every key that names it, in their order:
+/// `"Taskade Users" (policy.scope_groups, policy.mapping[1].group)`, several
+/// joined by "nor". What each gives differs, and a run holds for each.
+pub fn configured_of(look_alikes: &[LookAlike]) -> String {
+    let mut named: Vec<(&str, Vec<&str>)> = Vec::new();
+    for look_alike in look_alikes {
+        match named
+            .iter_mut()
+            .find(|(name, _)| *name == look_alike.configured)
+        {
+            Some((_, keys)) => keys.push(&look_alike.key),
+            None => named.push((&look_alike.configured, vec![&look_alike.key])),
+        }
+    }
+    named
+        .iter()
+        .map(|(name, keys)| format!("{name:?} ({})", keys.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" nor ")
+}
+
 /// A directory group whose name differs from a configured group's only in what
 /// does not show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,7 +277,9 @@ impl ConfiguredGroups {
     /// Every configured group (each with its key, in configuration order) that
     /// `group` looks like without being it: a name configured as a scope group
     /// and as a mapping's group is both, and what each would give differs.
-    /// A group declared distinct ([`Self::declare_distinct`]) looks like none.
+    /// A group declared distinct ([`Self::declare_distinct`]) looks like none,
+    /// and a protected group spelt with spaces at its ends is that group (it
+    /// is compared trimmed), not a look-alike of it.
     pub fn look_alikes(&self, group: &str) -> Vec<LookAlike> {
         if self.distinct.contains(&policy_key(group)) {
             return Vec::new();
@@ -263,13 +287,15 @@ impl ConfiguredGroups {
         self.look_alikes_by_name(group)
     }
 
-    /// The configured group that `group` would look like had it not been
-    /// declared distinct: for `check-config --connect` to say it is.
-    pub fn declared_distinct(&self, group: &str) -> Option<LookAlike> {
+    /// Every configured group that `group` would look like had it not been
+    /// declared distinct (as [`Self::look_alikes`]): for `check-config` to say
+    /// which look-alikes the declaration settles. Empty for a group not
+    /// declared.
+    pub fn declared_distinct(&self, group: &str) -> Vec<LookAlike> {
         if !self.distinct.contains(&policy_key(group)) {
-            return None;
+            return Vec::new();
         }
-        self.look_alikes_by_name(group).into_iter().next()
+        self.look_alikes_by_name(group)
     }
 
     /// [`Self::look_alikes`], declared distinct or not.
@@ -284,6 +310,12 @@ impl ConfiguredGroups {
         indices
             .iter()
             .filter_map(|&index| self.groups.get(index))
+            // A protected group is compared trimmed (`Protected::with_members_of`):
+            // spelt with spaces at its ends it is the group itself, its members
+            // protected, and nothing of theirs is taken that a hold should keep.
+            .filter(|(name, key)| {
+                key != PROTECTED_GROUPS_KEY || fold_group_name(name) != fold_group_name(group)
+            })
             .map(|(name, key)| LookAlike {
                 directory_group: group.to_owned(),
                 configured: name.clone(),
@@ -548,18 +580,61 @@ mod tests {
         configured.declare_distinct("founder's club");
         assert_eq!(configured.look_alike("Founder's Club"), None);
         assert!(!configured.wants("Founder's Club"));
-        let declared = configured.declared_distinct("Founder's Club").unwrap();
-        assert_eq!(declared.configured, "Founders Club");
+        let declared = configured.declared_distinct("Founder's Club");
+        assert_eq!(declared.len(), 1);
+        assert_eq!(declared[0].configured, "Founders Club");
         assert!(look_alike_members(&[founder], &configured, &policy()).is_empty());
         // Only the name declared: another look-alike of the group still is one.
         assert!(configured.look_alike("Founders\u{a0}Club").is_some());
-        assert_eq!(configured.declared_distinct("Founders\u{a0}Club"), None);
-        assert_eq!(configured.declared_distinct("Finance"), None);
+        assert_eq!(configured.declared_distinct("Founders\u{a0}Club"), []);
+        assert_eq!(configured.declared_distinct("Finance"), []);
         // Not trimmed, as policy does not trim: a no-break space at the end is
         // what sets this one apart.
         configured.declare_distinct("Engineering\u{a0}");
         assert_eq!(configured.look_alike("Engineering\u{a0}"), None);
         assert!(configured.look_alike("Engineering ").is_some());
+    }
+
+    /// A protected group is compared trimmed (`Protected::with_members_of`):
+    /// "IT Admins" with a space or a no-break space at its end is the protected
+    /// group, its members protected, and no look-alike of it (a check warned
+    /// that a run holds what it would take from them, and the sweep ended
+    /// their episodes as held, not as protected). Inside the name, or a
+    /// zero-width space at its end, it still is one; and such a name is still
+    /// a scope group's look-alike, which policy compares untrimmed.
+    #[test]
+    fn a_protected_group_spelt_with_spaces_at_its_ends_is_no_look_alike_of_it() {
+        let mut configured = configured();
+        configured.add("IT Admins", PROTECTED_GROUPS_KEY.to_owned());
+        for group in [
+            "IT Admins ",
+            "IT Admins\u{a0}",
+            " IT Admins",
+            "it admins\u{3000}",
+        ] {
+            assert_eq!(configured.look_alikes(group), [], "{group:?}");
+        }
+        for group in ["IT\u{a0}Admins", "IT  Admins", "IT Admins\u{200b}"] {
+            assert_eq!(configured.look_alikes(group).len(), 1, "{group:?}");
+        }
+        assert_eq!(configured.look_alikes("Taskade Users\u{a0}").len(), 1);
+    }
+
+    /// Every configured group a look-alike resembles, each name once with all
+    /// its keys: a name that is a scope group and a mapping's group is both.
+    #[test]
+    fn configured_of_names_every_configured_group_once_with_its_keys() {
+        let mut configured = configured();
+        configured.add("Taskade Users", "policy.mapping[1].group".to_owned());
+        configured.add("taskade users", PROTECTED_GROUPS_KEY.to_owned());
+        let look_alikes = configured.look_alikes("Taskade\u{a0}Users");
+        assert_eq!(
+            configured_of(&look_alikes),
+            "\"Taskade Users\" (policy.scope_groups, policy.mapping[1].group) nor \
+             \"taskade users\" (safety.protected_groups)"
+        );
+        configured.declare_distinct("Taskade\u{a0}Users");
+        assert_eq!(configured.declared_distinct("Taskade\u{a0}Users").len(), 3);
     }
 
     /// A joiner inside a Persian word or an emoji sequence, and the

@@ -155,6 +155,11 @@ pub struct LedgerChanges {
     /// Ids of verified episodes whose person has access again: a later loss opens
     /// a new episode.
     pub returned: Vec<i64>,
+    /// Ids among `cancel` that end because a look-alike hold keeps the person,
+    /// not because access came back: closed with [`LOOK_ALIKE_ENDED`] as their
+    /// held text in the same write, so a process killed between two writes
+    /// leaves no such episode told as "access came back".
+    pub look_alike_ended: Vec<i64>,
 }
 
 /// Folds one directory observation into the ledger. `current` holds the episodes

@@ -404,7 +404,7 @@ pub async fn sweep(
             sla,
         );
         let approved = store.deprovisions_approved(&observation.look_alike_held)?;
-        let look_alike_ended = end_look_alike_episodes(
+        end_look_alike_episodes(
             &mut changes,
             &current,
             &observation.look_alike_held,
@@ -412,9 +412,6 @@ pub async fn sweep(
         );
         name_by_stored_accounts(&mut changes.open, &store)?;
         store.update_ledger(&changes, now)?;
-        for id in look_alike_ended {
-            store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
-        }
         changes
     };
     for entry in &ledger_changes.open {
@@ -624,19 +621,6 @@ fn observe(
         if account_id.is_none() && !accountless.contains(&identity.id) {
             return;
         }
-        if let Some(look_alike) = look_alike_members
-            .get(&identity.id)
-            .and_then(|member| member.deprovision.as_ref())
-        {
-            // Said once per group by each reconcile (`safety::hold_look_alikes`).
-            tracing::debug!(
-                person = %identity.user_name,
-                "{look_alike}: no deprovisioning episode opens for them; the reconcile holds \
-                 what it would take"
-            );
-            observation.look_alike_held.push(identity.id.clone());
-            return;
-        }
         let in_protected_group = identity
             .groups
             .iter()
@@ -653,6 +637,21 @@ fn observe(
             // ends an episode opened before the name was protected, or the
             // episode would be held and reported overdue for ever.
             observation.returned.push(identity.id.clone());
+            return;
+        }
+        // After the protections: a protected person is observed as protected,
+        // as the plan treats them (it plans nothing for them to hold).
+        if let Some(look_alike) = look_alike_members
+            .get(&identity.id)
+            .and_then(|member| member.deprovision.as_ref())
+        {
+            // Said once per group by each reconcile (`safety::hold_look_alikes`).
+            tracing::debug!(
+                person = %identity.user_name,
+                "{look_alike}: no deprovisioning episode opens for them; the reconcile holds \
+                 what it would take"
+            );
+            observation.look_alike_held.push(identity.id.clone());
             return;
         }
         match (policy::access_loss(identity, &policy), account_id) {
@@ -1891,24 +1890,23 @@ fn record_returned(
             );
         }
     }
-    store.update_ledger(&changes, at)?;
-    for id in look_alike_ended {
-        store.deprovision_ended_because(id, sla::LOOK_ALIKE_ENDED)?;
-    }
-    Ok(())
+    store.update_ledger(&changes, at)
 }
 
 /// Ends (cancels) the open, not yet enforced episodes of `look_alike_held`
 /// (people a look-alike of a scope or protected group may keep in, see
 /// [`Observation::look_alike_held`]), adding them to `changes`; returns their
-/// ids. A new leaver in such a group is held by the reconcile for a person to
+/// ids (also in `changes.look_alike_ended`, so the ledger says why they
+/// ended in the same write). A new leaver in such a group is held by the reconcile for a person to
 /// decide, with no episode; one whose episode opened before they were put in
 /// it is now in the same place, rather than deactivated when the episode fell
 /// due. A deactivation already sent stays on record, as for a person back.
 /// So does one a human approved since the episode began (`approved`: by
-/// identity, the newest approval's time): the approval decided what the hold
-/// asked, and a write of it that failed is the retry job's to send again;
-/// ended here, the person kept access until someone approved it once more.
+/// identity, the approval's time, when no rejection came after it): the
+/// approval decided what the hold asked, and a write of it that failed is the
+/// retry job's to send again; ended here, the person kept access until someone
+/// approved it once more. A rejection since (the deprovision held again and
+/// refused) is the newest decision, and the episode ends.
 fn end_look_alike_episodes(
     changes: &mut sla::LedgerChanges,
     current: &[LedgerEntry],
@@ -1936,6 +1934,7 @@ fn end_look_alike_episodes(
                  (look_alike_group) for a person to approve or reject"
             );
             changes.cancel.push(*id);
+            changes.look_alike_ended.push(*id);
         }
     }
     ended.into_iter().map(|(id, _)| id).collect()
@@ -2908,5 +2907,45 @@ mod look_alike_tests {
             .collect();
         assert_eq!(leavers, ["dee"]);
         assert!(observation.returned.is_empty());
+    }
+
+    /// A protected person (by a protected group, or by name) who is also in a
+    /// scope group's look-alike is observed as protected, as the plan treats
+    /// them: their episode ends as for anyone protected. Before, it ended as a
+    /// look-alike hold's, which `explain` words as a deprovision held by the
+    /// reconcile for a person to decide, while the reconcile plans nothing.
+    #[test]
+    fn a_protected_person_in_a_look_alike_is_observed_as_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n\
+             [safety]\nprotected_groups = [\"IT Admins\"]\nprotected = [\"root@example.com\"]\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let changes = DirectoryChanges::Delta {
+            changed: vec![
+                person("admin", &["IT Admins", "Taskade\u{200b} Users"]),
+                person("root", &["Taskade\u{200b} Users"]),
+                person("bob", &["Taskade\u{200b} Users"]),
+            ],
+            removed: Vec::new(),
+            cursor: String::new(),
+        };
+        let links: HashMap<String, String> = [("admin", "w1"), ("root", "w3"), ("bob", "w2")]
+            .into_iter()
+            .map(|(i, a)| (i.to_owned(), a.to_owned()))
+            .collect();
+        let observation = super::observe(&config, &changes, &links, &HashSet::new());
+        let mut returned = observation.returned.clone();
+        returned.sort();
+        assert_eq!(returned, ["admin", "root"]);
+        assert_eq!(observation.look_alike_held, ["bob"]);
+        assert!(observation.leavers.is_empty());
     }
 }

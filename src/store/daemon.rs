@@ -498,6 +498,7 @@ impl Store {
             open,
             cancel,
             returned,
+            look_alike_ended,
         } = changes;
         let context = || "updating the deprovision ledger".to_owned();
         let tx = self.conn.transaction().context(context)?;
@@ -531,6 +532,16 @@ impl Store {
                 .context(context)?;
             for id in cancel {
                 close.execute(params![id, ts(at)]).context(context)?;
+            }
+            let mut ended_because = tx
+                .prepare_cached(
+                    "UPDATE deprovisions SET held = ?2 WHERE id = ?1 AND closed_at IS NOT NULL",
+                )
+                .context(context)?;
+            for id in look_alike_ended {
+                ended_because
+                    .execute(params![id, crate::sla::LOOK_ALIKE_ENDED])
+                    .context(context)?;
             }
             let mut back = tx
                 .prepare_cached(
@@ -700,16 +711,6 @@ impl Store {
             "UPDATE deprovisions SET excepted_until = ?2, due_at = ?3, escalated_at = NULL \
              WHERE id = ?1",
             params![id, ts(at), ts(due_at)],
-            id,
-        )
-    }
-
-    /// Records on an episode that ended (closed) why it did when access did not
-    /// come back ([`crate::sla::LOOK_ALIKE_ENDED`]).
-    pub fn deprovision_ended_because(&mut self, id: i64, why: &str) -> Result<(), StoreError> {
-        self.ledger_update(
-            "UPDATE deprovisions SET held = ?2 WHERE id = ?1 AND closed_at IS NOT NULL",
-            params![id, why],
             id,
         )
     }

@@ -498,42 +498,56 @@ impl Store {
 
     /// The people among `identities` whose deactivation or deletion a human
     /// approved (`seatwarden approve`: released from its hold, not refused by
-    /// the re-check), each with the time of the newest such decision. An
-    /// approved deprovision that failed is the retry job's to send: nothing
-    /// that ends episodes of people a hold keeps may end its episode.
+    /// the re-check), each with the time of that decision, when it is the
+    /// newest decision about a deprovision of theirs. An approved deprovision
+    /// that failed is the retry job's to send: nothing that ends episodes of
+    /// people a hold keeps may end its episode. A rejection made since (the
+    /// same deprovision held again by a later run, and refused) stands instead,
+    /// as the newest decision does everywhere: the person is left out.
     pub fn deprovisions_approved(
         &self,
         identities: &[String],
     ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
-        let mut approved = std::collections::HashMap::new();
+        let mut newest: std::collections::HashMap<String, (DateTime<Utc>, bool)> =
+            std::collections::HashMap::new();
         if identities.is_empty() {
-            return Ok(approved);
+            return Ok(std::collections::HashMap::new());
         }
-        let context = || "reading the approved deprovisions from actions".to_owned();
+        let context = || "reading the decided deprovisions from actions".to_owned();
         let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
             context: context(),
             source,
         })?;
-        let rows: Vec<(String, DateTime<Utc>)> = self
+        let rows: Vec<(String, DateTime<Utc>, bool)> = self
             .conn
             .prepare_cached(
-                "SELECT actions.identity_id, held_decisions.at FROM actions
+                "SELECT actions.identity_id, held_decisions.at,
+                        held_decisions.decision = 'rejected'
+                 FROM actions
                  JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                     AND held_decisions.seq = actions.seq
-                 WHERE held_decisions.decision = 'approved' AND actions.state != 'held'
+                 WHERE ((held_decisions.decision = 'approved' AND actions.state != 'held')
+                        OR held_decisions.decision = 'rejected')
                    AND actions.kind IN ('deactivate', 'delete')
                    AND actions.identity_id IN (SELECT value FROM json_each(?1))",
             )
             .and_then(|mut stmt| {
-                stmt.query_map([wanted], |row| Ok((row.get(0)?, row.get::<_, Ts>(1)?.0)))?
-                    .collect()
+                stmt.query_map([wanted], |row| {
+                    Ok((row.get(0)?, row.get::<_, Ts>(1)?.0, row.get(2)?))
+                })?
+                .collect()
             })
             .context(context)?;
-        for (identity, at) in rows {
-            let newest = approved.entry(identity).or_insert(at);
-            *newest = (*newest).max(at);
+        for (identity, at, rejected) in rows {
+            // A rejection at the same moment as an approval stands: it refuses.
+            let decided = newest.entry(identity).or_insert((at, rejected));
+            *decided = (*decided).max((at, rejected));
         }
-        Ok(approved)
+        Ok(newest
+            .into_iter()
+            .filter(|(_, (_, rejected))| !rejected)
+            .map(|(identity, (at, _))| (identity, at))
+            .collect())
     }
 
     /// Reconcile and sweep runs after `run` that hold journal rows nobody decided

@@ -1546,6 +1546,39 @@ fn the_ledger_keeps_one_open_episode_per_person_and_a_verified_one_until_they_re
     assert_eq!(episodes, 2);
 }
 
+/// An episode a look-alike hold ends is closed with why in the same write
+/// (`LedgerChanges::look_alike_ended`): two writes, the process killed
+/// between them, left it closed with nothing said, which `explain` tells as
+/// "access came back". One cancelled alongside it keeps no such text.
+#[test]
+fn an_episode_a_look_alike_hold_ends_is_closed_with_why_in_one_write() {
+    use crate::sla::{self, Leaver, LossReason};
+    let mut store = Store::open_in_memory().unwrap();
+    let leaver = |id: &str| Leaver {
+        identity_id: id.into(),
+        account_id: Some(format!("acc-{id}")),
+        user_name: format!("{id}@example.com"),
+        reason: LossReason::OutOfScope,
+    };
+    let sla = chrono::Duration::hours(1);
+    let opened = sla::observe(&[], &[leaver("a"), leaver("b")], &[], t(0), sla);
+    store.update_ledger(&opened, t(0)).unwrap();
+    let open = store.open_deprovisions().unwrap();
+    let (a, b) = (open[0].id, open[1].id);
+    let ended = sla::LedgerChanges {
+        cancel: vec![a, b],
+        look_alike_ended: vec![a],
+        ..sla::LedgerChanges::default()
+    };
+    store.update_ledger(&ended, t(10)).unwrap();
+    let history = store.deprovision_history("a", 1).unwrap();
+    assert_eq!(history[0].closed_at, Some(t(10)));
+    assert_eq!(history[0].held.as_deref(), Some(sla::LOOK_ALIKE_ENDED));
+    let history = store.deprovision_history("b", 1).unwrap();
+    assert_eq!(history[0].closed_at, Some(t(10)));
+    assert_eq!(history[0].held, None);
+}
+
 #[test]
 fn snapshots_are_pruned_to_the_newest_runs() {
     let mut store = Store::open_in_memory().unwrap();

@@ -25,12 +25,12 @@ use wiremock::MockServer;
 use crate::review_s57_dirnames::SCIM_TOKEN;
 use crate::review_s57_s57review as s57;
 
-fn bob_active(sandbox: &seatwarden::sandbox::Sandbox) -> bool {
+pub(crate) fn bob_active(sandbox: &seatwarden::sandbox::Sandbox) -> bool {
     let after = sandbox.snapshot();
     after.accounts.iter().find(|a| a.id == "w2").unwrap().active
 }
 
-fn bob_episode_open(config: &Config) -> bool {
+pub(crate) fn bob_episode_open(config: &Config) -> bool {
     let store = Store::open(&config.state.path).unwrap();
     let history = store.deprovision_history("00u2", 1).unwrap();
     history.first().is_some_and(|e| e.is_open())
@@ -41,7 +41,7 @@ fn bob_episode_open(config: &Config) -> bool {
 /// failed, and the approval recorded it in the ledger as `approve` does
 /// (an open episode for the retry job). Returns the sandbox and Okta server
 /// to keep them alive.
-async fn bob_approved_and_failed() -> (
+pub(crate) async fn bob_approved_and_failed() -> (
     Config,
     seatwarden::sandbox::Sandbox,
     MockServer,
