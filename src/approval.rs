@@ -84,6 +84,15 @@
 //! naming their kind or not: they stay held, and the first reconcile after the
 //! window applies them (planned again from the directory as it is then).
 //!
+//! An approved deprovision whose write failed (transiently or not) or was
+//! kept back stays in its person's open ledger episode, released from its hold
+//! ([`crate::sweep::record_approved_unwritten`]; one a look-alike group held
+//! opens its episode then): the retry job sends it again on its backoff, and a
+//! reconcile that plans it first sends it unheld, both past the thresholds
+//! the approval decided over ([`crate::safety::approved_deprovision_accounts`]),
+//! each reading the account before it writes. Nobody is asked to approve it
+//! again, and `status` and `explain` say it is approved and not written yet.
+//!
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
 //! again: those actions are taken with the held ones, re-checked and applied (or,
@@ -1813,7 +1822,11 @@ pub async fn approve_read_ahead(
     if !to_apply.actions.is_empty() {
         (approval.failed, approval.not_sent) = unapplied(&store.journal(run)?, &approval.approved);
     }
-    if approval.applied.applied > 0 {
+    if !to_apply.actions.is_empty() {
+        // Verified deprovisions close their episode; one whose write failed or
+        // was kept back stays (or is, a look-alike's) in an open episode, due,
+        // for the retry job to send again: the approval decided over the
+        // thresholds, and is not asked for again.
         let detected_at = store.run(run)?.map_or(now, |r| r.started_at);
         crate::sweep::record_deprovisions(
             &mut store,
@@ -1824,6 +1837,7 @@ pub async fn approve_read_ahead(
             crate::sweep::configured_sla(config),
             &admin_command,
         )?;
+        crate::sweep::record_approved_unwritten(&mut store, run, &approval.approved, now)?;
     }
     refresh_report(&mut store, run, &admin_command)?;
     approval.settled_later =
