@@ -180,3 +180,96 @@ async fn an_approved_deactivation_whose_answer_was_lost_is_not_written_again() {
     );
     sandbox.shutdown().await;
 }
+
+/// Two demotions held (both people left the mapped group); the operator puts
+/// the first in a protected group, and `approve` reads the directory ahead of
+/// the writer lock, showing them protected. The daemon's reconcile begins
+/// while that read still goes on (a large directory takes minutes) and reads
+/// the first person before the change reached them; it succeeds. The approval
+/// took that reconcile for the newer read, set its own aside, and demoted the
+/// person its own read showed protected.
+#[tokio::test]
+async fn a_reconcile_begun_while_approve_read_ahead_does_not_set_its_protected_members_aside() {
+    use seatwarden::approval::{self, Only};
+    use seatwarden::model::IdentityStatus;
+    use seatwarden::store::{RunKind, RunStatus};
+
+    use crate::review_s45_approve::{group_and_two_members, held_demotion_of};
+
+    const PROTECTED_GROUP: &str = "On-call Admins";
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut data, mut config) = converged(dir.path()).await;
+    config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
+    let (group, _, members) = group_and_two_members(&data);
+    // Someone in the protected group, or the check has no group to go by.
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
+        .unwrap()
+        .groups
+        .push(PROTECTED_GROUP.into());
+    for identity in data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| members.contains(&i.id))
+    {
+        identity.groups.retain(|g| *g != group);
+    }
+    write_directory(dir.path(), &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let kept_seq = held_demotion_of(&held, &members[0]);
+    let demoted_seq = held_demotion_of(&held, &members[1]);
+
+    let before_the_change = data.directory.clone();
+    data.directory
+        .identities
+        .iter_mut()
+        .find(|i| i.id == members[0])
+        .unwrap()
+        .groups
+        .push(PROTECTED_GROUP.into());
+    write_directory(dir.path(), &data);
+    let mut store = Store::open(&config.state.path).unwrap();
+    let ahead = approval::read_ahead(&config, &store, held.run_id, &Only::All)
+        .await
+        .unwrap()
+        .expect("held demotions are read for");
+    // The reconcile, begun while approve's read went on.
+    let (began, ended) = ahead.read_between();
+    let reconcile = store
+        .begin_run(RunKind::Reconcile, began + (ended - began) / 2)
+        .unwrap();
+    store
+        .save_directory_snapshot(reconcile, &before_the_change)
+        .unwrap();
+    store
+        .finish_run(reconcile, Utc::now(), RunStatus::Succeeded, None)
+        .unwrap();
+
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let approval = approval::approve_read_ahead(
+        &config,
+        &client,
+        store,
+        held.run_id,
+        &Only::All,
+        Some(ahead),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        approval.approved.contains(&demoted_seq),
+        "the other demotion goes ahead: {approval:?}"
+    );
+    let why = &approval
+        .refused
+        .iter()
+        .find(|(seq, _)| *seq == kept_seq)
+        .unwrap_or_else(|| panic!("the protected person's demotion refused: {approval:?}"))
+        .1;
+    assert!(why.ends_with(" is protected"), "{why}");
+    sandbox.shutdown().await;
+}
