@@ -2193,6 +2193,9 @@ pub fn record_approved_unwritten(
             if row.state == ActionState::Planned {
                 // Its phase never came: no attempt, due at once.
                 store.deprovision_not_sent(entry.id, crate::report::UNREACHED_REASON, now)?;
+            } else if not_sent_stopping(row) {
+                // The approval was stopping: no attempt, due at once.
+                store.deprovision_not_sent(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
             } else if crate::apply::not_sent(error) {
                 let next = sla::next_attempt(entry.attempts + 1, now);
                 store.deprovision_not_sent(entry.id, error.unwrap_or_default(), next)?;
