@@ -1263,15 +1263,15 @@ async fn enforce_pass(
         let others = unless_stopped(other_owners(client, store, &read, concurrency)).await??;
         read.accounts.extend(others);
     }
-    // Due deprovisions whose account could not be read, but for people no
-    // protection or exception keeps (known without the account): the thresholds
-    // count them with the plan, as the reconcile plans them all. Else a mass
-    // deprovision held as a whole went through in passes each under the per-run
-    // limit whenever some reads failed.
     // Deprovisions a person approved (`seatwarden approve`) whose write failed:
     // the approval decided over the thresholds, so they neither count towards
     // them nor are held by them, here as in the reconcile.
     let approved = crate::safety::approved_deprovision_accounts(&*lock(store)?)?;
+    // Due deprovisions whose account could not be read, but for people no
+    // protection, exception or approval keeps out of the count (known without
+    // the account): the thresholds count them with the plan, as the reconcile
+    // plans them all. Else a mass deprovision held as a whole went through in
+    // passes each under the per-run limit whenever some reads failed.
     let unread_due: Vec<&LedgerEntry> = unread_entries
         .iter()
         .filter(|entry| {
