@@ -63,15 +63,17 @@
 //! `seatwarden approve` reads the directory before it takes the writer lock
 //! ([`read_ahead`]): a large Okta or Entra ID takes minutes to read, and the
 //! daemon's reconcile and same-day sweep waited for it. Everything else is read
-//! under the lock ([`approve_read_ahead`]); a reconcile or plan that read the
-//! directory after the approval's read began, and succeeded, is newer evidence,
-//! and decides instead (one still at work is not: its source check may yet refuse
+//! under the lock ([`approve_read_ahead`]); a reconcile or plan that began
+//! after the approval's read ended, and succeeded, is newer evidence, and
+//! decides instead (one still at work is not: its source check may yet refuse
 //! its read) (said in [`Approval::directory_note`]). A run already at work when
-//! the approval's read began (the daemon's reconcile mid-read) began its read
-//! earlier and may finish it later: which of the two saw a person last is not
-//! known, so its read counts beside the approval's for what speaks against
-//! taking access away (protected-group members, people back, a role or group
-//! asked for again) and never in place of it.
+//! the approval's read began (the daemon's reconcile mid-read), or begun while
+//! it went on (the daemon's scheduled reconcile, minutes into a large
+//! directory's read), read each person before or after the approval did: which
+//! of the two saw a person last is not known, so its read counts beside the
+//! approval's for what speaks against taking access away (protected-group
+//! members, people back, a role or group asked for again) and never in place
+//! of it.
 //!
 //! `approve` holds the writer lock and resolves first what a dead process left in
 //! flight; a reconcile or sweep that process left recorded as running is closed
@@ -83,6 +85,15 @@
 //! Actions that only wait for the settle window are nobody's to approve, `--only`
 //! naming their kind or not: they stay held, and the first reconcile after the
 //! window applies them (planned again from the directory as it is then).
+//!
+//! An approved deprovision whose write failed (transiently or not) or was
+//! kept back stays in its person's open ledger episode, released from its hold
+//! ([`crate::sweep::record_approved_unwritten`]; one a look-alike group held
+//! opens its episode then): the retry job sends it again on its backoff, and a
+//! reconcile that plans it first sends it unheld, both past the thresholds
+//! the approval decided over ([`crate::safety::approved_deprovision_accounts`]),
+//! each reading the account before it writes. Nobody is asked to approve it
+//! again, and `status` and `explain` say it is approved and not written yet.
 //!
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
@@ -1058,8 +1069,11 @@ pub struct ReadAhead {
     read: Result<DirectorySnapshot, crate::directory::DirectoryError>,
     /// When the read began.
     began: DateTime<Utc>,
-    /// The newest run recorded when it began: a run after it read the
-    /// directory later than this read did.
+    /// When it ended: a run that began before then read the directory while
+    /// this read went on, and which of the two saw a person last is not known.
+    ended: DateTime<Utc>,
+    /// The newest run recorded when it began: a run after it began its read
+    /// later than this read did (and read later, if it began after `ended`).
     newest_run: RunId,
     /// The runs (after the approved one) still at work when it began: each
     /// began its own read earlier, and may have finished it later (a daemon
@@ -1103,9 +1117,17 @@ pub async fn read_ahead(
     Ok(Some(ReadAhead {
         read,
         began,
+        ended: Utc::now(),
         newest_run,
         at_work,
     }))
+}
+
+impl ReadAhead {
+    /// When the directory read began and when it ended.
+    pub fn read_between(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        (self.began, self.ended)
+    }
 }
 
 /// `seatwarden approve RUN [--only KIND]`, the caller holding the writer lock;
@@ -1221,10 +1243,10 @@ pub async fn approve_read_ahead(
     let needs_directory = held
         .iter()
         .any(|entry| takes_access_away(&entry.action.kind));
-    let (read_before, read_since, at_work) = match ahead {
+    let (read_before, read_since, mut at_work) = match ahead {
         Some(ahead) if needs_directory => (
             Some(ahead.read),
-            Some((ahead.began, ahead.newest_run)),
+            Some((ahead.began, ahead.ended, ahead.newest_run)),
             ahead.at_work,
         ),
         _ => (None, None, Vec::new()),
@@ -1252,17 +1274,31 @@ pub async fn approve_read_ahead(
     if !whole {
         return Err(ApprovalError::ShortListing);
     }
-    let read_at = read_since.map_or(now, |(began, _)| began);
-    // Read before the writer lock was taken: a reconcile or plan that read the
-    // directory after this read began (the daemon's, while this approval waited
-    // for the lock) is the newer state, and decides (as the reads runs stored,
-    // below) in place of this one. Only a run that succeeded: a `plan` still at
-    // work (it takes no writer lock) may have stored a read its source check is
-    // about to refuse, and set aside for it, this read's people back are not.
+    let read_at = read_since.map_or(now, |(began, _, _)| began);
+    // Read before the writer lock was taken: a reconcile or plan that began
+    // after this read ended (the daemon's, while this approval waited for the
+    // lock) read the directory later, is the newer state, and decides (as the
+    // reads runs stored, below) in place of this one. Only a run that
+    // succeeded: a `plan` still at work (it takes no writer lock) may have
+    // stored a read its source check is about to refuse, and set aside for it,
+    // this read's people back are not. One that began while this read went
+    // on (the daemon's scheduled reconcile, minutes into a large directory's
+    // read) read each person before or after it did, which is not known: its
+    // read counts beside this one, as that of a run already at work as it
+    // began, never in place of it.
     let newer_read = match read_since {
-        Some((_, newest_before)) => store
-            .newest_checked_directory_after(newest_before.max(run))?
-            .and_then(|newer| store.run(newer).ok().flatten()),
+        Some((_, ended, newest_before)) => {
+            let newest = store.latest_run(&[])?.map_or(run, |r| r.id);
+            for id in (newest_before.max(run) + 1)..=newest {
+                if store.run(id)?.is_some_and(|r| r.started_at <= ended) {
+                    at_work.push(id);
+                }
+            }
+            store
+                .newest_checked_directory_after(newest_before.max(run))?
+                .and_then(|newer| store.run(newer).ok().flatten())
+                .filter(|newer| newer.started_at > ended)
+        }
         None => None,
     };
     let directory_read = directory_read.or(read_before);
@@ -1377,7 +1413,7 @@ pub async fn approve_read_ahead(
         // this approval would have seen them so. Only a run that succeeded sets
         // this approval's own read aside (`newer_read`).
         let read_while_waiting = match read_since {
-            Some((_, newest_before)) if !config.safety.protected_groups.is_empty() => {
+            Some((_, _, newest_before)) if !config.safety.protected_groups.is_empty() => {
                 store.newest_complete_directory_after(newest_before.max(run))?
             }
             _ => None,
@@ -1813,7 +1849,11 @@ pub async fn approve_read_ahead(
     if !to_apply.actions.is_empty() {
         (approval.failed, approval.not_sent) = unapplied(&store.journal(run)?, &approval.approved);
     }
-    if approval.applied.applied > 0 {
+    if !to_apply.actions.is_empty() {
+        // Verified deprovisions close their episode; one whose write failed or
+        // was kept back stays (or is, a look-alike's) in an open episode, due,
+        // for the retry job to send again: the approval decided over the
+        // thresholds, and is not asked for again.
         let detected_at = store.run(run)?.map_or(now, |r| r.started_at);
         crate::sweep::record_deprovisions(
             &mut store,
@@ -1824,6 +1864,7 @@ pub async fn approve_read_ahead(
             crate::sweep::configured_sla(config),
             &admin_command,
         )?;
+        crate::sweep::record_approved_unwritten(&mut store, run, &approval.approved, now)?;
     }
     refresh_report(&mut store, run, &admin_command)?;
     approval.settled_later =

@@ -162,6 +162,8 @@ pub fn ledger_lines(
         return Ok(Vec::new());
     };
     let at = |t: DateTime<Utc>| crate::report::local_time(t, tz);
+    let approved = store.approved_deprovisions(&[identity_id.to_owned()])?;
+    let approved = approved.get(identity_id);
     Ok(store
         .deprovision_history(identity_id, 5)?
         .iter()
@@ -197,6 +199,17 @@ pub fn ledger_lines(
             }
             if let Some(h) = e.held.as_ref().filter(|_| !look_alike_ended) {
                 line.push_str(&format!("; held: {}", clean(h)));
+            }
+            // An approval older than the episode decided an earlier one.
+            if let Some(approval) = approved
+                .filter(|approval| e.is_open() && e.held.is_none() && approval.at >= e.detected_at)
+            {
+                line.push_str(&format!(
+                    "; approved in run {} by {} at {}, not written yet: the retry job sends it",
+                    approval.run,
+                    clean(&approval.user),
+                    at(approval.at)
+                ));
             }
             if let Some(err) = &e.last_error {
                 line.push_str(&format!(
@@ -2301,11 +2314,12 @@ fn next_actions(
     // run would hold.
     let managed = crate::run::managed_accounts(workspace, links, &planned);
     let input = safety::guard_input(store, now, directory.complete, managed, false)?;
-    let guarded = guard::guard(
+    let guarded = guard::guard_approved(
         planned,
         workspace,
         &safety::guard_settings(config, &desired),
         &input,
+        &safety::approved_deprovision_accounts(store)?,
     );
     // A create that met a 409 with no account in sight is held for a person, as a
     // run holds it: offering it again would be the write every run refuses.

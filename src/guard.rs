@@ -275,9 +275,10 @@ fn count_or_share(count: usize, percent: f64, min_population: usize, managed: us
 /// What [`hold_look_alike_members`] and [`hold_hidden_characters`] held is not
 /// counted: hundreds of people in a mistyped group must not hold the one real
 /// leaver's deprovision with theirs.
-fn planned_of(plan: &Plan, class: ActionClass) -> usize {
+fn planned_of(plan: &Plan, class: ActionClass, approved: &BTreeSet<String>) -> usize {
     plan.actions
         .iter()
+        .filter(|a| !approved_deprovision(a, approved))
         .filter(|a| {
             !matches!(
                 a.held,
@@ -337,10 +338,36 @@ fn threshold_breach(
 
 /// Marks actions held (sets `Action::held`); never adds or removes actions.
 pub fn guard(
+    plan: Plan,
+    workspace: &WorkspaceSnapshot,
+    settings: &GuardSettings,
+    input: &GuardInput,
+) -> Plan {
+    guard_approved(plan, workspace, settings, input, &BTreeSet::new())
+}
+
+/// Whether `action` deactivates or deletes one of `approved`'s accounts.
+fn approved_deprovision(action: &Action, approved: &BTreeSet<String>) -> bool {
+    match &action.kind {
+        ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
+            approved.contains(account_id)
+        }
+        _ => false,
+    }
+}
+
+/// [`guard`], with the accounts whose deprovision a person approved already
+/// (`approved`: `seatwarden approve` released it, and its write failed; the
+/// ledger episode it belongs to is still open): their deactivation or deletion
+/// is neither counted against the thresholds nor held by them, as approving
+/// was the decision over those. Every other rule (the last active Owner, an
+/// incomplete directory) holds it as it holds any action.
+pub fn guard_approved(
     mut plan: Plan,
     workspace: &WorkspaceSnapshot,
     settings: &GuardSettings,
     input: &GuardInput,
+    approved: &BTreeSet<String>,
 ) -> Plan {
     if !input.directory_complete {
         // A person or a group missing from a partial read looks like a lost
@@ -361,10 +388,11 @@ pub fn guard(
 
     if !input.allow_over_threshold {
         for class in ActionClass::ALL {
-            let planned = planned_of(&plan, class);
+            let planned = planned_of(&plan, class, approved);
             if let Some(reason) = threshold_breach(settings, input, class, planned) {
                 for action in &mut plan.actions {
                     if action.held.is_none()
+                        && !approved_deprovision(action, approved)
                         && action
                             .kind
                             .threshold_class()
@@ -1169,6 +1197,36 @@ mod tests {
             renames: 0,
         },
     };
+
+    /// A deprovision a person approved already (its write failed) is neither
+    /// held by the threshold nor counted towards it: one new leaver beside it
+    /// stays under a limit of one, and a second one is held.
+    #[test]
+    fn an_approved_deprovision_is_neither_held_by_nor_counted_towards_a_threshold() {
+        let settings = GuardSettings {
+            max_deprovisions: 1,
+            ..GuardSettings::unlimited()
+        };
+        let ws = WorkspaceSnapshot::default();
+        let approved: BTreeSet<String> = ["1".to_owned()].into();
+        let out = guard_approved(
+            plan_of(vec![deactivate("1"), deactivate("2")]),
+            &ws,
+            &settings,
+            &COMPLETE,
+            &approved,
+        );
+        assert_eq!(out.held().count(), 0, "{:?}", held(&out));
+        let out = guard_approved(
+            plan_of(vec![deactivate("1"), deactivate("2"), deactivate("3")]),
+            &ws,
+            &settings,
+            &COMPLETE,
+            &approved,
+        );
+        let held_ids: Vec<&str> = out.held().filter_map(|a| a.kind.account_id()).collect();
+        assert_eq!(held_ids, ["2", "3"], "{:?}", held(&out));
+    }
 
     /// What a run could not read counts with its plan against the limits of its
     /// class (and no other), per run and per 24 h; with nothing planned, nothing

@@ -1219,11 +1219,15 @@ async fn pipeline(
         managed,
         options.allow_over_threshold,
     )?;
-    let guarded = guard::guard(
+    // Deprovisions a person approved whose write failed since: the approval
+    // decided over the thresholds, and is not asked for again.
+    let approved = safety::approved_deprovision_accounts(&*lock(store)?)?;
+    let guarded = guard::guard_approved(
         planned,
         &workspace_snapshot,
         &safety::guard_settings(config, &desired),
         &input,
+        &approved,
     );
     let guarded = safety::hold_unconfirmed(guarded, &recheck);
     let out_of_sight = lock(store)?.creates_out_of_sight(crate::apply::OUT_OF_SIGHT)?;

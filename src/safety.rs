@@ -518,6 +518,31 @@ pub fn guard_input(
     })
 }
 
+/// The accounts whose deprovision a person approved (`seatwarden approve`, its
+/// decision the newest about it) in the open ledger episode it belongs to: its
+/// write failed or was kept back, and the retry job (or the next reconcile, if
+/// it comes first) sends it again without holding it by the thresholds the
+/// approval decided over ([`crate::guard::guard_approved`]). An approval older
+/// than the episode (the person came back, and left again since) decides
+/// nothing about it.
+pub fn approved_deprovision_accounts(store: &Store) -> Result<BTreeSet<String>, StoreError> {
+    let open = store.open_deprovisions()?;
+    let identities: Vec<String> = open.iter().map(|e| e.identity_id.clone()).collect();
+    let approved = store.approved_deprovisions(&identities)?;
+    let mut accounts = BTreeSet::new();
+    for episode in &open {
+        let Some(approval) = approved.get(&episode.identity_id) else {
+            continue;
+        };
+        if approval.at < episode.detected_at {
+            continue;
+        }
+        accounts.extend(episode.account_id.iter().cloned());
+        accounts.extend(approval.accounts.iter().cloned());
+    }
+    Ok(accounts)
+}
+
 /// What the workspace sanity re-check found.
 #[derive(Debug, Default)]
 pub struct Recheck {

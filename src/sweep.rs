@@ -1262,15 +1262,25 @@ async fn enforce_pass(
         let others = unless_stopped(other_owners(client, store, &read, concurrency)).await??;
         read.accounts.extend(others);
     }
+    // Deprovisions a person approved (`seatwarden approve`) whose write failed:
+    // the approval decided over the thresholds, so they neither count towards
+    // them nor are held by them, here as in the reconcile.
+    let approved = crate::safety::approved_deprovision_accounts(&*lock(store)?)?;
     // Due deprovisions whose account could not be read, but for people no
-    // protection or exception keeps (known without the account): the thresholds
-    // count them with the plan, as the reconcile plans them all. Else a mass
-    // deprovision held as a whole went through in passes each under the per-run
-    // limit whenever some reads failed.
+    // protection, exception or approval keeps out of the count (known without
+    // the account): the thresholds count them with the plan, as the reconcile
+    // plans them all. Else a mass deprovision held as a whole went through in
+    // passes each under the per-run limit whenever some reads failed.
     let unread_due: Vec<&LedgerEntry> = unread_entries
         .iter()
         .filter(|entry| {
             !protected.permanently(&entry.user_name) && person_exception(protected, entry).is_none()
+        })
+        .filter(|entry| {
+            !entry
+                .account_id
+                .as_ref()
+                .is_some_and(|account| approved.contains(account))
         })
         .collect();
     if !plan.actions.is_empty() {
@@ -1283,7 +1293,7 @@ async fn enforce_pass(
             input.unread.deprovisions = unread_due.len();
             input
         };
-        let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
+        let plan = guard::guard_approved(plan, &read, &config.guard_settings(), &input, &approved);
         // Held by a deprovision threshold they counted towards, the unread ones
         // are held with the rest, looked at again together: on the back-off of a
         // failed read they came due alone, one pass before the others, under the
@@ -2140,6 +2150,60 @@ pub fn record_deprovisions(
             }
         }
         Ok(verified)
+    })
+}
+
+/// After `seatwarden approve` of `run`: each approved deprovision (`approved`,
+/// by seq) the workspace does not show done yet (its write failed, or was kept
+/// back unsent) leaves its person's open episode released from the hold it
+/// waited in, with why it is not done and when the retry job tries it again
+/// (the backoff of a failed attempt; at once for one the writes stopped
+/// before). The retry job sends it, past the thresholds the approval decided
+/// over ([`crate::safety::approved_deprovision_accounts`]): a person is not
+/// asked to approve it again, and the SLA clock keeps running meanwhile.
+pub fn record_approved_unwritten(
+    store: &mut Store,
+    run_id: RunId,
+    approved: &[u32],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let unwritten: Vec<crate::store::JournalEntry> = store
+        .journal_deprovisions(run_id)?
+        .into_iter()
+        .filter(|row| approved.contains(&row.action.seq))
+        .filter(ledgered)
+        .filter(|row| matches!(row.state, ActionState::Failed | ActionState::Planned))
+        .collect();
+    if unwritten.is_empty() {
+        return Ok(());
+    }
+    let open: HashMap<String, LedgerEntry> = store
+        .open_deprovisions()?
+        .into_iter()
+        .map(|e| (e.identity_id.clone(), e))
+        .collect();
+    store.batch(|store| {
+        for row in &unwritten {
+            let Some(entry) = row.action.identity_id.as_ref().and_then(|i| open.get(i)) else {
+                continue;
+            };
+            store.deprovision_hold_over(entry.id)?;
+            let error = row.last_error.as_deref();
+            if row.state == ActionState::Planned {
+                // Its phase never came: no attempt, due at once.
+                store.deprovision_not_sent(entry.id, crate::report::UNREACHED_REASON, now)?;
+            } else if not_sent_stopping(row) {
+                // The approval was stopping: no attempt, due at once.
+                store.deprovision_not_sent(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
+            } else if crate::apply::not_sent(error) {
+                let next = sla::next_attempt(entry.attempts + 1, now);
+                store.deprovision_not_sent(entry.id, error.unwrap_or_default(), next)?;
+            } else {
+                let next = sla::next_attempt(entry.attempts + 1, now);
+                store.deprovision_failed(entry.id, error.unwrap_or("not applied"), next)?;
+            }
+        }
+        Ok(())
     })
 }
 

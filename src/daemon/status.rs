@@ -244,6 +244,19 @@ pub struct Line {
     pub hold_decided: Option<crate::report::digest::HoldDecided>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// An open episode whose deprovision a person approved (`seatwarden
+    /// approve`) and whose write failed or was kept back: the retry job sends
+    /// it again, asking nobody to approve it a second time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved: Option<ApprovedAwaitingRetry>,
+}
+
+/// Who approved an open episode's deprovision, in which run and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovedAwaitingRetry {
+    pub run: RunId,
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
@@ -256,6 +269,8 @@ fn local(at: DateTime<Utc>, tz: Tz) -> String {
 struct GuardHolds {
     waiting: HashMap<String, RunId>,
     decided: HashMap<String, crate::store::DecidedHold>,
+    /// The newest approval of each open episode's person's deprovision.
+    approved: HashMap<String, crate::store::ApprovedDeprovision>,
 }
 
 fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, holds: &GuardHolds) -> Line {
@@ -301,6 +316,18 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, holds: &GuardHolds) -> 
         }),
         attempts: entry.attempts,
         last_error: entry.last_error.as_deref().map(clean),
+        // An approval older than the episode decided an earlier one.
+        approved: holds
+            .approved
+            .get(&entry.identity_id)
+            .filter(|approval| {
+                entry.is_open() && entry.held.is_none() && approval.at >= entry.detected_at
+            })
+            .map(|approval| ApprovedAwaitingRetry {
+                run: approval.run,
+                by: clean(&approval.user),
+                at: approval.at,
+            }),
     }
 }
 
@@ -398,6 +425,12 @@ pub fn collect(
     let holds = GuardHolds {
         waiting: store.held_for_approval()?,
         decided: store.decided_holds()?,
+        approved: store.approved_deprovisions(
+            &open
+                .iter()
+                .map(|e| e.identity_id.clone())
+                .collect::<Vec<_>>(),
+        )?,
     };
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
@@ -779,6 +812,15 @@ pub fn render_text(status: &Status) -> String {
             if let Some(why) = why.filter(|why| !why.is_empty()) {
                 let _ = write!(extra, " ({why})");
             }
+        }
+        if let Some(approved) = &l.approved {
+            let _ = write!(
+                extra,
+                "; approved in run {} by {} at {}, not written yet: the retry job sends it",
+                approved.run,
+                approved.by,
+                local(approved.at, tz)
+            );
         }
         if let Some(error) = &l.last_error {
             let _ = write!(extra, "; last error after {} attempts: {error}", l.attempts);

@@ -550,6 +550,93 @@ impl Store {
             .collect())
     }
 
+    /// The people among `identities` whose newest decision on a held
+    /// deactivation or deletion (in any run) is an approval that released it
+    /// (not refused by the re-check, not rejected since): who approved, in which
+    /// run, when, and the accounts it took. An approved deprovision whose write
+    /// failed is the retry job's to send again, past the thresholds the approval
+    /// decided over ([`crate::safety::guard_input`]); a `reject` of the same
+    /// deprovision since (of a run that held it again) stands instead.
+    pub fn approved_deprovisions(
+        &self,
+        identities: &[String],
+    ) -> Result<std::collections::HashMap<String, ApprovedDeprovision>, StoreError> {
+        let mut newest: std::collections::HashMap<String, (bool, ApprovedDeprovision)> =
+            std::collections::HashMap::new();
+        if identities.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let context = || "reading the decided deprovisions from actions".to_owned();
+        let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
+            context: context(),
+            source,
+        })?;
+        type Row = (String, Option<String>, String, String, DateTime<Utc>, RunId);
+        let rows: Vec<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT actions.identity_id, actions.account_id, held_decisions.decision,
+                        held_decisions.user, held_decisions.at, actions.run_id
+                 FROM actions
+                 JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                    AND held_decisions.seq = actions.seq
+                 WHERE ((held_decisions.decision = 'approved' AND actions.state != 'held')
+                        OR held_decisions.decision = 'rejected')
+                   AND actions.kind IN ('deactivate', 'delete')
+                   AND actions.identity_id IN (SELECT value FROM json_each(?1))
+                 ORDER BY held_decisions.at, actions.run_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([wanted], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get::<_, Ts>(4)?.0,
+                        row.get(5)?,
+                    ))
+                })?
+                .collect()
+            })
+            .context(context)?;
+        for (identity, account, decision, user, at, run) in rows {
+            let approved = decision == "approved";
+            // Oldest first: a later decision replaces an earlier one; the
+            // accounts of one approval (a person's duplicate) gather.
+            let entry = newest.entry(identity).or_insert_with(|| {
+                (
+                    approved,
+                    ApprovedDeprovision {
+                        run,
+                        user: user.clone(),
+                        at,
+                        accounts: Vec::new(),
+                    },
+                )
+            });
+            if entry.0 != approved || entry.1.run != run {
+                *entry = (
+                    approved,
+                    ApprovedDeprovision {
+                        run,
+                        user,
+                        at,
+                        accounts: Vec::new(),
+                    },
+                );
+            }
+            if let Some(account) = account {
+                entry.1.accounts.push(account);
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .filter(|(_, (approved, _))| *approved)
+            .map(|(identity, (_, approval))| (identity, approval))
+            .collect())
+    }
+
     /// Reconcile and sweep runs after `run` that hold journal rows nobody decided
     /// on yet, oldest first: where an approval of `run` looks for the same
     /// actions held again (see `approval::settle_later_holds`).
@@ -626,4 +713,17 @@ fn seq_list(run: RunId, seqs: &[u32]) -> Result<String, StoreError> {
         context: format!("listing actions of run {run} for a journal update"),
         source,
     })
+}
+
+/// A person's deprovision a human approved, newest decision first
+/// ([`Store::approved_deprovisions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedDeprovision {
+    /// The run whose held deprovision was approved.
+    pub run: RunId,
+    /// Who approved it, as the audit row names them.
+    pub user: String,
+    pub at: DateTime<Utc>,
+    /// The accounts it deactivates or deletes.
+    pub accounts: Vec<String>,
 }

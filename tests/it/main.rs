@@ -154,6 +154,7 @@ mod review_s58_ops;
 mod review_s58_review;
 mod review_s58_review2;
 mod review_s58_review3;
+mod review_s59_approve;
 mod review_s59_looks;
 mod review_s59_ops;
 mod review_s59_walk;

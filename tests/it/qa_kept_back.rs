@@ -53,7 +53,7 @@ async fn reconcile(config: &Config, client: &ScimClient) -> run::RunOutcome {
     .unwrap()
 }
 
-fn status_of(config: &Config) -> status::Status {
+pub(crate) fn status_of(config: &Config) -> status::Status {
     let store = Store::open(&config.state.path).unwrap();
     status::collect(
         &store,
