@@ -2309,7 +2309,8 @@ fn next_actions(
         &store.disputed_candidates()?,
         &safety::plan_settings_at(config, directory, store, now)?,
     );
-    let planned = safety::hold_look_alikes(planned, config, directory, links);
+    let approved = safety::approved_deprovision_accounts(store)?;
+    let planned = safety::hold_look_alikes(planned, config, directory, links, &approved);
     // As the run counts them, so that a percentage threshold holds here what the
     // run would hold.
     let managed = crate::run::managed_accounts(workspace, links, &planned);
@@ -2319,7 +2320,7 @@ fn next_actions(
         workspace,
         &safety::guard_settings(config, &desired),
         &input,
-        &safety::approved_deprovision_accounts(store)?,
+        &approved,
     );
     // A create that met a 409 with no account in sight is held for a person, as a
     // run holds it: offering it again would be the write every run refuses.

@@ -592,11 +592,15 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
 /// linked to them (stored links and the plan's new ones): a membership removal
 /// names accounts only. A removal batch with some such members is split: the
 /// others go now, those members wait in an action of their own at the end.
+/// The deactivation or deletion of one of `approved`'s accounts is not held:
+/// a person approved that deprovision, the question this hold asks, and its
+/// write failed; the retry job sends it as well ([`guard_approved`]).
 /// Run before [`guard`], whose thresholds do not count what this held.
 pub fn hold_look_alike_members(
     mut plan: Plan,
     members: &std::collections::BTreeMap<String, crate::names::LookAlikeMember>,
     owners: &std::collections::HashMap<&str, &str>,
+    approved: &BTreeSet<String>,
 ) -> Plan {
     use crate::names::{AccessLookAlike, LookAlike, LookAlikeMember};
     if members.is_empty() {
@@ -623,6 +627,7 @@ pub fn hold_look_alike_members(
     let mut split_off = Vec::new();
     for action in &mut plan.actions {
         if action.held.is_some()
+            || approved_deprovision(action, approved)
             || !action
                 .kind
                 .threshold_class()
@@ -2682,7 +2687,7 @@ mod tests {
             },
         ]);
         plan.actions[2].identity_id = Some("i3".into());
-        let out = hold_look_alike_members(plan, &members, &owners);
+        let out = hold_look_alike_members(plan, &members, &owners, &BTreeSet::new());
         let settings = GuardSettings {
             max_deprovisions: 1,
             ..generous()
@@ -2791,12 +2796,55 @@ mod tests {
             demote("a1", "Owner", Role::Viewer),
             deactivate("a1"),
         ]);
-        let out = hold_look_alike_members(plan, &members, &owners);
+        let out = hold_look_alike_members(plan, &members, &owners, &BTreeSet::new());
         let rules: Vec<Option<&str>> = out
             .actions
             .iter()
             .map(|a| a.held.as_ref().map(HoldReason::rule))
             .collect();
         assert_eq!(rules, [None, Some("look_alike_group"), None]);
+    }
+
+    /// A scope look-alike member's deactivation a person approved (its write
+    /// failed since) is not held as a look-alike's again: the approval answered
+    /// that hold's question, and the retry job sends it too. Another member's
+    /// is held as before, and so is the approved member's role downgrade.
+    #[test]
+    fn an_approved_deprovision_is_not_held_as_a_look_alike_members_again() {
+        let look_alike = crate::names::LookAlike {
+            directory_group: "Taskade\u{200b}Users".into(),
+            configured: "Taskade Users".into(),
+            key: "policy.scope_group".into(),
+            differs: "a zero-width space (U+200B)".into(),
+        };
+        let member = crate::names::LookAlikeMember {
+            deprovision: Some(look_alike.clone()),
+            access: vec![crate::names::AccessLookAlike {
+                look_alike,
+                gives: None,
+            }],
+        };
+        let members: std::collections::BTreeMap<String, crate::names::LookAlikeMember> =
+            ["i1", "i2"]
+                .into_iter()
+                .map(|i| (i.to_owned(), member.clone()))
+                .collect();
+        let owners: std::collections::HashMap<&str, &str> = [("a1", "i1"), ("a2", "i2")].into();
+        let plan = plan_of(vec![
+            deactivate("a1"),
+            deactivate("a2"),
+            demote("a1", "Owner", Role::Viewer),
+        ]);
+        let approved: BTreeSet<String> = ["a1".to_owned()].into();
+        let out = hold_look_alike_members(plan, &members, &owners, &approved);
+        let rules: Vec<Option<&str>> = out
+            .actions
+            .iter()
+            .map(|a| a.held.as_ref().map(HoldReason::rule))
+            .collect();
+        assert_eq!(
+            rules,
+            [None, Some("look_alike_group"), Some("look_alike_group")]
+        );
     }
 }

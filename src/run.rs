@@ -1209,8 +1209,12 @@ async fn pipeline(
     )
     .await?;
     tracing::debug!(elapsed_ms = since(started_at), "workspace re-checked");
+    // Deprovisions a person approved whose write failed since: the approval
+    // decided over the look-alike hold and the thresholds, and is not asked
+    // for again.
+    let approved = safety::approved_deprovision_accounts(&*lock(store)?)?;
     // Before the guard, whose thresholds do not count what this holds.
-    let planned = safety::hold_look_alikes(planned, config, &directory_snapshot, &links);
+    let planned = safety::hold_look_alikes(planned, config, &directory_snapshot, &links, &approved);
     let managed = managed_accounts(&workspace_snapshot, &links, &planned);
     let input = safety::guard_input(
         &*lock(store)?,
@@ -1219,9 +1223,6 @@ async fn pipeline(
         managed,
         options.allow_over_threshold,
     )?;
-    // Deprovisions a person approved whose write failed since: the approval
-    // decided over the thresholds, and is not asked for again.
-    let approved = safety::approved_deprovision_accounts(&*lock(store)?)?;
     let guarded = guard::guard_approved(
         planned,
         &workspace_snapshot,

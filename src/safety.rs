@@ -391,12 +391,15 @@ pub fn configured_groups(config: &Config) -> crate::names::ConfiguredGroups {
 /// update that would write such a userName or email
 /// ([`guard::hold_hidden_characters`]). Each look-alike group is logged, naming
 /// the configured group and key and what differs. `links` are the stored links;
-/// the plan's new ones are added. Before [`guard::guard`].
+/// the plan's new ones are added. `approved` are the accounts whose deprovision
+/// a person approved and whose write failed ([`approved_deprovision_accounts`]):
+/// not asked about again. Before [`guard::guard`].
 pub fn hold_look_alikes(
     mut plan: Plan,
     config: &Config,
     directory: &DirectorySnapshot,
     links: &[crate::model::Link],
+    approved: &BTreeSet<String>,
 ) -> Plan {
     let members = crate::names::look_alike_members(
         &directory.identities,
@@ -426,7 +429,7 @@ pub fn hold_look_alikes(
                         .map(|l| (l.account_id.as_str(), l.identity_id.as_str())),
                 )
                 .collect();
-            guard::hold_look_alike_members(plan, &members, &owners)
+            guard::hold_look_alike_members(plan, &members, &owners, approved)
         };
         plan.new_links = new_links;
     }

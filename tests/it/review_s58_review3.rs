@@ -122,25 +122,46 @@ async fn a_sweep_keeps_the_episode_of_an_approved_look_alike_deprovision() {
     sandbox.shutdown().await;
 }
 
-/// A reconcile (holding Bob's deactivation again) keeps the episode too.
+/// A reconcile neither ends the episode nor asks about Bob's approved
+/// deactivation again: the approval answered the look-alike hold's question,
+/// so the reconcile sends it, once, as the retry job would. Before session 59
+/// it held the deactivation as a look-alike's again, asking for a second
+/// approval while the retry job sent it anyway.
 #[tokio::test]
-async fn a_reconcile_keeps_the_episode_of_an_approved_look_alike_deprovision() {
+async fn a_reconcile_sends_an_approved_look_alike_deprovision_unheld() {
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
-    crate::fixtures::reconcile(&config).await;
+    sandbox.record_requests();
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let bobs: Vec<_> = outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.identity_id.as_deref() == Some("00u2"))
+        .collect();
+    assert_eq!(bobs.len(), 1, "{bobs:#?}");
+    assert_eq!(bobs[0].held, None, "held again: {:?}", bobs[0].held);
     assert!(
-        bob_episode_open(&config),
-        "the reconcile ended the episode of Bob's approved deactivation"
+        !bob_active(&sandbox),
+        "the approved deactivation was not sent"
     );
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let store = Store::open(&config.state.path).unwrap();
+    let episode = store.deprovision_history("00u2", 1).unwrap();
+    assert!(
+        episode.first().is_some_and(|e| e.enforced_at.is_some()),
+        "the episode was not closed as enforced: {episode:#?}"
+    );
+    let store = Arc::new(Mutex::new(store));
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
         .await
         .unwrap();
-    assert!(
-        !bob_active(&sandbox),
-        "the approved deactivation was never sent"
-    );
+    let deactivations = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| r.method != "GET" && r.path == "/Users/w2")
+        .count();
     sandbox.shutdown().await;
+    assert_eq!(deactivations, 1, "Bob's account written more than once");
 }
 
 /// A SCIM directory whose `/Groups` listing ends short of the `totalResults`

@@ -195,39 +195,53 @@ fn a_distinct_entry_like_a_protected_group_is_warned_about() {
 }
 
 /// Bob's look-alike deactivation was approved and its write failed (its
-/// episode open for the retry job); a later reconcile held it again and a
-/// person rejected it: the newest decision stands, so the next sweep ends the
-/// episode as a look-alike hold's, and neither it nor the retry job
-/// deactivates Bob. Before, the older approval kept the episode and the sweep
-/// sent the deactivation the newer decision had refused.
+/// episode open for the retry job); a later run held it for another rule (an
+/// incomplete directory read: a reconcile no longer holds an approved
+/// deprovision as a look-alike's again, so the run is written to the store
+/// here) and a person rejected it: the newest decision stands, so the next
+/// sweep ends the episode as a look-alike hold's, and neither it nor the retry
+/// job deactivates Bob. Before, the older approval kept the episode and the
+/// sweep sent the deactivation the newer decision had refused.
 #[tokio::test]
 async fn a_rejection_after_an_approval_lets_the_sweep_end_a_look_alike_episode() {
     use crate::review_s58_review3::{bob_active, bob_approved_and_failed, bob_episode_open};
     use chrono::{Duration, Utc};
-    use seatwarden::store::{Decision, Store};
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::store::{Decision, RunKind, RunStatus, Store};
     use std::sync::{Arc, Mutex};
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
-    let outcome = crate::fixtures::reconcile(&config).await;
-    let seq = outcome
-        .plan
-        .actions
-        .iter()
-        .find(|a| {
-            a.identity_id.as_deref() == Some("00u2")
-                && a.held.as_ref().map(|h| h.rule()) == Some("look_alike_group")
-        })
-        .map(|a| a.seq)
-        .expect("Bob's deactivation held again as a look-alike");
-    assert!(bob_episode_open(&config), "the approved episode is kept");
-    Store::open(&config.state.path)
-        .unwrap()
-        .record_decisions(
-            outcome.run_id,
-            &[(seq, Decision::Rejected, None)],
-            "carol",
-            Utc::now(),
-        )
-        .unwrap();
+    {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let at = Utc::now();
+        let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "w2".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "bob@example.com".into(),
+                identity_id: Some("00u2".into()),
+                detail: "out of scope".into(),
+                held: Some(HoldReason::IncompleteDirectory),
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        store
+            .finish_run(run, at, RunStatus::Succeeded, None)
+            .unwrap();
+        assert!(bob_episode_open(&config), "the approved episode is kept");
+        store
+            .record_decisions(
+                run,
+                &[(0, Decision::Rejected, None)],
+                "carol",
+                at + Duration::seconds(1),
+            )
+            .unwrap();
+    }
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     seatwarden::sweep::sweep(
