@@ -269,7 +269,8 @@ fn eventbridge_without_year(pattern: &str) -> Option<(String, bool)> {
 /// An EventBridge day-of-week field as cron writes it: EventBridge numbers
 /// the days 1-7 from Sunday (`2-6` is Monday to Friday), cron 0-6 from Sunday
 /// (`2-6` is Tuesday to Saturday), so each day number is one less; the `n` of
-/// `day#n` (the n-th such day of the month) is no day and stays. Names
+/// `day#n` (the n-th such day of the month) and a step after `/` are no days
+/// and stay. Names
 /// (`MON-FRI`) mean the same in both; a number past 7 is left for the parser
 /// to refuse.
 fn eventbridge_days(field: &str) -> String {
@@ -289,7 +290,8 @@ fn eventbridge_days(field: &str) -> String {
             continue;
         }
         flush(&mut digits, &mut cron, after_hash);
-        after_hash = c == '#';
+        // The n of `day#n` and a step after `/` count, they name no day.
+        after_hash = c == '#' || c == '/';
         cron.push(c);
     }
     flush(&mut digits, &mut cron, after_hash);
@@ -1238,6 +1240,7 @@ mod tests {
             ("0 8 ? * 1,7 *", "0 8 ? * 0,6"),
             ("cron(0 9 ? * 3#2 *)", "0 9 ? * 2#2"),
             ("cron(0 9 ? * 6L *)", "0 9 ? * 5L"),
+            ("cron(0 9 ? * 2-6/2 *)", "0 9 ? * 1-5/2"),
             ("cron(0 8 ? * MON-FRI *)", "0 8 ? * MON-FRI"),
             ("cron(0 8 1 * ? 2027)", "0 8 1 * ?"),
         ] {
