@@ -1681,7 +1681,8 @@ impl Config {
 
     /// Entries of `safety.distinct_groups` that look like no configured group:
     /// they change nothing (a configured group renamed since, or a typo), and
-    /// the look-alike they were meant for would be held again.
+    /// the look-alike they were meant for would be held again. One that is a
+    /// protected group spelt with spaces at its ends is said to be that group.
     fn distinct_groups_alike_nothing(&self) -> Vec<String> {
         let configured = crate::safety::configured_groups(self);
         self.safety
@@ -1691,6 +1692,24 @@ impl Config {
             .filter(|(_, name)| configured.declared_distinct(name).is_empty())
             .map(|(index, name)| {
                 let key = format!("safety.distinct_groups[{index}]");
+                // "IT Admins " is no look-alike of the protected "IT Admins" but
+                // the group itself (protected groups are compared trimmed), which
+                // "differs from no configured group" would deny.
+                let folded = crate::policy::fold_group_name(name);
+                if let Some(protected) = self
+                    .safety
+                    .protected_groups
+                    .iter()
+                    .find(|group| crate::policy::fold_group_name(group) == folded)
+                {
+                    return format!(
+                        "{key} = {name:?} in {}: is the protected group {protected:?} \
+                         (safety.protected_groups): protected groups are compared without \
+                         the spaces at their ends, so its members stay protected and \
+                         declaring it distinct changes nothing; remove it",
+                        self.origin_of(&key).display()
+                    );
+                }
                 format!(
                     "{key} = {name:?} in {}: differs from no configured group \
                      (policy.scope_groups, policy.mapping, safety.protected_groups) only in \
@@ -4178,7 +4197,6 @@ fn names_unknown_key(error: &ConfigError, key: &str) -> bool {
         || unknown.starts_with(&format!("{key}."))
 }
 
-/// The value at a dotted key (`report.email.allow_cleartext`) of a table.
 /// Every key the file at `path` writes (`safety`, `safety.max_deprovisions`),
 /// as [`Config::from_file`] keeps them; none when it no longer reads or parses
 /// (the `config` crate read it a moment ago: it changed in between).
@@ -4205,6 +4223,7 @@ fn keys_written_in(path: &Path) -> std::collections::BTreeSet<String> {
     keys
 }
 
+/// The value at a dotted key (`report.email.allow_cleartext`) of a table.
 fn value_at<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
     let mut parts = key.split('.');
     let mut value = table.get(parts.next()?)?;

@@ -78,12 +78,19 @@ impl Schedule {
                 ),
             });
         }
-        if let Some(five) = eventbridge_without_year(pattern) {
+        if let Some((five, renumbered)) = eventbridge_without_year(pattern) {
+            let renumbered = if renumbered {
+                " (EventBridge numbers the days 1-7 from Sunday, cron 0-6 from Sunday: the \
+                 days are renumbered, so they mean the same days)"
+            } else {
+                ""
+            };
             return Err(ScheduleError {
                 pattern: pattern.to_owned(),
                 message: format!(
                     "this is AWS EventBridge's layout (minute hour day-of-month month \
-                     day-of-week year), and a year field is not supported: write {five:?}"
+                     day-of-week year), and a year field is not supported: write \
+                     {five:?}{renumbered}"
                 ),
             });
         }
@@ -241,8 +248,9 @@ const FIELD_LAYOUTS: &str = "5 fields (minute hour day-of-month month day-of-wee
 /// alone): minute first and a year last, `?` in day-of-month or day-of-week.
 /// Read seconds first, its `?` lands in the hour or the month, and croner's
 /// error ("illegal character '?'") blames a character the layout allows. The
-/// five fields before the year, which mean what was written.
-fn eventbridge_without_year(pattern: &str) -> Option<String> {
+/// five fields before the year, which mean what was written (day-of-week
+/// numbers renumbered, [`eventbridge_days`]), and whether any was renumbered.
+fn eventbridge_without_year(pattern: &str) -> Option<(String, bool)> {
     let trimmed = pattern.trim();
     let wrapped = trimmed
         .get(..5)
@@ -250,8 +258,44 @@ fn eventbridge_without_year(pattern: &str) -> Option<String> {
         .and_then(|_| trimmed.get(5..)?.strip_suffix(')'));
     let fields: Vec<&str> = wrapped.unwrap_or(trimmed).split_whitespace().collect();
     let question_mark_in_a_day_field = fields.len() == 6 && (fields[2] == "?" || fields[4] == "?");
-    ((wrapped.is_some() && fields.len() == 6) || question_mark_in_a_day_field)
-        .then(|| fields[..5].join(" "))
+    if !((wrapped.is_some() && fields.len() == 6) || question_mark_in_a_day_field) {
+        return None;
+    }
+    let days = eventbridge_days(fields[4]);
+    let renumbered = days != fields[4];
+    Some((format!("{} {days}", fields[..4].join(" ")), renumbered))
+}
+
+/// An EventBridge day-of-week field as cron writes it: EventBridge numbers
+/// the days 1-7 from Sunday (`2-6` is Monday to Friday), cron 0-6 from Sunday
+/// (`2-6` is Tuesday to Saturday), so each day number is one less; the `n` of
+/// `day#n` (the n-th such day of the month) and a step after `/` are no days
+/// and stay. Names
+/// (`MON-FRI`) mean the same in both; a number past 7 is left for the parser
+/// to refuse.
+fn eventbridge_days(field: &str) -> String {
+    let mut cron = String::with_capacity(field.len());
+    let mut digits = String::new();
+    let mut after_hash = false;
+    let flush = |digits: &mut String, cron: &mut String, after_hash: bool| {
+        match digits.parse::<u8>() {
+            Ok(day @ 1..=7) if !after_hash => cron.push_str(&(day - 1).to_string()),
+            _ => cron.push_str(digits),
+        }
+        digits.clear();
+    };
+    for c in field.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        flush(&mut digits, &mut cron, after_hash);
+        // The n of `day#n` and a step after `/` count, they name no day.
+        after_hash = c == '#' || c == '/';
+        cron.push(c);
+    }
+    flush(&mut digits, &mut cron, after_hash);
+    cron
 }
 
 /// A four-digit number in a field (`2027`, `2026-2028`, `*/2027`): a year,
@@ -1182,6 +1226,56 @@ mod tests {
         for pattern in ["0 */5 * * * *", "0 0 8 ? * MON-FRI", "*/5 * * * ?"] {
             Schedule::parse(pattern).unwrap();
         }
+    }
+
+    /// EventBridge numbers the days of the week 1-7 from Sunday (2-6 is MON-FRI),
+    /// cron 0-6 from Sunday (2-6 is TUE-SAT): the five fields suggested for an
+    /// EventBridge expression with day numbers renumber them, or the schedule
+    /// fires a day late ("0 8 ? * 2-6" was suggested for weekdays). Each
+    /// suggestion fires on the days the EventBridge expression means.
+    #[test]
+    fn an_eventbridge_expression_with_day_numbers_is_suggested_renumbered() {
+        for (pattern, five) in [
+            ("cron(0 8 ? * 2-6 *)", "0 8 ? * 1-5"),
+            ("0 8 ? * 1,7 *", "0 8 ? * 0,6"),
+            ("cron(0 9 ? * 3#2 *)", "0 9 ? * 2#2"),
+            ("cron(0 9 ? * 6L *)", "0 9 ? * 5L"),
+            ("cron(0 9 ? * 2-6/2 *)", "0 9 ? * 1-5/2"),
+            ("cron(0 8 ? * MON-FRI *)", "0 8 ? * MON-FRI"),
+            ("cron(0 8 1 * ? 2027)", "0 8 1 * ?"),
+        ] {
+            let error = Schedule::parse(pattern).unwrap_err();
+            assert!(
+                error.message.contains(&format!("write {five:?}")),
+                "{pattern}: {}",
+                error.message
+            );
+            Schedule::parse(five).unwrap();
+        }
+        let error = Schedule::parse("cron(0 8 ? * 2-6 *)").unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("EventBridge numbers the days 1-7 from Sunday"),
+            "{}",
+            error.message
+        );
+        let error = Schedule::parse("cron(0 8 ? * MON-FRI *)").unwrap_err();
+        assert!(
+            !error.message.contains("numbers the days"),
+            "{}",
+            error.message
+        );
+        // Weekdays: the suggestion fires on Monday 2026-12-07, not Sunday the 6th.
+        let weekdays = Schedule::parse("0 8 ? * 1-5").unwrap();
+        let sunday = chrono::NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        let next = next_fire(
+            &weekdays,
+            chrono_tz::UTC,
+            sunday.and_hms_opt(0, 0, 0).unwrap().and_utc(),
+        )
+        .unwrap();
+        assert_eq!(next.date_naive(), sunday.succ_opt().unwrap());
     }
 
     /// Only a seconds field with several values fires more than once a minute;
