@@ -1,0 +1,45 @@
+//! Session 59, small leftovers of the walkthrough and the reviews.
+//!
+//! - `report.email.smtp_url = "smtp.example.com:587"` (a host and port, as mail
+//!   clients take them) was answered "the URL has no host": it has no scheme.
+//!   The forms suggested for a `smtp_url` without a scheme showed
+//!   `?[redacted]` for `?tls=starttls`, which holds no secret.
+//! - A cron step of zero (`*/0 * * * *`) was croner's "Step cannot be zero",
+//!   with no field and nothing to write.
+//! - The example configurations said every key can be overridden from the
+//!   environment; the mapping and exception tables and `safety.distinct_groups`
+//!   cannot.
+//! - A sweep counted the episodes it ended for a look-alike group as
+//!   `cancelled`, the count of people back: those people have no access back,
+//!   their deprovision waits for a decision (`ended_look_alike`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{Duration, Utc};
+use seatwarden::store::Store;
+
+use crate::review_s59_walk::{check_config, configured};
+
+#[test]
+fn an_smtp_url_written_as_host_and_port_is_said_to_lack_a_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(
+        dir.path(),
+        b"[report.email]\nsmtp_url = \"smtp.example.com:587\"\n\
+          from = \"seatwarden@example.com\"\nto = [\"it@example.com\"]\n",
+    );
+    let (code, output) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("seatwarden.toml")
+            && output.contains("report.email.smtp_url")
+            && output.contains("has no scheme")
+            && output.contains("smtp://smtp.example.com:587?tls=starttls")
+            && output.contains("smtps://smtp.example.com:465"),
+        "{output}"
+    );
+    assert!(!output.contains("no host"), "{output}");
+}
+
