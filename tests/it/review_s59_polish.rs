@@ -43,3 +43,25 @@ fn an_smtp_url_written_as_host_and_port_is_said_to_lack_a_scheme() {
     assert!(!output.contains("no host"), "{output}");
 }
 
+/// The README says a variable's boolean is `true` or `false` in any case: every
+/// boolean key reads its variable so, and nothing else passes for one.
+#[test]
+fn a_variables_boolean_is_true_or_false_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"");
+    for value in ["True", "FALSE"] {
+        let (code, output) = check_config(dir.path(), &[("SEATWARDEN__SCHEDULE__DRY_RUN", value)]);
+        assert_eq!(code, Some(0), "{value:?}: {output}");
+    }
+    let (code, output) = check_config(dir.path(), &[("SEATWARDEN__SCHEDULE__DRY_RUN", "yes")]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("expected true or false"), "{output}");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        readme.contains("a variable's boolean is `true` or `false` in any case"),
+        "the README says what a variable's boolean may be"
+    );
+}
+
