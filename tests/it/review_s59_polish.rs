@@ -65,3 +65,19 @@ fn a_variables_boolean_is_true_or_false_in_any_case() {
     );
 }
 
+#[test]
+fn a_cron_step_of_zero_names_the_key_the_file_and_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    configured(dir.path(), b"[schedule]\nsweep = \"*/0 * * * *\"\n");
+    let (code, output) = check_config(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("seatwarden.toml")
+            && output.contains("schedule.sweep")
+            && output.contains("/0 in the minute field")
+            && output.contains("write * for every minute"),
+        "{output}"
+    );
+    assert!(!output.contains("Step cannot be zero"), "{output}");
+}
+
