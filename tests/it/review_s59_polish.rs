@@ -81,3 +81,26 @@ fn a_cron_step_of_zero_names_the_key_the_file_and_what_to_write() {
     assert!(!output.contains("Step cannot be zero"), "{output}");
 }
 
+/// Both example configurations that speak of environment overrides name the keys
+/// only the file can hold, as `seatwarden --help` does.
+#[test]
+fn the_example_configurations_name_the_keys_no_variable_sets() {
+    for example in ["config/example/seatwarden.toml", "config/seatwarden.example.toml"] {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(example)).unwrap();
+        let header: String = text
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| line.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(header.contains("SEATWARDEN__SECTION__KEY"), "{example}: {header}");
+        assert!(
+            header.contains("[[policy.mapping]]")
+                && header.contains("[[safety.exceptions]]")
+                && header.contains("safety.distinct_groups"),
+            "{example} does not name the keys read from the file only: {header}"
+        );
+    }
+}
+
