@@ -104,3 +104,28 @@ fn the_example_configurations_name_the_keys_no_variable_sets() {
     }
 }
 
+/// Bob's episode, ended because he is only in a look-alike of the scope group,
+/// is not counted as cancelled (a person back) but apart.
+#[tokio::test]
+async fn a_sweep_counts_look_alike_ended_episodes_apart_from_cancelled_ones() {
+    let (config, sandbox, _okta, _dir) = crate::review_s58_lookalike::bob_with_an_episode_due().await;
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        Utc::now(),
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (outcome.cancelled, outcome.ended_look_alike, outcome.enforced),
+        (0, 1, 0),
+        "{outcome:?}"
+    );
+    sandbox.shutdown().await;
+}
