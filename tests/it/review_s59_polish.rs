@@ -12,6 +12,9 @@
 //! - A sweep counted the episodes it ended for a look-alike group as
 //!   `cancelled`, the count of people back: those people have no access back,
 //!   their deprovision waits for a decision (`ended_look_alike`).
+//! - A SCIM directory that refuses `attributes=displayName` on `/Groups` (a 400
+//!   `invalidValue` for a parameter it does not take) had its groups "not
+//!   listed" by `check-config --connect`: they are listed again without it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -128,4 +131,58 @@ async fn a_sweep_counts_look_alike_ended_episodes_apart_from_cancelled_ones() {
         "{outcome:?}"
     );
     sandbox.shutdown().await;
+}
+
+/// The provider refuses `GET /Groups?attributes=displayName` with a 400
+/// `invalidValue`; asked once more without `attributes`, it lists its groups,
+/// and the look-alike among them is warned of.
+#[tokio::test]
+async fn a_scim_directory_refusing_attributes_has_its_groups_listed_without_them() {
+    use crate::review_s58_lookalike::{checked_scim_directory, scim_directory, scim_list};
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let idp = scim_directory().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("attributes", "displayName"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .insert_header("content-type", "application/scim+json")
+                .set_body_json(serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                    "status": "400",
+                    "scimType": "invalidValue",
+                    "detail": "unsupported query parameter: attributes",
+                })),
+        )
+        .with_priority(1)
+        .mount(&idp)
+        .await;
+    let groups = serde_json::json!([
+        {"id": "g1", "displayName": "Taskade Users", "members": []},
+        {"id": "g2", "displayName": "Taskade\u{200b} Users", "members": []},
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(scim_list(groups, 2))
+        .mount(&idp)
+        .await;
+    let checked = checked_scim_directory(&idp).await;
+    assert!(checked.passed(), "{}", checked.line());
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .all(|w| !w.contains("could not be listed")),
+        "{:#?}",
+        checked.warnings
+    );
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .any(|w| w.contains("\"Taskade\\u{200b} Users\" is not \"Taskade Users\"")),
+        "{:#?}",
+        checked.warnings
+    );
 }
