@@ -1709,7 +1709,11 @@ impl ScimClient {
             attributes: Some("displayName"),
         };
         let listed = match self.list_group_names(names_only).await {
-            Err(e @ WorkspaceError::Status { status: 400 | 501, .. }) => {
+            Err(
+                e @ WorkspaceError::Status {
+                    status: 400 | 501, ..
+                },
+            ) => {
                 tracing::info!(
                     error = %e,
                     "the Groups listing with attributes=displayName was refused; listing \

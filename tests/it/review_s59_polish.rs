@@ -88,7 +88,10 @@ fn a_cron_step_of_zero_names_the_key_the_file_and_what_to_write() {
 /// only the file can hold, as `seatwarden --help` does.
 #[test]
 fn the_example_configurations_name_the_keys_no_variable_sets() {
-    for example in ["config/example/seatwarden.toml", "config/seatwarden.example.toml"] {
+    for example in [
+        "config/example/seatwarden.toml",
+        "config/seatwarden.example.toml",
+    ] {
         let text =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(example)).unwrap();
         let header: String = text
@@ -97,7 +100,10 @@ fn the_example_configurations_name_the_keys_no_variable_sets() {
             .map(|line| line.trim_start_matches('#').trim())
             .collect::<Vec<_>>()
             .join(" ");
-        assert!(header.contains("SEATWARDEN__SECTION__KEY"), "{example}: {header}");
+        assert!(
+            header.contains("SEATWARDEN__SECTION__KEY"),
+            "{example}: {header}"
+        );
         assert!(
             header.contains("[[policy.mapping]]")
                 && header.contains("[[safety.exceptions]]")
@@ -111,7 +117,8 @@ fn the_example_configurations_name_the_keys_no_variable_sets() {
 /// is not counted as cancelled (a person back) but apart.
 #[tokio::test]
 async fn a_sweep_counts_look_alike_ended_episodes_apart_from_cancelled_ones() {
-    let (config, sandbox, _okta, _dir) = crate::review_s58_lookalike::bob_with_an_episode_due().await;
+    let (config, sandbox, _okta, _dir) =
+        crate::review_s58_lookalike::bob_with_an_episode_due().await;
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
@@ -126,7 +133,11 @@ async fn a_sweep_counts_look_alike_ended_episodes_apart_from_cancelled_ones() {
     .await
     .unwrap();
     assert_eq!(
-        (outcome.cancelled, outcome.ended_look_alike, outcome.enforced),
+        (
+            outcome.cancelled,
+            outcome.ended_look_alike,
+            outcome.enforced
+        ),
         (0, 1, 0),
         "{outcome:?}"
     );
