@@ -5612,6 +5612,13 @@ fn url_without_credentials(text: &str) -> String {
         None => shown.push_str(authority),
     }
     match after.split_once('?') {
+        // `smtp_url`'s one parameter, which the answers to a wrong `smtp_url`
+        // suggest: no secret, and redacted the suggestion could not be followed.
+        Some((path, query)) if query.split('#').next() == Some("tls=starttls") => {
+            shown.push_str(path);
+            shown.push('?');
+            shown.push_str(query);
+        }
         Some((path, query)) => {
             shown.push_str(path);
             shown.push_str("?[redacted]");

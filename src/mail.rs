@@ -96,20 +96,34 @@ pub struct SmtpEndpoint {
 }
 
 impl SmtpEndpoint {
+    /// The answer to a `smtp_url` written without a scheme: the accepted forms,
+    /// filled in with the host the reader wrote (without any port).
+    fn no_scheme(text: &str) -> String {
+        let written = text.trim().trim_start_matches('/');
+        let host = match written.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => written,
+        };
+        format!(
+            "not a URL: {text:?} has no scheme; write it in full, such as \
+             \"smtps://{host}:465\" (TLS), \"smtp://{host}:587?tls=starttls\" or, to \
+             a local relay, \"smtp://{host}:25\""
+        )
+    }
+
     /// Parses `smtp://`, `smtp://…?tls=starttls` and `smtps://` URLs.
     pub fn parse(text: &str) -> Result<SmtpEndpoint, String> {
         let url = url::Url::parse(text).map_err(|e| match e {
             // A host alone (`mail.example.com`), as mail clients take it.
-            url::ParseError::RelativeUrlWithoutBase => {
-                let host = text.trim().trim_start_matches('/');
-                format!(
-                    "not a URL: {text:?} has no scheme; write it in full, such as \
-                     \"smtps://{host}:465\" (TLS), \"smtp://{host}:587?tls=starttls\" or, to \
-                     a local relay, \"smtp://{host}:25\""
-                )
-            }
+            url::ParseError::RelativeUrlWithoutBase => Self::no_scheme(text),
             e => format!("not a URL: {e}"),
         })?;
+        // `mail.example.com:587`, as mail clients take it, parses as scheme
+        // `mail.example.com` with no host: "no host" would send the reader looking
+        // in the wrong place, so say the scheme is missing.
+        if url.host_str().is_none() && !matches!(url.scheme(), "smtp" | "smtps") {
+            return Err(Self::no_scheme(text));
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(
                 "credentials do not belong in the URL; set report.email.username and \
@@ -1284,6 +1298,18 @@ mod tests {
             (implicit.host.as_str(), implicit.port, implicit.tls),
             ("mail.example.com", 2465, TlsMode::Implicit)
         );
+    }
+
+    #[test]
+    fn smtp_url_host_and_port_without_scheme_asks_for_a_scheme() {
+        let error = SmtpEndpoint::parse("smtp.example.com:587").unwrap_err();
+        assert!(error.contains("has no scheme"), "{error}");
+        assert!(
+            error.contains("\"smtp://smtp.example.com:587?tls=starttls\"")
+                && error.contains("\"smtps://smtp.example.com:465\""),
+            "{error}"
+        );
+        assert!(!error.contains("no host"), "{error}");
     }
 
     #[test]

@@ -357,6 +357,22 @@ fn check_steps(pattern: &str) -> Result<(), ScheduleError> {
             let Ok(step) = step.parse::<u32>() else {
                 continue;
             };
+            // croner's word for `*/0` is "Step cannot be zero", with no field
+            // and nothing to write instead.
+            if step == 0 {
+                let every = match *name {
+                    "day-of-month" | "day-of-week" => "day",
+                    unit => unit,
+                };
+                return Err(ScheduleError {
+                    pattern: pattern.to_owned(),
+                    message: format!(
+                        "the step /0 in the {name} field repeats nothing: write * for every \
+                         {every}, or a step from /1 to /{}",
+                        values - 1
+                    ),
+                });
+            }
             if step >= *values {
                 return Err(ScheduleError {
                     pattern: pattern.to_owned(),
@@ -1589,6 +1605,21 @@ mod tests {
     /// A pattern no date matches is refused (it would run once at start, then
     /// never), and so is a step as large as its field, which croner takes as the
     /// field's first value alone.
+    #[test]
+    fn a_step_of_zero_names_its_field_and_what_to_write() {
+        let err = Schedule::parse("*/0 * * * *").unwrap_err();
+        assert!(
+            err.message.contains("/0 in the minute field")
+                && err.message.contains("write * for every minute"),
+            "{err}"
+        );
+        let err = Schedule::parse("0 8 */0 * *").unwrap_err();
+        assert!(
+            err.message.contains("day-of-month field") && err.message.contains("every day"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_schedule_that_never_fires_or_steps_past_its_field_is_refused() {
         let err = Schedule::parse("0 9 31 2 *").unwrap_err();

@@ -227,8 +227,14 @@ pub struct SweepOutcome {
     pub run_id: Option<RunId>,
     /// Episodes opened by this observation.
     pub detected: usize,
-    /// Episodes cancelled because the person regained access first.
+    /// Episodes cancelled because the person regained access first (or is
+    /// protected now).
     pub cancelled: usize,
+    /// Episodes ended unenforced because the person is in a group that only looks
+    /// like a configured one: they have not regained access, the reconcile holds
+    /// their deprovision (`look_alike_group`) for a person to decide. Not in
+    /// `cancelled`, which an operator reads as people back.
+    pub ended_look_alike: usize,
     /// Deactivations (or deletions) applied and verified.
     pub enforced: usize,
     /// Accounts found already inactive or gone: verified without a write.
@@ -435,7 +441,13 @@ pub async fn sweep(
     lock(store)?.set_state_value(CURSOR_KEY, next_cursor.as_deref())?;
     let mut outcome = enforced?;
     outcome.detected = ledger_changes.open.len();
-    outcome.cancelled += ledger_changes.cancel.len();
+    let ended_look_alike = ledger_changes
+        .cancel
+        .iter()
+        .filter(|id| ledger_changes.look_alike_ended.contains(id))
+        .count();
+    outcome.cancelled += ledger_changes.cancel.len() - ended_look_alike;
+    outcome.ended_look_alike += ended_look_alike;
     outcome.directory_read = match &changes {
         DirectoryChanges::Delta { .. } => DirectoryRead::Delta,
         DirectoryChanges::Full { snapshot, .. } if snapshot.complete => DirectoryRead::Whole,

@@ -2100,6 +2100,7 @@ async fn sweep_job(
         tracing::info!(
             detected = outcome.detected,
             cancelled = outcome.cancelled,
+            ended_look_alike = outcome.ended_look_alike,
             enforced = outcome.enforced,
             already_done = outcome.already_done,
             failed = outcome.failed,

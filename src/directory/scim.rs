@@ -118,7 +118,8 @@ impl ScimDirectorySource {
         Ok(proven)
     }
 
-    /// Every Group's `displayName` (`GET /Groups?attributes=displayName`, all
+    /// Every Group's `displayName` (`GET /Groups?attributes=displayName`, or
+    /// without `attributes` when the provider refuses it, all
     /// pages), for `check-config --connect` to name the groups that only look
     /// like configured ones ([`super::Directory::group_names`]), and whether
     /// the listing reached the `totalResults` it announced.

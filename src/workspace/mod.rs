@@ -1698,12 +1698,39 @@ impl ScimClient {
     /// look like configured ones. With whether the listing was whole: one that
     /// ended short of its `totalResults` gives what it read, and the check says
     /// the others were not looked at.
+    ///
+    /// A provider that refuses `attributes` (a 400, such as `invalidValue` or
+    /// `invalidSyntax` for a parameter it does not take, or a 501) is asked once
+    /// more without it: the names come with the members, a longer read but the
+    /// same names; that second answer decides.
     pub async fn group_names(&self) -> Result<(Vec<String>, bool), WorkspaceError> {
-        let narrowing = paging::Narrowing {
+        let names_only = paging::Narrowing {
             filter: None,
             attributes: Some("displayName"),
         };
-        let listed = paging::list_narrowed(
+        let listed = match self.list_group_names(names_only).await {
+            Err(
+                e @ WorkspaceError::Status {
+                    status: 400 | 501, ..
+                },
+            ) => {
+                tracing::info!(
+                    error = %e,
+                    "the Groups listing with attributes=displayName was refused; listing \
+                     the Groups without it"
+                );
+                self.list_group_names(paging::Narrowing::default()).await?
+            }
+            listed => listed?,
+        };
+        Ok((listed.items, listed.whole))
+    }
+
+    async fn list_group_names(
+        &self,
+        narrowing: paging::Narrowing<'_>,
+    ) -> Result<paging::Listing<String>, WorkspaceError> {
+        paging::list_narrowed(
             self,
             "/Groups",
             narrowing,
@@ -1714,8 +1741,7 @@ impl ScimClient {
                 Ok((group.id, group.display_name))
             },
         )
-        .await?;
-        Ok((listed.items, listed.whole))
+        .await
     }
 
     /// All Users, each with its enterprise `department`, and all Groups: what a

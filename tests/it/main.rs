@@ -157,6 +157,7 @@ mod review_s58_review3;
 mod review_s59_approve;
 mod review_s59_looks;
 mod review_s59_ops;
+mod review_s59_polish;
 mod review_s59_review;
 mod review_s59_walk;
 mod role_groups;

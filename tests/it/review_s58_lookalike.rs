@@ -46,7 +46,7 @@ fn config_declaring(dir: &std::path::Path, url: &str, okta: &str, distinct: &str
 /// left "Taskade Users", before he was put in the look-alike: detected two hours
 /// ago, due one hour ago. The sandbox, the Okta server and the store's directory
 /// are returned to keep them alive.
-async fn bob_with_an_episode_due() -> (
+pub(crate) async fn bob_with_an_episode_due() -> (
     Config,
     seatwarden::sandbox::Sandbox,
     MockServer,

@@ -36,7 +36,7 @@ use crate::fixtures::seatwarden_in;
 
 /// A complete configuration around a file directory (the example export), with
 /// `extra` appended; written to `dir/seatwarden.toml` as the bytes given.
-fn configured(dir: &Path, extra: &[u8]) {
+pub(crate) fn configured(dir: &Path, extra: &[u8]) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
     std::fs::copy(example, dir.join("directory.json")).unwrap();
     let mut text = b"[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
@@ -54,7 +54,7 @@ fn configured(dir: &Path, extra: &[u8]) {
     }
 }
 
-fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
