@@ -7,17 +7,12 @@ use std::path::Path;
 use chrono::Utc;
 use seatwarden::approval::{self, Approval, Only};
 use seatwarden::config::Config;
-use seatwarden::model::IdentityStatus;
-use seatwarden::run::Mode;
 use seatwarden::sandbox::Sandbox;
 use seatwarden::store::{RunKind, RunStatus, Store};
 use seatwarden::workspace::ScimClient;
 
-use crate::review_s45_approve::{
-    converged, execute, group_and_two_members, held_demotion_of, write_directory,
-};
-
-const PROTECTED_GROUP: &str = "On-call Admins";
+use crate::review_s45_approve::write_directory;
+use crate::review_s58_review::{PROTECTED_GROUP, TwoDemotionsHeld, two_demotions_held};
 
 /// Two demotions held (both people left the mapped group), then the daemon's
 /// reconcile begins (its run row recorded) before `approve` reads the
@@ -27,34 +22,19 @@ const PROTECTED_GROUP: &str = "On-call Admins";
 /// with the held seqs of the changed person and of the other.
 async fn approve_while_a_reconcile_begun_earlier_reads_later(
     dir: &Path,
-    protected_groups: Vec<String>,
+    protected: bool,
     change: impl FnOnce(&mut seatwarden::model::Identity, &str),
 ) -> (Sandbox, Approval, u32, u32) {
-    let (sandbox, mut data, mut config) = converged(dir).await;
-    config.safety.protected_groups = protected_groups;
-    let (group, _, members) = group_and_two_members(&data);
-    if !config.safety.protected_groups.is_empty() {
-        // A protected group with someone in it, or the check has no group to go by.
-        data.directory
-            .identities
-            .iter_mut()
-            .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
-            .unwrap()
-            .groups
-            .push(PROTECTED_GROUP.into());
-    }
-    for identity in data
-        .directory
-        .identities
-        .iter_mut()
-        .filter(|i| members.contains(&i.id))
-    {
-        identity.groups.retain(|g| *g != group);
-    }
-    write_directory(dir, &data);
-    let held = execute(&config, Mode::Reconcile).await;
-    let changed_seq = held_demotion_of(&held, &members[0]);
-    let other_seq = held_demotion_of(&held, &members[1]);
+    let TwoDemotionsHeld {
+        sandbox,
+        mut data,
+        config,
+        group,
+        held,
+        members,
+        first_seq: changed_seq,
+        other_seq,
+    } = two_demotions_held(dir, protected).await;
 
     let mut store = Store::open(&config.state.path).unwrap();
     // The daemon's reconcile, mid-read as approve starts.
@@ -120,11 +100,9 @@ fn refusal(approval: &Approval, seq: u32) -> &str {
 async fn a_protected_group_member_shown_by_a_reconcile_reading_alongside_approve_is_protected() {
     let dir = tempfile::tempdir().unwrap();
     let (sandbox, approval, kept_seq, demoted_seq) =
-        approve_while_a_reconcile_begun_earlier_reads_later(
-            dir.path(),
-            vec![PROTECTED_GROUP.into()],
-            |identity, _| identity.groups.push(PROTECTED_GROUP.into()),
-        )
+        approve_while_a_reconcile_begun_earlier_reads_later(dir.path(), true, |identity, _| {
+            identity.groups.push(PROTECTED_GROUP.into())
+        })
         .await;
     assert!(
         approval.approved.contains(&demoted_seq),
@@ -144,7 +122,7 @@ async fn a_demotion_a_reconcile_reading_alongside_approve_no_longer_asks_for_is_
     let (sandbox, approval, kept_seq, demoted_seq) =
         approve_while_a_reconcile_begun_earlier_reads_later(
             dir.path(),
-            Vec::new(),
+            false,
             |identity, group| identity.groups.push(group.to_owned()),
         )
         .await;

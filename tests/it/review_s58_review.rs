@@ -9,7 +9,62 @@ use crate::review_s45_approve::{
     approve_all, converged, execute, group_and_two_members, held_demotion_of, write_directory,
 };
 
-const PROTECTED_GROUP: &str = "On-call Admins";
+pub(crate) const PROTECTED_GROUP: &str = "On-call Admins";
+
+/// What [`two_demotions_held`] returns: the converged workspace, the data and
+/// configuration, the reconcile that held the demotions, the two people and
+/// their held seqs (the first's, then the other's).
+pub(crate) struct TwoDemotionsHeld {
+    pub sandbox: seatwarden::sandbox::Sandbox,
+    pub data: seatwarden::synth::Synth,
+    pub config: seatwarden::config::Config,
+    pub group: String,
+    pub held: seatwarden::run::RunOutcome,
+    pub members: Vec<String>,
+    pub first_seq: u32,
+    pub other_seq: u32,
+}
+
+/// Two people dropped from a mapped group by mistake: a reconcile holds their
+/// demotions. With `protected`, `safety.protected_groups` names
+/// [`PROTECTED_GROUP`], which someone else is in from the start (an export
+/// lists no empty group, and approve's check has a group to go by).
+pub(crate) async fn two_demotions_held(dir: &std::path::Path, protected: bool) -> TwoDemotionsHeld {
+    let (sandbox, mut data, mut config) = converged(dir).await;
+    let (group, _, members) = group_and_two_members(&data);
+    if protected {
+        config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
+        data.directory
+            .identities
+            .iter_mut()
+            .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
+            .unwrap()
+            .groups
+            .push(PROTECTED_GROUP.into());
+    }
+    for identity in data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| members.contains(&i.id))
+    {
+        identity.groups.retain(|g| *g != group);
+    }
+    write_directory(dir, &data);
+    let held = execute(&config, Mode::Reconcile).await;
+    let first_seq = held_demotion_of(&held, &members[0]);
+    let other_seq = held_demotion_of(&held, &members[1]);
+    TwoDemotionsHeld {
+        sandbox,
+        data,
+        config,
+        group,
+        held,
+        members,
+        first_seq,
+        other_seq,
+    }
+}
 
 /// Two people dropped from a mapped group by mistake: their demotions are held
 /// (the run returned, with the two demotions' seqs, the first's kept then the
@@ -25,30 +80,16 @@ pub(crate) async fn demotions_held_then_one_put_in_a_protected_group(
     u32,
     u32,
 ) {
-    let (sandbox, mut data, mut config) = converged(dir).await;
-    config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
-    let (group, _, members) = group_and_two_members(&data);
-    // The protected group has a member from the start (an export lists no
-    // empty group).
-    data.directory
-        .identities
-        .iter_mut()
-        .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
-        .unwrap()
-        .groups
-        .push(PROTECTED_GROUP.into());
-    for identity in data
-        .directory
-        .identities
-        .iter_mut()
-        .filter(|i| members.contains(&i.id))
-    {
-        identity.groups.retain(|g| *g != group);
-    }
-    write_directory(dir, &data);
-    let held = execute(&config, Mode::Reconcile).await;
-    let kept_seq = held_demotion_of(&held, &members[0]);
-    let demoted_seq = held_demotion_of(&held, &members[1]);
+    let TwoDemotionsHeld {
+        sandbox,
+        mut data,
+        config,
+        held,
+        members,
+        first_seq: kept_seq,
+        other_seq: demoted_seq,
+        ..
+    } = two_demotions_held(dir, true).await;
 
     data.directory
         .identities

@@ -139,36 +139,21 @@ async fn a_plan_still_running_is_not_the_newer_read_that_decides_an_approval() {
 /// protected, which it would not have had it read the directory under the lock.
 #[tokio::test]
 async fn a_protected_group_member_shown_by_a_run_that_failed_while_approve_waited_is_protected() {
-    use seatwarden::model::IdentityStatus;
-    use seatwarden::run::Mode;
     use seatwarden::store::{RunKind, RunStatus};
 
-    use crate::review_s45_approve::{converged, execute, group_and_two_members, held_demotion_of};
+    use crate::review_s58_review::{PROTECTED_GROUP, TwoDemotionsHeld, two_demotions_held};
 
-    const PROTECTED_GROUP: &str = "On-call Admins";
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, mut data, mut config) = converged(dir.path()).await;
-    config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
-    let (group, _, members) = group_and_two_members(&data);
-    data.directory
-        .identities
-        .iter_mut()
-        .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
-        .unwrap()
-        .groups
-        .push(PROTECTED_GROUP.into());
-    for identity in data
-        .directory
-        .identities
-        .iter_mut()
-        .filter(|i| members.contains(&i.id))
-    {
-        identity.groups.retain(|g| *g != group);
-    }
-    write_directory(dir.path(), &data);
-    let held = execute(&config, Mode::Reconcile).await;
-    let kept_seq = held_demotion_of(&held, &members[0]);
-    let demoted_seq = held_demotion_of(&held, &members[1]);
+    let TwoDemotionsHeld {
+        sandbox,
+        mut data,
+        config,
+        held,
+        members,
+        first_seq: kept_seq,
+        other_seq: demoted_seq,
+        ..
+    } = two_demotions_held(dir.path(), true).await;
 
     let mut store = Store::open(&config.state.path).unwrap();
     let ahead = approval::read_ahead(&config, &store, held.run_id, &Only::All)

@@ -191,36 +191,21 @@ async fn an_approved_deactivation_whose_answer_was_lost_is_not_written_again() {
 #[tokio::test]
 async fn a_reconcile_begun_while_approve_read_ahead_does_not_set_its_protected_members_aside() {
     use seatwarden::approval::{self, Only};
-    use seatwarden::model::IdentityStatus;
     use seatwarden::store::{RunKind, RunStatus};
 
-    use crate::review_s45_approve::{group_and_two_members, held_demotion_of};
+    use crate::review_s58_review::{PROTECTED_GROUP, TwoDemotionsHeld, two_demotions_held};
 
-    const PROTECTED_GROUP: &str = "On-call Admins";
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, mut data, mut config) = converged(dir.path()).await;
-    config.safety.protected_groups = vec![PROTECTED_GROUP.into()];
-    let (group, _, members) = group_and_two_members(&data);
-    // Someone in the protected group, or the check has no group to go by.
-    data.directory
-        .identities
-        .iter_mut()
-        .find(|i| i.status == IdentityStatus::Active && !members.contains(&i.id))
-        .unwrap()
-        .groups
-        .push(PROTECTED_GROUP.into());
-    for identity in data
-        .directory
-        .identities
-        .iter_mut()
-        .filter(|i| members.contains(&i.id))
-    {
-        identity.groups.retain(|g| *g != group);
-    }
-    write_directory(dir.path(), &data);
-    let held = execute(&config, Mode::Reconcile).await;
-    let kept_seq = held_demotion_of(&held, &members[0]);
-    let demoted_seq = held_demotion_of(&held, &members[1]);
+    let TwoDemotionsHeld {
+        sandbox,
+        mut data,
+        config,
+        held,
+        members,
+        first_seq: kept_seq,
+        other_seq: demoted_seq,
+        ..
+    } = two_demotions_held(dir.path(), true).await;
 
     let before_the_change = data.directory.clone();
     data.directory
