@@ -508,45 +508,10 @@ impl Store {
         &self,
         identities: &[String],
     ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
-        let mut newest: std::collections::HashMap<String, (DateTime<Utc>, bool)> =
-            std::collections::HashMap::new();
-        if identities.is_empty() {
-            return Ok(std::collections::HashMap::new());
-        }
-        let context = || "reading the decided deprovisions from actions".to_owned();
-        let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
-            context: context(),
-            source,
-        })?;
-        let rows: Vec<(String, DateTime<Utc>, bool)> = self
-            .conn
-            .prepare_cached(
-                "SELECT actions.identity_id, held_decisions.at,
-                        held_decisions.decision = 'rejected'
-                 FROM actions
-                 JOIN held_decisions ON held_decisions.run_id = actions.run_id
-                                    AND held_decisions.seq = actions.seq
-                 WHERE ((held_decisions.decision = 'approved' AND actions.state != 'held')
-                        OR held_decisions.decision = 'rejected')
-                   AND actions.kind IN ('deactivate', 'delete')
-                   AND actions.identity_id IN (SELECT value FROM json_each(?1))",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map([wanted], |row| {
-                    Ok((row.get(0)?, row.get::<_, Ts>(1)?.0, row.get(2)?))
-                })?
-                .collect()
-            })
-            .context(context)?;
-        for (identity, at, rejected) in rows {
-            // A rejection at the same moment as an approval stands: it refuses.
-            let decided = newest.entry(identity).or_insert((at, rejected));
-            *decided = (*decided).max((at, rejected));
-        }
-        Ok(newest
+        Ok(self
+            .approved_deprovisions(identities)?
             .into_iter()
-            .filter(|(_, (_, rejected))| !rejected)
-            .map(|(identity, (at, _))| (identity, at))
+            .map(|(identity, approval)| (identity, approval.at))
             .collect())
     }
 
@@ -584,7 +549,8 @@ impl Store {
                         OR held_decisions.decision = 'rejected')
                    AND actions.kind IN ('deactivate', 'delete')
                    AND actions.identity_id IN (SELECT value FROM json_each(?1))
-                 ORDER BY held_decisions.at, actions.run_id",
+                 ORDER BY held_decisions.at, held_decisions.decision = 'rejected',
+                          actions.run_id",
             )
             .and_then(|mut stmt| {
                 stmt.query_map([wanted], |row| {
@@ -602,8 +568,10 @@ impl Store {
             .context(context)?;
         for (identity, account, decision, user, at, run) in rows {
             let approved = decision == "approved";
-            // Oldest first: a later decision replaces an earlier one; the
-            // accounts of one approval (a person's duplicate) gather.
+            // Oldest first: a later decision replaces an earlier one (a
+            // rejection at the same moment as an approval comes after it, and
+            // stands: it refuses); the accounts of one approval (a person's
+            // duplicate) gather.
             let entry = newest.entry(identity).or_insert_with(|| {
                 (
                     approved,

@@ -3004,3 +3004,68 @@ fn runs_at_work_between_lists_only_those_still_running() {
             .is_empty()
     );
 }
+
+/// The newest decision about a person's held deprovision decides, in any run:
+/// an approval that released it counts until a later run's rejection, a
+/// rejection at the very moment of an approval refuses, and an approval after a
+/// rejection counts again. Both readers (`deprovisions_approved` for the
+/// look-alike episodes, `approved_deprovisions` for the guard and the retry
+/// job) answer alike.
+#[test]
+fn the_newest_decision_about_a_held_deprovision_decides_and_a_tied_rejection_refuses() {
+    let mut store = Store::open_in_memory().unwrap();
+    let person = vec!["00u0".to_owned()];
+    let held = || Plan {
+        actions: vec![action(
+            0,
+            ActionKind::Deactivate {
+                account_id: "a0".into(),
+            },
+            Some(HoldReason::IncompleteDirectory),
+        )],
+        ..Plan::default()
+    };
+    let decide = |store: &mut Store, at: i64, decision: Decision| {
+        let run = store.begin_run(RunKind::Reconcile, t(at)).unwrap();
+        store.save_plan(run, &held(), t(at)).unwrap();
+        store
+            .record_decisions(run, &[(0, decision, None)], "admin", t(at))
+            .unwrap();
+        if decision == Decision::Approved {
+            store.approve_held(run, t(at)).unwrap();
+        }
+        run
+    };
+    let approved_at = |store: &Store| {
+        let by_time = store.deprovisions_approved(&person).unwrap();
+        let full = store.approved_deprovisions(&person).unwrap();
+        assert_eq!(
+            by_time.get("00u0").copied(),
+            full.get("00u0").map(|a| a.at),
+            "the two readers disagree"
+        );
+        full.get("00u0").map(|a| (a.run, a.at, a.accounts.clone()))
+    };
+
+    let first = decide(&mut store, 10, Decision::Approved);
+    assert_eq!(
+        approved_at(&store),
+        Some((first, t(10), vec!["a0".to_owned()]))
+    );
+    decide(&mut store, 20, Decision::Rejected);
+    assert_eq!(approved_at(&store), None, "a later rejection stands");
+    let again = decide(&mut store, 30, Decision::Approved);
+    assert_eq!(
+        approved_at(&store),
+        Some((again, t(30), vec!["a0".to_owned()]))
+    );
+    // A rejection recorded at the same moment as an approval, in an older
+    // run (the run id alone would put it first): it still refuses.
+    let older = store.begin_run(RunKind::Reconcile, t(40)).unwrap();
+    store.save_plan(older, &held(), t(40)).unwrap();
+    decide(&mut store, 50, Decision::Approved);
+    store
+        .record_decisions(older, &[(0, Decision::Rejected, None)], "admin", t(50))
+        .unwrap();
+    assert_eq!(approved_at(&store), None, "a tied rejection refuses");
+}
