@@ -79,15 +79,39 @@ pub(crate) async fn bob_with_an_episode_due() -> (
     (config, sandbox, okta, dir)
 }
 
-fn bob_active(sandbox: &seatwarden::sandbox::Sandbox) -> bool {
+pub(crate) fn bob_active(sandbox: &seatwarden::sandbox::Sandbox) -> bool {
     let after = sandbox.snapshot();
     after.accounts.iter().find(|a| a.id == "w2").unwrap().active
 }
 
-fn bob_episode_open(config: &Config) -> bool {
+pub(crate) fn bob_episode_open(config: &Config) -> bool {
     let store = Store::open(&config.state.path).unwrap();
     let history = store.deprovision_history("00u2", 1).unwrap();
     history.first().is_some_and(|e| e.is_open())
+}
+
+/// The daemon's sweep run now against `config`'s directory and workspace
+/// (an hour's grace), with the store and client a retry pass after it uses.
+pub(crate) async fn sweep_now(
+    config: &Config,
+) -> (
+    seatwarden::sweep::SweepOutcome,
+    Arc<Mutex<Store>>,
+    seatwarden::workspace::ScimClient,
+) {
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let outcome = seatwarden::sweep::sweep(
+        config,
+        &config.directory(),
+        &client,
+        &store,
+        Utc::now(),
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    (outcome, store, client)
 }
 
 /// The sweep ends Bob's episode instead of deactivating him; a retry pass after
@@ -96,19 +120,7 @@ fn bob_episode_open(config: &Config) -> bool {
 #[tokio::test]
 async fn an_episode_opened_before_a_scope_look_alike_is_not_enforced_by_the_sweep() {
     let (config, sandbox, _okta, _dir) = bob_with_an_episode_due().await;
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let directory = config.directory();
-    seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        Utc::now(),
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let (_, store, client) = sweep_now(&config).await;
     seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
         .await
         .unwrap();

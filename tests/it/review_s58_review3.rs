@@ -24,17 +24,7 @@ use wiremock::MockServer;
 
 use crate::review_s57_dirnames::SCIM_TOKEN;
 use crate::review_s57_s57review as s57;
-
-pub(crate) fn bob_active(sandbox: &seatwarden::sandbox::Sandbox) -> bool {
-    let after = sandbox.snapshot();
-    after.accounts.iter().find(|a| a.id == "w2").unwrap().active
-}
-
-pub(crate) fn bob_episode_open(config: &Config) -> bool {
-    let store = Store::open(&config.state.path).unwrap();
-    let history = store.deprovision_history("00u2", 1).unwrap();
-    history.first().is_some_and(|e| e.is_open())
-}
+use crate::review_s58_lookalike::{bob_active, bob_episode_open, sweep_now};
 
 /// Bob (only in "Taskade\u{200b} Users", a look-alike of the scope group):
 /// a reconcile held his deactivation; a person approved it and its write
@@ -95,19 +85,7 @@ pub(crate) async fn bob_approved_and_failed() -> (
 #[tokio::test]
 async fn a_sweep_keeps_the_episode_of_an_approved_look_alike_deprovision() {
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let directory = config.directory();
-    seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        Utc::now(),
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let (_, store, client) = sweep_now(&config).await;
     assert!(
         bob_episode_open(&config) || !bob_active(&sandbox),
         "the sweep ended the episode of Bob's approved deactivation"
@@ -235,18 +213,7 @@ async fn explain_tells_a_look_alike_ended_episode_from_access_come_back() {
             now - Duration::hours(2),
         )
         .unwrap();
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        Utc::now(),
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    sweep_now(&config).await;
     sandbox.shutdown().await;
     assert!(!bob_episode_open(&config), "Bob's episode is still open");
     let lines = seatwarden::explain::ledger_lines(

@@ -204,11 +204,11 @@ fn a_distinct_entry_like_a_protected_group_is_warned_about() {
 /// sweep sent the deactivation the newer decision had refused.
 #[tokio::test]
 async fn a_rejection_after_an_approval_lets_the_sweep_end_a_look_alike_episode() {
-    use crate::review_s58_review3::{bob_active, bob_approved_and_failed, bob_episode_open};
+    use crate::review_s58_lookalike::{bob_active, bob_episode_open, sweep_now};
+    use crate::review_s58_review3::bob_approved_and_failed;
     use chrono::{Duration, Utc};
     use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
     use seatwarden::store::{Decision, RunKind, RunStatus, Store};
-    use std::sync::{Arc, Mutex};
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
     {
         let mut store = Store::open(&config.state.path).unwrap();
@@ -242,18 +242,7 @@ async fn a_rejection_after_an_approval_lets_the_sweep_end_a_look_alike_episode()
             )
             .unwrap();
     }
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        Utc::now(),
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let (_, store, client) = sweep_now(&config).await;
     seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
         .await
         .unwrap();

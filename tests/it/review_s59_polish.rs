@@ -18,10 +18,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use chrono::{Duration, Utc};
-use seatwarden::store::Store;
 
 use crate::review_s59_walk::{check_config, configured};
 
@@ -119,19 +115,7 @@ fn the_example_configurations_name_the_keys_no_variable_sets() {
 async fn a_sweep_counts_look_alike_ended_episodes_apart_from_cancelled_ones() {
     let (config, sandbox, _okta, _dir) =
         crate::review_s58_lookalike::bob_with_an_episode_due().await;
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let directory = config.directory();
-    let outcome = seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        Utc::now(),
-        Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let (outcome, _, _) = crate::review_s58_lookalike::sweep_now(&config).await;
     assert_eq!(
         (
             outcome.cancelled,
