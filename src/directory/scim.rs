@@ -14,7 +14,9 @@
 //! list them, directly or through a Group that is itself a member (cycles are
 //! harmless); a group the configuration names (scope, mappings,
 //! `safety.protected_groups`), or one nested in it, that a listing shows empty is
-//! read again on its own, as some providers leave `members` out of listings. Every scope group
+//! read again on its own, as some providers leave `members` out of listings; one that
+//! still shows none while a User's own `groups` (RFC 7643 §4.1.2) names it fails the
+//! snapshot, as its members were left out, not gone. Every scope group
 //! must exist. Anything the provider answers that cannot be read fails the whole
 //! snapshot (a User whose `userName` is blank too), and a listing shorter than
 //! the `totalResults` it announced makes the snapshot incomplete: a partial
@@ -184,12 +186,23 @@ impl ScimDirectorySource {
                 .map_err(directory_error(&settings.url))?;
         }
         self.check_named_groups(client, &mut people.groups).await?;
+        refuse_groups_without_their_members(&settings.url, &people, &self.interest())?;
         refuse_blank_user_names(&settings.url, people.users.iter().map(|(a, _)| a))?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {
             identities: identities(people.users, &people.groups),
             complete: people.whole,
         })
+    }
+
+    /// The groups the configuration names ([`GroupInterest`]).
+    fn interest(&self) -> GroupInterest {
+        let settings = &self.settings;
+        GroupInterest::new(
+            &settings.scope_groups,
+            &settings.other_groups,
+            &settings.distinct_groups,
+        )
     }
 
     /// Every scope group must exist: without it everyone would look out of scope.
@@ -270,6 +283,74 @@ impl ScimDirectorySource {
         }
         Ok(())
     }
+}
+
+/// Refuses a Group the configuration names, or one nested in it, that shows no
+/// members (in the listing, nor read on its own) while a User's own `groups`
+/// attribute names it: the provider leaves the Group's `members` out (a size
+/// cap, a view that hides them from this token), and read as empty, everyone
+/// in it would look out of scope and lose what it gives. As the LDAP source
+/// refuses a group whose `member` the bind account cannot read. Only an empty
+/// Group: one missing a single member the User names may be a removal made
+/// between the two listings.
+fn refuse_groups_without_their_members(
+    url: &url::Url,
+    people: &crate::workspace::People,
+    interest: &GroupInterest,
+) -> Result<(), DirectoryError> {
+    // With no group named, no group decides anything (and none is read on its
+    // own: an empty one in a listing may only be one whose members it leaves out).
+    if people.named_by_users.is_empty() || interest.is_everything() {
+        return Ok(());
+    }
+    let by_id: HashMap<&str, &WorkspaceGroup> =
+        people.groups.iter().map(|g| (g.id.as_str(), g)).collect();
+    // The groups that decide something, and every group nested in them.
+    let mut pending: Vec<&WorkspaceGroup> = people
+        .groups
+        .iter()
+        .filter(|g| interest.wants(&g.display_name))
+        .collect();
+    let mut visited: HashSet<&str> = HashSet::new();
+    while let Some(group) = pending.pop() {
+        if !visited.insert(group.id.as_str()) {
+            continue;
+        }
+        if group.members.is_empty()
+            && let Some(naming) = people.named_by_users.get(&group.id)
+            && let Some(first) = naming.iter().min()
+        {
+            let user_name = people
+                .users
+                .iter()
+                .find(|(account, _)| &account.id == first)
+                .map(|(account, _)| format!(" ({})", account.user_name.trim()))
+                .unwrap_or_default();
+            let others = match naming.len().saturating_sub(1) {
+                0 => String::new(),
+                1 => " and 1 other User".to_owned(),
+                n => format!(" and {n} other Users"),
+            };
+            return Err(DirectoryError::Malformed {
+                endpoint: format!("{}/Groups/{}", url.as_str().trim_end_matches('/'), group.id),
+                what: format!(
+                    "Group {:?} shows no members, in the listing or read on its own, yet the \
+                     groups of User {first:?}{user_name}{others} name it: the provider leaves \
+                     the Group's members out, and read as empty everyone in it would lose what \
+                     it gives; check that the directory's token (directory.token, or the file \
+                     directory.token_file names) may read group members",
+                    group.display_name
+                ),
+            });
+        }
+        pending.extend(
+            group
+                .members
+                .iter()
+                .filter_map(|member| by_id.get(member.as_str()).copied()),
+        );
+    }
+    Ok(())
 }
 
 /// The workspace client's errors, as the directory's: the same endpoint, status,
@@ -587,6 +668,60 @@ mod tests {
             "GET /Groups: malformed response: Group without id"
         );
         assert!(!denied.to_string().contains("in front of"), "{denied}");
+    }
+
+    /// What the provider listed: `groups`, and Users "u1" and "u2" whose own
+    /// `groups` name `named` (group ids).
+    fn listed(groups: Vec<WorkspaceGroup>, named: &[&str]) -> crate::workspace::People {
+        crate::workspace::People {
+            users: vec![person("u1", true), person("u2", true)],
+            groups,
+            named_by_users: named
+                .iter()
+                .map(|&g| (g.to_owned(), vec!["u2".to_owned(), "u1".to_owned()]))
+                .collect(),
+            whole: true,
+        }
+    }
+
+    fn scoped_to(name: &str) -> GroupInterest {
+        GroupInterest::new(&[name.to_owned()], &[], &[])
+    }
+
+    /// A Group that shows no members while Users' own `groups` name it was
+    /// read without its members: refused, naming the Group and a User. A Group
+    /// really empty, one that is not, one no configured group reaches, or a
+    /// configuration naming no group (none decides anything) is not.
+    #[test]
+    fn an_empty_group_the_users_name_fails_the_snapshot() {
+        let url = test_url();
+        let scope = scoped_to("Taskade Users");
+        let nested = vec![
+            group("g-all", "Taskade Users", &["g-eng"]),
+            group("g-eng", "Engineering", &[]),
+            group("g-other", "Marketing", &[]),
+        ];
+        let error =
+            refuse_groups_without_their_members(&url, &listed(nested.clone(), &["g-eng"]), &scope)
+                .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "https://idp.example.com:8443/scim/v2/Groups/g-eng: malformed response: Group \
+             \"Engineering\" shows no members, in the listing or read on its own, yet the groups \
+             of User \"u1\" (u1@example.com) and 1 other User name it: the provider leaves the \
+             Group's members out, and read as empty everyone in it would lose what it gives; \
+             check that the directory's token (directory.token, or the file \
+             directory.token_file names) may read group members"
+        );
+        assert!(!error.is_transient());
+        for (groups, named, interest) in [
+            (nested.clone(), vec![], scope.clone()),
+            (nested.clone(), vec!["g-other"], scope.clone()),
+            (nested.clone(), vec!["g-all"], scope.clone()),
+            (nested, vec!["g-eng"], GroupInterest::new(&[], &[], &[])),
+        ] {
+            refuse_groups_without_their_members(&url, &listed(groups, &named), &interest).unwrap();
+        }
     }
 
     fn test_url() -> url::Url {

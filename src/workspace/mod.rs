@@ -463,6 +463,11 @@ pub struct People {
     /// Each User with the enterprise extension's `department`.
     pub users: Vec<(Account, Option<String>)>,
     pub groups: Vec<WorkspaceGroup>,
+    /// For each Group id a User's own `groups` attribute names (RFC 7643
+    /// §4.1.2: read-only, direct, nested or dynamic membership), the ids of the
+    /// Users that name it: what tells an empty Group from one whose `members`
+    /// the provider leaves out.
+    pub named_by_users: HashMap<String, Vec<String>>,
     /// False when a listing ended short of the `totalResults` it announced.
     pub whole: bool,
 }
@@ -1755,10 +1760,11 @@ impl ScimClient {
             "/Users",
             "people",
             progress,
-            |endpoint, user: parse::UserBody| {
+            |endpoint, user: parse::PersonBody| {
                 let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
                 let department = parse::department(&user.0);
-                Ok((account.id.clone(), (account, department)))
+                let group_ids = parse::group_ids(&user.0);
+                Ok((account.id.clone(), (account, department, group_ids)))
             },
         );
         let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, body| {
@@ -1766,10 +1772,26 @@ impl ScimClient {
             Ok((group.id.clone(), group))
         });
         let (users, groups) = futures::try_join!(users, groups)?;
+        let users_whole = users.whole;
+        let mut named_by_users: HashMap<String, Vec<String>> = HashMap::new();
+        let users = users
+            .items
+            .into_iter()
+            .map(|(account, department, group_ids)| {
+                for group in group_ids {
+                    named_by_users
+                        .entry(group)
+                        .or_default()
+                        .push(account.id.clone());
+                }
+                (account, department)
+            })
+            .collect();
         Ok(People {
-            whole: users.whole && groups.whole,
-            users: users.items,
+            whole: users_whole && groups.whole,
+            users,
             groups: groups.items,
+            named_by_users,
         })
     }
 

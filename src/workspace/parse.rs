@@ -631,24 +631,61 @@ impl<'de> Visitor<'de> for ScalarString {
 
 impl<'de> Deserialize<'de> for UserBody {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UserVisitor)
+        d.deserialize_any(UserVisitor { with_groups: false })
+            .map(UserBody)
     }
 }
 
-struct UserVisitor;
+/// A User read as the SCIM directory reads it: what [`UserBody`] keeps, and its
+/// `groups` too (RFC 7643 §4.1.2: read-only, the groups the User is in
+/// directly, through nesting or dynamically), to tell an empty Group from one
+/// whose members the provider leaves out ([`group_ids`]). The workspace's reads
+/// skip it: a workspace never needs it, and it can be long.
+#[derive(Debug)]
+pub(crate) struct PersonBody(pub Value);
+
+impl<'de> Deserialize<'de> for PersonBody {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UserVisitor { with_groups: true })
+            .map(PersonBody)
+    }
+}
+
+/// The ids (`value`) of the Groups a User's `groups` attribute names; none when
+/// it is absent or not an array, and items without a `value` are passed over.
+pub(crate) fn group_ids(v: &Value) -> Vec<String> {
+    attr(v, "groups")
+        .and_then(Value::as_array)
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(|g| attr_str(g, "value"))
+                .filter(|id| !id.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct UserVisitor {
+    /// Whether the User's `groups` is kept ([`PersonBody`]).
+    with_groups: bool,
+}
 
 impl<'de> Visitor<'de> for UserVisitor {
-    type Value = UserBody;
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a SCIM User")
     }
 
-    all_but_objects_are!('de, UserBody(Value::Null));
+    all_but_objects_are!('de, Value::Null);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut kept = serde_json::Map::new();
-        while let Some(key) = map.next_key_seed(UserAttribute)? {
+        let seed = UserAttribute {
+            with_groups: self.with_groups,
+        };
+        while let Some(key) = map.next_key_seed(seed)? {
             match key {
                 Some(key) => {
                     kept.insert(key, map.next_value()?);
@@ -658,12 +695,16 @@ impl<'de> Visitor<'de> for UserVisitor {
                 }
             }
         }
-        Ok(UserBody(Value::Object(kept)))
+        Ok(Value::Object(kept))
     }
 }
 
-/// A User's map key, owned if `account` reads that attribute, else `None`.
-struct UserAttribute;
+/// A User's map key, owned if `account` reads that attribute (or it is
+/// `groups` and `with_groups`), else `None`.
+#[derive(Clone, Copy)]
+struct UserAttribute {
+    with_groups: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for UserAttribute {
     type Value = Option<String>;
@@ -684,7 +725,8 @@ impl Visitor<'_> for UserAttribute {
         let read = USER_ATTRIBUTES
             .iter()
             .any(|name| key.eq_ignore_ascii_case(name))
-            || key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"));
+            || key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+            || (self.with_groups && key.eq_ignore_ascii_case("groups"));
         Ok(read.then(|| key.to_owned()))
     }
 }
@@ -1057,6 +1099,33 @@ mod tests {
             attribute: "role".into(),
         };
         assert_eq!(account("e", &v, &ra).unwrap().roles, vec!["Owner"]);
+    }
+
+    /// The SCIM directory's read of a User keeps its `groups` (any spelling), and
+    /// [`group_ids`] takes their `value`s, passing over items without one.
+    #[test]
+    fn a_person_body_keeps_the_groups_the_user_names() {
+        let kept = json_body::<PersonBody>(
+            "GET /Users",
+            r#"{"id": "u", "userName": "a", "Groups": [
+                {"value": "g1", "$ref": "https://idp/scim/v2/Groups/g1", "display": "Eng",
+                 "type": "direct"},
+                {"display": "no value"}, {"value": ""}, {"value": 7, "type": "indirect"}],
+                "meta": {"version": "W/\"1\""}}"#,
+        )
+        .unwrap()
+        .0;
+        assert_eq!(group_ids(&kept), ["g1", "7"]);
+        assert_eq!(
+            account("GET /Users", &kept, &RoleAttribute::None)
+                .unwrap()
+                .id,
+            "u"
+        );
+        let none = json_body::<PersonBody>("GET /Users", r#"{"id": "u", "groups": {}}"#)
+            .unwrap()
+            .0;
+        assert!(group_ids(&none).is_empty());
     }
 
     #[test]

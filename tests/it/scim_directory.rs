@@ -178,7 +178,7 @@ fn seen(snapshot: &WorkspaceSnapshot) -> Seen {
 }
 
 /// Runs a reconcile that must fail reading the directory, and returns why.
-async fn directory_failure(config: &Config) -> seatwarden::directory::DirectoryError {
+pub(crate) async fn directory_failure(config: &Config) -> seatwarden::directory::DirectoryError {
     let result = run::execute(
         config,
         Store::open(&config.state.path).unwrap(),
@@ -567,7 +567,7 @@ async fn a_provider_paging_by_fewer_than_asked_is_read_past_its_first_page() {
 }
 
 /// A SCIM ListResponse of `resources`, all on one page.
-fn list_response(resources: serde_json::Value) -> ResponseTemplate {
+pub(crate) fn list_response(resources: serde_json::Value) -> ResponseTemplate {
     let n = resources.as_array().map_or(0, Vec::len);
     ResponseTemplate::new(200).set_body_json(json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
