@@ -8,6 +8,9 @@
 //!   database file's owner, as SQLite's `-wal` and `-shm` do, and one an older
 //!   version left to root is given over the next time root opens it; the
 //!   service's error names the file and the `chown` to run.
+//! - A file seatwarden writes for a person (an export, a backup) was refused
+//!   over the database, its `-wal`, `.lock` or `.writer`, but not over its
+//!   `.sender`: `--force` replaced the senders' lock with an export.
 //!
 //! The ownership tests need root (CI runs them as root) and say so when skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,6 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use seatwarden::store::outfile::{Kind, OutfileError};
 use seatwarden::store::{SenderLock, Store, WriterLock};
 
 use crate::fixtures::seatwarden_in;
@@ -149,4 +153,29 @@ fn a_root_owned_lock_file_left_behind_names_the_chown_to_run() {
     assert_eq!(owner(&writer), (SERVICE, SERVICE));
     let (code, err) = as_service(dir.path(), &["resume", "--no-run"]);
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// No file written for a person replaces a lock file beside the database,
+/// the senders' (`.sender`) as much as the others, even with `--force`.
+#[test]
+fn an_output_file_never_replaces_a_lock_file_beside_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("state.db");
+    drop(Store::open(&database).unwrap());
+    let kind = Kind {
+        what: "the access export",
+        mark: ".export-",
+        leftovers: "earlier exports",
+        beside: &[],
+    };
+    for suffix in [".lock", ".writer", ".sender"] {
+        let lock = dir.path().join(format!("state.db{suffix}"));
+        let error = seatwarden::store::outfile::write(&lock, b"{}", true, &database, kind)
+            .expect_err(suffix);
+        assert!(
+            matches!(error, OutfileError::OwnFile { .. }),
+            "{suffix}: {error}"
+        );
+        assert!(!lock.exists(), "{suffix}: nothing written");
+    }
 }
