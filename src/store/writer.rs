@@ -16,7 +16,9 @@
 //!
 //! Lock files sit next to the database as it resolves ([`lock_file_path`]), not as
 //! `state.path` spells it: two spellings of one database (a symlink to the file or
-//! to its folder, `..`) must share one lock.
+//! to its folder, `..`) must share one lock. One made as root takes the database
+//! file's owner ([`open_lock_file`]), as SQLite's `-wal` and `-shm` do, so a
+//! command run with `sudo` never leaves the service a lock file it cannot open.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
