@@ -1170,11 +1170,18 @@ impl Config {
                 kind_variable.map(String::as_str),
             );
             let error = blame_the_table_maker(error, path, &variables);
-            let error = in_plain_words(blame_the_override(
-                blame_the_variable(error, path, &variables),
-                path,
-                &variables,
-            ));
+            let ldap = raw
+                .get_string("directory.kind")
+                .ok()
+                .map(|kind| kind == "ldap");
+            let error = in_plain_words(
+                blame_the_override(
+                    blame_the_variable(error, path, &variables),
+                    path,
+                    &variables,
+                ),
+                ldap,
+            );
             let error = one_table_headed_as_a_list(error, path);
             match suggest_the_spelling(error, path, &env) {
                 ConfigError::Key { path, key, message } => ConfigError::Key {
@@ -1211,6 +1218,7 @@ impl Config {
         let Ok(toml::Value::Table(loaded)) = toml::Value::try_from(self) else {
             return Ok(());
         };
+        let ldap = matches!(self.directory, DirectoryConfig::Ldap { .. });
         for (name, text) in variables {
             let key = key_of_variable(name);
             let Some(expected) = value_at(&loaded, &key) else {
@@ -1219,8 +1227,8 @@ impl Config {
             if let Some(message) = text_for_type(text, expected) {
                 return Err(ConfigError::Key {
                     path: PathBuf::from(format!("environment variable {name}")),
+                    message: with_allowed_range(&key, message, Some(ldap)),
                     key,
-                    message,
                 });
             }
         }
@@ -1260,7 +1268,10 @@ impl Config {
             .into_iter()
             .find(|(key, _)| !self.from_env.contains(key))
         {
-            Some((key, message)) => Err(self.key_error(&key, message)),
+            Some((key, message)) => {
+                let message = with_allowed_range(&key, message, Some(ldap));
+                Err(self.key_error(&key, message))
+            }
             None => Ok(()),
         }
     }
@@ -1980,16 +1991,17 @@ impl Config {
         }
         self.role_attribute()?;
         if self.workspace.page_size == 0 {
-            return Err(self.key_error("workspace.page_size", "must be at least 1"));
+            let key = "workspace.page_size";
+            return Err(self.key_error(key, out_of_range(key, 0, None)));
         }
-        if self.workspace.max_concurrency == 0 {
-            return Err(self.key_error("workspace.max_concurrency", "must be at least 1"));
-        }
-        if self.workspace.max_concurrency > MAX_CONCURRENCY {
-            return Err(self.key_error("workspace.max_concurrency", too_concurrent()));
+        let concurrency = self.workspace.max_concurrency;
+        if concurrency == 0 || concurrency > MAX_CONCURRENCY {
+            let key = "workspace.max_concurrency";
+            return Err(self.key_error(key, too_concurrent(key, concurrency)));
         }
         if self.workspace.requests_per_second == 0 {
-            return Err(self.key_error("workspace.requests_per_second", "must be at least 1"));
+            let key = "workspace.requests_per_second";
+            return Err(self.key_error(key, out_of_range(key, 0, None)));
         }
         parse_timeout(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
@@ -2074,7 +2086,8 @@ impl Config {
         }
         self.daemon_settings()?;
         if self.safety.circuit.window == 0 {
-            return Err(self.key_error("safety.circuit.window", "must be at least 1"));
+            let key = "safety.circuit.window";
+            return Err(self.key_error(key, out_of_range(key, 0, None)));
         }
         self.validate_report()?;
         self.exceptions()?;
@@ -2580,12 +2593,14 @@ impl Config {
         }
         .map_err(|e| self.key_error("workspace.retry_delay", e))?;
         if self.workspace.retries > MAX_RETRIES {
+            let key = "workspace.retries";
             return Err(self.key_error(
-                "workspace.retries",
+                key,
                 format!(
-                    "must be at most {MAX_RETRIES}: past that a request that keeps failing is \
-                     retried for over ten minutes (30 s apart), holding up the \
-                     run and every deprovision behind it"
+                    "{}: past {MAX_RETRIES} a request that keeps failing is retried for over \
+                     ten minutes (30 s apart), holding up the run and every deprovision \
+                     behind it",
+                    out_of_range(key, self.workspace.retries, None)
                 ),
             ));
         }
@@ -2784,16 +2799,15 @@ impl Config {
                     "missing: set directory.token_file (the provider's SCIM bearer token)",
                 )?;
                 if *page_size == 0 {
-                    return Err(self.key_error("directory.page_size", "must be at least 1"));
+                    let key = "directory.page_size";
+                    return Err(self.key_error(key, out_of_range(key, 0, Some(false))));
                 }
                 (*max_concurrency, timeout)
             }
         };
-        if max_concurrency == 0 {
-            return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
-        }
-        if max_concurrency > MAX_CONCURRENCY {
-            return Err(self.key_error("directory.max_concurrency", too_concurrent()));
+        if max_concurrency == 0 || max_concurrency > MAX_CONCURRENCY {
+            let key = "directory.max_concurrency";
+            return Err(self.key_error(key, too_concurrent(key, max_concurrency)));
         }
         parse_timeout(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
@@ -2960,10 +2974,8 @@ impl Config {
             }
         }
         if *page_size == 0 || i32::try_from(*page_size).is_err() {
-            return Err(self.key_error(
-                "directory.page_size",
-                "must be at least 1 (and at most 2147483647)",
-            ));
+            let key = "directory.page_size";
+            return Err(self.key_error(key, out_of_range(key, page_size, Some(true))));
         }
         parse_timeout(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
@@ -5043,7 +5055,7 @@ fn name_what_is_accepted(
 /// serde names types as Rust does ("invalid type: 64-bit integer `-5`, expected an
 /// unsigned 64 bit or less integer", "expected a sequence"): said as the file
 /// spells values, last, once the messages were matched against the file.
-fn in_plain_words(error: ConfigError) -> ConfigError {
+fn in_plain_words(error: ConfigError, ldap: Option<bool>) -> ConfigError {
     match error {
         ConfigError::Key { path, key, .. }
             if (key == "policy.mapping" || key.starts_with("policy.mapping["))
@@ -5114,9 +5126,9 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
             }
         }
         ConfigError::Key { path, key, message } => ConfigError::Key {
+            message: with_allowed_range(&key, plain_type_words(&message), ldap),
             path,
             key,
-            message: plain_type_words(&message),
         },
         other => other,
     }
@@ -5992,8 +6004,66 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// error at load, not a run that dies building its connector.
 const MAX_CONCURRENCY: usize = 1000;
 
-fn too_concurrent() -> String {
-    format!("must be at most {MAX_CONCURRENCY} (requests in flight at once)")
+/// The values a numeric key takes, as every error about its value says them:
+/// one out of range, of the wrong type, or a fraction where a whole number
+/// belongs. `None` for a key that is not numeric. `ldap`: whether the directory
+/// is LDAP, whose `page_size` goes out as a signed 32-bit number; `None` where
+/// that is not known yet (the value did not even load), which says both.
+fn allowed_range(key: &str, ldap: Option<bool>) -> Option<String> {
+    const LDAP_MAX_PAGE: i32 = i32::MAX;
+    let whole = |min: u64, max: u64| format!("a whole number from {min} to {max}");
+    let u32_max = u64::from(u32::MAX);
+    let max_concurrency = MAX_CONCURRENCY as u64;
+    let max_retries = MAX_RETRIES as u64;
+    Some(match key {
+        "workspace.page_size" | "workspace.requests_per_second" => whole(1, u32_max),
+        "workspace.max_concurrency" | "directory.max_concurrency" => whole(1, max_concurrency),
+        "workspace.retries" => whole(0, max_retries),
+        "directory.requests_per_second" => format!("{} (0: no limit)", whole(0, u32_max)),
+        "directory.page_size" => match ldap {
+            Some(true) => format!("a whole number from 1 to {LDAP_MAX_PAGE}"),
+            Some(false) => whole(1, u32_max),
+            None => format!("{} ({LDAP_MAX_PAGE} at most from LDAP)", whole(1, u32_max)),
+        },
+        "safety.circuit.window" => "a whole number, 1 or more".to_owned(),
+        "safety.min_population_for_percent" => "a whole number, 0 or more".to_owned(),
+        "safety.circuit.failure_ratio" => "a number above 0 and at most 1, such as 0.5".to_owned(),
+        key if key.starts_with("safety.max_") && key.contains("_percent") => {
+            "a number from 0 to 100, such as 5 or 2.5".to_owned()
+        }
+        key if key.starts_with("safety.max_") => "a whole number, 0 or more".to_owned(),
+        _ => return None,
+    })
+}
+
+/// `message`, about the value of `key`, with the values `key` takes in place of
+/// the bare type: "expected a whole number, found the number 99999999999" told
+/// someone who wrote a whole number nothing.
+fn with_allowed_range(key: &str, message: String, ldap: Option<bool>) -> String {
+    let Some(range) = allowed_range(key, ldap) else {
+        return message;
+    };
+    if let Some(found) = message
+        .strip_prefix("expected ")
+        .and_then(|rest| rest.split_once(", found ").map(|(_, found)| found))
+    {
+        return format!("expected {range}, found {found}");
+    }
+    if message.ends_with("is not a whole number (it would be rounded)") {
+        return format!("{message}: write {range}");
+    }
+    message
+}
+
+fn too_concurrent(key: &str, value: usize) -> String {
+    out_of_range(key, value, None) + " (requests in flight at once)"
+}
+
+/// "must be a whole number from 1 to 4294967295, not 0": a value of `key`
+/// outside [`allowed_range`].
+fn out_of_range(key: &str, value: impl std::fmt::Display, ldap: Option<bool>) -> String {
+    let range = allowed_range(key, ldap).unwrap_or_else(|| "another value".to_owned());
+    format!("must be {range}, not {value}")
 }
 
 /// The most retries of one workspace request (`workspace.retries`): with the
@@ -6125,6 +6195,159 @@ token = "s3cr3t-token-value"
         Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
     }
 
+    /// A numeric key's value out of its range, or not a number, said "expected a
+    /// whole number" (to someone who wrote 99999999999) or "must be at least 1"
+    /// without the upper end: each now says the values the key takes, naming the
+    /// key and the file (or the variable), for each shape a value goes wrong in.
+    #[test]
+    fn a_numeric_key_out_of_range_says_the_values_it_takes() {
+        let cases: [(&str, &str, &str); 13] = [
+            // (key = value, under [workspace] or its own section; what it says)
+            (
+                "page_size = 99999999999",
+                "",
+                "key `workspace.page_size`: expected a whole number from 1 to 4294967295, \
+                 found the number 99999999999",
+            ),
+            (
+                "page_size = 0",
+                "",
+                "key `workspace.page_size`: must be a whole number from 1 to 4294967295, not 0",
+            ),
+            (
+                "page_size = -5",
+                "",
+                "key `workspace.page_size`: expected a whole number from 1 to 4294967295, \
+                 found the number -5",
+            ),
+            (
+                "page_size = \"ten\"",
+                "",
+                "key `workspace.page_size`: expected a whole number from 1 to 4294967295, \
+                 found the text \"ten\"",
+            ),
+            (
+                "page_size = 2.5",
+                "",
+                "key `workspace.page_size`: 2.5 is not a whole number (it would be rounded): \
+                 write a whole number from 1 to 4294967295",
+            ),
+            (
+                "max_concurrency = 0",
+                "",
+                "key `workspace.max_concurrency`: must be a whole number from 1 to 1000, not 0 \
+                 (requests in flight at once)",
+            ),
+            (
+                "max_concurrency = 5000",
+                "",
+                "key `workspace.max_concurrency`: must be a whole number from 1 to 1000, not \
+                 5000 (requests in flight at once)",
+            ),
+            (
+                "requests_per_second = -1",
+                "",
+                "key `workspace.requests_per_second`: expected a whole number from 1 to \
+                 4294967295, found the number -1",
+            ),
+            (
+                "retries = 31",
+                "",
+                "key `workspace.retries`: must be a whole number from 0 to 30, not 31: past 30",
+            ),
+            (
+                "retries = \"many\"",
+                "",
+                "key `workspace.retries`: expected a whole number from 0 to 30, found the text",
+            ),
+            (
+                "",
+                "[safety.circuit]\nwindow = 0",
+                "key `safety.circuit.window`: must be a whole number, 1 or more, not 0",
+            ),
+            (
+                "",
+                "[safety]\nmax_deprovisions = -3",
+                "key `safety.max_deprovisions`: expected a whole number, 0 or more, found the \
+                 number -3",
+            ),
+            (
+                "",
+                "[safety]\nmax_deprovision_percent = \"5%\"",
+                "key `safety.max_deprovision_percent`: expected a number from 0 to 100, such as \
+                 5 or 2.5, found the text \"5%\"",
+            ),
+        ];
+        for (workspace, rest, said) in cases {
+            let error = load(workspace, rest, &[]).unwrap_err();
+            assert!(
+                error.contains("seatwarden.toml: ") && error.contains(said),
+                "{workspace}{rest}: {error}"
+            );
+        }
+        // From a variable, the variable is named.
+        let error = load(
+            "",
+            "",
+            &[("SEATWARDEN__WORKSPACE__PAGE_SIZE", "99999999999")],
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("SEATWARDEN__WORKSPACE__PAGE_SIZE")
+                && error.contains("expected a whole number from 1 to 4294967295"),
+            "{error}"
+        );
+    }
+
+    /// A directory's `page_size`: LDAP sends it as a signed 32-bit number, the
+    /// others take any 32-bit one; each says its own range.
+    #[test]
+    fn a_directory_page_size_out_of_range_says_the_directorys_range() {
+        let ldap = "kind = \"ldap\"\nurl = \"ldaps://dc.example.com\"\n\
+                    bind_dn = \"cn=sw,dc=example,dc=com\"\nbind_password = \"p\"\n\
+                    base_dn = \"dc=example,dc=com\"";
+        let scim = "kind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\ntoken = \"t\"";
+        for (directory, page_size, said) in [
+            (
+                ldap,
+                "3000000000",
+                "must be a whole number from 1 to 2147483647, not 3000000000",
+            ),
+            (
+                ldap,
+                "-1",
+                "expected a whole number from 1 to 2147483647, found the number -1",
+            ),
+            (
+                ldap,
+                "0",
+                "must be a whole number from 1 to 2147483647, not 0",
+            ),
+            (
+                scim,
+                "0",
+                "must be a whole number from 1 to 4294967295, not 0",
+            ),
+            (
+                scim,
+                "99999999999",
+                "expected a whole number from 1 to 4294967295, found the number 99999999999",
+            ),
+            (
+                scim,
+                "\"abc\"",
+                "expected a whole number from 1 to 4294967295, found the text \"abc\"",
+            ),
+        ] {
+            let error =
+                load_directory(&format!("{directory}\npage_size = {page_size}")).unwrap_err();
+            assert!(
+                error.contains("key `directory.page_size`: ") && error.contains(said),
+                "{page_size}: {error}"
+            );
+        }
+    }
+
     /// A concurrency past what a tokio semaphore holds (2^61 - 1 permits)
     /// panicked the connector's construction, at the first run: each is refused
     /// at load, naming its key, as are any past a sane bound.
@@ -6133,7 +6356,7 @@ token = "s3cr3t-token-value"
         let huge = "max_concurrency = 9223372036854775807";
         let error = load(huge, "", &[]).unwrap_err();
         assert!(
-            error.contains("workspace.max_concurrency") && error.contains("at most 1000"),
+            error.contains("workspace.max_concurrency") && error.contains("from 1 to 1000"),
             "{error}"
         );
         let error = load(
@@ -6157,7 +6380,7 @@ token = "s3cr3t-token-value"
         ] {
             let error = load_directory(&format!("{directory}\n{huge}")).unwrap_err();
             assert!(
-                error.contains("directory.max_concurrency") && error.contains("at most 1000"),
+                error.contains("directory.max_concurrency") && error.contains("from 1 to 1000"),
                 "{directory}: {error}"
             );
         }
@@ -6386,7 +6609,7 @@ token = "s3cr3t-token-value"
         for too_many in ["31", "9223372036854775807"] {
             let error = load("", "", &[("SEATWARDEN__WORKSPACE__RETRIES", too_many)]).unwrap_err();
             assert!(
-                error.contains("workspace.retries") && error.contains("at most 30"),
+                error.contains("workspace.retries") && error.contains("from 0 to 30"),
                 "{error}"
             );
         }

@@ -130,12 +130,14 @@ pub enum DaemonError {
     )]
     AlreadyRunning { database: PathBuf, lock: PathBuf },
     #[error(
-        "cannot open lock file {} beside the state database (state.path): {source}{}",
-        .path.display(), crate::store::read_only_hint(source)
+        "cannot open lock file {} beside the state database (state.path): {source}{hint}",
+        .path.display()
     )]
     LockFile {
         path: PathBuf,
         source: std::io::Error,
+        /// What to do, where it is known ([`crate::store::lock_file_hint`]).
+        hint: String,
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -175,14 +177,15 @@ impl InstanceLock {
     /// give up.
     pub fn acquire(database: &Path) -> Result<InstanceLock, DaemonError> {
         let path = Self::path_for(database);
-        let file = crate::store::private_file()
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| DaemonError::LockFile {
-                path: path.clone(),
-                source,
-            })?;
+        let lock_file_error = |path: PathBuf, source: std::io::Error| DaemonError::LockFile {
+            hint: crate::store::lock_file_hint(&path, &source),
+            path,
+            source,
+        };
+        // Given the database's owner when made as root (`sudo seatwarden daemon`
+        // once by hand), so the service can start afterwards.
+        let file = crate::store::open_lock_file(&path, database)
+            .map_err(|source| lock_file_error(path.clone(), source))?;
         let started = std::time::Instant::now();
         loop {
             match file.try_lock() {
@@ -199,7 +202,7 @@ impl InstanceLock {
                     });
                 }
                 Err(std::fs::TryLockError::Error(source)) => {
-                    return Err(DaemonError::LockFile { path, source });
+                    return Err(lock_file_error(path, source));
                 }
             }
         }
@@ -3962,14 +3965,11 @@ mod tests {
         let errors = [
             DaemonError::LockFile {
                 path: path.clone(),
+                hint: crate::store::lock_file_hint(&path, &read_only()),
                 source: read_only(),
             }
             .to_string(),
-            StoreError::LockFile {
-                path: path.clone(),
-                source: read_only(),
-            }
-            .to_string(),
+            crate::store::lock_error(&path, read_only()).to_string(),
             StoreError::Create {
                 path: PathBuf::from("/srv/seatwarden/state.db"),
                 source: read_only(),
@@ -3986,6 +3986,7 @@ mod tests {
         }
         // Other failures keep their own words.
         let denied = DaemonError::LockFile {
+            hint: crate::store::lock_file_hint(&path, &std::io::Error::from_raw_os_error(13)),
             path,
             source: std::io::Error::from_raw_os_error(13),
         }

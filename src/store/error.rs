@@ -200,13 +200,16 @@ pub enum StoreError {
     #[error("no journal row for action {seq} of run {run} in actions")]
     NoSuchAction { run: RunId, seq: u32 },
 
-    /// A lock file next to the database (the writer's or the daemon's) could not
-    /// be opened or locked.
-    #[error("the lock file {path}: {source}{}", read_only_hint(source))]
+    /// A lock file next to the database (the writer's, the senders' or the
+    /// daemon's) could not be opened or locked. `hint` says what to do where it
+    /// is known ([`crate::store::lock_file_hint`]): a file another user owns
+    /// names the `chown` to run.
+    #[error("the lock file {path}: {source}{hint}")]
     LockFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+        hint: String,
     },
 
     /// SQLite's `VACUUM INTO` takes the file name as text: a copy whose path is

@@ -71,9 +71,11 @@ pub use outbox::{
     OutboxKind, OutboxState, OutboxWaiting,
 };
 pub use safety::{AuditEntry, AuditFilter, AuditRow, Decision, DecisionSummary, NewerRejection};
+#[cfg(test)]
+pub(crate) use writer::lock_error;
 pub use writer::{
-    Acquired, LockHolder, SenderLock, Senders, WriterLock, lock_file_path, lock_holder,
-    lock_is_held,
+    Acquired, LockHolder, SenderLock, Senders, WriterLock, lock_file_hint, lock_file_path,
+    lock_holder, lock_is_held, open_lock_file,
 };
 
 pub type RunId = i64;

@@ -95,8 +95,11 @@ pub(super) fn write_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// Files SQLite or seatwarden keep beside the database at `path`.
-const SIDE_FILES: [&str; 5] = ["-wal", "-shm", "-journal", ".lock", ".writer"];
+/// Files SQLite or seatwarden keep beside the database at `path`: SQLite's, and
+/// the daemon's, the writers' and the senders' lock files (one replaced by a
+/// rename is another file: a process holding the old one would lock nothing
+/// the next one sees).
+const SIDE_FILES: [&str; 6] = ["-wal", "-shm", "-journal", ".lock", ".writer", ".sender"];
 
 pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name: OsString = path.as_os_str().to_owned();

@@ -16,7 +16,9 @@
 //!
 //! Lock files sit next to the database as it resolves ([`lock_file_path`]), not as
 //! `state.path` spells it: two spellings of one database (a symlink to the file or
-//! to its folder, `..`) must share one lock.
+//! to its folder, `..`) must share one lock. One made as root takes the database
+//! file's owner ([`open_lock_file`]), as SQLite's `-wal` and `-shm` do, so a
+//! command run with `sudo` never leaves the service a lock file it cannot open.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -135,7 +137,7 @@ impl WriterLock {
         mut waiting: impl FnMut(&Path, Option<&LockHolder>),
     ) -> Result<Acquired, StoreError> {
         let path = Self::path(database);
-        let file = open(&path)?;
+        let file = open(&path, database)?;
         match file.try_lock() {
             Ok(()) => return Ok(Acquired::Taken(WriterLock::holding(file, what))),
             Err(std::fs::TryLockError::WouldBlock) => {}
@@ -227,7 +229,7 @@ impl WriterLock {
         waiting: impl FnOnce(&Path, Option<&LockHolder>),
     ) -> Result<WriterLock, StoreError> {
         let path = Self::path(database);
-        let file = open(&path)?;
+        let file = open(&path, database)?;
         let mut waiting = Some(waiting);
         loop {
             match file.try_lock() {
@@ -306,7 +308,7 @@ impl SenderLock {
     /// exclusive holder only releases dead claims before sharing.
     pub async fn take(database: &Path) -> Result<Senders, StoreError> {
         let path = Self::path(database);
-        let file = open(&path)?;
+        let file = open(&path, database)?;
         match file.try_lock() {
             Ok(()) => return Ok(Senders::Alone(SenderLock { file, path })),
             Err(std::fs::TryLockError::WouldBlock) => {}
@@ -414,16 +416,135 @@ fn resolve(database: &Path) -> PathBuf {
     }
 }
 
-fn open(path: &Path) -> Result<File, StoreError> {
+fn open(path: &Path, database: &Path) -> Result<File, StoreError> {
+    open_lock_file(path, database).map_err(|source| lock_error(path, source))
+}
+
+/// Opens the lock file at `path` beside `database`, made owner-only where it is
+/// missing.
+///
+/// One made as root (`sudo seatwarden approve`, `sudo seatwarden send-mail`) is
+/// given the owner (user and group) of the database file, as SQLite gives its
+/// `-wal` and `-shm`: left to root, the service's own user could not open it,
+/// and every job of the daemon would fail until someone chowned it. That it is
+/// root's when just made is how root is recognised, without a libc call. A
+/// root-owned one an older version left is given over too whenever root opens
+/// it; one that cannot be (not root after all) is used as it is, as it opened.
+/// Without a database file yet there is no owner to follow: the file stays
+/// root's, as the database root then makes will be.
+pub fn open_lock_file(path: &Path, database: &Path) -> std::io::Result<File> {
+    let (file, made) = open_or_make(path)?;
+    #[cfg(unix)]
+    if let Err(e) = give_to_database_owner(&file, database)
+        && made
+    {
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("made as root, it could not be given the state database's owner: {e}"),
+        ));
+    }
+    #[cfg(not(unix))]
+    let _ = (made, database);
+    Ok(file)
+}
+
+/// The lock file at `path`, and whether this call made it: a file it made is
+/// owned by the user this process runs as.
+fn open_or_make(path: &Path) -> std::io::Result<(File, bool)> {
+    // Made, or opened as it is; removed between the two (a test's folder being
+    // cleared), tried again a few times, then opened as the other writers open it.
+    for _ in 0..3 {
+        match super::private_file().create_new(true).open(path) {
+            Ok(file) => return Ok((file, true)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match super::private_file().open(path) {
+            Ok(file) => return Ok((file, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
     super::private_file()
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|source| lock_error(path, source))
+        .map(|file| (file, false))
 }
 
-fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
+/// Gives `file`, a lock file, the owner of `database` when root owns it and
+/// not the database (`fchown` on the open file: nothing put at its path
+/// meanwhile is changed instead).
+#[cfg(unix)]
+fn give_to_database_owner(file: &File, database: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let lock = file.metadata()?;
+    if lock.uid() != 0 {
+        return Ok(());
+    }
+    let Ok(owner) = std::fs::metadata(database) else {
+        return Ok(());
+    };
+    if (owner.uid(), owner.gid()) == (lock.uid(), lock.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
+}
+
+/// What to do about a lock file at `path` that could not be opened or locked:
+/// the read-only hint ([`super::read_only_hint`]), else, where the file belongs
+/// to another user than the database beside it (one root made with an older
+/// version, or that could not be given over), the `chown` that gives it the
+/// database's owner, which the service runs as. Empty when neither applies.
+pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
+    let read_only = super::read_only_hint(error);
+    if !read_only.is_empty() {
+        return read_only.to_owned();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // A lock file is always `<database>.<suffix>` ([`lock_file_path`]).
+        let database = path.with_extension("");
+        if let (Ok(lock), Ok(owner)) = (std::fs::metadata(path), std::fs::metadata(&database))
+            && (lock.uid(), lock.gid()) != (owner.uid(), owner.gid())
+        {
+            return format!(
+                "; it belongs to uid {} (gid {}), not to the owner of the state database {} \
+                 (uid {}, gid {}), the user the service runs as: run `chown {}:{} {}` as \
+                 root (an older seatwarden run as root left its lock files to root)",
+                lock.uid(),
+                lock.gid(),
+                database.display(),
+                owner.uid(),
+                owner.gid(),
+                owner.uid(),
+                owner.gid(),
+                shell_word(path)
+            );
+        }
+    }
+    String::new()
+}
+
+/// `path` as one word for a shell command to copy: quoted when it holds
+/// anything but letters, digits and `/._-+:@,`.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@,".contains(c));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+pub(crate) fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::LockFile {
+        hint: lock_file_hint(path, &source),
         path: path.to_owned(),
         source,
     }

@@ -778,7 +778,7 @@ fn ldap_settings_are_checked_and_named() {
         (
             "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\npage_size = 0\n",
             "directory.page_size",
-            "at least 1",
+            "from 1 to 2147483647, not 0",
         ),
         (
             "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\nflavor = \"novell\"\n",
@@ -1060,12 +1060,12 @@ fn scim_directory_settings_are_checked_and_named() {
         (
             "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\npage_size = 0\n",
             "directory.page_size",
-            "at least 1",
+            "from 1 to 4294967295, not 0",
         ),
         (
             "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\nmax_concurrency = 0\n",
             "directory.max_concurrency",
-            "at least 1",
+            "from 1 to 1000, not 0",
         ),
         (
             "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\npagination = \"offset\"\n",
@@ -1528,7 +1528,8 @@ fn a_value_of_the_wrong_type_in_the_file_is_refused() {
         (
             format!("{MINIMAL}page_size = \"100\"\n"),
             "workspace.page_size",
-            "expected a whole number, found the text \"100\" (write it without quotes)",
+            "expected a whole number from 1 to 4294967295, found the text \"100\" (write it \
+             without quotes)",
         ),
         (
             format!("{MINIMAL}{email}allow_cleartext = \"yes\"\n"),
@@ -1548,17 +1549,18 @@ fn a_value_of_the_wrong_type_in_the_file_is_refused() {
         (
             format!("{MINIMAL}\n[safety]\nmax_deprovision_percent = \"2.5\"\n"),
             "safety.max_deprovision_percent",
-            "expected a number, found the text \"2.5\" (write it without quotes)",
+            "expected a number from 0 to 100, such as 5 or 2.5, found the text \"2.5\" (write it \
+             without quotes)",
         ),
         (
             format!("{MINIMAL}\n[safety]\nmax_deprovisions = true\n"),
             "safety.max_deprovisions",
-            "expected a whole number, found true",
+            "expected a whole number, 0 or more, found true",
         ),
         (
             format!("{ldap}page_size = \"500\"\n{WORKSPACE}"),
             "directory.page_size",
-            "expected a whole number, found the text \"500\"",
+            "expected a whole number from 1 to 2147483647, found the text \"500\"",
         ),
     ] {
         let error = load(&text, &[]).unwrap_err();

@@ -302,7 +302,8 @@ fn a_mistyped_value_is_said_in_the_words_of_the_file() {
         ),
         (
             "[safety]\nmax_deprovision_percent = \"5%\"\n",
-            "key `safety.max_deprovision_percent`: expected a number, such as 5 or 2.5, found the text \"5%\"",
+            "key `safety.max_deprovision_percent`: expected a number from 0 to 100, such as 5 or 2.5, \
+             found the text \"5%\"",
         ),
         (
             "[policy]\nscope_groups = \"Taskade Users\"\n",

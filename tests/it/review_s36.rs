@@ -363,7 +363,8 @@ fn every_configuration_error_names_the_file_as_it_was_given() {
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "error: {}: key `workspace.page_size`: expected a whole number, 0 or more",
+            "error: {}: key `workspace.page_size`: expected a whole number from 1 to 4294967295, \
+             found the number -1",
             config.display()
         )),
         "{err}"

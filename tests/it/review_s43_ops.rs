@@ -9,7 +9,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use seatwarden::model::WorkspaceSnapshot;
-use seatwarden::sandbox::Faults;
 use seatwarden::store::{Acquired, Store, WriterLock};
 
 use crate::fixtures;
@@ -118,8 +117,12 @@ fn waiting_seconds(metrics: &str, job: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series}in:\n{metrics}"))
 }
 
-/// The daemon's first reconcile creates 20 accounts at 300 ms a request, holding
-/// the writer lock for seconds; the sweeps fired meanwhile wait behind it. Before,
+/// The daemon's first reconcile creates 20 accounts; the workspace holds its
+/// first write unanswered until the test has looked (`Sandbox::hold_writes_from`),
+/// so the reconcile holds the writer lock for as long as the test needs, however
+/// slowly it is scheduled (300 ms a request, as before, left a machine under load
+/// to finish the reconcile between two looks); the sweeps fired meanwhile wait
+/// behind it. Before,
 /// `status` (another process) showed the sweep's last run and nothing of the
 /// wait: only the daemon's log line at the sweep's start, and the lock-wait
 /// histogram, told of it, after it. Now the sweep's line says it waits, since
@@ -131,10 +134,9 @@ async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
     let sandbox = fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
     let dir = tempfile::tempdir().unwrap();
     setup(sandbox.base_url().as_str(), dir.path(), 20);
-    sandbox.set_faults(Faults {
-        latency: Duration::from_millis(300),
-        ..Faults::default()
-    });
+    // The reconcile's first write waits until `release_writes` below: until
+    // then the reconcile holds the writer lock, and the sweep waits behind it.
+    sandbox.hold_writes_from(1);
     let (mut daemon, log) = spawn_daemon(dir.path(), EVERY_2S);
     let port = fixtures::listening_port(daemon.0.as_mut().unwrap(), || {
         std::fs::read_to_string(&log).unwrap_or_default()
@@ -193,6 +195,8 @@ async fn status_shows_a_sweep_waiting_behind_a_long_reconcile() {
     assert_eq!(code, 200, "{metrics}");
     assert!(waiting_seconds(&metrics, "sweep") > 0.0, "{metrics}");
     assert_eq!(waiting_seconds(&metrics, "reconcile"), 0.0, "{metrics}");
+    // Only now may the reconcile write, and end.
+    sandbox.release_writes();
     // Once the reconcile is done, the sweep runs and waits no more.
     wait_for(
         "the reconcile to finish and the sweep to stop waiting",

@@ -228,7 +228,10 @@ fn a_directory_boolean_given_as_text_says_what_to_write() {
     let (code, err) = check_config(dir.path(), &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("key `directory.page_size`: expected a whole number, found the text \"500\""),
+        err.contains(
+            "key `directory.page_size`: expected a whole number from 1 to 2147483647, found \
+             the text \"500\""
+        ),
         "{err}"
     );
 }
