@@ -2252,14 +2252,22 @@ pub fn hold_rejected_approvals(
                 user: decided.rejection.user.clone(),
                 at: decided.rejection.at,
             };
+            // Rejected in its own run, the approval's record is replaced.
+            let approval = if decided.approval.user.is_empty() {
+                format!("the approval in run {}", decided.approval.run)
+            } else {
+                format!(
+                    "the approval in run {} by {} at {}",
+                    decided.approval.run,
+                    decided.approval.user,
+                    crate::report::local_time(decided.approval.at, tz)
+                )
+            };
             let why = format!(
-                "{}{HELD_AGAIN}the approval in run {} by {} at {} is taken back: not sent; the \
-                 next reconcile plans it again from the directory, and `{admin_command} \
-                 approve` of a run that holds it again sends it",
+                "{}{HELD_AGAIN}{approval} is taken back: not sent; the next reconcile plans it \
+                 again from the directory, and `{admin_command} approve` of a run that holds \
+                 it again sends it",
                 rejection.on_clock(tz),
-                decided.approval.run,
-                decided.approval.user,
-                crate::report::local_time(decided.approval.at, tz)
             );
             let said = entry.held.as_deref() == Some(why.as_str());
             if !said {

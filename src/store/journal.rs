@@ -591,13 +591,15 @@ impl Store {
             DateTime<Utc>,
             RunId,
             RunId,
+            bool,
         );
         let rows: Vec<Row> = self
             .conn
             .prepare_cached(
                 "SELECT actions.identity_id, actions.account_id, held_decisions.decision,
                         held_decisions.user, held_decisions.at, actions.run_id,
-                        COALESCE(held_decisions.decided_in, actions.run_id)
+                        COALESCE(held_decisions.decided_in, actions.run_id),
+                        actions.state != 'held'
                  FROM actions
                  JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                     AND held_decisions.seq = actions.seq
@@ -618,12 +620,13 @@ impl Store {
                         row.get::<_, Ts>(4)?.0,
                         row.get(5)?,
                         row.get(6)?,
+                        row.get(7)?,
                     ))
                 })?
                 .collect()
             })
             .context(context)?;
-        for (identity, account, decision, user, at, run, decided_in) in rows {
+        for (identity, account, decision, user, at, run, decided_in, released) in rows {
             // Oldest first: a later decision replaces an earlier one; the
             // accounts of one approval (a person's duplicate) gather.
             let person = decided
@@ -648,6 +651,17 @@ impl Store {
                     approval.accounts.push(account);
                 }
             } else {
+                if released {
+                    // Released from its hold, so approved first: `reject` of
+                    // the approved run itself (an approval that did not send
+                    // it) replaced that decision, and with it who approved.
+                    person.approval = Some(ApprovedDeprovision {
+                        run,
+                        user: String::new(),
+                        at,
+                        accounts: account.into_iter().collect(),
+                    });
+                }
                 person.newest = NewestDecision::Rejected(Rejected {
                     run: decided_in,
                     user,
@@ -740,7 +754,9 @@ fn seq_list(run: RunId, seqs: &[u32]) -> Result<String, StoreError> {
 /// ([`Store::deprovision_decisions`]).
 struct DeprovisionDecisions {
     newest: NewestDecision,
-    /// The newest approval, whatever came after it.
+    /// The newest approval, whatever came after it. One a `reject` of its own
+    /// run replaced is known by the run and the rejection's time alone (its
+    /// `user` empty).
     approval: Option<ApprovedDeprovision>,
 }
 
@@ -764,6 +780,9 @@ pub struct Rejected {
 /// ([`Store::rejected_approvals`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedApproval {
+    /// The approval taken back. Rejected in its own run (`reject` of the run
+    /// an approval did not send from), the rejection replaced the approval's
+    /// record: `user` is empty and `at` the rejection's.
     pub approval: ApprovedDeprovision,
     /// The newest decision.
     pub rejection: Rejected,

@@ -7,6 +7,10 @@
 //!   job deactivated the person the newest decision had kept. The retry pass
 //!   now reads the newest decision before it sends; `reject` marks the episode
 //!   held at once, so `status` and `explain` say why it is not sent.
+//! - `reject` of the approved run itself (an approval that kept the write back
+//!   unsent) replaced the approval's record: nothing was left to take back,
+//!   and the retry job sent it. A released row rejected counts as an approval
+//!   taken back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -148,4 +152,57 @@ async fn an_approval_after_the_rejection_is_sent_by_the_retry_job() {
     let active = bob_active(&sandbox);
     sandbox.shutdown().await;
     assert!(!active, "the newest decision, an approval, was not sent");
+}
+
+/// The approval kept Bob's deactivation back unsent (an earlier write found
+/// the workspace down), and a person rejected the approved run itself
+/// (`reject` takes back what an approval did not send): the rejection replaces
+/// the approval's record, yet the retry job does not send it, and the episode
+/// says why. Before, with no approval left to take back, the retry job
+/// deactivated Bob.
+#[tokio::test]
+async fn reject_of_the_approved_run_itself_stops_the_retry_job() {
+    let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
+    let run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let approval = store
+            .approved_deprovisions(&["00u2".to_owned()])
+            .unwrap()
+            .remove("00u2")
+            .expect("Bob's deactivation approved");
+        let seq = store
+            .journal(approval.run)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.action.identity_id.as_deref() == Some("00u2"))
+            .unwrap()
+            .action
+            .seq;
+        let now = Utc::now();
+        store.mark_in_flight(approval.run, seq, now).unwrap();
+        store
+            .mark_failed(approval.run, seq, now, seatwarden::apply::NOT_SENT_DOWN)
+            .unwrap();
+        seatwarden::approval::reject(
+            &mut store,
+            approval.run,
+            &seatwarden::approval::Only::All,
+            "seatwarden",
+            chrono_tz::UTC,
+            now + Duration::seconds(1),
+        )
+        .unwrap();
+        approval.run
+    };
+    retry_pass(&config).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "the retry job deactivated Bob after the rejection");
+    let held = bob_held(&config).expect("the episode is not held");
+    for part in [
+        format!("rejected in run {run}"),
+        format!("the approval in run {run} is taken back: not sent"),
+    ] {
+        assert!(held.contains(&part), "{part:?} not in {held:?}");
+    }
 }
