@@ -94,6 +94,10 @@
 //! the approval decided over ([`crate::safety::approved_deprovision_accounts`]),
 //! each reading the account before it writes. Nobody is asked to approve it
 //! again, and `status` and `explain` say it is approved and not written yet.
+//! A `reject` after it (of a run that held it again) takes the approval back:
+//! the episode is held saying so ([`crate::sweep::hold_rejected_approvals`]),
+//! and the retry job, which checks the newest decision again under the writer
+//! lock before it sends, leaves it alone.
 //!
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
@@ -2167,6 +2171,10 @@ pub fn reject(
     refresh_report(store, run, admin_command)?;
     let rejected_kinds: Vec<&ActionKind> = held.iter().map(|e| &e.action.kind).collect();
     let earlier = reject_earlier_holds(store, run, &rejected_kinds, &user, admin_command, tz, now)?;
+    // An approved deprovision whose write failed, taken back by this
+    // rejection: held in its episode at once, so the retry job (which checks
+    // again before it sends) does not send it and `status` says why.
+    crate::sweep::hold_rejected_approvals(store, now, tz, admin_command)?;
     safety::audit(
         store,
         "reject",

@@ -546,6 +546,31 @@ pub fn approved_deprovision_accounts(store: &Store) -> Result<BTreeSet<String>, 
     Ok(accounts)
 }
 
+/// The open episodes whose deprovision a person approved since they began
+/// and a newer `reject` took back (of a run that held it again, or of the
+/// approved run before it sent it), by identity: the approval released the
+/// hold no longer, so the retry job does not send it
+/// ([`crate::sweep::hold_rejected_approvals`]). A reconcile plans it again
+/// from the directory, where its guard judges it as any other (holding a
+/// look-alike member's for a new decision).
+pub fn rejected_approvals(
+    store: &Store,
+) -> Result<HashMap<String, (crate::sla::LedgerEntry, crate::store::RejectedApproval)>, StoreError>
+{
+    let open = store.open_deprovisions()?;
+    let identities: Vec<String> = open.iter().map(|e| e.identity_id.clone()).collect();
+    let mut rejected = store.rejected_approvals(&identities)?;
+    Ok(open
+        .into_iter()
+        .filter_map(|episode| {
+            let decided = rejected.remove(&episode.identity_id)?;
+            // An approval older than the episode decided an earlier one.
+            (decided.approval.at >= episode.detected_at)
+                .then(|| (episode.identity_id.clone(), (episode, decided)))
+        })
+        .collect())
+}
+
 /// What the workspace sanity re-check found.
 #[derive(Debug, Default)]
 pub struct Recheck {

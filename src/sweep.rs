@@ -892,8 +892,15 @@ async fn enforce_pass(
             .collect();
         backdate_cut_off(&mut store, &cut_off)?;
     }
+    // A newer rejection took back the approval that released these: not read,
+    // not sent (the writer lock keeps any `reject` out until the pass ends).
+    let rejected_approvals =
+        hold_rejected_approvals(&mut *lock(store)?, now, tz, &config.admin_command())?;
     let open = lock(store)?.open_deprovisions()?;
-    let due = due_for_attempt(config, &open, now);
+    let due: Vec<LedgerEntry> = due_for_attempt(config, &open, now)
+        .into_iter()
+        .filter(|entry| !rejected_approvals.contains(&entry.identity_id))
+        .collect();
     // Nothing the closing of cut-off runs records is due for an attempt; were it
     // so, it is read with the client's defaults, as after a discovery that failed.
     if idle && due.is_empty() {
@@ -2217,6 +2224,70 @@ pub fn record_approved_unwritten(
         }
         Ok(())
     })
+}
+
+/// Holds the open episodes whose approved deprovision a newer `reject` took
+/// back ([`crate::safety::rejected_approvals`]), saying so ("rejected in run N
+/// by USER at T; held again: the approval in run M … is taken back"), and
+/// returns their people. The retry pass leaves them out of what it reads and
+/// sends: it knows no groups, so a look-alike member's deprovision, whose
+/// episode only the approval kept, would otherwise be sent before the next
+/// sweep ends the episode. `reject` calls it too, so `status` and `explain`
+/// say it at once; the retry pass calls it again under the writer lock it
+/// holds to the end, so a `reject` killed before its own call (or run by an
+/// older build) still stops the write, and no `reject` comes between the
+/// reading and the sending. A reconcile plans the deprovision again from the
+/// directory (its guard holds a look-alike member's for a new decision).
+pub fn hold_rejected_approvals(
+    store: &mut Store,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+) -> Result<HashSet<String>, StoreError> {
+    let rejected = crate::safety::rejected_approvals(store)?;
+    store.batch(|store| {
+        for (entry, decided) in rejected.values() {
+            let rejection = EarlierRejection {
+                run_id: decided.rejection.run,
+                user: decided.rejection.user.clone(),
+                at: decided.rejection.at,
+            };
+            // Rejected in its own run, the approval's record is replaced.
+            let approval = if decided.approval.user.is_empty() {
+                format!("the approval in run {}", decided.approval.run)
+            } else {
+                format!(
+                    "the approval in run {} by {} at {}",
+                    decided.approval.run,
+                    decided.approval.user,
+                    crate::report::local_time(decided.approval.at, tz)
+                )
+            };
+            let why = format!(
+                "{}{HELD_AGAIN}{approval} is taken back: not sent; the next reconcile plans it \
+                 again from the directory, and `{admin_command} approve` of a run that holds \
+                 it again sends it",
+                rejection.on_clock(tz),
+            );
+            let said = entry.held.as_deref() == Some(why.as_str());
+            if !said {
+                tracing::info!(
+                    person = %entry.user_name,
+                    rejected = %rejection,
+                    approved_in = decided.approval.run,
+                    "an approved deprovision a newer rejection took back is not sent"
+                );
+            }
+            // Looked at again (and so due for an attempt) only at the recheck:
+            // a retry pass each minute would otherwise ask the workspace for
+            // an episode it leaves alone.
+            if !said || entry.next_attempt_at.is_none_or(|at| at <= now) {
+                store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(rejected.into_keys().collect())
 }
 
 /// The account a deprovision deactivates or deletes.

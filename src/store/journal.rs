@@ -526,22 +526,80 @@ impl Store {
         &self,
         identities: &[String],
     ) -> Result<std::collections::HashMap<String, ApprovedDeprovision>, StoreError> {
-        let mut newest: std::collections::HashMap<String, (bool, ApprovedDeprovision)> =
+        Ok(self
+            .deprovision_decisions(identities)?
+            .into_iter()
+            .filter_map(|(identity, decided)| match decided.newest {
+                NewestDecision::Approved => decided.approval.map(|a| (identity, a)),
+                NewestDecision::Rejected(_) => None,
+            })
+            .collect())
+    }
+
+    /// The people among `identities` whose newest decision on a held
+    /// deactivation or deletion is a rejection made after an approval of one
+    /// (`reject` of a later run that held it again, or of the approved run
+    /// before it sent it): the approval, and the rejection that took it back.
+    /// The retry job does not send such a deprovision
+    /// ([`crate::safety::rejected_approvals`]).
+    pub fn rejected_approvals(
+        &self,
+        identities: &[String],
+    ) -> Result<std::collections::HashMap<String, RejectedApproval>, StoreError> {
+        Ok(self
+            .deprovision_decisions(identities)?
+            .into_iter()
+            .filter_map(
+                |(identity, decided)| match (decided.newest, decided.approval) {
+                    (NewestDecision::Rejected(rejection), Some(approval)) => Some((
+                        identity,
+                        RejectedApproval {
+                            approval,
+                            rejection,
+                        },
+                    )),
+                    _ => None,
+                },
+            )
+            .collect())
+    }
+
+    /// The decisions about the held deactivations and deletions of
+    /// `identities`' people, by person: the newest, and the newest approval
+    /// that released one (not refused by the re-check). Ordered by time, then
+    /// rejections last (a rejection at the same moment as an approval comes
+    /// after it, and stands: it refuses), then run.
+    fn deprovision_decisions(
+        &self,
+        identities: &[String],
+    ) -> Result<std::collections::HashMap<String, DeprovisionDecisions>, StoreError> {
+        let mut decided: std::collections::HashMap<String, DeprovisionDecisions> =
             std::collections::HashMap::new();
         if identities.is_empty() {
-            return Ok(std::collections::HashMap::new());
+            return Ok(decided);
         }
         let context = || "reading the decided deprovisions from actions".to_owned();
         let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
             context: context(),
             source,
         })?;
-        type Row = (String, Option<String>, String, String, DateTime<Utc>, RunId);
+        type Row = (
+            String,
+            Option<String>,
+            String,
+            String,
+            DateTime<Utc>,
+            RunId,
+            RunId,
+            bool,
+        );
         let rows: Vec<Row> = self
             .conn
             .prepare_cached(
                 "SELECT actions.identity_id, actions.account_id, held_decisions.decision,
-                        held_decisions.user, held_decisions.at, actions.run_id
+                        held_decisions.user, held_decisions.at, actions.run_id,
+                        COALESCE(held_decisions.decided_in, actions.run_id),
+                        actions.state != 'held'
                  FROM actions
                  JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                     AND held_decisions.seq = actions.seq
@@ -561,48 +619,57 @@ impl Store {
                         row.get(3)?,
                         row.get::<_, Ts>(4)?.0,
                         row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
                     ))
                 })?
                 .collect()
             })
             .context(context)?;
-        for (identity, account, decision, user, at, run) in rows {
-            let approved = decision == "approved";
-            // Oldest first: a later decision replaces an earlier one (a
-            // rejection at the same moment as an approval comes after it, and
-            // stands: it refuses); the accounts of one approval (a person's
-            // duplicate) gather.
-            let entry = newest.entry(identity).or_insert_with(|| {
-                (
-                    approved,
-                    ApprovedDeprovision {
-                        run,
-                        user: user.clone(),
-                        at,
-                        accounts: Vec::new(),
-                    },
-                )
-            });
-            if entry.0 != approved || entry.1.run != run {
-                *entry = (
-                    approved,
-                    ApprovedDeprovision {
+        for (identity, account, decision, user, at, run, decided_in, released) in rows {
+            // Oldest first: a later decision replaces an earlier one; the
+            // accounts of one approval (a person's duplicate) gather.
+            let person = decided
+                .entry(identity)
+                .or_insert_with(|| DeprovisionDecisions {
+                    newest: NewestDecision::Approved,
+                    approval: None,
+                });
+            if decision == "approved" {
+                let same_approval = matches!(person.newest, NewestDecision::Approved)
+                    && person.approval.as_ref().is_some_and(|a| a.run == run);
+                if !same_approval {
+                    person.approval = Some(ApprovedDeprovision {
                         run,
                         user,
                         at,
                         accounts: Vec::new(),
-                    },
-                );
-            }
-            if let Some(account) = account {
-                entry.1.accounts.push(account);
+                    });
+                }
+                person.newest = NewestDecision::Approved;
+                if let (Some(approval), Some(account)) = (person.approval.as_mut(), account) {
+                    approval.accounts.push(account);
+                }
+            } else {
+                if released {
+                    // Released from its hold, so approved first: `reject` of
+                    // the approved run itself (an approval that did not send
+                    // it) replaced that decision, and with it who approved.
+                    person.approval = Some(ApprovedDeprovision {
+                        run,
+                        user: String::new(),
+                        at,
+                        accounts: account.into_iter().collect(),
+                    });
+                }
+                person.newest = NewestDecision::Rejected(Rejected {
+                    run: decided_in,
+                    user,
+                    at,
+                });
             }
         }
-        Ok(newest
-            .into_iter()
-            .filter(|(_, (approved, _))| *approved)
-            .map(|(identity, (_, approval))| (identity, approval))
-            .collect())
+        Ok(decided)
     }
 
     /// Reconcile and sweep runs after `run` that hold journal rows nobody decided
@@ -681,6 +748,44 @@ fn seq_list(run: RunId, seqs: &[u32]) -> Result<String, StoreError> {
         context: format!("listing actions of run {run} for a journal update"),
         source,
     })
+}
+
+/// The decisions about one person's held deprovisions
+/// ([`Store::deprovision_decisions`]).
+struct DeprovisionDecisions {
+    newest: NewestDecision,
+    /// The newest approval, whatever came after it. One a `reject` of its own
+    /// run replaced is known by the run and the rejection's time alone (its
+    /// `user` empty).
+    approval: Option<ApprovedDeprovision>,
+}
+
+enum NewestDecision {
+    Approved,
+    Rejected(Rejected),
+}
+
+/// A `reject` of a held deprovision: the run the person rejected (for a
+/// decision recorded in an older run that held it too, the newer run named),
+/// who and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub run: RunId,
+    /// Who rejected it, as the audit row names them.
+    pub user: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An approved deprovision a newer rejection took back
+/// ([`Store::rejected_approvals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedApproval {
+    /// The approval taken back. Rejected in its own run (`reject` of the run
+    /// an approval did not send from), the rejection replaced the approval's
+    /// record: `user` is empty and `at` the rejection's.
+    pub approval: ApprovedDeprovision,
+    /// The newest decision.
+    pub rejection: Rejected,
 }
 
 /// A person's deprovision a human approved, newest decision first

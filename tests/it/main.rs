@@ -162,6 +162,7 @@ mod review_s59_review;
 mod review_s59_walk;
 mod review_s60_conn;
 mod review_s60_ops;
+mod review_s60_review;
 mod role_groups;
 mod run_recovery;
 mod safety;

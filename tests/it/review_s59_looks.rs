@@ -194,54 +194,64 @@ fn a_distinct_entry_like_a_protected_group_is_warned_about() {
     }
 }
 
-/// Bob's look-alike deactivation was approved and its write failed (its
-/// episode open for the retry job); a later run held it for another rule (an
+/// A reconcile run after Bob's approved look-alike deactivation failed
+/// ([`crate::review_s58_review3::bob_approved_and_failed`]), written to the
+/// store, that holds the same deactivation again for another rule (an
 /// incomplete directory read: a reconcile no longer holds an approved
-/// deprovision as a look-alike's again, so the run is written to the store
-/// here) and a person rejected it: the newest decision stands, so the next
-/// sweep ends the episode as a look-alike hold's, and neither it nor the retry
-/// job deactivates Bob. Before, the older approval kept the episode and the
-/// sweep sent the deactivation the newer decision had refused.
+/// deprovision as a look-alike's again), undecided. Returns the run.
+pub(crate) fn bob_held_again_by_a_newer_run(config: &Config) -> seatwarden::store::RunId {
+    use chrono::Utc;
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let mut store = Store::open(&config.state.path).unwrap();
+    let at = Utc::now();
+    let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: "w2".into(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: "bob@example.com".into(),
+            identity_id: Some("00u2".into()),
+            detail: "out of scope".into(),
+            held: Some(HoldReason::IncompleteDirectory),
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, at).unwrap();
+    store
+        .finish_run(run, at, RunStatus::Succeeded, None)
+        .unwrap();
+    run
+}
+
+/// Bob's look-alike deactivation was approved and its write failed (its
+/// episode open for the retry job); a later run held it for another rule
+/// ([`bob_held_again_by_a_newer_run`]) and a person rejected it: the newest
+/// decision stands, so the next sweep ends the episode as a look-alike hold's,
+/// and neither it nor the retry job deactivates Bob. Before, the older
+/// approval kept the episode and the sweep sent the deactivation the newer
+/// decision had refused.
 #[tokio::test]
 async fn a_rejection_after_an_approval_lets_the_sweep_end_a_look_alike_episode() {
     use crate::review_s58_lookalike::{bob_active, bob_episode_open, sweep_now};
     use crate::review_s58_review3::bob_approved_and_failed;
     use chrono::{Duration, Utc};
-    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
-    use seatwarden::store::{Decision, RunKind, RunStatus, Store};
+    use seatwarden::store::{Decision, Store};
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
-    {
-        let mut store = Store::open(&config.state.path).unwrap();
-        let at = Utc::now();
-        let run = store.begin_run(RunKind::Reconcile, at).unwrap();
-        let plan = Plan {
-            actions: vec![Action {
-                seq: 0,
-                kind: ActionKind::Deactivate {
-                    account_id: "w2".into(),
-                },
-                reason: DriftKind::StaleAccess,
-                subject: "bob@example.com".into(),
-                identity_id: Some("00u2".into()),
-                detail: "out of scope".into(),
-                held: Some(HoldReason::IncompleteDirectory),
-            }],
-            ..Plan::default()
-        };
-        store.save_plan(run, &plan, at).unwrap();
-        store
-            .finish_run(run, at, RunStatus::Succeeded, None)
-            .unwrap();
-        assert!(bob_episode_open(&config), "the approved episode is kept");
-        store
-            .record_decisions(
-                run,
-                &[(0, Decision::Rejected, None)],
-                "carol",
-                at + Duration::seconds(1),
-            )
-            .unwrap();
-    }
+    let run = bob_held_again_by_a_newer_run(&config);
+    assert!(bob_episode_open(&config), "the approved episode is kept");
+    Store::open(&config.state.path)
+        .unwrap()
+        .record_decisions(
+            run,
+            &[(0, Decision::Rejected, None)],
+            "carol",
+            Utc::now() + Duration::seconds(1),
+        )
+        .unwrap();
     let (_, store, client) = sweep_now(&config).await;
     seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
         .await
