@@ -160,6 +160,7 @@ mod review_s59_ops;
 mod review_s59_polish;
 mod review_s59_review;
 mod review_s59_walk;
+mod review_s60_walk;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -1,0 +1,69 @@
+//! Session 60, a second week with seatwarden: a leaver, a role change, a new
+//! hire, a disputed match and an orphan an admin added by hand, reconciled, then
+//! read back (`status`, `report`, `digest`, `audit`, `explain`), settled with
+//! `link`, approved and rejected, backed up and restored, and exported for an
+//! access review, through the binary as the engineer who runs it does.
+//!
+//! - `export access` told a reviewer to settle a duplicate account (its person
+//!   linked to another account already) with `seatwarden link ID ACCOUNT`,
+//!   which `link` refuses without `--replace`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use seatwarden::sandbox::Faults;
+
+use crate::review_s43_audit::seatwarden_out;
+
+const TOKEN: &str = "review-s60-walk";
+
+/// `seatwarden ARGS` in `dir` with `env`, off the runtime's threads.
+async fn run(
+    dir: &Path,
+    env: &[(String, String)],
+    args: &'static [&'static str],
+) -> (Option<i32>, String, String) {
+    let (dir, env) = (dir.to_owned(), env.to_vec());
+    tokio::task::spawn_blocking(move || seatwarden_out(&dir, &env, args))
+        .await
+        .unwrap()
+}
+
+/// The demo's disputed person, Emma (`00u1004`), linked by hand to her own
+/// account `ws-0005`: the other candidate, `ws-0901`, is a duplicate the export
+/// calls disputed, and the command it gives to move the link must be one `link`
+/// takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_account_is_settled_with_the_command_link_takes() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = run(dir.path(), &env, &["link", "00u1004", "ws-0005"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let (code, csv, stderr) = run(dir.path(), &env, &["export", "access"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let row = csv
+        .lines()
+        .find(|line| line.starts_with("ws-0901,"))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert!(
+        row.contains("`seatwarden link 00u1004 ws-0901 --replace` settles it if it is theirs")
+            && row.contains("00u1004 is linked to account ws-0005"),
+        "{row}"
+    );
+    // The command as the export gives it is taken.
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &env,
+        &["link", "00u1004", "ws-0901", "--replace"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("replaced: identity 00u1004 ↔ account ws-0005"),
+        "{stdout}"
+    );
+}
