@@ -67,3 +67,30 @@ async fn a_duplicate_account_is_settled_with_the_command_link_takes() {
         "{stdout}"
     );
 }
+
+/// An access review goes to people who did not run seatwarden: every column of
+/// the CSV is explained in the README's table, in the order the file has them.
+#[test]
+fn every_column_of_the_access_export_is_in_the_readme_table() {
+    let export = seatwarden::export::AccessExport {
+        run_id: 1,
+        snapshot_at: chrono::Utc::now(),
+        applied_through: None,
+        accounts: Vec::new(),
+    };
+    let csv = export.to_csv().unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Access review export\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.split('`').next())
+        .collect();
+    assert_eq!(documented, header, "{section}");
+}
