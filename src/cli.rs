@@ -784,7 +784,7 @@ fresh view.
 --output FILE writes the export to FILE instead of stdout: owner-only (0600),
 written beside it and renamed, so FILE is never half-written and a failure leaves
 nothing under its name; an existing FILE is replaced only with --force (never the
-state database); a FILE that is a symbolic link to a file: that file is replaced,
+state database, nor a folder: FILE names the file, unlike backup's DEST); a FILE that is a symbolic link to a file: that file is replaced,
 the link kept. The temporary files exports to FILE killed a day ago or more left
 (.FILE.export-PID) are removed first. Written to stdout instead, a file that others may read is made
 private before anything is written.

@@ -7,6 +7,10 @@
 //! - `export access` told a reviewer to settle a duplicate account (its person
 //!   linked to another account already) with `seatwarden link ID ACCOUNT`,
 //!   which `link` refuses without `--replace`.
+//! - `export access --output reviews/` (a folder, as `backup` takes one) said
+//!   the file "already exists" and offered `--force`, which then failed with
+//!   "Is a directory (os error 21)".
+//! - The access export's columns were documented only as a prose list.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -29,17 +33,68 @@ async fn run(
         .unwrap()
 }
 
+/// The demo's workspace served, and reconciled once from its directory by the
+/// binary: the sandbox (keep it), the folder of the configuration and state,
+/// and the environment that points the binary at them.
+async fn reconciled_demo() -> (
+    seatwarden::sandbox::Sandbox,
+    tempfile::TempDir,
+    Vec<(String, String)>,
+) {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    (sandbox, dir, env)
+}
+
+/// `export access --output reviews/`, a folder, as `backup` takes one: it was
+/// "already exists … --force to replace it", and with --force "Is a directory
+/// (os error 21)". The folder is named as one, --force or not, and nothing is
+/// written in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_a_folder_says_it_is_one() {
+    let (_sandbox, dir, env) = reconciled_demo().await;
+    let reviews = dir.path().join("reviews");
+    std::fs::create_dir(&reviews).unwrap();
+    let folder = reviews.to_str().unwrap().to_owned();
+    let slashed = format!("{folder}/");
+    for args in [
+        vec!["export", "access", "--output", &folder],
+        vec!["export", "access", "--output", &slashed, "--force"],
+        vec!["export", "workspace", "-o", &folder],
+    ] {
+        let (dir, env) = (dir.path().to_owned(), env.clone());
+        let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            seatwarden_out(&dir, &env, &args)
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(
+            stderr.contains("is a folder; nothing was written: give the name of a file in it")
+                && !stderr.contains("--force")
+                && !stderr.contains("os error"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let left = std::fs::read_dir(dir.path().join("reviews"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}
+
 /// The demo's disputed person, Emma (`00u1004`), linked by hand to her own
 /// account `ws-0005`: the other candidate, `ws-0901`, is a duplicate the export
 /// calls disputed, and the command it gives to move the link must be one `link`
 /// takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_account_is_settled_with_the_command_link_takes() {
-    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
-    let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
-    assert_eq!(code, Some(0), "{stderr}");
+    let (_sandbox, dir, env) = reconciled_demo().await;
     let (code, _, stderr) = run(dir.path(), &env, &["link", "00u1004", "ws-0005"]).await;
     assert_eq!(code, Some(0), "{stderr}");
 
