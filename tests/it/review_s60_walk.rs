@@ -11,6 +11,9 @@
 //!   the file "already exists" and offered `--force`, which then failed with
 //!   "Is a directory (os error 21)".
 //! - The access export's columns were documented only as a prose list.
+//! - After `seatwarden reject RUN`, `status` still counted that run's rejected
+//!   actions as `held` ("actions: 2 held"), as if they waited for a decision;
+//!   `report --run RUN` counts them not run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -148,4 +151,47 @@ fn every_column_of_the_access_export_is_in_the_readme_table() {
         .filter_map(|line| line.split('`').next())
         .collect();
     assert_eq!(documented, header, "{section}");
+}
+
+/// A reconcile held by a threshold (no deprovision allowed), its hold rejected:
+/// `status` counts its actions `rejected`, not `held` waiting for a decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_rejected_actions_as_rejected_not_held() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        TOKEN,
+        &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "0")],
+    );
+    let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    let (code, before, stderr) = run(dir.path(), &env, &["status"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let held = before
+        .lines()
+        .find(|line| line.starts_with("Last reconcile:"))
+        .unwrap()
+        .to_owned();
+    assert!(held.contains("held for approval"), "{held}");
+
+    let (code, _, stderr) = run(dir.path(), &env, &["reject", "1"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, after, stderr) = run(dir.path(), &env, &["status"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = after
+        .lines()
+        .find(|line| line.starts_with("Last reconcile:"))
+        .unwrap();
+    assert!(
+        line.contains(" rejected") && !line.contains(" held"),
+        "{line}"
+    );
+    let (code, json, stderr) = run(dir.path(), &env, &["status", "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let actions = &json["last_reconcile_actions"];
+    assert!(actions.get("held").is_none(), "{actions}");
+    assert!(actions["rejected"].as_u64().unwrap() > 0, "{actions}");
 }
