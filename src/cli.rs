@@ -1533,7 +1533,14 @@ fn audit_trail(
                 scope.push(format!("since {}", report::local_time(since, tz)));
             }
             if let Some(run) = run {
-                scope.push(format!("about run {run}"));
+                // A mistyped run id must not read as a run nobody decided about
+                // (the trail outlives pruned runs, so only when nothing is listed).
+                let unknown = rows.is_empty() && store.run_and_whether_cut_off(run)?.is_none();
+                scope.push(if unknown {
+                    format!("about run {run} (no run {run} is recorded: check the id)")
+                } else {
+                    format!("about run {run}")
+                });
             }
             if let Some(after) = after {
                 scope.push(format!("after #{after}"));

@@ -14,6 +14,8 @@
 //! - After `seatwarden reject RUN`, `status` still counted that run's rejected
 //!   actions as `held` ("actions: 2 held"), as if they waited for a decision;
 //!   `report --run RUN` counts them not run.
+//! - `audit --run 999`, a run id mistyped, said "0 entries about run 999", as
+//!   of a run nobody decided about.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -194,4 +196,21 @@ async fn status_counts_rejected_actions_as_rejected_not_held() {
     let actions = &json["last_reconcile_actions"];
     assert!(actions.get("held").is_none(), "{actions}");
     assert!(actions["rejected"].as_u64().unwrap() > 0, "{actions}");
+}
+
+/// `audit --run N` of a run that was never recorded says so, beside "0 entries";
+/// of a run with no decisions, only the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_of_a_run_never_recorded_says_so() {
+    let (_sandbox, dir, env) = reconciled_demo().await;
+    let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "--run", "999"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("0 entries about run 999 (no run 999 is recorded: check the id)"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "--run", "1"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("0 entries about run 1"), "{stdout}");
+    assert!(!stdout.contains("no run 1 is recorded"), "{stdout}");
 }
