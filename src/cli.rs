@@ -784,7 +784,7 @@ fresh view.
 --output FILE writes the export to FILE instead of stdout: owner-only (0600),
 written beside it and renamed, so FILE is never half-written and a failure leaves
 nothing under its name; an existing FILE is replaced only with --force (never the
-state database); a FILE that is a symbolic link to a file: that file is replaced,
+state database, nor a folder: FILE names the file, unlike backup's DEST); a FILE that is a symbolic link to a file: that file is replaced,
 the link kept. The temporary files exports to FILE killed a day ago or more left
 (.FILE.export-PID) are removed first. Written to stdout instead, a file that others may read is made
 private before anything is written.
@@ -1533,7 +1533,14 @@ fn audit_trail(
                 scope.push(format!("since {}", report::local_time(since, tz)));
             }
             if let Some(run) = run {
-                scope.push(format!("about run {run}"));
+                // A mistyped run id must not read as a run nobody decided about
+                // (the trail outlives pruned runs, so only when nothing is listed).
+                let unknown = rows.is_empty() && store.run_and_whether_cut_off(run)?.is_none();
+                scope.push(if unknown {
+                    format!("about run {run} (no run {run} is recorded: check the id)")
+                } else {
+                    format!("about run {run}")
+                });
             }
             if let Some(after) = after {
                 scope.push(format!("after #{after}"));

@@ -66,7 +66,8 @@ pub struct AccessRow {
     /// exception in force keeps says `access kept by an exception
     /// (safety.exceptions) until T: REASON`, after `orphaned; ` for an orphan
     /// `policy.unmatched_accounts = "deactivate"` would deactivate), `disputed: …` (it may be the account of the
-    /// person named; `link`, run as `report.admin_command`, settles it; a person
+    /// person named; `link`, run as `report.admin_command`, settles it, with
+    /// `--replace` when that person is linked to another account; a person
     /// named who left is said to have, as their access stays until then) or
     /// `orphaned` (no directory identity matches it).
     pub justification: String,
@@ -524,12 +525,35 @@ pub fn access_at(
             [only] => *only,
             _ => "PERSON",
         };
+        // A claimant linked to another account already (a duplicate of theirs):
+        // `link` refuses to move that link without --replace, so the command
+        // without it would only be refused.
+        let linked_elsewhere: Vec<String> = claimed_by
+            .iter()
+            .filter_map(|id| {
+                created
+                    .get(id)
+                    .filter(|linked| **linked != account.id)
+                    .map(|linked| format!("{id} is linked to account {linked}"))
+            })
+            .collect();
+        let replace = if claimed_by.len() == 1 && !linked_elsewhere.is_empty() {
+            " --replace"
+        } else {
+            ""
+        };
         let mut why = format!(
-            "disputed: may be the account of {}; `{admin_command} link {person} {}` settles it \
-             if it is theirs",
+            "disputed: may be the account of {}; `{admin_command} link {person} {}{replace}` \
+             settles it if it is theirs",
             claimed_by.join(", "),
             account.id
         );
+        if !linked_elsewhere.is_empty() {
+            why.push_str(&format!(
+                " ({}: --replace moves that link)",
+                linked_elsewhere.join(", ")
+            ));
+        }
         if !gone.is_empty() {
             why.push_str(&format!(
                 "; {}: if it is theirs, a leaver keeps access until then",

@@ -510,10 +510,16 @@ pub fn collect(
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
             let counts = crate::apply::journal_outcomes(store, run.id)?;
-            over_run_counts(
+            let counts = over_run_counts(
                 counts,
                 run.status != RunStatus::Running || last_reconcile_cut_off,
-            )
+            );
+            let rejected = store
+                .decisions(run.id)?
+                .values()
+                .filter(|decision| **decision == crate::store::Decision::Rejected)
+                .count();
+            rejected_apart(counts, rejected)
         }
         None => BTreeMap::new(),
     };
@@ -1260,6 +1266,26 @@ fn over_run_counts(mut counts: BTreeMap<String, usize>, over: bool) -> BTreeMap<
     if over && let Some(planned) = counts.remove(planned) {
         *counts.entry("not_sent".to_owned()).or_default() += planned;
     }
+    counts
+}
+
+/// `rejected` of the run's held actions counted as `rejected`, not `held`: a
+/// rejected action keeps its journal row `held`, but nothing waits for it any
+/// more (the run never applies it; the report counts it not run), and "6 held"
+/// after `seatwarden reject` read as actions still waiting for a decision.
+fn rejected_apart(mut counts: BTreeMap<String, usize>, rejected: usize) -> BTreeMap<String, usize> {
+    let held = crate::store::ActionState::Held.as_str();
+    let still_held = counts.get(held).copied().unwrap_or(0);
+    let rejected = rejected.min(still_held);
+    if rejected == 0 {
+        return counts;
+    }
+    if still_held == rejected {
+        counts.remove(held);
+    } else {
+        counts.insert(held.to_owned(), still_held - rejected);
+    }
+    counts.insert("rejected".to_owned(), rejected);
     counts
 }
 

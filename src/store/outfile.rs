@@ -49,6 +49,14 @@ pub enum OutfileError {
     )]
     Exists { what: &'static str, path: PathBuf },
 
+    /// The name is a folder (`export access -o reviews/`, as `backup` takes
+    /// one): "already exists … --force" would offer to replace the folder.
+    #[error(
+        "{what} {} is a folder; nothing was written: give the name of a file in it",
+        .path.display()
+    )]
+    Folder { what: &'static str, path: PathBuf },
+
     #[error(
         "{what} {} would replace the state database {} or a file beside it; give another \
          path",
@@ -129,6 +137,12 @@ pub fn write(
     use std::io::Write as _;
     let (target, through_link) = follow_link(path.to_owned(), kind)?;
     refuse_own_file(database, &target, kind)?;
+    if target.is_dir() {
+        return Err(OutfileError::Folder {
+            what: kind.what,
+            path: target,
+        });
+    }
     if target.exists() && !force {
         return Err(OutfileError::Exists {
             what: kind.what,

@@ -11,7 +11,7 @@ use seatwarden::store::Store;
 const TOKEN: &str = "review-s43-audit";
 
 /// `seatwarden ARGS` in `dir` with `env`: exit code, stdout, stderr.
-fn seatwarden_out(
+pub(crate) fn seatwarden_out(
     dir: &Path,
     env: &[(String, String)],
     args: &[&str],

@@ -386,8 +386,8 @@ mod output {
         );
         assert!(err.contains("its folder does not exist"), "{err}");
 
-        // A folder where the file was meant to be: the temporary file is
-        // written whole, and its rename fails.
+        // A folder where the file was meant to be: refused as one, --force or
+        // not, before a temporary file is written (review_s60_walk).
         let folder = dir.path().join("review.csv");
         std::fs::create_dir(&folder).unwrap();
         let (ok, _, err) = seatwarden(
@@ -403,7 +403,7 @@ mod output {
         assert!(!ok);
         assert!(
             err.contains(&format!(
-                "error: cannot write the access export {}: ",
+                "error: the access export {} is a folder; nothing was written",
                 folder.display()
             )),
             "{err}"
