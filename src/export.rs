@@ -834,8 +834,10 @@ impl AccessExport {
 /// "groups": [SCIM Groups]}` with the workspace's own ids. A configuration can
 /// then be rehearsed against a copy of the real workspace with nothing of it
 /// written. Roles are written as core `roles` (the sandbox's), whatever
-/// `workspace.role_attribute` read them from; the members of groups seatwarden
-/// neither manages nor reads roles from are not read, so they are empty here.
+/// `workspace.role_attribute` read them from. A group seatwarden neither
+/// manages nor reads roles from has the members the Groups listing showed: it
+/// is not read on its own, so a workspace that leaves `members` out of listings
+/// leaves it empty here.
 pub fn workspace_seed(store: &Store, config: &Config) -> Result<WorkspaceSeed, ExportError> {
     let (run_id, run) = latest_snapshot_run(store, config)?;
     let workspace = store
