@@ -2424,15 +2424,26 @@ pub fn link(
     let directory = store.load_directory_snapshot(run)?.unwrap_or_default();
     // A disputed person deleted from the directory since: linking one of the
     // accounts is how a person settles which was theirs.
+    let workspace = store.load_workspace_snapshot(run)?.unwrap_or_default();
     if !directory.identities.iter().any(|i| i.id == identity_id)
         && !store.remembers_disputed(identity_id)?
     {
+        // `link ACCOUNT IDENTITY`: the order is the one mistake that leaves
+        // both ids right, so say the command the person meant.
+        if workspace.accounts.iter().any(|a| a.id == identity_id)
+            && directory.identities.iter().any(|i| i.id == account_id)
+        {
+            return refuse(format!(
+                "{identity_id:?} is a workspace account and {account_id:?} a directory \
+                 identity: `link` takes the identity first, `{admin_command} link \
+                 {account_id} {identity_id}`"
+            ));
+        }
         return refuse(format!(
             "identity {identity_id:?} is not in the newest directory snapshot (run {run}); \
              `{admin_command} explain` finds a person's id"
         ));
     }
-    let workspace = store.load_workspace_snapshot(run)?.unwrap_or_default();
     if !workspace.accounts.iter().any(|a| a.id == account_id) {
         return refuse(format!(
             "account {account_id:?} is not in the newest workspace snapshot (run {run})"
@@ -2601,6 +2612,25 @@ pub fn unlink(
         .find(|l| l.account_id == account_id)
     else {
         if !in_snapshot {
+            // A person's id given for their account's: name the account(s)
+            // linked to them, the id `unlink` takes.
+            let linked: Vec<String> = store
+                .links()?
+                .into_iter()
+                .filter(|l| l.identity_id == account_id)
+                .map(|l| l.account_id)
+                .collect();
+            if !linked.is_empty() {
+                let commands: Vec<String> = linked
+                    .iter()
+                    .map(|account| format!("`{admin_command} unlink {account}`"))
+                    .collect();
+                return refuse(format!(
+                    "{account_id:?} is a directory identity's id, not a workspace account's: \
+                     `unlink` takes the account. Linked to it: {}",
+                    commands.join(", ")
+                ));
+            }
             return refuse(format!(
                 "account {account_id:?} is not in the newest workspace snapshot (run {run}) \
                  and no link names it: check the id (`{admin_command} explain ACCOUNT` takes \

@@ -161,6 +161,7 @@ mod review_s59_polish;
 mod review_s59_review;
 mod review_s59_walk;
 mod review_s60_conn;
+mod review_s60_lead;
 mod review_s60_ops;
 mod review_s60_review;
 mod review_s60_walk;

@@ -41,7 +41,7 @@ pub(crate) fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String)
 
 /// Stores the links `pairs` (identity, account), as `link` or a reconcile
 /// stored them.
-fn store_links(database: &Path, pairs: &[(&str, &str)]) {
+pub(crate) fn store_links(database: &Path, pairs: &[(&str, &str)]) {
     Store::open(database)
         .unwrap()
         .upsert_links(
