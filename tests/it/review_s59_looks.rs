@@ -227,6 +227,22 @@ pub(crate) fn bob_held_again_by_a_newer_run(config: &Config) -> seatwarden::stor
     run
 }
 
+/// Carol rejects `run`'s held deactivation of Bob a second from now: after
+/// the approval of it, so the newest decision about Bob.
+pub(crate) fn carol_rejects_bob_in(config: &Config, run: seatwarden::store::RunId) {
+    use chrono::{Duration, Utc};
+    use seatwarden::store::{Decision, Store};
+    Store::open(&config.state.path)
+        .unwrap()
+        .record_decisions(
+            run,
+            &[(0, Decision::Rejected, None)],
+            "carol",
+            Utc::now() + Duration::seconds(1),
+        )
+        .unwrap();
+}
+
 /// Bob's look-alike deactivation was approved and its write failed (its
 /// episode open for the retry job); a later run held it for another rule
 /// ([`bob_held_again_by_a_newer_run`]) and a person rejected it: the newest
@@ -239,19 +255,10 @@ async fn a_rejection_after_an_approval_lets_the_sweep_end_a_look_alike_episode()
     use crate::review_s58_lookalike::{bob_active, bob_episode_open, sweep_now};
     use crate::review_s58_review3::bob_approved_and_failed;
     use chrono::{Duration, Utc};
-    use seatwarden::store::{Decision, Store};
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
     let run = bob_held_again_by_a_newer_run(&config);
     assert!(bob_episode_open(&config), "the approved episode is kept");
-    Store::open(&config.state.path)
-        .unwrap()
-        .record_decisions(
-            run,
-            &[(0, Decision::Rejected, None)],
-            "carol",
-            Utc::now() + Duration::seconds(1),
-        )
-        .unwrap();
+    carol_rejects_bob_in(&config, run);
     let (_, store, client) = sweep_now(&config).await;
     seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
         .await

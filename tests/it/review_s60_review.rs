@@ -21,7 +21,7 @@ use seatwarden::store::{Decision, Store};
 
 use crate::review_s58_lookalike::{bob_active, bob_episode_open};
 use crate::review_s58_review3::bob_approved_and_failed;
-use crate::review_s59_looks::bob_held_again_by_a_newer_run;
+use crate::review_s59_looks::{bob_held_again_by_a_newer_run, carol_rejects_bob_in};
 
 /// The retry job's pass an hour from now (Bob's episode due by then).
 async fn retry_pass(config: &Config) -> seatwarden::sweep::SweepOutcome {
@@ -47,15 +47,7 @@ fn bob_held(config: &Config) -> Option<String> {
 async fn the_retry_job_does_not_send_an_approved_deprovision_a_newer_rejection_took_back() {
     let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
     let run = bob_held_again_by_a_newer_run(&config);
-    Store::open(&config.state.path)
-        .unwrap()
-        .record_decisions(
-            run,
-            &[(0, Decision::Rejected, None)],
-            "carol",
-            Utc::now() + Duration::seconds(1),
-        )
-        .unwrap();
+    carol_rejects_bob_in(&config, run);
     let outcome = retry_pass(&config).await;
     let active = bob_active(&sandbox);
     sandbox.shutdown().await;
