@@ -163,6 +163,7 @@ mod review_s59_walk;
 mod review_s60_conn;
 mod review_s60_ops;
 mod review_s60_review;
+mod review_s60_second;
 mod review_s60_walk;
 mod role_groups;
 mod run_recovery;
