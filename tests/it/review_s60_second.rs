@@ -52,7 +52,7 @@ fn a_symlink_planted_as_the_writer_lock_is_not_followed_by_root() {
     let taken = WriterLock::acquire_blocking(&database, |_| {});
 
     assert_untouched(&secret);
-    let error = taken.err().expect("a symlinked lock file must be refused");
+    let error = taken.expect_err("a symlinked lock file must be refused");
     let message = format!("{error}");
     assert!(
         message.contains(&lock.display().to_string()) && message.contains("not a plain file"),
@@ -76,8 +76,6 @@ fn a_hard_link_planted_as_the_daemon_lock_is_not_taken_by_root() {
     let taken = seatwarden::daemon::InstanceLock::acquire(&database);
 
     assert_untouched(&secret);
-    let error = taken
-        .err()
-        .expect("a hard-linked lock file must be refused");
+    let error = taken.expect_err("a hard-linked lock file must be refused");
     assert!(format!("{error}").contains("not a plain file"), "{error}");
 }
