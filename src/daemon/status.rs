@@ -514,12 +514,7 @@ pub fn collect(
                 counts,
                 run.status != RunStatus::Running || last_reconcile_cut_off,
             );
-            let rejected = store
-                .decisions(run.id)?
-                .values()
-                .filter(|decision| **decision == crate::store::Decision::Rejected)
-                .count();
-            rejected_apart(counts, rejected)
+            rejected_apart(counts, store.rejected_still_held(run.id)?)
         }
         None => BTreeMap::new(),
     };
@@ -1571,6 +1566,91 @@ mod tests {
             render_text(&status).contains("Alerts open: 3\n"),
             "{}",
             render_text(&status)
+        );
+    }
+
+    /// A run with held actions still undecided and one approved, kept back
+    /// unsent and rejected since (`reject --only deactivate` after an approval
+    /// whose write failed): only rejected rows still held leave the `held`
+    /// count. The rejected row that was released is not held; counting its
+    /// rejection against `held` told one of two waiting actions as rejected.
+    #[test]
+    fn a_rejection_of_a_released_action_leaves_the_held_count_alone() {
+        use crate::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+        use crate::store::{Decision, RunKind};
+        let mut store = Store::open_in_memory().unwrap();
+        let action = |seq: u32, kind: ActionKind| Action {
+            seq,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: format!("person{seq}"),
+            identity_id: Some(format!("00u{seq}")),
+            detail: "identity is deprovisioned in the directory".into(),
+            held: Some(HoldReason::IncompleteDirectory),
+        };
+        let run = store.begin_run(RunKind::Reconcile, at(9, 0)).unwrap();
+        let plan = Plan {
+            actions: vec![
+                action(
+                    0,
+                    ActionKind::Deactivate {
+                        account_id: "a0".into(),
+                    },
+                ),
+                action(
+                    1,
+                    ActionKind::Deactivate {
+                        account_id: "a1".into(),
+                    },
+                ),
+                action(
+                    2,
+                    ActionKind::Deactivate {
+                        account_id: "a2".into(),
+                    },
+                ),
+            ],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at(9, 0)).unwrap();
+        store
+            .finish_run(run, at(9, 1), RunStatus::Succeeded, None)
+            .unwrap();
+        store
+            .record_decisions(run, &[(0, Decision::Approved, None)], "admin", at(9, 5))
+            .unwrap();
+        store.release_held(run, &[0], at(9, 5)).unwrap();
+        store
+            .record_decisions(run, &[(0, Decision::Rejected, None)], "admin", at(9, 10))
+            .unwrap();
+
+        let status = collect(
+            &store,
+            at(9, 15),
+            Settings {
+                tz: chrono_tz::UTC,
+                delete_after: None,
+                cool_down: std::time::Duration::from_secs(900),
+                database: None,
+                schedule: None,
+                admin_command: "seatwarden".to_owned(),
+                resolve_after: None,
+                certificates: Vec::new(),
+                exceptions: Vec::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            status.last_reconcile_actions.get("held").copied(),
+            Some(2),
+            "{:?}",
+            status.last_reconcile_actions
+        );
+        assert_eq!(
+            status.last_reconcile_actions.get("rejected"),
+            None,
+            "{:?}",
+            status.last_reconcile_actions
         );
     }
 

@@ -592,6 +592,7 @@ impl Store {
             RunId,
             RunId,
             bool,
+            DateTime<Utc>,
         );
         let rows: Vec<Row> = self
             .conn
@@ -599,7 +600,7 @@ impl Store {
                 "SELECT actions.identity_id, actions.account_id, held_decisions.decision,
                         held_decisions.user, held_decisions.at, actions.run_id,
                         COALESCE(held_decisions.decided_in, actions.run_id),
-                        actions.state != 'held'
+                        actions.state != 'held', actions.updated_at
                  FROM actions
                  JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                     AND held_decisions.seq = actions.seq
@@ -621,12 +622,13 @@ impl Store {
                         row.get(5)?,
                         row.get(6)?,
                         row.get(7)?,
+                        row.get::<_, Ts>(8)?.0,
                     ))
                 })?
                 .collect()
             })
             .context(context)?;
-        for (identity, account, decision, user, at, run, decided_in, released) in rows {
+        for (identity, account, decision, user, at, run, decided_in, released, changed) in rows {
             // Oldest first: a later decision replaces an earlier one; the
             // accounts of one approval (a person's duplicate) gather.
             let person = decided
@@ -655,10 +657,15 @@ impl Store {
                     // Released from its hold, so approved first: `reject` of
                     // the approved run itself (an approval that did not send
                     // it) replaced that decision, and with it who approved.
+                    // Dated by the row's last change (its release, or the
+                    // write that failed since), not by the rejection: a
+                    // `reject` of a run an earlier episode's approval left
+                    // unsent would pass for an approval of the episode open
+                    // now, and hold a leaver's deprovision from the retry job.
                     person.approval = Some(ApprovedDeprovision {
                         run,
                         user: String::new(),
-                        at,
+                        at: changed.min(at),
                         accounts: account.into_iter().collect(),
                     });
                 }
@@ -755,7 +762,7 @@ fn seq_list(run: RunId, seqs: &[u32]) -> Result<String, StoreError> {
 struct DeprovisionDecisions {
     newest: NewestDecision,
     /// The newest approval, whatever came after it. One a `reject` of its own
-    /// run replaced is known by the run and the rejection's time alone (its
+    /// run replaced is known by the run and the row's last change alone (its
     /// `user` empty).
     approval: Option<ApprovedDeprovision>,
 }
@@ -782,7 +789,8 @@ pub struct Rejected {
 pub struct RejectedApproval {
     /// The approval taken back. Rejected in its own run (`reject` of the run
     /// an approval did not send from), the rejection replaced the approval's
-    /// record: `user` is empty and `at` the rejection's.
+    /// record: `user` is empty and `at` the row's last change (its release,
+    /// or a failed write since), the nearest to the approval left.
     pub approval: ApprovedDeprovision,
     /// The newest decision.
     pub rejection: Rejected,

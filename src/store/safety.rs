@@ -546,6 +546,22 @@ impl Store {
             .collect())
     }
 
+    /// How many of `run`'s actions are still held with a rejection recorded:
+    /// what `status` counts `rejected` rather than `held`. A rejected action an
+    /// approval had released (kept back unsent) is not held, and not counted.
+    pub fn rejected_still_held(&self, run: RunId) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM actions
+                 JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                    AND held_decisions.seq = actions.seq
+                 WHERE actions.run_id = ?1 AND actions.state = 'held'
+                   AND held_decisions.decision = 'rejected'",
+            )
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)))
+            .context(|| format!("counting the rejected held actions of run {run}"))
+    }
+
     /// Decisions recorded for the held actions of `run`, by `seq`.
     pub fn decisions(&self, run: RunId) -> Result<HashMap<u32, Decision>, StoreError> {
         Ok(self

@@ -3069,3 +3069,39 @@ fn the_newest_decision_about_a_held_deprovision_decides_and_a_tied_rejection_ref
         .unwrap();
     assert_eq!(approved_at(&store), None, "a tied rejection refuses");
 }
+
+/// `reject` of the approved run itself replaces the approval's record; the
+/// approval taken back is dated by the row's release (its last change), not by
+/// the rejection: `reject 8` of a run whose approval was kept back unsent months
+/// ago would otherwise pass for an approval of the person's episode open now,
+/// and hold a plain leaver's deprovision from the retry job.
+#[test]
+fn an_approval_its_own_run_rejected_keeps_the_time_it_was_released() {
+    let mut store = Store::open_in_memory().unwrap();
+    let person = vec!["00u0".to_owned()];
+    let run = store.begin_run(RunKind::Reconcile, t(10)).unwrap();
+    let plan = Plan {
+        actions: vec![action(
+            0,
+            ActionKind::Deactivate {
+                account_id: "a0".into(),
+            },
+            Some(HoldReason::IncompleteDirectory),
+        )],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t(10)).unwrap();
+    store
+        .record_decisions(run, &[(0, Decision::Approved, None)], "admin", t(10))
+        .unwrap();
+    store.approve_held(run, t(10)).unwrap();
+    store
+        .record_decisions(run, &[(0, Decision::Rejected, None)], "admin", t(500))
+        .unwrap();
+
+    let taken_back = store.rejected_approvals(&person).unwrap();
+    let decided = taken_back.get("00u0").expect("the approval was taken back");
+    assert_eq!(decided.approval.run, run);
+    assert_eq!(decided.approval.at, t(10), "dated by the rejection");
+    assert_eq!(decided.rejection.at, t(500));
+}

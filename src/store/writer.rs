@@ -19,6 +19,9 @@
 //! to its folder, `..`) must share one lock. One made as root takes the database
 //! file's owner ([`open_lock_file`]), as SQLite's `-wal` and `-shm` do, so a
 //! command run with `sudo` never leaves the service a lock file it cannot open.
+//! A lock file itself is never followed: one that is a symbolic link or a hard
+//! link (planted in the service user's folder for root to write and give away)
+//! is refused.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -432,8 +435,15 @@ fn open(path: &Path, database: &Path) -> Result<File, StoreError> {
 /// it; one that cannot be (not root after all) is used as it is, as it opened.
 /// Without a database file yet there is no owner to follow: the file stays
 /// root's, as the database root then makes will be.
+///
+/// A lock file that is not a plain file of its own (a symbolic link, a hard
+/// link, anything but a regular file) is refused: the state folder is the
+/// service user's, and root following what was planted there would empty the
+/// file it leads to for the holder's line and give it the database's owner.
 pub fn open_lock_file(path: &Path, database: &Path) -> std::io::Result<File> {
     let (file, made) = open_or_make(path)?;
+    #[cfg(unix)]
+    refuse_unless_plain(&file, path)?;
     #[cfg(unix)]
     if let Err(e) = give_to_database_owner(&file, database)
         && made
@@ -446,6 +456,28 @@ pub fn open_lock_file(path: &Path, database: &Path) -> std::io::Result<File> {
     #[cfg(not(unix))]
     let _ = (made, database);
     Ok(file)
+}
+
+/// Fails unless `file`, opened at `path`, is a regular file with one link and
+/// `path` names it itself (not through a symbolic link). Checked on what was
+/// opened, before anything is written to it or its owner changed.
+#[cfg(unix)]
+fn refuse_unless_plain(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let opened = file.metadata()?;
+    let at_path = std::fs::symlink_metadata(path)?;
+    let plain = opened.file_type().is_file()
+        && opened.nlink() == 1
+        && at_path.file_type().is_file()
+        && (at_path.dev(), at_path.ino()) == (opened.dev(), opened.ino());
+    if plain {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "not a plain file (a symbolic link, a hard link or not a regular file): a lock \
+         file is never followed; remove it, and the next command makes it again",
+    ))
 }
 
 /// The lock file at `path`, and whether this call made it: a file it made is

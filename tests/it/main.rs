@@ -164,6 +164,7 @@ mod review_s60_conn;
 mod review_s60_lead;
 mod review_s60_ops;
 mod review_s60_review;
+mod review_s60_second;
 mod review_s60_walk;
 mod role_groups;
 mod run_recovery;

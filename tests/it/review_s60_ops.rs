@@ -29,12 +29,12 @@ use crate::review_s59_walk::configured;
 const SERVICE: u32 = 65534;
 
 /// Whether this process runs as root (the owner of its /proc entry).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
 /// Whether the test can run; says why not when it cannot.
-fn root_or_skip(test: &str) -> bool {
+pub(crate) fn root_or_skip(test: &str) -> bool {
     let root = running_as_root();
     if !root {
         eprintln!(
@@ -47,7 +47,7 @@ fn root_or_skip(test: &str) -> bool {
 
 /// A configured folder with its state database made, the folder and every file
 /// in it given to [`SERVICE`], as `/var/lib/seatwarden` is the service's.
-fn service_owned_state() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn service_owned_state() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     configured(dir.path(), b"");
     let database = dir.path().join("state.db");
