@@ -636,6 +636,7 @@ impl Store {
                 .or_insert_with(|| DeprovisionDecisions {
                     newest: NewestDecision::Approved,
                     approval: None,
+                    approved_in: None,
                 });
             if decision == "approved" {
                 let same_approval = matches!(person.newest, NewestDecision::Approved)
@@ -649,9 +650,20 @@ impl Store {
                     });
                 }
                 person.newest = NewestDecision::Approved;
+                person.approved_in = Some(decided_in);
                 if let (Some(approval), Some(account)) = (person.approval.as_mut(), account) {
                     approval.accounts.push(account);
                 }
+            } else if matches!(person.newest, NewestDecision::Approved)
+                && person
+                    .approved_in
+                    .is_some_and(|approved| decided_in < approved)
+            {
+                // `reject 7` after `approve 8` (clearing an old run that held
+                // the same deprovision) decides run 7's plan, as `reject`
+                // promises, not the newer approval: taken back by it, the
+                // retry job would leave a leaver's deprovision unsent until
+                // someone approved again.
             } else {
                 if released {
                     // Released from its hold, so approved first: `reject` of
@@ -765,6 +777,9 @@ struct DeprovisionDecisions {
     /// run replaced is known by the run and the row's last change alone (its
     /// `user` empty).
     approval: Option<ApprovedDeprovision>,
+    /// The run the newest approval was decided in (`approve N`): a rejection
+    /// decided in an older run does not take it back.
+    approved_in: Option<RunId>,
 }
 
 enum NewestDecision {

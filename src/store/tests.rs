@@ -3059,13 +3059,19 @@ fn the_newest_decision_about_a_held_deprovision_decides_and_a_tied_rejection_ref
         approved_at(&store),
         Some((again, t(30), vec!["a0".to_owned()]))
     );
-    // A rejection recorded at the same moment as an approval, in an older
-    // run (the run id alone would put it first): it still refuses.
-    let older = store.begin_run(RunKind::Reconcile, t(40)).unwrap();
-    store.save_plan(older, &held(), t(40)).unwrap();
-    decide(&mut store, 50, Decision::Approved);
+    // A rejection recorded at the same moment as an approval, of a newer run
+    // (the run id alone would put the approval first): it still refuses. (A
+    // rejection of an older run decides that run alone:
+    // `a_rejection_of_an_older_run_leaves_a_newer_approval_standing`.)
+    let approved = store.begin_run(RunKind::Reconcile, t(40)).unwrap();
+    store.save_plan(approved, &held(), t(40)).unwrap();
+    let newer = decide(&mut store, 45, Decision::Rejected);
     store
-        .record_decisions(older, &[(0, Decision::Rejected, None)], "admin", t(50))
+        .record_decisions(approved, &[(0, Decision::Approved, None)], "admin", t(50))
+        .unwrap();
+    store.approve_held(approved, t(50)).unwrap();
+    store
+        .record_decisions(newer, &[(0, Decision::Rejected, None)], "admin", t(50))
         .unwrap();
     assert_eq!(approved_at(&store), None, "a tied rejection refuses");
 }
@@ -3104,4 +3110,59 @@ fn an_approval_its_own_run_rejected_keeps_the_time_it_was_released() {
     assert_eq!(decided.approval.run, run);
     assert_eq!(decided.approval.at, t(10), "dated by the rejection");
     assert_eq!(decided.rejection.at, t(500));
+}
+
+/// `reject 7` after `approve 8` (a person clearing an old run that held the
+/// same deactivation) decides run 7's plan, not run 8's approval: the approval
+/// stands, and the retry job still sends it. Before, the rejection, being the
+/// later decision, took run 8's approval back and the leaver kept access until
+/// someone approved again.
+#[test]
+fn a_rejection_of_an_older_run_leaves_a_newer_approval_standing() {
+    let mut store = Store::open_in_memory().unwrap();
+    let person = vec!["00u0".to_owned()];
+    let plan = Plan {
+        actions: vec![action(
+            0,
+            ActionKind::Deactivate {
+                account_id: "a0".into(),
+            },
+            Some(HoldReason::IncompleteDirectory),
+        )],
+        ..Plan::default()
+    };
+    let older = store.begin_run(RunKind::Reconcile, t(10)).unwrap();
+    store.save_plan(older, &plan, t(10)).unwrap();
+    let newer = store.begin_run(RunKind::Reconcile, t(20)).unwrap();
+    store.save_plan(newer, &plan, t(20)).unwrap();
+    store
+        .record_decisions(newer, &[(0, Decision::Approved, None)], "admin", t(30))
+        .unwrap();
+    store.approve_held(newer, t(30)).unwrap();
+    store
+        .record_decisions(older, &[(0, Decision::Rejected, None)], "admin", t(40))
+        .unwrap();
+
+    let approved = store.approved_deprovisions(&person).unwrap();
+    assert_eq!(
+        approved.get("00u0").map(|a| a.run),
+        Some(newer),
+        "run {newer}'s approval stands: {approved:?}"
+    );
+    assert!(store.rejected_approvals(&person).unwrap().is_empty());
+
+    // A rejection of the approved run itself, or of a newer one, still takes
+    // it back.
+    store
+        .record_decisions(newer, &[(0, Decision::Rejected, None)], "admin", t(50))
+        .unwrap();
+    assert!(store.approved_deprovisions(&person).unwrap().is_empty());
+    assert_eq!(
+        store
+            .rejected_approvals(&person)
+            .unwrap()
+            .get("00u0")
+            .map(|r| r.approval.run),
+        Some(newer)
+    );
 }
