@@ -1624,22 +1624,7 @@ mod tests {
             .record_decisions(run, &[(0, Decision::Rejected, None)], "admin", at(9, 10))
             .unwrap();
 
-        let status = collect(
-            &store,
-            at(9, 15),
-            Settings {
-                tz: chrono_tz::UTC,
-                delete_after: None,
-                cool_down: std::time::Duration::from_secs(900),
-                database: None,
-                schedule: None,
-                admin_command: "seatwarden".to_owned(),
-                resolve_after: None,
-                certificates: Vec::new(),
-                exceptions: Vec::new(),
-            },
-        )
-        .unwrap();
+        let status = collect(&store, at(9, 15), settings_in_utc("seatwarden")).unwrap();
         assert_eq!(
             status.last_reconcile_actions.get("held").copied(),
             Some(2),
@@ -1654,6 +1639,22 @@ mod tests {
         );
     }
 
+    /// Settings in UTC, with no database, schedule, mail or exceptions, naming
+    /// `admin_command`.
+    fn settings_in_utc(admin_command: &str) -> Settings<'static> {
+        Settings {
+            tz: chrono_tz::UTC,
+            delete_after: None,
+            cool_down: std::time::Duration::from_secs(900),
+            database: None,
+            schedule: None,
+            admin_command: admin_command.to_owned(),
+            resolve_after: None,
+            certificates: Vec::new(),
+            exceptions: Vec::new(),
+        }
+    }
+
     /// The open circuit breaker's line tells the configured command to resume.
     #[test]
     fn an_open_breaker_names_the_configured_command_to_resume() {
@@ -1665,22 +1666,7 @@ mod tests {
                 failures: Vec::new(),
             })
             .unwrap();
-        let status = collect(
-            &store,
-            at(9, 5),
-            Settings {
-                tz: chrono_tz::UTC,
-                delete_after: None,
-                cool_down: std::time::Duration::from_secs(900),
-                database: None,
-                schedule: None,
-                admin_command: "sudo seatwarden-admin".to_owned(),
-                resolve_after: None,
-                certificates: Vec::new(),
-                exceptions: Vec::new(),
-            },
-        )
-        .unwrap();
+        let status = collect(&store, at(9, 5), settings_in_utc("sudo seatwarden-admin")).unwrap();
         let text = render_text(&status);
         assert!(
             text.contains(

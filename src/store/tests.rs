@@ -3005,6 +3005,21 @@ fn runs_at_work_between_lists_only_those_still_running() {
     );
 }
 
+/// A plan whose one action, the deactivation of account `a0`, is held (an
+/// incomplete directory read).
+fn held_deactivation_of_a0() -> Plan {
+    Plan {
+        actions: vec![action(
+            0,
+            ActionKind::Deactivate {
+                account_id: "a0".into(),
+            },
+            Some(HoldReason::IncompleteDirectory),
+        )],
+        ..Plan::default()
+    }
+}
+
 /// The newest decision about a person's held deprovision decides, in any run:
 /// an approval that released it counts until a later run's rejection, a
 /// rejection at the very moment of an approval refuses, and an approval after a
@@ -3015,16 +3030,7 @@ fn runs_at_work_between_lists_only_those_still_running() {
 fn the_newest_decision_about_a_held_deprovision_decides_and_a_tied_rejection_refuses() {
     let mut store = Store::open_in_memory().unwrap();
     let person = vec!["00u0".to_owned()];
-    let held = || Plan {
-        actions: vec![action(
-            0,
-            ActionKind::Deactivate {
-                account_id: "a0".into(),
-            },
-            Some(HoldReason::IncompleteDirectory),
-        )],
-        ..Plan::default()
-    };
+    let held = held_deactivation_of_a0;
     let decide = |store: &mut Store, at: i64, decision: Decision| {
         let run = store.begin_run(RunKind::Reconcile, t(at)).unwrap();
         store.save_plan(run, &held(), t(at)).unwrap();
@@ -3086,16 +3092,7 @@ fn an_approval_its_own_run_rejected_keeps_the_time_it_was_released() {
     let mut store = Store::open_in_memory().unwrap();
     let person = vec!["00u0".to_owned()];
     let run = store.begin_run(RunKind::Reconcile, t(10)).unwrap();
-    let plan = Plan {
-        actions: vec![action(
-            0,
-            ActionKind::Deactivate {
-                account_id: "a0".into(),
-            },
-            Some(HoldReason::IncompleteDirectory),
-        )],
-        ..Plan::default()
-    };
+    let plan = held_deactivation_of_a0();
     store.save_plan(run, &plan, t(10)).unwrap();
     store
         .record_decisions(run, &[(0, Decision::Approved, None)], "admin", t(10))
@@ -3121,16 +3118,7 @@ fn an_approval_its_own_run_rejected_keeps_the_time_it_was_released() {
 fn a_rejection_of_an_older_run_leaves_a_newer_approval_standing() {
     let mut store = Store::open_in_memory().unwrap();
     let person = vec!["00u0".to_owned()];
-    let plan = Plan {
-        actions: vec![action(
-            0,
-            ActionKind::Deactivate {
-                account_id: "a0".into(),
-            },
-            Some(HoldReason::IncompleteDirectory),
-        )],
-        ..Plan::default()
-    };
+    let plan = held_deactivation_of_a0();
     let older = store.begin_run(RunKind::Reconcile, t(10)).unwrap();
     store.save_plan(older, &plan, t(10)).unwrap();
     let newer = store.begin_run(RunKind::Reconcile, t(20)).unwrap();
