@@ -473,11 +473,27 @@ fn refuse_unless_plain(file: &File, path: &Path) -> std::io::Result<()> {
     if plain {
         return Ok(());
     }
-    Err(std::io::Error::new(
+    Err(not_a_plain_file())
+}
+
+fn not_a_plain_file() -> std::io::Error {
+    std::io::Error::new(
         std::io::ErrorKind::InvalidInput,
         "not a plain file (a symbolic link, a hard link or not a regular file): a lock \
          file is never followed; remove it, and the next command makes it again",
-    ))
+    )
+}
+
+/// Fails when something other than a regular file is at `path`, before it is
+/// opened: opening a FIFO planted there for writing would wait for a reader for
+/// ever, and a command run as root would hang instead of refusing it.
+/// [`refuse_unless_plain`] still checks what was opened (the path can change
+/// between the two).
+fn refuse_what_is_not_a_file(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(found) if !found.file_type().is_file() => Err(not_a_plain_file()),
+        _ => Ok(()),
+    }
 }
 
 /// The lock file at `path`, and whether this call made it: a file it made is
@@ -491,12 +507,14 @@ fn open_or_make(path: &Path) -> std::io::Result<(File, bool)> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
+        refuse_what_is_not_a_file(path)?;
         match super::private_file().open(path) {
             Ok(file) => return Ok((file, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
+    refuse_what_is_not_a_file(path)?;
     super::private_file()
         .create(true)
         .truncate(false)
@@ -621,6 +639,35 @@ mod tests {
         let held = WriterLock::try_acquire(&database).unwrap();
         assert!(held.is_some());
         assert!(WriterLock::try_acquire(&database).unwrap().is_none());
+    }
+
+    /// A FIFO planted at a lock file's path is refused before it is opened:
+    /// opened for writing, it would wait for a reader for ever, and a command
+    /// run as root would hang. Before, `open_lock_file` never returned.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_a_lock_files_path_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let lock = WriterLock::path(&database);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&lock)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", lock.display());
+        let (sent, answer) = std::sync::mpsc::channel();
+        let (lock_path, database_path) = (lock.clone(), database.clone());
+        std::thread::spawn(move || {
+            let opened = open_lock_file(&lock_path, &database_path).map(drop);
+            let _ = sent.send(opened);
+        });
+        let opened = answer
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("open_lock_file waited on the FIFO");
+        let error = opened.unwrap_err();
+        assert!(error.to_string().starts_with("not a plain file"), "{error}");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     }
 
     #[cfg(unix)]
