@@ -9,14 +9,19 @@
 //!
 //! Mapping: a User's `id` is the identity id (it becomes the account's
 //! `externalId`); `userName`, `name`, `displayName` and the primary email are taken
-//! as they are; `active: false` is `suspended`; `department` comes from the
+//! as they are; `active: false` is `suspended`, and `active` sent for some Users
+//! but not others fails the snapshot (sent for none, everyone is active: RFC
+//! 7643 §4.1.1 makes it optional); `department` comes from the
 //! enterprise extension. A person's groups are the `displayName`s of the Groups that
 //! list them, directly or through a Group that is itself a member (cycles are
 //! harmless); a group the configuration names (scope, mappings,
 //! `safety.protected_groups`), or one nested in it, that a listing shows empty is
-//! read again on its own, as some providers leave `members` out of listings; one that
+//! read again on its own, as some providers leave `members` out of listings (with
+//! `attributes=members` when the plain read lacks them too); one that
 //! still shows none while a User's own `groups` (RFC 7643 §4.1.2) names it fails the
-//! snapshot, as its members were left out, not gone. Every scope group
+//! snapshot, as its members were left out, not gone; so does one never sent with a
+//! `members` attribute when no Group shows any member. A member marked as a Group
+//! that the listing lacks is read by its id, or fails the snapshot. Every scope group
 //! must exist. Anything the provider answers that cannot be read fails the whole
 //! snapshot (a User whose `userName` is blank too), and a listing shorter than
 //! the `totalResults` it announced makes the snapshot incomplete: a partial
@@ -32,7 +37,8 @@ use std::time::Duration;
 use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceGroup};
 use crate::retry::RetryPolicy;
 use crate::workspace::{
-    GroupMembers, Pagination, RoleAttribute, ScimClient, ScimSettings, WorkspaceError,
+    GroupMembers, GroupRead, Pagination, People, RoleAttribute, ScimClient, ScimSettings,
+    WorkspaceError,
 };
 
 use super::{DirectoryError, GroupInterest, Secret};
@@ -185,9 +191,12 @@ impl ScimDirectorySource {
                 .await
                 .map_err(directory_error(&settings.url))?;
         }
-        self.check_named_groups(client, &mut people.groups).await?;
+        let members_unshown = self.check_named_groups(client, &mut people).await?;
+        // Users' own `groups` naming an empty Group is the surer sign: said first.
         refuse_groups_without_their_members(&settings.url, &people, &self.interest())?;
+        refuse_hidden_members(&settings.url, &people.groups, &members_unshown)?;
         refuse_blank_user_names(&settings.url, people.users.iter().map(|(a, _)| a))?;
+        refuse_some_users_without_active(&settings.url, &people)?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {
             identities: identities(people.users, &people.groups),
@@ -207,15 +216,23 @@ impl ScimDirectorySource {
 
     /// Every scope group must exist: without it everyone would look out of scope.
     /// A named group, or a group nested in one, listed without members is read
-    /// again on its own, as some providers leave `members` out of listings; only
-    /// what that read shows counts.
+    /// again on its own, as some providers leave `members` out of listings
+    /// (asked for with `attributes=members` when the plain read lacks them too);
+    /// only what that read shows counts. A member marked as a Group that the
+    /// listing lacks is read by its id, and added to `people.groups`. Gives the
+    /// groups (index, last request) that never came with a `members` attribute,
+    /// for [`refuse_hidden_members`].
     async fn check_named_groups(
         &self,
         client: &ScimClient,
-        groups: &mut [WorkspaceGroup],
-    ) -> Result<(), DirectoryError> {
+        people: &mut People,
+    ) -> Result<Vec<(usize, String)>, DirectoryError> {
         let settings = &self.settings;
-        let present = groups.iter().map(|g| g.display_name.as_str()).collect();
+        let present = people
+            .groups
+            .iter()
+            .map(|g| g.display_name.as_str())
+            .collect();
         let what = format!("the displayName of a Group at {}", settings.url);
         super::check_scope_groups(
             "scim",
@@ -239,49 +256,170 @@ impl ScimDirectorySource {
         );
         if interest.is_everything() {
             // No group decides anything: none is worth a read of its own.
-            return Ok(());
+            return Ok(Vec::new());
         }
         super::refuse_ambiguous_names(
             "scim",
             &interest,
-            groups
+            people
+                .groups
                 .iter()
                 .map(|g| (g.id.as_str(), g.display_name.as_str())),
             "rename one of them in the directory",
         )?;
         // From the named groups down through every group nested in them: a nested
         // group listed without members would leave its people out of scope.
-        let index: HashMap<String, usize> = groups
+        let groups = &mut people.groups;
+        let mut index: HashMap<String, usize> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| (g.id.clone(), i))
             .collect();
-        let mut visited = vec![false; groups.len()];
+        let user_ids: HashSet<&str> = people.users.iter().map(|(a, _)| a.id.as_str()).collect();
+        let mut members_unshown: Vec<(usize, String)> = Vec::new();
+        let mut visited: HashSet<usize> = HashSet::new();
+        // Groups whose members a read of their own already asked for.
+        let mut read_on_its_own: HashSet<usize> = HashSet::new();
         let mut pending: Vec<usize> = (0..groups.len())
             .filter(|&i| interest.wants(&groups[i].display_name))
             .collect();
         while let Some(i) = pending.pop() {
-            if std::mem::replace(&mut visited[i], true) {
+            if !visited.insert(i) {
                 continue;
             }
-            let group = &mut groups[i];
-            if group.members.is_empty()
-                && let Some(read) = client
-                    .get_group(&group.id)
+            if groups[i].members.is_empty() && read_on_its_own.insert(i) {
+                let id = groups[i].id.clone();
+                match client
+                    .group_with_members(&id)
                     .await
                     .map_err(directory_error(&settings.url))?
-            {
-                group.members = read.members;
+                {
+                    // Gone since the listing: what the listing showed is all there is.
+                    GroupRead::Gone => {}
+                    GroupRead::Found {
+                        group,
+                        marked_groups,
+                        members_shown,
+                        endpoint,
+                    } => {
+                        if !members_shown && people.listed_without_members.contains(&id) {
+                            members_unshown.push((i, endpoint));
+                        }
+                        groups[i].members = group.members;
+                        people.marked_groups.extend(marked_groups);
+                    }
+                }
             }
-            pending.extend(
-                group
-                    .members
-                    .iter()
-                    .filter_map(|member| index.get(member).copied())
-                    .filter(|&j| !visited[j]),
+            // A member marked as a Group that the listing lacks (listings can
+            // leave groups out, or page past one) is read on its own: unread,
+            // its members would silently fall out of scope.
+            let parent = i;
+            for member in groups[parent].members.clone() {
+                if let Some(&j) = index.get(&member) {
+                    pending.push(j);
+                    continue;
+                }
+                if user_ids.contains(member.as_str()) || !people.marked_groups.contains(&member) {
+                    continue;
+                }
+                match client
+                    .group_with_members(&member)
+                    .await
+                    .map_err(directory_error(&settings.url))?
+                {
+                    GroupRead::Gone => {
+                        return Err(DirectoryError::Malformed {
+                            endpoint: format!("{}/Groups/{member}", base(&settings.url)),
+                            what: format!(
+                                "Group {:?} has a member {member:?} marked as a Group, which \
+                                 the Groups listing does not hold and a read of its own does \
+                                 not find (404): read without it, its members would \
+                                 silently lose what {:?} gives",
+                                groups[parent].display_name, groups[parent].display_name
+                            ),
+                        });
+                    }
+                    GroupRead::Found {
+                        group,
+                        marked_groups,
+                        members_shown,
+                        endpoint,
+                    } => {
+                        tracing::info!(
+                            group = %group.display_name,
+                            id = %group.id,
+                            within = %groups[parent].display_name,
+                            "a nested Group missing from the Groups listing was read on its own"
+                        );
+                        let j = groups.len();
+                        if !members_shown {
+                            members_unshown.push((j, endpoint));
+                        }
+                        people.marked_groups.extend(marked_groups);
+                        index.insert(group.id.clone(), j);
+                        groups.push(group);
+                        read_on_its_own.insert(j);
+                        pending.push(j);
+                    }
+                }
+            }
+        }
+        Ok(members_unshown)
+    }
+}
+
+/// The base URL without its trailing slash, for naming a resource under it.
+fn base(url: &url::Url) -> &str {
+    url.as_str().trim_end_matches('/')
+}
+
+/// Refuses a Group the configuration names (or one nested in it) that never
+/// came with a `members` attribute, in the listing, read on its own, nor asked
+/// for with `attributes=members`, when no Group of this provider shows any
+/// member at all: it cannot be told from a provider that never shows members,
+/// and read as empty, everyone in it would lose what it gives. When other
+/// Groups show their members, an omitted `members` is the empty group RFC
+/// 7643 §2.5 lets a provider leave out (`members: []` is always taken as
+/// empty).
+fn refuse_hidden_members(
+    url: &url::Url,
+    groups: &[WorkspaceGroup],
+    members_unshown: &[(usize, String)],
+) -> Result<(), DirectoryError> {
+    let unshown = members_unshown
+        .iter()
+        .filter_map(|(i, endpoint)| groups.get(*i).map(|g| (g, endpoint)))
+        .filter(|(g, _)| g.members.is_empty());
+    if groups.iter().any(|g| !g.members.is_empty()) {
+        for (group, _) in unshown {
+            tracing::info!(
+                group = %group.display_name,
+                id = %group.id,
+                "a Group came without members, listed, read on its own and asked for with \
+                 attributes=members, while other Groups show theirs: taken as empty"
             );
         }
-        Ok(())
+        return Ok(());
+    }
+    let mut unshown = unshown;
+    match unshown.next() {
+        Some((group, endpoint)) => Err(DirectoryError::Malformed {
+            endpoint: format!(
+                "{}{}",
+                base(url),
+                endpoint.strip_prefix("GET ").unwrap_or(endpoint)
+            ),
+            what: format!(
+                "Group {:?} came without a members attribute, in the listing, read on its \
+                 own and asked for with attributes=members, and no Group of the provider \
+                 shows any member: the members may be hidden from this token, and read as \
+                 empty everyone in the group would lose what it gives; check that the \
+                 directory's token (directory.token, or the file directory.token_file names) \
+                 may read group members (a really empty group is sent with \"members\": [])",
+                group.display_name
+            ),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -414,6 +552,48 @@ fn scim_error(error: WorkspaceError, url: &url::Url) -> DirectoryError {
             what: ours(what),
         },
     }
+}
+
+/// `active` is optional (RFC 7643 §4.1.1), and a User without it is taken as
+/// active: a provider that sends it for no User has no such notion, and its
+/// leavers leave `/Users` (said once a read, at info). Sent for some Users
+/// but not others, it is refused: the ones without it may be disabled people
+/// the provider leaves it off for (or enabled ones, when only `false` is
+/// sent), and guessed either way someone keeps access or loses it.
+fn refuse_some_users_without_active(url: &url::Url, people: &People) -> Result<(), DirectoryError> {
+    let Some(first) = people.without_active.first() else {
+        return Ok(());
+    };
+    if people.without_active.len() == people.users.len() {
+        tracing::info!(
+            url = %url,
+            users = people.users.len(),
+            "no User of the SCIM directory has an active attribute: all are taken as active, \
+             and a person leaves by leaving the Users listing"
+        );
+        return Ok(());
+    }
+    let user_name = people
+        .users
+        .iter()
+        .find(|(account, _)| &account.id == first)
+        .map(|(account, _)| format!(" ({})", account.user_name.trim()))
+        .unwrap_or_default();
+    let others = match people.without_active.len() - 1 {
+        0 => String::new(),
+        1 => " and 1 other User".to_owned(),
+        n => format!(" and {n} other Users"),
+    };
+    Err(DirectoryError::Malformed {
+        endpoint: format!("{}/Users/{first}", base(url)),
+        what: format!(
+            "User {first:?}{user_name}{others} came without an active attribute while {} \
+             other Users of the listing have one: whether they are enabled cannot be told, \
+             and read either way someone would keep or lose access wrongly; check the \
+             provider's attribute mapping for active",
+            people.users.len() - people.without_active.len()
+        ),
+    })
 }
 
 /// Refuses a User whose `userName` is empty or only spaces, as the other sources
@@ -680,8 +860,72 @@ mod tests {
                 .iter()
                 .map(|&g| (g.to_owned(), vec!["u2".to_owned(), "u1".to_owned()]))
                 .collect(),
+            listed_without_members: HashSet::new(),
+            marked_groups: HashSet::new(),
+            without_active: Vec::new(),
             whole: true,
         }
+    }
+
+    /// `active` sent for no User is the provider's way (all active); sent for
+    /// some and not others, the snapshot fails naming the first without it.
+    #[test]
+    fn users_without_active_among_users_with_it_fail_the_snapshot() {
+        let url = test_url();
+        let mut people = listed(Vec::new(), &[]);
+        people.users.push(person("u3", false));
+        refuse_some_users_without_active(&url, &people).unwrap();
+        people.without_active = vec!["u1".into(), "u2".into(), "u3".into()];
+        refuse_some_users_without_active(&url, &people).unwrap();
+        people.without_active = vec!["u2".into()];
+        let error = refuse_some_users_without_active(&url, &people).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "https://idp.example.com:8443/scim/v2/Users/u2: malformed response: User \"u2\" \
+             (u2@example.com) came without an active attribute while 2 other Users of the \
+             listing have one: whether they are enabled cannot be told, and read either way \
+             someone would keep or lose access wrongly; check the provider's attribute \
+             mapping for active"
+        );
+        assert!(!error.is_transient());
+        people.without_active = vec!["u2".into(), "u3".into()];
+        let error = refuse_some_users_without_active(&url, &people).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("(u2@example.com) and 1 other User came"),
+            "{error}"
+        );
+    }
+
+    /// A group of interest never shown with a `members` attribute fails the
+    /// snapshot when no Group shows any member; when another does, an omitted
+    /// `members` is an empty group (RFC 7643 §2.5).
+    #[test]
+    fn a_group_never_shown_with_members_fails_only_when_no_group_shows_any() {
+        let url = test_url();
+        let endpoint = "GET /Groups/g-eng?attributes=members".to_owned();
+        let hidden = [
+            group("g-all", "Taskade Users", &[]),
+            group("g-eng", "Engineering", &[]),
+        ];
+        let error = refuse_hidden_members(&url, &hidden, &[(1, endpoint.clone())]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "https://idp.example.com:8443/scim/v2/Groups/g-eng?attributes=members: malformed \
+             response: Group \"Engineering\" came without a members attribute, in the listing, \
+             read on its own and asked for with attributes=members, and no Group of the \
+             provider shows any member: the members may be hidden from this token, and read \
+             as empty everyone in the group would lose what it gives; check that the \
+             directory's token (directory.token, or the file directory.token_file names) may \
+             read group members (a really empty group is sent with \"members\": [])"
+        );
+        refuse_hidden_members(&url, &hidden, &[]).unwrap();
+        let shown = [
+            group("g-all", "Taskade Users", &["u1"]),
+            group("g-eng", "Engineering", &[]),
+        ];
+        refuse_hidden_members(&url, &shown, &[(1, endpoint)]).unwrap();
     }
 
     fn scoped_to(name: &str) -> GroupInterest {

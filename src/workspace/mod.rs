@@ -468,8 +468,35 @@ pub struct People {
     /// Users that name it: what tells an empty Group from one whose `members`
     /// the provider leaves out.
     pub named_by_users: HashMap<String, Vec<String>>,
+    /// The Groups the listing sent without a `members` attribute (RFC 7643
+    /// §2.5: absent, null and `[]` all read as none; a provider may leave
+    /// `members` out of listings and show it only on a read of its own).
+    pub listed_without_members: HashSet<String>,
+    /// The ids that a listed Group's `members` marks as Groups (`type` or
+    /// `$ref`, RFC 7643 §4.2), whether the listing holds them or not.
+    pub marked_groups: HashSet<String>,
+    /// The Users sent without `active` (or with a null one), in listing order.
+    pub without_active: Vec<String>,
     /// False when a listing ended short of the `totalResults` it announced.
     pub whole: bool,
+}
+
+/// A Group read on its own for its members ([`ScimClient::group_with_members`]).
+#[derive(Debug, Clone)]
+pub enum GroupRead {
+    /// Not found (404): deleted since it was listed, or never there.
+    Gone,
+    Found {
+        group: WorkspaceGroup,
+        /// The ids its `members` marks as Groups.
+        marked_groups: Vec<String>,
+        /// Whether a read sent `members` at all (perhaps `[]`), plainly or asked
+        /// for with `attributes=members`; when false, `group.members` is empty
+        /// for want of the attribute, which may hide members.
+        members_shown: bool,
+        /// The last request made: where the members were (or were not) found.
+        endpoint: String,
+    },
 }
 
 /// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
@@ -1764,34 +1791,70 @@ impl ScimClient {
                 let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
                 let department = parse::department(&user.0);
                 let group_ids = parse::group_ids(&user.0);
-                Ok((account.id.clone(), (account, department, group_ids)))
+                let sent_active = parse::sends_active(&user.0);
+                Ok((
+                    account.id.clone(),
+                    (account, department, group_ids, sent_active),
+                ))
             },
         );
-        let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, body| {
-            let group = parse::group(endpoint, body)?;
-            Ok((group.id.clone(), group))
-        });
+        let groups = paging::list_all(
+            self,
+            "/Groups",
+            "groups",
+            progress,
+            |endpoint, body: parse::GroupBody| {
+                let sent_members = body.sends_members();
+                let marked = match &body {
+                    parse::GroupBody::Object { nested_groups, .. } => nested_groups.clone(),
+                    parse::GroupBody::NotObject => Vec::new(),
+                };
+                let group = parse::group(endpoint, body)?;
+                Ok((group.id.clone(), (group, sent_members, marked)))
+            },
+        );
         let (users, groups) = futures::try_join!(users, groups)?;
         let users_whole = users.whole;
+        let groups_whole = groups.whole;
         let mut named_by_users: HashMap<String, Vec<String>> = HashMap::new();
+        let mut without_active = Vec::new();
         let users = users
             .items
             .into_iter()
-            .map(|(account, department, group_ids)| {
+            .map(|(account, department, group_ids, sent_active)| {
                 for group in group_ids {
                     named_by_users
                         .entry(group)
                         .or_default()
                         .push(account.id.clone());
                 }
+                if !sent_active {
+                    without_active.push(account.id.clone());
+                }
                 (account, department)
             })
             .collect();
+        let mut listed_without_members = HashSet::new();
+        let mut marked_groups = HashSet::new();
+        let groups = groups
+            .items
+            .into_iter()
+            .map(|(group, sent_members, marked)| {
+                if !sent_members {
+                    listed_without_members.insert(group.id.clone());
+                }
+                marked_groups.extend(marked);
+                group
+            })
+            .collect();
         Ok(People {
-            whole: users_whole && groups.whole,
+            whole: users_whole && groups_whole,
             users,
-            groups: groups.items,
+            groups,
             named_by_users,
+            listed_without_members,
+            marked_groups,
+            without_active,
         })
     }
 
@@ -2516,6 +2579,73 @@ impl ScimClient {
         match self.get_json(&path, &[]).await {
             Ok((endpoint, body)) => parse::group(&endpoint, body).map(Some),
             Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /Groups/{id}` for its members: when the answer has no `members`
+    /// attribute, asked again with `attributes=members` (RFC 7644 §3.4.2.5; an
+    /// attribute the provider's schema returns only "on request", RFC 7643
+    /// §7, comes only so). When the provider refuses `attributes` (400, 501),
+    /// the group comes as the first read showed it: without members shown.
+    pub async fn group_with_members(&self, id: &str) -> Result<GroupRead, WorkspaceError> {
+        let path = resource_path(&Method::GET, "/Groups", id)?;
+        let (endpoint, body) = match self.get_json::<parse::GroupBody>(&path, &[]).await {
+            Ok(read) => read,
+            Err(e) if e.is_not_found() => return Ok(GroupRead::Gone),
+            Err(e) => return Err(e),
+        };
+        let marked = |body: &parse::GroupBody| match body {
+            parse::GroupBody::Object { nested_groups, .. } => nested_groups.clone(),
+            parse::GroupBody::NotObject => Vec::new(),
+        };
+        if body.sends_members() {
+            let marked_groups = marked(&body);
+            return Ok(GroupRead::Found {
+                group: parse::group(&endpoint, body)?,
+                marked_groups,
+                members_shown: true,
+                endpoint,
+            });
+        }
+        let group = parse::group(&endpoint, body)?;
+        let query = [("attributes", "members".to_owned())];
+        match self.get_json::<parse::GroupBody>(&path, &query).await {
+            Ok((endpoint, asked)) => {
+                let marked_groups = marked(&asked);
+                let members_shown = asked.sends_members();
+                let members = match asked {
+                    parse::GroupBody::Object {
+                        members: Some(members),
+                        ..
+                    } => members,
+                    _ => Vec::new(),
+                };
+                Ok(GroupRead::Found {
+                    group: WorkspaceGroup { members, ..group },
+                    marked_groups,
+                    members_shown,
+                    endpoint,
+                })
+            }
+            Err(e) if e.is_not_found() => Ok(GroupRead::Gone),
+            Err(
+                e @ WorkspaceError::Status {
+                    status: 400 | 501, ..
+                },
+            ) => {
+                tracing::info!(
+                    error = %e,
+                    "a Group read with attributes=members was refused; its members are \
+                     taken from the read without it"
+                );
+                Ok(GroupRead::Found {
+                    group,
+                    marked_groups: Vec::new(),
+                    members_shown: false,
+                    endpoint: endpoint_name(&Method::GET, &path, &query),
+                })
+            }
             Err(e) => Err(e),
         }
     }

@@ -180,6 +180,10 @@ pub(crate) enum GroupBody {
         /// `members` was not sent (or was null), which some providers do for a
         /// group that has members.
         members: Option<Vec<String>>,
+        /// The `value` of every member marked as a Group (`"type": "Group"`, or
+        /// a `$ref` to `/Groups/…`): RFC 7643 §4.2 lets Groups nest, and a
+        /// nested one the listing lacks must be read on its own.
+        nested_groups: Vec<String>,
     },
 }
 
@@ -358,6 +362,7 @@ pub(crate) fn group(endpoint: &str, body: GroupBody) -> Result<WorkspaceGroup, W
         id,
         display_name,
         members,
+        ..
     } = body
     else {
         return Err(WorkspaceError::malformed(
@@ -651,6 +656,12 @@ impl<'de> Deserialize<'de> for PersonBody {
     }
 }
 
+/// Whether a User carries `active` (RFC 7643 §4.1.1 makes it optional; null
+/// is unassigned, §2.5).
+pub(crate) fn sends_active(v: &Value) -> bool {
+    attr(v, "active").is_some_and(|active| !active.is_null())
+}
+
 /// The ids (`value`) of the Groups a User's `groups` attribute names; none when
 /// it is absent or not an array, and items without a `value` are passed over.
 pub(crate) fn group_ids(v: &Value) -> Vec<String> {
@@ -768,12 +779,25 @@ impl<'de> Visitor<'de> for GroupVisitor {
                 }
             }
         }
+        let (members, nested_groups) = match members.0.flatten() {
+            Some(Members { values, groups }) => (Some(values), groups),
+            None => (None, Vec::new()),
+        };
         Ok(GroupBody::Object {
             id: id.0.flatten(),
             display_name: display_name.0.flatten(),
-            members: members.0.flatten(),
+            members,
+            nested_groups,
         })
     }
+}
+
+/// A group's `members` as read: every member's `value`, and those of the
+/// members marked as Groups.
+#[derive(Debug, Default)]
+struct Members {
+    values: Vec<String>,
+    groups: Vec<String>,
 }
 
 /// A group's `members`: the `value` of each element that is an object with one;
@@ -781,7 +805,7 @@ impl<'de> Visitor<'de> for GroupVisitor {
 struct MembersSeed;
 
 impl<'de> DeserializeSeed<'de> for MembersSeed {
-    type Value = Option<Vec<String>>;
+    type Value = Option<Members>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -789,28 +813,44 @@ impl<'de> DeserializeSeed<'de> for MembersSeed {
 }
 
 impl<'de> Visitor<'de> for MembersSeed {
-    type Value = Option<Vec<String>>;
+    type Value = Option<Members>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of members")
     }
 
-    all_but_arrays_are!('de, Some(Vec::new()), None);
+    all_but_arrays_are!('de, Some(Members::default()), None);
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(value) = seq.next_element_seed(MemberSeed)? {
-            values.extend(value);
+        let mut members = Members {
+            values: Vec::with_capacity(seq.size_hint().unwrap_or(0)),
+            groups: Vec::new(),
+        };
+        while let Some(member) = seq.next_element_seed(MemberSeed)? {
+            if let Some((value, is_group)) = member {
+                if is_group {
+                    members.groups.push(value.clone());
+                }
+                members.values.push(value);
+            }
         }
-        Ok(Some(values))
+        Ok(Some(members))
     }
 }
 
-/// One element of `members`: its `value`, if it is an object that has one.
+/// Whether a member's `type` or `$ref` marks it as a Group (RFC 7643 §4.2:
+/// `type` is "User" or "Group", `$ref` the member's URI; both optional).
+pub(crate) fn marks_a_group(member_type: Option<&str>, reference: Option<&str>) -> bool {
+    member_type.is_some_and(|t| t.trim().eq_ignore_ascii_case("Group"))
+        || reference.is_some_and(|r| r.contains("/Groups/"))
+}
+
+/// One element of `members`: its `value` and whether it is marked as a Group,
+/// if it is an object that has a `value`.
 struct MemberSeed;
 
 impl<'de> DeserializeSeed<'de> for MemberSeed {
-    type Value = Option<String>;
+    type Value = Option<(String, bool)>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -818,7 +858,7 @@ impl<'de> DeserializeSeed<'de> for MemberSeed {
 }
 
 impl<'de> Visitor<'de> for MemberSeed {
-    type Value = Option<String>;
+    type Value = Option<(String, bool)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a member")
@@ -828,17 +868,29 @@ impl<'de> Visitor<'de> for MemberSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut value = Slot::default();
-        while let Some(key) = map.next_key_seed(Names(&["value"]))? {
+        let mut member_type = Slot::default();
+        let mut reference = Slot::default();
+        while let Some(key) = map.next_key_seed(Names(&["value", "type", "$ref"]))? {
             match key {
-                Some((_, exact)) if value.wants(exact) => {
+                Some((0, exact)) if value.wants(exact) => {
                     value.0 = Some(map.next_value_seed(ScalarString)?);
+                }
+                Some((1, exact)) if member_type.wants(exact) => {
+                    member_type.0 = Some(map.next_value_seed(ScalarString)?);
+                }
+                Some((2, exact)) if reference.wants(exact) => {
+                    reference.0 = Some(map.next_value_seed(ScalarString)?);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(value.0.flatten())
+        let is_group = marks_a_group(
+            member_type.0.flatten().as_deref(),
+            reference.0.flatten().as_deref(),
+        );
+        Ok(value.0.flatten().map(|value| (value, is_group)))
     }
 }
 
@@ -1181,6 +1233,19 @@ mod tests {
                 None | Some(Value::Null) => None,
                 Some(_) => Some(Vec::new()),
             },
+            nested_groups: match attr(v, "members") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter(|m| {
+                        marks_a_group(
+                            attr_str(m, "type").as_deref(),
+                            attr_str(m, "$ref").as_deref(),
+                        )
+                    })
+                    .filter_map(|m| attr_str(m, "value"))
+                    .collect(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -1363,6 +1428,7 @@ mod tests {
             id,
             display_name,
             members,
+            nested_groups,
         } = typed
         else {
             panic!("an object")
@@ -1370,6 +1436,32 @@ mod tests {
         assert_eq!(id.as_deref(), Some("17"));
         assert_eq!(display_name.as_deref(), Some("Eng"));
         assert_eq!(members.unwrap_or_default(), ["u1", "2", "u4"]);
+        assert!(nested_groups.is_empty(), "{nested_groups:?}");
+    }
+
+    /// RFC 7643 §4.2: a member is a Group by its `type` or its `$ref`, either
+    /// optional and spelled as a provider spells it.
+    #[test]
+    fn members_marked_as_groups_are_told_apart() {
+        let typed = read_group(
+            r#"{"id": "g1", "displayName": "All", "members": [
+                {"value": "u1", "type": "User", "$ref": "https://idp/scim/v2/Users/u1"},
+                {"value": "g2", "type": "Group"},
+                {"Value": "g3", "$Ref": "https://idp/scim/v2/Groups/g3"},
+                {"value": "g4", "TYPE": "group"},
+                {"value": "u5"}, {"type": "Group"}
+            ]}"#,
+        );
+        let GroupBody::Object {
+            members,
+            nested_groups,
+            ..
+        } = typed
+        else {
+            panic!("an object")
+        };
+        assert_eq!(members.unwrap_or_default(), ["u1", "g2", "g3", "g4", "u5"]);
+        assert_eq!(nested_groups, ["g2", "g3", "g4"]);
     }
 
     #[test]

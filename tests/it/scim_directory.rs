@@ -311,7 +311,7 @@ async fn a_user_the_provider_sends_without_user_name_fails_the_snapshot_naming_t
 /// A configuration reading the provider at `idp` (token in a file) for
 /// `workspace`, scoped to "Taskade Users", with extra `[directory]` and
 /// `[safety]` keys.
-fn small_config(
+pub(crate) fn small_config(
     dir: &std::path::Path,
     idp: &MockServer,
     workspace: &Sandbox,
@@ -381,7 +381,7 @@ pub(crate) const THREE: [(&str, &str); 3] = [
     ("p3", "cy@example.com"),
 ];
 
-async fn reconcile(config: &Config) -> run::RunOutcome {
+pub(crate) async fn reconcile(config: &Config) -> run::RunOutcome {
     run::execute(
         config,
         Store::open(&config.state.path).unwrap(),
