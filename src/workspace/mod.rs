@@ -295,7 +295,8 @@ pub struct ScimSettings {
     pub retry: RetryPolicy,
     /// The workspace groups whose memberships the policy manages (`displayName`s,
     /// compared case-insensitively): one listed without members is read again on
-    /// its own, as some providers leave `members` out of listings.
+    /// its own, as some providers leave `members` out of listings
+    /// ([`ScimClient::group_with_members`]).
     pub managed_groups: Vec<String>,
     /// Where those groups' members are read from.
     pub group_members: GroupMembers,
@@ -1527,10 +1528,10 @@ impl ScimClient {
                 continue;
             }
             if !sent_members && !self.members_by_filter() {
-                match self.get_group(&group.id).await? {
-                    Some(read) => group.members = read.members,
+                match self.group_with_members(&group.id).await? {
+                    GroupRead::Found { group: read, .. } => group.members = read.members,
                     // Gone since the filter answered: no one holds its role.
-                    None => continue,
+                    GroupRead::Gone => continue,
                 }
             }
             groups.push(group);
@@ -1707,7 +1708,12 @@ impl ScimClient {
         for (mut group, sent_members) in listed {
             if !by_filter && !sent_members && self.reads_members_of(&group.display_name) {
                 // Gone since the listing: what the listing showed is all there is.
-                if let Some(read) = self.get_group(&group.id).await? {
+                // Asked for with `attributes=members` too when the plain read lacks
+                // them: a provider returning them only on request would otherwise
+                // show every managed group empty.
+                if let GroupRead::Found { group: read, .. } =
+                    self.group_with_members(&group.id).await?
+                {
                     if read.members.is_empty() {
                         // Empty, or a provider that never shows members (AWS IAM
                         // Identity Center): nothing here tells them apart.

@@ -286,3 +286,46 @@ async fn a_nested_group_that_cannot_be_read_fails_the_run() {
     all_active(&workspace);
     workspace.shutdown().await;
 }
+
+/// The workspace side: a managed group whose provider returns `members` only
+/// on request (absent from the listing and a plain read) is asked for with
+/// `attributes=members`. Read as empty, its members would be added again on
+/// every run and an add never verified.
+#[tokio::test]
+async fn a_managed_workspace_group_with_members_only_on_request_is_asked_for() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list_response(json!([crate::review_s39_scim::user(1)])))
+        .mount(&server)
+        .await;
+    let bare = json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Engineering"});
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list_response(json!([bare.clone()])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups/g1"))
+        .and(query_param_is_missing("attributes"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(bare))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups/g1"))
+        .and(query_param("attributes", "members"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": [GROUP_SCHEMA], "id": "g1",
+            "members": [{"value": "u1", "type": "User"}],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = crate::review_s39_scim::client_with(&server, |s| {
+        s.managed_groups = vec!["Engineering".to_owned()];
+    });
+    let snapshot = client.snapshot(&|_| {}).await.unwrap();
+    assert_eq!(snapshot.groups.len(), 1);
+    assert_eq!(snapshot.groups[0].display_name, "Engineering");
+    assert_eq!(snapshot.groups[0].members, ["u1"]);
+}
