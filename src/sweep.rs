@@ -409,7 +409,7 @@ pub async fn sweep(
             now,
             sla,
         );
-        let approved = store.deprovisions_approved(&observation.look_alike_held)?;
+        let approved = store.look_alike_deprovisions_approved(&observation.look_alike_held)?;
         end_look_alike_episodes(
             &mut changes,
             &current,
@@ -1898,7 +1898,7 @@ fn record_returned(
     };
     let observation = observe(config, &changes, &links, &accountless(&current));
     let mut changes = sla::observe(&current, &[], &observation.returned, at, sla);
-    let approved = store.deprovisions_approved(&observation.look_alike_held)?;
+    let approved = store.look_alike_deprovisions_approved(&observation.look_alike_held)?;
     let look_alike_ended = end_look_alike_episodes(
         &mut changes,
         &current,
@@ -1931,7 +1931,9 @@ fn record_returned(
 /// it is now in the same place, rather than deactivated when the episode fell
 /// due. A deactivation already sent stays on record, as for a person back.
 /// So does one a human approved since the episode began (`approved`: by
-/// identity, the approval's time, when no rejection came after it): the
+/// identity, the approval's time, when no rejection came after it, of a
+/// look-alike hold only: one over a threshold did not answer this question,
+/// [`Store::look_alike_deprovisions_approved`]): the
 /// approval decided what the hold asked, and a write of it that failed is the
 /// retry job's to send again; ended here, the person kept access until someone
 /// approved it once more. A rejection since (the deprovision held again and
@@ -2103,6 +2105,11 @@ pub fn record_deprovisions(
         .iter()
         .map(|e| (e.id, (e.account_id.as_deref(), e.user_name.as_str())))
         .collect();
+    let held_episodes: HashSet<i64> = current
+        .iter()
+        .filter(|e| e.is_open() && e.held.is_some())
+        .map(|e| e.id)
+        .collect();
     store.batch(|store| {
         let mut verified = Vec::new();
         let mut counted = HashSet::new();
@@ -2142,6 +2149,18 @@ pub fn record_deprovisions(
                 ActionState::Held => {
                     let why = hold_reason(&row.action, admin_command);
                     store.deprovision_held(entry, &why, now + HOLD_RECHECK)?;
+                }
+                // Planned with no rule holding it and not done (its write
+                // failed, or was kept back): a hold the episode kept from an
+                // earlier run (a guard's, an approval a rejection took back) is
+                // over. Left standing, `status` went on naming it and the retry
+                // job waited for its recheck, as for a hold.
+                ActionState::Failed | ActionState::Planned
+                    if row.action.held.is_none()
+                        && !plan::is_duplicate_deprovision(&row.action)
+                        && held_episodes.contains(&entry) =>
+                {
+                    store.deprovision_released(entry)?;
                 }
                 _ => {}
             }

@@ -1,0 +1,243 @@
+//! Session 61, the retry job (`sweep::enforce`) and the decisions it follows.
+//!
+//! - A rejection that took back an approval kept the retry job off that
+//!   deprovision even after a later reconcile, holding nothing, planned it
+//!   again and its write failed: only the next reconcile retried it, and the
+//!   leaver kept access for a schedule interval. A newer unheld plan now
+//!   decides, and the reconcile's failed write releases the episode's old hold.
+//! - An approval given over a threshold (too many deprovisions at once) also
+//!   let a later reconcile skip the look-alike hold of that person, and kept
+//!   their episode from the sweep's look-alike ending: it answered another
+//!   question. Only an approval of a look-alike hold does so now.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use seatwarden::config::Config;
+use seatwarden::model::{
+    Action, ActionClass, ActionKind, DriftKind, HoldReason, Plan, ThresholdWindow,
+};
+use seatwarden::store::{Decision, RunId, RunKind, RunStatus, Store};
+use wiremock::MockServer;
+
+use crate::review_s57_dirnames::SCIM_TOKEN;
+use crate::review_s57_s57review as s57;
+use crate::review_s58_lookalike::{bob_active, bob_episode_open, sweep_now};
+use crate::review_s58_review3::bob_approved_and_failed;
+use crate::review_s59_looks::bob_held_again_by_a_newer_run;
+
+/// The retry job's pass at `at`.
+async fn retry_pass_at(config: &Config, at: DateTime<Utc>) -> seatwarden::sweep::SweepOutcome {
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::enforce(config, &client, &store, at)
+        .await
+        .unwrap()
+}
+
+/// Bob's deactivation (account `w2`) as a reconcile run stores it, held for
+/// `held`.
+fn bob_deactivation(held: Option<HoldReason>) -> Plan {
+    Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: "w2".into(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: "bob@example.com".into(),
+            identity_id: Some("00u2".into()),
+            detail: "out of scope".into(),
+            held,
+        }],
+        ..Plan::default()
+    }
+}
+
+/// A reconcile run at `at` that planned Bob's deactivation held for nothing
+/// and whose write failed (503), recorded in the ledger as a reconcile records
+/// it ([`seatwarden::sweep::record_deprovisions`]).
+fn bob_planned_unheld_and_failed(config: &Config, at: DateTime<Utc>) -> RunId {
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+    store.save_plan(run, &bob_deactivation(None), at).unwrap();
+    store.mark_in_flight(run, 0, at).unwrap();
+    store
+        .mark_failed(run, 0, at, "503 Service Unavailable")
+        .unwrap();
+    store
+        .finish_run(run, at, RunStatus::Succeeded, None)
+        .unwrap();
+    seatwarden::sweep::record_deprovisions(
+        &mut store,
+        run,
+        None,
+        at,
+        at,
+        Duration::hours(1),
+        &config.admin_command(),
+    )
+    .unwrap();
+    run
+}
+
+/// Bob's approved deactivation failed; a person rejected a newer run holding
+/// it again (the approval taken back, the episode held); then a reconcile
+/// that held nothing planned it again and its write failed. The retry job's
+/// next pass, two minutes on, sends it. Before, the retry job skipped it as
+/// an approval taken back (and waited for the old hold's recheck): Bob kept
+/// access until the next reconcile.
+#[tokio::test]
+async fn a_newer_unheld_plan_supersedes_the_rejection_for_the_retry_job() {
+    let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
+    let rejected = bob_held_again_by_a_newer_run(&config);
+    let now = Utc::now();
+    {
+        let mut store = Store::open(&config.state.path).unwrap();
+        seatwarden::approval::reject(
+            &mut store,
+            rejected,
+            &seatwarden::approval::Only::All,
+            "seatwarden",
+            chrono_tz::UTC,
+            now + Duration::seconds(1),
+        )
+        .unwrap();
+    }
+    bob_planned_unheld_and_failed(&config, now + Duration::seconds(2));
+    let outcome = retry_pass_at(&config, now + Duration::minutes(2)).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(
+        !active,
+        "the retry job left the reconcile's failed deactivation unsent: {outcome:?}"
+    );
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+}
+
+/// The same plan made before the rejection does not undo it: the rejection
+/// is the newer word, and the retry job sends nothing.
+#[tokio::test]
+async fn an_unheld_plan_older_than_the_rejection_does_not_undo_it() {
+    let (config, sandbox, _okta, _dir) = bob_approved_and_failed().await;
+    let rejected = bob_held_again_by_a_newer_run(&config);
+    let now = Utc::now();
+    bob_planned_unheld_and_failed(&config, now);
+    {
+        let mut store = Store::open(&config.state.path).unwrap();
+        seatwarden::approval::reject(
+            &mut store,
+            rejected,
+            &seatwarden::approval::Only::All,
+            "seatwarden",
+            chrono_tz::UTC,
+            now + Duration::seconds(1),
+        )
+        .unwrap();
+    }
+    retry_pass_at(&config, now + Duration::hours(1)).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "the retry job sent a deactivation a person rejected");
+}
+
+/// Bob (00u2, only in "Taskade\u{200b} Users", a look-alike of the scope
+/// group) linked by a first reconcile, which held his deactivation as a
+/// look-alike's. Then a reconcile run held his deactivation over the
+/// deprovision threshold (as when he was still a plain leaver among many),
+/// a person approved that and its write failed: his episode is open for the
+/// retry job, as `approve` leaves it.
+async fn bob_approved_over_a_threshold() -> (
+    Config,
+    seatwarden::sandbox::Sandbox,
+    MockServer,
+    tempfile::TempDir,
+) {
+    let okta = MockServer::start().await;
+    s57::org().mount(&okta).await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = s57::config(dir.path(), sandbox.base_url().as_str(), &okta.uri());
+    crate::fixtures::reconcile(&config).await;
+    let now = Utc::now();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let threshold = HoldReason::Threshold {
+        class: ActionClass::Deprovision,
+        window: ThresholdWindow::Run,
+        planned: 30,
+        recent: 0,
+        limit: 10,
+        managed: 200,
+        by_percent: false,
+    };
+    store
+        .save_plan(run, &bob_deactivation(Some(threshold)), now)
+        .unwrap();
+    store
+        .finish_run(run, now, RunStatus::Succeeded, None)
+        .unwrap();
+    store
+        .record_decisions(run, &[(0, Decision::Approved, None)], "alice", now)
+        .unwrap();
+    store.approve_held(run, now).unwrap();
+    store.mark_in_flight(run, 0, now).unwrap();
+    store
+        .mark_failed(run, 0, now, "503 Service Unavailable")
+        .unwrap();
+    seatwarden::sweep::record_deprovisions(
+        &mut store,
+        run,
+        Some(&[0]),
+        now,
+        now,
+        Duration::hours(1),
+        &config.admin_command(),
+    )
+    .unwrap();
+    drop(store);
+    assert!(bob_episode_open(&config), "approve opened no episode");
+    (config, sandbox, okta, dir)
+}
+
+/// A reconcile holds Bob's deactivation as a look-alike member's: the
+/// approval over the threshold did not answer that. Before, the reconcile
+/// sent it unheld.
+#[tokio::test]
+async fn an_approval_over_a_threshold_does_not_answer_a_look_alike_hold() {
+    let (config, sandbox, _okta, _dir) = bob_approved_over_a_threshold().await;
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    let bob: Vec<_> = outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.identity_id.as_deref() == Some("00u2"))
+        .collect();
+    assert!(
+        !bob.is_empty()
+            && bob
+                .iter()
+                .all(|a| a.held.as_ref().map(|h| h.rule()) == Some("look_alike_group")),
+        "{bob:#?}"
+    );
+    assert!(active, "the reconcile deactivated Bob");
+}
+
+/// The sweep ends Bob's episode as a look-alike member's, and the retry job
+/// after it sends nothing. Before, the threshold's approval kept the episode
+/// and the sweep deactivated him.
+#[tokio::test]
+async fn the_sweep_ends_a_look_alike_episode_approved_only_over_a_threshold() {
+    let (config, sandbox, _okta, _dir) = bob_approved_over_a_threshold().await;
+    let (_, store, client) = sweep_now(&config).await;
+    seatwarden::sweep::enforce(&config, &client, &store, Utc::now() + Duration::hours(1))
+        .await
+        .unwrap();
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "the sweep or the retry job deactivated Bob");
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+}
