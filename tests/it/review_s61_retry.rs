@@ -9,6 +9,13 @@
 //!   let a later reconcile skip the look-alike hold of that person, and kept
 //!   their episode from the sweep's look-alike ending: it answered another
 //!   question. Only an approval of a look-alike hold does so now.
+//! - The retry job read no directory: a leaver whose first deactivation failed,
+//!   put in a protected group or made active again in the directory before the
+//!   next attempt, was deactivated by the retry job when no sweep had run
+//!   since (a protected person then stays deactivated: nothing reactivates a
+//!   protected account). A retry pass with an attempt due now reads the
+//!   directory's changes first, as the sweep does; a directory it cannot read
+//!   does not keep the leaver's deactivation back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -18,9 +25,11 @@ use seatwarden::config::Config;
 use seatwarden::model::{
     Action, ActionClass, ActionKind, DriftKind, HoldReason, Plan, ThresholdWindow,
 };
+use seatwarden::sla::{LedgerChanges, LossReason, NewEntry};
 use seatwarden::store::{Decision, RunId, RunKind, RunStatus, Store};
 use wiremock::MockServer;
 
+use crate::okta::{FakeOkta, LinkStyle, okta_group, okta_user};
 use crate::review_s57_dirnames::SCIM_TOKEN;
 use crate::review_s57_s57review as s57;
 use crate::review_s58_lookalike::{bob_active, bob_episode_open, sweep_now};
@@ -240,4 +249,162 @@ async fn the_sweep_ends_a_look_alike_episode_approved_only_over_a_threshold() {
     sandbox.shutdown().await;
     assert!(active, "the sweep or the retry job deactivated Bob");
     assert!(!bob_episode_open(&config), "Bob's episode is still open");
+}
+
+/// Okta now, as `lastUpdated` and `lastMembershipUpdated` give it.
+fn okta_now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Ada, Bob and Dee in "Taskade Users"; "Break Glass", a protected group,
+/// holds `break_glass`. Bob's status is `bob_status`; `changed` dates Bob and
+/// both groups now, so a delta since the last sweep sees them.
+fn org(bob_status: &str, in_scope: &[&str], break_glass: &[&str], changed: bool) -> FakeOkta {
+    let mut bob = okta_user("00u2", "bob@example.com", bob_status);
+    let mut scope = okta_group("00g1", "Taskade Users");
+    let mut protected = okta_group("00g5", "Break Glass");
+    if changed {
+        let now = okta_now();
+        bob["lastUpdated"] = now.clone().into();
+        scope["lastMembershipUpdated"] = now.clone().into();
+        protected["lastMembershipUpdated"] = now.into();
+    }
+    let ids = |members: &[&str]| members.iter().map(|m| (*m).to_owned()).collect();
+    FakeOkta {
+        users: vec![
+            okta_user("00u1", "ada@example.com", "ACTIVE"),
+            bob,
+            okta_user("00u4", "dee@example.com", "ACTIVE"),
+        ],
+        groups: vec![(scope, ids(in_scope)), (protected, ids(break_glass))],
+        page_size: 200,
+        style: LinkStyle::SeparateLines,
+        app_users: Vec::new(),
+        app_groups: Vec::new(),
+        clock_offset: None,
+    }
+}
+
+/// Okta (Ada, Bob, Dee in scope) against the sandbox, "Break Glass" in
+/// `safety.protected_groups`: a reconcile links everyone and a sweep takes the
+/// directory's cursor, so the next read is a delta. Then Bob's episode opens
+/// (`reason`) as a sweep opens it when he loses access, and its first
+/// deactivation fails: the next attempt is due now.
+async fn bob_failed_once(
+    reason: LossReason,
+) -> (Config, seatwarden::sandbox::Sandbox, MockServer, tempfile::TempDir) {
+    let okta = MockServer::start().await;
+    org("ACTIVE", &["00u1", "00u2", "00u4"], &[], false)
+        .mount(&okta)
+        .await;
+    let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let directory = format!(
+        "kind = \"okta\"\nurl = \"{}\"\ntoken = \"s61-retry-okta-token\"\n",
+        okta.uri()
+    );
+    crate::review_s57_dirnames::config_with(dir.path(), sandbox.base_url().as_str(), &directory, "");
+    let path = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    // `[safety]` is the last table written.
+    text.push_str("protected_groups = [\"Break Glass\"]\n");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+    crate::fixtures::reconcile(&config).await;
+    let (swept, _, _) = sweep_now(&config).await;
+    assert_eq!(swept.detected, 0, "{swept:?}");
+    let now = Utc::now();
+    let mut store = Store::open(&config.state.path).unwrap();
+    store
+        .update_ledger(
+            &LedgerChanges {
+                open: vec![NewEntry {
+                    identity_id: "00u2".into(),
+                    account_id: Some("w2".into()),
+                    user_name: "bob@example.com".into(),
+                    reason,
+                    detected_at: now - Duration::minutes(2),
+                    due_at: now + Duration::minutes(58),
+                }],
+                ..LedgerChanges::default()
+            },
+            now - Duration::minutes(2),
+        )
+        .unwrap();
+    let episode = store
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == "00u2")
+        .unwrap();
+    store
+        .deprovision_failed(episode.id, "503 Service Unavailable", now - Duration::seconds(1))
+        .unwrap();
+    drop(store);
+    assert!(bob_active(&sandbox));
+    (config, sandbox, okta, dir)
+}
+
+/// The directory at `okta` replaced by `fake`.
+async fn directory_now(okta: &MockServer, fake: FakeOkta) {
+    okta.reset().await;
+    fake.mount(okta).await;
+}
+
+/// The daemon's retry job's pass now.
+async fn retry_job(config: &Config) -> seatwarden::sweep::SweepOutcome {
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    seatwarden::sweep::retry(
+        config,
+        &config.sweep_directory(),
+        &client,
+        &store,
+        Utc::now(),
+        Duration::hours(1),
+    )
+    .await
+    .unwrap()
+}
+
+/// Bob, out of scope, was put in the protected group before the retry job's
+/// next attempt, and no sweep ran since: the retry job does not deactivate
+/// him, and his episode ends. Before, it deactivated him, and nothing would
+/// have given a protected account its access back.
+#[tokio::test]
+async fn the_retry_job_leaves_a_leaver_put_in_a_protected_group_since_alone() {
+    let (config, sandbox, okta, _dir) = bob_failed_once(LossReason::OutOfScope).await;
+    directory_now(&okta, org("ACTIVE", &["00u1", "00u4"], &["00u2"], true)).await;
+    let outcome = retry_job(&config).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "the retry job deactivated a protected person: {outcome:?}");
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+}
+
+/// Bob, suspended, was made active again before the retry job's next attempt:
+/// it does not deactivate him. Before, it did, until a reconcile reactivated
+/// him.
+#[tokio::test]
+async fn the_retry_job_leaves_a_person_active_again_alone() {
+    let (config, sandbox, okta, _dir) = bob_failed_once(LossReason::Suspended).await;
+    directory_now(&okta, org("ACTIVE", &["00u1", "00u2", "00u4"], &[], true)).await;
+    let outcome = retry_job(&config).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "the retry job deactivated a person back: {outcome:?}");
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+}
+
+/// A directory the retry job cannot read keeps no leaver's deactivation back:
+/// the pass enforces the ledger as the last sweep left it.
+#[tokio::test]
+async fn the_retry_job_deactivates_the_leaver_while_the_directory_cannot_be_read() {
+    let (config, sandbox, okta, _dir) = bob_failed_once(LossReason::OutOfScope).await;
+    okta.reset().await;
+    let outcome = retry_job(&config).await;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(!active, "the leaver kept access: {outcome:?}");
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
 }
