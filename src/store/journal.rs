@@ -546,7 +546,8 @@ impl Store {
         if identities.is_empty() {
             return Ok(std::collections::HashMap::new());
         }
-        let context = || "reading the unheld deprovisions reconciles planned from actions".to_owned();
+        let context =
+            || "reading the unheld deprovisions reconciles planned from actions".to_owned();
         let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
             context: context(),
             source,

@@ -148,7 +148,10 @@ async fn an_unheld_plan_older_than_the_rejection_does_not_undo_it() {
     retry_pass_at(&config, now + Duration::hours(1)).await;
     let active = bob_active(&sandbox);
     sandbox.shutdown().await;
-    assert!(active, "the retry job sent a deactivation a person rejected");
+    assert!(
+        active,
+        "the retry job sent a deactivation a person rejected"
+    );
 }
 
 /// Bob (00u2, only in "Taskade\u{200b} Users", a look-alike of the scope
@@ -292,7 +295,12 @@ fn org(bob_status: &str, in_scope: &[&str], break_glass: &[&str], changed: bool)
 /// deactivation fails: the next attempt is due now.
 async fn bob_failed_once(
     reason: LossReason,
-) -> (Config, seatwarden::sandbox::Sandbox, MockServer, tempfile::TempDir) {
+) -> (
+    Config,
+    seatwarden::sandbox::Sandbox,
+    MockServer,
+    tempfile::TempDir,
+) {
     let okta = MockServer::start().await;
     org("ACTIVE", &["00u1", "00u2", "00u4"], &[], false)
         .mount(&okta)
@@ -303,7 +311,12 @@ async fn bob_failed_once(
         "kind = \"okta\"\nurl = \"{}\"\ntoken = \"s61-retry-okta-token\"\n",
         okta.uri()
     );
-    crate::review_s57_dirnames::config_with(dir.path(), sandbox.base_url().as_str(), &directory, "");
+    crate::review_s57_dirnames::config_with(
+        dir.path(),
+        sandbox.base_url().as_str(),
+        &directory,
+        "",
+    );
     let path = dir.path().join("seatwarden.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     // `[safety]` is the last table written.
@@ -338,7 +351,11 @@ async fn bob_failed_once(
         .find(|e| e.identity_id == "00u2")
         .unwrap();
     store
-        .deprovision_failed(episode.id, "503 Service Unavailable", now - Duration::seconds(1))
+        .deprovision_failed(
+            episode.id,
+            "503 Service Unavailable",
+            now - Duration::seconds(1),
+        )
         .unwrap();
     drop(store);
     assert!(bob_active(&sandbox));
@@ -378,7 +395,10 @@ async fn the_retry_job_leaves_a_leaver_put_in_a_protected_group_since_alone() {
     let outcome = retry_job(&config).await;
     let active = bob_active(&sandbox);
     sandbox.shutdown().await;
-    assert!(active, "the retry job deactivated a protected person: {outcome:?}");
+    assert!(
+        active,
+        "the retry job deactivated a protected person: {outcome:?}"
+    );
     assert!(!bob_episode_open(&config), "Bob's episode is still open");
 }
 
@@ -392,7 +412,10 @@ async fn the_retry_job_leaves_a_person_active_again_alone() {
     let outcome = retry_job(&config).await;
     let active = bob_active(&sandbox);
     sandbox.shutdown().await;
-    assert!(active, "the retry job deactivated a person back: {outcome:?}");
+    assert!(
+        active,
+        "the retry job deactivated a person back: {outcome:?}"
+    );
     assert!(!bob_episode_open(&config), "Bob's episode is still open");
 }
 
