@@ -431,3 +431,23 @@ async fn the_retry_job_deactivates_the_leaver_while_the_directory_cannot_be_read
     assert!(!active, "the leaver kept access: {outcome:?}");
     assert_eq!(outcome.enforced, 1, "{outcome:?}");
 }
+
+/// `explain` says what the reconcile now does: the next run holds Bob's
+/// deactivation as a look-alike member's. Before, it said the next run
+/// deactivates him, as the reconcile then did.
+#[tokio::test]
+async fn explain_holds_as_a_look_alike_what_was_approved_only_over_a_threshold() {
+    let (config, sandbox, _okta, _dir) = bob_approved_over_a_threshold().await;
+    sandbox.shutdown().await;
+    let store = Store::open(&config.state.path).unwrap();
+    let explained =
+        seatwarden::explain::explain(&config, &store, "bob@example.com", Utc::now()).unwrap();
+    let next = explained
+        .split_once("\nNext run")
+        .map(|(_, next)| next)
+        .unwrap_or_else(|| panic!("no next run in {explained}"));
+    assert!(
+        next.contains("[HELD: the person is in directory group \"Taskade\\u{200b} Users\""),
+        "{explained}"
+    );
+}
