@@ -2310,7 +2310,9 @@ fn next_actions(
         &safety::plan_settings_at(config, directory, store, now)?,
     );
     let approved = safety::approved_deprovision_accounts(store)?;
-    let planned = safety::hold_look_alikes(planned, config, directory, links, &approved);
+    // As the run holds them: only an approval of a look-alike hold answered it.
+    let approved_look_alike = safety::approved_look_alike_deprovision_accounts(store)?;
+    let planned = safety::hold_look_alikes(planned, config, directory, links, &approved_look_alike);
     // As the run counts them, so that a percentage threshold holds here what the
     // run would hold.
     let managed = crate::run::managed_accounts(workspace, links, &planned);

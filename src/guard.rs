@@ -593,8 +593,11 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
 /// names accounts only. A removal batch with some such members is split: the
 /// others go now, those members wait in an action of their own at the end.
 /// The deactivation or deletion of one of `approved`'s accounts is not held:
-/// a person approved that deprovision, the question this hold asks, and its
-/// write failed; the retry job sends it as well ([`guard_approved`]).
+/// a person approved that deprovision held as a look-alike member's, the
+/// question this hold asks, and its write failed; the retry job sends it as
+/// well ([`guard_approved`]). Callers pass only such approvals
+/// ([`crate::safety::approved_look_alike_deprovision_accounts`]): one over a
+/// threshold answered another question.
 /// Run before [`guard`], whose thresholds do not count what this held.
 pub fn hold_look_alike_members(
     mut plan: Plan,

@@ -1213,8 +1213,16 @@ async fn pipeline(
     // decided over the look-alike hold and the thresholds, and is not asked
     // for again.
     let approved = safety::approved_deprovision_accounts(&*lock(store)?)?;
+    // Only an approval of a look-alike hold answered what such a hold asks.
+    let approved_look_alike = safety::approved_look_alike_deprovision_accounts(&*lock(store)?)?;
     // Before the guard, whose thresholds do not count what this holds.
-    let planned = safety::hold_look_alikes(planned, config, &directory_snapshot, &links, &approved);
+    let planned = safety::hold_look_alikes(
+        planned,
+        config,
+        &directory_snapshot,
+        &links,
+        &approved_look_alike,
+    );
     let managed = managed_accounts(&workspace_snapshot, &links, &planned);
     let input = safety::guard_input(
         &*lock(store)?,

@@ -529,12 +529,30 @@ pub fn guard_input(
 /// than the episode (the person came back, and left again since) decides
 /// nothing about it.
 pub fn approved_deprovision_accounts(store: &Store) -> Result<BTreeSet<String>, StoreError> {
+    approved_accounts(store, |_| true)
+}
+
+/// [`approved_deprovision_accounts`], of approvals that released a look-alike
+/// group's hold (`look_alike_group`): what [`hold_look_alikes`] does not ask
+/// about again. An approval over a threshold answered another question (how
+/// many may go at once), so a person put in a look-alike group since is held
+/// for a decision like any other member.
+pub fn approved_look_alike_deprovision_accounts(
+    store: &Store,
+) -> Result<BTreeSet<String>, StoreError> {
+    approved_accounts(store, |approval| approval.look_alike)
+}
+
+fn approved_accounts(
+    store: &Store,
+    counts: impl Fn(&crate::store::ApprovedDeprovision) -> bool,
+) -> Result<BTreeSet<String>, StoreError> {
     let open = store.open_deprovisions()?;
     let identities: Vec<String> = open.iter().map(|e| e.identity_id.clone()).collect();
     let approved = store.approved_deprovisions(&identities)?;
     let mut accounts = BTreeSet::new();
     for episode in &open {
-        let Some(approval) = approved.get(&episode.identity_id) else {
+        let Some(approval) = approved.get(&episode.identity_id).filter(|a| counts(a)) else {
             continue;
         };
         if approval.at < episode.detected_at {
@@ -552,7 +570,9 @@ pub fn approved_deprovision_accounts(store: &Store) -> Result<BTreeSet<String>, 
 /// hold no longer, so the retry job does not send it
 /// ([`crate::sweep::hold_rejected_approvals`]). A reconcile plans it again
 /// from the directory, where its guard judges it as any other (holding a
-/// look-alike member's for a new decision).
+/// look-alike member's for a new decision); one that plans it unheld after
+/// the rejection is the newer word, and the retry job sends a write of it
+/// that failed ([`Store::unheld_deprovisions_planned`]).
 pub fn rejected_approvals(
     store: &Store,
 ) -> Result<HashMap<String, (crate::sla::LedgerEntry, crate::store::RejectedApproval)>, StoreError>
@@ -560,10 +580,23 @@ pub fn rejected_approvals(
     let open = store.open_deprovisions()?;
     let identities: Vec<String> = open.iter().map(|e| e.identity_id.clone()).collect();
     let mut rejected = store.rejected_approvals(&identities)?;
+    let rejected_people: Vec<String> = rejected.keys().cloned().collect();
+    let planned_unheld = store.unheld_deprovisions_planned(&rejected_people)?;
     Ok(open
         .into_iter()
         .filter_map(|episode| {
             let decided = rejected.remove(&episode.identity_id)?;
+            // A reconcile since the rejection planned it and held nothing (the
+            // person left the look-alike group, the thresholds allow it now):
+            // that plan is newer than the rejection and decides, so a write of
+            // it that failed is the retry job's to send on its backoff, not
+            // left to the next reconcile while the leaver keeps access.
+            if planned_unheld
+                .get(&episode.identity_id)
+                .is_some_and(|&planned| planned > decided.rejection.at)
+            {
+                return None;
+            }
             // An approval older than the episode decided an earlier one.
             (decided.approval.at >= episode.detected_at)
                 .then(|| (episode.identity_id.clone(), (episode, decided)))

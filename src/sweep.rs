@@ -13,6 +13,10 @@
 //! and no action is in flight: run every minute under the writer lock, it would
 //! spend the retries on `/ServiceProviderConfig` while the workspace is down and
 //! keep the sweep waiting; such a pass is no news of the workspace either way.
+//! The daemon's retry job runs [`retry`]: with an attempt due, it reads the
+//! directory's changes first, as the sweep does, so that a person put in a
+//! protected group or active again since the last sweep is not deactivated
+//! on the ledger's older word; a directory it cannot read holds nothing back.
 //!
 //! The daemon stopping (its SIGTERM, seen through [`apply::until_stopped`]) gives
 //! a pass up at whichever read it is in before its first deactivation: the
@@ -374,6 +378,71 @@ pub async fn sweep(
     let changes = unless_stopped(directory.changes_since(cursor.as_deref()))
         .await?
         .map_err(|e| RunError::directory(config, e))?;
+    Box::pin(sweep_changes(
+        config, directory, client, store, now, sla, changes,
+    ))
+    .await
+}
+
+/// The daemon's retry job's pass: [`enforce`], after the directory's changes
+/// when an episode is due for an attempt. The ledger holds what the last sweep
+/// or reconcile observed; a person put in a protected group since, or active
+/// in the directory again, must not be deactivated by an attempt that knows
+/// nothing of it (a protected account deactivated so is never given its access
+/// back: no run touches it). So a pass that will read and write reads the
+/// changes first and observes them as the sweep does ([`sweep`]: the episode
+/// ends, and the cursor moves past what the ledger now holds). A directory
+/// that cannot be read keeps no leaver's deactivation back: the pass enforces
+/// the ledger as it stands, as before, and says so. Nor does one read
+/// incomplete fail the retry job: it observes nothing from it, and the sweep,
+/// which reads it too, fails for it. A pass with nothing due reads nothing.
+pub async fn retry(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: &Arc<Mutex<Store>>,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<SweepOutcome, RunError> {
+    let due = {
+        let store = lock(store)?;
+        !due_for_attempt(config, &store.open_deprovisions()?, now).is_empty()
+    };
+    if !due {
+        return Box::pin(enforce(config, client, store, now)).await;
+    }
+    let cursor = lock(store)?.state_value(CURSOR_KEY)?;
+    match unless_stopped(directory.changes_since(cursor.as_deref())).await? {
+        Ok(changes) => {
+            let mut outcome = Box::pin(sweep_changes(
+                config, directory, client, store, now, sla, changes,
+            ))
+            .await?;
+            outcome.incomplete = None;
+            Ok(outcome)
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %RunError::directory(config, e),
+                "the retry pass cannot read the directory's changes: it enforces the \
+                 deprovisions due as the last sweep or reconcile recorded them"
+            );
+            Box::pin(enforce(config, client, store, now)).await
+        }
+    }
+}
+
+/// [`sweep`] once the directory's `changes` are read: the ledger updated from
+/// them, then what is due enforced, then the cursor moved.
+async fn sweep_changes(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: &Arc<Mutex<Store>>,
+    now: DateTime<Utc>,
+    sla: Duration,
+    changes: DirectoryChanges,
+) -> Result<SweepOutcome, RunError> {
     let links: HashMap<String, String> = lock(store)?
         .links()?
         .into_iter()
@@ -409,7 +478,7 @@ pub async fn sweep(
             now,
             sla,
         );
-        let approved = store.deprovisions_approved(&observation.look_alike_held)?;
+        let approved = store.look_alike_deprovisions_approved(&observation.look_alike_held)?;
         end_look_alike_episodes(
             &mut changes,
             &current,
@@ -1898,7 +1967,7 @@ fn record_returned(
     };
     let observation = observe(config, &changes, &links, &accountless(&current));
     let mut changes = sla::observe(&current, &[], &observation.returned, at, sla);
-    let approved = store.deprovisions_approved(&observation.look_alike_held)?;
+    let approved = store.look_alike_deprovisions_approved(&observation.look_alike_held)?;
     let look_alike_ended = end_look_alike_episodes(
         &mut changes,
         &current,
@@ -1931,7 +2000,9 @@ fn record_returned(
 /// it is now in the same place, rather than deactivated when the episode fell
 /// due. A deactivation already sent stays on record, as for a person back.
 /// So does one a human approved since the episode began (`approved`: by
-/// identity, the approval's time, when no rejection came after it): the
+/// identity, the approval's time, when no rejection came after it, of a
+/// look-alike hold only: one over a threshold did not answer this question,
+/// [`Store::look_alike_deprovisions_approved`]): the
 /// approval decided what the hold asked, and a write of it that failed is the
 /// retry job's to send again; ended here, the person kept access until someone
 /// approved it once more. A rejection since (the deprovision held again and
@@ -2103,6 +2174,11 @@ pub fn record_deprovisions(
         .iter()
         .map(|e| (e.id, (e.account_id.as_deref(), e.user_name.as_str())))
         .collect();
+    let held_episodes: HashSet<i64> = current
+        .iter()
+        .filter(|e| e.is_open() && e.held.is_some())
+        .map(|e| e.id)
+        .collect();
     store.batch(|store| {
         let mut verified = Vec::new();
         let mut counted = HashSet::new();
@@ -2142,6 +2218,18 @@ pub fn record_deprovisions(
                 ActionState::Held => {
                     let why = hold_reason(&row.action, admin_command);
                     store.deprovision_held(entry, &why, now + HOLD_RECHECK)?;
+                }
+                // Planned with no rule holding it and not done (its write
+                // failed, or was kept back): a hold the episode kept from an
+                // earlier run (a guard's, an approval a rejection took back) is
+                // over. Left standing, `status` went on naming it and the retry
+                // job waited for its recheck, as for a hold.
+                ActionState::Failed | ActionState::Planned
+                    if row.action.held.is_none()
+                        && !plan::is_duplicate_deprovision(&row.action)
+                        && held_episodes.contains(&entry) =>
+                {
+                    store.deprovision_released(entry)?;
                 }
                 _ => {}
             }

@@ -2058,7 +2058,7 @@ async fn sweep_job(
     // As a reconcile: after SIGTERM no further deactivation is sent; those not
     // sent stay open in the ledger ("not sent"), and the retry job sends them.
     let stop = shared.stopping.clone();
-    let mut directory_retries = 0;
+    let directory_retries;
     let (outcome, unsent) = if read_directory {
         let directory = config.sweep_directory();
         let sweeping = sweep::sweep(
@@ -2073,7 +2073,19 @@ async fn sweep_job(
         directory_retries = directory.retries();
         swept
     } else {
-        apply::until_stopped(stop, sweep::enforce(config, &client, &store, now)).await
+        // The directory's changes only when an attempt is due (see `sweep::retry`).
+        let directory = config.sweep_directory();
+        let retrying = sweep::retry(
+            config,
+            &directory,
+            &client,
+            &store,
+            now,
+            chrono_sla(settings),
+        );
+        let retried = apply::until_stopped(stop, retrying).await;
+        directory_retries = directory.retries();
+        retried
     };
     // Counted whether the pass succeeded or not, the directory's with the
     // workspace's: a read throttled until it failed is what the counter is for.

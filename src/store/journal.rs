@@ -515,6 +515,63 @@ impl Store {
             .collect())
     }
 
+    /// [`Self::deprovisions_approved`], of approvals that released a hold for a
+    /// directory group that only looks like a configured one
+    /// (`look_alike_group`): only such an approval answered what a look-alike
+    /// hold asks. One given over a threshold (too many deprovisions at once)
+    /// decided how many may go, not whether a person a look-alike group may
+    /// keep in is a leaver: their deprovision is held as a look-alike's again.
+    pub fn look_alike_deprovisions_approved(
+        &self,
+        identities: &[String],
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+        Ok(self
+            .approved_deprovisions(identities)?
+            .into_iter()
+            .filter(|(_, approval)| approval.look_alike)
+            .map(|(identity, approval)| (identity, approval.at))
+            .collect())
+    }
+
+    /// When a reconcile last planned a deactivation or deletion of each of
+    /// `identities`' people that no rule held (the guard let it go, no human
+    /// asked), by person. Such a plan is newer than a rejection made before it
+    /// and decides instead: a rejection that took back an approval no longer
+    /// keeps that deprovision from the retry job
+    /// ([`crate::safety::rejected_approvals`]).
+    pub fn unheld_deprovisions_planned(
+        &self,
+        identities: &[String],
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+        if identities.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let context =
+            || "reading the unheld deprovisions reconciles planned from actions".to_owned();
+        let wanted = serde_json::to_string(identities).map_err(|source| StoreError::Encode {
+            context: context(),
+            source,
+        })?;
+        self.conn
+            .prepare_cached(
+                "SELECT actions.identity_id, MAX(actions.created_at)
+                 FROM actions
+                 JOIN runs ON runs.id = actions.run_id
+                 WHERE runs.kind = 'reconcile'
+                   AND actions.kind IN ('deactivate', 'delete')
+                   AND json_extract(actions.payload, '$.held') IS NULL
+                   AND actions.identity_id IN (SELECT value FROM json_each(?1))
+                 GROUP BY actions.identity_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([wanted], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Ts>(1)?.0))
+                })?
+                .collect()
+            })
+            .context(context)
+    }
+
     /// The people among `identities` whose newest decision on a held
     /// deactivation or deletion (in any run) is an approval that released it
     /// (not refused by the re-check, not rejected since): who approved, in which
@@ -593,6 +650,7 @@ impl Store {
             RunId,
             bool,
             DateTime<Utc>,
+            Option<String>,
         );
         let rows: Vec<Row> = self
             .conn
@@ -600,7 +658,8 @@ impl Store {
                 "SELECT actions.identity_id, actions.account_id, held_decisions.decision,
                         held_decisions.user, held_decisions.at, actions.run_id,
                         COALESCE(held_decisions.decided_in, actions.run_id),
-                        actions.state != 'held', actions.updated_at
+                        actions.state != 'held', actions.updated_at,
+                        json_extract(actions.payload, '$.held.rule')
                  FROM actions
                  JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                     AND held_decisions.seq = actions.seq
@@ -623,12 +682,16 @@ impl Store {
                         row.get(6)?,
                         row.get(7)?,
                         row.get::<_, Ts>(8)?.0,
+                        row.get(9)?,
                     ))
                 })?
                 .collect()
             })
             .context(context)?;
-        for (identity, account, decision, user, at, run, decided_in, released, changed) in rows {
+        for (identity, account, decision, user, at, run, decided_in, released, changed, rule) in
+            rows
+        {
+            let look_alike = rule.as_deref() == Some("look_alike_group");
             // Oldest first: a later decision replaces an earlier one; the
             // accounts of one approval (a person's duplicate) gather.
             let person = decided
@@ -647,12 +710,14 @@ impl Store {
                         user,
                         at,
                         accounts: Vec::new(),
+                        look_alike: false,
                     });
                 }
                 person.newest = NewestDecision::Approved;
                 person.approved_in = Some(decided_in);
-                if let (Some(approval), Some(account)) = (person.approval.as_mut(), account) {
-                    approval.accounts.push(account);
+                if let Some(approval) = person.approval.as_mut() {
+                    approval.look_alike |= look_alike;
+                    approval.accounts.extend(account);
                 }
             } else if matches!(person.newest, NewestDecision::Approved)
                 && person
@@ -679,6 +744,7 @@ impl Store {
                         user: String::new(),
                         at: changed.min(at),
                         accounts: account.into_iter().collect(),
+                        look_alike,
                     });
                 }
                 person.newest = NewestDecision::Rejected(Rejected {
@@ -822,4 +888,8 @@ pub struct ApprovedDeprovision {
     pub at: DateTime<Utc>,
     /// The accounts it deactivates or deletes.
     pub accounts: Vec<String>,
+    /// Whether it released a hold for a directory group that only looks like
+    /// a configured one (`look_alike_group`): only then did it answer what a
+    /// look-alike hold asks ([`Store::look_alike_deprovisions_approved`]).
+    pub look_alike: bool,
 }
