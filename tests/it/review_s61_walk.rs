@@ -1,0 +1,178 @@
+//! Session 61, an access review read in a spreadsheet and a person with two
+//! candidate accounts, through the binary as the engineer who runs it does.
+//!
+//! - The access export's times carried nanoseconds and an offset
+//!   (`2026-12-06T10:00:00.123456789+00:00`), which Excel and LibreOffice keep as
+//!   text: an auditor could not sort or filter by date.
+//! - Workspace groups were joined with `;` in one cell: a group named `Legal;Ops`
+//!   and the two groups `Legal` and `Ops` read the same.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use seatwarden::model::WorkspaceGroup;
+
+use crate::review_s43_audit::seatwarden_out;
+
+const TOKEN: &str = "review-s61-walk";
+
+/// `seatwarden ARGS` in `dir` with `env`, off the runtime's threads.
+async fn run(
+    dir: &Path,
+    env: &[(String, String)],
+    args: &'static [&'static str],
+) -> (Option<i32>, String, String) {
+    let (dir, env) = (dir.to_owned(), env.to_vec());
+    tokio::task::spawn_blocking(move || seatwarden_out(&dir, &env, args))
+        .await
+        .unwrap()
+}
+
+/// The demo's workspace with `groups` added (groups no mapping names, which a
+/// reconcile leaves as they are), reconciled once from the demo's directory by
+/// the binary: the sandbox (keep it), the folder of the configuration and
+/// state, and the environment that points the binary at them.
+async fn reconciled_demo_with(
+    groups: &[(&str, &[&str])],
+) -> (
+    seatwarden::sandbox::Sandbox,
+    tempfile::TempDir,
+    Vec<(String, String)>,
+) {
+    let mut seed = seatwarden::sandbox::load_seed(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/workspace.json"),
+    )
+    .unwrap();
+    for (n, (name, members)) in groups.iter().enumerate() {
+        seed.groups.push(WorkspaceGroup {
+            id: format!("grp-s61-{n}"),
+            display_name: (*name).to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        });
+    }
+    let sandbox = crate::fixtures::sandbox(TOKEN, seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    (sandbox, dir, env)
+}
+
+/// The CSV's rows by account id, each a map of column → cell, read as a CSV
+/// reader (and a spreadsheet) reads them.
+fn rows_by_account(
+    csv: &str,
+) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            let row: std::collections::HashMap<String, String> = header
+                .iter()
+                .cloned()
+                .zip(record.iter().map(str::to_owned))
+                .collect();
+            (row["account_id"].clone(), row)
+        })
+        .collect()
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, the date and time Excel and LibreOffice read as one.
+fn is_spreadsheet_time(cell: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(cell, "%Y-%m-%d %H:%M:%S").is_ok()
+}
+
+/// The times of the access export are ones a spreadsheet reads as dates (UTC to
+/// the second, as the README's table says); the JSON keeps them whole, in
+/// RFC 3339 with `Z`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_export_times_are_dates_to_a_spreadsheet() {
+    let (_sandbox, dir, env) = reconciled_demo_with(&[]).await;
+    // The reconcile's own writes are laid over its snapshot: `applied_through`
+    // has a time too.
+    let (code, csv, stderr) = run(dir.path(), &env, &["export", "access"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = rows_by_account(&csv);
+    let ava = &rows["ws-0001"];
+    for column in ["last_change", "snapshot_at"] {
+        assert!(is_spreadsheet_time(&ava[column]), "{column}: {ava:?}");
+    }
+    assert!(is_spreadsheet_time(&ava["applied_through"]), "{ava:?}");
+    for row in rows.values() {
+        for column in ["last_change", "snapshot_at", "applied_through"] {
+            let cell = &row[column];
+            assert!(
+                cell.is_empty() || is_spreadsheet_time(cell),
+                "{column}: {cell:?}"
+            );
+        }
+    }
+
+    let (code, json, stderr) =
+        run(dir.path(), &env, &["export", "access", "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let snapshot_at = json["snapshot_at"].as_str().unwrap();
+    let parsed = chrono::DateTime::parse_from_rfc3339(snapshot_at).unwrap();
+    assert!(snapshot_at.ends_with('Z'), "{snapshot_at}");
+    assert_eq!(
+        parsed.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ava["snapshot_at"],
+        "the CSV's time is the JSON's to the second"
+    );
+}
+
+/// A group named `Legal;Ops` and the two groups `Legal` and `Ops` are told
+/// apart in the CSV: one group a line of the cell. A group whose name starts a
+/// formula is neutralised wherever it falls in the cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_with_a_semicolon_are_told_apart_from_two_groups() {
+    let (_sandbox, dir, env) = reconciled_demo_with(&[
+        ("Legal;Ops", &["ws-0003"]),
+        ("Legal", &["ws-0004"]),
+        ("Ops", &["ws-0004"]),
+        ("=HYPERLINK(\"https://evil.example\")", &["ws-0004"]),
+    ])
+    .await;
+    let (code, csv, stderr) = run(dir.path(), &env, &["export", "access"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = rows_by_account(&csv);
+    let groups = |account: &str| -> Vec<String> {
+        rows[account]["workspace_groups"]
+            .split('\n')
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(groups("ws-0003"), ["Legal;Ops", "Marketing"]);
+    assert_eq!(
+        groups("ws-0004"),
+        [
+            "'=HYPERLINK(\"https://evil.example\")",
+            "Legal",
+            "Ops",
+            "Sales"
+        ]
+    );
+    // The JSON lists the names as the workspace has them.
+    let (code, json, stderr) =
+        run(dir.path(), &env, &["export", "access", "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let chloe = json["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account_id"] == "ws-0003")
+        .unwrap();
+    assert_eq!(
+        chloe["workspace_groups"],
+        serde_json::json!(["Legal;Ops", "Marketing"])
+    );
+}
