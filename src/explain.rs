@@ -2237,13 +2237,20 @@ fn matched_by(links: &[StoredLink], identity: &Identity, account: &Account) -> O
         "externalId"
     } else if crate::model::same_name(&account.user_name, &identity.user_name) {
         "userName"
-    } else if account
-        .email
-        .as_deref()
-        .zip(identity.email.as_deref())
-        .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_name(a, i))
-    {
-        "email"
+    } else if crate::plan::matches_by_email(account, identity) {
+        // An account with no email of its own (a workspace that names accounts
+        // by email address) is found by its userName: "by email" alone would
+        // send a reader to an attribute it does not have.
+        let by_own_email = account
+            .email
+            .as_deref()
+            .zip(identity.email.as_deref())
+            .is_some_and(|(own, theirs)| crate::model::same_name(own, theirs));
+        if by_own_email {
+            "email"
+        } else {
+            "email (the account's userName is their email)"
+        }
     } else {
         return None;
     };

@@ -302,15 +302,11 @@ fn last_change_by_account(
 }
 
 /// Whether `account` may be `identity`'s, as matching tries it: the externalId,
-/// the userName, the email.
+/// the userName, the email (the account's, or its userName).
 fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
     account.external_id.as_deref() == Some(identity.id.as_str())
         || crate::model::same_name(&account.user_name, &identity.user_name)
-        || account
-            .email
-            .as_deref()
-            .zip(identity.email.as_deref())
-            .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_name(a, i))
+        || crate::plan::matches_by_email(account, identity)
 }
 
 /// The matches the plan finds that no stored link records yet: after a first

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use seatwarden::model::WorkspaceGroup;
+use seatwarden::model::{Account, WorkspaceGroup};
 
 use crate::review_s43_audit::seatwarden_out;
 
@@ -28,12 +28,21 @@ async fn run(
         .unwrap()
 }
 
-/// The demo's workspace with `groups` added (groups no mapping names, which a
-/// reconcile leaves as they are), reconciled once from the demo's directory by
-/// the binary: the sandbox (keep it), the folder of the configuration and
-/// state, and the environment that points the binary at them.
+/// What a test adds to the demo before its first reconcile: workspace groups
+/// (no mapping names them, so a reconcile leaves them as they are), workspace
+/// accounts, and directory people (as `directory.json` writes them).
+#[derive(Default)]
+struct DemoAdditions<'x> {
+    groups: &'x [(&'x str, &'x [&'x str])],
+    accounts: Vec<Account>,
+    people: Vec<serde_json::Value>,
+}
+
+/// The demo with `more` added, reconciled once from its directory by the
+/// binary: the sandbox (keep it), the folder of the configuration and state,
+/// and the environment that points the binary at them.
 async fn reconciled_demo_with(
-    groups: &[(&str, &[&str])],
+    more: DemoAdditions<'_>,
 ) -> (
     seatwarden::sandbox::Sandbox,
     tempfile::TempDir,
@@ -43,16 +52,27 @@ async fn reconciled_demo_with(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/workspace.json"),
     )
     .unwrap();
-    for (n, (name, members)) in groups.iter().enumerate() {
+    for (n, (name, members)) in more.groups.iter().enumerate() {
         seed.groups.push(WorkspaceGroup {
             id: format!("grp-s61-{n}"),
             display_name: (*name).to_owned(),
             members: members.iter().map(|m| (*m).to_owned()).collect(),
         });
     }
+    seed.accounts.extend(more.accounts);
     let sandbox = crate::fixtures::sandbox(TOKEN, seed).await;
     let dir = tempfile::tempdir().unwrap();
     let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    if !more.people.is_empty() {
+        let path = dir.path().join("directory.json");
+        let mut directory: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        directory["users"]
+            .as_array_mut()
+            .unwrap()
+            .extend(more.people);
+        std::fs::write(&path, directory.to_string()).unwrap();
+    }
     let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
     assert_eq!(code, Some(0), "{stderr}");
     (sandbox, dir, env)
@@ -94,7 +114,7 @@ fn is_spreadsheet_time(cell: &str) -> bool {
 /// RFC 3339 with `Z`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_export_times_are_dates_to_a_spreadsheet() {
-    let (_sandbox, dir, env) = reconciled_demo_with(&[]).await;
+    let (_sandbox, dir, env) = reconciled_demo_with(DemoAdditions::default()).await;
     // The reconcile's own writes are laid over its snapshot: `applied_through`
     // has a time too.
     let (code, csv, stderr) = run(dir.path(), &env, &["export", "access"]).await;
@@ -134,12 +154,15 @@ async fn the_access_export_times_are_dates_to_a_spreadsheet() {
 /// formula is neutralised wherever it falls in the cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_with_a_semicolon_are_told_apart_from_two_groups() {
-    let (_sandbox, dir, env) = reconciled_demo_with(&[
-        ("Legal;Ops", &["ws-0003"]),
-        ("Legal", &["ws-0004"]),
-        ("Ops", &["ws-0004"]),
-        ("=HYPERLINK(\"https://evil.example\")", &["ws-0004"]),
-    ])
+    let (_sandbox, dir, env) = reconciled_demo_with(DemoAdditions {
+        groups: &[
+            ("Legal;Ops", &["ws-0003"]),
+            ("Legal", &["ws-0004"]),
+            ("Ops", &["ws-0004"]),
+            ("=HYPERLINK(\"https://evil.example\")", &["ws-0004"]),
+        ],
+        ..DemoAdditions::default()
+    })
     .await;
     let (code, csv, stderr) = run(dir.path(), &env, &["export", "access"]).await;
     assert_eq!(code, Some(0), "{stderr}");
@@ -175,4 +198,84 @@ async fn groups_with_a_semicolon_are_told_apart_from_two_groups() {
         chloe["workspace_groups"],
         serde_json::json!(["Legal;Ops", "Marketing"])
     );
+}
+
+/// A workspace account under the person's directory login, `nsato`, beside one
+/// under her email, `naomi.sato@example.com`, that an admin invited by hand
+/// (Taskade names accounts by email address, and this one has no other): both
+/// may be hers. She was linked to `nsato` and the invited account reported as
+/// nobody's, left active when she leaves; it is a disputed match naming both,
+/// in `report`, `explain` and the access export, and nothing is done to either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_under_a_persons_email_beside_their_login_is_disputed() {
+    let account = |id: &str, user_name: &str| Account {
+        id: id.to_owned(),
+        user_name: user_name.to_owned(),
+        external_id: None,
+        given_name: Some("Naomi".to_owned()),
+        family_name: Some("Sato".to_owned()),
+        display_name: None,
+        email: None,
+        active: true,
+        roles: vec!["Viewer".to_owned()],
+    };
+    let (sandbox, dir, env) = reconciled_demo_with(DemoAdditions {
+        accounts: vec![
+            account("ws-0960", "nsato"),
+            account("ws-0961", "naomi.sato@example.com"),
+        ],
+        people: vec![serde_json::json!({
+            "id": "00u2000",
+            "userName": "nsato",
+            "email": "naomi.sato@example.com",
+            "givenName": "Naomi",
+            "familyName": "Sato",
+            "status": "active",
+            "groups": ["Taskade Users"]
+        })],
+        ..DemoAdditions::default()
+    })
+    .await;
+    // Nothing was written to either account.
+    let workspace = sandbox.snapshot();
+    for id in ["ws-0960", "ws-0961"] {
+        let now = workspace.accounts.iter().find(|a| a.id == id).unwrap();
+        assert_eq!(now, &account(id, &now.user_name), "{id}");
+    }
+
+    let (code, report, stderr) = run(dir.path(), &env, &["report"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let dispute = report
+        .lines()
+        .skip_while(|line| !line.contains("00u2000"))
+        .take(6)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        dispute.contains("ws-0960") && dispute.contains("ws-0961"),
+        "{report}"
+    );
+
+    let (code, explain, stderr) = run(dir.path(), &env, &["explain", "nsato"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        explain.contains("DISPUTED: 2 workspace account(s) may be this person's")
+            && explain.contains("ws-0960 nsato — matched by userName; active")
+            && explain.contains(
+                "ws-0961 naomi.sato@example.com — matched by email (the account's userName \
+                 is their email); active"
+            ),
+        "{explain}"
+    );
+
+    let (code, csv, stderr) = run(dir.path(), &env, &["export", "access"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = rows_by_account(&csv);
+    for id in ["ws-0960", "ws-0961"] {
+        let justification = &rows[id]["justification"];
+        assert!(
+            justification.starts_with("disputed: may be the account of 00u2000"),
+            "{id}: {justification}"
+        );
+    }
 }
