@@ -69,7 +69,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard;
 use crate::model::{
     Account, AccountRef, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason, Identity,
-    Link, NewLink, WorkspaceSnapshot,
+    Link, LinkMethod, NewLink, WorkspaceSnapshot,
 };
 use crate::plan;
 use crate::policy;
@@ -1121,10 +1121,10 @@ impl View<'_> {
             Some(l) => {
                 let _ = writeln!(
                     out,
-                    "  {} ↔ account {}, matched by {} at {}",
+                    "  {} ↔ account {}, {} at {}",
                     clean(&l.identity_id),
                     clean(&l.account_id),
-                    l.method.as_str(),
+                    how_linked(l.method),
                     self.at(l.linked_at)
                 );
             }
@@ -1656,7 +1656,23 @@ impl View<'_> {
         let _ = writeln!(out, "\nDeprovision ledger");
         let lines = ledger_lines(self.store, self.person_id(), self.now, self.tz)?;
         if lines.is_empty() {
-            let _ = writeln!(out, "  none: never seen losing access");
+            // Someone the snapshot shows without access has not been "never seen
+            // losing access": the ledger records a loss only as a reconcile or
+            // the sweep finds an active account of theirs to deactivate.
+            let lost = self.departed_link().is_some()
+                || self.identity.is_some_and(|identity| {
+                    policy::access_loss(identity, &self.config.policy_settings()).is_some()
+                });
+            if lost {
+                let _ = writeln!(
+                    out,
+                    "  none: no episode recorded (a reconcile or the daemon's sweep opens one \
+                     when it finds an active account of theirs to deactivate; a plan opens \
+                     none, and an account already inactive needs none)"
+                );
+            } else {
+                let _ = writeln!(out, "  none: never seen losing access");
+            }
         }
         for line in lines {
             let _ = writeln!(out, "  {line}");
@@ -2219,6 +2235,21 @@ fn orphan_fate(unmatched: policy::UnmatchedAccounts, active: bool) -> &'static s
 fn loss_of(detail: &str) -> &str {
     let why = detail.rsplit(": ").next().unwrap_or(detail);
     why.split("; account").next().unwrap_or(why)
+}
+
+/// How a stored link came to be, as a reader names it: the attributes as the
+/// workspace spells them (`userName`, not the store's `user_name`), and a link
+/// seatwarden made by creating the account, or by adopting it, said so ("matched
+/// by created" named no rule).
+fn how_linked(method: LinkMethod) -> &'static str {
+    match method {
+        LinkMethod::ExternalId => "matched by externalId",
+        LinkMethod::UserName => "matched by userName",
+        LinkMethod::Email => "matched by email",
+        LinkMethod::Created => "created by seatwarden for them",
+        LinkMethod::Adopted => "adopted as it was (policy.unmatched_accounts = \"adopt\")",
+        LinkMethod::Manual => "linked by hand (`link`)",
+    }
 }
 
 /// What ties `account` to `identity`, as matching tries it: a stored link, the
@@ -2825,7 +2856,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("matched by user_name at 2026-11-29 09:00:00 +01:00 (CET)"),
+            text.contains("matched by userName at 2026-11-29 09:00:00 +01:00 (CET)"),
             "{text}"
         );
         assert!(!text.contains("UTC") && !text.contains(":00Z"), "{text}");

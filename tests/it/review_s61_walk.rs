@@ -279,3 +279,68 @@ async fn an_account_under_a_persons_email_beside_their_login_is_disputed() {
         );
     }
 }
+
+/// `seatwarden explain` walked for a person in each kind of drift of the demo,
+/// after a `plan` and after a `reconcile`:
+/// - a leaver's ledger said "never seen losing access" under a Scope that said
+///   they had lost it (a plan records no episode; nor does a reconcile for an
+///   account already inactive);
+/// - a link read "matched by created" (and "by external_id", "by user_name",
+///   the store's spelling) where the rest of `explain` says `externalId` and
+///   `userName`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_why_a_leaver_has_no_episode_and_how_each_link_was_made() {
+    let sandbox =
+        crate::fixtures::demo_sandbox(TOKEN, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, TOKEN, &[]);
+    let (code, _, stderr) = run(dir.path(), &env, &["plan"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let explain = |person: &'static str| {
+        let (dir, env) = (dir.path().to_owned(), env.clone());
+        async move {
+            let (code, text, stderr) = tokio::task::spawn_blocking(move || {
+                seatwarden_out(&dir, &env, &["explain", person])
+            })
+            .await
+            .unwrap();
+            assert_eq!(code, Some(0), "{person}: {stderr}");
+            text
+        }
+    };
+    let no_episode = "none: no episode recorded (a reconcile or the daemon's sweep opens one \
+                      when it finds an active account of theirs to deactivate; a plan opens \
+                      none, and an account already inactive needs none)";
+    // Olivia left the directory; the plan deactivates her account next.
+    let olivia = explain("olivia.haddad@example.com").await;
+    assert!(
+        olivia.contains("no access: identity is deprovisioned in the directory")
+            && olivia.contains(no_episode)
+            && !olivia.contains("never seen losing access"),
+        "{olivia}"
+    );
+
+    let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // Peter is suspended, his account inactive already: nothing to record.
+    let peter = explain("peter.hart@example.com").await;
+    assert!(
+        peter.contains("no access: identity is suspended in the directory")
+            && peter.contains(no_episode),
+        "{peter}"
+    );
+    // Someone in scope has never lost access.
+    let liam = explain("liam.kowalski@example.com").await;
+    assert!(
+        liam.contains("none: never seen losing access")
+            && liam.contains("00u1011 ↔ account ws-0012, matched by externalId at "),
+        "{liam}"
+    );
+    // The new hire's account is one seatwarden created.
+    let noah = explain("noah.muller@example.com").await;
+    assert!(
+        noah.contains(", created by seatwarden for them at ")
+            && !noah.contains("matched by created"),
+        "{noah}"
+    );
+}
