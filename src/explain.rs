@@ -1731,11 +1731,14 @@ impl View<'_> {
                 None => format!(
                     "  {} — {}{}",
                     a.kind.name(),
-                    clean(&crate::report::on_clock(
-                        &a.detail,
-                        crate::report::deactivated_since_of(&a.kind),
-                        self.tz
-                    )),
+                    membership_of_theirs(
+                        &a.kind,
+                        clean(&crate::report::on_clock(
+                            &a.detail,
+                            crate::report::deactivated_since_of(&a.kind),
+                            self.tz
+                        ))
+                    ),
                     a.held
                         .as_ref()
                         .map(|h| format!(" [HELD: {}]", self.held(h)))
@@ -2235,6 +2238,23 @@ fn orphan_fate(unmatched: policy::UnmatchedAccounts, active: bool) -> &'static s
 fn loss_of(detail: &str) -> &str {
     let why = detail.rsplit(": ").next().unwrap_or(detail);
     why.split("; account").next().unwrap_or(why)
+}
+
+/// A membership action's line in one person's Next run: the action is the
+/// group's (`8 member(s) missing from Finance`), which read alone says nothing of
+/// what it does to this person; so it says that first.
+fn membership_of_theirs<'d>(kind: &ActionKind, detail: Cow<'d, str>) -> Cow<'d, str> {
+    match kind {
+        ActionKind::AddMembers { group, .. } => Cow::Owned(format!(
+            "added to {} (one write for the group: {detail})",
+            clean(group.display_name())
+        )),
+        ActionKind::RemoveMembers { group, .. } => Cow::Owned(format!(
+            "removed from {} (one write for the group: {detail})",
+            clean(group.display_name())
+        )),
+        _ => detail,
+    }
 }
 
 /// How a stored link came to be, as a reader names it: the attributes as the

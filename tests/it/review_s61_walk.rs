@@ -287,7 +287,9 @@ async fn an_account_under_a_persons_email_beside_their_login_is_disputed() {
 ///   account already inactive);
 /// - a link read "matched by created" (and "by external_id", "by user_name",
 ///   the store's spelling) where the rest of `explain` says `externalId` and
-///   `userName`.
+///   `userName`;
+/// - a membership's line in Next run was the group's action alone ("8
+///   member(s) missing from Finance"), not what it does to the person.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_why_a_leaver_has_no_episode_and_how_each_link_was_made() {
     let sandbox =
@@ -318,6 +320,17 @@ async fn explain_says_why_a_leaver_has_no_episode_and_how_each_link_was_made() {
             && olivia.contains(no_episode)
             && !olivia.contains("never seen losing access"),
         "{olivia}"
+    );
+
+    // Diana's next run adds her to Finance: the action is the group's, and
+    // read alone ("8 member(s) missing from Finance") said nothing of her.
+    let diana = explain("diana.garcia@example.com").await;
+    assert!(
+        diana.contains(
+            "  add_members — added to Finance (one write for the group: 8 member(s) \
+             missing from Finance)"
+        ),
+        "{diana}"
     );
 
     let (code, _, stderr) = run(dir.path(), &env, &["reconcile"]).await;
