@@ -882,6 +882,15 @@ impl View<'_> {
                         clean(&link.identity_id)
                     );
                 }
+                // The people it may be are in the directory: "deleted, or never
+                // there" read as if the account had nobody.
+                None if !self.disputes().is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "  none chosen: whose account this is is disputed (the people it may \
+                         be are under Disputed match)"
+                    );
+                }
                 // A partial read leaves out people who have not left.
                 None if !self.loaded.directory.complete => {
                     let _ = writeln!(

@@ -289,7 +289,9 @@ async fn an_account_under_a_persons_email_beside_their_login_is_disputed() {
 ///   the store's spelling) where the rest of `explain` says `externalId` and
 ///   `userName`;
 /// - a membership's line in Next run was the group's action alone ("8
-///   member(s) missing from Finance"), not what it does to the person.
+///   member(s) missing from Finance"), not what it does to the person;
+/// - a disputed account's directory record read "not in the directory snapshot
+///   (deleted, or never there)", while the person it may be is in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_why_a_leaver_has_no_episode_and_how_each_link_was_made() {
     let sandbox =
@@ -322,6 +324,17 @@ async fn explain_says_why_a_leaver_has_no_episode_and_how_each_link_was_made() {
         "{olivia}"
     );
 
+    // The account Emma's email matches is disputed: its directory record is not
+    // "deleted, or never there" while the person it may be is in the directory.
+    let disputed_account = explain("ws-0901").await;
+    assert!(
+        disputed_account.contains(
+            "Directory record\n  none chosen: whose account this is is disputed (the people \
+             it may be are under Disputed match)\n"
+        ) && disputed_account
+            .contains("identity 00u1004 emma.novak@example.com — matched by email"),
+        "{disputed_account}"
+    );
     // Diana's next run adds her to Finance: the action is the group's, and
     // read alone ("8 member(s) missing from Finance") said nothing of her.
     let diana = explain("diana.garcia@example.com").await;
