@@ -165,7 +165,8 @@ pub enum Format {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// One row per account, for a spreadsheet (RFC 4180; groups joined with `;`).
+    /// One row per account, for a spreadsheet (RFC 4180; groups one a line of
+    /// their cell; times UTC, `YYYY-MM-DD HH:MM:SS`).
     Csv,
     /// The same rows as one JSON document (`run_id`, `snapshot_at`, `applied_through`,
     /// `accounts`), for scripts.
@@ -777,8 +778,12 @@ access)`), or, for an account linked to nobody, `protected`, `disputed: …` (`s
 link` settles it) or `orphaned`. It is the newest stored snapshots with the writes
 applied since laid over them (approvals, the daemon's sweep): `snapshot_at` and
 `applied_through` say as of when, and `since_snapshot` what seatwarden did to the
-account since (`deleted|deactivated|reactivated|created TIME (run N)`). Times are RFC 3339 in UTC; stderr says which run
-and how long ago, on report.timezone's clock. Run `seatwarden plan` first for a
+account since (`deleted|deactivated|reactivated|created TIME UTC (run N)`). In the
+CSV, times are UTC to the second, `2026-12-04 09:30:00` (a form spreadsheets read as
+a date), and each of an account's groups is a line of its `workspace_groups` cell
+(a `;` is part of a name; a name's backslash is written `\\`, its line break `\n`);
+the JSON keeps times whole (RFC 3339, `Z`) and groups as a list. stderr says which
+run and how long ago, on report.timezone's clock. Run `seatwarden plan` first for a
 fresh view.
 
 --output FILE writes the export to FILE instead of stdout: owner-only (0600),

@@ -69,7 +69,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard;
 use crate::model::{
     Account, AccountRef, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason, Identity,
-    Link, NewLink, WorkspaceSnapshot,
+    Link, LinkMethod, NewLink, WorkspaceSnapshot,
 };
 use crate::plan;
 use crate::policy;
@@ -882,6 +882,15 @@ impl View<'_> {
                         clean(&link.identity_id)
                     );
                 }
+                // The people it may be are in the directory: "deleted, or never
+                // there" read as if the account had nobody.
+                None if !self.disputes().is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "  none chosen: whose account this is is disputed (the people it may \
+                         be are under Disputed match)"
+                    );
+                }
                 // A partial read leaves out people who have not left.
                 None if !self.loaded.directory.complete => {
                     let _ = writeln!(
@@ -1121,10 +1130,10 @@ impl View<'_> {
             Some(l) => {
                 let _ = writeln!(
                     out,
-                    "  {} ↔ account {}, matched by {} at {}",
+                    "  {} ↔ account {}, {} at {}",
                     clean(&l.identity_id),
                     clean(&l.account_id),
-                    l.method.as_str(),
+                    how_linked(l.method),
                     self.at(l.linked_at)
                 );
             }
@@ -1656,7 +1665,23 @@ impl View<'_> {
         let _ = writeln!(out, "\nDeprovision ledger");
         let lines = ledger_lines(self.store, self.person_id(), self.now, self.tz)?;
         if lines.is_empty() {
-            let _ = writeln!(out, "  none: never seen losing access");
+            // Someone the snapshot shows without access has not been "never seen
+            // losing access": the ledger records a loss only as a reconcile or
+            // the sweep finds an active account of theirs to deactivate.
+            let lost = self.departed_link().is_some()
+                || self.identity.is_some_and(|identity| {
+                    policy::access_loss(identity, &self.config.policy_settings()).is_some()
+                });
+            if lost {
+                let _ = writeln!(
+                    out,
+                    "  none: no episode recorded (a reconcile or the daemon's sweep opens one \
+                     when it finds an active account of theirs to deactivate; a plan opens \
+                     none, and an account already inactive needs none)"
+                );
+            } else {
+                let _ = writeln!(out, "  none: never seen losing access");
+            }
         }
         for line in lines {
             let _ = writeln!(out, "  {line}");
@@ -1715,11 +1740,14 @@ impl View<'_> {
                 None => format!(
                     "  {} — {}{}",
                     a.kind.name(),
-                    clean(&crate::report::on_clock(
-                        &a.detail,
-                        crate::report::deactivated_since_of(&a.kind),
-                        self.tz
-                    )),
+                    membership_of_theirs(
+                        &a.kind,
+                        clean(&crate::report::on_clock(
+                            &a.detail,
+                            crate::report::deactivated_since_of(&a.kind),
+                            self.tz
+                        ))
+                    ),
                     a.held
                         .as_ref()
                         .map(|h| format!(" [HELD: {}]", self.held(h)))
@@ -2221,6 +2249,38 @@ fn loss_of(detail: &str) -> &str {
     why.split("; account").next().unwrap_or(why)
 }
 
+/// A membership action's line in one person's Next run: the action is the
+/// group's (`8 member(s) missing from Finance`), which read alone says nothing of
+/// what it does to this person; so it says that first.
+fn membership_of_theirs<'d>(kind: &ActionKind, detail: Cow<'d, str>) -> Cow<'d, str> {
+    match kind {
+        ActionKind::AddMembers { group, .. } => Cow::Owned(format!(
+            "added to {} (one write for the group: {detail})",
+            clean(group.display_name())
+        )),
+        ActionKind::RemoveMembers { group, .. } => Cow::Owned(format!(
+            "removed from {} (one write for the group: {detail})",
+            clean(group.display_name())
+        )),
+        _ => detail,
+    }
+}
+
+/// How a stored link came to be, as a reader names it: the attributes as the
+/// workspace spells them (`userName`, not the store's `user_name`), and a link
+/// seatwarden made by creating the account, or by adopting it, said so ("matched
+/// by created" named no rule).
+fn how_linked(method: LinkMethod) -> &'static str {
+    match method {
+        LinkMethod::ExternalId => "matched by externalId",
+        LinkMethod::UserName => "matched by userName",
+        LinkMethod::Email => "matched by email",
+        LinkMethod::Created => "created by seatwarden for them",
+        LinkMethod::Adopted => "adopted as it was (policy.unmatched_accounts = \"adopt\")",
+        LinkMethod::Manual => "linked by hand (`link`)",
+    }
+}
+
 /// What ties `account` to `identity`, as matching tries it: a stored link, the
 /// `externalId`, the userName, the email; `None` when nothing does.
 fn matched_by(links: &[StoredLink], identity: &Identity, account: &Account) -> Option<String> {
@@ -2237,13 +2297,20 @@ fn matched_by(links: &[StoredLink], identity: &Identity, account: &Account) -> O
         "externalId"
     } else if crate::model::same_name(&account.user_name, &identity.user_name) {
         "userName"
-    } else if account
-        .email
-        .as_deref()
-        .zip(identity.email.as_deref())
-        .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_name(a, i))
-    {
-        "email"
+    } else if crate::plan::matches_by_email(account, identity) {
+        // An account with no email of its own (a workspace that names accounts
+        // by email address) is found by its userName: "by email" alone would
+        // send a reader to an attribute it does not have.
+        let by_own_email = account
+            .email
+            .as_deref()
+            .zip(identity.email.as_deref())
+            .is_some_and(|(own, theirs)| crate::model::same_name(own, theirs));
+        if by_own_email {
+            "email"
+        } else {
+            "email (the account's userName is their email)"
+        }
     } else {
         return None;
     };
@@ -2820,7 +2887,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("matched by user_name at 2026-11-29 09:00:00 +01:00 (CET)"),
+            text.contains("matched by userName at 2026-11-29 09:00:00 +01:00 (CET)"),
             "{text}"
         );
         assert!(!text.contains("UTC") && !text.contains(":00Z"), "{text}");

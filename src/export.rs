@@ -75,7 +75,7 @@ pub struct AccessRow {
     /// included), else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
     /// What seatwarden did to the account after the snapshot was read, and when:
-    /// `deleted|deactivated|reactivated|created <RFC 3339 time> (run N)`, the
+    /// `deleted|deactivated|reactivated|created YYYY-MM-DD HH:MM:SS UTC (run N)`, the
     /// latest such write; `None` when it did none of them. The other columns
     /// already show the account so (a deleted one inactive, with no groups);
     /// this says that it is seatwarden's doing since the snapshot, not what the
@@ -259,7 +259,8 @@ impl Lifecycle<'_> {
             Change::Reactivated => "reactivated",
             Change::Deleted => "deleted",
         };
-        format!("{what} {} (run {})", self.at.to_rfc3339(), self.run)
+        // As the CSV's time columns write it, with its zone: this cell is text.
+        format!("{what} {} UTC (run {})", csv_time(self.at), self.run)
     }
 }
 
@@ -301,15 +302,11 @@ fn last_change_by_account(
 }
 
 /// Whether `account` may be `identity`'s, as matching tries it: the externalId,
-/// the userName, the email.
+/// the userName, the email (the account's, or its userName).
 fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
     account.external_id.as_deref() == Some(identity.id.as_str())
         || crate::model::same_name(&account.user_name, &identity.user_name)
-        || account
-            .email
-            .as_deref()
-            .zip(identity.email.as_deref())
-            .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_name(a, i))
+        || crate::plan::matches_by_email(account, identity)
 }
 
 /// The matches the plan finds that no stored link records yet: after a first
@@ -744,32 +741,65 @@ pub fn access_at(
 /// chosen by workspace members, and a cell starting with `=`, `+`, `-`, `@`, a tab or
 /// a carriage return is a formula to Excel and LibreOffice (`=HYPERLINK(…)` would
 /// run when an auditor opens the export); such a cell is prefixed with `'`, as
-/// OWASP advises. So is every part of it after a `;`: where the list separator is
-/// `;` (Excel in much of Europe opens a `.csv` so), the file is split there and
-/// the commas' quoting means nothing, so a folder named `Team;=HYPERLINK(…)`, or
-/// a second folder name in the `;`-joined list, would start a cell of its own.
-/// The JSON export carries every value unchanged.
+/// OWASP advises. So is every part of it after a `;` or a line break: where the
+/// list separator is `;` (Excel in much of Europe opens a `.csv` so), the file is
+/// split there and the commas' quoting means nothing, so a folder named
+/// `Team;=HYPERLINK(…)` would start a cell of its own; and each group of a
+/// `workspace_groups` cell is a line of it, which a reader that splits lines
+/// starts a cell with. The JSON export carries every value unchanged.
 fn inert(value: &str) -> Cow<'_, str> {
-    let formula = |part: &str| {
-        matches!(
-            part.chars().next(),
-            Some('=' | '+' | '-' | '@' | '\t' | '\r')
-        )
-    };
-    if !value.split(';').any(formula) {
+    let is_formula = |c: char| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r');
+    let starts_part = |previous: Option<char>| matches!(previous, None | Some(';' | '\n' | '\r'));
+    let mut previous = None;
+    let needs_marks = value.chars().any(|c| {
+        let marked = starts_part(previous) && is_formula(c);
+        previous = Some(c);
+        marked
+    });
+    if !needs_marks {
         return Cow::Borrowed(value);
     }
-    let parts: Vec<Cow<'_, str>> = value
-        .split(';')
-        .map(|part| {
-            if formula(part) {
-                Cow::Owned(format!("'{part}"))
+    let mut marked = String::with_capacity(value.len() + 4);
+    let mut previous = None;
+    for c in value.chars() {
+        if starts_part(previous) && is_formula(c) {
+            marked.push('\'');
+        }
+        marked.push(c);
+        previous = Some(c);
+    }
+    Cow::Owned(marked)
+}
+
+/// A `workspace_groups` cell: one group a line, so a group named `Legal;Ops` is
+/// told from the two groups `Legal` and `Ops`. A name's own backslash is written
+/// `\\`, its line feed `\n` and its carriage return `\r`, so each line is one
+/// whole name and reads back as it.
+fn groups_cell(groups: &[String]) -> String {
+    let escaped: Vec<Cow<'_, str>> = groups
+        .iter()
+        .map(|name| {
+            if name.contains(['\\', '\n', '\r']) {
+                Cow::Owned(
+                    name.replace('\\', "\\\\")
+                        .replace('\n', "\\n")
+                        .replace('\r', "\\r"),
+                )
             } else {
-                Cow::Borrowed(part)
+                Cow::Borrowed(name.as_str())
             }
         })
         .collect();
-    Cow::Owned(parts.join(";"))
+    escaped.join("\n")
+}
+
+/// A time in a CSV cell: UTC to the second, as `2026-12-04 09:30:00`, the form
+/// Excel and LibreOffice read as a date and time (RFC 3339's `T`, fraction and
+/// offset leave it text to them, which an auditor cannot sort or filter by
+/// date). The zone is the README's and `--help`'s to say: a spreadsheet reads a
+/// cell with one as text. Fixed width, so it sorts as text too.
+fn csv_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 impl AccessExport {
@@ -777,8 +807,9 @@ impl AccessExport {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// One row per account; groups joined with `;` (the directory CSV's
-    /// convention); `snapshot_at` and `applied_through` repeated on every row.
+    /// One row per account; groups one a line of their cell ([`groups_cell`]);
+    /// times UTC to the second ([`csv_time`]); `snapshot_at` and
+    /// `applied_through` repeated on every row.
     pub fn to_csv(&self) -> Result<String, ExportError> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record([
@@ -798,13 +829,10 @@ impl AccessExport {
         ])?;
         // On every row: a CSV has no header block, and an extract of rows kept
         // for an audit still says as of when.
-        let snapshot_at = self.snapshot_at.to_rfc3339();
-        let applied_through = self
-            .applied_through
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
+        let snapshot_at = csv_time(self.snapshot_at);
+        let applied_through = self.applied_through.map(csv_time).unwrap_or_default();
         for row in &self.accounts {
-            let groups = row.workspace_groups.join(";");
+            let groups = groups_cell(&row.workspace_groups);
             let cells = [
                 inert(&row.account_id),
                 inert(&row.user_name),
@@ -815,7 +843,7 @@ impl AccessExport {
                 inert(row.identity_user_name.as_deref().unwrap_or("")),
                 inert(row.identity_status.as_deref().unwrap_or("")),
                 inert(&row.justification),
-                Cow::Owned(row.last_change.map(|t| t.to_rfc3339()).unwrap_or_default()),
+                Cow::Owned(row.last_change.map(csv_time).unwrap_or_default()),
                 Cow::Borrowed(snapshot_at.as_str()),
                 Cow::Borrowed(applied_through.as_str()),
                 Cow::Borrowed(row.since_snapshot.as_deref().unwrap_or("")),
@@ -927,6 +955,7 @@ const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const SCHEMA_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::model::{AccountSpec, Action, Attribute, AttributeChange, DriftKind, GroupRef};
@@ -947,6 +976,115 @@ mod tests {
         assert_eq!(inert("a;;\tb"), "a;;'\tb");
         // A space first is no formula: a mapping's justification joins with "; ".
         assert_eq!(inert("Eng → ws as Editor; Ops"), "Eng → ws as Editor; Ops");
+    }
+
+    fn row(account_id: &str, groups: &[&str]) -> AccessRow {
+        AccessRow {
+            account_id: account_id.to_owned(),
+            user_name: format!("{account_id}@example.com"),
+            active: true,
+            role: "Editor".to_owned(),
+            workspace_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            identity_id: None,
+            identity_user_name: None,
+            identity_status: None,
+            justification: "orphaned".to_owned(),
+            last_change: None,
+            since_snapshot: None,
+        }
+    }
+
+    /// The cells of the CSV's data rows, as a CSV reader reads them.
+    fn csv_rows(export: &AccessExport) -> Vec<csv::StringRecord> {
+        let csv = export.to_csv().unwrap();
+        csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// An auditor sorts and filters by the times: Excel and LibreOffice read
+    /// `2026-12-06 10:00:00` as a date and time, not RFC 3339 with nanoseconds
+    /// and an offset (`…T10:00:00.123456789+00:00` stayed text). The JSON keeps
+    /// the instant whole.
+    #[test]
+    fn csv_times_are_ones_a_spreadsheet_reads_and_json_keeps_them_whole() {
+        let at = DateTime::parse_from_rfc3339("2026-12-06T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut account = row("a1", &[]);
+        account.last_change = Some(at + chrono::Duration::hours(1));
+        let export = AccessExport {
+            run_id: 3,
+            snapshot_at: at,
+            applied_through: Some(at + chrono::Duration::minutes(5)),
+            accounts: vec![account],
+        };
+        let rows = csv_rows(&export);
+        assert_eq!(&rows[0][9], "2026-12-06 11:00:00");
+        assert_eq!(&rows[0][10], "2026-12-06 10:00:00");
+        assert_eq!(&rows[0][11], "2026-12-06 10:05:00");
+        let json: serde_json::Value = serde_json::from_str(&export.to_json()).unwrap();
+        assert_eq!(json["snapshot_at"], "2026-12-06T10:00:00.123456789Z");
+        assert_eq!(
+            json["accounts"][0]["last_change"],
+            "2026-12-06T11:00:00.123456789Z"
+        );
+    }
+
+    /// `Legal;Ops` is one group and `Legal` + `Ops` two: joined with `;`, both
+    /// read `Legal;Ops`. One group a line tells them apart; a name's own line
+    /// break and backslash are escaped, so every cell reads back as the names.
+    #[test]
+    fn each_group_is_a_line_of_its_cell_and_reads_back_unambiguously() {
+        let export = AccessExport {
+            run_id: 3,
+            snapshot_at: Utc::now(),
+            applied_through: None,
+            accounts: vec![
+                row("a1", &["Legal;Ops"]),
+                row("a2", &["Legal", "Ops"]),
+                row("a3", &["Two\\nlines", "Two\nlines", "C:\\\\Share"]),
+            ],
+        };
+        let cells: Vec<String> = csv_rows(&export).iter().map(|r| r[4].to_owned()).collect();
+        assert_eq!(
+            cells,
+            [
+                "Legal;Ops",
+                "Legal\nOps",
+                // `Two\nlines` (a backslash and an n), a name with a line break
+                // in it, then `C:\\Share`: each backslash doubled.
+                "Two\\\\nlines\nTwo\\nlines\nC:\\\\\\\\Share",
+            ]
+        );
+    }
+
+    /// Every group of a cell is a line of it, which a reader that splits lines
+    /// (or Excel where `;` separates cells, at each `;`) starts a cell with:
+    /// none of them may start a formula.
+    #[test]
+    fn no_group_in_a_joined_cell_starts_a_formula() {
+        assert_eq!(inert("Team\n=HYPERLINK(\"x\")"), "Team\n'=HYPERLINK(\"x\")");
+        assert_eq!(inert("a\r\n-b"), "a\r\n'-b");
+        let export = AccessExport {
+            run_id: 3,
+            snapshot_at: Utc::now(),
+            applied_through: None,
+            accounts: vec![row(
+                "a1",
+                &[
+                    "=HYPERLINK(\"https://evil.example\")",
+                    "Finance",
+                    "Team;@SUM(1)",
+                    "+1",
+                ],
+            )],
+        };
+        assert_eq!(
+            &csv_rows(&export)[0][4],
+            "'=HYPERLINK(\"https://evil.example\")\nFinance\nTeam;'@SUM(1)\n'+1"
+        );
     }
 
     fn applied(seq: u32, kind: ActionKind) -> JournalEntry {
@@ -1100,7 +1238,12 @@ mod tests {
             .iter()
             .map(|(id, change)| (id.as_str(), change.text()))
             .collect();
-        let at = |seq: usize| journal[seq].updated_at.to_rfc3339();
+        let at = |seq: usize| {
+            journal[seq]
+                .updated_at
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        };
         assert_eq!(
             texts,
             HashMap::from([

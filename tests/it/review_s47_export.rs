@@ -176,13 +176,13 @@ fn an_account_seatwarden_deleted_or_deactivated_since_the_snapshot_says_so() {
     );
     assert_eq!(
         deleted.since_snapshot.as_deref(),
-        Some(format!("deleted 2026-11-29T09:30:00+00:00 (run {later})").as_str())
+        Some(format!("deleted 2026-11-29 09:30:00 UTC (run {later})").as_str())
     );
     let deactivated = row("a2");
     assert!(!deactivated.active);
     assert_eq!(
         deactivated.since_snapshot.as_deref(),
-        Some(format!("deactivated 2026-11-29T09:30:00+00:00 (run {later})").as_str())
+        Some(format!("deactivated 2026-11-29 09:30:00 UTC (run {later})").as_str())
     );
     assert_eq!(row("a3").since_snapshot, None);
 
@@ -202,11 +202,11 @@ fn an_account_seatwarden_deleted_or_deactivated_since_the_snapshot_says_so() {
         [
             (
                 "a1".to_owned(),
-                format!("deleted 2026-11-29T09:30:00+00:00 (run {later})")
+                format!("deleted 2026-11-29 09:30:00 UTC (run {later})")
             ),
             (
                 "a2".to_owned(),
-                format!("deactivated 2026-11-29T09:30:00+00:00 (run {later})")
+                format!("deactivated 2026-11-29 09:30:00 UTC (run {later})")
             ),
             ("a3".to_owned(), String::new()),
         ]

@@ -271,11 +271,11 @@ async fn every_csv_row_says_as_of_when() {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), export.accounts.len());
     for record in &rows {
-        assert_eq!(&record[snapshot_at], export.snapshot_at.to_rfc3339());
-        assert_eq!(
-            &record[applied_through],
-            approved.deactivated_at.to_rfc3339()
-        );
+        // UTC to the second, as a spreadsheet reads a date and time.
+        let cell_time =
+            |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M:%S").to_string();
+        assert_eq!(&record[snapshot_at], cell_time(export.snapshot_at));
+        assert_eq!(&record[applied_through], cell_time(approved.deactivated_at));
     }
 }
 
