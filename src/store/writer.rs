@@ -546,6 +546,12 @@ fn give_to_database_owner(file: &File, database: &Path) -> std::io::Result<()> {
 /// to another user than the database beside it (one root made with an older
 /// version, or that could not be given over), the `chown` that gives it the
 /// database's owner, which the service runs as. Empty when neither applies.
+///
+/// The `chown` is named only for a plain file (a regular file with one link,
+/// looked at without following a link), and with `-h`: a lock file refused as
+/// a symbolic or hard link to a root-owned file (`/etc/shadow`) planted in the
+/// service's folder must not come with the command that would give that file
+/// to the service, nor one swapped in before root runs it.
 pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
     let read_only = super::read_only_hint(error);
     if !read_only.is_empty() {
@@ -556,12 +562,16 @@ pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
         use std::os::unix::fs::MetadataExt;
         // A lock file is always `<database>.<suffix>` ([`lock_file_path`]).
         let database = path.with_extension("");
-        if let (Ok(lock), Ok(owner)) = (std::fs::metadata(path), std::fs::metadata(&database))
+        if let (Ok(lock), Ok(owner)) = (
+            std::fs::symlink_metadata(path),
+            std::fs::metadata(&database),
+        ) && lock.file_type().is_file()
+            && lock.nlink() == 1
             && (lock.uid(), lock.gid()) != (owner.uid(), owner.gid())
         {
             return format!(
                 "; it belongs to uid {} (gid {}), not to the owner of the state database {} \
-                 (uid {}, gid {}), the user the service runs as: run `chown {}:{} {}` as \
+                 (uid {}, gid {}), the user the service runs as: run `chown -h {}:{} {}` as \
                  root (an older seatwarden run as root left its lock files to root)",
                 lock.uid(),
                 lock.gid(),

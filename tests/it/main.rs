@@ -166,6 +166,7 @@ mod review_s60_ops;
 mod review_s60_review;
 mod review_s60_second;
 mod review_s60_walk;
+mod review_s61_review;
 mod role_groups;
 mod run_recovery;
 mod safety;

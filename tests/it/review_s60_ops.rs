@@ -143,7 +143,7 @@ fn a_root_owned_lock_file_left_behind_names_the_chown_to_run() {
     );
     assert!(
         err.contains(&format!(
-            "run `chown {SERVICE}:{SERVICE} {}` as root",
+            "run `chown -h {SERVICE}:{SERVICE} {}` as root",
             writer.display()
         )),
         "{err}"
