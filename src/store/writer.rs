@@ -21,7 +21,9 @@
 //! command run with `sudo` never leaves the service a lock file it cannot open.
 //! A lock file itself is never followed: one that is a symbolic link or a hard
 //! link (planted in the service user's folder for root to write and give away)
-//! is refused.
+//! is refused, by the writers and by `status`, which only looks. The open
+//! itself refuses a symbolic link and never waits on a FIFO
+//! (`UNFOLLOWED_FLAGS`): a check by path before it could be raced.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -79,11 +81,24 @@ impl LockHolder {
 
 /// The holder the lock file at `path` names, if it names one: an older version
 /// wrote none, `status` writes none, and a holder caught while it writes its line
-/// reads as none.
+/// reads as none. Read as the lock is taken ([`open_unfollowed`], a plain file
+/// only) and no further than a holder's line can reach: run as root, following
+/// a link planted there to `/dev/zero` would read for ever.
 pub fn lock_holder(path: &Path) -> Option<LockHolder> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    let file = open_unfollowed(readable(), path).ok()?;
+    #[cfg(unix)]
+    refuse_unless_plain(&file, path).ok()?;
+    let mut text = String::new();
+    file.take(HOLDER_LINE_LIMIT)
+        .read_to_string(&mut text)
+        .ok()?;
     serde_json::from_str(text.lines().next()?).ok()
 }
+
+/// How much of a lock file [`lock_holder`] reads: a holder's line (pid, a few
+/// words, a time) is far shorter.
+const HOLDER_LINE_LIMIT: u64 = 4096;
 
 /// How a bounded wait for the writer lock ended ([`WriterLock::acquire_within`]).
 #[derive(Debug)]
@@ -202,7 +217,7 @@ impl WriterLock {
     /// first), so the lock counts as taken.
     pub fn try_acquire(database: &Path) -> Result<Option<WriterLock>, StoreError> {
         let path = Self::path(database);
-        let file = match File::open(&path) {
+        let file = match open_to_look(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Some(WriterLock {
@@ -364,7 +379,7 @@ fn write_at_start(mut file: &File, bytes: &[u8]) -> bool {
 /// file). Looks with a shared lock, released at once, and never creates the file:
 /// without it, no holder can exist.
 pub fn lock_is_held(path: &Path) -> Result<bool, StoreError> {
-    let file = match File::open(path) {
+    let file = match open_to_look(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(source) => return Err(lock_error(path, source)),
@@ -486,9 +501,10 @@ fn not_a_plain_file() -> std::io::Error {
 
 /// Fails when something other than a regular file is at `path`, before it is
 /// opened: opening a FIFO planted there for writing would wait for a reader for
-/// ever, and a command run as root would hang instead of refusing it.
-/// [`refuse_unless_plain`] still checks what was opened (the path can change
-/// between the two).
+/// ever, and a command run as root would hang instead of refusing it. The open
+/// itself refuses it too where [`UNFOLLOWED_FLAGS`] are known (the path can
+/// change between this look and the open); [`refuse_unless_plain`] still
+/// checks what was opened.
 fn refuse_what_is_not_a_file(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(found) if !found.file_type().is_file() => Err(not_a_plain_file()),
@@ -502,24 +518,118 @@ fn open_or_make(path: &Path) -> std::io::Result<(File, bool)> {
     // Made, or opened as it is; removed between the two (a test's folder being
     // cleared), tried again a few times, then opened as the other writers open it.
     for _ in 0..3 {
-        match super::private_file().create_new(true).open(path) {
+        let mut make = super::private_file();
+        make.create_new(true);
+        match open_unfollowed(make, path) {
             Ok(file) => return Ok((file, true)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
         refuse_what_is_not_a_file(path)?;
-        match super::private_file().open(path) {
+        match open_unfollowed(super::private_file(), path) {
             Ok(file) => return Ok((file, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     refuse_what_is_not_a_file(path)?;
-    super::private_file()
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map(|file| (file, false))
+    let mut make_or_open = super::private_file();
+    make_or_open.create(true).truncate(false);
+    open_unfollowed(make_or_open, path).map(|file| (file, false))
+}
+
+/// `open` flags that make it refuse a symbolic link at the path's last
+/// component (`O_NOFOLLOW`: `ELOOP`) and return at once on a FIFO
+/// (`O_NONBLOCK`: a writer gets `ENXIO`, a reader opens it, then refused as not
+/// a regular file). Without them a check by path and the open after it are two
+/// looks: a link to a FIFO (or to a device, whose opening can act, say a
+/// watchdog) swapped in between was followed by root, which hung or opened it
+/// before the check on the opened file refused it. `O_NONBLOCK` changes nothing
+/// else on a regular file (`flock` waits or not by its own flag). The values
+/// are the kernel's for each architecture (std has no names for them, and
+/// `libc` is not a dependency): the test `unfollowed_opens_refuse_a_symlink`
+/// checks them where the tests run. Elsewhere: none, and the checks by path
+/// and on the opened file still refuse what is not a plain file.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "riscv32",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+))]
+const UNFOLLOWED_FLAGS: i32 = 0x20000 | 0o4000;
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    )
+))]
+const UNFOLLOWED_FLAGS: i32 = 0x8000 | 0o4000;
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+const UNFOLLOWED_FLAGS: i32 = 0x100 | 0x4;
+#[cfg(not(any(
+    all(
+        target_os = "linux",
+        any(
+            target_arch = "x86",
+            target_arch = "x86_64",
+            target_arch = "riscv32",
+            target_arch = "riscv64",
+            target_arch = "s390x",
+            target_arch = "loongarch64",
+            target_arch = "arm",
+            target_arch = "aarch64",
+            target_arch = "powerpc",
+            target_arch = "powerpc64"
+        )
+    ),
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
+const UNFOLLOWED_FLAGS: i32 = 0;
+
+/// Opens the lock file at `path` with `options`, never following a symbolic
+/// link there nor waiting on a FIFO ([`UNFOLLOWED_FLAGS`]); what was there
+/// instead of a file is refused as [`not_a_plain_file`], naming no other error.
+fn open_unfollowed(mut options: std::fs::OpenOptions, path: &Path) -> std::io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(UNFOLLOWED_FLAGS);
+    }
+    options.open(path).map_err(|error| {
+        let not_a_file = error.kind() != std::io::ErrorKind::NotFound
+            && std::fs::symlink_metadata(path).is_ok_and(|found| !found.file_type().is_file());
+        if not_a_file {
+            not_a_plain_file()
+        } else {
+            error
+        }
+    })
+}
+
+/// Options to read a lock file without creating or changing it.
+fn readable() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    options
+}
+
+/// The lock file at `path` opened to see whether it is held (`status`): never
+/// made, followed or waited on, and refused unless it is a plain file, as the
+/// writers refuse it.
+fn open_to_look(path: &Path) -> std::io::Result<File> {
+    let file = open_unfollowed(readable(), path)?;
+    #[cfg(unix)]
+    refuse_unless_plain(&file, path)?;
+    Ok(file)
 }
 
 /// Gives `file`, a lock file, the owner of `database` when root owns it and
@@ -678,6 +788,151 @@ mod tests {
         let error = opened.unwrap_err();
         assert!(error.to_string().starts_with("not a plain file"), "{error}");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    /// The flags [`open_unfollowed`] adds are this platform's: a symlink at the
+    /// path is refused by the open itself, and a FIFO opened for writing
+    /// returns at once.
+    #[cfg(unix)]
+    #[test]
+    fn unfollowed_opens_refuse_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let error = readable()
+            .custom_flags(UNFOLLOWED_FLAGS)
+            .open(&link)
+            .unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(40), "ELOOP: {error}");
+    }
+
+    /// What `what` returns, run on a thread of its own; the test fails when it
+    /// takes over 10 s (it waits on a FIFO).
+    fn within_seconds<T: Send + 'static>(what: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sent, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sent.send(what());
+        });
+        answer
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("waited on a FIFO at the lock file's path")
+    }
+
+    /// `status` (as root too) looks at the lock files without creating them:
+    /// a FIFO planted at one is refused, naming it, not opened for reading and
+    /// waited on for a writer that never comes. Before, `status` hung.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_a_lock_files_path_is_refused_by_whoever_only_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let lock = WriterLock::path(&database);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&lock)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", lock.display());
+        let path = lock.clone();
+        let held = within_seconds(move || lock_is_held(&path).map_err(|e| e.to_string()));
+        let error = held.unwrap_err();
+        assert!(
+            error.contains(&lock.display().to_string()) && error.contains("not a plain file"),
+            "{error}"
+        );
+        let tried = within_seconds(move || WriterLock::try_acquire(&database).map(drop));
+        assert!(tried.unwrap_err().to_string().contains("not a plain file"));
+        let path = lock.clone();
+        assert_eq!(within_seconds(move || lock_holder(&path)), None);
+    }
+
+    /// A lock file that is a symbolic link is not followed by a command that
+    /// only looks either: the file it leads to (held by whoever planted it, or
+    /// `/dev/zero`, which a root `status` read for ever) is neither locked nor
+    /// read. Before, `status` reported the holder the linked file named.
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_lock_file_is_not_followed_by_whoever_only_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        let line = serde_json::to_string(&LockHolder::this_process("a planted holder")).unwrap();
+        std::fs::write(&elsewhere, format!("{line}\n")).unwrap();
+        let planted = File::open(&elsewhere).unwrap();
+        planted.lock().unwrap();
+        let lock = WriterLock::path(&database);
+        std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+
+        assert_eq!(lock_holder(&lock), None);
+        let error = lock_is_held(&lock).unwrap_err().to_string();
+        assert!(error.contains("not a plain file"), "{error}");
+        let error = WriterLock::try_acquire(&database).unwrap_err().to_string();
+        assert!(error.contains("not a plain file"), "{error}");
+    }
+
+    /// A link to a FIFO swapped in at a lock file's path between the look by
+    /// path and the open is refused by the open, never waited on. Before, the
+    /// open followed it: a command run as root hung (within a few hundred
+    /// tries here; the owner of the state folder can keep swapping for as long
+    /// as it takes).
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_fifo_swapped_in_after_the_look_is_never_waited_on() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let lock = WriterLock::path(&database);
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        std::fs::write(&lock, b"").unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, lock, dir) = (stop.clone(), lock.clone(), dir.path().to_owned());
+            std::thread::spawn(move || {
+                let (file, link) = (dir.join("a-file"), dir.join("a-link"));
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::write(&file, b"").unwrap();
+                    std::fs::rename(&file, &lock).unwrap();
+                    std::os::unix::fs::symlink(dir.join("fifo"), &link).unwrap();
+                    std::fs::rename(&link, &lock).unwrap();
+                }
+            })
+        };
+        let (lock_path, database_path) = (lock.clone(), database.clone());
+        let opened = std::sync::mpsc::channel();
+        let (sent, answer) = opened;
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if let Err(error) = open_lock_file(&lock_path, &database_path)
+                    && error.kind() != std::io::ErrorKind::InvalidInput
+                {
+                    let _ = sent.send(Err(error.to_string()));
+                    return;
+                }
+            }
+            let _ = sent.send(Ok(()));
+        });
+        let outcome = answer.recv_timeout(std::time::Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        if outcome.is_err() {
+            // Let the stuck open go: it waits for a reader of the FIFO.
+            let _reader = open_unfollowed(readable(), &fifo);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        outcome
+            .expect("open_lock_file waited on a FIFO reached through a link")
+            .unwrap();
     }
 
     #[cfg(unix)]
