@@ -614,6 +614,18 @@ const UNFOLLOWED_FLAGS: i32 = 0x100 | 0x4;
 )))]
 const UNFOLLOWED_FLAGS: i32 = 0;
 
+/// "No such device or address": what opening a FIFO for writing without
+/// waiting answers when nobody reads it (the same number on every Unix).
+const ENXIO: i32 = 6;
+
+/// "Too many levels of symbolic links": `O_NOFOLLOW`'s refusal, on the
+/// platforms [`UNFOLLOWED_FLAGS`] are known for (std's name for it,
+/// `ErrorKind::FilesystemLoop`, is not stable yet).
+#[cfg(target_os = "linux")]
+const ELOOP: i32 = 40;
+#[cfg(not(target_os = "linux"))]
+const ELOOP: i32 = 62;
+
 /// Opens the lock file at `path` with `options`, never following a symbolic
 /// link there nor waiting on a FIFO ([`UNFOLLOWED_FLAGS`]); what was there
 /// instead of a file is refused as [`not_a_plain_file`], naming no other error.
@@ -624,8 +636,14 @@ fn open_unfollowed(mut options: std::fs::OpenOptions, path: &Path) -> std::io::R
         options.custom_flags(UNFOLLOWED_FLAGS);
     }
     options.open(path).map_err(|error| {
-        let not_a_file = error.kind() != std::io::ErrorKind::NotFound
-            && std::fs::symlink_metadata(path).is_ok_and(|found| !found.file_type().is_file());
+        // ELOOP: a symbolic link there (the flag's refusal); ENXIO: a FIFO
+        // nobody reads, a socket or a device with nothing behind it; either
+        // way, what was there was no file, even if a file is there again now.
+        let refused_by_the_flags =
+            UNFOLLOWED_FLAGS != 0 && matches!(error.raw_os_error(), Some(ELOOP | ENXIO));
+        let not_a_file = refused_by_the_flags
+            || error.kind() != std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(path).is_ok_and(|found| !found.file_type().is_file());
         if not_a_file {
             not_a_plain_file()
         } else {
@@ -832,7 +850,7 @@ mod tests {
             .custom_flags(UNFOLLOWED_FLAGS)
             .open(&link)
             .unwrap_err();
-        assert_eq!(error.raw_os_error(), Some(40), "ELOOP: {error}");
+        assert_eq!(error.raw_os_error(), Some(ELOOP), "{error}");
     }
 
     /// What `what` returns, run on a thread of its own; the test fails when it
