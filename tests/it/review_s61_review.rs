@@ -13,7 +13,9 @@
 //!   service's commands skipped in silence for ever (they could not open it to
 //!   see that nobody held it). Root now refuses to make that copy there, saying
 //!   which user to run it as, and a root-owned copy whose maker is gone is
-//!   removed by the service's next command.
+//!   removed by the service's next command. `sudo seatwarden backup` into the
+//!   service's folders wrote its temporary copy the same way, and is refused
+//!   the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -144,4 +146,31 @@ fn a_root_owned_preview_copy_left_behind_is_removed_by_the_service() {
         "{stderr}"
     );
     assert_eq!(preview_copies(state.path()), Vec::<String>::new());
+}
+
+/// `sudo seatwarden backup` into the service's state folder is refused before
+/// anything is written there, naming the user to run it as; the service's
+/// own backup there is written. Before, root wrote the temporary copy in that
+/// folder by name.
+#[test]
+fn root_writes_no_backup_in_the_services_folder() {
+    if !root_or_skip("root_writes_no_backup_in_the_services_folder") {
+        return;
+    }
+    let (state, _database) = service_owned_state();
+    let copy = state.path().join("backup.db");
+    let before: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+
+    let (code, stderr) = seatwarden_in(state.path(), &[], &["backup", copy.to_str().unwrap()]);
+
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not writing the backup") && stderr.contains("sudo -u '#65534'"),
+        "{stderr}"
+    );
+    let after: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "{stderr}");
+    let (code, stderr) = as_service(state.path(), &["backup", copy.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(copy.exists());
 }
