@@ -669,6 +669,20 @@ pub fn remove_stale_preview_copies(state: &std::path::Path) -> Vec<std::path::Pa
                 let _ = remove_copy_files(&path);
                 continue;
             }
+            // Root's (an older version ran the preview with `sudo` and was
+            // killed): its lock cannot be looked at, but the process its name
+            // gives is gone, and the folder is ours to remove it from.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    && name
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(maker_is_gone) =>
+            {
+                if remove_copy_files(&path) {
+                    removed.push(path);
+                }
+                continue;
+            }
             Err(_) => continue,
         };
         // Held by the preview that made it (or one that is making it).
@@ -688,6 +702,12 @@ pub fn remove_stale_preview_copies(state: &std::path::Path) -> Vec<std::path::Pa
         }
     }
     removed
+}
+
+/// Whether the process `pid` (a preview copy's maker) no longer runs, as
+/// `/proc` shows; never where there is no `/proc` to tell (the copy is kept).
+fn maker_is_gone(pid: &str) -> bool {
+    std::path::Path::new("/proc/self").exists() && !std::path::Path::new("/proc").join(pid).exists()
 }
 
 /// `plan --workspace-moved` and `reconcile --dry-run --workspace-moved`: the plan

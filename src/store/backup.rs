@@ -108,6 +108,18 @@ pub enum BackupError {
         source: std::io::Error,
     },
 
+    /// Root asked to write the backup in the service's folders
+    /// ([`root_in_the_services_folders`]): refused before anything is written.
+    #[error(
+        "not writing the backup {} as root: it would be written in a folder that belongs \
+         to uid {uid}, the owner of the state database (the user the service runs as), and \
+         root does not write a copy of the database by name where another user can swap \
+         a link in; write it in a folder of root's, or run the command as that user \
+         (`sudo -u '#{uid}' seatwarden backup …`)",
+        .path.display()
+    )]
+    RootInServiceFolder { path: PathBuf, uid: u32 },
+
     /// `VACUUM INTO` failed.
     #[error("copying the state database {} into {} failed: {source}{}", .database.display(), .path.display(), damaged_hint(source))]
     Copy {
@@ -137,6 +149,35 @@ fn damaged_hint(error: &rusqlite::Error) -> &'static str {
 /// The name given to a backup written into a folder: the time it was taken, UTC.
 fn file_name_in_folder(now: chrono::DateTime<chrono::Utc>) -> String {
     format!("seatwarden-state-{}.db", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// The uid of the state database's owner when this process runs as root, that
+/// owner is another user (the service's), and `target` would be written in a
+/// folder that user owns (or inside one: it could rename the folders below
+/// it). SQLite writes the temporary copy there by name (`VACUUM INTO`), and
+/// the folder's owner could swap a symbolic link in for the empty file first:
+/// root would write a copy of a database that user writes to wherever the link
+/// leads (`/root/.ssh/authorized_keys`), as `plan --workspace-moved`'s copy
+/// would (`Store::copy_to`). Root is told by `/proc/self`'s owner; where there
+/// is no `/proc`, nothing is refused.
+#[cfg(unix)]
+fn root_in_the_services_folders(database: &Path, target: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let as_root = std::fs::metadata("/proc/self").is_ok_and(|own| own.uid() == 0);
+    let service = std::fs::metadata(database).ok()?.uid();
+    if !as_root || service == 0 {
+        return None;
+    }
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let folder = folder.canonicalize().ok()?;
+    folder
+        .ancestors()
+        .filter_map(|ancestor| std::fs::metadata(ancestor).ok())
+        .any(|owned| owned.uid() == service)
+        .then_some(service)
 }
 
 /// Removes a temporary copy and whatever SQLite left beside it.
@@ -199,6 +240,10 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
     let source = open_source(database)?;
     let version = source_version(&source, database)?;
 
+    #[cfg(unix)]
+    if let Some(uid) = root_in_the_services_folders(database, &target) {
+        return Err(BackupError::RootInServiceFolder { path: target, uid });
+    }
     let temporary = outfile::create_temporary(&target, BACKUP)?;
     let written = copy_and_check(&source, database, &temporary, &target, version).and_then(|()| {
         outfile::put_in_place(&temporary, &target, force, BACKUP).map_err(Into::into)

@@ -948,6 +948,15 @@ impl Store {
             let _ = std::fs::remove_file(path);
             return Err(create_error(std::io::Error::from(e)));
         }
+        #[cfg(unix)]
+        if let Some((uid, gid)) = others_folder_for_root(&file, path, self.path()) {
+            let _ = std::fs::remove_file(path);
+            return Err(StoreError::RootCopyInOthersFolder {
+                path: path.to_owned(),
+                uid,
+                gid,
+            });
+        }
         let copied = self
             .conn
             .execute("VACUUM INTO ?1", [target])
@@ -959,6 +968,38 @@ impl Store {
         }
         copied.map(|()| file)
     }
+}
+
+/// The owner (uid, gid) of the folder `copy` is made in, or of the database
+/// at `database`, when `made` (the copy's file, just made) is root's and that
+/// folder or database is another user's: the service's state folder, in a
+/// command run with `sudo`. Root then must not write the copy there: SQLite
+/// writes it by name, and the folder's owner could swap a symbolic link in
+/// for the empty file first (root would write a copy of a database that user
+/// writes to where the link leads, `/root/.ssh/authorized_keys` say); and a
+/// copy a killed command left would stay root's, which the service cannot
+/// open to tell it is stale. Who runs as root is told by the file it made, as
+/// the lock files tell it (`writer::open_lock_file`), without a libc call.
+#[cfg(unix)]
+fn others_folder_for_root(
+    made: &std::fs::File,
+    copy: &Path,
+    database: Option<&Path>,
+) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    if made.metadata().ok()?.uid() != 0 {
+        return None;
+    }
+    let folder = match copy.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    [Some(folder), database]
+        .into_iter()
+        .flatten()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .find(|owned| owned.uid() != 0)
+        .map(|owned| (owned.uid(), owned.gid()))
 }
 
 #[cfg(test)]

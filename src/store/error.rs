@@ -124,6 +124,18 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// A preview copy of the state database (`plan --workspace-moved`) that
+    /// root would make in the folder of another user (the service's): refused
+    /// before a byte is copied (`Store::copy_to`).
+    #[error(
+        "not making the preview copy {path} as root: the state database's folder (or the \
+         database) belongs to uid {uid} (gid {gid}), the user the service runs as, and root \
+         does not write a copy of the database by name in a folder another user controls (a \
+         link swapped in would send it elsewhere; a copy a killed command left would stay \
+         root's); run the command as that user: `sudo -u '#{uid}' seatwarden …`"
+    )]
+    RootCopyInOthersFolder { path: PathBuf, uid: u32, gid: u32 },
+
     /// The file is an SQLite database with tables but no seatwarden schema version:
     /// another program's. Migrating would add seatwarden's tables beside its own
     /// and make it owner-only.

@@ -21,7 +21,10 @@
 //! command run with `sudo` never leaves the service a lock file it cannot open.
 //! A lock file itself is never followed: one that is a symbolic link or a hard
 //! link (planted in the service user's folder for root to write and give away)
-//! is refused.
+//! is refused (`status`, which only looks, neither follows nor reads it, and
+//! finds it held by nobody, as nobody can take it). The open
+//! itself refuses a symbolic link and never waits on a FIFO
+//! (`UNFOLLOWED_FLAGS`): a check by path before it could be raced.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -79,11 +82,22 @@ impl LockHolder {
 
 /// The holder the lock file at `path` names, if it names one: an older version
 /// wrote none, `status` writes none, and a holder caught while it writes its line
-/// reads as none.
+/// reads as none. Read as the lock is taken ([`open_unfollowed`], a plain file
+/// only) and no further than a holder's line can reach: run as root, following
+/// a link planted there to `/dev/zero` would read for ever.
 pub fn lock_holder(path: &Path) -> Option<LockHolder> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    let file = open_to_look(path).ok()??;
+    let mut text = String::new();
+    file.take(HOLDER_LINE_LIMIT)
+        .read_to_string(&mut text)
+        .ok()?;
     serde_json::from_str(text.lines().next()?).ok()
 }
+
+/// How much of a lock file [`lock_holder`] reads: a holder's line (pid, a few
+/// words, a time) is far shorter.
+const HOLDER_LINE_LIMIT: u64 = 4096;
 
 /// How a bounded wait for the writer lock ended ([`WriterLock::acquire_within`]).
 #[derive(Debug)]
@@ -199,12 +213,13 @@ impl WriterLock {
     /// Never creates the lock file: a reader run as root (`sudo seatwarden status`)
     /// would leave one the service's own user cannot open, and every writing job
     /// would then fail. Without the file, no writer can be at work (each opens it
-    /// first), so the lock counts as taken.
+    /// first), so the lock counts as taken; so it does where the lock file is not
+    /// a plain file, which every writer refuses ([`open_to_look`]).
     pub fn try_acquire(database: &Path) -> Result<Option<WriterLock>, StoreError> {
         let path = Self::path(database);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let file = match open_to_look(&path) {
+            Ok(Some(file)) => file,
+            Ok(None) => {
                 return Ok(Some(WriterLock {
                     _file: None,
                     wrote_holder: false,
@@ -362,11 +377,12 @@ fn write_at_start(mut file: &File, bytes: &[u8]) -> bool {
 
 /// Whether a process holds the lock on `path` (a writer's or a daemon's lock
 /// file). Looks with a shared lock, released at once, and never creates the file:
-/// without it, no holder can exist.
+/// without it (or with something there that is not a plain file, which every
+/// holder refuses), no holder can exist.
 pub fn lock_is_held(path: &Path) -> Result<bool, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+    let file = match open_to_look(path) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(false),
         Err(source) => return Err(lock_error(path, source)),
     };
     match file.try_lock_shared() {
@@ -477,18 +493,37 @@ fn refuse_unless_plain(file: &File, path: &Path) -> std::io::Result<()> {
 }
 
 fn not_a_plain_file() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        "not a plain file (a symbolic link, a hard link or not a regular file): a lock \
-         file is never followed; remove it, and the next command makes it again",
-    )
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, NotAPlainFile)
+}
+
+/// The refusal of a lock file that is not a plain file, told apart from other
+/// errors by its type ([`is_not_a_plain_file`]).
+#[derive(Debug)]
+struct NotAPlainFile;
+
+impl std::fmt::Display for NotAPlainFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "not a plain file (a symbolic link, a hard link or not a regular file): a lock \
+             file is never followed; remove it, and the next command makes it again",
+        )
+    }
+}
+
+impl std::error::Error for NotAPlainFile {}
+
+fn is_not_a_plain_file(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<NotAPlainFile>())
 }
 
 /// Fails when something other than a regular file is at `path`, before it is
 /// opened: opening a FIFO planted there for writing would wait for a reader for
-/// ever, and a command run as root would hang instead of refusing it.
-/// [`refuse_unless_plain`] still checks what was opened (the path can change
-/// between the two).
+/// ever, and a command run as root would hang instead of refusing it. The open
+/// itself refuses it too where [`UNFOLLOWED_FLAGS`] are known (the path can
+/// change between this look and the open); [`refuse_unless_plain`] still
+/// checks what was opened.
 fn refuse_what_is_not_a_file(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(found) if !found.file_type().is_file() => Err(not_a_plain_file()),
@@ -502,24 +537,143 @@ fn open_or_make(path: &Path) -> std::io::Result<(File, bool)> {
     // Made, or opened as it is; removed between the two (a test's folder being
     // cleared), tried again a few times, then opened as the other writers open it.
     for _ in 0..3 {
-        match super::private_file().create_new(true).open(path) {
+        let mut make = super::private_file();
+        make.create_new(true);
+        match open_unfollowed(make, path) {
             Ok(file) => return Ok((file, true)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
         refuse_what_is_not_a_file(path)?;
-        match super::private_file().open(path) {
+        match open_unfollowed(super::private_file(), path) {
             Ok(file) => return Ok((file, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     refuse_what_is_not_a_file(path)?;
-    super::private_file()
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map(|file| (file, false))
+    let mut make_or_open = super::private_file();
+    make_or_open.create(true).truncate(false);
+    open_unfollowed(make_or_open, path).map(|file| (file, false))
+}
+
+/// `open` flags that make it refuse a symbolic link at the path's last
+/// component (`O_NOFOLLOW`: `ELOOP`) and return at once on a FIFO
+/// (`O_NONBLOCK`: a writer gets `ENXIO`, a reader opens it, then refused as not
+/// a regular file). Without them a check by path and the open after it are two
+/// looks: a link to a FIFO (or to a device, whose opening can act, say a
+/// watchdog) swapped in between was followed by root, which hung or opened it
+/// before the check on the opened file refused it. `O_NONBLOCK` changes nothing
+/// else on a regular file (`flock` waits or not by its own flag). The values
+/// are the kernel's for each architecture (std has no names for them, and
+/// `libc` is not a dependency): the test `unfollowed_opens_refuse_a_symlink`
+/// checks them where the tests run. Elsewhere: none, and the checks by path
+/// and on the opened file still refuse what is not a plain file.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "riscv32",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+))]
+const UNFOLLOWED_FLAGS: i32 = 0x20000 | 0o4000;
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    )
+))]
+const UNFOLLOWED_FLAGS: i32 = 0x8000 | 0o4000;
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+const UNFOLLOWED_FLAGS: i32 = 0x100 | 0x4;
+#[cfg(not(any(
+    all(
+        target_os = "linux",
+        any(
+            target_arch = "x86",
+            target_arch = "x86_64",
+            target_arch = "riscv32",
+            target_arch = "riscv64",
+            target_arch = "s390x",
+            target_arch = "loongarch64",
+            target_arch = "arm",
+            target_arch = "aarch64",
+            target_arch = "powerpc",
+            target_arch = "powerpc64"
+        )
+    ),
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
+const UNFOLLOWED_FLAGS: i32 = 0;
+
+/// "No such device or address": what opening a FIFO for writing without
+/// waiting answers when nobody reads it (the same number on every Unix).
+const ENXIO: i32 = 6;
+
+/// "Too many levels of symbolic links": `O_NOFOLLOW`'s refusal, on the
+/// platforms [`UNFOLLOWED_FLAGS`] are known for (std's name for it,
+/// `ErrorKind::FilesystemLoop`, is not stable yet).
+#[cfg(target_os = "linux")]
+const ELOOP: i32 = 40;
+#[cfg(not(target_os = "linux"))]
+const ELOOP: i32 = 62;
+
+/// Opens the lock file at `path` with `options`, never following a symbolic
+/// link there nor waiting on a FIFO ([`UNFOLLOWED_FLAGS`]); what was there
+/// instead of a file is refused as [`not_a_plain_file`], naming no other error.
+fn open_unfollowed(mut options: std::fs::OpenOptions, path: &Path) -> std::io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(UNFOLLOWED_FLAGS);
+    }
+    options.open(path).map_err(|error| {
+        // ELOOP: a symbolic link there (the flag's refusal); ENXIO: a FIFO
+        // nobody reads, a socket or a device with nothing behind it; either
+        // way, what was there was no file, even if a file is there again now.
+        let refused_by_the_flags =
+            UNFOLLOWED_FLAGS != 0 && matches!(error.raw_os_error(), Some(ELOOP | ENXIO));
+        let not_a_file = refused_by_the_flags
+            || error.kind() != std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(path).is_ok_and(|found| !found.file_type().is_file());
+        if not_a_file {
+            not_a_plain_file()
+        } else {
+            error
+        }
+    })
+}
+
+/// Options to read a lock file without creating or changing it.
+fn readable() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    options
+}
+
+/// The lock file at `path` opened to see whether it is held (`status`,
+/// `/readyz`): never made, followed or waited on. `None` where it is missing
+/// or not a plain file: every writer refuses that one, so nobody holds it, and
+/// `status`, which shows the job that failed on it, must go on answering.
+fn open_to_look(path: &Path) -> std::io::Result<Option<File>> {
+    let looked = open_unfollowed(readable(), path).and_then(|file| {
+        #[cfg(unix)]
+        refuse_unless_plain(&file, path)?;
+        Ok(file)
+    });
+    match looked {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || is_not_a_plain_file(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Gives `file`, a lock file, the owner of `database` when root owns it and
@@ -546,6 +700,12 @@ fn give_to_database_owner(file: &File, database: &Path) -> std::io::Result<()> {
 /// to another user than the database beside it (one root made with an older
 /// version, or that could not be given over), the `chown` that gives it the
 /// database's owner, which the service runs as. Empty when neither applies.
+///
+/// The `chown` is named only for a plain file (a regular file with one link,
+/// looked at without following a link), and with `-h`: a lock file refused as
+/// a symbolic or hard link to a root-owned file (`/etc/shadow`) planted in the
+/// service's folder must not come with the command that would give that file
+/// to the service, nor one swapped in before root runs it.
 pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
     let read_only = super::read_only_hint(error);
     if !read_only.is_empty() {
@@ -556,12 +716,16 @@ pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
         use std::os::unix::fs::MetadataExt;
         // A lock file is always `<database>.<suffix>` ([`lock_file_path`]).
         let database = path.with_extension("");
-        if let (Ok(lock), Ok(owner)) = (std::fs::metadata(path), std::fs::metadata(&database))
+        if let (Ok(lock), Ok(owner)) = (
+            std::fs::symlink_metadata(path),
+            std::fs::metadata(&database),
+        ) && lock.file_type().is_file()
+            && lock.nlink() == 1
             && (lock.uid(), lock.gid()) != (owner.uid(), owner.gid())
         {
             return format!(
                 "; it belongs to uid {} (gid {}), not to the owner of the state database {} \
-                 (uid {}, gid {}), the user the service runs as: run `chown {}:{} {}` as \
+                 (uid {}, gid {}), the user the service runs as: run `chown -h {}:{} {}` as \
                  root (an older seatwarden run as root left its lock files to root)",
                 lock.uid(),
                 lock.gid(),
@@ -668,6 +832,147 @@ mod tests {
         let error = opened.unwrap_err();
         assert!(error.to_string().starts_with("not a plain file"), "{error}");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    /// The flags [`open_unfollowed`] adds are this platform's: a symlink at the
+    /// path is refused by the open itself, and a FIFO opened for writing
+    /// returns at once.
+    #[cfg(unix)]
+    #[test]
+    fn unfollowed_opens_refuse_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let error = readable()
+            .custom_flags(UNFOLLOWED_FLAGS)
+            .open(&link)
+            .unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(ELOOP), "{error}");
+    }
+
+    /// What `what` returns, run on a thread of its own; the test fails when it
+    /// takes over 10 s (it waits on a FIFO).
+    fn within_seconds<T: Send + 'static>(what: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sent, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sent.send(what());
+        });
+        answer
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("waited on a FIFO at the lock file's path")
+    }
+
+    /// `status` (as root too) looks at the lock files without creating them:
+    /// a FIFO planted at one is not opened for reading and waited on for a
+    /// writer that never comes, but found held by nobody (every writer refuses
+    /// it), so `status` answers and shows the jobs that failed on it. Before,
+    /// `status` hung.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_a_lock_files_path_is_never_waited_on_by_whoever_only_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let lock = WriterLock::path(&database);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&lock)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", lock.display());
+        let path = lock.clone();
+        assert!(!within_seconds(move || lock_is_held(&path).unwrap()));
+        let free = within_seconds(move || WriterLock::try_acquire(&database).unwrap().is_some());
+        assert!(free, "nobody can hold a lock file every writer refuses");
+        let path = lock.clone();
+        assert_eq!(within_seconds(move || lock_holder(&path)), None);
+    }
+
+    /// A lock file that is a symbolic link is not followed by a command that
+    /// only looks either: the file it leads to (held by whoever planted it, or
+    /// `/dev/zero`, which a root `status` read for ever) is neither locked nor
+    /// read, and nobody holds the lock, as every writer refuses it. Before,
+    /// `status` reported the holder the linked file named.
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_lock_file_is_not_followed_by_whoever_only_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        let line = serde_json::to_string(&LockHolder::this_process("a planted holder")).unwrap();
+        std::fs::write(&elsewhere, format!("{line}\n")).unwrap();
+        let planted = File::open(&elsewhere).unwrap();
+        planted.lock().unwrap();
+        let lock = WriterLock::path(&database);
+        std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+
+        assert_eq!(lock_holder(&lock), None);
+        assert!(!lock_is_held(&lock).unwrap());
+        assert!(WriterLock::try_acquire(&database).unwrap().is_some());
+    }
+
+    /// A link to a FIFO swapped in at a lock file's path between the look by
+    /// path and the open is refused by the open, never waited on. Before, the
+    /// open followed it: a command run as root hung (within a few hundred
+    /// tries here; the owner of the state folder can keep swapping for as long
+    /// as it takes).
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_fifo_swapped_in_after_the_look_is_never_waited_on() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let lock = WriterLock::path(&database);
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        std::fs::write(&lock, b"").unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, lock, dir) = (stop.clone(), lock.clone(), dir.path().to_owned());
+            std::thread::spawn(move || {
+                let (file, link) = (dir.join("a-file"), dir.join("a-link"));
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::write(&file, b"").unwrap();
+                    std::fs::rename(&file, &lock).unwrap();
+                    std::os::unix::fs::symlink(dir.join("fifo"), &link).unwrap();
+                    std::fs::rename(&link, &lock).unwrap();
+                }
+            })
+        };
+        let (lock_path, database_path) = (lock.clone(), database.clone());
+        let opened = std::sync::mpsc::channel();
+        let (sent, answer) = opened;
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if let Err(error) = open_lock_file(&lock_path, &database_path)
+                    && error.kind() != std::io::ErrorKind::InvalidInput
+                {
+                    let _ = sent.send(Err(error.to_string()));
+                    return;
+                }
+            }
+            let _ = sent.send(Ok(()));
+        });
+        let outcome = answer.recv_timeout(std::time::Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        if outcome.is_err() {
+            // Let the stuck open go: it waits for a reader of the FIFO.
+            let _reader = open_unfollowed(readable(), &fifo);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        outcome
+            .expect("open_lock_file waited on a FIFO reached through a link")
+            .unwrap();
     }
 
     #[cfg(unix)]

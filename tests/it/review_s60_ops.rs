@@ -61,7 +61,7 @@ pub(crate) fn service_owned_state() -> (tempfile::TempDir, PathBuf) {
 
 /// `seatwarden ARGS` on `dir`'s configuration as the service's user: its exit
 /// code and stderr.
-fn as_service(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn as_service(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .arg("--config")
         .arg(dir.join("seatwarden.toml"))
@@ -143,7 +143,7 @@ fn a_root_owned_lock_file_left_behind_names_the_chown_to_run() {
     );
     assert!(
         err.contains(&format!(
-            "run `chown {SERVICE}:{SERVICE} {}` as root",
+            "run `chown -h {SERVICE}:{SERVICE} {}` as root",
             writer.display()
         )),
         "{err}"
