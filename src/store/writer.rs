@@ -521,7 +521,7 @@ fn is_not_a_plain_file(error: &std::io::Error) -> bool {
 /// Fails when something other than a regular file is at `path`, before it is
 /// opened: opening a FIFO planted there for writing would wait for a reader for
 /// ever, and a command run as root would hang instead of refusing it. The open
-/// itself refuses it too where [`UNFOLLOWED_FLAGS`] are known (the path can
+/// itself refuses it too ([`UNFOLLOWED_FLAGS`]: the path can
 /// change between this look and the open); [`refuse_unless_plain`] still
 /// checks what was opened.
 fn refuse_what_is_not_a_file(path: &Path) -> std::io::Result<()> {
@@ -564,67 +564,25 @@ fn open_or_make(path: &Path) -> std::io::Result<(File, bool)> {
 /// looks: a link to a FIFO (or to a device, whose opening can act, say a
 /// watchdog) swapped in between was followed by root, which hung or opened it
 /// before the check on the opened file refused it. `O_NONBLOCK` changes nothing
-/// else on a regular file (`flock` waits or not by its own flag). The values
-/// are the kernel's for each architecture (std has no names for them, and
-/// `libc` is not a dependency): the test `unfollowed_opens_refuse_a_symlink`
-/// checks them where the tests run. Elsewhere: none, and the checks by path
-/// and on the opened file still refuse what is not a plain file.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "riscv32",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
-const UNFOLLOWED_FLAGS: i32 = 0x20000 | 0o4000;
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "arm",
-        target_arch = "aarch64",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    )
-))]
-const UNFOLLOWED_FLAGS: i32 = 0x8000 | 0o4000;
-#[cfg(any(target_os = "macos", target_os = "freebsd"))]
-const UNFOLLOWED_FLAGS: i32 = 0x100 | 0x4;
-#[cfg(not(any(
-    all(
-        target_os = "linux",
-        any(
-            target_arch = "x86",
-            target_arch = "x86_64",
-            target_arch = "riscv32",
-            target_arch = "riscv64",
-            target_arch = "s390x",
-            target_arch = "loongarch64",
-            target_arch = "arm",
-            target_arch = "aarch64",
-            target_arch = "powerpc",
-            target_arch = "powerpc64"
-        )
-    ),
-    target_os = "macos",
-    target_os = "freebsd"
-)))]
+/// else on a regular file (`flock` waits or not by its own flag).
+#[cfg(unix)]
+const UNFOLLOWED_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+#[cfg(not(unix))]
 const UNFOLLOWED_FLAGS: i32 = 0;
 
 /// "No such device or address": what opening a FIFO for writing without
-/// waiting answers when nobody reads it (the same number on every Unix).
-const ENXIO: i32 = 6;
+/// waiting answers when nobody reads it.
+#[cfg(unix)]
+const ENXIO: i32 = libc::ENXIO;
+#[cfg(not(unix))]
+const ENXIO: i32 = -1;
 
-/// "Too many levels of symbolic links": `O_NOFOLLOW`'s refusal, on the
-/// platforms [`UNFOLLOWED_FLAGS`] are known for (std's name for it,
-/// `ErrorKind::FilesystemLoop`, is not stable yet).
-#[cfg(target_os = "linux")]
-const ELOOP: i32 = 40;
-#[cfg(not(target_os = "linux"))]
-const ELOOP: i32 = 62;
+/// "Too many levels of symbolic links": `O_NOFOLLOW`'s refusal (std's name
+/// for it, `ErrorKind::FilesystemLoop`, is not stable yet).
+#[cfg(unix)]
+const ELOOP: i32 = libc::ELOOP;
+#[cfg(not(unix))]
+const ELOOP: i32 = -1;
 
 /// Opens the lock file at `path` with `options`, never following a symbolic
 /// link there nor waiting on a FIFO ([`UNFOLLOWED_FLAGS`]); what was there
