@@ -21,7 +21,8 @@
 //! still shows none while a User's own `groups` (RFC 7643 §4.1.2) names it fails the
 //! snapshot, as its members were left out, not gone; so does one never sent with a
 //! `members` attribute when no Group shows any member. A member marked as a Group
-//! that the listing lacks is read by its id, or fails the snapshot. Every scope group
+//! that the listing lacks is read by its id, or fails the snapshot (not found, or
+//! answered under another id: nesting goes by id). Every scope group
 //! must exist. Anything the provider answers that cannot be read fails the whole
 //! snapshot (a User whose `userName` is blank too), and a listing shorter than
 //! the `totalResults` it announced makes the snapshot incomplete: a partial
@@ -345,6 +346,24 @@ impl ScimDirectorySource {
                         members_shown,
                         endpoint,
                     } => {
+                        // Nesting is resolved by id: answered under another id,
+                        // the Group would join nothing (its members silently
+                        // out of what `parent` gives) and each reference to it
+                        // would be read again, without end in a cycle.
+                        if group.id != member {
+                            return Err(DirectoryError::Malformed {
+                                endpoint: format!("{}/Groups/{member}", base(&settings.url)),
+                                what: format!(
+                                    "Group {:?} has a member {member:?} marked as a Group, \
+                                     which the Groups listing does not hold; read on its own \
+                                     it answered with the id {:?}: its members cannot be \
+                                     tied to {:?}; a Group's members must name it by its id",
+                                    groups[parent].display_name,
+                                    group.id,
+                                    groups[parent].display_name
+                                ),
+                            });
+                        }
                         tracing::info!(
                             group = %group.display_name,
                             id = %group.id,

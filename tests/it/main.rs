@@ -169,6 +169,7 @@ mod review_s60_walk;
 mod review_s61_conn;
 mod review_s61_retry;
 mod review_s61_review;
+mod review_s61_second;
 mod review_s61_walk;
 mod role_groups;
 mod run_recovery;

@@ -16,7 +16,7 @@ const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 /// RFC 7643 §8.1-shaped Users, each with `active` as `active` gives it
 /// (`None`: the attribute left out).
-async fn mount_users(idp: &MockServer, active: [Option<bool>; 3]) {
+pub(crate) async fn mount_users(idp: &MockServer, active: [Option<bool>; 3]) {
     let users: Vec<Value> = THREE
         .iter()
         .zip(active)
@@ -40,7 +40,7 @@ async fn mount_users(idp: &MockServer, active: [Option<bool>; 3]) {
 }
 
 /// A Group as RFC 7643 §8.4 shows one, with `members` when given.
-fn group(idp: &MockServer, id: &str, name: &str, members: Option<Value>) -> Value {
+pub(crate) fn group(idp: &MockServer, id: &str, name: &str, members: Option<Value>) -> Value {
     let mut group = json!({
         "schemas": [GROUP_SCHEMA], "id": id, "displayName": name,
         "meta": {"resourceType": "Group", "location": format!("{}/scim/v2/Groups/{id}", idp.uri())},
@@ -52,7 +52,7 @@ fn group(idp: &MockServer, id: &str, name: &str, members: Option<Value>) -> Valu
 }
 
 /// A User member of a Group, as RFC 7643 §8.4 shows one.
-fn user_member(idp: &MockServer, id: &str) -> Value {
+pub(crate) fn user_member(idp: &MockServer, id: &str) -> Value {
     json!({"value": id, "$ref": format!("{}/scim/v2/Users/{id}", idp.uri()), "type": "User"})
 }
 
@@ -65,7 +65,7 @@ fn everyone(idp: &MockServer) -> Value {
     )
 }
 
-async fn mount_group_listing(idp: &MockServer, groups: Vec<Value>) {
+pub(crate) async fn mount_group_listing(idp: &MockServer, groups: Vec<Value>) {
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
         .respond_with(list_response(json!(groups)))
@@ -90,7 +90,7 @@ async fn mount_group_reads(idp: &MockServer, id: &str, plain: Value, asked: Valu
         .await;
 }
 
-fn all_active(workspace: &seatwarden::sandbox::Sandbox) {
+pub(crate) fn all_active(workspace: &seatwarden::sandbox::Sandbox) {
     let accounts = workspace.snapshot().accounts;
     assert_eq!(accounts.len(), 3);
     assert!(accounts.iter().all(|a| a.active), "{accounts:?}");
