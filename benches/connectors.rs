@@ -612,6 +612,7 @@ async fn scim(users: usize, group_count: usize) {
             distinct_groups: Vec::new(),
             required_groups: Vec::new(),
             ca_file: None,
+            missing_active: Default::default(),
         });
         let started = Instant::now();
         let snapshot = source.snapshot().await.unwrap();

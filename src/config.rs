@@ -51,8 +51,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::directory::{
     Directory, EntraAuth, EntraSettings, EntraSource, EntraUserName, FileSource, LdapFlavor,
-    LdapSettings, LdapSource, OktaAuth, OktaSettings, OktaSource, OktaUserName, RequiredGroup,
-    ScimDirectorySettings, ScimDirectorySource, Secret, secret_in_file, token_in_file,
+    LdapSettings, LdapSource, MissingActive, OktaAuth, OktaSettings, OktaSource, OktaUserName,
+    RequiredGroup, ScimDirectorySettings, ScimDirectorySource, Secret, secret_in_file,
+    token_in_file,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -463,6 +464,9 @@ pub enum DirectoryConfig {
         /// system's roots), e.g. the CA of a proxy that inspects TLS.
         #[serde(default)]
         ca_file: Option<PathBuf>,
+        /// `refuse` | `active` | `inactive`: how a User without `active` is read.
+        #[serde(default)]
+        missing_active: MissingActive,
     },
 }
 
@@ -3246,6 +3250,7 @@ impl Config {
                 timeout: t,
                 allow_cleartext: _,
                 ca_file,
+                missing_active,
             } => Directory::Scim(ScimDirectorySource::new(ScimDirectorySettings {
                 url: url.clone(),
                 token: secret(token, token_file, "directory.token_file"),
@@ -3260,6 +3265,7 @@ impl Config {
                 distinct_groups: self.safety.distinct_groups.clone(),
                 required_groups,
                 ca_file: ca_file.clone(),
+                missing_active: *missing_active,
             })),
         }
     }

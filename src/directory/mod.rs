@@ -32,7 +32,7 @@ pub use file::FileSource;
 pub use ldap::{LdapFlavor, LdapSettings, LdapSource};
 pub use okta::{OktaAuth, OktaSettings, OktaSource, OktaUserName};
 pub use remote::{RemoteStats, Secret, secret_in_file, token_in_file};
-pub use scim::{ScimDirectorySettings, ScimDirectorySource};
+pub use scim::{MissingActive, ScimDirectorySettings, ScimDirectorySource};
 
 /// Why a directory could not be read. A file error is never transient: the file
 /// will not fix itself between two attempts of the same run.

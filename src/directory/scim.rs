@@ -73,6 +73,26 @@ pub struct ScimDirectorySettings {
     /// `directory.ca_file`: PEM CAs trusted instead of the system's roots, read
     /// when the connection is made ([`super::remote::ca_pem`]).
     pub ca_file: Option<std::path::PathBuf>,
+    /// `directory.missing_active`.
+    pub missing_active: MissingActive,
+}
+
+/// How a User that comes without `active` is read (`directory.missing_active`):
+/// RFC 7643 §4.1.1 makes the attribute optional, and providers leave it out for
+/// different reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingActive {
+    /// Sent for some Users and not others, the snapshot fails (whether those
+    /// people are enabled cannot be told); sent for none, everyone is active.
+    #[default]
+    Refuse,
+    /// Enabled: for a provider that leaves it out for enabled people (an
+    /// LDAP-backed server mapping it from an attribute left unset).
+    Active,
+    /// Disabled: for a provider that sends it only when true. Refused when no
+    /// User carries it, as everyone would then be a leaver.
+    Inactive,
 }
 
 #[derive(Debug, Clone)]
@@ -197,7 +217,7 @@ impl ScimDirectorySource {
         refuse_groups_without_their_members(&settings.url, &people, &self.interest())?;
         refuse_hidden_members(&settings.url, &people.groups, &members_unshown)?;
         refuse_blank_user_names(&settings.url, people.users.iter().map(|(a, _)| a))?;
-        refuse_some_users_without_active(&settings.url, &people)?;
+        read_users_without_active(&settings.url, settings.missing_active, &mut people)?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {
             identities: identities(people.users, &people.groups),
@@ -573,6 +593,41 @@ fn scim_error(error: WorkspaceError, url: &url::Url) -> DirectoryError {
     }
 }
 
+/// Users without `active`, read as `directory.missing_active` says: by default
+/// [`refuse_some_users_without_active`].
+fn read_users_without_active(
+    url: &url::Url,
+    missing_active: MissingActive,
+    people: &mut People,
+) -> Result<(), DirectoryError> {
+    match missing_active {
+        MissingActive::Refuse => refuse_some_users_without_active(url, people),
+        // Parsed active already: the attribute's absence reads as enabled.
+        MissingActive::Active => Ok(()),
+        MissingActive::Inactive => {
+            if !people.users.is_empty() && people.without_active.len() == people.users.len() {
+                return Err(DirectoryError::Malformed {
+                    endpoint: format!("{}/Users", base(url)),
+                    what: format!(
+                        "none of the {} Users came with an active attribute, and \
+                         directory.missing_active = \"inactive\" would read every one as \
+                         disabled: a provider that sends active only when true sends it for \
+                         its enabled people; check the setting",
+                        people.users.len()
+                    ),
+                });
+            }
+            let without: HashSet<&str> = people.without_active.iter().map(String::as_str).collect();
+            for (account, _) in &mut people.users {
+                if without.contains(account.id.as_str()) {
+                    account.active = false;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// `active` is optional (RFC 7643 §4.1.1), and a User without it is taken as
 /// active: a provider that sends it for no User has no such notion, and its
 /// leavers leave `/Users` (said once a read, at info). Sent for some Users
@@ -608,8 +663,9 @@ fn refuse_some_users_without_active(url: &url::Url, people: &People) -> Result<(
         what: format!(
             "User {first:?}{user_name}{others} came without an active attribute while {} \
              other Users of the listing have one: whether they are enabled cannot be told, \
-             and read either way someone would keep or lose access wrongly; check the \
-             provider's attribute mapping for active",
+             and read either way someone would keep or lose access wrongly; map active for \
+             every User, or set directory.missing_active to \"active\" or \"inactive\" \
+             (what the provider's absent active means)",
             people.users.len() - people.without_active.len()
         ),
     })
@@ -903,8 +959,9 @@ mod tests {
             "https://idp.example.com:8443/scim/v2/Users/u2: malformed response: User \"u2\" \
              (u2@example.com) came without an active attribute while 2 other Users of the \
              listing have one: whether they are enabled cannot be told, and read either way \
-             someone would keep or lose access wrongly; check the provider's attribute \
-             mapping for active"
+             someone would keep or lose access wrongly; map active for every User, or set \
+             directory.missing_active to \"active\" or \"inactive\" (what the provider's \
+             absent active means)"
         );
         assert!(!error.is_transient());
         people.without_active = vec!["u2".into(), "u3".into()];

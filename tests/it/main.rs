@@ -167,6 +167,7 @@ mod review_s60_review;
 mod review_s60_second;
 mod review_s60_walk;
 mod review_s61_conn;
+mod review_s61_lead;
 mod review_s61_retry;
 mod review_s61_review;
 mod review_s61_second;

@@ -147,6 +147,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_read_naming_it()
         distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         ca_file: None,
+        missing_active: Default::default(),
     }));
     let message = directory.snapshot().await.unwrap_err().to_string();
     assert!(message.contains("/scim/v2/Users/p2"), "{message}");

@@ -261,6 +261,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_probe() {
         distinct_groups: Vec::new(),
         required_groups: Vec::new(),
         ca_file: None,
+        missing_active: Default::default(),
     };
     let source = seatwarden::directory::ScimDirectorySource::new(settings);
     let run = source.snapshot().await.unwrap_err().to_string();

@@ -56,7 +56,7 @@ pub(crate) fn user_member(idp: &MockServer, id: &str) -> Value {
     json!({"value": id, "$ref": format!("{}/scim/v2/Users/{id}", idp.uri()), "type": "User"})
 }
 
-fn everyone(idp: &MockServer) -> Value {
+pub(crate) fn everyone(idp: &MockServer) -> Value {
     json!(
         THREE
             .iter()
@@ -207,7 +207,8 @@ async fn a_user_without_active_among_users_with_it_fails_the_run() {
             "{}/scim/v2/Users/p2: malformed response: User \"p2\" (ben@example.com) came \
              without an active attribute while 2 other Users of the listing have one: whether \
              they are enabled cannot be told, and read either way someone would keep or lose \
-             access wrongly; check the provider's attribute mapping for active",
+             access wrongly; map active for every User, or set directory.missing_active to \
+             \"active\" or \"inactive\" (what the provider's absent active means)",
             idp.uri()
         )
     );
