@@ -2058,35 +2058,17 @@ async fn sweep_job(
     // As a reconcile: after SIGTERM no further deactivation is sent; those not
     // sent stay open in the ledger ("not sent"), and the retry job sends them.
     let stop = shared.stopping.clone();
-    let directory_retries;
+    let directory = config.sweep_directory();
+    let sla = chrono_sla(settings);
     let (outcome, unsent) = if read_directory {
-        let directory = config.sweep_directory();
-        let sweeping = sweep::sweep(
-            config,
-            &directory,
-            &client,
-            &store,
-            now,
-            chrono_sla(settings),
-        );
-        let swept = apply::until_stopped(stop, sweeping).await;
-        directory_retries = directory.retries();
-        swept
+        let sweeping = sweep::sweep(config, &directory, &client, &store, now, sla);
+        apply::until_stopped(stop, sweeping).await
     } else {
         // The directory's changes only when an attempt is due (see `sweep::retry`).
-        let directory = config.sweep_directory();
-        let retrying = sweep::retry(
-            config,
-            &directory,
-            &client,
-            &store,
-            now,
-            chrono_sla(settings),
-        );
-        let retried = apply::until_stopped(stop, retrying).await;
-        directory_retries = directory.retries();
-        retried
+        let retrying = sweep::retry(config, &directory, &client, &store, now, sla);
+        apply::until_stopped(stop, retrying).await
     };
+    let directory_retries = directory.retries();
     // Counted whether the pass succeeded or not, the directory's with the
     // workspace's: a read throttled until it failed is what the counter is for.
     metrics::counter!("seatwarden_retries_total")

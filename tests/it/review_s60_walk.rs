@@ -27,7 +27,7 @@ use crate::review_s43_audit::seatwarden_out;
 const TOKEN: &str = "review-s60-walk";
 
 /// `seatwarden ARGS` in `dir` with `env`, off the runtime's threads.
-async fn run(
+pub(crate) async fn run(
     dir: &Path,
     env: &[(String, String)],
     args: &'static [&'static str],

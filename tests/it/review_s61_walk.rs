@@ -13,20 +13,9 @@ use std::path::Path;
 use seatwarden::model::{Account, WorkspaceGroup};
 
 use crate::review_s43_audit::seatwarden_out;
+use crate::review_s60_walk::run;
 
 const TOKEN: &str = "review-s61-walk";
-
-/// `seatwarden ARGS` in `dir` with `env`, off the runtime's threads.
-async fn run(
-    dir: &Path,
-    env: &[(String, String)],
-    args: &'static [&'static str],
-) -> (Option<i32>, String, String) {
-    let (dir, env) = (dir.to_owned(), env.to_vec());
-    tokio::task::spawn_blocking(move || seatwarden_out(&dir, &env, args))
-        .await
-        .unwrap()
-}
 
 /// What a test adds to the demo before its first reconcile: workspace groups
 /// (no mapping names them, so a reconcile leaves them as they are), workspace
