@@ -39,6 +39,18 @@ pub(crate) async fn mount_users(idp: &MockServer, active: [Option<bool>; 3]) {
         .await;
 }
 
+/// The provider answering afresh: the three Users with `active` as given (none
+/// when `None`), all of them in "Taskade Users".
+pub(crate) async fn answer_with_active(idp: &MockServer, active: [Option<bool>; 3]) {
+    idp.reset().await;
+    mount_users(idp, active).await;
+    mount_group_listing(
+        idp,
+        vec![group(idp, "g1", "Taskade Users", Some(everyone(idp)))],
+    )
+    .await;
+}
+
 /// A Group as RFC 7643 §8.4 shows one, with `members` when given.
 pub(crate) fn group(idp: &MockServer, id: &str, name: &str, members: Option<Value>) -> Value {
     let mut group = json!({
@@ -56,7 +68,7 @@ pub(crate) fn user_member(idp: &MockServer, id: &str) -> Value {
     json!({"value": id, "$ref": format!("{}/scim/v2/Users/{id}", idp.uri()), "type": "User"})
 }
 
-pub(crate) fn everyone(idp: &MockServer) -> Value {
+fn everyone(idp: &MockServer) -> Value {
     json!(
         THREE
             .iter()
@@ -192,13 +204,7 @@ async fn an_empty_group_left_out_by_a_provider_that_shows_members_is_empty() {
 async fn a_user_without_active_among_users_with_it_fails_the_run() {
     let idp = MockServer::start().await;
     let (workspace, _dir, config) = three_provisioned(&idp).await;
-    idp.reset().await;
-    mount_users(&idp, [Some(true), None, Some(false)]).await;
-    mount_group_listing(
-        &idp,
-        vec![group(&idp, "g1", "Taskade Users", Some(everyone(&idp)))],
-    )
-    .await;
+    answer_with_active(&idp, [Some(true), None, Some(false)]).await;
 
     let error = directory_failure(&config).await.to_string();
     assert_eq!(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use seatwarden::config::Config;
 
-use crate::review_s61_conn::{all_active, everyone, group, mount_group_listing, mount_users};
+use crate::review_s61_conn::{all_active, answer_with_active};
 use crate::scim_directory::{directory_failure, reconcile, three_provisioned};
 
 /// `config` loaded again with `missing_active = value` in its `[directory]`.
@@ -43,13 +43,7 @@ async fn missing_active_says_what_an_absent_active_means() {
     for (value, ben_active) in [("active", true), ("inactive", false)] {
         let idp = wiremock::MockServer::start().await;
         let (workspace, _dir, config) = three_provisioned(&idp).await;
-        idp.reset().await;
-        mount_users(&idp, [Some(true), None, Some(false)]).await;
-        mount_group_listing(
-            &idp,
-            vec![group(&idp, "g1", "Taskade Users", Some(everyone(&idp)))],
-        )
-        .await;
+        answer_with_active(&idp, [Some(true), None, Some(false)]).await;
         let error = directory_failure(&config).await.to_string();
         assert!(
             error.contains("set directory.missing_active to \"active\" or \"inactive\""),
@@ -76,13 +70,7 @@ async fn missing_active_says_what_an_absent_active_means() {
 async fn missing_active_inactive_with_no_active_anywhere_fails_the_run() {
     let idp = wiremock::MockServer::start().await;
     let (workspace, _dir, config) = three_provisioned(&idp).await;
-    idp.reset().await;
-    mount_users(&idp, [None; 3]).await;
-    mount_group_listing(
-        &idp,
-        vec![group(&idp, "g1", "Taskade Users", Some(everyone(&idp)))],
-    )
-    .await;
+    answer_with_active(&idp, [None; 3]).await;
     let config = with_missing_active(&config, "inactive").unwrap();
     let error = directory_failure(&config).await.to_string();
     assert!(
