@@ -17,12 +17,18 @@
 //! harmless); a group the configuration names (scope, mappings,
 //! `safety.protected_groups`), or one nested in it, that a listing shows empty is
 //! read again on its own, as some providers leave `members` out of listings (with
-//! `attributes=members` when the plain read lacks them too); one that
-//! still shows none while a User's own `groups` (RFC 7643 §4.1.2) names it fails the
-//! snapshot, as its members were left out, not gone; so does one never sent with a
-//! `members` attribute when no Group shows any member. A member marked as a Group
+//! `attributes=members` when the plain read lacks them too), and so is one
+//! lacking Users whose own `groups` (RFC 7643 §4.1.2) name it (a provider may
+//! cap `members` in listings). One that still lacks them after a second read
+//! of the directory (a removal between the two listings shows on both sides
+//! then) fails the snapshot naming how many are missing, as its members were
+//! left out or capped, not gone; so does one never sent with a `members`
+//! attribute when no Group shows any member, or when another Group comes with
+//! `"members": []` (the provider's empty group). A member marked as a Group
 //! that the listing lacks is read by its id, or fails the snapshot (not found, or
-//! answered under another id: nesting goes by id). Every scope group
+//! answered under another id: nesting goes by id); an unmarked one (`type` is
+//! optional) that is no listed User is read by its id too, and not found, is a
+//! User the listing lacks. Every scope group
 //! must exist. Anything the provider answers that cannot be read fails the whole
 //! snapshot (a User whose `userName` is blank too), and a listing shorter than
 //! the `totalResults` it announced makes the snapshot incomplete: a partial
@@ -135,15 +141,42 @@ impl ScimDirectorySource {
 
     /// `check-config --connect`: discovery and one small page of Users and of
     /// Groups ([`ScimClient::probe`]), each object read as a run reads it, and
-    /// the Users refused as a run refuses them ([`refuse_blank_user_names`]).
+    /// the Users refused as a run refuses them ([`refuse_blank_user_names`]);
+    /// then every User for `active`, sent for some and not others or not as
+    /// `directory.missing_active` expects, refused as a run refuses it
+    /// ([`read_users_without_active`]): a first run would fail on it.
     /// What it proved, one item a request.
     pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
-        let (proven, accounts) = self
-            .client()?
-            .probe_reading()
+        let url = &self.settings.url;
+        let client = self.client()?;
+        let (mut proven, accounts) = client.probe_reading().await.map_err(directory_error(url))?;
+        refuse_blank_user_names(url, accounts.iter())?;
+        let (users, without_active, whole) = client
+            .users_and_active()
             .await
-            .map_err(directory_error(&self.settings.url))?;
-        refuse_blank_user_names(&self.settings.url, accounts.iter())?;
+            .map_err(directory_error(url))?;
+        let counted = format!(
+            "GET /Users?attributes=userName,active ({} Users, {} without active{})",
+            users.len(),
+            without_active.len(),
+            if whole {
+                ""
+            } else {
+                ", short of its totalResults"
+            }
+        );
+        let mut people = People {
+            users,
+            groups: Vec::new(),
+            named_by_users: HashMap::new(),
+            listed_without_members: HashSet::new(),
+            marked_groups: HashSet::new(),
+            marked_users: HashSet::new(),
+            without_active,
+            whole,
+        };
+        read_users_without_active(url, self.settings.missing_active, &mut people)?;
+        proven.push(counted);
         Ok(proven)
     }
 
@@ -196,26 +229,38 @@ impl ScimDirectorySource {
                 "SCIM directory page read"
             );
         };
-        let mut people = client
-            .people(&progress)
-            .await
-            .map_err(directory_error(&settings.url))?;
-        if !people.whole {
-            // People moved between pages while they were read: once more usually
-            // sees them all, and an incomplete snapshot holds every deprovision.
+        let interest = self.interest();
+        let mut people = self.read_people(client, &progress).await?;
+        let mut members_unshown = self.check_named_groups(client, &mut people).await?;
+        self.read_short_groups_on_their_own(client, &mut people, &interest)
+            .await?;
+        if let Some(short) = short_groups(&people, &interest).first() {
+            // The Users and the Groups listings are read at the same time: a
+            // member removed in between is named by a User read before and
+            // missing from a Group read after. Read again, the removal shows on
+            // both sides; a provider that caps members shows the same gap.
             tracing::warn!(
                 url = %settings.url,
-                "the SCIM directory listing ended short of its totalResults; reading it again"
+                group = %short.group.display_name,
+                missing = short.missing.len(),
+                "a Group of the SCIM directory lacks members that Users' own groups name; \
+                 reading the directory again"
             );
-            people = client
-                .people(&progress)
-                .await
-                .map_err(directory_error(&settings.url))?;
+            people = self.read_people(client, &progress).await?;
+            members_unshown = self.check_named_groups(client, &mut people).await?;
+            self.read_short_groups_on_their_own(client, &mut people, &interest)
+                .await?;
         }
-        let members_unshown = self.check_named_groups(client, &mut people).await?;
-        // Users' own `groups` naming an empty Group is the surer sign: said first.
-        refuse_groups_without_their_members(&settings.url, &people, &self.interest())?;
-        refuse_hidden_members(&settings.url, &people.groups, &members_unshown)?;
+        // Users' own `groups` naming members a Group lacks is the surer sign: said first.
+        refuse_groups_without_their_members(&settings.url, &people, &interest)?;
+        // A Group sent with `"members": []`: this provider's empty group.
+        let sent_empty = people.groups.iter().enumerate().find_map(|(i, group)| {
+            (group.members.is_empty()
+                && !people.listed_without_members.contains(&group.id)
+                && !members_unshown.iter().any(|(unshown, _)| *unshown == i))
+            .then_some(group)
+        });
+        refuse_hidden_members(&settings.url, &people.groups, &members_unshown, sent_empty)?;
         refuse_blank_user_names(&settings.url, people.users.iter().map(|(a, _)| a))?;
         read_users_without_active(&settings.url, settings.missing_active, &mut people)?;
         // A short listing is people missing, who must not look like leavers.
@@ -223,6 +268,74 @@ impl ScimDirectorySource {
             identities: identities(people.users, &people.groups),
             complete: people.whole,
         })
+    }
+
+    /// Every User and Group, read once more when a listing ended short of its
+    /// `totalResults`.
+    async fn read_people(
+        &self,
+        client: &ScimClient,
+        progress: &(dyn Fn(crate::workspace::Progress) + Send + Sync),
+    ) -> Result<People, DirectoryError> {
+        let url = &self.settings.url;
+        let people = client
+            .people(progress)
+            .await
+            .map_err(directory_error(url))?;
+        if people.whole {
+            return Ok(people);
+        }
+        // People moved between pages while they were read: once more usually
+        // sees them all, and an incomplete snapshot holds every deprovision.
+        tracing::warn!(
+            url = %url,
+            "the SCIM directory listing ended short of its totalResults; reading it again"
+        );
+        client.people(progress).await.map_err(directory_error(url))
+    }
+
+    /// A Group that lists members but not every User whose own `groups` names
+    /// it is read on its own: a provider may cap `members` in listings (RFC
+    /// 7644 has no paging of an attribute's values) and send them whole for
+    /// one Group. What that read shows replaces the listing's when it shows
+    /// more. (An empty Group was read on its own by [`Self::check_named_groups`].)
+    async fn read_short_groups_on_their_own(
+        &self,
+        client: &ScimClient,
+        people: &mut People,
+        interest: &GroupInterest,
+    ) -> Result<(), DirectoryError> {
+        let short: Vec<String> = short_groups(people, interest)
+            .iter()
+            .filter(|short| !short.group.members.is_empty())
+            .map(|short| short.group.id.clone())
+            .collect();
+        for id in short {
+            let read = client
+                .group_with_members(&id)
+                .await
+                .map_err(directory_error(&self.settings.url))?;
+            if let GroupRead::Found {
+                group,
+                marked_groups,
+                marked_users,
+                ..
+            } = read
+                && let Some(listed) = people.groups.iter_mut().find(|g| g.id == id)
+                && group.members.len() > listed.members.len()
+            {
+                tracing::info!(
+                    group = %listed.display_name,
+                    listed = listed.members.len(),
+                    read = group.members.len(),
+                    "a Group read on its own shows more members than the Groups listing"
+                );
+                listed.members = group.members;
+                people.marked_groups.extend(marked_groups);
+                people.marked_users.extend(marked_users);
+            }
+        }
+        Ok(())
     }
 
     /// The groups the configuration names ([`GroupInterest`]).
@@ -298,6 +411,8 @@ impl ScimDirectorySource {
             .collect();
         let user_ids: HashSet<&str> = people.users.iter().map(|(a, _)| a.id.as_str()).collect();
         let mut members_unshown: Vec<(usize, String)> = Vec::new();
+        // Unmarked member ids a read as a Group did not find (404).
+        let mut not_groups: HashSet<String> = HashSet::new();
         let mut visited: HashSet<usize> = HashSet::new();
         // Groups whose members a read of their own already asked for.
         let mut read_on_its_own: HashSet<usize> = HashSet::new();
@@ -320,6 +435,7 @@ impl ScimDirectorySource {
                     GroupRead::Found {
                         group,
                         marked_groups,
+                        marked_users,
                         members_shown,
                         endpoint,
                     } => {
@@ -328,19 +444,27 @@ impl ScimDirectorySource {
                         }
                         groups[i].members = group.members;
                         people.marked_groups.extend(marked_groups);
+                        people.marked_users.extend(marked_users);
                     }
                 }
             }
-            // A member marked as a Group that the listing lacks (listings can
-            // leave groups out, or page past one) is read on its own: unread,
-            // its members would silently fall out of scope.
+            // A member that is no listed User or Group, marked as a Group or
+            // not marked at all (RFC 7643 §4.2 makes `type` optional), is read
+            // on its own as a Group: listings can leave groups out, or page
+            // past one, and unread, its members would silently fall out of
+            // scope. One marked as a User is a User the listing lacks (deleted
+            // since, or out of this token's view): no identity, nothing to read.
             let parent = i;
             for member in groups[parent].members.clone() {
                 if let Some(&j) = index.get(&member) {
                     pending.push(j);
                     continue;
                 }
-                if user_ids.contains(member.as_str()) || !people.marked_groups.contains(&member) {
+                let marked_group = people.marked_groups.contains(&member);
+                if user_ids.contains(member.as_str())
+                    || not_groups.contains(&member)
+                    || (!marked_group && people.marked_users.contains(&member))
+                {
                     continue;
                 }
                 match client
@@ -348,6 +472,17 @@ impl ScimDirectorySource {
                     .await
                     .map_err(directory_error(&settings.url))?
                 {
+                    GroupRead::Gone if !marked_group => {
+                        // Unmarked and no Group: a User the listing lacks.
+                        tracing::info!(
+                            member = %member,
+                            within = %groups[parent].display_name,
+                            "a Group member with no type is no listed User, and no Group \
+                             (read by id as a Group: 404): taken as a User the Users \
+                             listing does not hold, deleted since or out of this token's view"
+                        );
+                        not_groups.insert(member);
+                    }
                     GroupRead::Gone => {
                         return Err(DirectoryError::Malformed {
                             endpoint: format!("{}/Groups/{member}", base(&settings.url)),
@@ -363,6 +498,7 @@ impl ScimDirectorySource {
                     GroupRead::Found {
                         group,
                         marked_groups,
+                        marked_users,
                         members_shown,
                         endpoint,
                     } => {
@@ -374,11 +510,16 @@ impl ScimDirectorySource {
                             return Err(DirectoryError::Malformed {
                                 endpoint: format!("{}/Groups/{member}", base(&settings.url)),
                                 what: format!(
-                                    "Group {:?} has a member {member:?} marked as a Group, \
+                                    "Group {:?} has a member {member:?}{}, \
                                      which the Groups listing does not hold; read on its own \
                                      it answered with the id {:?}: its members cannot be \
                                      tied to {:?}; a Group's members must name it by its id",
                                     groups[parent].display_name,
+                                    if marked_group {
+                                        " marked as a Group"
+                                    } else {
+                                        " with no type, no listed User"
+                                    },
                                     group.id,
                                     groups[parent].display_name
                                 ),
@@ -395,6 +536,7 @@ impl ScimDirectorySource {
                             members_unshown.push((j, endpoint));
                         }
                         people.marked_groups.extend(marked_groups);
+                        people.marked_users.extend(marked_users);
                         index.insert(group.id.clone(), j);
                         groups.push(group);
                         read_on_its_own.insert(j);
@@ -415,31 +557,43 @@ fn base(url: &url::Url) -> &str {
 /// Refuses a Group the configuration names (or one nested in it) that never
 /// came with a `members` attribute, in the listing, read on its own, nor asked
 /// for with `attributes=members`, when no Group of this provider shows any
-/// member at all: it cannot be told from a provider that never shows members,
-/// and read as empty, everyone in it would lose what it gives. When other
-/// Groups show their members, an omitted `members` is the empty group RFC
-/// 7643 §2.5 lets a provider leave out (`members: []` is always taken as
-/// empty).
+/// member at all (it cannot be told from a provider that never shows
+/// members), or when the provider sends another Group with `"members": []`,
+/// `sent_empty` (its way to say empty, so an absent attribute is not): read
+/// as empty, everyone in it would lose what it gives. When other Groups show
+/// their members and none comes with `[]`, an omitted `members` is the empty
+/// group RFC 7643 §2.5 lets a provider leave out, and a provider that does so
+/// must not fail every run for a group really empty.
 fn refuse_hidden_members(
     url: &url::Url,
     groups: &[WorkspaceGroup],
     members_unshown: &[(usize, String)],
+    sent_empty: Option<&WorkspaceGroup>,
 ) -> Result<(), DirectoryError> {
     let unshown = members_unshown
         .iter()
         .filter_map(|(i, endpoint)| groups.get(*i).map(|g| (g, endpoint)))
         .filter(|(g, _)| g.members.is_empty());
-    if groups.iter().any(|g| !g.members.is_empty()) {
-        for (group, _) in unshown {
-            tracing::info!(
-                group = %group.display_name,
-                id = %group.id,
-                "a Group came without members, listed, read on its own and asked for with \
-                 attributes=members, while other Groups show theirs: taken as empty"
-            );
+    let shows_members = groups.iter().any(|g| !g.members.is_empty());
+    let why = match sent_empty {
+        Some(empty) => format!(
+            "while this provider sends Group {:?} with \"members\": [] (its way to say \
+             empty)",
+            empty.display_name
+        ),
+        None if shows_members => {
+            for (group, _) in unshown {
+                tracing::info!(
+                    group = %group.display_name,
+                    id = %group.id,
+                    "a Group came without members, listed, read on its own and asked for with \
+                     attributes=members, while other Groups show theirs: taken as empty"
+                );
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
+        None => "and no Group of the provider shows any member".to_owned(),
+    };
     let mut unshown = unshown;
     match unshown.next() {
         Some((group, endpoint)) => Err(DirectoryError::Malformed {
@@ -450,11 +604,11 @@ fn refuse_hidden_members(
             ),
             what: format!(
                 "Group {:?} came without a members attribute, in the listing, read on its \
-                 own and asked for with attributes=members, and no Group of the provider \
-                 shows any member: the members may be hidden from this token, and read as \
-                 empty everyone in the group would lose what it gives; check that the \
-                 directory's token (directory.token, or the file directory.token_file names) \
-                 may read group members (a really empty group is sent with \"members\": [])",
+                 own and asked for with attributes=members, {why}: the members may be hidden \
+                 from this token, and read as empty everyone in the group would lose what it \
+                 gives; check that the directory's token (directory.token, or the file \
+                 directory.token_file names) may read group members (a really empty group is \
+                 sent with \"members\": [])",
                 group.display_name
             ),
         }),
@@ -462,72 +616,159 @@ fn refuse_hidden_members(
     }
 }
 
-/// Refuses a Group the configuration names, or one nested in it, that shows no
-/// members (in the listing, nor read on its own) while a User's own `groups`
-/// attribute names it: the provider leaves the Group's `members` out (a size
-/// cap, a view that hides them from this token), and read as empty, everyone
-/// in it would look out of scope and lose what it gives. As the LDAP source
-/// refuses a group whose `member` the bind account cannot read. Only an empty
-/// Group: one missing a single member the User names may be a removal made
-/// between the two listings.
-fn refuse_groups_without_their_members(
-    url: &url::Url,
-    people: &crate::workspace::People,
-    interest: &GroupInterest,
-) -> Result<(), DirectoryError> {
-    // With no group named, no group decides anything (and none is read on its
-    // own: an empty one in a listing may only be one whose members it leaves out).
+/// A Group the configuration names, or one nested in it, that does not hold
+/// every User whose own `groups` attribute (RFC 7643 §4.1.2: direct, nested
+/// or dynamic membership) names it.
+struct ShortGroup<'a> {
+    group: &'a WorkspaceGroup,
+    /// The Users naming it that it holds neither directly nor through a
+    /// nested Group, sorted.
+    missing: Vec<&'a str>,
+    /// How many Users name it.
+    named: usize,
+}
+
+/// The [`ShortGroup`]s, in listing order. With no group named, none: no group
+/// decides anything.
+fn short_groups<'a>(people: &'a People, interest: &GroupInterest) -> Vec<ShortGroup<'a>> {
     if people.named_by_users.is_empty() || interest.is_everything() {
-        return Ok(());
+        return Vec::new();
     }
     let by_id: HashMap<&str, &WorkspaceGroup> =
         people.groups.iter().map(|g| (g.id.as_str(), g)).collect();
     // The groups that decide something, and every group nested in them.
+    let mut reached: HashSet<&str> = HashSet::new();
     let mut pending: Vec<&WorkspaceGroup> = people
         .groups
         .iter()
         .filter(|g| interest.wants(&g.display_name))
         .collect();
-    let mut visited: HashSet<&str> = HashSet::new();
     while let Some(group) = pending.pop() {
-        if !visited.insert(group.id.as_str()) {
+        if reached.insert(group.id.as_str()) {
+            pending.extend(
+                group
+                    .members
+                    .iter()
+                    .filter_map(|member| by_id.get(member.as_str()).copied()),
+            );
+        }
+    }
+    let mut short = Vec::new();
+    for group in &people.groups {
+        if !reached.contains(group.id.as_str()) {
             continue;
         }
-        if group.members.is_empty()
-            && let Some(naming) = people.named_by_users.get(&group.id)
-            && let Some(first) = naming.iter().min()
-        {
-            let user_name = people
-                .users
-                .iter()
-                .find(|(account, _)| &account.id == first)
-                .map(|(account, _)| format!(" ({})", account.user_name.trim()))
-                .unwrap_or_default();
-            let others = match naming.len().saturating_sub(1) {
-                0 => String::new(),
-                1 => " and 1 other User".to_owned(),
-                n => format!(" and {n} other Users"),
-            };
-            return Err(DirectoryError::Malformed {
-                endpoint: format!("{}/Groups/{}", url.as_str().trim_end_matches('/'), group.id),
-                what: format!(
-                    "Group {:?} shows no members, in the listing or read on its own, yet the \
-                     groups of User {first:?}{user_name}{others} name it: the provider leaves \
-                     the Group's members out, and read as empty everyone in it would lose what \
-                     it gives; check that the directory's token (directory.token, or the file \
-                     directory.token_file names) may read group members",
-                    group.display_name
-                ),
-            });
+        let Some(naming) = people.named_by_users.get(&group.id) else {
+            continue;
+        };
+        let held = users_held(group, &by_id);
+        let mut missing: Vec<&str> = naming
+            .iter()
+            .map(String::as_str)
+            .filter(|user| !held.contains(user))
+            .collect();
+        if missing.is_empty() {
+            continue;
         }
-        pending.extend(
-            group
-                .members
-                .iter()
-                .filter_map(|member| by_id.get(member.as_str()).copied()),
-        );
+        missing.sort_unstable();
+        missing.dedup();
+        short.push(ShortGroup {
+            group,
+            missing,
+            named: naming.len(),
+        });
     }
-    Ok(())
+    short
+}
+
+/// The members of `group` that are no listed Group: its own, and those of the
+/// Groups nested in it however deep (cycles are harmless).
+fn users_held<'a>(
+    group: &'a WorkspaceGroup,
+    by_id: &HashMap<&str, &'a WorkspaceGroup>,
+) -> HashSet<&'a str> {
+    let mut held = HashSet::new();
+    let mut seen = HashSet::from([group.id.as_str()]);
+    let mut stack = vec![group];
+    while let Some(group) = stack.pop() {
+        for member in &group.members {
+            match by_id.get(member.as_str()) {
+                Some(&nested) => {
+                    if seen.insert(nested.id.as_str()) {
+                        stack.push(nested);
+                    }
+                }
+                None => {
+                    held.insert(member.as_str());
+                }
+            }
+        }
+    }
+    held
+}
+
+/// Refuses a Group the configuration names, or one nested in it, that does
+/// not hold every User whose own `groups` attribute names it, after the
+/// Group was read on its own and the directory read twice (a member removed
+/// between the Users and the Groups listings shows on both sides the second
+/// time): the provider leaves the Group's `members` out or caps them (a size
+/// limit on multi-valued attributes, a view that hides some from this
+/// token), and read short, everyone left out would look out of scope and
+/// lose what the Group gives. As the LDAP source refuses a group whose
+/// `member` the bind account cannot read.
+fn refuse_groups_without_their_members(
+    url: &url::Url,
+    people: &People,
+    interest: &GroupInterest,
+) -> Result<(), DirectoryError> {
+    let short_groups = short_groups(people, interest);
+    let Some(short) = short_groups.first() else {
+        return Ok(());
+    };
+    let group = short.group;
+    let first = short.missing[0];
+    let user_name = people
+        .users
+        .iter()
+        .find(|(account, _)| account.id == first)
+        .map(|(account, _)| format!(" ({})", account.user_name.trim()))
+        .unwrap_or_default();
+    let endpoint = format!("{}/Groups/{}", base(url), group.id);
+    let token = "check that the directory's token (directory.token, or the file \
+                 directory.token_file names) may read group members";
+    if group.members.is_empty() {
+        let others = match short.missing.len() - 1 {
+            0 => String::new(),
+            1 => " and 1 other User".to_owned(),
+            n => format!(" and {n} other Users"),
+        };
+        return Err(DirectoryError::Malformed {
+            endpoint,
+            what: format!(
+                "Group {:?} shows no members, in the listing or read on its own, yet the \
+                 groups of User {first:?}{user_name}{others} name it: the provider leaves \
+                 the Group's members out, and read as empty everyone in it would lose what \
+                 it gives; {token}",
+                group.display_name
+            ),
+        });
+    }
+    Err(DirectoryError::Malformed {
+        endpoint,
+        what: format!(
+            "Group {:?} shows {} member{}, in the listing and read on its own, yet {} of the \
+             {} Users whose own groups name it are not among them (User {first:?}{user_name} \
+             the first), in two reads of the directory: the provider caps or leaves out part \
+             of the Group's members, and read short, everyone left out would lose what it \
+             gives; check the provider's limit on the members it returns for a Group, and \
+             {token}",
+            group.display_name,
+            group.members.len(),
+            if group.members.len() == 1 { "" } else { "s" },
+            short.missing.len(),
+            short.named,
+        ),
+    })
 }
 
 /// The workspace client's errors, as the directory's: the same endpoint, status,
@@ -937,6 +1178,7 @@ mod tests {
                 .collect(),
             listed_without_members: HashSet::new(),
             marked_groups: HashSet::new(),
+            marked_users: HashSet::new(),
             without_active: Vec::new(),
             whole: true,
         }
@@ -985,7 +1227,8 @@ mod tests {
             group("g-all", "Taskade Users", &[]),
             group("g-eng", "Engineering", &[]),
         ];
-        let error = refuse_hidden_members(&url, &hidden, &[(1, endpoint.clone())]).unwrap_err();
+        let error =
+            refuse_hidden_members(&url, &hidden, &[(1, endpoint.clone())], None).unwrap_err();
         assert_eq!(
             error.to_string(),
             "https://idp.example.com:8443/scim/v2/Groups/g-eng?attributes=members: malformed \
@@ -996,12 +1239,24 @@ mod tests {
              directory's token (directory.token, or the file directory.token_file names) may \
              read group members (a really empty group is sent with \"members\": [])"
         );
-        refuse_hidden_members(&url, &hidden, &[]).unwrap();
+        refuse_hidden_members(&url, &hidden, &[], None).unwrap();
         let shown = [
             group("g-all", "Taskade Users", &["u1"]),
             group("g-eng", "Engineering", &[]),
         ];
-        refuse_hidden_members(&url, &shown, &[(1, endpoint)]).unwrap();
+        refuse_hidden_members(&url, &shown, &[(1, endpoint.clone())], None).unwrap();
+        // The same, from a provider that sends another Group with `[]`.
+        let mut shown = shown.to_vec();
+        shown.push(group("g-none", "Nobody", &[]));
+        let error =
+            refuse_hidden_members(&url, &shown, &[(1, endpoint)], Some(&shown[2])).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "asked for with attributes=members, while this provider sends Group \"Nobody\" \
+                 with \"members\": [] (its way to say empty): the members may be hidden"
+            ),
+            "{error}"
+        );
     }
 
     fn scoped_to(name: &str) -> GroupInterest {
@@ -1010,8 +1265,9 @@ mod tests {
 
     /// A Group that shows no members while Users' own `groups` name it was
     /// read without its members: refused, naming the Group and a User. A Group
-    /// really empty, one that is not, one no configured group reaches, or a
-    /// configuration naming no group (none decides anything) is not.
+    /// really empty, one holding the Users through a nested Group, one no
+    /// configured group reaches, or a configuration naming no group (none
+    /// decides anything) is not.
     #[test]
     fn an_empty_group_the_users_name_fails_the_snapshot() {
         let url = test_url();
@@ -1037,11 +1293,52 @@ mod tests {
         for (groups, named, interest) in [
             (nested.clone(), vec![], scope.clone()),
             (nested.clone(), vec!["g-other"], scope.clone()),
-            (nested.clone(), vec!["g-all"], scope.clone()),
+            (
+                vec![
+                    group("g-all", "Taskade Users", &["g-eng"]),
+                    group("g-eng", "Engineering", &["u1", "u2"]),
+                ],
+                vec!["g-all", "g-eng"],
+                scope.clone(),
+            ),
             (nested, vec!["g-eng"], GroupInterest::new(&[], &[], &[])),
         ] {
             refuse_groups_without_their_members(&url, &listed(groups, &named), &interest).unwrap();
         }
+    }
+
+    /// A Group holding some of the Users that name it, directly or through a
+    /// nested Group, is refused naming how many are missing and the first.
+    #[test]
+    fn a_group_short_of_the_users_that_name_it_fails_the_snapshot() {
+        let url = test_url();
+        let mut people = listed(
+            vec![
+                group("g-all", "Taskade Users", &["g-eng"]),
+                group("g-eng", "Engineering", &["u1"]),
+            ],
+            &["g-all"],
+        );
+        people.users.push(person("u3", true));
+        people
+            .named_by_users
+            .get_mut("g-all")
+            .unwrap()
+            .push("u3".into());
+        let error = refuse_groups_without_their_members(&url, &people, &scoped_to("Taskade Users"))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "https://idp.example.com:8443/scim/v2/Groups/g-all: malformed response: Group \
+             \"Taskade Users\" shows 1 member, in the listing and read on its own, yet 2 of \
+             the 3 Users whose own groups name it are not among them (User \"u2\" \
+             (u2@example.com) the first), in two reads of the directory: the provider caps or \
+             leaves out part of the Group's members, and read short, everyone left out would \
+             lose what it gives; check the provider's limit on the members it returns for a \
+             Group, and check that the directory's token (directory.token, or the file \
+             directory.token_file names) may read group members"
+        );
+        assert!(!error.is_transient());
     }
 
     fn test_url() -> url::Url {

@@ -476,6 +476,8 @@ pub struct People {
     /// The ids that a listed Group's `members` marks as Groups (`type` or
     /// `$ref`, RFC 7643 §4.2), whether the listing holds them or not.
     pub marked_groups: HashSet<String>,
+    /// The ids that a listed Group's `members` marks as Users.
+    pub marked_users: HashSet<String>,
     /// The Users sent without `active` (or with a null one), in listing order.
     pub without_active: Vec<String>,
     /// False when a listing ended short of the `totalResults` it announced.
@@ -491,6 +493,8 @@ pub enum GroupRead {
         group: WorkspaceGroup,
         /// The ids its `members` marks as Groups.
         marked_groups: Vec<String>,
+        /// The ids its `members` marks as Users.
+        marked_users: Vec<String>,
         /// Whether a read sent `members` at all (perhaps `[]`), plainly or asked
         /// for with `attributes=members`; when false, `group.members` is empty
         /// for want of the attribute, which may hide members.
@@ -498,6 +502,18 @@ pub enum GroupRead {
         /// The last request made: where the members were (or were not) found.
         endpoint: String,
     },
+}
+
+/// The ids a Group body's `members` marks as Groups, and as Users.
+fn marks(body: &parse::GroupBody) -> (Vec<String>, Vec<String>) {
+    match body {
+        parse::GroupBody::Object {
+            nested_groups,
+            user_members,
+            ..
+        } => (nested_groups.clone(), user_members.clone()),
+        parse::GroupBody::NotObject => (Vec::new(), Vec::new()),
+    }
 }
 
 /// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
@@ -1764,6 +1780,67 @@ impl ScimClient {
         Ok((listed.items, listed.whole))
     }
 
+    /// Every User, read as [`Self::people`] reads them but only for whether
+    /// each carries `active` (`GET /Users?attributes=userName,active`, or
+    /// without `attributes` when the provider refuses it, all pages), for
+    /// `check-config --connect` to refuse what a run would refuse: the Users,
+    /// the ids of those sent without `active`, and whether the listing
+    /// reached its `totalResults`.
+    pub async fn users_and_active(
+        &self,
+    ) -> Result<(Vec<(Account, Option<String>)>, Vec<String>, bool), WorkspaceError> {
+        let narrowed = paging::Narrowing {
+            filter: None,
+            attributes: Some("userName,active"),
+        };
+        let listed = match self.list_users_and_active(narrowed).await {
+            Err(
+                e @ WorkspaceError::Status {
+                    status: 400 | 501, ..
+                },
+            ) => {
+                tracing::info!(
+                    error = %e,
+                    "the Users listing with attributes=userName,active was refused; listing \
+                     the Users without it"
+                );
+                self.list_users_and_active(paging::Narrowing::default())
+                    .await?
+            }
+            listed => listed?,
+        };
+        let mut without_active = Vec::new();
+        let users = listed
+            .items
+            .into_iter()
+            .map(|(account, sent_active)| {
+                if !sent_active {
+                    without_active.push(account.id.clone());
+                }
+                (account, None)
+            })
+            .collect();
+        Ok((users, without_active, listed.whole))
+    }
+
+    async fn list_users_and_active(
+        &self,
+        narrowing: paging::Narrowing<'_>,
+    ) -> Result<paging::Listing<(Account, bool)>, WorkspaceError> {
+        paging::list_narrowed(
+            self,
+            "/Users",
+            narrowing,
+            "people",
+            &|_| {},
+            |endpoint, user: parse::PersonBody| {
+                let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
+                Ok((account.id.clone(), (account, parse::sends_active(&user.0))))
+            },
+        )
+        .await
+    }
+
     async fn list_group_names(
         &self,
         narrowing: paging::Narrowing<'_>,
@@ -1811,10 +1888,7 @@ impl ScimClient {
             progress,
             |endpoint, body: parse::GroupBody| {
                 let sent_members = body.sends_members();
-                let marked = match &body {
-                    parse::GroupBody::Object { nested_groups, .. } => nested_groups.clone(),
-                    parse::GroupBody::NotObject => Vec::new(),
-                };
+                let marked = marks(&body);
                 let group = parse::group(endpoint, body)?;
                 Ok((group.id.clone(), (group, sent_members, marked)))
             },
@@ -1842,14 +1916,16 @@ impl ScimClient {
             .collect();
         let mut listed_without_members = HashSet::new();
         let mut marked_groups = HashSet::new();
+        let mut marked_users = HashSet::new();
         let groups = groups
             .items
             .into_iter()
-            .map(|(group, sent_members, marked)| {
+            .map(|(group, sent_members, (groups, users))| {
                 if !sent_members {
                     listed_without_members.insert(group.id.clone());
                 }
-                marked_groups.extend(marked);
+                marked_groups.extend(groups);
+                marked_users.extend(users);
                 group
             })
             .collect();
@@ -1860,6 +1936,7 @@ impl ScimClient {
             named_by_users,
             listed_without_members,
             marked_groups,
+            marked_users,
             without_active,
         })
     }
@@ -2601,15 +2678,12 @@ impl ScimClient {
             Err(e) if e.is_not_found() => return Ok(GroupRead::Gone),
             Err(e) => return Err(e),
         };
-        let marked = |body: &parse::GroupBody| match body {
-            parse::GroupBody::Object { nested_groups, .. } => nested_groups.clone(),
-            parse::GroupBody::NotObject => Vec::new(),
-        };
         if body.sends_members() {
-            let marked_groups = marked(&body);
+            let (marked_groups, marked_users) = marks(&body);
             return Ok(GroupRead::Found {
                 group: parse::group(&endpoint, body)?,
                 marked_groups,
+                marked_users,
                 members_shown: true,
                 endpoint,
             });
@@ -2618,7 +2692,7 @@ impl ScimClient {
         let query = [("attributes", "members".to_owned())];
         match self.get_json::<parse::GroupBody>(&path, &query).await {
             Ok((endpoint, asked)) => {
-                let marked_groups = marked(&asked);
+                let (marked_groups, marked_users) = marks(&asked);
                 let members_shown = asked.sends_members();
                 let members = match asked {
                     parse::GroupBody::Object {
@@ -2630,6 +2704,7 @@ impl ScimClient {
                 Ok(GroupRead::Found {
                     group: WorkspaceGroup { members, ..group },
                     marked_groups,
+                    marked_users,
                     members_shown,
                     endpoint,
                 })
@@ -2648,6 +2723,7 @@ impl ScimClient {
                 Ok(GroupRead::Found {
                     group,
                     marked_groups: Vec::new(),
+                    marked_users: Vec::new(),
                     members_shown: false,
                     endpoint: endpoint_name(&Method::GET, &path, &query),
                 })

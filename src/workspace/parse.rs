@@ -184,6 +184,10 @@ pub(crate) enum GroupBody {
         /// a `$ref` to `/Groups/…`): RFC 7643 §4.2 lets Groups nest, and a
         /// nested one the listing lacks must be read on its own.
         nested_groups: Vec<String>,
+        /// The `value` of every member marked as a User (`"type": "User"`, or
+        /// a `$ref` to `/Users/…`): one the Users listing lacks is no Group
+        /// to read, where an unmarked one may be.
+        user_members: Vec<String>,
     },
 }
 
@@ -779,25 +783,31 @@ impl<'de> Visitor<'de> for GroupVisitor {
                 }
             }
         }
-        let (members, nested_groups) = match members.0.flatten() {
-            Some(Members { values, groups }) => (Some(values), groups),
-            None => (None, Vec::new()),
+        let (members, nested_groups, user_members) = match members.0.flatten() {
+            Some(Members {
+                values,
+                groups,
+                users,
+            }) => (Some(values), groups, users),
+            None => (None, Vec::new(), Vec::new()),
         };
         Ok(GroupBody::Object {
             id: id.0.flatten(),
             display_name: display_name.0.flatten(),
             members,
             nested_groups,
+            user_members,
         })
     }
 }
 
 /// A group's `members` as read: every member's `value`, and those of the
-/// members marked as Groups.
+/// members marked as Groups and as Users.
 #[derive(Debug, Default)]
 struct Members {
     values: Vec<String>,
     groups: Vec<String>,
+    users: Vec<String>,
 }
 
 /// A group's `members`: the `value` of each element that is an object with one;
@@ -825,11 +835,14 @@ impl<'de> Visitor<'de> for MembersSeed {
         let mut members = Members {
             values: Vec::with_capacity(seq.size_hint().unwrap_or(0)),
             groups: Vec::new(),
+            users: Vec::new(),
         };
         while let Some(member) = seq.next_element_seed(MemberSeed)? {
-            if let Some((value, is_group)) = member {
-                if is_group {
-                    members.groups.push(value.clone());
+            if let Some((value, mark)) = member {
+                match mark {
+                    MemberMark::Group => members.groups.push(value.clone()),
+                    MemberMark::User => members.users.push(value.clone()),
+                    MemberMark::None => {}
                 }
                 members.values.push(value);
             }
@@ -845,12 +858,28 @@ pub(crate) fn marks_a_group(member_type: Option<&str>, reference: Option<&str>) 
         || reference.is_some_and(|r| r.contains("/Groups/"))
 }
 
-/// One element of `members`: its `value` and whether it is marked as a Group,
-/// if it is an object that has a `value`.
+/// Whether a member's `type` or `$ref` marks it as a User, and not as a Group.
+pub(crate) fn marks_a_user(member_type: Option<&str>, reference: Option<&str>) -> bool {
+    !marks_a_group(member_type, reference)
+        && (member_type.is_some_and(|t| t.trim().eq_ignore_ascii_case("User"))
+            || reference.is_some_and(|r| r.contains("/Users/")))
+}
+
+/// What a member's `type` or `$ref` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberMark {
+    Group,
+    User,
+    /// Neither sent (both are optional): a User or a Group.
+    None,
+}
+
+/// One element of `members`: its `value` and what it is marked as, if it is
+/// an object that has a `value`.
 struct MemberSeed;
 
 impl<'de> DeserializeSeed<'de> for MemberSeed {
-    type Value = Option<(String, bool)>;
+    type Value = Option<(String, MemberMark)>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -858,7 +887,7 @@ impl<'de> DeserializeSeed<'de> for MemberSeed {
 }
 
 impl<'de> Visitor<'de> for MemberSeed {
-    type Value = Option<(String, bool)>;
+    type Value = Option<(String, MemberMark)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a member")
@@ -886,11 +915,15 @@ impl<'de> Visitor<'de> for MemberSeed {
                 }
             }
         }
-        let is_group = marks_a_group(
-            member_type.0.flatten().as_deref(),
-            reference.0.flatten().as_deref(),
-        );
-        Ok(value.0.flatten().map(|value| (value, is_group)))
+        let (member_type, reference) = (member_type.0.flatten(), reference.0.flatten());
+        let mark = if marks_a_group(member_type.as_deref(), reference.as_deref()) {
+            MemberMark::Group
+        } else if marks_a_user(member_type.as_deref(), reference.as_deref()) {
+            MemberMark::User
+        } else {
+            MemberMark::None
+        };
+        Ok(value.0.flatten().map(|value| (value, mark)))
     }
 }
 
@@ -1246,6 +1279,19 @@ mod tests {
                     .collect(),
                 _ => Vec::new(),
             },
+            user_members: match attr(v, "members") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter(|m| {
+                        marks_a_user(
+                            attr_str(m, "type").as_deref(),
+                            attr_str(m, "$ref").as_deref(),
+                        )
+                    })
+                    .filter_map(|m| attr_str(m, "value"))
+                    .collect(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -1429,6 +1475,7 @@ mod tests {
             display_name,
             members,
             nested_groups,
+            ..
         } = typed
         else {
             panic!("an object")
@@ -1455,6 +1502,7 @@ mod tests {
         let GroupBody::Object {
             members,
             nested_groups,
+            user_members,
             ..
         } = typed
         else {
@@ -1462,6 +1510,7 @@ mod tests {
         };
         assert_eq!(members.unwrap_or_default(), ["u1", "g2", "g3", "g4", "u5"]);
         assert_eq!(nested_groups, ["g2", "g3", "g4"]);
+        assert_eq!(user_members, ["u1"]);
     }
 
     #[test]

@@ -470,9 +470,9 @@ async fn interop_ldap_is_probed_with_a_bind_and_two_one_entry_searches() {
     assert!(text.contains("found no one"), "{text}");
 }
 
-/// A SCIM directory (here the sandbox serving the people): discovery and one
-/// page of Users and of Groups with its token, GETs only; a refused token is
-/// named as a 401.
+/// A SCIM directory (here the sandbox serving the people): discovery, one
+/// page of Users and of Groups with its token, then every User for `active`,
+/// GETs only; a refused token is named as a 401.
 #[tokio::test]
 async fn a_scim_directory_is_probed_with_one_page_each() {
     let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
@@ -493,13 +493,18 @@ async fn a_scim_directory_is_probed_with_one_page_each() {
         }
     };
     let proven = probe(TOKEN).await.unwrap();
-    assert_eq!(proven.len(), 3, "{proven:?}");
+    assert_eq!(proven.len(), 4, "{proven:?}");
     assert!(
         proven[0].starts_with("ServiceProviderConfig: "),
         "{proven:?}"
     );
     assert!(proven[1].starts_with("GET /Users ("), "{proven:?}");
     assert!(proven[2].starts_with("GET /Groups ("), "{proven:?}");
+    // Every User for `active` (session 62): a mix a first run would refuse.
+    assert!(
+        proven[3].starts_with("GET /Users?attributes=userName,active ("),
+        "{proven:?}"
+    );
     let text = probe("wrong").await.unwrap_err().to_string();
     assert!(text.contains("HTTP 401"), "{text}");
     let seen = sandbox.requests_seen();
