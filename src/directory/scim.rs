@@ -156,7 +156,7 @@ impl ScimDirectorySource {
             .await
             .map_err(directory_error(url))?;
         let counted = format!(
-            "GET /Users?attributes=userName,active ({} Users, {} without active{})",
+            "GET /Users, all pages ({} Users, {} without active{})",
             users.len(),
             without_active.len(),
             if whole {

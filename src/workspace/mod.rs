@@ -1780,35 +1780,26 @@ impl ScimClient {
         Ok((listed.items, listed.whole))
     }
 
-    /// Every User, read as [`Self::people`] reads them but only for whether
-    /// each carries `active` (`GET /Users?attributes=userName,active`, or
-    /// without `attributes` when the provider refuses it, all pages), for
-    /// `check-config --connect` to refuse what a run would refuse: the Users,
-    /// the ids of those sent without `active`, and whether the listing
+    /// Every User, read as [`Self::people`] reads them (`GET /Users`, all
+    /// pages, no `attributes`: a provider may return `active` only when not
+    /// narrowed, or only when asked, and the check must see what a run sees),
+    /// for `check-config --connect` to refuse what a run would refuse: the
+    /// Users, the ids of those sent without `active`, and whether the listing
     /// reached its `totalResults`.
     pub async fn users_and_active(
         &self,
     ) -> Result<(Vec<(Account, Option<String>)>, Vec<String>, bool), WorkspaceError> {
-        let narrowed = paging::Narrowing {
-            filter: None,
-            attributes: Some("userName,active"),
-        };
-        let listed = match self.list_users_and_active(narrowed).await {
-            Err(
-                e @ WorkspaceError::Status {
-                    status: 400 | 501, ..
-                },
-            ) => {
-                tracing::info!(
-                    error = %e,
-                    "the Users listing with attributes=userName,active was refused; listing \
-                     the Users without it"
-                );
-                self.list_users_and_active(paging::Narrowing::default())
-                    .await?
-            }
-            listed => listed?,
-        };
+        let listed = paging::list_all(
+            self,
+            "/Users",
+            "people",
+            &|_| {},
+            |endpoint, user: parse::PersonBody| {
+                let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
+                Ok((account.id.clone(), (account, parse::sends_active(&user.0))))
+            },
+        )
+        .await?;
         let mut without_active = Vec::new();
         let users = listed
             .items
@@ -1821,24 +1812,6 @@ impl ScimClient {
             })
             .collect();
         Ok((users, without_active, listed.whole))
-    }
-
-    async fn list_users_and_active(
-        &self,
-        narrowing: paging::Narrowing<'_>,
-    ) -> Result<paging::Listing<(Account, bool)>, WorkspaceError> {
-        paging::list_narrowed(
-            self,
-            "/Users",
-            narrowing,
-            "people",
-            &|_| {},
-            |endpoint, user: parse::PersonBody| {
-                let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
-                Ok((account.id.clone(), (account, parse::sends_active(&user.0))))
-            },
-        )
-        .await
     }
 
     async fn list_group_names(

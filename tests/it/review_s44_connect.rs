@@ -502,7 +502,7 @@ async fn a_scim_directory_is_probed_with_one_page_each() {
     assert!(proven[2].starts_with("GET /Groups ("), "{proven:?}");
     // Every User for `active` (session 62): a mix a first run would refuse.
     assert!(
-        proven[3].starts_with("GET /Users?attributes=userName,active ("),
+        proven[3].starts_with("GET /Users, all pages ("),
         "{proven:?}"
     );
     let text = probe("wrong").await.unwrap_err().to_string();
