@@ -346,7 +346,19 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             ),
             0..3,
         ),
-        proptest::collection::vec((0..IDENTITY_IDS, account_user_name()), 0..3),
+        // Half the time a name an exception may name, or the ledger's name would
+        // rarely be one.
+        proptest::collection::vec(
+            (
+                0..IDENTITY_IDS,
+                prop_oneof![
+                    proptest::sample::select(vec!["user1", "USER3", "mail2@ex.com"])
+                        .prop_map(str::to_owned),
+                    account_user_name(),
+                ],
+            ),
+            0..3,
+        ),
     );
     (
         (
@@ -1299,6 +1311,24 @@ proptest! {
             by_group
         };
         prop_assert_eq!(members(&plan.actions), members(&out.actions));
+    }
+
+    /// A person the directory no longer has, whom an exception in force keeps
+    /// under the name the ledger has of them, gets no action, nor does an
+    /// account a stored link gives them alone.
+    #[test]
+    fn a_departed_person_an_exception_keeps_is_untouched(s in scenario()) {
+        let plan = s.plan();
+        let (accounts, identities) = touched(&plan);
+        for (departed, _) in s.settings.protected.departed() {
+            prop_assert!(!identities.contains(departed), "{departed}: {:#?}", plan.actions);
+            for link in s.links.iter().filter(|l| l.identity_id == departed) {
+                let shared = s.links.iter().any(|l| l.account_id == link.account_id && l.identity_id != departed);
+                if !shared {
+                    prop_assert!(!accounts.contains(&link.account_id), "{link:?}: {:#?}", plan.actions);
+                }
+            }
+        }
     }
 
     /// Disputed identities and accounts get no actions.
