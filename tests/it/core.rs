@@ -429,19 +429,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     .with_exceptions(&exceptions, now)
                     .with_departed(departed);
                 // A remembered person the directory still has was remembered
-                // under their directory userName. The store keeps only accounts
-                // a plan found active (one deactivated by hand since is listed by
-                // the next plan and forgotten by the one after: `plan`'s
-                // `a_remembered_account_found_inactive_is_forgotten`), so no
-                // remembered account is inactive here.
-                let inactive: BTreeSet<String> = accounts
-                    .iter()
-                    .filter(|a| !a.active)
-                    .map(|a| a.id.clone())
-                    .collect();
+                // under their directory userName. A remembered account may be
+                // inactive (deactivated as a duplicate, or by hand since).
                 let remembered = remembered
                     .into_iter()
-                    .filter(|(_, a, _, _)| !inactive.contains(&format!("a{a}")))
                     .map(|(i, a, method, name)| {
                         let identity_id = format!("i{i}");
                         DisputedCandidate {
