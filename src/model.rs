@@ -1089,9 +1089,10 @@ pub struct Plan {
     /// From an incomplete directory read, only people the read shows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_leavers: Vec<ProtectedLeaver>,
-    /// The active accounts each disputed person may have, sorted: what the store
-    /// remembers so that a disputed person deleted from the directory is still
-    /// tied to them (the next plan's `remembered` input). Not part of the stored
+    /// The accounts each disputed person may have, active or deactivated,
+    /// sorted: what the store remembers so that a disputed person deleted from
+    /// the directory is still tied to them (the next plan's `remembered`
+    /// input); a deactivated one forgotten would be an orphan the run after. Not part of the stored
     /// plan: the store keeps it in a table of its own.
     #[serde(skip)]
     pub disputed_candidates: Vec<DisputedCandidate>,

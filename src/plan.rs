@@ -51,7 +51,7 @@
 //!
 //! A disputed person the directory no longer has would leave nothing to tie them
 //! to their accounts, which would pass for orphans while the leaver went
-//! unrecorded. The plan lists each dispute's active candidates
+//! unrecorded. The plan lists each dispute's candidates, active or deactivated
 //! ([`Plan::disputed_candidates`]), which the store keeps for the next plan: from
 //! a complete directory, a remembered person who is absent is disputed and
 //! deleted, with the remembered accounts nobody else now claims as suspects; once
@@ -363,11 +363,14 @@ pub fn plan(
         matching
             .remembered_duplicates
             .iter()
+            // While the account exists, deactivated or not: forgotten, it would
+            // be nobody's, an orphan (reported, taken out of its groups, never
+            // deleted after the retention period).
             .filter(|c| {
                 matching
                     .slot(&c.account_id)
                     .and_then(|slot| matching.at(slot))
-                    .is_some_and(|a| a.active)
+                    .is_some()
             })
             .map(|&c| c.clone()),
     );
@@ -1700,8 +1703,10 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             self.out
                 .disputed_candidates
                 .extend(suspects.iter().filter_map(|&(account, _, via)| match via {
-                    // A stored link is remembered as a link.
-                    Via::Rule(method) if account.active => Some(DisputedCandidate {
+                    // A stored link is remembered as a link. A deactivated
+                    // account is remembered too: forgotten, it would be an
+                    // orphan the run after (reported, taken out of its groups).
+                    Via::Rule(method) => Some(DisputedCandidate {
                         identity_id: identity_id.to_owned(),
                         user_name: user_name.to_owned(),
                         account_id: account.id.clone(),
@@ -4570,10 +4575,11 @@ mod tests {
         assert!(plan.disputed_candidates.is_empty(), "{plan:#?}");
     }
 
-    /// Only accounts still active are remembered, so the memory ends with the
-    /// person's access; an inactive one is still listed while it lasts.
+    /// A remembered account found inactive is still remembered: forgotten, it
+    /// would be an orphan the run after (reported as nobody's, taken out of its
+    /// groups). The person is a disputed leaver only while one is active.
     #[test]
-    fn a_remembered_account_found_inactive_is_forgotten() {
+    fn a_remembered_account_found_inactive_is_still_remembered() {
         let mut fx = disputed_by_name_and_email();
         fx.identities.clear();
         fx.remembered = vec![
@@ -4586,20 +4592,32 @@ mod tests {
         assert_eq!(plan.disputed_leavers.len(), 1, "{plan:#?}");
         assert_eq!(plan.disputed_leavers[0].accounts, ["1", "2"]);
         assert_eq!(plan.disputed_leavers[0].active, ["2"]);
+        assert_eq!(plan.disputed_candidates, fx.remembered);
+
+        fx.accounts[1].active = false;
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+        assert_eq!(plan.disputed_candidates, fx.remembered);
+        assert!(
+            drift_of(&plan, DriftKind::OrphanedAccount).is_empty(),
+            "{plan:#?}"
+        );
+
+        // Gone from the workspace, an account is forgotten.
+        fx.accounts.remove(0);
+        let plan = fx.plan();
         assert_eq!(
             plan.disputed_candidates,
             [candidate("a", "2", LinkMethod::Email)]
         );
-
-        fx.accounts[1].active = false;
-        let plan = fx.plan();
-        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
-        assert!(plan.disputed_candidates.is_empty(), "{plan:#?}");
     }
 
     /// `seatwarden link` settles a deleted person's dispute: the linked account
     /// is deprovisioned as a deleted person's, and the other that matched them
-    /// with it as a duplicate, remembered until it is inactive.
+    /// with it as a duplicate, remembered while it exists (forgotten once
+    /// deactivated, it would be an orphan: never deleted after the retention
+    /// period).
     #[test]
     fn linking_a_deleted_disputed_person_deprovisions_their_accounts() {
         let mut fx = disputed_by_name_and_email();
@@ -4628,7 +4646,12 @@ mod tests {
             plan.disputed_candidates,
             [candidate("a", "2", LinkMethod::Email)]
         );
-        assert!(fx.replan().disputed_candidates.is_empty());
+        let again = fx.replan();
+        assert!(again.actions.is_empty(), "{:#?}", again.actions);
+        assert_eq!(
+            again.disputed_candidates,
+            [candidate("a", "2", LinkMethod::Email)]
+        );
     }
 
     /// A remembered account someone in the directory now has (or a stored link
