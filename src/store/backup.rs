@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::outfile::{self, Kind, OutfileError, with_suffix, write_hint};
-use super::{BUSY_TIMEOUT, StoreError, migrations, refuse_foreign};
+use super::{BUSY_TIMEOUT, StoreError, file_to_open, migrations, refuse_foreign, refused_link};
 
 /// A backup, in what is said about it and its temporary copy's name.
 const BACKUP: Kind = Kind {
@@ -273,8 +273,18 @@ fn open_source(database: &Path) -> Result<Connection, BackupError> {
         path: database.to_owned(),
         source,
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(database, flags).map_err(error)?;
+    // As root, never through a link or into another user's file (`Store::open`).
+    let (file, no_follow) = file_to_open(database, false)?;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if no_follow {
+        flags |= OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    }
+    let conn = Connection::open_with_flags(&file, flags).map_err(|source| {
+        match refused_link(database, &file, source) {
+            StoreError::Open { source, .. } => error(source),
+            refused => BackupError::Refused(refused),
+        }
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
     Ok(conn)
 }
