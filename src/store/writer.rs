@@ -699,19 +699,9 @@ pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
     String::new()
 }
 
-/// `path` as one word for a shell command to copy: quoted when it holds
-/// anything but letters, digits and `/._-+:@,`.
+/// `path` as one word for a shell command to copy ([`crate::model::shell_word`]).
 fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@,".contains(c));
-    if plain {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
-    }
+    crate::model::shell_word(&path.display().to_string())
 }
 
 pub(crate) fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
