@@ -27,6 +27,10 @@
 //!   held actions, circuit breaker, settle-window sightings) is in `safety`, in
 //!   tables that do not cascade from `runs`.
 //!
+//! Run as root, the database is opened only as a plain file of its folder's
+//! owner, with its side files too, and never through a link
+//! (`file_to_open`): the state folder is the service user's to change.
+//!
 //! `backup` takes a consistent copy while other processes write (`seatwarden
 //! backup`); a copy restored in place of the file is opened like any database,
 //! and migrated forward when an older build wrote it. `outfile` writes the files a
