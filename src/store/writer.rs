@@ -452,11 +452,23 @@ fn open(path: &Path, database: &Path) -> Result<File, StoreError> {
 /// Without a database file yet there is no owner to follow: the file stays
 /// root's, as the database root then makes will be.
 ///
-/// A lock file that is not a plain file of its own (a symbolic link, a hard
-/// link, anything but a regular file) is refused: the state folder is the
+/// Run as root, a database the store would refuse to root
+/// ([`StoreError::RootRefusesFile`]) is refused here first. A lock file that
+/// is not a plain file of its own (a symbolic link, a hard link, anything but
+/// a regular file) is refused: the state folder is the
 /// service user's, and root following what was planted there would empty the
 /// file it leads to for the holder's line and give it the database's owner.
 pub fn open_lock_file(path: &Path, database: &Path) -> std::io::Result<File> {
+    // As root, the database is looked at before its lock file is made: the
+    // lock file sits beside the file a `state.db` link resolves to
+    // ([`lock_file_path`]), so a link the service's user put there had root
+    // make `<anything>.writer` in any folder, given that file's owner.
+    if super::runs_as_root() {
+        #[cfg(unix)]
+        super::root_checked(database, true).map_err(|refused| {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, refused.to_string())
+        })?;
+    }
     let (file, made) = open_or_make(path)?;
     #[cfg(unix)]
     refuse_unless_plain(&file, path)?;

@@ -7,7 +7,8 @@
 //!   chmod that file 0600. Root now refuses a database or side file that is a
 //!   link or not its folder owner's, naming it and the `sudo -u` to run, and
 //!   opens with `SQLITE_OPEN_NOFOLLOW`. The service's own user still follows
-//!   its links.
+//!   its links. Root's lock files (made beside the file a `state.db` link
+//!   resolves to) are refused the same way, before they are made.
 //! - `export --output FILE --force` and `backup DEST --force` followed a FILE
 //!   that was a symbolic link and replaced the file it led to: a link into
 //!   another folder had the export land there, and one the service's user put
@@ -308,4 +309,29 @@ fn the_exports_roles_are_one_a_line_and_a_list_in_the_json() {
         serde_json::json!(["Editor", "Team, Lead"]),
         "{json}"
     );
+}
+
+/// Root's writer lock on a `state.db` linked to a file of root's: refused
+/// before the lock file is made. Before, root made `<that file>.writer` in
+/// the folder the link led to (any folder), then refused the database.
+#[test]
+fn root_makes_no_lock_file_where_a_linked_state_database_leads() {
+    if !root_or_skip("root_makes_no_lock_file_where_a_linked_state_database_leads") {
+        return;
+    }
+    let (dir, database) = service_owned_state();
+    let (roots, file) = roots_file();
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", database.display()));
+    }
+    std::os::unix::fs::symlink(&file, &database).unwrap();
+    let (code, err) = seatwarden_in(dir.path(), &[], &["resume", "--no-run"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("refusing to open the state database"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(roots.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["roots.file"], "root made files where the link led");
+    assert_untouched(&file);
 }
