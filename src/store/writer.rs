@@ -958,7 +958,19 @@ mod tests {
         }
         drop(writer);
         std::fs::write(&database, b"").unwrap();
-        let writer = WriterLock::acquire_blocking(&linked_file, |_| panic!("free")).unwrap();
+        // Root takes no lock through a linked database file (the store's root
+        // rule), only through a linked folder; any other user takes either.
+        let through = if crate::store::runs_as_root() {
+            let refused = WriterLock::acquire_blocking(&linked_file, |_| panic!("free"));
+            assert!(
+                refused.is_err_and(|e| e.to_string().contains("refusing to open")),
+                "root through a linked file"
+            );
+            linked_folder.join("state.db")
+        } else {
+            linked_file
+        };
+        let writer = WriterLock::acquire_blocking(&through, |_| panic!("free")).unwrap();
         assert!(WriterLock::try_acquire(&database).unwrap().is_none());
         assert!(lock_is_held(&WriterLock::path(&linked_folder.join("state.db"))).unwrap());
         drop(writer);
