@@ -789,14 +789,15 @@ fresh view.
 --output FILE writes the export to FILE instead of stdout: owner-only (0600),
 written beside it and renamed, so FILE is never half-written and a failure leaves
 nothing under its name; an existing FILE is replaced only with --force (never the
-state database, nor a folder: FILE names the file, unlike backup's DEST); a FILE that is a symbolic link to a file: that file is replaced,
-the link kept. The temporary files exports to FILE killed a day ago or more left
+state database, nor a folder: FILE names the file, unlike backup's DEST); a FILE
+that is a symbolic link is refused (nothing is written through a link: give the
+file's own path). The temporary files exports to FILE killed a day ago or more left
 (.FILE.export-PID) are removed first. Written to stdout instead, a file that others may read is made
 private before anything is written.
 
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
 first; no state database; the output could not be written; FILE exists without
---force, is the state database, or a link to no file).
+--force, is the state database, or a symbolic link).
 
 Example, the access review:
   seatwarden export access --output access-review.csv
@@ -841,9 +842,8 @@ it is kept (it opens, passes integrity_check, has the state database's schema
 version); it is written beside DEST and renamed, so DEST is never half-written.
 A DEST that is a folder gets a new file named by the time, UTC:
 seatwarden-state-YYYYMMDDTHHMMSSZ.db; one written with a trailing / is created
-(0700) if missing. A DEST that is a symbolic link to a file: that file is
-replaced (--force), renamed over in its own folder, and the link kept. The
-temporary copies backups killed while they wrote left for the same name
+(0700) if missing. A DEST that is a symbolic link is refused (nothing is
+written through a link: give the file's own path). The temporary copies backups killed while they wrote left for the same name
 (.NAME.backup-PID…) are removed once a day old. DEST must be a UTF-8 path
 (SQLite takes the name as text). Prints the file written and its size. Writes
 nothing to the state database and does not wait for a running job.
@@ -1192,12 +1192,8 @@ fn run_loaded(cli: Cli, config: Config) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             // Every error names the database or the backup file.
             let written = crate::store::backup(&config.state.path, &dest, force)?;
-            let through = match &written.through_link {
-                Some(link) => format!(" (the file the link {} leads to)", link.display()),
-                None => String::new(),
-            };
             outln!(
-                "backed up {} to {}{through} ({} bytes, schema version {})",
+                "backed up {} to {} ({} bytes, schema version {})",
                 config.state.path.display(),
                 written.path.display(),
                 written.bytes,
@@ -2104,15 +2100,10 @@ fn export(
         beside: &[],
     };
     // Every error names the file; nothing is left under its name.
-    let written =
-        crate::store::outfile::write(output, text.as_bytes(), force, &config.state.path, file)?;
-    let through = match &written.through_link {
-        Some(link) => format!(" (the file the link {} leads to)", link.display()),
-        None => String::new(),
-    };
+    crate::store::outfile::write(output, text.as_bytes(), force, &config.state.path, file)?;
     eprintln!(
-        "{what} is written to {}{through} ({} bytes, owner-only)",
-        written.path.display(),
+        "{what} is written to {} ({} bytes, owner-only)",
+        output.display(),
         text.len()
     );
     Ok(exit::OK)

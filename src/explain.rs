@@ -69,7 +69,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard;
 use crate::model::{
     Account, AccountRef, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason, Identity,
-    Link, LinkMethod, NewLink, WorkspaceSnapshot,
+    Link, LinkMethod, NewLink, WorkspaceSnapshot, shell_word,
 };
 use crate::plan;
 use crate::policy;
@@ -1279,8 +1279,8 @@ impl View<'_> {
         format!(
             "{} link {} {}{}",
             self.config.admin_command(),
-            clean(identity_id),
-            clean(account_id),
+            shell_word(&clean(identity_id)),
+            shell_word(&clean(account_id)),
             if moves { " --replace" } else { "" }
         )
     }
@@ -2103,7 +2103,7 @@ pub fn after_unlink(
         (Some(_), None) if disputed(&after, true) => format!(
             "disputed: more than one person matches it; nothing is written to it until \
              `{admin} link IDENTITY {}` says whose it is{}",
-            clean(account_id),
+            shell_word(&clean(account_id)),
             planned(&after)
         ),
         // One of several accounts a person's dispute lists: that item is the
@@ -2114,7 +2114,7 @@ pub fn after_unlink(
              is theirs{}",
             clean(&of),
             person_named(&of),
-            clean(&of),
+            shell_word(&clean(&of)),
             planned(&after)
         ),
         (Some(a), None) => {

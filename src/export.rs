@@ -48,8 +48,9 @@ pub struct AccessRow {
     pub account_id: String,
     pub user_name: String,
     pub active: bool,
-    /// The account's role(s) as the workspace reported them.
-    pub role: String,
+    /// The account's role(s) as the workspace reported them, in its order
+    /// (one a line of the CSV's cell, `lines_cell`; a list in the JSON).
+    pub role: Vec<String>,
     /// Workspace groups (workspaces or folders) the account is a member of.
     pub workspace_groups: Vec<String>,
     pub identity_id: Option<String>,
@@ -519,8 +520,8 @@ pub fn access_at(
         // With one claimant the command is spelled out; with several, which of
         // them is the reviewer's to find out first.
         let person = match claimed_by.as_slice() {
-            [only] => *only,
-            _ => "PERSON",
+            [only] => crate::model::shell_word(only),
+            _ => "PERSON".to_owned(),
         };
         // A claimant linked to another account already (a duplicate of theirs):
         // `link` refuses to move that link without --replace, so the command
@@ -543,7 +544,7 @@ pub fn access_at(
             "disputed: may be the account of {}; `{admin_command} link {person} {}{replace}` \
              settles it if it is theirs",
             claimed_by.join(", "),
-            account.id
+            crate::model::shell_word(&account.id)
         );
         if !linked_elsewhere.is_empty() {
             why.push_str(&format!(
@@ -702,7 +703,7 @@ pub fn access_at(
                 account_id: account.id.clone(),
                 user_name: account.user_name.clone(),
                 active: account.active,
-                role: account.roles.join(","),
+                role: account.roles.clone(),
                 workspace_groups,
                 identity_id: identity_id.map(str::to_owned),
                 identity_user_name: identity.map(|i| i.user_name.clone()),
@@ -771,12 +772,13 @@ fn inert(value: &str) -> Cow<'_, str> {
     Cow::Owned(marked)
 }
 
-/// A `workspace_groups` cell: one group a line, so a group named `Legal;Ops` is
-/// told from the two groups `Legal` and `Ops`. A name's own backslash is written
-/// `\\`, its line feed `\n` and its carriage return `\r`, so each line is one
-/// whole name and reads back as it.
-fn groups_cell(groups: &[String]) -> String {
-    let escaped: Vec<Cow<'_, str>> = groups
+/// A `workspace_groups` or `role` cell: one name a line, so a group named
+/// `Legal;Ops` is told from the two groups `Legal` and `Ops`, and a role the
+/// provider named with a `,` from two roles (joined with `,`, they were not).
+/// A name's own backslash is written `\\`, its line feed `\n` and its carriage
+/// return `\r`, so each line is one whole name and reads back as it.
+fn lines_cell(names: &[String]) -> String {
+    let escaped: Vec<Cow<'_, str>> = names
         .iter()
         .map(|name| {
             if name.contains(['\\', '\n', '\r']) {
@@ -807,7 +809,8 @@ impl AccessExport {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// One row per account; groups one a line of their cell ([`groups_cell`]);
+    /// One row per account; roles and groups one a line of their cell
+    /// ([`lines_cell`]);
     /// times UTC to the second ([`csv_time`]); `snapshot_at` and
     /// `applied_through` repeated on every row.
     pub fn to_csv(&self) -> Result<String, ExportError> {
@@ -832,12 +835,13 @@ impl AccessExport {
         let snapshot_at = csv_time(self.snapshot_at);
         let applied_through = self.applied_through.map(csv_time).unwrap_or_default();
         for row in &self.accounts {
-            let groups = groups_cell(&row.workspace_groups);
+            let roles = lines_cell(&row.role);
+            let groups = lines_cell(&row.workspace_groups);
             let cells = [
                 inert(&row.account_id),
                 inert(&row.user_name),
                 Cow::Borrowed(if row.active { "true" } else { "false" }),
-                inert(row.role.as_str()),
+                inert(&roles),
                 inert(&groups),
                 inert(row.identity_id.as_deref().unwrap_or("")),
                 inert(row.identity_user_name.as_deref().unwrap_or("")),
@@ -983,7 +987,7 @@ mod tests {
             account_id: account_id.to_owned(),
             user_name: format!("{account_id}@example.com"),
             active: true,
-            role: "Editor".to_owned(),
+            role: vec!["Editor".to_owned()],
             workspace_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             identity_id: None,
             identity_user_name: None,

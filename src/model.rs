@@ -989,8 +989,10 @@ impl fmt::Display for HoldDescription<'_> {
             } => write!(
                 f,
                 "identity {identity_id} (new in the directory) has this account's userName: \
-                 `{admin} link {identity_id} {account_id} --replace` hands them the account \
-                 and its projects; `{admin} approve` deletes it"
+                 `{admin} link {} {} --replace` hands them the account and its projects; \
+                 `{admin} approve` deletes it",
+                shell_word(identity_id),
+                shell_word(account_id)
             ),
             HoldReason::OwnerWithoutMapping => write!(
                 f,
@@ -1387,6 +1389,24 @@ fn compose_keeping_non_ascii(s: &str) -> std::borrow::Cow<'_, str> {
     }
     kept.push_str(&nfc.normalize(&s[run_start..]));
     std::borrow::Cow::Owned(kept)
+}
+
+/// `text` as one word of a POSIX shell command a person copies from
+/// seatwarden's output (`seatwarden link IDENTITY ACCOUNT`): as it is when it
+/// holds only letters, digits and `/._-+:@,`, else in single quotes, a `'` in
+/// it written `'\''`. Ids are the providers' strings (a sandbox's or a SCIM
+/// provider's may hold a space, a quote or a `;`): pasted bare, the command
+/// would get other arguments, or run another command.
+pub fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@,".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// A time for people to read, on `tz`'s clock: `layout` (a `chrono` format of the

@@ -205,7 +205,8 @@ impl DeprovisionHold {
                 ),
             },
             DeprovisionHold::DisputedMatch => format!(
-                "held: disputed match, waiting for `{admin_command} link {identity_id} ACCOUNT`"
+                "held: disputed match, waiting for `{admin_command} link {} ACCOUNT`",
+                crate::model::shell_word(identity_id)
             ),
             DeprovisionHold::ContradictedLink => format!(
                 "held: the linked account's externalId names someone else, waiting for \

@@ -1073,14 +1073,18 @@ pub fn protected_by_person_line(p: &ProtectedByPerson, admin_command: &str) -> S
 /// ACCOUNT`, after which the account is an orphan like any other.
 pub fn protected_by_person_remedies(p: &ProtectedByPerson, admin_command: &str) -> String {
     let nobodys = if p.matched_by.is_none() {
-        format!("; nobody's → `{admin_command} unlink {}`", p.account_id)
+        format!(
+            "; nobody's → `{admin_command} unlink {}`",
+            crate::model::shell_word(&p.account_id)
+        )
     } else {
         String::new()
     };
     format!(
         "theirs → add {} to safety.protected; someone else's → `{admin_command} link OWNER {} \
          --replace`{nobodys}",
-        p.account_user_name, p.account_id,
+        p.account_user_name,
+        crate::model::shell_word(&p.account_id),
     )
 }
 

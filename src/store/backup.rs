@@ -18,8 +18,7 @@
 //! backup leaves no half-written file under the name asked for. An existing
 //! destination is replaced only when asked (`force`), and never when it is the
 //! state database itself or one of the files beside it. A destination that is a
-//! symbolic link is followed: the file it leads to is replaced in its own folder
-//! and the link kept; a link that leads to no file is refused.
+//! symbolic link is refused, never written through (`outfile::refuse_link`).
 //!
 //! A backup killed while it wrote leaves its temporary copy (a whole copy of the
 //! database). Each backup removes those left for its name (or, into a folder,
@@ -35,7 +34,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::outfile::{self, Kind, OutfileError, with_suffix, write_hint};
-use super::{BUSY_TIMEOUT, StoreError, migrations, refuse_foreign};
+use super::{BUSY_TIMEOUT, StoreError, file_to_open, migrations, refuse_foreign, refused_link};
 
 /// A backup, in what is said about it and its temporary copy's name.
 const BACKUP: Kind = Kind {
@@ -54,9 +53,6 @@ pub struct Backup {
     pub bytes: u64,
     /// Its schema version (the source's).
     pub schema_version: i64,
-    /// The symbolic link DEST was, when it was one: `path` is the file it
-    /// leads to, replaced in its own folder; the link is left as it was.
-    pub through_link: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +219,8 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
     } else {
         destination.to_owned()
     };
-    let (target, through_link) = outfile::follow_link(named, BACKUP)?;
+    let target = named;
+    outfile::refuse_link(&target, BACKUP)?;
     if target.to_str().is_none() {
         return Err(BackupError::NotUtf8 { path: target });
     }
@@ -244,7 +241,9 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
     if let Some(uid) = root_in_the_services_folders(database, &target) {
         return Err(BackupError::RootInServiceFolder { path: target, uid });
     }
-    let temporary = outfile::create_temporary(&target, BACKUP)?;
+    // SQLite writes the copy by name (`VACUUM INTO`), opening it without
+    // following a link (`O_NOFOLLOW`): the descriptor is not needed.
+    let (temporary, _) = outfile::create_temporary(&target, BACKUP)?;
     let written = copy_and_check(&source, database, &temporary, &target, version).and_then(|()| {
         outfile::put_in_place(&temporary, &target, force, BACKUP).map_err(Into::into)
     });
@@ -262,7 +261,6 @@ pub fn backup(database: &Path, destination: &Path, force: bool) -> Result<Backup
         path: target,
         bytes,
         schema_version: version,
-        through_link,
     })
 }
 
@@ -273,8 +271,18 @@ fn open_source(database: &Path) -> Result<Connection, BackupError> {
         path: database.to_owned(),
         source,
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(database, flags).map_err(error)?;
+    // As root, never through a link or into another user's file (`Store::open`).
+    let (file, no_follow) = file_to_open(database, false)?;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if no_follow {
+        flags |= OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    }
+    let conn = Connection::open_with_flags(&file, flags).map_err(|source| {
+        match refused_link(database, &file, source) {
+            StoreError::Open { source, .. } => error(source),
+            refused => BackupError::Refused(refused),
+        }
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
     Ok(conn)
 }

@@ -43,6 +43,21 @@ pub fn read_only_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// What to do about [`StoreError::RootRefusesFile`]: run the command as the
+/// user that owns the state folder, which may follow its own links.
+fn root_refusal_hint(uid: u32) -> String {
+    if uid == 0 {
+        "run the command as the user the service runs as (`sudo -u '#UID' seatwarden …`, \
+         `sudo seatwarden-admin …` under systemd), or point state.path at the file itself"
+            .to_owned()
+    } else {
+        format!(
+            "run the command as the user the service runs as: `sudo -u '#{uid}' seatwarden …` \
+             (`sudo seatwarden-admin …` under systemd)"
+        )
+    }
+}
+
 /// What to do when SQLite refuses the state database at `path` with `code` for a
 /// reason of the file or its disk; `None` for any other code. Said after the
 /// error by the commands and the daemon's job failures: what was sent to the
@@ -135,6 +150,25 @@ pub enum StoreError {
          root's); run the command as that user: `sudo -u '#{uid}' seatwarden …`"
     )]
     RootCopyInOthersFolder { path: PathBuf, uid: u32, gid: u32 },
+
+    /// Root asked to open the state database at `path` where `file` (the
+    /// database or a file SQLite keeps beside it) is a symbolic link or another
+    /// user's than its folder's owner: refused before SQLite opens anything
+    /// (`store::root_checked`). `uid` is the user to run the command as; 0
+    /// when none is known.
+    #[error(
+        "refusing to open the state database {} as root: {} {why}; root opens the state \
+         database only as a plain file of its folder's owner (in a folder the service's \
+         user controls, a link or a file put there would have root write wherever it \
+         leads); {}",
+        .path.display(), .file.display(), root_refusal_hint(*uid)
+    )]
+    RootRefusesFile {
+        path: PathBuf,
+        file: PathBuf,
+        why: String,
+        uid: u32,
+    },
 
     /// The file is an SQLite database with tables but no seatwarden schema version:
     /// another program's. Migrating would add seatwarden's tables beside its own

@@ -27,6 +27,10 @@
 //!   held actions, circuit breaker, settle-window sightings) is in `safety`, in
 //!   tables that do not cascade from `runs`.
 //!
+//! Run as root, the database is opened only as a plain file of its folder's
+//! owner, with its side files too, and never through a link
+//! (`file_to_open`): the state folder is the service user's to change.
+//!
 //! `backup` takes a consistent copy while other processes write (`seatwarden
 //! backup`); a copy restored in place of the file is opened like any database,
 //! and migrated forward when an older build wrote it. `outfile` writes the files a
@@ -360,9 +364,14 @@ fn restrict_permissions(path: &Path) {
         files.push(PathBuf::from(name));
     }
     for file in files {
-        let Ok(metadata) = std::fs::metadata(&file) else {
+        // The file itself: `set_permissions` follows a link, and one there
+        // leads out of the state folder (to a file root must not chmod).
+        let Ok(metadata) = std::fs::symlink_metadata(&file) else {
             continue;
         };
+        if !metadata.is_file() {
+            continue;
+        }
         let mode = metadata.permissions().mode() & 0o7777;
         if mode & 0o077 == 0 {
             continue;
@@ -385,6 +394,148 @@ fn restrict_permissions(path: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_path: &Path) {}
+
+/// Whether this process runs as root: the owner of its `/proc` entry (the
+/// crate forbids `unsafe`, so no `geteuid`). Where there is no `/proc`, it
+/// does not, and nothing is refused.
+pub(crate) fn runs_as_root() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|own| own.uid() == 0)
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// The files SQLite keeps beside a database.
+const SQLITE_SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// The file to hand SQLite for the state database at `path`, and whether
+/// SQLite must refuse a symbolic link in its path (`SQLITE_OPEN_NOFOLLOW`).
+///
+/// Run by the service's own user, `path` as it is, links followed: that user
+/// reaches nothing through a link it could not open by name, and an
+/// administrator's `state.db` linked onto another disk keeps working.
+///
+/// Run as root ([`runs_as_root`]: `sudo seatwarden status`, `approve`,
+/// `backup`) on a folder another user controls, following is how that user
+/// gets root to write where it cannot: a `state.db` (or `-wal`, `-shm`,
+/// `-journal`) linked to another SQLite file root can write would be migrated
+/// and written into, one linked to any file chmod-ed and overwritten by the
+/// log. So root resolves the folder alone (a link root made to it, systemd's
+/// `/var/lib/seatwarden` → `private/seatwarden`, is followed once, here),
+/// refuses a database or side file that is a link or is not its folder
+/// owner's ([`StoreError::RootRefusesFile`]), and opens with NOFOLLOW: a link
+/// swapped in after this look is refused by SQLite itself (which opens the
+/// side files with `O_NOFOLLOW` too), not followed.
+fn file_to_open(path: &Path, create: bool) -> Result<(PathBuf, bool), StoreError> {
+    if !runs_as_root() {
+        return Ok((path.to_owned(), false));
+    }
+    #[cfg(unix)]
+    {
+        root_checked(path, create).map(|file| (file, true))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = create;
+        Ok((path.to_owned(), false))
+    }
+}
+
+/// [`file_to_open`] as root: the database's path with its folder resolved,
+/// once the database and its side files, where they exist, are plain files of
+/// the folder's owner. A folder that cannot be resolved (missing) is left to
+/// the open, which fails on it with its own message.
+#[cfg(unix)]
+fn root_checked(path: &Path, create: bool) -> Result<PathBuf, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let (Some(name), Ok(folder)) = (path.file_name(), folder.canonicalize()) else {
+        return Ok(path.to_owned());
+    };
+    let Ok(folder_owner) = std::fs::metadata(&folder).map(|folder| folder.uid()) else {
+        return Ok(path.to_owned());
+    };
+    let database = folder.join(name);
+    let refuse = |file: &Path, why: String, uid: u32| StoreError::RootRefusesFile {
+        path: path.to_owned(),
+        file: file.to_owned(),
+        why,
+        uid,
+    };
+    let files = std::iter::once(database.clone()).chain(
+        SQLITE_SIDE_FILES
+            .iter()
+            .map(|suffix| outfile::with_suffix(&database, suffix)),
+    );
+    for file in files {
+        let Ok(found) = std::fs::symlink_metadata(&file) else {
+            continue;
+        };
+        if found.file_type().is_symlink() {
+            let leads_to = std::fs::read_link(&file).unwrap_or_default();
+            let uid = if folder_owner != 0 {
+                folder_owner
+            } else {
+                std::fs::metadata(&file).map_or(0, |target| target.uid())
+            };
+            return Err(refuse(
+                &file,
+                format!("is a symbolic link (to {})", leads_to.display()),
+                uid,
+            ));
+        }
+        if found.uid() != folder_owner {
+            return Err(refuse(
+                &file,
+                format!(
+                    "belongs to uid {}, and its folder {} to uid {folder_owner}",
+                    found.uid(),
+                    folder.display()
+                ),
+                folder_owner.max(found.uid()),
+            ));
+        }
+    }
+    if create && folder_owner != 0 && std::fs::symlink_metadata(&database).is_err() {
+        return Err(refuse(
+            &database,
+            format!(
+                "does not exist yet, and root would make it root's in a folder of uid \
+                 {folder_owner}, where the service could not open it"
+            ),
+            folder_owner,
+        ));
+    }
+    Ok(database)
+}
+
+/// The error of opening `file` (the state database at `path`): SQLite's
+/// refusal of a symbolic link (`SQLITE_OPEN_NOFOLLOW`: one put there after
+/// [`root_checked`] looked) said as root's refusal, any other as it is.
+fn refused_link(path: &Path, file: &Path, source: rusqlite::Error) -> StoreError {
+    /// `SQLITE_CANTOPEN_SYMLINK`: `SQLITE_CANTOPEN | (6 << 8)`.
+    const CANTOPEN_SYMLINK: std::ffi::c_int = rusqlite::ffi::SQLITE_CANTOPEN | (6 << 8);
+    match &source {
+        rusqlite::Error::SqliteFailure(error, _) if error.extended_code == CANTOPEN_SYMLINK => {
+            StoreError::RootRefusesFile {
+                path: path.to_owned(),
+                file: file.to_owned(),
+                why: "is a symbolic link, or a folder on its path is".to_owned(),
+                uid: 0,
+            }
+        }
+        _ => StoreError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
 
 impl Store {
     /// Opens (creating if missing) the database at `path` and migrates it. A new
@@ -409,8 +560,9 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        if create && !path.exists() {
-            match private_file().create_new(true).open(path) {
+        let (file, no_follow) = file_to_open(path, create)?;
+        if create && !file.exists() {
+            match private_file().create_new(true).open(&file) {
                 Ok(_) => {}
                 // Made by another process meanwhile: SQLite opens it as it is.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -422,7 +574,7 @@ impl Store {
                 }
             }
         }
-        let flags = if create {
+        let mut flags = if create {
             OpenFlags::default()
         } else {
             // Without CREATE, SQLite fails on a missing file where it would
@@ -430,13 +582,17 @@ impl Store {
             // the open.
             OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE
         };
-        let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+        if no_follow {
+            flags |= OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        }
+        let conn = Connection::open_with_flags(&file, flags)
+            .map_err(|source| refused_link(path, &file, source))?;
         // Before the first read: another process creating or migrating the same
         // new file (a daemon's first start, `seatwarden status` beside it) holds
         // its lock for a moment, which is waited for, not an error.
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         refuse_foreign(&conn, path)?;
-        restrict_permissions(path);
+        restrict_permissions(&file);
         let mut store = Store {
             conn,
             path: Some(path.to_owned()),

@@ -7,9 +7,8 @@
 //! interrupted write leaves no half-written file under the name asked for (the
 //! caller removes its temporary file on failure). An existing file is replaced
 //! only when asked (`force`), and never when it is the state database itself or
-//! one of the files beside it. A name that is a symbolic link is followed: the
-//! file it leads to is replaced in its own folder and the link kept; a link
-//! that leads to no file is refused.
+//! one of the files beside it. A name that is a symbolic link is refused, with
+//! where it leads: nothing is written through a link ([`refuse_link`]).
 //!
 //! A write killed midway (SIGKILL, a container stopped, a power cut) leaves its
 //! temporary file: owner-only, but a whole or partial copy of what it wrote (a
@@ -68,18 +67,17 @@ pub enum OutfileError {
         database: PathBuf,
     },
 
-    /// The name is a symbolic link that leads to no file (or loops), or to
-    /// something other than a file.
+    /// The name is a symbolic link ([`refuse_link`]).
     #[error(
-        "{what} {} is a symbolic link to {}, {why}: nothing was written; point the link \
-         at a file, or give another path",
+        "{what} {} is a symbolic link to {}: nothing was written; seatwarden writes no \
+         file through a link (it may lead out of the folder named, for root anywhere): \
+         give the path of the file itself, or remove the link",
         .link.display(), .points_to.display()
     )]
     Link {
         what: &'static str,
         link: PathBuf,
         points_to: PathBuf,
-        why: &'static str,
     },
 
     /// Creating, writing, syncing or moving the file failed.
@@ -115,15 +113,6 @@ pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// What [`write`](fn@write) wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// The file written (where the link led, when the name was one).
-    pub path: PathBuf,
-    /// The symbolic link the name was, when it was one; left as it was.
-    pub through_link: Option<PathBuf>,
-}
-
 /// Writes `contents` to `path` as the module docs say: owner-only, whole or not
 /// at all, an existing file replaced only with `force`, never the state
 /// database at `database` or a file beside it.
@@ -133,9 +122,10 @@ pub fn write(
     force: bool,
     database: &Path,
     kind: Kind,
-) -> Result<Written, OutfileError> {
+) -> Result<(), OutfileError> {
     use std::io::Write as _;
-    let (target, through_link) = follow_link(path.to_owned(), kind)?;
+    let target = path.to_owned();
+    refuse_link(&target, kind)?;
     refuse_own_file(database, &target, kind)?;
     if target.is_dir() {
         return Err(OutfileError::Folder {
@@ -150,14 +140,12 @@ pub fn write(
         });
     }
     remove_stale_temporaries(&target, kind, &|_| false, std::time::SystemTime::now());
-    let temporary = create_temporary(&target, kind)?;
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.write_all(contents)?;
-            file.sync_all()
-        })
+    // Written through the descriptor that made it: reopened by name, a link
+    // the folder's owner swapped in for it meanwhile would be followed.
+    let (temporary, mut file) = create_temporary(&target, kind)?;
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
         .map_err(|source| OutfileError::Write {
             what: kind.what,
             path: target.clone(),
@@ -167,43 +155,27 @@ pub fn write(
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
-    written?;
-    Ok(Written {
-        path: target,
-        through_link,
-    })
+    written
 }
 
-/// The file to write for `path`, and the link it was reached through, when
-/// `path` is a symbolic link. `force` then replaces the file the link leads to,
-/// by a rename in that file's folder, and leaves the link as it was: an
-/// operator points a link at where a file belongs (another volume, a
-/// `latest.db` beside dated copies) and means it to land there; replacing the
-/// link with a file, as a rename over it did, silently cut it off. A link that
-/// leads nowhere (or loops), or to something other than a file, is refused:
-/// what the operator meant is not known.
-pub(super) fn follow_link(
-    path: PathBuf,
-    kind: Kind,
-) -> Result<(PathBuf, Option<PathBuf>), OutfileError> {
-    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-    if !is_link {
-        return Ok((path, None));
+/// Refuses a `path` that is a symbolic link, naming where it leads. Followed,
+/// a link put in a folder its owner controls has the writer (root, with
+/// `sudo seatwarden backup` or `export --output`) replace a file anywhere
+/// (`/etc/passwd`, renamed over in its folder); and a link an operator keeps
+/// (a `latest.db` beside dated copies) means a file elsewhere than the name
+/// given. Renamed over instead, the link would be silently cut off. The final
+/// move never follows one either ([`put_in_place`]: a rename or a hard link of
+/// the name itself), so a link put there after this look is replaced, not
+/// written through.
+pub(super) fn refuse_link(path: &Path, kind: Kind) -> Result<(), OutfileError> {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(());
     }
-    let points_to = std::fs::read_link(&path).unwrap_or_default();
-    let refuse = |why| OutfileError::Link {
+    Err(OutfileError::Link {
         what: kind.what,
-        link: path.clone(),
-        points_to: points_to.clone(),
-        why,
-    };
-    let Ok(file) = path.canonicalize() else {
-        return Err(refuse("which does not exist (or is a loop of links)"));
-    };
-    if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
-        return Err(refuse("which is not a regular file"));
-    }
-    Ok((file, Some(path)))
+        link: path.to_owned(),
+        points_to: std::fs::read_link(path).unwrap_or_default(),
+    })
 }
 
 /// Refuses a `target` that is the database or one of [`SIDE_FILES`], existing or
@@ -295,7 +267,10 @@ fn temporary_path(target: &Path, kind: Kind) -> PathBuf {
 /// time) or one still being written beside it (a shared volume): it is left
 /// alone, not taken for this write's, which would fail every later write to
 /// that name until someone removed it by hand.
-pub(super) fn create_temporary(target: &Path, kind: Kind) -> Result<PathBuf, OutfileError> {
+pub(super) fn create_temporary(
+    target: &Path,
+    kind: Kind,
+) -> Result<(PathBuf, std::fs::File), OutfileError> {
     let first = temporary_path(target, kind);
     for attempt in 0..MAX_TEMPORARY_NAMES {
         let path = match attempt {
@@ -303,7 +278,7 @@ pub(super) fn create_temporary(target: &Path, kind: Kind) -> Result<PathBuf, Out
             n => with_suffix(&first, &format!("-{n}")),
         };
         match private_file().create_new(true).open(&path) {
-            Ok(_) => return Ok(path),
+            Ok(file) => return Ok((path, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 return Err(OutfileError::Write {

@@ -452,11 +452,23 @@ fn open(path: &Path, database: &Path) -> Result<File, StoreError> {
 /// Without a database file yet there is no owner to follow: the file stays
 /// root's, as the database root then makes will be.
 ///
-/// A lock file that is not a plain file of its own (a symbolic link, a hard
-/// link, anything but a regular file) is refused: the state folder is the
+/// Run as root, a database the store would refuse to root
+/// ([`StoreError::RootRefusesFile`]) is refused here first. A lock file that
+/// is not a plain file of its own (a symbolic link, a hard link, anything but
+/// a regular file) is refused: the state folder is the
 /// service user's, and root following what was planted there would empty the
 /// file it leads to for the holder's line and give it the database's owner.
 pub fn open_lock_file(path: &Path, database: &Path) -> std::io::Result<File> {
+    // As root, the database is looked at before its lock file is made: the
+    // lock file sits beside the file a `state.db` link resolves to
+    // ([`lock_file_path`]), so a link the service's user put there had root
+    // make `<anything>.writer` in any folder, given that file's owner.
+    if super::runs_as_root() {
+        #[cfg(unix)]
+        super::root_checked(database, true).map_err(|refused| {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, refused.to_string())
+        })?;
+    }
     let (file, made) = open_or_make(path)?;
     #[cfg(unix)]
     refuse_unless_plain(&file, path)?;
@@ -699,19 +711,9 @@ pub fn lock_file_hint(path: &Path, error: &std::io::Error) -> String {
     String::new()
 }
 
-/// `path` as one word for a shell command to copy: quoted when it holds
-/// anything but letters, digits and `/._-+:@,`.
+/// `path` as one word for a shell command to copy ([`crate::model::shell_word`]).
 fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@,".contains(c));
-    if plain {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
-    }
+    crate::model::shell_word(&path.display().to_string())
 }
 
 pub(crate) fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -956,7 +958,19 @@ mod tests {
         }
         drop(writer);
         std::fs::write(&database, b"").unwrap();
-        let writer = WriterLock::acquire_blocking(&linked_file, |_| panic!("free")).unwrap();
+        // Root takes no lock through a linked database file (the store's root
+        // rule), only through a linked folder; any other user takes either.
+        let through = if crate::store::runs_as_root() {
+            let refused = WriterLock::acquire_blocking(&linked_file, |_| panic!("free"));
+            assert!(
+                refused.is_err_and(|e| e.to_string().contains("refusing to open")),
+                "root through a linked file"
+            );
+            linked_folder.join("state.db")
+        } else {
+            linked_file
+        };
+        let writer = WriterLock::acquire_blocking(&through, |_| panic!("free")).unwrap();
         assert!(WriterLock::try_acquire(&database).unwrap().is_none());
         assert!(lock_is_held(&WriterLock::path(&linked_folder.join("state.db"))).unwrap());
         drop(writer);

