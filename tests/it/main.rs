@@ -172,6 +172,7 @@ mod review_s61_retry;
 mod review_s61_review;
 mod review_s61_second;
 mod review_s61_walk;
+mod review_s62_status;
 mod role_groups;
 mod run_recovery;
 mod safety;
