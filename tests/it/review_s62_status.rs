@@ -5,13 +5,21 @@
 //!   (kept back, or released and cut off before its phase), and that a person
 //!   then rejected, as `not_sent` (or `cut_off`): a write pending or broken,
 //!   where a person had refused it. It is `rejected` now, counted once.
+//! - The retry job, with an attempt due, reads the directory's changes first;
+//!   when they end every due episode (the leaver protected or back), it still
+//!   asked the workspace (`/ServiceProviderConfig`): during an outage, the
+//!   client's retries under the writer lock for nothing. It asks nothing now.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Duration, Utc};
 use seatwarden::config::Config;
 use seatwarden::store::Store;
 
+use seatwarden::sla::LossReason;
+
+use crate::review_s58_lookalike::{bob_active, bob_episode_open};
 use crate::review_s58_review3::bob_approved_and_failed_with;
+use crate::review_s61_retry::{bob_failed_once, directory_now, org, retry_job};
 
 /// `status` as `seatwarden status` collects it for `config`'s state, in UTC.
 fn status_now(config: &Config) -> seatwarden::daemon::status::Status {
@@ -79,4 +87,23 @@ async fn an_approved_deprovision_rejected_before_it_was_sent_counts_rejected() {
         .unwrap_or_else(|| panic!("no last reconcile in {text}"));
     assert!(!line.contains("not sent"), "{line}");
     assert!(line.contains("1 rejected"), "{line}");
+}
+
+/// Bob's deactivation failed once and its next attempt is due; before it, he
+/// was put in a protected group. The retry job reads that from the
+/// directory, ends his episode, and asks the workspace nothing: nothing is
+/// due any more. Before, it still read `/ServiceProviderConfig`, which during
+/// a workspace outage spent the client's retries under the writer lock.
+#[tokio::test]
+async fn the_retry_job_asks_the_workspace_nothing_once_the_directory_ends_what_was_due() {
+    let (config, sandbox, okta, _dir) = bob_failed_once(LossReason::OutOfScope).await;
+    directory_now(&okta, org("ACTIVE", &["00u1", "00u4"], &["00u2"], true)).await;
+    let before = sandbox.stats().requests;
+    let outcome = retry_job(&config).await;
+    let asked = sandbox.stats().requests - before;
+    let active = bob_active(&sandbox);
+    sandbox.shutdown().await;
+    assert!(active, "the retry job deactivated a protected person");
+    assert!(!bob_episode_open(&config), "Bob's episode is still open");
+    assert_eq!(asked, 0, "the retry job asked the workspace: {outcome:?}");
 }
