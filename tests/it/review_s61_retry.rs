@@ -37,7 +37,10 @@ use crate::review_s58_review3::bob_approved_and_failed;
 use crate::review_s59_looks::bob_held_again_by_a_newer_run;
 
 /// The retry job's pass at `at`.
-async fn retry_pass_at(config: &Config, at: DateTime<Utc>) -> seatwarden::sweep::SweepOutcome {
+pub(crate) async fn retry_pass_at(
+    config: &Config,
+    at: DateTime<Utc>,
+) -> seatwarden::sweep::SweepOutcome {
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     seatwarden::sweep::enforce(config, &client, &store, at)

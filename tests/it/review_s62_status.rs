@@ -9,6 +9,11 @@
 //!   when they end every due episode (the leaver protected or back), it still
 //!   asked the workspace (`/ServiceProviderConfig`): during an outage, the
 //!   client's retries under the writer lock for nothing. It asks nothing now.
+//! - `reject` of a run that held a deprovision again said the older approved
+//!   run's copy, kept back unsent, was "rejected there too" (and recorded it
+//!   rejected) after the retry job had sent it: the audit said a person
+//!   refused a write the workspace had taken. Such a row is left as it is now,
+//!   and the rejection and its audit line say it was already sent, not undone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Duration, Utc};
@@ -19,7 +24,8 @@ use seatwarden::sla::LossReason;
 
 use crate::review_s58_lookalike::{bob_active, bob_episode_open};
 use crate::review_s58_review3::bob_approved_and_failed_with;
-use crate::review_s61_retry::{bob_failed_once, directory_now, org, retry_job};
+use crate::review_s59_looks::bob_held_again_by_a_newer_run;
+use crate::review_s61_retry::{bob_failed_once, directory_now, org, retry_job, retry_pass_at};
 
 /// `status` as `seatwarden status` collects it for `config`'s state, in UTC.
 fn status_now(config: &Config) -> seatwarden::daemon::status::Status {
@@ -106,4 +112,94 @@ async fn the_retry_job_asks_the_workspace_nothing_once_the_directory_ends_what_w
     assert!(active, "the retry job deactivated a protected person");
     assert!(!bob_episode_open(&config), "Bob's episode is still open");
     assert_eq!(asked, 0, "the retry job asked the workspace: {outcome:?}");
+}
+
+/// Bob's deactivation, approved in the first reconcile and kept back unsent
+/// (the workspace had stopped answering), sent since by the retry job's pass;
+/// a newer reconcile held the same deactivation, undecided, before that.
+/// Returns the approved run and the newer one.
+async fn bob_approved_then_sent_by_the_retry_job() -> (
+    Config,
+    seatwarden::sandbox::Sandbox,
+    wiremock::MockServer,
+    tempfile::TempDir,
+    seatwarden::store::RunId,
+    seatwarden::store::RunId,
+) {
+    let kept_back = format!(
+        "{}: 503 Service Unavailable",
+        seatwarden::apply::NOT_SENT_DOWN
+    );
+    let (config, sandbox, okta, dir) = bob_approved_and_failed_with(&kept_back).await;
+    let approved = status_now(&config).last_reconcile.unwrap().id;
+    let newer = bob_held_again_by_a_newer_run(&config);
+    let outcome = retry_pass_at(&config, Utc::now() + Duration::hours(1)).await;
+    assert!(
+        !bob_active(&sandbox),
+        "the retry job did not send the approved deactivation: {outcome:?}"
+    );
+    (config, sandbox, okta, dir, approved, newer)
+}
+
+/// `reject` of the newer run does not say, nor record, that the approved
+/// run's copy was rejected there too: the retry job sent it. Before, the
+/// rejection and its audit line said "rejected there too".
+#[tokio::test]
+async fn a_reject_does_not_claim_it_refused_what_the_retry_job_sent() {
+    let (config, sandbox, _okta, _dir, approved, newer) =
+        bob_approved_then_sent_by_the_retry_job().await;
+    sandbox.shutdown().await;
+    let mut store = Store::open(&config.state.path).unwrap();
+    let rejection = seatwarden::approval::reject(
+        &mut store,
+        newer,
+        &seatwarden::approval::Only::All,
+        "seatwarden",
+        chrono_tz::UTC,
+        Utc::now() + Duration::hours(1) + Duration::seconds(1),
+    )
+    .unwrap();
+    let text = rejection.to_string();
+    assert!(!text.contains("rejected there too"), "{text}");
+    assert!(
+        text.contains(&format!("approved in run {approved} was already sent by")),
+        "{text}"
+    );
+    assert!(text.contains("not undone"), "{text}");
+    assert!(!text.contains("stays open in the ledger"), "{text}");
+    let audit = store.audit().unwrap();
+    let line = &audit.last().unwrap().detail;
+    assert!(!line.contains("rejected there too"), "{line}");
+    assert!(line.contains("already sent by"), "{line}");
+    assert!(
+        !store
+            .decisions(approved)
+            .unwrap()
+            .values()
+            .any(|d| *d == seatwarden::store::Decision::Rejected),
+        "the approved run's sent row was recorded rejected"
+    );
+}
+
+/// `reject` of the approved run itself, once the retry job sent what it
+/// approved, rejects nothing and says why. Before, it recorded it rejected
+/// ("1 already approved by an approval cut off before sending").
+#[tokio::test]
+async fn a_reject_of_the_approved_run_after_the_retry_job_sent_it_rejects_nothing() {
+    let (config, sandbox, _okta, _dir, approved, _newer) =
+        bob_approved_then_sent_by_the_retry_job().await;
+    sandbox.shutdown().await;
+    let mut store = Store::open(&config.state.path).unwrap();
+    let refused = seatwarden::approval::reject(
+        &mut store,
+        approved,
+        &seatwarden::approval::Only::All,
+        "seatwarden",
+        chrono_tz::UTC,
+        Utc::now() + Duration::hours(1) + Duration::seconds(1),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("was already sent by"), "{refused}");
+    assert!(refused.contains("not undone"), "{refused}");
 }
