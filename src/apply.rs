@@ -430,6 +430,21 @@ pub fn journal_outcomes(
     Ok(counts)
 }
 
+/// The key [`journal_outcomes`] counts a row in `state` with `last_error`
+/// under: its state's name, but `not_sent` for a failed row kept back unsent
+/// and `cut_off` for one a recovery found never reached the workspace.
+pub fn journal_outcome(state: crate::store::ActionState, last_error: Option<&str>) -> &'static str {
+    match state {
+        crate::store::ActionState::Failed
+            if last_error.is_some_and(|e| e.starts_with(NOT_REACHED_INTERRUPTED)) =>
+        {
+            "cut_off"
+        }
+        crate::store::ActionState::Failed if not_sent(last_error) => "not_sent",
+        state => state.as_str(),
+    }
+}
+
 /// The stop this task's apply watches, if any: the workspace client gives it to
 /// the retries of a write (never of a read: a read cut short would leave a plan or
 /// a verification to make do with part of the workspace).

@@ -2040,6 +2040,10 @@ pub struct Rejection {
     /// Earlier runs that held the same actions, undecided, and how many of
     /// each: rejected there too ([`reject_earlier_holds`]).
     pub earlier: Vec<(RunId, usize)>,
+    /// Approved actions, of this run or of an earlier one that held the same,
+    /// that another run sent since (the retry job, a sweep, a reconcile): not
+    /// rejected, as nothing undoes them ([`SentSince`]).
+    pub sent_since: Vec<SentSince>,
     /// The held actions rejected.
     pub rejected: usize,
     /// Of them, deactivations and deletions that take access away.
@@ -2058,6 +2062,7 @@ impl std::fmt::Display for Rejection {
             run,
             kind,
             ref earlier,
+            ref sent_since,
             rejected,
             deprovisions,
             ref admin_command,
@@ -2086,6 +2091,9 @@ impl std::fmt::Display for Rejection {
                     format!("{n} of {them}")
                 }
             )?;
+        }
+        for sent in sent_since {
+            write!(f, "; {sent}")?;
         }
         match kind {
             RunKind::Sweep => write!(
@@ -2161,6 +2169,24 @@ pub fn reject(
         .map(|record| record.kind)
         .ok_or(ApprovalError::UnknownRun(run))?;
     let (held, _) = undecided(store, run, only, false, admin_command, tz)?;
+    let (held, mut sent_since) = sent_elsewhere(store, held, tz)?;
+    if held.is_empty() {
+        return Err(ApprovalError::NothingHeld {
+            run,
+            only: only.describe(),
+            waiting: 0,
+            others: String::new(),
+            decided: format!(
+                "{}; {}",
+                decided_already(store, run, tz)?,
+                sent_since
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))
@@ -2170,7 +2196,9 @@ pub fn reject(
     store.record_decisions(run, &decisions, &user, now)?;
     refresh_report(store, run, admin_command)?;
     let rejected_kinds: Vec<&ActionKind> = held.iter().map(|e| &e.action.kind).collect();
-    let earlier = reject_earlier_holds(store, run, &rejected_kinds, &user, admin_command, tz, now)?;
+    let (earlier, earlier_sent) =
+        reject_earlier_holds(store, run, &rejected_kinds, &user, admin_command, tz, now)?;
+    sent_since.extend(earlier_sent);
     // An approved deprovision whose write failed, taken back by this
     // rejection: held in its episode at once, so the retry job (which checks
     // again before it sends) does not send it and `status` says why.
@@ -2191,26 +2219,31 @@ pub fn reject(
             earlier
                 .iter()
                 .map(|(older, n)| format!("; {n} held before by run {older}, rejected there too"))
+                .chain(sent_since.iter().map(|sent| format!("; {sent}")))
                 .collect::<String>()
         ),
         now,
     )?;
+    let deprovisions = held
+        .iter()
+        // One another run sent since leaves no episode open.
+        .filter(|e| sent_since.iter().all(|sent| sent.kind != e.action.kind))
+        .filter(|e| match &e.action.kind {
+            ActionKind::Deactivate { .. } => true,
+            // A retention delete takes away no access: no episode waits on it.
+            ActionKind::Delete {
+                deactivated_since, ..
+            } => deactivated_since.is_none(),
+            _ => false,
+        })
+        .count();
     Ok(Rejection {
         run,
         kind,
         earlier,
+        sent_since,
         rejected: decisions.len(),
-        deprovisions: held
-            .iter()
-            .filter(|e| match &e.action.kind {
-                ActionKind::Deactivate { .. } => true,
-                // A retention delete takes away no access: no episode waits on it.
-                ActionKind::Delete {
-                    deactivated_since, ..
-                } => deactivated_since.is_none(),
-                _ => false,
-            })
-            .count(),
+        deprovisions,
         admin_command: admin_command.to_owned(),
     })
 }
@@ -2224,7 +2257,11 @@ pub fn reject(
 /// newest *undecided* hold) sent the operator who had just rejected run 3 to
 /// `approve 2`, which would have deactivated the person anyway. A later run's
 /// new hold of it is a new decision to make, approvable as usual.
-/// Returns the runs and how many of each.
+/// An approved action those runs did not send that another run sent since
+/// (the retry job, say) is left as it is: it happened, and "rejected there
+/// too" would say a person refused a write the workspace had taken.
+/// Returns the runs and how many of each, and what was sent since.
+#[allow(clippy::type_complexity)]
 fn reject_earlier_holds(
     store: &mut Store,
     run: RunId,
@@ -2233,22 +2270,25 @@ fn reject_earlier_holds(
     admin_command: &str,
     tz: chrono_tz::Tz,
     now: DateTime<Utc>,
-) -> Result<Vec<(RunId, usize)>, ApprovalError> {
+) -> Result<(Vec<(RunId, usize)>, Vec<SentSince>), ApprovalError> {
     if rejected.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut decided = Vec::new();
+    let mut sent_since = Vec::new();
     for older in store.earlier_runs_holding(run)? {
         let rows = match undecided(store, older, &Only::All, false, admin_command, tz) {
             Ok((rows, _)) => rows,
             Err(ApprovalError::Store(e)) => return Err(e.into()),
             Err(_) => continue,
         };
-        let seqs: Vec<u32> = rows
+        let rows: Vec<JournalEntry> = rows
             .into_iter()
             .filter(|e| rejected.contains(&&e.action.kind))
-            .map(|e| e.action.seq)
             .collect();
+        let (rows, sent) = sent_elsewhere(store, rows, tz)?;
+        sent_since.extend(sent);
+        let seqs: Vec<u32> = rows.into_iter().map(|e| e.action.seq).collect();
         if seqs.is_empty() {
             continue;
         }
@@ -2256,7 +2296,79 @@ fn reject_earlier_holds(
         refresh_report(store, older, admin_command)?;
         decided.push((older, seqs.len()));
     }
-    Ok(decided)
+    Ok((decided, sent_since))
+}
+
+/// An approved action its run did not send that another run applied since
+/// ([`Store::applied_elsewhere_since`]): `reject` leaves it as it is and says
+/// so, "rejected" would claim a person refused what the workspace took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentSince {
+    /// The run whose approved row it is.
+    pub run: RunId,
+    /// The action sent.
+    pub kind: ActionKind,
+    /// The action's op (`deactivate`, …) and whom it is about.
+    pub op: &'static str,
+    pub subject: String,
+    /// The run that sent it, its kind, and when (on the report's clock).
+    pub sent_in: RunId,
+    pub sent_by: &'static str,
+    pub at_local: String,
+}
+
+impl std::fmt::Display for SentSince {
+    /// "the deactivate of bob@example.com approved in run 8 was already sent by
+    /// the retry job or a sweep (run 12) at …: not rejected, and not undone".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} of {} approved in run {} was already sent by {} (run {}) at {}: not \
+             rejected, and not undone",
+            self.op,
+            crate::report::printable(&self.subject, false),
+            self.run,
+            self.sent_by,
+            self.sent_in,
+            self.at_local
+        )
+    }
+}
+
+/// `rows` split into those still to decide on and [`SentSince`]: approved
+/// rows not held (released, kept back, cut off unsent) whose action another
+/// run applied since. A held row was never sent from its run, whatever
+/// others did: rejecting it only decides that run's plan.
+fn sent_elsewhere(
+    store: &Store,
+    rows: Vec<JournalEntry>,
+    tz: chrono_tz::Tz,
+) -> Result<(Vec<JournalEntry>, Vec<SentSince>), StoreError> {
+    let mut left = Vec::with_capacity(rows.len());
+    let mut sent = Vec::new();
+    for row in rows {
+        let applied = match row.state {
+            ActionState::Held => None,
+            _ => store.applied_elsewhere_since(&row)?,
+        };
+        match applied {
+            Some(applied) => sent.push(SentSince {
+                run: row.run,
+                kind: row.action.kind.clone(),
+                op: row.action.kind.name(),
+                subject: row.action.subject.clone(),
+                sent_in: applied.run,
+                sent_by: match applied.run_kind.as_str() {
+                    "sweep" => "the retry job or a sweep",
+                    "reconcile" => "a reconcile",
+                    _ => "another run",
+                },
+                at_local: crate::report::local_time(applied.at, tz),
+            }),
+            None => left.push(row),
+        }
+    }
+    Ok((left, sent))
 }
 
 /// [`link`], as `seatwarden link` runs it: first, an account the plan matches to
@@ -3801,6 +3913,7 @@ mod tests {
                 run: 9,
                 kind: RunKind::Sweep,
                 earlier: Vec::new(),
+                sent_since: Vec::new(),
                 rejected,
                 deprovisions: rejected,
                 admin_command: "seatwarden".to_owned(),
@@ -3834,6 +3947,7 @@ mod tests {
             run: 9,
             kind: RunKind::Reconcile,
             earlier: Vec::new(),
+            sent_since: Vec::new(),
             rejected: 3,
             deprovisions: 1,
             admin_command: "sudo -u seatwarden seatwarden --config /etc/sw.toml".to_owned(),

@@ -17,6 +17,8 @@
 //! directory's changes first, as the sweep does, so that a person put in a
 //! protected group or active again since the last sweep is not deactivated
 //! on the ledger's older word; a directory it cannot read holds nothing back.
+//! Changes that end every due episode leave it nothing to ask the workspace,
+//! and it asks nothing, as a pass with nothing due.
 //!
 //! The daemon stopping (its SIGTERM, seen through [`apply::until_stopped`]) gives
 //! a pass up at whichever read it is in before its first deactivation: the
@@ -379,7 +381,14 @@ pub async fn sweep(
         .await?
         .map_err(|e| RunError::directory(config, e))?;
     Box::pin(sweep_changes(
-        config, directory, client, store, now, sla, changes,
+        config,
+        directory,
+        client,
+        store,
+        now,
+        sla,
+        changes,
+        Asking::Always,
     ))
     .await
 }
@@ -395,7 +404,8 @@ pub async fn sweep(
 /// that cannot be read keeps no leaver's deactivation back: the pass enforces
 /// the ledger as it stands, as before, and says so. Nor does one read
 /// incomplete fail the retry job: it observes nothing from it, and the sweep,
-/// which reads it too, fails for it. A pass with nothing due reads nothing.
+/// which reads it too, fails for it. A pass with nothing due reads nothing,
+/// and one whose changes end every due episode asks the workspace nothing.
 pub async fn retry(
     config: &Config,
     directory: &Directory,
@@ -414,8 +424,18 @@ pub async fn retry(
     let cursor = lock(store)?.state_value(CURSOR_KEY)?;
     match unless_stopped(directory.changes_since(cursor.as_deref())).await? {
         Ok(changes) => {
+            // What the changes end (a leaver protected or back since) is due no
+            // more: with nothing left due, the workspace is not asked, as in a
+            // pass with nothing due (`Asking::WhenNeeded`).
             let mut outcome = Box::pin(sweep_changes(
-                config, directory, client, store, now, sla, changes,
+                config,
+                directory,
+                client,
+                store,
+                now,
+                sla,
+                changes,
+                Asking::WhenNeeded,
             ))
             .await?;
             outcome.incomplete = None;
@@ -433,7 +453,9 @@ pub async fn retry(
 }
 
 /// [`sweep`] once the directory's `changes` are read: the ledger updated from
-/// them, then what is due enforced, then the cursor moved.
+/// them, then what is due enforced (the workspace asked as `asking` says),
+/// then the cursor moved.
+#[allow(clippy::too_many_arguments)]
 async fn sweep_changes(
     config: &Config,
     directory: &Directory,
@@ -442,6 +464,7 @@ async fn sweep_changes(
     now: DateTime<Utc>,
     sla: Duration,
     changes: DirectoryChanges,
+    asking: Asking,
 ) -> Result<SweepOutcome, RunError> {
     let links: HashMap<String, String> = lock(store)?
         .links()?
@@ -460,7 +483,7 @@ async fn sweep_changes(
             config.safety.max_directory_shrink_percent,
         ) {
             tracing::error!(fault = %fault, "directory snapshot rejected: nothing observed from it");
-            let mut outcome = enforce_pass(config, client, store, now, Asking::Always).await?;
+            let mut outcome = enforce_pass(config, client, store, now, asking).await?;
             outcome.source_fault = Some(fault.to_string());
             outcome.directory_read = DirectoryRead::WholeUnsound;
             return Ok(outcome);
@@ -500,7 +523,7 @@ async fn sweep_changes(
             "lost access in the directory: deprovision episode opened"
         );
     }
-    let enforced = enforce_pass(config, client, store, now, Asking::Always).await;
+    let enforced = enforce_pass(config, client, store, now, asking).await;
     // The cursor moves only once the ledger holds what it covered: after a crash
     // the same changes are read again. It holds it now, whatever enforcing did.
     let next_cursor = match &changes {

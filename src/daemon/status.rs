@@ -509,12 +509,14 @@ pub fn collect(
         .collect();
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
-            let counts = crate::apply::journal_outcomes(store, run.id)?;
-            let counts = over_run_counts(
+            let counts = rejected_apart(
+                crate::apply::journal_outcomes(store, run.id)?,
+                &store.rejected_unsent(run.id)?,
+            );
+            over_run_counts(
                 counts,
                 run.status != RunStatus::Running || last_reconcile_cut_off,
-            );
-            rejected_apart(counts, store.rejected_still_held(run.id)?)
+            )
         }
         None => BTreeMap::new(),
     };
@@ -1264,23 +1266,29 @@ fn over_run_counts(mut counts: BTreeMap<String, usize>, over: bool) -> BTreeMap<
     counts
 }
 
-/// `rejected` of the run's held actions counted as `rejected`, not `held`: a
-/// rejected action keeps its journal row `held`, but nothing waits for it any
-/// more (the run never applies it; the report counts it not run), and "6 held"
-/// after `seatwarden reject` read as actions still waiting for a decision.
-fn rejected_apart(mut counts: BTreeMap<String, usize>, rejected: usize) -> BTreeMap<String, usize> {
-    let held = crate::store::ActionState::Held.as_str();
-    let still_held = counts.get(held).copied().unwrap_or(0);
-    let rejected = rejected.min(still_held);
-    if rejected == 0 {
-        return counts;
+/// The run's `rejected` actions (their journal state and error, as
+/// [`Store::rejected_unsent`] gives them) counted as `rejected`, each taken from
+/// the count its row would otherwise be in, so every row is counted once. A
+/// rejected action keeps its journal row `held`, or, when an approval had
+/// released it and it was taken back before it was sent, `planned` or `failed`
+/// kept back: nothing waits for it, nothing of it is pending or broken (the run
+/// never sends it), and "6 held" after `seatwarden reject` read as actions still
+/// waiting for a decision, "1 not sent" as a write the next run makes.
+fn rejected_apart(
+    mut counts: BTreeMap<String, usize>,
+    rejected: &[(crate::store::ActionState, Option<String>)],
+) -> BTreeMap<String, usize> {
+    for (state, error) in rejected {
+        let key = crate::apply::journal_outcome(*state, error.as_deref());
+        let Some(count) = counts.get_mut(key).filter(|count| **count > 0) else {
+            continue;
+        };
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+        *counts.entry("rejected".to_owned()).or_default() += 1;
     }
-    if still_held == rejected {
-        counts.remove(held);
-    } else {
-        counts.insert(held.to_owned(), still_held - rejected);
-    }
-    counts.insert("rejected".to_owned(), rejected);
     counts
 }
 
@@ -1569,11 +1577,12 @@ mod tests {
         );
     }
 
-    /// A run with held actions still undecided and one approved, kept back
-    /// unsent and rejected since (`reject --only deactivate` after an approval
-    /// whose write failed): only rejected rows still held leave the `held`
-    /// count. The rejected row that was released is not held; counting its
-    /// rejection against `held` told one of two waiting actions as rejected.
+    /// A run with held actions still undecided and one approved, released
+    /// unsent and rejected since (`reject` after an approval cut off before
+    /// its phase): the rejected row is counted `rejected`, taken from the
+    /// `not_sent` its `planned` row counted, not from `held`. Counting its
+    /// rejection against `held` told one of two waiting actions as rejected;
+    /// counting it `not_sent`, a write the next run makes that a person refused.
     #[test]
     fn a_rejection_of_a_released_action_leaves_the_held_count_alone() {
         use crate::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
@@ -1632,10 +1641,45 @@ mod tests {
             status.last_reconcile_actions
         );
         assert_eq!(
-            status.last_reconcile_actions.get("rejected"),
-            None,
-            "{:?}",
-            status.last_reconcile_actions
+            status.last_reconcile_actions,
+            BTreeMap::from([("held".to_owned(), 2), ("rejected".to_owned(), 1)]),
+        );
+    }
+
+    /// Each state an approval can leave a row in before it sent it, rejected
+    /// since, is counted `rejected`, once: still held, released (`planned`),
+    /// kept back (`failed`, "not sent") and cut off unsent. Before, only the
+    /// held one was: the others read as writes pending or broken.
+    #[test]
+    fn a_rejected_row_is_counted_rejected_whatever_the_approval_left_it_in() {
+        let journal = BTreeMap::from([
+            ("applied".to_owned(), 1),
+            ("held".to_owned(), 2),
+            ("planned".to_owned(), 1),
+            ("not_sent".to_owned(), 2),
+            ("cut_off".to_owned(), 1),
+        ]);
+        let rejected = [
+            (crate::store::ActionState::Held, None),
+            (crate::store::ActionState::Planned, None),
+            (
+                crate::store::ActionState::Failed,
+                Some(format!("{}: 503", crate::apply::NOT_SENT_DOWN)),
+            ),
+            (
+                crate::store::ActionState::Failed,
+                Some(crate::apply::NOT_REACHED_INTERRUPTED.to_owned()),
+            ),
+        ];
+        let counts = over_run_counts(rejected_apart(journal, &rejected), true);
+        assert_eq!(
+            counts,
+            BTreeMap::from([
+                ("applied".to_owned(), 1),
+                ("held".to_owned(), 1),
+                ("not_sent".to_owned(), 1),
+                ("rejected".to_owned(), 4),
+            ])
         );
     }
 

@@ -757,6 +757,61 @@ impl Store {
         Ok(decided)
     }
 
+    /// The first run other than `entry`'s that applied the same action (the same
+    /// [`crate::model::ActionKind`]) after `entry` last changed, with its kind
+    /// and when: an approved row its own run never sent (kept back, released
+    /// and cut off) that the retry job, a sweep or a reconcile sent since. A
+    /// `reject` does not take back what reached the workspace, nor says it
+    /// refused it ([`crate::approval::reject`]).
+    pub fn applied_elsewhere_since(
+        &self,
+        entry: &JournalEntry,
+    ) -> Result<Option<AppliedElsewhere>, StoreError> {
+        let kind = entry.action.kind.name();
+        let account = entry.action.kind.account_id();
+        let context = || {
+            format!(
+                "reading where run {}'s {kind} #{} was applied since from actions",
+                entry.run, entry.action.seq
+            )
+        };
+        let rows: Vec<(RunId, String, Ts, crate::model::Action)> = self
+            .conn
+            .prepare_cached(
+                "SELECT actions.run_id, runs.kind, actions.updated_at, actions.payload
+                 FROM actions JOIN runs ON runs.id = actions.run_id
+                 WHERE actions.run_id != ?1 AND actions.state = 'applied'
+                   AND actions.kind = ?2 AND actions.account_id IS ?3
+                   AND actions.updated_at >= ?4
+                 ORDER BY actions.updated_at, actions.run_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![entry.run, kind, account, ts(entry.updated_at)],
+                    |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            codec::json_col(row, 3)?,
+                        ))
+                    },
+                )?
+                .collect()
+            })
+            .context(context)?;
+        for (run, run_kind, at, action) in rows {
+            if action.kind == entry.action.kind {
+                return Ok(Some(AppliedElsewhere {
+                    run,
+                    run_kind,
+                    at: at.0,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Reconcile and sweep runs after `run` that hold journal rows nobody decided
     /// on yet, oldest first: where an approval of `run` looks for the same
     /// actions held again (see `approval::settle_later_holds`).
@@ -875,6 +930,17 @@ pub struct RejectedApproval {
     pub approval: ApprovedDeprovision,
     /// The newest decision.
     pub rejection: Rejected,
+}
+
+/// Where an action was applied by another run than its own
+/// ([`Store::applied_elsewhere_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedElsewhere {
+    pub run: RunId,
+    /// That run's kind, as stored (`sweep`: the daemon's sweep or retry job).
+    pub run_kind: String,
+    /// When its row was applied.
+    pub at: DateTime<Utc>,
 }
 
 /// A person's deprovision a human approved, newest decision first

@@ -69,7 +69,7 @@ use codec::{Ts, ts};
 pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
 pub use error::{StoreError, failure_hint, failure_hint_of, read_only_hint};
-pub use journal::{ApprovedDeprovision, Rejected, RejectedApproval};
+pub use journal::{AppliedElsewhere, ApprovedDeprovision, Rejected, RejectedApproval};
 pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, DecidedHold, NewMessage, OutboxEntry, OutboxId,
     OutboxKind, OutboxState, OutboxWaiting,

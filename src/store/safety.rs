@@ -17,7 +17,7 @@ use crate::model::{Action, ActionKind, DisputedCandidate, RecentCounts};
 
 use super::codec::{self, Ts, json_col, ts};
 use super::error::Context;
-use super::{RunId, Store, StoreError};
+use super::{ActionState, RunId, Store, StoreError};
 
 /// One row of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -546,20 +546,31 @@ impl Store {
             .collect())
     }
 
-    /// How many of `run`'s actions are still held with a rejection recorded:
-    /// what `status` counts `rejected` rather than `held`. A rejected action an
-    /// approval had released (kept back unsent) is not held, and not counted.
-    pub fn rejected_still_held(&self, run: RunId) -> Result<usize, StoreError> {
+    /// `run`'s actions with a rejection recorded that this run never sent, each
+    /// with its journal state and error: still held, or released by an approval
+    /// and then taken back before it sent them (still `planned`, or `failed`
+    /// kept back or cut off unsent: `reject` takes no other failed row). What
+    /// `status` counts `rejected` rather than `held`, `not_sent` or `cut_off`.
+    /// Not a row in flight (whether it reached the workspace is not known yet)
+    /// nor one applied (it did).
+    pub fn rejected_unsent(
+        &self,
+        run: RunId,
+    ) -> Result<Vec<(ActionState, Option<String>)>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT count(*) FROM actions
+                "SELECT actions.state, actions.last_error FROM actions
                  JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                     AND held_decisions.seq = actions.seq
-                 WHERE actions.run_id = ?1 AND actions.state = 'held'
+                 WHERE actions.run_id = ?1
+                   AND actions.state IN ('held', 'planned', 'failed')
                    AND held_decisions.decision = 'rejected'",
             )
-            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)))
-            .context(|| format!("counting the rejected held actions of run {run}"))
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .context(|| format!("reading the rejected actions of run {run} it never sent"))
     }
 
     /// Decisions recorded for the held actions of `run`, by `seq`.

@@ -37,6 +37,19 @@ pub(crate) async fn bob_approved_and_failed() -> (
     MockServer,
     tempfile::TempDir,
 ) {
+    bob_approved_and_failed_with("503 Service Unavailable").await
+}
+
+/// [`bob_approved_and_failed`], the approved write journaled failed with
+/// `error` (one of `apply::NOT_SENT`'s for a write kept back unsent).
+pub(crate) async fn bob_approved_and_failed_with(
+    error: &str,
+) -> (
+    Config,
+    seatwarden::sandbox::Sandbox,
+    MockServer,
+    tempfile::TempDir,
+) {
     let okta = MockServer::start().await;
     s57::org().mount(&okta).await;
     let sandbox = crate::fixtures::sandbox(SCIM_TOKEN, s57::workspace()).await;
@@ -61,9 +74,7 @@ pub(crate) async fn bob_approved_and_failed() -> (
         .unwrap();
     store.approve_held(run, now).unwrap();
     store.mark_in_flight(run, seq, now).unwrap();
-    store
-        .mark_failed(run, seq, now, "503 Service Unavailable")
-        .unwrap();
+    store.mark_failed(run, seq, now, error).unwrap();
     let started = store.run(run).unwrap().unwrap().started_at;
     seatwarden::sweep::record_deprovisions(
         &mut store,

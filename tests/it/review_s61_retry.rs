@@ -37,7 +37,10 @@ use crate::review_s58_review3::bob_approved_and_failed;
 use crate::review_s59_looks::bob_held_again_by_a_newer_run;
 
 /// The retry job's pass at `at`.
-async fn retry_pass_at(config: &Config, at: DateTime<Utc>) -> seatwarden::sweep::SweepOutcome {
+pub(crate) async fn retry_pass_at(
+    config: &Config,
+    at: DateTime<Utc>,
+) -> seatwarden::sweep::SweepOutcome {
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     seatwarden::sweep::enforce(config, &client, &store, at)
@@ -262,7 +265,12 @@ fn okta_now() -> String {
 /// Ada, Bob and Dee in "Taskade Users"; "Break Glass", a protected group,
 /// holds `break_glass`. Bob's status is `bob_status`; `changed` dates Bob and
 /// both groups now, so a delta since the last sweep sees them.
-fn org(bob_status: &str, in_scope: &[&str], break_glass: &[&str], changed: bool) -> FakeOkta {
+pub(crate) fn org(
+    bob_status: &str,
+    in_scope: &[&str],
+    break_glass: &[&str],
+    changed: bool,
+) -> FakeOkta {
     let mut bob = okta_user("00u2", "bob@example.com", bob_status);
     let mut scope = okta_group("00g1", "Taskade Users");
     let mut protected = okta_group("00g5", "Break Glass");
@@ -293,7 +301,7 @@ fn org(bob_status: &str, in_scope: &[&str], break_glass: &[&str], changed: bool)
 /// directory's cursor, so the next read is a delta. Then Bob's episode opens
 /// (`reason`) as a sweep opens it when he loses access, and its first
 /// deactivation fails: the next attempt is due now.
-async fn bob_failed_once(
+pub(crate) async fn bob_failed_once(
     reason: LossReason,
 ) -> (
     Config,
@@ -363,13 +371,13 @@ async fn bob_failed_once(
 }
 
 /// The directory at `okta` replaced by `fake`.
-async fn directory_now(okta: &MockServer, fake: FakeOkta) {
+pub(crate) async fn directory_now(okta: &MockServer, fake: FakeOkta) {
     okta.reset().await;
     fake.mount(okta).await;
 }
 
 /// The daemon's retry job's pass now.
-async fn retry_job(config: &Config) -> seatwarden::sweep::SweepOutcome {
+pub(crate) async fn retry_job(config: &Config) -> seatwarden::sweep::SweepOutcome {
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     seatwarden::sweep::retry(
