@@ -173,6 +173,7 @@ mod review_s61_review;
 mod review_s61_second;
 mod review_s61_walk;
 mod review_s62_conn;
+mod review_s62_wsread;
 mod role_groups;
 mod run_recovery;
 mod safety;
