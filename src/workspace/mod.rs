@@ -4,7 +4,12 @@
 //!
 //! Managed groups' members come from the groups' `members`, or, for a provider that
 //! never shows them (AWS IAM Identity Center), from one `members.value eq` filter
-//! per account ([`GroupMembers`], `workspace.group_members`).
+//! per account ([`GroupMembers`], `workspace.group_members`). From `members`, a
+//! managed or role group that lacks accounts whose own `groups` (RFC 7643
+//! §4.1.2) name it is read on its own, then the workspace once more, and a group
+//! still short fails the snapshot: the provider caps `members`, and the accounts
+//! past the cap would look absent ([`ScimClient::snapshot_whole`]). Users that
+//! carry no `groups` give no such check.
 //!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
@@ -4192,6 +4197,117 @@ mod tests {
         assert_eq!(
             encode_component(r#"userName eq "a b""#),
             "userName%20eq%20%22a%20b%22"
+        );
+    }
+
+    fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
+        WorkspaceGroup {
+            id: id.to_owned(),
+            display_name: name.to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    /// A managed group is short of the accounts whose own `groups` name it
+    /// unless it holds them, itself or through a group nested in it (cycles
+    /// harmless); an unmanaged group never is, nor is any group when no
+    /// account names one. Refused, the error names the request, the counts,
+    /// the first account missing and what to set.
+    #[test]
+    fn a_managed_group_short_of_the_accounts_naming_it_is_found_and_refused() {
+        let client = ScimClient::new(ScimSettings {
+            managed_groups: vec!["Engineering".to_owned(), "Design".to_owned()],
+            ..ScimSettings::for_test("https://ws.example.com/scim/v2".parse().unwrap())
+        })
+        .unwrap();
+        let groups = [
+            group("g-eng", "Engineering", &["a1", "g-sub"]),
+            group("g-sub", "Platform", &["a2", "g-eng"]),
+            group("g-design", "Design", &["a1"]),
+            group("g-other", "Other", &[]),
+        ];
+        let named = |pairs: &[(&str, &[&str])]| -> HashMap<String, Vec<String>> {
+            pairs
+                .iter()
+                .map(|(g, ids)| {
+                    (
+                        (*g).to_owned(),
+                        ids.iter().map(|i| (*i).to_owned()).collect(),
+                    )
+                })
+                .collect()
+        };
+        assert!(client.short_groups(&groups, &HashMap::new()).is_empty());
+        let held = named(&[
+            ("g-eng", &["a1", "a2"]),
+            ("g-sub", &["a2"]),
+            ("g-other", &["a1", "a2"]),
+        ]);
+        assert!(client.short_groups(&groups, &held).is_empty());
+        let short = client.short_groups(
+            &groups,
+            &named(&[
+                ("g-eng", &["a1", "a2", "a3"]),
+                ("g-design", &["a1", "a3", "a4"]),
+            ]),
+        );
+        let found: Vec<(&str, usize, usize, Vec<&str>)> = short
+            .iter()
+            .map(|s| {
+                let missing = s.missing.iter().map(String::as_str).collect();
+                (s.id.as_str(), s.members, s.named, missing)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("g-eng", 2, 3, vec!["a3"]),
+                ("g-design", 1, 3, vec!["a3", "a4"]),
+            ]
+        );
+
+        let snapshot = WorkspaceSnapshot {
+            accounts: vec![Account {
+                id: "a3".to_owned(),
+                user_name: "cy@example.com".to_owned(),
+                external_id: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                active: true,
+                roles: Vec::new(),
+            }],
+            groups: groups.to_vec(),
+        };
+        let error = capped_group_error(&snapshot, &short[1], None);
+        assert_eq!(
+            error.to_string(),
+            "GET /Groups/g-design: malformed response: workspace group \"Design\" shows 1 \
+             member, in the listing and read on its own, yet 2 of the 3 accounts whose own \
+             groups name it are not among them (account \"a3\" (cy@example.com) the first), \
+             in two reads of the workspace: the provider caps or leaves out part of the \
+             group's members, and read short, an account left out would never be removed \
+             from the group, and would be added to it again on every run; check the \
+             provider's limit on the members it returns for a group, and that the token may \
+             read every member, or set workspace.group_members = \"by_member_filter\" (each \
+             account's groups asked with a members.value filter, for a provider that answers \
+             one)"
+        );
+        assert!(!error.is_transient());
+        let role_group = ShortGroup {
+            members: 0,
+            ..short.into_iter().next().unwrap()
+        };
+        let error = capped_group_error(&snapshot, &role_group, Some(Role::Editor)).to_string();
+        assert!(
+            error.contains(
+                "shows no members, in the listing and read on its own, yet 1 of the 3 accounts"
+            ) && error.contains(
+                "an account left out would read as not holding the role Editor and be given a \
+                 role on every run"
+            ),
+            "{error}"
         );
     }
 }
