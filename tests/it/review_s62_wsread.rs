@@ -190,9 +190,10 @@ async fn a_managed_group_capped_in_the_listing_is_read_on_its_own() {
 /// directory and in the workspace, looked absent from it, and an add of him
 /// was planned (and sent) on every run. The run now fails before any write,
 /// naming the request, how many accounts are missing and the first, and
-/// what to set; it is recorded as failed. The workspace is read twice first
-/// (a member removed between the Users and the Groups listings is not a cap).
-#[tokio::test]
+/// what to set; it is recorded as failed, the binary exits 1 with it and
+/// `status` shows the reconcile failed. The workspace is read twice first (a
+/// member removed between the Users and the Groups listings is not a cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_group_capped_everywhere_fails_the_run() {
     let ws = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -242,6 +243,15 @@ async fn a_managed_group_capped_everywhere_fails_the_run() {
     let last = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
     assert_eq!(last.status, RunStatus::Failed);
     assert_eq!(last.error.as_deref(), Some(message.as_str()));
+    drop(store);
+
+    // The binary says so: exit 1, the error on stderr, and `status` shows it.
+    let (code, _, stderr) = crate::review_s60_walk::run(dir.path(), &[], &["reconcile"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&message), "{stderr}");
+    let (code, stdout, stderr) = crate::review_s60_walk::run(dir.path(), &[], &["status"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Last reconcile: run 2 failed"), "{stdout}");
 }
 
 /// Roles by group: "Taskade Editors" holds all three, capped at two in the
