@@ -4,7 +4,12 @@
 //!
 //! Managed groups' members come from the groups' `members`, or, for a provider that
 //! never shows them (AWS IAM Identity Center), from one `members.value eq` filter
-//! per account ([`GroupMembers`], `workspace.group_members`).
+//! per account ([`GroupMembers`], `workspace.group_members`). From `members`, a
+//! managed or role group that lacks accounts whose own `groups` (RFC 7643
+//! §4.1.2) name it is read on its own, then the workspace once more, and a group
+//! still short fails the snapshot: the provider caps `members`, and the accounts
+//! past the cap would look absent ([`ScimClient::snapshot_whole`]). Users that
+//! carry no `groups` give no such check.
 //!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
@@ -514,6 +519,109 @@ fn marks(body: &parse::GroupBody) -> (Vec<String>, Vec<String>) {
         } => (nested_groups.clone(), user_members.clone()),
         parse::GroupBody::NotObject => (Vec::new(), Vec::new()),
     }
+}
+
+/// What [`ScimClient::read_workspace`] read: the snapshot, whether both
+/// listings were whole, and the managed and role groups that lack accounts
+/// whose own `groups` name them, after they were read on their own.
+struct WorkspaceRead {
+    snapshot: WorkspaceSnapshot,
+    whole: bool,
+    short: Vec<ShortGroup>,
+}
+
+/// A group that does not hold every account whose own `groups` names it.
+#[derive(Debug)]
+struct ShortGroup {
+    id: String,
+    display_name: String,
+    /// How many members it shows.
+    members: usize,
+    /// How many accounts name it.
+    named: usize,
+    /// The accounts that name it and are not among its members (through a
+    /// nested group either), in listing order; never empty.
+    missing: Vec<String>,
+}
+
+/// The members of `group` that are no listed group: its own, and those of the
+/// groups nested in it however deep (cycles are harmless). A User's `groups`
+/// names the groups it is in through nesting too (RFC 7643 §4.1.2).
+fn accounts_held<'a>(
+    group: &'a WorkspaceGroup,
+    by_id: &HashMap<&str, &'a WorkspaceGroup>,
+) -> HashSet<&'a str> {
+    let mut held = HashSet::new();
+    let mut seen = HashSet::from([group.id.as_str()]);
+    let mut stack = vec![group];
+    while let Some(group) = stack.pop() {
+        for member in &group.members {
+            match by_id.get(member.as_str()) {
+                Some(&nested) => {
+                    if seen.insert(nested.id.as_str()) {
+                        stack.push(nested);
+                    }
+                }
+                None => {
+                    held.insert(member.as_str());
+                }
+            }
+        }
+    }
+    held
+}
+
+/// The error of a workspace read that found `short` still short after it was
+/// read on its own and the workspace was read twice: the provider caps the
+/// group's `members` (a size limit on multi-valued attributes) or hides some
+/// from this token. Planned from it, the accounts left out would look absent
+/// from the group; `role` is the role the group gives, if it is a role group.
+fn capped_group_error(
+    snapshot: &WorkspaceSnapshot,
+    short: &ShortGroup,
+    role: Option<Role>,
+) -> WorkspaceError {
+    let endpoint = resource_path(&Method::GET, "/Groups", &short.id)
+        .map(|path| endpoint_name(&Method::GET, &path, &[]))
+        .unwrap_or_else(|_| format!("GET /Groups/{}", short.id));
+    let first = short.missing.first().map_or("", String::as_str);
+    let user_name = snapshot
+        .accounts
+        .iter()
+        .find(|account| account.id == first)
+        .map(|account| format!(" ({})", account.user_name.trim()))
+        .unwrap_or_default();
+    let shows = match short.members {
+        0 => "no members".to_owned(),
+        1 => "1 member".to_owned(),
+        n => format!("{n} members"),
+    };
+    let consequence = match role {
+        Some(role) => format!(
+            "an account left out would read as not holding the role {role} and be given a \
+             role on every run",
+            role = role.as_str()
+        ),
+        None => "an account left out would never be removed from the group, and would be \
+                 added to it again on every run"
+            .to_owned(),
+    };
+    WorkspaceError::malformed(
+        &endpoint,
+        format!(
+            "workspace group {:?} shows {shows}, in the listing and read on its own, yet {} of \
+             the {} accounts whose own groups name it are not among them (account \
+             {first:?}{user_name} the first), in two reads of the workspace: the provider caps \
+             or leaves out part of the group's members, and read short, {consequence}; check \
+             the provider's limit on the members it returns for a group, and that the token \
+             may read every member, or set workspace.group_members = \"by_member_filter\" \
+             (each account's groups asked with a members.value filter, for a provider that \
+             answers one)",
+            short.display_name,
+            short.missing.len(),
+            short.named,
+        ),
+    )
 }
 
 /// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
@@ -1266,30 +1374,178 @@ impl ScimClient {
     /// `totalResults` they announced: a listing by index that objects moved
     /// through (created or deleted meanwhile) can end short, and what it left out
     /// is not proof of absence.
+    ///
+    /// A managed or role group that lacks accounts whose own `groups` (RFC 7643
+    /// §4.1.2) name it is read on its own ([`ScimClient::read_workspace`]);
+    /// still short, the workspace is read once more, as the Users and the
+    /// Groups are listed at the same time and a member removed in between is
+    /// named by an account read before and missing from a group read after (read
+    /// again, the removal shows on both sides); still short, the read fails
+    /// ([`capped_group_error`]): the provider caps the group's `members`, and
+    /// planned from what it showed, the accounts past the cap would look absent
+    /// from the group.
     pub async fn snapshot_whole(
         &self,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(WorkspaceSnapshot, bool), WorkspaceError> {
-        let accounts = self.list_users(progress);
+        let mut read = self.read_workspace(progress).await?;
+        if let Some(short) = read.short.first() {
+            tracing::warn!(
+                group = %short.display_name,
+                missing = short.missing.len(),
+                "a workspace group lacks accounts whose own groups name it, listed and read on \
+                 its own; reading the workspace again"
+            );
+            read = self.read_workspace(progress).await?;
+        }
+        if let Some(short) = read.short.first() {
+            let role = self.role_of_group(&short.display_name);
+            return Err(capped_group_error(&read.snapshot, short, role));
+        }
+        Ok((read.snapshot, read.whole))
+    }
+
+    /// Every account and group, listed concurrently, each managed or role
+    /// group with its members: read on its own when listed without them; under
+    /// [`GroupMembers::Listed`], read on its own too when it lacks accounts
+    /// whose own `groups` name it (a provider may cap `members` in listings
+    /// and send them whole for one group), taking that read's members when it
+    /// shows more; under [`GroupMembers::ByMemberFilter`], from the filters.
+    async fn read_workspace(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<WorkspaceRead, WorkspaceError> {
+        let accounts = self.list_users_naming_groups(progress);
         let groups = paging::list_all(self, "/Groups", "groups", progress, group_and_presence);
-        let (mut accounts, groups) = futures::try_join!(accounts, groups)?;
+        let (accounts, groups) = futures::try_join!(accounts, groups)?;
         let whole = accounts.whole && groups.whole;
-        let groups = match self.inner.group_members {
-            GroupMembers::Listed => self.read_members_left_out(groups.items).await?,
-            GroupMembers::ByMemberFilter => {
-                self.members_by_member_filter(&accounts.items, groups.items, progress)
-                    .await?
+        let mut named_by: HashMap<String, Vec<String>> = HashMap::new();
+        let mut accounts: Vec<Account> = accounts
+            .items
+            .into_iter()
+            .map(|(account, named)| {
+                for group_id in named {
+                    named_by
+                        .entry(group_id)
+                        .or_default()
+                        .push(account.id.clone());
+                }
+                account
+            })
+            .collect();
+        let (groups, short) = match self.inner.group_members {
+            GroupMembers::Listed => {
+                let (mut groups, read_on_their_own) =
+                    self.read_members_left_out_noting(groups.items).await?;
+                self.read_short_groups_on_their_own(&mut groups, &named_by, &read_on_their_own)
+                    .await?;
+                let short = self.short_groups(&groups, &named_by);
+                (groups, short)
             }
+            // The filters ask each account's groups: nothing is capped there.
+            GroupMembers::ByMemberFilter => (
+                self.members_by_member_filter(&accounts, groups.items, progress)
+                    .await?,
+                Vec::new(),
+            ),
         };
         // The role groups are among the groups just read, members and all.
-        self.assign_roles(&mut accounts.items, &groups);
-        Ok((
-            WorkspaceSnapshot {
-                accounts: accounts.items,
-                groups,
-            },
+        self.assign_roles(&mut accounts, &groups);
+        Ok(WorkspaceRead {
+            snapshot: WorkspaceSnapshot { accounts, groups },
             whole,
-        ))
+            short,
+        })
+    }
+
+    /// Every account on `/Users` with the ids of the groups its own `groups`
+    /// attribute names (none when the provider does not send it).
+    async fn list_users_naming_groups(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<paging::Listing<(Account, Vec<String>)>, WorkspaceError> {
+        let role_attribute = &self.inner.role_attribute;
+        paging::list_all(
+            self,
+            "/Users",
+            "accounts",
+            progress,
+            |endpoint, user: parse::PersonBody| {
+                let account = parse::account(endpoint, &user.0, role_attribute)?;
+                let named = parse::group_ids(&user.0);
+                Ok((account.id.clone(), (account, named)))
+            },
+        )
+        .await
+    }
+
+    /// The managed and role groups that lack accounts whose own `groups` name
+    /// them, directly or through a group nested in them, in listing order.
+    fn short_groups(
+        &self,
+        groups: &[WorkspaceGroup],
+        named_by: &HashMap<String, Vec<String>>,
+    ) -> Vec<ShortGroup> {
+        if named_by.is_empty() {
+            return Vec::new();
+        }
+        let by_id: HashMap<&str, &WorkspaceGroup> =
+            groups.iter().map(|g| (g.id.as_str(), g)).collect();
+        groups
+            .iter()
+            .filter(|group| self.reads_members_of(&group.display_name))
+            .filter_map(|group| {
+                let named = named_by.get(&group.id)?;
+                let held = accounts_held(group, &by_id);
+                let missing: Vec<String> = named
+                    .iter()
+                    .filter(|id| !held.contains(id.as_str()))
+                    .cloned()
+                    .collect();
+                (!missing.is_empty()).then(|| ShortGroup {
+                    id: group.id.clone(),
+                    display_name: group.display_name.clone(),
+                    members: group.members.len(),
+                    named: named.len(),
+                    missing,
+                })
+            })
+            .collect()
+    }
+
+    /// Each group [`ScimClient::short_groups`] finds, unless it was read on its
+    /// own already (listed without members), is read on its own
+    /// ([`ScimClient::group_with_members`]): RFC 7644 has no paging of an
+    /// attribute's values, and a provider may cap `members` in listings only.
+    /// What that read shows replaces the listing's when it shows more.
+    async fn read_short_groups_on_their_own(
+        &self,
+        groups: &mut [WorkspaceGroup],
+        named_by: &HashMap<String, Vec<String>>,
+        read_on_their_own: &HashSet<String>,
+    ) -> Result<(), WorkspaceError> {
+        let short: Vec<String> = self
+            .short_groups(groups, named_by)
+            .into_iter()
+            .map(|short| short.id)
+            .filter(|id| !read_on_their_own.contains(id))
+            .collect();
+        for id in short {
+            // Gone since the listing: what the listing showed is all there is.
+            if let GroupRead::Found { group: read, .. } = self.group_with_members(&id).await?
+                && let Some(listed) = groups.iter_mut().find(|g| g.id == id)
+                && read.members.len() > listed.members.len()
+            {
+                tracing::info!(
+                    group = %listed.display_name,
+                    listed = listed.members.len(),
+                    read = read.members.len(),
+                    "a workspace group read on its own shows more members than the Groups listing"
+                );
+                listed.members = read.members;
+            }
+        }
+        Ok(())
     }
 
     /// Every account on `/Users`, without the groups, and whether the listing
@@ -1718,11 +1974,22 @@ impl ScimClient {
         &self,
         listed: Vec<(WorkspaceGroup, bool)>,
     ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        Ok(self.read_members_left_out_noting(listed).await?.0)
+    }
+
+    /// [`ScimClient::read_members_left_out`], and the ids of the groups it read
+    /// on their own.
+    async fn read_members_left_out_noting(
+        &self,
+        listed: Vec<(WorkspaceGroup, bool)>,
+    ) -> Result<(Vec<WorkspaceGroup>, HashSet<String>), WorkspaceError> {
         let mut groups = Vec::with_capacity(listed.len());
+        let mut read_on_their_own = HashSet::new();
         // Read again, such a group would still show no members.
         let by_filter = self.members_by_filter();
         for (mut group, sent_members) in listed {
             if !by_filter && !sent_members && self.reads_members_of(&group.display_name) {
+                read_on_their_own.insert(group.id.clone());
                 // Gone since the listing: what the listing showed is all there is.
                 // Asked for with `attributes=members` too when the plain read lacks
                 // them: a provider returning them only on request would otherwise
@@ -1743,7 +2010,7 @@ impl ScimClient {
             }
             groups.push(group);
         }
-        Ok(groups)
+        Ok((groups, read_on_their_own))
     }
 
     /// Every Group's `displayName`, all pages, each asked with
@@ -3930,6 +4197,117 @@ mod tests {
         assert_eq!(
             encode_component(r#"userName eq "a b""#),
             "userName%20eq%20%22a%20b%22"
+        );
+    }
+
+    fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
+        WorkspaceGroup {
+            id: id.to_owned(),
+            display_name: name.to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    /// A managed group is short of the accounts whose own `groups` name it
+    /// unless it holds them, itself or through a group nested in it (cycles
+    /// harmless); an unmanaged group never is, nor is any group when no
+    /// account names one. Refused, the error names the request, the counts,
+    /// the first account missing and what to set.
+    #[test]
+    fn a_managed_group_short_of_the_accounts_naming_it_is_found_and_refused() {
+        let client = ScimClient::new(ScimSettings {
+            managed_groups: vec!["Engineering".to_owned(), "Design".to_owned()],
+            ..ScimSettings::for_test("https://ws.example.com/scim/v2".parse().unwrap())
+        })
+        .unwrap();
+        let groups = [
+            group("g-eng", "Engineering", &["a1", "g-sub"]),
+            group("g-sub", "Platform", &["a2", "g-eng"]),
+            group("g-design", "Design", &["a1"]),
+            group("g-other", "Other", &[]),
+        ];
+        let named = |pairs: &[(&str, &[&str])]| -> HashMap<String, Vec<String>> {
+            pairs
+                .iter()
+                .map(|(g, ids)| {
+                    (
+                        (*g).to_owned(),
+                        ids.iter().map(|i| (*i).to_owned()).collect(),
+                    )
+                })
+                .collect()
+        };
+        assert!(client.short_groups(&groups, &HashMap::new()).is_empty());
+        let held = named(&[
+            ("g-eng", &["a1", "a2"]),
+            ("g-sub", &["a2"]),
+            ("g-other", &["a1", "a2"]),
+        ]);
+        assert!(client.short_groups(&groups, &held).is_empty());
+        let short = client.short_groups(
+            &groups,
+            &named(&[
+                ("g-eng", &["a1", "a2", "a3"]),
+                ("g-design", &["a1", "a3", "a4"]),
+            ]),
+        );
+        let found: Vec<(&str, usize, usize, Vec<&str>)> = short
+            .iter()
+            .map(|s| {
+                let missing = s.missing.iter().map(String::as_str).collect();
+                (s.id.as_str(), s.members, s.named, missing)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("g-eng", 2, 3, vec!["a3"]),
+                ("g-design", 1, 3, vec!["a3", "a4"]),
+            ]
+        );
+
+        let snapshot = WorkspaceSnapshot {
+            accounts: vec![Account {
+                id: "a3".to_owned(),
+                user_name: "cy@example.com".to_owned(),
+                external_id: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                active: true,
+                roles: Vec::new(),
+            }],
+            groups: groups.to_vec(),
+        };
+        let error = capped_group_error(&snapshot, &short[1], None);
+        assert_eq!(
+            error.to_string(),
+            "GET /Groups/g-design: malformed response: workspace group \"Design\" shows 1 \
+             member, in the listing and read on its own, yet 2 of the 3 accounts whose own \
+             groups name it are not among them (account \"a3\" (cy@example.com) the first), \
+             in two reads of the workspace: the provider caps or leaves out part of the \
+             group's members, and read short, an account left out would never be removed \
+             from the group, and would be added to it again on every run; check the \
+             provider's limit on the members it returns for a group, and that the token may \
+             read every member, or set workspace.group_members = \"by_member_filter\" (each \
+             account's groups asked with a members.value filter, for a provider that answers \
+             one)"
+        );
+        assert!(!error.is_transient());
+        let role_group = ShortGroup {
+            members: 0,
+            ..short.into_iter().next().unwrap()
+        };
+        let error = capped_group_error(&snapshot, &role_group, Some(Role::Editor)).to_string();
+        assert!(
+            error.contains(
+                "shows no members, in the listing and read on its own, yet 1 of the 3 accounts"
+            ) && error.contains(
+                "an account left out would read as not holding the role Editor and be given a \
+                 role on every run"
+            ),
+            "{error}"
         );
     }
 }

@@ -645,11 +645,13 @@ impl<'de> Deserialize<'de> for UserBody {
     }
 }
 
-/// A User read as the SCIM directory reads it: what [`UserBody`] keeps, and its
-/// `groups` too (RFC 7643 §4.1.2: read-only, the groups the User is in
-/// directly, through nesting or dynamically), to tell an empty Group from one
-/// whose members the provider leaves out ([`group_ids`]). The workspace's reads
-/// skip it: a workspace never needs it, and it can be long.
+/// A User read with its `groups` too: what [`UserBody`] keeps, and its
+/// `groups` (RFC 7643 §4.1.2: read-only, the groups the User is in directly,
+/// through nesting or dynamically), to tell an empty Group from one whose
+/// members the provider leaves out or caps ([`group_ids`]). The SCIM
+/// directory reads its Users so, and so does a workspace snapshot's listing
+/// (for its managed and role groups); the workspace's other reads of Users
+/// skip it, as it can be long.
 #[derive(Debug)]
 pub(crate) struct PersonBody(pub Value);
 

@@ -176,6 +176,7 @@ mod review_s62_conn;
 mod review_s62_core;
 mod review_s62_ops;
 mod review_s62_status;
+mod review_s62_wsread;
 mod role_groups;
 mod run_recovery;
 mod safety;
