@@ -458,7 +458,9 @@ fn root_checked(path: &Path, create: bool) -> Result<PathBuf, StoreError> {
     let (Some(name), Ok(folder)) = (path.file_name(), folder.canonicalize()) else {
         return Ok(path.to_owned());
     };
-    let Ok(folder_owner) = std::fs::metadata(&folder).map(|folder| folder.uid()) else {
+    let Ok((folder_owner, folder_group)) =
+        std::fs::metadata(&folder).map(|folder| (folder.uid(), folder.gid()))
+    else {
         return Ok(path.to_owned());
     };
     let database = folder.join(name);
@@ -491,15 +493,25 @@ fn root_checked(path: &Path, create: bool) -> Result<PathBuf, StoreError> {
             ));
         }
         if found.uid() != folder_owner {
-            return Err(refuse(
-                &file,
-                format!(
-                    "belongs to uid {}, and its folder {} to uid {folder_owner}",
-                    found.uid(),
-                    folder.display()
-                ),
-                folder_owner.max(found.uid()),
-            ));
+            let mut why = format!(
+                "belongs to uid {}, and its folder {} to uid {folder_owner}",
+                found.uid(),
+                folder.display()
+            );
+            // Root's own file of one link: left by a command root ran there
+            // before it was refused (an older seatwarden made the database
+            // root's). The service's user cannot open it either, so "run as
+            // that user" alone is a dead end. A hard link (more than one) may
+            // be any file of root's: never to be given away.
+            if found.uid() == 0 && found.nlink() == 1 {
+                why.push_str(&format!(
+                    " (root's own file, which the service's user cannot open either: if it \
+                     is the state database's, give it back with `chown \
+                     {folder_owner}:{folder_group} {}`)",
+                    crate::model::shell_word(&file.to_string_lossy())
+                ));
+            }
+            return Err(refuse(&file, why, folder_owner.max(found.uid())));
         }
     }
     if create && folder_owner != 0 && std::fs::symlink_metadata(&database).is_err() {
