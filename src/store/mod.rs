@@ -364,9 +364,19 @@ fn restrict_permissions(path: &Path) {
         files.push(PathBuf::from(name));
     }
     for file in files {
-        // The file itself: `set_permissions` follows a link, and one there
-        // leads out of the state folder (to a file root must not chmod).
-        let Ok(metadata) = std::fs::symlink_metadata(&file) else {
+        use std::os::unix::fs::OpenOptionsExt;
+        // The file itself, looked at and changed through one descriptor opened
+        // without following a link (`ELOOP`) or waiting on a FIFO: by name, a
+        // link the folder's owner swapped in between the look and the change
+        // had it follow out of the state folder (as root, to any file).
+        let Ok(opened) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&file)
+        else {
+            continue;
+        };
+        let Ok(metadata) = opened.metadata() else {
             continue;
         };
         if !metadata.is_file() {
@@ -376,7 +386,7 @@ fn restrict_permissions(path: &Path) {
         if mode & 0o077 == 0 {
             continue;
         }
-        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+        match opened.set_permissions(std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => tracing::info!(
                 file = %file.display(),
                 was = format_args!("{mode:04o}"),
