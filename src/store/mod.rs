@@ -364,19 +364,7 @@ fn restrict_permissions(path: &Path) {
         files.push(PathBuf::from(name));
     }
     for file in files {
-        use std::os::unix::fs::OpenOptionsExt;
-        // The file itself, looked at and changed through one descriptor opened
-        // without following a link (`ELOOP`) or waiting on a FIFO: by name, a
-        // link the folder's owner swapped in between the look and the change
-        // had it follow out of the state folder (as root, to any file).
-        let Ok(opened) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&file)
-        else {
-            continue;
-        };
-        let Ok(metadata) = opened.metadata() else {
+        let Some((metadata, unfollowed)) = look_unfollowed(&file) else {
             continue;
         };
         if !metadata.is_file() {
@@ -386,7 +374,7 @@ fn restrict_permissions(path: &Path) {
         if mode & 0o077 == 0 {
             continue;
         }
-        match opened.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+        match std::fs::set_permissions(&unfollowed.path, std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => tracing::info!(
                 file = %file.display(),
                 was = format_args!("{mode:04o}"),
@@ -404,6 +392,56 @@ fn restrict_permissions(path: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_path: &Path) {}
+
+/// A file to change the mode of, named so that no link is followed to it:
+/// on Linux `/proc/self/fd/N` of an `O_PATH | O_NOFOLLOW` descriptor, kept
+/// open as long as this lives. By its own name, a link the folder's owner
+/// swapped in between the look and the change had the change follow out of
+/// the state folder (as root, to any file). `O_PATH`, because closing any
+/// other descriptor of the database or its `-shm` would drop the POSIX
+/// locks SQLite's connections in this process hold on it; an `O_PATH` one
+/// holds and drops none.
+#[cfg(unix)]
+struct Unfollowed {
+    path: PathBuf,
+    #[cfg(target_os = "linux")]
+    _opened: std::fs::File,
+}
+
+/// The file at `file` itself (a link is not followed: its own metadata),
+/// and how to name it for a change ([`Unfollowed`]).
+#[cfg(target_os = "linux")]
+fn look_unfollowed(file: &Path) -> Option<(std::fs::Metadata, Unfollowed)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(file)
+        .ok()?;
+    let metadata = opened.metadata().ok()?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
+    Some((
+        metadata,
+        Unfollowed {
+            path,
+            _opened: opened,
+        },
+    ))
+}
+
+/// Elsewhere the file is looked at and changed by name (a link swapped in
+/// between would be followed: no `O_PATH`).
+#[cfg(all(unix, not(target_os = "linux")))]
+fn look_unfollowed(file: &Path) -> Option<(std::fs::Metadata, Unfollowed)> {
+    let metadata = std::fs::symlink_metadata(file).ok()?;
+    Some((
+        metadata,
+        Unfollowed {
+            path: file.to_owned(),
+        },
+    ))
+}
 
 /// Whether this process runs as root: the owner of its `/proc` entry (the
 /// crate forbids `unsafe`, so no `geteuid`). Where there is no `/proc`, it
