@@ -364,9 +364,7 @@ fn restrict_permissions(path: &Path) {
         files.push(PathBuf::from(name));
     }
     for file in files {
-        // The file itself: `set_permissions` follows a link, and one there
-        // leads out of the state folder (to a file root must not chmod).
-        let Ok(metadata) = std::fs::symlink_metadata(&file) else {
+        let Some((metadata, unfollowed)) = look_unfollowed(&file) else {
             continue;
         };
         if !metadata.is_file() {
@@ -376,7 +374,7 @@ fn restrict_permissions(path: &Path) {
         if mode & 0o077 == 0 {
             continue;
         }
-        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+        match std::fs::set_permissions(&unfollowed.path, std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => tracing::info!(
                 file = %file.display(),
                 was = format_args!("{mode:04o}"),
@@ -394,6 +392,56 @@ fn restrict_permissions(path: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_path: &Path) {}
+
+/// A file to change the mode of, named so that no link is followed to it:
+/// on Linux `/proc/self/fd/N` of an `O_PATH | O_NOFOLLOW` descriptor, kept
+/// open as long as this lives. By its own name, a link the folder's owner
+/// swapped in between the look and the change had the change follow out of
+/// the state folder (as root, to any file). `O_PATH`, because closing any
+/// other descriptor of the database or its `-shm` would drop the POSIX
+/// locks SQLite's connections in this process hold on it; an `O_PATH` one
+/// holds and drops none.
+#[cfg(unix)]
+struct Unfollowed {
+    path: PathBuf,
+    #[cfg(target_os = "linux")]
+    _opened: std::fs::File,
+}
+
+/// The file at `file` itself (a link is not followed: its own metadata),
+/// and how to name it for a change ([`Unfollowed`]).
+#[cfg(target_os = "linux")]
+fn look_unfollowed(file: &Path) -> Option<(std::fs::Metadata, Unfollowed)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(file)
+        .ok()?;
+    let metadata = opened.metadata().ok()?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
+    Some((
+        metadata,
+        Unfollowed {
+            path,
+            _opened: opened,
+        },
+    ))
+}
+
+/// Elsewhere the file is looked at and changed by name (a link swapped in
+/// between would be followed: no `O_PATH`).
+#[cfg(all(unix, not(target_os = "linux")))]
+fn look_unfollowed(file: &Path) -> Option<(std::fs::Metadata, Unfollowed)> {
+    let metadata = std::fs::symlink_metadata(file).ok()?;
+    Some((
+        metadata,
+        Unfollowed {
+            path: file.to_owned(),
+        },
+    ))
+}
 
 /// Whether this process runs as root: the owner of its `/proc` entry (the
 /// crate forbids `unsafe`, so no `geteuid`). Where there is no `/proc`, it
@@ -458,7 +506,9 @@ fn root_checked(path: &Path, create: bool) -> Result<PathBuf, StoreError> {
     let (Some(name), Ok(folder)) = (path.file_name(), folder.canonicalize()) else {
         return Ok(path.to_owned());
     };
-    let Ok(folder_owner) = std::fs::metadata(&folder).map(|folder| folder.uid()) else {
+    let Ok((folder_owner, folder_group)) =
+        std::fs::metadata(&folder).map(|folder| (folder.uid(), folder.gid()))
+    else {
         return Ok(path.to_owned());
     };
     let database = folder.join(name);
@@ -491,15 +541,25 @@ fn root_checked(path: &Path, create: bool) -> Result<PathBuf, StoreError> {
             ));
         }
         if found.uid() != folder_owner {
-            return Err(refuse(
-                &file,
-                format!(
-                    "belongs to uid {}, and its folder {} to uid {folder_owner}",
-                    found.uid(),
-                    folder.display()
-                ),
-                folder_owner.max(found.uid()),
-            ));
+            let mut why = format!(
+                "belongs to uid {}, and its folder {} to uid {folder_owner}",
+                found.uid(),
+                folder.display()
+            );
+            // Root's own file of one link: left by a command root ran there
+            // before it was refused (an older seatwarden made the database
+            // root's). The service's user cannot open it either, so "run as
+            // that user" alone is a dead end. A hard link (more than one) may
+            // be any file of root's: never to be given away.
+            if found.uid() == 0 && found.nlink() == 1 {
+                why.push_str(&format!(
+                    " (root's own file, which the service's user cannot open either: if it \
+                     is the state database's, give it back with `chown \
+                     {folder_owner}:{folder_group} {}`)",
+                    crate::model::shell_word(&file.to_string_lossy())
+                ));
+            }
+            return Err(refuse(&file, why, folder_owner.max(found.uid())));
         }
     }
     if create && folder_owner != 0 && std::fs::symlink_metadata(&database).is_err() {

@@ -696,6 +696,10 @@ impl Store {
     /// For each person with a held deactivation or deletion that waits for no
     /// approval any more, the newest reconcile or sweep run's: rejected
     /// (`seatwarden reject`), or refused by an approval's re-check (and why).
+    /// A rejected row counts whatever state an approval left it in before the
+    /// rejection took that approval back (released `planned`, kept back or cut
+    /// off `failed`), but not once sent: otherwise the episode the rejection
+    /// held was told "waiting for `approve RUN`", which no run waited for.
     /// What `status` and the digest tell instead of "approve RUN" while no
     /// undecided hold ([`Store::held_for_approval`]) names the person.
     pub fn decided_holds(
@@ -725,12 +729,13 @@ impl Store {
                  JOIN runs ON runs.id = actions.run_id
                  LEFT JOIN held_decisions ON held_decisions.run_id = actions.run_id
                                          AND held_decisions.seq = actions.seq
-                 WHERE actions.state = 'held'
-                   AND actions.kind IN ('deactivate', 'delete')
+                 WHERE actions.kind IN ('deactivate', 'delete')
                    AND actions.identity_id IS NOT NULL
                    AND runs.kind IN ('reconcile', 'sweep')
-                   AND (held_decisions.decision = 'rejected'
-                        OR (held_decisions.run_id IS NULL
+                   AND ((held_decisions.decision = 'rejected'
+                         AND actions.state NOT IN ('applied', 'in_flight'))
+                        OR (actions.state = 'held'
+                            AND held_decisions.run_id IS NULL
                             AND coalesce(instr(actions.last_error, ?1), 0) = 1))
                  ORDER BY actions.run_id, actions.seq",
             )

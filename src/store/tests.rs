@@ -3154,3 +3154,60 @@ fn a_rejection_of_an_older_run_leaves_a_newer_approval_standing() {
         Some(newer)
     );
 }
+
+/// The state folder's owner flips `state.db-wal` between a plain file others
+/// may read and a link to a file of theirs while the mode is tightened: the
+/// file the link leads to keeps its mode. Before, the mode was looked at on
+/// the name and then set on the name, following a link swapped in between
+/// (as root, a `chmod 0600` of any file, `/etc/passwd` say).
+#[cfg(unix)]
+#[test]
+fn tightening_the_mode_follows_no_link_swapped_in_for_a_side_file() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("state.db");
+    std::fs::write(&database, b"").unwrap();
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let wal = dir.path().join("state.db-wal");
+    let elsewhere = dir.path().join("elsewhere.file");
+    std::fs::write(&elsewhere, b"").unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (dir, wal, elsewhere, stop) = (
+            dir.path().to_owned(),
+            wal.clone(),
+            elsewhere.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let plain = dir.join("plain");
+            let link = dir.join("link");
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&plain, b"").unwrap();
+                std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+                std::fs::rename(&plain, &wal).unwrap();
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+                std::fs::rename(&link, &wal).unwrap();
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut chmodded = false;
+    while std::time::Instant::now() < deadline {
+        restrict_permissions(&database);
+        let mode = std::fs::metadata(&elsewhere).unwrap().permissions().mode() & 0o777;
+        if mode != 0o644 {
+            chmodded = true;
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert!(
+        !chmodded,
+        "the mode of the file a swapped-in link leads to was changed"
+    );
+}

@@ -465,9 +465,27 @@ pub fn open_lock_file(path: &Path, database: &Path) -> std::io::Result<File> {
     // make `<anything>.writer` in any folder, given that file's owner.
     if super::runs_as_root() {
         #[cfg(unix)]
-        super::root_checked(database, true).map_err(|refused| {
-            std::io::Error::new(std::io::ErrorKind::PermissionDenied, refused.to_string())
-        })?;
+        {
+            let checked = super::root_checked(database, true).map_err(|refused| {
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, refused.to_string())
+            })?;
+            // `path` was worked out before this look, following a `state.db`
+            // link that may have been there then and swapped for a plain file
+            // since: a lock file anywhere but beside the database checked
+            // is where such a link led.
+            if path.parent() != checked.parent() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "not beside the state database {} as root checked it (a link in the \
+                         state folder changed while this command started): nothing was \
+                         made; run the command again, and remove a link there you did not \
+                         put there",
+                        checked.display()
+                    ),
+                ));
+            }
+        }
     }
     let (file, made) = open_or_make(path)?;
     #[cfg(unix)]
@@ -728,6 +746,37 @@ pub(crate) fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// As root, a lock file path worked out while `state.db` was a link into
+    /// another folder, the link since swapped for a plain file (so the
+    /// database passes root's check): nothing is made where the link led.
+    /// Before, the check passed and root made `<anything>.writer` there.
+    #[cfg(unix)]
+    #[test]
+    fn root_makes_no_lock_file_away_from_the_database_it_checked() {
+        if !crate::store::runs_as_root() {
+            eprintln!("skipped: needs root (as in CI)");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let database = state.path().join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let lock = elsewhere.path().join("roots.file.writer");
+        let refused = open_lock_file(&lock, &database).unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{refused}"
+        );
+        assert!(
+            refused
+                .to_string()
+                .contains("not beside the state database"),
+            "{refused}"
+        );
+        assert!(!lock.exists(), "root made {}", lock.display());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_second_writer_waits_until_the_first_is_done() {

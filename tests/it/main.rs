@@ -175,6 +175,7 @@ mod review_s61_walk;
 mod review_s62_conn;
 mod review_s62_core;
 mod review_s62_ops;
+mod review_s62_second;
 mod review_s62_status;
 mod review_s62_wsread;
 mod role_groups;

@@ -28,7 +28,7 @@ use crate::review_s59_looks::bob_held_again_by_a_newer_run;
 use crate::review_s61_retry::{bob_failed_once, directory_now, org, retry_job, retry_pass_at};
 
 /// `status` as `seatwarden status` collects it for `config`'s state, in UTC.
-fn status_now(config: &Config) -> seatwarden::daemon::status::Status {
+pub(crate) fn status_now(config: &Config) -> seatwarden::daemon::status::Status {
     let store = Store::open(&config.state.path).unwrap();
     seatwarden::daemon::status::collect(
         &store,
