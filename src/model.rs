@@ -2,6 +2,7 @@
 //! groups (workspace side), links between them, and the plan vocabulary (drift
 //! kinds, actions). No behaviour beyond parsing and display lives here.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -189,6 +190,36 @@ pub struct WorkspaceGroup {
     pub display_name: String,
     /// Member account ids (SCIM `members[].value`).
     pub members: Vec<String>,
+}
+
+impl WorkspaceGroup {
+    /// The members that are no group of `by_id`: its own, and those of the
+    /// groups nested in it however deep (cycles are harmless). What a
+    /// resource's own `groups` attribute counts it in (RFC 7643 §4.1.2 names
+    /// memberships through nesting too).
+    pub fn members_through_nesting<'a>(
+        &'a self,
+        by_id: &HashMap<&str, &'a WorkspaceGroup>,
+    ) -> HashSet<&'a str> {
+        let mut held = HashSet::new();
+        let mut seen = HashSet::from([self.id.as_str()]);
+        let mut stack = vec![self];
+        while let Some(group) = stack.pop() {
+            for member in &group.members {
+                match by_id.get(member.as_str()) {
+                    Some(&nested) => {
+                        if seen.insert(nested.id.as_str()) {
+                            stack.push(nested);
+                        }
+                    }
+                    None => {
+                        held.insert(member.as_str());
+                    }
+                }
+            }
+        }
+        held
+    }
 }
 
 /// Everything the workspace said in one read.

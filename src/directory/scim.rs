@@ -661,7 +661,7 @@ fn short_groups<'a>(people: &'a People, interest: &GroupInterest) -> Vec<ShortGr
         let Some(naming) = people.named_by_users.get(&group.id) else {
             continue;
         };
-        let held = users_held(group, &by_id);
+        let held = group.members_through_nesting(&by_id);
         let mut missing: Vec<&str> = naming
             .iter()
             .map(String::as_str)
@@ -679,32 +679,6 @@ fn short_groups<'a>(people: &'a People, interest: &GroupInterest) -> Vec<ShortGr
         });
     }
     short
-}
-
-/// The members of `group` that are no listed Group: its own, and those of the
-/// Groups nested in it however deep (cycles are harmless).
-fn users_held<'a>(
-    group: &'a WorkspaceGroup,
-    by_id: &HashMap<&str, &'a WorkspaceGroup>,
-) -> HashSet<&'a str> {
-    let mut held = HashSet::new();
-    let mut seen = HashSet::from([group.id.as_str()]);
-    let mut stack = vec![group];
-    while let Some(group) = stack.pop() {
-        for member in &group.members {
-            match by_id.get(member.as_str()) {
-                Some(&nested) => {
-                    if seen.insert(nested.id.as_str()) {
-                        stack.push(nested);
-                    }
-                }
-                None => {
-                    held.insert(member.as_str());
-                }
-            }
-        }
-    }
-    held
 }
 
 /// Refuses a Group the configuration names, or one nested in it, that does

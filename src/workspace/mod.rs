@@ -544,33 +544,6 @@ struct ShortGroup {
     missing: Vec<String>,
 }
 
-/// The members of `group` that are no listed group: its own, and those of the
-/// groups nested in it however deep (cycles are harmless). A User's `groups`
-/// names the groups it is in through nesting too (RFC 7643 §4.1.2).
-fn accounts_held<'a>(
-    group: &'a WorkspaceGroup,
-    by_id: &HashMap<&str, &'a WorkspaceGroup>,
-) -> HashSet<&'a str> {
-    let mut held = HashSet::new();
-    let mut seen = HashSet::from([group.id.as_str()]);
-    let mut stack = vec![group];
-    while let Some(group) = stack.pop() {
-        for member in &group.members {
-            match by_id.get(member.as_str()) {
-                Some(&nested) => {
-                    if seen.insert(nested.id.as_str()) {
-                        stack.push(nested);
-                    }
-                }
-                None => {
-                    held.insert(member.as_str());
-                }
-            }
-        }
-    }
-    held
-}
-
 /// The error of a workspace read that found `short` still short after it was
 /// read on its own and the workspace was read twice: the provider caps the
 /// group's `members` (a size limit on multi-valued attributes) or hides some
@@ -1496,7 +1469,7 @@ impl ScimClient {
             .filter(|group| self.reads_members_of(&group.display_name))
             .filter_map(|group| {
                 let named = named_by.get(&group.id)?;
-                let held = accounts_held(group, &by_id);
+                let held = group.members_through_nesting(&by_id);
                 let missing: Vec<String> = named
                     .iter()
                     .filter(|id| !held.contains(id.as_str()))
