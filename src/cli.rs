@@ -1613,7 +1613,12 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     // what reached the workspace and what it holds: the questions a person asks
     // after a crash.
     if run.kind == RunKind::Reconcile && (run.status != RunStatus::Running || cut_off) {
-        let by_state = crate::apply::journal_outcomes(store, run_id)?;
+        // As `status` counts them: an approved row a rejection took back before
+        // it was sent is rejected, not "planned, not sent" nor kept back.
+        let by_state = crate::daemon::status::rejected_apart(
+            crate::apply::journal_outcomes(store, run_id)?,
+            &store.rejected_unsent(run_id)?,
+        );
         if !by_state.is_empty() {
             why.push_str(". ");
             why.push_str(&sweep_writes(
@@ -1686,6 +1691,12 @@ fn sweep_writes(
     ])
     .into_iter()
     .chain(held_parts)
+    .chain(
+        by_state
+            .get("rejected")
+            .filter(|n| **n > 0)
+            .map(|n| format!("{n} approved, then rejected before they were sent")),
+    )
     .chain(state_parts(&[
         (ActionState::InFlight, "in flight"),
         (ActionState::Planned, "planned, not sent"),

@@ -1274,7 +1274,7 @@ fn over_run_counts(mut counts: BTreeMap<String, usize>, over: bool) -> BTreeMap<
 /// kept back: nothing waits for it, nothing of it is pending or broken (the run
 /// never sends it), and "6 held" after `seatwarden reject` read as actions still
 /// waiting for a decision, "1 not sent" as a write the next run makes.
-fn rejected_apart(
+pub(crate) fn rejected_apart(
     mut counts: BTreeMap<String, usize>,
     rejected: &[(crate::store::ActionState, Option<String>)],
 ) -> BTreeMap<String, usize> {

@@ -203,3 +203,43 @@ async fn a_reject_of_the_approved_run_after_the_retry_job_sent_it_rejects_nothin
     assert!(refused.contains("was already sent by"), "{refused}");
     assert!(refused.contains("not undone"), "{refused}");
 }
+
+/// The same rejected row in a reconcile that stored no report (as if cut off
+/// before it): `report --run` tells it from its journal as `status` counts
+/// it, "approved, then rejected before they were sent". Before, it said
+/// "1 kept back unsent", a write the next run would make.
+#[tokio::test]
+async fn report_run_of_a_run_without_a_report_tells_an_approval_taken_back_as_rejected() {
+    let kept_back = format!(
+        "{}: 503 Service Unavailable",
+        seatwarden::apply::NOT_SENT_DOWN
+    );
+    let (config, sandbox, _okta, dir) = bob_approved_and_failed_with(&kept_back).await;
+    sandbox.shutdown().await;
+    let run = status_now(&config).last_reconcile.unwrap().id;
+    {
+        let mut store = Store::open(&config.state.path).unwrap();
+        seatwarden::approval::reject(
+            &mut store,
+            run,
+            &seatwarden::approval::Only::All,
+            "seatwarden",
+            chrono_tz::UTC,
+            Utc::now() + Duration::seconds(1),
+        )
+        .unwrap();
+    }
+    rusqlite::Connection::open(&config.state.path)
+        .unwrap()
+        .execute("DELETE FROM reports WHERE run_id = ?1", [run])
+        .unwrap();
+
+    let (code, stderr) =
+        crate::fixtures::seatwarden_in(dir.path(), &[], &["report", "--run", &run.to_string()]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 approved, then rejected before they were sent"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("kept back unsent"), "{stderr}");
+}
