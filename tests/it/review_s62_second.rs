@@ -13,39 +13,18 @@
 //!   (`chown`), when it is a file of its own (one link), not a hard link.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use chrono::{Duration, Utc};
 use seatwarden::report::digest::HoldDecided;
-use seatwarden::store::Store;
 
 use crate::fixtures::seatwarden_in;
-use crate::review_s58_review3::bob_approved_and_failed_with;
 use crate::review_s60_ops::{as_service, root_or_skip, service_owned_state};
-use crate::review_s62_status::status_now;
+use crate::review_s62_status::{bob_approved_kept_back_then_rejected, status_now};
 
 /// Bob's deactivation, approved and kept back unsent, rejected in its run:
 /// his open episode is told rejected, not waiting for an approval. Before,
 /// `hold_decided` was `None` and the line sent the reader to `approve RUN`.
 #[tokio::test]
 async fn an_approval_taken_back_by_a_rejection_is_told_rejected_not_waiting() {
-    let kept_back = format!(
-        "{}: 503 Service Unavailable",
-        seatwarden::apply::NOT_SENT_DOWN
-    );
-    let (config, sandbox, _okta, _dir) = bob_approved_and_failed_with(&kept_back).await;
-    sandbox.shutdown().await;
-    let run = status_now(&config).last_reconcile.unwrap().id;
-    {
-        let mut store = Store::open(&config.state.path).unwrap();
-        seatwarden::approval::reject(
-            &mut store,
-            run,
-            &seatwarden::approval::Only::All,
-            "seatwarden",
-            chrono_tz::UTC,
-            Utc::now() + Duration::seconds(1),
-        )
-        .unwrap();
-    }
+    let (config, _dir, run) = bob_approved_kept_back_then_rejected().await;
     let status = status_now(&config);
     let bob = status
         .deprovisions

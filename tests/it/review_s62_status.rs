@@ -48,18 +48,16 @@ pub(crate) fn status_now(config: &Config) -> seatwarden::daemon::status::Status 
     .unwrap()
 }
 
-/// Bob's deactivation, held by the reconcile, approved and kept back unsent
-/// (the workspace had stopped answering), is rejected in that run: `status`
-/// counts it `rejected`, in its text and its JSON, and its counts add up to
-/// the run's journal. Before, it counted `1 not sent`, and the line said the
-/// next reconcile plans it again.
-#[tokio::test]
-async fn an_approved_deprovision_rejected_before_it_was_sent_counts_rejected() {
+/// Bob's deactivation, held by the reconcile, approved, kept back unsent (the
+/// workspace had stopped answering) and then rejected in that run: the
+/// configuration, its folder, and the run.
+pub(crate) async fn bob_approved_kept_back_then_rejected()
+-> (Config, tempfile::TempDir, seatwarden::store::RunId) {
     let kept_back = format!(
         "{}: 503 Service Unavailable",
         seatwarden::apply::NOT_SENT_DOWN
     );
-    let (config, sandbox, _okta, _dir) = bob_approved_and_failed_with(&kept_back).await;
+    let (config, sandbox, _okta, dir) = bob_approved_and_failed_with(&kept_back).await;
     sandbox.shutdown().await;
     let run = status_now(&config).last_reconcile.unwrap().id;
     {
@@ -74,6 +72,17 @@ async fn an_approved_deprovision_rejected_before_it_was_sent_counts_rejected() {
         )
         .unwrap();
     }
+    (config, dir, run)
+}
+
+/// Bob's deactivation, held by the reconcile, approved and kept back unsent
+/// (the workspace had stopped answering), is rejected in that run: `status`
+/// counts it `rejected`, in its text and its JSON, and its counts add up to
+/// the run's journal. Before, it counted `1 not sent`, and the line said the
+/// next reconcile plans it again.
+#[tokio::test]
+async fn an_approved_deprovision_rejected_before_it_was_sent_counts_rejected() {
+    let (config, _dir, run) = bob_approved_kept_back_then_rejected().await;
     let status = status_now(&config);
     let counts = &status.last_reconcile_actions;
     assert_eq!(counts.get("rejected"), Some(&1), "{counts:?}");
@@ -210,25 +219,7 @@ async fn a_reject_of_the_approved_run_after_the_retry_job_sent_it_rejects_nothin
 /// "1 kept back unsent", a write the next run would make.
 #[tokio::test]
 async fn report_run_of_a_run_without_a_report_tells_an_approval_taken_back_as_rejected() {
-    let kept_back = format!(
-        "{}: 503 Service Unavailable",
-        seatwarden::apply::NOT_SENT_DOWN
-    );
-    let (config, sandbox, _okta, dir) = bob_approved_and_failed_with(&kept_back).await;
-    sandbox.shutdown().await;
-    let run = status_now(&config).last_reconcile.unwrap().id;
-    {
-        let mut store = Store::open(&config.state.path).unwrap();
-        seatwarden::approval::reject(
-            &mut store,
-            run,
-            &seatwarden::approval::Only::All,
-            "seatwarden",
-            chrono_tz::UTC,
-            Utc::now() + Duration::seconds(1),
-        )
-        .unwrap();
-    }
+    let (config, dir, run) = bob_approved_kept_back_then_rejected().await;
     rusqlite::Connection::open(&config.state.path)
         .unwrap()
         .execute("DELETE FROM reports WHERE run_id = ?1", [run])
