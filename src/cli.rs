@@ -1614,10 +1614,16 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     // after a crash.
     if run.kind == RunKind::Reconcile && (run.status != RunStatus::Running || cut_off) {
         // As `status` counts them: an approved row a rejection took back before
-        // it was sent is rejected, not "planned, not sent" nor kept back.
+        // it was sent is rejected, not "planned, not sent" nor kept back. A row
+        // still held is told by what releases it (`held_rows`), rejected or not.
+        let released_then_rejected: Vec<_> = store
+            .rejected_unsent(run_id)?
+            .into_iter()
+            .filter(|(state, _)| *state != crate::store::ActionState::Held)
+            .collect();
         let by_state = crate::daemon::status::rejected_apart(
             crate::apply::journal_outcomes(store, run_id)?,
-            &store.rejected_unsent(run_id)?,
+            &released_then_rejected,
         );
         if !by_state.is_empty() {
             why.push_str(". ");
