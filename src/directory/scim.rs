@@ -230,11 +230,13 @@ impl ScimDirectorySource {
             );
         };
         let interest = self.interest();
+        let missing_active = settings.missing_active;
         let mut people = self.read_people(client, &progress).await?;
         let mut members_unshown = self.check_named_groups(client, &mut people).await?;
         self.read_short_groups_on_their_own(client, &mut people, &interest)
             .await?;
-        if let Some(short) = short_groups(&people, &interest).first() {
+        let short = short_groups(&people, &interest, &inactive_users(&people, missing_active));
+        if let Some(short) = short.first() {
             // The Users and the Groups listings are read at the same time: a
             // member removed in between is named by a User read before and
             // missing from a Group read after. Read again, the removal shows on
@@ -251,8 +253,10 @@ impl ScimDirectorySource {
             self.read_short_groups_on_their_own(client, &mut people, &interest)
                 .await?;
         }
+        let inactive = inactive_users(&people, missing_active);
+        count_in_inactive_users_left_out(&mut people, &interest, &inactive);
         // Users' own `groups` naming members a Group lacks is the surer sign: said first.
-        refuse_groups_without_their_members(&settings.url, &people, &interest)?;
+        refuse_groups_without_their_members(&settings.url, &people, &interest, &inactive)?;
         // A Group sent with `"members": []`: this provider's empty group.
         let sent_empty = people.groups.iter().enumerate().find_map(|(i, group)| {
             (group.members.is_empty()
@@ -305,7 +309,8 @@ impl ScimDirectorySource {
         people: &mut People,
         interest: &GroupInterest,
     ) -> Result<(), DirectoryError> {
-        let short: Vec<String> = short_groups(people, interest)
+        let inactive = inactive_users(people, self.settings.missing_active);
+        let short: Vec<String> = short_groups(people, interest, &inactive)
             .iter()
             .filter(|short| !short.group.members.is_empty())
             .map(|short| short.group.id.clone())
@@ -628,9 +633,16 @@ struct ShortGroup<'a> {
     named: usize,
 }
 
-/// The [`ShortGroup`]s, in listing order. With no group named, none: no group
-/// decides anything.
-fn short_groups<'a>(people: &'a People, interest: &GroupInterest) -> Vec<ShortGroup<'a>> {
+/// The [`ShortGroup`]s, in listing order, leaving out the `inactive` Users
+/// ([`inactive_users`]): some providers list only enabled members of a Group
+/// while a disabled User's own `groups` still names it, and a disabled
+/// person loses access whatever their groups say. With no group named,
+/// none: no group decides anything.
+fn short_groups<'a>(
+    people: &'a People,
+    interest: &GroupInterest,
+    inactive: &HashSet<String>,
+) -> Vec<ShortGroup<'a>> {
     if people.named_by_users.is_empty() || interest.is_everything() {
         return Vec::new();
     }
@@ -665,7 +677,7 @@ fn short_groups<'a>(people: &'a People, interest: &GroupInterest) -> Vec<ShortGr
         let mut missing: Vec<&str> = naming
             .iter()
             .map(String::as_str)
-            .filter(|user| !held.contains(user))
+            .filter(|user| !held.contains(user) && !inactive.contains(*user))
             .collect();
         if missing.is_empty() {
             continue;
@@ -694,8 +706,9 @@ fn refuse_groups_without_their_members(
     url: &url::Url,
     people: &People,
     interest: &GroupInterest,
+    inactive: &HashSet<String>,
 ) -> Result<(), DirectoryError> {
-    let short_groups = short_groups(people, interest);
+    let short_groups = short_groups(people, interest, inactive);
     let Some(short) = short_groups.first() else {
         return Ok(());
     };
@@ -743,6 +756,61 @@ fn refuse_groups_without_their_members(
             short.named,
         ),
     })
+}
+
+/// The ids of the Users that are disabled: `active: false`, or without
+/// `active` where `directory.missing_active = "inactive"` reads that so.
+fn inactive_users(people: &People, missing_active: MissingActive) -> HashSet<String> {
+    let mut inactive: HashSet<String> = people
+        .users
+        .iter()
+        .filter(|(account, _)| !account.active)
+        .map(|(account, _)| account.id.clone())
+        .collect();
+    if missing_active == MissingActive::Inactive {
+        inactive.extend(people.without_active.iter().cloned());
+    }
+    inactive
+}
+
+/// Puts each `inactive` User back among the members of a Group the
+/// configuration names (or one nested in it) that its own `groups` names
+/// and the Group's `members` leave out: a provider that lists only enabled
+/// members. Whatever groups a disabled person is in, they lose access, but a
+/// group still counts for them where it protects (`safety.protected_groups`:
+/// read from the Group alone, a disabled break-glass admin would lose that
+/// protection and be deactivated).
+fn count_in_inactive_users_left_out(
+    people: &mut People,
+    interest: &GroupInterest,
+    inactive: &HashSet<String>,
+) {
+    let everyone = HashSet::new();
+    let left_out: Vec<(String, Vec<String>)> = short_groups(people, interest, &everyone)
+        .into_iter()
+        .map(|short| {
+            let users = short
+                .missing
+                .into_iter()
+                .filter(|user| inactive.contains(*user))
+                .map(str::to_owned)
+                .collect();
+            (short.group.id.clone(), users)
+        })
+        .collect();
+    for (id, users) in left_out {
+        if users.is_empty() {
+            continue;
+        }
+        if let Some(group) = people.groups.iter_mut().find(|g| g.id == id) {
+            tracing::debug!(
+                group = %group.display_name,
+                users = users.len(),
+                "disabled Users whose own groups name a Group its members leave out are                  counted in it"
+            );
+            group.members.extend(users);
+        }
+    }
 }
 
 /// The workspace client's errors, as the directory's: the same endpoint, status,
@@ -1251,9 +1319,13 @@ mod tests {
             group("g-eng", "Engineering", &[]),
             group("g-other", "Marketing", &[]),
         ];
-        let error =
-            refuse_groups_without_their_members(&url, &listed(nested.clone(), &["g-eng"]), &scope)
-                .unwrap_err();
+        let error = refuse_groups_without_their_members(
+            &url,
+            &listed(nested.clone(), &["g-eng"]),
+            &scope,
+            &HashSet::new(),
+        )
+        .unwrap_err();
         assert_eq!(
             error.to_string(),
             "https://idp.example.com:8443/scim/v2/Groups/g-eng: malformed response: Group \
@@ -1277,7 +1349,13 @@ mod tests {
             ),
             (nested, vec!["g-eng"], GroupInterest::new(&[], &[], &[])),
         ] {
-            refuse_groups_without_their_members(&url, &listed(groups, &named), &interest).unwrap();
+            refuse_groups_without_their_members(
+                &url,
+                &listed(groups, &named),
+                &interest,
+                &HashSet::new(),
+            )
+            .unwrap();
         }
     }
 
@@ -1299,7 +1377,8 @@ mod tests {
             .get_mut("g-all")
             .unwrap()
             .push("u3".into());
-        let error = refuse_groups_without_their_members(&url, &people, &scoped_to("Taskade Users"))
+        let scope = scoped_to("Taskade Users");
+        let error = refuse_groups_without_their_members(&url, &people, &scope, &HashSet::new())
             .unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -1313,6 +1392,50 @@ mod tests {
              directory.token_file names) may read group members"
         );
         assert!(!error.is_transient());
+    }
+
+    /// A disabled User (cy) that a Group leaves out while his own `groups`
+    /// names it is no cap, and is counted in the Group (a protected group
+    /// keeps protecting him); an enabled one left out still fails the
+    /// snapshot. `directory.missing_active = "inactive"` makes a User without
+    /// `active` disabled here too.
+    #[test]
+    fn a_disabled_user_left_out_of_a_group_is_counted_in_not_refused() {
+        let url = test_url();
+        let scope = scoped_to("Taskade Users");
+        let mut people = listed(vec![group("g-all", "Taskade Users", &["u1", "u2"])], &[]);
+        people.users.push(person("u3", false));
+        people
+            .named_by_users
+            .insert("g-all".into(), vec!["u1".into(), "u2".into(), "u3".into()]);
+        let inactive = inactive_users(&people, MissingActive::Refuse);
+        assert_eq!(inactive, HashSet::from(["u3".to_owned()]));
+        count_in_inactive_users_left_out(&mut people, &scope, &inactive);
+        assert_eq!(people.groups[0].members, ["u1", "u2", "u3"]);
+        refuse_groups_without_their_members(&url, &people, &scope, &inactive).unwrap();
+        let identities = identities(people.users.clone(), &people.groups);
+        assert_eq!(identities[2].groups, ["Taskade Users"]);
+        assert_eq!(identities[2].status, IdentityStatus::Suspended);
+
+        // ben, enabled, left out: still refused.
+        people.groups[0].members = vec!["u1".into()];
+        count_in_inactive_users_left_out(&mut people, &scope, &inactive);
+        assert_eq!(people.groups[0].members, ["u1", "u3"]);
+        let error =
+            refuse_groups_without_their_members(&url, &people, &scope, &inactive).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "yet 1 of the 3 Users whose own groups name it are not among them (User \"u2\""
+            ),
+            "{error}"
+        );
+
+        people.without_active = vec!["u2".into()];
+        assert_eq!(inactive_users(&people, MissingActive::Refuse).len(), 1);
+        assert_eq!(
+            inactive_users(&people, MissingActive::Inactive),
+            HashSet::from(["u2".to_owned(), "u3".to_owned()])
+        );
     }
 
     fn test_url() -> url::Url {

@@ -1397,6 +1397,14 @@ impl ScimClient {
             .items
             .into_iter()
             .map(|(account, named)| {
+                // Some providers list only active members of a group while a
+                // deactivated account's own `groups` still names it. The plan
+                // leaves an inactive person's memberships alone and adds a
+                // reactivated one where it is missing, so a deactivated
+                // account left out changes nothing: not counted.
+                if !account.active {
+                    return account;
+                }
                 for group_id in named {
                     named_by
                         .entry(group_id)
@@ -1445,7 +1453,9 @@ impl ScimClient {
             progress,
             |endpoint, user: parse::PersonBody| {
                 let account = parse::account(endpoint, &user.0, role_attribute)?;
-                let named = parse::group_ids(&user.0);
+                // The plan compares a group's own members: a membership
+                // through a nested group says nothing of them.
+                let named = parse::group_ids_not_indirect(&user.0);
                 Ok((account.id.clone(), (account, named)))
             },
         )

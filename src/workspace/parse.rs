@@ -671,11 +671,25 @@ pub(crate) fn sends_active(v: &Value) -> bool {
 /// The ids (`value`) of the Groups a User's `groups` attribute names; none when
 /// it is absent or not an array, and items without a `value` are passed over.
 pub(crate) fn group_ids(v: &Value) -> Vec<String> {
+    named_groups(v, |_| true)
+}
+
+/// [`group_ids`] but those marked `"type": "indirect"` (RFC 7643 §4.1.2:
+/// a membership through a nested group): the Groups a User is a member of
+/// itself, or may be (an entry without a type).
+pub(crate) fn group_ids_not_indirect(v: &Value) -> Vec<String> {
+    named_groups(v, |g| {
+        !attr_str(g, "type").is_some_and(|kind| kind.trim().eq_ignore_ascii_case("indirect"))
+    })
+}
+
+fn named_groups(v: &Value, keep: impl Fn(&Value) -> bool) -> Vec<String> {
     attr(v, "groups")
         .and_then(Value::as_array)
         .map(|groups| {
             groups
                 .iter()
+                .filter(|g| keep(g))
                 .filter_map(|g| attr_str(g, "value"))
                 .filter(|id| !id.is_empty())
                 .collect()

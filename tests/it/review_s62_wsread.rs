@@ -25,7 +25,7 @@ const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 /// The directory file: the three, active, in "Taskade Users" and in the
 /// groups `groups` gives each (by index).
-fn directory(groups: [&[&str]; 3]) -> Value {
+pub(crate) fn directory(groups: [&[&str]; 3]) -> Value {
     let users: Vec<Value> = THREE
         .iter()
         .zip(groups)
@@ -44,7 +44,7 @@ fn directory(groups: [&[&str]; 3]) -> Value {
 /// A configuration for the workspace `ws` from the directory file `people`:
 /// "Engineering" mapped to the workspace group "Engineering" with `role`, and
 /// `workspace` keys added.
-fn config(
+pub(crate) fn config(
     dir: &std::path::Path,
     ws: &MockServer,
     people: &Value,
@@ -71,7 +71,7 @@ fn config(
 /// RFC 7643 §8.2-shaped Users, linked by `externalId`, each with `role` in
 /// `roles` and naming in its own `groups` the Groups `groups` gives it (id,
 /// name).
-fn users(ws: &MockServer, role: &str, groups: [&[(&str, &str)]; 3]) -> Value {
+pub(crate) fn users(ws: &MockServer, role: &str, groups: [&[(&str, &str)]; 3]) -> Value {
     let users: Vec<Value> = THREE
         .iter()
         .zip(groups)
@@ -98,7 +98,7 @@ fn users(ws: &MockServer, role: &str, groups: [&[(&str, &str)]; 3]) -> Value {
     json!(users)
 }
 
-async fn mount_users(ws: &MockServer, users: Value) {
+pub(crate) async fn mount_users(ws: &MockServer, users: Value) {
     Mock::given(method("GET"))
         .and(path("/scim/v2/Users"))
         .respond_with(list_response(users))
@@ -107,13 +107,13 @@ async fn mount_users(ws: &MockServer, users: Value) {
 }
 
 /// A Group with the User members `ids`.
-fn holding(ws: &MockServer, id: &str, name: &str, ids: &[&str]) -> Value {
+pub(crate) fn holding(ws: &MockServer, id: &str, name: &str, ids: &[&str]) -> Value {
     let members: Vec<Value> = ids.iter().map(|id| user_member(ws, id)).collect();
     group(ws, id, name, Some(json!(members)))
 }
 
 /// `GET /Groups/{id}` answers `read`.
-async fn mount_group_read(ws: &MockServer, read: Value) {
+pub(crate) async fn mount_group_read(ws: &MockServer, read: Value) {
     let id = read["id"].as_str().unwrap().to_owned();
     Mock::given(method("GET"))
         .and(path(format!("/scim/v2/Groups/{id}")))
@@ -122,9 +122,9 @@ async fn mount_group_read(ws: &MockServer, read: Value) {
         .await;
 }
 
-const ENGINEERING: (&str, &str) = ("g-eng", "Engineering");
+pub(crate) const ENGINEERING: (&str, &str) = ("g-eng", "Engineering");
 
-async fn plan(config: &Config) -> seatwarden::model::Plan {
+pub(crate) async fn plan(config: &Config) -> seatwarden::model::Plan {
     run::execute(config, Store::open(&config.state.path).unwrap(), Mode::Plan)
         .await
         .unwrap()
@@ -132,7 +132,7 @@ async fn plan(config: &Config) -> seatwarden::model::Plan {
 }
 
 /// The GETs of `at` that began a read of it (a listing's first page).
-fn reads_of(received: &[wiremock::Request], at: &str) -> usize {
+pub(crate) fn reads_of(received: &[wiremock::Request], at: &str) -> usize {
     received
         .iter()
         .filter(|r| {
