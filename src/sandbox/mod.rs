@@ -23,7 +23,16 @@
 //! - **Members can be hidden** ([`SandboxOptions::members_hidden`]), as AWS IAM
 //!   Identity Center hides them: `"members": []` in every answer, found only by
 //!   `members.value eq "<user>"` or `id eq "<group>" and members eq "<user>"`
-//!   filters, and 404 for such a filter naming a User that does not exist.
+//!   filters, and 404 for such a filter naming a User that does not exist; or
+//!   capped ([`Faults::members_cap`]): at most N shown, with no marker.
+//! - **Users name their groups**: a User's read-only `groups` (RFC 7643
+//!   §4.1.2) lists every group holding it, `direct`ly or through a group a seed
+//!   nested (`indirect`), with `$ref` and `display`, kept as members change
+//!   (absent while members are hidden, as AWS sends none). A seed may nest a
+//!   group in another (a member that is a group's id, served with `type`
+//!   `Group`); a write may add Users only, as Taskade's groups do not nest. A
+//!   change of a User's groups leaves its version as it is (the attribute is
+//!   derived from the groups).
 //! - **Group displayNames are unique** (case-insensitively), like userNames: a
 //!   create or rename to a taken name is 409 `uniqueness`. A seed may still give
 //!   several groups one name, as a copy of a workspace whose folders share one
@@ -121,6 +130,11 @@ pub struct Faults {
     /// Unfiltered listings return their first page and claim it is everything
     /// (`totalResults` = the page): the page-cap lie some providers tell.
     pub first_page_only: bool,
+    /// A Group shows at most this many of its `members` (the first, in id
+    /// order), listed and read alike, with no marker, while Users' own
+    /// `groups` still name it: a provider that caps a multi-valued attribute
+    /// (RFC 7644 pages resources, not an attribute's values).
+    pub members_cap: Option<usize>,
 }
 
 /// Which paging the sandbox serves and announces in `/ServiceProviderConfig`.
@@ -529,6 +543,7 @@ impl Sandbox {
         let mut store = Store::new(&base, seed, chrono::Utc::now()).map_err(SandboxError::Seed)?;
         store.set_or_filters(options.or_filters);
         store.set_members_hidden(options.members_hidden);
+        store.set_members_cap(options.faults.members_cap);
         let shared = Arc::new(Shared {
             store: RwLock::new(store),
             faults: Mutex::new(FaultState::new(options.faults)),
@@ -763,6 +778,7 @@ impl Sandbox {
 
     /// Changes faults at run time; the PRNG restarts from `faults.seed`.
     pub fn set_faults(&self, faults: Faults) {
+        self.shared.store().set_members_cap(faults.members_cap);
         *self
             .shared
             .faults
@@ -1306,7 +1322,7 @@ fn route(
                     Ok(resource_response(200, r, false))
                 }
                 Method::DELETE => {
-                    shared.store().delete_group(id, if_match)?;
+                    shared.store().delete_group(id, if_match, now)?;
                     Ok(empty(204))
                 }
                 _ => Err(not_allowed()),

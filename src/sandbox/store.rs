@@ -7,7 +7,7 @@
 //! are updated. Versions (`meta.version`, the ETag) bump only when a resource really
 //! changed, so an idempotent retry does not invalidate other clients' ETags.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -272,6 +272,9 @@ pub(crate) struct Store {
     /// Whether groups are served with `"members": []` (see
     /// [`Store::set_members_hidden`]).
     members_hidden: bool,
+    /// How many of a group's members it is served with at most (see
+    /// [`Store::set_members_cap`]).
+    members_cap: Option<usize>,
 }
 
 /// What a group whose members are hidden shows.
@@ -1011,6 +1014,7 @@ impl Store {
             or_filters: true,
             or_refused: std::sync::atomic::AtomicU64::new(0),
             members_hidden: false,
+            members_cap: None,
         };
         let meta = Meta {
             version: 1,
@@ -1040,6 +1044,15 @@ impl Store {
             store.index_user(&user, None);
             store.users.insert(account.id.clone(), user, meta.clone());
         }
+        // A seed may nest groups (a member that is a group's id); writes may
+        // not: Taskade's groups do not nest, and members a client adds must be
+        // Users.
+        let group_ids: HashSet<&str> = snapshot
+            .groups
+            .iter()
+            .map(|g| g.id.as_str())
+            .filter(|id| !store.users.items.contains_key(*id))
+            .collect();
         for group in &snapshot.groups {
             if group.id.is_empty() || group.display_name.trim().is_empty() {
                 return Err(format!(
@@ -1051,9 +1064,9 @@ impl Store {
                 return Err(format!("group id {:?} appears twice", group.id));
             }
             for m in &group.members {
-                if !store.users.items.contains_key(m) {
+                if !store.users.items.contains_key(m) && !group_ids.contains(m.as_str()) {
                     return Err(format!(
-                        "group {:?} has member {m:?}, which is not an account",
+                        "group {:?} has member {m:?}, which is not an account or a group",
                         group.display_name
                     ));
                 }
@@ -1205,7 +1218,63 @@ impl Store {
         if !user.roles.is_empty() {
             o["roles"] = render_multi(&user.roles);
         }
+        let groups = self.groups_of(&user.id);
+        if !groups.1.is_empty() {
+            o["groups"] = serde_json::to_value(&groups).unwrap_or(Value::Null);
+        }
         o
+    }
+
+    /// What a User's `groups` (RFC 7643 §4.1.2, read-only) shows: every group
+    /// holding it, `direct`ly or through groups nested in it however deep
+    /// (`indirect`), in id order; none while members are hidden (AWS IAM
+    /// Identity Center sends no `groups`).
+    fn groups_of(&self, user_id: &str) -> UserGroupsView<'_> {
+        let mut groups: BTreeMap<&str, bool> = BTreeMap::new();
+        if self.members_hidden {
+            return UserGroupsView(&self.base, Vec::new());
+        }
+        let mut pending: Vec<&str> = self
+            .memberships
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .map(|group| {
+                groups.insert(group.as_str(), true);
+                group.as_str()
+            })
+            .collect();
+        while let Some(group) = pending.pop() {
+            for outer in self.memberships.get(group).into_iter().flatten() {
+                if !groups.contains_key(outer.as_str()) {
+                    groups.insert(outer.as_str(), false);
+                    pending.push(outer.as_str());
+                }
+            }
+        }
+        UserGroupsView(
+            &self.base,
+            groups
+                .into_iter()
+                .filter_map(|(id, direct)| {
+                    self.groups
+                        .items
+                        .get(id)
+                        .map(|(group, _)| (id, group.display_name.as_str(), direct))
+                })
+                .collect(),
+        )
+    }
+
+    /// A group's members as they are served: all, none while they are hidden,
+    /// the first `members_cap` under that fault.
+    fn served_members<'a>(&self, group: &'a Group) -> impl Iterator<Item = &'a String> + 'a {
+        let members = if self.members_hidden {
+            &NO_MEMBERS
+        } else {
+            &group.members
+        };
+        members.iter().take(self.members_cap.unwrap_or(usize::MAX))
     }
 
     fn render_group(&self, group: &Group, meta: &Meta, with_members: bool) -> Value {
@@ -1225,15 +1294,15 @@ impl Store {
             o["externalId"] = v.clone().into();
         }
         if with_members {
-            let members = if self.members_hidden {
-                &NO_MEMBERS
-            } else {
-                &group.members
-            };
             o["members"] = Value::Array(
-                members
-                    .iter()
-                    .map(|m| json!({"value": m, "$ref": self.user_location(m), "type": "User"}))
+                self.served_members(group)
+                    .map(|m| {
+                        if self.groups.items.contains_key(m) {
+                            json!({"value": m, "$ref": self.group_location(m), "type": "Group"})
+                        } else {
+                            json!({"value": m, "$ref": self.user_location(m), "type": "User"})
+                        }
+                    })
                     .collect(),
             );
         }
@@ -1251,6 +1320,7 @@ impl Store {
                 base: &self.base,
                 user,
                 meta,
+                groups: self.groups_of(id),
             })?,
             etag: etag(meta.version),
             location: self.user_location(id),
@@ -1265,11 +1335,10 @@ impl Store {
             .ok_or_else(|| ScimError::not_found("Group", id))?;
         Ok(Rendered {
             json: written(&GroupView {
-                base: &self.base,
+                store: self,
                 group,
                 meta,
                 with_members,
-                members_hidden: self.members_hidden,
             })?,
             etag: etag(meta.version),
             location: self.group_location(id),
@@ -1569,7 +1638,12 @@ impl Store {
         self.group_rendered(id, with_members)
     }
 
-    pub fn delete_group(&mut self, id: &str, if_match: Option<&str>) -> Result<()> {
+    pub fn delete_group(
+        &mut self,
+        id: &str,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let meta = self
             .groups
             .items
@@ -1586,6 +1660,13 @@ impl Store {
                         self.memberships.remove(m);
                     }
                 }
+            }
+        }
+        // A group a seed nested in others leaves them, as a deleted user does.
+        for outer in self.memberships.remove(id).unwrap_or_default() {
+            if let Some((group, meta)) = self.groups.items.get_mut(&outer) {
+                group.members.remove(id);
+                *meta = bump(meta, now);
             }
         }
         Ok(())
@@ -1660,6 +1741,14 @@ impl Store {
         self.members_hidden = hidden;
     }
 
+    /// Serves at most `cap` of a group's members, in listings and reads alike,
+    /// with no marker (`None`: all): a provider that caps a multi-valued
+    /// attribute, as RFC 7644 pages resources and not an attribute's values.
+    /// Users' own `groups` still name every group they are in.
+    pub fn set_members_cap(&mut self, cap: Option<usize>) {
+        self.members_cap = cap;
+    }
+
     /// How many list filters were refused for their `or`.
     pub fn or_refused(&self) -> u64 {
         self.or_refused.load(std::sync::atomic::Ordering::Relaxed)
@@ -1694,6 +1783,7 @@ impl Store {
                 base: &self.base,
                 user,
                 meta,
+                groups: self.groups_of(&user.id),
             })
         } else {
             ListPage::written(page.total, q.start_index, users, |(u, m)| {
@@ -1738,11 +1828,10 @@ impl Store {
         let list = if q.excluded.is_empty() {
             ListPage::written(page.total, q.start_index, groups, |(group, meta)| {
                 GroupView {
-                    base: &self.base,
+                    store: self,
                     group,
                     meta,
                     with_members: true,
-                    members_hidden: self.members_hidden,
                 }
             })
         } else {
@@ -2134,6 +2223,7 @@ struct UserView<'a> {
     base: &'a str,
     user: &'a User,
     meta: &'a Meta,
+    groups: UserGroupsView<'a>,
 }
 
 impl serde::Serialize for UserView<'_> {
@@ -2150,6 +2240,9 @@ impl serde::Serialize for UserView<'_> {
         }
         if let Some(v) = &u.external_id {
             m.serialize_entry("externalId", v)?;
+        }
+        if !self.groups.1.is_empty() {
+            m.serialize_entry("groups", &self.groups)?;
         }
         m.serialize_entry("id", &u.id)?;
         m.serialize_entry(
@@ -2172,14 +2265,44 @@ impl serde::Serialize for UserView<'_> {
     }
 }
 
+/// A User's `groups` ([`Store::groups_of`]): the base URL, and each group's
+/// id, displayName and whether the membership is direct.
+struct UserGroupsView<'a>(&'a str, Vec<(&'a str, &'a str, bool)>);
+
+impl serde::Serialize for UserGroupsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for &(id, display, direct) in &self.1 {
+            seq.serialize_element(&OneGroup(self.0, id, display, direct))?;
+        }
+        return seq.end();
+
+        struct OneGroup<'a>(&'a str, &'a str, &'a str, bool);
+        impl serde::Serialize for OneGroup<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("$ref", &Location(self.0, "Groups", self.1))?;
+                m.serialize_entry("display", self.2)?;
+                m.serialize_entry("type", if self.3 { "direct" } else { "indirect" })?;
+                m.serialize_entry("value", self.1)?;
+                m.end()
+            }
+        }
+    }
+}
+
 /// `render_group` written straight out.
 struct GroupView<'a> {
-    base: &'a str,
+    /// For the base URL, which members are groups, and how members are served
+    /// ([`Store::served_members`]).
+    store: &'a Store,
     group: &'a Group,
     meta: &'a Meta,
     with_members: bool,
-    /// `"members": []` whatever the group holds.
-    members_hidden: bool,
 }
 
 impl serde::Serialize for GroupView<'_> {
@@ -2196,12 +2319,8 @@ impl serde::Serialize for GroupView<'_> {
             m.serialize_entry(
                 "members",
                 &MembersView {
-                    base: self.base,
-                    members: if self.members_hidden {
-                        &NO_MEMBERS
-                    } else {
-                        &g.members
-                    },
+                    store: self.store,
+                    group: g,
                 },
             )?;
         }
@@ -2209,7 +2328,7 @@ impl serde::Serialize for GroupView<'_> {
             "meta",
             &MetaView {
                 resource_type: "Group",
-                location: Location(self.base, "Groups", &g.id),
+                location: Location(&self.store.base, "Groups", &g.id),
                 meta: self.meta,
             },
         )?;
@@ -2292,29 +2411,34 @@ impl serde::Serialize for MultiView<'_> {
 }
 
 struct MembersView<'a> {
-    base: &'a str,
-    members: &'a BTreeSet<String>,
+    store: &'a Store,
+    group: &'a Group,
 }
 
 impl serde::Serialize for MembersView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
-        let mut seq = s.serialize_seq(Some(self.members.len()))?;
-        for member in self.members {
-            seq.serialize_element(&OneMember(self.base, member))?;
+        let mut seq = s.serialize_seq(None)?;
+        for member in self.store.served_members(self.group) {
+            let collection = if self.store.groups.items.contains_key(member) {
+                "Groups"
+            } else {
+                "Users"
+            };
+            seq.serialize_element(&OneMember(&self.store.base, collection, member))?;
         }
         return seq.end();
 
-        struct OneMember<'a>(&'a str, &'a str);
+        struct OneMember<'a>(&'a str, &'static str, &'a str);
         impl serde::Serialize for OneMember<'_> {
             fn serialize<S: serde::Serializer>(
                 &self,
                 s: S,
             ) -> std::result::Result<S::Ok, S::Error> {
                 let mut m = s.serialize_map(Some(3))?;
-                m.serialize_entry("$ref", &Location(self.0, "Users", self.1))?;
-                m.serialize_entry("type", "User")?;
-                m.serialize_entry("value", self.1)?;
+                m.serialize_entry("$ref", &Location(self.0, self.1, self.2))?;
+                m.serialize_entry("type", if self.1 == "Groups" { "Group" } else { "User" })?;
+                m.serialize_entry("value", self.2)?;
                 m.end()
             }
         }
@@ -2646,6 +2770,126 @@ mod tests {
             json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
                    "status": "409", "scimType": "uniqueness", "detail": "taken"})
         );
+    }
+
+    fn account(id: &str) -> Account {
+        Account {
+            id: id.into(),
+            user_name: format!("{id}@example.com"),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: Vec::new(),
+        }
+    }
+
+    /// A User's `groups` (RFC 7643 §4.1.2) names every group holding it,
+    /// directly or through a group a seed nested, kept as members change and
+    /// groups go; a nested group is served as a `Group` member. Under
+    /// `members_cap` a group shows its first N members while the Users still
+    /// name it; hidden members hide `groups` too. Written straight out, as
+    /// the `Value` rendering gives it.
+    #[test]
+    fn users_name_their_groups_direct_and_through_nesting() {
+        let group = |id: &str, name: &str, members: &[&str]| WorkspaceGroup {
+            id: id.into(),
+            display_name: name.into(),
+            members: members.iter().map(|&m| m.to_owned()).collect(),
+        };
+        let seed = WorkspaceSnapshot {
+            accounts: vec![account("u1"), account("u2"), account("u3")],
+            groups: vec![
+                group("g-all", "Everyone", &["u1", "g-eng"]),
+                group("g-eng", "Engineering", &["u2", "u3"]),
+            ],
+        };
+        let mut s = Store::new("http://h/scim/v2", seed, Utc::now()).unwrap();
+        let groups_of = |s: &Store, id: &str| s.get_user(id).unwrap().body()["groups"].clone();
+        assert_eq!(
+            groups_of(&s, "u2"),
+            json!([
+                {"$ref": "http://h/scim/v2/Groups/g-all", "display": "Everyone",
+                 "type": "indirect", "value": "g-all"},
+                {"$ref": "http://h/scim/v2/Groups/g-eng", "display": "Engineering",
+                 "type": "direct", "value": "g-eng"},
+            ])
+        );
+        assert_eq!(
+            groups_of(&s, "u1"),
+            json!([{"$ref": "http://h/scim/v2/Groups/g-all", "display": "Everyone",
+                    "type": "direct", "value": "g-all"}])
+        );
+        let all = s.get_group("g-all", true).unwrap().body();
+        assert_eq!(
+            all["members"],
+            json!([
+                {"$ref": "http://h/scim/v2/Groups/g-eng", "type": "Group", "value": "g-eng"},
+                {"$ref": "http://h/scim/v2/Users/u1", "type": "User", "value": "u1"},
+            ])
+        );
+        let (u, m) = &s.users.items["u2"];
+        assert_eq!(
+            s.get_user("u2").unwrap().json,
+            serde_json::to_vec(&s.render_user(u, m)).unwrap()
+        );
+        let (g, m) = &s.groups.items["g-all"];
+        assert_eq!(
+            s.get_group("g-all", true).unwrap().json,
+            serde_json::to_vec(&s.render_group(g, m, true)).unwrap()
+        );
+
+        // Members change: u3 leaves Engineering, and names no group.
+        let remove = json!({"schemas": [SCHEMA_PATCH], "Operations": [
+            {"op": "remove", "path": "members[value eq \"u3\"]"}]});
+        s.patch_group("g-eng", &remove, None, Utc::now(), true)
+            .unwrap();
+        assert_eq!(groups_of(&s, "u3"), Value::Null);
+        // Writes add Users only: groups do not nest in Taskade.
+        let nest = json!({"schemas": [SCHEMA_PATCH], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": "g-all"}]}]});
+        assert!(
+            s.patch_group("g-eng", &nest, None, Utc::now(), true)
+                .is_err()
+        );
+
+        // Capped at one member: Everyone shows g-eng only; u1 still names it.
+        s.set_members_cap(Some(1));
+        let capped = s.get_group("g-all", true).unwrap().body();
+        assert_eq!(capped["members"].as_array().unwrap().len(), 1);
+        let listed = s
+            .list_groups(&ListQuery {
+                start_index: 1,
+                count: 10,
+                ..ListQuery::default()
+            })
+            .unwrap()
+            .into_json();
+        let listed: Value = serde_json::from_slice(&listed).unwrap();
+        assert!(
+            listed["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["members"].as_array().unwrap().len() <= 1),
+            "{listed}"
+        );
+        assert_eq!(groups_of(&s, "u1")[0]["value"], "g-all");
+        s.set_members_cap(None);
+
+        // Engineering deleted: it leaves Everyone, and u2 names no group.
+        s.delete_group("g-eng", None, Utc::now()).unwrap();
+        assert_eq!(
+            s.get_group("g-all", true).unwrap().body()["members"],
+            json!([{"$ref": "http://h/scim/v2/Users/u1", "type": "User", "value": "u1"}])
+        );
+        assert_eq!(groups_of(&s, "u2"), Value::Null);
+
+        // Hidden members: no groups either (AWS IAM Identity Center sends none).
+        s.set_members_hidden(true);
+        assert_eq!(groups_of(&s, "u1"), Value::Null);
     }
 
     #[test]

@@ -574,6 +574,7 @@ fn world(case: &Case) -> (World, synth::Synth) {
         seed: case.fault_seed,
         writes_only: case.faults_on_writes_only,
         first_page_only: false,
+        members_cap: None,
     };
     let world = World {
         _sandbox_rt: sandbox_rt,

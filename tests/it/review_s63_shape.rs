@@ -106,7 +106,7 @@ async fn a_deactivated_user_left_out_of_a_groups_members_is_no_cap() {
         .unwrap();
     assert_eq!(
         deactivation.detail,
-        "identity is suspended in the directory"
+        "identity is suspended in the directory; account is still active"
     );
     workspace.shutdown().await;
 }
@@ -287,4 +287,141 @@ async fn an_account_in_a_managed_group_only_through_a_nested_group_is_no_cap() {
         .collect();
     assert_eq!(added.len(), 2, "{:#?}", plan.actions);
     assert_eq!(plan.actions.len(), 1, "{:#?}", plan.actions);
+}
+
+/// The sandbox names each User's groups (RFC 7643 §4.1.2), so a run against
+/// it checks every managed and role group for a cap, and never finds one:
+/// the synthetic workspace converges as before. Capped at two members a
+/// group (`Faults::members_cap`), the next run fails before any write,
+/// naming `GET /Groups/{id}` and how many accounts are missing.
+#[tokio::test]
+async fn a_sandbox_that_caps_members_fails_the_run_before_any_write() {
+    let data = seatwarden::synth::generate(&seatwarden::synth::SynthSpec {
+        people: 40,
+        groups: 3,
+        drift_percent: 10.0,
+        seed: 63,
+    });
+    let workspace = crate::fixtures::sandbox("t0ken", data.workspace.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        crate::fixtures::synth_config(dir.path(), &data, workspace.base_url().as_ref(), "t0ken", 4);
+    let users = users_listed(&workspace).await;
+    assert!(
+        users
+            .iter()
+            .any(|u| u["groups"].as_array().is_some_and(|g| !g.is_empty())),
+        "no User names a group"
+    );
+    crate::fixtures::assert_converges(&config).await;
+
+    workspace.set_faults(seatwarden::sandbox::Faults {
+        members_cap: Some(2),
+        ..seatwarden::sandbox::Faults::default()
+    });
+    let writes = workspace.stats().writes;
+    let error = seatwarden::run::execute(
+        &config,
+        seatwarden::store::Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+    )
+    .await
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("reading the workspace: GET /Groups/")
+            && message.contains(" shows 2 members, in the listing and read on its own, yet "),
+        "{message}"
+    );
+    assert_eq!(workspace.stats().writes, writes, "a write was sent");
+    workspace.shutdown().await;
+}
+
+/// The same cap on a sandbox read as the SCIM directory: the snapshot fails
+/// naming the Group's URL, and the workspace is not written to.
+#[tokio::test]
+async fn a_scim_directory_that_caps_members_fails_the_snapshot() {
+    let people = ["p1", "p2", "p3"];
+    let seed = seatwarden::model::WorkspaceSnapshot {
+        accounts: THREE
+            .iter()
+            .map(|(id, user_name)| seatwarden::model::Account {
+                id: (*id).to_owned(),
+                user_name: (*user_name).to_owned(),
+                external_id: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: Some((*user_name).to_owned()),
+                active: true,
+                roles: Vec::new(),
+            })
+            .collect(),
+        groups: vec![seatwarden::model::WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Taskade Users".into(),
+            members: people.map(str::to_owned).to_vec(),
+        }],
+    };
+    let idp = crate::fixtures::sandbox("idp-token", seed).await;
+    let workspace = crate::fixtures::sandbox("t0ken", Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp-token"), "idp-token").unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}\"\ntoken_file = \"idp-token\"\n\
+             requests_per_second = 0\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+             [safety]\nsettle = \"0s\"\n",
+            idp.base_url(),
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    idp.set_faults(seatwarden::sandbox::Faults {
+        members_cap: Some(2),
+        ..seatwarden::sandbox::Faults::default()
+    });
+
+    let error = crate::scim_directory::directory_failure(&config)
+        .await
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "{}/Groups/g1: malformed response: Group \"Taskade Users\" shows 2 members, in \
+             the listing and read on its own, yet 1 of the 3 Users whose own groups name it \
+             are not among them (User \"p3\" (cy@example.com) the first)",
+            idp.base_url().as_str().trim_end_matches('/')
+        )),
+        "{error}"
+    );
+    assert_eq!(workspace.stats().writes, 0);
+
+    // Uncapped, the same provider is read whole and all three are provisioned.
+    idp.set_faults(seatwarden::sandbox::Faults::default());
+    crate::fixtures::assert_clean_reconcile(&reconcile(&config).await.report);
+    assert_eq!(workspace.snapshot().accounts.len(), 3);
+    idp.shutdown().await;
+    workspace.shutdown().await;
+}
+
+/// The first page of Users the sandbox lists.
+async fn users_listed(workspace: &seatwarden::sandbox::Sandbox) -> Vec<Value> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/Users", workspace.base_url()))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["Resources"].as_array().unwrap().clone()
 }
