@@ -19,9 +19,11 @@
 //! read again on its own, as some providers leave `members` out of listings (with
 //! `attributes=members` when the plain read lacks them too), and so is one
 //! lacking Users whose own `groups` (RFC 7643 §4.1.2) name it (a provider may
-//! cap `members` in listings). One that still lacks them after a second read
-//! of the directory (a removal between the two listings shows on both sides
-//! then) fails the snapshot naming how many are missing, as its members were
+//! cap `members` in listings); disabled Users aside: a provider may list only
+//! enabled members, and such a User is counted in the Group its `groups`
+//! names (it keeps a protected group's protection). One that still lacks them
+//! after a second read of the directory (a removal between the two listings
+//! shows on both sides then) fails the snapshot naming how many are missing, as its members were
 //! left out or capped, not gone; so does one never sent with a `members`
 //! attribute when no Group shows any member, or when another Group comes with
 //! `"members": []` (the provider's empty group). A member marked as a Group

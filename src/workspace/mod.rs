@@ -9,7 +9,9 @@
 //! §4.1.2) name it is read on its own, then the workspace once more, and a group
 //! still short fails the snapshot: the provider caps `members`, and the accounts
 //! past the cap would look absent ([`ScimClient::snapshot_whole`]). Users that
-//! carry no `groups` give no such check.
+//! carry no `groups` give no such check; a deactivated account, and an entry
+//! of `"type": "indirect"` (through a nested group), are not counted: some
+//! providers list only active members, and the plan reads a group's own.
 //!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
