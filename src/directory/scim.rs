@@ -23,10 +23,10 @@
 //! enabled members, and such a User is counted in the Group its `groups`
 //! names (it keeps a protected group's protection). One that still lacks them
 //! after a second read of the directory (a removal between the two listings
-//! shows on both sides then) fails the snapshot naming how many are missing, as its members were
-//! left out or capped, not gone; so does one never sent with a `members`
-//! attribute when no Group shows any member, or when another Group comes with
-//! `"members": []` (the provider's empty group). A member marked as a Group
+//! shows on both sides then) fails the snapshot naming how many are missing,
+//! as its members were left out or capped, not gone; so does one never sent
+//! with a `members` attribute when no Group shows any member, or when another
+//! Group comes with `"members": []` (the provider's empty group). A member marked as a Group
 //! that the listing lacks is read by its id, or fails the snapshot (not found, or
 //! answered under another id: nesting goes by id); an unmarked one (`type` is
 //! optional) that is no listed User is read by its id too, and not found, is a
@@ -787,8 +787,8 @@ fn count_in_inactive_users_left_out(
     interest: &GroupInterest,
     inactive: &HashSet<String>,
 ) {
-    let everyone = HashSet::new();
-    let left_out: Vec<(String, Vec<String>)> = short_groups(people, interest, &everyone)
+    let none_aside = HashSet::new();
+    let left_out: Vec<(String, Vec<String>)> = short_groups(people, interest, &none_aside)
         .into_iter()
         .map(|short| {
             let users = short
@@ -808,7 +808,8 @@ fn count_in_inactive_users_left_out(
             tracing::debug!(
                 group = %group.display_name,
                 users = users.len(),
-                "disabled Users whose own groups name a Group its members leave out are                  counted in it"
+                "disabled Users whose own groups name a Group its members leave out are \
+                 counted in it"
             );
             group.members.extend(users);
         }
