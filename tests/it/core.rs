@@ -440,6 +440,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                             identity_id,
                             account_id: format!("a{a}"),
                             method,
+                            duplicate_of: None,
                         }
                     })
                     .collect();
