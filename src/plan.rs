@@ -56,6 +56,13 @@
 //! a complete directory, a remembered person who is absent is disputed and
 //! deleted, with the remembered accounts nobody else now claims as suspects; once
 //! a stored link says which was theirs, the others are its duplicates.
+//! Duplicates are listed too, each with the account it duplicates
+//! ([`DisputedCandidate::duplicate_of`]): a linked person the directory deletes
+//! keeps them (not orphans left active), and once their linked account is gone
+//! (deleted after the retention period) they are still that leaver's, on the
+//! same deprovisioning path, never disputed again. Only a linked account that
+//! exists unlinked (`unlink` took the decision back), or an account another
+//! deleted person's memory names too, makes the person disputed again.
 //!
 //! A dispute is reported once: an identity's item names every account that may be
 //! theirs and how each matched, and those accounts get no item of their own. An
