@@ -2720,7 +2720,10 @@ fn migration_21_keeps_remembered_disputes_and_stores_whose_duplicate_an_account_
         method: LinkMethod::Email,
         duplicate_of: None,
     };
-    assert_eq!(store.disputed_candidates().unwrap(), [disputed.clone()]);
+    assert_eq!(
+        store.disputed_candidates().unwrap(),
+        std::slice::from_ref(&disputed)
+    );
     let duplicate = DisputedCandidate {
         duplicate_of: Some("a1".into()),
         ..disputed

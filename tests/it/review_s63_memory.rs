@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use seatwarden::model::{
-    Account, ActionKind, DirectorySnapshot, DisputedCandidate, DriftKind, Identity,
-    IdentityStatus, Link, Plan, Role, WorkspaceSnapshot,
+    Account, ActionKind, DirectorySnapshot, DisputedCandidate, DriftKind, Identity, IdentityStatus,
+    Link, Plan, Role, WorkspaceSnapshot,
 };
 use seatwarden::plan::{
-    DUPLICATE_OF, DeprovisionAction, PlanSettings, Retention, is_duplicate_deprovision, plan, simulate,
+    DUPLICATE_OF, DeprovisionAction, PlanSettings, Retention, is_duplicate_deprovision, plan,
+    simulate,
 };
 use seatwarden::policy::{PolicySettings, Protected, UnmatchedAccounts, desired_state};
 
@@ -353,7 +354,11 @@ fn a_leavers_duplicate_reactivated_by_hand_is_deactivated_again() {
         "{:#?}",
         plan.drift
     );
-    assert!(plan.disputed_leavers.is_empty(), "{:#?}", plan.disputed_leavers);
+    assert!(
+        plan.disputed_leavers.is_empty(),
+        "{:#?}",
+        plan.disputed_leavers
+    );
     assert!(!world.account("a2").unwrap().active);
     // Its clock starts again: deleted a full retention period later.
     let reactivated_on = world.now - TimeDelta::days(1);
@@ -396,11 +401,9 @@ fn unlinking_a_leavers_linked_account_disputes_their_duplicate_again() {
             plan.actions
         );
         assert!(
-            plan.drift
-                .iter()
-                .any(|d| d.kind == DriftKind::DisputedMatch
-                    && d.identity_id.as_deref() == Some("i1")
-                    && d.detail.contains("a2")),
+            plan.drift.iter().any(|d| d.kind == DriftKind::DisputedMatch
+                && d.identity_id.as_deref() == Some("i1")
+                && d.detail.contains("a2")),
             "{:#?}",
             plan.drift
         );
