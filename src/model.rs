@@ -1122,11 +1122,13 @@ pub struct Plan {
     /// From an incomplete directory read, only people the read shows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_leavers: Vec<ProtectedLeaver>,
-    /// The accounts each disputed person may have, active or deactivated,
-    /// sorted: what the store remembers so that a disputed person deleted from
-    /// the directory is still tied to them (the next plan's `remembered`
-    /// input); a deactivated one forgotten would be an orphan the run after. Not part of the stored
-    /// plan: the store keeps it in a table of its own.
+    /// The accounts each disputed person may have, and each linked person's
+    /// duplicates ([`DisputedCandidate::duplicate_of`]), active or deactivated,
+    /// sorted: what the store remembers so that a person deleted from the
+    /// directory is still tied to them (the next plan's `remembered` input); a
+    /// deactivated one forgotten would be an orphan the run after, a duplicate
+    /// forgotten an orphan as soon as the person is deleted. Not part of the
+    /// stored plan: the store keeps it in a table of its own.
     #[serde(skip)]
     pub disputed_candidates: Vec<DisputedCandidate>,
 }
@@ -1293,9 +1295,9 @@ impl ProtectedByPerson {
     }
 }
 
-/// An active account that may be a disputed person's, and the rule that matched
-/// it to them. Once the directory no longer has the person, nothing else ties
-/// them to it.
+/// An account that may be a disputed person's, or that is a linked person's
+/// duplicate, and the rule that matched it to them. Once the directory no
+/// longer has the person, nothing else ties them to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisputedCandidate {
     pub identity_id: String,
@@ -1303,6 +1305,16 @@ pub struct DisputedCandidate {
     pub user_name: String,
     pub account_id: String,
     pub method: LinkMethod,
+    /// The account the person was linked to when this one was remembered as
+    /// their duplicate (a match or `seatwarden link` said which was theirs);
+    /// None while their match is disputed. Once that account is gone (deleted
+    /// after the retention period, or by hand), this is what still says the
+    /// dispute was settled: the duplicate goes on down the person's
+    /// deprovisioning path instead of being disputed again, with a `link` to
+    /// run for someone who is gone. While that account exists unlinked (`unlink`
+    /// took the decision back) the person's match is disputed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
 }
 
 impl Plan {

@@ -56,6 +56,13 @@
 //! a complete directory, a remembered person who is absent is disputed and
 //! deleted, with the remembered accounts nobody else now claims as suspects; once
 //! a stored link says which was theirs, the others are its duplicates.
+//! Duplicates are listed too, each with the account it duplicates
+//! ([`DisputedCandidate::duplicate_of`]): a linked person the directory deletes
+//! keeps them (not orphans left active), and once their linked account is gone
+//! (deleted after the retention period) they are still that leaver's, on the
+//! same deprovisioning path, never disputed again. Only a linked account that
+//! exists unlinked (`unlink` took the decision back), or an account another
+//! deleted person's memory names too, makes the person disputed again.
 //!
 //! A dispute is reported once: an identity's item names every account that may be
 //! theirs and how each matched, and those accounts get no item of their own. An
@@ -374,8 +381,14 @@ pub fn plan(
             })
             .map(|&c| c.clone()),
     );
+    // A duplicate's memory, which names the linked account, before a
+    // dispute's of the same pair: one is kept, the same every run.
     disputed_candidates.sort_unstable_by(|a, b| {
-        (&a.identity_id, &a.account_id).cmp(&(&b.identity_id, &b.account_id))
+        (&a.identity_id, &a.account_id, b.duplicate_of.is_some()).cmp(&(
+            &b.identity_id,
+            &b.account_id,
+            a.duplicate_of.is_some(),
+        ))
     });
     disputed_candidates
         .dedup_by(|a, b| (&a.identity_id, &a.account_id) == (&b.identity_id, &b.account_id));
@@ -461,7 +474,8 @@ enum Owner {
     /// The identity's account: a one-to-one stored link or a clean new match.
     Primary(u32),
     /// Matches only an identity that is linked to another account (at slot
-    /// `linked_to`).
+    /// `linked_to`; NONE once that account is gone and only the memory of a
+    /// person the directory deleted says whose duplicate it was).
     Duplicate {
         identity: u32,
         linked_to: u32,
@@ -674,7 +688,8 @@ struct Matching<'a> {
     /// Key of a remembered disputed person the directory no longer has → the
     /// userName it last had.
     remembered_names: FxHashMap<u32, &'a str>,
-    /// Remembered candidates made duplicates of their person's linked account.
+    /// Remembered duplicates of a person the directory deleted whose linked
+    /// account is gone: remembered again as they were.
     remembered_duplicates: Vec<&'a DisputedCandidate>,
 }
 
@@ -1242,6 +1257,46 @@ impl<'a> Matching<'a> {
         // such) while the person's loss of access went unrecorded.
         let mut remembered_names: FxHashMap<u32, &'a str> = FxHashMap::default();
         let mut remembered_duplicates: Vec<&'a DisputedCandidate> = Vec::new();
+        // People the directory deleted whose dispute a link settled, and whose
+        // linked account is gone since (deleted after the retention period):
+        // each remembered account of theirs that still exists was remembered
+        // as a duplicate of an account the workspace no longer has. Those stay
+        // the person's duplicates, deprovisioned as theirs; disputed again,
+        // they would wait for a `link` to a person who is gone, and never be
+        // deleted. One whose linked account still exists unlinked (`unlink`
+        // took the decision back), or a remembered account still disputed,
+        // leaves the person disputed, as does an account of theirs another
+        // deleted person's memory names too (whichever came first in the
+        // store's order would otherwise have it).
+        let deleted_people: Vec<&'a DisputedCandidate> = remembered
+            .iter()
+            .filter(|c| {
+                index.position(&c.identity_id).is_none()
+                    && account_index.position(&c.account_id).is_some()
+            })
+            .collect();
+        let mut remembered_by: FxHashMap<&'a str, (&'a str, bool)> = FxHashMap::default();
+        for candidate in &deleted_people {
+            remembered_by
+                .entry(candidate.account_id.as_str())
+                .and_modify(|(first, shared)| *shared |= *first != candidate.identity_id)
+                .or_insert((candidate.identity_id.as_str(), false));
+        }
+        let mut settled_gone: FxHashMap<&'a str, bool> = FxHashMap::default();
+        for candidate in &deleted_people {
+            let shared = remembered_by
+                .get(candidate.account_id.as_str())
+                .is_some_and(|&(_, shared)| shared);
+            let gone = !shared
+                && candidate
+                    .duplicate_of
+                    .as_deref()
+                    .is_some_and(|linked| account_index.position(linked).is_none());
+            settled_gone
+                .entry(candidate.identity_id.as_str())
+                .and_modify(|settled| *settled &= gone)
+                .or_insert(gone);
+        }
         for candidate in remembered {
             let identity_id = candidate.identity_id.as_str();
             if index.position(identity_id).is_some() {
@@ -1280,9 +1335,29 @@ impl<'a> Matching<'a> {
                         linked_to,
                         method: candidate.method,
                     };
+                }
+                // Settled, and the linked account deleted since: still theirs,
+                // remembered as it was.
+                (Owner::Orphan, None) if settled_gone.get(identity_id) == Some(&true) => {
+                    *owner = Owner::Duplicate {
+                        identity: key,
+                        linked_to: NONE,
+                        method: candidate.method,
+                    };
                     remembered_duplicates.push(candidate);
                 }
                 (Owner::Orphan | Owner::Disputed(_), None) => {
+                    // Disputed for now (another deleted person's memory names
+                    // it too): still remembered as the duplicate it was, so the
+                    // settlement is not lost with the other dispute. One whose
+                    // linked account exists unlinked is a dispute from now on.
+                    if candidate
+                        .duplicate_of
+                        .as_deref()
+                        .is_some_and(|linked| account_index.position(linked).is_none())
+                    {
+                        remembered_duplicates.push(candidate);
+                    }
                     if *owner == Owner::Orphan {
                         *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
                         details.push(format!(
@@ -1303,6 +1378,34 @@ impl<'a> Matching<'a> {
                 }
                 // Someone the directory has, or a stored link, claims it now.
                 _ => {}
+            }
+        }
+        // A settled person one of whose accounts another deleted person's
+        // dispute names is disputed after all: their duplicates are listed
+        // with it (left out, they would be neither deprovisioned nor reported),
+        // and still remembered as duplicates.
+        for candidate in &remembered_duplicates {
+            let (Some(&key), Some(slot)) = (
+                extra_index.get(candidate.identity_id.as_str()),
+                account_index.position(&candidate.account_id),
+            ) else {
+                continue;
+            };
+            if disputed.contains_key(&key)
+                && let Some(owner) = owners.get_mut(slot as usize)
+                && matches!(owner, Owner::Duplicate { .. })
+            {
+                *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                details.push(format!(
+                    "matched identity {} by {} as a duplicate of the account linked to \
+                     them, before the directory lost them",
+                    candidate.identity_id,
+                    candidate.method.as_str()
+                ));
+                suspects
+                    .entry(key)
+                    .or_default()
+                    .push((slot, Via::Rule(candidate.method)));
             }
         }
         Matching {
@@ -1711,6 +1814,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                         user_name: user_name.to_owned(),
                         account_id: account.id.clone(),
                         method,
+                        duplicate_of: None,
                     }),
                     _ => None,
                 }));
@@ -1852,6 +1956,20 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     .entry(identity)
                     .or_default()
                     .push((account, linked_to, method));
+                // Remembered with the account it duplicates: once the directory
+                // deletes the person, nothing else ties it to them (an orphan,
+                // left active), and once retention deletes their linked account
+                // this still says whose it was. One whose linked account is
+                // gone already is remembered as it was (see `plan`).
+                if let Some(linked) = m.at(linked_to) {
+                    self.out.disputed_candidates.push(DisputedCandidate {
+                        identity_id: m.id_of(identity).to_owned(),
+                        user_name: m.user_name_of(identity).to_owned(),
+                        account_id: account.id.clone(),
+                        method,
+                        duplicate_of: Some(linked.id.clone()),
+                    });
+                }
             }
         }
         // Every identity once: desired ones, then linked ones the desired state lacks
@@ -1916,6 +2034,18 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         for (_, key) in unclaimed {
             one(self, &mut claimed, key, None, None);
         }
+        // People the directory deleted with no account left by a link (it was
+        // deleted after the retention period), only remembered duplicates: no
+        // list above has them, and their duplicates go the same way.
+        let mut linkless: Vec<(&'a str, u32)> = duplicates
+            .keys()
+            .filter(|&&key| m.identity(key).is_none() && m.primary_of(key).is_none())
+            .map(|&key| (m.id_of(key), key))
+            .collect();
+        linkless.sort_unstable();
+        for (_, key) in linkless {
+            one(self, &mut claimed, key, None, None);
+        }
     }
 
     fn identity(
@@ -1933,7 +2063,15 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             .as_ref()
             .map(|w| w.spec.user_name)
             .or_else(|| m.identity(key).map(|i| i.user_name.as_str()))
-            .or_else(|| self.settings.protected.departed_name(identity_id));
+            .or_else(|| self.settings.protected.departed_name(identity_id))
+            // Deleted, with no linked account left: the name their remembered
+            // duplicates keep, as a disputed leaver is known (and protected) by.
+            .or_else(|| {
+                primary
+                    .is_none()
+                    .then(|| m.remembered_names.get(&key).copied())
+                    .flatten()
+            });
         if let Some(protected_name) = directory_user_name.filter(|u| self.protected(u)) {
             // Every account of a protected person is left alone, whatever its own
             // userName: protection only ever adds. One whose own userName is not
@@ -2061,10 +2199,13 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             for &(dupe, linked_to, method) in dupes {
                 // Under its own userName, as while the person is active: the
                 // reader must see that a second account goes, and whose it was.
-                let linked_to = m.at(linked_to).map_or("", |a| a.id.as_str());
+                let linked = match m.at(linked_to) {
+                    Some(linked) => format!("linked to account {}", linked.id),
+                    None => "whose linked account is gone from the workspace".to_owned(),
+                };
                 let why = format!(
-                    "{DUPLICATE_OF}{subject} (identity {identity_id}, linked to account \
-                     {linked_to}; matched by {}): {why}",
+                    "{DUPLICATE_OF}{subject} (identity {identity_id}, {linked}; matched by {}): \
+                     {why}",
                     method.as_str()
                 );
                 self.revoke(identity_id, &dupe.user_name, dupe, &why, suspended);
@@ -4507,6 +4648,7 @@ mod tests {
             user_name: format!("{identity}@ex.com"),
             account_id: account.into(),
             method,
+            duplicate_of: None,
         }
     }
 
@@ -4613,11 +4755,18 @@ mod tests {
         );
     }
 
+    fn duplicate(identity: &str, account: &str, method: LinkMethod, of: &str) -> DisputedCandidate {
+        DisputedCandidate {
+            duplicate_of: Some(of.into()),
+            ..candidate(identity, account, method)
+        }
+    }
+
     /// `seatwarden link` settles a deleted person's dispute: the linked account
     /// is deprovisioned as a deleted person's, and the other that matched them
     /// with it as a duplicate, remembered while it exists (forgotten once
     /// deactivated, it would be an orphan: never deleted after the retention
-    /// period).
+    /// period), with the account it duplicates.
     #[test]
     fn linking_a_deleted_disputed_person_deprovisions_their_accounts() {
         let mut fx = disputed_by_name_and_email();
@@ -4644,13 +4793,156 @@ mod tests {
         assert!(is_duplicate_deprovision(&plan.actions[1]));
         assert_eq!(
             plan.disputed_candidates,
-            [candidate("a", "2", LinkMethod::Email)]
+            [duplicate("a", "2", LinkMethod::Email, "1")]
         );
         let again = fx.replan();
         assert!(again.actions.is_empty(), "{:#?}", again.actions);
         assert_eq!(
             again.disputed_candidates,
-            [candidate("a", "2", LinkMethod::Email)]
+            [duplicate("a", "2", LinkMethod::Email, "1")]
+        );
+    }
+
+    /// A linked person's duplicate is remembered with the account it
+    /// duplicates while they are in the directory: once it deletes them,
+    /// nothing else ties it to them (an orphan, left active), and it goes with
+    /// their linked account.
+    #[test]
+    fn a_linked_persons_duplicate_is_remembered_and_goes_when_they_are_deleted() {
+        let mut fx = disputed_by_name_and_email();
+        fx.links = vec![link("a", "1")];
+        let active = fx.plan();
+        assert!(
+            active
+                .actions
+                .iter()
+                .all(|a| a.kind.account_id() != Some("2")),
+            "{:#?}",
+            active.actions
+        );
+        assert_eq!(
+            active.disputed_candidates,
+            [duplicate("a", "2", LinkMethod::Email, "1")]
+        );
+        fx.identities.clear();
+        fx.remembered = active.disputed_candidates;
+        let deleted = fx.plan();
+        assert!(
+            drift_of(&deleted, DriftKind::OrphanedAccount).is_empty(),
+            "{deleted:#?}"
+        );
+        assert_eq!(
+            kinds(&deleted),
+            [
+                &ActionKind::Deactivate {
+                    account_id: "1".into()
+                },
+                &ActionKind::Deactivate {
+                    account_id: "2".into()
+                },
+            ]
+        );
+        assert!(is_duplicate_deprovision(&deleted.actions[1]));
+    }
+
+    /// Once the linked account of a settled leaver is gone (retention deleted
+    /// it), their remembered duplicate is still theirs: deleted at its own due
+    /// time as their duplicate, reactivated by hand deactivated again, and
+    /// never disputed again with a `link` to run for someone who is gone.
+    #[test]
+    fn a_settled_leavers_duplicate_stays_theirs_once_their_linked_account_is_gone() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.accounts.remove(0);
+        fx.accounts[0].active = false;
+        fx.remembered = vec![duplicate("a", "2", LinkMethod::Email, "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.drift.is_empty(), "{:#?}", plan.drift);
+        assert_eq!(plan.disputed_candidates, fx.remembered);
+
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.settings.retention = Retention {
+            delete_after: TimeDelta::days(30),
+            deactivated_since: [("2".to_owned(), now - TimeDelta::days(29))].into(),
+            now,
+        };
+        let waiting = fx.plan();
+        assert!(waiting.actions.is_empty(), "{:#?}", waiting.actions);
+        assert_eq!(waiting.retained, ["2"]);
+        fx.settings.retention.now = now + TimeDelta::days(1);
+        let due = fx.plan();
+        assert_eq!(
+            kinds(&due),
+            [&ActionKind::Delete {
+                account_id: "2".into(),
+                deactivated_since: Some(now - TimeDelta::days(29)),
+                frees_user_name: None,
+            }]
+        );
+        assert!(
+            due.actions[0].detail.starts_with(
+                "duplicate account of a@ex.com (identity a, whose linked account is gone \
+                 from the workspace; matched by email): identity was deleted from the \
+                 directory; account deactivated since"
+            ),
+            "{}",
+            due.actions[0].detail
+        );
+
+        fx.accounts[0].active = true;
+        let reactivated = fx.plan();
+        assert_eq!(
+            kinds(&reactivated),
+            [&ActionKind::Deactivate {
+                account_id: "2".into()
+            }]
+        );
+        assert!(is_duplicate_deprovision(&reactivated.actions[0]));
+        assert!(reactivated.disputed_leavers.is_empty());
+    }
+
+    /// While the account the duplicate was remembered against exists unlinked
+    /// (`unlink` took the decision back), or another deleted person's dispute
+    /// names one of their accounts, the leaver is disputed: nothing is
+    /// deprovisioned as theirs on the strength of a withdrawn link.
+    #[test]
+    fn a_leavers_duplicate_is_disputed_again_when_the_link_is_withdrawn() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        // Deactivated as theirs before the unlink (`unlink` refuses to leave a
+        // leaver's account active).
+        fx.accounts[0].active = false;
+        fx.remembered = vec![duplicate("a", "2", LinkMethod::Email, "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(plan.disputed_leavers.len(), 1, "{plan:#?}");
+        assert_eq!(plan.disputed_leavers[0].accounts, ["2"]);
+
+        // Account 1 gone, but account 2 also in another leaver's dispute.
+        fx.accounts.remove(0);
+        fx.remembered = vec![
+            duplicate("a", "2", LinkMethod::Email, "1"),
+            candidate("b", "2", LinkMethod::UserName),
+        ];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let leavers: Vec<(&str, &[String])> = plan
+            .disputed_leavers
+            .iter()
+            .map(|l| (l.identity_id.as_str(), l.accounts.as_slice()))
+            .collect();
+        assert_eq!(
+            leavers,
+            [("a", &["2".to_owned()][..]), ("b", &["2".to_owned()][..])]
+        );
+        assert_eq!(
+            plan.disputed_candidates,
+            [
+                duplicate("a", "2", LinkMethod::Email, "1"),
+                candidate("b", "2", LinkMethod::UserName),
+            ]
         );
     }
 

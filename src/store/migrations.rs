@@ -608,7 +608,7 @@ ALTER TABLE alerts ADD COLUMN thread_root TEXT;
 ALTER TABLE outbox ADD COLUMN in_reply_to TEXT;
 "#;
 
-/// Migration 15: the active accounts each disputed person may have
+/// Migration 15: the accounts each disputed person may have
 /// (`Plan::disputed_candidates`), replaced whole by each reconcile that read both
 /// sides whole. Once the directory no longer has a disputed person, this is all
 /// that ties them to those accounts. Not pruned with the runs: a person may be
@@ -678,6 +678,17 @@ pub(crate) const M_DIRECTORY_REFUSED_WHY: &str = r#"
 ALTER TABLE runs ADD COLUMN directory_refused_why TEXT;
 "#;
 
+/// Migration 21: `disputed_candidates.duplicate_of`, the account a person was
+/// linked to when the row was remembered as their duplicate (NULL: a disputed
+/// match). Once retention deletes that account, it is all that says the
+/// person's dispute was settled, so their duplicate is deprovisioned (and
+/// deleted at its own due time) instead of disputed again for good. Rows of an
+/// older database are disputes (NULL): a duplicate among them is marked again
+/// by the first reconcile that still finds its person's linked account.
+pub(crate) const M_DUPLICATE_OF: &str = r#"
+ALTER TABLE disputed_candidates ADD COLUMN duplicate_of TEXT;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -699,6 +710,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_EXCEPTED_UNTIL,
     M_DIRECTORY_REFUSED,
     M_DIRECTORY_REFUSED_WHY,
+    M_DUPLICATE_OF,
 ];
 
 /// The schema version this binary writes.

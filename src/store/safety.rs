@@ -809,12 +809,12 @@ impl Store {
     // ---- disputed matches remembered -------------------------------------------------
 
     /// What the last reconcile that read both sides whole remembered of disputed
-    /// matches, sorted by identity and account.
+    /// matches and linked people's duplicates, sorted by identity and account.
     pub fn disputed_candidates(&self) -> Result<Vec<DisputedCandidate>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT identity_id, account_id, user_name, method FROM disputed_candidates \
-                 ORDER BY identity_id, account_id",
+                "SELECT identity_id, account_id, user_name, method, duplicate_of \
+                 FROM disputed_candidates ORDER BY identity_id, account_id",
             )
             .and_then(|mut stmt| {
                 stmt.query_map([], |row| {
@@ -823,6 +823,7 @@ impl Store {
                         account_id: row.get(1)?,
                         user_name: row.get(2)?,
                         method: codec::link_method(row, 3)?,
+                        duplicate_of: row.get(4)?,
                     })
                 })?
                 .collect()
@@ -845,7 +846,8 @@ impl Store {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO disputed_candidates \
-                     (identity_id, account_id, user_name, method) VALUES (?1, ?2, ?3, ?4)",
+                     (identity_id, account_id, user_name, method, duplicate_of) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .context(context)?;
             for candidate in candidates {
@@ -854,7 +856,8 @@ impl Store {
                         candidate.identity_id,
                         candidate.account_id,
                         candidate.user_name,
-                        candidate.method.as_str()
+                        candidate.method.as_str(),
+                        candidate.duplicate_of
                     ])
                     .context(context)?;
             }

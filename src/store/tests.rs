@@ -2665,6 +2665,7 @@ fn remembered_disputes_are_replaced_whole() {
         user_name: format!("{identity}@example.com"),
         account_id: account.into(),
         method,
+        duplicate_of: None,
     };
     let mut store = Store::open_in_memory().unwrap();
     assert!(store.disputed_candidates().unwrap().is_empty());
@@ -2693,6 +2694,44 @@ fn remembered_disputes_are_replaced_whole() {
     );
     assert!(!store.remembers_disputed("p1").unwrap());
     assert!(store.remembers_disputed("p2").unwrap());
+}
+
+/// Migration 21: a database remembered disputes before duplicates were
+/// remembered with the account their person was linked to. Its rows upgrade
+/// as disputes (no `duplicate_of`), and a duplicate's is stored and read back.
+#[test]
+fn migration_21_keeps_remembered_disputes_and_stores_whose_duplicate_an_account_is() {
+    use crate::model::DisputedCandidate;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v20.db");
+    database_at_version(&path, 20, |tx| {
+        tx.execute_batch(
+            "INSERT INTO disputed_candidates (identity_id, account_id, user_name, method)
+             VALUES ('p1', 'a2', 'ann', 'email');",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    let disputed = DisputedCandidate {
+        identity_id: "p1".into(),
+        user_name: "ann".into(),
+        account_id: "a2".into(),
+        method: LinkMethod::Email,
+        duplicate_of: None,
+    };
+    assert_eq!(
+        store.disputed_candidates().unwrap(),
+        std::slice::from_ref(&disputed)
+    );
+    let duplicate = DisputedCandidate {
+        duplicate_of: Some("a1".into()),
+        ..disputed
+    };
+    store
+        .replace_disputed_candidates(std::slice::from_ref(&duplicate))
+        .unwrap();
+    assert_eq!(store.disputed_candidates().unwrap(), [duplicate]);
 }
 
 /// The report the daemon restores its reconcile gauges from: the newest

@@ -76,6 +76,7 @@ fn a_departed_persons_duplicate_stays_theirs_once_deactivated() {
             user_name: "ann".into(),
             account_id: "a2".into(),
             method: LinkMethod::Email,
+            duplicate_of: None,
         }],
     );
     for unmatched in [UnmatchedAccounts::Report, UnmatchedAccounts::Deactivate] {
