@@ -259,3 +259,107 @@ fn a_disputed_matchs_commands_carry_the_identity_as_one_word() {
     let (identity, _, _) = link_of(&link["sudo ".len()..]);
     assert_eq!(identity, ODD_IDENTITY);
 }
+
+/// A workspace that refuses the token, with an error body that echoes the
+/// request's bearer token back (a debugging proxy's habit).
+async fn refusing_workspace() -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(
+            wiremock::ResponseTemplate::new(401).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": "401",
+                "detail": "token t0ken is not valid (Authorization: Bearer t0ken)"
+            })),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A reconcile run by hand that failed: `status` said `run 1 failed` and not
+/// why; the reason its run recorded is on the line now (and `error` in the
+/// JSON's `last_reconcile`), on one line, without the token.
+#[tokio::test]
+async fn status_says_why_the_last_reconcile_failed_reading_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = refusing_workspace().await;
+    let config = crate::fixtures::ada_config(&server.uri(), dir.path(), "active");
+    let store = seatwarden::store::Store::open(&config.state.path).unwrap();
+    let failed = seatwarden::run::execute(&config, store, seatwarden::run::Mode::Reconcile).await;
+    assert!(failed.is_err(), "the run failed");
+
+    let status = crate::review_s62_status::status_now(&config);
+    let text = seatwarden::daemon::status::render_text(&status);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" failed"), "{line}");
+    assert!(line.contains("; error: reading the workspace: "), "{line}");
+    assert!(line.contains("401"), "{line}");
+    assert!(!text.contains("t0ken"), "{text}");
+    let json = serde_json::to_value(&status).unwrap();
+    let error = json["last_reconcile"]["error"].as_str().unwrap();
+    assert!(error.starts_with("reading the workspace: "), "{error}");
+    assert!(!error.contains("t0ken"), "{error}");
+    assert!(!error.contains('\n'), "{error:?}");
+}
+
+/// A directory that cannot be read (its export gone): the line names it.
+#[tokio::test]
+async fn status_says_why_the_last_reconcile_failed_reading_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace =
+        crate::fixtures::sandbox("t0ken", seatwarden::model::WorkspaceSnapshot::default()).await;
+    let config = crate::fixtures::ada_config(workspace.base_url().as_str(), dir.path(), "active");
+    std::fs::remove_file(dir.path().join("directory.json")).unwrap();
+    let store = seatwarden::store::Store::open(&config.state.path).unwrap();
+    let failed = seatwarden::run::execute(&config, store, seatwarden::run::Mode::Reconcile).await;
+    assert!(failed.is_err(), "the run failed");
+
+    let text =
+        seatwarden::daemon::status::render_text(&crate::review_s62_status::status_now(&config));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("; error: reading the directory: "), "{line}");
+    assert!(line.contains("directory.json"), "{line}");
+    workspace.shutdown().await;
+}
+
+/// A directory the source check rejected (an empty export): the reconcile
+/// `succeeded` and planned nothing (exit 5), and `status` said `succeeded, no
+/// actions`, as for a workspace in line. It says the snapshot was rejected and
+/// why now (`last_reconcile_directory_rejected` in the JSON).
+#[tokio::test]
+async fn status_says_the_last_reconcile_rejected_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace =
+        crate::fixtures::sandbox("t0ken", seatwarden::model::WorkspaceSnapshot::default()).await;
+    let config = crate::fixtures::ada_config(workspace.base_url().as_str(), dir.path(), "active");
+    std::fs::write(dir.path().join("directory.json"), r#"{"users": []}"#).unwrap();
+    let store = seatwarden::store::Store::open(&config.state.path).unwrap();
+    let _ = seatwarden::run::execute(&config, store, seatwarden::run::Mode::Reconcile).await;
+
+    let status = crate::review_s62_status::status_now(&config);
+    let text = seatwarden::daemon::status::render_text(&status);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(
+            "its directory snapshot was REJECTED (the directory returned no identities; \
+             nothing was planned from it)"
+        ),
+        "{line}"
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        json["last_reconcile_directory_rejected"],
+        "the directory returned no identities; nothing was planned from it"
+    );
+    workspace.shutdown().await;
+}
