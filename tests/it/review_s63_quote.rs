@@ -329,6 +329,84 @@ async fn status_says_why_the_last_reconcile_failed_reading_the_directory() {
     workspace.shutdown().await;
 }
 
+/// Answers `/Groups` in pages of two (`totalResults` 3), ahead of any other
+/// `/Groups` answer mounted.
+async fn mount_three_groups_in_pages(idp: &wiremock::MockServer) {
+    let page = |start: usize, names: &[&str]| {
+        let resources: Vec<serde_json::Value> = names
+            .iter()
+            .map(|name| serde_json::json!({"id": format!("g-{name}"), "displayName": name}))
+            .collect();
+        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 3, "startIndex": start,
+            "itemsPerPage": resources.len(), "Resources": resources,
+        }))
+    };
+    for (start, names) in [(1, &["Taskade Users", "Sales"][..]), (3, &["Support"][..])] {
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/scim/v2/Groups"))
+            .and(wiremock::matchers::query_param(
+                "startIndex",
+                start.to_string(),
+            ))
+            .respond_with(page(start, names))
+            .with_priority(1)
+            .mount(idp)
+            .await;
+    }
+}
+
+/// `check-config --connect` against a SCIM directory reads every User and
+/// every group's name, page by page, and said nothing until all was read:
+/// it says on stderr when the directory's check starts and what it listed,
+/// as a run's directory read does; stdout (the configuration) is unchanged.
+#[tokio::test]
+async fn check_config_connect_says_on_stderr_what_it_reads_of_the_directory() {
+    let idp = wiremock::MockServer::start().await;
+    crate::scim_directory::mount_people(&idp, &crate::scim_directory::THREE, 3).await;
+    mount_three_groups_in_pages(&idp).await;
+    let workspace = crate::fixtures::sandbox(
+        "workspace-token",
+        seatwarden::model::WorkspaceSnapshot::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::scim_directory::small_config(dir.path(), &idp, &workspace, "page_size = 2\n", "");
+    let config = dir.path().join("seatwarden.toml");
+
+    let (plain, connected) = tokio::task::spawn_blocking(move || {
+        (
+            run(&config, &["check-config"]),
+            run(&config, &["check-config", "--connect"]),
+        )
+    })
+    .await
+    .unwrap();
+    let (code, out, err) = connected;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out, plain.1,
+        "stdout is the configuration, as without --connect"
+    );
+    let checking = err
+        .find("checking the directory")
+        .unwrap_or_else(|| panic!("{err}"));
+    let listed = err
+        .find("directory groups listed")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(checking < listed, "{err}");
+    assert!(err.contains("groups=3"), "{err}");
+    // Both Groups pages were read.
+    let requests = idp.received_requests().await.unwrap();
+    assert!(
+        requests.iter().any(|r| r.url.path() == "/scim/v2/Groups"
+            && r.url.query().is_some_and(|q| q.contains("startIndex=3"))),
+        "{requests:?}"
+    );
+    workspace.shutdown().await;
+}
+
 /// A directory the source check rejected (an empty export): the reconcile
 /// `succeeded` and planned nothing (exit 5), and `status` said `succeeded, no
 /// actions`, as for a workspace in line. It says the snapshot was rejected and
