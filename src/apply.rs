@@ -3476,6 +3476,7 @@ mod tests {
     /// The `link` a refused claim names takes the provider's ids as one word
     /// each, and an id that starts with `-` after `--`.
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn a_refused_claim_quotes_the_ids_of_its_link_command() {
         let account = crate::model::Account {
             id: "ws 1".into(),
