@@ -289,9 +289,9 @@ impl AlertCondition {
                 ));
                 if let Some(first) = people.first() {
                     lines.push(format!(
-                        "`{admin} explain {}` tells one person's whole story; `{admin} status` lists \
-                         every held deprovision.",
-                        first.identity_id
+                        "`{}` tells one person's whole story; `{admin} status` lists every held \
+                         deprovision.",
+                        crate::model::admin_command_line(admin, "explain", &[&first.identity_id], &[])
                     ));
                 }
                 lines.push(
@@ -312,7 +312,8 @@ impl AlertCondition {
                 ),
                 format!(
                     "`{admin} status` shows why it is still open (held, or the last error of its \
-                     attempts); `{admin} explain {identity_id}` tells the whole story."
+                     attempts); `{}` tells the whole story.",
+                    crate::model::admin_command_line(admin, "explain", &[identity_id], &[])
                 ),
             ],
             AlertCondition::DirectorySnapshotRejected { reason } => vec![
@@ -1215,8 +1216,13 @@ fn overdue_lines(
     }
     lines.push(format!(
         "`{admin} status` shows each one's state (held, or the last error of its attempts); \
-         `{admin} explain {}` tells one person's whole story.",
-        people.first().map_or("PERSON", |e| e.identity_id.as_str())
+         `{}` tells one person's whole story.",
+        crate::model::admin_command_line(
+            admin,
+            "explain",
+            &[people.first().map_or("PERSON", |e| e.identity_id.as_str())],
+            &[]
+        )
     ));
     lines
 }

@@ -2898,18 +2898,28 @@ fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> R
         (Some(other), _) if other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, which is linked to identity {other}; \
              seatwarden never moves an account to another person on its own: if it is really \
-             theirs, `seatwarden link {identity_id} {} --replace`; {free_it}",
-            account.user_name, account.id, account.id
+             theirs, `{}`; {free_it}",
+            account.user_name,
+            account.id,
+            link_command(&[identity_id, &account.id], &["--replace"])
         )),
         (None, Some(other)) if !other.is_empty() && other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, whose externalId {other:?} names someone \
              else; seatwarden never gives a person an account another identity claims on its \
              own: the next run plans it as matching finds it, and if it is really theirs, \
-             `seatwarden link {identity_id} {}`; {free_it}",
-            account.user_name, account.id, account.id
+             `{}`; {free_it}",
+            account.user_name,
+            account.id,
+            link_command(&[identity_id, &account.id], &[])
         )),
         _ => Ok(()),
     }
+}
+
+/// The `seatwarden link` a failed create's message tells a person to run. The
+/// executor does not know `report.admin_command`, so it is spelled the default way.
+fn link_command(ids: &[&str], options: &[&str]) -> String {
+    crate::model::admin_command_line(crate::model::DEFAULT_ADMIN_COMMAND, "link", ids, options)
 }
 
 /// Of the accounts holding the userName a create asked for (each with the
@@ -2947,8 +2957,9 @@ fn claim(
         return Err(format!(
             "userName {user_name:?} is held by {} accounts, {ids}, {which}: seatwarden links \
              none of them on its own; the next run reports them as a disputed match, and \
-             `seatwarden link {identity_id} ACCOUNT` settles it",
-            holders.len()
+             `{}` settles it",
+            holders.len(),
+            link_command(&[identity_id, "ACCOUNT"], &[])
         ));
     } else if several {
         holders
@@ -3460,6 +3471,37 @@ mod tests {
             assert!(why.contains("link 00u1 ACCOUNT"), "{why}");
             assert!(!why.contains("  "), "{why:?}");
         }
+    }
+
+    /// The `link` a refused claim names takes the provider's ids as one word
+    /// each, and an id that starts with `-` after `--`.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_refused_claim_quotes_the_ids_of_its_link_command() {
+        let account = crate::model::Account {
+            id: "ws 1".into(),
+            user_name: "ada@ex.com".into(),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: Vec::new(),
+        };
+        let why = super::claimable(&account, "it's $(x)", Some("00u9")).unwrap_err();
+        assert!(
+            why.contains(r"`seatwarden link 'it'\''s $(x)' 'ws 1' --replace`"),
+            "{why}"
+        );
+        let why = super::claimable(&account, "-abc", Some("00u9")).unwrap_err();
+        assert!(
+            why.contains("`seatwarden link --replace -- -abc 'ws 1'`"),
+            "{why}"
+        );
+        let holders = vec![(account.clone(), None), (account, None)];
+        let why = super::claim(holders, "-abc", "ada@ex.com").unwrap_err();
+        assert!(why.contains("`seatwarden link -- -abc ACCOUNT`"), "{why}");
     }
 
     /// A recovery's batched `userName eq … or …` read whose answer filled a page

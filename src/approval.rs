@@ -127,7 +127,8 @@ use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
     Account, AccountRef, Action, ActionClass, ActionKind, Attribute, AttributeChange,
-    DirectorySnapshot, GroupRef, HoldReason, NewLink, Plan, WorkspaceSnapshot, same_ci, same_name,
+    DirectorySnapshot, GroupRef, HoldReason, NewLink, Plan, WorkspaceSnapshot, admin_command_line,
+    same_ci, same_name,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report, plural};
@@ -516,7 +517,12 @@ struct MadeSince {
 }
 
 impl MadeSince {
-    fn new(workspace: &WorkspaceSnapshot, store: &Store, run: RunId) -> Result<Self, StoreError> {
+    fn new(
+        workspace: &WorkspaceSnapshot,
+        store: &Store,
+        run: RunId,
+        admin_command: &str,
+    ) -> Result<Self, StoreError> {
         let mut made = MadeSince {
             groups: HashMap::new(),
             accounts: HashMap::new(),
@@ -574,8 +580,9 @@ impl MadeSince {
                     "the account with the userName {user_name} its create asked for ({}) \
                          names identity {other} by externalId: it is theirs, not the one the \
                          create asked for; if it is {identity_id}'s, set its externalId or \
-                         `link {identity_id} {}`, and the next reconcile plans the memberships",
-                    account.id, account.id
+                         `{}`, and the next reconcile plans the memberships",
+                    account.id,
+                    admin_command_line(admin_command, "link", &[&identity_id, &account.id], &[])
                 )),
                 _ => Ok(account.id.clone()),
             };
@@ -1522,7 +1529,7 @@ pub async fn approve_read_ahead(
                 });
             }
         }
-        let made = MadeSince::new(&workspace, &store, run)?;
+        let made = MadeSince::new(&workspace, &store, run, &config.admin_command())?;
         // Account → the identity its stored link names now.
         let linked: HashMap<String, String> = store
             .links()?
@@ -2429,8 +2436,9 @@ pub fn link_checked(
                  would never change the account again (every account of a protected person \
                  is left alone), not even when it is due to be deactivated. If the account \
                  is theirs, protect it too (or take them out of safety.protected), then run \
-                 `{admin_command} link {identity_id} {account_id}` again",
-                account.user_name
+                 `{}` again",
+                account.user_name,
+                admin_command_line(&admin_command, "link", &[identity_id, account_id], &[])
             )));
         }
         if account_protected && !person_protected {
@@ -2442,8 +2450,9 @@ pub fn link_checked(
                  and identity {identity_id}{named} is not: linked, their access would be one \
                  seatwarden never takes away, not even when they leave. If the account is \
                  theirs, protect them too (or take the account out of safety.protected), then \
-                 run `{admin_command} link {identity_id} {account_id}` again",
-                account.user_name
+                 run `{}` again",
+                account.user_name,
+                admin_command_line(&admin_command, "link", &[identity_id, account_id], &[])
             )));
         }
     }
@@ -2478,12 +2487,13 @@ pub fn link_checked(
                 "account {account_id}{account_name} matches identity {}{} by {by} (not \
                  linked yet): linked to {identity_id}{}, the next reconcile would rename it \
                  to their userName and give {} a new, empty account. Check the account id \
-                 (`{admin_command} explain {identity_id}` shows the accounts that may be \
-                 theirs); if it is {identity_id}'s all the same, pass --replace",
+                 (`{}` shows the accounts that may be theirs); if it is {identity_id}'s all \
+                 the same, pass --replace",
                 other.identity_id,
                 user_name(&other.identity_id),
                 user_name(identity_id),
                 other.identity_id,
+                admin_command_line(&admin_command, "explain", &[identity_id], &[]),
             )));
         }
     }
@@ -2547,8 +2557,8 @@ pub fn link(
         {
             return refuse(format!(
                 "{identity_id:?} is a workspace account and {account_id:?} a directory \
-                 identity: `link` takes the identity first, `{admin_command} link \
-                 {account_id} {identity_id}`"
+                 identity: `link` takes the identity first, `{}`",
+                admin_command_line(admin_command, "link", &[account_id, identity_id], &[])
             ));
         }
         return refuse(format!(
@@ -2605,10 +2615,16 @@ pub fn link(
             })
             .collect();
         return refuse(format!(
-            "already linked: {}. Check the ids (`{admin_command} explain {identity_id}` shows \
-             the accounts that may be theirs); if the link is right all the same, pass \
-             --replace: `{admin_command} link {identity_id} {account_id} --replace`",
-            existing.join("; ")
+            "already linked: {}. Check the ids (`{}` shows the accounts that may be theirs); \
+             if the link is right all the same, pass --replace: `{}`",
+            existing.join("; "),
+            admin_command_line(admin_command, "explain", &[identity_id], &[]),
+            admin_command_line(
+                admin_command,
+                "link",
+                &[identity_id, account_id],
+                &["--replace"]
+            )
         ));
     }
     // One transaction: the link, the ledger changes and the audit row are one
@@ -2735,7 +2751,12 @@ pub fn unlink(
             if !linked.is_empty() {
                 let commands: Vec<String> = linked
                     .iter()
-                    .map(|account| format!("`{admin_command} unlink {account}`"))
+                    .map(|account| {
+                        format!(
+                            "`{}`",
+                            admin_command_line(&admin_command, "unlink", &[account], &[])
+                        )
+                    })
                     .collect();
                 return refuse(format!(
                     "{account_id:?} is a directory identity's id, not a workspace account's: \
@@ -2751,10 +2772,11 @@ pub fn unlink(
         }
         return refuse(format!(
             "account {account_id}{} has no stored link: nothing to undo. Until a reconcile \
-             links it, a rule may match it to someone each run (`{admin_command} explain \
-             {account_id}` says whom and by what); `{admin_command} link IDENTITY \
-             {account_id}` gives it to a person",
-            account_named(&workspace, account_id)
+             links it, a rule may match it to someone each run (`{}` says whom and by \
+             what); `{}` gives it to a person",
+            account_named(&workspace, account_id),
+            admin_command_line(&admin_command, "explain", &[account_id], &[]),
+            admin_command_line(&admin_command, "link", &["IDENTITY", account_id], &[])
         ));
     };
     let after = crate::explain::after_unlink(config, store, &link, now).map_err(|e| match e {
@@ -2769,10 +2791,16 @@ pub fn unlink(
         return refuse(format!(
             "account {account_id}{account} matches identity {}{person} by {rule}: unlinked, \
              the next reconcile would match it to them again and store the link anew, so \
-             nothing would change. If the account is someone else's, `{admin_command} link \
-             OWNER {account_id} --replace` gives it to them; if it is nobody's, change its \
-             {rule} (in the workspace, or the person's in the directory) first",
-            link.identity_id
+             nothing would change. If the account is someone else's, `{}` gives it to \
+             them; if it is nobody's, change its {rule} (in the workspace, or the person's \
+             in the directory) first",
+            link.identity_id,
+            admin_command_line(
+                &admin_command,
+                "link",
+                &["OWNER", account_id],
+                &["--replace"]
+            )
         ));
     }
     let episodes: Vec<crate::sla::LedgerEntry> = store
@@ -2802,9 +2830,16 @@ pub fn unlink(
         return refuse(format!(
             "identity {}{person} lost access and account {account_id}{account} is theirs by \
              this link: {due}. Unlinked, it would stay active ({}). If the account is \
-             someone else's, `{admin_command} link OWNER {account_id} --replace` gives it to \
-             them; if it is the person's or nobody's, let the deprovision take it",
-            link.identity_id, after.account
+             someone else's, `{}` gives it to them; if it is the person's or nobody's, let \
+             the deprovision take it",
+            link.identity_id,
+            after.account,
+            admin_command_line(
+                &admin_command,
+                "link",
+                &["OWNER", account_id],
+                &["--replace"]
+            )
         ));
     }
     // One transaction: the link removal, the ledger change and the audit row are

@@ -493,7 +493,8 @@ account for a protected person, no state database),
 
 Example:
   seatwarden explain emma.novak@example.com     lists the candidate accounts
-  seatwarden link 00u1004 ws-0005")]
+  seatwarden link 00u1004 ws-0005
+  seatwarden link -- -x7f2 ws-0005      an id that starts with - goes after --")]
     Link {
         /// The directory identity id.
         identity: String,
@@ -530,7 +531,8 @@ writer lock after --lock-timeout: nothing was done.
 Example, an account left alone for a protected person it does not belong to (the
 report's PROTECTED BY PERSON), a contractor's nobody in the directory owns:
   seatwarden explain ws-0007     shows the link and who made it
-  seatwarden unlink ws-0007")]
+  seatwarden unlink ws-0007
+  seatwarden unlink -- -x7f2     an id that starts with - goes after --")]
     Unlink {
         /// The workspace account (SCIM) id whose link goes.
         account: String,

@@ -178,11 +178,32 @@ async fn directory(config: &Config) -> Check {
     };
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
+    // The check's long reads (a SCIM directory's every User, every group's name)
+    // take minutes on a large directory, and its lines are printed only once
+    // every side is done: said on stderr as a run's directory read says it
+    // ([`crate::run::read_directory`]), so the command does not look hung.
+    let started = std::time::Instant::now();
+    let elapsed = || format!("{:.1}s", started.elapsed().as_secs_f64());
+    tracing::info!(source = %source.describe(), "checking the directory");
     let outcome = match source.probe().await {
         Ok(proven) => {
+            tracing::info!(
+                source = %source.describe(),
+                elapsed = %elapsed(),
+                "directory probed; listing every group's name"
+            );
             // What the probe proved stands: a listing that fails here is said,
             // not made the check's failure (a run would fail on it, and say so).
-            match source.group_names().await {
+            let listed = source.group_names().await;
+            if let Ok(Some(listed)) = &listed {
+                tracing::info!(
+                    groups = listed.names.len(),
+                    source = %source.describe(),
+                    elapsed = %elapsed(),
+                    "directory groups listed"
+                );
+            }
+            match listed {
                 Ok(Some(listed)) => {
                     warnings = look_alike_warnings(config, &listed.names);
                     notes = distinct_notes(config, &listed.names);

@@ -69,7 +69,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard;
 use crate::model::{
     Account, AccountRef, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason, Identity,
-    Link, LinkMethod, NewLink, WorkspaceSnapshot, shell_word,
+    Link, LinkMethod, NewLink, WorkspaceSnapshot,
 };
 use crate::plan;
 use crate::policy;
@@ -1276,12 +1276,11 @@ impl View<'_> {
             (l.identity_id == identity_id) != (l.account_id == account_id)
                 && (l.identity_id == identity_id || l.account_id == account_id)
         });
-        format!(
-            "{} link {} {}{}",
-            self.config.admin_command(),
-            shell_word(&clean(identity_id)),
-            shell_word(&clean(account_id)),
-            if moves { " --replace" } else { "" }
+        crate::model::admin_command_line(
+            &self.config.admin_command(),
+            "link",
+            &[&clean(identity_id), &clean(account_id)],
+            if moves { &["--replace"] } else { &[] },
         )
     }
 
@@ -2102,19 +2101,23 @@ pub fn after_unlink(
         ),
         (Some(_), None) if disputed(&after, true) => format!(
             "disputed: more than one person matches it; nothing is written to it until \
-             `{admin} link IDENTITY {}` says whose it is{}",
-            shell_word(&clean(account_id)),
+             `{}` says whose it is{}",
+            crate::model::admin_command_line(
+                &admin,
+                "link",
+                &["IDENTITY", &clean(account_id)],
+                &[]
+            ),
             planned(&after)
         ),
         // One of several accounts a person's dispute lists: that item is the
         // person's, and names this account only in its text.
         (Some(a), None) if let Some((of, by)) = candidate_of(&after, a) => format!(
             "disputed: it may be the account of identity {}{} (matched by {by}), as may \
-             others; nothing is written to it until `{admin} link {} ACCOUNT` says which \
-             is theirs{}",
+             others; nothing is written to it until `{}` says which is theirs{}",
             clean(&of),
             person_named(&of),
-            shell_word(&clean(&of)),
+            crate::model::admin_command_line(&admin, "link", &[&clean(&of), "ACCOUNT"], &[]),
             planned(&after)
         ),
         (Some(a), None) => {
@@ -2177,7 +2180,10 @@ pub fn after_unlink(
                 .unwrap_or_default()
         )
     } else if disputed(&after, false) {
-        format!("disputed: several accounts match them; `{admin} explain {identity_id}` lists them")
+        format!(
+            "disputed: several accounts match them; `{}` lists them",
+            crate::model::admin_command_line(&admin, "explain", &[identity_id], &[])
+        )
     } else if let Some(e) = loaded
         .directory
         .identities

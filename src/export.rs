@@ -520,8 +520,8 @@ pub fn access_at(
         // With one claimant the command is spelled out; with several, which of
         // them is the reviewer's to find out first.
         let person = match claimed_by.as_slice() {
-            [only] => crate::model::shell_word(only),
-            _ => "PERSON".to_owned(),
+            [only] => *only,
+            _ => "PERSON",
         };
         // A claimant linked to another account already (a duplicate of theirs):
         // `link` refuses to move that link without --replace, so the command
@@ -535,16 +535,20 @@ pub fn access_at(
                     .map(|linked| format!("{id} is linked to account {linked}"))
             })
             .collect();
-        let replace = if claimed_by.len() == 1 && !linked_elsewhere.is_empty() {
-            " --replace"
+        let replace: &[&str] = if claimed_by.len() == 1 && !linked_elsewhere.is_empty() {
+            &["--replace"]
         } else {
-            ""
+            &[]
         };
         let mut why = format!(
-            "disputed: may be the account of {}; `{admin_command} link {person} {}{replace}` \
-             settles it if it is theirs",
+            "disputed: may be the account of {}; `{}` settles it if it is theirs",
             claimed_by.join(", "),
-            crate::model::shell_word(&account.id)
+            crate::model::admin_command_line(
+                &admin_command,
+                "link",
+                &[person, &account.id],
+                replace
+            )
         );
         if !linked_elsewhere.is_empty() {
             why.push_str(&format!(

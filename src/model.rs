@@ -1020,10 +1020,8 @@ impl fmt::Display for HoldDescription<'_> {
             } => write!(
                 f,
                 "identity {identity_id} (new in the directory) has this account's userName: \
-                 `{admin} link {} {} --replace` hands them the account and its projects; \
-                 `{admin} approve` deletes it",
-                shell_word(identity_id),
-                shell_word(account_id)
+                 `{}` hands them the account and its projects; `{admin} approve` deletes it",
+                admin_command_line(admin, "link", &[identity_id, account_id], &["--replace"])
             ),
             HoldReason::OwnerWithoutMapping => write!(
                 f,
@@ -1452,6 +1450,41 @@ pub fn shell_word(text: &str) -> String {
     }
 }
 
+/// A seatwarden command a person copies from seatwarden's output into a shell,
+/// the one way every message writes one with an id in it: `admin` (the
+/// configured `report.admin_command`, the operator's own shell text, as it is),
+/// the `subcommand`, then `ids` (provider-chosen ids, or placeholders such as
+/// `ACCOUNT`) each a [`shell_word`], then `options`:
+/// `seatwarden link 00u1 'ws 1' --replace`. Quoting does not stop an id that
+/// starts with `-` (an LDAP or SCIM provider's `-abc`) from being read as an
+/// option, so when one does, the options come first and `--` ends them:
+/// `seatwarden link --replace -- -abc ws-1`.
+pub fn admin_command_line(admin: &str, subcommand: &str, ids: &[&str], options: &[&str]) -> String {
+    let mut line = format!("{admin} {subcommand}");
+    let words: Vec<String> = ids.iter().map(|id| shell_word(id)).collect();
+    if ids.iter().any(|id| id.starts_with('-')) {
+        for option in options {
+            line.push(' ');
+            line.push_str(option);
+        }
+        line.push_str(" --");
+        for word in &words {
+            line.push(' ');
+            line.push_str(word);
+        }
+    } else {
+        for word in words
+            .iter()
+            .map(String::as_str)
+            .chain(options.iter().copied())
+        {
+            line.push(' ');
+            line.push_str(word);
+        }
+    }
+    line
+}
+
 /// A time for people to read, on `tz`'s clock: `layout` (a `chrono` format of the
 /// date and time of day), then the UTC offset, then the zone's abbreviation:
 /// `2026-12-04 09:00 +05:30 (IST)`. The abbreviation alone does not name an
@@ -1483,6 +1516,48 @@ pub fn clock_time(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz, layout: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids are shell words; options go after them, or, when an id starts with
+    /// `-` (read as an option even quoted), before a `--` that ends them.
+    #[test]
+    fn an_admin_command_line_quotes_its_ids_and_ends_options_before_a_dash_id() {
+        assert_eq!(
+            admin_command_line(
+                "sudo seatwarden-admin",
+                "link",
+                &["00u1", "ws-1"],
+                &["--replace"]
+            ),
+            "sudo seatwarden-admin link 00u1 ws-1 --replace"
+        );
+        assert_eq!(
+            admin_command_line("seatwarden", "link", &["it's $(x)", "ACCOUNT"], &[]),
+            r"seatwarden link 'it'\''s $(x)' ACCOUNT"
+        );
+        assert_eq!(
+            admin_command_line("seatwarden", "link", &["00u1", "-abc"], &["--replace"]),
+            "seatwarden link --replace -- 00u1 -abc"
+        );
+        assert_eq!(
+            admin_command_line("seatwarden", "unlink", &["-a b"], &[]),
+            "seatwarden unlink -- '-a b'"
+        );
+    }
+
+    /// A guard's hold of an account a new hire's userName wants names the
+    /// `link --replace` that hands it over, ids as words.
+    #[test]
+    fn a_user_name_wanted_hold_quotes_its_link_command() {
+        let reason = HoldReason::UserNameWanted {
+            identity_id: "-n1".into(),
+            account_id: "old one".into(),
+        };
+        let text = reason.describe("seatwarden").to_string();
+        assert!(
+            text.contains("`seatwarden link --replace -- -n1 'old one'` hands them"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_offset_with_seconds_is_shown_with_them() {

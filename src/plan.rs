@@ -940,15 +940,26 @@ impl<'a> Matching<'a> {
                     "its stored link is to identity {linked_id}, but its externalId names \
                      identity {named_id} (a state database from another workspace, or reused \
                      ids?): if the link is right, set the account's externalId to {linked_id:?} \
-                     in the workspace; if the account is {named_id}'s, `{admin} link \
-                     {named_id} {this} --replace` moves the link"
+                     in the workspace; if the account is {named_id}'s, `{}` moves the link",
+                    crate::model::admin_command_line(
+                        admin,
+                        "link",
+                        &[named_id, this],
+                        &["--replace"]
+                    )
                 ));
                 disputed.entry(key).or_insert_with(|| {
                     format!(
                         "its stored link is to account {this}, whose externalId names identity \
                          {named_id}: if the link is right, set the account's externalId to \
                          {linked_id:?} in the workspace; if the account is {named_id}'s, \
-                         `{admin} link {named_id} {this} --replace` moves the link"
+                         `{}` moves the link",
+                        crate::model::admin_command_line(
+                            admin,
+                            "link",
+                            &[named_id, this],
+                            &["--replace"]
+                        )
                     )
                 });
                 suspects
@@ -1863,25 +1874,25 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             } else {
                 format!("{detail}; candidates: {candidates}")
             };
+            let link =
+                crate::model::admin_command_line(admin, "link", &[identity_id, "ACCOUNT"], &[]);
+            let explain = crate::model::admin_command_line(admin, "explain", &[identity_id], &[]);
             let detail = match lost {
                 // Every account that may be theirs is inactive: they have no access,
                 // and saying none is deactivated would send a reader looking for one.
                 Some(lost) if active.is_empty() && !accounts.is_empty() => format!(
                     "{detail}; lost access ({}), and every account that may be theirs is \
-                     inactive already: `{admin} link {identity_id} ACCOUNT` settles which \
-                     is theirs",
+                     inactive already: `{link}` settles which is theirs",
                     lost_text(lost)
                 ),
                 Some(lost) => format!(
                     "{detail}; LOST ACCESS ({}): no account of theirs is deactivated \
-                     until `{admin} link {identity_id} ACCOUNT` says which is theirs \
-                     (`{admin} explain {identity_id}` compares them)",
+                     until `{link}` says which is theirs (`{explain}` compares them)",
                     lost_text(lost)
                 ),
-                None => format!(
-                    "{detail}; `{admin} explain {identity_id}` compares them, \
-                     `{admin} link {identity_id} ACCOUNT` settles which is theirs"
-                ),
+                None => {
+                    format!("{detail}; `{explain}` compares them, `{link}` settles which is theirs")
+                }
             };
             self.drift(Item {
                 kind: DriftKind::DisputedMatch,
@@ -1915,17 +1926,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     format!("identity {} ({who}) by {}", m.id_of(key), via.as_str())
                 }));
                 format!(
-                    "{}; claimed by {claimants}; `{admin} explain {}` compares them",
+                    "{}; claimed by {claimants}; `{}` compares them",
                     m.detail(detail),
-                    account.id
+                    crate::model::admin_command_line(admin, "explain", &[&account.id], &[])
                 )
             } else if m.several.contains_key(&slot) {
                 format!(
-                    "{}; `{admin} explain {}` compares them, `{admin} link IDENTITY {}` \
-                     settles whose it is",
+                    "{}; `{}` compares them, `{}` settles whose it is",
                     m.detail(detail),
-                    account.id,
-                    account.id
+                    crate::model::admin_command_line(admin, "explain", &[&account.id], &[]),
+                    crate::model::admin_command_line(
+                        admin,
+                        "link",
+                        &["IDENTITY", &account.id],
+                        &[]
+                    )
                 )
             } else {
                 m.detail(detail).to_owned()

@@ -1324,12 +1324,16 @@ async fn enforce_pass(
                     entry.id,
                     &format!(
                         "{CONTRADICTED_LINK_HOLD} the linked account {}'s externalId names identity \
-                         {named}, not {}; if the account is {named}'s, `{} link {named} {} \
-                         --replace` moves the link, else set its externalId to {:?}",
+                         {named}, not {}; if the account is {named}'s, `{}` moves the link, \
+                         else set its externalId to {:?}",
                         account.id,
                         entry.identity_id,
-                        config.admin_command(),
-                        account.id,
+                        crate::model::admin_command_line(
+                            &config.admin_command(),
+                            "link",
+                            &[named, &account.id],
+                            &["--replace"]
+                        ),
                         entry.identity_id
                     ),
                     now + HOLD_RECHECK,
@@ -1909,9 +1913,14 @@ fn disputed_hold(leaver: &DisputedLeaver, admin_command: &str) -> String {
     };
     format!(
         "{DISPUTED_HOLD} which workspace account is theirs is unclear (active: {}{inactive}), \
-         so none is deactivated until `{admin_command} link {} ACCOUNT` says which",
+         so none is deactivated until `{}` says which",
         leaver.active.join(", "),
-        leaver.identity_id
+        crate::model::admin_command_line(
+            admin_command,
+            "link",
+            &[&leaver.identity_id, "ACCOUNT"],
+            &[]
+        )
     )
 }
 
@@ -3023,6 +3032,32 @@ mod hold_tests {
                  `sudo seatwarden-admin link 00u7 ACCOUNT` says which"
             ),
             "{held}"
+        );
+    }
+
+    /// A provider's id with a space or a quote, or starting with `-`, is
+    /// printed so that the pasted command gets it as one argument.
+    #[test]
+    fn a_disputed_hold_quotes_the_identity_id() {
+        let held = |identity_id: &str| {
+            let leaver = DisputedLeaver {
+                identity_id: identity_id.into(),
+                user_name: "ada@example.com".into(),
+                reason: LossReason::Deleted,
+                accounts: vec!["a1".into()],
+                active: vec!["a1".into()],
+            };
+            disputed_hold(&leaver, "seatwarden")
+        };
+        assert!(
+            held("it's $(x)").ends_with(r"`seatwarden link 'it'\''s $(x)' ACCOUNT` says which"),
+            "{}",
+            held("it's $(x)")
+        );
+        assert!(
+            held("-abc").ends_with("`seatwarden link -- -abc ACCOUNT` says which"),
+            "{}",
+            held("-abc")
         );
     }
 

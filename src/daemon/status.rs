@@ -50,6 +50,11 @@ pub struct Status {
     /// told, and when a resolution held while the condition stays clear goes out.
     pub alerts: Vec<AlertLine>,
     pub last_reconcile: Option<RunRecord>,
+    /// Why the last reconcile's directory snapshot was rejected (source
+    /// sanity: empty, or shrunk past `safety.max_directory_shrink_percent`),
+    /// from its report: the run `succeeded` and planned nothing, and exited 5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reconcile_directory_rejected: Option<String>,
     /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
     /// …): a run that finished is `succeeded` however many of its writes failed.
     /// Writes kept back unsent are `not_sent`, not `failed`: those a stop, an
@@ -507,6 +512,10 @@ pub fn collect(
             }
         })
         .collect();
+    let last_reconcile_directory_rejected = match &last_reconcile {
+        Some(run) => directory_rejected(store, run.id)?,
+        None => None,
+    };
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
             let counts = rejected_apart(
@@ -611,11 +620,33 @@ pub fn collect(
         held_by_run: held_by.map(|run| run.id),
         last_reconcile_cut_off,
         last_reconcile,
+        last_reconcile_directory_rejected,
         dry_run,
         certificates: crate::certificate::notices(&certificates, now, tz),
         exceptions: exception_lines(exceptions, now, tz),
         admin_command,
     })
+}
+
+/// Why run `run`'s directory snapshot was rejected, from its stored report
+/// (none: a run without a report, or one another version wrote).
+fn directory_rejected(store: &Store, run: RunId) -> Result<Option<String>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        // Left out of a report whose safety net found nothing.
+        #[serde(default)]
+        safety: Option<Safety>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Safety {
+        #[serde(default)]
+        source_fault: Option<crate::guard::SourceFault>,
+    }
+    Ok(store
+        .report(run)?
+        .and_then(|json| serde_json::from_str::<Head>(&json).ok())
+        .and_then(|head| head.safety?.source_fault)
+        .map(|fault| fault.to_string()))
 }
 
 /// `exceptions` soonest end first (those ended first of all), for people.
@@ -1004,6 +1035,9 @@ pub fn render_text(status: &Status) -> String {
                 status.admin_command,
             ));
         }
+        if let Some(fault) = &status.last_reconcile_directory_rejected {
+            attention.push(format!("its directory snapshot was REJECTED ({fault})"));
+        }
         if failed > 0 {
             attention.push(format!("{failed} failed"));
         }
@@ -1029,9 +1063,22 @@ pub fn render_text(status: &Status) -> String {
             .iter()
             .map(|(state, n)| format!("{n} {}", state.replace('_', " ")))
             .collect();
+        // Why it failed or stopped, as its run recorded it (the endpoint and its
+        // answer, the file, the stop's cause): "failed" alone sent the operator
+        // to logs a run by hand may not have kept. One closed as interrupted
+        // says so in its state already.
+        let error = run
+            .error
+            .as_deref()
+            .filter(|_| {
+                matches!(run.status, RunStatus::Failed | RunStatus::Stopped)
+                    && !run.closed_as_interrupted()
+            })
+            .map(|e| format!("; error: {}", crate::report::printable_field(e)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "Last reconcile: run {} {}{} started {}{}",
+            "Last reconcile: run {} {}{} started {}{}{error}",
             run.id,
             state,
             attention,

@@ -205,8 +205,13 @@ impl DeprovisionHold {
                 ),
             },
             DeprovisionHold::DisputedMatch => format!(
-                "held: disputed match, waiting for `{admin_command} link {} ACCOUNT`",
-                crate::model::shell_word(identity_id)
+                "held: disputed match, waiting for `{}`",
+                crate::model::admin_command_line(
+                    admin_command,
+                    "link",
+                    &[identity_id, "ACCOUNT"],
+                    &[]
+                )
             ),
             DeprovisionHold::ContradictedLink => format!(
                 "held: the linked account's externalId names someone else, waiting for \
@@ -1736,8 +1741,8 @@ fn overdue_next_step(d: &DigestDeprovision, admin: &str) -> String {
     );
     format!(
         "{why}; `{admin} status` shows whether the sweep and retry jobs run, \
-         `{admin} explain {}` tells the whole story",
-        d.identity_id
+         `{}` tells the whole story",
+        crate::model::admin_command_line(admin, "explain", &[&d.identity_id], &[])
     )
 }
 

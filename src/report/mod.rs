@@ -1074,17 +1074,21 @@ pub fn protected_by_person_line(p: &ProtectedByPerson, admin_command: &str) -> S
 pub fn protected_by_person_remedies(p: &ProtectedByPerson, admin_command: &str) -> String {
     let nobodys = if p.matched_by.is_none() {
         format!(
-            "; nobody's → `{admin_command} unlink {}`",
-            crate::model::shell_word(&p.account_id)
+            "; nobody's → `{}`",
+            crate::model::admin_command_line(admin_command, "unlink", &[&p.account_id], &[])
         )
     } else {
         String::new()
     };
     format!(
-        "theirs → add {} to safety.protected; someone else's → `{admin_command} link OWNER {} \
-         --replace`{nobodys}",
+        "theirs → add {} to safety.protected; someone else's → `{}`{nobodys}",
         p.account_user_name,
-        crate::model::shell_word(&p.account_id),
+        crate::model::admin_command_line(
+            admin_command,
+            "link",
+            &["OWNER", &p.account_id],
+            &["--replace"]
+        ),
     )
 }
 
