@@ -374,14 +374,27 @@ impl Loaded {
 
     /// The remembered candidates of a person the directory no longer has, found
     /// by their identity id, their last userName, or one of the accounts.
+    /// Only candidates the next plan still remembers (`kept`): one it forgot
+    /// (its account now disputed for someone the directory has, say) would
+    /// show a dispute the plan no longer acts by, and hide the one it does.
+    /// A candidate of someone the directory has is passed over, not taken
+    /// for the account's person: the plan remembers the same account for a
+    /// deleted person beside them.
     fn remembered_dispute(
         &self,
         person: &str,
         account: Option<&Account>,
+        kept: &[crate::model::DisputedCandidate],
     ) -> Vec<&crate::model::DisputedCandidate> {
+        let still_kept = |c: &crate::model::DisputedCandidate| {
+            kept.iter()
+                .any(|k| k.identity_id == c.identity_id && k.account_id == c.account_id)
+        };
         let Some(identity_id) = self
             .remembered
             .iter()
+            .filter(|c| still_kept(c))
+            .filter(|c| matches!(find_identity(&self.directory, &c.identity_id), Ok(None)))
             .find(|c| {
                 c.identity_id == person
                     || crate::model::same_name(&c.user_name, person)
@@ -391,12 +404,9 @@ impl Loaded {
         else {
             return Vec::new();
         };
-        if !matches!(find_identity(&self.directory, identity_id), Ok(None)) {
-            return Vec::new();
-        }
         self.remembered
             .iter()
-            .filter(|c| c.identity_id == identity_id)
+            .filter(|c| c.identity_id == identity_id && still_kept(c))
             .collect()
     }
 
@@ -637,7 +647,7 @@ pub fn explain_with(
     });
     let remembered = match identity {
         Some(_) => Vec::new(),
-        None => loaded.remembered_dispute(person, account),
+        None => loaded.remembered_dispute(person, account, &next.disputed_candidates),
     };
     let account = account.or_else(|| {
         remembered.iter().find_map(|c| {
@@ -844,6 +854,53 @@ impl View<'_> {
         self.account.map(|a| a.id.as_str())
     }
 
+    /// For an account nobody is linked to: the stored link of the person the
+    /// directory no longer has whose duplicate the plan takes it for (a
+    /// remembered disputed candidate of theirs, while they are linked to
+    /// another account): deprovisioned with their linked account, or kept with
+    /// it by an exception or protection. Shown with them: an orphan, which the
+    /// plan does not take it for, would read as left alone (or deactivated)
+    /// by `unmatched_accounts`.
+    fn departed_owner(&self) -> Option<&StoredLink> {
+        if self.identity.is_some() || self.link.is_some() {
+            return None;
+        }
+        let account = self.account?;
+        let owner = self
+            .next
+            .actions
+            .iter()
+            .filter(|a| a.kind.account_id() == Some(account.id.as_str()))
+            .find_map(|a| a.identity_id.as_deref())
+            .or_else(|| {
+                self.next
+                    .excepted
+                    .iter()
+                    .find(|e| e.account_id == account.id)
+                    .and_then(|e| e.identity_id.as_deref())
+            })
+            .or_else(|| {
+                self.next
+                    .protected_by_person
+                    .iter()
+                    .find(|p| p.account_id == account.id)
+                    .map(|p| p.identity_id.as_str())
+            })?;
+        if self
+            .loaded
+            .directory
+            .identities
+            .iter()
+            .any(|i| i.id == owner)
+        {
+            return None;
+        }
+        self.loaded
+            .links
+            .iter()
+            .find(|l| l.identity_id == owner && l.account_id != account.id)
+    }
+
     fn directory_record(&self, out: &mut String) {
         let _ = writeln!(out, "\nDirectory record");
         let Some(i) = self.identity else {
@@ -948,6 +1005,7 @@ impl View<'_> {
                 .is_none()
                 .then(|| {
                     self.departed_link()
+                        .or_else(|| self.departed_owner())
                         .and_then(|l| protected.departed_name(&l.identity_id))
                 })
                 .flatten()
@@ -1037,6 +1095,32 @@ impl View<'_> {
                         "deleted from the directory"
                     } else {
                         "read incompletely: perhaps one it missed"
+                    }
+                );
+            }
+            // A duplicate of someone deleted from the directory, deprovisioned
+            // with their linked account.
+            None if let Some(owner) = self.departed_owner() => {
+                let deprovisioned =
+                    self.next.actions.iter().any(|a| {
+                        a.kind.is_deprovision() && a.kind.account_id() == self.account_id()
+                    });
+                let _ = writeln!(
+                    out,
+                    "  no access: a duplicate of identity {}'s linked account {}, and {} is \
+                     not in the directory snapshot ({}){}",
+                    clean(&owner.identity_id),
+                    clean(&owner.account_id),
+                    clean(&owner.identity_id),
+                    if self.loaded.directory.complete {
+                        "deleted from the directory"
+                    } else {
+                        "read incompletely: perhaps one it missed"
+                    },
+                    if deprovisioned {
+                        ": deprovisioned with it"
+                    } else {
+                        ""
                     }
                 );
             }
@@ -1194,6 +1278,14 @@ impl View<'_> {
                     "  no stored link{}",
                     if self.account.is_some() && !self.disputes().is_empty() {
                         Cow::Borrowed(" (the account below is one of the disputed candidates)")
+                    } else if let Some(owner) = self.departed_owner() {
+                        Cow::Owned(format!(
+                            " (the plan takes the account below for a duplicate of identity {}, \
+                             since deleted from the directory, who is linked to account {}: \
+                             treated with it)",
+                            clean(&owner.identity_id),
+                            clean(&owner.account_id)
+                        ))
                     } else if self.account.is_some() && self.identity.is_none() {
                         Cow::Borrowed(" (no directory identity matches the account below)")
                     } else if self.account.is_some() {

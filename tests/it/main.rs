@@ -179,6 +179,7 @@ mod review_s62_second;
 mod review_s62_status;
 mod review_s62_wsread;
 mod review_s63_memory;
+mod review_s63_props;
 mod review_s63_quote;
 mod review_s63_shape;
 mod role_groups;

@@ -2,7 +2,8 @@
 //! run's crash and fault safety: each case seeds the sandbox with a synthetic
 //! workspace drifted from its directory ([`synth`], 30–150 people, a few of
 //! them renamed, one possibly onto another's old userName), protects a few
-//! accounts, turns on a random mix of sandbox faults (429 with
+//! accounts, names a few in time-bound exceptions (`safety.exceptions`, in
+//! force or ended), turns on a random mix of sandbox faults (429 with
 //! `Retry-After: 0`, 503, dropped connections, latency; on every request or on
 //! writes only), sometimes serves without PATCH (writes are PUTs) or has
 //! leavers deleted at once, and kills one or two steps at a random point: a
@@ -32,7 +33,7 @@
 //! userName already made and no write was made twice (unless an answer was
 //! lost while the run went on: an idempotent write is then sent again, as
 //! `review_s42_writes` says); no write names a
-//! protected account (its path, a member a PATCH adds or removes); every
+//! protected account, nor one an exception in force names (its path, a member a PATCH adds or removes); every
 //! deactivation or deletion sent is one the first plan wanted (nobody who
 //! keeps access lost it, at any point). Each reconcile that ended on its own
 //! reports as `recovered` the rows left in flight before it; one that saw no
@@ -103,6 +104,10 @@ struct Case {
     swap: bool,
     /// Indices (into the seeded accounts) of the accounts protected by name.
     protect: Vec<usize>,
+    /// Time-bound exceptions (`safety.exceptions`): an index into the seeded
+    /// accounts, whose userName the exception names, and whether it is still
+    /// in force (else it ended two days ago and keeps nothing).
+    exceptions: Vec<(usize, bool)>,
     /// The steps killed (a reconcile, or the daemon's sweep), in order; then
     /// reconciles until one ends clean.
     kills: Vec<(Step, Kill)>,
@@ -137,7 +142,10 @@ fn case() -> impl Strategy<Value = Case> {
             1..=6usize,
             (0..=4usize, any::<bool>()),
         ),
-        prop::collection::vec(any::<usize>(), 1..=3),
+        (
+            prop::collection::vec(any::<usize>(), 1..=3),
+            prop::collection::vec((any::<usize>(), any::<bool>()), 0..=3),
+        ),
         prop::collection::vec(
             (
                 prop::bool::weighted(0.3)
@@ -163,7 +171,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (people, drift_percent, synth_seed),
                 (rate_429, rate_5xx, rate_reset, faults_on_writes_only, latency_ms),
                 (fault_seed, patch_supported, delete_at_once, concurrency, (renames, swap)),
-                protect,
+                (protect, exceptions),
                 kills,
                 lost,
             )| Case {
@@ -182,6 +190,7 @@ fn case() -> impl Strategy<Value = Case> {
                 renames,
                 swap,
                 protect,
+                exceptions,
                 kills,
                 lost,
             },
@@ -270,6 +279,8 @@ struct World {
     faults: Faults,
     /// What happened, for the failure message.
     log: Vec<String>,
+    /// The userNames an exception in force names: no write may touch them.
+    excepted: Vec<String>,
     /// Serves the sandbox; dropped last.
     _sandbox_rt: tokio::runtime::Runtime,
 }
@@ -551,6 +562,19 @@ fn world(case: &Case) -> (World, synth::Synth) {
     if case.delete_at_once {
         toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n");
     }
+    // The runs judge exceptions on the wall clock: two days either side.
+    let mut excepted = Vec::new();
+    for (i, in_force) in &case.exceptions {
+        let user_name = &data.workspace.accounts[i % data.workspace.accounts.len()].user_name;
+        let until = chrono::Utc::now() + chrono::TimeDelta::days(if *in_force { 2 } else { -2 });
+        toml.push_str(&format!(
+            "\n[[safety.exceptions]]\nuser_name = {user_name:?}\nuntil = \"{}\"\nreason = \"notice period\"\n",
+            until.to_rfc3339()
+        ));
+        if *in_force {
+            excepted.push(user_name.clone());
+        }
+    }
     std::fs::write(&path, toml).unwrap();
     // Retries enough that no request runs out of them (0.32^31 of them
     // would; at most 0.32 of requests fail): every injected fault is then retried, and the reports' retries
@@ -582,7 +606,11 @@ fn world(case: &Case) -> (World, synth::Synth) {
         dir,
         config,
         faults,
-        log: vec![format!("protected: {protected:?}")],
+        log: vec![format!(
+            "protected: {protected:?}, excepted: {excepted:?}, exceptions: {:?}",
+            case.exceptions
+        )],
+        excepted,
     };
     (world, data)
 }
@@ -635,7 +663,9 @@ fn chaos(case: Case) -> Result<(), TestCaseError> {
         .snapshot()
         .accounts
         .iter()
-        .filter(|a| w.config.safety.protected.contains(&a.user_name))
+        .filter(|a| {
+            w.config.safety.protected.contains(&a.user_name) || w.excepted.contains(&a.user_name)
+        })
         .map(|a| a.id.clone())
         .collect();
     w.log.push(format!(
@@ -833,7 +863,11 @@ fn chaos(case: Case) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("CHAOS_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(16),
+        cases: std::env::var("CHAOS_CASES")
+            .or_else(|_| std::env::var("PROPTEST_CASES"))
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(16),
         rng_seed: RngSeed::Fixed(std::env::var("CHAOS_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(47)),
         failure_persistence: None,
         max_shrink_iters: 24,

@@ -17,18 +17,23 @@ use seatwarden::model::{
 };
 use seatwarden::store::{RunKind, RunStatus, Store};
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
 }
 
 /// The time `explain` and the plan are judged at: an hour after the run.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     t0() + Duration::hours(1)
 }
 
-fn identity(id: &str, user_name: &str, status: IdentityStatus, groups: &[&str]) -> Identity {
+pub(crate) fn identity(
+    id: &str,
+    user_name: &str,
+    status: IdentityStatus,
+    groups: &[&str],
+) -> Identity {
     Identity {
         id: id.into(),
         user_name: user_name.into(),
@@ -42,7 +47,12 @@ fn identity(id: &str, user_name: &str, status: IdentityStatus, groups: &[&str]) 
     }
 }
 
-fn account(id: &str, user_name: &str, external_id: Option<&str>, active: bool) -> Account {
+pub(crate) fn account(
+    id: &str,
+    user_name: &str,
+    external_id: Option<&str>,
+    active: bool,
+) -> Account {
     Account {
         id: id.into(),
         user_name: user_name.into(),
@@ -57,26 +67,26 @@ fn account(id: &str, user_name: &str, external_id: Option<&str>, active: bool) -
 }
 
 /// A stored run's state and the config it is read with.
-struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
-    config: Config,
-    store: Store,
+    pub(crate) config: Config,
+    pub(crate) store: Store,
 }
 
 /// One scenario: what the run read, the links stored, the ledger's open
 /// deprovisions (`(identity id, account id, directory userName)`) and `extra`
 /// TOML for the config.
-struct Scenario<'a> {
-    extra: &'a str,
-    identities: Vec<Identity>,
-    accounts: Vec<Account>,
-    groups: Vec<WorkspaceGroup>,
-    links: Vec<(&'a str, &'a str)>,
-    departed: Vec<(&'a str, &'a str, &'a str)>,
+pub(crate) struct Scenario<'a> {
+    pub(crate) extra: &'a str,
+    pub(crate) identities: Vec<Identity>,
+    pub(crate) accounts: Vec<Account>,
+    pub(crate) groups: Vec<WorkspaceGroup>,
+    pub(crate) links: Vec<(&'a str, &'a str)>,
+    pub(crate) departed: Vec<(&'a str, &'a str, &'a str)>,
 }
 
 impl Scenario<'_> {
-    fn store(self) -> World {
+    pub(crate) fn store(self) -> World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
         let file = dir.path().join("seatwarden.toml");
@@ -157,7 +167,7 @@ impl Scenario<'_> {
 impl World {
     /// The plan a run at [`now`] makes from the stored state, before the guard
     /// (which only holds actions, never adds or drops one).
-    fn plan(&self) -> Plan {
+    pub(crate) fn plan(&self) -> Plan {
         let run = self.store.latest_snapshot_run().unwrap().unwrap();
         let directory = self.store.load_directory_snapshot(run).unwrap().unwrap();
         let workspace = self.store.load_workspace_snapshot(run).unwrap().unwrap();
@@ -183,7 +193,7 @@ impl World {
         )
     }
 
-    fn explain(&self, person: &str) -> String {
+    pub(crate) fn explain(&self, person: &str) -> String {
         seatwarden::explain::explain(&self.config, &self.store, person, now())
             .unwrap_or_else(|e| panic!("explain {person}: {e}"))
     }
@@ -191,7 +201,7 @@ impl World {
 
 /// The lines of `text`'s section that starts with `header`, up to the next
 /// section (a line that does not start with a space).
-fn section<'t>(text: &'t str, header: &str) -> Vec<&'t str> {
+pub(crate) fn section<'t>(text: &'t str, header: &str) -> Vec<&'t str> {
     text.lines()
         .skip_while(|l| !l.starts_with(header))
         .skip(1)
@@ -201,7 +211,7 @@ fn section<'t>(text: &'t str, header: &str) -> Vec<&'t str> {
 }
 
 /// The plan's actions that write to `account_id`.
-fn actions_on<'p>(plan: &'p Plan, account_id: &str) -> Vec<&'p ActionKind> {
+pub(crate) fn actions_on<'p>(plan: &'p Plan, account_id: &str) -> Vec<&'p ActionKind> {
     plan.actions
         .iter()
         .map(|a| &a.kind)
@@ -209,6 +219,9 @@ fn actions_on<'p>(plan: &'p Plan, account_id: &str) -> Vec<&'p ActionKind> {
             k.account_id() == Some(account_id)
                 || matches!(k, ActionKind::RemoveMembers { members, .. }
                     if members.iter().any(|m| m == account_id))
+                || matches!(k, ActionKind::AddMembers { members, .. }
+                    if members.iter().any(|m| matches!(m,
+                        seatwarden::model::AccountRef::Existing { id } if id == account_id)))
         })
         .collect()
 }
@@ -592,8 +605,17 @@ struct Generated {
     /// `(userName index, externalId index, active, member of Eng)`: a name index
     /// below the people's count is theirs, above it another's.
     accounts: Vec<(usize, Option<usize>, bool, bool)>,
-    /// `(person, account)` indices.
-    links: Vec<(usize, usize)>,
+    /// `(person, account, how linked)` indices.
+    links: Vec<(usize, usize, LinkMethod)>,
+    /// Disputes the last reconcile remembered: `(person, account, rule)`
+    /// indices (the person may be one the directory no longer has).
+    remembered: Vec<(usize, usize, LinkMethod)>,
+    /// How the directory spells the mapped group `Eng` (mappings and scope
+    /// compare group names folded: case, spaces at the ends).
+    eng_spelling: &'static str,
+    /// Members (account indices) of a workspace group that only looks like
+    /// `Eng` (a zero-width space at its end), which no mapping names.
+    look_alike: Option<Vec<usize>>,
     scoped: bool,
     unmatched: &'static str,
     delete: bool,
@@ -602,6 +624,18 @@ struct Generated {
     /// Every deactivated account's retention clock started 40 days before the
     /// run (with `delete`, past a `delete_after` of 30 days).
     clocks: bool,
+}
+
+/// How a stored link was made: by a rule, by seatwarden's create, or by a
+/// person with `seatwarden link`.
+fn link_method() -> impl Strategy<Value = LinkMethod> {
+    proptest::sample::select(vec![
+        LinkMethod::ExternalId,
+        LinkMethod::UserName,
+        LinkMethod::Email,
+        LinkMethod::Created,
+        LinkMethod::Manual,
+    ])
 }
 
 fn generated() -> impl Strategy<Value = Generated> {
@@ -627,18 +661,47 @@ fn generated() -> impl Strategy<Value = Generated> {
             ),
             1..=5,
         ),
-        proptest::collection::vec((0usize..4, 0usize..5), 0..=3),
+        proptest::collection::vec((0usize..4, 0usize..5, link_method()), 0..=3),
         any::<bool>(),
         proptest::sample::select(vec!["report", "adopt", "deactivate"]),
         any::<bool>(),
         proptest::option::of((0usize..6, any::<bool>())),
         any::<bool>(),
+        (
+            proptest::collection::vec(
+                (
+                    0usize..4,
+                    0usize..5,
+                    proptest::sample::select(vec![
+                        LinkMethod::ExternalId,
+                        LinkMethod::UserName,
+                        LinkMethod::Email,
+                    ]),
+                ),
+                0..=2,
+            ),
+            proptest::sample::select(vec!["Eng", "eng", "ENG ", " eng"]),
+            proptest::option::of(proptest::collection::vec(0usize..5, 0..=3)),
+        ),
     )
         .prop_map(
-            |(people, accounts, links, scoped, unmatched, delete, exception, clocks)| Generated {
+            |(
                 people,
                 accounts,
                 links,
+                scoped,
+                unmatched,
+                delete,
+                exception,
+                clocks,
+                (remembered, eng_spelling, look_alike),
+            )| Generated {
+                people,
+                accounts,
+                links,
+                remembered,
+                eng_spelling,
+                look_alike,
                 scoped,
                 unmatched,
                 delete,
@@ -689,7 +752,7 @@ impl Generated {
             .enumerate()
             .filter(|(_, (present, ..))| *present)
             .map(|(i, &(_, status, bits, _))| {
-                let groups: Vec<&str> = [(1, "Users"), (2, "Eng"), (4, "Admins")]
+                let groups: Vec<&str> = [(1, "Users"), (2, self.eng_spelling), (4, "Admins")]
                     .into_iter()
                     .filter(|(bit, _)| bits & bit != 0)
                     .map(|(_, g)| g)
@@ -721,13 +784,15 @@ impl Generated {
             .collect();
         // One link per person and per account, as the store keeps them.
         let mut links: Vec<(String, String)> = Vec::new();
-        for &(i, j) in &self.links {
+        let mut methods: Vec<LinkMethod> = Vec::new();
+        for &(i, j, method) in &self.links {
             let (i, j) = (
                 format!("p{}", i % self.people.len()),
                 format!("a{}", j % accounts.len()),
             );
             if !links.iter().any(|(p, a)| *p == i || *a == j) {
                 links.push((i, j));
+                methods.push(method);
             }
         }
         // A person deleted from the directory while their deprovision was open:
@@ -752,25 +817,70 @@ impl Generated {
             .filter(|a| !a.active && self.clocks)
             .map(|a| a.id.clone())
             .collect();
+        let mut groups = vec![WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Eng".into(),
+            members,
+        }];
+        if let Some(members) = &self.look_alike {
+            groups.push(WorkspaceGroup {
+                id: "g2".into(),
+                display_name: "Eng\u{200B}".into(),
+                members: members
+                    .iter()
+                    .map(|j| format!("a{}", j % accounts.len()))
+                    .collect(),
+            });
+        }
+        let remembered: Vec<seatwarden::model::DisputedCandidate> = self
+            .remembered
+            .iter()
+            .map(|&(i, j, method)| seatwarden::model::DisputedCandidate {
+                identity_id: format!("p{}", i % self.people.len()),
+                user_name: name_of(self, i % self.people.len()),
+                account_id: format!("a{}", j % accounts.len()),
+                method,
+            })
+            .collect();
         let mut world = Scenario {
             extra: &extra,
             identities,
             accounts,
-            groups: vec![WorkspaceGroup {
-                id: "g1".into(),
-                display_name: "Eng".into(),
-                members,
-            }],
-            links: links_ref,
+            groups,
+            // Stored below, each by the method drawn for it.
+            links: Vec::new(),
             departed: departed_ref,
         }
         .store();
+        let stored: Vec<NewLink> = links_ref
+            .iter()
+            .zip(&methods)
+            .map(|(&(identity_id, account_id), &method)| NewLink {
+                identity_id: identity_id.into(),
+                account_id: account_id.into(),
+                method,
+            })
+            .collect();
+        world.store.upsert_links(&stored, t0()).unwrap();
+        world
+            .store
+            .replace_disputed_candidates(&remembered)
+            .unwrap();
         world
             .store
             .update_deactivated(&inactive, &[], t0() - Duration::days(40))
             .unwrap();
         world
     }
+}
+
+/// `committed` cases, or as many as `PROPTEST_CASES` says (a count set here
+/// overrides proptest's own reading of it).
+fn cases(committed: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(committed)
 }
 
 /// What `explain` of one account says against what the plan does with it.
@@ -795,6 +905,29 @@ fn account_agrees(world: &World, plan: &Plan, account: &Account) -> Result<(), S
             .any(|l| l.starts_with(&format!("  {} — ", kind.name())))
         {
             return fail(&format!("the plan's {} is not in Next run", kind.name()));
+        }
+    }
+    // And the converse: every action Next run tells is one the plan makes on
+    // this account or for a person the text names.
+    let people_named: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() == 2 && w.starts_with('p'))
+        .collect();
+    for line in &next {
+        let Some((name, _)) = line.trim_start().split_once(" — ") else {
+            continue;
+        };
+        let planned = plan.actions.iter().any(|a| {
+            a.kind.name() == name
+                && (on.contains(&&a.kind)
+                    || a.identity_id
+                        .as_deref()
+                        .is_some_and(|p| people_named.contains(&p)))
+        });
+        if !planned {
+            return fail(&format!(
+                "Next run tells {name}, which the plan does not make"
+            ));
         }
     }
     if plan.excepted.iter().any(|e| e.account_id == account.id)
@@ -907,7 +1040,7 @@ fn person_agrees(world: &World, plan: &Plan, identity_id: &str) -> Result<(), St
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
 
     #[test]
     fn explain_tells_what_the_plan_does(g in generated()) {

@@ -29,7 +29,12 @@
 //! - a reconcile right after a converged one, with nothing changed in between
 //!   but the clock, plans nothing;
 //! - no write is sent twice: the same write to a resource again, with no other
-//!   write to it in between.
+//!   write to it in between;
+//! - after a sweep, the same-day ledger: every open episode is due the SLA
+//!   after its detection or after the end of the exception that put it off
+//!   (never put off past the configured end); one past its due time is
+//!   escalated, and its account, if still active, is held by the guard or
+//!   failed, never just left.
 //!
 //! The journal stamps its rows with the wall clock, while the runs judge the
 //! 24 h window at the simulated time: after each step the rows it stamped are
@@ -853,6 +858,57 @@ fn check_writes(
     Ok(())
 }
 
+/// The same-day ledger after a sweep at the simulated now: each episode is
+/// due the SLA after its detection (or after the end of the exception that put
+/// it off, never a later end than the configured one); one past its due time
+/// has been escalated (a person is told); and a leaver's account still active
+/// past its due time is held by the guard or failed, never just left.
+fn check_ledger(w: &World) -> Result<(), TestCaseError> {
+    let sla = seatwarden::sweep::configured_sla(&w.config);
+    let after = w.sandbox.snapshot();
+    for entry in w.store().open_deprovisions().unwrap() {
+        if let Some(until) = entry.excepted_until {
+            prop_assert!(
+                until <= w.exception_end,
+                "episode {} put off to {until}, after the exception's end {}: {entry:?}",
+                entry.id,
+                w.exception_end
+            );
+        }
+        prop_assert!(
+            entry.due_at <= entry.sla_start() + sla,
+            "episode {} due {} beyond the SLA {sla} from {}: {entry:?}",
+            entry.id,
+            entry.due_at,
+            entry.sla_start()
+        );
+        if entry.due_at > w.now {
+            continue;
+        }
+        prop_assert!(
+            entry.escalated_at.is_some(),
+            "episode {} overdue since {} at {}, not escalated: {entry:?}",
+            entry.id,
+            entry.due_at,
+            w.now
+        );
+        let active = entry
+            .account_id
+            .as_deref()
+            .and_then(|id| after.accounts.iter().find(|a| a.id == id))
+            .is_some_and(|a| a.active);
+        let excepted = entry.excepted_until.is_some_and(|until| until > w.now);
+        prop_assert!(
+            !active || excepted || entry.held.is_some() || entry.last_error.is_some(),
+            "episode {}: account still active at {}, past its due time {}, neither held nor failed: {entry:?}",
+            entry.id,
+            w.now,
+            entry.due_at
+        );
+    }
+    Ok(())
+}
+
 /// No write sent again to a resource that no other write changed in between.
 fn check_no_write_twice(seen: &[SeenRequest], admin: &HashSet<usize>) -> Result<(), TestCaseError> {
     let mut last: HashMap<&str, (usize, &SeenRequest)> = HashMap::new();
@@ -1093,6 +1149,8 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
                 let seen = w.sandbox.requests_seen();
                 check_writes(&mut w, &before, &seen[seen_before..], Runner::Run)
                     .map_err(|e| TestCaseError::fail(format!("{e}\n{}", w.context())))?;
+                check_ledger(&w)
+                    .map_err(|e| TestCaseError::fail(format!("{e}\n{}", w.context())))?;
                 changed = seen[seen_before..].iter().any(|r| is_write(r) && ok(r));
             }
             Op::Approve { pick, newest } => {
@@ -1143,7 +1201,11 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("TIMELINE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32),
+        cases: std::env::var("TIMELINE_CASES")
+            .or_else(|_| std::env::var("PROPTEST_CASES"))
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(32),
         rng_seed: RngSeed::Fixed(std::env::var("TIMELINE_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(54)),
         failure_persistence: None,
         max_shrink_iters: 64,
