@@ -840,6 +840,7 @@ impl Generated {
                 user_name: name_of(self, i % self.people.len()),
                 account_id: format!("a{}", j % accounts.len()),
                 method,
+                duplicate_of: None,
             })
             .collect();
         let mut world = Scenario {

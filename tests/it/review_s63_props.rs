@@ -39,6 +39,7 @@ fn a_departed_persons_remembered_duplicate_is_explained_with_them() {
             user_name: "u0@example.com".into(),
             account_id: "a1".into(),
             method: LinkMethod::ExternalId,
+            duplicate_of: None,
         }])
         .unwrap();
     let plan = world.plan();
@@ -95,6 +96,7 @@ fn a_departed_persons_remembered_duplicate_kept_by_an_exception_is_told_so() {
             user_name: "u0@example.com".into(),
             account_id: "a0".into(),
             method: LinkMethod::ExternalId,
+            duplicate_of: None,
         }])
         .unwrap();
     let plan = world.plan();
@@ -151,6 +153,7 @@ fn an_account_disputed_now_is_not_explained_by_a_dispute_the_plan_forgot() {
             user_name: "u1@example.com".into(),
             account_id: "a2".into(),
             method: LinkMethod::ExternalId,
+            duplicate_of: None,
         }])
         .unwrap();
     let plan = world.plan();
@@ -194,6 +197,7 @@ fn a_disputed_leavers_account_is_explained_by_their_dispute_not_a_forgotten_one(
         user_name: user_name.into(),
         account_id: "a0".into(),
         method: LinkMethod::ExternalId,
+        duplicate_of: None,
     };
     world
         .store
