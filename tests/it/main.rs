@@ -178,6 +178,7 @@ mod review_s62_ops;
 mod review_s62_second;
 mod review_s62_status;
 mod review_s62_wsread;
+mod review_s63_second;
 mod review_s63_shape;
 mod role_groups;
 mod run_recovery;
