@@ -11,7 +11,9 @@
 //! past the cap would look absent ([`ScimClient::snapshot_whole`]). Users that
 //! carry no `groups` give no such check; a deactivated account, and an entry
 //! of `"type": "indirect"` (through a nested group), are not counted: some
-//! providers list only active members, and the plan reads a group's own.
+//! providers list only active members, and the plan reads a group's own. A
+//! deactivated account left out is counted in the managed group its own
+//! `groups` names instead, so a reactivated one is seen where it is.
 //!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
@@ -1395,16 +1397,22 @@ impl ScimClient {
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
         let whole = accounts.whole && groups.whole;
         let mut named_by: HashMap<String, Vec<String>> = HashMap::new();
+        // Some providers list only active members of a group while a
+        // deactivated account's own `groups` still names it: no cap, so not
+        // counted in the check, but counted in the group
+        // ([`ScimClient::count_in_deactivated`]).
+        let mut named_by_deactivated: HashMap<String, Vec<String>> = HashMap::new();
         let mut accounts: Vec<Account> = accounts
             .items
             .into_iter()
             .map(|(account, named)| {
-                // Some providers list only active members of a group while a
-                // deactivated account's own `groups` still names it. The plan
-                // leaves an inactive person's memberships alone and adds a
-                // reactivated one where it is missing, so a deactivated
-                // account left out changes nothing: not counted.
                 if !account.active {
+                    for group_id in named {
+                        named_by_deactivated
+                            .entry(group_id)
+                            .or_default()
+                            .push(account.id.clone());
+                    }
                     return account;
                 }
                 for group_id in named {
@@ -1423,6 +1431,7 @@ impl ScimClient {
                 self.read_short_groups_on_their_own(&mut groups, &named_by, &read_on_their_own)
                     .await?;
                 let short = self.short_groups(&groups, &named_by);
+                self.count_in_deactivated(&mut groups, &named_by_deactivated);
                 (groups, short)
             }
             // The filters ask each account's groups: nothing is capped there.
@@ -1439,6 +1448,60 @@ impl ScimClient {
             whole,
             short,
         })
+    }
+
+    /// Puts each deactivated account back among the members of a managed
+    /// group its own `groups` names (`named_by_deactivated`: group id →
+    /// account ids) and the group holds neither directly nor through
+    /// nesting: a provider that lists only active members. Read from the
+    /// group alone, an account the plan reactivates would look out of a
+    /// group it is in: not taken out of one no mapping gives it (it came
+    /// back with that access, and the plan said nothing), and added again to
+    /// one it keeps.
+    fn count_in_deactivated(
+        &self,
+        groups: &mut [WorkspaceGroup],
+        named_by_deactivated: &HashMap<String, Vec<String>>,
+    ) {
+        if named_by_deactivated.is_empty() {
+            return;
+        }
+        let left_out: Vec<(usize, Vec<String>)> = {
+            let by_id: HashMap<&str, &WorkspaceGroup> =
+                groups.iter().map(|g| (g.id.as_str(), g)).collect();
+            groups
+                .iter()
+                .enumerate()
+                .filter(|(_, group)| {
+                    self.inner
+                        .managed_groups
+                        .contains(&group_name_key(&group.display_name))
+                })
+                .filter_map(|(i, group)| {
+                    let named = named_by_deactivated.get(&group.id)?;
+                    let held = group.members_through_nesting(&by_id);
+                    let mut missing: Vec<String> = named
+                        .iter()
+                        .filter(|id| !held.contains(id.as_str()))
+                        .cloned()
+                        .collect();
+                    missing.sort_unstable();
+                    missing.dedup();
+                    (!missing.is_empty()).then_some((i, missing))
+                })
+                .collect()
+        };
+        for (i, missing) in left_out {
+            if let Some(group) = groups.get_mut(i) {
+                tracing::debug!(
+                    group = %group.display_name,
+                    accounts = missing.len(),
+                    "deactivated accounts whose own groups name a workspace group its members \
+                     leave out are counted in it"
+                );
+                group.members.extend(missing);
+            }
+        }
     }
 
     /// Every account on `/Users` with the ids of the groups its own `groups`

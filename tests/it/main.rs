@@ -181,6 +181,7 @@ mod review_s62_wsread;
 mod review_s63_memory;
 mod review_s63_props;
 mod review_s63_quote;
+mod review_s63_second;
 mod review_s63_shape;
 mod role_groups;
 mod run_recovery;
