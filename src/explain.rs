@@ -901,10 +901,44 @@ impl View<'_> {
             .find(|l| l.identity_id == owner && l.account_id != account.id)
     }
 
+    /// For an account nobody is linked to: the remembered candidate that makes
+    /// it the duplicate of a person the directory no longer has, whose linked
+    /// account is gone from the workspace since (deleted after the retention
+    /// period, or by hand). The plan keeps it theirs, down their deprovisioning
+    /// path ([`crate::model::DisputedCandidate::duplicate_of`]); the dispute a
+    /// stored memory without that fact reads as is told by the Disputed match.
+    fn settled_duplicate(&self) -> Option<(&str, &str)> {
+        if self.identity.is_some() || self.link.is_some() || !self.disputes().is_empty() {
+            return None;
+        }
+        let account = self.account?;
+        self.remembered.iter().find_map(|c| {
+            let linked = c.duplicate_of.as_deref()?;
+            let gone = !self
+                .loaded
+                .workspace
+                .accounts
+                .iter()
+                .any(|a| a.id == linked);
+            (c.account_id == account.id && gone).then_some((c.identity_id.as_str(), linked))
+        })
+    }
+
     fn directory_record(&self, out: &mut String) {
         let _ = writeln!(out, "\nDirectory record");
         let Some(i) = self.identity else {
             match self.remembered.first() {
+                Some(c) if let Some((_, linked)) = self.settled_duplicate() => {
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot: deleted since a run saw {} (id {}), \
+                         who was linked to account {}, since gone from the workspace; the \
+                         account below was theirs too, a duplicate",
+                        clean(&c.user_name),
+                        clean(&c.identity_id),
+                        clean(linked)
+                    );
+                }
                 Some(c) => {
                     let _ = writeln!(
                         out,
@@ -1006,7 +1040,9 @@ impl View<'_> {
                 .then(|| {
                     self.departed_link()
                         .or_else(|| self.departed_owner())
-                        .and_then(|l| protected.departed_name(&l.identity_id))
+                        .map(|l| l.identity_id.as_str())
+                        .or_else(|| self.settled_duplicate().map(|(identity_id, _)| identity_id))
+                        .and_then(|identity_id| protected.departed_name(identity_id))
                 })
                 .flatten()
         };
@@ -1119,6 +1155,31 @@ impl View<'_> {
                     },
                     if deprovisioned {
                         ": deprovisioned with it"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            // As above, the linked account gone from the workspace since.
+            None if let Some((identity_id, linked)) = self.settled_duplicate() => {
+                let deprovisioned =
+                    self.next.actions.iter().any(|a| {
+                        a.kind.is_deprovision() && a.kind.account_id() == self.account_id()
+                    });
+                let _ = writeln!(
+                    out,
+                    "  no access: a duplicate of identity {}'s linked account {}, gone from the \
+                     workspace since, and {} is not in the directory snapshot ({}){}",
+                    clean(identity_id),
+                    clean(linked),
+                    clean(identity_id),
+                    if self.loaded.directory.complete {
+                        "deleted from the directory"
+                    } else {
+                        "read incompletely: perhaps one it missed"
+                    },
+                    if deprovisioned {
+                        ": deprovisioned as theirs"
                     } else {
                         ""
                     }
@@ -1285,6 +1346,14 @@ impl View<'_> {
                              treated with it)",
                             clean(&owner.identity_id),
                             clean(&owner.account_id)
+                        ))
+                    } else if let Some((identity_id, linked)) = self.settled_duplicate() {
+                        Cow::Owned(format!(
+                            " (the plan takes the account below for a duplicate of identity {}, \
+                             since deleted from the directory, whose linked account {} is gone \
+                             from the workspace: treated as theirs)",
+                            clean(identity_id),
+                            clean(linked)
                         ))
                     } else if self.account.is_some() && self.identity.is_none() {
                         Cow::Borrowed(" (no directory identity matches the account below)")

@@ -218,3 +218,103 @@ fn a_disputed_leavers_account_is_explained_by_their_dispute_not_a_forgotten_one(
     );
     assert_eq!(section(&text, "Next run"), ["  nothing"], "{text}");
 }
+
+/// Ann was linked to `a1`; `a2` matched her too and was remembered as her
+/// duplicate. The directory deleted her, and retention deleted `a1`: the plan
+/// keeps `a2` hers (session 63, `DisputedCandidate::duplicate_of`), down her
+/// deprovisioning path. `explain a2` said "deleted since a run saw ann with a
+/// disputed match" and "an orphan, left as it is and reported every run as
+/// orphaned" of an account the plan neither disputes nor reports.
+fn a_leavers_duplicate_after_the_linked_account_is_gone(
+    extra: &'static str,
+) -> super::review_s53_explain::World {
+    let mut world = Scenario {
+        extra,
+        identities: vec![],
+        accounts: vec![account("a2", "ann@ex.com", None, false)],
+        groups: vec![],
+        links: vec![],
+        departed: vec![("p0", "a1", "ann")],
+    }
+    .store();
+    world
+        .store
+        .replace_disputed_candidates(&[DisputedCandidate {
+            identity_id: "p0".into(),
+            user_name: "ann".into(),
+            account_id: "a2".into(),
+            method: LinkMethod::Email,
+            duplicate_of: Some("a1".into()),
+        }])
+        .unwrap();
+    world
+}
+
+#[test]
+fn a_leavers_duplicate_is_explained_as_theirs_once_the_linked_account_is_gone() {
+    let world = a_leavers_duplicate_after_the_linked_account_is_gone("");
+    let plan = world.plan();
+    assert!(actions_on(&plan, "a2").is_empty(), "{plan:?}");
+    assert!(plan.drift.is_empty(), "{plan:?}");
+    let text = world.explain("a2");
+    assert_eq!(
+        section(&text, "Directory record"),
+        [
+            "  not in the directory snapshot: deleted since a run saw ann (id p0), who was \
+             linked to account a1, since gone from the workspace; the account below was theirs \
+             too, a duplicate"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        section(&text, "Scope"),
+        [
+            "  no access: a duplicate of identity p0's linked account a1, gone from the \
+             workspace since, and p0 is not in the directory snapshot (deleted from the \
+             directory)"
+        ],
+        "{text}"
+    );
+    assert!(
+        section(&text, "Link")[0].contains("a duplicate of identity p0")
+            && section(&text, "Link")[0].contains("whose linked account a1 is gone"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("orphan") && !text.contains("Disputed match"),
+        "{text}"
+    );
+    assert_eq!(section(&text, "Next run"), ["  nothing"], "{text}");
+    // Asked by the person's id, the same account is told.
+    let by_person = world.explain("p0");
+    assert_eq!(
+        by_person.split_once('\n').map(|(_, rest)| rest),
+        text.split_once('\n').map(|(_, rest)| rest)
+    );
+}
+
+#[test]
+fn a_leavers_duplicate_deleted_by_retention_is_explained_as_deprovisioned_as_theirs() {
+    let world = a_leavers_duplicate_after_the_linked_account_is_gone(
+        "[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n",
+    );
+    let plan = world.plan();
+    assert!(
+        actions_on(&plan, "a2")
+            .iter()
+            .any(|k| matches!(k, ActionKind::Delete { .. })),
+        "{plan:?}"
+    );
+    let text = world.explain("a2");
+    let scope = section(&text, "Scope");
+    assert!(
+        scope[0].starts_with("  no access: a duplicate of identity p0's linked account a1")
+            && scope[0].ends_with(": deprovisioned as theirs"),
+        "{text}"
+    );
+    assert!(!text.contains("orphan"), "{text}");
+    assert!(
+        section(&text, "Next run")[0].starts_with("  delete"),
+        "{text}"
+    );
+}
