@@ -1362,26 +1362,59 @@ impl<'a> Matching<'a> {
                     // it too): still remembered as the duplicate it was, so the
                     // settlement is not lost with the other dispute. One whose
                     // linked account exists unlinked is a dispute from now on.
-                    if candidate
-                        .duplicate_of
-                        .as_deref()
-                        .is_some_and(|linked| account_index.position(linked).is_none())
-                    {
-                        remembered_duplicates.push(candidate);
-                    }
-                    if *owner == Owner::Orphan {
-                        *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
-                        details.push(format!(
-                            "matched identity {identity_id} by {} while its match was \
-                             disputed, before the directory lost it",
-                            candidate.method.as_str()
-                        ));
-                    }
-                    disputed.entry(key).or_insert_with(|| {
+                    // Why, as it was: a duplicate's settlement is no dispute
+                    // the person had, and the reader must know what to undo.
+                    let disputed_why = || {
                         "the directory no longer has this identity, whose match was disputed \
                          while it did"
                             .to_owned()
-                    });
+                    };
+                    let shared = remembered_by
+                        .get(candidate.account_id.as_str())
+                        .is_some_and(|&(_, shared)| shared);
+                    let (how, why) = match candidate.duplicate_of.as_deref() {
+                        None => ("while its match was disputed".to_owned(), disputed_why()),
+                        Some(linked) if account_index.position(linked).is_some() => (
+                            format!(
+                                "as a duplicate of account {linked}, which is linked to them \
+                                 no more (`unlink`, or `link --replace` gave it to someone else)"
+                            ),
+                            format!(
+                                "the directory no longer has this identity, and the link that \
+                                 made account {linked} theirs is gone (`unlink`, or `link \
+                                 --replace` gave it to someone else)"
+                            ),
+                        ),
+                        Some(_) if shared => {
+                            remembered_duplicates.push(candidate);
+                            (
+                                "as a duplicate of the account linked to them (deleted since), \
+                                 which another person the directory lost may have too"
+                                    .to_owned(),
+                                "the directory no longer has this identity, and an account \
+                                 remembered as their duplicate is remembered for another person \
+                                 the directory lost too"
+                                    .to_owned(),
+                            )
+                        }
+                        Some(_) => {
+                            remembered_duplicates.push(candidate);
+                            (
+                                "as a duplicate of the account linked to them (deleted since)"
+                                    .to_owned(),
+                                disputed_why(),
+                            )
+                        }
+                    };
+                    if *owner == Owner::Orphan {
+                        *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                        details.push(format!(
+                            "matched identity {identity_id} by {} {how}, before the directory \
+                             lost it",
+                            candidate.method.as_str()
+                        ));
+                    }
+                    disputed.entry(key).or_insert(why);
                     suspects
                         .entry(key)
                         .or_default()
@@ -4958,6 +4991,55 @@ mod tests {
                 duplicate("a", "2", LinkMethod::Email, "1"),
                 candidate("b", "2", LinkMethod::UserName),
             ]
+        );
+    }
+
+    /// A leaver disputed again because the link that settled them is gone, or
+    /// because another leaver's memory names their duplicate, is not said to
+    /// have had a disputed match: the reader is told what changed (and what
+    /// to undo), as the other leaver's item keeps its own reason.
+    #[test]
+    fn a_leaver_disputed_again_is_told_why_not_that_their_match_was_disputed() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.accounts[0].active = false;
+        fx.remembered = vec![duplicate("a", "2", LinkMethod::Email, "1")];
+        let plan = fx.plan();
+        let items = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(items.len(), 1, "{items:#?}");
+        assert!(
+            items[0].detail.starts_with(
+                "the directory no longer has this identity, and the link that made account 1 \
+                 theirs is gone (`unlink`, or `link --replace` gave it to someone else)"
+            ),
+            "{}",
+            items[0].detail
+        );
+
+        fx.accounts.remove(0);
+        fx.remembered = vec![
+            duplicate("a", "2", LinkMethod::Email, "1"),
+            candidate("b", "2", LinkMethod::UserName),
+        ];
+        let plan = fx.plan();
+        let details: Vec<(Option<&str>, &str)> = drift_of(&plan, DriftKind::DisputedMatch)
+            .iter()
+            .map(|d| (d.identity_id.as_deref(), d.detail.as_str()))
+            .collect();
+        assert!(
+            details.iter().any(|(id, detail)| *id == Some("a")
+                && detail.starts_with(
+                    "the directory no longer has this identity, and an account remembered as \
+                     their duplicate is remembered for another person the directory lost too"
+                )),
+            "{details:#?}"
+        );
+        assert!(
+            details.iter().any(|(id, detail)| *id == Some("b")
+                && detail.starts_with(
+                    "the directory no longer has this identity, whose match was disputed"
+                )),
+            "{details:#?}"
         );
     }
 

@@ -1747,6 +1747,25 @@ proptest! {
                     .then_some(d.account_id.as_deref())
                     .flatten()
             }))
+            // An account that may be the account of someone left in the
+            // directory (a candidate of their disputed match, or one several
+            // of them match, whose own item names them): kept until `link`
+            // says whose it is, never deleted.
+            .chain(
+                last.disputed_candidates
+                    .iter()
+                    .filter(|c| {
+                        !leavers.contains(&c.identity_id) && present.contains(&c.identity_id)
+                    })
+                    .map(|c| c.account_id.as_str()),
+            )
+            .chain(last.drift.iter().filter_map(|d| {
+                (d.kind == DriftKind::DisputedMatch
+                    && d.identity_id.is_none()
+                    && d.detail.starts_with("matches several identities"))
+                .then_some(d.account_id.as_deref())
+                .flatten()
+            }))
             .collect();
         for (account, identity) in &tied {
             let left = s.workspace.accounts.iter().find(|a| &a.id == account);
