@@ -1294,10 +1294,17 @@ impl<'a> Matching<'a> {
                 .or_insert((candidate.identity_id.as_str(), false));
         }
         let mut settled_gone: FxHashMap<&'a str, bool> = FxHashMap::default();
+        // People one of whose remembered accounts another deleted person's
+        // memory names too: disputed again for that one, every duplicate of
+        // theirs is, and their item says why whichever the store lists first.
+        let mut sharing: BTreeSet<&'a str> = BTreeSet::new();
         for candidate in &deleted_people {
             let shared = remembered_by
                 .get(candidate.account_id.as_str())
                 .is_some_and(|&(_, shared)| shared);
+            if shared {
+                sharing.insert(candidate.identity_id.as_str());
+            }
             let gone = !shared
                 && candidate
                     .duplicate_of
@@ -1369,9 +1376,16 @@ impl<'a> Matching<'a> {
                          while it did"
                             .to_owned()
                     };
+                    let shared_why = || {
+                        "the directory no longer has this identity, and an account remembered \
+                         as their duplicate is remembered for another person the directory lost \
+                         too"
+                        .to_owned()
+                    };
                     let shared = remembered_by
                         .get(candidate.account_id.as_str())
                         .is_some_and(|&(_, shared)| shared);
+                    let shares_another = sharing.contains(identity_id);
                     let (how, why) = match candidate.duplicate_of.as_deref() {
                         None => ("while its match was disputed".to_owned(), disputed_why()),
                         Some(linked) if account_index.position(linked).is_some() => (
@@ -1391,10 +1405,7 @@ impl<'a> Matching<'a> {
                                 "as a duplicate of the account linked to them (deleted since), \
                                  which another person the directory lost may have too"
                                     .to_owned(),
-                                "the directory no longer has this identity, and an account \
-                                 remembered as their duplicate is remembered for another person \
-                                 the directory lost too"
-                                    .to_owned(),
+                                shared_why(),
                             )
                         }
                         Some(_) => {
@@ -1402,7 +1413,11 @@ impl<'a> Matching<'a> {
                             (
                                 "as a duplicate of the account linked to them (deleted since)"
                                     .to_owned(),
-                                disputed_why(),
+                                if shares_another {
+                                    shared_why()
+                                } else {
+                                    disputed_why()
+                                },
                             )
                         }
                     };
@@ -5039,6 +5054,44 @@ mod tests {
                 && detail.starts_with(
                     "the directory no longer has this identity, whose match was disputed"
                 )),
+            "{details:#?}"
+        );
+    }
+
+    /// A leaver with two duplicates, one of which another leaver's memory
+    /// names too, is disputed for that shared one: their item says so
+    /// whichever duplicate the store lists first, not that their match was
+    /// disputed (a link settled it).
+    #[test]
+    fn a_leaver_disputed_again_for_a_shared_duplicate_is_told_so_whatever_the_order() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.accounts.remove(0);
+        let mut third = acct("3", "x");
+        third.external_id = None;
+        third.email = None;
+        fx.accounts.push(third);
+        fx.remembered = vec![
+            duplicate("a", "2", LinkMethod::Email, "1"),
+            duplicate("a", "3", LinkMethod::UserName, "1"),
+            candidate("b", "3", LinkMethod::UserName),
+        ];
+        let plan = fx.plan();
+        let details: Vec<(Option<&str>, &str)> = drift_of(&plan, DriftKind::DisputedMatch)
+            .iter()
+            .map(|d| (d.identity_id.as_deref(), d.detail.as_str()))
+            .collect();
+        assert!(
+            details.iter().any(|(id, detail)| *id == Some("a")
+                && detail.starts_with(
+                    "the directory no longer has this identity, and an account remembered as \
+                     their duplicate is remembered for another person the directory lost too"
+                )),
+            "{details:#?}"
+        );
+        assert!(
+            !details.iter().any(|(id, detail)| *id == Some("a")
+                && detail.contains("whose match was disputed")),
             "{details:#?}"
         );
     }
