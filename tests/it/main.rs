@@ -178,6 +178,7 @@ mod review_s62_ops;
 mod review_s62_second;
 mod review_s62_status;
 mod review_s62_wsread;
+mod review_s63_fourth;
 mod review_s63_memory;
 mod review_s63_props;
 mod review_s63_quote;
