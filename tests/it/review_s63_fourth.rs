@@ -44,7 +44,9 @@ fn a_duplicate_another_leaver_remembers_too_is_explained_as_disputed() {
     let plan = world.plan();
     assert!(actions_on(&plan, "a2").is_empty(), "{plan:?}");
     assert!(
-        plan.drift.iter().any(|d| d.kind == DriftKind::DisputedMatch),
+        plan.drift
+            .iter()
+            .any(|d| d.kind == DriftKind::DisputedMatch),
         "{plan:?}"
     );
     let text = world.explain("a2");
@@ -73,15 +75,14 @@ fn a_leavers_unshared_duplicate_is_explained_as_disputed_when_another_is_shared(
         departed: vec![("p0", "a1", "ann")],
     }
     .store();
-    let remembered = |identity: &str, name: &str, account: &str, of: Option<&str>| {
-        DisputedCandidate {
+    let remembered =
+        |identity: &str, name: &str, account: &str, of: Option<&str>| DisputedCandidate {
             identity_id: identity.into(),
             user_name: name.into(),
             account_id: account.into(),
             method: LinkMethod::Email,
             duplicate_of: of.map(Into::into),
-        }
-    };
+        };
     world
         .store
         .replace_disputed_candidates(&[
@@ -93,8 +94,9 @@ fn a_leavers_unshared_duplicate_is_explained_as_disputed_when_another_is_shared(
     let plan = world.plan();
     assert!(actions_on(&plan, "a2").is_empty(), "{plan:?}");
     assert!(
-        plan.drift.iter().any(|d| d.kind == DriftKind::DisputedMatch
-            && d.identity_id.as_deref() == Some("p0")),
+        plan.drift
+            .iter()
+            .any(|d| d.kind == DriftKind::DisputedMatch && d.identity_id.as_deref() == Some("p0")),
         "{plan:?}"
     );
     let text = world.explain("a2");
