@@ -106,3 +106,37 @@ fn a_leavers_unshared_duplicate_is_explained_as_disputed_when_another_is_shared(
         "{text}"
     );
 }
+
+/// Ann's linked account `a1` is still in the workspace, but unlinked
+/// (`unlink` took the decision back): the plan disputes her again, and
+/// `explain a2` shows that dispute, not `a2` as her settled duplicate.
+#[test]
+fn a_duplicate_whose_linked_account_is_present_but_unlinked_is_explained_as_disputed() {
+    let mut world = Scenario {
+        extra: "",
+        identities: vec![],
+        accounts: vec![
+            account("a1", "ann.old@ex.com", None, false),
+            account("a2", "ann@ex.com", None, false),
+        ],
+        groups: vec![],
+        links: vec![],
+        departed: vec![("p0", "a1", "ann")],
+    }
+    .store();
+    world
+        .store
+        .replace_disputed_candidates(&[DisputedCandidate {
+            identity_id: "p0".into(),
+            user_name: "ann".into(),
+            account_id: "a2".into(),
+            method: LinkMethod::Email,
+            duplicate_of: Some("a1".into()),
+        }])
+        .unwrap();
+    let plan = world.plan();
+    assert!(actions_on(&plan, "a2").is_empty(), "{plan:?}");
+    let text = world.explain("a2");
+    assert!(!section(&text, "Disputed match").is_empty(), "{text}");
+    assert!(!text.contains("since gone from the workspace"), "{text}");
+}
