@@ -32,7 +32,9 @@
 //!   group in another (a member that is a group's id, served with `type`
 //!   `Group`); a write may add Users only, as Taskade's groups do not nest. A
 //!   change of a User's groups leaves its version as it is (the attribute is
-//!   derived from the groups).
+//!   derived from the groups). A test may make them stale
+//!   ([`Sandbox::name_stale_groups`]): a User then names a group that does
+//!   not hold it.
 //! - **Group displayNames are unique** (case-insensitively), like userNames: a
 //!   create or rename to a taken name is 409 `uniqueness`. A seed may still give
 //!   several groups one name, as a copy of a workspace whose folders share one
@@ -764,6 +766,15 @@ impl Sandbox {
             .unwrap_or_else(PoisonError::into_inner) = None;
         self.shared.hold_staged.store(false, Ordering::SeqCst);
         self.shared.holding.send_replace(false);
+    }
+
+    /// Stages a stale `groups` (RFC 7643 §4.1.2), for tests: from now on the
+    /// User `user`'s `groups` names each of `groups` (group ids) as a direct
+    /// membership, whether the group's `members` hold it or not, as a provider
+    /// that does not update a User's `groups` when it leaves a group. The
+    /// groups' members are served as they are.
+    pub fn name_stale_groups(&self, user: &str, groups: &[&str]) {
+        self.shared.store().name_stale_groups(user, groups);
     }
 
     /// Replaces the bearer token while serving: clients holding the old one are

@@ -275,6 +275,9 @@ pub(crate) struct Store {
     /// How many of a group's members it is served with at most (see
     /// [`Store::set_members_cap`]).
     members_cap: Option<usize>,
+    /// User id → groups its `groups` names whether they hold it or not (see
+    /// [`Store::name_stale_groups`]).
+    stale_groups: HashMap<String, BTreeSet<String>>,
 }
 
 /// What a group whose members are hidden shows.
@@ -1015,6 +1018,7 @@ impl Store {
             or_refused: std::sync::atomic::AtomicU64::new(0),
             members_hidden: false,
             members_cap: None,
+            stale_groups: HashMap::new(),
         };
         let meta = Meta {
             version: 1,
@@ -1251,6 +1255,9 @@ impl Store {
                     pending.push(outer.as_str());
                 }
             }
+        }
+        for stale in self.stale_groups.get(user_id).into_iter().flatten() {
+            groups.insert(stale.as_str(), true);
         }
         UserGroupsView(
             &self.base,
@@ -1747,6 +1754,17 @@ impl Store {
     /// Users' own `groups` still name every group they are in.
     pub fn set_members_cap(&mut self, cap: Option<usize>) {
         self.members_cap = cap;
+    }
+
+    /// Makes `user`'s `groups` name each of `groups` (ids; one that does not
+    /// exist is left out, as ever) as a direct membership, whatever the groups'
+    /// members say: a provider that leaves a User's `groups` stale (it keeps
+    /// naming a group the User was taken out of).
+    pub fn name_stale_groups(&mut self, user: &str, groups: &[&str]) {
+        self.stale_groups
+            .entry(user.to_owned())
+            .or_default()
+            .extend(groups.iter().map(|&g| g.to_owned()));
     }
 
     /// How many list filters were refused for their `or`.
@@ -2890,6 +2908,40 @@ mod tests {
         // Hidden members: no groups either (AWS IAM Identity Center sends none).
         s.set_members_hidden(true);
         assert_eq!(groups_of(&s, "u1"), Value::Null);
+    }
+
+    /// A stale `groups` names a group that does not hold the User (one that
+    /// does not exist is left out), in reads and listings alike, while the
+    /// group's members stay as they are.
+    #[test]
+    fn stale_groups_name_a_group_that_does_not_hold_the_user() {
+        let seed = WorkspaceSnapshot {
+            accounts: vec![account("u1"), account("u2")],
+            groups: vec![WorkspaceGroup {
+                id: "g-eng".into(),
+                display_name: "Engineering".into(),
+                members: vec!["u1".into()],
+            }],
+        };
+        let mut s = Store::new("http://h/scim/v2", seed, Utc::now()).unwrap();
+        s.name_stale_groups("u2", &["g-eng", "g-gone"]);
+        let engineering = json!([{"$ref": "http://h/scim/v2/Groups/g-eng",
+            "display": "Engineering", "type": "direct", "value": "g-eng"}]);
+        assert_eq!(s.get_user("u2").unwrap().body()["groups"], engineering);
+        let listed = s
+            .list_users(&ListQuery {
+                start_index: 1,
+                count: 10,
+                ..ListQuery::default()
+            })
+            .unwrap()
+            .into_json();
+        let listed: Value = serde_json::from_slice(&listed).unwrap();
+        assert_eq!(listed["Resources"][1]["groups"], engineering, "{listed}");
+        assert_eq!(
+            s.get_group("g-eng", true).unwrap().body()["members"],
+            json!([{"$ref": "http://h/scim/v2/Users/u1", "type": "User", "value": "u1"}])
+        );
     }
 
     #[test]
