@@ -545,6 +545,9 @@ struct Executor<'a> {
     /// The run's clock when the apply began (tests set it), and the instant: a
     /// breaker's opening is stamped on it.
     clock: (DateTime<Utc>, Instant),
+    /// How people run seatwarden's commands (`report.admin_command`), for the
+    /// `link` a failed create's message tells them to run.
+    admin_command: &'a str,
 }
 
 /// Created accounts are recorded in SQLite at most this often, and once more after
@@ -762,7 +765,7 @@ impl Executor<'_> {
                                 .map_err(|e| e.to_string())?;
                             judged.push((account, linked_to));
                         }
-                        match claim(judged, identity_id, &spec.user_name)
+                        match claim(judged, identity_id, &spec.user_name, self.admin_command)
                             .map_err(|why| format!("{e}; {why}"))?
                         {
                             Some(account) => (account, LinkMethod::UserName),
@@ -770,9 +773,9 @@ impl Executor<'_> {
                                 return Err(WriteFailure::Failed(format!(
                                     "{e}; the workspace says {:?} exists but {OUT_OF_SIGHT} \
                                      (uniqueness on email? an account only its admins see?): find \
-                                     it in the workspace's admin console, then `seatwarden link` it \
-                                     to the person if it is theirs",
-                                    spec.user_name
+                                     it in the workspace's admin console, then `{} link` it to the \
+                                     person if it is theirs",
+                                    spec.user_name, self.admin_command
                                 )));
                             }
                         }
@@ -1208,7 +1211,8 @@ pub(crate) fn phase(kind: &ActionKind) -> u8 {
 /// `relist_requests` is what one full listing of the workspace costs in requests
 /// (after this plan's creates): verification re-lists the workspace once instead of
 /// reading each changed object when that is estimated to be faster (see
-/// `relist_is_cheaper`).
+/// `relist_is_cheaper`). Messages spell seatwarden's commands the default way
+/// ([`crate::model::DEFAULT_ADMIN_COMMAND`]).
 pub async fn apply(
     client: &ScimClient,
     store: &Arc<Mutex<Store>>,
@@ -1226,6 +1230,7 @@ pub async fn apply(
         relist_requests,
         Breaker::disabled(),
         Utc::now(),
+        crate::model::DEFAULT_ADMIN_COMMAND,
     )
     .await
 }
@@ -1242,6 +1247,8 @@ pub fn later_by(now: DateTime<Utc>, started: Instant) -> DateTime<Utc> {
 /// (see [`ApplySummary::circuit_opened`]). The opening is stored when it happens,
 /// stamped on the run's clock (`now` when the apply began, moved on since); the
 /// caller stores it again from the summary (and a half-open trial's outcome).
+/// `admin_command` (`report.admin_command`) spells the commands a failed
+/// write's message tells people to run.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_with_breaker(
     client: &ScimClient,
@@ -1252,6 +1259,7 @@ pub async fn apply_with_breaker(
     relist_requests: usize,
     breaker: Breaker,
     now: DateTime<Utc>,
+    admin_command: &str,
 ) -> Result<ApplySummary, ApplyError> {
     let clock = (now, Instant::now());
     let executor = Executor {
@@ -1271,6 +1279,7 @@ pub async fn apply_with_breaker(
         total: plan.runnable().count(),
         written: AtomicUsize::new(0),
         clock,
+        admin_command,
     };
     let freed = FreedUserNames::new(plan);
     let mut executed: HashMap<u32, Executed> = HashMap::new();
@@ -2526,7 +2535,11 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// takes to create an account. What a short or failed listing leaves unsettled is
 /// looked up on its own as before. Each row checked is reported to a
 /// [`with_progress`] hook ([`ApplyProgress::Recovering`]).
-pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recovered, ApplyError> {
+pub async fn recover(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    admin_command: &str,
+) -> Result<Recovered, ApplyError> {
     let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
         let interrupted: Vec<JournalEntry> = store.interrupted()?;
@@ -2587,6 +2600,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
                 created: created_by(entry),
                 linked: &linked,
                 unanswered: OnceLock::new(),
+                admin_command,
             },
         );
         let checked = &checked;
@@ -2829,7 +2843,7 @@ async fn interrupted_link(
                     (account, linked_to)
                 })
                 .collect();
-            match claim(holders, identity_id, &spec.user_name)? {
+            match claim(holders, identity_id, &spec.user_name, reader.admin_command)? {
                 Some(account) => {
                     // Not naming the person, it may be one someone made meanwhile
                     // (or the provider keeps no externalId): linked as the 409
@@ -2886,7 +2900,12 @@ async fn interrupted_link(
 /// externalId, so the account is not the one it made, and matching gives an
 /// account to the person its externalId names (an account that appeared between
 /// the plan and the write is judged by the next run's plan).
-fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> Result<(), String> {
+fn claimable(
+    account: &Account,
+    identity_id: &str,
+    linked_to: Option<&str>,
+    admin_command: &str,
+) -> Result<(), String> {
     // An address given again to someone new (a namesake, a rehire under a new
     // id) is the common case, and only the workspace's admins can free it.
     let free_it = format!(
@@ -2901,7 +2920,7 @@ fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> R
              theirs, `{}`; {free_it}",
             account.user_name,
             account.id,
-            link_command(&[identity_id, &account.id], &["--replace"])
+            link_command(admin_command, &[identity_id, &account.id], &["--replace"])
         )),
         (None, Some(other)) if !other.is_empty() && other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, whose externalId {other:?} names someone \
@@ -2910,16 +2929,18 @@ fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> R
              `{}`; {free_it}",
             account.user_name,
             account.id,
-            link_command(&[identity_id, &account.id], &[])
+            link_command(admin_command, &[identity_id, &account.id], &[])
         )),
         _ => Ok(()),
     }
 }
 
-/// The `seatwarden link` a failed create's message tells a person to run. The
-/// executor does not know `report.admin_command`, so it is spelled the default way.
-fn link_command(ids: &[&str], options: &[&str]) -> String {
-    crate::model::admin_command_line(crate::model::DEFAULT_ADMIN_COMMAND, "link", ids, options)
+/// The `seatwarden link` a failed create's message tells a person to run,
+/// spelled with `admin_command` (`report.admin_command`) as every other message
+/// spells it: a command people cannot paste as it is (missing its `sudo -u` or
+/// `--config`) fails, or acts on another database.
+fn link_command(admin_command: &str, ids: &[&str], options: &[&str]) -> String {
+    crate::model::admin_command_line(admin_command, "link", ids, options)
 }
 
 /// Of the accounts holding the userName a create asked for (each with the
@@ -2937,6 +2958,7 @@ fn claim(
     holders: Vec<(Account, Option<String>)>,
     identity_id: &str,
     user_name: &str,
+    admin_command: &str,
 ) -> Result<Option<Account>, String> {
     let naming = holders
         .iter()
@@ -2959,7 +2981,7 @@ fn claim(
              none of them on its own; the next run reports them as a disputed match, and \
              `{}` settles it",
             holders.len(),
-            link_command(&[identity_id, "ACCOUNT"], &[])
+            link_command(admin_command, &[identity_id, "ACCOUNT"], &[])
         ));
     } else if several {
         holders
@@ -2971,7 +2993,7 @@ fn claim(
     let Some((account, linked_to)) = chosen else {
         return Ok(None);
     };
-    claimable(&account, identity_id, linked_to.as_deref())?;
+    claimable(&account, identity_id, linked_to.as_deref(), admin_command)?;
     Ok(Some(account))
 }
 
@@ -3254,6 +3276,9 @@ struct Recovery<'a> {
     linked: &'a HashMap<String, String>,
     /// The first read that failed (see [`Resolved::Unanswered`]).
     unanswered: OnceLock<String>,
+    /// How people run seatwarden's commands (`report.admin_command`), for the
+    /// `link` a create it cannot claim tells them to run.
+    admin_command: &'a str,
 }
 
 impl Recovery<'_> {
@@ -3461,7 +3486,7 @@ mod tests {
                 holder("a2", "ada@ex.com", Some("00u1")),
             ],
         ] {
-            let claimed = super::claim(holders, "00u1", "ada@ex.com");
+            let claimed = super::claim(holders, "00u1", "ada@ex.com", "seatwarden");
             assert!(
                 claimed.is_err(),
                 "several holders were claimed: {claimed:?}"
@@ -3473,11 +3498,13 @@ mod tests {
         }
     }
 
-    /// The `link` a refused claim names takes the provider's ids as one word
-    /// each, and an id that starts with `-` after `--`.
+    /// The `link` a refused claim names is spelled with `report.admin_command`,
+    /// and takes the provider's ids as one word each, and an id that starts
+    /// with `-` after `--`.
     #[test]
     #[allow(clippy::unwrap_used)]
     fn a_refused_claim_quotes_the_ids_of_its_link_command() {
+        const ADMIN: &str = "sudo -u sw seatwarden --config /etc/sw.toml";
         let account = crate::model::Account {
             id: "ws 1".into(),
             user_name: "ada@ex.com".into(),
@@ -3489,19 +3516,22 @@ mod tests {
             active: true,
             roles: Vec::new(),
         };
-        let why = super::claimable(&account, "it's $(x)", Some("00u9")).unwrap_err();
+        let why = super::claimable(&account, "it's $(x)", Some("00u9"), ADMIN).unwrap_err();
         assert!(
-            why.contains(r"`seatwarden link 'it'\''s $(x)' 'ws 1' --replace`"),
+            why.contains(&format!(r"`{ADMIN} link 'it'\''s $(x)' 'ws 1' --replace`")),
             "{why}"
         );
-        let why = super::claimable(&account, "-abc", Some("00u9")).unwrap_err();
+        let why = super::claimable(&account, "-abc", Some("00u9"), ADMIN).unwrap_err();
         assert!(
-            why.contains("`seatwarden link --replace -- -abc 'ws 1'`"),
+            why.contains(&format!("`{ADMIN} link --replace -- -abc 'ws 1'`")),
             "{why}"
         );
         let holders = vec![(account.clone(), None), (account, None)];
-        let why = super::claim(holders, "-abc", "ada@ex.com").unwrap_err();
-        assert!(why.contains("`seatwarden link -- -abc ACCOUNT`"), "{why}");
+        let why = super::claim(holders, "-abc", "ada@ex.com", ADMIN).unwrap_err();
+        assert!(
+            why.contains(&format!("`{ADMIN} link -- -abc ACCOUNT`")),
+            "{why}"
+        );
     }
 
     /// A recovery's batched `userName eq … or …` read whose answer filled a page

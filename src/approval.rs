@@ -1845,6 +1845,7 @@ pub async fn approve_read_ahead(
             relist,
             Breaker::new(config.circuit_settings()),
             now,
+            &config.admin_command(),
         )
         .await?;
         let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
@@ -2012,7 +2013,7 @@ async fn recover_cut_off(
     // Its read failing is a read of the workspace, as the re-check's would be (a
     // provider may answer discovery to anyone and refuse `/Users`): said so, with
     // what to check, not as "applying the approved actions".
-    let recovered = apply::recover(client, &store)
+    let recovered = apply::recover(client, &store, &config.admin_command())
         .await
         .map_err(|error| match error {
             ApplyError::Workspace(e) => ApprovalError::Workspace(e),

@@ -1057,7 +1057,8 @@ async fn pipeline(
         // provider's rate limit: without a line, a terminal looks hung.
         // Boxed: held in either branch below, it doubled in the pipeline's future,
         // which overflowed a debug build's test thread.
-        let recovering = Box::pin(apply::recover(client, store));
+        let admin_command = config.admin_command();
+        let recovering = Box::pin(apply::recover(client, store, &admin_command));
         let recovered = if show_progress && !apply::progress_is_heard() {
             let (hook, printed) = apply_progress_printer();
             let recovered = apply::with_progress(hook, recovering).await;

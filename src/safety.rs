@@ -113,6 +113,7 @@ pub async fn apply_with_circuit(
         relist_requests,
         Breaker::new(config.circuit_settings()),
         now,
+        &config.admin_command(),
     )
     .await?;
     let applied_at = apply::later_by(now, writing);

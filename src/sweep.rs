@@ -931,7 +931,7 @@ async fn enforce_pass(
     // towards does not matter until a pass that can resolve them.
     let recovered = match outage.down() {
         Some(_) => Ok(apply::Recovered::default()),
-        None => unless_stopped(apply::recover(client, store)).await?,
+        None => unless_stopped(apply::recover(client, store, &config.admin_command())).await?,
     };
     let resolved = recovered.is_ok();
     match recovered {
@@ -1668,6 +1668,7 @@ async fn apply_sweep(
         usize::MAX,
         Breaker::new(config.circuit_settings()),
         now,
+        &config.admin_command(),
     )
     .await?;
     crate::safety::record_circuit(

@@ -509,7 +509,10 @@ async fn interrupted_membership_changes_are_recovered_by_the_members_groups() {
         store.mark_in_flight(run, seq, chrono::Utc::now()).unwrap();
     }
     let store = std::sync::Mutex::new(store);
-    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let recovered =
+        seatwarden::apply::recover(&client, &store, seatwarden::model::DEFAULT_ADMIN_COMMAND)
+            .await
+            .unwrap();
     assert_eq!(recovered.resolved, 3);
     let journal = store.lock().unwrap().journal(run).unwrap();
     let states: Vec<ActionState> = journal.iter().map(|e| e.state).collect();

@@ -320,7 +320,10 @@ async fn an_interrupted_create_whose_lookup_is_refused_for_good_is_failed() {
     let crashed_run = crashed_create(&config);
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
-    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let recovered =
+        seatwarden::apply::recover(&client, &store, seatwarden::model::DEFAULT_ADMIN_COMMAND)
+            .await
+            .unwrap();
     assert_eq!(recovered.resolved, 1);
     let journal = store.lock().unwrap().journal(crashed_run).unwrap();
     assert_eq!(journal[0].state, ActionState::Failed, "{journal:?}");
@@ -1478,7 +1481,10 @@ async fn recover_on_sandbox(
     let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
     let store = std::sync::Mutex::new(store);
     let before = sandbox.stats();
-    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let recovered =
+        seatwarden::apply::recover(&client, &store, seatwarden::model::DEFAULT_ADMIN_COMMAND)
+            .await
+            .unwrap();
     let after = sandbox.stats();
     let store = store.into_inner().unwrap();
     let states = store
@@ -1632,7 +1638,10 @@ async fn a_create_an_or_answer_left_out_is_looked_up_on_its_own() {
     };
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
-    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let recovered =
+        seatwarden::apply::recover(&client, &store, seatwarden::model::DEFAULT_ADMIN_COMMAND)
+            .await
+            .unwrap();
     assert_eq!(recovered.resolved, 2);
     let store = store.into_inner().unwrap();
     let states: Vec<ActionState> = store
@@ -1830,7 +1839,10 @@ async fn a_create_a_short_listing_lacks_is_looked_up_on_its_own() {
     };
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
-    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let recovered =
+        seatwarden::apply::recover(&client, &store, seatwarden::model::DEFAULT_ADMIN_COMMAND)
+            .await
+            .unwrap();
     assert_eq!(recovered.resolved, 3);
     let store = store.into_inner().unwrap();
     let states: Vec<ActionState> = store

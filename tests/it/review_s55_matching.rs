@@ -149,7 +149,10 @@ async fn recover(config: &Config) -> ActionState {
     let run = crashed_create(config);
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
-    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let recovered =
+        seatwarden::apply::recover(&client, &store, seatwarden::model::DEFAULT_ADMIN_COMMAND)
+            .await
+            .unwrap();
     assert_eq!(recovered.resolved, 1);
     let store = store.into_inner().unwrap();
     store.journal(run).unwrap()[0].state

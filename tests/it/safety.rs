@@ -1868,6 +1868,7 @@ async fn the_circuit_is_stored_open_the_moment_it_opens() {
         usize::MAX,
         seatwarden::circuit::Breaker::new(env.config.circuit_settings()),
         t0,
+        &env.config.admin_command(),
     )
     .await
     .unwrap();
