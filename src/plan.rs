@@ -99,7 +99,10 @@
 //!   case-insensitively). A name several workspace groups share is a disputed match:
 //!   none of them is touched, nor is another created.
 //!   Members of people who lost access are left alone: deactivated accounts keep their
-//!   projects, so reactivation restores access without loss.
+//!   projects, so reactivation restores access without loss. So are a deactivated
+//!   orphan's: they grant nothing, and what a provider says of a deactivated
+//!   account's groups may be stale (a removal would then change nothing, planned
+//!   again on every run).
 //! - Protected accounts (by the account's or the identity's userName) appear in no
 //!   action at all, not even in member lists. Protection only ever adds: every
 //!   account of a protected person is left alone, whatever its own userName (an
@@ -115,10 +118,10 @@
 //!   says it has been seen deactivated that long. Every deactivated account waiting
 //!   so is listed in [`Plan::retained`], whose changes keep the store's clocks.
 //! - Orphans (accounts no identity matches) follow `unmatched_accounts`: `report`
-//!   gives drift items only (also for their memberships of managed groups), `adopt`
-//!   accepts them as they are (no drift), `deactivate` deactivates active ones and
-//!   takes them out of managed groups — never deletes them, whatever `deprovision`
-//!   says: "existing users keep their data".
+//!   gives drift items only (also for an active one's memberships of managed
+//!   groups), `adopt` accepts them as they are (no drift), `deactivate` deactivates
+//!   active ones and takes them out of managed groups in the same run — never
+//!   deletes them, whatever `deprovision` says: "existing users keep their data".
 //!
 //! # Two people, one userName
 //!
@@ -2953,7 +2956,17 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 }
                 let key = match m.owner(slot) {
                     Some(&Owner::Primary(key)) if self.flagged(slot, MANAGED_MEMBER) => Some(key),
-                    Some(Owner::Orphan) => None,
+                    // A deactivated orphan's memberships are left alone, as a
+                    // leaver's are: they grant nothing while it is deactivated,
+                    // and nobody's access is at stake. What is read of them may
+                    // be no membership at all: a provider that lists only
+                    // active members is read from the account's own `groups`,
+                    // which some leave stale, and a removal of a member the
+                    // group does not hold is answered success and changes
+                    // nothing, so it was planned again on every run with no
+                    // word to anyone. An active orphan's, read from the group,
+                    // go with its deactivation (and are reported under `report`).
+                    Some(Owner::Orphan) if account.active => None,
                     _ => continue,
                 };
                 let identity_id = key.map(|k| m.id_of(k));
@@ -5434,6 +5447,78 @@ mod tests {
         );
         assert_eq!(plan.actions[0].reason, DriftKind::OrphanedAccount);
         assert!(fx.replan().is_empty());
+    }
+
+    /// A deactivated orphan in a managed group is left there under every
+    /// setting, as a leaver's deactivated account is: no removal and no group
+    /// drift (under `report` the account is still reported as an orphan). Its
+    /// membership grants nothing, and a provider that lists only active
+    /// members is read from the account's own `groups`, which may be stale:
+    /// the removal planned before was answered success, changed nothing and
+    /// was planned again on every run. An active orphan is still taken out of
+    /// the group with its deactivation, and the plan converges.
+    #[test]
+    fn a_deactivated_orphans_memberships_are_left_alone_as_a_leavers_are() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            active("a", &["eng"]),
+            ident("s", IdentityStatus::Suspended, &["eng"]),
+        ];
+        let mut leaver = acct("4", "s");
+        leaver.active = false;
+        let mut ghost = acct("8", "ghost");
+        ghost.external_id = None;
+        ghost.active = false;
+        let mut stranger = acct("9", "stranger");
+        stranger.external_id = None;
+        fx.accounts = vec![acct("1", "a"), leaver, ghost, stranger];
+        fx.accounts[0].roles = vec!["Editor".into()];
+        fx.groups = vec![group("g", "Engineering", &["1", "4", "8", "9"])];
+        let names = |plan: &Plan, id: &str| {
+            plan.actions.iter().any(|a| match &a.kind {
+                ActionKind::RemoveMembers { members, .. } => members.iter().any(|m| m == id),
+                kind => kind.account_id() == Some(id),
+            })
+        };
+        for unmatched in [
+            UnmatchedAccounts::Report,
+            UnmatchedAccounts::Adopt,
+            UnmatchedAccounts::Deactivate,
+        ] {
+            fx.settings.unmatched_accounts = unmatched;
+            let plan = fx.plan();
+            for id in ["4", "8"] {
+                assert!(!names(&plan, id), "{unmatched:?} {id}: {:#?}", plan.actions);
+            }
+            let ghost_drift: Vec<DriftKind> = plan
+                .drift
+                .iter()
+                .filter(|d| d.account_id.as_deref() == Some("8"))
+                .map(|d| d.kind)
+                .collect();
+            let reported: &[DriftKind] = match unmatched {
+                UnmatchedAccounts::Report => &[DriftKind::OrphanedAccount],
+                _ => &[],
+            };
+            assert_eq!(ghost_drift, reported, "{unmatched:?}: {:#?}", plan.drift);
+            assert!(fx.replan().is_empty(), "{unmatched:?}");
+        }
+        let group_ref = GroupRef::Existing {
+            id: "g".into(),
+            display_name: "Engineering".into(),
+        };
+        assert_eq!(
+            kinds(&fx.plan()),
+            [
+                &ActionKind::Deactivate {
+                    account_id: "9".into()
+                },
+                &ActionKind::RemoveMembers {
+                    group: group_ref,
+                    members: vec!["9".into()]
+                },
+            ]
+        );
     }
 
     #[test]

@@ -1457,7 +1457,10 @@ impl ScimClient {
     /// group alone, an account the plan reactivates would look out of a
     /// group it is in: not taken out of one no mapping gives it (it came
     /// back with that access, and the plan said nothing), and added again to
-    /// one it keeps.
+    /// one it keeps. What is counted so may be stale (a provider that does not
+    /// update a User's `groups` when it leaves a group): the plan changes a
+    /// deactivated account's memberships only when it reactivates it, so a
+    /// removal the workspace cannot make is not planned on every run.
     fn count_in_deactivated(
         &self,
         groups: &mut [WorkspaceGroup],

@@ -1,6 +1,8 @@
-//! Session 64, the executor: the `link` a create that found its userName
-//! taken tells people to run is spelled with `report.admin_command`, in the
-//! run and in the recovery after a run cut off.
+//! Session 64, the executor and the plan: the `link` a create that found its
+//! userName taken tells people to run is spelled with `report.admin_command`,
+//! in the run and in the recovery after a run cut off; and a deactivated
+//! orphan whose own `groups` names a managed group that does not hold it (a
+//! provider leaving `groups` stale) is not planned out of it on every run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -11,8 +13,9 @@ use serde_json::json;
 
 use seatwarden::config::Config;
 use seatwarden::model::{
-    Account, AccountSpec, Action, ActionKind, DriftKind, Plan, WorkspaceSnapshot,
+    Account, AccountSpec, Action, ActionKind, DriftKind, Plan, WorkspaceGroup, WorkspaceSnapshot,
 };
+use seatwarden::run::{self, Mode};
 use seatwarden::store::{ActionState, RunKind, Store};
 
 use crate::fixtures;
@@ -174,4 +177,111 @@ async fn a_recovered_create_whose_user_name_someone_else_holds_names_the_configu
         "{error}"
     );
     assert!(!error.contains("`seatwarden link"), "{error}");
+}
+
+/// A directory of Ada (00u1) in Engineering, mapped to the workspace group
+/// Engineering, with `unmatched_accounts`; no settle window.
+fn engineering_config(url: &str, dir: &Path, unmatched: &str) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+            "status": "active", "groups": ["Engineering"]
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\nrole_attribute = \"none\"\n\n\
+             [policy]\nunmatched_accounts = \"{unmatched}\"\n\n\
+             [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
+             role = \"Viewer\"\n\n[safety]\nsettle = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+}
+
+/// Ghost's account (ws-2) is nobody's and deactivated; Engineering does not
+/// hold it, but the provider left its own `groups` naming Engineering, and the
+/// workspace read counts a deactivated account in the managed group its
+/// `groups` names (a provider may list only active members). Under
+/// `unmatched_accounts = "deactivate"` each run planned Ghost out of
+/// Engineering, the workspace answered success and changed nothing, and the
+/// next run planned it again, for ever, with no word to anyone; under
+/// `"report"` each run reported a membership it does not have. A deactivated
+/// orphan's memberships are now left alone, as a leaver's are: the first run
+/// plans nothing for Ghost, and the second plan is empty. Stray (ws-3),
+/// deactivated and really in Engineering, is left there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_orphans_stale_groups_are_not_a_removal_on_every_run() {
+    for unmatched in ["deactivate", "report"] {
+        let seed = WorkspaceSnapshot {
+            accounts: vec![
+                account("ws-1", "ada@example.com", Some("00u1"), true),
+                account("ws-2", "ghost@example.com", None, false),
+                account("ws-3", "stray@example.com", None, false),
+            ],
+            groups: vec![WorkspaceGroup {
+                id: "g-eng".into(),
+                display_name: "Engineering".into(),
+                members: vec!["ws-1".into(), "ws-3".into()],
+            }],
+        };
+        let sandbox = fixtures::sandbox("t0ken", seed).await;
+        sandbox.name_stale_groups("ws-2", &["g-eng"]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = engineering_config(sandbox.base_url().as_str(), dir.path(), unmatched);
+
+        let first = fixtures::reconcile(&config).await;
+        let names_them = |plan: &Plan| {
+            plan.actions.iter().any(|a| match &a.kind {
+                ActionKind::RemoveMembers { members, .. } => {
+                    members.iter().any(|m| m == "ws-2" || m == "ws-3")
+                }
+                _ => false,
+            })
+        };
+        assert!(
+            !names_them(&first.plan),
+            "{unmatched}: {:#?}",
+            first.plan.actions
+        );
+        let membership_drift: Vec<&str> = first
+            .plan
+            .drift
+            .iter()
+            .filter(|d| d.kind == DriftKind::GroupDrift)
+            .map(|d| d.detail.as_str())
+            .collect();
+        assert!(
+            membership_drift.is_empty(),
+            "{unmatched}: {membership_drift:?}"
+        );
+        assert_eq!(first.report.summary.actions_failed, 0, "{unmatched}");
+
+        let second = run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Plan,
+        )
+        .await
+        .unwrap();
+        assert!(
+            second.plan.is_empty(),
+            "{unmatched}: {:#?}",
+            second.plan.actions
+        );
+        let engineering = sandbox
+            .snapshot()
+            .groups
+            .into_iter()
+            .find(|g| g.id == "g-eng")
+            .unwrap();
+        assert_eq!(engineering.members, ["ws-1", "ws-3"], "{unmatched}");
+    }
 }
