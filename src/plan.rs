@@ -827,6 +827,145 @@ impl<'a> Extra<'a> {
     }
 }
 
+/// Matching's rules 2–4 (externalId, userName, email) for some accounts against
+/// the directory's identities: the plan asks them of its unlinked accounts, and
+/// [`claims`] of any account. Only the userNames and emails those accounts carry
+/// are indexed, then the identities are read once.
+struct Rules<'i, 'a> {
+    index: &'i IdentityIndex<'a>,
+    by_user_name: FxHashMap<Cow<'a, str>, Few<u32>>,
+    by_email: FxHashMap<Cow<'a, str>, Few<u32>>,
+}
+
+impl<'i, 'a> Rules<'i, 'a> {
+    fn build(accounts: impl Iterator<Item = &'a Account>, index: &'i IdentityIndex<'a>) -> Self {
+        let mut rules = Rules {
+            index,
+            by_user_name: FxHashMap::default(),
+            by_email: FxHashMap::default(),
+        };
+        // An empty value is no key: every account and person without an email
+        // would otherwise "share" one, and a match through it be disputed.
+        let key_worthy = |value: &&str| !value.trim().is_empty();
+        for account in accounts {
+            if rules.by_external_id(account).is_none() {
+                if key_worthy(&account.user_name.as_str()) {
+                    rules
+                        .by_user_name
+                        .entry(name_key(&account.user_name))
+                        .or_default();
+                }
+                if let Some(email) = account.email.as_deref().filter(key_worthy) {
+                    rules.by_email.entry(name_key(email)).or_default();
+                }
+                // A workspace that names accounts by email address (Taskade
+                // does) may carry no separate email: an account whose userName
+                // is a person's email may be theirs (see rule 4).
+                if key_worthy(&account.user_name.as_str()) {
+                    rules
+                        .by_email
+                        .entry(name_key(&account.user_name))
+                        .or_default();
+                }
+            }
+        }
+        if rules.by_user_name.is_empty() && rules.by_email.is_empty() {
+            return rules;
+        }
+        let identities = index.identities();
+        for (position, identity) in identities.iter().enumerate() {
+            let Some(key) = slot_of(position) else {
+                continue;
+            };
+            let first = || index.position(&identity.id) == Some(key);
+            if let Some(keys) = rules
+                .by_user_name
+                .get_mut(name_key(&identity.user_name).as_ref())
+                && first()
+            {
+                keys.push(key);
+            }
+            if let Some(email) = &identity.email
+                && let Some(keys) = rules.by_email.get_mut(name_key(email).as_ref())
+                && first()
+            {
+                keys.push(key);
+            }
+        }
+        let id_of = |key: u32| identities.get(key as usize).map_or("", |i| i.id.as_str());
+        for keys in rules
+            .by_user_name
+            .values_mut()
+            .chain(rules.by_email.values_mut())
+        {
+            keys.sort_dedup_by_key(|&k| id_of(k));
+        }
+        rules
+    }
+
+    fn by_external_id(&self, account: &Account) -> Option<u32> {
+        account
+            .external_id
+            .as_deref()
+            .and_then(|e| self.index.position(e))
+    }
+
+    /// The first rule that finds anyone for `account`, and whom it finds
+    /// (identity keys: directory positions). `account` must be one of those the
+    /// rules were built for.
+    fn candidates(&self, account: &Account) -> Option<(LinkMethod, Cands<'_>)> {
+        if let Some(key) = self.by_external_id(account) {
+            return Some((LinkMethod::ExternalId, Cands::One(key)));
+        }
+        if let Some(keys) = found(&self.by_user_name, &account.user_name) {
+            return Some((LinkMethod::UserName, Cands::Slice(keys)));
+        }
+        let by_own_email = account
+            .email
+            .as_deref()
+            .and_then(|email| found(&self.by_email, email));
+        let by_name_as_email = found(&self.by_email, &account.user_name);
+        let keys = match (by_own_email, by_name_as_email) {
+            (Some(own), Some(named)) if own != named => {
+                let identities = self.index.identities();
+                let id_of = |key: u32| identities.get(key as usize).map_or("", |i| i.id.as_str());
+                let mut keys: Vec<u32> = own.iter().chain(named).copied().collect();
+                keys.sort_unstable_by_key(|&k| id_of(k));
+                keys.dedup();
+                Cands::Union(keys)
+            }
+            (Some(keys), _) | (None, Some(keys)) => Cands::Slice(keys),
+            (None, None) => return None,
+        };
+        Some((LinkMethod::Email, keys))
+    }
+}
+
+/// Whom matching's rules 2–4 would find for each of `accounts` among
+/// `directory`'s identities, as the plan finds them for an account no stored
+/// link decides: the first rule that finds anyone, and everyone it finds. What
+/// `approve` asks of an account a held action would take from someone: whether
+/// someone the directory has now would claim it.
+pub(crate) fn claims<'d>(
+    directory: &'d DirectorySnapshot,
+    accounts: &[&'d Account],
+) -> Vec<Option<(LinkMethod, Vec<&'d Identity>)>> {
+    let index = IdentityIndex::build(&directory.identities, |_, _| {});
+    let rules = Rules::build(accounts.iter().copied(), &index);
+    accounts
+        .iter()
+        .map(|account| {
+            let (method, found) = rules.candidates(account)?;
+            let people: Vec<&'d Identity> = found
+                .as_slice()
+                .iter()
+                .filter_map(|&k| index.at(k))
+                .collect();
+            Some((method, people))
+        })
+        .collect()
+}
+
 impl<'a> Matching<'a> {
     /// `desired` is given when it was computed from another snapshot than `index`
     /// indexes: its identities need keys too. The details of disputes tell the
@@ -1026,8 +1165,7 @@ impl<'a> Matching<'a> {
             }
         }
 
-        // Heuristic matching for accounts without a stored link. Only the userNames
-        // and emails such accounts carry are indexed.
+        // Heuristic matching for accounts without a stored link.
         let unlinked = || {
             accounts
                 .iter()
@@ -1035,81 +1173,8 @@ impl<'a> Matching<'a> {
                 .filter_map(|(slot, account)| Some((slot_of(slot)?, *account)))
                 .filter(|&(slot, _)| !by_account.has(slot))
         };
-        let by_external_id = |account: &Account| {
-            account
-                .external_id
-                .as_deref()
-                .and_then(|e| index.position(e))
-        };
-        let mut by_user_name: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
-        let mut by_email: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
-        // An empty value is no key: every account and person without an email
-        // would otherwise "share" one, and a match through it be disputed.
-        let key_worthy = |value: &&str| !value.trim().is_empty();
-        for (_, account) in unlinked() {
-            if by_external_id(account).is_none() {
-                if key_worthy(&account.user_name.as_str()) {
-                    by_user_name
-                        .entry(name_key(&account.user_name))
-                        .or_default();
-                }
-                if let Some(email) = account.email.as_deref().filter(key_worthy) {
-                    by_email.entry(name_key(email)).or_default();
-                }
-                // A workspace that names accounts by email address (Taskade
-                // does) may carry no separate email: an account whose userName
-                // is a person's email may be theirs (see rule 4).
-                if key_worthy(&account.user_name.as_str()) {
-                    by_email.entry(name_key(&account.user_name)).or_default();
-                }
-            }
-        }
-        if !by_user_name.is_empty() || !by_email.is_empty() {
-            for (position, identity) in identities.iter().enumerate() {
-                let Some(key) = slot_of(position) else {
-                    continue;
-                };
-                let first = || index.position(&identity.id) == Some(key);
-                if let Some(keys) = by_user_name.get_mut(name_key(&identity.user_name).as_ref())
-                    && first()
-                {
-                    keys.push(key);
-                }
-                if let Some(email) = &identity.email
-                    && let Some(keys) = by_email.get_mut(name_key(email).as_ref())
-                    && first()
-                {
-                    keys.push(key);
-                }
-            }
-            for keys in by_user_name.values_mut().chain(by_email.values_mut()) {
-                keys.sort_dedup_by_key(|&k| id_of(k));
-            }
-        }
-        let candidates = |account: &Account| -> Option<(LinkMethod, Cands<'_>)> {
-            if let Some(key) = by_external_id(account) {
-                return Some((LinkMethod::ExternalId, Cands::One(key)));
-            }
-            if let Some(keys) = found(&by_user_name, &account.user_name) {
-                return Some((LinkMethod::UserName, Cands::Slice(keys)));
-            }
-            let by_own_email = account
-                .email
-                .as_deref()
-                .and_then(|email| found(&by_email, email));
-            let by_name_as_email = found(&by_email, &account.user_name);
-            let keys = match (by_own_email, by_name_as_email) {
-                (Some(own), Some(named)) if own != named => {
-                    let mut keys: Vec<u32> = own.iter().chain(named).copied().collect();
-                    keys.sort_unstable_by_key(|&k| id_of(k));
-                    keys.dedup();
-                    Cands::Union(keys)
-                }
-                (Some(keys), _) | (None, Some(keys)) => Cands::Slice(keys),
-                (None, None) => return None,
-            };
-            Some((LinkMethod::Email, keys))
-        };
+        let rules = Rules::build(unlinked().map(|(_, account)| account), index);
+        let candidates = |account: &Account| rules.candidates(account);
 
         let mut tentative: FxHashMap<u32, Few<(u32, LinkMethod)>> = FxHashMap::default();
         // Identity → the lowest account id that matches it among several others.
