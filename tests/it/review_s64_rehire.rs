@@ -4,12 +4,15 @@
 //! `approve` of a held deprovision re-checks the directory, but saw only the
 //! same directory id come back: a leaver rehired under a new id (Okta and
 //! Entra ID make a new user object under the same login) would have the
-//! account matching now finds for them deactivated or deleted.
+//! account matching now finds for them deactivated or deleted. And a deleted
+//! person's remembered duplicate stayed theirs, deleted at its due time, after
+//! an admin renamed it for someone else.
 
-use seatwarden::model::{Identity, IdentityStatus};
+use seatwarden::model::{DisputedCandidate, DriftKind, Identity, IdentityStatus, LinkMethod};
 use seatwarden::synth::Synth;
 
 use crate::review_s45_approve::{approve_all, converged, execute, write_directory};
+use crate::review_s53_explain::{Scenario, account, actions_on};
 use crate::review_s56_approve_reads::{held_deactivation_of, suspend_two};
 use seatwarden::run::Mode;
 
@@ -104,4 +107,77 @@ async fn approve_goes_ahead_when_the_run_read_the_new_person_already() {
     assert!(approval.approved.contains(&seq), "{approval:?}");
     assert!(approval.refused.is_empty(), "{approval:?}");
     sandbox.shutdown().await;
+}
+
+/// Ann, deleted from the directory, was linked to `a1` (retention deleted it
+/// since); `a2` was remembered as her duplicate, matched by her email. An
+/// admin renamed `a2` for a contractor: it no longer matches her, so the plan
+/// does not deprovision it as hers, reports it as an unmatched account saying
+/// why, and `explain a2` says the same.
+#[test]
+fn a_remembered_duplicate_renamed_since_is_explained_as_nobodys() {
+    let scenario = |user_name: &str| {
+        let world = Scenario {
+            extra: "",
+            identities: vec![],
+            accounts: vec![account("a2", user_name, None, false)],
+            groups: vec![],
+            links: vec![],
+            departed: vec![("p0", "a1", "ann")],
+        }
+        .store();
+        let mut world = world;
+        world
+            .store
+            .replace_disputed_candidates(&[DisputedCandidate {
+                identity_id: "p0".into(),
+                user_name: "ann".into(),
+                account_id: "a2".into(),
+                method: LinkMethod::Email,
+                duplicate_of: Some("a1".into()),
+                email: Some("ann@ex.com".into()),
+            }])
+            .unwrap();
+        world
+    };
+
+    let hers = scenario("ann@ex.com");
+    let text = hers.explain("a2");
+    assert!(
+        text.contains("the account below was theirs too, a duplicate"),
+        "{text}"
+    );
+
+    let renamed = scenario("contractor@ex.com");
+    let plan = renamed.plan();
+    assert!(actions_on(&plan, "a2").is_empty(), "{plan:?}");
+    let orphaned: Vec<&str> = plan
+        .drift
+        .iter()
+        .filter(|d| d.kind == DriftKind::OrphanedAccount)
+        .map(|d| d.detail.as_str())
+        .collect();
+    assert_eq!(
+        orphaned,
+        [
+            "no directory identity matches this account: it was remembered as a duplicate of \
+          identity p0 (ann), whom the directory deleted, but it no longer matches them by \
+          externalId, userName or email (renamed since?), so it is not deprovisioned as theirs"
+        ],
+        "{plan:?}"
+    );
+    let text = renamed.explain("a2");
+    assert!(
+        text.contains("no access: no directory identity justifies this account; an orphan"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "remembered as a duplicate of identity p0 (ann), whom the directory deleted, it no \
+             longer matches them by externalId, userName or email (renamed since?): not \
+             deprovisioned as theirs"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("the account below was theirs too"), "{text}");
 }
