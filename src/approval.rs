@@ -36,6 +36,18 @@
 //! of the run's own read (when its read cannot be used, those of the newest
 //! sound read since the run, a `plan`'s say).
 //!
+//! Nor does an approval take an account from a leaver (or from nobody: an
+//! unmatched account) when someone else, with access in the directory as read
+//! now (or in a read that counts beside it, or the newest sound read since
+//! the run, as for who is back), is whom the plan's matching rules
+//! ([`crate::plan::claims`]) find for that account, and the run's own read did
+//! not ([`claimed_since`]): the leaver rehired under a new directory id (Okta
+//! and Entra ID make a new user object under the same login and email), or
+//! someone given their address. Only the same id coming back is otherwise
+//! seen; approved, the deactivation or deletion would fall on the account,
+//! and the projects, of the person the directory has now. It is refused,
+//! naming them, and the next reconcile, planned with them in view, decides.
+//!
 //! A held role change or membership removal is also judged against the
 //! directory as it is now ([`no_longer_asked`]): the directory as read now, else
 //! the newest complete directory read (a later run's, else the run's own),
@@ -127,8 +139,8 @@ use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
     Account, AccountRef, Action, ActionClass, ActionKind, Attribute, AttributeChange,
-    DirectorySnapshot, GroupRef, HoldReason, NewLink, Plan, WorkspaceSnapshot, admin_command_line,
-    same_ci, same_name,
+    DirectorySnapshot, GroupRef, HoldReason, Identity, LinkMethod, NewLink, Plan,
+    WorkspaceSnapshot, admin_command_line, same_ci, same_name,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report, plural};
@@ -1514,17 +1526,26 @@ pub async fn approve_read_ahead(
         // leaver would keep them in), which is passed over for the sound read
         // before it: a directory outage since must not hide who that read
         // showed back.
+        let newest_read = match store.newest_complete_directory_after(run)? {
+            Some(newer) if needs_directory => match store.load_directory_snapshot(newer)? {
+                Some(directory) => {
+                    let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
+                    Some((newer, directory, read_at))
+                }
+                None => None,
+            },
+            _ => None,
+        };
         if !leaving.is_empty()
-            && let Some(newer) = store.newest_complete_directory_after(run)?
-            && let Some(directory) = store.load_directory_snapshot(newer)?
+            && let Some((newer, directory, read_at)) = &newest_read
         {
-            let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
-            for identity in crate::sweep::returned_in(config, directory, &leaving, &HashSet::new())
+            for identity in
+                crate::sweep::returned_in(config, directory.clone(), &leaving, &HashSet::new())
             {
                 back.entry(identity).or_insert_with(|| {
                     format!(
                         "in the directory read by run {newer}, {}",
-                        crate::report::local_time(read_at, tz)
+                        crate::report::local_time(*read_at, tz)
                     )
                 });
             }
@@ -1547,15 +1568,61 @@ pub async fn approve_read_ahead(
             &read_alongside,
             tz,
         )?;
+        // Someone new the plan's matching would give an account to: the same
+        // reads as who is back, in the same order.
+        let claimed = if needs_directory {
+            let mut reads: Vec<ClaimRead<'_>> = Vec::new();
+            if let Some(fresh) = &fresh {
+                reads.push(ClaimRead {
+                    read: fresh,
+                    source: format!(
+                        "in the directory as read now, {}",
+                        crate::report::local_time(read_at, tz)
+                    ),
+                });
+            }
+            for (by, read, read_at) in &read_alongside {
+                reads.push(ClaimRead {
+                    read,
+                    source: format!(
+                        "in the directory read by run {by}, {}",
+                        crate::report::local_time(*read_at, tz)
+                    ),
+                });
+            }
+            if let Some((newer, read, read_at)) = &newest_read {
+                reads.push(ClaimRead {
+                    read,
+                    source: format!(
+                        "in the directory read by run {newer}, {}",
+                        crate::report::local_time(*read_at, tz)
+                    ),
+                });
+            }
+            let directory_then = store.load_directory_snapshot(run)?;
+            let workspace_then = store.load_workspace_snapshot(run)?;
+            claimed_since(
+                &held,
+                &workspace,
+                &linked,
+                &reads,
+                directory_then.as_ref().zip(workspace_then.as_ref()),
+                &config.policy_settings(),
+                run,
+                &admin_command,
+            )
+        } else {
+            BTreeMap::new()
+        };
         (
             (protected, excepted_people),
             store.deactivated_since()?,
-            (back, outdated, linked),
+            (back, outdated, linked, claimed),
             made,
         )
     };
     let (protected, excepted_people) = protected;
-    let (back, outdated, linked) = back;
+    let (back, outdated, linked, claimed) = back;
     let mut approval = Approval {
         run,
         waiting,
@@ -1685,6 +1752,10 @@ pub async fn approve_read_ahead(
                      decides what they need"
                 ),
             ));
+            continue;
+        }
+        if let Some(why) = claimed.get(&action.seq) {
+            approval.refused.push((action.seq, why.clone()));
             continue;
         }
         if let Some(why) = relinked(&action, &linked, &admin_command) {
@@ -3021,6 +3092,190 @@ fn relinked(
     ))
 }
 
+/// The accounts a held action takes access from, each with the person it is
+/// taken from (the action's, else the one the account is linked to now).
+fn taken_from<'e>(
+    action: &'e Action,
+    linked: &'e HashMap<String, String>,
+) -> Vec<(&'e str, Option<&'e str>)> {
+    let person = |account: &str| -> Option<&'e str> {
+        action
+            .identity_id
+            .as_deref()
+            .or_else(|| linked.get(account).map(String::as_str))
+    };
+    match &action.kind {
+        ActionKind::Deactivate { account_id }
+        | ActionKind::Delete { account_id, .. }
+        | ActionKind::SetRole { account_id, .. } => vec![(account_id.as_str(), person(account_id))],
+        ActionKind::RemoveMembers { members, .. } => members
+            .iter()
+            .map(|member| {
+                (
+                    member.as_str(),
+                    linked.get(member.as_str()).map(String::as_str),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A read of the directory [`claimed_since`] judges by, and how a refusal names it.
+struct ClaimRead<'r> {
+    read: &'r DirectorySnapshot,
+    source: String,
+}
+
+/// The held actions that would take an account from a person who no longer has
+/// access (a leaver, or nobody: an unmatched account) while someone else with
+/// access in one of `reads` is whom the plan's matching rules
+/// ([`crate::plan::claims`]) find for that account now, and the run's own read
+/// did not find so: the leaver rehired under a new directory id (Okta and Entra
+/// ID make a new user object, under the same login and email), or someone given
+/// their address. `back` sees only the same id come back; approved, such an
+/// action would deactivate or delete the account, and its projects, of the
+/// person the directory has now. By seq, with why: the next reconcile, planned
+/// with that person in view, decides. `then`: the run's own directory read and
+/// workspace snapshot, when stored; without them, everyone found is new.
+#[allow(clippy::too_many_arguments)]
+fn claimed_since<'r>(
+    held: &[JournalEntry],
+    workspace: &WorkspaceSnapshot,
+    linked: &HashMap<String, String>,
+    reads: &[ClaimRead<'r>],
+    then: Option<(&'r DirectorySnapshot, &'r WorkspaceSnapshot)>,
+    policy: &crate::policy::PolicySettings,
+    run: RunId,
+    admin_command: &str,
+) -> BTreeMap<u32, String> {
+    let mut refused = BTreeMap::new();
+    let accounts: HashMap<&str, &Account> = workspace
+        .accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a))
+        .collect();
+    // Directory id → whether they have access, of one read.
+    let access_of = |read: &'r DirectorySnapshot| -> HashMap<&'r str, bool> {
+        let mut access = HashMap::with_capacity(read.identities.len());
+        for identity in &read.identities {
+            access
+                .entry(identity.id.as_str())
+                .or_insert_with(|| crate::policy::access_loss(identity, policy).is_none());
+        }
+        access
+    };
+    // Every account a held action would take from someone, as it is now.
+    let mut asked: Vec<(u32, &str, Option<&str>)> = Vec::new();
+    for entry in held.iter().filter(|e| takes_access_away(&e.action.kind)) {
+        for (account, person) in taken_from(&entry.action, linked) {
+            asked.push((entry.action.seq, account, person));
+        }
+    }
+    let now_accounts: Vec<&Account> = {
+        let mut ids: Vec<&str> = asked.iter().map(|&(_, account, _)| account).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| accounts.get(id).copied())
+            .collect()
+    };
+    if now_accounts.is_empty() {
+        return refused;
+    }
+    // Whom the run's own read found with access for each account as the run
+    // saw it: the plan decided with them in view, and the next would again.
+    let mut seen_then: HashMap<&str, HashSet<&str>> = HashMap::new();
+    if let Some((directory, snapshot)) = then {
+        let access = access_of(directory);
+        let by_id: HashMap<&str, &Account> = snapshot
+            .accounts
+            .iter()
+            .map(|a| (a.id.as_str(), a))
+            .collect();
+        let as_then: Vec<&Account> = now_accounts
+            .iter()
+            .filter_map(|now| by_id.get(now.id.as_str()).copied())
+            .collect();
+        for (account, claim) in as_then.iter().zip(crate::plan::claims(directory, &as_then)) {
+            if let Some((_, people)) = claim {
+                seen_then.entry(account.id.as_str()).or_default().extend(
+                    people
+                        .into_iter()
+                        .filter(|p| access.get(p.id.as_str()) == Some(&true))
+                        .map(|p| p.id.as_str()),
+                );
+            }
+        }
+    }
+    for ClaimRead { read, source } in reads {
+        let access = access_of(read);
+        let with_access = |id: &str| access.get(id) == Some(&true);
+        let found: HashMap<&str, (LinkMethod, Vec<&Identity>)> = now_accounts
+            .iter()
+            .zip(crate::plan::claims(read, &now_accounts))
+            .filter_map(|(account, claim)| Some((account.id.as_str(), claim?)))
+            .collect();
+        for &(seq, account_id, person) in &asked {
+            if refused.contains_key(&seq) {
+                continue;
+            }
+            let Some((method, people)) = found.get(account_id) else {
+                continue;
+            };
+            // The person it is taken from still has access in this read: not
+            // theirs to lose (`back` and `no_longer_asked` judge that).
+            if person.is_some_and(with_access) {
+                continue;
+            }
+            let seen = seen_then.get(account_id);
+            let Some(claimant) = people.iter().find(|p| {
+                Some(p.id.as_str()) != person
+                    && with_access(&p.id)
+                    && seen.is_none_or(|seen| !seen.contains(p.id.as_str()))
+            }) else {
+                continue;
+            };
+            let user_name = accounts
+                .get(account_id)
+                .map_or("", |a| a.user_name.as_str());
+            let relink = match linked.get(account_id) {
+                Some(linked_to) if *linked_to != claimant.id => format!(
+                    "; its stored link is still to identity {}: if the account is theirs, \
+                     `{}` gives it to them",
+                    crate::report::printable(linked_to, false),
+                    admin_command_line(
+                        admin_command,
+                        "link",
+                        &[claimant.id.as_str(), account_id],
+                        &["--replace"]
+                    )
+                ),
+                _ => String::new(),
+            };
+            refused.insert(
+                seq,
+                format!(
+                    "the directory has {} (identity {}) with access now ({source}), whom \
+                     matching finds for account {} ({}) by {}, and run {run}'s read did not: \
+                     a leaver rehired under a new id, or someone given their address? The \
+                     next reconcile decides whose the account is{relink}",
+                    crate::report::printable(&claimant.user_name, false),
+                    crate::report::printable(&claimant.id, false),
+                    crate::report::printable(account_id, false),
+                    crate::report::printable(user_name, false),
+                    match method {
+                        LinkMethod::ExternalId => "externalId",
+                        LinkMethod::UserName => "userName",
+                        _ => "email",
+                    },
+                ),
+            );
+        }
+    }
+    refused
+}
+
 /// The held role changes and membership removals of `run` the directory no
 /// longer asks for, by seq, with why: judged with the mappings configured now
 /// against the directory as `approve` read it now, else the newest complete
@@ -3296,6 +3551,175 @@ mod tests {
             detail: String::new(),
             held: None,
         }
+    }
+
+    /// A leaver rehired under a new directory id (Okta and Entra ID make a new
+    /// user object under the same login): a held deactivation, deletion, role
+    /// change or membership removal of the account matching now finds for the
+    /// new person is refused, naming them; one the run's own read had that
+    /// person claiming already (its plan decided with them in view), one whose
+    /// person still has access, and another's account, are not.
+    #[test]
+    fn a_held_action_on_an_account_someone_new_would_now_claim_is_refused() {
+        let person = |id: &str, user_name: &str, status| crate::model::Identity {
+            id: id.into(),
+            user_name: user_name.into(),
+            email: Some(user_name.into()),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status,
+            department: None,
+            groups: Vec::new(),
+        };
+        let active = crate::model::IdentityStatus::Active;
+        let mut ann = account("a1", false, "Editor");
+        ann.user_name = "Ann@ex.com".into();
+        ann.external_id = Some("00u1".into());
+        let mut bob = account("a2", false, "Viewer");
+        bob.external_id = Some("00u2".into());
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![ann.clone(), bob],
+            groups: Vec::new(),
+        };
+        let entry = |seq: u32, identity: Option<&str>, kind: ActionKind| JournalEntry {
+            run: 7,
+            action: Action {
+                seq,
+                identity_id: identity.map(Into::into),
+                held: Some(HoldReason::LastOwner),
+                ..action(kind)
+            },
+            state: ActionState::Held,
+            attempts: 0,
+            last_error: None,
+            updated_at: Utc::now(),
+        };
+        let held = vec![
+            entry(
+                0,
+                Some("00u1"),
+                ActionKind::Delete {
+                    account_id: "a1".into(),
+                    deactivated_since: None,
+                    frees_user_name: None,
+                },
+            ),
+            entry(
+                1,
+                None,
+                ActionKind::SetRole {
+                    account_id: "a1".into(),
+                    from: vec!["Editor".into()],
+                    to: Role::Viewer,
+                },
+            ),
+            entry(
+                2,
+                None,
+                ActionKind::RemoveMembers {
+                    group: GroupRef::Existing {
+                        id: "g1".into(),
+                        display_name: "Eng".into(),
+                    },
+                    members: vec!["a2".into(), "a1".into()],
+                },
+            ),
+            entry(
+                3,
+                Some("00u2"),
+                ActionKind::Deactivate {
+                    account_id: "a2".into(),
+                },
+            ),
+        ];
+        let linked: HashMap<String, String> = [("a1".to_owned(), "00u1".to_owned())].into();
+        // Ann left (deleted), and is back as 00u9 under her old login.
+        let now = DirectorySnapshot {
+            identities: vec![person("00u9", "ann@ex.com", active)],
+            complete: true,
+        };
+        let reads = [ClaimRead {
+            read: &now,
+            source: "in the directory as read now, 09:00".into(),
+        }];
+        let policy = crate::policy::PolicySettings {
+            scope_groups: Vec::new(),
+            default_role: Role::Viewer,
+            mappings: Vec::new(),
+            manage_roles: true,
+        };
+        let judge = |then: Option<(&DirectorySnapshot, &WorkspaceSnapshot)>| {
+            claimed_since(
+                &held,
+                &workspace,
+                &linked,
+                &reads,
+                then,
+                &policy,
+                7,
+                "seatwarden",
+            )
+        };
+        let refused = judge(None);
+        assert_eq!(refused.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            refused[&0],
+            "the directory has ann@ex.com (identity 00u9) with access now (in the directory \
+             as read now, 09:00), whom matching finds for account a1 (Ann@ex.com) by \
+             userName, and run 7's read did not: a leaver rehired under a new id, or \
+             someone given their address? The next reconcile decides whose the account is; \
+             its stored link is still to identity 00u1: if the account is theirs, \
+             `seatwarden link 00u9 a1 --replace` gives it to them"
+        );
+
+        // The run's own read had 00u9 already, with access: its plan decided
+        // with them in view, and the next reconcile would plan the same.
+        let then = DirectorySnapshot {
+            identities: vec![person("00u9", "ann@ex.com", active)],
+            complete: true,
+        };
+        assert_eq!(judge(Some((&then, &workspace))), BTreeMap::new());
+        // Suspended then, active now: new.
+        let suspended_then = DirectorySnapshot {
+            identities: vec![person(
+                "00u9",
+                "ann@ex.com",
+                crate::model::IdentityStatus::Suspended,
+            )],
+            complete: true,
+        };
+        assert_eq!(judge(Some((&suspended_then, &workspace))).len(), 3);
+        // The account renamed onto their name since the run: new too.
+        let mut as_then = workspace.clone();
+        as_then.accounts[0].user_name = "ann.old@ex.com".into();
+        assert_eq!(judge(Some((&then, &as_then))).len(), 3);
+
+        // Ann herself still in the directory with access, her account naming
+        // her: not hers to lose (`back` and `no_longer_asked` judge that), and
+        // matching finds her first.
+        let both = DirectorySnapshot {
+            identities: vec![
+                person("00u1", "ann.b@ex.com", active),
+                person("00u9", "ann@ex.com", active),
+            ],
+            complete: true,
+        };
+        let reads = [ClaimRead {
+            read: &both,
+            source: "now".into(),
+        }];
+        let refused = claimed_since(
+            &held,
+            &workspace,
+            &linked,
+            &reads,
+            None,
+            &policy,
+            7,
+            "seatwarden",
+        );
+        assert_eq!(refused, BTreeMap::new());
     }
 
     /// An account the plan would take for the person (its userName the same

@@ -14,7 +14,9 @@
 //! `safety::with_departed` makes the plan keep it). An account that only matches
 //! a person linked to another (a duplicate) is shown with that person, as the
 //! plan treats it with their linked one; an orphan with what
-//! `policy.unmatched_accounts` makes of it. With `--live`
+//! `policy.unmatched_accounts` makes of it (and, when it was remembered as the
+//! duplicate of someone the directory deleted and no longer matches them,
+//! saying so: renamed since, it is not theirs). With `--live`
 //! ([`explain_with`]) the account is also read from the workspace as it is now
 //! (one request; a refused token or a workspace out of reach says what to check,
 //! as a run's read does). The view is built from the newest run that stored both
@@ -386,9 +388,17 @@ impl Loaded {
         account: Option<&Account>,
         kept: &[crate::model::DisputedCandidate],
     ) -> Vec<&crate::model::DisputedCandidate> {
+        // A duplicate renamed since is remembered, and nobody's: the plan
+        // takes it for an orphan, and so does this.
         let still_kept = |c: &crate::model::DisputedCandidate| {
             kept.iter()
                 .any(|k| k.identity_id == c.identity_id && k.account_id == c.account_id)
+                && !self
+                    .workspace
+                    .accounts
+                    .iter()
+                    .find(|a| a.id == c.account_id)
+                    .is_some_and(|a| crate::plan::no_longer_their_duplicate(c, a))
         };
         let Some(identity_id) = self
             .remembered
@@ -1195,6 +1205,21 @@ impl View<'_> {
                         "  no access: no directory identity justifies this account; an orphan, {}",
                         orphan_fate(config.policy.unmatched_accounts, a.active)
                     );
+                    if let Some(remembered) = self
+                        .next
+                        .disputed_candidates
+                        .iter()
+                        .find(|c| crate::plan::no_longer_their_duplicate(c, a))
+                    {
+                        let _ = writeln!(
+                            out,
+                            "  remembered as a duplicate of identity {} ({}), whom the directory \
+                             deleted, it no longer matches them by externalId, userName or email \
+                             (renamed since?): not deprovisioned as theirs",
+                            clean(&remembered.identity_id),
+                            clean(&remembered.user_name)
+                        );
+                    }
                 }
                 _ => {
                     let _ = writeln!(

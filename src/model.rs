@@ -1313,6 +1313,13 @@ pub struct DisputedCandidate {
     /// took the decision back) the person's match is disputed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<String>,
+    /// The person's directory email when the directory last had them: with
+    /// their id and `user_name`, what matching's rules find their accounts by.
+    /// A remembered duplicate that no longer matches them by any rule (renamed
+    /// since, repurposed for someone else) is theirs no more. None: they had
+    /// none, or it was remembered before it was kept (store migration 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl Plan {

@@ -60,7 +60,10 @@
 //! ([`DisputedCandidate::duplicate_of`]): a linked person the directory deletes
 //! keeps them (not orphans left active), and once their linked account is gone
 //! (deleted after the retention period) they are still that leaver's, on the
-//! same deprovisioning path, never disputed again. Only a linked account that
+//! same deprovisioning path, never disputed again, while it still matches them
+//! as the directory last had them (their id, userName or email, kept with the
+//! memory): one renamed since is an orphan, under `unmatched_accounts`, its
+//! item saying why. Only a linked account that
 //! exists unlinked (`unlink` took the decision back), or an account another
 //! deleted person's memory names too, makes the person disputed again.
 //!
@@ -382,8 +385,20 @@ pub fn plan(
                     .and_then(|slot| matching.at(slot))
                     .is_some()
             })
-            .map(|&c| c.clone()),
+            .map(|&c| {
+                let mut kept = c.clone();
+                if kept.email.is_none() {
+                    kept.email = matching
+                        .key_of(&c.identity_id)
+                        .and_then(|key| matching.email_of(key))
+                        .map(str::to_owned);
+                }
+                kept
+            }),
     );
+    // Renamed since: nobody's now, and remembered as it was, so every report
+    // says why it is (and `explain` too). Matching them again, it is theirs.
+    disputed_candidates.extend(matching.unmatched_since.values().map(|&c| c.clone()));
     // A duplicate's memory, which names the linked account, before a
     // dispute's of the same pair: one is kept, the same every run.
     disputed_candidates.sort_unstable_by(|a, b| {
@@ -691,9 +706,16 @@ struct Matching<'a> {
     /// Key of a remembered disputed person the directory no longer has → the
     /// userName it last had.
     remembered_names: FxHashMap<u32, &'a str>,
+    /// Key of a remembered person the directory no longer has → the email it
+    /// last had, when one was kept.
+    remembered_emails: FxHashMap<u32, &'a str>,
     /// Remembered duplicates of a person the directory deleted whose linked
     /// account is gone: remembered again as they were.
     remembered_duplicates: Vec<&'a DisputedCandidate>,
+    /// Account slot → the remembered duplicate of a person the directory
+    /// deleted that it no longer matches ([`still_matches`]): renamed since, an
+    /// unmatched account, whose item says so. Remembered again as it was.
+    unmatched_since: FxHashMap<u32, &'a DisputedCandidate>,
 }
 
 /// Why a deactivated account matched only by userName or email is not taken for
@@ -792,6 +814,70 @@ pub(crate) fn matches_by_email(account: &Account, identity: &Identity) -> bool {
         || crate::model::same_name(&account.user_name, email)
 }
 
+/// Why an account remembered as the duplicate of someone the directory
+/// deleted is nobody's now: `plan`'s orphan item and `explain` say it.
+pub(crate) fn unmatched_since_text(remembered: &DisputedCandidate) -> String {
+    format!(
+        "no directory identity matches this account: it was remembered as a duplicate of \
+         identity {} ({}), whom the directory deleted, but it no longer matches them by \
+         externalId, userName or email (renamed since?), so it is not deprovisioned as theirs",
+        remembered.identity_id, remembered.user_name
+    )
+}
+
+/// Whether `remembered` is the duplicate of someone the directory deleted
+/// that `account` (its account as the workspace has it now) no longer matches:
+/// the plan takes it for nobody's ([`unmatched_since_text`] says why).
+pub(crate) fn no_longer_their_duplicate(remembered: &DisputedCandidate, account: &Account) -> bool {
+    remembered.duplicate_of.is_some()
+        && remembered.account_id == account.id
+        && !still_matches(account, remembered)
+}
+
+/// Whether `account` still matches the person `remembered` names by one of
+/// matching's rules 2–4, as the directory last had them: their id as its
+/// externalId, their userName, their email (its own, or its userName). A
+/// duplicate remembered by email before the email was kept (store migration
+/// 22) cannot be told: it stays theirs, as before, and the first reconcile
+/// keeps the address its account shows then ([`email_matched`]).
+fn still_matches(account: &Account, remembered: &DisputedCandidate) -> bool {
+    let email = match remembered.email.as_deref() {
+        Some(email) => Some(email),
+        None if remembered.method == LinkMethod::Email => return true,
+        None => None,
+    };
+    account
+        .external_id
+        .as_deref()
+        .is_some_and(|id| id == remembered.identity_id)
+        || same_key(&account.user_name, &remembered.user_name)
+        || email.is_some_and(|email| {
+            account
+                .email
+                .as_deref()
+                .is_some_and(|own| same_key(own, email))
+                || same_key(&account.user_name, email)
+        })
+}
+
+/// The address an account matched by email shows: the person's email, as far
+/// as an account can say (its own email, else its userName). What a duplicate
+/// remembered before the person's email was kept (store migration 22) keeps
+/// from the first reconcile after the upgrade.
+fn email_matched(account: &Account) -> &str {
+    account
+        .email
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or(account.user_name.as_str())
+}
+
+/// Two userNames or emails as matching compares them ([`name_key`]); an empty
+/// one is nobody's.
+fn same_key(a: &str, b: &str) -> bool {
+    !a.trim().is_empty() && name_key(a) == name_key(b)
+}
+
 fn found<'x>(index: &'x FxHashMap<Cow<'_, str>, Few<u32>>, key: &str) -> Option<&'x [u32]> {
     index
         .get(name_key(key).as_ref())
@@ -828,6 +914,145 @@ impl<'a> Extra<'a> {
         self.index.insert(id, key);
         Some(key)
     }
+}
+
+/// Matching's rules 2–4 (externalId, userName, email) for some accounts against
+/// the directory's identities: the plan asks them of its unlinked accounts, and
+/// [`claims`] of any account. Only the userNames and emails those accounts carry
+/// are indexed, then the identities are read once.
+struct Rules<'i, 'a> {
+    index: &'i IdentityIndex<'a>,
+    by_user_name: FxHashMap<Cow<'a, str>, Few<u32>>,
+    by_email: FxHashMap<Cow<'a, str>, Few<u32>>,
+}
+
+impl<'i, 'a> Rules<'i, 'a> {
+    fn build(accounts: impl Iterator<Item = &'a Account>, index: &'i IdentityIndex<'a>) -> Self {
+        let mut rules = Rules {
+            index,
+            by_user_name: FxHashMap::default(),
+            by_email: FxHashMap::default(),
+        };
+        // An empty value is no key: every account and person without an email
+        // would otherwise "share" one, and a match through it be disputed.
+        let key_worthy = |value: &&str| !value.trim().is_empty();
+        for account in accounts {
+            if rules.by_external_id(account).is_none() {
+                if key_worthy(&account.user_name.as_str()) {
+                    rules
+                        .by_user_name
+                        .entry(name_key(&account.user_name))
+                        .or_default();
+                }
+                if let Some(email) = account.email.as_deref().filter(key_worthy) {
+                    rules.by_email.entry(name_key(email)).or_default();
+                }
+                // A workspace that names accounts by email address (Taskade
+                // does) may carry no separate email: an account whose userName
+                // is a person's email may be theirs (see rule 4).
+                if key_worthy(&account.user_name.as_str()) {
+                    rules
+                        .by_email
+                        .entry(name_key(&account.user_name))
+                        .or_default();
+                }
+            }
+        }
+        if rules.by_user_name.is_empty() && rules.by_email.is_empty() {
+            return rules;
+        }
+        let identities = index.identities();
+        for (position, identity) in identities.iter().enumerate() {
+            let Some(key) = slot_of(position) else {
+                continue;
+            };
+            let first = || index.position(&identity.id) == Some(key);
+            if let Some(keys) = rules
+                .by_user_name
+                .get_mut(name_key(&identity.user_name).as_ref())
+                && first()
+            {
+                keys.push(key);
+            }
+            if let Some(email) = &identity.email
+                && let Some(keys) = rules.by_email.get_mut(name_key(email).as_ref())
+                && first()
+            {
+                keys.push(key);
+            }
+        }
+        let id_of = |key: u32| identities.get(key as usize).map_or("", |i| i.id.as_str());
+        for keys in rules
+            .by_user_name
+            .values_mut()
+            .chain(rules.by_email.values_mut())
+        {
+            keys.sort_dedup_by_key(|&k| id_of(k));
+        }
+        rules
+    }
+
+    fn by_external_id(&self, account: &Account) -> Option<u32> {
+        account
+            .external_id
+            .as_deref()
+            .and_then(|e| self.index.position(e))
+    }
+
+    /// The first rule that finds anyone for `account`, and whom it finds
+    /// (identity keys: directory positions). `account` must be one of those the
+    /// rules were built for.
+    fn candidates(&self, account: &Account) -> Option<(LinkMethod, Cands<'_>)> {
+        if let Some(key) = self.by_external_id(account) {
+            return Some((LinkMethod::ExternalId, Cands::One(key)));
+        }
+        if let Some(keys) = found(&self.by_user_name, &account.user_name) {
+            return Some((LinkMethod::UserName, Cands::Slice(keys)));
+        }
+        let by_own_email = account
+            .email
+            .as_deref()
+            .and_then(|email| found(&self.by_email, email));
+        let by_name_as_email = found(&self.by_email, &account.user_name);
+        let keys = match (by_own_email, by_name_as_email) {
+            (Some(own), Some(named)) if own != named => {
+                let identities = self.index.identities();
+                let id_of = |key: u32| identities.get(key as usize).map_or("", |i| i.id.as_str());
+                let mut keys: Vec<u32> = own.iter().chain(named).copied().collect();
+                keys.sort_unstable_by_key(|&k| id_of(k));
+                keys.dedup();
+                Cands::Union(keys)
+            }
+            (Some(keys), _) | (None, Some(keys)) => Cands::Slice(keys),
+            (None, None) => return None,
+        };
+        Some((LinkMethod::Email, keys))
+    }
+}
+
+/// Whom matching's rules 2–4 would find for each of `accounts` among
+/// `directory`'s identities, as the plan finds them for an account no stored
+/// link decides: the first rule that finds anyone, and everyone it finds. What
+/// `approve` asks of an account a held action would take from someone: whether
+/// someone the directory has now would claim it.
+pub(crate) fn claims<'d>(
+    directory: &'d DirectorySnapshot,
+    accounts: &[&'d Account],
+) -> Vec<Option<(LinkMethod, Vec<&'d Identity>)>> {
+    let index = IdentityIndex::build(&directory.identities, |_, _| {});
+    let rules = Rules::build(accounts.iter().copied(), &index);
+    accounts
+        .iter()
+        .map(|account| {
+            let (method, found) = rules.candidates(account)?;
+            let people: Vec<&'d Identity> = found
+                .as_slice()
+                .iter()
+                .filter_map(|&k| index.at(k))
+                .collect();
+            Some((method, people))
+        })
+        .collect()
 }
 
 impl<'a> Matching<'a> {
@@ -1029,8 +1254,7 @@ impl<'a> Matching<'a> {
             }
         }
 
-        // Heuristic matching for accounts without a stored link. Only the userNames
-        // and emails such accounts carry are indexed.
+        // Heuristic matching for accounts without a stored link.
         let unlinked = || {
             accounts
                 .iter()
@@ -1038,81 +1262,8 @@ impl<'a> Matching<'a> {
                 .filter_map(|(slot, account)| Some((slot_of(slot)?, *account)))
                 .filter(|&(slot, _)| !by_account.has(slot))
         };
-        let by_external_id = |account: &Account| {
-            account
-                .external_id
-                .as_deref()
-                .and_then(|e| index.position(e))
-        };
-        let mut by_user_name: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
-        let mut by_email: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
-        // An empty value is no key: every account and person without an email
-        // would otherwise "share" one, and a match through it be disputed.
-        let key_worthy = |value: &&str| !value.trim().is_empty();
-        for (_, account) in unlinked() {
-            if by_external_id(account).is_none() {
-                if key_worthy(&account.user_name.as_str()) {
-                    by_user_name
-                        .entry(name_key(&account.user_name))
-                        .or_default();
-                }
-                if let Some(email) = account.email.as_deref().filter(key_worthy) {
-                    by_email.entry(name_key(email)).or_default();
-                }
-                // A workspace that names accounts by email address (Taskade
-                // does) may carry no separate email: an account whose userName
-                // is a person's email may be theirs (see rule 4).
-                if key_worthy(&account.user_name.as_str()) {
-                    by_email.entry(name_key(&account.user_name)).or_default();
-                }
-            }
-        }
-        if !by_user_name.is_empty() || !by_email.is_empty() {
-            for (position, identity) in identities.iter().enumerate() {
-                let Some(key) = slot_of(position) else {
-                    continue;
-                };
-                let first = || index.position(&identity.id) == Some(key);
-                if let Some(keys) = by_user_name.get_mut(name_key(&identity.user_name).as_ref())
-                    && first()
-                {
-                    keys.push(key);
-                }
-                if let Some(email) = &identity.email
-                    && let Some(keys) = by_email.get_mut(name_key(email).as_ref())
-                    && first()
-                {
-                    keys.push(key);
-                }
-            }
-            for keys in by_user_name.values_mut().chain(by_email.values_mut()) {
-                keys.sort_dedup_by_key(|&k| id_of(k));
-            }
-        }
-        let candidates = |account: &Account| -> Option<(LinkMethod, Cands<'_>)> {
-            if let Some(key) = by_external_id(account) {
-                return Some((LinkMethod::ExternalId, Cands::One(key)));
-            }
-            if let Some(keys) = found(&by_user_name, &account.user_name) {
-                return Some((LinkMethod::UserName, Cands::Slice(keys)));
-            }
-            let by_own_email = account
-                .email
-                .as_deref()
-                .and_then(|email| found(&by_email, email));
-            let by_name_as_email = found(&by_email, &account.user_name);
-            let keys = match (by_own_email, by_name_as_email) {
-                (Some(own), Some(named)) if own != named => {
-                    let mut keys: Vec<u32> = own.iter().chain(named).copied().collect();
-                    keys.sort_unstable_by_key(|&k| id_of(k));
-                    keys.dedup();
-                    Cands::Union(keys)
-                }
-                (Some(keys), _) | (None, Some(keys)) => Cands::Slice(keys),
-                (None, None) => return None,
-            };
-            Some((LinkMethod::Email, keys))
-        };
+        let rules = Rules::build(unlinked().map(|(_, account)| account), index);
+        let candidates = |account: &Account| rules.candidates(account);
 
         let mut tentative: FxHashMap<u32, Few<(u32, LinkMethod)>> = FxHashMap::default();
         // Identity → the lowest account id that matches it among several others.
@@ -1270,7 +1421,20 @@ impl<'a> Matching<'a> {
         // would pass for orphans (reported and left active, or deactivated as
         // such) while the person's loss of access went unrecorded.
         let mut remembered_names: FxHashMap<u32, &'a str> = FxHashMap::default();
+        let mut remembered_emails: FxHashMap<u32, &'a str> = FxHashMap::default();
         let mut remembered_duplicates: Vec<&'a DisputedCandidate> = Vec::new();
+        // A remembered duplicate is the person's only while it still matches
+        // them as the directory last had them: one renamed since (repurposed
+        // for someone else) is an unmatched account, under
+        // `unmatched_accounts`, never deactivated or deleted as theirs. Left
+        // out of the settlement below: it ties no one to anyone now.
+        let mut unmatched_since: FxHashMap<u32, &'a DisputedCandidate> = FxHashMap::default();
+        let no_longer_theirs = |candidate: &DisputedCandidate| {
+            account_index
+                .position(&candidate.account_id)
+                .and_then(|slot| accounts.get(slot as usize))
+                .is_some_and(|account| no_longer_their_duplicate(candidate, account))
+        };
         // People the directory deleted whose dispute a link settled, and whose
         // linked account is gone since (deleted after the retention period):
         // each remembered account of theirs that still exists was remembered
@@ -1287,6 +1451,7 @@ impl<'a> Matching<'a> {
             .filter(|c| {
                 index.position(&c.identity_id).is_none()
                     && account_index.position(&c.account_id).is_some()
+                    && !no_longer_theirs(c)
             })
             .collect();
         let mut remembered_by: FxHashMap<&'a str, (&'a str, bool)> = FxHashMap::default();
@@ -1327,6 +1492,14 @@ impl<'a> Matching<'a> {
             let Some(slot) = account_index.position(&candidate.account_id) else {
                 continue;
             };
+            if no_longer_theirs(candidate) {
+                // Someone the directory has may claim it now; if not, it is
+                // nobody's, and remembered so the report keeps saying why.
+                if owners.get(slot as usize) == Some(&Owner::Orphan) {
+                    unmatched_since.entry(slot).or_insert(candidate);
+                }
+                continue;
+            }
             let key = match extra_index.get(identity_id) {
                 Some(&key) => key,
                 None => {
@@ -1343,6 +1516,20 @@ impl<'a> Matching<'a> {
             remembered_names
                 .entry(key)
                 .or_insert(candidate.user_name.as_str());
+            match (candidate.email.as_deref(), accounts.get(slot as usize)) {
+                (Some(email), _) => {
+                    remembered_emails.entry(key).or_insert(email);
+                }
+                (None, Some(account))
+                    if candidate.method == LinkMethod::Email
+                        && candidate.duplicate_of.is_some() =>
+                {
+                    remembered_emails
+                        .entry(key)
+                        .or_insert(email_matched(account));
+                }
+                (None, _) => {}
+            }
             let linked_to = primary.get(key as usize).copied().filter(|&p| p != NONE);
             let Some(owner) = owners.get_mut(slot as usize) else {
                 continue;
@@ -1485,7 +1672,9 @@ impl<'a> Matching<'a> {
             contested,
             new_links,
             remembered_names,
+            remembered_emails,
             remembered_duplicates,
+            unmatched_since,
         }
     }
 
@@ -1533,6 +1722,15 @@ impl<'a> Matching<'a> {
                 .get(&key)
                 .copied()
                 .unwrap_or_else(|| self.id_of(key)),
+        }
+    }
+
+    /// The email a person goes by: the directory's, else the one a remembered
+    /// dispute or duplicate kept.
+    fn email_of(&self, key: u32) -> Option<&'a str> {
+        match self.identity(key) {
+            Some(identity) => identity.email.as_deref(),
+            None => self.remembered_emails.get(&key).copied(),
         }
     }
 
@@ -1841,6 +2039,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         for (&key, detail) in &m.disputed {
             let identity_id = m.id_of(key);
             let user_name = m.user_name_of(key);
+            let email = m.email_of(key);
             // A leaver among them is what a reader must not miss: nothing is
             // deactivated until a human says which account is theirs.
             let lost = match m.identity(key) {
@@ -1877,6 +2076,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                         account_id: account.id.clone(),
                         method,
                         duplicate_of: None,
+                        email: email.map(str::to_owned),
                     }),
                     _ => None,
                 }));
@@ -2034,6 +2234,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                         account_id: account.id.clone(),
                         method,
                         duplicate_of: Some(linked.id.clone()),
+                        email: m.email_of(identity).map(str::to_owned),
                     });
                 }
             }
@@ -2516,12 +2717,19 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 self.untouchable(account);
                 continue;
             }
+            let detail = match m
+                .slot(&account.id)
+                .and_then(|slot| m.unmatched_since.get(&slot))
+            {
+                Some(remembered) => unmatched_since_text(remembered),
+                None => "no directory identity matches this account".to_owned(),
+            };
             let item = Item {
                 kind: DriftKind::OrphanedAccount,
                 identity_id: None,
                 account_id: Some(&account.id),
                 user_name: &account.user_name,
-                detail: "no directory identity matches this account".to_owned(),
+                detail,
             };
             match self.settings.unmatched_accounts {
                 UnmatchedAccounts::Adopt => {}
@@ -4725,6 +4933,7 @@ mod tests {
             account_id: account.into(),
             method,
             duplicate_of: None,
+            email: Some(format!("{identity}@ex.com")),
         }
     }
 
@@ -4979,6 +5188,138 @@ mod tests {
         assert!(reactivated.disputed_leavers.is_empty());
     }
 
+    /// A settled leaver's remembered duplicate an admin renamed since (given to
+    /// a contractor, say) no longer matches them by any rule: it is theirs no
+    /// more, so it is not deleted at its due time as theirs. It is an unmatched
+    /// account under `unmatched_accounts` (reported, or deactivated once someone
+    /// reactivates it), its item says why, and it stays remembered: renamed
+    /// back, it is theirs again.
+    #[test]
+    fn a_remembered_duplicate_renamed_since_is_theirs_no_more() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.accounts.remove(0);
+        fx.accounts[0].active = false;
+        fx.remembered = vec![duplicate("a", "2", LinkMethod::Email, "1")];
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.settings.retention = Retention {
+            delete_after: TimeDelta::days(30),
+            deactivated_since: [("2".to_owned(), now - TimeDelta::days(31))].into(),
+            now,
+        };
+        let due = fx.plan();
+        assert!(
+            matches!(
+                due.actions[..],
+                [Action {
+                    kind: ActionKind::Delete { .. },
+                    ..
+                }]
+            ),
+            "{:#?}",
+            due.actions
+        );
+
+        fx.accounts[0].user_name = "contractor@ex.com".into();
+        fx.accounts[0].email = Some("contractor@ex.com".into());
+        let renamed = fx.plan();
+        assert!(renamed.actions.is_empty(), "{:#?}", renamed.actions);
+        assert!(renamed.retained.is_empty(), "{:#?}", renamed.retained);
+        assert_eq!(renamed.disputed_candidates, fx.remembered);
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Report;
+        let reported = fx.plan();
+        let orphaned = drift_of(&reported, DriftKind::OrphanedAccount);
+        assert_eq!(orphaned.len(), 1, "{:#?}", reported.drift);
+        assert_eq!(
+            orphaned[0].detail,
+            "no directory identity matches this account: it was remembered as a duplicate of \
+             identity a (a@ex.com), whom the directory deleted, but it no longer matches them \
+             by externalId, userName or email (renamed since?), so it is not deprovisioned as \
+             theirs"
+        );
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.accounts[0].active = true;
+        let reactivated = fx.plan();
+        assert_eq!(
+            kinds(&reactivated),
+            [&ActionKind::Deactivate {
+                account_id: "2".into()
+            }]
+        );
+        assert_eq!(reactivated.actions[0].reason, DriftKind::OrphanedAccount);
+        assert!(!is_duplicate_deprovision(&reactivated.actions[0]));
+
+        fx.accounts[0].active = false;
+        fx.accounts[0].email = Some("a@ex.com".into());
+        let back = fx.plan();
+        assert!(
+            matches!(
+                back.actions[..],
+                [Action {
+                    kind: ActionKind::Delete { .. },
+                    ..
+                }]
+            ),
+            "matching them again, it is theirs again: {:#?}",
+            back.actions
+        );
+    }
+
+    /// The same while the person's linked account is still there: it goes as
+    /// theirs, and the duplicate renamed since does not go with it.
+    #[test]
+    fn a_deleted_persons_duplicate_renamed_since_does_not_go_with_their_account() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.links = vec![link("a", "1")];
+        fx.remembered = vec![duplicate("a", "2", LinkMethod::Email, "1")];
+        fx.accounts[1].email = Some("contractor@ex.com".into());
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Report;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+        let orphaned = drift_of(&plan, DriftKind::OrphanedAccount);
+        assert_eq!(orphaned.len(), 1, "{:#?}", plan.drift);
+        assert_eq!(orphaned[0].account_id.as_deref(), Some("2"));
+        assert_eq!(plan.disputed_candidates, fx.remembered);
+    }
+
+    /// A duplicate remembered by email before the person's email was kept
+    /// (store migration 22) cannot be told renamed: it stays theirs, and the
+    /// plan keeps the address its account shows now, which a rename after the
+    /// upgrade no longer matches.
+    #[test]
+    fn a_duplicate_remembered_without_the_persons_email_keeps_its_accounts_address() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.links = vec![link("a", "1")];
+        let mut legacy = duplicate("a", "2", LinkMethod::Email, "1");
+        legacy.user_name = "ann".into();
+        legacy.email = None;
+        fx.remembered = vec![legacy];
+        let upgraded = fx.plan();
+        assert_eq!(upgraded.actions.len(), 2, "{:#?}", upgraded.actions);
+        assert_eq!(
+            upgraded.disputed_candidates[0].email.as_deref(),
+            Some("a@ex.com")
+        );
+        fx.remembered = upgraded.disputed_candidates;
+        fx.accounts[1].email = Some("contractor@ex.com".into());
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Report;
+        let renamed = fx.plan();
+        assert_eq!(
+            kinds(&renamed),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+    }
+
     /// While the account the duplicate was remembered against exists unlinked
     /// (`unlink` took the decision back), or another deleted person's dispute
     /// names one of their accounts, the leaver is disputed: nothing is
@@ -5080,7 +5421,9 @@ mod tests {
         let mut fx = disputed_by_name_and_email();
         fx.identities.clear();
         fx.accounts.remove(0);
-        let mut third = acct("3", "x");
+        // Hers by userName, as remembered: a duplicate that no longer matches
+        // her would be nobody's.
+        let mut third = acct("3", "a");
         third.external_id = None;
         third.email = None;
         fx.accounts.push(third);

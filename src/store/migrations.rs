@@ -689,6 +689,17 @@ pub(crate) const M_DUPLICATE_OF: &str = r#"
 ALTER TABLE disputed_candidates ADD COLUMN duplicate_of TEXT;
 "#;
 
+/// Migration 22: `disputed_candidates.email`, the person's directory email
+/// when the directory last had them. A duplicate remembered for someone the
+/// directory deleted stays theirs only while it still matches them by a rule
+/// (their id, userName or email): one renamed since is an unmatched account,
+/// never deleted as theirs. Rows of an older database keep no email (NULL):
+/// a duplicate among them remembered by email stays theirs, and the first
+/// reconcile keeps the address its account shows then.
+pub(crate) const M_CANDIDATE_EMAIL: &str = r#"
+ALTER TABLE disputed_candidates ADD COLUMN email TEXT;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -711,6 +722,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_DIRECTORY_REFUSED,
     M_DIRECTORY_REFUSED_WHY,
     M_DUPLICATE_OF,
+    M_CANDIDATE_EMAIL,
 ];
 
 /// The schema version this binary writes.

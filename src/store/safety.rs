@@ -813,7 +813,7 @@ impl Store {
     pub fn disputed_candidates(&self) -> Result<Vec<DisputedCandidate>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT identity_id, account_id, user_name, method, duplicate_of \
+                "SELECT identity_id, account_id, user_name, method, duplicate_of, email \
                  FROM disputed_candidates ORDER BY identity_id, account_id",
             )
             .and_then(|mut stmt| {
@@ -824,6 +824,7 @@ impl Store {
                         user_name: row.get(2)?,
                         method: codec::link_method(row, 3)?,
                         duplicate_of: row.get(4)?,
+                        email: row.get(5)?,
                     })
                 })?
                 .collect()
@@ -846,8 +847,8 @@ impl Store {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO disputed_candidates \
-                     (identity_id, account_id, user_name, method, duplicate_of) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                     (identity_id, account_id, user_name, method, duplicate_of, email) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .context(context)?;
             for candidate in candidates {
@@ -857,7 +858,8 @@ impl Store {
                         candidate.account_id,
                         candidate.user_name,
                         candidate.method.as_str(),
-                        candidate.duplicate_of
+                        candidate.duplicate_of,
+                        candidate.email
                     ])
                     .context(context)?;
             }

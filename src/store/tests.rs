@@ -2666,6 +2666,7 @@ fn remembered_disputes_are_replaced_whole() {
         account_id: account.into(),
         method,
         duplicate_of: None,
+        email: None,
     };
     let mut store = Store::open_in_memory().unwrap();
     assert!(store.disputed_candidates().unwrap().is_empty());
@@ -2719,6 +2720,7 @@ fn migration_21_keeps_remembered_disputes_and_stores_whose_duplicate_an_account_
         account_id: "a2".into(),
         method: LinkMethod::Email,
         duplicate_of: None,
+        email: None,
     };
     assert_eq!(
         store.disputed_candidates().unwrap(),
@@ -2732,6 +2734,46 @@ fn migration_21_keeps_remembered_disputes_and_stores_whose_duplicate_an_account_
         .replace_disputed_candidates(std::slice::from_ref(&duplicate))
         .unwrap();
     assert_eq!(store.disputed_candidates().unwrap(), [duplicate]);
+}
+
+/// Migration 22: a database remembered duplicates before the person's email
+/// was kept beside them. Its rows upgrade with none (the plan takes the
+/// remembered userName for it), and an email is stored and read back.
+#[test]
+fn migration_22_keeps_remembered_duplicates_and_stores_the_persons_email() {
+    use crate::model::DisputedCandidate;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v21.db");
+    database_at_version(&path, 21, |tx| {
+        tx.execute_batch(
+            "INSERT INTO disputed_candidates
+                 (identity_id, account_id, user_name, method, duplicate_of)
+             VALUES ('p1', 'a2', 'ann', 'email', 'a1');",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    let legacy = DisputedCandidate {
+        identity_id: "p1".into(),
+        user_name: "ann".into(),
+        account_id: "a2".into(),
+        method: LinkMethod::Email,
+        duplicate_of: Some("a1".into()),
+        email: None,
+    };
+    assert_eq!(
+        store.disputed_candidates().unwrap(),
+        std::slice::from_ref(&legacy)
+    );
+    let with_email = DisputedCandidate {
+        email: Some("ann@example.com".into()),
+        ..legacy
+    };
+    store
+        .replace_disputed_candidates(std::slice::from_ref(&with_email))
+        .unwrap();
+    assert_eq!(store.disputed_candidates().unwrap(), [with_email]);
 }
 
 /// The report the daemon restores its reconcile gauges from: the newest

@@ -441,6 +441,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                             account_id: format!("a{a}"),
                             method,
                             duplicate_of: None,
+                            email: None,
                         }
                     })
                     .collect();

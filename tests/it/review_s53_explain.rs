@@ -841,6 +841,7 @@ impl Generated {
                 account_id: format!("a{}", j % accounts.len()),
                 method,
                 duplicate_of: None,
+                email: None,
             })
             .collect();
         let mut world = Scenario {

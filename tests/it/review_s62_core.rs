@@ -77,6 +77,7 @@ fn a_departed_persons_duplicate_stays_theirs_once_deactivated() {
             account_id: "a2".into(),
             method: LinkMethod::Email,
             duplicate_of: None,
+            email: None,
         }],
     );
     for unmatched in [UnmatchedAccounts::Report, UnmatchedAccounts::Deactivate] {

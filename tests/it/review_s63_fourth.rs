@@ -31,6 +31,7 @@ fn a_duplicate_another_leaver_remembers_too_is_explained_as_disputed() {
                 account_id: "a2".into(),
                 method: LinkMethod::Email,
                 duplicate_of: Some("a1".into()),
+                email: None,
             },
             DisputedCandidate {
                 identity_id: "p1".into(),
@@ -38,6 +39,7 @@ fn a_duplicate_another_leaver_remembers_too_is_explained_as_disputed() {
                 account_id: "a2".into(),
                 method: LinkMethod::UserName,
                 duplicate_of: None,
+                email: None,
             },
         ])
         .unwrap();
@@ -82,6 +84,7 @@ fn a_leavers_unshared_duplicate_is_explained_as_disputed_when_another_is_shared(
             account_id: account.into(),
             method: LinkMethod::Email,
             duplicate_of: of.map(Into::into),
+            email: None,
         };
     world
         .store
@@ -132,6 +135,7 @@ fn a_duplicate_whose_linked_account_is_present_but_unlinked_is_explained_as_disp
             account_id: "a2".into(),
             method: LinkMethod::Email,
             duplicate_of: Some("a1".into()),
+            email: None,
         }])
         .unwrap();
     let plan = world.plan();

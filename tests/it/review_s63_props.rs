@@ -40,6 +40,7 @@ fn a_departed_persons_remembered_duplicate_is_explained_with_them() {
             account_id: "a1".into(),
             method: LinkMethod::ExternalId,
             duplicate_of: None,
+            email: None,
         }])
         .unwrap();
     let plan = world.plan();
@@ -97,6 +98,7 @@ fn a_departed_persons_remembered_duplicate_kept_by_an_exception_is_told_so() {
             account_id: "a0".into(),
             method: LinkMethod::ExternalId,
             duplicate_of: None,
+            email: None,
         }])
         .unwrap();
     let plan = world.plan();
@@ -154,6 +156,7 @@ fn an_account_disputed_now_is_not_explained_by_a_dispute_the_plan_forgot() {
             account_id: "a2".into(),
             method: LinkMethod::ExternalId,
             duplicate_of: None,
+            email: None,
         }])
         .unwrap();
     let plan = world.plan();
@@ -198,6 +201,7 @@ fn a_disputed_leavers_account_is_explained_by_their_dispute_not_a_forgotten_one(
         account_id: "a0".into(),
         method: LinkMethod::ExternalId,
         duplicate_of: None,
+        email: None,
     };
     world
         .store
@@ -245,6 +249,7 @@ fn a_leavers_duplicate_after_the_linked_account_is_gone(
             account_id: "a2".into(),
             method: LinkMethod::Email,
             duplicate_of: Some("a1".into()),
+            email: None,
         }])
         .unwrap();
     world
