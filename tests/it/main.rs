@@ -184,6 +184,7 @@ mod review_s63_props;
 mod review_s63_quote;
 mod review_s63_second;
 mod review_s63_shape;
+mod review_s64_connect;
 mod role_groups;
 mod run_recovery;
 mod safety;
