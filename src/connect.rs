@@ -32,6 +32,11 @@
 //! provider checks it first), but what comes after it was not checked. Nothing
 //! is written anywhere: no workspace write, no message, and no state database
 //! is opened.
+//!
+//! A SCIM directory's listings of every User and every Group (minutes for
+//! 100,000 people) count their pages on stderr when it is a terminal, on the
+//! line a run's workspace read uses ([`crate::run::ReadProgress`]); elsewhere
+//! the log says when each read starts and ends.
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -181,11 +186,18 @@ async fn directory(config: &Config) -> Check {
     // The check's long reads (a SCIM directory's every User, every group's name)
     // take minutes on a large directory, and its lines are printed only once
     // every side is done: said on stderr as a run's directory read says it
-    // ([`crate::run::read_directory`]), so the command does not look hung.
+    // ([`crate::run::read_directory`]), with a SCIM directory's pages counted
+    // on a terminal as a run's workspace listing counts them, so the command
+    // does not look hung.
     let started = std::time::Instant::now();
     let elapsed = || format!("{:.1}s", started.elapsed().as_secs_f64());
+    let listing = crate::run::ReadProgress::of_directory_on_terminal();
+    let page = |p| listing.page(p);
     tracing::info!(source = %source.describe(), "checking the directory");
-    let outcome = match source.probe().await {
+    let probed = source.probe(&page).await;
+    // Ended before a log line, which would be written after the count.
+    listing.done();
+    let outcome = match probed {
         Ok(proven) => {
             tracing::info!(
                 source = %source.describe(),
@@ -194,7 +206,8 @@ async fn directory(config: &Config) -> Check {
             );
             // What the probe proved stands: a listing that fails here is said,
             // not made the check's failure (a run would fail on it, and say so).
-            let listed = source.group_names().await;
+            let listed = source.group_names(&page).await;
+            listing.done();
             if let Ok(Some(listed)) = &listed {
                 tracing::info!(
                     groups = listed.names.len(),

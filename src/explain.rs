@@ -1465,7 +1465,8 @@ impl View<'_> {
         crate::model::admin_command_line(
             &self.config.admin_command(),
             "link",
-            &[&clean(identity_id), &clean(account_id)],
+            // Escaped by the command line: cleaned, they would name other ids.
+            &[identity_id, account_id],
             if moves { &["--replace"] } else { &[] },
         )
     }
@@ -2288,12 +2289,7 @@ pub fn after_unlink(
         (Some(_), None) if disputed(&after, true) => format!(
             "disputed: more than one person matches it; nothing is written to it until \
              `{}` says whose it is{}",
-            crate::model::admin_command_line(
-                &admin,
-                "link",
-                &["IDENTITY", &clean(account_id)],
-                &[]
-            ),
+            crate::model::admin_command_line(&admin, "link", &["IDENTITY", account_id], &[]),
             planned(&after)
         ),
         // One of several accounts a person's dispute lists: that item is the
@@ -2303,7 +2299,7 @@ pub fn after_unlink(
              others; nothing is written to it until `{}` says which is theirs{}",
             clean(&of),
             person_named(&of),
-            crate::model::admin_command_line(&admin, "link", &[&clean(&of), "ACCOUNT"], &[]),
+            crate::model::admin_command_line(&admin, "link", &[&of, "ACCOUNT"], &[]),
             planned(&after)
         ),
         (Some(a), None) => {

@@ -1439,22 +1439,75 @@ fn compose_keeping_non_ascii(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(kept)
 }
 
-/// `text` as one word of a POSIX shell command a person copies from
-/// seatwarden's output (`seatwarden link IDENTITY ACCOUNT`): as it is when it
-/// holds only letters, digits and `/._-+:@,`, else in single quotes, a `'` in
-/// it written `'\''`. Ids are the providers' strings (a sandbox's or a SCIM
-/// provider's may hold a space, a quote or a `;`): pasted bare, the command
-/// would get other arguments, or run another command.
+/// Whether `c`, printed to a terminal, would act rather than show, or change
+/// how what follows shows: a control character (a line break, a carriage
+/// return that overwrites the line, ESC starting an escape sequence, C1
+/// controls), a bidi embedding, override, isolate or mark (a name reordered
+/// reads as another), a line or paragraph separator. The one list of what
+/// [`crate::report::printable`] shows as U+FFFD and [`shell_word`] escapes, so
+/// that a printed command passes through `printable` whole.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// `text` as one word of a shell command a person copies from seatwarden's
+/// output (`seatwarden link IDENTITY ACCOUNT`): as it is when it holds only
+/// letters, digits and `/._-+:@,`, else in single quotes, a `'` in it written
+/// `'\''`. Ids are the providers' strings (a sandbox's or a SCIM provider's
+/// may hold a space, a quote or a `;`): pasted bare, the command would get
+/// other arguments, or run another command.
+///
+/// One holding a character that [`acts_on_terminal`] (a line break, ESC, a
+/// bidi override) is written in bash's and zsh's ANSI-C quotes instead (not
+/// every `sh`'s: dash, Debian's, reads `$'…'` as a `$` and a quoted word): `$'a\nb'`,
+/// `\n`, `\t` and `\r` by name, every other such character as its UTF-8
+/// bytes `\xHH`, `\` and `'` escaped. Raw, the character would drive the
+/// reader's terminal, break the command where it is pasted, or, made
+/// printable (U+FFFD), name another id; bytes rather than `\u` escapes, which
+/// bash leaves as they are in the C locale. A NUL, which no shell can pass in
+/// an argument (bash would cut the id short there, naming another), is
+/// written U+FFFD: the command names no id rather than a wrong one.
 pub fn shell_word(text: &str) -> String {
     let plain = !text.is_empty()
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+:@,".contains(c));
     if plain {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
+        return text.to_owned();
     }
+    if !text.chars().any(acts_on_terminal) {
+        return format!("'{}'", text.replace('\'', "'\\''"));
+    }
+    let mut word = String::from("$'");
+    for c in text.chars() {
+        match c {
+            '\\' => word.push_str("\\\\"),
+            '\'' => word.push_str("\\'"),
+            '\n' => word.push_str("\\n"),
+            '\t' => word.push_str("\\t"),
+            '\r' => word.push_str("\\r"),
+            '\0' => word.push('\u{fffd}'),
+            c if acts_on_terminal(c) => {
+                let mut utf8 = [0u8; 4];
+                for byte in c.encode_utf8(&mut utf8).bytes() {
+                    word.push_str(&format!("\\x{byte:02x}"));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    word.push('\'');
+    word
 }
 
 /// A seatwarden command a person copies from seatwarden's output into a shell,
@@ -1522,6 +1575,7 @@ pub fn clock_time(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz, layout: 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     /// Ids are shell words; options go after them, or, when an id starts with
@@ -1549,6 +1603,74 @@ mod tests {
             admin_command_line("seatwarden", "unlink", &["-a b"], &[]),
             "seatwarden unlink -- '-a b'"
         );
+    }
+
+    /// The words bash makes of `words` under the locale `locale`, as bytes.
+    fn bash_words(words: &str, locale: &str) -> Vec<Vec<u8>> {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {words}"))
+            .env("LC_ALL", locale)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{words}: {out:?}");
+        let mut words: Vec<Vec<u8>> = out.stdout.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+        assert_eq!(words.pop(), Some(Vec::new()));
+        words
+    }
+
+    /// An id holding a control character (a line break, a carriage return, ESC,
+    /// a tab, DEL, a C1 control) or a bidi override is written in `$'…'`, with
+    /// nothing in it a terminal acts on: bash, in a UTF-8 locale or the C one,
+    /// gives back the exact id, and [`crate::report::printable`] leaves the
+    /// command as it is. Before, the id was printed raw inside single quotes
+    /// (an escape sequence reached the terminal, a line break cut the command),
+    /// and made printable it named another id (U+FFFD for the character).
+    #[test]
+    fn an_id_with_control_characters_is_an_ansi_c_quoted_word_bash_reads_back_whole() {
+        let ids = [
+            "a\nb",
+            "x\x1b[2J\x1b]0;owned\x07",
+            "tab\there\r",
+            "del\x7f c1\u{85}\u{9b}31m",
+            "bidi\u{202e}txt.exe",
+            "it's \\ $(x) `y` \"z\"\x01",
+            "é\x1bñ",
+            "\x1f-",
+            "\u{2028}\u{2066}",
+        ];
+        for id in ids {
+            let word = shell_word(id);
+            assert!(word.starts_with("$'") && word.ends_with('\''), "{word}");
+            assert!(!word.chars().any(acts_on_terminal), "{word:?}");
+            assert_eq!(crate::report::printable(&word, false), word);
+            for locale in ["C.UTF-8", "C"] {
+                assert_eq!(
+                    bash_words(&word, locale),
+                    [id.as_bytes()],
+                    "{id:?} as {word} ({locale})"
+                );
+            }
+        }
+        // A whole command: each id one word, as it was.
+        let line = admin_command_line("seatwarden", "link", &["00u\n1", "-w\x1b"], &["--replace"]);
+        assert_eq!(line, "seatwarden link --replace -- $'00u\\n1' $'-w\\x1b'");
+        let words = bash_words(line.strip_prefix("seatwarden ").unwrap(), "C.UTF-8");
+        assert_eq!(
+            words,
+            [&b"link"[..], b"--replace", b"--", b"00u\n1", b"-w\x1b"]
+        );
+        // Without such a character, plain single quotes as before.
+        assert_eq!(shell_word("it's é"), r"'it'\''s é'");
+    }
+
+    /// A NUL cannot be in an argument: bash would cut the id short there,
+    /// naming another id (`a` for `a\0b`). It is written U+FFFD, naming none.
+    #[test]
+    fn a_nul_in_an_id_names_no_other_id() {
+        let word = shell_word("a\0b\n");
+        assert_eq!(word, "$'a\u{fffd}b\\n'");
+        assert_eq!(bash_words(&word, "C.UTF-8"), ["a\u{fffd}b\n".as_bytes()]);
     }
 
     /// A guard's hold of an account a new hire's userName wants names the

@@ -292,22 +292,31 @@ pub fn directory_from_config(config: &Config) -> Directory {
 
 /// The progress line on stderr while the workspace is read, rewritten in place
 /// after each page; only when stderr is a TTY (and not in the daemon), so logs
-/// and CI output stay clean. A reconcile shows it, and `approve` while it lists
-/// the workspace to re-check what it approves.
+/// and CI output stay clean. A reconcile shows it, `approve` while it lists
+/// the workspace to re-check what it approves, and `check-config --connect`
+/// while it lists a SCIM directory's every User and Group.
 pub struct ReadProgress {
     shown: bool,
+    /// `workspace`, or `directory` for a SCIM directory read with the same client.
+    side: &'static str,
     printed: AtomicBool,
 }
 
 impl ReadProgress {
     /// Shown when stderr is a terminal, unless [`silence_progress`] was called.
     pub fn on_terminal() -> ReadProgress {
-        ReadProgress::new(std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed))
+        ReadProgress::new(progress_shown(), "workspace")
     }
 
-    fn new(shown: bool) -> ReadProgress {
+    /// [`ReadProgress::on_terminal`] for a SCIM directory's listings.
+    pub fn of_directory_on_terminal() -> ReadProgress {
+        ReadProgress::new(progress_shown(), "directory")
+    }
+
+    fn new(shown: bool, side: &'static str) -> ReadProgress {
         ReadProgress {
             shown,
+            side,
             printed: AtomicBool::new(false),
         }
     }
@@ -316,12 +325,17 @@ impl ReadProgress {
     pub fn page(&self, p: Progress) {
         if self.shown {
             self.printed.store(true, Ordering::Relaxed);
-            let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
-            eprint!(
-                "\r  reading workspace {}: {}{} objects, {} pages   ",
-                p.what, p.objects, total, p.pages
-            );
+            eprint!("{}", self.line(p));
         }
+    }
+
+    /// What [`ReadProgress::page`] prints: `\r` first, so each page rewrites it.
+    fn line(&self, p: Progress) -> String {
+        let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+        format!(
+            "\r  reading {} {}: {}{} objects, {} pages   ",
+            self.side, p.what, p.objects, total, p.pages
+        )
     }
 
     /// Ends the line once the read is done, so that what follows (the apply's
@@ -403,8 +417,7 @@ fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
 /// stderr when it is a terminal, as a reconcile shows it: for `approve`, whose
 /// apply of a thousand held deprovisions is as long.
 pub(crate) async fn with_apply_progress<F: std::future::Future>(work: F) -> F::Output {
-    let show = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
-    if !show || apply::progress_is_heard() {
+    if !progress_shown() || apply::progress_is_heard() {
         return work.await;
     }
     let (hook, printed) = apply_progress_printer();
@@ -437,6 +450,12 @@ static PROGRESS_OFF: AtomicBool = AtomicBool::new(false);
 /// No progress lines from the runs of this process (the daemon).
 pub fn silence_progress() {
     PROGRESS_OFF.store(true, Ordering::Relaxed);
+}
+
+/// Whether progress lines are printed: on a terminal, unless [`silence_progress`]
+/// was called.
+fn progress_shown() -> bool {
+    std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed)
 }
 
 /// Runs the pipeline once against the configured directory and workspace.
@@ -1043,7 +1062,7 @@ async fn pipeline(
             now,
         )?;
     }
-    let show_progress = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
+    let show_progress = progress_shown();
     // A reconcile asks `/ServiceProviderConfig` before it recovers: the recovery's
     // first read of a dead or refusing workspace would spend a whole retry window
     // and then fail with an error about `/Users`, where this fails at once with
@@ -1125,7 +1144,7 @@ async fn pipeline(
         if !discovered {
             discover(client).await?;
         }
-        let read_progress = ReadProgress::new(show_progress);
+        let read_progress = ReadProgress::new(show_progress, "workspace");
         let progress = |p: Progress| read_progress.page(p);
         let (mut snapshot, mut whole) = client.snapshot_whole(&progress).await?;
         if !whole {

@@ -617,15 +617,20 @@ impl Directory {
     /// `check-config --connect`: the requests a snapshot starts with, each
     /// cheap and read-only, through the connector's own request path (its
     /// errors name the endpoint and what to fix): what each proved, in order.
-    /// A file was read whole by `check-config` already.
-    pub fn probe(&self) -> BoxFuture<'_, Result<Vec<String>, DirectoryError>> {
+    /// A file was read whole by `check-config` already. `progress` is told
+    /// after each page of a SCIM directory's listing of every User (the other
+    /// connectors' probes read a page or an entry).
+    pub fn probe<'a>(
+        &'a self,
+        progress: &'a (dyn Fn(crate::workspace::Progress) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Vec<String>, DirectoryError>> {
         Box::pin(async move {
             match self {
                 Directory::File(_) => Ok(vec!["read above (a file: no connection)".to_owned()]),
                 Directory::Okta(source) => source.probe().await,
                 Directory::Entra(source) => source.probe().await,
                 Directory::Ldap(source) => source.probe().await,
-                Directory::Scim(source) => source.probe().await,
+                Directory::Scim(source) => source.probe(progress).await,
             }
         })
     }
@@ -636,8 +641,12 @@ impl Directory {
     /// `attributes=displayName`), so that the groups whose names differ from a
     /// configured one only in what does not show are named before a run holds
     /// what they would take. `None` for a file export: the check read it whole
-    /// already, and refuses such a group there.
-    pub fn group_names(&self) -> BoxFuture<'_, Result<Option<GroupNames>, DirectoryError>> {
+    /// already, and refuses such a group there. `progress` is told after each
+    /// page of a SCIM directory's listing.
+    pub fn group_names<'a>(
+        &'a self,
+        progress: &'a (dyn Fn(crate::workspace::Progress) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Option<GroupNames>, DirectoryError>> {
         let whole = |names: Vec<String>| Some(GroupNames { names, whole: true });
         Box::pin(async move {
             match self {
@@ -645,7 +654,7 @@ impl Directory {
                 Directory::Entra(source) => source.group_names().await.map(whole),
                 // A search cut short (a server's size limit) fails: never part of one.
                 Directory::Ldap(source) => source.group_names().await.map(whole),
-                Directory::Scim(source) => source.group_names().await.map(Some),
+                Directory::Scim(source) => source.group_names(progress).await.map(Some),
                 // Read whole by the check already, and refused there for such a group.
                 Directory::File(_) => Ok(None),
             }

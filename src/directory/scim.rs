@@ -146,15 +146,19 @@ impl ScimDirectorySource {
     /// the Users refused as a run refuses them ([`refuse_blank_user_names`]);
     /// then every User for `active`, sent for some and not others or not as
     /// `directory.missing_active` expects, refused as a run refuses it
-    /// ([`read_users_without_active`]): a first run would fail on it.
+    /// ([`read_users_without_active`]): a first run would fail on it, with
+    /// `progress` told after each page of that listing.
     /// What it proved, one item a request.
-    pub async fn probe(&self) -> Result<Vec<String>, DirectoryError> {
+    pub async fn probe(
+        &self,
+        progress: &(dyn Fn(crate::workspace::Progress) + Send + Sync),
+    ) -> Result<Vec<String>, DirectoryError> {
         let url = &self.settings.url;
         let client = self.client()?;
         let (mut proven, accounts) = client.probe_reading().await.map_err(directory_error(url))?;
         refuse_blank_user_names(url, accounts.iter())?;
         let (users, without_active, whole) = client
-            .users_and_active()
+            .users_and_active(progress)
             .await
             .map_err(directory_error(url))?;
         let counted = format!(
@@ -186,12 +190,19 @@ impl ScimDirectorySource {
     /// without `attributes` when the provider refuses it, all
     /// pages), for `check-config --connect` to name the groups that only look
     /// like configured ones ([`super::Directory::group_names`]), and whether
-    /// the listing reached the `totalResults` it announced.
-    pub async fn group_names(&self) -> Result<super::GroupNames, DirectoryError> {
+    /// the listing reached the `totalResults` it announced; `progress` told
+    /// after each page.
+    pub async fn group_names(
+        &self,
+        progress: &(dyn Fn(crate::workspace::Progress) + Send + Sync),
+    ) -> Result<super::GroupNames, DirectoryError> {
         let client = self.client()?;
         let url = &self.settings.url;
         client.discover().await.map_err(directory_error(url))?;
-        let (names, whole) = client.group_names().await.map_err(directory_error(url))?;
+        let (names, whole) = client
+            .group_names(progress)
+            .await
+            .map_err(directory_error(url))?;
         Ok(super::GroupNames { names, whole })
     }
 

@@ -638,13 +638,16 @@ pub fn held_in(json: &str) -> Result<HeldCounts, serde_json::Error> {
 /// U+FFFD, so an escape sequence in a name someone gave an account by hand cannot
 /// drive the reader's terminal. Line breaks are kept only with `lines` (a whole
 /// rendered text); inside one field they would forge lines of their own.
+///
+/// Bidi embeddings, overrides and isolates (and the marks) become U+FFFD too:
+/// they reorder what is shown, so a name can read as another; and so do line
+/// and paragraph separators, which break lines where the reader expects none
+/// ([`crate::model::acts_on_terminal`]). A command printed for a person to
+/// paste has its ids escaped already ([`crate::model::shell_word`]), and
+/// passes through whole.
 pub fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
-    // Bidi embeddings, overrides and isolates (and the marks) reorder what is
-    // shown, so a name can read as another; line and paragraph separators break
-    // lines where the reader expects none.
-    let reorders = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}');
     let unsafe_char =
-        |c: char| (c.is_control() && !(lines && (c == '\n' || c == '\t'))) || reorders(c);
+        |c: char| crate::model::acts_on_terminal(c) && !(lines && (c == '\n' || c == '\t'));
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -679,14 +682,9 @@ fn printable_report(report: &Report) -> Report {
     for leaver in &mut report.safety.disputed_leavers {
         field(leaver);
     }
-    // Ids and userNames from the directory and the workspace, under PROTECTED BY
-    // PERSON.
-    for shielded in &mut report.safety.protected_by_person {
-        field(&mut shielded.account_id);
-        field(&mut shielded.account_user_name);
-        field(&mut shielded.identity_id);
-        field(&mut shielded.user_name);
-    }
+    // PROTECTED BY PERSON's ids and userNames are left as they are: its line
+    // makes them printable where it shows them, and names the ids whole in the
+    // commands it prints ([`protected_by_person_line`]).
     // The account's from the workspace, the person's from the directory, under
     // EXCEPTIONS.
     for kept in &mut report.safety.excepted {
@@ -1056,11 +1054,11 @@ pub fn protected_by_person_line(p: &ProtectedByPerson, admin_command: &str) -> S
         .unwrap_or_default();
     format!(
         "account {} ({}, {}) of protected {} (identity {}), {}{lost}: {}",
-        p.account_id,
-        p.account_user_name,
+        printable(&p.account_id, false),
+        printable(&p.account_user_name, false),
         if p.active { "active" } else { "deactivated" },
-        p.user_name,
-        p.identity_id,
+        printable(&p.user_name, false),
+        printable(&p.identity_id, false),
         p.tie(),
         protected_by_person_remedies(p, admin_command),
     )
@@ -1082,7 +1080,7 @@ pub fn protected_by_person_remedies(p: &ProtectedByPerson, admin_command: &str) 
     };
     format!(
         "theirs → add {} to safety.protected; someone else's → `{}`{nobodys}",
-        p.account_user_name,
+        printable(&p.account_user_name, false),
         crate::model::admin_command_line(
             admin_command,
             "link",
@@ -2173,6 +2171,57 @@ mod tests {
                 text.contains(
                     "account w7 (x\u{fffd}[2J\u{fffd}@ex.com\u{fffd}OK: in sync, active)"
                 ),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// An account id under PROTECTED BY PERSON holding an escape sequence and
+    /// a line break shows made printable, and its `link` and `unlink` commands
+    /// name it whole (`$'…'`), in the text, the emailed text, and the other
+    /// renderers' findings. Before, the text renderer made the ids printable
+    /// first: its commands named `w�[2J�7`, an id that does not exist.
+    #[test]
+    fn protected_by_person_commands_name_an_id_with_control_characters_whole() {
+        let report = reconcile_report(SafetyReport {
+            protected_by_person: vec![crate::model::ProtectedByPerson {
+                account_id: "w\u{1b}[2J\n7".into(),
+                account_user_name: "x@ex.com".into(),
+                active: true,
+                identity_id: "00u\u{7}5".into(),
+                user_name: "admin@ex.com".into(),
+                matched_by: None,
+                duplicate: false,
+                lost: None,
+            }],
+            ..SafetyReport::default()
+        });
+        let findings = safety_findings(&report, chrono_tz::UTC, ADMIN)
+            .into_iter()
+            .find(|f| f.label == Some("PROTECTED BY PERSON"))
+            .unwrap()
+            .details
+            .join("\n");
+        for text in [
+            render_text(&report, chrono_tz::UTC, ADMIN, false),
+            render_text_for_email(&report, chrono_tz::UTC, ADMIN),
+            findings,
+        ] {
+            assert!(
+                text.contains("account w\u{fffd}[2J\u{fffd}7 (x@ex.com, active)"),
+                "{text:?}"
+            );
+            assert!(text.contains("identity 00u\u{fffd}5"), "{text:?}");
+            assert!(
+                text.contains(&format!("`{ADMIN} unlink $'w\\x1b[2J\\n7'`")),
+                "{text:?}"
+            );
+            assert!(
+                text.contains(&format!("`{ADMIN} link OWNER $'w\\x1b[2J\\n7' --replace`")),
+                "{text:?}"
+            );
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
                 "{text:?}"
             );
         }

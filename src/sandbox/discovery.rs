@@ -109,6 +109,33 @@ fn multi_subs() -> Vec<Value> {
     ]
 }
 
+/// `attribute` as the service provider sets it and a client cannot write.
+fn read_only(mut attribute: Value) -> Value {
+    attribute["mutability"] = json!("readOnly");
+    attribute
+}
+
+/// A User's `groups` (RFC 7643 §4.1.2, schema in §8.7.1): the Groups it is a
+/// member of, directly or through a Group that is one, which the sandbox
+/// serves; read-only, as membership is written on the Group. Its `$ref` is
+/// said to lead to a Group alone (§8.7.1 lists `User` too, but the sandbox's
+/// lead only to Groups, and §4.1.2 calls it "the corresponding Group").
+fn user_groups() -> Value {
+    let mut reference = read_only(attribute("$ref", "reference", false, false, false));
+    reference["referenceTypes"] = json!(["Group"]);
+    let mut kind = read_only(attribute("type", "string", false, false, false));
+    kind["canonicalValues"] = json!(["direct", "indirect"]);
+    read_only(with_subs(
+        attribute("groups", "complex", true, false, false),
+        vec![
+            read_only(attribute("value", "string", false, false, false)),
+            reference,
+            read_only(attribute("display", "string", false, false, false)),
+            kind,
+        ],
+    ))
+}
+
 pub(crate) fn schemas(base: &str) -> Vec<Value> {
     let user = json!({
         "schemas": [SCHEMA_SCHEMA],
@@ -127,6 +154,7 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
             with_subs(attribute("emails", "complex", true, false, false), multi_subs()),
             with_subs(attribute("roles", "complex", true, false, false), multi_subs()),
             attribute("active", "boolean", false, false, false),
+            user_groups(),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{SCHEMA_USER}")},
     });
@@ -157,4 +185,56 @@ pub(crate) fn list(resources: Vec<Value>) -> Value {
         "itemsPerPage": resources.len(),
         "Resources": resources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// The User schema names `groups`, which the sandbox serves on Users
+    /// (session 63), as RFC 7643 §8.7.1 defines it: multi-valued, complex,
+    /// read-only, with `value`, `$ref`, `display` and `type` (direct or
+    /// indirect), each read-only. Before, it was missing: a client reading the
+    /// schema took the attribute for one the sandbox does not have.
+    #[test]
+    fn the_user_schema_names_groups_read_only_with_their_sub_attributes() {
+        let schemas = schemas("http://h/scim/v2");
+        let user = schemas.iter().find(|s| s["id"] == SCHEMA_USER).unwrap();
+        let groups = user["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "groups")
+            .expect("the User schema names groups");
+        assert_eq!(groups["type"], "complex");
+        assert_eq!(groups["multiValued"], true);
+        assert_eq!(groups["required"], false);
+        assert_eq!(groups["mutability"], "readOnly");
+        assert_eq!(groups["returned"], "default");
+        let subs = groups["subAttributes"].as_array().unwrap();
+        let names: Vec<&str> = subs.iter().map(|a| a["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["value", "$ref", "display", "type"]);
+        for sub in subs {
+            assert_eq!(sub["mutability"], "readOnly", "{sub}");
+            assert_eq!(sub["multiValued"], false, "{sub}");
+        }
+        let sub = |name: &str| subs.iter().find(|a| a["name"] == name).unwrap();
+        assert_eq!(sub("value")["type"], "string");
+        assert_eq!(sub("$ref")["type"], "reference");
+        assert_eq!(sub("$ref")["referenceTypes"], json!(["Group"]));
+        assert_eq!(sub("display")["type"], "string");
+        assert_eq!(
+            sub("type")["canonicalValues"],
+            json!(["direct", "indirect"])
+        );
+        // The attributes a client may write stay so.
+        let user_name = user["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "userName")
+            .unwrap();
+        assert_eq!(user_name["mutability"], "readWrite");
+    }
 }

@@ -2074,13 +2074,18 @@ impl ScimClient {
     /// A provider that refuses `attributes` (a 400, such as `invalidValue` or
     /// `invalidSyntax` for a parameter it does not take, or a 501) is asked once
     /// more without it: the names come with the members, a longer read but the
-    /// same names; that second answer decides.
-    pub async fn group_names(&self) -> Result<(Vec<String>, bool), WorkspaceError> {
+    /// same names; that second answer decides. `progress` is told after each
+    /// page, as a run's listings tell it: a large directory's groups take a
+    /// while to list, and the check must not look hung.
+    pub async fn group_names(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<(Vec<String>, bool), WorkspaceError> {
         let names_only = paging::Narrowing {
             filter: None,
             attributes: Some("displayName"),
         };
-        let listed = match self.list_group_names(names_only).await {
+        let listed = match self.list_group_names(names_only, progress).await {
             Err(
                 e @ WorkspaceError::Status {
                     status: 400 | 501, ..
@@ -2091,7 +2096,8 @@ impl ScimClient {
                     "the Groups listing with attributes=displayName was refused; listing \
                      the Groups without it"
                 );
-                self.list_group_names(paging::Narrowing::default()).await?
+                self.list_group_names(paging::Narrowing::default(), progress)
+                    .await?
             }
             listed => listed?,
         };
@@ -2103,15 +2109,17 @@ impl ScimClient {
     /// narrowed, or only when asked, and the check must see what a run sees),
     /// for `check-config --connect` to refuse what a run would refuse: the
     /// Users, the ids of those sent without `active`, and whether the listing
-    /// reached its `totalResults`.
+    /// reached its `totalResults`. `progress` is told after each page: 100,000
+    /// Users take minutes to read.
     pub async fn users_and_active(
         &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(Vec<(Account, Option<String>)>, Vec<String>, bool), WorkspaceError> {
         let listed = paging::list_all(
             self,
             "/Users",
             "people",
-            &|_| {},
+            progress,
             |endpoint, user: parse::PersonBody| {
                 let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
                 Ok((account.id.clone(), (account, parse::sends_active(&user.0))))
@@ -2135,13 +2143,14 @@ impl ScimClient {
     async fn list_group_names(
         &self,
         narrowing: paging::Narrowing<'_>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<paging::Listing<String>, WorkspaceError> {
         paging::list_narrowed(
             self,
             "/Groups",
             narrowing,
             "groups",
-            &|_| {},
+            progress,
             |endpoint, body: parse::GroupBody| {
                 let group = parse::group(endpoint, body)?;
                 Ok((group.id, group.display_name))

@@ -230,7 +230,10 @@ async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission(
     small_org(LinkStyle::SeparateLines).mount(&server).await;
     let mut s = settings(&server, ssws());
     s.app_id = Some("0oa1app".into());
-    let proven = Directory::Okta(OktaSource::new(s)).probe().await.unwrap();
+    let proven = Directory::Okta(OktaSource::new(s))
+        .probe(&|_| {})
+        .await
+        .unwrap();
     assert_eq!(
         proven,
         [
@@ -259,7 +262,7 @@ async fn okta_is_probed_with_one_small_page_each_and_a_403_names_the_permission(
         .await;
     small_org(LinkStyle::SeparateLines).mount(&server).await;
     let text = Directory::Okta(OktaSource::new(settings(&server, ssws())))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -311,7 +314,7 @@ async fn okta_probe_fails_when_the_deprovisioned_users_search_is_refused() {
         .await;
     small_org(LinkStyle::SeparateLines).mount(&server).await;
     let text = Directory::Okta(OktaSource::new(settings(&server, ssws())))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -366,7 +369,7 @@ async fn entra_is_probed_with_one_small_page_each_and_a_403_names_the_permission
     let server = MockServer::start().await;
     small_graph(&server).await;
     let proven = Directory::Entra(EntraSource::new(settings(&server, secret())))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap();
     assert_eq!(proven.len(), 3, "{proven:?}");
@@ -394,7 +397,7 @@ async fn entra_is_probed_with_one_small_page_each_and_a_403_names_the_permission
         .await;
     small_graph(&server).await;
     let text = Directory::Entra(EntraSource::new(settings(&server, secret())))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -435,7 +438,7 @@ async fn interop_ldap_is_probed_with_a_bind_and_two_one_entry_searches() {
                 ),
             )
             .unwrap();
-            load(dir.path()).directory().probe().await
+            load(dir.path()).directory().probe(&|_| {}).await
         }
     };
     let proven = probe("interop-bind-secret", "").await.unwrap();
@@ -489,7 +492,7 @@ async fn a_scim_directory_is_probed_with_one_page_each() {
                 ),
             )
             .unwrap();
-            load(dir.path()).directory().probe().await
+            load(dir.path()).directory().probe(&|_| {}).await
         }
     };
     let proven = probe(TOKEN).await.unwrap();

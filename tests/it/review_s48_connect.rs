@@ -50,7 +50,7 @@ async fn okta_probe(users: Vec<Value>, groups: Vec<Value>) -> Result<Vec<String>
     let mut s = settings(&server, ssws());
     s.app_id = Some("0oa1app".into());
     Directory::Okta(OktaSource::new(s))
-        .probe()
+        .probe(&|_| {})
         .await
         .map_err(|e| e.to_string())
 }
@@ -173,7 +173,7 @@ async fn an_entra_user_a_run_refuses_fails_the_probe_and_a_skipped_guest_does_no
     user.as_object_mut().unwrap().remove("accountEnabled");
     let server = graph_tenant(vec![user.clone()]).await;
     let text = Directory::Entra(EntraSource::new(settings(&server, secret())))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -187,13 +187,13 @@ async fn an_entra_user_a_run_refuses_fails_the_probe_and_a_skipped_guest_does_no
     let mut s = settings(&server, secret());
     s.include_guests = false;
     let proven = Directory::Entra(EntraSource::new(s.clone()))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap();
     assert_eq!(proven.len(), 3, "{proven:?}");
     s.include_guests = true;
     let text = Directory::Entra(EntraSource::new(s))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -266,7 +266,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_probe() {
     let source = seatwarden::directory::ScimDirectorySource::new(settings);
     let run = source.snapshot().await.unwrap_err().to_string();
     let text = Directory::Scim(source)
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -284,7 +284,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_probe() {
 async fn an_ldap_user_a_run_refuses_fails_the_probe() {
     use crate::ldap_ad::{Fake, USERS_BASE, asked_of, source, start_fake, withholding};
     let (port, asked) = start_fake(Fake::default()).await;
-    let proven = Directory::Ldap(source(port)).probe().await.unwrap();
+    let proven = Directory::Ldap(source(port)).probe(&|_| {}).await.unwrap();
     assert_eq!(proven.len(), 3, "{proven:?}");
     let searched = asked_of(&asked, USERS_BASE);
     assert!(
@@ -295,7 +295,7 @@ async fn an_ldap_user_a_run_refuses_fails_the_probe() {
 
     let (port, _) = start_fake(withholding("accountExpires")).await;
     let text = Directory::Ldap(source(port))
-        .probe()
+        .probe(&|_| {})
         .await
         .unwrap_err()
         .to_string();

@@ -492,7 +492,7 @@ async fn an_ldap_directorys_group_names_are_listed_with_their_cn_alone() {
     use crate::ldap_ad::{Fake, asked_of, source, start_fake};
     let (port, asked) = start_fake(Fake::default()).await;
     let names = seatwarden::directory::Directory::Ldap(source(port))
-        .group_names()
+        .group_names(&|_| {})
         .await
         .unwrap()
         .expect("LDAP groups are listed")
