@@ -34,7 +34,9 @@
 //!   after its detection or after the end of the exception that put it off
 //!   (never put off past the configured end); one past its due time is
 //!   escalated, and its account, if still active, is held by the guard or
-//!   failed, never just left.
+//!   failed, never just left;
+//! - after a reconcile, a sweep or an `approve`, every episode's times are on
+//!   the simulated clock, none before its detection.
 //!
 //! A run given the simulated time records its start, its end and the ledger's
 //! times at it; each step is a millisecond after the one before, so no two
@@ -915,6 +917,42 @@ fn check_ledger(w: &World) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The ledger is on the simulated clock, in order: each episode's times fall
+/// between the start and `now` (a sweep escalates at the end of its pass, its
+/// `now` plus the time it took: a minute is plenty), and it is enforced,
+/// verified and escalated no earlier than detected. A time on the wall clock
+/// (years before the simulation) would be taken for long past by every rule
+/// that judges by it.
+fn check_ledger_times(w: &World) -> Result<(), TestCaseError> {
+    let store = w.store();
+    let latest = w.now + Duration::minutes(1);
+    for k in 0..PEOPLE {
+        for entry in store.deprovision_history(&person_id(k), 1_000).unwrap() {
+            let times = [
+                ("detected", Some(entry.detected_at)),
+                ("enforced", entry.enforced_at),
+                ("verified", entry.verified_at),
+                ("escalated", entry.escalated_at),
+            ];
+            for (what, at) in times {
+                let Some(at) = at else { continue };
+                prop_assert!(
+                    t0() <= at && at <= latest,
+                    "episode {} {what} at {at}, outside the simulation (up to {}): {entry:?}",
+                    entry.id,
+                    w.now
+                );
+                prop_assert!(
+                    at >= entry.detected_at,
+                    "episode {} {what} at {at}, before its detection: {entry:?}",
+                    entry.id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// No write sent again to a resource that no other write changed in between.
 fn check_no_write_twice(seen: &[SeenRequest], admin: &HashSet<usize>) -> Result<(), TestCaseError> {
     let mut last: HashMap<&str, (usize, &SeenRequest)> = HashMap::new();
@@ -1197,6 +1235,10 @@ fn timeline(case: Case) -> Result<(), TestCaseError> {
             Op::Reconcile | Op::Sweep | Op::Approve { .. } | Op::Advance { .. }
         ) {
             w.log.push(format!("#{n} {} {op:?}", w.now));
+        }
+        if matches!(op, Op::Reconcile | Op::Sweep | Op::Approve { .. }) {
+            check_ledger_times(&w)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{}", w.context())))?;
         }
         if changed {
             w.converged = false;
