@@ -1943,7 +1943,9 @@ pub async fn approve_read_ahead(
             run,
             Some(&approval.approved),
             detected_at,
-            Utc::now(),
+            // Never before the approval's own time (a simulated `now` ahead of
+            // the clock), as the sweep verifies.
+            Utc::now().max(now),
             crate::sweep::configured_sla(config),
             &admin_command,
         )?;

@@ -488,7 +488,10 @@ pub async fn execute_with(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// The time the safety rules judge by (24 h window, settle window, circuit
-    /// cool-down); `None`: the clock. Tests pass it to move time without sleeping.
+    /// cool-down) and the run records (its start and end, the deprovision
+    /// ledger's detections and verifications); `None`: the clock. Tests pass it
+    /// to move time without sleeping. What the apply journals as it writes keeps
+    /// the clock's time.
     pub now: Option<DateTime<Utc>>,
     /// `reconcile --allow-over-threshold`: thresholds hold nothing this run (the
     /// caller records who asked in the audit trail).
@@ -820,7 +823,16 @@ async fn execute_until(
     interrupted: impl std::future::Future<Output = ()>,
 ) -> Result<RunOutcome, RunError> {
     let store = Arc::new(Mutex::new(store));
-    let started_at = Utc::now();
+    // What the run records (its start and end, the ledger's detections and
+    // verifications, its plan's and links' times) is on the clock its safety
+    // rules judge by: a run at a simulated `now` stamped with the wall clock
+    // would open episodes its own 24 h window, its sweeps and its approvals
+    // (all at that `now`) take for years old or not yet begun. Only the stage
+    // timings logged are of the wall clock.
+    let wall_start = Utc::now();
+    let simulated = options.now;
+    let clock = move || simulated.unwrap_or_else(Utc::now);
+    let started_at = simulated.unwrap_or(wall_start);
     let run_id = {
         let mut store = lock(&store)?;
         same_workspace(
@@ -854,7 +866,7 @@ async fn execute_until(
         &store,
         mode,
         run_id,
-        started_at,
+        wall_start,
         options,
         &mut cut_off,
         &plan_stored,
@@ -897,7 +909,7 @@ async fn execute_until(
         // a sweep) recovered first. Else an `approve` in between restarted the
         // leavers' SLA at this run's start.
         let recorded =
-            crate::sweep::record_reconcile(config, &store, run_id, started_at, Utc::now(), sla)
+            crate::sweep::record_reconcile(config, &store, run_id, started_at, clock(), sla)
                 .and_then(|latencies| {
                     let mut store = lock(&store)?;
                     let mut cut_off = cut_off.clone();
@@ -906,7 +918,7 @@ async fn execute_until(
                     Ok(latencies)
                 });
         tracing::debug!(
-            elapsed_ms = since(started_at),
+            elapsed_ms = since(wall_start),
             "deprovisioning ledger updated"
         );
         match (result, recorded) {
@@ -920,7 +932,7 @@ async fn execute_until(
                         &outcome.report,
                         &outcome.plan.disputed_leavers,
                         started_at,
-                        Utc::now(),
+                        clock(),
                         sla,
                         &config.admin_command(),
                     )?)
@@ -937,7 +949,7 @@ async fn execute_until(
                         &mut store,
                         &outcome.report,
                         &outcome.plan.disputed_leavers,
-                        Utc::now(),
+                        clock(),
                     )?)
                 }) {
                     tracing::warn!(
@@ -966,7 +978,7 @@ async fn execute_until(
     // reconcile for good and never pruned.
     match result {
         Ok(outcome) => {
-            lock(&store)?.finish_run(run_id, Utc::now(), RunStatus::Succeeded, None)?;
+            lock(&store)?.finish_run(run_id, clock(), RunStatus::Succeeded, None)?;
             tracing::info!(
                 run = run_id,
                 drift = outcome.report.summary.drift_total,
@@ -1001,7 +1013,7 @@ async fn execute_until(
                 RunStatus::Failed
             };
             if let Ok(mut store) = store.lock() {
-                let _ = store.finish_run(run_id, Utc::now(), status, Some(&message));
+                let _ = store.finish_run(run_id, clock(), status, Some(&message));
             }
             Err(error)
         }
@@ -1041,12 +1053,15 @@ async fn pipeline(
     store: &Arc<Mutex<Store>>,
     mode: Mode,
     run_id: RunId,
-    started_at: DateTime<Utc>,
+    wall_start: DateTime<Utc>,
     options: RunOptions,
     cut_off: &mut BTreeSet<RunId>,
     plan_stored: &AtomicBool,
 ) -> Result<RunOutcome, RunError> {
-    let now = options.now.unwrap_or(started_at);
+    // The run's start, and its clock, as `execute_until` records them.
+    let now = options.now.unwrap_or(wall_start);
+    let simulated = options.now;
+    let clock = move || simulated.unwrap_or_else(Utc::now);
     // The directory's retries are counted in the report beside the workspace's;
     // a source handed to several runs counts from here.
     let directory_retries = directory.retries();
@@ -1093,7 +1108,7 @@ async fn pipeline(
         let latencies = crate::sweep::record_recovered(
             &mut *lock(store)?,
             &recovered,
-            Utc::now(),
+            clock(),
             crate::sweep::configured_sla(config),
             &config.admin_command(),
         )?;
@@ -1102,7 +1117,7 @@ async fn pipeline(
         (0, Vec::new())
     };
     tracing::debug!(
-        elapsed_ms = since(started_at),
+        elapsed_ms = since(wall_start),
         recovered,
         "interrupted actions resolved"
     );
@@ -1135,7 +1150,7 @@ async fn pipeline(
         };
         let (links, remembered) = saving.await??;
         tracing::debug!(
-            elapsed_ms = since(started_at),
+            elapsed_ms = since(wall_start),
             "directory snapshot stored, links and remembered disputes loaded"
         );
         Ok::<_, RunError>((snapshot, links, remembered))
@@ -1173,7 +1188,7 @@ async fn pipeline(
     };
     let ((directory_snapshot, links, remembered), (workspace_snapshot, workspace_whole)) =
         tokio::try_join!(read_directory, read_workspace)?;
-    tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
+    tracing::debug!(elapsed_ms = since(wall_start), "snapshots read");
 
     let source_fault = safety::check_source(
         &mut *lock(store)?,
@@ -1233,12 +1248,12 @@ async fn pipeline(
     let first_plan = source_fault
         .is_none()
         .then(|| make_plan(&workspace_snapshot));
-    tracing::debug!(elapsed_ms = since(started_at), "plan made");
+    tracing::debug!(elapsed_ms = since(wall_start), "plan made");
     saving.await??;
     // The saving task has dropped its handle by now, so this does not copy.
     let mut workspace_snapshot =
         Arc::try_unwrap(workspace_snapshot).unwrap_or_else(|shared| (*shared).clone());
-    tracing::debug!(elapsed_ms = since(started_at), "snapshot stored, plan made");
+    tracing::debug!(elapsed_ms = since(wall_start), "snapshot stored, plan made");
     let (planned, recheck) = safety::plan_checked(
         client,
         store,
@@ -1248,7 +1263,7 @@ async fn pipeline(
         make_plan,
     )
     .await?;
-    tracing::debug!(elapsed_ms = since(started_at), "workspace re-checked");
+    tracing::debug!(elapsed_ms = since(wall_start), "workspace re-checked");
     // Deprovisions a person approved whose write failed since: the approval
     // decided over the look-alike hold and the thresholds, and is not asked
     // for again.
@@ -1281,7 +1296,7 @@ async fn pipeline(
     let guarded = safety::hold_unconfirmed(guarded, &recheck);
     let out_of_sight = lock(store)?.creates_out_of_sight(crate::apply::OUT_OF_SIGHT)?;
     let guarded = safety::hold_out_of_sight(guarded, &out_of_sight);
-    tracing::debug!(elapsed_ms = since(started_at), "plan guarded");
+    tracing::debug!(elapsed_ms = since(wall_start), "plan guarded");
     // From here the run is not given up (see `execute_until`): no await comes
     // before its plan is stored, and its apply is stopped only by `options.stop`.
     plan_stored.store(true, Ordering::SeqCst);
@@ -1292,8 +1307,8 @@ async fn pipeline(
         } else {
             safety::settle(&mut store, guarded, config, now)?
         };
-        tracing::debug!(elapsed_ms = since(started_at), "settle window checked");
-        store.save_plan(run_id, &guarded, Utc::now())?;
+        tracing::debug!(elapsed_ms = since(wall_start), "settle window checked");
+        store.save_plan(run_id, &guarded, clock())?;
         if mode == Mode::Reconcile {
             let retention = &plan_settings.retention;
             if plan_settings.deprovision == plan::DeprovisionAction::Delete
@@ -1318,13 +1333,13 @@ async fn pipeline(
         }
         // With writes to make, apply stores the matched links while it verifies.
         if mode == Mode::Reconcile && guarded.runnable().next().is_none() {
-            store.upsert_links(&guarded.new_links, Utc::now())?;
+            store.upsert_links(&guarded.new_links, clock())?;
         }
         guarded
     };
 
     tracing::debug!(
-        elapsed_ms = since(started_at),
+        elapsed_ms = since(wall_start),
         actions = guarded.actions.len(),
         "plan stored"
     );
@@ -1369,14 +1384,14 @@ async fn pipeline(
         stopped_unsent = unsent;
     }
 
-    tracing::debug!(elapsed_ms = since(started_at), "applied and verified");
+    tracing::debug!(elapsed_ms = since(wall_start), "applied and verified");
     let report = build_report(
         config,
         directory,
         store,
         run_id,
         mode,
-        started_at,
+        (now, clock()),
         ReportCounts {
             identities: directory_snapshot.identities.len(),
             accounts: workspace_snapshot.accounts.len(),
@@ -1412,9 +1427,9 @@ async fn pipeline(
         exceptions_naming_nobody: exceptions_naming_nobody.unwrap_or_default(),
         directory_incomplete,
     };
-    tracing::debug!(elapsed_ms = since(started_at), "report built");
+    tracing::debug!(elapsed_ms = since(wall_start), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;
-    tracing::debug!(elapsed_ms = since(started_at), "report stored");
+    tracing::debug!(elapsed_ms = since(wall_start), "report stored");
     // What was sent is verified, journaled and reported (and the circuit stored);
     // the run is not complete, so it is not recorded as a success.
     if stopped_unsent > 0 {
@@ -1474,7 +1489,7 @@ fn build_report(
     store: &Mutex<Store>,
     run_id: RunId,
     mode: Mode,
-    started_at: DateTime<Utc>,
+    (started_at, finished_at): (DateTime<Utc>, DateTime<Utc>),
     counts: ReportCounts,
     plan: &Plan,
 ) -> Result<Report, RunError> {
@@ -1540,7 +1555,7 @@ fn build_report(
         run_id,
         mode: mode.as_str().to_owned(),
         started_at,
-        finished_at: Utc::now(),
+        finished_at,
         directory: directory.describe(),
         workspace: config.workspace.url.clone(),
         summary,

@@ -1648,7 +1648,7 @@ async fn apply_sweep(
     plan: &Plan,
     now: DateTime<Utc>,
 ) -> Result<Option<CircuitState>, RunError> {
-    lock(store)?.save_plan(run_id, plan, Utc::now())?;
+    lock(store)?.save_plan(run_id, plan, Utc::now().max(now))?;
     if plan.runnable().next().is_none() {
         return Ok(None);
     }
