@@ -185,6 +185,7 @@ mod review_s63_quote;
 mod review_s63_second;
 mod review_s63_shape;
 mod review_s64_apply;
+mod review_s64_rev1;
 mod role_groups;
 mod run_recovery;
 mod safety;
