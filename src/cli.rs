@@ -995,8 +995,9 @@ fn describe(error: &anyhow::Error) -> String {
 /// for a reason of the file or its disk ([`crate::store::failure_hint`]): a
 /// full disk, a read-only file, a damaged one, a lock another process holds.
 /// "database or disk is full" alone names neither the file nor the way out.
-fn with_state_hint(error: anyhow::Error, state: &Path) -> anyhow::Error {
-    match crate::store::failure_hint_of(error.as_ref(), state) {
+/// Its commands are spelled with `admin_command` (`report.admin_command`).
+fn with_state_hint(error: anyhow::Error, state: &Path, admin_command: &str) -> anyhow::Error {
+    match crate::store::failure_hint_of(error.as_ref(), state, admin_command) {
         Some(hint) => {
             let said = describe(&error);
             error.context(format!("{said}; {hint}"))
@@ -1144,9 +1145,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
     }
     // A backup's failures are its copy's as much as the database's.
     let state = (!matches!(cli.command, Command::Backup { .. })).then(|| config.state.path.clone());
+    let admin_command = config.admin_command();
     let result = run_loaded(cli, config);
     match state {
-        Some(state) => result.map_err(|error| with_state_hint(error, &state)),
+        Some(state) => result.map_err(|error| with_state_hint(error, &state, &admin_command)),
         None => result,
     }
 }
@@ -1926,12 +1928,14 @@ fn mail_settings(config: &Config) -> anyhow::Result<crate::mail::MailSettings> {
 }
 
 /// Delivers everything due after `id` was queued, so an earlier message that
-/// failed goes out first. Exit 1 when `id` is not sent.
+/// failed goes out first. Exit 1 when `id` is not sent, saying which command
+/// (spelled with `admin_command`) to run next.
 fn send_queued(
     settings: &crate::mail::MailSettings,
     store: Store,
     id: crate::store::OutboxId,
     now: chrono::DateTime<chrono::Utc>,
+    admin_command: &str,
 ) -> anyhow::Result<u8> {
     let (store, _) = deliver(settings, store, now)?;
     let entry = store.outbox()?.into_iter().find(|e| e.id == id);
@@ -1942,11 +1946,12 @@ fn send_queued(
         }
         Some(entry) if entry.state == crate::store::OutboxState::Failed => anyhow::bail!(
             "the mail server refused the message for good ({}); it is not retried: fix \
-             [report.email] (`seatwarden check-config`), then send it again",
+             [report.email] (`{admin_command} check-config`), then send it again",
             entry.last_error.as_deref().unwrap_or("no answer recorded")
         ),
         _ => anyhow::bail!(
-            "the message is queued in the outbox (id {id}) but was not sent yet; `seatwarden send-mail` retries"
+            "the message is queued in the outbox (id {id}) but was not sent yet; \
+             `{admin_command} send-mail` retries"
         ),
     }
 }
@@ -1984,7 +1989,7 @@ fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::R
         &config.admin_command(),
         now,
     )?;
-    send_queued(&settings, store, id, now)
+    send_queued(&settings, store, id, now, &config.admin_command())
 }
 
 fn digest(
@@ -2022,7 +2027,7 @@ fn digest(
         let settings = mail_settings(config)?;
         let now = chrono::Utc::now();
         let id = crate::mail::queue_digest(&mut store, &settings, &digest, now)?;
-        return send_queued(&settings, store, id, now);
+        return send_queued(&settings, store, id, now, &config.admin_command());
     }
     match format {
         Format::Text => out!("{}", report::printable(&digest.render_text(), true))?,
@@ -2618,7 +2623,11 @@ fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
-    store_exists(&config.state.path, &config.origin_of("state.path"))
+    store_exists(
+        &config.state.path,
+        &config.origin_of("state.path"),
+        &config.admin_command(),
+    )
 }
 
 /// Whether the database at `path` (chosen by `state.path` in `source`: the file,
@@ -2626,12 +2635,16 @@ fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
 /// path that cannot be looked at (a state directory this user may not read, a
 /// parent that is a file) is that error with the path, not "no database": run
 /// `plan` first would be the wrong advice.
-fn store_exists(path: &std::path::Path, source: &std::path::Path) -> anyhow::Result<()> {
+fn store_exists(
+    path: &std::path::Path,
+    source: &std::path::Path,
+    admin_command: &str,
+) -> anyhow::Result<()> {
     match path.try_exists() {
         Ok(true) => Ok(()),
         Ok(false) => anyhow::bail!(
-            "there is no state database at {} (state.path in {}): run `seatwarden plan` or \
-             `seatwarden reconcile` first, or check the path",
+            "there is no state database at {} (state.path in {}): run `{admin_command} plan` \
+             or `{admin_command} reconcile` first, or check the path",
             path.display(),
             source.display()
         ),
@@ -3390,6 +3403,7 @@ mod tests {
         let text = describe(&with_state_hint(
             error,
             Path::new("/var/lib/seatwarden/state.db"),
+            crate::model::DEFAULT_ADMIN_COMMAND,
         ));
         assert!(
             text.starts_with(
@@ -3417,16 +3431,22 @@ mod tests {
     fn an_unreachable_state_database_is_not_called_missing() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("seatwarden.toml");
-        let missing = store_exists(&dir.path().join("state.db"), &source).unwrap_err();
+        const ADMIN: &str = "sudo -u sw seatwarden --config /etc/sw.toml";
+        let missing = store_exists(&dir.path().join("state.db"), &source, ADMIN).unwrap_err();
         assert!(
-            describe(&missing).contains("there is no state database"),
+            describe(&missing).contains(&format!(
+                "there is no state database at {}/state.db (state.path in {}): run `{ADMIN} \
+                 plan` or `{ADMIN} reconcile` first",
+                dir.path().display(),
+                source.display()
+            )),
             "{missing:#}"
         );
 
         // A parent that is a regular file (ENOTDIR), which stops root too.
         std::fs::write(dir.path().join("state"), "").unwrap();
         let path = dir.path().join("state/state.db");
-        let text = describe(&store_exists(&path, &source).unwrap_err());
+        let text = describe(&store_exists(&path, &source, ADMIN).unwrap_err());
         assert!(!text.contains("there is no state database"), "{text}");
         assert!(
             text.contains("cannot look for the state database")
@@ -3445,7 +3465,7 @@ mod tests {
             std::fs::write(locked.join("state.db"), "").unwrap();
             std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
             let stopped = std::fs::metadata(locked.join("state.db")).is_err();
-            let result = store_exists(&locked.join("state.db"), &source);
+            let result = store_exists(&locked.join("state.db"), &source, ADMIN);
             std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
             if stopped {
                 let text = describe(&result.unwrap_err());

@@ -2413,11 +2413,13 @@ pub fn after_unlink(
 fn orphan_fate(unmatched: policy::UnmatchedAccounts, active: bool) -> &'static str {
     match unmatched {
         policy::UnmatchedAccounts::Deactivate if active => {
-            "deactivated by the next reconcile (policy.unmatched_accounts = \"deactivate\"; \
-             never deleted), through the guard's thresholds as any deactivation"
+            "deactivated by the next reconcile and taken out of the managed groups it is in \
+             (policy.unmatched_accounts = \"deactivate\"; never deleted), through the guard's \
+             thresholds as any deactivation"
         }
         policy::UnmatchedAccounts::Deactivate => {
-            "inactive already, so left as it is (policy.unmatched_accounts = \"deactivate\")"
+            "inactive already, so left as it is, in its groups too (policy.unmatched_accounts \
+             = \"deactivate\")"
         }
         policy::UnmatchedAccounts::Report => {
             "left as it is and reported every run as orphaned (policy.unmatched_accounts = \

@@ -1325,10 +1325,12 @@ async fn dispatch(
         SWEEP => JobEnd::of_pass(
             sweep_job(shared, running, true, notifier).await,
             &running.config.state.path,
+            &running.config.admin_command(),
         ),
         RETRY => JobEnd::of_pass(
             sweep_job(shared, running, false, notifier).await,
             &running.config.state.path,
+            &running.config.admin_command(),
         ),
         PRUNE => {
             let running = Arc::clone(running);
@@ -1621,7 +1623,8 @@ fn write_lock_wait(shared: &Arc<Shared>, name: &'static str) {
                 job = name,
                 error = %e,
                 "cannot record in the state database whether the job waits for the writer \
-                 lock: `seatwarden status` may not show it right"
+                 lock: `{} status` may not show it right",
+                shared.config().admin_command()
             );
         }
     };
@@ -1668,27 +1671,34 @@ impl JobEnd {
     /// A job's end; a failure of the state database at `state` for a reason of
     /// its file or disk (full, read-only, damaged) says which file and what to
     /// do ([`crate::store::failure_hint`]), in the log, `status` and the
-    /// repeated-failure alert alike.
-    fn of(result: Result<(), RunError>, state: &std::path::Path) -> JobEnd {
+    /// repeated-failure alert alike, its commands spelled with `admin_command`
+    /// (`report.admin_command`).
+    fn of(result: Result<(), RunError>, state: &std::path::Path, admin_command: &str) -> JobEnd {
         match result {
             Ok(()) => JobEnd::Succeeded,
             Err(e @ (RunError::Stopped { .. } | RunError::StoppedReading)) => {
                 JobEnd::Stopped(e.to_string())
             }
-            Err(e) => JobEnd::Failed(match crate::store::failure_hint_of(&e, state) {
-                Some(hint) => format!("{e}; {hint}"),
-                None => e.to_string(),
-            }),
+            Err(e) => JobEnd::Failed(
+                match crate::store::failure_hint_of(&e, state, admin_command) {
+                    Some(hint) => format!("{e}; {hint}"),
+                    None => e.to_string(),
+                },
+            ),
         }
     }
 
     /// A sweep or retry pass's end.
-    fn of_pass(result: Result<PassReach, RunError>, state: &std::path::Path) -> JobEnd {
+    fn of_pass(
+        result: Result<PassReach, RunError>,
+        state: &std::path::Path,
+        admin_command: &str,
+    ) -> JobEnd {
         match result {
             Ok(PassReach::Served | PassReach::NothingToRetry) => JobEnd::Succeeded,
             Ok(PassReach::Unreached) => JobEnd::Unreached,
             Ok(PassReach::Refused(message)) => JobEnd::Failed(message),
-            Err(e) => JobEnd::of(Err(e), state),
+            Err(e) => JobEnd::of(Err(e), state, admin_command),
         }
     }
 
@@ -1743,6 +1753,7 @@ async fn reconcile_job(
         JobEnd::of(
             reconcile_run(shared, running, notifier, stop.clone()).await,
             &running.config.state.path,
+            &running.config.admin_command(),
         ),
         stop.cause(),
     ) {
@@ -2211,10 +2222,10 @@ async fn off_the_workers(
     shared: &Arc<Shared>,
     job: impl FnOnce(&Shared) -> Result<(), RunError> + Send + 'static,
 ) -> JobEnd {
-    let state = shared.config().state.path.clone();
+    let config = shared.config();
     let shared = Arc::clone(shared);
     match tokio::task::spawn_blocking(move || job(&shared)).await {
-        Ok(result) => JobEnd::of(result, &state),
+        Ok(result) => JobEnd::of(result, &config.state.path, &config.admin_command()),
         Err(e) => JobEnd::Failed(format!("the job's task ended abnormally: {e}")),
     }
 }
@@ -3585,19 +3596,23 @@ mod tests {
     fn a_pass_that_did_not_reach_the_workspace_keeps_the_failures_in_a_row() {
         let state = std::path::Path::new("state.db");
         assert_eq!(
-            JobEnd::of_pass(Ok(PassReach::Unreached), state),
+            JobEnd::of_pass(Ok(PassReach::Unreached), state, "seatwarden"),
             JobEnd::Unreached
         );
         assert_eq!(
-            JobEnd::of_pass(Ok(PassReach::Served), state),
+            JobEnd::of_pass(Ok(PassReach::Served), state, "seatwarden"),
             JobEnd::Succeeded
         );
         assert_eq!(
-            JobEnd::of_pass(Ok(PassReach::NothingToRetry), state),
+            JobEnd::of_pass(Ok(PassReach::NothingToRetry), state, "seatwarden"),
             JobEnd::Succeeded
         );
         assert_eq!(
-            JobEnd::of_pass(Ok(PassReach::Refused("HTTP 401".into())), state),
+            JobEnd::of_pass(
+                Ok(PassReach::Refused("HTTP 401".into())),
+                state,
+                "seatwarden"
+            ),
             JobEnd::Failed("HTTP 401".into())
         );
         assert_eq!(JobEnd::Unreached.failures_after(3), 3);
@@ -3623,11 +3638,34 @@ mod tests {
         let JobEnd::Failed(message) = JobEnd::of(
             Err(failed),
             std::path::Path::new("/var/lib/seatwarden/state.db"),
+            crate::model::DEFAULT_ADMIN_COMMAND,
         ) else {
             panic!("not failed");
         };
         assert!(
             message.contains("database or disk is full; the disk holding the state database /var/lib/seatwarden/state.db is full"),
+            "{message}"
+        );
+        // Damaged, its hint names the `backup` that made the copy to restore,
+        // spelled as people run seatwarden (the message reaches `status` and
+        // the repeated-failure alert).
+        const ADMIN: &str = "sudo -u sw seatwarden --config /etc/sw.toml";
+        let damaged = RunError::Store(StoreError::Sqlite {
+            context: "reading the links".into(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some("database disk image is malformed".into()),
+            ),
+        });
+        let JobEnd::Failed(message) = JobEnd::of(
+            Err(damaged),
+            std::path::Path::new("/var/lib/seatwarden/state.db"),
+            ADMIN,
+        ) else {
+            panic!("not failed");
+        };
+        assert!(
+            message.contains(&format!("(`{ADMIN} backup` made it;")),
             "{message}"
         );
     }

@@ -758,15 +758,19 @@ fn refuse_groups_without_their_members(
         what: format!(
             "Group {:?} shows {} member{}, in the listing and read on its own, yet {} of the \
              {} Users whose own groups name it are not among them (User {first:?}{user_name} \
-             the first), in two reads of the directory: the provider caps or leaves out part \
-             of the Group's members, and read short, everyone left out would lose what it \
-             gives; check the provider's limit on the members it returns for a Group, and \
-             {token}",
+             the first), in two reads of the directory: either the provider caps or leaves \
+             out part of the Group's members (read short, everyone left out would lose what \
+             it gives), or the Users' own groups are stale (some providers keep naming a \
+             Group a User has left); compare the Group's members with the User's groups \
+             (`{}/Users/{first}`) and the directory's admin console: if the Group does not \
+             hold {first:?}, its groups are stale, for the provider to fix; if it does, check \
+             the provider's limit on the members it returns for a Group, and {token}",
             group.display_name,
             group.members.len(),
             if group.members.len() == 1 { "" } else { "s" },
             short.missing.len(),
             short.named,
+            base(url),
         ),
     })
 }
@@ -1374,7 +1378,9 @@ mod tests {
     }
 
     /// A Group holding some of the Users that name it, directly or through a
-    /// nested Group, is refused naming how many are missing and the first.
+    /// nested Group, is refused naming how many are missing and the first, and
+    /// both causes: a cap on the Group's members, or the Users' own `groups`
+    /// left stale, with the User's URL to compare.
     #[test]
     fn a_group_short_of_the_users_that_name_it_fails_the_snapshot() {
         let url = test_url();
@@ -1399,11 +1405,15 @@ mod tests {
             "https://idp.example.com:8443/scim/v2/Groups/g-all: malformed response: Group \
              \"Taskade Users\" shows 1 member, in the listing and read on its own, yet 2 of \
              the 3 Users whose own groups name it are not among them (User \"u2\" \
-             (u2@example.com) the first), in two reads of the directory: the provider caps or \
-             leaves out part of the Group's members, and read short, everyone left out would \
-             lose what it gives; check the provider's limit on the members it returns for a \
-             Group, and check that the directory's token (directory.token, or the file \
-             directory.token_file names) may read group members"
+             (u2@example.com) the first), in two reads of the directory: either the provider \
+             caps or leaves out part of the Group's members (read short, everyone left out \
+             would lose what it gives), or the Users' own groups are stale (some providers \
+             keep naming a Group a User has left); compare the Group's members with the \
+             User's groups (`https://idp.example.com:8443/scim/v2/Users/u2`) and the \
+             directory's admin console: if the Group does not hold \"u2\", its groups are \
+             stale, for the provider to fix; if it does, check the provider's limit on the \
+             members it returns for a Group, and check that the directory's token \
+             (directory.token, or the file directory.token_file names) may read group members"
         );
         assert!(!error.is_transient());
     }

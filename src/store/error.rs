@@ -62,8 +62,15 @@ fn root_refusal_hint(uid: u32) -> String {
 /// reason of the file or its disk; `None` for any other code. Said after the
 /// error by the commands and the daemon's job failures: what was sent to the
 /// workspace is journaled, so the run that follows resumes without sending it
-/// twice, once the cause is fixed.
-pub fn failure_hint(code: ErrorCode, path: &std::path::Path) -> Option<String> {
+/// twice, once the cause is fixed. The `backup` a damaged database's hint names
+/// is spelled with `admin_command` (`report.admin_command`, which the store
+/// does not know): the hint reaches `status` and the repeated-failure alert,
+/// read by people who do not know how seatwarden is run on its host.
+pub fn failure_hint(
+    code: ErrorCode,
+    path: &std::path::Path,
+    admin_command: &str,
+) -> Option<String> {
     let path = path.display();
     Some(match code {
         ErrorCode::DiskFull => format!(
@@ -78,7 +85,7 @@ pub fn failure_hint(code: ErrorCode, path: &std::path::Path) -> Option<String> {
         ),
         ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => format!(
             "the state database {path} is damaged: stop the daemon, move the file aside \
-             with its -wal and -shm, and restore the last backup (`seatwarden backup` \
+             with its -wal and -shm, and restore the last backup (`{admin_command} backup` \
              made it; see \"Backing up and restoring the state\" in the README)"
         ),
         ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => format!(
@@ -98,6 +105,7 @@ pub fn failure_hint(code: ErrorCode, path: &std::path::Path) -> Option<String> {
 pub fn failure_hint_of(
     error: &(dyn std::error::Error + 'static),
     path: &std::path::Path,
+    admin_command: &str,
 ) -> Option<String> {
     let mut cause = Some(error);
     while let Some(error) = cause {
@@ -105,7 +113,7 @@ pub fn failure_hint_of(
             .downcast_ref::<rusqlite::Error>()
             .and_then(rusqlite::Error::sqlite_error_code)
         {
-            return failure_hint(code, path);
+            return failure_hint(code, path, admin_command);
         }
         cause = error.source();
     }
@@ -322,5 +330,32 @@ impl<T> Context<T> for Result<T, rusqlite::Error> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A damaged database's hint reaches `status` and the repeated-failure
+    /// alert: the `backup` it names is spelled as `report.admin_command` says
+    /// people run seatwarden, not always `seatwarden backup`.
+    #[test]
+    fn a_damaged_databases_hint_names_the_configured_backup_command() {
+        const ADMIN: &str = "sudo -u sw seatwarden --config /etc/sw.toml";
+        let damaged = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".into()),
+        );
+        let hint = super::failure_hint_of(
+            &damaged,
+            std::path::Path::new("/var/lib/seatwarden/state.db"),
+            ADMIN,
+        )
+        .unwrap_or_default();
+        assert!(
+            hint.contains(&format!(
+                "restore the last backup (`{ADMIN} backup` made it;"
+            )),
+            "{hint}"
+        );
     }
 }

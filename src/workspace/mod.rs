@@ -548,12 +548,20 @@ struct ShortGroup {
     missing: Vec<String>,
 }
 
+/// How many of a short group's missing accounts its error names; the rest it
+/// counts.
+const MISSING_NAMED: usize = 3;
+
 /// The error of a workspace read that found `short` still short after it was
-/// read on its own and the workspace was read twice: the provider caps the
-/// group's `members` (a size limit on multi-valued attributes) or hides some
-/// from this token. Planned from it, the accounts left out would look absent
-/// from the group; `role` is the role the group gives, if it is a role group.
-fn capped_group_error(
+/// read on its own and the workspace was read twice. Either side may be wrong:
+/// the provider caps the group's `members` (a size limit on multi-valued
+/// attributes) or hides some from this token, or the accounts' own `groups`
+/// are stale (a provider that does not update them when an account leaves a
+/// group, seen on accounts deactivated and reactivated). Only the operator can
+/// tell which, so the error names the group, the accounts and both endpoints
+/// to compare. Planned from a capped group, the accounts left out would look
+/// absent from it; `role` is the role the group gives, if it is a role group.
+fn short_group_error(
     snapshot: &WorkspaceSnapshot,
     short: &ShortGroup,
     role: Option<Role>,
@@ -562,12 +570,31 @@ fn capped_group_error(
         .map(|path| endpoint_name(&Method::GET, &path, &[]))
         .unwrap_or_else(|_| format!("GET /Groups/{}", short.id));
     let first = short.missing.first().map_or("", String::as_str);
-    let user_name = snapshot
-        .accounts
+    let user_endpoint = resource_path(&Method::GET, "/Users", first)
+        .map(|path| endpoint_name(&Method::GET, &path, &[]))
+        .unwrap_or_else(|_| format!("GET /Users/{first}"));
+    let mut named: Vec<String> = short
+        .missing
         .iter()
-        .find(|account| account.id == first)
-        .map(|account| format!(" ({})", account.user_name.trim()))
-        .unwrap_or_default();
+        .take(MISSING_NAMED)
+        .map(|id| {
+            let user_name = snapshot
+                .accounts
+                .iter()
+                .find(|account| account.id == *id)
+                .map(|account| format!(" ({})", account.user_name.trim()))
+                .unwrap_or_default();
+            format!("{id:?}{user_name}")
+        })
+        .collect();
+    let more = short.missing.len().saturating_sub(named.len());
+    if more > 0 {
+        named.push(format!("{more} more"));
+    }
+    let accounts = match short.missing.len() {
+        1 => "account",
+        _ => "accounts",
+    };
     let shows = match short.members {
         0 => "no members".to_owned(),
         1 => "1 member".to_owned(),
@@ -587,16 +614,22 @@ fn capped_group_error(
         &endpoint,
         format!(
             "workspace group {:?} shows {shows}, in the listing and read on its own, yet {} of \
-             the {} accounts whose own groups name it are not among them (account \
-             {first:?}{user_name} the first), in two reads of the workspace: the provider caps \
-             or leaves out part of the group's members, and read short, {consequence}; check \
-             the provider's limit on the members it returns for a group, and that the token \
-             may read every member, or set workspace.group_members = \"by_member_filter\" \
-             (each account's groups asked with a members.value filter, for a provider that \
-             answers one)",
+             the {} accounts whose own groups name it are not among them ({accounts} {}), in \
+             two reads of the workspace: either the provider caps or leaves out part of the \
+             group's members (read short, {consequence}), or the accounts' own groups are \
+             stale (some providers keep naming a group an account has left, as after it was \
+             deactivated and reactivated); compare the group's members (`{endpoint}`) and the \
+             account's groups (`{user_endpoint}`) with the workspace's admin console: if the \
+             group does not hold {first:?}, its groups are stale, for the provider to fix; if \
+             it does, check the provider's limit on the members it returns for a group, and \
+             that the token may read every member. Either way, \
+             workspace.group_members = \"by_member_filter\" (each account's groups asked of \
+             /Groups with a members.value filter, not read from its own groups, for a \
+             provider that answers one) reads the groups' side alone",
             short.display_name,
             short.missing.len(),
             short.named,
+            named.join(", "),
         ),
     )
 }
@@ -1358,9 +1391,10 @@ impl ScimClient {
     /// Groups are listed at the same time and a member removed in between is
     /// named by an account read before and missing from a group read after (read
     /// again, the removal shows on both sides); still short, the read fails
-    /// ([`capped_group_error`]): the provider caps the group's `members`, and
-    /// planned from what it showed, the accounts past the cap would look absent
-    /// from the group.
+    /// ([`short_group_error`]): the provider caps the group's `members` (planned
+    /// from what it showed, the accounts past the cap would look absent from
+    /// the group), or the accounts' own `groups` are stale, which only the
+    /// operator can tell apart.
     pub async fn snapshot_whole(
         &self,
         progress: &(dyn Fn(Progress) + Send + Sync),
@@ -1377,7 +1411,7 @@ impl ScimClient {
         }
         if let Some(short) = read.short.first() {
             let role = self.role_of_group(&short.display_name);
-            return Err(capped_group_error(&read.snapshot, short, role));
+            return Err(short_group_error(&read.snapshot, short, role));
         }
         Ok((read.snapshot, read.whole))
     }
@@ -4340,26 +4374,45 @@ mod tests {
             }],
             groups: groups.to_vec(),
         };
-        let error = capped_group_error(&snapshot, &short[1], None);
+        let error = short_group_error(&snapshot, &short[1], None);
         assert_eq!(
             error.to_string(),
             "GET /Groups/g-design: malformed response: workspace group \"Design\" shows 1 \
              member, in the listing and read on its own, yet 2 of the 3 accounts whose own \
-             groups name it are not among them (account \"a3\" (cy@example.com) the first), \
-             in two reads of the workspace: the provider caps or leaves out part of the \
-             group's members, and read short, an account left out would never be removed \
-             from the group, and would be added to it again on every run; check the \
-             provider's limit on the members it returns for a group, and that the token may \
-             read every member, or set workspace.group_members = \"by_member_filter\" (each \
-             account's groups asked with a members.value filter, for a provider that answers \
-             one)"
+             groups name it are not among them (accounts \"a3\" (cy@example.com), \"a4\"), \
+             in two reads of the workspace: either the provider caps or leaves out part of \
+             the group's members (read short, an account left out would never be removed \
+             from the group, and would be added to it again on every run), or the accounts' \
+             own groups are stale (some providers keep naming a group an account has left, \
+             as after it was deactivated and reactivated); compare the group's members (`GET \
+             /Groups/g-design`) and the account's groups (`GET /Users/a3`) with the \
+             workspace's admin console: if the group does not hold \"a3\", its groups are \
+             stale, for the provider to fix; if it does, check the provider's limit on the \
+             members it returns for a group, and that the token may read every member. \
+             Either way, workspace.group_members = \"by_member_filter\" (each account's \
+             groups asked of /Groups with a members.value filter, not read from its own \
+             groups, for a provider that answers one) reads the groups' side alone"
         );
         assert!(!error.is_transient());
+        let many = ShortGroup {
+            id: "g-design".to_owned(),
+            display_name: "Design".to_owned(),
+            members: 1,
+            named: 6,
+            missing: ["a3", "a4", "a5", "a6", "a7"].map(str::to_owned).to_vec(),
+        };
+        let many = short_group_error(&snapshot, &many, None).to_string();
+        assert!(
+            many.contains(
+                "(accounts \"a3\" (cy@example.com), \"a4\", \"a5\", 2 more), in two reads"
+            ),
+            "{many}"
+        );
         let role_group = ShortGroup {
             members: 0,
             ..short.into_iter().next().unwrap()
         };
-        let error = capped_group_error(&snapshot, &role_group, Some(Role::Editor)).to_string();
+        let error = short_group_error(&snapshot, &role_group, Some(Role::Editor)).to_string();
         assert!(
             error.contains(
                 "shows no members, in the listing and read on its own, yet 1 of the 3 accounts"

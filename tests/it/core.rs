@@ -1365,6 +1365,54 @@ proptest! {
 proptest! {
     #![proptest_config(cases(256))]
 
+    /// A deactivated account's memberships change only with its reactivation:
+    /// a leaver's and an orphan's are left alone (they grant nothing, and a
+    /// provider's `groups` of a deactivated account, from which the workspace
+    /// read counts its memberships, may be stale: a removal would change
+    /// nothing, planned again on every run), under every `unmatched_accounts`.
+    #[test]
+    fn a_deactivated_accounts_memberships_change_only_with_its_reactivation(s in scenario()) {
+        let plan = s.plan();
+        let reactivated: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::Reactivate { account_id } => Some(account_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let inactive: BTreeSet<&str> = s
+            .workspace
+            .accounts
+            .iter()
+            .filter(|a| !a.active)
+            .map(|a| a.id.as_str())
+            .collect();
+        for action in &plan.actions {
+            let members: Vec<&str> = match &action.kind {
+                ActionKind::AddMembers { members, .. } => members
+                    .iter()
+                    .filter_map(|m| match m {
+                        AccountRef::Existing { id } => Some(id.as_str()),
+                        AccountRef::Created { .. } => None,
+                    })
+                    .collect(),
+                ActionKind::RemoveMembers { members, .. } => {
+                    members.iter().map(String::as_str).collect()
+                }
+                _ => continue,
+            };
+            for id in members {
+                prop_assert!(
+                    !inactive.contains(id) || reactivated.contains(id),
+                    "{:?}: deactivated {id} is not reactivated: {:#?}",
+                    s.settings.unmatched_accounts,
+                    plan.actions
+                );
+            }
+        }
+    }
+
     /// No account is deprovisioned that someone who should have access claims by
     /// the rule that decides it, as the matching order documents it: a stored
     /// link or an `externalId` naming someone in the directory, else the

@@ -285,9 +285,9 @@ fn unlink_does_not_let_a_leavers_account_escape_its_deprovisioning() {
     assert!(
         out.contains(
             "account w7: no rule (externalId, userName, email) matches it to anyone: an \
-             orphan, deactivated by the next reconcile (policy.unmatched_accounts = \
-             \"deactivate\"; never deleted), through the guard's thresholds as any \
-             deactivation; the next run plans: deactivate (no directory identity matches \
+             orphan, deactivated by the next reconcile and taken out of the managed groups \
+             it is in (policy.unmatched_accounts = \"deactivate\"; never deleted), through \
+             the guard's thresholds as any deactivation; the next run plans: deactivate (no directory identity matches \
              this account)"
         ),
         "{out}"

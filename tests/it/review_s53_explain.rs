@@ -445,7 +445,8 @@ fn a_leavers_duplicate_is_explained_with_the_leaver() {
 /// directory identity justifies this account" under each alike, which beside
 /// "Next run: nothing" under `report` or `adopt` read as an account about to
 /// lose access that keeps it. It says what the setting makes of it, as the
-/// plan does.
+/// plan does: under `deactivate`, its memberships of managed groups go with
+/// its access (and a deactivated one's are left alone, as it is).
 #[test]
 fn an_orphan_is_told_as_its_setting_makes_the_plan_treat_it() {
     for (setting, told, deactivated) in [
@@ -459,7 +460,11 @@ fn an_orphan_is_told_as_its_setting_makes_the_plan_treat_it() {
             "adopted as it is, never touched nor reported",
             false,
         ),
-        ("deactivate", "deactivated by the next reconcile", true),
+        (
+            "deactivate",
+            "deactivated by the next reconcile and taken out of the managed groups it is in",
+            true,
+        ),
     ] {
         let world = Scenario {
             extra: &format!("[policy]\nunmatched_accounts = \"{setting}\"\n"),

@@ -224,7 +224,7 @@ async fn a_managed_group_capped_everywhere_fails_the_run() {
             "reading the workspace: GET /Groups/g-eng: malformed response: workspace group \
              \"Engineering\" shows 2 members, in the listing and read on its own, yet 1 of the \
              3 accounts whose own groups name it are not among them (account \"p3\" \
-             (cy@example.com) the first), in two reads of the workspace"
+             (cy@example.com)), in two reads of the workspace"
         ),
         "{message}"
     );
