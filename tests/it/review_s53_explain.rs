@@ -613,7 +613,7 @@ struct Generated {
     /// duplicate; the email is kept as none (a row from before store migration
     /// 22), the person's, or another name's (the account renamed since, or
     /// the person's address changed before they were deleted).
-    remembered: Vec<(usize, usize, LinkMethod, Option<usize>, Option<usize>)>,
+    remembered: Vec<Remembered>,
     /// How the directory spells the mapped group `Eng` (mappings and scope
     /// compare group names folded: case, spaces at the ends).
     eng_spelling: &'static str,
@@ -629,6 +629,9 @@ struct Generated {
     /// run (with `delete`, past a `delete_after` of 30 days).
     clocks: bool,
 }
+
+/// A remembered dispute or duplicate as [`Generated::remembered`] draws it.
+type Remembered = (usize, usize, LinkMethod, Option<usize>, Option<usize>);
 
 /// How a stored link was made: by a rule, by seatwarden's create, or by a
 /// person with `seatwarden link`.
