@@ -839,7 +839,9 @@ pub(crate) fn no_longer_their_duplicate(remembered: &DisputedCandidate, account:
 /// externalId, their userName, their email (its own, or its userName). A
 /// duplicate remembered by email before the email was kept (store migration
 /// 22) cannot be told: it stays theirs, as before, and the first reconcile
-/// keeps the address its account shows then ([`email_matched`]).
+/// keeps the address its account shows then ([`email_matched`]), unless
+/// another such duplicate of theirs shows another (one was renamed before the
+/// upgrade, which one nothing says): then none is kept, and both stay theirs.
 fn still_matches(account: &Account, remembered: &DisputedCandidate) -> bool {
     let email = match remembered.email.as_deref() {
         Some(email) => Some(email),
@@ -1422,6 +1424,9 @@ impl<'a> Matching<'a> {
         // such) while the person's loss of access went unrecorded.
         let mut remembered_names: FxHashMap<u32, &'a str> = FxHashMap::default();
         let mut remembered_emails: FxHashMap<u32, &'a str> = FxHashMap::default();
+        // People whose legacy duplicates (store migration 22) disagree on
+        // the address they were matched by.
+        let mut unsure_emails: BTreeSet<u32> = BTreeSet::new();
         let mut remembered_duplicates: Vec<&'a DisputedCandidate> = Vec::new();
         // A remembered duplicate is the person's only while it still matches
         // them as the directory last had them: one renamed since (repurposed
@@ -1522,11 +1527,24 @@ impl<'a> Matching<'a> {
                 }
                 (None, Some(account))
                     if candidate.method == LinkMethod::Email
-                        && candidate.duplicate_of.is_some() =>
+                        && candidate.duplicate_of.is_some()
+                        && !unsure_emails.contains(&key) =>
                 {
-                    remembered_emails
-                        .entry(key)
-                        .or_insert(email_matched(account));
+                    // Two of their accounts showing different addresses: one
+                    // was renamed before the upgrade, and which one nothing
+                    // says. Kept, the wrong address would make their true
+                    // duplicate nobody's; none is kept, and both stay theirs.
+                    let shown = email_matched(account);
+                    match remembered_emails.get(&key) {
+                        Some(kept) if !same_key(kept, shown) => {
+                            remembered_emails.remove(&key);
+                            unsure_emails.insert(key);
+                        }
+                        Some(_) => {}
+                        None => {
+                            remembered_emails.insert(key, shown);
+                        }
+                    }
                 }
                 (None, _) => {}
             }
@@ -5415,6 +5433,50 @@ mod tests {
             [&ActionKind::Deactivate {
                 account_id: "1".into()
             }]
+        );
+    }
+
+    /// Two duplicates remembered by email before the person's email was kept,
+    /// one renamed before the upgrade: which address was the person's nothing
+    /// says, so none is kept, and the true duplicate stays theirs in every run
+    /// after (the wrong one would have made it nobody's).
+    #[test]
+    fn legacy_duplicates_showing_different_addresses_keep_no_email() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.links = vec![link("a", "1")];
+        let mut renamed = acct("0", "c");
+        renamed.external_id = None;
+        fx.accounts.push(renamed);
+        let legacy = |account: &str| {
+            let mut legacy = duplicate("a", account, LinkMethod::Email, "1");
+            legacy.user_name = "ann".into();
+            legacy.email = None;
+            legacy
+        };
+        fx.remembered = vec![legacy("0"), legacy("2")];
+        let upgraded = fx.plan();
+        assert!(
+            upgraded
+                .disputed_candidates
+                .iter()
+                .all(|c| c.email.is_none()),
+            "{:#?}",
+            upgraded.disputed_candidates
+        );
+        fx.remembered = upgraded.disputed_candidates;
+        let next = fx.plan();
+        let on_2: Vec<_> = next
+            .actions
+            .iter()
+            .filter(|a| a.kind.account_id() == Some("2"))
+            .map(|a| (a.identity_id.as_deref(), a.reason))
+            .collect();
+        assert_eq!(
+            on_2,
+            [(Some("a"), DriftKind::StaleAccess)],
+            "{:#?}",
+            next.actions
         );
     }
 
