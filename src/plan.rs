@@ -839,7 +839,9 @@ pub(crate) fn no_longer_their_duplicate(remembered: &DisputedCandidate, account:
 /// externalId, their userName, their email (its own, or its userName). A
 /// duplicate remembered by email before the email was kept (store migration
 /// 22) cannot be told: it stays theirs, as before, and the first reconcile
-/// keeps the address its account shows then ([`email_matched`]).
+/// keeps the address its account shows then ([`email_matched`]), unless
+/// another such duplicate of theirs shows another (one was renamed before the
+/// upgrade, which one nothing says): then none is kept, and both stay theirs.
 fn still_matches(account: &Account, remembered: &DisputedCandidate) -> bool {
     let email = match remembered.email.as_deref() {
         Some(email) => Some(email),
@@ -1422,6 +1424,9 @@ impl<'a> Matching<'a> {
         // such) while the person's loss of access went unrecorded.
         let mut remembered_names: FxHashMap<u32, &'a str> = FxHashMap::default();
         let mut remembered_emails: FxHashMap<u32, &'a str> = FxHashMap::default();
+        // People whose legacy duplicates (store migration 22) disagree on
+        // the address they were matched by.
+        let mut unsure_emails: BTreeSet<u32> = BTreeSet::new();
         let mut remembered_duplicates: Vec<&'a DisputedCandidate> = Vec::new();
         // A remembered duplicate is the person's only while it still matches
         // them as the directory last had them: one renamed since (repurposed
@@ -1522,11 +1527,24 @@ impl<'a> Matching<'a> {
                 }
                 (None, Some(account))
                     if candidate.method == LinkMethod::Email
-                        && candidate.duplicate_of.is_some() =>
+                        && candidate.duplicate_of.is_some()
+                        && !unsure_emails.contains(&key) =>
                 {
-                    remembered_emails
-                        .entry(key)
-                        .or_insert(email_matched(account));
+                    // Two of their accounts showing different addresses: one
+                    // was renamed before the upgrade, and which one nothing
+                    // says. Kept, the wrong address would make their true
+                    // duplicate nobody's; none is kept, and both stay theirs.
+                    let shown = email_matched(account);
+                    match remembered_emails.get(&key) {
+                        Some(kept) if !same_key(kept, shown) => {
+                            remembered_emails.remove(&key);
+                            unsure_emails.insert(key);
+                        }
+                        Some(_) => {}
+                        None => {
+                            remembered_emails.insert(key, shown);
+                        }
+                    }
                 }
                 (None, _) => {}
             }
@@ -2918,7 +2936,10 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 .map(rival_text)
                 .collect();
             counted(&mut rivals, w.claims.as_slice().len().saturating_sub(1));
-            let detail = conflict_detail(claim, &holders, &rivals);
+            let mut detail = conflict_detail(claim, &holders, &rivals);
+            if let Some(hint) = self.rehire_hint(claim, w.holders.as_slice(), &in_place) {
+                detail.push_str(&hint);
+            }
             // Every holder (few: the workspace holds a userName once, case
             // aside); the first few rivals, as the detail names them.
             let held_by = w
@@ -3001,6 +3022,52 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     }
 
     /// An account that has a userName someone else wants, and whose it is.
+    /// When the only account in the way of a person's create is one a leaver
+    /// keeps by its stored link (deactivated, or deprovisioned by this plan),
+    /// the link decides and the create waits for its delete, maybe for the
+    /// whole retention period: a leaver rehired under a new directory id (Okta
+    /// and Entra ID make a new user object) would lose access till then. Which
+    /// reading is right only a person can say, so the command that hands the
+    /// account over is named beside the detail's other way out.
+    fn rehire_hint(
+        &self,
+        claim: &Claim<'_>,
+        holders: &[u32],
+        in_place: &impl Fn(&&u32) -> bool,
+    ) -> Option<String> {
+        let m = self.matching;
+        if claim.account_id.is_some() {
+            return None;
+        }
+        let person = claim.action.identity_id.as_deref()?;
+        let mut in_the_way = holders.iter().filter(in_place);
+        let (Some(&holder), None) = (in_the_way.next(), in_the_way.next()) else {
+            return None;
+        };
+        let account = m.at(holder)?;
+        let &Owner::Primary(key) = m.owner(holder)? else {
+            return None;
+        };
+        let leaver = m.id_of(key);
+        let deprovisioned =
+            self.out.actions.iter().any(|a| {
+                a.kind.is_deprovision() && a.kind.account_id() == Some(account.id.as_str())
+            });
+        (leaver != person && (deprovisioned || !account.active)).then(|| {
+            format!(
+                "; if account {} is this person's (identity {leaver} rehired under a new directory \
+                 id?), `{}` gives it to them, projects included",
+                account.id,
+                crate::model::admin_command_line(
+                    &self.settings.admin_command,
+                    "link",
+                    &[person, account.id.as_str()],
+                    &["--replace"]
+                )
+            )
+        })
+    }
+
     fn holder_text(&self, account: &Account, slot: u32) -> String {
         let m = self.matching;
         let whose = match m.owner(slot) {
@@ -4909,6 +4976,55 @@ mod tests {
         );
     }
 
+    /// A leaver rehired under a new directory id while their account is still
+    /// linked to the old one: the link decides (the account is deactivated),
+    /// and the new person's create waits for its userName. Their item names
+    /// the command that hands them the account, as the admin command is
+    /// configured; a holder who still has access gets no such hint.
+    #[test]
+    fn a_create_in_the_way_of_a_leavers_linked_account_names_link_replace() {
+        let mut fx = Fx::new();
+        fx.settings.admin_command = "sudo -u sw seatwarden".into();
+        let mut rehired = active("new", &["eng"]);
+        rehired.user_name = "ann@ex.com".into();
+        rehired.email = Some("ann@ex.com".into());
+        fx.identities = vec![rehired];
+        fx.accounts = vec![acct("1", "ann")];
+        fx.links = vec![link("ann", "1")];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+        let item = plan
+            .drift
+            .iter()
+            .find(|d| d.identity_id.as_deref() == Some("new"))
+            .unwrap();
+        assert_eq!(
+            item.detail,
+            "not created: userName \"ann@ex.com\" is already held by account 1 (person ann); \
+             two people cannot share a userName: fix it in the directory, or free it in the \
+             workspace (rename or delete the account holding it) if it is no longer theirs; \
+             if account 1 is this person's (identity ann rehired under a new directory id?), \
+             `sudo -u sw seatwarden link new 1 --replace` gives it to them, projects included"
+        );
+
+        // Ann still has access: her account is not a leaver's.
+        let mut ann = active("ann", &["eng"]);
+        ann.email = Some("ann.b@ex.com".into());
+        fx.identities.push(ann);
+        let plan = fx.plan();
+        let item = plan
+            .drift
+            .iter()
+            .find(|d| d.identity_id.as_deref() == Some("new"))
+            .unwrap();
+        assert!(!item.detail.contains("link"), "{}", item.detail);
+    }
+
     /// The demo's Emma Novak: account 1 matches `a` by userName, account 2 by
     /// email; neither carries an externalId.
     fn disputed_by_name_and_email() -> Fx {
@@ -5317,6 +5433,50 @@ mod tests {
             [&ActionKind::Deactivate {
                 account_id: "1".into()
             }]
+        );
+    }
+
+    /// Two duplicates remembered by email before the person's email was kept,
+    /// one renamed before the upgrade: which address was the person's nothing
+    /// says, so none is kept, and the true duplicate stays theirs in every run
+    /// after (the wrong one would have made it nobody's).
+    #[test]
+    fn legacy_duplicates_showing_different_addresses_keep_no_email() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.links = vec![link("a", "1")];
+        let mut renamed = acct("0", "c");
+        renamed.external_id = None;
+        fx.accounts.push(renamed);
+        let legacy = |account: &str| {
+            let mut legacy = duplicate("a", account, LinkMethod::Email, "1");
+            legacy.user_name = "ann".into();
+            legacy.email = None;
+            legacy
+        };
+        fx.remembered = vec![legacy("0"), legacy("2")];
+        let upgraded = fx.plan();
+        assert!(
+            upgraded
+                .disputed_candidates
+                .iter()
+                .all(|c| c.email.is_none()),
+            "{:#?}",
+            upgraded.disputed_candidates
+        );
+        fx.remembered = upgraded.disputed_candidates;
+        let next = fx.plan();
+        let on_2: Vec<_> = next
+            .actions
+            .iter()
+            .filter(|a| a.kind.account_id() == Some("2"))
+            .map(|a| (a.identity_id.as_deref(), a.reason))
+            .collect();
+        assert_eq!(
+            on_2,
+            [(Some("a"), DriftKind::StaleAccess)],
+            "{:#?}",
+            next.actions
         );
     }
 

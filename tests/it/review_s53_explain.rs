@@ -612,9 +612,13 @@ struct Generated {
     accounts: Vec<(usize, Option<usize>, bool, bool)>,
     /// `(person, account, how linked)` indices.
     links: Vec<(usize, usize, LinkMethod)>,
-    /// Disputes the last reconcile remembered: `(person, account, rule)`
-    /// indices (the person may be one the directory no longer has).
-    remembered: Vec<(usize, usize, LinkMethod)>,
+    /// Disputes the last reconcile remembered: `(person, account, rule,
+    /// duplicate of account, email)` indices (the person may be one the
+    /// directory no longer has). With a `duplicate of`, a settled leaver's
+    /// duplicate; the email is kept as none (a row from before store migration
+    /// 22), the person's, or another name's (the account renamed since, or
+    /// the person's address changed before they were deleted).
+    remembered: Vec<Remembered>,
     /// How the directory spells the mapped group `Eng` (mappings and scope
     /// compare group names folded: case, spaces at the ends).
     eng_spelling: &'static str,
@@ -630,6 +634,9 @@ struct Generated {
     /// run (with `delete`, past a `delete_after` of 30 days).
     clocks: bool,
 }
+
+/// A remembered dispute or duplicate as [`Generated::remembered`] draws it.
+type Remembered = (usize, usize, LinkMethod, Option<usize>, Option<usize>);
 
 /// How a stored link was made: by a rule, by seatwarden's create, or by a
 /// person with `seatwarden link`.
@@ -682,8 +689,10 @@ fn generated() -> impl Strategy<Value = Generated> {
                         LinkMethod::UserName,
                         LinkMethod::Email,
                     ]),
+                    proptest::option::weighted(0.6, 0usize..5),
+                    proptest::option::weighted(0.7, 0usize..6),
                 ),
-                0..=2,
+                0..=3,
             ),
             proptest::sample::select(vec!["Eng", "eng", "ENG ", " eng"]),
             proptest::option::of(proptest::collection::vec(0usize..5, 0..=3)),
@@ -840,14 +849,19 @@ impl Generated {
         let remembered: Vec<seatwarden::model::DisputedCandidate> = self
             .remembered
             .iter()
-            .map(|&(i, j, method)| seatwarden::model::DisputedCandidate {
-                identity_id: format!("p{}", i % self.people.len()),
-                user_name: name_of(self, i % self.people.len()),
-                account_id: format!("a{}", j % accounts.len()),
-                method,
-                duplicate_of: None,
-                email: None,
-            })
+            .map(
+                |&(i, j, method, duplicate_of, email)| seatwarden::model::DisputedCandidate {
+                    identity_id: format!("p{}", i % self.people.len()),
+                    user_name: name_of(self, i % self.people.len()),
+                    account_id: format!("a{}", j % accounts.len()),
+                    method,
+                    duplicate_of: duplicate_of
+                        .map(|k| k % accounts.len())
+                        .filter(|&k| k != j % accounts.len())
+                        .map(|k| format!("a{k}")),
+                    email: email.map(|n| name_of(self, n)),
+                },
+            )
             .collect();
         let mut world = Scenario {
             extra: &extra,
@@ -960,6 +974,20 @@ fn account_agrees(world: &World, plan: &Plan, account: &Account) -> Result<(), S
     {
         return fail(&format!(
             "told nobody's, yet the plan's {} is about identity {:?}",
+            action.kind.name(),
+            action.identity_id
+        ));
+    }
+    // A settled leaver's duplicate renamed since is nobody's: never
+    // deprovisioned, let alone deleted, as theirs.
+    if scope.contains("no longer matches them by externalId, userName or email")
+        && let Some(action) = plan
+            .actions
+            .iter()
+            .find(|a| a.identity_id.is_some() && a.kind.account_id() == Some(account.id.as_str()))
+    {
+        return fail(&format!(
+            "told no longer the leaver's, yet the plan's {} is about identity {:?}",
             action.kind.name(),
             action.identity_id
         ));
