@@ -795,7 +795,9 @@ state database, nor a folder: FILE names the file, unlike backup's DEST); a FILE
 that is a symbolic link is refused (nothing is written through a link: give the
 file's own path). The temporary files exports to FILE killed a day ago or more left
 (.FILE.export-PID) are removed first. Written to stdout instead, a file that others may read is made
-private before anything is written.
+private before anything is written. On a terminal, a character in a value that would
+act on it (an escape, a carriage return, a bidi override) is shown as U+FFFD, and
+stderr says how many; a file or a pipe gets every value exact.
 
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
 first; no state database; the output could not be written; FILE exists without
@@ -2100,6 +2102,24 @@ fn export(
         ExportKind::Workspace => "workspace",
     };
     let Some(output) = output else {
+        // Read there, not kept: an ESC or a carriage return in a name someone
+        // gave an account would drive the reader's terminal. A file or a pipe
+        // gets every value exact.
+        let text = if std::io::stdout().is_terminal() {
+            let (shown, replaced) = shown_on_terminal(&text);
+            if replaced > 0 {
+                eprintln!(
+                    "{} that would act on this terminal (an escape, a carriage return, a \
+                     bidi override) {} shown as U+FFFD (\u{fffd}); written to a file \
+                     (--output) or a pipe, the export keeps every value exact",
+                    report::plural(replaced, "character", "characters"),
+                    if replaced == 1 { "is" } else { "are" }
+                );
+            }
+            shown
+        } else {
+            text
+        };
         // A full disk or a closed file: said as the export's, not as a bare OS
         // error that could be the state database's. A reader gone (`| head`)
         // stays quiet.
@@ -2126,6 +2146,16 @@ fn export(
         text.len()
     );
     Ok(exit::OK)
+}
+
+/// `text` as an export shows it on a terminal: what [`crate::model::acts_on_terminal`]
+/// (line breaks and tabs aside, the CSV's own) as U+FFFD, and how many were.
+fn shown_on_terminal(text: &str) -> (String, usize) {
+    let replaced = text
+        .chars()
+        .filter(|&c| crate::model::acts_on_terminal(c) && c != '\n' && c != '\t')
+        .count();
+    (report::printable(text, true).into_owned(), replaced)
 }
 
 /// An export holds every account's personal data (names, addresses, roles and

@@ -1,0 +1,134 @@
+//! Session 64, third review of the merged `helper-connect` work: what an
+//! operator sees when seatwarden prints the providers' strings.
+//!
+//! - `export access` wrote its cells raw to stdout: on a terminal, an ESC in
+//!   an account's userName (a workspace takes what an admin types) drove it.
+//!   On a terminal it is now shown as U+FFFD, and stderr says how many and
+//!   that a file or a pipe keeps every value exact.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Stdio};
+
+use chrono::{DateTime, Utc};
+use seatwarden::config::Config;
+use seatwarden::model::{Account, DirectorySnapshot, WorkspaceSnapshot};
+use seatwarden::store::{RunKind, RunStatus, Store};
+
+/// A state database whose newest run read one account, its userName holding
+/// an escape sequence that clears the screen, a carriage return and a bidi
+/// override; the configuration's path.
+fn stored_account_with_control_characters(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("directory.json"), "{\"users\": []}").unwrap();
+    let path = dir.join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    // Private, so that no warning (in colour, with ESCs of its own) is logged.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+    let at: DateTime<Utc> = "2026-12-07T08:00:00Z".parse().unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Plan, at).unwrap();
+    store
+        .save_directory_snapshot(
+            run,
+            &DirectorySnapshot {
+                identities: vec![],
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .save_workspace_snapshot(
+            run,
+            &WorkspaceSnapshot {
+                accounts: vec![Account {
+                    id: "w1".into(),
+                    user_name: "eve\u{1b}[2J\rok\u{202e}@ex.com".into(),
+                    external_id: None,
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    active: true,
+                    roles: vec!["Viewer".into()],
+                }],
+                groups: vec![],
+            },
+        )
+        .unwrap();
+    store
+        .finish_run(run, at, RunStatus::Succeeded, None)
+        .unwrap();
+    path
+}
+
+/// `export access` (CSV and JSON) on a terminal: no ESC, carriage return or
+/// bidi override reaches it, the userName shows with U+FFFD for each, and
+/// stderr says so; to a pipe, the exact bytes, and no such note. Before, the
+/// terminal got the ESC and its screen was cleared.
+#[test]
+fn export_access_on_a_terminal_shows_control_characters_as_replacement_and_a_pipe_gets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stored_account_with_control_characters(dir.path());
+    for format in ["csv", "json"] {
+        let line = format!(
+            "{} --config {} export access --format {format}",
+            env!("CARGO_BIN_EXE_seatwarden"),
+            path.display()
+        );
+        let terminal = Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .current_dir(dir.path())
+            .env_remove("SEATWARDEN_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("util-linux `script` gives the test a terminal: {e}"));
+        let shown = String::from_utf8_lossy(&terminal.stdout);
+        assert_eq!(terminal.status.code(), Some(0), "{shown}");
+        // JSON escapes ESC and the carriage return itself: the override is left.
+        let (value, replaced) = if format == "csv" {
+            ("eve\u{fffd}[2J\u{fffd}ok\u{fffd}@ex.com", 3)
+        } else {
+            ("eve\\u001b[2J\\rok\u{fffd}@ex.com", 1)
+        };
+        assert!(shown.contains(value), "{format}: {shown:?}");
+        assert!(
+            !shown.contains(['\u{1b}', '\u{202e}']) && !shown.contains("\rok"),
+            "{format}: {shown:?}"
+        );
+        let note = format!(
+            "{replaced} character{} that would act on this terminal",
+            if replaced == 1 { "" } else { "s" }
+        );
+        assert!(shown.contains(&note), "{format}: {shown:?}");
+        assert!(
+            shown.contains(
+                "written to a file (--output) or a pipe, the export keeps every value exact"
+            ),
+            "{format}: {shown:?}"
+        );
+
+        let piped = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&path)
+            .args(["export", "access", "--format", format])
+            .env_remove("SEATWARDEN_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(piped.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&piped.stderr);
+        assert_eq!(piped.status.code(), Some(0), "{stderr}");
+        let exact = if format == "csv" {
+            "eve\u{1b}[2J\rok\u{202e}@ex.com"
+        } else {
+            "eve\\u001b[2J\\rok\u{202e}@ex.com"
+        };
+        assert!(stdout.contains(exact), "{format}: {stdout:?}");
+        assert!(!stderr.contains("act on this terminal"), "{stderr}");
+    }
+}
