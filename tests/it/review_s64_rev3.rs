@@ -5,13 +5,19 @@
 //!   an account's userName (a workspace takes what an admin types) drove it.
 //!   On a terminal it is now shown as U+FFFD, and stderr says how many and
 //!   that a file or a pipe keeps every value exact.
+//! - A log line written while a progress line (`reading directory people: …`,
+//!   `applying: …`) was on a terminal ran on from it, on the same line, and
+//!   `check-config --connect` checks the directory, the workspace and the mail
+//!   relay at once, so any of their log lines could land there. A log line now
+//!   ends the open progress line first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Command, Stdio};
 
 use chrono::{DateTime, Utc};
 use seatwarden::config::Config;
-use seatwarden::model::{Account, DirectorySnapshot, WorkspaceSnapshot};
+use seatwarden::model::{Account, DirectorySnapshot, WorkspaceGroup, WorkspaceSnapshot};
+use seatwarden::sandbox::{Sandbox, SandboxOptions, SandboxPaging};
 use seatwarden::store::{RunKind, RunStatus, Store};
 
 /// A state database whose newest run read one account, its userName holding
@@ -131,4 +137,95 @@ fn export_access_on_a_terminal_shows_control_characters_as_replacement_and_a_pip
         assert!(stdout.contains(exact), "{format}: {stdout:?}");
         assert!(!stderr.contains("act on this terminal"), "{stderr}");
     }
+}
+
+const TOKEN: &str = "s64-rev3-token";
+
+/// `check-config --connect` on a terminal against a SCIM directory paged by
+/// cursor whose cursors expire at once: the listing of every User shows its
+/// first page, the provider refuses the cursor, and the warning that it lists
+/// again from the first page is logged while the progress line is open. The
+/// warning starts a line of its own. Before, it ran on from
+/// `reading directory people: 2/5 objects, 1 pages`.
+#[tokio::test]
+async fn a_log_line_during_a_directory_listing_starts_its_own_line_on_a_terminal() {
+    let accounts: Vec<Account> = (1..=5)
+        .map(|n| Account {
+            id: format!("u{n}"),
+            user_name: format!("p{n}@example.com"),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: Some(format!("p{n}@example.com")),
+            active: true,
+            roles: vec!["Viewer".into()],
+        })
+        .collect();
+    let seed = WorkspaceSnapshot {
+        groups: vec![WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Taskade Users".into(),
+            members: accounts.iter().map(|a| a.id.clone()).collect(),
+        }],
+        accounts,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.to_owned(),
+            paging: SandboxPaging::Cursor,
+            cursor_timeout: Some(std::time::Duration::ZERO),
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = sandbox.base_url();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n\
+             page_size = 2\nmax_concurrency = 1\nrequests_per_second = 0\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n\n\
+             [state]\npath = \"state.db\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let line = format!(
+        "{} --config {} check-config --connect",
+        env!("CARGO_BIN_EXE_seatwarden"),
+        path.display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn,seatwarden=info")
+        .env_remove("SEATWARDEN_CONFIG")
+        .stdin(Stdio::null());
+    let terminal = tokio::task::spawn_blocking(move || script.output().unwrap())
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert!(
+        shown.contains("\r  reading directory people: 2/5 objects, 1 pages   "),
+        "{shown:?}"
+    );
+    let warned = shown
+        .find("the provider refused its own cursor")
+        .unwrap_or_else(|| panic!("no cursor warning in {shown:?}"));
+    let line_start = shown[..warned].rfind('\n').map_or(0, |i| i + 1);
+    assert!(
+        !shown[line_start..warned].contains("reading directory"),
+        "the warning runs on from the progress line: {:?}",
+        &shown[line_start..]
+    );
+    sandbox.shutdown().await;
 }
