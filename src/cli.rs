@@ -1180,7 +1180,10 @@ fn run_loaded(cli: Cli, config: Config) -> anyhow::Result<u8> {
                 crate::daemon::status::Settings::of(&config, tz, schedule.as_ref()),
             )?;
             match format {
-                StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,
+                StatusFormat::Json => outln!(
+                    "{}",
+                    report::json_for_terminal(serde_json::to_string_pretty(&status)?)
+                )?,
                 StatusFormat::Text => out!(
                     "{}",
                     report::printable(&crate::daemon::status::render_text(&status), true)
@@ -1531,7 +1534,10 @@ fn audit_trail(
         run,
     })?;
     match format {
-        StatusFormat::Json => out!("{}", report::audit::render_json_lines(&rows)?)?,
+        StatusFormat::Json => out!(
+            "{}",
+            report::json_for_terminal(report::audit::render_json_lines(&rows)?)
+        )?,
         StatusFormat::Text => {
             let mut scope = Vec::new();
             if let Some(since) = since {
@@ -2028,7 +2034,7 @@ fn digest(
     }
     match format {
         Format::Text => out!("{}", report::printable(&digest.render_text(), true))?,
-        Format::Json => outln!("{}", digest.to_json())?,
+        Format::Json => outln!("{}", report::json_for_terminal(digest.to_json()))?,
         Format::Markdown => out!("{}", digest.render_markdown()?)?,
         Format::Html => out!("{}", digest.render_html()?)?,
     }
@@ -2084,7 +2090,9 @@ fn export(
                     let mark = if bom { "\u{FEFF}" } else { "" };
                     format!("{mark}{}", export.to_csv()?)
                 }
-                ExportFormat::Json => format!("{}\n", export.to_json()),
+                ExportFormat::Json => {
+                    format!("{}\n", report::json_for_terminal(export.to_json()))
+                }
             }
         }
         ExportKind::Workspace => {
@@ -2094,7 +2102,10 @@ fn export(
                 export.run_id,
                 report::local_time(export.snapshot_at, tz)
             );
-            format!("{}\n", serde_json::to_string_pretty(&export.seed)?)
+            format!(
+                "{}\n",
+                report::json_for_terminal(serde_json::to_string_pretty(&export.seed)?)
+            )
         }
     };
     let name = match kind {
@@ -3279,7 +3290,7 @@ fn after_writes(printed: anyhow::Result<()>) -> anyhow::Result<()> {
 /// Text, Markdown and HTML show times in `report.timezone`.
 fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Result<()> {
     match format {
-        Format::Json => outln!("{}", report.to_json())?,
+        Format::Json => outln!("{}", report::json_for_terminal(report.to_json()))?,
         Format::Text => out!(
             "{}",
             report::render_text(
