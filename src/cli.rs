@@ -795,7 +795,9 @@ state database, nor a folder: FILE names the file, unlike backup's DEST); a FILE
 that is a symbolic link is refused (nothing is written through a link: give the
 file's own path). The temporary files exports to FILE killed a day ago or more left
 (.FILE.export-PID) are removed first. Written to stdout instead, a file that others may read is made
-private before anything is written.
+private before anything is written. On a terminal, a character in a value that would
+act on it (an escape, a carriage return, a bidi override) is shown as U+FFFD, and
+stderr says how many; a file or a pipe gets every value exact.
 
 Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
 first; no state database; the output could not be written; FILE exists without
@@ -1180,7 +1182,10 @@ fn run_loaded(cli: Cli, config: Config) -> anyhow::Result<u8> {
                 crate::daemon::status::Settings::of(&config, tz, schedule.as_ref()),
             )?;
             match format {
-                StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,
+                StatusFormat::Json => outln!(
+                    "{}",
+                    report::json_for_terminal(serde_json::to_string_pretty(&status)?)
+                )?,
                 StatusFormat::Text => out!(
                     "{}",
                     report::printable(&crate::daemon::status::render_text(&status), true)
@@ -1531,7 +1536,10 @@ fn audit_trail(
         run,
     })?;
     match format {
-        StatusFormat::Json => out!("{}", report::audit::render_json_lines(&rows)?)?,
+        StatusFormat::Json => out!(
+            "{}",
+            report::json_for_terminal(report::audit::render_json_lines(&rows)?)
+        )?,
         StatusFormat::Text => {
             let mut scope = Vec::new();
             if let Some(since) = since {
@@ -2031,7 +2039,7 @@ fn digest(
     }
     match format {
         Format::Text => out!("{}", report::printable(&digest.render_text(), true))?,
-        Format::Json => outln!("{}", digest.to_json())?,
+        Format::Json => outln!("{}", report::json_for_terminal(digest.to_json()))?,
         Format::Markdown => out!("{}", digest.render_markdown()?)?,
         Format::Html => out!("{}", digest.render_html()?)?,
     }
@@ -2087,7 +2095,9 @@ fn export(
                     let mark = if bom { "\u{FEFF}" } else { "" };
                     format!("{mark}{}", export.to_csv()?)
                 }
-                ExportFormat::Json => format!("{}\n", export.to_json()),
+                ExportFormat::Json => {
+                    format!("{}\n", report::json_for_terminal(export.to_json()))
+                }
             }
         }
         ExportKind::Workspace => {
@@ -2097,7 +2107,10 @@ fn export(
                 export.run_id,
                 report::local_time(export.snapshot_at, tz)
             );
-            format!("{}\n", serde_json::to_string_pretty(&export.seed)?)
+            format!(
+                "{}\n",
+                report::json_for_terminal(serde_json::to_string_pretty(&export.seed)?)
+            )
         }
     };
     let name = match kind {
@@ -2105,6 +2118,24 @@ fn export(
         ExportKind::Workspace => "workspace",
     };
     let Some(output) = output else {
+        // Read there, not kept: an ESC or a carriage return in a name someone
+        // gave an account would drive the reader's terminal. A file or a pipe
+        // gets every value exact.
+        let text = if std::io::stdout().is_terminal() {
+            let (shown, replaced) = shown_on_terminal(&text);
+            if replaced > 0 {
+                eprintln!(
+                    "{} that would act on this terminal (an escape, a carriage return, a \
+                     bidi override) {} shown as U+FFFD (\u{fffd}); written to a file \
+                     (--output) or a pipe, the export keeps every value exact",
+                    report::plural(replaced, "character", "characters"),
+                    if replaced == 1 { "is" } else { "are" }
+                );
+            }
+            shown
+        } else {
+            text
+        };
         // A full disk or a closed file: said as the export's, not as a bare OS
         // error that could be the state database's. A reader gone (`| head`)
         // stays quiet.
@@ -2131,6 +2162,16 @@ fn export(
         text.len()
     );
     Ok(exit::OK)
+}
+
+/// `text` as an export shows it on a terminal: what [`crate::model::acts_on_terminal`]
+/// (line breaks and tabs aside, the CSV's own) as U+FFFD, and how many were.
+fn shown_on_terminal(text: &str) -> (String, usize) {
+    let replaced = text
+        .chars()
+        .filter(|&c| crate::model::acts_on_terminal(c) && c != '\n' && c != '\t')
+        .count();
+    (report::printable(text, true).into_owned(), replaced)
 }
 
 /// An export holds every account's personal data (names, addresses, roles and
@@ -3262,7 +3303,7 @@ fn after_writes(printed: anyhow::Result<()>) -> anyhow::Result<()> {
 /// Text, Markdown and HTML show times in `report.timezone`.
 fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Result<()> {
     match format {
-        Format::Json => outln!("{}", report.to_json())?,
+        Format::Json => outln!("{}", report::json_for_terminal(report.to_json()))?,
         Format::Text => out!(
             "{}",
             report::render_text(

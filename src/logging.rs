@@ -4,11 +4,34 @@
 //! an overdue deprovisioning's error included, reaches the journal at the stream's
 //! default priority (info), and `journalctl -p err` or severity-based forwarding
 //! never sees it.
+//!
+//! On a terminal, a log line written while a progress line is shown
+//! ([`crate::run::ReadProgress`], the apply's) ends that line first, so that it
+//! is not written on from the count and overwritten by the next one.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
+
+/// Whether a progress line (`\r  reading workspace people: …`, `\r  applying: …`)
+/// is on stderr without its line break: a log line written then would run on
+/// from it, and the next page's `\r` would overwrite the log line's start.
+static PROGRESS_LINE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Says that a progress line was just printed on stderr, its line not ended.
+pub fn progress_line_printed() {
+    PROGRESS_LINE_OPEN.store(true, Ordering::Relaxed);
+}
+
+/// Ends the progress line on stderr, if one is open and no log line ended it
+/// already, so that what follows starts a line of its own.
+pub fn end_progress_line() {
+    if PROGRESS_LINE_OPEN.swap(false, Ordering::Relaxed) {
+        eprintln!();
+    }
+}
 
 /// The syslog priority journald reads from a `<N>` line prefix.
 fn priority(level: Level) -> &'static [u8] {
@@ -78,6 +101,10 @@ impl<S: Write> Write for EventWriter<S> {
                 None => line.into_owned(),
             };
             self.buffer.clear();
+            // Progress is shown on a terminal only, never on a journal stream.
+            if PROGRESS_LINE_OPEN.swap(false, Ordering::Relaxed) {
+                self.sink.write_all(b"\n")?;
+            }
             self.sink.write_all(&line)?;
         }
         self.sink.flush()

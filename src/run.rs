@@ -294,7 +294,9 @@ pub fn directory_from_config(config: &Config) -> Directory {
 /// after each page; only when stderr is a TTY (and not in the daemon), so logs
 /// and CI output stay clean. A reconcile shows it, `approve` while it lists
 /// the workspace to re-check what it approves, and `check-config --connect`
-/// while it lists a SCIM directory's every User and Group.
+/// while it lists a SCIM directory's every User and Group. A log line written
+/// while it is shown (a retry, a refused cursor, a concurrent check's) ends it
+/// first ([`crate::logging::progress_line_printed`]).
 pub struct ReadProgress {
     shown: bool,
     /// `workspace`, or `directory` for a SCIM directory read with the same client.
@@ -326,6 +328,7 @@ impl ReadProgress {
         if self.shown {
             self.printed.store(true, Ordering::Relaxed);
             eprint!("{}", self.line(p));
+            crate::logging::progress_line_printed();
         }
     }
 
@@ -342,7 +345,7 @@ impl ReadProgress {
     /// own progress line) does not overwrite it.
     pub fn done(&self) {
         if self.printed.swap(false, Ordering::Relaxed) {
-            eprintln!();
+            crate::logging::end_progress_line();
         }
     }
 }
@@ -393,11 +396,13 @@ fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
                 if due {
                     printed.store(true, Ordering::Relaxed);
                     eprint!("\r  applying: {done}/{total} written   ");
+                    crate::logging::progress_line_printed();
                 }
             }
             apply::ApplyProgress::Verifying { changes } => {
                 printed.store(true, Ordering::Relaxed);
                 eprint!("\r  applying: verifying {changes} changes by reading them back   ");
+                crate::logging::progress_line_printed();
             }
             apply::ApplyProgress::Recovering { checked, total } => {
                 let due = last.lock().is_ok_and(|mut last| {
@@ -406,6 +411,7 @@ fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
                 if due {
                     printed.store(true, Ordering::Relaxed);
                     eprint!("\r  recovering: {checked}/{total} interrupted writes checked   ");
+                    crate::logging::progress_line_printed();
                 }
             }
         })
@@ -423,7 +429,7 @@ pub(crate) async fn with_apply_progress<F: std::future::Future>(work: F) -> F::O
     let (hook, printed) = apply_progress_printer();
     let output = apply::with_progress(hook, work).await;
     if printed.load(Ordering::Relaxed) {
-        eprintln!();
+        crate::logging::end_progress_line();
     }
     output
 }
@@ -1097,7 +1103,7 @@ async fn pipeline(
             let (hook, printed) = apply_progress_printer();
             let recovered = apply::with_progress(hook, recovering).await;
             if printed.load(Ordering::Relaxed) {
-                eprintln!();
+                crate::logging::end_progress_line();
             }
             recovered
         } else {
@@ -1374,7 +1380,7 @@ async fn pipeline(
             let (hook, printed) = apply_progress_printer();
             let applied = apply::with_progress(hook, applying).await;
             if printed.load(Ordering::Relaxed) {
-                eprintln!();
+                crate::logging::end_progress_line();
             }
             applied
         } else {

@@ -658,6 +658,29 @@ pub fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// `json` (serde_json's text) with each character that
+/// [`crate::model::acts_on_terminal`] and that JSON leaves raw (DEL, the C1
+/// controls, bidi controls, line and paragraph separators) written as its
+/// `\uXXXX` escape: the same value to every JSON reader, and nothing that drives
+/// or reorders the terminal it is printed on. serde_json escapes the C0
+/// controls inside strings itself, so a raw line break or tab left is layout.
+pub fn json_for_terminal(json: String) -> String {
+    let escaped = |c: char| crate::model::acts_on_terminal(c) && u32::from(c) >= 0x7f;
+    if !json.chars().any(escaped) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escaped(c) {
+            // Every such character is in the BMP: one escape each.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `report` with every field that comes from the directory, the workspace or a
 /// provider's answer made [`printable`], for the text renderer.
 fn printable_report(report: &Report) -> Report {
@@ -2225,6 +2248,35 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    /// JSON printed for a person keeps every value, and escapes what would act
+    /// on their terminal that serde_json leaves raw: DEL, C1 (CSI U+009B, NEL),
+    /// bidi overrides and isolates, line and paragraph separators.
+    #[test]
+    fn json_for_terminal_escapes_what_acts_on_a_terminal_and_keeps_the_value() {
+        let value = serde_json::json!({
+            "user_name": "eve\u{1b}[2J\u{7f}\u{9b}31m\u{85}\u{202e}txt\u{2066}\u{2028}é\n",
+            "list": ["a\u{200f}", "plain ✓"],
+        });
+        let json = json_for_terminal(serde_json::to_string_pretty(&value).unwrap());
+        assert!(
+            !json
+                .chars()
+                .any(|c| crate::model::acts_on_terminal(c) && c != '\n'),
+            "{json:?}"
+        );
+        assert!(
+            json.contains(r"eve\u001b[2J\u007f\u009b31m\u0085\u202etxt\u2066\u2028é\n"),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+            value
+        );
+        // Nothing to escape: the same text.
+        let plain = serde_json::to_string_pretty(&serde_json::json!({"a": "é ✓\t"})).unwrap();
+        assert_eq!(json_for_terminal(plain.clone()), plain);
     }
 
     /// EXCEPTIONS reads as one sentence: no run of spaces from a string broken

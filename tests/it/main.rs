@@ -188,6 +188,7 @@ mod review_s64_apply;
 mod review_s64_connect;
 mod review_s64_rehire;
 mod review_s64_rev1;
+mod review_s64_rev3;
 mod role_groups;
 mod run_recovery;
 mod safety;
