@@ -3241,10 +3241,12 @@ fn claimed_since<'r>(
             let user_name = accounts
                 .get(account_id)
                 .map_or("", |a| a.user_name.as_str());
-            let relink = match linked.get(account_id) {
+            // A stored link to someone else outweighs matching in the plan: the
+            // next reconcile plans this again, and the operator is the one to move it.
+            let next = match linked.get(account_id) {
                 Some(linked_to) if *linked_to != claimant.id => format!(
-                    "; its stored link is still to identity {}: if the account is theirs, \
-                     `{}` gives it to them",
+                    "Its stored link is still to identity {}, so the next reconcile plans this \
+                     again: if the account is theirs, `{}` gives it to them first",
                     crate::report::printable(linked_to, false),
                     admin_command_line(
                         admin_command,
@@ -3253,15 +3255,15 @@ fn claimed_since<'r>(
                         &["--replace"]
                     )
                 ),
-                _ => String::new(),
+                _ => "The next reconcile decides whose the account is".to_owned(),
             };
             refused.insert(
                 seq,
                 format!(
                     "the directory has {} (identity {}) with access now ({source}), whom \
                      matching finds for account {} ({}) by {}, and run {run}'s read did not: \
-                     a leaver rehired under a new id, or someone given their address? The \
-                     next reconcile decides whose the account is{relink}",
+                     a leaver rehired under a new id, or someone given their address? \
+                     {next}",
                     crate::report::printable(&claimant.user_name, false),
                     crate::report::printable(&claimant.id, false),
                     crate::report::printable(account_id, false),
@@ -3670,9 +3672,9 @@ mod tests {
             "the directory has ann@ex.com (identity 00u9) with access now (in the directory \
              as read now, 09:00), whom matching finds for account a1 (Ann@ex.com) by \
              userName, and run 7's read did not: a leaver rehired under a new id, or \
-             someone given their address? The next reconcile decides whose the account is; \
-             its stored link is still to identity 00u1: if the account is theirs, \
-             `seatwarden link 00u9 a1 --replace` gives it to them"
+             someone given their address? Its stored link is still to identity 00u1, so the \
+             next reconcile plans this again: if the account is theirs, \
+             `seatwarden link 00u9 a1 --replace` gives it to them first"
         );
 
         // The run's own read had 00u9 already, with access: its plan decided

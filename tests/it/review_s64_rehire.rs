@@ -61,13 +61,13 @@ async fn approve_spares_an_account_a_leaver_rehired_under_a_new_id_would_claim()
     );
     assert!(why.starts_with(&expected_start), "{why}");
     assert!(
-        why.contains("a leaver rehired under a new id, or someone given their address? The next reconcile decides whose the account is"),
+        why.contains("a leaver rehired under a new id, or someone given their address? Its stored link is still to identity "),
         "{why}"
     );
     assert!(
         why.contains(&format!(
-            "its stored link is still to identity {}: if the account is theirs, `seatwarden \
-             link rehired-00u1 ",
+            "Its stored link is still to identity {}, so the next reconcile plans this again: if \
+             the account is theirs, `seatwarden link rehired-00u1 ",
             two[0]
         )),
         "{why}"
